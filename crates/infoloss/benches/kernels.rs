@@ -1,0 +1,2 @@
+//! Criterion benchmarks of the SIMD kernels (placeholder while being written).
+fn main() {}

@@ -1,0 +1,1 @@
+//! SIMD row kernels (the only module allowed to contain `unsafe`).
