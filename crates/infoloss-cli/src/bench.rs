@@ -1,0 +1,318 @@
+//! `infoloss bench`: time each loss over a size sweep and compare it with a memory copy of the same bytes.
+//!
+//! For every (op, size, dtype) the report gives the median wall time of `reps` runs, the bytes the operation must
+//! move at the least (its inputs read once and its outputs written once), the achieved GB/s, and the ratio of the
+//! time to a copy moving the same number of bytes, measured in the same process with the same thread count.
+
+use std::time::{Duration, Instant};
+
+use half::bf16;
+use infoloss::ndarray::{Array1, Array2, ArrayView1};
+use infoloss::{
+    BceOptions, BceWithLogitsOptions, CrossEntropyOptions, Element, EntropyOptions, JensenShannonOptions,
+    KlDivOptions, NllOptions, Reduction,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+use serde::Serialize;
+
+/// One benchmarked operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpSpec {
+    /// Name on the command line.
+    pub name: &'static str,
+    /// What it runs.
+    pub what: &'static str,
+    /// Number of N×V arrays read at the least.
+    pub reads: usize,
+    /// Number of N×V arrays written at the least.
+    pub writes: usize,
+}
+
+/// Every operation `infoloss bench` knows.
+pub const OPS: &[OpSpec] = &[
+    OpSpec { name: "ce", what: "cross_entropy_with_grad, class targets", reads: 1, writes: 1 },
+    OpSpec { name: "ce-ls", what: "cross_entropy_with_grad, label_smoothing=0.1", reads: 1, writes: 1 },
+    OpSpec { name: "ce-weight", what: "cross_entropy_with_grad, weight + ignore_index", reads: 1, writes: 1 },
+    OpSpec { name: "ce-probs", what: "cross_entropy_probs_with_grad, probability targets", reads: 2, writes: 1 },
+    OpSpec { name: "nll", what: "nll_loss_with_grad", reads: 0, writes: 1 },
+    OpSpec { name: "log-softmax", what: "log_softmax forward", reads: 1, writes: 1 },
+    OpSpec { name: "kl", what: "kl_div_with_grad(log p, p), batchmean", reads: 2, writes: 1 },
+    OpSpec { name: "kl-log", what: "kl_div_with_grad, log_target=True, batchmean", reads: 2, writes: 1 },
+    OpSpec { name: "bce", what: "binary_cross_entropy_with_grad", reads: 2, writes: 1 },
+    OpSpec { name: "bce-logits", what: "binary_cross_entropy_with_logits_with_grad, pos_weight", reads: 2, writes: 1 },
+    OpSpec { name: "entropy", what: "entropy(p) along axis 1 (forward)", reads: 1, writes: 0 },
+    OpSpec { name: "js", what: "jensenshannon(p, q) along axis 1 (forward)", reads: 2, writes: 0 },
+];
+
+/// One line of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRow {
+    /// Operation name.
+    pub op: String,
+    /// dtype of the inputs.
+    pub dtype: String,
+    /// Rows.
+    pub rows: usize,
+    /// Classes.
+    pub classes: usize,
+    /// Threads used.
+    pub threads: usize,
+    /// Median seconds per call.
+    pub median_s: f64,
+    /// Bytes the operation must move at the least.
+    pub bytes: u64,
+    /// Achieved bytes per second / 1e9.
+    pub gb_per_s: f64,
+    /// Median seconds of a copy moving the same bytes (read + write), same run.
+    pub copy_s: f64,
+    /// `median_s / copy_s`.
+    pub ratio_to_copy: f64,
+}
+
+/// Settings of one bench run.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// Operations to run (names from [`OPS`]).
+    pub ops: Vec<OpSpec>,
+    /// Sizes.
+    pub sizes: Vec<(usize, usize)>,
+    /// dtypes: "f32", "f64", "bf16", "f16".
+    pub dtypes: Vec<String>,
+    /// Timed repetitions (median reported).
+    pub reps: usize,
+    /// Thread count.
+    pub threads: usize,
+}
+
+/// Parses `--ops a,b` into op specs, naming the unknown one.
+pub fn parse_ops(list: &str) -> Result<Vec<OpSpec>, String> {
+    list.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|name| {
+            OPS.iter().copied().find(|o| o.name == name.trim()).ok_or_else(|| {
+                let known: Vec<_> = OPS.iter().map(|o| o.name).collect();
+                format!("unknown op {name:?} for --ops (known: {})", known.join(", "))
+            })
+        })
+        .collect()
+}
+
+/// Parses `--sizes 4096x32000,1024x128256`.
+pub fn parse_sizes(list: &str) -> Result<Vec<(usize, usize)>, String> {
+    list.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            let (a, b) = s
+                .split_once(['x', 'X'])
+                .ok_or_else(|| format!("invalid size {s:?} for --sizes: expected ROWSxCLASSES, e.g. 4096x32000"))?;
+            let rows = a.trim().parse::<usize>().map_err(|e| format!("invalid rows in --sizes {s:?}: {e}"))?;
+            let cols = b.trim().parse::<usize>().map_err(|e| format!("invalid classes in --sizes {s:?}: {e}"))?;
+            if rows == 0 || cols == 0 {
+                return Err(format!("invalid size {s:?} for --sizes: rows and classes must be positive"));
+            }
+            rows.checked_mul(cols).ok_or_else(|| format!("size {s:?} overflows"))?;
+            Ok((rows, cols))
+        })
+        .collect()
+}
+
+fn median(mut v: Vec<Duration>) -> f64 {
+    v.sort();
+    v[v.len() / 2].as_secs_f64()
+}
+
+fn time_reps(reps: usize, mut f: impl FnMut()) -> f64 {
+    f(); // warm-up: page faults, caches, thread pool start
+    median((0..reps.max(1)).map(|_| {
+        let t = Instant::now();
+        f();
+        t.elapsed()
+    }).collect())
+}
+
+/// Median time of copying `bytes` bytes (parallel over the current pool, like the ops).
+fn copy_time(bytes: usize, reps: usize) -> f64 {
+    let n = bytes / 8;
+    let src: Vec<u64> = (0..n as u64).collect();
+    let mut dst = vec![0u64; n];
+    let chunk = (n / (4 * rayon::current_num_threads()).max(1)).max(1 << 16);
+    time_reps(reps, || {
+        dst.par_chunks_mut(chunk).zip(src.par_chunks(chunk)).for_each(|(d, s)| d.copy_from_slice(s));
+        std::hint::black_box(&dst);
+    })
+}
+
+struct Inputs<T> {
+    logits: Array2<T>,
+    logp: Array2<T>,
+    probs: Array2<T>,
+    probs2: Array2<T>,
+    targets: Array1<i64>,
+    unit: Array2<T>,
+    binary: Array2<T>,
+    weight: Array1<T>,
+    pos_weight: Array1<T>,
+}
+
+fn make_inputs<T: Element>(rows: usize, cols: usize, seed: u64) -> Inputs<T> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let logits64 = Array2::from_shape_fn((rows, cols), |_| rng.random_range(-4.0..4.0f64));
+    let lse = |a: &Array2<f64>| {
+        let mut out = a.clone();
+        for mut row in out.rows_mut() {
+            let m = row.fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+            let s: f64 = row.iter().map(|v| (v - m).exp()).sum();
+            let l = m + s.ln();
+            row.mapv_inplace(|v| v - l);
+        }
+        out
+    };
+    let logp64 = lse(&logits64);
+    let other = Array2::from_shape_fn((rows, cols), |_| rng.random_range(-4.0..4.0f64));
+    let logq64 = lse(&other);
+    let conv = |a: &Array2<f64>| a.mapv(|v| T::from_acc(<T::Acc as infoloss::Real>::c(v)));
+    let targets = Array1::from_shape_fn(rows, |i| if i % 17 == 5 { -100 } else { rng.random_range(0..cols as i64) });
+    Inputs {
+        logits: conv(&logits64),
+        logp: conv(&logp64),
+        probs: conv(&logp64.mapv(f64::exp)),
+        probs2: conv(&logq64.mapv(f64::exp)),
+        targets,
+        unit: conv(&Array2::from_shape_fn((rows, cols), |_| rng.random_range(0.001..0.999f64))),
+        binary: conv(&Array2::from_shape_fn((rows, cols), |_| if rng.random_bool(0.3) { 1.0 } else { 0.0 })),
+        weight: conv(&Array2::from_shape_fn((1, cols), |_| rng.random_range(0.5..2.0f64))).row(0).to_owned(),
+        pos_weight: conv(&Array2::from_shape_fn((1, cols), |_| rng.random_range(1.0..3.0f64))).row(0).to_owned(),
+    }
+}
+
+fn run_op<T: Element>(op: &str, x: &Inputs<T>) -> Result<(), infoloss::Error> {
+    let bm = KlDivOptions { reduction: Reduction::BatchMean, log_target: false };
+    let w: ArrayView1<'_, T> = x.weight.view();
+    match op {
+        "ce" => drop(infoloss::cross_entropy_with_grad(x.logits.view(), x.targets.view(), &Default::default())?),
+        "ce-ls" => {
+            let o = CrossEntropyOptions { label_smoothing: 0.1, ..Default::default() };
+            drop(infoloss::cross_entropy_with_grad(x.logits.view(), x.targets.view(), &o)?)
+        }
+        "ce-weight" => {
+            let o = CrossEntropyOptions { weight: Some(w), ..Default::default() };
+            drop(infoloss::cross_entropy_with_grad(x.logits.view(), x.targets.view(), &o)?)
+        }
+        "ce-probs" => drop(infoloss::cross_entropy_probs_with_grad(x.logits.view(), x.probs.view(), &Default::default())?),
+        "nll" => drop(infoloss::nll_loss_with_grad(x.logp.view(), x.targets.view(), &NllOptions::default())?),
+        "log-softmax" => drop(infoloss::log_softmax(x.logits.view(), 1)?),
+        "kl" => drop(infoloss::kl_div_with_grad(x.logp.view(), x.probs2.view(), &bm)?),
+        "kl-log" => {
+            let o = KlDivOptions { log_target: true, ..bm };
+            let lq = x.probs2.mapv(|v| T::from_acc(num_traits_ln(v.to_acc())));
+            drop(infoloss::kl_div_with_grad(x.logp.view(), lq.view(), &o)?)
+        }
+        "bce" => drop(infoloss::binary_cross_entropy_with_grad(x.unit.view(), x.binary.view(), &BceOptions::default())?),
+        "bce-logits" => {
+            let pw = x.pos_weight.view().into_dyn();
+            let o = BceWithLogitsOptions { pos_weight: Some(pw), ..Default::default() };
+            drop(infoloss::binary_cross_entropy_with_logits_with_grad(x.logits.view(), x.binary.view(), &o)?)
+        }
+        "entropy" => {
+            drop(infoloss::entropy(x.probs.view(), None, &EntropyOptions { base: None, axis: 1 })?)
+        }
+        "js" => drop(infoloss::jensenshannon(
+            x.probs.view(),
+            x.probs2.view(),
+            &JensenShannonOptions { axis: 1, ..Default::default() },
+        )?),
+        other => unreachable!("op {other} validated by parse_ops"),
+    }
+    Ok(())
+}
+
+fn num_traits_ln<A: infoloss::Real>(v: A) -> A {
+    v.ln()
+}
+
+fn elem_bytes(dtype: &str) -> usize {
+    match dtype {
+        "f64" => 8,
+        "f32" => 4,
+        _ => 2,
+    }
+}
+
+/// Runs the benchmark, calling `report` after each row.
+pub fn run(cfg: &BenchConfig, mut report: impl FnMut(&BenchRow) + Send) -> Result<Vec<BenchRow>, String> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cfg.threads)
+        .build()
+        .map_err(|e| format!("cannot start {} threads: {e}", cfg.threads))?;
+    let mut rows = Vec::new();
+    pool.install(|| -> Result<(), String> {
+        for &(n, v) in &cfg.sizes {
+            for dtype in &cfg.dtypes {
+                let rows_here = match dtype.as_str() {
+                    "f32" => bench_dtype::<f32>(cfg, n, v, "f32")?,
+                    "f64" => bench_dtype::<f64>(cfg, n, v, "f64")?,
+                    "bf16" => bench_dtype::<bf16>(cfg, n, v, "bf16")?,
+                    "f16" => bench_dtype::<half::f16>(cfg, n, v, "f16")?,
+                    other => return Err(format!("unknown dtype {other:?} for --dtypes (f32, f64, bf16, f16)")),
+                };
+                for r in rows_here {
+                    report(&r);
+                    rows.push(r);
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok(rows)
+}
+
+fn bench_dtype<T: Element>(cfg: &BenchConfig, n: usize, v: usize, dtype: &str) -> Result<Vec<BenchRow>, String> {
+    let inputs = make_inputs::<T>(n, v, 0x1f0_1055);
+    let es = elem_bytes(dtype);
+    let mut out = Vec::new();
+    for op in &cfg.ops {
+        let bytes = ((op.reads + op.writes) * n * v * es + n * 8) as u64;
+        let mut err = None;
+        let t = time_reps(cfg.reps, || {
+            if let Err(e) = run_op(op.name, &inputs) {
+                err = Some(e);
+            }
+        });
+        if let Some(e) = err {
+            return Err(format!("{} failed: {e}", op.name));
+        }
+        let copy_s = copy_time((bytes / 2) as usize, cfg.reps);
+        out.push(BenchRow {
+            op: op.name.to_string(),
+            dtype: dtype.to_string(),
+            rows: n,
+            classes: v,
+            threads: cfg.threads,
+            median_s: t,
+            bytes,
+            gb_per_s: bytes as f64 / t / 1e9,
+            copy_s,
+            ratio_to_copy: t / copy_s,
+        });
+    }
+    Ok(out)
+}
+
+/// Formats a row for humans.
+pub fn format_row(r: &BenchRow) -> String {
+    format!(
+        "{:<12} {:<5} {:>6}x{:<7} {:>2}T {:>10.2} ms {:>9.1} MB {:>7.2} GB/s  copy {:>8.2} ms  ratio {:>6.2}",
+        r.op,
+        r.dtype,
+        r.rows,
+        r.classes,
+        r.threads,
+        r.median_s * 1e3,
+        r.bytes as f64 / 1e6,
+        r.gb_per_s,
+        r.copy_s * 1e3,
+        r.ratio_to_copy
+    )
+}
