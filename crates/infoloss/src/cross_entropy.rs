@@ -1,10 +1,32 @@
 //! `cross_entropy` with class-index targets and with probability targets.
-// STUB: contract only; bodies are being written.
-use ndarray::{ArrayD, ArrayView, ArrayView1, Dimension};
+//!
+//! The input holds logits with the classes on dimension 1: `(C)`, `(N, C)` or `(N, C, d1, …, dk)`.
+//! Class-index targets follow [`nll_loss`](crate::nll_loss()) (`(N, C, d…)` input, `(N, d…)` target);
+//! probability targets have the input's shape. See `pytorch-semantics.md` §3.
+//!
+//! Every function makes one pass over the rows (positions `(n, d1, …, dk)`): it gathers the row's
+//! logits, computes one `log_softmax`, and from it the loss and/or the gradient.
 
-use crate::{Element, GradOutput, Loss, Reduction, Result};
+use ndarray::{ArrayD, ArrayView, ArrayView1, ArrayViewD, Dimension};
+use num_traits::{One, Zero};
 
-/// Options of the cross-entropy functions; `Default` equals PyTorch's defaults.
+use crate::nll::{
+    IndexTargets, LossAndGrad, Upstream, check_class_weight, index_targets, mean_of, pack_loss,
+};
+use crate::shape::{ClassLayout, check_same_shape};
+use crate::softmax::{array_from_vec, row_log_softmax, row_log_softmax_backward, row_major};
+use crate::{Element, Error, GradOutput, Loss, Real, Reduction, Result};
+
+/// Options of the cross-entropy functions; `Default` equals PyTorch's defaults
+/// (`weight=None, ignore_index=-100, reduction='mean', label_smoothing=0.0`).
+///
+/// ```
+/// use infoloss::{CrossEntropyOptions, Reduction, cross_entropy, ndarray::array};
+/// // ε = 1 ignores the target: the loss is the mean of −log_softmax over the classes
+/// let opts = CrossEntropyOptions { label_smoothing: 1.0, reduction: Reduction::Sum, ..Default::default() };
+/// let loss = cross_entropy(array![[0.0f64, 0.0]].view(), array![1i64].view(), &opts).unwrap();
+/// assert!((loss.scalar().unwrap() - 2f64.ln()).abs() < 1e-15);
+/// ```
 #[derive(Debug, Clone)]
 pub struct CrossEntropyOptions<'a, T> {
     /// Per-class weight `(C,)`.
@@ -19,79 +41,740 @@ pub struct CrossEntropyOptions<'a, T> {
 
 impl<T> Default for CrossEntropyOptions<'_, T> {
     fn default() -> Self {
-        CrossEntropyOptions { weight: None, ignore_index: -100, reduction: Reduction::Mean, label_smoothing: 0.0 }
+        CrossEntropyOptions {
+            weight: None,
+            ignore_index: -100,
+            reduction: Reduction::Mean,
+            label_smoothing: 0.0,
+        }
     }
 }
 
+/// Rejects a label smoothing outside `[0, 1]` or NaN.
+///
+/// PyTorch raises `label_smoothing must be between 0.0 and 1.0. Got: 1.5` above 1 but silently treats
+/// negative values and NaN as 0; infoloss rejects those too.
+fn check_label_smoothing(op: &'static str, eps: f64) -> Result<f64> {
+    if (0.0..=1.0).contains(&eps) {
+        Ok(eps)
+    } else {
+        Err(Error::invalid_option(op, "label_smoothing", eps, "label_smoothing must be between 0.0 and 1.0"))
+    }
+}
+
+/// Gathers row `r` (classes strided by `inner`) of a row-major class-dimension-1 array.
+#[inline]
+fn gather<T: Element>(x: &[T], r: usize, layout: &ClassLayout, out: &mut [T::Acc]) {
+    let (classes, inner) = (layout.classes, layout.inner);
+    let base = (r / inner) * classes * inner + r % inner;
+    for (c, o) in out.iter_mut().enumerate() {
+        *o = x.get(base + c * inner).map_or(T::Acc::zero(), |v| v.to_acc());
+    }
+}
+
+/// Writes row `r` of `vals` into a row-major class-dimension-1 array.
+#[inline]
+fn scatter<T: Element>(dst: &mut [T], r: usize, layout: &ClassLayout, vals: &[T::Acc]) {
+    let (classes, inner) = (layout.classes, layout.inner);
+    let base = (r / inner) * classes * inner + r % inner;
+    for (c, &v) in vals.iter().enumerate() {
+        if let Some(d) = dst.get_mut(base + c * inner) {
+            *d = T::from_acc(v);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Class-index targets
+// ---------------------------------------------------------------------------------------------
+
+/// Loss and/or input gradient of class-index cross-entropy, one log-softmax per row.
+///
+/// Mirrors PyTorch's composite exactly:
+/// `loss = (1−ε)·nll_loss(lsm, y, w) + (ε/C)·ret`, `ret` = the reduced `smooth_i = −Σ_c w_c·lsm_c`
+/// (0 for ignored rows; `mean` divides by W), and the gradient is autograd's: an upstream `G` on
+/// `lsm` followed by `log_softmax`'s backward `G − exp(lsm)·ΣG`.
+fn ce_index_core<T: Element>(
+    op: &'static str,
+    input: ArrayViewD<'_, T>,
+    target: ArrayViewD<'_, i64>,
+    opts: &CrossEntropyOptions<'_, T>,
+    want_loss: bool,
+    grad_output: Option<&GradOutput<'_, T>>,
+) -> Result<LossAndGrad<T>> {
+    let reduction = opts.reduction.reject_batchmean(op)?;
+    let eps = check_label_smoothing(op, opts.label_smoothing)?;
+    let tg: IndexTargets<T::Acc> =
+        index_targets::<T>(op, input.shape(), &target, opts.weight.as_ref(), opts.ignore_index)?;
+    let smoothing = eps > 0.0;
+    if smoothing && !tg.layout.batched && target.ndim() == 1 {
+        return Err(Error::shape_mismatch(
+            op,
+            "input",
+            input.shape(),
+            "target",
+            target.shape(),
+            "are not compatible: with label_smoothing > 0 a 1-D input takes a 0-d target \
+             (PyTorch: output with shape [] doesn't match the broadcast shape [1])",
+        ));
+    }
+    let up = match grad_output {
+        Some(g) => Some(Upstream::read(op, reduction, &tg.out_shape, g)?),
+        None => None,
+    };
+    let layout = tg.layout;
+    let classes = layout.classes;
+    let rows = tg.class.len();
+    let x = row_major(&input);
+
+    let zero = T::Acc::zero();
+    let w_total = T::Acc::c(tg.total_weight);
+    let keep = T::Acc::c(1.0 - eps);
+    let eps_c = T::Acc::c(eps / classes as f64);
+
+    let mut xs = vec![zero; classes];
+    let mut lsm = vec![zero; classes];
+    let mut g_lsm = vec![zero; classes];
+    let mut g_x = vec![zero; classes];
+    let none = reduction == Reduction::None;
+    let mut per_row = Vec::with_capacity(if want_loss && none { rows } else { 0 });
+    let (mut nll_sum, mut smooth_sum) = (0f64, 0f64);
+    let mut grad = up.as_ref().map(|_| vec![T::from_acc(zero); x.len()]);
+
+    for (r, &cls) in tg.class.iter().enumerate() {
+        gather(&x, r, &layout, &mut xs);
+        row_log_softmax(&xs, &mut lsm);
+
+        if want_loss {
+            let nll = match cls {
+                Some(c) => -lsm.get(c).copied().unwrap_or(zero) * tg.w(c),
+                None => zero,
+            };
+            let smooth = match cls {
+                Some(_) if smoothing => {
+                    let mut s = 0f64;
+                    for (c, &l) in lsm.iter().enumerate() {
+                        s += match &tg.weight {
+                            Some(_) => (l * tg.w(c)).f64(),
+                            None => l.f64(),
+                        };
+                    }
+                    -T::Acc::c(s)
+                }
+                _ => zero,
+            };
+            if none {
+                per_row.push(if smoothing { keep * nll + smooth * eps_c } else { nll });
+            } else {
+                nll_sum += nll.f64();
+                smooth_sum += smooth.f64();
+            }
+        }
+
+        if let (Some(up), Some(grad)) = (&up, grad.as_mut()) {
+            g_lsm.fill(zero);
+            if let Some(c) = cls {
+                let g = up.at(r);
+                // nll_loss_backward with upstream (1−ε)·g: −w_y·g'/W (mean) or −w_y·g'.
+                let g_nll = if smoothing { g * keep } else { g };
+                let a = if reduction == Reduction::Mean { -(g_nll / w_total) } else { -g_nll };
+                if let Some(slot) = g_lsm.get_mut(c) {
+                    *slot = tg.w(c) * a;
+                }
+                if smoothing {
+                    // ret·(ε/C) → sum → masked → neg → mul by w_c.
+                    let g_ret = g * eps_c;
+                    let b = if reduction == Reduction::Mean { g_ret / w_total } else { g_ret };
+                    for (k, slot) in g_lsm.iter_mut().enumerate() {
+                        *slot += -b * tg.w(k);
+                    }
+                }
+            }
+            row_log_softmax_backward(&lsm, &g_lsm, &mut g_x);
+            scatter(grad, r, &layout, &g_x);
+        }
+    }
+
+    let loss = if want_loss {
+        let reduced = match reduction {
+            Reduction::Mean => {
+                let nll = T::Acc::c(mean_of(nll_sum, tg.total_weight, rows));
+                if smoothing {
+                    let ret = T::Acc::c(mean_of(smooth_sum, tg.total_weight, rows));
+                    keep * nll + ret * eps_c
+                } else {
+                    nll
+                }
+            }
+            _ => {
+                let nll = T::Acc::c(nll_sum);
+                if smoothing { keep * nll + T::Acc::c(smooth_sum) * eps_c } else { nll }
+            }
+        };
+        Some(pack_loss::<T>(op, reduction, &tg.out_shape, per_row, reduced)?)
+    } else {
+        None
+    };
+    let grad = match grad {
+        Some(g) => Some(array_from_vec(op, input.shape(), g)?),
+        None => None,
+    };
+    Ok((loss, grad))
+}
+
 /// Cross-entropy from logits with class-index targets.
+///
+/// # Formula
+///
+/// With `lsm = log_softmax(x)` over dimension 1, per row `i` (a position `(n, d1, …, dk)`):
+///
+/// - ε = 0: `l_i = −w[y_i]·lsm[i, y_i]`, reduced exactly as [`nll_loss`](crate::nll_loss()):
+///   `mean` = `Σ l_i / W`, `W = Σ_{i not ignored} w[y_i]` (the count without weight).
+/// - 0 < ε ≤ 1: `loss = (1−ε)·nll + (ε/C)·ret`, where `smooth_i = −Σ_c w_c·lsm[i, c]` (0 for
+///   ignored rows) and `ret` is `Σ smooth_i / W` (`mean`), `Σ smooth_i` (`sum`) or `smooth_i`
+///   (`none`). The uniform part is weighted by `w_c` but normalized by the target weights `W`,
+///   exactly as PyTorch.
+///
+/// Rows whose target is `ignore_index` contribute 0. An empty input or all-ignored targets give NaN
+/// for `mean` and 0 for `sum`. A target class whose logit is `−inf` gives `+inf`.
+///
+/// # Gradient
+///
+/// For a non-ignored row: `[(1−ε)·w_y·(p − e_y) + (ε/C)·(p·Σ_c w_c − w)]·g / W` for `mean` (no `/W`
+/// for `sum`; `g_i` for `none`), with `p = softmax(x)`. Ignored rows get 0. See
+/// [`cross_entropy_backward`].
+///
+/// # PyTorch
+///
+/// `torch.nn.functional.cross_entropy(input, target, weight, ignore_index=-100, reduction='mean',
+/// label_smoothing=0.0)` with an integer target.
+///
+/// # Errors
+///
+/// - [`Error::ShapeMismatch`] naming both shapes (target not the input shape without dimension 1,
+///   weight without `C` entries);
+/// - [`Error::TargetOutOfRange`] naming the target's multi-index and value;
+/// - [`Error::InvalidOption`] for `label_smoothing` outside `[0, 1]` or NaN, and for
+///   `Reduction::BatchMean`.
+///
+/// # Example
+///
+/// ```
+/// use infoloss::{CrossEntropyOptions, cross_entropy, ndarray::array};
+/// // SEEDS #6: CrossEntropyLoss of logits ln([0.3, 0.3, 0.4]) with class 2 is −ln 0.4
+/// let x = array![[0.3f64.ln(), 0.3f64.ln(), 0.4f64.ln()]];
+/// let loss = cross_entropy(x.view(), array![2i64].view(), &CrossEntropyOptions::default()).unwrap();
+/// assert!((loss.scalar().unwrap() - 0.9162907318741551).abs() < 1e-15);
+///
+/// // torch: F.cross_entropy(tensor([[1., 2., 3.]]), tensor([0]), label_smoothing=0.1)
+/// let opts = CrossEntropyOptions { label_smoothing: 0.1, ..Default::default() };
+/// let loss = cross_entropy(array![[1.0f32, 2.0, 3.0]].view(), array![0i64].view(), &opts).unwrap();
+/// assert!((loss.scalar().unwrap() - 2.3076059818267822).abs() < 1e-6);
+/// ```
 pub fn cross_entropy<T: Element, D: Dimension, D2: Dimension>(
     input: ArrayView<'_, T, D>,
     target: ArrayView<'_, i64, D2>,
     opts: &CrossEntropyOptions<'_, T>,
 ) -> Result<Loss<T>> {
-    let _ = (input, target, opts);
-    todo!()
+    const OP: &str = "cross_entropy";
+    let (loss, _) = ce_index_core(OP, input.into_dyn(), target.into_dyn(), opts, true, None)?;
+    loss.ok_or_else(|| Error::invalid_option(OP, "reduction", opts.reduction, "no loss computed"))
 }
 
 /// Gradient of [`cross_entropy`] with respect to `input`.
+///
+/// # Formula
+///
+/// Autograd's gradient through the composite: an upstream `G` on `lsm = log_softmax(x)` with
+/// `G[i, y_i] = −(1−ε)·w_{y_i}·g/W` and, for ε > 0, `G[i, c] −= (ε/C)·w_c·g/W` on non-ignored rows,
+/// then `grad = G − exp(lsm)·Σ_c G`. For ε = 0 this is `w_y·(p − e_y)·g/W`. `/W` only for `mean`;
+/// `g_i` per row for `none`. All-ignored targets give a zero gradient (not NaN).
+///
+/// `grad_output` is a scalar (or 0-d array) for `mean`/`sum`, and an array of the target's shape
+/// (or a scalar applied to every element) for `none`.
+///
+/// # PyTorch
+///
+/// `x.grad` after `F.cross_entropy(x, y, ...).backward(g)`.
+///
+/// # Errors
+///
+/// As [`cross_entropy`], plus [`Error::ShapeMismatch`] when `grad_output` has the wrong shape.
+///
+/// # Example
+///
+/// ```
+/// use infoloss::{CrossEntropyOptions, GradOutput, cross_entropy_backward, ndarray::array};
+/// // torch: x = [[0, -inf, 1]], y = [1] → loss +inf, grad [[0.2689, -1, 0.7311]]
+/// let x = array![[0.0f64, f64::NEG_INFINITY, 1.0]];
+/// let opts = CrossEntropyOptions::default();
+/// let g = cross_entropy_backward(x.view(), array![1i64].view(), &opts, &GradOutput::one()).unwrap();
+/// assert!((g[[0, 0]] - 0.2689414213699951).abs() < 1e-15);
+/// assert_eq!(g[[0, 1]], -1.0);
+/// assert!((g[[0, 2]] - 0.7310585786300049).abs() < 1e-15);
+/// ```
 pub fn cross_entropy_backward<T: Element, D: Dimension, D2: Dimension>(
     input: ArrayView<'_, T, D>,
     target: ArrayView<'_, i64, D2>,
     opts: &CrossEntropyOptions<'_, T>,
     grad_output: &GradOutput<'_, T>,
 ) -> Result<ArrayD<T>> {
-    let _ = (input, target, opts, grad_output);
-    todo!()
+    const OP: &str = "cross_entropy_backward";
+    let (_, grad) = ce_index_core(OP, input.into_dyn(), target.into_dyn(), opts, false, Some(grad_output))?;
+    grad.ok_or_else(|| Error::invalid_option(OP, "reduction", opts.reduction, "no gradient computed"))
 }
 
-/// Loss and input gradient in one call.
+/// Loss and input gradient (upstream gradient 1, all ones for `none`) in one pass: one
+/// log-softmax per row feeds both.
+///
+/// # Formula
+///
+/// `(cross_entropy(x, y), cross_entropy_backward(x, y, 1))`; see [`cross_entropy`].
+///
+/// # PyTorch
+///
+/// `loss = F.cross_entropy(x, y, ...); loss.backward(torch.ones_like(loss)); (loss, x.grad)`.
+///
+/// # Errors
+///
+/// As [`cross_entropy`].
+///
+/// # Example
+///
+/// ```
+/// use infoloss::{CrossEntropyOptions, cross_entropy_with_grad, ndarray::array};
+/// let x = array![[0.0f64, 0.0], [0.0, 0.0]];
+/// let (loss, grad) = cross_entropy_with_grad(x.view(), array![0i64, 1].view(), &CrossEntropyOptions::default()).unwrap();
+/// assert!((loss.scalar().unwrap() - 2f64.ln()).abs() < 1e-15);
+/// // (softmax − onehot) / N
+/// assert_eq!(grad, array![[-0.25, 0.25], [0.25, -0.25]].into_dyn());
+/// ```
 pub fn cross_entropy_with_grad<T: Element, D: Dimension, D2: Dimension>(
     input: ArrayView<'_, T, D>,
     target: ArrayView<'_, i64, D2>,
     opts: &CrossEntropyOptions<'_, T>,
 ) -> Result<(Loss<T>, ArrayD<T>)> {
-    let _ = (input, target, opts);
-    todo!()
+    const OP: &str = "cross_entropy";
+    let (loss, grad) =
+        ce_index_core(OP, input.into_dyn(), target.into_dyn(), opts, true, Some(&GradOutput::one()))?;
+    match (loss, grad) {
+        (Some(l), Some(g)) => Ok((l, g)),
+        _ => Err(Error::invalid_option(OP, "reduction", opts.reduction, "no loss computed")),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Probability targets
+// ---------------------------------------------------------------------------------------------
+
+/// What a probability-target pass computes.
+#[derive(Clone, Copy)]
+struct ProbsWant<'g, 'a, T> {
+    loss: bool,
+    grad_input: Option<&'g GradOutput<'a, T>>,
+    grad_target: Option<&'g GradOutput<'a, T>>,
+}
+
+type ProbsOut<T> = (Option<Loss<T>>, Option<ArrayD<T>>, Option<ArrayD<T>>);
+
+/// Loss and/or gradients of probability-target cross-entropy, one log-softmax per row.
+///
+/// PyTorch: `t' = t·(1−ε) + ε/C` (ε > 0), `X = lsm·t'·w`, loss `−X.sum(1)` (`none`), `−ΣX` (`sum`),
+/// `−ΣX / (numel/C)` (`mean`, NaN when empty). Gradients by autograd: `c = −g/M` (or `−g`),
+/// `G_lsm = (c·w)·t'`, `G_t = (c·w)·lsm·(1−ε)`.
+fn ce_probs_core<T: Element>(
+    op: &'static str,
+    input: ArrayViewD<'_, T>,
+    target: ArrayViewD<'_, T>,
+    opts: &CrossEntropyOptions<'_, T>,
+    want: ProbsWant<'_, '_, T>,
+) -> Result<ProbsOut<T>> {
+    let reduction = opts.reduction.reject_batchmean(op)?;
+    let eps = check_label_smoothing(op, opts.label_smoothing)?;
+    if opts.ignore_index >= 0 {
+        return Err(Error::invalid_option(
+            op,
+            "ignore_index",
+            opts.ignore_index,
+            "ignore_index is not supported for floating point target (use a negative value)",
+        ));
+    }
+    let layout = ClassLayout::of(op, input.shape())?;
+    check_same_shape(op, "input", input.shape(), "target", target.shape())?;
+    let weight = check_class_weight(op, input.shape(), opts.weight.as_ref(), layout.classes)?;
+    let out_shape = layout.row_shape(input.shape());
+    let up_x = match want.grad_input {
+        Some(g) => Some(Upstream::read(op, reduction, &out_shape, g)?),
+        None => None,
+    };
+    let up_t = match want.grad_target {
+        Some(g) => Some(Upstream::read(op, reduction, &out_shape, g)?),
+        None => None,
+    };
+
+    let classes = layout.classes;
+    let rows = layout.rows();
+    let x = row_major(&input);
+    let t = row_major(&target);
+    let zero = T::Acc::zero();
+    let smoothing = eps > 0.0;
+    let keep = T::Acc::c(1.0 - eps);
+    let eps_c = T::Acc::c(eps / classes as f64);
+    let m_acc = T::Acc::c(rows as f64);
+    let w = |c: usize| weight.as_ref().and_then(|w| w.get(c).copied()).unwrap_or_else(T::Acc::one);
+    let none = reduction == Reduction::None;
+
+    let mut xs = vec![zero; classes];
+    let mut ts = vec![zero; classes];
+    let mut lsm = vec![zero; classes];
+    let mut g_lsm = vec![zero; classes];
+    let mut g_row = vec![zero; classes];
+    let mut per_row = Vec::with_capacity(if want.loss && none { rows } else { 0 });
+    let mut total = 0f64;
+    let mut grad_x = up_x.as_ref().map(|_| vec![T::from_acc(zero); x.len()]);
+    let mut grad_t = up_t.as_ref().map(|_| vec![T::from_acc(zero); x.len()]);
+    // Upstream on the per-element products X: −g/M for mean, −g otherwise.
+    let scale = |g: T::Acc| if reduction == Reduction::Mean { -(g / m_acc) } else { -g };
+
+    for r in 0..rows {
+        gather(&x, r, &layout, &mut xs);
+        gather(&t, r, &layout, &mut ts);
+        row_log_softmax(&xs, &mut lsm);
+        if smoothing {
+            for v in ts.iter_mut() {
+                *v = *v * keep + eps_c;
+            }
+        }
+        if want.loss {
+            let mut s = 0f64;
+            for (c, (&l, &tv)) in lsm.iter().zip(&ts).enumerate() {
+                s += match &weight {
+                    Some(_) => (l * tv * w(c)).f64(),
+                    None => (l * tv).f64(),
+                };
+            }
+            if none {
+                per_row.push(-T::Acc::c(s));
+            } else {
+                total += s;
+            }
+        }
+        if let (Some(up), Some(grad)) = (&up_x, grad_x.as_mut()) {
+            let c0 = scale(up.at(r));
+            for (c, (slot, &tv)) in g_lsm.iter_mut().zip(&ts).enumerate() {
+                *slot = match &weight {
+                    Some(_) => c0 * w(c) * tv,
+                    None => c0 * tv,
+                };
+            }
+            row_log_softmax_backward(&lsm, &g_lsm, &mut g_row);
+            scatter(grad, r, &layout, &g_row);
+        }
+        if let (Some(up), Some(grad)) = (&up_t, grad_t.as_mut()) {
+            let c0 = scale(up.at(r));
+            for (c, (slot, &l)) in g_row.iter_mut().zip(&lsm).enumerate() {
+                let v = match &weight {
+                    Some(_) => c0 * w(c) * l,
+                    None => c0 * l,
+                };
+                *slot = if smoothing { v * keep } else { v };
+            }
+            scatter(grad, r, &layout, &g_row);
+        }
+    }
+
+    let loss = if want.loss {
+        let reduced = match reduction {
+            Reduction::Mean if x.is_empty() => f64::NAN,
+            Reduction::Mean => -total / rows as f64,
+            _ => -total,
+        };
+        Some(pack_loss::<T>(op, reduction, &out_shape, per_row, T::Acc::c(reduced))?)
+    } else {
+        None
+    };
+    let grad_x = match grad_x {
+        Some(g) => Some(array_from_vec(op, input.shape(), g)?),
+        None => None,
+    };
+    let grad_t = match grad_t {
+        Some(g) => Some(array_from_vec(op, input.shape(), g)?),
+        None => None,
+    };
+    Ok((loss, grad_x, grad_t))
 }
 
 /// Cross-entropy from logits with probability targets of the input's shape.
+///
+/// # Formula
+///
+/// With `lsm = log_softmax(x)` over dimension 1 and, when ε > 0, `t ← t·(1−ε) + ε/C`:
+/// `l_i = −Σ_c w_c·t[i, c]·lsm[i, c]` per row; `none` gives the `l_i` (the input shape without
+/// dimension 1), `sum` gives `Σ l_i`, and `mean` gives `Σ l_i / (numel/C)`: the number of rows,
+/// **not** the summed weights. An empty input gives NaN for `mean`.
+///
+/// # Gradient
+///
+/// `∂/∂x = (p·Σ_c w_c t_c − w⊙t)·g/M`, `∂/∂t = −w⊙lsm·(1−ε)·g/M` with `M = numel/C` for `mean`
+/// (1 otherwise); see [`cross_entropy_probs_backward`] and [`cross_entropy_probs_backward_target`].
+///
+/// # PyTorch
+///
+/// `torch.nn.functional.cross_entropy(input, target, weight, reduction=..., label_smoothing=...)`
+/// with a floating-point `target` of the input's shape.
+///
+/// # Errors
+///
+/// - [`Error::ShapeMismatch`] naming both shapes when target and input differ, or the weight does
+///   not have `C` entries;
+/// - [`Error::InvalidOption`] for `ignore_index >= 0` ("ignore_index is not supported for floating
+///   point target"), `label_smoothing` outside `[0, 1]` or NaN, and `Reduction::BatchMean`.
+///
+/// # Example
+///
+/// ```
+/// use infoloss::{CrossEntropyOptions, cross_entropy_probs, ndarray::array};
+/// // torch: F.cross_entropy(tensor([[1., 2., 3.]], dtype=torch.float64),
+/// //                        tensor([[0.2, 0.3, 0.5]], dtype=torch.float64))
+/// let x = array![[1.0f64, 2.0, 3.0]];
+/// let t = array![[0.2f64, 0.3, 0.5]];
+/// let loss = cross_entropy_probs(x.view(), t.view(), &CrossEntropyOptions::default()).unwrap();
+/// assert!((loss.scalar().unwrap() - 1.1076059644443805).abs() < 1e-14);
+/// ```
 pub fn cross_entropy_probs<T: Element, D: Dimension, D2: Dimension>(
     input: ArrayView<'_, T, D>,
     target: ArrayView<'_, T, D2>,
     opts: &CrossEntropyOptions<'_, T>,
 ) -> Result<Loss<T>> {
-    let _ = (input, target, opts);
-    todo!()
+    const OP: &str = "cross_entropy";
+    let want = ProbsWant { loss: true, grad_input: None, grad_target: None };
+    let (loss, _, _) = ce_probs_core(OP, input.into_dyn(), target.into_dyn(), opts, want)?;
+    loss.ok_or_else(|| Error::invalid_option(OP, "reduction", opts.reduction, "no loss computed"))
 }
 
 /// Gradient of [`cross_entropy_probs`] with respect to `input`.
+///
+/// # Formula
+///
+/// Autograd through `log_softmax`: `G[i, c] = (c_i·w_c)·t'[i, c]` with `c_i = −g/M` (`mean`,
+/// `M = numel/C`), `−g` (`sum`) or `−g_i` (`none`), then `grad = G − exp(lsm)·Σ_c G`, i.e.
+/// `(p·Σ_c w_c t'_c − w⊙t')·g/M`.
+///
+/// # PyTorch
+///
+/// `x.grad` after `F.cross_entropy(x, t, ...).backward(g)` with a probability target.
+///
+/// # Errors
+///
+/// As [`cross_entropy_probs`], plus [`Error::ShapeMismatch`] for a wrong `grad_output` shape.
+///
+/// # Example
+///
+/// ```
+/// use infoloss::{CrossEntropyOptions, GradOutput, cross_entropy_probs_backward, ndarray::array};
+/// let x = array![[0.0f64, 0.0]];
+/// let t = array![[1.0f64, 0.0]];
+/// let g = cross_entropy_probs_backward(x.view(), t.view(), &CrossEntropyOptions::default(), &GradOutput::one())
+///     .unwrap();
+/// // p − t
+/// assert_eq!(g, array![[-0.5, 0.5]].into_dyn());
+/// ```
 pub fn cross_entropy_probs_backward<T: Element, D: Dimension, D2: Dimension>(
     input: ArrayView<'_, T, D>,
     target: ArrayView<'_, T, D2>,
     opts: &CrossEntropyOptions<'_, T>,
     grad_output: &GradOutput<'_, T>,
 ) -> Result<ArrayD<T>> {
-    let _ = (input, target, opts, grad_output);
-    todo!()
+    const OP: &str = "cross_entropy_backward";
+    let want = ProbsWant { loss: false, grad_input: Some(grad_output), grad_target: None };
+    let (_, g, _) = ce_probs_core(OP, input.into_dyn(), target.into_dyn(), opts, want)?;
+    g.ok_or_else(|| Error::invalid_option(OP, "reduction", opts.reduction, "no gradient computed"))
 }
 
 /// Gradient of [`cross_entropy_probs`] with respect to `target`.
+///
+/// # Formula
+///
+/// `grad_t[i, c] = (c_i·w_c)·lsm[i, c]·(1−ε)` with `c_i = −g/M` (`mean`, `M = numel/C`), `−g`
+/// (`sum`) or `−g_i` (`none`); the `(1−ε)` factor only when ε > 0. Where `lsm = −inf` the
+/// gradient is `+inf` (times the sign of `g·w_c`).
+///
+/// # PyTorch
+///
+/// `t.grad` after `F.cross_entropy(x, t, ...).backward(g)` with `t.requires_grad_()`.
+///
+/// # Errors
+///
+/// As [`cross_entropy_probs`], plus [`Error::ShapeMismatch`] for a wrong `grad_output` shape.
+///
+/// # Example
+///
+/// ```
+/// use infoloss::{CrossEntropyOptions, GradOutput, cross_entropy_probs_backward_target, ndarray::array};
+/// let x = array![[0.0f64, 0.0]];
+/// let t = array![[1.0f64, 0.0]];
+/// let g = cross_entropy_probs_backward_target(x.view(), t.view(), &CrossEntropyOptions::default(), &GradOutput::one())
+///     .unwrap();
+/// // −log_softmax(x) = ln 2
+/// assert!((g[[0, 0]] - 2f64.ln()).abs() < 1e-15 && (g[[0, 1]] - 2f64.ln()).abs() < 1e-15);
+/// ```
 pub fn cross_entropy_probs_backward_target<T: Element, D: Dimension, D2: Dimension>(
     input: ArrayView<'_, T, D>,
     target: ArrayView<'_, T, D2>,
     opts: &CrossEntropyOptions<'_, T>,
     grad_output: &GradOutput<'_, T>,
 ) -> Result<ArrayD<T>> {
-    let _ = (input, target, opts, grad_output);
-    todo!()
+    const OP: &str = "cross_entropy_backward_target";
+    let want = ProbsWant { loss: false, grad_input: None, grad_target: Some(grad_output) };
+    let (_, _, g) = ce_probs_core(OP, input.into_dyn(), target.into_dyn(), opts, want)?;
+    g.ok_or_else(|| Error::invalid_option(OP, "reduction", opts.reduction, "no gradient computed"))
 }
 
-/// Loss and input gradient in one call.
+/// Loss and input gradient (upstream gradient 1, all ones for `none`) in one pass: one
+/// log-softmax per row feeds both.
+///
+/// # Formula
+///
+/// `(cross_entropy_probs(x, t), cross_entropy_probs_backward(x, t, 1))`; see
+/// [`cross_entropy_probs`].
+///
+/// # PyTorch
+///
+/// `loss = F.cross_entropy(x, t, ...); loss.backward(torch.ones_like(loss)); (loss, x.grad)`.
+///
+/// # Errors
+///
+/// As [`cross_entropy_probs`].
+///
+/// # Example
+///
+/// ```
+/// use infoloss::{CrossEntropyOptions, Reduction, cross_entropy_probs_with_grad, ndarray::array};
+/// let x = array![[0.0f64, 0.0], [0.0, 0.0]];
+/// let t = array![[1.0f64, 0.0], [0.5, 0.5]];
+/// let opts = CrossEntropyOptions { reduction: Reduction::Sum, ..Default::default() };
+/// let (loss, grad) = cross_entropy_probs_with_grad(x.view(), t.view(), &opts).unwrap();
+/// assert!((loss.scalar().unwrap() - 2.0 * 2f64.ln()).abs() < 1e-15);
+/// assert_eq!(grad, array![[-0.5, 0.5], [0.0, 0.0]].into_dyn());
+/// ```
 pub fn cross_entropy_probs_with_grad<T: Element, D: Dimension, D2: Dimension>(
     input: ArrayView<'_, T, D>,
     target: ArrayView<'_, T, D2>,
     opts: &CrossEntropyOptions<'_, T>,
 ) -> Result<(Loss<T>, ArrayD<T>)> {
-    let _ = (input, target, opts);
-    todo!()
+    const OP: &str = "cross_entropy";
+    let one = GradOutput::one();
+    let want = ProbsWant { loss: true, grad_input: Some(&one), grad_target: None };
+    let (loss, g, _) = ce_probs_core(OP, input.into_dyn(), target.into_dyn(), opts, want)?;
+    match (loss, g) {
+        (Some(l), Some(g)) => Ok((l, g)),
+        _ => Err(Error::invalid_option(OP, "reduction", opts.reduction, "no loss computed")),
+    }
+}
+
+/// Loss, input gradient and target gradient (upstream gradient 1, all ones for `none`) in one
+/// pass over the rows.
+///
+/// # Formula
+///
+/// `(cross_entropy_probs(x, t), ∂/∂x, ∂/∂t)`; see [`cross_entropy_probs_backward`] and
+/// [`cross_entropy_probs_backward_target`].
+///
+/// # PyTorch
+///
+/// `loss = F.cross_entropy(x, t, ...); loss.backward(torch.ones_like(loss)); (loss, x.grad, t.grad)`.
+///
+/// # Errors
+///
+/// As [`cross_entropy_probs`].
+///
+/// # Example
+///
+/// ```
+/// use infoloss::{CrossEntropyOptions, ndarray::array};
+/// use infoloss::cross_entropy::cross_entropy_probs_with_grads;
+/// let x = array![[0.0f64, 0.0]];
+/// let t = array![[1.0f64, 0.0]];
+/// let (loss, gx, gt) = cross_entropy_probs_with_grads(x.view(), t.view(), &CrossEntropyOptions::default()).unwrap();
+/// assert!((loss.scalar().unwrap() - 2f64.ln()).abs() < 1e-15);
+/// assert_eq!(gx, array![[-0.5, 0.5]].into_dyn());
+/// assert!((gt[[0, 1]] - 2f64.ln()).abs() < 1e-15);
+/// ```
+pub fn cross_entropy_probs_with_grads<T: Element, D: Dimension, D2: Dimension>(
+    input: ArrayView<'_, T, D>,
+    target: ArrayView<'_, T, D2>,
+    opts: &CrossEntropyOptions<'_, T>,
+) -> Result<(Loss<T>, ArrayD<T>, ArrayD<T>)> {
+    const OP: &str = "cross_entropy";
+    let one = GradOutput::one();
+    let want = ProbsWant { loss: true, grad_input: Some(&one), grad_target: Some(&one) };
+    match ce_probs_core(OP, input.into_dyn(), target.into_dyn(), opts, want)? {
+        (Some(l), Some(gx), Some(gt)) => Ok((l, gx, gt)),
+        _ => Err(Error::invalid_option(OP, "reduction", opts.reduction, "no loss computed")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{IxDyn, array};
+
+    #[test]
+    fn label_smoothing_is_validated() {
+        let x = array![[1.0f64, 2.0]];
+        let y = array![0i64];
+        for bad in [1.5, -0.1, f64::NAN] {
+            let opts = CrossEntropyOptions { label_smoothing: bad, ..Default::default() };
+            let e = cross_entropy(x.view(), y.view(), &opts).unwrap_err();
+            assert!(matches!(e, Error::InvalidOption { option: "label_smoothing", .. }), "{e}");
+            let e = cross_entropy_probs(x.view(), x.view(), &opts).unwrap_err();
+            assert!(matches!(e, Error::InvalidOption { option: "label_smoothing", .. }), "{e}");
+        }
+        let opts = CrossEntropyOptions { label_smoothing: 1.5, ..Default::default() };
+        assert_eq!(
+            cross_entropy(x.view(), y.view(), &opts).unwrap_err().to_string(),
+            "cross_entropy: invalid label_smoothing = 1.5: label_smoothing must be between 0.0 and 1.0"
+        );
+    }
+
+    #[test]
+    fn probs_reject_non_negative_ignore_index() {
+        let x = array![[1.0f64, 2.0]];
+        let opts = CrossEntropyOptions { ignore_index: 0, ..Default::default() };
+        let e = cross_entropy_probs(x.view(), x.view(), &opts).unwrap_err();
+        assert!(e.to_string().contains("ignore_index is not supported for floating point target"), "{e}");
+        let opts = CrossEntropyOptions { ignore_index: -1, ..Default::default() };
+        assert!(cross_entropy_probs(x.view(), x.view(), &opts).is_ok());
+    }
+
+    #[test]
+    fn one_d_input_with_shape_1_target() {
+        let x = array![1.0f64, 2.0, 3.0];
+        let opts = CrossEntropyOptions { reduction: Reduction::None, ..Default::default() };
+        let l = cross_entropy(x.view(), array![2i64].view(), &opts).unwrap();
+        assert_eq!(l.elementwise().unwrap().shape(), &[] as &[usize]);
+        // torch with label_smoothing > 0: "output with shape [] doesn't match the broadcast shape [1]"
+        let opts = CrossEntropyOptions { label_smoothing: 0.1, ..Default::default() };
+        assert!(matches!(
+            cross_entropy(x.view(), array![2i64].view(), &opts).unwrap_err(),
+            Error::ShapeMismatch { .. }
+        ));
+        assert!(cross_entropy(x.view(), ndarray::arr0(2i64).view(), &opts).is_ok());
+    }
+
+    #[test]
+    fn empty_class_dimension() {
+        let x = ArrayD::<f64>::zeros(IxDyn(&[2, 0]));
+        let y = array![-100i64, -100];
+        let (l, g) = cross_entropy_with_grad(x.view(), y.view(), &CrossEntropyOptions::default()).unwrap();
+        assert!(l.scalar().unwrap().is_nan());
+        assert_eq!(g.shape(), &[2, 0]);
+        let e =
+            cross_entropy(x.view(), array![0i64, -100].view(), &CrossEntropyOptions::default()).unwrap_err();
+        assert_eq!(e.to_string(), "cross_entropy: target 0 at [0] is out of range for 0 classes");
+        let (l, g) =
+            cross_entropy_probs_with_grad(x.view(), x.view(), &CrossEntropyOptions::default()).unwrap();
+        assert!(l.scalar().unwrap().is_nan());
+        assert_eq!(g.shape(), &[2, 0]);
+    }
 }

@@ -51,15 +51,17 @@
 pub mod bce;
 pub mod bce_logits;
 pub mod cross_entropy;
+pub mod distill;
 mod error;
 mod float;
-pub mod kernels;
 pub mod info;
+pub mod kernels;
 pub mod kl_div;
 pub mod nll;
 mod reduction;
 pub mod shape;
 pub mod softmax;
+pub mod uda;
 
 pub use bce::{
     BceOptions, binary_cross_entropy, binary_cross_entropy_backward, binary_cross_entropy_backward_target,
@@ -70,14 +72,20 @@ pub use bce_logits::{
     binary_cross_entropy_with_logits_backward_target, binary_cross_entropy_with_logits_with_grad,
 };
 pub use cross_entropy::{
-    CrossEntropyOptions, cross_entropy, cross_entropy_backward, cross_entropy_probs, cross_entropy_probs_backward,
-    cross_entropy_probs_backward_target, cross_entropy_probs_with_grad, cross_entropy_with_grad,
+    CrossEntropyOptions, cross_entropy, cross_entropy_backward, cross_entropy_probs,
+    cross_entropy_probs_backward, cross_entropy_probs_backward_target, cross_entropy_probs_with_grad,
+    cross_entropy_with_grad,
+};
+pub use distill::{
+    DistillOptions, Divergence, SparseTeacher, distill, distill_backward, distill_topk,
+    distill_topk_backward, distill_topk_with_grad, distill_with_grad,
 };
 pub use error::{Error, Result, Shape};
 pub use float::{DType, Element, Real};
 pub use info::{
     EntropyOptions, JensenShannonOptions, entr, entr_backward, entropy, entropy_backward, jensenshannon,
-    jensenshannon_backward, rel_entr, rel_entr_backward, self_information, shannon_cross_entropy,
+    jensenshannon_backward, rel_entr, rel_entr_backward, self_information, self_information_backward,
+    shannon_cross_entropy, shannon_cross_entropy_backward,
 };
 pub use kl_div::{KlDivOptions, kl_div, kl_div_backward, kl_div_backward_target, kl_div_with_grad};
 pub use nll::{NllOptions, nll_loss, nll_loss_backward, nll_loss_with_grad};
@@ -85,8 +93,9 @@ pub use reduction::{GradOutput, Loss, Reduction};
 pub use softmax::{
     log_softmax, log_softmax_backward, logsumexp, logsumexp_backward, softmax, softmax_backward,
 };
+pub use uda::{Sharpen, UdaNormalize, UdaOptions, UdaOutput, uda_consistency, uda_total};
 
-/// Re-export of the array crate the API is built on.
-pub use ndarray;
 /// Re-export of the half-precision crate (`f16`, `bf16`).
 pub use half;
+/// Re-export of the array crate the API is built on.
+pub use ndarray;

@@ -1,10 +1,31 @@
-//! `nll_loss`.
-// STUB: contract only; bodies are being written.
-use ndarray::{ArrayD, ArrayView, ArrayView1, Dimension};
+//! `nll_loss`: the negative log-likelihood of class-index targets.
+//!
+//! The input holds log-probabilities with the classes on dimension 1: `(C)`, `(N, C)` or
+//! `(N, C, d1, …, dk)`; the target holds class indices of shape `()` (or `(1)`), `(N)` or
+//! `(N, d1, …, dk)`. See `pytorch-semantics.md` §2.
+//!
+//! This module also holds the target validation and reduction bookkeeping that
+//! [`cross_entropy`](crate::cross_entropy()) shares.
 
-use crate::{Element, GradOutput, Loss, Reduction, Result};
+use ndarray::{ArrayD, ArrayView, ArrayView1, ArrayViewD, Dimension};
+use num_traits::Zero;
 
-/// Options of [`nll_loss`]; `Default` equals PyTorch's defaults.
+use crate::shape::{ClassLayout, unravel};
+use crate::softmax::{array_from_vec, row_major};
+use crate::{Element, Error, GradOutput, Loss, Real, Reduction, Result, Shape};
+
+/// Options of [`nll_loss`]; `Default` equals PyTorch's defaults
+/// (`weight=None, ignore_index=-100, reduction='mean'`).
+///
+/// ```
+/// use infoloss::{NllOptions, Reduction, nll_loss, ndarray::array};
+/// let w = array![1.0f64, 3.0];
+/// // F.nll_loss(x, y, weight=w, ignore_index=0, reduction='sum')
+/// let opts = NllOptions { weight: Some(w.view()), ignore_index: 0, reduction: Reduction::Sum };
+/// let loss = nll_loss(array![[-1.0f64, -2.0], [-0.5, -0.25]].view(), array![1i64, 0].view(), &opts).unwrap();
+/// assert_eq!(loss.scalar(), Some(6.0));
+/// assert_eq!(NllOptions::<f32>::default().ignore_index, -100);
+/// ```
 #[derive(Debug, Clone)]
 pub struct NllOptions<'a, T> {
     /// Per-class weight `(C,)`.
@@ -21,33 +42,538 @@ impl<T> Default for NllOptions<'_, T> {
     }
 }
 
-/// Negative log-likelihood loss.
+// ---------------------------------------------------------------------------------------------
+// Shared with cross_entropy
+// ---------------------------------------------------------------------------------------------
+
+/// Validated class-index targets of a class-dimension-1 input.
+#[derive(Debug, Clone)]
+pub(crate) struct IndexTargets<A> {
+    /// Layout of the input.
+    pub(crate) layout: ClassLayout,
+    /// Shape of the `reduction = none` output (the input shape without dimension 1; `[]` for 1-D input).
+    pub(crate) out_shape: Vec<usize>,
+    /// The class of every row (row-major over `out_shape`); `None` where the target is `ignore_index`.
+    pub(crate) class: Vec<Option<usize>>,
+    /// The per-class weight in the compute type.
+    pub(crate) weight: Option<Vec<A>>,
+    /// `W` = Σ over non-ignored rows of `weight[target]` (the count of non-ignored rows without weight).
+    pub(crate) total_weight: f64,
+}
+
+impl<A: Real> IndexTargets<A> {
+    /// The weight of class `c` (1 without a weight).
+    #[inline]
+    pub(crate) fn w(&self, c: usize) -> A {
+        match &self.weight {
+            Some(w) => w.get(c).copied().unwrap_or_else(A::one),
+            None => A::one(),
+        }
+    }
+}
+
+/// Checks a per-class weight against the number of classes and converts it to the compute type.
+pub(crate) fn check_class_weight<T: Element>(
+    op: &'static str,
+    input_shape: &[usize],
+    weight: Option<&ArrayView1<'_, T>>,
+    classes: usize,
+) -> Result<Option<Vec<T::Acc>>> {
+    match weight {
+        None => Ok(None),
+        Some(w) if w.len() == classes => Ok(Some(w.iter().map(|v| v.to_acc()).collect())),
+        Some(w) => Err(Error::shape_mismatch(
+            op,
+            "weight",
+            w.shape(),
+            "input",
+            input_shape,
+            format!(
+                "are not compatible: weight must have one entry per class ({classes} classes), but has {}",
+                w.len()
+            ),
+        )),
+    }
+}
+
+/// Validates the target shape against the input shape, the weight, and every target value
+/// (after the `ignore_index` test, so `ignore_index` may lie outside `[0, C)`), and computes `W`.
+pub(crate) fn index_targets<T: Element>(
+    op: &'static str,
+    input_shape: &[usize],
+    target: &ArrayViewD<'_, i64>,
+    weight: Option<&ArrayView1<'_, T>>,
+    ignore_index: i64,
+) -> Result<IndexTargets<T::Acc>> {
+    let layout = ClassLayout::of(op, input_shape)?;
+    let tshape = target.shape();
+    let out_shape = layout.row_shape(input_shape);
+    if layout.batched {
+        if tshape != out_shape.as_slice() {
+            return Err(Error::shape_mismatch(
+                op,
+                "input",
+                input_shape,
+                "target",
+                tshape,
+                format!(
+                    "are not compatible: the target must have shape {} (the input shape without the class dimension 1)",
+                    Shape(out_shape)
+                ),
+            ));
+        }
+    } else if !(tshape.is_empty() || tshape == [1]) {
+        return Err(Error::shape_mismatch(
+            op,
+            "input",
+            input_shape,
+            "target",
+            tshape,
+            "are not compatible: a 1-D input (one row of classes, no batch) takes a 0-d target (or one of shape [1])",
+        ));
+    }
+    let weight = check_class_weight(op, input_shape, weight, layout.classes)?;
+    let t = row_major(target);
+    let mut class = Vec::with_capacity(t.len());
+    let mut total_weight = 0f64;
+    for (r, &v) in t.iter().enumerate() {
+        if v == ignore_index {
+            class.push(None);
+            continue;
+        }
+        let c = usize::try_from(v)
+            .ok()
+            .filter(|&c| c < layout.classes)
+            .ok_or_else(|| Error::target_out_of_range(op, &unravel(r, tshape), v, layout.classes))?;
+        total_weight += match &weight {
+            Some(w) => w.get(c).map_or(1.0, |x| x.f64()),
+            None => 1.0,
+        };
+        class.push(Some(c));
+    }
+    Ok(IndexTargets { layout, out_shape, class, weight, total_weight })
+}
+
+/// The upstream gradient seen per output row.
+#[derive(Debug, Clone)]
+pub(crate) enum Upstream<A> {
+    /// The same value for every row (a reduced loss, or `GradOutput::Scalar` with `none`).
+    Same(A),
+    /// One value per row, row-major over the `none` output shape.
+    PerRow(Vec<A>),
+}
+
+impl<A: Real> Upstream<A> {
+    /// The upstream gradient of row `r`.
+    #[inline]
+    pub(crate) fn at(&self, r: usize) -> A {
+        match self {
+            Upstream::Same(g) => *g,
+            Upstream::PerRow(v) => v.get(r).copied().unwrap_or_else(A::zero),
+        }
+    }
+
+    /// Reads `grad_output` for a loss with `reduction` whose `none` output has shape `out_shape`.
+    pub(crate) fn read<T: Element<Acc = A>>(
+        op: &'static str,
+        reduction: Reduction,
+        out_shape: &[usize],
+        grad_output: &GradOutput<'_, T>,
+    ) -> Result<Self> {
+        if reduction != Reduction::None {
+            return Ok(Upstream::Same(grad_output.expect_scalar(op)?.to_acc()));
+        }
+        match grad_output {
+            GradOutput::Scalar(g) => Ok(Upstream::Same(g.to_acc())),
+            GradOutput::Array(_) => match grad_output.check(op, out_shape)? {
+                Some(a) => Ok(Upstream::PerRow(a.iter().map(|v| v.to_acc()).collect())),
+                None => {
+                    Err(Error::shape_mismatch(op, "grad_output", &[], "output", out_shape, "must be equal"))
+                }
+            },
+        }
+    }
+}
+
+/// The mean PyTorch's class-index losses use: `sum / denom`, NaN for an empty input.
+#[inline]
+pub(crate) fn mean_of(sum: f64, denom: f64, rows: usize) -> f64 {
+    if rows == 0 { f64::NAN } else { sum / denom }
+}
+
+/// Packs per-row losses (for `none`) or a reduced value into a [`Loss`].
+pub(crate) fn pack_loss<T: Element>(
+    op: &'static str,
+    reduction: Reduction,
+    out_shape: &[usize],
+    per_row: Vec<T::Acc>,
+    reduced: T::Acc,
+) -> Result<Loss<T>> {
+    if reduction == Reduction::None {
+        let v = per_row.into_iter().map(T::from_acc).collect();
+        Ok(Loss::Elementwise(array_from_vec(op, out_shape, v)?))
+    } else {
+        Ok(Loss::Scalar(T::from_acc(reduced)))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// nll_loss
+// ---------------------------------------------------------------------------------------------
+
+/// What a one-pass class-index loss computes: the loss and/or the input gradient.
+pub(crate) type LossAndGrad<T> = (Option<Loss<T>>, Option<ArrayD<T>>);
+
+/// Forward and/or backward of nll_loss in one pass over the rows.
+fn nll_core<T: Element>(
+    op: &'static str,
+    input: ArrayViewD<'_, T>,
+    target: ArrayViewD<'_, i64>,
+    opts: &NllOptions<'_, T>,
+    want_loss: bool,
+    grad_output: Option<&GradOutput<'_, T>>,
+) -> Result<LossAndGrad<T>> {
+    let reduction = opts.reduction.reject_batchmean(op)?;
+    let tg = index_targets::<T>(op, input.shape(), &target, opts.weight.as_ref(), opts.ignore_index)?;
+    let up = match grad_output {
+        Some(g) => Some(Upstream::read(op, reduction, &tg.out_shape, g)?),
+        None => None,
+    };
+    let x = row_major(&input);
+    let (classes, inner) = (tg.layout.classes, tg.layout.inner);
+    let rows = tg.class.len();
+    let zero = T::Acc::zero();
+
+    let mut per_row = Vec::with_capacity(if want_loss && reduction == Reduction::None { rows } else { 0 });
+    let mut sum = 0f64;
+    let mut grad = up.as_ref().map(|_| vec![T::from_acc(zero); x.len()]);
+    // For mean/sum the scatter value −g/W (or −g) is the same for every row.
+    let w_acc = T::Acc::c(tg.total_weight);
+
+    for (r, cls) in tg.class.iter().enumerate() {
+        let Some(c) = *cls else {
+            if want_loss && reduction == Reduction::None {
+                per_row.push(zero);
+            }
+            continue;
+        };
+        let idx = (r / inner) * classes * inner + c * inner + r % inner;
+        let wc = tg.w(c);
+        if want_loss {
+            let xv = x.get(idx).map_or(zero, |v| v.to_acc());
+            let l = -xv * wc;
+            if reduction == Reduction::None {
+                per_row.push(l);
+            } else {
+                sum += l.f64();
+            }
+        }
+        if let (Some(up), Some(grad)) = (&up, grad.as_mut()) {
+            let g = up.at(r);
+            let scaled = match reduction {
+                Reduction::Mean => -(g / w_acc),
+                _ => -g,
+            };
+            if let Some(slot) = grad.get_mut(idx) {
+                *slot = T::from_acc(wc * scaled);
+            }
+        }
+    }
+
+    let loss = if want_loss {
+        let reduced = match reduction {
+            Reduction::Mean => mean_of(sum, tg.total_weight, rows),
+            _ => sum,
+        };
+        Some(pack_loss::<T>(op, reduction, &tg.out_shape, per_row, T::Acc::c(reduced))?)
+    } else {
+        None
+    };
+    let grad = match grad {
+        Some(g) => Some(array_from_vec(op, input.shape(), g)?),
+        None => None,
+    };
+    Ok((loss, grad))
+}
+
+/// Negative log-likelihood loss of class-index targets.
+///
+/// # Formula
+///
+/// Per row `i` (a position `(n, d1, …, dk)`): `l_i = −w[y_i] · x[i, y_i]`, and `l_i = 0` where
+/// `y_i == ignore_index`.
+///
+/// - `none`: the `l_i`, shaped like the target (a 0-d array for a 1-D input);
+/// - `sum`: `Σ l_i`;
+/// - `mean`: `Σ l_i / W` with `W = Σ_{i not ignored} w[y_i]` (the number of non-ignored targets
+///   without a weight). An empty input or one whose targets are all ignored gives NaN (`sum`: 0).
+///
+/// `ignore_index` is tested before the range check, so it may lie outside `[0, C)`.
+///
+/// # Gradient
+///
+/// Only `x[i, y_i]` receives a gradient: `−w[y_i]·g/W` (`mean`), `−w[y_i]·g` (`sum`),
+/// `−w[y_i]·g_i` (`none`); ignored rows get 0. See [`nll_loss_backward`].
+///
+/// # PyTorch
+///
+/// `torch.nn.functional.nll_loss(input, target, weight, ignore_index=-100, reduction='mean')`.
+///
+/// # Errors
+///
+/// - [`Error::ShapeMismatch`] naming both shapes when the target is not the input shape without
+///   dimension 1, or the weight does not have `C` entries;
+/// - [`Error::TargetOutOfRange`] naming the target's multi-index and value;
+/// - [`Error::InvalidOption`] for `Reduction::BatchMean`;
+/// - [`Error::BadRank`] for a 0-d input.
+///
+/// # Example
+///
+/// ```
+/// use infoloss::{NllOptions, Reduction, nll_loss, ndarray::array};
+/// let logp = array![[-0.5f64, -1.0, -2.0], [-3.0, -0.25, -1.5]];
+/// let target = array![0i64, 2];
+/// let loss = nll_loss(logp.view(), target.view(), &NllOptions::default()).unwrap();
+/// assert_eq!(loss.scalar(), Some((0.5 + 1.5) / 2.0));
+///
+/// // weighted mean divides by the target-class weights: (0.1·0.5 + 0.3·1.5) / (0.1 + 0.3)
+/// let w = array![0.1f64, 0.2, 0.3];
+/// let opts = NllOptions { weight: Some(w.view()), ..Default::default() };
+/// let loss = nll_loss(logp.view(), target.view(), &opts).unwrap().scalar().unwrap();
+/// assert!((loss - 1.25).abs() < 1e-15);
+///
+/// let opts = NllOptions { reduction: Reduction::None, ignore_index: 2, ..Default::default() };
+/// let l = nll_loss(logp.view(), target.view(), &opts).unwrap();
+/// assert_eq!(l.elementwise().unwrap(), &array![0.5, 0.0].into_dyn());
+/// ```
 pub fn nll_loss<T: Element, D: Dimension, D2: Dimension>(
     input: ArrayView<'_, T, D>,
     target: ArrayView<'_, i64, D2>,
     opts: &NllOptions<'_, T>,
 ) -> Result<Loss<T>> {
-    let _ = (input, target, opts);
-    todo!()
+    let (loss, _) = nll_core("nll_loss", input.into_dyn(), target.into_dyn(), opts, true, None)?;
+    loss.ok_or_else(|| Error::invalid_option("nll_loss", "reduction", opts.reduction, "no loss computed"))
 }
 
 /// Gradient of [`nll_loss`] with respect to `input`.
+///
+/// # Formula
+///
+/// `grad[i, y_i] = −w[y_i] · g / W` for `mean`, `−w[y_i] · g` for `sum`, `−w[y_i] · g_i` for
+/// `none`; every other element (and every ignored row) is 0. When all targets are ignored the
+/// gradient is all zeros (not NaN); when `W = 0` with a non-ignored target (its weight is 0) the
+/// gradient at that target is NaN, as in PyTorch.
+///
+/// `grad_output` is a scalar (or 0-d array) for `mean`/`sum`, and an array of the target's shape
+/// (or a scalar applied to every element) for `none`.
+///
+/// # PyTorch
+///
+/// `torch.ops.aten.nll_loss_backward` (the `input.grad` of `F.nll_loss(...).backward(g)`).
+///
+/// # Errors
+///
+/// As [`nll_loss`], plus [`Error::ShapeMismatch`] when `grad_output` has the wrong shape.
+///
+/// # Example
+///
+/// ```
+/// use infoloss::{GradOutput, NllOptions, nll_loss_backward, ndarray::array};
+/// // torch: w = [1, 2, 3, 4], y = [0, 3, -100] → W = 5, grad[0,0] = -0.2, grad[1,3] = -0.8
+/// let x = array![[0.1f64, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.8], [0.9, 1.0, 1.1, 1.2]];
+/// let w = array![1.0f64, 2.0, 3.0, 4.0];
+/// let opts = NllOptions { weight: Some(w.view()), ..Default::default() };
+/// let g = nll_loss_backward(x.view(), array![0i64, 3, -100].view(), &opts, &GradOutput::one()).unwrap();
+/// assert_eq!((g[[0, 0]], g[[1, 3]], g[[2, 0]]), (-0.2, -0.8, 0.0));
+/// ```
 pub fn nll_loss_backward<T: Element, D: Dimension, D2: Dimension>(
     input: ArrayView<'_, T, D>,
     target: ArrayView<'_, i64, D2>,
     opts: &NllOptions<'_, T>,
     grad_output: &GradOutput<'_, T>,
 ) -> Result<ArrayD<T>> {
-    let _ = (input, target, opts, grad_output);
-    todo!()
+    const OP: &str = "nll_loss_backward";
+    let (_, grad) = nll_core(OP, input.into_dyn(), target.into_dyn(), opts, false, Some(grad_output))?;
+    grad.ok_or_else(|| Error::invalid_option(OP, "reduction", opts.reduction, "no gradient computed"))
 }
 
-/// Loss and input gradient (upstream gradient 1) in one call.
+/// Loss and input gradient (upstream gradient 1, all ones for `none`) in one pass.
+///
+/// # Formula
+///
+/// `(nll_loss(input, target), nll_loss_backward(input, target, 1))`; see [`nll_loss`] and
+/// [`nll_loss_backward`].
+///
+/// # PyTorch
+///
+/// `loss = F.nll_loss(x, y, ...); loss.backward(torch.ones_like(loss)); (loss, x.grad)`.
+///
+/// # Errors
+///
+/// As [`nll_loss`].
+///
+/// # Example
+///
+/// ```
+/// use infoloss::{NllOptions, nll_loss_with_grad, ndarray::array};
+/// let x = array![[-1.0f32, -2.0], [-0.5, -3.0]];
+/// let (loss, grad) = nll_loss_with_grad(x.view(), array![1i64, 0].view(), &NllOptions::default()).unwrap();
+/// assert_eq!(loss.scalar(), Some(1.25));
+/// assert_eq!(grad, array![[0.0f32, -0.5], [-0.5, 0.0]].into_dyn());
+/// ```
 pub fn nll_loss_with_grad<T: Element, D: Dimension, D2: Dimension>(
     input: ArrayView<'_, T, D>,
     target: ArrayView<'_, i64, D2>,
     opts: &NllOptions<'_, T>,
 ) -> Result<(Loss<T>, ArrayD<T>)> {
-    let _ = (input, target, opts);
-    todo!()
+    const OP: &str = "nll_loss";
+    let (loss, grad) =
+        nll_core(OP, input.into_dyn(), target.into_dyn(), opts, true, Some(&GradOutput::one()))?;
+    match (loss, grad) {
+        (Some(l), Some(g)) => Ok((l, g)),
+        _ => Err(Error::invalid_option(OP, "reduction", opts.reduction, "no loss computed")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{Array, IxDyn, array};
+
+    const NAN: f64 = f64::NAN;
+
+    #[test]
+    fn spec_weight_example() {
+        // spec §2 (torch 2.15): w = [1, 2, 3, 4], y = [0, 3, ignored], W = 5 → grad -0.2 and -0.8
+        let x = Array::from_shape_fn((3, 4), |(i, j)| (i * 4 + j) as f64 / 10.0);
+        let w = array![1.0, 2.0, 3.0, 4.0];
+        let opts = NllOptions { weight: Some(w.view()), ..Default::default() };
+        let y = array![0i64, 3, -100];
+        let (loss, g) = nll_loss_with_grad(x.view(), y.view(), &opts).unwrap();
+        // (-(1·0.0) - 4·0.7) / 5
+        assert!((loss.scalar().unwrap() - -0.56).abs() < 1e-15);
+        let mut expect = ArrayD::<f64>::zeros(IxDyn(&[3, 4]));
+        expect[[0, 0]] = -0.2;
+        expect[[1, 3]] = -0.8;
+        assert_eq!(g, expect);
+    }
+
+    #[test]
+    fn empty_and_all_ignored() {
+        let x = ArrayD::<f64>::zeros(IxDyn(&[0, 3]));
+        let y = ArrayD::<i64>::zeros(IxDyn(&[0]));
+        for (red, expect) in [(Reduction::Mean, NAN), (Reduction::Sum, 0.0)] {
+            let opts = NllOptions { reduction: red, ..Default::default() };
+            let (l, g) = nll_loss_with_grad(x.view(), y.view(), &opts).unwrap();
+            let v = l.scalar().unwrap();
+            assert!(v == expect || (v.is_nan() && expect.is_nan()), "{red}: {v}");
+            assert_eq!(g.shape(), &[0, 3]);
+        }
+        let opts = NllOptions { reduction: Reduction::None, ..Default::default() };
+        assert_eq!(nll_loss(x.view(), y.view(), &opts).unwrap().into_array().shape(), &[0]);
+
+        let x = array![[1.0f64, 2.0], [3.0, 4.0]];
+        let y = array![-100i64, -100];
+        let (l, g) = nll_loss_with_grad(x.view(), y.view(), &NllOptions::default()).unwrap();
+        assert!(l.scalar().unwrap().is_nan());
+        assert_eq!(g, ArrayD::<f64>::zeros(IxDyn(&[2, 2])));
+        let opts = NllOptions { reduction: Reduction::Sum, ..Default::default() };
+        assert_eq!(nll_loss(x.view(), y.view(), &opts).unwrap().scalar(), Some(0.0));
+    }
+
+    #[test]
+    fn zero_weight_of_only_target_class() {
+        // torch: nll_loss(x, [1, 1], weight=[1, 0, 2]) → nan, grad nan at [:, 1], 0 elsewhere
+        let x = array![[0.3f64, -0.2, 0.1], [1.0, 2.0, 3.0]];
+        let w = array![1.0, 0.0, 2.0];
+        let opts = NllOptions { weight: Some(w.view()), ..Default::default() };
+        let (l, g) = nll_loss_with_grad(x.view(), array![1i64, 1].view(), &opts).unwrap();
+        assert!(l.scalar().unwrap().is_nan());
+        assert!(g[[0, 1]].is_nan() && g[[1, 1]].is_nan());
+        assert_eq!((g[[0, 0]], g[[1, 2]]), (0.0, 0.0));
+    }
+
+    #[test]
+    fn one_d_input() {
+        let x = array![-0.5f64, -1.5, -2.5];
+        let opts = NllOptions { reduction: Reduction::None, ..Default::default() };
+        // torch: F.nll_loss(x, tensor(1), reduction='none') is 0-d
+        let l = nll_loss(x.view(), ndarray::arr0(1i64).view(), &opts).unwrap();
+        assert_eq!(l, Loss::Elementwise(ndarray::arr0(1.5).into_dyn()));
+        // a target of shape [1] is also accepted by torch and gives a 0-d result
+        let l = nll_loss(x.view(), array![2i64].view(), &opts).unwrap();
+        assert_eq!(l, Loss::Elementwise(ndarray::arr0(2.5).into_dyn()));
+        // torch (CPU): an ignored 0-d target gives mean NaN
+        let l = nll_loss(x.view(), ndarray::arr0(-100i64).view(), &NllOptions::default()).unwrap();
+        assert!(l.scalar().unwrap().is_nan());
+        let e = nll_loss(x.view(), array![0i64, 1].view(), &opts).unwrap_err();
+        assert!(e.to_string().starts_with("nll_loss: input shape [3] and target shape [2]"), "{e}");
+    }
+
+    #[test]
+    fn none_with_array_upstream() {
+        let x = array![[-1.0f64, -2.0], [-3.0, -4.0], [-5.0, -6.0]];
+        let w = array![2.0, 3.0];
+        let opts = NllOptions { weight: Some(w.view()), reduction: Reduction::None, ..Default::default() };
+        let g = array![0.5, 7.0, -1.0];
+        let grad = nll_loss_backward(
+            x.view(),
+            array![1i64, -100, 0].view(),
+            &opts,
+            &GradOutput::Array(g.view().into_dyn()),
+        )
+        .unwrap();
+        assert_eq!(grad, array![[0.0, -1.5], [0.0, 0.0], [2.0, 0.0]].into_dyn());
+        let e = nll_loss_backward(
+            x.view(),
+            array![1i64, -100, 0].view(),
+            &opts,
+            &GradOutput::Array(array![1.0, 2.0].view().into_dyn()),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("grad_output shape [2] and output shape [3]"), "{e}");
+        let e = nll_loss_backward(
+            x.view(),
+            array![1i64, 0, 0].view(),
+            &NllOptions::default(),
+            &GradOutput::Array(g.view().into_dyn()),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("grad_output shape [3]"), "{e}");
+    }
+
+    #[test]
+    fn errors_name_shapes_and_values() {
+        let x = ArrayD::<f64>::zeros(IxDyn(&[2, 3, 4]));
+        let y = ArrayD::<i64>::zeros(IxDyn(&[2, 5]));
+        let e = nll_loss(x.view(), y.view(), &NllOptions::default()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "nll_loss: input shape [2, 3, 4] and target shape [2, 5] are not compatible: the target must have shape [2, 4] (the input shape without the class dimension 1)"
+        );
+        let mut y = ArrayD::<i64>::zeros(IxDyn(&[2, 4]));
+        y[[1, 2]] = 3;
+        let e = nll_loss(x.view(), y.view(), &NllOptions::default()).unwrap_err();
+        assert_eq!(e.to_string(), "nll_loss: target 3 at [1, 2] is out of range for 3 classes");
+        y[[1, 2]] = -1;
+        let e = nll_loss(x.view(), y.view(), &NllOptions::default()).unwrap_err();
+        assert_eq!(e, Error::target_out_of_range("nll_loss", &[1, 2], -1, 3));
+        // ignore_index outside [0, C) is honoured before the range check
+        y[[1, 2]] = 7;
+        let opts = NllOptions { ignore_index: 7, ..Default::default() };
+        assert!(nll_loss(x.view(), y.view(), &opts).is_ok());
+        let w = array![1.0, 2.0, 3.0, 4.0];
+        let opts = NllOptions { weight: Some(w.view()), ..Default::default() };
+        let e = nll_loss(x.view(), ArrayD::<i64>::zeros(IxDyn(&[2, 4])).view(), &opts).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "nll_loss: weight shape [4] and input shape [2, 3, 4] are not compatible: weight must have one entry per class (3 classes), but has 4"
+        );
+        let opts = NllOptions { reduction: Reduction::BatchMean, ..Default::default() };
+        let e = nll_loss(x.view(), ArrayD::<i64>::zeros(IxDyn(&[2, 4])).view(), &opts).unwrap_err();
+        assert!(matches!(e, Error::InvalidOption { option: "reduction", .. }), "{e}");
+        let e = nll_loss(ndarray::arr0(1.0f64).view(), ndarray::arr0(0i64).view(), &NllOptions::default())
+            .unwrap_err();
+        assert!(matches!(e, Error::BadRank { .. }), "{e}");
+    }
 }
