@@ -1,10 +1,62 @@
-//! `binary_cross_entropy`.
-// STUB: contract only; bodies are being written.
-use ndarray::{ArrayD, ArrayView, ArrayViewD, Dimension};
+//! `binary_cross_entropy`: PyTorch's `F.binary_cross_entropy` / `nn.BCELoss`, forward and backward.
+//!
+//! # Formula
+//!
+//! For an input probability `x ∈ [0, 1]`, a target `t ∈ [0, 1]` (soft labels allowed) and an optional
+//! weight `w` (broadcast into the input shape), each element is, exactly as PyTorch's CPU kernel
+//! (`aten/src/ATen/native/Loss.cpp`):
+//!
+//! ```text
+//! ℓ = ((t − 1)·max(log1p(−x), −100) − t·max(ln x, −100))·w
+//! ```
+//!
+//! then reduced: `None`, `Mean` (÷ number of elements; NaN when empty) or `Sum`. Each logarithm is
+//! clamped at −100, so `x = 0, t = 1` gives 100 rather than ∞. `log1p(−x)` is used for the `(1 − x)`
+//! term, so `x = 1e-8, t = 0` gives `9.99…e-9` exactly (older PyTorch and CUDA use `ln(1 − x)`).
+//!
+//! # Checks
+//!
+//! * `target` must have exactly the shape of `input` (PyTorch: "Using a target size … that is
+//!   different to the input size … is deprecated"); the error names both shapes.
+//! * `weight` broadcasts into the input shape and may not enlarge it.
+//! * Every input and target element must lie in `[0, 1]` — NaN is rejected too, as PyTorch's
+//!   `(v >= 0) && (v <= 1)` check does. The error names the argument, the multi-index and the value
+//!   of the first offending element in row-major order (at one position the input is checked before
+//!   the target, as in PyTorch's kernel). The backward functions perform the same checks.
+//!
+//! # Gradients
+//!
+//! With `g` the upstream gradient of an element (for `Mean` the division by the element count comes
+//! last, as in PyTorch):
+//!
+//! * ∂/∂x = `g·(x − t) / max(x·(1 − x), ε)·w`, with ε = [`Real::bce_eps`] — PyTorch's **float**
+//!   `1e-12f` even in double precision, so `x = 0, t = 1` gives −1000000003995.8029, not −1e12. The
+//!   forward's −100 clamp is not followed: gradients near 0 and 1 are huge (pytorch/pytorch#171327).
+//!   PyTorch rounds ε to the element type (`scalar_t(EPSILON)`), and so does infoloss: in `f16` it
+//!   underflows to 0, so x ∈ {0, 1} gives ±∞ there, and NaN where also x = t (`bf16` keeps ε ≈ 1e-12).
+//! * ∂/∂t = `−logit(x)·g·w` = `−ln(x / (1 − x))·g·w`, **unclamped** (±∞ at x ∈ {0, 1}), computed as
+//!   PyTorch's `logit` does.
 
-use crate::{Element, GradOutput, Loss, Reduction, Result};
+use ndarray::{ArrayD, ArrayView, ArrayViewD, Dimension, IxDyn};
+use num_traits::{One, Zero};
+
+use crate::shape::{broadcast_into, check_same_shape, checked_numel, unravel};
+use crate::{Element, Error, GradOutput, Loss, Real, Reduction, Result};
+
+const OP: &str = "binary_cross_entropy";
+/// Elements processed per row call.
+const CHUNK: usize = 1024;
 
 /// Options of [`binary_cross_entropy`]; `Default` equals PyTorch's defaults.
+///
+/// ```
+/// use infoloss::{BceOptions, Reduction};
+/// use ndarray::array;
+/// let w = array![1.0f32, 2.0].into_dyn();
+/// let o = BceOptions { weight: Some(w.view()), reduction: Reduction::Sum };
+/// assert_eq!(o.weight.unwrap()[1], 2.0);
+/// assert_eq!(BceOptions::<f32>::default().reduction, Reduction::Mean);
+/// ```
 #[derive(Debug, Clone)]
 pub struct BceOptions<'a, T> {
     /// Per-element weight, broadcast into the input shape.
@@ -20,43 +72,386 @@ impl<T> Default for BceOptions<'_, T> {
 }
 
 /// The loss.
+///
+/// `((t − 1)·max(log1p(−x), −100) − t·max(ln x, −100))·w`, reduced (see the
+/// [module documentation](self)).
+///
+/// PyTorch: `torch.nn.functional.binary_cross_entropy(input, target, weight=..., reduction=...)`.
+///
+/// # Errors
+///
+/// `target` not of the input's shape; `weight` not broadcastable into it; an input or target element
+/// outside `[0, 1]` or NaN (index and value named); `Reduction::BatchMean`.
+///
+/// ```
+/// use infoloss::{binary_cross_entropy, BceOptions};
+/// use ndarray::array;
+/// let x = array![[0.5f64, 1.0, 0.8], [0.2, 0.4, 0.6]];
+/// let t = array![[0.0f64, 1.0, 0.0], [0.0, 0.0, 1.0]];
+/// let w = array![[0.1f64, 0.9, 0.1], [0.1, 0.1, 0.9]].into_dyn();
+/// let opts = BceOptions { weight: Some(w.view()), ..Default::default() };
+/// let l = binary_cross_entropy(x.view(), t.view(), &opts).unwrap().scalar().unwrap();
+/// assert!((l - 0.12723308136613606).abs() < 1e-15);
+/// ```
 pub fn binary_cross_entropy<T: Element, D: Dimension, D2: Dimension>(
     input: ArrayView<'_, T, D>,
     target: ArrayView<'_, T, D2>,
     opts: &BceOptions<'_, T>,
 ) -> Result<Loss<T>> {
-    let _ = (input, target, opts);
-    todo!()
+    let out = run(input.into_dyn(), target.into_dyn(), opts, None, Want { loss: true, ..Want::NOTHING })?;
+    out.loss.ok_or_else(internal)
 }
 
 /// Gradient with respect to `input`.
+///
+/// `g·(x − t) / max(x·(1 − x), ε)·w` (÷ numel for `Mean`), ε = [`Real::bce_eps`] (the float `1e-12f`,
+/// rounded to the element type as PyTorch's `scalar_t(EPSILON)`: 0 in `f16`),
+/// with `g` = `grad_output` (an array of the input's shape, or one value for every element, for
+/// `Reduction::None`; a scalar otherwise).
+///
+/// PyTorch: `torch.ops.aten.binary_cross_entropy_backward(grad_output, input, target, weight, reduction)`,
+/// i.e. `input.grad` after `F.binary_cross_entropy(...).backward(grad_output)`.
+///
+/// # Errors
+///
+/// As [`binary_cross_entropy`], and a `grad_output` of the wrong shape.
+///
+/// ```
+/// use infoloss::{binary_cross_entropy_backward, BceOptions, GradOutput, Reduction};
+/// use ndarray::array;
+/// let opts = BceOptions { reduction: Reduction::Sum, ..Default::default() };
+/// let g = binary_cross_entropy_backward(array![0.0f64, 0.25].view(), array![1.0f64, 1.0].view(), &opts,
+///     &GradOutput::one()).unwrap();
+/// assert_eq!(g[0], -1000000003995.8029); // −1 / (1e-12f32 as f64)
+/// assert_eq!(g[1], -4.0); // (0.25 − 1) / 0.1875
+/// ```
 pub fn binary_cross_entropy_backward<T: Element, D: Dimension, D2: Dimension>(
     input: ArrayView<'_, T, D>,
     target: ArrayView<'_, T, D2>,
     opts: &BceOptions<'_, T>,
     grad_output: &GradOutput<'_, T>,
 ) -> Result<ArrayD<T>> {
-    let _ = (input, target, opts, grad_output);
-    todo!()
+    let want = Want { grad_input: true, ..Want::NOTHING };
+    let out = run(input.into_dyn(), target.into_dyn(), opts, Some(grad_output), want)?;
+    out.grad_input.ok_or_else(internal)
 }
 
 /// Gradient with respect to `target`.
+///
+/// `−logit(x)·g·w` (÷ numel for `Mean`) = `(ln(1 − x) − ln x)·g·w`, unclamped: +∞ at x = 0, −∞ at
+/// x = 1, and 115.13 at x = 1e-50 even though the forward is clamped at 100. Computed as PyTorch's
+/// `logit`: `ln(x / (1 − x))`.
+///
+/// PyTorch: `target.grad` after `F.binary_cross_entropy(input, target.requires_grad_(), ...)
+/// .backward(grad_output)` (`binary_cross_entropy_target_backward`).
+///
+/// # Errors
+///
+/// As [`binary_cross_entropy_backward`].
+///
+/// ```
+/// use infoloss::{binary_cross_entropy_backward_target, BceOptions, GradOutput, Reduction};
+/// use ndarray::array;
+/// let opts = BceOptions { reduction: Reduction::Sum, ..Default::default() };
+/// let g = binary_cross_entropy_backward_target(array![0.2f64, 0.0].view(), array![1.0f64, 0.5].view(),
+///     &opts, &GradOutput::one()).unwrap();
+/// assert!((g[0] - 4.0f64.ln()).abs() < 1e-15); // −ln(0.2 / 0.8)
+/// assert_eq!(g[1], f64::INFINITY);
+/// ```
 pub fn binary_cross_entropy_backward_target<T: Element, D: Dimension, D2: Dimension>(
     input: ArrayView<'_, T, D>,
     target: ArrayView<'_, T, D2>,
     opts: &BceOptions<'_, T>,
     grad_output: &GradOutput<'_, T>,
 ) -> Result<ArrayD<T>> {
-    let _ = (input, target, opts, grad_output);
-    todo!()
+    let want = Want { grad_target: true, ..Want::NOTHING };
+    let out = run(input.into_dyn(), target.into_dyn(), opts, Some(grad_output), want)?;
+    out.grad_target.ok_or_else(internal)
 }
 
 /// Loss and input gradient in one call.
+///
+/// The same as [`binary_cross_entropy`] and [`binary_cross_entropy_backward`] with an upstream
+/// gradient of 1 (all ones for `Reduction::None`), computed in one pass.
+///
+/// PyTorch: `loss = F.binary_cross_entropy(x, t, ...); loss.backward(torch.ones_like(loss)); x.grad`.
+///
+/// # Errors
+///
+/// As [`binary_cross_entropy`].
+///
+/// ```
+/// use infoloss::{binary_cross_entropy_with_grad, BceOptions};
+/// use ndarray::array;
+/// let x = array![0.5f64, 0.8];
+/// let t = array![1.0f64, 0.0];
+/// let (loss, grad) = binary_cross_entropy_with_grad(x.view(), t.view(), &BceOptions::default()).unwrap();
+/// // (ln 2 + ln 5) / 2
+/// assert!((loss.scalar().unwrap() - 1.151292546497023).abs() < 1e-15);
+/// // (x − t) / (x(1 − x)) / 2
+/// assert!((grad[0] + 1.0).abs() < 1e-15 && (grad[1] - 2.5).abs() < 1e-14);
+/// ```
 pub fn binary_cross_entropy_with_grad<T: Element, D: Dimension, D2: Dimension>(
     input: ArrayView<'_, T, D>,
     target: ArrayView<'_, T, D2>,
     opts: &BceOptions<'_, T>,
 ) -> Result<(Loss<T>, ArrayD<T>)> {
-    let _ = (input, target, opts);
-    todo!()
+    let want = Want { loss: true, grad_input: true, grad_target: false };
+    let out = run(input.into_dyn(), target.into_dyn(), opts, Some(&GradOutput::one()), want)?;
+    match (out.loss, out.grad_input) {
+        (Some(l), Some(g)) => Ok((l, g)),
+        _ => Err(internal()),
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// Row functions: contiguous slices in the compute type, PyTorch's order of operations.
+// ----------------------------------------------------------------------------------------------
+
+/// `std::max(v, −100)` (v is never NaN here: x ∈ [0, 1]).
+#[inline]
+fn clamp_log<A: Real>(v: A) -> A {
+    let lo = A::c(-100.0);
+    if v < lo { lo } else { v }
+}
+
+/// Position of the first element whose input or target is outside `[0, 1]` (NaN included), and
+/// whether it is the input (checked first at each position, as PyTorch's kernel does).
+fn first_invalid<A: Real>(x: &[A], t: &[A]) -> Option<(usize, bool)> {
+    let ok = |v: A| v >= A::zero() && v <= A::one();
+    x.iter().zip(t).position(|(&x, &t)| !ok(x) || !ok(t)).map(|i| (i, x.get(i).is_some_and(|&v| !ok(v))))
+}
+
+/// Unweighted terms `(t − 1)·max(log1p(−x), −100) − t·max(ln x, −100)`.
+fn row_loss<A: Real>(x: &[A], t: &[A], out: &mut [A]) {
+    for ((o, &x), &t) in out.iter_mut().zip(x).zip(t) {
+        *o = (t - A::one()) * clamp_log((-x).ln_1p()) - t * clamp_log(x.ln());
+    }
+}
+
+/// Unweighted ∂/∂x: `g·(x − t) / max((1 − x)·x, eps)`.
+fn row_grad_input<A: Real>(x: &[A], t: &[A], g: &[A], eps: A, out: &mut [A]) {
+    for (((o, &x), &t), &g) in out.iter_mut().zip(x).zip(t).zip(g) {
+        let d = (A::one() - x) * x;
+        *o = g * (x - t) / if d < eps { eps } else { d };
+    }
+}
+
+/// Unweighted ∂/∂t: `(−logit(x))·g`, `logit(x) = ln(x / (1 − x))` (∞ at x = 1).
+fn row_grad_target<A: Real>(x: &[A], g: &[A], out: &mut [A]) {
+    for ((o, &x), &g) in out.iter_mut().zip(x).zip(g) {
+        let logit = if x == A::one() { A::infinity() } else { (x / (A::one() - x)).ln() };
+        *o = (-logit) * g;
+    }
+}
+
+/// `out *= w` (when weighted), then `out /= n` (for `Mean`), in that order as PyTorch.
+fn row_scale<A: Real>(out: &mut [A], w: Option<&[A]>, div: Option<A>) {
+    if let Some(w) = w {
+        for (o, &w) in out.iter_mut().zip(w) {
+            *o *= w;
+        }
+    }
+    if let Some(n) = div {
+        for o in out.iter_mut() {
+            *o /= n;
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// Driver.
+// ----------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy)]
+struct Want {
+    loss: bool,
+    grad_input: bool,
+    grad_target: bool,
+}
+
+impl Want {
+    const NOTHING: Want = Want { loss: false, grad_input: false, grad_target: false };
+}
+
+struct Outputs<T> {
+    loss: Option<Loss<T>>,
+    grad_input: Option<ArrayD<T>>,
+    grad_target: Option<ArrayD<T>>,
+}
+
+#[cold]
+fn internal() -> Error {
+    Error::too_large(OP, "output", "internal error: a requested result was not produced")
+}
+
+fn to_array<T>(data: Vec<T>, shape: &[usize]) -> Result<ArrayD<T>> {
+    ArrayD::from_shape_vec(IxDyn(shape), data).map_err(|_| internal())
+}
+
+/// The per-element upstream gradient: one value for every element, or an array's elements in order.
+enum Upstream<'v, T: Element> {
+    Const(T::Acc),
+    Each(ndarray::iter::Iter<'v, T, IxDyn>),
+}
+
+impl<T: Element> Upstream<'_, T> {
+    fn fill(&mut self, buf: &mut Vec<T::Acc>, len: usize) {
+        buf.clear();
+        match self {
+            Upstream::Const(g) => buf.resize(len, *g),
+            Upstream::Each(it) => buf.extend(it.by_ref().take(len).map(|v| v.to_acc())),
+        }
+    }
+}
+
+fn fill<'v, T: Element>(buf: &mut Vec<T::Acc>, it: &mut impl Iterator<Item = &'v T>, len: usize) {
+    buf.clear();
+    buf.extend(it.by_ref().take(len).map(|v| v.to_acc()));
+}
+
+fn run<T: Element>(
+    input: ArrayViewD<'_, T>,
+    target: ArrayViewD<'_, T>,
+    opts: &BceOptions<'_, T>,
+    grad_output: Option<&GradOutput<'_, T>>,
+    want: Want,
+) -> Result<Outputs<T>> {
+    let reduction = opts.reduction.reject_batchmean(OP)?;
+    let shape = input.shape().to_vec();
+    check_same_shape(OP, "input", &shape, "target", target.shape())?;
+    let n = checked_numel(OP, "input", &shape)?;
+    let weight = match &opts.weight {
+        Some(w) => Some(broadcast_into(OP, "weight", w, "input", &shape)?),
+        None => None,
+    };
+    let want_grad = want.grad_input || want.grad_target;
+    let mut upstream = match (grad_output, want_grad) {
+        (Some(go), true) if reduction == Reduction::None => match go.check(OP, &shape)? {
+            Some(view) => Upstream::Each(view.iter()),
+            None => Upstream::Const(go.scalar_value().ok_or_else(internal)?.to_acc()),
+        },
+        (Some(go), true) => Upstream::Const(go.expect_scalar(OP)?.to_acc()),
+        _ => Upstream::Const(T::Acc::one()),
+    };
+    // PyTorch divides the gradient by numel after the weight: `grad_input.div_(input.numel())`
+    let grad_div = (reduction == Reduction::Mean).then(|| T::Acc::c(n as f64));
+    // `scalar_t(EPSILON)`: the float 1e-12f rounded to the element type (0 in f16, so there x ∈ {0, 1}
+    // gives ±∞, or NaN where x = t, as in PyTorch)
+    let eps = T::from_acc(T::Acc::bce_eps()).to_acc();
+
+    let mut loss_vals: Vec<T> = Vec::new();
+    if want.loss && reduction == Reduction::None {
+        loss_vals.reserve(n);
+    }
+    let mut loss_sum = 0.0f64;
+    let mut gx: Vec<T> = Vec::with_capacity(if want.grad_input { n } else { 0 });
+    let mut gt: Vec<T> = Vec::with_capacity(if want.grad_target { n } else { 0 });
+
+    let (mut xs, mut ts, mut ws, mut gs, mut os) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut xi = input.iter();
+    let mut ti = target.iter();
+    let mut wi = weight.as_ref().map(|w| w.iter());
+    let mut done = 0usize;
+    while done < n {
+        let len = CHUNK.min(n - done);
+        fill::<T>(&mut xs, &mut xi, len);
+        fill::<T>(&mut ts, &mut ti, len);
+        if let Some((i, is_input)) = first_invalid(&xs, &ts) {
+            let (name, v) = if is_input { ("input", xs.get(i)) } else { ("target", ts.get(i)) };
+            return Err(Error::invalid_value(
+                OP,
+                name,
+                &unravel(done + i, &shape),
+                v.map_or(f64::NAN, |v| v.f64()),
+                format!("is outside [0, 1] (all elements of {name} should be between 0 and 1)"),
+            ));
+        }
+        if let Some(wi) = wi.as_mut() {
+            fill::<T>(&mut ws, wi, len);
+        }
+        let w = weight.as_ref().map(|_| ws.as_slice());
+        os.clear();
+        os.resize(xs.len(), T::Acc::zero());
+        if want.loss {
+            row_loss(&xs, &ts, &mut os);
+            row_scale(&mut os, w, None);
+            for &v in &os {
+                let r = T::from_acc(v);
+                loss_sum += r.to_acc().f64();
+                if reduction == Reduction::None {
+                    loss_vals.push(r);
+                }
+            }
+        }
+        if want_grad {
+            upstream.fill(&mut gs, xs.len());
+        }
+        if want.grad_input {
+            row_grad_input(&xs, &ts, &gs, eps, &mut os);
+            row_scale(&mut os, w, grad_div);
+            gx.extend(os.iter().map(|&v| T::from_acc(v)));
+        }
+        if want.grad_target {
+            row_grad_target(&xs, &gs, &mut os);
+            row_scale(&mut os, w, grad_div);
+            gt.extend(os.iter().map(|&v| T::from_acc(v)));
+        }
+        done += len;
+    }
+
+    let loss = if !want.loss {
+        None
+    } else if reduction == Reduction::None {
+        Some(Loss::Elementwise(to_array(loss_vals, &shape)?))
+    } else {
+        // mean of nothing = 0/0 = NaN
+        let v = if reduction == Reduction::Mean { loss_sum / n as f64 } else { loss_sum };
+        Some(Loss::Scalar(T::from_acc(T::Acc::c(v))))
+    };
+    Ok(Outputs {
+        loss,
+        grad_input: if want.grad_input { Some(to_array(gx, &shape)?) } else { None },
+        grad_target: if want.grad_target { Some(to_array(gt, &shape)?) } else { None },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn clamped_values_match_torch() {
+        // torch (float64): F.binary_cross_entropy(torch.tensor([0., 1., 0., 1e-8]),
+        //                                         torch.tensor([1., 0., 0., 0.]), reduction='none')
+        //   -> [100., 100., 0., 1.0000000050000001e-08]
+        let x = array![0.0f64, 1.0, 0.0, 1e-8];
+        let t = array![1.0f64, 0.0, 0.0, 0.0];
+        let o = BceOptions { reduction: Reduction::None, ..Default::default() };
+        let l = binary_cross_entropy(x.view(), t.view(), &o).unwrap().into_array();
+        assert_eq!(l.as_slice().unwrap()[..3], [100.0, 100.0, 0.0]);
+        assert_eq!(l[3], 1.0000000050000001e-08);
+    }
+
+    #[test]
+    fn first_invalid_prefers_the_earliest_position_and_the_input() {
+        assert_eq!(first_invalid(&[0.5f64, 2.0], &[3.0, 0.5]), Some((0, false)));
+        assert_eq!(first_invalid(&[0.5f64, f64::NAN], &[0.5, 2.0]), Some((1, true)));
+        assert_eq!(first_invalid(&[0.0f64, 1.0], &[1.0, 0.0]), None);
+    }
+
+    #[test]
+    fn invalid_value_across_chunks_reports_the_multi_index() {
+        let mut x = ndarray::Array2::<f32>::from_elem((3, CHUNK), 0.5);
+        x[[2, 5]] = -0.25;
+        let t = ndarray::Array2::<f32>::from_elem((3, CHUNK), 0.5);
+        let e = binary_cross_entropy(x.view(), t.view(), &BceOptions::default()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "binary_cross_entropy: input value -0.25 at [2, 5] is outside [0, 1] \
+             (all elements of input should be between 0 and 1)"
+        );
+    }
 }

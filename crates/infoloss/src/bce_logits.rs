@@ -1,10 +1,59 @@
-//! `binary_cross_entropy_with_logits`.
-// STUB: contract only; bodies are being written.
-use ndarray::{ArrayD, ArrayView, ArrayViewD, Dimension};
+//! `binary_cross_entropy_with_logits`: PyTorch's `F.binary_cross_entropy_with_logits` /
+//! `nn.BCEWithLogitsLoss`, forward and backward.
+//!
+//! # Formula
+//!
+//! For a logit `x` (any real number), a target `t`, an optional `pos_weight` `p` and an optional
+//! `weight` `w`, each element is computed with PyTorch's numerically stable form
+//! (`aten/src/ATen/native/Loss.cpp`):
+//!
+//! ```text
+//! logσ(x) = min(x, 0) − log1p(exp(−|x|))
+//! lw      = (p − 1)·t + 1                          (only when pos_weight is given)
+//! ℓ       = ((1 − t)·x − lw·logσ(x))·w             ≡ −w·[p·t·logσ(x) + (1 − t)·logσ(−x)]
+//! ```
+//!
+//! then reduced: `None`, `Mean` (÷ number of elements; NaN when empty) or `Sum`. Nothing is clamped
+//! (x = −1e4, t = 1 gives 10000) and `t` is not range-checked (t = 2 is accepted; the loss may then be
+//! negative), as in PyTorch. `x = −∞` with `t = 1` gives `0·(−∞) = NaN`, also as in PyTorch.
+//!
+//! # Shapes
+//!
+//! `target` must have exactly the input's shape (PyTorch: "Target size … must be the same as input
+//! size …"). `weight` and `pos_weight` broadcast *into* the input shape, so a `(C,)` `pos_weight` acts
+//! on the **last** dimension (for `(N, C, H, W)` use a `(C, 1, 1)` array — pytorch/pytorch#27936). An
+//! array that would enlarge the shape is an error naming both shapes.
+//!
+//! # Gradients
+//!
+//! With `g` the upstream gradient of an element and `σ(x) = 1 / (1 + exp(−x))` (÷ numel last, for
+//! `Mean`), as PyTorch's `FunctionsManual.cpp`:
+//!
+//! | | ∂/∂x | ∂/∂t |
+//! |---|---|---|
+//! | with `pos_weight` | `[(p·t + 1 − t)·σ(x) − p·t]·g·w` | `(logσ(−x) − p·logσ(x))·g·w` |
+//! | without | `(σ(x) − t)·g·w` | `−x·g·w` |
 
-use crate::{Element, GradOutput, Loss, Reduction, Result};
+use ndarray::{ArrayD, ArrayView, ArrayViewD, Dimension, IxDyn};
+use num_traits::{One, Zero};
+
+use crate::shape::{broadcast_into, check_same_shape, checked_numel};
+use crate::{Element, Error, GradOutput, Loss, Real, Reduction, Result};
+
+const OP: &str = "binary_cross_entropy_with_logits";
+/// Elements processed per row call.
+const CHUNK: usize = 1024;
 
 /// Options of [`binary_cross_entropy_with_logits`]; `Default` equals PyTorch's defaults.
+///
+/// ```
+/// use infoloss::{BceWithLogitsOptions, Reduction};
+/// use ndarray::array;
+/// let pw = array![3.0f32, 1.0].into_dyn(); // acts on the last dimension
+/// let o = BceWithLogitsOptions { pos_weight: Some(pw.view()), ..Default::default() };
+/// assert_eq!(o.pos_weight.unwrap().shape(), &[2]);
+/// assert_eq!(o.reduction, Reduction::Mean);
+/// ```
 #[derive(Debug, Clone)]
 pub struct BceWithLogitsOptions<'a, T> {
     /// Per-element weight, broadcast into the input shape.
@@ -22,43 +71,407 @@ impl<T> Default for BceWithLogitsOptions<'_, T> {
 }
 
 /// The loss.
+///
+/// `((1 − t)·x − lw·logσ(x))·w` with `lw = (p − 1)·t + 1` when `pos_weight` is given, reduced (see the
+/// [module documentation](self)).
+///
+/// PyTorch: `torch.nn.functional.binary_cross_entropy_with_logits(input, target, weight=...,
+/// pos_weight=..., reduction=...)`.
+///
+/// # Errors
+///
+/// `target` not of the input's shape; `weight` or `pos_weight` not broadcastable into it;
+/// `Reduction::BatchMean`.
+///
+/// ```
+/// use infoloss::{binary_cross_entropy_with_logits, BceWithLogitsOptions};
+/// use ndarray::array;
+/// let x = array![[5.0f64, 1.0, 8.0], [2.0, 4.0, 6.0]];
+/// let t = array![[0.0f64, 1.0, 0.0], [0.0, 0.0, 1.0]];
+/// let l = binary_cross_entropy_with_logits(x.view(), t.view(), &BceWithLogitsOptions::default()).unwrap();
+/// assert!((l.scalar().unwrap() - 3.244644344413125).abs() < 1e-15);
+/// ```
 pub fn binary_cross_entropy_with_logits<T: Element, D: Dimension, D2: Dimension>(
     input: ArrayView<'_, T, D>,
     target: ArrayView<'_, T, D2>,
     opts: &BceWithLogitsOptions<'_, T>,
 ) -> Result<Loss<T>> {
-    let _ = (input, target, opts);
-    todo!()
+    let out = run(input.into_dyn(), target.into_dyn(), opts, None, Want { loss: true, ..Want::NOTHING })?;
+    out.loss.ok_or_else(internal)
 }
 
 /// Gradient with respect to `input`.
+///
+/// `[(p·t + 1 − t)·σ(x) − p·t]·g·w` with `pos_weight`, `(σ(x) − t)·g·w` without (÷ numel for `Mean`),
+/// with `g` = `grad_output` (an array of the input's shape, or one value for every element, for
+/// `Reduction::None`; a scalar otherwise).
+///
+/// PyTorch: `input.grad` after `F.binary_cross_entropy_with_logits(...).backward(grad_output)`
+/// (`binary_cross_entropy_with_logits_backward`).
+///
+/// # Errors
+///
+/// As [`binary_cross_entropy_with_logits`], and a `grad_output` of the wrong shape.
+///
+/// ```
+/// use infoloss::{binary_cross_entropy_with_logits_backward, BceWithLogitsOptions, GradOutput, Reduction};
+/// use ndarray::array;
+/// let z = array![-200.0f64, -3.0, 0.0, 2.5, 200.0];
+/// let y = array![1.0f64, 0.3, 1.0, 0.0, 0.0];
+/// let pw = array![3.0f64].into_dyn();
+/// let opts = BceWithLogitsOptions { pos_weight: Some(pw.view()), reduction: Reduction::Sum, ..Default::default() };
+/// let g = binary_cross_entropy_with_logits_backward(z.view(), y.view(), &opts, &GradOutput::one()).unwrap();
+/// assert_eq!(g[0], -3.0);
+/// assert!((g[1] + 0.8241186029158931).abs() < 1e-15);
+/// assert_eq!(g[2], -1.5);
+/// ```
 pub fn binary_cross_entropy_with_logits_backward<T: Element, D: Dimension, D2: Dimension>(
     input: ArrayView<'_, T, D>,
     target: ArrayView<'_, T, D2>,
     opts: &BceWithLogitsOptions<'_, T>,
     grad_output: &GradOutput<'_, T>,
 ) -> Result<ArrayD<T>> {
-    let _ = (input, target, opts, grad_output);
-    todo!()
+    let want = Want { grad_input: true, ..Want::NOTHING };
+    let out = run(input.into_dyn(), target.into_dyn(), opts, Some(grad_output), want)?;
+    out.grad_input.ok_or_else(internal)
 }
 
 /// Gradient with respect to `target`.
+///
+/// `(logσ(−x) − p·logσ(x))·g·w` with `pos_weight`, `−x·g·w` without (÷ numel for `Mean`).
+///
+/// PyTorch: `target.grad` after `F.binary_cross_entropy_with_logits(input, target.requires_grad_(), ...)
+/// .backward(grad_output)` (`binary_cross_entropy_with_logits_target_backward`).
+///
+/// # Errors
+///
+/// As [`binary_cross_entropy_with_logits_backward`].
+///
+/// ```
+/// use infoloss::{binary_cross_entropy_with_logits_backward_target, BceWithLogitsOptions, GradOutput, Reduction};
+/// use ndarray::array;
+/// let z = array![-3.0f64, 2.5];
+/// let y = array![0.3f64, 0.0];
+/// let opts = BceWithLogitsOptions { reduction: Reduction::Sum, ..Default::default() };
+/// let g = binary_cross_entropy_with_logits_backward_target(z.view(), y.view(), &opts, &GradOutput::one()).unwrap();
+/// assert_eq!(g, array![3.0, -2.5].into_dyn());
+/// ```
 pub fn binary_cross_entropy_with_logits_backward_target<T: Element, D: Dimension, D2: Dimension>(
     input: ArrayView<'_, T, D>,
     target: ArrayView<'_, T, D2>,
     opts: &BceWithLogitsOptions<'_, T>,
     grad_output: &GradOutput<'_, T>,
 ) -> Result<ArrayD<T>> {
-    let _ = (input, target, opts, grad_output);
-    todo!()
+    let want = Want { grad_target: true, ..Want::NOTHING };
+    let out = run(input.into_dyn(), target.into_dyn(), opts, Some(grad_output), want)?;
+    out.grad_target.ok_or_else(internal)
 }
 
 /// Loss and input gradient in one call.
+///
+/// The same as [`binary_cross_entropy_with_logits`] and [`binary_cross_entropy_with_logits_backward`]
+/// with an upstream gradient of 1 (all ones for `Reduction::None`), computed in one pass.
+///
+/// PyTorch: `loss = F.binary_cross_entropy_with_logits(x, t, ...); loss.backward(torch.ones_like(loss)); x.grad`.
+///
+/// # Errors
+///
+/// As [`binary_cross_entropy_with_logits`].
+///
+/// ```
+/// use infoloss::{binary_cross_entropy_with_logits_with_grad, BceWithLogitsOptions};
+/// use ndarray::array;
+/// let x = array![0.0f64, 0.0];
+/// let t = array![1.0f64, 0.0];
+/// let (loss, grad) = binary_cross_entropy_with_logits_with_grad(x.view(), t.view(),
+///     &BceWithLogitsOptions::default()).unwrap();
+/// assert!((loss.scalar().unwrap() - std::f64::consts::LN_2).abs() < 1e-16);
+/// assert_eq!(grad, array![-0.25, 0.25].into_dyn()); // (σ(0) − t) / 2
+/// ```
 pub fn binary_cross_entropy_with_logits_with_grad<T: Element, D: Dimension, D2: Dimension>(
     input: ArrayView<'_, T, D>,
     target: ArrayView<'_, T, D2>,
     opts: &BceWithLogitsOptions<'_, T>,
 ) -> Result<(Loss<T>, ArrayD<T>)> {
-    let _ = (input, target, opts);
-    todo!()
+    let want = Want { loss: true, grad_input: true, grad_target: false };
+    let out = run(input.into_dyn(), target.into_dyn(), opts, Some(&GradOutput::one()), want)?;
+    match (out.loss, out.grad_input) {
+        (Some(l), Some(g)) => Ok((l, g)),
+        _ => Err(internal()),
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// Row functions: contiguous slices in the compute type, PyTorch's order of operations.
+// ----------------------------------------------------------------------------------------------
+
+/// `log_sigmoid(x) = min(0, x) − log1p(exp(−|x|))` (PyTorch's CPU kernel).
+#[inline]
+fn log_sigmoid<A: Real>(x: A) -> A {
+    let m = if x < A::zero() { x } else { A::zero() };
+    m - (-x.abs()).exp().ln_1p()
+}
+
+/// `σ(x) = 1 / (1 + exp(−x))`.
+#[inline]
+fn sigmoid<A: Real>(x: A) -> A {
+    A::one() / (A::one() + (-x).exp())
+}
+
+/// Unweighted terms: `(1 − t)·x − logσ(x)·lw`, `lw = (p − 1)·t + 1` (or 1 without `pos_weight`).
+fn row_loss<A: Real>(x: &[A], t: &[A], pw: Option<&[A]>, out: &mut [A]) {
+    match pw {
+        Some(pw) => {
+            for (((o, &x), &t), &p) in out.iter_mut().zip(x).zip(t).zip(pw) {
+                let lw = (p - A::one()) * t + A::one();
+                *o = (A::one() - t) * x - log_sigmoid(x) * lw;
+            }
+        }
+        None => {
+            for ((o, &x), &t) in out.iter_mut().zip(x).zip(t) {
+                *o = (A::one() - t) * x - log_sigmoid(x);
+            }
+        }
+    }
+}
+
+/// Unweighted ∂/∂x: `((p·t + 1 − t)·σ(x) − p·t)·g`, or `(σ(x) − t)·g`.
+fn row_grad_input<A: Real>(x: &[A], t: &[A], pw: Option<&[A]>, g: &[A], out: &mut [A]) {
+    match pw {
+        Some(pw) => {
+            for ((((o, &x), &t), &p), &g) in out.iter_mut().zip(x).zip(t).zip(pw).zip(g) {
+                let pt = p * t;
+                *o = ((pt + A::one() - t) * sigmoid(x) - pt) * g;
+            }
+        }
+        None => {
+            for (((o, &x), &t), &g) in out.iter_mut().zip(x).zip(t).zip(g) {
+                *o = (sigmoid(x) - t) * g;
+            }
+        }
+    }
+}
+
+/// Unweighted ∂/∂t: `(logσ(−x) − logσ(x)·p)·g`, or `(−x)·g`.
+fn row_grad_target<A: Real>(x: &[A], pw: Option<&[A]>, g: &[A], out: &mut [A]) {
+    match pw {
+        Some(pw) => {
+            for (((o, &x), &p), &g) in out.iter_mut().zip(x).zip(pw).zip(g) {
+                *o = (log_sigmoid(-x) - log_sigmoid(x) * p) * g;
+            }
+        }
+        None => {
+            for ((o, &x), &g) in out.iter_mut().zip(x).zip(g) {
+                *o = (-x) * g;
+            }
+        }
+    }
+}
+
+/// `out *= w` (when weighted), then `out /= n` (for `Mean`), in that order as PyTorch.
+fn row_scale<A: Real>(out: &mut [A], w: Option<&[A]>, div: Option<A>) {
+    if let Some(w) = w {
+        for (o, &w) in out.iter_mut().zip(w) {
+            *o *= w;
+        }
+    }
+    if let Some(n) = div {
+        for o in out.iter_mut() {
+            *o /= n;
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// Driver.
+// ----------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy)]
+struct Want {
+    loss: bool,
+    grad_input: bool,
+    grad_target: bool,
+}
+
+impl Want {
+    const NOTHING: Want = Want { loss: false, grad_input: false, grad_target: false };
+}
+
+struct Outputs<T> {
+    loss: Option<Loss<T>>,
+    grad_input: Option<ArrayD<T>>,
+    grad_target: Option<ArrayD<T>>,
+}
+
+#[cold]
+fn internal() -> Error {
+    Error::too_large(OP, "output", "internal error: a requested result was not produced")
+}
+
+fn to_array<T>(data: Vec<T>, shape: &[usize]) -> Result<ArrayD<T>> {
+    ArrayD::from_shape_vec(IxDyn(shape), data).map_err(|_| internal())
+}
+
+/// The per-element upstream gradient: one value for every element, or an array's elements in order.
+enum Upstream<'v, T: Element> {
+    Const(T::Acc),
+    Each(ndarray::iter::Iter<'v, T, IxDyn>),
+}
+
+impl<T: Element> Upstream<'_, T> {
+    fn fill(&mut self, buf: &mut Vec<T::Acc>, len: usize) {
+        buf.clear();
+        match self {
+            Upstream::Const(g) => buf.resize(len, *g),
+            Upstream::Each(it) => buf.extend(it.by_ref().take(len).map(|v| v.to_acc())),
+        }
+    }
+}
+
+fn fill<'v, T: Element>(buf: &mut Vec<T::Acc>, it: &mut impl Iterator<Item = &'v T>, len: usize) {
+    buf.clear();
+    buf.extend(it.by_ref().take(len).map(|v| v.to_acc()));
+}
+
+fn run<T: Element>(
+    input: ArrayViewD<'_, T>,
+    target: ArrayViewD<'_, T>,
+    opts: &BceWithLogitsOptions<'_, T>,
+    grad_output: Option<&GradOutput<'_, T>>,
+    want: Want,
+) -> Result<Outputs<T>> {
+    let reduction = opts.reduction.reject_batchmean(OP)?;
+    let shape = input.shape().to_vec();
+    check_same_shape(OP, "input", &shape, "target", target.shape())?;
+    let n = checked_numel(OP, "input", &shape)?;
+    let weight = match &opts.weight {
+        Some(w) => Some(broadcast_into(OP, "weight", w, "input", &shape)?),
+        None => None,
+    };
+    let pos_weight = match &opts.pos_weight {
+        Some(p) => Some(broadcast_into(OP, "pos_weight", p, "input", &shape)?),
+        None => None,
+    };
+    let want_grad = want.grad_input || want.grad_target;
+    let mut upstream = match (grad_output, want_grad) {
+        (Some(go), true) if reduction == Reduction::None => match go.check(OP, &shape)? {
+            Some(view) => Upstream::Each(view.iter()),
+            None => Upstream::Const(go.scalar_value().ok_or_else(internal)?.to_acc()),
+        },
+        (Some(go), true) => Upstream::Const(go.expect_scalar(OP)?.to_acc()),
+        _ => Upstream::Const(T::Acc::one()),
+    };
+    // PyTorch divides the gradient by numel after the weight: `grad_input.div_(input.numel())`
+    let grad_div = (reduction == Reduction::Mean).then(|| T::Acc::c(n as f64));
+
+    let mut loss_vals: Vec<T> = Vec::new();
+    if want.loss && reduction == Reduction::None {
+        loss_vals.reserve(n);
+    }
+    let mut loss_sum = 0.0f64;
+    let mut gx: Vec<T> = Vec::with_capacity(if want.grad_input { n } else { 0 });
+    let mut gt: Vec<T> = Vec::with_capacity(if want.grad_target { n } else { 0 });
+
+    let (mut xs, mut ts, mut ws, mut ps, mut gs, mut os) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut xi = input.iter();
+    let mut ti = target.iter();
+    let mut wi = weight.as_ref().map(|w| w.iter());
+    let mut pi = pos_weight.as_ref().map(|p| p.iter());
+    let mut done = 0usize;
+    while done < n {
+        let len = CHUNK.min(n - done);
+        fill::<T>(&mut xs, &mut xi, len);
+        fill::<T>(&mut ts, &mut ti, len);
+        if let Some(wi) = wi.as_mut() {
+            fill::<T>(&mut ws, wi, len);
+        }
+        if let Some(pi) = pi.as_mut() {
+            fill::<T>(&mut ps, pi, len);
+        }
+        let w = weight.as_ref().map(|_| ws.as_slice());
+        let pw = pos_weight.as_ref().map(|_| ps.as_slice());
+        os.clear();
+        os.resize(xs.len(), T::Acc::zero());
+        if want.loss {
+            row_loss(&xs, &ts, pw, &mut os);
+            row_scale(&mut os, w, None);
+            for &v in &os {
+                let r = T::from_acc(v);
+                loss_sum += r.to_acc().f64();
+                if reduction == Reduction::None {
+                    loss_vals.push(r);
+                }
+            }
+        }
+        if want_grad {
+            upstream.fill(&mut gs, xs.len());
+        }
+        if want.grad_input {
+            row_grad_input(&xs, &ts, pw, &gs, &mut os);
+            row_scale(&mut os, w, grad_div);
+            gx.extend(os.iter().map(|&v| T::from_acc(v)));
+        }
+        if want.grad_target {
+            row_grad_target(&xs, pw, &gs, &mut os);
+            row_scale(&mut os, w, grad_div);
+            gt.extend(os.iter().map(|&v| T::from_acc(v)));
+        }
+        done += len;
+    }
+
+    let loss = if !want.loss {
+        None
+    } else if reduction == Reduction::None {
+        Some(Loss::Elementwise(to_array(loss_vals, &shape)?))
+    } else {
+        // mean of nothing = 0/0 = NaN
+        let v = if reduction == Reduction::Mean { loss_sum / n as f64 } else { loss_sum };
+        Some(Loss::Scalar(T::from_acc(T::Acc::c(v))))
+    };
+    Ok(Outputs {
+        loss,
+        grad_input: if want.grad_input { Some(to_array(gx, &shape)?) } else { None },
+        grad_target: if want.grad_target { Some(to_array(gt, &shape)?) } else { None },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn log_sigmoid_is_stable_at_extremes() {
+        assert_eq!(log_sigmoid(-1e4f64), -1e4);
+        assert_eq!(log_sigmoid(1e4f64), 0.0);
+        assert_eq!(log_sigmoid(f64::NEG_INFINITY), f64::NEG_INFINITY);
+        assert!((log_sigmoid(0.0f32) + std::f32::consts::LN_2).abs() < 1e-7);
+    }
+
+    #[test]
+    fn pos_weight_of_shape_c_acts_on_the_last_dimension() {
+        // torch (float64): F.binary_cross_entropy_with_logits(torch.zeros(2,2), torch.ones(2,2),
+        //     pos_weight=torch.tensor([1., 3.]), reduction='none') -> [[ln 2, 3 ln 2], [ln 2, 3 ln 2]]
+        let x = ndarray::Array2::<f64>::zeros((2, 2));
+        let t = ndarray::Array2::<f64>::ones((2, 2));
+        let pw = array![1.0f64, 3.0].into_dyn();
+        let o = BceWithLogitsOptions {
+            pos_weight: Some(pw.view()),
+            reduction: Reduction::None,
+            ..Default::default()
+        };
+        let l = binary_cross_entropy_with_logits(x.view(), t.view(), &o).unwrap().into_array();
+        let ln2 = std::f64::consts::LN_2;
+        assert_eq!(l, array![[ln2, 3.0 * ln2], [ln2, 3.0 * ln2]].into_dyn());
+    }
+
+    #[test]
+    fn enlarging_pos_weight_is_an_error() {
+        let x = ndarray::Array2::<f32>::zeros((4, 3));
+        let pw = ndarray::ArrayD::<f32>::ones(IxDyn(&[2, 4, 3]));
+        let o = BceWithLogitsOptions { pos_weight: Some(pw.view()), ..Default::default() };
+        let e = binary_cross_entropy_with_logits(x.view(), x.view(), &o).unwrap_err().to_string();
+        assert!(e.contains("pos_weight shape [2, 4, 3] and input shape [4, 3]"), "{e}");
+    }
 }

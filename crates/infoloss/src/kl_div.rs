@@ -1,10 +1,67 @@
-//! `kl_div`.
-// STUB: contract only; bodies are being written.
-use ndarray::{ArrayD, ArrayView, Dimension};
+//! `kl_div`: PyTorch's `F.kl_div` / `nn.KLDivLoss`, forward and backward.
+//!
+//! # Argument order
+//!
+//! `kl_div(input, target)` is **KL(target ‖ exp(input))**: `input` holds the *log*-probabilities of the
+//! model distribution Q, `target` holds the probabilities of the reference distribution P (or their
+//! logarithms with `log_target = true`). So `kl_div(q.ln(), p)` = Σ p·ln(p/q) = D_KL(P ‖ Q), the
+//! same order as PyTorch (pytorch/pytorch#7337, #57459) and as `scipy.special.rel_entr(p, q)`.
+//!
+//! # Formula
+//!
+//! Elementwise terms (natural log), exactly as `aten/src/ATen/native/Loss.cpp`:
+//!
+//! | `log_target` | term |
+//! |---|---|
+//! | `false` | `xlogy(t, t) − t·x`, with `xlogy(0, t) = 0` |
+//! | `true`  | `exp(t)·(t − x)` |
+//!
+//! then reduced: `None` (per element), `Mean` (÷ number of elements), `Sum`, `BatchMean`
+//! (÷ `input.shape()[0]`; no division for a 0-dimensional input). The mean of nothing is NaN.
+//!
+//! NaN appears where PyTorch puts it: `t = 0` with `x = −∞` (0·−∞), `t < 0` (log of a negative
+//! number), `t = NaN`, and with `log_target` `t = −∞` (0·−∞). Nothing checks that the arrays are
+//! distributions, so rounding or unnormalized inputs can give negative values (as in PyTorch).
+//!
+//! # Broadcasting
+//!
+//! Like PyTorch, `input` and `target` broadcast against each other (NumPy rules, trailing dimensions
+//! aligned): the unreduced output has the broadcast shape, and each gradient is summed back to the
+//! shape of its own argument. Shapes that cannot be broadcast give an error naming both.
+//!
+//! # Gradients
+//!
+//! PyTorch's `kl_div` is differentiated by autograd through the formula above; infoloss reproduces
+//! those expressions and their order of operations. With `g` the upstream gradient of an element
+//! (already divided by the element count for `Mean`, by `input.shape()[0]` for `BatchMean`):
+//!
+//! | | ∂/∂input | ∂/∂target |
+//! |---|---|---|
+//! | `log_target = false` | `−g·t` | `g·(ln t + 1 − x)`, **NaN at t = 0** |
+//! | `log_target = true`  | `−g·exp(t)` | `g·exp(t)·(t − x + 1)` |
+//!
+//! The target gradient is computed as autograd does, `(xlogy(g, t) + g·t/t) + (−g)·x` with
+//! `xlogy(g, 0)` masked to 0, so `t = 0` gives `0/0 = NaN` (pytorch/pytorch#89558) and the rounding
+//! matches PyTorch's.
 
-use crate::{Element, GradOutput, Loss, Reduction, Result};
+use ndarray::{ArrayD, ArrayView, ArrayViewD, Dimension, IxDyn};
+use num_traits::{One, Zero};
+
+use crate::shape::checked_numel;
+use crate::{Element, Error, GradOutput, Loss, Real, Reduction, Result};
+
+const OP: &str = "kl_div";
+/// Elements processed per row call.
+const CHUNK: usize = 1024;
 
 /// Options of [`kl_div`]; `Default` equals PyTorch's defaults (`reduction='mean'`, `log_target=False`).
+///
+/// ```
+/// use infoloss::{KlDivOptions, Reduction};
+/// let o = KlDivOptions { reduction: Reduction::BatchMean, ..Default::default() };
+/// assert!(!o.log_target);
+/// assert_eq!(KlDivOptions::default().reduction, Reduction::Mean);
+/// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct KlDivOptions {
     /// Reduction; `BatchMean` is the mathematically correct KL.
@@ -14,43 +71,557 @@ pub struct KlDivOptions {
 }
 
 /// KL(target ‖ exp(input)), elementwise terms then reduced.
+///
+/// `input` holds log-probabilities, `target` probabilities (log-probabilities with
+/// `opts.log_target`). Terms: `xlogy(t, t) − t·x`, or `exp(t)·(t − x)` with `log_target`; reduced by
+/// `opts.reduction` (see the [module documentation](self)). `input` and `target` broadcast against each
+/// other; `Reduction::None` returns the broadcast shape.
+///
+/// PyTorch: `torch.nn.functional.kl_div(input, target, reduction=..., log_target=...)`.
+/// SciPy: `scipy.special.rel_entr(target, exp(input)).sum()` for `Sum`.
+///
+/// # Errors
+///
+/// When the shapes cannot be broadcast (the message names both), or are too large.
+///
+/// ```
+/// use infoloss::{kl_div, KlDivOptions, Reduction};
+/// use ndarray::array;
+/// // D_KL(P ‖ Q) with P = [0.5, 0.5], Q = [0.25, 0.75]
+/// let p = array![0.5f64, 0.5];
+/// let log_q = array![0.25f64.ln(), 0.75f64.ln()];
+/// let opts = KlDivOptions { reduction: Reduction::Sum, ..Default::default() };
+/// let kl = kl_div(log_q.view(), p.view(), &opts).unwrap().scalar().unwrap();
+/// assert!((kl - 0.14384103622589045).abs() < 1e-15);
+/// ```
 pub fn kl_div<T: Element, D: Dimension, D2: Dimension>(
     input: ArrayView<'_, T, D>,
     target: ArrayView<'_, T, D2>,
     opts: &KlDivOptions,
 ) -> Result<Loss<T>> {
-    let _ = (input, target, opts);
-    todo!()
+    let out = run(input.into_dyn(), target.into_dyn(), opts, None, Want { loss: true, ..Want::NOTHING })?;
+    out.loss.ok_or_else(internal)
 }
 
-/// Gradient of [`kl_div`] with respect to `input`.
+/// Gradient of [`kl_div`] with respect to `input` (shape of `input`).
+///
+/// `−t·g` (or `−exp(t)·g` with `log_target`), where `g` is the upstream gradient of each element:
+/// `grad_output` itself for `Reduction::None` (an array of the broadcast output shape, or a scalar for
+/// every element), `grad_output / numel` for `Mean`, `grad_output / input.shape()[0]` for `BatchMean`.
+/// When `input` was broadcast, the gradient is summed over the broadcast dimensions.
+///
+/// PyTorch: `input.grad` after `F.kl_div(input, target, ...).backward(grad_output)`.
+///
+/// # Errors
+///
+/// Shapes that cannot be broadcast; a `grad_output` of the wrong shape (named in the message).
+///
+/// ```
+/// use infoloss::{kl_div_backward, GradOutput, KlDivOptions, Reduction};
+/// use ndarray::array;
+/// let x = array![-1.2f64, -0.3, -2.0];
+/// let t = array![0.2f64, 0.8, 0.0];
+/// let opts = KlDivOptions { reduction: Reduction::Sum, ..Default::default() };
+/// let gx = kl_div_backward(x.view(), t.view(), &opts, &GradOutput::one()).unwrap();
+/// assert_eq!(gx, array![-0.2, -0.8, -0.0].into_dyn());
+/// ```
 pub fn kl_div_backward<T: Element, D: Dimension, D2: Dimension>(
     input: ArrayView<'_, T, D>,
     target: ArrayView<'_, T, D2>,
     opts: &KlDivOptions,
     grad_output: &GradOutput<'_, T>,
 ) -> Result<ArrayD<T>> {
-    let _ = (input, target, opts, grad_output);
-    todo!()
+    let want = Want { grad_input: true, ..Want::NOTHING };
+    let out = run(input.into_dyn(), target.into_dyn(), opts, Some(grad_output), want)?;
+    out.grad_input.ok_or_else(internal)
 }
 
 /// Gradient of [`kl_div`] with respect to `target` (shape of `target`).
+///
+/// `g·(ln t + 1 − x)` — **NaN where t = 0**, as in PyTorch, whose autograd differentiates
+/// `xlogy(t, t)` into `xlogy(g, t)` (masked to 0 at t = 0) plus `g·t/t` — or `g·exp(t)·(t − x + 1)`
+/// with `log_target`. `g` as in [`kl_div_backward`]; summed over dimensions along which `target` was
+/// broadcast.
+///
+/// PyTorch: `target.grad` after `F.kl_div(input, target.requires_grad_(), ...).backward(grad_output)`.
+///
+/// # Errors
+///
+/// As [`kl_div_backward`].
+///
+/// ```
+/// use infoloss::{kl_div_backward_target, GradOutput, KlDivOptions, Reduction};
+/// use ndarray::array;
+/// let x = array![-1.2f64, -0.3, -2.0];
+/// let t = array![0.2f64, 0.8, 0.0];
+/// let opts = KlDivOptions { reduction: Reduction::Sum, ..Default::default() };
+/// let gt = kl_div_backward_target(x.view(), t.view(), &opts, &GradOutput::one()).unwrap();
+/// assert!((gt[0] - 0.5905620875658997).abs() < 1e-15); // ln 0.2 + 1 + 1.2
+/// assert!(gt[2].is_nan()); // t = 0
+/// ```
 pub fn kl_div_backward_target<T: Element, D: Dimension, D2: Dimension>(
     input: ArrayView<'_, T, D>,
     target: ArrayView<'_, T, D2>,
     opts: &KlDivOptions,
     grad_output: &GradOutput<'_, T>,
 ) -> Result<ArrayD<T>> {
-    let _ = (input, target, opts, grad_output);
-    todo!()
+    let want = Want { grad_target: true, ..Want::NOTHING };
+    let out = run(input.into_dyn(), target.into_dyn(), opts, Some(grad_output), want)?;
+    out.grad_target.ok_or_else(internal)
 }
 
 /// Loss and input gradient in one call.
+///
+/// The same as [`kl_div`] and [`kl_div_backward`] with an upstream gradient of 1 (all ones for
+/// `Reduction::None`), computed in one pass.
+///
+/// PyTorch: `loss = F.kl_div(input, target, ...); loss.backward(torch.ones_like(loss)); input.grad`.
+///
+/// # Errors
+///
+/// As [`kl_div`].
+///
+/// ```
+/// use infoloss::{kl_div_with_grad, KlDivOptions, Reduction};
+/// use ndarray::array;
+/// let x = array![[-1.0f64, -0.5], [-0.7, -0.7]];
+/// let t = array![[0.25f64, 0.75], [0.5, 0.5]];
+/// let opts = KlDivOptions { reduction: Reduction::BatchMean, ..Default::default() };
+/// let (loss, grad) = kl_div_with_grad(x.view(), t.view(), &opts).unwrap();
+/// // (0.25 ln 0.25 + 0.75 ln 0.75 + 0.25 + 0.375 + 2·(0.5 ln 0.5 + 0.35)) / 2
+/// assert!((loss.scalar().unwrap() - 0.034758837410623175).abs() < 1e-15);
+/// assert_eq!(grad, array![[-0.125, -0.375], [-0.25, -0.25]].into_dyn());
+/// ```
 pub fn kl_div_with_grad<T: Element, D: Dimension, D2: Dimension>(
     input: ArrayView<'_, T, D>,
     target: ArrayView<'_, T, D2>,
     opts: &KlDivOptions,
 ) -> Result<(Loss<T>, ArrayD<T>)> {
-    let _ = (input, target, opts);
-    todo!()
+    let want = Want { loss: true, grad_input: true, grad_target: false };
+    let out = run(input.into_dyn(), target.into_dyn(), opts, Some(&GradOutput::one()), want)?;
+    match (out.loss, out.grad_input) {
+        (Some(l), Some(g)) => Ok((l, g)),
+        _ => Err(internal()),
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// Row functions: contiguous slices in the compute type, PyTorch's order of operations.
+// ----------------------------------------------------------------------------------------------
+
+/// `xlogy(a, b)` as PyTorch's CPU kernel: NaN if `b` is NaN, 0 if `a == 0`, else `a·ln b`.
+#[inline]
+fn xlogy<A: Real>(a: A, b: A) -> A {
+    if b.is_nan() {
+        A::nan()
+    } else if a == A::zero() {
+        A::zero()
+    } else {
+        a * b.ln()
+    }
+}
+
+/// Terms `xlogy(t, t) − t·x`.
+fn row_loss<A: Real>(x: &[A], t: &[A], out: &mut [A]) {
+    for ((o, &x), &t) in out.iter_mut().zip(x).zip(t) {
+        *o = xlogy(t, t) - t * x;
+    }
+}
+
+/// Terms `exp(t)·(t − x)`.
+fn row_loss_log_target<A: Real>(x: &[A], t: &[A], out: &mut [A]) {
+    for ((o, &x), &t) in out.iter_mut().zip(x).zip(t) {
+        *o = t.exp() * (t - x);
+    }
+}
+
+/// ∂/∂x of `xlogy(t, t) − t·x`: `(−g)·t`.
+fn row_grad_input<A: Real>(t: &[A], g: &[A], out: &mut [A]) {
+    for ((o, &t), &g) in out.iter_mut().zip(t).zip(g) {
+        *o = (-g) * t;
+    }
+}
+
+/// ∂/∂x of `exp(t)·(t − x)`: `−(g·exp(t))`.
+fn row_grad_input_log_target<A: Real>(t: &[A], g: &[A], out: &mut [A]) {
+    for ((o, &t), &g) in out.iter_mut().zip(t).zip(g) {
+        *o = -(g * t.exp());
+    }
+}
+
+/// ∂/∂t of `xlogy(t, t) − t·x` as autograd sums it: `(xlogy(g, t)|masked + g·t/t) + (−g)·x`.
+fn row_grad_target<A: Real>(x: &[A], t: &[A], g: &[A], out: &mut [A]) {
+    for (((o, &x), &t), &g) in out.iter_mut().zip(x).zip(t).zip(g) {
+        // derivatives.yaml: self: xlogy(grad, other).masked_fill((self == 0) & (other <= 0), 0)
+        let d_self = if t == A::zero() { A::zero() } else { xlogy(g, t) };
+        // other: grad * self / other
+        let d_other = g * t / t;
+        *o = (d_self + d_other) + (-g) * x;
+    }
+}
+
+/// ∂/∂t of `exp(t)·(t − x)` as autograd sums it: `(g·(t − x))·exp(t) + g·exp(t)`.
+fn row_grad_target_log_target<A: Real>(x: &[A], t: &[A], g: &[A], out: &mut [A]) {
+    for (((o, &x), &t), &g) in out.iter_mut().zip(x).zip(t).zip(g) {
+        let e = t.exp();
+        *o = (g * (t - x)) * e + g * e;
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// Driver: validation, broadcasting, the chunk loop, reductions.
+// ----------------------------------------------------------------------------------------------
+
+/// What to compute.
+#[derive(Clone, Copy)]
+struct Want {
+    loss: bool,
+    grad_input: bool,
+    grad_target: bool,
+}
+
+impl Want {
+    const NOTHING: Want = Want { loss: false, grad_input: false, grad_target: false };
+}
+
+struct Outputs<T> {
+    loss: Option<Loss<T>>,
+    grad_input: Option<ArrayD<T>>,
+    grad_target: Option<ArrayD<T>>,
+}
+
+#[cold]
+fn internal() -> Error {
+    Error::too_large(OP, "output", "internal error: a requested result was not produced")
+}
+
+/// The broadcast shape of `a` (`input`) and `b` (`target`), or an error naming both shapes.
+fn broadcast_shapes(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
+    let nd = a.len().max(b.len());
+    let mut out = Vec::with_capacity(nd);
+    for i in 0..nd {
+        // dimension i of the result, counted from the left; shorter shapes are padded with 1 on the left
+        let da = if i + a.len() >= nd { a[i + a.len() - nd] } else { 1 };
+        let db = if i + b.len() >= nd { b[i + b.len() - nd] } else { 1 };
+        let d = if da == db || db == 1 {
+            da
+        } else if da == 1 {
+            db
+        } else {
+            return Err(Error::shape_mismatch(
+                OP,
+                "input",
+                a,
+                "target",
+                b,
+                format!(
+                    "cannot be broadcast together: the size of input ({da}) must match the size of target ({db}) \
+                     at non-singleton dimension {i}"
+                ),
+            ));
+        };
+        out.push(d);
+    }
+    Ok(out)
+}
+
+/// The number the per-element upstream gradient is divided by (`None`: not divided).
+fn divisor(reduction: Reduction, numel: usize, input_shape: &[usize]) -> Option<usize> {
+    match reduction {
+        Reduction::None | Reduction::Sum => None,
+        Reduction::Mean => Some(numel),
+        // functional.py: `reduced / input.size()[0]` unless `input.dim() == 0`
+        Reduction::BatchMean => input_shape.first().copied(),
+    }
+}
+
+/// Walks the flat row-major positions of the broadcast output and yields the flat position in an
+/// argument that was broadcast to it (dimensions of size 1, or missing on the left, do not advance).
+struct BroadcastIndex {
+    dims: Vec<usize>,
+    steps: Vec<usize>,
+    idx: Vec<usize>,
+    pos: usize,
+}
+
+impl BroadcastIndex {
+    fn new(arg_shape: &[usize], out_shape: &[usize]) -> Self {
+        let off = out_shape.len() - arg_shape.len();
+        let mut steps = vec![0; out_shape.len()];
+        let mut stride = 1usize;
+        for (i, &d) in arg_shape.iter().enumerate().rev() {
+            if d != 1 {
+                steps[off + i] = stride;
+            }
+            // bounded by the number of elements of an existing array
+            stride = stride.saturating_mul(d);
+        }
+        BroadcastIndex { dims: out_shape.to_vec(), steps, idx: vec![0; out_shape.len()], pos: 0 }
+    }
+
+    fn next_pos(&mut self) -> usize {
+        let p = self.pos;
+        for d in (0..self.dims.len()).rev() {
+            self.idx[d] += 1;
+            self.pos += self.steps[d];
+            if self.idx[d] < self.dims[d] {
+                return p;
+            }
+            self.pos -= self.steps[d] * self.dims[d];
+            self.idx[d] = 0;
+        }
+        p
+    }
+}
+
+/// Collects a gradient computed over the broadcast output into its argument's shape. When the
+/// argument was broadcast, values (rounded to `T`, as PyTorch's `sum_to_size` sees them) are summed
+/// in f64 over the broadcast dimensions.
+enum GradSink<T> {
+    Same(Vec<T>),
+    Summed { sums: Vec<f64>, index: BroadcastIndex },
+}
+
+impl<T: Element> GradSink<T> {
+    fn new(arg_shape: &[usize], out_shape: &[usize], out_numel: usize) -> Result<Self> {
+        if arg_shape == out_shape {
+            Ok(GradSink::Same(Vec::with_capacity(out_numel)))
+        } else {
+            let n = checked_numel(OP, "gradient", arg_shape)?;
+            Ok(GradSink::Summed { sums: vec![0.0; n], index: BroadcastIndex::new(arg_shape, out_shape) })
+        }
+    }
+
+    fn push(&mut self, vals: &[T::Acc]) {
+        match self {
+            GradSink::Same(v) => v.extend(vals.iter().map(|&g| T::from_acc(g))),
+            GradSink::Summed { sums, index } => {
+                for &g in vals {
+                    let p = index.next_pos();
+                    if let Some(s) = sums.get_mut(p) {
+                        *s += T::from_acc(g).to_acc().f64();
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(self, arg_shape: &[usize]) -> Result<ArrayD<T>> {
+        let data = match self {
+            GradSink::Same(v) => v,
+            GradSink::Summed { sums, .. } => sums.into_iter().map(|s| T::from_acc(T::Acc::c(s))).collect(),
+        };
+        to_array(data, arg_shape)
+    }
+}
+
+fn to_array<T>(data: Vec<T>, shape: &[usize]) -> Result<ArrayD<T>> {
+    ArrayD::from_shape_vec(IxDyn(shape), data).map_err(|_| internal())
+}
+
+/// The per-element upstream gradient: one value for every element, or an array's elements in order.
+enum Upstream<'v, T: Element> {
+    Const(T::Acc),
+    Each(ndarray::iter::Iter<'v, T, IxDyn>),
+}
+
+impl<T: Element> Upstream<'_, T> {
+    fn fill(&mut self, buf: &mut Vec<T::Acc>, len: usize) {
+        buf.clear();
+        match self {
+            Upstream::Const(g) => buf.resize(len, *g),
+            Upstream::Each(it) => buf.extend(it.by_ref().take(len).map(|v| v.to_acc())),
+        }
+    }
+}
+
+fn fill<'v, T: Element>(buf: &mut Vec<T::Acc>, it: &mut impl Iterator<Item = &'v T>, len: usize) {
+    buf.clear();
+    buf.extend(it.by_ref().take(len).map(|v| v.to_acc()));
+}
+
+fn run<T: Element>(
+    input: ArrayViewD<'_, T>,
+    target: ArrayViewD<'_, T>,
+    opts: &KlDivOptions,
+    grad_output: Option<&GradOutput<'_, T>>,
+    want: Want,
+) -> Result<Outputs<T>> {
+    let out_shape = broadcast_shapes(input.shape(), target.shape())?;
+    let n = checked_numel(OP, "output", &out_shape)?;
+    let mismatch = || {
+        Error::shape_mismatch(
+            OP,
+            "input",
+            input.shape(),
+            "target",
+            target.shape(),
+            "cannot be broadcast together",
+        )
+    };
+    let xb = input.broadcast(IxDyn(&out_shape)).ok_or_else(mismatch)?;
+    let tb = target.broadcast(IxDyn(&out_shape)).ok_or_else(mismatch)?;
+    let reduction = opts.reduction;
+    let div = divisor(reduction, n, input.shape());
+
+    let want_grad = want.grad_input || want.grad_target;
+    let mut upstream = match (grad_output, want_grad) {
+        (Some(go), true) if reduction == Reduction::None => match go.check(OP, &out_shape)? {
+            Some(view) => Upstream::Each(view.iter()),
+            None => Upstream::Const(go.scalar_value().ok_or_else(internal)?.to_acc()),
+        },
+        (Some(go), true) => {
+            // autograd of `sum` / `mean` / `sum / N`: every element receives g (÷ numel or N first)
+            let g = go.expect_scalar(OP)?.to_acc();
+            Upstream::Const(match div {
+                Some(d) => g / T::Acc::c(d as f64),
+                None => g,
+            })
+        }
+        _ => Upstream::Const(T::Acc::one()),
+    };
+
+    let mut loss_vals: Vec<T> = Vec::new();
+    if want.loss && reduction == Reduction::None {
+        loss_vals.reserve(n);
+    }
+    let mut loss_sum = 0.0f64;
+    let mut gx_sink =
+        if want.grad_input { Some(GradSink::<T>::new(input.shape(), &out_shape, n)?) } else { None };
+    let mut gt_sink =
+        if want.grad_target { Some(GradSink::<T>::new(target.shape(), &out_shape, n)?) } else { None };
+
+    let (mut xs, mut ts, mut gs, mut os) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut xi = xb.iter();
+    let mut ti = tb.iter();
+    let mut done = 0usize;
+    while done < n {
+        let len = CHUNK.min(n - done);
+        fill::<T>(&mut xs, &mut xi, len);
+        fill::<T>(&mut ts, &mut ti, len);
+        os.clear();
+        os.resize(xs.len(), T::Acc::zero());
+        if want.loss {
+            if opts.log_target {
+                row_loss_log_target(&xs, &ts, &mut os);
+            } else {
+                row_loss(&xs, &ts, &mut os);
+            }
+            for &v in &os {
+                let r = T::from_acc(v);
+                loss_sum += r.to_acc().f64();
+                if reduction == Reduction::None {
+                    loss_vals.push(r);
+                }
+            }
+        }
+        if want_grad {
+            upstream.fill(&mut gs, xs.len());
+        }
+        if let Some(sink) = gx_sink.as_mut() {
+            if opts.log_target {
+                row_grad_input_log_target(&ts, &gs, &mut os);
+            } else {
+                row_grad_input(&ts, &gs, &mut os);
+            }
+            sink.push(&os);
+        }
+        if let Some(sink) = gt_sink.as_mut() {
+            if opts.log_target {
+                row_grad_target_log_target(&xs, &ts, &gs, &mut os);
+            } else {
+                row_grad_target(&xs, &ts, &gs, &mut os);
+            }
+            sink.push(&os);
+        }
+        done += len;
+    }
+
+    let loss = if !want.loss {
+        None
+    } else if reduction == Reduction::None {
+        Some(Loss::Elementwise(to_array(loss_vals, &out_shape)?))
+    } else {
+        // mean of nothing = 0/0 = NaN; batchmean of an empty batch likewise
+        let v = match div {
+            Some(d) => loss_sum / d as f64,
+            None => loss_sum,
+        };
+        Some(Loss::Scalar(T::from_acc(T::Acc::c(v))))
+    };
+    Ok(Outputs {
+        loss,
+        grad_input: gx_sink.map(|s| s.finish(input.shape())).transpose()?,
+        grad_target: gt_sink.map(|s| s.finish(target.shape())).transpose()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{ArrayD, array};
+
+    fn sum_opts(log_target: bool) -> KlDivOptions {
+        KlDivOptions { reduction: Reduction::Sum, log_target }
+    }
+
+    #[test]
+    fn broadcast_shape_rules() {
+        assert_eq!(broadcast_shapes(&[2, 3], &[3]).unwrap(), vec![2, 3]);
+        assert_eq!(broadcast_shapes(&[2, 1], &[1, 4]).unwrap(), vec![2, 4]);
+        assert_eq!(broadcast_shapes(&[], &[2]).unwrap(), vec![2]);
+        assert_eq!(broadcast_shapes(&[1], &[0]).unwrap(), vec![0]);
+        let e = broadcast_shapes(&[2, 3], &[4]).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "kl_div: input shape [2, 3] and target shape [4] cannot be broadcast together: the size of input (3) \
+             must match the size of target (4) at non-singleton dimension 1"
+        );
+    }
+
+    #[test]
+    fn broadcast_index_walks_the_argument() {
+        // arg (3,1) inside out (2,3,2): positions repeat over dim 0 and stay within a row along dim 2
+        let mut b = BroadcastIndex::new(&[3, 1], &[2, 3, 2]);
+        let got: Vec<usize> = (0..12).map(|_| b.next_pos()).collect();
+        assert_eq!(got, vec![0, 0, 1, 1, 2, 2, 0, 0, 1, 1, 2, 2]);
+    }
+
+    #[test]
+    fn forward_nan_cases_match_torch() {
+        // torch: F.kl_div(torch.tensor([-inf, -1., -1., -1.]), torch.tensor([0., -0.5, nan, 0.]), reduction='none')
+        //   -> [nan, nan, nan, 0.]
+        let x = array![f64::NEG_INFINITY, -1.0, -1.0, -1.0];
+        let t = array![0.0, -0.5, f64::NAN, 0.0];
+        let o = KlDivOptions { reduction: Reduction::None, log_target: false };
+        let l = kl_div(x.view(), t.view(), &o).unwrap().into_array();
+        assert!(l[0].is_nan() && l[1].is_nan() && l[2].is_nan());
+        assert_eq!(l[3], 0.0);
+        // log_target with t = -inf: exp(-inf)·(-inf - x) = 0·(-inf) = NaN
+        let o = KlDivOptions { reduction: Reduction::None, log_target: true };
+        let l = kl_div(array![-1.0f64].view(), array![f64::NEG_INFINITY].view(), &o).unwrap().into_array();
+        assert!(l[0].is_nan());
+    }
+
+    #[test]
+    fn summed_gradient_over_broadcast_target() {
+        // input (2,2), target (2,) broadcast over rows: ∂t_j = Σ_i (ln t_j + 1 − x_ij)
+        let x = array![[-1.0f64, -2.0], [-3.0, -4.0]];
+        let t = array![0.5f64, 0.25];
+        let gt = kl_div_backward_target(x.view(), t.view(), &sum_opts(false), &GradOutput::one()).unwrap();
+        let want = [2.0 * (0.5f64.ln() + 1.0) + 4.0, 2.0 * (0.25f64.ln() + 1.0) + 6.0];
+        assert!((gt[[0]] - want[0]).abs() < 1e-14 && (gt[[1]] - want[1]).abs() < 1e-14, "{gt}");
+        let gx = kl_div_backward(x.view(), t.view(), &sum_opts(false), &GradOutput::one()).unwrap();
+        assert_eq!(gx, array![[-0.5, -0.25], [-0.5, -0.25]].into_dyn());
+    }
+
+    #[test]
+    fn long_inputs_cross_chunk_boundaries() {
+        let n = 2 * CHUNK + 7;
+        let x = ArrayD::from_shape_fn(IxDyn(&[n]), |i| -1.0 - (i[0] % 5) as f64 * 0.1);
+        let t = ArrayD::from_shape_fn(IxDyn(&[n]), |i| 0.1 + (i[0] % 3) as f64 * 0.2);
+        let l = kl_div(x.view(), t.view(), &sum_opts(false)).unwrap().scalar().unwrap();
+        let direct: f64 = x.iter().zip(&t).map(|(&x, &t)| t * t.ln() - t * x).sum();
+        assert!((l - direct).abs() < 1e-10 * direct.abs());
+    }
 }

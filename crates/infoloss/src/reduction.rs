@@ -180,15 +180,18 @@ impl<T: crate::Element> GradOutput<'_, T> {
     /// For a reduced loss: the scalar upstream gradient, or an error naming the shape given.
     pub fn expect_scalar(&self, op: &'static str) -> Result<T> {
         match self {
-            GradOutput::Array(a) if a.ndim() != 0 => Err(Error::shape_mismatch(
-                op,
-                "grad_output",
-                a.shape(),
-                "output",
-                &[],
-                "must be equal (the loss is reduced to a scalar)",
-            )),
-            _ => Ok(self.scalar_value().expect("0-d array has one element")),
+            GradOutput::Scalar(g) => Ok(*g),
+            GradOutput::Array(a) => match a.iter().next() {
+                Some(g) if a.ndim() == 0 => Ok(*g),
+                _ => Err(Error::shape_mismatch(
+                    op,
+                    "grad_output",
+                    a.shape(),
+                    "output",
+                    &[],
+                    "must be equal (the loss is reduced to a scalar)",
+                )),
+            },
         }
     }
 }
