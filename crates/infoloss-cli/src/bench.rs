@@ -35,13 +35,23 @@ pub const OPS: &[OpSpec] = &[
     OpSpec { name: "ce", what: "cross_entropy_with_grad, class targets", reads: 1, writes: 1 },
     OpSpec { name: "ce-ls", what: "cross_entropy_with_grad, label_smoothing=0.1", reads: 1, writes: 1 },
     OpSpec { name: "ce-weight", what: "cross_entropy_with_grad, weight + ignore_index", reads: 1, writes: 1 },
-    OpSpec { name: "ce-probs", what: "cross_entropy_probs_with_grad, probability targets", reads: 2, writes: 1 },
+    OpSpec {
+        name: "ce-probs",
+        what: "cross_entropy_probs_with_grad, probability targets",
+        reads: 2,
+        writes: 1,
+    },
     OpSpec { name: "nll", what: "nll_loss_with_grad", reads: 0, writes: 1 },
     OpSpec { name: "log-softmax", what: "log_softmax forward", reads: 1, writes: 1 },
     OpSpec { name: "kl", what: "kl_div_with_grad(log p, p), batchmean", reads: 2, writes: 1 },
     OpSpec { name: "kl-log", what: "kl_div_with_grad, log_target=True, batchmean", reads: 2, writes: 1 },
     OpSpec { name: "bce", what: "binary_cross_entropy_with_grad", reads: 2, writes: 1 },
-    OpSpec { name: "bce-logits", what: "binary_cross_entropy_with_logits_with_grad, pos_weight", reads: 2, writes: 1 },
+    OpSpec {
+        name: "bce-logits",
+        what: "binary_cross_entropy_with_logits_with_grad, pos_weight",
+        reads: 2,
+        writes: 1,
+    },
     OpSpec { name: "entropy", what: "entropy(p) along axis 1 (forward)", reads: 1, writes: 0 },
     OpSpec { name: "js", what: "jensenshannon(p, q) along axis 1 (forward)", reads: 2, writes: 0 },
 ];
@@ -104,11 +114,13 @@ pub fn parse_sizes(list: &str) -> Result<Vec<(usize, usize)>, String> {
     list.split(',')
         .filter(|s| !s.is_empty())
         .map(|s| {
-            let (a, b) = s
-                .split_once(['x', 'X'])
-                .ok_or_else(|| format!("invalid size {s:?} for --sizes: expected ROWSxCLASSES, e.g. 4096x32000"))?;
-            let rows = a.trim().parse::<usize>().map_err(|e| format!("invalid rows in --sizes {s:?}: {e}"))?;
-            let cols = b.trim().parse::<usize>().map_err(|e| format!("invalid classes in --sizes {s:?}: {e}"))?;
+            let (a, b) = s.split_once(['x', 'X']).ok_or_else(|| {
+                format!("invalid size {s:?} for --sizes: expected ROWSxCLASSES, e.g. 4096x32000")
+            })?;
+            let rows =
+                a.trim().parse::<usize>().map_err(|e| format!("invalid rows in --sizes {s:?}: {e}"))?;
+            let cols =
+                b.trim().parse::<usize>().map_err(|e| format!("invalid classes in --sizes {s:?}: {e}"))?;
             if rows == 0 || cols == 0 {
                 return Err(format!("invalid size {s:?} for --sizes: rows and classes must be positive"));
             }
@@ -125,11 +137,15 @@ fn median(mut v: Vec<Duration>) -> f64 {
 
 fn time_reps(reps: usize, mut f: impl FnMut()) -> f64 {
     f(); // warm-up: page faults, caches, thread pool start
-    median((0..reps.max(1)).map(|_| {
-        let t = Instant::now();
-        f();
-        t.elapsed()
-    }).collect())
+    median(
+        (0..reps.max(1))
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed()
+            })
+            .collect(),
+    )
 }
 
 /// Median time of copying `bytes` bytes (parallel over the current pool, like the ops).
@@ -173,7 +189,8 @@ fn make_inputs<T: Element>(rows: usize, cols: usize, seed: u64) -> Inputs<T> {
     let other = Array2::from_shape_fn((rows, cols), |_| rng.random_range(-4.0..4.0f64));
     let logq64 = lse(&other);
     let conv = |a: &Array2<f64>| a.mapv(|v| T::from_acc(<T::Acc as infoloss::Real>::c(v)));
-    let targets = Array1::from_shape_fn(rows, |i| if i % 17 == 5 { -100 } else { rng.random_range(0..cols as i64) });
+    let targets =
+        Array1::from_shape_fn(rows, |i| if i % 17 == 5 { -100 } else { rng.random_range(0..cols as i64) });
     Inputs {
         logits: conv(&logits64),
         logp: conv(&logp64),
@@ -183,7 +200,9 @@ fn make_inputs<T: Element>(rows: usize, cols: usize, seed: u64) -> Inputs<T> {
         unit: conv(&Array2::from_shape_fn((rows, cols), |_| rng.random_range(0.001..0.999f64))),
         binary: conv(&Array2::from_shape_fn((rows, cols), |_| if rng.random_bool(0.3) { 1.0 } else { 0.0 })),
         weight: conv(&Array2::from_shape_fn((1, cols), |_| rng.random_range(0.5..2.0f64))).row(0).to_owned(),
-        pos_weight: conv(&Array2::from_shape_fn((1, cols), |_| rng.random_range(1.0..3.0f64))).row(0).to_owned(),
+        pos_weight: conv(&Array2::from_shape_fn((1, cols), |_| rng.random_range(1.0..3.0f64)))
+            .row(0)
+            .to_owned(),
     }
 }
 
@@ -191,7 +210,9 @@ fn run_op<T: Element>(op: &str, x: &Inputs<T>) -> Result<(), infoloss::Error> {
     let bm = KlDivOptions { reduction: Reduction::BatchMean, log_target: false };
     let w: ArrayView1<'_, T> = x.weight.view();
     match op {
-        "ce" => drop(infoloss::cross_entropy_with_grad(x.logits.view(), x.targets.view(), &Default::default())?),
+        "ce" => {
+            drop(infoloss::cross_entropy_with_grad(x.logits.view(), x.targets.view(), &Default::default())?)
+        }
         "ce-ls" => {
             let o = CrossEntropyOptions { label_smoothing: 0.1, ..Default::default() };
             drop(infoloss::cross_entropy_with_grad(x.logits.view(), x.targets.view(), &o)?)
@@ -200,7 +221,11 @@ fn run_op<T: Element>(op: &str, x: &Inputs<T>) -> Result<(), infoloss::Error> {
             let o = CrossEntropyOptions { weight: Some(w), ..Default::default() };
             drop(infoloss::cross_entropy_with_grad(x.logits.view(), x.targets.view(), &o)?)
         }
-        "ce-probs" => drop(infoloss::cross_entropy_probs_with_grad(x.logits.view(), x.probs.view(), &Default::default())?),
+        "ce-probs" => drop(infoloss::cross_entropy_probs_with_grad(
+            x.logits.view(),
+            x.probs.view(),
+            &Default::default(),
+        )?),
         "nll" => drop(infoloss::nll_loss_with_grad(x.logp.view(), x.targets.view(), &NllOptions::default())?),
         "log-softmax" => drop(infoloss::log_softmax(x.logits.view(), 1)?),
         "kl" => drop(infoloss::kl_div_with_grad(x.logp.view(), x.probs2.view(), &bm)?),
@@ -209,15 +234,17 @@ fn run_op<T: Element>(op: &str, x: &Inputs<T>) -> Result<(), infoloss::Error> {
             let lq = x.probs2.mapv(|v| T::from_acc(num_traits_ln(v.to_acc())));
             drop(infoloss::kl_div_with_grad(x.logp.view(), lq.view(), &o)?)
         }
-        "bce" => drop(infoloss::binary_cross_entropy_with_grad(x.unit.view(), x.binary.view(), &BceOptions::default())?),
+        "bce" => drop(infoloss::binary_cross_entropy_with_grad(
+            x.unit.view(),
+            x.binary.view(),
+            &BceOptions::default(),
+        )?),
         "bce-logits" => {
             let pw = x.pos_weight.view().into_dyn();
             let o = BceWithLogitsOptions { pos_weight: Some(pw), ..Default::default() };
             drop(infoloss::binary_cross_entropy_with_logits_with_grad(x.logits.view(), x.binary.view(), &o)?)
         }
-        "entropy" => {
-            drop(infoloss::entropy(x.probs.view(), None, &EntropyOptions { base: None, axis: 1 })?)
-        }
+        "entropy" => drop(infoloss::entropy(x.probs.view(), None, &EntropyOptions { base: None, axis: 1 })?),
         "js" => drop(infoloss::jensenshannon(
             x.probs.view(),
             x.probs2.view(),
@@ -255,7 +282,9 @@ pub fn run(cfg: &BenchConfig, mut report: impl FnMut(&BenchRow) + Send) -> Resul
                     "f64" => bench_dtype::<f64>(cfg, n, v, "f64")?,
                     "bf16" => bench_dtype::<bf16>(cfg, n, v, "bf16")?,
                     "f16" => bench_dtype::<half::f16>(cfg, n, v, "f16")?,
-                    other => return Err(format!("unknown dtype {other:?} for --dtypes (f32, f64, bf16, f16)")),
+                    other => {
+                        return Err(format!("unknown dtype {other:?} for --dtypes (f32, f64, bf16, f16)"));
+                    }
                 };
                 for r in rows_here {
                     report(&r);
@@ -268,7 +297,12 @@ pub fn run(cfg: &BenchConfig, mut report: impl FnMut(&BenchRow) + Send) -> Resul
     Ok(rows)
 }
 
-fn bench_dtype<T: Element>(cfg: &BenchConfig, n: usize, v: usize, dtype: &str) -> Result<Vec<BenchRow>, String> {
+fn bench_dtype<T: Element>(
+    cfg: &BenchConfig,
+    n: usize,
+    v: usize,
+    dtype: &str,
+) -> Result<Vec<BenchRow>, String> {
     let inputs = make_inputs::<T>(n, v, 0x1f0_1055);
     let es = elem_bytes(dtype);
     let mut out = Vec::new();

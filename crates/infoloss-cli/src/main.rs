@@ -1,6 +1,7 @@
 //! `infoloss`: the command line of the infoloss library.
 
 mod bench;
+mod distill;
 
 use std::process::ExitCode;
 
@@ -18,6 +19,87 @@ struct Cli {
 enum Command {
     /// Time each loss over a size sweep, with GB/s and the ratio to a memory copy of the same bytes.
     Bench(BenchArgs),
+    /// Train a teacher and distill students (KD and UDA) on the embedded digits, with infoloss's losses in candle.
+    Distill(DistillArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DistillArgs {
+    /// MNIST IDX directory (train-images-idx3-ubyte[.gz], train-labels-idx1-ubyte[.gz]) or a CSV file with
+    /// rows `label,pixel,...` (.csv.gz accepted). Default: the embedded UCI digits.
+    #[arg(long)]
+    data: Option<std::path::PathBuf>,
+    /// Epochs per run.
+    #[arg(long, default_value_t = 40)]
+    epochs: usize,
+    /// Distillation temperature T (the soft loss is multiplied by T²).
+    #[arg(long, default_value_t = 4.0)]
+    temperature: f64,
+    /// Weight of the soft loss: alpha·soft + (1 − alpha)·cross-entropy.
+    #[arg(long, default_value_t = 0.7)]
+    alpha: f64,
+    /// Labeled images the students see (class-balanced).
+    #[arg(long, default_value_t = 100)]
+    labeled: usize,
+    /// Held-out test images.
+    #[arg(long, default_value_t = 500)]
+    test: usize,
+    /// Weight of the UDA consistency loss.
+    #[arg(long, default_value_t = 1.0)]
+    uda_coeff: f64,
+    /// UDA target sharpening temperature (softmax(ori / T)).
+    #[arg(long, default_value_t = 0.4)]
+    uda_temperature: f64,
+    /// UDA confidence threshold on max softmax(ori); negative disables the mask.
+    #[arg(long, default_value_t = 0.5)]
+    uda_threshold: f64,
+    /// Threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Seed of the split, initialization, batches and augmentation.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Output directory for distill.svg and results.json.
+    #[arg(long, default_value = "out")]
+    out: std::path::PathBuf,
+    /// Print the results as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Hide the progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn distill_cmd(a: DistillArgs) -> Result<(), String> {
+    let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if threads == 0 {
+        return Err("invalid --threads 0: must be at least 1".into());
+    }
+    // candle's CPU kernels and infoloss share rayon's global pool; size it once.
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
+    let cfg = distill::DistillConfig {
+        data: a.data,
+        epochs: a.epochs,
+        temperature: a.temperature,
+        alpha: a.alpha,
+        labeled: a.labeled,
+        test: a.test,
+        threads,
+        seed: a.seed,
+        out: a.out,
+        uda_coeff: a.uda_coeff,
+        uda_temperature: a.uda_temperature,
+        uda_threshold: (a.uda_threshold >= 0.0).then_some(a.uda_threshold),
+        progress: !a.quiet && !a.json,
+        ..Default::default()
+    };
+    let report = distill::run(&cfg)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+    } else {
+        print!("{}", distill::table(&report));
+    }
+    Ok(())
 }
 
 #[derive(Debug, clap::Args)]
@@ -85,6 +167,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench(a) => bench_cmd(a),
+        Command::Distill(a) => distill_cmd(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

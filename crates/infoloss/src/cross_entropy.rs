@@ -50,15 +50,16 @@ impl<T> Default for CrossEntropyOptions<'_, T> {
     }
 }
 
-/// Rejects a label smoothing outside `[0, 1]` or NaN.
-///
-/// PyTorch raises `label_smoothing must be between 0.0 and 1.0. Got: 1.5` above 1 but silently treats
-/// negative values and NaN as 0; infoloss rejects those too.
+/// Validates the label smoothing exactly as PyTorch does: a value above 1 is an error
+/// (`label_smoothing must be between 0.0 and 1.0. Got: 1.5`); a negative value or NaN disables smoothing
+/// (PyTorch only smooths when `label_smoothing > 0`), so it computes the ε = 0 loss.
 fn check_label_smoothing(op: &'static str, eps: f64) -> Result<f64> {
-    if (0.0..=1.0).contains(&eps) {
+    if eps > 1.0 {
+        Err(Error::invalid_option(op, "label_smoothing", eps, "label_smoothing must be between 0.0 and 1.0"))
+    } else if eps > 0.0 {
         Ok(eps)
     } else {
-        Err(Error::invalid_option(op, "label_smoothing", eps, "label_smoothing must be between 0.0 and 1.0"))
+        Ok(0.0)
     }
 }
 
@@ -254,7 +255,7 @@ fn ce_index_core<T: Element>(
 /// - [`Error::ShapeMismatch`] naming both shapes (target not the input shape without dimension 1,
 ///   weight without `C` entries);
 /// - [`Error::TargetOutOfRange`] naming the target's multi-index and value;
-/// - [`Error::InvalidOption`] for `label_smoothing` outside `[0, 1]` or NaN, and for
+/// - [`Error::InvalidOption`] for `label_smoothing` above 1 (negative or NaN values disable smoothing, as in PyTorch), and for
 ///   `Reduction::BatchMean`.
 ///
 /// # Example
@@ -528,7 +529,7 @@ fn ce_probs_core<T: Element>(
 /// - [`Error::ShapeMismatch`] naming both shapes when target and input differ, or the weight does
 ///   not have `C` entries;
 /// - [`Error::InvalidOption`] for `ignore_index >= 0` ("ignore_index is not supported for floating
-///   point target"), `label_smoothing` outside `[0, 1]` or NaN, and `Reduction::BatchMean`.
+///   point target"), `label_smoothing` above 1 (negative or NaN values disable smoothing, as in PyTorch), and `Reduction::BatchMean`.
 ///
 /// # Example
 ///
@@ -720,15 +721,25 @@ mod tests {
     use ndarray::{IxDyn, array};
 
     #[test]
-    fn label_smoothing_is_validated() {
-        let x = array![[1.0f64, 2.0]];
+    fn label_smoothing_is_validated_like_torch() {
+        let x = array![[1.0f64, 2.0, 3.0]];
         let y = array![0i64];
-        for bad in [1.5, -0.1, f64::NAN] {
+        for bad in [1.5, f64::INFINITY] {
             let opts = CrossEntropyOptions { label_smoothing: bad, ..Default::default() };
             let e = cross_entropy(x.view(), y.view(), &opts).unwrap_err();
             assert!(matches!(e, Error::InvalidOption { option: "label_smoothing", .. }), "{e}");
             let e = cross_entropy_probs(x.view(), x.view(), &opts).unwrap_err();
             assert!(matches!(e, Error::InvalidOption { option: "label_smoothing", .. }), "{e}");
+        }
+        // torch: F.cross_entropy(tensor([[1., 2., 3.]]), tensor([0]), label_smoothing=-0.1 or nan)
+        //   → 2.4076058864593506 in f32, the unsmoothed loss
+        for off in [-0.1, -5.0, f64::NAN] {
+            let opts = CrossEntropyOptions { label_smoothing: off, ..Default::default() };
+            let v = cross_entropy(x.view(), y.view(), &opts).unwrap().scalar().unwrap();
+            let v0 =
+                cross_entropy(x.view(), y.view(), &CrossEntropyOptions::default()).unwrap().scalar().unwrap();
+            assert_eq!(v, v0);
+            assert!((v - 2.4076059644443806).abs() < 1e-15);
         }
         let opts = CrossEntropyOptions { label_smoothing: 1.5, ..Default::default() };
         assert_eq!(
