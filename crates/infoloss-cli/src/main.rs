@@ -68,6 +68,9 @@ struct DistillArgs {
     /// Hide the progress bars.
     #[arg(long)]
     quiet: bool,
+    /// Repeat each student run this many times (new initialization and batch order) and report the mean.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
 }
 
 fn distill_cmd(a: DistillArgs) -> Result<(), String> {
@@ -91,6 +94,7 @@ fn distill_cmd(a: DistillArgs) -> Result<(), String> {
         uda_temperature: a.uda_temperature,
         uda_threshold: (a.uda_threshold >= 0.0).then_some(a.uda_threshold),
         progress: !a.quiet && !a.json,
+        repeats: a.repeats,
         ..Default::default()
     };
     let report = distill::run(&cfg)?;

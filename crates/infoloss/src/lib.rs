@@ -50,6 +50,7 @@
 
 pub mod bce;
 pub mod bce_logits;
+pub mod ce_extras;
 pub mod cross_entropy;
 pub mod distill;
 mod error;
@@ -57,6 +58,7 @@ mod float;
 pub mod info;
 pub mod kernels;
 pub mod kl_div;
+pub mod linear;
 pub mod nll;
 mod reduction;
 pub mod shape;
@@ -70,6 +72,9 @@ pub use bce::{
 pub use bce_logits::{
     BceWithLogitsOptions, binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_backward,
     binary_cross_entropy_with_logits_backward_target, binary_cross_entropy_with_logits_with_grad,
+};
+pub use ce_extras::{
+    CrossEntropyExtrasOptions, CrossEntropyExtrasOutput, cross_entropy_extras, cross_entropy_extras_backward,
 };
 pub use cross_entropy::{
     CrossEntropyOptions, cross_entropy, cross_entropy_backward, cross_entropy_probs,
@@ -88,6 +93,11 @@ pub use info::{
     shannon_cross_entropy, shannon_cross_entropy_backward,
 };
 pub use kl_div::{KlDivOptions, kl_div, kl_div_backward, kl_div_backward_target, kl_div_with_grad};
+pub use linear::{
+    LinearCrossEntropyOptions, LinearCrossEntropyOutput, LinearDistillOptions, LinearDistillOutput,
+    LinearFloat, LinearWorkspace, linear_cross_entropy, linear_cross_entropy_backward,
+    linear_cross_entropy_workspace, linear_distill, linear_distill_workspace,
+};
 pub use nll::{NllOptions, nll_loss, nll_loss_backward, nll_loss_with_grad};
 pub use reduction::{GradOutput, Loss, Reduction};
 pub use softmax::{

@@ -68,6 +68,8 @@ pub struct DistillConfig {
     pub batch: usize,
     /// Show progress bars.
     pub progress: bool,
+    /// Repeats of the student runs (different initialization and batch order); the table reports the mean.
+    pub repeats: usize,
 }
 
 impl Default for DistillConfig {
@@ -89,6 +91,7 @@ impl Default for DistillConfig {
             teacher_hidden: 256,
             batch: 64,
             progress: true,
+            repeats: 3,
         }
     }
 }
@@ -113,14 +116,48 @@ pub struct RunResult {
     pub name: String,
     /// What it trains on and with which loss.
     pub recipe: String,
-    /// Final test accuracy.
+    /// Final test accuracy (the mean over repeats).
     pub test_acc: f64,
+    /// Standard deviation of the final test accuracy over repeats (0 for one run).
+    pub test_acc_std: f64,
+    /// Final test accuracy of each repeat.
+    pub test_acc_repeats: Vec<f64>,
     /// Final test cross-entropy.
     pub test_loss: f64,
     /// Training wall time in seconds.
     pub train_seconds: f64,
-    /// Per-epoch curves.
+    /// Per-epoch curves (means over repeats).
     pub curve: Vec<EpochStat>,
+}
+
+/// Merges the repeats of one run: final accuracy as mean and standard deviation, curves averaged per epoch,
+/// training time summed.
+fn aggregate(group: Vec<RunResult>) -> RunResult {
+    let k = group.len().max(1) as f64;
+    let accs: Vec<f64> = group.iter().map(|r| r.test_acc).collect();
+    let mean = accs.iter().sum::<f64>() / k;
+    let std = (accs.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / k).sqrt();
+    let epochs = group.iter().map(|r| r.curve.len()).min().unwrap_or(0);
+    let avg = |f: &dyn Fn(&EpochStat) -> f64, e: usize| group.iter().map(|r| f(&r.curve[e])).sum::<f64>() / k;
+    let curve = (0..epochs)
+        .map(|e| EpochStat {
+            epoch: e + 1,
+            train_loss: avg(&|c| c.train_loss, e),
+            test_loss: avg(&|c| c.test_loss, e),
+            test_acc: avg(&|c| c.test_acc, e),
+        })
+        .collect::<Vec<_>>();
+    let name = group.first().map_or(String::new(), |r| r.name.split(" #").next().unwrap_or("").to_string());
+    RunResult {
+        name,
+        recipe: group.first().map_or(String::new(), |r| r.recipe.clone()),
+        test_acc: mean,
+        test_acc_std: std,
+        test_acc_repeats: accs,
+        test_loss: curve.last().map_or(f64::NAN, |c| c.test_loss),
+        train_seconds: group.iter().map(|r| r.train_seconds).sum(),
+        curve,
+    }
 }
 
 type CResult<T> = candle_core::Result<T>;
@@ -155,6 +192,14 @@ impl Mlp {
             }
         }
         Ok(h)
+    }
+
+    /// A copy with its own parameters (training it leaves `self` unchanged).
+    fn clone_fresh(&self) -> CResult<Mlp> {
+        let copy = |v: &Var| Var::from_tensor(&v.as_tensor().copy()?);
+        let layers =
+            self.layers.iter().map(|(w, b)| Ok((copy(w)?, copy(b)?))).collect::<CResult<Vec<_>>>()?;
+        Ok(Mlp { layers })
     }
 
     fn vars(&self) -> Vec<Var> {
@@ -326,6 +371,8 @@ fn train(ctx: &Ctx<'_>, name: &str, model: &Mlp, recipe: Recipe<'_>, seed: u64) 
         name: name.to_string(),
         recipe: recipe_text,
         test_acc: last.test_acc,
+        test_acc_std: 0.0,
+        test_acc_repeats: vec![last.test_acc],
         test_loss: last.test_loss,
         train_seconds: start.elapsed().as_secs_f64(),
         curve,
@@ -347,6 +394,8 @@ pub struct DistillReport {
     pub seed: u64,
     /// Threads.
     pub threads: usize,
+    /// Repeats of each student run.
+    pub repeats: usize,
     /// The runs in order.
     pub runs: Vec<RunResult>,
     /// Path of the plot.
@@ -385,18 +434,6 @@ pub fn run(cfg: &DistillConfig) -> Result<DistillReport, String> {
     let mut init_rng = StdRng::seed_from_u64(cfg.seed);
     let teacher =
         Mlp::new(&[d, cfg.teacher_hidden, cfg.teacher_hidden, c], &mut init_rng, &dev).map_err(err)?;
-    let student_init = Mlp::new(&[d, cfg.student_hidden, c], &mut init_rng, &dev).map_err(err)?;
-    // Every student starts from the same weights.
-    let student = || -> CResult<Mlp> {
-        let layers = student_init
-            .layers
-            .iter()
-            .map(|(w, b)| {
-                Ok((Var::from_tensor(&w.as_tensor().copy()?)?, Var::from_tensor(&b.as_tensor().copy()?)?))
-            })
-            .collect::<CResult<Vec<_>>>()?;
-        Ok(Mlp { layers })
-    };
     let s = cfg.seed.wrapping_mul(1000);
     let mut runs = Vec::new();
     let t = train(
@@ -410,41 +447,30 @@ pub fn run(cfg: &DistillConfig) -> Result<DistillReport, String> {
     runs.push(t);
     let (train_x, _) = tensor_of(&data, &split.train, &dev).map_err(err)?;
     let teacher_logits = teacher.forward(&train_x).map_err(err)?.detach();
-    let m = student().map_err(err)?;
-    runs.push(
-        train(
-            &ctx,
-            "student, all labels",
-            &m,
-            Recipe::Supervised { pool: &split.train, label_smoothing: 0.0 },
-            s + 2,
-        )
-        .map_err(err)?,
-    );
-    let m = student().map_err(err)?;
-    runs.push(
-        train(
-            &ctx,
-            "student, labeled only",
-            &m,
-            Recipe::Supervised { pool: &split.labeled, label_smoothing: 0.0 },
-            s + 3,
-        )
-        .map_err(err)?,
-    );
-    let m = student().map_err(err)?;
-    runs.push(train_kd(&ctx, &m, &split, &teacher_logits, s + 4).map_err(err)?);
-    let m = student().map_err(err)?;
-    runs.push(
-        train(
-            &ctx,
-            "student + UDA",
-            &m,
-            Recipe::Uda { labeled: &split.labeled, unlabeled: &split.unlabeled },
-            s + 5,
-        )
-        .map_err(err)?,
-    );
+    // The four student runs, repeated `repeats` times; within a repeat every student starts from the same
+    // weights, and each repeat has its own initialization and batch order.
+    let mut per_run: Vec<Vec<RunResult>> = vec![Vec::new(); 4];
+    for r in 0..cfg.repeats.max(1) as u64 {
+        let init = Mlp::new(&[d, cfg.student_hidden, c], &mut init_rng, &dev).map_err(err)?;
+        let student = || init.clone_fresh();
+        let tag = |name: &str| if cfg.repeats > 1 { format!("{name} #{}", r + 1) } else { name.to_string() };
+        let b = s + 10 * (r + 1);
+        let m = student().map_err(err)?;
+        let pool = Recipe::Supervised { pool: &split.train, label_smoothing: 0.0 };
+        per_run[0].push(train(&ctx, &tag("student, all labels"), &m, pool, b + 2).map_err(err)?);
+        let m = student().map_err(err)?;
+        let lab = Recipe::Supervised { pool: &split.labeled, label_smoothing: 0.0 };
+        per_run[1].push(train(&ctx, &tag("student, labeled only"), &m, lab, b + 3).map_err(err)?);
+        let m = student().map_err(err)?;
+        per_run[2]
+            .push(train_kd(&ctx, &tag("student + KD"), &m, &split, &teacher_logits, b + 4).map_err(err)?);
+        let m = student().map_err(err)?;
+        let uda = Recipe::Uda { labeled: &split.labeled, unlabeled: &split.unlabeled };
+        per_run[3].push(train(&ctx, &tag("student + UDA"), &m, uda, b + 5).map_err(err)?);
+    }
+    for group in per_run {
+        runs.push(aggregate(group));
+    }
     std::fs::create_dir_all(&cfg.out)
         .map_err(|e| format!("{}: cannot create directory: {e}", cfg.out.display()))?;
     let plot_path = cfg.out.join("distill.svg");
@@ -456,6 +482,7 @@ pub fn run(cfg: &DistillConfig) -> Result<DistillReport, String> {
         test: split.test.len(),
         seed: cfg.seed,
         threads: cfg.threads,
+        repeats: cfg.repeats.max(1),
         runs,
         plot: plot_path,
     };
@@ -466,7 +493,14 @@ pub fn run(cfg: &DistillConfig) -> Result<DistillReport, String> {
     Ok(report)
 }
 
-fn train_kd(ctx: &Ctx<'_>, m: &Mlp, split: &Split, teacher_logits: &Tensor, seed: u64) -> CResult<RunResult> {
+fn train_kd(
+    ctx: &Ctx<'_>,
+    name: &str,
+    m: &Mlp,
+    split: &Split,
+    teacher_logits: &Tensor,
+    seed: u64,
+) -> CResult<RunResult> {
     // Batches of the transfer set are drawn as dataset rows; the teacher logits rows follow `split.train`'s
     // order, so reorder them into dataset-row order once.
     let n = ctx.data.len();
@@ -477,7 +511,7 @@ fn train_kd(ctx: &Ctx<'_>, m: &Mlp, split: &Split, teacher_logits: &Tensor, seed
     let full = teacher_logits.index_select(&Tensor::new(row_of.as_slice(), &ctx.dev)?, 0)?;
     train(
         ctx,
-        "student + KD",
+        name,
         m,
         Recipe::Distill { labeled: &split.labeled, transfer: &split.train, teacher_logits: &full },
         seed,
@@ -498,47 +532,50 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
     })
 }
 
-/// The results table.
+/// The results table, with a verdict on KD and UDA against the student trained on the labeled subset alone.
+///
+/// A method "helps" (or "hurts") only when its mean differs from the baseline's by more than the two runs'
+/// standard deviations combined and by at least half a point; otherwise the difference is "within noise".
 pub fn table(r: &DistillReport) -> String {
     let mut s = format!(
         "data: {} — {} training images ({} labeled for the student runs), {} test images, seed {}\n\n",
         r.data, r.train, r.labeled, r.test, r.seed
     );
     s.push_str(&format!(
-        "{:<24} {:>9} {:>10} {:>9}   {}\n",
+        "{:<24} {:>15} {:>10} {:>9}   {}\n",
         "run", "test acc", "test loss", "train s", "recipe"
     ));
     for run in &r.runs {
-        s.push_str(&format!(
-            "{:<24} {:>8.1}% {:>10.4} {:>9.2}   {}\n",
-            run.name,
-            100.0 * run.test_acc,
-            run.test_loss,
-            run.train_seconds,
-            run.recipe
-        ));
-    }
-    let acc = |name: &str| r.runs.iter().find(|x| x.name == name).map(|x| x.test_acc);
-    if let (Some(base), Some(kd), Some(uda)) =
-        (acc("student, labeled only"), acc("student + KD"), acc("student + UDA"))
-    {
-        let verdict = |d: f64| {
-            if d > 0.005 {
-                "helps"
-            } else if d < -0.005 {
-                "hurts"
-            } else {
-                "makes no difference"
-            }
+        let acc = if run.test_acc_repeats.len() > 1 {
+            format!("{:.1}% ± {:.1}", 100.0 * run.test_acc, 100.0 * run.test_acc_std)
+        } else {
+            format!("{:.1}%", 100.0 * run.test_acc)
         };
         s.push_str(&format!(
-            "\nagainst the student on {} labels alone: KD {:+.1} points ({}), UDA {:+.1} points ({}) — one seed\n",
-            r.labeled,
-            100.0 * (kd - base),
-            verdict(kd - base),
-            100.0 * (uda - base),
-            verdict(uda - base)
+            "{:<24} {:>15} {:>10.4} {:>9.2}   {}\n",
+            run.name, acc, run.test_loss, run.train_seconds, run.recipe
         ));
+    }
+    let find = |name: &str| r.runs.iter().find(|x| x.name == name);
+    if let Some(base) = find("student, labeled only") {
+        s.push_str(&format!("\nagainst the student on {} labels alone", r.labeled));
+        if r.repeats > 1 {
+            s.push_str(&format!(" (means over {} repeats; ± is the standard deviation)", r.repeats));
+        }
+        s.push_str(":\n");
+        for name in ["student + KD", "student + UDA"] {
+            let Some(run) = find(name) else { continue };
+            let d = run.test_acc - base.test_acc;
+            let noise = (run.test_acc_std.powi(2) + base.test_acc_std.powi(2)).sqrt().max(0.005);
+            let verdict = if d > noise {
+                "helps"
+            } else if d < -noise {
+                "hurts"
+            } else {
+                "within noise: no clear effect"
+            };
+            s.push_str(&format!("  {name:<14} {:+.1} points — {verdict}\n", 100.0 * d));
+        }
     }
     s.push_str(&format!("plot: {}\n", r.plot.display()));
     s

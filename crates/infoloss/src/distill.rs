@@ -1,0 +1,1426 @@
+//! Knowledge distillation on raw logits: forward KL, reverse KL, generalized Jensen–Shannon and total
+//! variation between a student and a teacher, with temperature, Hinton's T² factor, a hard-label
+//! cross-entropy mix, `ignore_index` masking, an explicit normalizer, and a sparse top-k teacher.
+//!
+//! # Layout and notation
+//!
+//! Inputs are **raw logits of shape `(rows, classes)`** (2-D; a batch of sequences is flattened to
+//! `(batch·seq, vocab)` first). For one row, with temperature `T`:
+//!
+//! - `p = softmax(s / T)` — the **student** (the gradient is taken with respect to `s`),
+//! - `q = softmax(t / T)` — the **teacher** (constant),
+//! - `log p = s/T − lse(s/T)`, `log q = t/T − lse(t/T)`, `lse(x) = log Σ exp(x)`.
+//!
+//! The row's soft loss `D(q, p)` is one of the [`Divergence`]s. Terms with a zero weight count as 0
+//! (`0·log 0 = 0`, as `xlogy` in `F.kl_div(input, target)` with probability targets); a teacher logit
+//! of `−inf` therefore contributes nothing, where `F.kl_div(..., log_target=True)` would give NaN.
+//!
+//! # The row loss and the reductions
+//!
+//! ```text
+//! row_loss_r = alpha · c_T · D(q_r, p_r) + (1 − alpha) · CE_r,      c_T = T² if t2_scaling else 1
+//! CE_r       = lse(s_r) − s_r[y_r]                                   (untempered s, as F.cross_entropy)
+//! ```
+//!
+//! Rows whose label equals `ignore_index` are dropped from **both** terms (loss 0, gradient 0). Let
+//! `n` = the number of kept rows (all rows without labels), or the explicit `normalizer`, and `V` =
+//! `classes`:
+//!
+//! | [`Reduction`] | result | PyTorch expression it equals (kept rows only) |
+//! |---|---|---|
+//! | `BatchMean` (default) | `Σ_r row_loss_r / n` | `alpha·F.kl_div(lp, lq, 'batchmean', log_target=True)·T² + (1−alpha)·F.cross_entropy(s, y)` |
+//! | `Mean` | `alpha·c_T·Σ_r D_r / (n·V) + (1−alpha)·Σ_r CE_r / n` | `alpha·F.kl_div(lp, lq, 'mean', log_target=True)·T² + (1−alpha)·F.cross_entropy(s, y, 'mean')` |
+//! | `Sum` | `Σ_r row_loss_r` | `... 'sum' ...` |
+//! | `None` | `row_loss_r` per row, shape `(rows,)`, 0 at ignored rows | per-row sums of `'none'` |
+//!
+//! `BatchMean` divides by the number of **non-ignored** rows, as TRL's `generalized_jsd_loss`
+//! (`jsd.sum() / mask.sum()`) and DistillKit (`Σ token KL · T² / num_items`) do; without labels it is
+//! `F.kl_div(..., reduction='batchmean')` (÷ rows). `Mean` is the element mean of `F.kl_div`'s
+//! `'mean'` for the soft part (TRL's `jsd.mean()`), and the mean over kept rows for the cross-entropy.
+//! With no kept rows `BatchMean`/`Mean` give NaN (0/0) and a zero gradient, as PyTorch does.
+//!
+//! `normalizer = Some(n)` replaces the kept-row count `n` in `BatchMean` and `Mean` — e.g. the global
+//! number of tokens of all micro-batches of a gradient-accumulation step, so the micro-batch losses
+//! add up to the mean over the step. It must be finite and > 0, and is rejected with `Sum`/`None`.
+//!
+//! # Gradients with respect to the student logits
+//!
+//! Per row, before the factor `alpha·c_T` (or `1 − alpha`), the reduction's divisor and the upstream
+//! gradient:
+//!
+//! - forward KL `KL(q‖p)`: `∂/∂s = (p − q) / T`, so with T² scaling `T·(p − q)`;
+//! - reverse KL `KL(p‖q)`: `∂/∂s = p·(log p − log q − KL(p‖q)) / T`;
+//! - generalized JSD(β): `∂/∂s = (1−β)·p·(log p − log m − KL(p‖m)) / T`, `m = β·q + (1−β)·p`;
+//! - total variation: `∂/∂s = p·(σ − Σ_j p_j σ_j) / T`, `σ = ½·sign(p − q)` (`sign(0) = 0`);
+//! - cross-entropy: `∂/∂s = softmax(s) − onehot(y)`.
+//!
+//! # Precision
+//!
+//! Every dtype is widened to `f64` for the computation and the results are rounded once to the
+//! element type. The fused forward KL subtracts two log-sum-exps (`KL = E_q[t − s]/T − lse(t/T) +
+//! lse(s/T)`); in `f32` that cancellation would lose several digits when the divergence is small
+//! compared with the log-sum-exps, so the sums run in `f64`. The `f32` results are therefore within
+//! about one `f32` rounding of the exact value (PyTorch's own `f32` composition, which rounds every
+//! intermediate, is typically several times further from it: ~1e-6 relative for ordinary logits).
+//! The cost is that the exponentials are `f64` ones.
+//!
+//! # Cost
+//!
+//! Forward KL and reverse KL read each row of `s` and `t` once for the loss — two running maxima and
+//! rescaled sums (the online softmax), advanced in blocks of 64 — and once more to write the
+//! gradient. The first pass keeps its exponentials in a per-row scratch (relative to the block's
+//! running maxima), so the gradient pass rescales them instead of calling `exp` again: two `exp` per
+//! element in all (one more with a hard-label term at `T ≠ 1`). No `(rows, classes)` array besides
+//! the gradient is allocated. Generalized JSD and total variation need the final log-sum-exps
+//! before the mixture (or the sign of `p − q`), so they take one more pass, also from the kept
+//! exponentials (JSD adds the `exp` and `log1p` of its mixture). The row functions are private and
+//! plain so that SIMD kernels can replace them.
+
+use std::f64::consts::LN_2;
+
+use ndarray::{Array2, ArrayD, ArrayView, ArrayView1, ArrayView2, Dimension, Ix2, IxDyn};
+use rayon::prelude::*;
+
+use crate::shape::checked_numel;
+use crate::{Element, Error, GradOutput, Loss, Real, Reduction, Result};
+
+const OP: &str = "distill";
+const OP_TOPK: &str = "distill_topk";
+const NEG_INF: f64 = f64::NEG_INFINITY;
+
+/// Which divergence between the teacher `q` and the student `p` (both softmaxes at temperature `T`)
+/// the soft loss uses. Sums run over the classes of one row; `0·log 0 = 0`.
+///
+/// | variant | row loss | PyTorch expression |
+/// |---|---|---|
+/// | `ForwardKl` | `KL(q‖p) = Σ q·(log q − log p)` | `F.kl_div(lp, lq, reduction='none', log_target=True).sum(1)` |
+/// | `ReverseKl` | `KL(p‖q) = Σ p·(log p − log q)` | `F.kl_div(lq, lp, reduction='none', log_target=True).sum(1)` |
+/// | `GeneralizedJsd { beta }` | `β·KL(q‖m) + (1−β)·KL(p‖m)`, `m = β·q + (1−β)·p` | TRL `generalized_jsd_loss` |
+/// | `TotalVariation` | `½·Σ abs(p − q)` | `0.5 * (lp.exp() - lq.exp()).abs().sum(1)` |
+///
+/// (`lp = F.log_softmax(s / T, 1)`, `lq = F.log_softmax(t / T, 1)`.)
+///
+/// `GeneralizedJsd` follows TRL's `GKDTrainer.generalized_jsd_loss`: `β = 0` **is** forward KL and
+/// `β = 1` **is** reverse KL (special-cased, as TRL does: the mixture formula itself would give 0 at
+/// both ends), and `0 < β < 1` uses the mixture, with `log m = logaddexp(log q + log β, log p +
+/// log1p(−β))`. `β = 0.5` is the ordinary Jensen–Shannon divergence (in nats, ≤ ln 2). `β` must lie
+/// in `[0, 1]`. Total variation lies in `[0, 1]`. All four are ≥ 0 and 0 when `p = q`.
+/// Their gradients with respect to the student logits are listed in the [module docs](self).
+///
+/// ```
+/// use infoloss::distill::{distill, DistillOptions, Divergence};
+/// use infoloss::ndarray::array;
+/// let s = array![[1.0f64, 2.0, 0.5]];
+/// let t = array![[0.5f64, 1.5, 2.0]];
+/// let jsd = |beta| {
+///     let o = DistillOptions { divergence: Divergence::GeneralizedJsd { beta }, ..Default::default() };
+///     distill(s.view(), t.view(), None, &o).unwrap().scalar().unwrap()
+/// };
+/// let fkl = distill(s.view(), t.view(), None, &DistillOptions::default()).unwrap().scalar().unwrap();
+/// assert_eq!(jsd(0.0), fkl);
+/// assert!((fkl - 0.453336953303576).abs() < 1e-12); // F.kl_div(lp, lq, 'batchmean', log_target=True)
+/// assert!((jsd(0.5) - 0.09615590747987376).abs() < 1e-12);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum Divergence {
+    /// `KL(q‖p)`, teacher first: mode-covering, the classic knowledge-distillation loss (default).
+    #[default]
+    ForwardKl,
+    /// `KL(p‖q)`, student first: mode-seeking.
+    ReverseKl,
+    /// TRL's generalized Jensen–Shannon divergence with interpolation `beta ∈ [0, 1]`.
+    GeneralizedJsd {
+        /// Weight of the teacher in the mixture `m = β·q + (1−β)·p`; 0 = forward KL, 1 = reverse KL.
+        beta: f64,
+    },
+    /// Total variation distance `½·Σ |p − q|`.
+    TotalVariation,
+}
+
+/// Options of [`distill`] and [`distill_topk`].
+///
+/// `Default`: `temperature = 1`, `t2_scaling = true`, forward KL, `alpha = 1` (soft loss only),
+/// `ignore_index = −100`, `reduction = BatchMean`, no normalizer.
+///
+/// ```
+/// use infoloss::distill::{DistillOptions, Divergence};
+/// use infoloss::Reduction;
+/// let o = DistillOptions::default();
+/// assert_eq!((o.temperature, o.t2_scaling, o.alpha), (1.0, true, 1.0));
+/// assert_eq!((o.divergence, o.reduction, o.ignore_index), (Divergence::ForwardKl, Reduction::BatchMean, -100));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DistillOptions {
+    /// Softmax temperature `T` applied to both student and teacher logits; finite and > 0.
+    pub temperature: f64,
+    /// Multiply the soft loss (and its gradient) by `T²` (Hinton et al. 2015), so gradient magnitudes
+    /// do not shrink as `1/T²`. DistillKit and axolotl do this; TRL and Liger do not.
+    pub t2_scaling: bool,
+    /// The divergence of the soft loss.
+    pub divergence: Divergence,
+    /// Weight of the soft loss in `alpha·soft + (1 − alpha)·cross_entropy(s, labels)`; in `[0, 1]`.
+    /// Values below 1 need labels. At exactly 1 the cross-entropy is not computed, at exactly 0 the
+    /// divergence is not computed (so a non-finite skipped term does not turn the result into NaN).
+    pub alpha: f64,
+    /// Label value whose rows are dropped from both terms (default −100, as PyTorch).
+    pub ignore_index: i64,
+    /// `BatchMean` (default), `Mean`, `Sum` or `None` (per row); see the [module docs](self).
+    pub reduction: Reduction,
+    /// Replaces the number of kept rows as the divisor of `BatchMean`/`Mean` (e.g. a global token count).
+    pub normalizer: Option<f64>,
+}
+
+impl Default for DistillOptions {
+    fn default() -> Self {
+        DistillOptions {
+            temperature: 1.0,
+            t2_scaling: true,
+            divergence: Divergence::ForwardKl,
+            alpha: 1.0,
+            ignore_index: -100,
+            reduction: Reduction::BatchMean,
+            normalizer: None,
+        }
+    }
+}
+
+/// A sparse teacher: per row the indices of its top-k classes and their log-probabilities, as stored
+/// offline (e.g. from vLLM `logprobs`), optionally completed by a **tail bucket**.
+///
+/// - `indices`: `(rows, k)` class indices, each in `[0, classes)`, no repeats within a row.
+/// - `logprobs`: `(rows, k)` teacher log-probabilities `log q_j` at those classes, **already at the
+///   distillation temperature** (e.g. `log_softmax(t / T)` gathered at the top-k); they are used as
+///   given, only the student is divided by `T`.
+/// - `add_tail`: add one more bucket holding the missing mass: teacher `q_tail = 1 − Σ_j q_j`
+///   (computed as `log1mexp(logsumexp(log q_j))`, 0 when the top-k already sum to ≥ 1) and student
+///   `p_tail = 1 − Σ_j p_j`, computed without cancellation as the softmax mass of the classes outside
+///   the top-k. Without the tail, the student mass outside the top-k is not compared (DistillKit's
+///   "zero" missing-mass mode); with it the loss is the divergence between the two `(k+1)`-bucket
+///   distributions (TRL's `loss_add_tail`, DistillKit's symmetric mode).
+///
+/// The divergence is then computed over the buckets `b` (the k classes, plus the tail):
+/// `KL(q‖p) = Σ_b q_b·(log q_b − log p_b)` and so on. With `k = classes` and no tail it equals the dense
+/// [`distill`] with `logprobs = log_softmax(t/T)`. Gradient wrt `s_i` (class `i` in bucket `b(i)`):
+/// `(p_i/T)·(∂D/∂p_{b(i)} − Σ_b p_b·∂D/∂p_b)` (classes in no bucket have `∂D/∂p = 0`).
+///
+/// ```
+/// use infoloss::distill::{distill, distill_topk, DistillOptions, SparseTeacher};
+/// use infoloss::ndarray::array;
+/// let s = array![[0.5f64, 1.5, -1.0]];
+/// let t = array![[1.0f64, 0.0, 2.0]];
+/// let lq = t.mapv(|v| v - t.iter().map(|x| x.exp()).sum::<f64>().ln()); // log_softmax(t)
+/// let idx = array![[0i64, 1, 2]]; // k = V: the whole distribution
+/// let teacher = SparseTeacher { indices: idx.view(), logprobs: lq.view(), add_tail: false };
+/// let o = DistillOptions::default();
+/// let sparse = distill_topk(s.view(), &teacher, None, &o)?.scalar().unwrap();
+/// let dense = distill(s.view(), t.view(), None, &o)?.scalar().unwrap();
+/// assert!((sparse - dense).abs() < 1e-15 && (dense - 1.446974310504596).abs() < 1e-12);
+/// # Ok::<(), infoloss::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct SparseTeacher<'a, T> {
+    /// `(rows, k)` class indices of the teacher's top-k.
+    pub indices: ArrayView2<'a, i64>,
+    /// `(rows, k)` teacher log-probabilities at `indices`.
+    pub logprobs: ArrayView2<'a, T>,
+    /// Whether to add the tail bucket `log(1 − Σ_j q_j)`.
+    pub add_tail: bool,
+}
+
+// =============================================================================================
+// Public functions
+// =============================================================================================
+
+/// Distillation loss between student logits `s` and teacher logits `t`, both `(rows, classes)`.
+///
+/// `row_loss = alpha·c_T·D(softmax(t/T), softmax(s/T)) + (1 − alpha)·cross_entropy(s, labels)`,
+/// reduced as in the [module docs](self). `labels` (`(rows,)`, `i64`) are optional; rows labelled
+/// `ignore_index` are dropped from both terms. PyTorch equivalent (forward KL, batchmean, no ignored
+/// rows):
+///
+/// ```text
+/// alpha * F.kl_div(F.log_softmax(s / T, 1), F.log_softmax(t / T, 1), reduction='batchmean', log_target=True) * T**2
+///     + (1 - alpha) * F.cross_entropy(s, labels)
+/// ```
+///
+/// Errors: non-2-D inputs, shape mismatch (both shapes named), `labels` of the wrong length, a label
+/// outside `[0, classes)` that is not `ignore_index`, and invalid options (`temperature` ≤ 0,
+/// `alpha` outside `[0, 1]` or `< 1` without labels, `beta` outside `[0, 1]`, a `normalizer` that is
+/// not finite and > 0 or combined with `Sum`/`None`).
+///
+/// ```
+/// use infoloss::distill::{distill, DistillOptions};
+/// use infoloss::ndarray::array;
+/// let s = array![[1.0f32, 2.0, 0.5], [0.3, -1.0, 2.2]];
+/// let t = array![[0.5f32, 1.5, 2.0], [0.0, -0.5, 3.0]];
+/// let o = DistillOptions { temperature: 2.0, ..Default::default() }; // T² scaling on
+/// let loss = distill(s.view(), t.view(), None, &o)?.scalar().unwrap();
+/// // F.kl_div(F.log_softmax(s/2, 1), F.log_softmax(t/2, 1), reduction='batchmean', log_target=True) * 4
+/// assert!((loss - 0.273417041786).abs() < 1e-6);
+/// # Ok::<(), infoloss::Error>(())
+/// ```
+pub fn distill<T: Element, D1: Dimension, D2: Dimension>(
+    student: ArrayView<'_, T, D1>,
+    teacher: ArrayView<'_, T, D2>,
+    labels: Option<ArrayView1<'_, i64>>,
+    opts: &DistillOptions,
+) -> Result<Loss<T>> {
+    Ok(dense_impl(student, teacher, labels, opts, None)?.0)
+}
+
+/// [`distill`]'s loss and its gradient with respect to the student logits (upstream gradient 1;
+/// all ones per row for `Reduction::None`), shape `(rows, classes)`.
+///
+/// Forward KL: `grad = alpha·c_T·(p − q)/(T·n) + (1 − alpha)·(softmax(s) − onehot(y))/n` for
+/// `BatchMean` (`n` = kept rows), i.e. `T·(p − q)/n` with T² scaling and `alpha = 1` — the gradient
+/// autograd gives for the PyTorch expression in [`distill`]. The other divergences are listed in the
+/// [module docs](self). Ignored rows get 0.
+///
+/// ```
+/// use infoloss::distill::{distill_with_grad, DistillOptions};
+/// use infoloss::ndarray::array;
+/// let s = array![[1.0f64, 2.0, 0.5], [0.3, -1.0, 2.2]];
+/// let t = array![[0.5f64, 1.5, 2.0], [0.0, -0.5, 3.0]];
+/// let y = array![1i64, -100];
+/// let o = DistillOptions { temperature: 2.0, alpha: 0.5, ..Default::default() };
+/// let (loss, grad) = distill_with_grad(s.view(), t.view(), Some(y.view()), &o)?;
+/// // 0.5 * F.kl_div(lp[:1], lq[:1], 'batchmean', log_target=True) * 4 + 0.5 * F.cross_entropy(s, y)
+/// assert!((loss.scalar().unwrap() - 0.46138968877707626).abs() < 1e-12);
+/// assert!((grad[[0, 0]] - 0.19753608652395943).abs() < 1e-12);
+/// assert_eq!(grad[[1, 2]], 0.0); // ignored row
+/// # Ok::<(), infoloss::Error>(())
+/// ```
+pub fn distill_with_grad<T: Element, D1: Dimension, D2: Dimension>(
+    student: ArrayView<'_, T, D1>,
+    teacher: ArrayView<'_, T, D2>,
+    labels: Option<ArrayView1<'_, i64>>,
+    opts: &DistillOptions,
+) -> Result<(Loss<T>, Array2<T>)> {
+    let (loss, grad) = dense_impl(student, teacher, labels, opts, Some(&GradOutput::one()))?;
+    Ok((loss, grad.unwrap_or_else(|| Array2::from_elem((0, 0), zero_t()))))
+}
+
+/// Gradient of [`distill`] with respect to the student logits for an upstream gradient
+/// `grad_output`: a scalar for the reduced losses, an array of shape `(rows,)` (or a scalar meaning
+/// "every row") for `Reduction::None`. Equal to `grad_output ×` the gradient of [`distill_with_grad`].
+///
+/// ```
+/// use infoloss::distill::{distill_backward, DistillOptions};
+/// use infoloss::{GradOutput, Reduction, ndarray::array};
+/// let s = array![[1.0f64, 2.0, 0.5], [0.3, -1.0, 2.2]];
+/// let t = array![[0.5f64, 1.5, 2.0], [0.0, -0.5, 3.0]];
+/// let o = DistillOptions { reduction: Reduction::None, ..Default::default() };
+/// let g = array![2.0f64, 0.0];
+/// let grad = distill_backward(s.view(), t.view(), None, &o, &GradOutput::Array(g.view().into_dyn()))?;
+/// // 2·(p − q) in row 0, zeros in row 1
+/// assert!((grad[[0, 1]] - 0.5940655175753419).abs() < 1e-12);
+/// assert_eq!(grad[[1, 0]], 0.0);
+/// # Ok::<(), infoloss::Error>(())
+/// ```
+pub fn distill_backward<T: Element, D1: Dimension, D2: Dimension>(
+    student: ArrayView<'_, T, D1>,
+    teacher: ArrayView<'_, T, D2>,
+    labels: Option<ArrayView1<'_, i64>>,
+    opts: &DistillOptions,
+    grad_output: &GradOutput<'_, T>,
+) -> Result<Array2<T>> {
+    let (_, grad) = dense_impl(student, teacher, labels, opts, Some(grad_output))?;
+    Ok(grad.unwrap_or_else(|| Array2::from_elem((0, 0), zero_t())))
+}
+
+/// Distillation loss against a sparse top-k teacher ([`SparseTeacher`]); the student `s` stays dense
+/// `(rows, classes)`. Options, labels, reductions (with `V` = the student's `classes` in `Mean`) and
+/// errors are those of [`distill`]; in addition the teacher arrays must both be `(rows, k)`, each index
+/// must lie in `[0, classes)` and not repeat within its row.
+///
+/// PyTorch equivalent (forward KL, no tail): with `lp = F.log_softmax(s / T, 1)`,
+/// `F.kl_div(lp.gather(1, idx), logprobs, reduction='batchmean', log_target=True) * T**2`; with the tail
+/// bucket, both sides get one more column (`log(1 − Σ exp(logprobs))` and the student's log mass
+/// outside `idx`).
+///
+/// ```
+/// use infoloss::distill::{distill_topk, DistillOptions, SparseTeacher};
+/// use infoloss::ndarray::array;
+/// let s = array![[1.0f64, 2.0, 0.5, -1.0]];
+/// let idx = array![[2i64, 1]];
+/// let lq = array![[-0.4f64, -1.5]]; // teacher: q = 0.670 at class 2, 0.223 at class 1
+/// let teacher = SparseTeacher { indices: idx.view(), logprobs: lq.view(), add_tail: true };
+/// let loss = distill_topk(s.view(), &teacher, None, &DistillOptions::default())?.scalar().unwrap();
+/// // Σ_b q_b·(log q_b − log p_b) over buckets {class 2, class 1, tail}
+/// assert!((loss - 0.7522841393309505).abs() < 1e-12);
+/// # Ok::<(), infoloss::Error>(())
+/// ```
+pub fn distill_topk<T: Element, D: Dimension>(
+    student: ArrayView<'_, T, D>,
+    teacher: &SparseTeacher<'_, T>,
+    labels: Option<ArrayView1<'_, i64>>,
+    opts: &DistillOptions,
+) -> Result<Loss<T>> {
+    Ok(topk_impl(student, teacher, labels, opts, None)?.0)
+}
+
+/// [`distill_topk`]'s loss and its gradient with respect to the student logits (upstream gradient 1),
+/// shape `(rows, classes)`.
+///
+/// Forward KL with `k = classes` and no tail gives `(p − q)/T` as the dense loss; with a tail the
+/// classes outside the top-k share the tail's gradient in proportion to their probability:
+/// `∂/∂s_i = (p_i·Σ_b q_b − q_tail·p_i/p_tail)/T` for `i` outside, `(p_i·Σ_b q_b − q_i)/T` inside.
+///
+/// ```
+/// use infoloss::distill::{distill_topk_with_grad, DistillOptions, SparseTeacher};
+/// use infoloss::ndarray::array;
+/// let s = array![[1.0f64, 2.0, 0.5, -1.0]];
+/// let idx = array![[2i64, 1]];
+/// let lq = array![[-0.4f64, -1.5]];
+/// let teacher = SparseTeacher { indices: idx.view(), logprobs: lq.view(), add_tail: true };
+/// let (_, grad) = distill_topk_with_grad(s.view(), &teacher, None, &DistillOptions::default())?;
+/// assert!((grad[[0, 2]] - (-0.5343311302421339)).abs() < 1e-12);
+/// assert!(grad.sum().abs() < 1e-15); // softmax gradients sum to zero
+/// # Ok::<(), infoloss::Error>(())
+/// ```
+pub fn distill_topk_with_grad<T: Element, D: Dimension>(
+    student: ArrayView<'_, T, D>,
+    teacher: &SparseTeacher<'_, T>,
+    labels: Option<ArrayView1<'_, i64>>,
+    opts: &DistillOptions,
+) -> Result<(Loss<T>, Array2<T>)> {
+    let (loss, grad) = topk_impl(student, teacher, labels, opts, Some(&GradOutput::one()))?;
+    Ok((loss, grad.unwrap_or_else(|| Array2::from_elem((0, 0), zero_t()))))
+}
+
+/// Gradient of [`distill_topk`] with respect to the student logits for an upstream gradient
+/// `grad_output` (scalar, or `(rows,)` for `Reduction::None`).
+///
+/// ```
+/// use infoloss::distill::{distill_topk_backward, DistillOptions, SparseTeacher};
+/// use infoloss::{GradOutput, ndarray::array};
+/// let s = array![[1.0f64, 2.0, 0.5, -1.0]];
+/// let idx = array![[2i64, 1]];
+/// let lq = array![[-0.4f64, -1.5]];
+/// let teacher = SparseTeacher { indices: idx.view(), logprobs: lq.view(), add_tail: true };
+/// let g = distill_topk_backward(s.view(), &teacher, None, &DistillOptions::default(), &GradOutput::Scalar(2.0))?;
+/// assert!((g[[0, 2]] - 2.0 * (-0.5343311302421339)).abs() < 1e-12);
+/// # Ok::<(), infoloss::Error>(())
+/// ```
+pub fn distill_topk_backward<T: Element, D: Dimension>(
+    student: ArrayView<'_, T, D>,
+    teacher: &SparseTeacher<'_, T>,
+    labels: Option<ArrayView1<'_, i64>>,
+    opts: &DistillOptions,
+    grad_output: &GradOutput<'_, T>,
+) -> Result<Array2<T>> {
+    let (_, grad) = topk_impl(student, teacher, labels, opts, Some(grad_output))?;
+    Ok(grad.unwrap_or_else(|| Array2::from_elem((0, 0), zero_t())))
+}
+
+// =============================================================================================
+// Validation and planning
+// =============================================================================================
+
+#[inline]
+pub(crate) fn zero_t<T: Element>() -> T {
+    T::from_acc(<T::Acc as Real>::c(0.0))
+}
+
+#[inline]
+pub(crate) fn to_t<T: Element>(x: f64) -> T {
+    T::from_acc(<T::Acc as Real>::c(x))
+}
+
+/// Views an input as 2-D `(rows, classes)` or names its shape in the error.
+pub(crate) fn as_2d<'a, T, D: Dimension>(
+    op: &'static str,
+    name: &'static str,
+    a: ArrayView<'a, T, D>,
+) -> Result<ArrayView2<'a, T>> {
+    let shape = a.shape().to_vec();
+    a.into_dimensionality::<Ix2>()
+        .map_err(|_| Error::bad_rank(op, name, &shape, "2 dimensions (rows × classes)"))
+}
+
+/// Checks a temperature: finite and > 0.
+pub(crate) fn check_temperature(op: &'static str, t: f64) -> Result<f64> {
+    if t.is_finite() && t > 0.0 {
+        Ok(t)
+    } else {
+        Err(Error::invalid_option(op, "temperature", t, "must be a finite number > 0"))
+    }
+}
+
+fn check_options(op: &'static str, opts: &DistillOptions, have_labels: bool) -> Result<()> {
+    check_temperature(op, opts.temperature)?;
+    if !(0.0..=1.0).contains(&opts.alpha) {
+        return Err(Error::invalid_option(op, "alpha", opts.alpha, "must be in [0, 1]"));
+    }
+    if opts.alpha < 1.0 && !have_labels {
+        return Err(Error::invalid_option(
+            op,
+            "alpha",
+            opts.alpha,
+            "alpha < 1 mixes in the hard-label cross-entropy and needs labels",
+        ));
+    }
+    if let Divergence::GeneralizedJsd { beta } = opts.divergence {
+        if !(0.0..=1.0).contains(&beta) {
+            return Err(Error::invalid_option(op, "beta", beta, "must be in [0, 1]"));
+        }
+    }
+    if let Some(n) = opts.normalizer {
+        if !(n.is_finite() && n > 0.0) {
+            return Err(Error::invalid_option(op, "normalizer", n, "must be a finite number > 0"));
+        }
+        if !matches!(opts.reduction, Reduction::BatchMean | Reduction::Mean) {
+            return Err(Error::invalid_option(
+                op,
+                "normalizer",
+                n,
+                format!("replaces the divisor of batchmean or mean, but reduction is {}", opts.reduction),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What happens to one row.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum RowKind {
+    /// Labelled `ignore_index`: no loss, no gradient.
+    Ignored,
+    /// Kept, with its class label if labels were given.
+    Keep(Option<usize>),
+}
+
+/// Everything the row loop needs besides the data.
+struct Plan {
+    rows: usize,
+    classes: usize,
+    kinds: Vec<RowKind>,
+    /// `alpha · c_T` (0 when alpha = 0).
+    soft_w: f64,
+    /// `1 − alpha`.
+    hard_w: f64,
+    /// Divisor of the soft sum.
+    soft_div: f64,
+    /// Divisor of the cross-entropy sum.
+    hard_div: f64,
+    reduction: Reduction,
+    cfg: RowCfg,
+}
+
+/// Per-row configuration shared by all rows.
+#[derive(Debug, Clone, Copy)]
+struct RowCfg {
+    temp: f64,
+    div: Divergence,
+    soft_on: bool,
+    ce_on: bool,
+    add_tail: bool,
+}
+
+fn make_plan(
+    op: &'static str,
+    rows: usize,
+    classes: usize,
+    labels: Option<ArrayView1<'_, i64>>,
+    opts: &DistillOptions,
+    add_tail: bool,
+) -> Result<Plan> {
+    check_options(op, opts, labels.is_some())?;
+    let mut kinds = Vec::with_capacity(rows);
+    match labels {
+        None => kinds.resize(rows, RowKind::Keep(None)),
+        Some(y) => {
+            if y.len() != rows {
+                return Err(Error::shape_mismatch(
+                    op,
+                    "labels",
+                    y.shape(),
+                    "student",
+                    &[rows, classes],
+                    "do not match: labels must have one entry per row",
+                ));
+            }
+            for (r, &v) in y.iter().enumerate() {
+                if v == opts.ignore_index {
+                    kinds.push(RowKind::Ignored);
+                } else if v >= 0 && (v as u64) < classes as u64 {
+                    kinds.push(RowKind::Keep(Some(v as usize)));
+                } else {
+                    return Err(Error::target_out_of_range(op, &[r], v, classes));
+                }
+            }
+        }
+    }
+    let kept = kinds.iter().filter(|k| matches!(k, RowKind::Keep(_))).count();
+    let n = opts.normalizer.unwrap_or(kept as f64);
+    let (soft_div, hard_div) = match opts.reduction {
+        Reduction::None | Reduction::Sum => (1.0, 1.0),
+        Reduction::BatchMean => (n, n),
+        Reduction::Mean => (n * classes as f64, n),
+    };
+    let t = opts.temperature;
+    let c_t = if opts.t2_scaling { t * t } else { 1.0 };
+    let soft_on = opts.alpha > 0.0;
+    let ce_on = opts.alpha < 1.0;
+    Ok(Plan {
+        rows,
+        classes,
+        kinds,
+        soft_w: if soft_on { opts.alpha * c_t } else { 0.0 },
+        hard_w: if ce_on { 1.0 - opts.alpha } else { 0.0 },
+        soft_div,
+        hard_div,
+        reduction: opts.reduction,
+        cfg: RowCfg { temp: t, div: opts.divergence, soft_on, ce_on, add_tail },
+    })
+}
+
+/// The upstream gradient per row.
+enum Upstream {
+    Scalar(f64),
+    PerRow(Vec<f64>),
+}
+
+impl Upstream {
+    fn resolve<T: Element>(
+        op: &'static str,
+        g: &GradOutput<'_, T>,
+        reduction: Reduction,
+        rows: usize,
+    ) -> Result<Self> {
+        if reduction == Reduction::None {
+            match g.check(op, &[rows])? {
+                Some(a) => Ok(Upstream::PerRow(a.iter().map(|v| v.to_acc().f64()).collect())),
+                None => Ok(Upstream::Scalar(g.scalar_value().map_or(1.0, |v| v.to_acc().f64()))),
+            }
+        } else {
+            Ok(Upstream::Scalar(g.expect_scalar(op)?.to_acc().f64()))
+        }
+    }
+
+    #[inline]
+    fn at(&self, r: usize) -> f64 {
+        match self {
+            Upstream::Scalar(g) => *g,
+            Upstream::PerRow(v) => v.get(r).copied().unwrap_or(0.0),
+        }
+    }
+}
+
+/// Per-worker scratch buffers (reused across rows).
+#[derive(Default)]
+pub(crate) struct Scratch {
+    pub(crate) s: Vec<f64>,
+    pub(crate) t: Vec<f64>,
+    idx: Vec<usize>,
+    mark: Vec<bool>,
+    lp: Vec<f64>,
+    lq: Vec<f64>,
+    e: Vec<f64>,
+    kept: KeptExps,
+}
+
+/// Widens a row into `out`.
+#[inline]
+pub(crate) fn gather<T: Element>(row: ArrayView1<'_, T>, out: &mut Vec<f64>) {
+    out.clear();
+    out.extend(row.iter().map(|x| x.to_acc().f64()));
+}
+
+/// Rows per parallel task: enough that a task touches ~32k elements.
+#[inline]
+pub(crate) fn min_rows_per_task(classes: usize) -> usize {
+    (32_768 / classes.max(1)).max(1)
+}
+
+/// The per-row gradient destination: buffer, soft coefficient (already divided by T), CE coefficient.
+type GradDst<'a> = Option<(&'a mut [f64], f64, f64)>;
+
+/// Runs `row_fn` over all rows (in parallel), then reduces. `row_fn(r, label, scratch, grad)` returns
+/// the row's `(soft divergence, cross-entropy)` and, when asked, writes the row's gradient.
+fn engine<T, F>(
+    op: &'static str,
+    plan: &Plan,
+    grad_output: Option<&GradOutput<'_, T>>,
+    row_fn: F,
+) -> Result<(Loss<T>, Option<Array2<T>>)>
+where
+    T: Element,
+    F: Fn(usize, Option<usize>, &mut Scratch, GradDst<'_>) -> (f64, f64) + Sync,
+{
+    let (rows, v) = (plan.rows, plan.classes);
+    let min_len = min_rows_per_task(v);
+    let up = match grad_output {
+        Some(g) => Some(Upstream::resolve(op, g, plan.reduction, rows)?),
+        None => None,
+    };
+    let mut grad = None;
+    let per_row: Vec<(f64, f64)> = match &up {
+        Some(up) => {
+            let numel = checked_numel(op, "student", &[rows, v])?;
+            let mut buf = vec![zero_t::<T>(); numel];
+            let soft_base = plan.soft_w / plan.soft_div / plan.cfg.temp;
+            let ce_base = plan.hard_w / plan.hard_div;
+            let res = if v == 0 {
+                plan.kinds.iter().map(|_| (0.0, 0.0)).collect()
+            } else {
+                buf.par_chunks_mut(v)
+                    .enumerate()
+                    .with_min_len(min_len)
+                    .map_init(
+                        || (Scratch::default(), Vec::<f64>::new()),
+                        |(sc, g), (r, out)| match plan.kinds.get(r) {
+                            Some(RowKind::Keep(label)) => {
+                                let gr = up.at(r);
+                                g.clear();
+                                g.resize(v, 0.0);
+                                let res = row_fn(
+                                    r,
+                                    *label,
+                                    sc,
+                                    Some((g.as_mut_slice(), gr * soft_base, gr * ce_base)),
+                                );
+                                for (o, &x) in out.iter_mut().zip(g.iter()) {
+                                    *o = to_t(x);
+                                }
+                                res
+                            }
+                            _ => (0.0, 0.0),
+                        },
+                    )
+                    .collect()
+            };
+            grad = Some(
+                Array2::from_shape_vec((rows, v), buf)
+                    .map_err(|e| Error::too_large(op, "gradient", e.to_string()))?,
+            );
+            res
+        }
+        None => (0..rows)
+            .into_par_iter()
+            .with_min_len(min_len)
+            .map_init(Scratch::default, |sc, r| match plan.kinds.get(r) {
+                Some(RowKind::Keep(label)) => row_fn(r, *label, sc, None),
+                _ => (0.0, 0.0),
+            })
+            .collect(),
+    };
+    let loss = match plan.reduction {
+        Reduction::None => {
+            let vals: Vec<T> = per_row
+                .iter()
+                .zip(&plan.kinds)
+                .map(|(&(soft, ce), k)| match k {
+                    RowKind::Keep(_) => to_t(plan.soft_w * soft + plan.hard_w * ce),
+                    RowKind::Ignored => zero_t(),
+                })
+                .collect();
+            Loss::Elementwise(
+                ArrayD::from_shape_vec(IxDyn(&[rows]), vals)
+                    .map_err(|e| Error::too_large(op, "loss", e.to_string()))?,
+            )
+        }
+        _ => {
+            let (mut soft, mut ce) = (0.0f64, 0.0f64);
+            for &(a, b) in &per_row {
+                soft += a;
+                ce += b;
+            }
+            Loss::Scalar(to_t(plan.soft_w * (soft / plan.soft_div) + plan.hard_w * (ce / plan.hard_div)))
+        }
+    };
+    Ok((loss, grad))
+}
+
+fn dense_impl<T: Element, D1: Dimension, D2: Dimension>(
+    student: ArrayView<'_, T, D1>,
+    teacher: ArrayView<'_, T, D2>,
+    labels: Option<ArrayView1<'_, i64>>,
+    opts: &DistillOptions,
+    grad_output: Option<&GradOutput<'_, T>>,
+) -> Result<(Loss<T>, Option<Array2<T>>)> {
+    let s = as_2d(OP, "student", student)?;
+    let t = as_2d(OP, "teacher", teacher)?;
+    if s.shape() != t.shape() {
+        return Err(Error::shape_mismatch(OP, "student", s.shape(), "teacher", t.shape(), "must be equal"));
+    }
+    let (rows, classes) = s.dim();
+    let plan = make_plan(OP, rows, classes, labels, opts, false)?;
+    let cfg = plan.cfg;
+    engine(OP, &plan, grad_output, |r, label, sc, grad| {
+        gather(s.row(r), &mut sc.s);
+        gather(t.row(r), &mut sc.t);
+        dense_row(&sc.s, &sc.t, label, &cfg, &mut sc.kept, grad)
+    })
+}
+
+fn topk_impl<T: Element, D: Dimension>(
+    student: ArrayView<'_, T, D>,
+    teacher: &SparseTeacher<'_, T>,
+    labels: Option<ArrayView1<'_, i64>>,
+    opts: &DistillOptions,
+    grad_output: Option<&GradOutput<'_, T>>,
+) -> Result<(Loss<T>, Option<Array2<T>>)> {
+    let s = as_2d(OP_TOPK, "student", student)?;
+    let (rows, classes) = s.dim();
+    let (idx, lq) = (teacher.indices, teacher.logprobs);
+    if idx.shape() != lq.shape() {
+        return Err(Error::shape_mismatch(
+            OP_TOPK,
+            "teacher indices",
+            idx.shape(),
+            "teacher logprobs",
+            lq.shape(),
+            "must be equal",
+        ));
+    }
+    if idx.nrows() != rows {
+        return Err(Error::shape_mismatch(
+            OP_TOPK,
+            "teacher indices",
+            idx.shape(),
+            "student",
+            s.shape(),
+            "must have the same number of rows",
+        ));
+    }
+    let plan = make_plan(OP_TOPK, rows, classes, labels, opts, teacher.add_tail)?;
+    // Every index in range and unique within its row.
+    let mut seen = vec![false; classes];
+    for (r, row) in idx.outer_iter().enumerate() {
+        for (j, &v) in row.iter().enumerate() {
+            let slot = if v >= 0 { usize::try_from(v).ok().and_then(|u| seen.get_mut(u)) } else { None };
+            match slot {
+                None => {
+                    return Err(Error::invalid_value(
+                        OP_TOPK,
+                        "teacher indices",
+                        &[r, j],
+                        v as f64,
+                        format!("is out of range for {classes} classes"),
+                    ));
+                }
+                Some(true) => {
+                    return Err(Error::invalid_value(
+                        OP_TOPK,
+                        "teacher indices",
+                        &[r, j],
+                        v as f64,
+                        "repeats an index earlier in its row",
+                    ));
+                }
+                Some(m) => *m = true,
+            }
+        }
+        for &v in row.iter() {
+            if let Some(m) = seen.get_mut(v as usize) {
+                *m = false;
+            }
+        }
+    }
+    let cfg = plan.cfg;
+    engine(OP_TOPK, &plan, grad_output, |r, label, sc, grad| {
+        gather(s.row(r), &mut sc.s);
+        gather(lq.row(r), &mut sc.t);
+        sc.idx.clear();
+        sc.idx.extend(idx.row(r).iter().map(|&v| v as usize));
+        if sc.mark.len() != classes {
+            sc.mark.clear();
+            sc.mark.resize(classes, false);
+        }
+        topk_row(sc, label, &cfg, grad)
+    })
+}
+
+// =============================================================================================
+// Row functions (f64; plain loops, to be replaced by SIMD kernels)
+// =============================================================================================
+
+/// Running log-sum-exp: `lse = m + ln z` with `z = Σ exp(x − m)` and `m` the running maximum
+/// (the online softmax of Milakov & Gimelshein, 2018).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OnlineLse {
+    pub(crate) m: f64,
+    pub(crate) z: f64,
+}
+
+impl OnlineLse {
+    pub(crate) const EMPTY: OnlineLse = OnlineLse { m: NEG_INF, z: 0.0 };
+
+    /// Adds `x`. Returns `(r, w)`: the factor by which the earlier terms were rescaled (1 if the
+    /// maximum did not move) and the new term's weight `exp(x − m)` (0 for `x = −inf`, NaN for NaN).
+    #[inline(always)]
+    pub(crate) fn push(&mut self, x: f64) -> (f64, f64) {
+        if x > self.m {
+            let r = if self.m == NEG_INF { 0.0 } else { (self.m - x).exp() };
+            self.z = self.z * r + 1.0;
+            self.m = x;
+            (r, 1.0)
+        } else if x == NEG_INF {
+            (1.0, 0.0)
+        } else {
+            let w = (x - self.m).exp();
+            self.z += w;
+            (1.0, w)
+        }
+    }
+
+    /// `log Σ exp(x)`: −inf for no (or only −inf) terms, NaN if a term was NaN.
+    #[inline]
+    pub(crate) fn lse(&self) -> f64 {
+        if self.z == 0.0 { NEG_INF } else { self.m + self.z.ln() }
+    }
+}
+
+/// `(m, z)` with `m = max(x/temp)` and `z = Σ exp(x/temp − m)` in one online pass; `z` is NaN if an
+/// element is NaN, 0 for no (or only `−inf`) elements.
+pub(crate) fn online_sum_exp(x: &[f64], temp: f64) -> (f64, f64) {
+    let mut acc = OnlineLse::EMPTY;
+    for &v in x {
+        acc.push(v / temp);
+    }
+    (acc.m, acc.z)
+}
+
+/// `log Σ exp(x_i / temp)` in one pass: −inf for no (or only −inf) terms, NaN if a term is NaN.
+#[inline]
+pub(crate) fn row_lse(x: &[f64], temp: f64) -> f64 {
+    let mut acc = OnlineLse::EMPTY;
+    for &v in x {
+        acc.push(v / temp);
+    }
+    acc.lse()
+}
+
+/// One pass over a student row `s` and a teacher row `t`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PairStats {
+    /// `lse(s / ts)`.
+    pub(crate) lse_s: f64,
+    /// `lse(t / tt)`.
+    pub(crate) lse_t: f64,
+    /// `KL(q‖p)` with `q = softmax(t/tt)`, `p = softmax(s/ts)`.
+    pub(crate) fkl: f64,
+    /// `KL(p‖q)`.
+    pub(crate) rkl: f64,
+    /// `Σ exp(t/tt − max(t/tt))`, i.e. `1 / max(q)` when `tt = 1`.
+    pub(crate) z_t: f64,
+}
+
+/// Block length of the fused pass: the running maxima advance once per block (the sums are rescaled
+/// when they grow), and the exponentials inside a block are taken against that block's maxima.
+const BLOCK: usize = 64;
+
+/// `exp(x − m)`, with `x = −inf` giving 0 even when `m = −inf`; NaN propagates.
+#[inline(always)]
+fn exp_rel(x: f64, m: f64) -> f64 {
+    if x == NEG_INF { 0.0 } else { (x - m).exp() }
+}
+
+/// Factor taking sums relative to the maximum `old` to the larger maximum `new`.
+#[inline(always)]
+fn rescale(old: f64, new: f64) -> f64 {
+    if old == NEG_INF { 0.0 } else { (old - new).exp() }
+}
+
+/// The exponentials of the fused pass, kept for the gradient pass so that it needs no `exp` per
+/// element: `ea[i] = exp(a_i − m_a(k))`, `eb[i] = exp(b_i − m_b(k))` with `m(k)` the running maxima
+/// after block `k ∋ i`, so `p_i = ea[i]·exp(m_a(k) − lse(a))` and likewise `q_i`. Per-row scratch (two
+/// rows of `f64`), reused across rows; never a full array.
+#[derive(Debug, Default)]
+pub(crate) struct KeptExps {
+    ea: Vec<f64>,
+    eb: Vec<f64>,
+    m: Vec<[f64; 2]>,
+}
+
+/// The fused forward pass: with `a = s/ts`, `b = t/tt`, accumulates online (running maxima `m_a`,
+/// `m_b`, sums rescaled whenever a maximum grows)
+///
+/// ```text
+/// Z_a = Σ e^{a−m_a},  Z_b = Σ e^{b−m_b},  W_q = Σ e^{b−m_b}·(b − a),  W_p = Σ e^{a−m_a}·(a − b)
+/// KL(q‖p) = W_q/Z_b − lse(b) + lse(a),    KL(p‖q) = W_p/Z_a − lse(a) + lse(b)
+/// ```
+///
+/// (`E_q[b − a] = W_q/Z_b`). Terms whose weight is 0 (a `−inf` logit) are skipped: `0·log 0 = 0`.
+/// With `keep`, the exponentials are also stored (see [`KeptExps`]).
+pub(crate) fn pair_stats_keep(
+    s: &[f64],
+    t: &[f64],
+    ts: f64,
+    tt: f64,
+    mut keep: Option<&mut KeptExps>,
+) -> PairStats {
+    if let Some(k) = keep.as_deref_mut() {
+        k.ea.clear();
+        k.eb.clear();
+        k.m.clear();
+    }
+    let (mut ma, mut mb) = (NEG_INF, NEG_INF);
+    let (mut za, mut zb, mut wq, mut wp) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
+    let (mut buf_a, mut buf_b) = ([0.0f64; BLOCK], [0.0f64; BLOCK]);
+    let (mut exp_a, mut exp_b) = ([0.0f64; BLOCK], [0.0f64; BLOCK]);
+    for (cs, ct) in s.chunks(BLOCK).zip(t.chunks(BLOCK)) {
+        let n = cs.len().min(ct.len());
+        let (mut ca, mut cb) = (NEG_INF, NEG_INF);
+        for (((pa, pb), &x), &y) in buf_a.iter_mut().zip(buf_b.iter_mut()).zip(cs).zip(ct) {
+            *pa = x / ts;
+            *pb = y / tt;
+            ca = ca.max(*pa);
+            cb = cb.max(*pb);
+        }
+        if ca > ma {
+            let r = rescale(ma, ca);
+            za *= r;
+            wp *= r;
+            ma = ca;
+        }
+        if cb > mb {
+            let r = rescale(mb, cb);
+            zb *= r;
+            wq *= r;
+            mb = cb;
+        }
+        for (((&a, &b), ea_out), eb_out) in
+            buf_a.iter().zip(buf_b.iter()).zip(exp_a.iter_mut()).zip(exp_b.iter_mut()).take(n)
+        {
+            let ea = exp_rel(a, ma);
+            let eb = exp_rel(b, mb);
+            za += ea;
+            zb += eb;
+            if eb != 0.0 {
+                wq += eb * (b - a);
+            }
+            if ea != 0.0 {
+                wp += ea * (a - b);
+            }
+            *ea_out = ea;
+            *eb_out = eb;
+        }
+        if let Some(k) = keep.as_deref_mut() {
+            k.ea.extend_from_slice(exp_a.get(..n).unwrap_or(&[]));
+            k.eb.extend_from_slice(exp_b.get(..n).unwrap_or(&[]));
+            k.m.push([ma, mb]);
+        }
+    }
+    let lse = |m: f64, z: f64| if z == 0.0 { NEG_INF } else { m + z.ln() };
+    let (lse_s, lse_t) = (lse(ma, za), lse(mb, zb));
+    PairStats { lse_s, lse_t, fkl: wq / zb + lse_s - lse_t, rkl: wp / za + lse_t - lse_s, z_t: zb }
+}
+
+/// [`pair_stats_keep`] without keeping the exponentials.
+#[inline]
+pub(crate) fn pair_stats(s: &[f64], t: &[f64], ts: f64, tt: f64) -> PairStats {
+    pair_stats_keep(s, t, ts, tt, None)
+}
+
+/// `p_i` and `q_i` of a row from the kept exponentials, block by block, passed to `f(i, p_i, q_i)`.
+#[inline(always)]
+fn for_each_kept_pq(k: &KeptExps, st: &PairStats, mut f: impl FnMut(usize, f64, f64)) {
+    let mut i = 0;
+    for ((ea, eb), m) in k.ea.chunks(BLOCK).zip(k.eb.chunks(BLOCK)).zip(&k.m) {
+        let fa = (m[0] - st.lse_s).exp();
+        let fb = (m[1] - st.lse_t).exp();
+        for (&x, &y) in ea.iter().zip(eb) {
+            f(i, x * fa, y * fb);
+            i += 1;
+        }
+    }
+}
+
+/// Forward-KL gradient from the kept exponentials: `out_i = coef·(p_i − q_i)`, plus, when `ce =
+/// Some((y, c))` (temperature 1, so `softmax(s) = p`), the cross-entropy gradient `c·(p_i − [i = y])`.
+fn fkl_grad_kept(k: &KeptExps, st: &PairStats, coef: f64, ce: Option<(usize, f64)>, out: &mut [f64]) {
+    let cc = ce.map_or(0.0, |(_, c)| c);
+    for_each_kept_pq(k, st, |i, p, q| {
+        if let Some(o) = out.get_mut(i) {
+            *o = coef * (p - q) + cc * p;
+        }
+    });
+    if let Some((y, c)) = ce {
+        if let Some(o) = out.get_mut(y) {
+            *o -= c;
+        }
+    }
+}
+
+/// Reverse-KL gradient from the kept exponentials: `out_i = coef·p_i·(a_i − b_i − (lse_a − lse_b) − KL(p‖q))`.
+fn rkl_grad_kept(s: &[f64], t: &[f64], temp: f64, k: &KeptExps, st: &PairStats, coef: f64, out: &mut [f64]) {
+    let shift = st.lse_s - st.lse_t + st.rkl;
+    for_each_kept_pq(k, st, |i, p, _| {
+        if let (Some(o), Some(&x), Some(&y)) = (out.get_mut(i), s.get(i), t.get(i)) {
+            *o = if p == 0.0 { 0.0 } else { coef * p * (x / temp - y / temp - shift) };
+        }
+    });
+}
+
+/// Gradient of `KL(q‖p)` wrt `s` times `coef·ts` (callers fold `1/ts` into `coef`):
+/// `out_i = coef·(p_i − q_i)`.
+pub(crate) fn fkl_grad(s: &[f64], t: &[f64], ts: f64, tt: f64, st: &PairStats, coef: f64, out: &mut [f64]) {
+    for ((o, &x), &y) in out.iter_mut().zip(s).zip(t) {
+        let p = (x / ts - st.lse_s).exp();
+        let q = (y / tt - st.lse_t).exp();
+        *o = coef * (p - q);
+    }
+}
+
+/// `w·d` with `0·d = 0` (the `xlogy` convention).
+#[inline(always)]
+fn xl(w: f64, d: f64) -> f64 {
+    if w == 0.0 { 0.0 } else { w * d }
+}
+
+/// `log(e^x + e^y)`, exact for infinite arguments, NaN if either is NaN.
+#[inline(always)]
+fn logaddexp(x: f64, y: f64) -> f64 {
+    let (hi, lo) = if x > y { (x, y) } else { (y, x) };
+    if lo == NEG_INF { hi } else { hi + (lo - hi).exp().ln_1p() }
+}
+
+/// `log(1 − e^x)` for `x ≤ 0` without cancellation; −inf for `x ≥ 0` (no mass left), 0 for `x = −inf`.
+#[inline]
+pub(crate) fn log1mexp(x: f64) -> f64 {
+    if x.is_nan() {
+        x
+    } else if x >= 0.0 {
+        NEG_INF
+    } else if x > -LN_2 {
+        (-x.exp_m1()).ln()
+    } else {
+        (-x.exp()).ln_1p()
+    }
+}
+
+/// Generalized JSD for `0 < β < 1` (loss, and gradient `coef·(1−β)·p·(log p − log m − KL(p‖m))`),
+/// with `p`, `q` from pass 1's kept exponentials. This is pass 2 (the loss, storing `log p − log m`
+/// in `out`) and pass 3 (the gradient).
+fn jsd_row(
+    s: &[f64],
+    t: &[f64],
+    temp: f64,
+    kept: &KeptExps,
+    st: &PairStats,
+    beta: f64,
+    grad: Option<(&mut [f64], f64)>,
+) -> f64 {
+    let (lb, l1b) = (beta.ln(), (-beta).ln_1p());
+    let (mut loss, mut kpm) = (0.0f64, 0.0f64);
+    let mut out = grad;
+    for_each_kept_pq(kept, st, |i, p, q| {
+        let (Some(&x), Some(&y)) = (s.get(i), t.get(i)) else { return };
+        let lp = x / temp - st.lse_s;
+        let lq = y / temp - st.lse_t;
+        let lm = logaddexp(lq + lb, lp + l1b);
+        let tq = xl(q, lq - lm);
+        let tp = xl(p, lp - lm);
+        loss += beta * tq + (1.0 - beta) * tp;
+        kpm += tp;
+        if let Some(o) = out.as_mut().and_then(|(o, _)| o.get_mut(i)) {
+            *o = lp - lm;
+        }
+    });
+    if let Some((o, coef)) = out {
+        let c = coef * (1.0 - beta);
+        for_each_kept_pq(kept, st, |i, p, _| {
+            if let Some(g) = o.get_mut(i) {
+                *g = if p == 0.0 { 0.0 } else { c * p * (*g - kpm) };
+            }
+        });
+    }
+    loss
+}
+
+/// `sign(d)/2` with `sign(0) = 0` and NaN propagated (as PyTorch's `abs` backward).
+#[inline(always)]
+fn half_sign(d: f64) -> f64 {
+    if d > 0.0 {
+        0.5
+    } else if d < 0.0 {
+        -0.5
+    } else if d == 0.0 {
+        0.0
+    } else {
+        d
+    }
+}
+
+/// Total variation `½·Σ|p − q|`; gradient `coef·p·(σ − Σ_j p_j σ_j)` with `σ = ½·sign(p − q)`;
+/// `p`, `q` from pass 1's kept exponentials.
+fn tvd_row(kept: &KeptExps, st: &PairStats, grad: Option<(&mut [f64], f64)>) -> f64 {
+    let (mut sum_abs, mut gsum) = (0.0f64, 0.0f64);
+    let mut out = grad;
+    for_each_kept_pq(kept, st, |i, p, q| {
+        let d = p - q;
+        sum_abs += d.abs();
+        let sg = half_sign(d);
+        gsum += p * sg;
+        if let Some(o) = out.as_mut().and_then(|(o, _)| o.get_mut(i)) {
+            *o = sg;
+        }
+    });
+    if let Some((o, coef)) = out {
+        for_each_kept_pq(kept, st, |i, p, _| {
+            if let Some(g) = o.get_mut(i) {
+                *g = coef * p * (*g - gsum);
+            }
+        });
+    }
+    0.5 * sum_abs
+}
+
+/// Adds the cross-entropy gradient `coef·(softmax(s) − onehot(y))` to `out`.
+fn ce_grad_add(s: &[f64], lse1: f64, y: usize, coef: f64, out: &mut [f64]) {
+    for (o, &x) in out.iter_mut().zip(s) {
+        *o += coef * (x - lse1).exp();
+    }
+    if let Some(o) = out.get_mut(y) {
+        *o -= coef;
+    }
+}
+
+/// One dense row: `(soft divergence, cross-entropy)`; writes the row gradient when asked. Forward and
+/// reverse KL keep the pass-1 exponentials (`kept`) so their gradient pass takes no `exp` per element.
+fn dense_row(
+    s: &[f64],
+    t: &[f64],
+    label: Option<usize>,
+    cfg: &RowCfg,
+    kept: &mut KeptExps,
+    grad: GradDst<'_>,
+) -> (f64, f64) {
+    if s.is_empty() {
+        return (0.0, 0.0);
+    }
+    let temp = cfg.temp;
+    let (mut out, soft_coef, ce_coef) = match grad {
+        Some((o, a, b)) => (Some(o), a, b),
+        None => (None, 0.0, 0.0),
+    };
+    let ce_label = if cfg.ce_on { label } else { None };
+    let mut soft = 0.0;
+    let mut lse_s1 = None;
+    let mut ce_done = false;
+    if cfg.soft_on {
+        let div = match cfg.div {
+            Divergence::GeneralizedJsd { beta: 0.0 } => Divergence::ForwardKl,
+            Divergence::GeneralizedJsd { beta: 1.0 } => Divergence::ReverseKl,
+            d => d,
+        };
+        // JSD and TVD always use the kept exponentials; FKL/RKL only in their gradient pass
+        let keep =
+            out.is_some() || matches!(div, Divergence::GeneralizedJsd { .. } | Divergence::TotalVariation);
+        let st = pair_stats_keep(s, t, temp, temp, if keep { Some(&mut *kept) } else { None });
+        if temp == 1.0 {
+            lse_s1 = Some(st.lse_s);
+        }
+        soft = match div {
+            Divergence::ForwardKl => {
+                if let Some(o) = out.as_deref_mut() {
+                    // at T = 1 the cross-entropy's softmax is p: fold its gradient into this pass
+                    let fold = if temp == 1.0 { ce_label.map(|y| (y, ce_coef)) } else { None };
+                    ce_done = fold.is_some();
+                    fkl_grad_kept(kept, &st, soft_coef, fold, o);
+                }
+                st.fkl
+            }
+            Divergence::ReverseKl => {
+                if let Some(o) = out.as_deref_mut() {
+                    rkl_grad_kept(s, t, temp, kept, &st, soft_coef, o);
+                }
+                st.rkl
+            }
+            Divergence::GeneralizedJsd { beta } => {
+                jsd_row(s, t, temp, kept, &st, beta, out.as_deref_mut().map(|o| (o, soft_coef)))
+            }
+            Divergence::TotalVariation => tvd_row(kept, &st, out.as_deref_mut().map(|o| (o, soft_coef))),
+        };
+    }
+    let mut ce = 0.0;
+    if let Some(y) = ce_label {
+        let lse1 = lse_s1.unwrap_or_else(|| row_lse(s, 1.0));
+        ce = lse1 - s.get(y).copied().unwrap_or(f64::NAN);
+        if let (Some(o), false) = (out, ce_done) {
+            ce_grad_add(s, lse1, y, ce_coef, o);
+        }
+    }
+    (soft, ce)
+}
+
+/// Divergence between bucket distributions given as log-probabilities (`lp` student, `lq` teacher).
+/// Returns the loss and writes `e_b = p_b·∂D/∂p_b` for every bucket.
+fn bucket_divergence(lp: &[f64], lq: &[f64], div: Divergence, e: &mut Vec<f64>) -> f64 {
+    e.clear();
+    let div = match div {
+        Divergence::GeneralizedJsd { beta: 0.0 } => Divergence::ForwardKl,
+        Divergence::GeneralizedJsd { beta: 1.0 } => Divergence::ReverseKl,
+        d => d,
+    };
+    let mut loss = 0.0f64;
+    match div {
+        Divergence::ForwardKl => {
+            for (&p, &q) in lp.iter().zip(lq) {
+                let qq = q.exp();
+                loss += xl(qq, q - p);
+                e.push(-qq);
+            }
+        }
+        Divergence::ReverseKl => {
+            for (&p, &q) in lp.iter().zip(lq) {
+                let pp = p.exp();
+                loss += xl(pp, p - q);
+                e.push(xl(pp, p - q + 1.0));
+            }
+        }
+        Divergence::GeneralizedJsd { beta } => {
+            let (lb, l1b) = (beta.ln(), (-beta).ln_1p());
+            for (&p, &q) in lp.iter().zip(lq) {
+                let lm = logaddexp(q + lb, p + l1b);
+                let tq = xl(q.exp(), q - lm);
+                let tp = xl(p.exp(), p - lm);
+                loss += beta * tq + (1.0 - beta) * tp;
+                e.push((1.0 - beta) * tp);
+            }
+        }
+        Divergence::TotalVariation => {
+            for (&p, &q) in lp.iter().zip(lq) {
+                let pp = p.exp();
+                let d = pp - q.exp();
+                loss += d.abs();
+                e.push(pp * half_sign(d));
+            }
+            loss *= 0.5;
+        }
+    }
+    loss
+}
+
+/// One row against a sparse teacher (`sc.s` student logits, `sc.idx` top-k classes, `sc.t` their
+/// teacher log-probabilities, `sc.mark` all false on entry and exit).
+///
+/// Gradient: `∂D/∂s_i = (1/T)·(e_{b(i)}·p_i/p_{b(i)} − p_i·Σ_b e_b)`, `e_b = p_b·∂D/∂p_b`; for a top-k
+/// class `p_i/p_b = 1`, for a tail class `p_i/p_tail = exp(s_i/T − lse_tail)`.
+fn topk_row(sc: &mut Scratch, label: Option<usize>, cfg: &RowCfg, grad: GradDst<'_>) -> (f64, f64) {
+    let temp = cfg.temp;
+    let (mut out, soft_coef, ce_coef) = match grad {
+        Some((o, a, b)) => (Some(o), a, b),
+        None => (None, 0.0, 0.0),
+    };
+    let Scratch { s, t: lq_in, idx, mark, lp, lq, e, .. } = sc;
+    let s: &[f64] = s;
+    let mut soft = 0.0;
+    let mut lse_s1 = None;
+    if cfg.soft_on {
+        let lse_s = row_lse(s, temp);
+        if temp == 1.0 {
+            lse_s1 = Some(lse_s);
+        }
+        lp.clear();
+        lq.clear();
+        for (&i, &q) in idx.iter().zip(lq_in.iter()) {
+            lp.push(s.get(i).map_or(f64::NAN, |&x| x / temp - lse_s));
+            lq.push(q);
+        }
+        let mut lse_tail = NEG_INF;
+        if cfg.add_tail {
+            for &i in idx.iter() {
+                if let Some(m) = mark.get_mut(i) {
+                    *m = true;
+                }
+            }
+            let mut acc = OnlineLse::EMPTY;
+            for (&x, &m) in s.iter().zip(mark.iter()) {
+                if !m {
+                    acc.push(x / temp);
+                }
+            }
+            lse_tail = acc.lse();
+            lp.push(lse_tail - lse_s);
+            lq.push(log1mexp(row_lse(lq_in, 1.0)));
+        }
+        soft = bucket_divergence(lp, lq, cfg.div, e);
+        if let Some(o) = out.as_deref_mut() {
+            let gsum: f64 = e.iter().sum();
+            let e_tail = if cfg.add_tail { e.last().copied().unwrap_or(0.0) } else { 0.0 };
+            let tail_on = cfg.add_tail && e_tail != 0.0 && lse_tail > NEG_INF;
+            for ((g, &x), &m) in o.iter_mut().zip(s).zip(mark.iter()) {
+                let a = x / temp;
+                let p = (a - lse_s).exp();
+                let mut v = -p * gsum;
+                if tail_on && !m {
+                    v += e_tail * (a - lse_tail).exp();
+                }
+                *g = soft_coef * v;
+            }
+            for ((&i, &eb), &lpb) in idx.iter().zip(e.iter()).zip(lp.iter()) {
+                if let Some(g) = o.get_mut(i) {
+                    *g = soft_coef * (eb - lpb.exp() * gsum);
+                }
+            }
+        }
+        if cfg.add_tail {
+            for &i in idx.iter() {
+                if let Some(m) = mark.get_mut(i) {
+                    *m = false;
+                }
+            }
+        }
+    }
+    let mut ce = 0.0;
+    if let (true, Some(y)) = (cfg.ce_on, label) {
+        let lse1 = lse_s1.unwrap_or_else(|| row_lse(s, 1.0));
+        ce = lse1 - s.get(y).copied().unwrap_or(f64::NAN);
+        if let Some(o) = out {
+            ce_grad_add(s, lse1, y, ce_coef, o);
+        }
+    }
+    (soft, ce)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn online_lse_matches_direct() {
+        let x = [0.3, -2.0, 5.0, 1.0, NEG_INF, 4.9];
+        let direct = x.iter().map(|v| (v - 5.0f64).exp()).sum::<f64>().ln() + 5.0;
+        assert!((row_lse(&x, 1.0) - direct).abs() < 1e-15);
+        assert_eq!(row_lse(&[NEG_INF, NEG_INF], 1.0), NEG_INF);
+        assert!(row_lse(&[1.0, f64::NAN], 1.0).is_nan());
+    }
+
+    #[test]
+    fn fused_kl_matches_two_pass() {
+        let s = [0.5, -1.0, 2.0, 0.0, 3.5];
+        let t = [1.5, 0.2, -0.7, 2.2, 0.1];
+        let temp = 1.7;
+        let st = pair_stats(&s, &t, temp, temp);
+        let ls = row_lse(&s, temp);
+        let lt = row_lse(&t, temp);
+        let (mut fkl, mut rkl) = (0.0, 0.0);
+        for (&x, &y) in s.iter().zip(&t) {
+            let (lp, lq) = (x / temp - ls, y / temp - lt);
+            fkl += lq.exp() * (lq - lp);
+            rkl += lp.exp() * (lp - lq);
+        }
+        assert!((st.fkl - fkl).abs() < 1e-15, "{} {}", st.fkl, fkl);
+        assert!((st.rkl - rkl).abs() < 1e-15);
+        assert!((st.lse_s - ls).abs() < 1e-15);
+    }
+
+    #[test]
+    fn log1mexp_branches() {
+        assert_eq!(log1mexp(0.0), NEG_INF);
+        assert_eq!(log1mexp(NEG_INF), 0.0);
+        assert!((log1mexp(-0.1) - (1.0 - (-0.1f64).exp()).ln()).abs() < 1e-15);
+        assert!((log1mexp(-3.0) - (1.0 - (-3.0f64).exp()).ln()).abs() < 1e-15);
+    }
+
+    #[test]
+    fn logaddexp_edges() {
+        assert_eq!(logaddexp(NEG_INF, NEG_INF), NEG_INF);
+        assert_eq!(logaddexp(NEG_INF, 1.5), 1.5);
+        assert!((logaddexp(0.0, 0.0) - LN_2).abs() < 1e-16);
+        assert!(logaddexp(f64::NAN, 0.0).is_nan() && logaddexp(0.0, f64::NAN).is_nan());
+    }
+}

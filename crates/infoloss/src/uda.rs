@@ -1,0 +1,292 @@
+//! The UDA consistency loss (Unsupervised Data Augmentation, Xie et al. 2019) on raw logits.
+//!
+//! For a batch of unlabeled examples given twice — original logits `o` and logits of an augmented
+//! version `x`, both **`(rows, classes)`** (2-D) — the loss pulls the prediction on the augmented
+//! version toward the (fixed) prediction on the original:
+//!
+//! ```text
+//! target_r  = softmax(o_r / T_o)                     (no gradient)
+//! log p_r   = log_softmax(x_r / T_x)
+//! row_kl_r  = Σ_c target_rc · (log target_rc − log p_rc)          (KLDivLoss(reduction='none').sum(-1))
+//! mask_r    = 1 if max_c softmax(o_r)_c > threshold else 0       (all ones without a threshold)
+//! loss      = Σ_r row_kl_r · mask_r / max(Σ_r mask_r, 1)         (UdaNormalize::KeptRows, default)
+//!           = Σ_r row_kl_r · mask_r / rows                       (UdaNormalize::AllRows, Google's original)
+//! ```
+//!
+//! The temperature `T` goes to one side, chosen by [`Sharpen`]: `Target` (`T_o = T`, `T_x = 1`; Google's
+//! original code, "sharpening" the target when `T < 1`; the default) or `Augmented` (`T_o = 1`, `T_x = T`;
+//! the PyTorch port in the articles the project started from). The confidence mask always uses the
+//! untempered `softmax(o)`, as both codes do. Gradient wrt `x` (the original side has none):
+//!
+//! ```text
+//! ∂loss/∂x_r = mask_r / denom · (softmax(x_r / T_x) − target_r) / T_x
+//! ```
+//!
+//! A masked row is multiplied by 0 rather than skipped, as in PyTorch: a NaN in a masked row still makes
+//! the loss NaN. All math runs in `f64` (see [the `distill` module](mod@crate::distill)); the row functions are those
+//! of the fused forward KL (one pass over both rows for the loss, one for the gradient).
+
+use ndarray::{Array1, Array2, ArrayView, Dimension};
+use rayon::prelude::*;
+
+use crate::distill::{
+    PairStats, Scratch, as_2d, check_temperature, fkl_grad, gather, min_rows_per_task, online_sum_exp,
+    pair_stats, to_t, zero_t,
+};
+use crate::shape::checked_numel;
+use crate::{Element, Error, Result};
+
+const OP: &str = "uda_consistency";
+
+/// Which side of the UDA KL the softmax temperature divides.
+///
+/// ```
+/// use infoloss::uda::{uda_consistency, Sharpen, UdaOptions};
+/// use infoloss::ndarray::array;
+/// let ori = array![[2.0f64, 0.0, -1.0]];
+/// let aug = array![[1.0f64, 0.5, 0.0]];
+/// let kl = |sharpen| {
+///     let o = UdaOptions { temperature: 0.5, sharpen, ..Default::default() };
+///     uda_consistency(ori.view(), aug.view(), &o).unwrap().loss
+/// };
+/// // KL(softmax(ori/0.5) ‖ softmax(aug)) and KL(softmax(ori) ‖ softmax(aug/0.5))
+/// assert!((kl(Sharpen::Target) - 0.5847483697347966).abs() < 1e-12);
+/// assert!((kl(Sharpen::Augmented) - 0.0815546793694342).abs() < 1e-12);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Sharpen {
+    /// `target = softmax(ori / T)` (no gradient), augmented side at temperature 1 — Google's original
+    /// UDA (`uda_softmax_temp`); with `T < 1` this sharpens the target. The default.
+    #[default]
+    Target,
+    /// `log_softmax(aug / T)` against `softmax(ori)` — the articles' PyTorch port
+    /// (`aug_log_prob = F.log_softmax(aug_logits / uda_softmax_temp, dim=-1)`).
+    Augmented,
+}
+
+/// How the masked sum of per-row KLs is normalized.
+///
+/// ```
+/// use infoloss::uda::{uda_consistency, UdaNormalize, UdaOptions};
+/// use infoloss::ndarray::array;
+/// let ori = array![[4.0f64, 0.0], [0.1, 0.0]]; // max softmax: 0.982 and 0.525
+/// let aug = array![[1.0f64, 0.0], [0.0, 1.0]];
+/// let run = |normalize| {
+///     let o = UdaOptions { confidence_threshold: Some(0.9), normalize, ..Default::default() };
+///     uda_consistency(ori.view(), aug.view(), &o).unwrap()
+/// };
+/// let (kept, all) = (run(UdaNormalize::KeptRows), run(UdaNormalize::AllRows));
+/// assert_eq!(kept.kept, 1);
+/// assert_eq!(kept.loss, kept.row_kl[0]); // ÷ 1 kept row
+/// assert_eq!(all.loss, kept.row_kl[0] / 2.0); // ÷ 2 rows
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UdaNormalize {
+    /// Divide by the number of kept rows, at least 1: `Σ kl·mask / max(Σ mask, 1)` (the articles' port;
+    /// the default). An empty or fully masked batch gives 0.
+    #[default]
+    KeptRows,
+    /// Divide by the number of rows, kept or not: `mean(kl·mask)` (Google's `tf.reduce_mean`). An empty
+    /// batch gives NaN.
+    AllRows,
+}
+
+/// Options of [`uda_consistency`]. `Default`: `temperature = 1` (no sharpening), `Sharpen::Target`,
+/// no confidence threshold, `UdaNormalize::KeptRows`.
+///
+/// ```
+/// use infoloss::uda::{Sharpen, UdaNormalize, UdaOptions};
+/// let o = UdaOptions { temperature: 0.4, confidence_threshold: Some(0.5), ..Default::default() };
+/// assert_eq!((o.sharpen, o.normalize), (Sharpen::Target, UdaNormalize::KeptRows));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UdaOptions {
+    /// Softmax temperature `T` (`uda_softmax_temp`), finite and > 0; 1 disables it (the articles' "−1").
+    pub temperature: f64,
+    /// Which side `T` applies to.
+    pub sharpen: Sharpen,
+    /// Keep only rows with `max(softmax(ori)) > threshold` (strictly); `None` keeps every row
+    /// (`uda_confidence_thresh = −1`). Must not be NaN.
+    pub confidence_threshold: Option<f64>,
+    /// Denominator of the masked sum.
+    pub normalize: UdaNormalize,
+}
+
+impl Default for UdaOptions {
+    fn default() -> Self {
+        UdaOptions {
+            temperature: 1.0,
+            sharpen: Sharpen::Target,
+            confidence_threshold: None,
+            normalize: UdaNormalize::KeptRows,
+        }
+    }
+}
+
+/// The result of [`uda_consistency`]: the loss, its gradient, and what callers log.
+///
+/// ```
+/// use infoloss::uda::{uda_consistency, UdaOptions};
+/// use infoloss::ndarray::array;
+/// let ori = array![[1.0f32, 0.0, 0.0]];
+/// let out = uda_consistency(ori.view(), ori.view(), &UdaOptions::default())?;
+/// assert_eq!((out.loss, out.kept), (0.0, 1)); // same logits, no temperature: KL = 0
+/// assert_eq!(out.mask.to_vec(), vec![1.0]);
+/// assert!(out.grad.iter().all(|&g| g == 0.0));
+/// # Ok::<(), infoloss::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct UdaOutput<T> {
+    /// The consistency loss (`unsup_loss`).
+    pub loss: T,
+    /// Gradient of `loss` wrt the augmented logits, `(rows, classes)`; zero in masked rows.
+    pub grad: Array2<T>,
+    /// The float 0/1 confidence mask, `(rows,)`.
+    pub mask: Array1<T>,
+    /// Number of kept rows (`Σ mask`).
+    pub kept: usize,
+    /// The per-row KL before masking, `(rows,)`.
+    pub row_kl: Array1<T>,
+}
+
+/// UDA consistency loss between original logits `ori_logits` (no gradient) and augmented logits
+/// `aug_logits`, both `(rows, classes)`, with its gradient wrt `aug_logits`; see the
+/// [module docs](self) for the formula.
+///
+/// PyTorch equivalent (`Sharpen::Augmented`, the articles' code; `Sharpen::Target` divides `ori_logits`
+/// by `T` in the `softmax` instead and uses `T = 1` for `aug_logits`):
+///
+/// ```text
+/// with torch.no_grad():
+///     ori_prob = F.softmax(ori_logits, dim=-1)
+///     mask = (ori_prob.max(dim=-1)[0] > thresh).float()          # or torch.ones(rows)
+/// aug_log_prob = F.log_softmax(aug_logits / T, dim=-1)
+/// row_kl = torch.sum(nn.KLDivLoss(reduction='none')(aug_log_prob, ori_prob), dim=-1)
+/// loss = torch.sum(row_kl * mask, dim=-1) / torch.max(torch.sum(mask, dim=-1), torch.tensor(1.))
+/// ```
+///
+/// Errors: non-2-D inputs, different shapes (both named), `temperature` not finite and > 0, a NaN
+/// `confidence_threshold`.
+///
+/// ```
+/// use infoloss::uda::{uda_consistency, Sharpen, UdaOptions};
+/// use infoloss::ndarray::array;
+/// let ori = array![[2.0f32, 0.5, -1.0], [0.1, 0.2, 0.0]];
+/// let aug = array![[1.0f32, 1.0, -0.5], [0.3, -0.2, 0.4]];
+/// let o = UdaOptions { temperature: 0.4, sharpen: Sharpen::Target, confidence_threshold: Some(0.5), ..Default::default() };
+/// let out = uda_consistency(ori.view(), aug.view(), &o)?;
+/// assert_eq!(out.mask.to_vec(), vec![1.0, 0.0]); // max softmax(ori) = 0.786 and 0.367
+/// assert_eq!(out.kept, 1);
+/// assert!((out.loss - 0.6857713851463987).abs() < 1e-6); // torch float32: 0.6857712864875793
+/// assert!((out.grad[[0, 0]] - (-0.5267)).abs() < 1e-4);
+/// assert_eq!(out.grad[[1, 0]], 0.0);
+/// # Ok::<(), infoloss::Error>(())
+/// ```
+pub fn uda_consistency<T: Element, D1: Dimension, D2: Dimension>(
+    ori_logits: ArrayView<'_, T, D1>,
+    aug_logits: ArrayView<'_, T, D2>,
+    opts: &UdaOptions,
+) -> Result<UdaOutput<T>> {
+    let ori = as_2d(OP, "ori_logits", ori_logits)?;
+    let aug = as_2d(OP, "aug_logits", aug_logits)?;
+    if ori.shape() != aug.shape() {
+        return Err(Error::shape_mismatch(
+            OP,
+            "ori_logits",
+            ori.shape(),
+            "aug_logits",
+            aug.shape(),
+            "must be equal",
+        ));
+    }
+    let temp = check_temperature(OP, opts.temperature)?;
+    if let Some(th) = opts.confidence_threshold {
+        if th.is_nan() {
+            return Err(Error::invalid_option(OP, "confidence_threshold", th, "must not be NaN"));
+        }
+    }
+    let (rows, classes) = ori.dim();
+    let (t_ori, t_aug) = match opts.sharpen {
+        Sharpen::Target => (temp, 1.0),
+        Sharpen::Augmented => (1.0, temp),
+    };
+    let min_len = min_rows_per_task(classes);
+
+    // Pass 1: per-row statistics, KL and mask.
+    let stats: Vec<(PairStats, f64)> = (0..rows)
+        .into_par_iter()
+        .with_min_len(min_len)
+        .map_init(Scratch::default, |sc, r| {
+            gather(aug.row(r), &mut sc.s);
+            gather(ori.row(r), &mut sc.t);
+            let st = pair_stats(&sc.s, &sc.t, t_aug, t_ori);
+            let m = match opts.confidence_threshold {
+                None => 1.0,
+                Some(th) => {
+                    let z1 = if t_ori == 1.0 { st.z_t } else { sum_exp_rel_max(&sc.t) };
+                    // max softmax(ori) = exp(max − lse) = 1 / Σ exp(o − max)
+                    if 1.0 / z1 > th { 1.0 } else { 0.0 }
+                }
+            };
+            (st, m)
+        })
+        .collect();
+    let kept = stats.iter().filter(|(_, m)| *m == 1.0).count();
+    let denom = match opts.normalize {
+        UdaNormalize::KeptRows => kept.max(1) as f64,
+        UdaNormalize::AllRows => rows as f64,
+    };
+    let mut total = 0.0f64;
+    for (st, m) in &stats {
+        total += st.fkl * m;
+    }
+    let loss = total / denom;
+
+    // Pass 2: the gradient, `mask/denom · (softmax(aug/T_x) − target)/T_x`.
+    let numel = checked_numel(OP, "aug_logits", &[rows, classes])?;
+    let mut buf = vec![zero_t::<T>(); numel];
+    if classes > 0 {
+        buf.par_chunks_mut(classes).enumerate().with_min_len(min_len).for_each_init(
+            || (Scratch::default(), Vec::<f64>::new()),
+            |(sc, g), (r, out)| {
+                let Some((st, m)) = stats.get(r) else { return };
+                if *m == 0.0 && st.fkl.is_finite() {
+                    return; // 0 · finite: the row's gradient is exactly zero
+                }
+                gather(aug.row(r), &mut sc.s);
+                gather(ori.row(r), &mut sc.t);
+                g.clear();
+                g.resize(classes, 0.0);
+                fkl_grad(&sc.s, &sc.t, t_aug, t_ori, st, m / denom / t_aug, g);
+                for (o, &x) in out.iter_mut().zip(g.iter()) {
+                    *o = to_t(x);
+                }
+            },
+        );
+    }
+    let grad = Array2::from_shape_vec((rows, classes), buf)
+        .map_err(|e| Error::too_large(OP, "gradient", e.to_string()))?;
+    Ok(UdaOutput {
+        loss: to_t(loss),
+        grad,
+        mask: stats.iter().map(|(_, m)| to_t(*m)).collect(),
+        kept,
+        row_kl: stats.iter().map(|(st, _)| to_t(st.fkl)).collect(),
+    })
+}
+
+/// `Σ exp(x − max(x))` in one pass (so that `max softmax(x) = 1 / result`).
+fn sum_exp_rel_max(x: &[f64]) -> f64 {
+    online_sum_exp(x, 1.0).1
+}
+
+/// The total UDA objective `sup_loss + uda_coeff · unsup_loss` (SEEDS.md step 6): `sup_loss` is the
+/// ordinary cross-entropy on the labeled batch, `unsup_loss` the [`uda_consistency`] loss. Its gradient
+/// is `uda_coeff` times the consistency gradient on the augmented logits (plus the supervised one).
+///
+/// ```
+/// assert_eq!(infoloss::uda::uda_total(0.5f32, 0.25, 2.0), 1.0);
+/// ```
+pub fn uda_total<F: num_traits::Float>(sup_loss: F, unsup_loss: F, uda_coeff: F) -> F {
+    sup_loss + uda_coeff * unsup_loss
+}
