@@ -54,6 +54,23 @@ pub const OPS: &[OpSpec] = &[
     },
     OpSpec { name: "entropy", what: "entropy(p) along axis 1 (forward)", reads: 1, writes: 0 },
     OpSpec { name: "js", what: "jensenshannon(p, q) along axis 1 (forward)", reads: 2, writes: 0 },
+    OpSpec {
+        name: "kd",
+        what: "distill_with_grad forward KL, T=2, T² (torch: kl_div(log_softmax) x4)",
+        reads: 2,
+        writes: 1,
+    },
+    OpSpec { name: "kd-reverse", what: "distill_with_grad reverse KL, T=2", reads: 2, writes: 1 },
+    OpSpec { name: "kd-jsd", what: "distill_with_grad generalized JSD beta=0.5, T=2", reads: 2, writes: 1 },
+    OpSpec { name: "kd-tvd", what: "distill_with_grad total variation, T=2", reads: 2, writes: 1 },
+    OpSpec {
+        name: "kd-mix",
+        what: "distill_with_grad forward KL + CE on labels, alpha=0.5",
+        reads: 2,
+        writes: 1,
+    },
+    OpSpec { name: "kd-topk", what: "distill_topk_with_grad, k=64 with tail bucket", reads: 1, writes: 1 },
+    OpSpec { name: "uda", what: "uda_consistency, T=0.4, threshold 0.5", reads: 2, writes: 1 },
 ];
 
 /// One line of the report.
@@ -162,6 +179,9 @@ fn copy_time(bytes: usize, reps: usize) -> f64 {
 
 struct Inputs<T> {
     logits: Array2<T>,
+    logits2: Array2<T>,
+    topk_idx: Array2<i64>,
+    topk_lp: Array2<T>,
     logp: Array2<T>,
     probs: Array2<T>,
     probs2: Array2<T>,
@@ -191,7 +211,24 @@ fn make_inputs<T: Element>(rows: usize, cols: usize, seed: u64) -> Inputs<T> {
     let conv = |a: &Array2<f64>| a.mapv(|v| T::from_acc(<T::Acc as infoloss::Real>::c(v)));
     let targets =
         Array1::from_shape_fn(rows, |i| if i % 17 == 5 { -100 } else { rng.random_range(0..cols as i64) });
+    // A sparse teacher: the top-64 classes of `other` per row with their log-probabilities at T = 2.
+    let k = 64.min(cols);
+    let mut topk_idx = Array2::<i64>::zeros((rows, k));
+    let mut topk_lp = Array2::<f64>::zeros((rows, k));
+    for (r, row) in other.rows().into_iter().enumerate() {
+        let mut order: Vec<usize> = (0..cols).collect();
+        order.select_nth_unstable_by(k - 1, |&a, &b| row[b].total_cmp(&row[a]));
+        let m = row.fold(f64::NEG_INFINITY, |m, &v| m.max(v / 2.0));
+        let l = m + row.iter().map(|v| (v / 2.0 - m).exp()).sum::<f64>().ln();
+        for (j, &c) in order[..k].iter().enumerate() {
+            topk_idx[[r, j]] = c as i64;
+            topk_lp[[r, j]] = row[c] / 2.0 - l;
+        }
+    }
     Inputs {
+        logits2: conv(&other),
+        topk_idx,
+        topk_lp: conv(&topk_lp),
         logits: conv(&logits64),
         logp: conv(&logp64),
         probs: conv(&logp64.mapv(f64::exp)),
@@ -250,6 +287,29 @@ fn run_op<T: Element>(op: &str, x: &Inputs<T>) -> Result<(), infoloss::Error> {
             x.probs2.view(),
             &JensenShannonOptions { axis: 1, ..Default::default() },
         )?),
+        "kd" | "kd-reverse" | "kd-jsd" | "kd-tvd" | "kd-mix" => {
+            use infoloss::distill::{DistillOptions, Divergence, distill_with_grad};
+            let divergence = match op {
+                "kd-reverse" => Divergence::ReverseKl,
+                "kd-jsd" => Divergence::GeneralizedJsd { beta: 0.5 },
+                "kd-tvd" => Divergence::TotalVariation,
+                _ => Divergence::ForwardKl,
+            };
+            let (labels, alpha) = if op == "kd-mix" { (Some(x.targets.view()), 0.5) } else { (None, 1.0) };
+            let o = DistillOptions { temperature: 2.0, divergence, alpha, ..Default::default() };
+            drop(distill_with_grad(x.logits.view(), x.logits2.view(), labels, &o)?)
+        }
+        "kd-topk" => {
+            use infoloss::distill::{DistillOptions, SparseTeacher, distill_topk_with_grad};
+            let t = SparseTeacher { indices: x.topk_idx.view(), logprobs: x.topk_lp.view(), add_tail: true };
+            let o = DistillOptions { temperature: 2.0, ..Default::default() };
+            drop(distill_topk_with_grad(x.logits.view(), &t, None, &o)?)
+        }
+        "uda" => {
+            use infoloss::uda::{UdaOptions, uda_consistency};
+            let o = UdaOptions { temperature: 0.4, confidence_threshold: Some(0.5), ..Default::default() };
+            drop(uda_consistency(x.logits2.view(), x.logits.view(), &o)?)
+        }
         other => unreachable!("op {other} validated by parse_ops"),
     }
     Ok(())

@@ -108,8 +108,9 @@ fn distill_cmd(a: DistillArgs) -> Result<(), String> {
 
 #[derive(Debug, clap::Args)]
 struct BenchArgs {
-    /// Comma-separated operations (default: all). Known: ce, ce-ls, ce-weight, ce-probs, nll, log-softmax, kl,
-    /// kl-log, bce, bce-logits, entropy, js.
+    /// Comma-separated operations (default: all); an unknown name lists the known ones. Losses: ce, ce-ls,
+    /// ce-weight, ce-probs, nll, log-softmax, kl, kl-log, bce, bce-logits, entropy, js; distillation: kd,
+    /// kd-reverse, kd-jsd, kd-tvd, kd-mix, kd-topk, uda.
     #[arg(long)]
     ops: Option<String>,
     /// Comma-separated sizes ROWSxCLASSES.

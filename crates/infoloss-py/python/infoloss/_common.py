@@ -1,0 +1,250 @@
+"""Argument handling shared by the NumPy API and ``infoloss.torch``: array conversion, dtypes, reductions, warnings."""
+
+from __future__ import annotations
+
+import operator
+import warnings
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+MAX_NDIM = 32
+_INT64_MAX = np.iinfo(np.int64).max
+_INT64_MIN = np.iinfo(np.int64).min
+
+
+# ---------------------------------------------------------------------------------------------------- arrays
+
+
+def _describe(dt: np.dtype) -> str:
+    return f"dtype {dt}"
+
+
+def asarray(x: Any, op: str, name: str) -> np.ndarray:
+    """``np.asarray`` with a clear error for objects NumPy cannot convert."""
+    if isinstance(x, np.ndarray):
+        return x
+    try:
+        return np.asarray(x)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise type(e)(f"{op}: {name} cannot be converted to a NumPy array: {e}") from e
+
+
+def ready(a: np.ndarray, op: str, name: str) -> np.ndarray:
+    """What the extension needs: native byte order, aligned data, at most 32 dimensions (any strides)."""
+    if a.ndim > MAX_NDIM:
+        raise ValueError(f"{op}: {name} has {a.ndim} dimensions; at most {MAX_NDIM} are supported")
+    if not a.dtype.isnative:
+        a = a.astype(a.dtype.newbyteorder("="))
+    if not a.flags.aligned:
+        a = a.copy()
+    return a
+
+
+def native(dt: np.dtype) -> np.dtype:
+    """The dtype in native byte order (``>f4`` on a little-endian machine is float32 as far as values go)."""
+    return dt if dt.isnative else dt.newbyteorder("=")
+
+
+def float_input(x: Any, op: str, name: str = "input") -> np.ndarray:
+    """The main operand of a torch-style function: must already be floating point (as torch requires)."""
+    a = asarray(x, op, name)
+    if native(a.dtype) not in FLOAT_DTYPES:
+        raise TypeError(_float_dtype_error(op, name, a.dtype))
+    return ready(a, op, name)
+
+
+def _float_dtype_error(op: str, name: str, dt: np.dtype) -> str:
+    kinds = {
+        "b": "a boolean",
+        "i": "an integer",
+        "u": "an unsigned integer",
+        "c": "a complex",
+        "O": "an object",
+        "U": "a string",
+        "S": "a bytes",
+    }
+    what = kinds.get(dt.kind, "an unsupported")
+    return (
+        f"{op}: {name} must be a floating-point array (float16, float32 or float64), "
+        f"got {what} array of dtype {dt}"
+    )
+
+
+def is_strong(x: Any) -> bool:
+    """NumPy arrays and scalars take part in dtype promotion; Python numbers and lists adopt the input's dtype."""
+    return isinstance(x, (np.ndarray, np.generic))
+
+
+def numeric(x: Any, op: str, name: str, *, allow_bool: bool = True) -> np.ndarray:
+    """A real-valued operand (target, weight, grad_output): floating, integer or (optionally) boolean."""
+    a = asarray(x, op, name)
+    k = a.dtype.kind
+    if k == "f" and native(a.dtype) in FLOAT_DTYPES:
+        return a
+    if k in "iu" or (k == "b" and allow_bool):
+        return a
+    raise TypeError(_float_dtype_error(op, name, a.dtype))
+
+
+def cast(a: np.ndarray, dtype: np.dtype, op: str, name: str) -> np.ndarray:
+    return ready(np.asarray(a).astype(dtype, copy=False), op, name)
+
+
+def promote(op: str, x: np.ndarray, *others: Tuple[Any, np.ndarray]) -> np.dtype:
+    """The compute dtype: the input's, promoted with every *floating* NumPy array among ``others``.
+
+    ``others`` are ``(original object, converted array)`` pairs; Python lists and numbers do not promote.
+    """
+    dt = native(x.dtype)
+    for orig, a in others:
+        if a is not None and is_strong(orig) and a.dtype.kind == "f":
+            dt = np.result_type(dt, native(a.dtype))
+    if dt not in FLOAT_DTYPES:  # e.g. longdouble
+        raise TypeError(f"{op}: unsupported dtype {dt} (float16, float32 or float64 only)")
+    return dt
+
+
+def index_target(x: Any, op: str, name: str = "target") -> np.ndarray:
+    """Class indices as int64 (int8/16/32/64 and uint8/16/32/64 are accepted; bool and floats are not)."""
+    a = asarray(x, op, name)
+    k = a.dtype.kind
+    if k == "i":
+        return ready(a.astype(np.int64, copy=False), op, name)
+    if k == "u":
+        if a.dtype.itemsize == 8 and a.size and int(a.max()) > _INT64_MAX:
+            raise IndexError(f"{op}: {name} value {int(a.max())} is out of range for int64 class indices")
+        return ready(a.astype(np.int64), op, name)
+    if k == "f":
+        raise TypeError(
+            f"{op}: {name} must hold integer class indices, got dtype {a.dtype} "
+            "(a floating-point target is read as class probabilities only when it has the input's shape)"
+        )
+    raise TypeError(f"{op}: {name} must hold integer class indices, got dtype {a.dtype}")
+
+
+def grad_output_array(g: Any, dtype: np.dtype, op: str) -> Optional[np.ndarray]:
+    """The upstream gradient in the compute dtype (a scalar becomes a 0-d array)."""
+    if g is None:
+        return None
+    return cast(numeric(g, op, "grad_output", allow_bool=False), dtype, op, "grad_output")
+
+
+def as_int(v: Any, op: str, name: str) -> int:
+    if isinstance(v, (bool, np.bool_)):
+        return int(v)
+    try:
+        i = operator.index(v)
+    except TypeError:
+        raise TypeError(f"{op}: {name} must be an integer, got {type(v).__name__}") from None
+    if not (_INT64_MIN <= i <= _INT64_MAX):
+        raise ValueError(f"{op}: {name} = {i} does not fit in int64")
+    return i
+
+
+def as_float(v: Any, op: str, name: str) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        raise TypeError(f"{op}: {name} must be a real number, got {type(v).__name__}") from None
+
+
+def as_base(base: Any, op: str) -> Optional[float]:
+    return None if base is None else as_float(base, op, "base")
+
+
+def unbroadcast(g: np.ndarray, shape: Tuple[int, ...]) -> np.ndarray:
+    """Sums a gradient of a broadcast shape back to ``shape`` (the shape of the operand)."""
+    if g.shape == tuple(shape):
+        return g
+    extra = g.ndim - len(shape)
+    if extra > 0:
+        g = g.sum(axis=tuple(range(extra)), dtype=g.dtype)
+    axes = tuple(i for i, d in enumerate(shape) if d == 1 and g.shape[i] != 1)
+    if axes:
+        g = g.sum(axis=axes, keepdims=True, dtype=g.dtype)
+    return g.reshape(shape)
+
+
+def scalar_or_array(a: Any) -> Any:
+    """SciPy's convention: a 0-d result is returned as a NumPy scalar."""
+    if isinstance(a, np.ndarray) and a.ndim == 0:
+        return a[()]
+    return a
+
+
+# ------------------------------------------------------------------------------------------------ reductions
+
+_LEGACY_WARNING = "size_average and reduce args will be deprecated, please use reduction='{}' instead."
+KL_MEAN_WARNING = (
+    "reduction: 'mean' divides the total loss by both the batch size and the support size."
+    "'batchmean' divides only by the batch size, and aligns with the KL div math definition."
+    "'mean' will be changed to behave the same as 'batchmean' in the next major release."
+)
+
+
+def legacy_get_string(size_average: Any, reduce: Any, stacklevel: int, emit_warning: bool = True) -> str:
+    """``torch.nn._reduction.legacy_get_string``: the reduction the deprecated arguments stand for."""
+    if size_average is None:
+        size_average = True
+    if reduce is None:
+        reduce = True
+    if size_average and reduce:
+        ret = "mean"
+    elif reduce:
+        ret = "sum"
+    else:
+        ret = "none"
+    if emit_warning:
+        warnings.warn(_LEGACY_WARNING.format(ret), UserWarning, stacklevel=stacklevel + 1)
+    return ret
+
+
+def get_enum(reduction: Any, stacklevel: int) -> str:
+    """``torch.nn._reduction.get_enum``, returning the canonical name."""
+    if isinstance(reduction, str):
+        if reduction in ("none", "mean", "sum"):
+            return reduction
+        if reduction == "elementwise_mean":
+            warnings.warn(
+                "reduction='elementwise_mean' is deprecated. Please use reduction='mean' instead.",
+                UserWarning,
+                stacklevel=stacklevel + 1,
+            )
+            return "mean"
+    raise ValueError(f"{reduction} is not a valid value for reduction")
+
+
+def resolve_reduction(size_average: Any, reduce: Any, reduction: Any, stacklevel: int) -> str:
+    """The reduction of every loss but ``kl_div``, with torch's warnings; ``stacklevel`` is the caller's frame."""
+    if size_average is not None or reduce is not None:
+        reduction = legacy_get_string(size_average, reduce, stacklevel + 1)
+    return get_enum(reduction, stacklevel + 1)
+
+
+def resolve_kl_reduction(size_average: Any, reduce: Any, reduction: Any, ndim: int, stacklevel: int) -> Tuple[str, bool]:
+    """``F.kl_div``'s reduction logic: returns (reduction for the kernel, divide the result by ``input.shape[0]``).
+
+    ``'batchmean'`` goes to the kernel as such; the division flag is only set in torch's odd corner where the
+    legacy arguments are combined with ``reduction='batchmean'`` (torch then divides the legacy result by the
+    batch size).
+    """
+    if size_average is not None or reduce is not None:
+        red = get_enum(legacy_get_string(size_average, reduce, stacklevel + 1), stacklevel + 1)
+        return red, (isinstance(reduction, str) and reduction == "batchmean" and ndim != 0)
+    if isinstance(reduction, str) and reduction == "mean":
+        warnings.warn(KL_MEAN_WARNING, UserWarning, stacklevel=stacklevel + 1)
+    if isinstance(reduction, str) and reduction == "batchmean":
+        return "batchmean", False
+    return get_enum(reduction, stacklevel + 1), False
+
+
+def get_softmax_dim(name: str, ndim: int, stacklevel: int) -> int:
+    """``torch.nn.functional._get_softmax_dim``: the implicit dimension, with torch's deprecation warning."""
+    warnings.warn(
+        f"Implicit dimension choice for {name} has been deprecated. Change the call to include dim=X as an argument.",
+        UserWarning,
+        stacklevel=stacklevel,
+    )
+    return 0 if ndim in (0, 1, 3) else 1

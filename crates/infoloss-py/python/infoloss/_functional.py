@@ -1,0 +1,655 @@
+"""The ``torch.nn.functional``-style API for NumPy arrays.
+
+Each public function resolves its arguments exactly as ``torch.nn.functional`` does (legacy ``size_average`` /
+``reduce``, warnings, probability-vs-index dispatch) and calls a private ``_<name>`` kernel wrapper, which
+``infoloss.torch`` reuses with the arguments already resolved.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import _common as c
+from . import _infoloss as _C
+
+ArrayLike = Any
+
+# ------------------------------------------------------------------------------------------------- helpers
+
+
+def _cast_grad(g: Optional[np.ndarray], dtype: np.dtype) -> Optional[np.ndarray]:
+    if g is None:
+        return None
+    return g.astype(dtype, copy=False)
+
+
+def _scale(dtype: np.dtype, loss: Any, n: int) -> Any:
+    """``loss / n`` rounded in ``dtype`` (torch's ``reduced / input.size(0)``)."""
+    if isinstance(loss, float):
+        return float(dtype.type(loss) / dtype.type(n))
+    return (loss / dtype.type(n)).astype(dtype, copy=False)
+
+
+# ------------------------------------------------------------------------------------------- cross_entropy
+
+
+def _cross_entropy(
+    input: ArrayLike,
+    target: ArrayLike,
+    weight: Optional[ArrayLike],
+    ignore_index: Any,
+    reduction: str,
+    label_smoothing: Any,
+    grad_output: Optional[ArrayLike] = None,
+    *,
+    loss: bool = True,
+    grad: bool = False,
+    target_grad: bool = False,
+):
+    """(loss, grad_input, grad_target) with the reduction already resolved."""
+    op = "cross_entropy"
+    x = c.float_input(input, op)
+    ignore_index = c.as_int(ignore_index, op, "ignore_index")
+    label_smoothing = c.as_float(label_smoothing, op, "label_smoothing")
+    t_arr = c.asarray(target, op, "target")
+    w_arr = None if weight is None else c.numeric(weight, op, "weight", allow_bool=False)
+    if t_arr.shape == x.shape:
+        # Class probabilities, as torch dispatches: whenever the target has the input's shape.
+        if t_arr.dtype.kind != "f":
+            raise TypeError(
+                f"{op}: a target with the input's shape {list(x.shape)} holds class probabilities and must be "
+                f"floating point, got dtype {t_arr.dtype} (class indices have the input's shape without dimension 1)"
+            )
+        if ignore_index >= 0:
+            raise ValueError(f"{op}: ignore_index is not supported for floating point target (got {ignore_index})")
+        dt = c.promote(op, x, (target, t_arr))
+        xc = c.cast(x, dt, op, "input")
+        tc = c.cast(t_arr, dt, op, "target")
+        wc = None if w_arr is None else c.cast(w_arr, dt, op, "weight")
+        go = c.grad_output_array(grad_output, dt, op)
+        lo, gi, gt = _C.cross_entropy_probs(xc, tc, wc, reduction, label_smoothing, go, loss, grad, target_grad)
+        return lo, _cast_grad(gi, x.dtype), _cast_grad(gt, c.native(t_arr.dtype) if c.is_strong(target) else dt)
+    t = c.index_target(t_arr, op)
+    dt = x.dtype
+    wc = None if w_arr is None else c.cast(w_arr, dt, op, "weight")
+    go = c.grad_output_array(grad_output, dt, op)
+    lo, gi, _ = _C.cross_entropy(x, t, wc, ignore_index, reduction, label_smoothing, go, loss, grad)
+    return lo, gi, None
+
+
+def cross_entropy(
+    input: ArrayLike,
+    target: ArrayLike,
+    weight: Optional[ArrayLike] = None,
+    size_average: Optional[bool] = None,
+    ignore_index: int = -100,
+    reduce: Optional[bool] = None,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+):
+    r"""Cross-entropy between logits and class indices or class probabilities, as ``torch.nn.functional.cross_entropy``.
+
+    Args:
+        input: logits of shape ``(C)``, ``(N, C)`` or ``(N, C, d1, ..., dK)`` (class dimension 1), float16/32/64.
+        target: class indices of shape ``()``, ``(N)`` or ``(N, d1, ..., dK)`` (any integer dtype), or class
+            probabilities of the input's shape (floating point). As in torch, a target with exactly the input's
+            shape is read as probabilities.
+        weight: per-class weights of shape ``(C)``.
+        size_average, reduce: deprecated; if either is given it overrides ``reduction`` (with torch's warning).
+        ignore_index: class index whose targets contribute nothing (class-index targets only).
+        reduction: ``'none'`` | ``'mean'`` | ``'sum'``. ``'mean'`` divides by the summed weight of the
+            non-ignored targets for class indices and by the number of rows for probabilities.
+        label_smoothing: ε in ``[0, 1]``; the target becomes ``(1 − ε)·target + ε/C``.
+
+    Returns:
+        A Python float for ``'mean'``/``'sum'``, an array of the target's (row) shape for ``'none'``.
+
+    The loss per row is ``−Σ_c w_c t_c log_softmax(x)_c``; its gradient wrt the logits is
+    ``softmax(x)·Σ_c w_c t_c − w⊙t`` (scaled by the reduction). See :func:`cross_entropy_with_grad`.
+
+    Example:
+        >>> import numpy as np, infoloss
+        >>> round(infoloss.cross_entropy(np.log(np.array([[0.3, 0.3, 0.4]])), np.array([2])), 6)
+        0.916291
+    """
+    red = c.resolve_reduction(size_average, reduce, reduction, 2)
+    return _cross_entropy(input, target, weight, ignore_index, red, label_smoothing)[0]
+
+
+def cross_entropy_with_grad(
+    input: ArrayLike,
+    target: ArrayLike,
+    weight: Optional[ArrayLike] = None,
+    size_average: Optional[bool] = None,
+    ignore_index: int = -100,
+    reduce: Optional[bool] = None,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    *,
+    grad_output: Optional[ArrayLike] = None,
+    return_target_grad: bool = False,
+):
+    """:func:`cross_entropy` and its gradients: ``(loss, grad_input)`` or ``(loss, grad_input, grad_target)``.
+
+    ``grad_output`` is the upstream gradient (``loss.backward(grad_output)``): a scalar for reduced losses, an
+    array of the loss's shape (or a scalar for every element) for ``'none'``; default 1. ``grad_target`` (with
+    ``return_target_grad=True``) is the gradient wrt probability targets, and ``None`` for class indices, which
+    are not differentiable. Gradients have the dtype of the argument they belong to.
+
+    Example:
+        >>> import numpy as np, infoloss
+        >>> loss, g = infoloss.cross_entropy_with_grad(np.zeros((1, 2)), np.array([0]))
+        >>> g.tolist()
+        [[-0.5, 0.5]]
+    """
+    red = c.resolve_reduction(size_average, reduce, reduction, 2)
+    lo, gi, gt = _cross_entropy(
+        input, target, weight, ignore_index, red, label_smoothing, grad_output, grad=True, target_grad=return_target_grad
+    )
+    return (lo, gi, gt) if return_target_grad else (lo, gi)
+
+
+# ------------------------------------------------------------------------------------------------ nll_loss
+
+
+def _nll_loss(
+    input: ArrayLike,
+    target: ArrayLike,
+    weight: Optional[ArrayLike],
+    ignore_index: Any,
+    reduction: str,
+    grad_output: Optional[ArrayLike] = None,
+    *,
+    loss: bool = True,
+    grad: bool = False,
+):
+    op = "nll_loss"
+    x = c.float_input(input, op)
+    ignore_index = c.as_int(ignore_index, op, "ignore_index")
+    t = c.index_target(target, op)
+    dt = x.dtype
+    wc = None if weight is None else c.cast(c.numeric(weight, op, "weight", allow_bool=False), dt, op, "weight")
+    go = c.grad_output_array(grad_output, dt, op)
+    lo, gi, _ = _C.nll_loss(x, t, wc, ignore_index, reduction, go, loss, grad)
+    return lo, gi, None
+
+
+def nll_loss(
+    input: ArrayLike,
+    target: ArrayLike,
+    weight: Optional[ArrayLike] = None,
+    size_average: Optional[bool] = None,
+    ignore_index: int = -100,
+    reduce: Optional[bool] = None,
+    reduction: str = "mean",
+):
+    r"""Negative log-likelihood of class indices, as ``torch.nn.functional.nll_loss``.
+
+    ``input`` holds log-probabilities ``(C)``, ``(N, C)`` or ``(N, C, d1, ..., dK)``; ``target`` integer class
+    indices ``()``, ``(N)`` or ``(N, d1, ..., dK)``. Per element ``l_i = −w[y_i]·x[i, y_i]`` (0 where
+    ``y_i == ignore_index``); ``'mean'`` divides by the summed weight of the non-ignored targets (NaN when all are
+    ignored, as torch). The gradient is ``−w[y_i]`` at ``[i, y_i]`` (divided by that sum for ``'mean'``).
+    ``size_average``/``reduce`` are deprecated overrides of ``reduction``. Out-of-range targets raise
+    ``IndexError``.
+
+    Example:
+        >>> import numpy as np, infoloss
+        >>> infoloss.nll_loss(np.array([[-1.0, -2.0], [-3.0, -0.5]]), np.array([0, 1]))
+        0.75
+    """
+    red = c.resolve_reduction(size_average, reduce, reduction, 2)
+    return _nll_loss(input, target, weight, ignore_index, red)[0]
+
+
+def nll_loss_with_grad(
+    input: ArrayLike,
+    target: ArrayLike,
+    weight: Optional[ArrayLike] = None,
+    size_average: Optional[bool] = None,
+    ignore_index: int = -100,
+    reduce: Optional[bool] = None,
+    reduction: str = "mean",
+    *,
+    grad_output: Optional[ArrayLike] = None,
+):
+    """:func:`nll_loss` and its gradient wrt ``input``: ``(loss, grad_input)`` (targets are not differentiable).
+
+    Example:
+        >>> import numpy as np, infoloss
+        >>> infoloss.nll_loss_with_grad(np.array([[-1.0, -2.0]]), np.array([1]))[1].tolist()
+        [[0.0, -1.0]]
+    """
+    red = c.resolve_reduction(size_average, reduce, reduction, 2)
+    lo, gi, _ = _nll_loss(input, target, weight, ignore_index, red, grad_output, grad=True)
+    return lo, gi
+
+
+# -------------------------------------------------------------------------------------------------- kl_div
+
+
+def _kl_div(
+    input: ArrayLike,
+    target: ArrayLike,
+    reduction: str,
+    log_target: Any,
+    grad_output: Optional[ArrayLike] = None,
+    *,
+    divide: bool = False,
+    loss: bool = True,
+    grad: bool = False,
+    target_grad: bool = False,
+):
+    op = "kl_div"
+    x = c.float_input(input, op)
+    t_arr = c.numeric(target, op, "target")
+    dt = c.promote(op, x, (target, t_arr))
+    xc = c.cast(x, dt, op, "input")
+    tc = c.cast(t_arr, dt, op, "target")
+    n = x.shape[0] if (divide and x.ndim) else 1
+    if divide and (grad or target_grad):
+        # torch's `reduced / input.size(0)`: the upstream gradient is divided before the kernel's backward.
+        g = np.asarray(1.0 if grad_output is None else grad_output)
+        go = c.cast(c.numeric(g, op, "grad_output", allow_bool=False), dt, op, "grad_output")
+        go = np.asarray(go / dt.type(n), dtype=dt)
+    else:
+        go = c.grad_output_array(grad_output, dt, op)
+    lo, gi, gt = _C.kl_div(xc, tc, reduction, bool(log_target), go, loss, grad, target_grad)
+    if divide and lo is not None:
+        lo = _scale(dt, lo, n)
+    t_dt = c.native(t_arr.dtype) if (c.is_strong(target) and t_arr.dtype.kind == "f") else dt
+    return lo, _cast_grad(gi, x.dtype), _cast_grad(gt, t_dt)
+
+
+def kl_div(
+    input: ArrayLike,
+    target: ArrayLike,
+    size_average: Optional[bool] = None,
+    reduce: Optional[bool] = None,
+    reduction: str = "mean",
+    log_target: bool = False,
+):
+    r"""KL divergence ``KL(target ‖ exp(input))``, as ``torch.nn.functional.kl_div``.
+
+    ``input`` holds **log**-probabilities; ``target`` probabilities (or log-probabilities with
+    ``log_target=True``); the target broadcasts against the input as in torch. Per element
+    ``xlogy(t, t) − t·input`` (``exp(t)·(t − input)`` with ``log_target``). Reductions: ``'none'``, ``'sum'``,
+    ``'mean'`` (over all elements, with torch's warning that it is not the true KL), ``'batchmean'`` (sum divided
+    by ``input.shape[0]``: the mathematical KL). ``size_average``/``reduce`` are deprecated overrides.
+
+    Example:
+        >>> import numpy as np, infoloss
+        >>> p = np.array([[0.25, 0.75]]); q = np.array([[0.5, 0.5]])
+        >>> round(infoloss.kl_div(np.log(q), p, reduction='batchmean'), 6)
+        0.130812
+    """
+    x = c.float_input(input, "kl_div")
+    red, divide = c.resolve_kl_reduction(size_average, reduce, reduction, x.ndim, 2)
+    return _kl_div(x, target, red, log_target, divide=divide)[0]
+
+
+def kl_div_with_grad(
+    input: ArrayLike,
+    target: ArrayLike,
+    size_average: Optional[bool] = None,
+    reduce: Optional[bool] = None,
+    reduction: str = "mean",
+    log_target: bool = False,
+    *,
+    grad_output: Optional[ArrayLike] = None,
+    return_target_grad: bool = False,
+):
+    """:func:`kl_div` and its gradients: ``(loss, grad_input)`` or ``(loss, grad_input, grad_target)``.
+
+    ``grad_input = −t·g`` (``−exp(t)·g`` with ``log_target``), scaled by the reduction; ``grad_target =
+    g·(log t + 1 − input)``, NaN where ``t == 0`` exactly as torch (``x·log x`` is not differentiable at 0).
+
+    Example:
+        >>> import numpy as np, infoloss
+        >>> _, gi = infoloss.kl_div_with_grad(np.log([0.5, 0.5]), np.array([0.25, 0.75]), reduction='sum')
+        >>> gi.tolist()
+        [-0.25, -0.75]
+    """
+    x = c.float_input(input, "kl_div")
+    red, divide = c.resolve_kl_reduction(size_average, reduce, reduction, x.ndim, 2)
+    lo, gi, gt = _kl_div(x, target, red, log_target, grad_output, divide=divide, grad=True, target_grad=return_target_grad)
+    return (lo, gi, gt) if return_target_grad else (lo, gi)
+
+
+# ------------------------------------------------------------------------------------- binary_cross_entropy
+
+
+def _bce(
+    input: ArrayLike,
+    target: ArrayLike,
+    weight: Optional[ArrayLike],
+    reduction: str,
+    grad_output: Optional[ArrayLike] = None,
+    *,
+    loss: bool = True,
+    grad: bool = False,
+    target_grad: bool = False,
+):
+    op = "binary_cross_entropy"
+    x = c.float_input(input, op)
+    t_arr = c.numeric(target, op, "target")
+    dt = c.promote(op, x, (target, t_arr))
+    xc = c.cast(x, dt, op, "input")
+    tc = c.cast(t_arr, dt, op, "target")
+    wc = None if weight is None else c.cast(c.numeric(weight, op, "weight"), dt, op, "weight")
+    go = c.grad_output_array(grad_output, dt, op)
+    lo, gi, gt = _C.binary_cross_entropy(xc, tc, wc, reduction, go, loss, grad, target_grad)
+    t_dt = c.native(t_arr.dtype) if (c.is_strong(target) and t_arr.dtype.kind == "f") else dt
+    return lo, _cast_grad(gi, x.dtype), _cast_grad(gt, t_dt)
+
+
+def binary_cross_entropy(
+    input: ArrayLike,
+    target: ArrayLike,
+    weight: Optional[ArrayLike] = None,
+    size_average: Optional[bool] = None,
+    reduce: Optional[bool] = None,
+    reduction: str = "mean",
+):
+    r"""Binary cross-entropy of probabilities, as ``torch.nn.functional.binary_cross_entropy``.
+
+    ``input`` holds probabilities in ``[0, 1]`` (anything else, NaN included, raises ``ValueError`` as torch
+    does); ``target`` has the input's shape (soft labels allowed); ``weight`` broadcasts into that shape.
+    Per element ``−w·[t·max(log x, −100) + (1 − t)·max(log1p(−x), −100)]``. The gradient wrt the input is
+    ``w·(x − t)/max(x(1 − x), 1e-12)`` (torch's float epsilon), wrt the target ``−w·logit(x)``.
+
+    Example:
+        >>> import numpy as np, infoloss
+        >>> x = np.array([[0.5, 1.0, 0.8], [0.2, 0.4, 0.6]]); t = np.array([[0., 1, 0], [0, 0, 1]])
+        >>> round(infoloss.binary_cross_entropy(x, t), 6)
+        0.59123
+    """
+    red = c.resolve_reduction(size_average, reduce, reduction, 2)
+    return _bce(input, target, weight, red)[0]
+
+
+def binary_cross_entropy_with_grad(
+    input: ArrayLike,
+    target: ArrayLike,
+    weight: Optional[ArrayLike] = None,
+    size_average: Optional[bool] = None,
+    reduce: Optional[bool] = None,
+    reduction: str = "mean",
+    *,
+    grad_output: Optional[ArrayLike] = None,
+    return_target_grad: bool = False,
+):
+    """:func:`binary_cross_entropy` and its gradients: ``(loss, grad_input)`` or ``(loss, grad_input, grad_target)``.
+
+    Example:
+        >>> import numpy as np, infoloss
+        >>> infoloss.binary_cross_entropy_with_grad(np.array([0.5]), np.array([1.0]))[1].tolist()
+        [-2.0]
+    """
+    red = c.resolve_reduction(size_average, reduce, reduction, 2)
+    lo, gi, gt = _bce(input, target, weight, red, grad_output, grad=True, target_grad=return_target_grad)
+    return (lo, gi, gt) if return_target_grad else (lo, gi)
+
+
+def _bce_logits(
+    input: ArrayLike,
+    target: ArrayLike,
+    weight: Optional[ArrayLike],
+    reduction: str,
+    pos_weight: Optional[ArrayLike],
+    grad_output: Optional[ArrayLike] = None,
+    *,
+    loss: bool = True,
+    grad: bool = False,
+    target_grad: bool = False,
+):
+    op = "binary_cross_entropy_with_logits"
+    x = c.float_input(input, op)
+    t_arr = c.numeric(target, op, "target")
+    dt = c.promote(op, x, (target, t_arr))
+    xc = c.cast(x, dt, op, "input")
+    tc = c.cast(t_arr, dt, op, "target")
+    wc = None if weight is None else c.cast(c.numeric(weight, op, "weight"), dt, op, "weight")
+    pwc = None if pos_weight is None else c.cast(c.numeric(pos_weight, op, "pos_weight"), dt, op, "pos_weight")
+    go = c.grad_output_array(grad_output, dt, op)
+    lo, gi, gt = _C.binary_cross_entropy_with_logits(xc, tc, wc, pwc, reduction, go, loss, grad, target_grad)
+    t_dt = c.native(t_arr.dtype) if (c.is_strong(target) and t_arr.dtype.kind == "f") else dt
+    return lo, _cast_grad(gi, x.dtype), _cast_grad(gt, t_dt)
+
+
+def binary_cross_entropy_with_logits(
+    input: ArrayLike,
+    target: ArrayLike,
+    weight: Optional[ArrayLike] = None,
+    size_average: Optional[bool] = None,
+    reduce: Optional[bool] = None,
+    reduction: str = "mean",
+    pos_weight: Optional[ArrayLike] = None,
+):
+    r"""Binary cross-entropy on logits, as ``torch.nn.functional.binary_cross_entropy_with_logits``.
+
+    Per element ``(1 − t)·x − (1 + (pw − 1)·t)·log σ(x)``, times ``weight``. ``weight`` and ``pos_weight``
+    broadcast *into* the input's shape (``pos_weight`` of shape ``(C,)`` acts on the last dimension, as in
+    torch). Gradient wrt the input ``w·[(pw·t + 1 − t)·σ(x) − pw·t]``; wrt the target
+    ``w·(log σ(−x) − pw·log σ(x))``.
+
+    Example:
+        >>> import numpy as np, infoloss
+        >>> x = np.array([[0.5, 1.0, 0.8], [0.2, 0.4, 0.6]]); t = np.array([[0., 1, 0], [0, 0, 1]])
+        >>> round(infoloss.binary_cross_entropy_with_logits(x, t), 6)
+        0.767847
+    """
+    red = c.resolve_reduction(size_average, reduce, reduction, 2)
+    return _bce_logits(input, target, weight, red, pos_weight)[0]
+
+
+def binary_cross_entropy_with_logits_with_grad(
+    input: ArrayLike,
+    target: ArrayLike,
+    weight: Optional[ArrayLike] = None,
+    size_average: Optional[bool] = None,
+    reduce: Optional[bool] = None,
+    reduction: str = "mean",
+    pos_weight: Optional[ArrayLike] = None,
+    *,
+    grad_output: Optional[ArrayLike] = None,
+    return_target_grad: bool = False,
+):
+    """:func:`binary_cross_entropy_with_logits` and its gradients: ``(loss, grad_input[, grad_target])``.
+
+    Example:
+        >>> import numpy as np, infoloss
+        >>> infoloss.binary_cross_entropy_with_logits_with_grad(np.array([0.0]), np.array([1.0]))[1].tolist()
+        [-0.5]
+    """
+    red = c.resolve_reduction(size_average, reduce, reduction, 2)
+    lo, gi, gt = _bce_logits(
+        input, target, weight, red, pos_weight, grad_output, grad=True, target_grad=return_target_grad
+    )
+    return (lo, gi, gt) if return_target_grad else (lo, gi)
+
+
+# ---------------------------------------------------------------------------- softmax, log_softmax, logsumexp
+
+
+def _softmax_input(input: ArrayLike, dtype: Any, op: str) -> np.ndarray:
+    if dtype is not None:
+        x = c.asarray(input, op, "input")
+        dt = np.dtype(dtype)
+        if dt not in c.FLOAT_DTYPES:
+            raise TypeError(f"{op}: dtype must be float16, float32 or float64, got {dt}")
+        if x.dtype.kind not in "fiub":
+            raise TypeError(c._float_dtype_error(op, "input", x.dtype))
+        return c.ready(x.astype(dt, copy=False), op, "input")
+    return c.float_input(input, op)
+
+
+def _row_fn(name: str, input: ArrayLike, dim: Any, stacklevel: int, dtype: Any, grad_output: Any, want_grad: bool):
+    x = _softmax_input(input, dtype, name)
+    if dim is None:
+        dim = c.get_softmax_dim(name, x.ndim, stacklevel + 1)
+    dim = c.as_int(dim, name, "dim")
+    fwd = _C.log_softmax if name == "log_softmax" else _C.softmax
+    out = fwd(x, dim)
+    if not want_grad:
+        return out
+    go = np.ones_like(out) if grad_output is None else c.grad_output_array(grad_output, out.dtype, name)
+    if go.ndim == 0 and out.ndim:
+        go = np.broadcast_to(go, out.shape)
+    bwd = _C.log_softmax_backward if name == "log_softmax" else _C.softmax_backward
+    return out, bwd(out, go, dim)
+
+
+def log_softmax(input: ArrayLike, dim: Optional[int] = None, _stacklevel: int = 3, dtype: Any = None) -> np.ndarray:
+    r"""Log-softmax along ``dim``, as ``torch.nn.functional.log_softmax``: ``(x − m) − log Σ exp(x − m)``.
+
+    ``dim=None`` picks torch's implicit dimension (0 for 0-, 1- and 3-D input, else 1) with its deprecation
+    warning; ``dtype`` casts the input first. Rows that are all ``-inf`` give NaN. Gradient:
+    ``g − exp(y)·Σ_dim g``.
+
+    Example:
+        >>> import numpy as np, infoloss
+        >>> np.round(infoloss.log_softmax(np.array([0.0, 0.0]), 0), 6).tolist()
+        [-0.693147, -0.693147]
+    """
+    return _row_fn("log_softmax", input, dim, _stacklevel, dtype, None, False)
+
+
+def log_softmax_with_grad(
+    input: ArrayLike,
+    dim: Optional[int] = None,
+    _stacklevel: int = 3,
+    dtype: Any = None,
+    *,
+    grad_output: Optional[ArrayLike] = None,
+):
+    """:func:`log_softmax` and the gradient of ``Σ grad_output·log_softmax(input)``: ``(output, grad_input)``.
+
+    ``grad_output`` defaults to ones.
+
+    Example:
+        >>> import numpy as np, infoloss
+        >>> infoloss.log_softmax_with_grad(np.array([0.0, 0.0]), 0)[1].tolist()
+        [0.0, 0.0]
+    """
+    return _row_fn("log_softmax", input, dim, _stacklevel, dtype, grad_output, True)
+
+
+def softmax(input: ArrayLike, dim: Optional[int] = None, _stacklevel: int = 3, dtype: Any = None) -> np.ndarray:
+    r"""Softmax along ``dim``, as ``torch.nn.functional.softmax``: ``exp(x − m) / Σ exp(x − m)``.
+
+    ``dim=None`` picks torch's implicit dimension with its deprecation warning; ``dtype`` casts the input
+    first. Gradient: ``s·(g − Σ_dim g·s)``.
+
+    Example:
+        >>> import numpy as np, infoloss
+        >>> infoloss.softmax(np.array([[1.0, 1.0]]), dim=1).tolist()
+        [[0.5, 0.5]]
+    """
+    return _row_fn("softmax", input, dim, _stacklevel, dtype, None, False)
+
+
+def softmax_with_grad(
+    input: ArrayLike,
+    dim: Optional[int] = None,
+    _stacklevel: int = 3,
+    dtype: Any = None,
+    *,
+    grad_output: Optional[ArrayLike] = None,
+):
+    """:func:`softmax` and the gradient of ``Σ grad_output·softmax(input)``: ``(output, grad_input)``.
+
+    Example:
+        >>> import numpy as np, infoloss
+        >>> s, g = infoloss.softmax_with_grad(np.array([0.0, 0.0]), 0, grad_output=np.array([1.0, 0.0]))
+        >>> g.tolist()
+        [0.25, -0.25]
+    """
+    return _row_fn("softmax", input, dim, _stacklevel, dtype, grad_output, True)
+
+
+def _dims(dim: Sequence[Any], ndim: int, op: str) -> Tuple[int, ...]:
+    """A sequence of dims, normalized (negative counts from the end), checked for range and repeats."""
+    if len(dim) == 0:
+        raise ValueError(f"{op}: dim must name at least one dimension")
+    n = max(ndim, 1)
+    out = []
+    for d in (c.as_int(d, op, "dim") for d in dim):
+        if not -n <= d < n:
+            raise np.exceptions.AxisError(
+                f"{op}: invalid dim = {d}: dimension out of range (expected to be in range of [{-n}, {n - 1}])"
+            )
+        d %= n
+        if d in out:
+            raise ValueError(f"{op}: dim {d} appears multiple times in the list of dims")
+        out.append(d)
+    return tuple(out)
+
+
+def _logsumexp(input: ArrayLike, dim: Any, keepdim: Any, grad_output: Any, want_grad: bool):
+    op = "logsumexp"
+    x = c.float_input(input, op)
+    if isinstance(dim, (list, tuple)):
+        dims = _dims(dim, x.ndim, op)
+        dim = dims[0] if len(dims) == 1 else dims
+    if isinstance(dim, tuple):
+        # Several dimensions: move them to the end and merge them into one.
+        keep = [i for i in range(x.ndim) if i not in dim]
+        moved = keep + sorted(dim)
+        y = np.transpose(x, moved).reshape([x.shape[i] for i in keep] + [math.prod(x.shape[i] for i in dim)])
+        d_core = -1
+        axes = tuple(sorted(dim))
+    else:
+        d_core = c.as_int(dim, op, "dim")
+        y, moved = x, None
+        axes = (d_core % x.ndim,) if x.ndim and -x.ndim <= d_core < x.ndim else ()
+    out = _C.logsumexp(y, d_core)
+    result = np.expand_dims(out, axes) if (keepdim and axes) else out
+    result = c.scalar_or_array(result)
+    if not want_grad:
+        return result
+    if grad_output is None:
+        go = np.ones(out.shape, dtype=out.dtype)
+    else:
+        go = c.grad_output_array(grad_output, out.dtype, op)
+        if go.ndim == 0 and out.ndim:
+            go = np.broadcast_to(go, out.shape)
+        elif keepdim and axes and go.shape == np.shape(result):
+            go = go.reshape(out.shape)
+    g = _C.logsumexp_backward(y, go, d_core)
+    if moved is not None:
+        g = np.transpose(g.reshape([x.shape[i] for i in moved]), np.argsort(moved))
+    return result, g
+
+
+def logsumexp(input: ArrayLike, dim: Union[int, Sequence[int]], keepdim: bool = False) -> Any:
+    r"""``log Σ exp(input)`` over ``dim`` (an int or a sequence of ints), as ``torch.logsumexp``.
+
+    Computed stably as ``m + log Σ exp(x − m)``; ``keepdim`` keeps the reduced dimensions with size 1. A 0-d
+    result is returned as a NumPy scalar. Gradient: ``g·softmax(x)`` over ``dim``.
+
+    Example:
+        >>> import numpy as np, infoloss
+        >>> round(float(infoloss.logsumexp(np.log(np.array([1.0, 3.0])), 0)), 6)
+        1.386294
+    """
+    return _logsumexp(input, dim, keepdim, None, False)
+
+
+def logsumexp_with_grad(
+    input: ArrayLike,
+    dim: Union[int, Sequence[int]],
+    keepdim: bool = False,
+    *,
+    grad_output: Optional[ArrayLike] = None,
+):
+    """:func:`logsumexp` and the gradient of ``Σ grad_output·logsumexp(input)``: ``(output, grad_input)``.
+
+    Example:
+        >>> import numpy as np, infoloss
+        >>> infoloss.logsumexp_with_grad(np.array([0.0, 0.0]), 0)[1].tolist()
+        [0.5, 0.5]
+    """
+    return _logsumexp(input, dim, keepdim, grad_output, True)
