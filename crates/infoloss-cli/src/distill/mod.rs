@@ -60,6 +60,12 @@ pub struct DistillConfig {
     pub uda_temperature: f64,
     /// UDA confidence threshold.
     pub uda_threshold: Option<f64>,
+    /// Unlabeled rows per step for UDA, as a multiple of the labeled batch.
+    pub uda_batch_ratio: usize,
+    /// Standard deviation of UDA's pixel noise (pixels in [0, 1]).
+    pub uda_noise: f32,
+    /// Largest pixel shift of UDA's augmentation.
+    pub uda_shift: i32,
     /// Hidden width of the student.
     pub student_hidden: usize,
     /// Hidden width of the teacher (two layers).
@@ -79,12 +85,15 @@ impl Default for DistillConfig {
             epochs: 40,
             temperature: 4.0,
             alpha: 0.7,
-            labeled: 100,
+            labeled: 50,
             test: 500,
             threads: 0,
             seed: 0,
             out: PathBuf::from("out"),
             uda_coeff: 1.0,
+            uda_batch_ratio: 3,
+            uda_noise: 0.2,
+            uda_shift: 1,
             uda_temperature: 0.4,
             uda_threshold: Some(0.5),
             student_hidden: 32,
@@ -335,9 +344,9 @@ fn train(ctx: &Ctx<'_>, name: &str, model: &Mlp, recipe: Recipe<'_>, seed: u64) 
                 Recipe::Uda { .. } => {
                     let (x, y) = tensor_of(ctx.data, &b1.next(cfg.batch, &mut rng), &ctx.dev)?;
                     let ce = cross_entropy(&model.forward(&x)?, &y, &CrossEntropyOptions::default())?;
-                    let uidx = b2.next(cfg.batch, &mut rng);
+                    let uidx = b2.next(cfg.batch * cfg.uda_batch_ratio.max(1), &mut rng);
                     let (xu, _) = ctx.data.gather(&uidx);
-                    let xa = data::augment(&xu, ctx.data.side, 1, 0.1, &mut rng);
+                    let xa = data::augment(&xu, ctx.data.side, cfg.uda_shift, cfg.uda_noise, &mut rng);
                     let n = uidx.len();
                     let ori = model.forward(&Tensor::from_vec(xu, (n, ctx.data.dim()), &ctx.dev)?)?;
                     let aug = model.forward(&Tensor::from_vec(xa, (n, ctx.data.dim()), &ctx.dev)?)?;
