@@ -59,6 +59,7 @@ pub mod info;
 pub mod kernels;
 pub mod kl_div;
 pub mod linear;
+pub mod nan_policy;
 pub mod nll;
 mod reduction;
 pub mod shape;

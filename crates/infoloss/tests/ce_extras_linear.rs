@@ -1,0 +1,1011 @@
+//! Cross-entropy extras (z-loss, softcap, lse, token accuracy) and the fused linear losses
+//! (`linear_cross_entropy`, `linear_distill`):
+//!
+//! - the PyTorch 2.15 fixtures `testdata/ce_extras.json` and `testdata/linear.json` (written by
+//!   `scripts/gen_fixtures_linear.py`, schema in its docstring), every linear case at chunk sizes 1, 3, 7, 100;
+//! - central finite differences in f64;
+//! - the fused results against the unfused ones on materialized logits, chunk-size invariance, non-standard
+//!   layouts, empty shapes, error messages, and the workspace sizes.
+//!
+//! Fixture tolerances: f64 `|got − torch| ≤ 1e-12 + 1e-12·|torch|`; f32 within `1e-7 + 1e-6·|torch|` of torch's
+//! f32 value or within `1e-7 + 1e-6·|exact| + 2·spread` of the exact (f64) value, `spread` being the element's
+//! inherent f32 uncertainty recorded by the generator. NaN and ±inf exactly where torch has them.
+
+mod common;
+
+use common::{Fx, close, int, load, num};
+use infoloss::distill::{DistillOptions, Divergence};
+use infoloss::ndarray::{Array1, Array2, ArrayD, Ix1, Ix2, IxDyn, ShapeBuilder, array};
+use infoloss::{
+    CrossEntropyExtrasOptions, Error, GradOutput, LinearCrossEntropyOptions, LinearDistillOptions,
+    LinearFloat, Loss, Reduction, cross_entropy_extras, cross_entropy_extras_backward, linear_cross_entropy,
+    linear_cross_entropy_backward, linear_cross_entropy_workspace, linear_distill, linear_distill_workspace,
+};
+use serde_json::Value;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Fixture plumbing
+// ---------------------------------------------------------------------------------------------------------------
+
+/// A parsed float array record.
+#[derive(Debug, Clone)]
+struct Rec {
+    shape: Vec<usize>,
+    data: Vec<f64>,
+}
+
+fn rec(v: &Value) -> Option<Rec> {
+    if v.is_null() {
+        return None;
+    }
+    let shape = v["shape"].as_array()?.iter().map(|d| int(d) as usize).collect::<Vec<_>>();
+    let data = v["data"].as_array()?.iter().map(num).collect::<Vec<_>>();
+    assert_eq!(data.len(), shape.iter().product::<usize>(), "record length");
+    Some(Rec { shape, data })
+}
+
+fn nd<T: Fx>(r: &Rec) -> ArrayD<T> {
+    ArrayD::from_shape_vec(IxDyn(&r.shape), r.data.iter().map(|&v| T::from_f64(v)).collect()).expect("shape")
+}
+
+fn nd2<T: Fx>(v: &Value) -> Array2<T> {
+    nd::<T>(&rec(v).expect("array")).into_dimensionality::<Ix2>().expect("2-D")
+}
+
+fn nd1<T: Fx>(v: &Value) -> Option<Array1<T>> {
+    rec(v).map(|r| nd::<T>(&r).into_dimensionality::<Ix1>().expect("1-D"))
+}
+
+fn ints(v: &Value) -> Option<Array1<i64>> {
+    if v.is_null() {
+        return None;
+    }
+    Some(Array1::from_iter(v["data"].as_array().expect("data").iter().map(int)))
+}
+
+/// Collects the comparisons of one fixture file.
+#[derive(Default)]
+struct Ck {
+    case: String,
+    f32: bool,
+    cases: usize,
+    comparisons: usize,
+    /// f32 elements accepted through the exact value (not within the tolerance of torch's f32 value).
+    via_exact: usize,
+    failures: Vec<String>,
+}
+
+impl Ck {
+    fn begin(&mut self, case: &Value) {
+        self.case = case["name"].as_str().expect("name").to_string();
+        self.f32 = case["dtype"] == "float32";
+        self.cases += 1;
+    }
+
+    fn fail(&mut self, msg: String) {
+        if self.failures.len() < 200 {
+            self.failures.push(format!("{}: {msg}", self.case));
+        }
+    }
+
+    /// Compares `got` (row-major, `shape`) with `case.<section>.<what>` under the dtype's rule.
+    fn check(&mut self, case: &Value, section: &str, what: &str, shape: &[usize], got: &[f64]) {
+        let Some(exp) = rec(&case[section][what]) else {
+            self.fail(format!("{section}.{what} missing in the fixture"));
+            return;
+        };
+        if exp.shape != shape {
+            self.fail(format!("{what}: shape {shape:?}, expected {:?}", exp.shape));
+            return;
+        }
+        let (exact, spread) = if self.f32 && section == "expected" {
+            (rec(&case["exact"][what]), rec(&case["spread"][what]))
+        } else {
+            (None, None)
+        };
+        let (rtol, atol) = if self.f32 { (1e-6, 1e-7) } else { (1e-12, 1e-12) };
+        let mut bad = 0;
+        for (i, (&g, &e)) in got.iter().zip(&exp.data).enumerate() {
+            self.comparisons += 1;
+            let mut ok = close(g, e, rtol, atol);
+            if !ok && e.is_finite() {
+                if let (Some(x), Some(s)) = (&exact, &spread) {
+                    let (xv, sv) = (x.data[i], s.data[i]);
+                    ok = xv.is_finite()
+                        && g.is_finite()
+                        && (g - xv).abs() <= atol + rtol * xv.abs() + 2.0 * sv;
+                    self.via_exact += usize::from(ok);
+                }
+            }
+            if !ok {
+                bad += 1;
+                if bad <= 4 {
+                    let ex = exact.as_ref().map(|x| format!(" (exact {:e})", x.data[i])).unwrap_or_default();
+                    self.fail(format!("{section}.{what}[{i}]: got {g:e}, expected {e:e}{ex}"));
+                }
+            }
+        }
+        if bad > 4 {
+            self.fail(format!("{section}.{what}: {bad} of {} elements differ", got.len()));
+        }
+    }
+
+    fn finish(self, file: &str) {
+        assert!(self.cases > 0, "{file}: no cases");
+        println!(
+            "{file}: {} cases, {} comparisons ({} f32 elements accepted via the exact value and its spread)",
+            self.cases, self.comparisons, self.via_exact
+        );
+        assert!(
+            self.failures.is_empty(),
+            "{file}: {} failures:\n{}",
+            self.failures.len(),
+            self.failures.join("\n")
+        );
+    }
+}
+
+fn flat<T: Fx>(a: impl IntoIterator<Item = T>) -> Vec<f64> {
+    a.into_iter().map(|v| v.to_f64()).collect()
+}
+
+fn loss_parts<T: Fx>(l: &Loss<T>) -> (Vec<usize>, Vec<f64>) {
+    let a = l.clone().into_array();
+    (a.shape().to_vec(), flat(a.iter().copied()))
+}
+
+fn reduction(o: &Value) -> Reduction {
+    o["reduction"].as_str().expect("reduction").parse().expect("reduction name")
+}
+
+fn ce_opts<'a, T: Fx>(o: &Value, w: Option<&'a Array1<T>>) -> CrossEntropyExtrasOptions<'a, T> {
+    CrossEntropyExtrasOptions {
+        weight: w.map(|w| w.view()),
+        ignore_index: int(&o["ignore_index"]),
+        reduction: reduction(o),
+        label_smoothing: num(&o["label_smoothing"]),
+        lse_square_scale: num(&o["lse_square_scale"]),
+        softcap: if o["softcap"].is_null() { None } else { Some(num(&o["softcap"])) },
+        return_lse: true,
+        return_token_accuracy: true,
+    }
+}
+
+/// The upstream gradient of a case: a scalar for reduced losses, an array for `none`.
+fn grad_output<T: Fx>(case: &Value) -> (Option<ArrayD<T>>, Option<T>) {
+    let r = rec(&case["grad_output"]).expect("grad_output");
+    if r.shape.is_empty() { (None, Some(T::from_f64(r.data[0]))) } else { (Some(nd::<T>(&r)), None) }
+}
+
+fn go_of<'a, T: Fx>(arr: &'a Option<ArrayD<T>>, s: Option<T>) -> GradOutput<'a, T> {
+    match (arr, s) {
+        (Some(a), _) => GradOutput::Array(a.view()),
+        (None, Some(s)) => GradOutput::Scalar(s),
+        _ => GradOutput::one(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Fixture runners
+// ---------------------------------------------------------------------------------------------------------------
+
+fn run_ce_extras<T: Fx>(ck: &mut Ck, case: &Value) {
+    let x = nd2::<T>(&case["inputs"]["input"]);
+    let y = ints(&case["inputs"]["target"]).expect("target");
+    let w = nd1::<T>(&case["inputs"]["weight"]);
+    let o = ce_opts(&case["options"], w.as_ref());
+    if case["error"].as_bool() == Some(true) {
+        ck.comparisons += 1;
+        if cross_entropy_extras(x.view(), y.view(), &o).is_ok() {
+            ck.fail(format!("returned Ok, torch/spec: {}", case["message"]));
+        }
+        if cross_entropy_extras_backward(x.view(), y.view(), &o, &GradOutput::one()).is_ok() {
+            ck.fail("backward returned Ok".into());
+        }
+        return;
+    }
+    let out = match cross_entropy_extras(x.view(), y.view(), &o) {
+        Ok(v) => v,
+        Err(e) => return ck.fail(format!("error: {e}")),
+    };
+    for (what, l) in [("loss", &out.loss), ("z_loss", &out.z_loss)] {
+        let (s, d) = loss_parts(l);
+        ck.check(case, "expected", what, &s, &d);
+    }
+    let lse = out.lse.expect("lse");
+    ck.check(case, "expected", "lse", lse.shape(), &flat(lse.iter().copied()));
+    let (s, d) = loss_parts(&out.token_accuracy.expect("accuracy"));
+    ck.check(case, "expected", "token_accuracy", &s, &d);
+    let (ga, gs) = grad_output::<T>(case);
+    let go = go_of(&ga, gs);
+    match cross_entropy_extras_backward(x.view(), y.view(), &o, &go) {
+        Ok(g) => ck.check(case, "expected", "grad_input", g.shape(), &flat(g.iter().copied())),
+        Err(e) => ck.fail(format!("backward error: {e}")),
+    }
+    // the gradient of the one-call function is backward(1)
+    if let Ok(g1) = cross_entropy_extras_backward(x.view(), y.view(), &o, &GradOutput::one()) {
+        ck.comparisons += 1;
+        if !g1
+            .iter()
+            .zip(out.grad.iter())
+            .all(|(a, b)| a == b || (a.to_f64().is_nan() && b.to_f64().is_nan()))
+        {
+            ck.fail("cross_entropy_extras grad differs from backward(1)".into());
+        }
+    }
+}
+
+fn chunk_sizes(case: &Value) -> Vec<Option<usize>> {
+    let mut v: Vec<Option<usize>> = case["chunk_sizes"]
+        .as_array()
+        .map(|a| a.iter().map(|c| Some(int(c) as usize)).collect())
+        .unwrap_or_default();
+    if case["error"].as_bool() != Some(true) || v.is_empty() {
+        v.push(None); // the automatic chunk size too
+    }
+    v
+}
+
+fn run_linear_ce<T: Fx + LinearFloat>(ck: &mut Ck, case: &Value) {
+    let inp = &case["inputs"];
+    let h = nd2::<T>(&inp["hidden"]);
+    let w = nd2::<T>(&inp["weight"]);
+    let b = nd1::<T>(&inp["bias"]);
+    let y = ints(&inp["targets"]).expect("targets");
+    let cw = nd1::<T>(&inp["class_weight"]);
+    let ce = ce_opts(&case["options"], cw.as_ref());
+    let error = case["error"].as_bool() == Some(true);
+    let (ga, gs) = if error { (None, None) } else { grad_output::<T>(case) };
+    let go = go_of(&ga, gs);
+    for chunk in chunk_sizes(case) {
+        let opts = LinearCrossEntropyOptions { ce: ce.clone(), chunk_size: chunk };
+        let r = linear_cross_entropy_backward(
+            h.view(),
+            w.view(),
+            b.as_ref().map(|b| b.view()),
+            y.view(),
+            &opts,
+            &go,
+        );
+        if error {
+            ck.comparisons += 1;
+            if r.is_ok() {
+                ck.fail(format!("chunk {chunk:?}: returned Ok, torch/spec: {}", case["message"]));
+            }
+            continue;
+        }
+        let out = match r {
+            Ok(v) => v,
+            Err(e) => {
+                ck.fail(format!("chunk {chunk:?}: error: {e}"));
+                continue;
+            }
+        };
+        for (what, l) in [("loss", &out.loss), ("z_loss", &out.z_loss)] {
+            let (s, d) = loss_parts(l);
+            ck.check(case, "expected", what, &s, &d);
+        }
+        let lse = out.lse.as_ref().expect("lse");
+        ck.check(case, "expected", "lse", lse.shape(), &flat(lse.iter().copied()));
+        let (s, d) = loss_parts(out.token_accuracy.as_ref().expect("accuracy"));
+        ck.check(case, "expected", "token_accuracy", &s, &d);
+        ck.check(
+            case,
+            "expected",
+            "grad_hidden",
+            out.grad_hidden.shape(),
+            &flat(out.grad_hidden.iter().copied()),
+        );
+        ck.check(
+            case,
+            "expected",
+            "grad_weight",
+            out.grad_weight.shape(),
+            &flat(out.grad_weight.iter().copied()),
+        );
+        match (&out.grad_bias, b.is_some()) {
+            (Some(gb), true) => {
+                ck.check(case, "expected", "grad_bias", gb.shape(), &flat(gb.iter().copied()))
+            }
+            (None, false) => {}
+            _ => ck.fail("grad_bias presence does not match the bias".into()),
+        }
+        if !case["torch_linear_cross_entropy"].is_null() && !ck.f32 {
+            // torch's own chunked F.linear_cross_entropy (float64; float32 agreement is asserted by the generator)
+            let (s, d) = loss_parts(&out.loss);
+            ck.check(case, "torch_linear_cross_entropy", "loss", &s, &d);
+            ck.check(
+                case,
+                "torch_linear_cross_entropy",
+                "grad_hidden",
+                out.grad_hidden.shape(),
+                &flat(out.grad_hidden.iter().copied()),
+            );
+            ck.check(
+                case,
+                "torch_linear_cross_entropy",
+                "grad_weight",
+                out.grad_weight.shape(),
+                &flat(out.grad_weight.iter().copied()),
+            );
+        }
+    }
+}
+
+fn divergence(o: &Value) -> Divergence {
+    let beta = num(&o["beta"]);
+    match o["divergence"].as_str().expect("divergence") {
+        "forward_kl" => Divergence::ForwardKl,
+        "reverse_kl" => Divergence::ReverseKl,
+        "jsd" => Divergence::GeneralizedJsd { beta },
+        "tvd" => Divergence::TotalVariation,
+        d => panic!("unknown divergence {d}"),
+    }
+}
+
+fn run_linear_distill<T: Fx + LinearFloat>(ck: &mut Ck, case: &Value) {
+    let inp = &case["inputs"];
+    let xs = nd2::<T>(&inp["student_hidden"]);
+    let ws = nd2::<T>(&inp["student_weight"]);
+    let xt = nd2::<T>(&inp["teacher_hidden"]);
+    let wt = nd2::<T>(&inp["teacher_weight"]);
+    let y = ints(&inp["labels"]);
+    let o = &case["options"];
+    let d = DistillOptions {
+        temperature: num(&o["temperature"]),
+        t2_scaling: o["t2_scaling"].as_bool().expect("t2_scaling"),
+        divergence: divergence(o),
+        alpha: num(&o["alpha"]),
+        ignore_index: int(&o["ignore_index"]),
+        reduction: reduction(o),
+        normalizer: if o["normalizer"].is_null() { None } else { Some(num(&o["normalizer"])) },
+    };
+    let error = case["error"].as_bool() == Some(true);
+    for chunk in chunk_sizes(case) {
+        let opts = LinearDistillOptions { distill: d, chunk_size: chunk };
+        let r =
+            linear_distill(xs.view(), ws.view(), xt.view(), wt.view(), y.as_ref().map(|y| y.view()), &opts);
+        if error {
+            ck.comparisons += 1;
+            if r.is_ok() {
+                ck.fail(format!("chunk {chunk:?}: returned Ok, torch/spec: {}", case["message"]));
+            }
+            continue;
+        }
+        match r {
+            Ok(out) => {
+                let (s, dd) = loss_parts(&out.loss);
+                ck.check(case, "expected", "loss", &s, &dd);
+                ck.check(
+                    case,
+                    "expected",
+                    "grad_hidden",
+                    out.grad_hidden.shape(),
+                    &flat(out.grad_hidden.iter().copied()),
+                );
+                ck.check(
+                    case,
+                    "expected",
+                    "grad_weight",
+                    out.grad_weight.shape(),
+                    &flat(out.grad_weight.iter().copied()),
+                );
+            }
+            Err(e) => ck.fail(format!("chunk {chunk:?}: error: {e}")),
+        }
+    }
+}
+
+#[test]
+fn fixtures_ce_extras() {
+    let doc = load("ce_extras.json");
+    let mut ck = Ck::default();
+    for case in doc["cases"].as_array().expect("cases") {
+        ck.begin(case);
+        match case["dtype"].as_str() {
+            Some("float32") => run_ce_extras::<f32>(&mut ck, case),
+            Some("float64") => run_ce_extras::<f64>(&mut ck, case),
+            d => panic!("dtype {d:?}"),
+        }
+    }
+    ck.finish("ce_extras.json");
+}
+
+#[test]
+fn fixtures_linear() {
+    let doc = load("linear.json");
+    let mut ck = Ck::default();
+    let mut functions = std::collections::BTreeMap::new();
+    for case in doc["cases"].as_array().expect("cases") {
+        ck.begin(case);
+        let f = case["function"].as_str().expect("function");
+        *functions.entry(f.to_string()).or_insert(0) += 1;
+        match (f, case["dtype"].as_str()) {
+            ("linear_cross_entropy", Some("float32")) => run_linear_ce::<f32>(&mut ck, case),
+            ("linear_cross_entropy", Some("float64")) => run_linear_ce::<f64>(&mut ck, case),
+            ("linear_distill", Some("float32")) => run_linear_distill::<f32>(&mut ck, case),
+            ("linear_distill", Some("float64")) => run_linear_distill::<f64>(&mut ck, case),
+            other => panic!("unknown case kind {other:?}"),
+        }
+    }
+    assert!(functions.get("linear_cross_entropy").is_some_and(|&n| n > 100), "{functions:?}");
+    assert!(functions.get("linear_distill").is_some_and(|&n| n > 100), "{functions:?}");
+    ck.finish("linear.json");
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Deterministic pseudo-random data
+// ---------------------------------------------------------------------------------------------------------------
+
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> f64 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((self.0 >> 11) as f64) / ((1u64 << 53) as f64)
+    }
+    fn normal(&mut self) -> f64 {
+        let (u, v) = (self.next().max(1e-300), self.next());
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+    fn matrix(&mut self, r: usize, c: usize, scale: f64) -> Array2<f64> {
+        Array2::from_shape_fn((r, c), |_| self.normal() * scale)
+    }
+    fn labels(&mut self, n: usize, v: usize, ignore_every: usize) -> Array1<i64> {
+        Array1::from_shape_fn(n, |i| {
+            if ignore_every > 0 && i % ignore_every == 1 {
+                -100
+            } else {
+                (self.next() * v as f64) as i64 % v as i64
+            }
+        })
+    }
+}
+
+fn full_options<'a>(w: Option<&'a Array1<f64>>, red: Reduction) -> CrossEntropyExtrasOptions<'a, f64> {
+    CrossEntropyExtrasOptions {
+        weight: w.map(|w| w.view()),
+        reduction: red,
+        label_smoothing: 0.15,
+        lse_square_scale: 0.03,
+        softcap: Some(2.5),
+        return_lse: true,
+        return_token_accuracy: true,
+        ..Default::default()
+    }
+}
+
+fn scalar(l: &Loss<f64>) -> f64 {
+    match l {
+        Loss::Scalar(v) => *v,
+        Loss::Elementwise(a) => a.sum(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Finite differences (f64, central, h = 1e-6)
+// ---------------------------------------------------------------------------------------------------------------
+
+const FD_H: f64 = 1e-6;
+
+fn fd_close(analytic: f64, numeric: f64) -> bool {
+    (analytic - numeric).abs() <= 2e-7 * (1.0 + analytic.abs())
+}
+
+#[test]
+fn fd_cross_entropy_extras() {
+    let mut rng = Lcg(7);
+    let x = rng.matrix(5, 7, 2.0);
+    let y = rng.labels(5, 7, 3);
+    let w = Array1::from_shape_fn(7, |i| 0.3 + 0.2 * i as f64);
+    let mut checked = 0;
+    for red in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+        let o = full_options(Some(&w), red);
+        let g = cross_entropy_extras(x.view(), y.view(), &o).unwrap().grad;
+        for i in 0..x.nrows() {
+            for j in 0..x.ncols() {
+                let f = |d: f64| {
+                    let mut xp = x.clone();
+                    xp[[i, j]] += d;
+                    scalar(&cross_entropy_extras(xp.view(), y.view(), &o).unwrap().loss)
+                };
+                let num = (f(FD_H) - f(-FD_H)) / (2.0 * FD_H);
+                assert!(fd_close(g[[i, j]], num), "{red} [{i},{j}]: analytic {} numeric {num}", g[[i, j]]);
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 3 * 35);
+}
+
+#[test]
+fn fd_linear_cross_entropy() {
+    let mut rng = Lcg(11);
+    let (n, hd, v) = (6, 4, 9);
+    let h = rng.matrix(n, hd, 1.0);
+    let wt = rng.matrix(v, hd, 0.7);
+    let b = Array1::from_shape_fn(v, |_| rng.normal() * 0.3);
+    let y = rng.labels(n, v, 4);
+    let cw = Array1::from_shape_fn(v, |i| 0.5 + 0.1 * i as f64);
+    for red in [Reduction::Mean, Reduction::Sum] {
+        let opts = LinearCrossEntropyOptions { ce: full_options(Some(&cw), red), chunk_size: Some(4) };
+        let out = linear_cross_entropy(h.view(), wt.view(), Some(b.view()), y.view(), &opts).unwrap();
+        let loss = |h: &Array2<f64>, w: &Array2<f64>, b: &Array1<f64>| {
+            scalar(&linear_cross_entropy(h.view(), w.view(), Some(b.view()), y.view(), &opts).unwrap().loss)
+        };
+        for i in 0..n {
+            for j in 0..hd {
+                let (mut p, mut m) = (h.clone(), h.clone());
+                p[[i, j]] += FD_H;
+                m[[i, j]] -= FD_H;
+                let num = (loss(&p, &wt, &b) - loss(&m, &wt, &b)) / (2.0 * FD_H);
+                assert!(
+                    fd_close(out.grad_hidden[[i, j]], num),
+                    "hidden [{i},{j}] {} vs {num}",
+                    out.grad_hidden[[i, j]]
+                );
+            }
+        }
+        for i in 0..v {
+            for j in 0..hd {
+                let (mut p, mut m) = (wt.clone(), wt.clone());
+                p[[i, j]] += FD_H;
+                m[[i, j]] -= FD_H;
+                let num = (loss(&h, &p, &b) - loss(&h, &m, &b)) / (2.0 * FD_H);
+                assert!(
+                    fd_close(out.grad_weight[[i, j]], num),
+                    "weight [{i},{j}] {} vs {num}",
+                    out.grad_weight[[i, j]]
+                );
+            }
+            let (mut p, mut m) = (b.clone(), b.clone());
+            p[i] += FD_H;
+            m[i] -= FD_H;
+            let num = (loss(&h, &wt, &p) - loss(&h, &wt, &m)) / (2.0 * FD_H);
+            let gb = out.grad_bias.as_ref().unwrap()[i];
+            assert!(fd_close(gb, num), "bias [{i}] {gb} vs {num}");
+        }
+    }
+}
+
+#[test]
+fn fd_linear_distill() {
+    let mut rng = Lcg(13);
+    let (n, hs, ht, v) = (5, 4, 3, 8);
+    let xs = rng.matrix(n, hs, 1.0);
+    let ws = rng.matrix(v, hs, 0.8);
+    let xt = rng.matrix(n, ht, 1.0);
+    let wt = rng.matrix(v, ht, 0.8);
+    let y = rng.labels(n, v, 3);
+    for div in [Divergence::ForwardKl, Divergence::ReverseKl, Divergence::GeneralizedJsd { beta: 0.3 }] {
+        let opts = LinearDistillOptions {
+            distill: DistillOptions { temperature: 1.7, divergence: div, alpha: 0.6, ..Default::default() },
+            chunk_size: Some(2),
+        };
+        let out = linear_distill(xs.view(), ws.view(), xt.view(), wt.view(), Some(y.view()), &opts).unwrap();
+        let loss = |a: &Array2<f64>, b: &Array2<f64>| {
+            scalar(
+                &linear_distill(a.view(), b.view(), xt.view(), wt.view(), Some(y.view()), &opts)
+                    .unwrap()
+                    .loss,
+            )
+        };
+        for i in 0..n {
+            for j in 0..hs {
+                let (mut p, mut m) = (xs.clone(), xs.clone());
+                p[[i, j]] += FD_H;
+                m[[i, j]] -= FD_H;
+                let num = (loss(&p, &ws) - loss(&m, &ws)) / (2.0 * FD_H);
+                assert!(fd_close(out.grad_hidden[[i, j]], num), "{div:?} hidden [{i},{j}]");
+            }
+        }
+        for i in 0..v {
+            for j in 0..hs {
+                let (mut p, mut m) = (ws.clone(), ws.clone());
+                p[[i, j]] += FD_H;
+                m[[i, j]] -= FD_H;
+                let num = (loss(&xs, &p) - loss(&xs, &m)) / (2.0 * FD_H);
+                assert!(fd_close(out.grad_weight[[i, j]], num), "{div:?} weight [{i},{j}]");
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Fused vs unfused, chunking, layouts
+// ---------------------------------------------------------------------------------------------------------------
+
+fn max_abs_diff(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
+    assert_eq!(a.shape(), b.shape());
+    a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+}
+
+#[test]
+fn linear_ce_equals_extras_on_materialized_logits() {
+    let mut rng = Lcg(17);
+    let (n, hd, v) = (23, 6, 37);
+    let h = rng.matrix(n, hd, 1.0);
+    let w = rng.matrix(v, hd, 0.5);
+    let b = Array1::from_shape_fn(v, |_| rng.normal() * 0.2);
+    let y = rng.labels(n, v, 5);
+    let cw = Array1::from_shape_fn(v, |i| 1.0 + (i % 3) as f64);
+    let logits = h.dot(&w.t()) + &b;
+    for red in [Reduction::Mean, Reduction::Sum, Reduction::None] {
+        let ce = full_options(Some(&cw), red);
+        let r = cross_entropy_extras(logits.view(), y.view(), &ce).unwrap();
+        let gh = r.grad.dot(&w);
+        let gw = r.grad.t().dot(&h);
+        let gb = r.grad.sum_axis(infoloss::ndarray::Axis(0));
+        for chunk in [1, 2, 5, 23, 1000] {
+            let opts = LinearCrossEntropyOptions { ce: ce.clone(), chunk_size: Some(chunk) };
+            let out = linear_cross_entropy(h.view(), w.view(), Some(b.view()), y.view(), &opts).unwrap();
+            let (l1, l2) = (out.loss.clone().into_array(), r.loss.clone().into_array());
+            for (a, e) in l1.iter().zip(l2.iter()) {
+                assert!((a - e).abs() <= 1e-13 * (1.0 + e.abs()), "{red} chunk {chunk}: loss {a} vs {e}");
+            }
+            assert!(max_abs_diff(&out.grad_hidden, &gh) < 1e-14, "{red} chunk {chunk}");
+            assert!(max_abs_diff(&out.grad_weight, &gw) < 1e-14, "{red} chunk {chunk}");
+            let gb2 = out.grad_bias.unwrap();
+            assert!(gb2.iter().zip(gb.iter()).all(|(a, e)| (a - e).abs() < 1e-14));
+            assert_eq!(out.token_accuracy, r.token_accuracy);
+            let (la, lb) = (out.lse.unwrap(), r.lse.clone().unwrap());
+            assert!(la.iter().zip(lb.iter()).all(|(a, e)| (a - e).abs() < 1e-13));
+        }
+    }
+}
+
+#[test]
+fn linear_ce_f32_chunking_is_invariant_and_layouts_agree() {
+    let mut rng = Lcg(19);
+    let (n, hd, v) = (40, 16, 300);
+    let h = rng.matrix(n, hd, 1.0).mapv(|x| x as f32);
+    let w = rng.matrix(v, hd, 0.3).mapv(|x| x as f32);
+    let y = rng.labels(n, v, 6);
+    let ce = CrossEntropyExtrasOptions { lse_square_scale: 1e-3, softcap: Some(5.0), ..Default::default() };
+    let base = linear_cross_entropy(
+        h.view(),
+        w.view(),
+        None,
+        y.view(),
+        &LinearCrossEntropyOptions { ce: ce.clone(), chunk_size: Some(40) },
+    )
+    .unwrap();
+    for chunk in [1, 7, 13, 39] {
+        let out = linear_cross_entropy(
+            h.view(),
+            w.view(),
+            None,
+            y.view(),
+            &LinearCrossEntropyOptions { ce: ce.clone(), chunk_size: Some(chunk) },
+        )
+        .unwrap();
+        // only the GEMMs' blocking (and the weight-gradient accumulation order) changes with the chunking
+        let rel = |a: &Array2<f32>, b: &Array2<f32>| {
+            let m = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+            a.iter().zip(b.iter()).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max) / m
+        };
+        let (l, l0) = (out.loss.scalar().unwrap(), base.loss.scalar().unwrap());
+        assert!((l - l0).abs() <= 2e-7 * l0.abs(), "chunk {chunk}: loss {l} vs {l0}");
+        assert!(rel(&out.grad_hidden, &base.grad_hidden) < 1e-5, "chunk {chunk}");
+        assert!(rel(&out.grad_weight, &base.grad_weight) < 1e-5, "chunk {chunk}");
+    }
+    // Fortran-order copies (non-standard layout) give the same result
+    let hf = {
+        let mut a = Array2::<f32>::zeros(h.raw_dim().f());
+        a.assign(&h);
+        a
+    };
+    let wf = {
+        let mut a = Array2::<f32>::zeros(w.raw_dim().f());
+        a.assign(&w);
+        a
+    };
+    let out = linear_cross_entropy(
+        hf.view(),
+        wf.view(),
+        None,
+        y.view(),
+        &LinearCrossEntropyOptions { ce: ce.clone(), chunk_size: Some(40) },
+    )
+    .unwrap();
+    assert_eq!(out, base);
+}
+
+#[test]
+fn linear_distill_equals_distill_on_materialized_logits() {
+    let mut rng = Lcg(23);
+    let (n, hs, ht, v) = (17, 5, 3, 29);
+    let xs = rng.matrix(n, hs, 1.0);
+    let ws = rng.matrix(v, hs, 0.6);
+    let xt = rng.matrix(n, ht, 1.0);
+    let wt = rng.matrix(v, ht, 0.6);
+    let y = rng.labels(n, v, 4);
+    let s = xs.dot(&ws.t());
+    let t = xt.dot(&wt.t());
+    for red in [Reduction::BatchMean, Reduction::Mean, Reduction::Sum, Reduction::None] {
+        for div in
+            [Divergence::ForwardKl, Divergence::TotalVariation, Divergence::GeneralizedJsd { beta: 0.5 }]
+        {
+            let d = DistillOptions {
+                temperature: 2.0,
+                divergence: div,
+                alpha: 0.8,
+                reduction: red,
+                ..Default::default()
+            };
+            let (l, g) = infoloss::distill_with_grad(s.view(), t.view(), Some(y.view()), &d).unwrap();
+            for chunk in [1, 4, 17, 100] {
+                let opts = LinearDistillOptions { distill: d, chunk_size: Some(chunk) };
+                let out = linear_distill(xs.view(), ws.view(), xt.view(), wt.view(), Some(y.view()), &opts)
+                    .unwrap();
+                let (a, e) = (out.loss.into_array(), l.clone().into_array());
+                assert_eq!(a.shape(), e.shape());
+                for (a, e) in a.iter().zip(e.iter()) {
+                    assert!(
+                        (a - e).abs() <= 1e-13 * (1.0 + e.abs()),
+                        "{red} {div:?} chunk {chunk}: {a} vs {e}"
+                    );
+                }
+                assert!(max_abs_diff(&out.grad_hidden, &g.dot(&ws)) < 1e-14);
+                assert!(max_abs_diff(&out.grad_weight, &g.t().dot(&xs)) < 1e-14);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Definitions (Liger-Kernel's) checked directly
+// ---------------------------------------------------------------------------------------------------------------
+
+#[test]
+fn z_loss_is_count_normalized_and_unweighted() {
+    // two rows, one ignored: with class weights, CE divides by W = w[y0] but the z-loss by n = 1
+    let x = array![[1.0f64, 2.0, 0.0], [0.5, 0.5, 0.5]];
+    let y = array![1i64, -100];
+    let w = array![1.0f64, 4.0, 1.0];
+    let s = 0.1;
+    let o = CrossEntropyExtrasOptions {
+        weight: Some(w.view()),
+        lse_square_scale: s,
+        label_smoothing: 0.3,
+        ..Default::default()
+    };
+    let out = cross_entropy_extras(x.view(), y.view(), &o).unwrap();
+    let lse0 = (1f64.exp() + 2f64.exp() + 1.0).ln();
+    assert!((out.z_loss.scalar().unwrap() - s * lse0 * lse0).abs() < 1e-15);
+    let ce = infoloss::cross_entropy(
+        x.view(),
+        y.view(),
+        &infoloss::CrossEntropyOptions { weight: Some(w.view()), label_smoothing: 0.3, ..Default::default() },
+    )
+    .unwrap()
+    .scalar()
+    .unwrap();
+    assert!((out.loss.scalar().unwrap() - (ce + s * lse0 * lse0)).abs() < 1e-15);
+    // its gradient is 2·s·lse·softmax (count-normalized), added to the CE gradient
+    let o0 = CrossEntropyExtrasOptions { lse_square_scale: 0.0, ..o.clone() };
+    let g0 = cross_entropy_extras(x.view(), y.view(), &o0).unwrap().grad;
+    let z = lse0 + lse0;
+    for (k, xv) in [1.0f64, 2.0, 0.0].iter().enumerate() {
+        let p = (xv - lse0).exp();
+        assert!((out.grad[[0, k]] - g0[[0, k]] - s * z * p).abs() < 1e-15);
+        assert_eq!(out.grad[[1, k]], 0.0);
+    }
+}
+
+#[test]
+fn softcap_applies_before_everything() {
+    let x = array![[10.0f64, -3.0, 0.5], [100.0, 99.0, 0.0]];
+    let y = array![0i64, 1];
+    let c = 2.0;
+    let capped = x.mapv(|v| c * (v / c).tanh());
+    let plain = CrossEntropyExtrasOptions::<f64> {
+        lse_square_scale: 0.01,
+        return_lse: true,
+        return_token_accuracy: true,
+        ..Default::default()
+    };
+    let capo = CrossEntropyExtrasOptions { softcap: Some(c), ..plain.clone() };
+    let a = cross_entropy_extras(x.view(), y.view(), &capo).unwrap();
+    let b = cross_entropy_extras(capped.view(), y.view(), &plain).unwrap();
+    assert_eq!(a.loss, b.loss);
+    assert_eq!(a.lse, b.lse);
+    // row 1 saturates: 2·tanh(50) == 2·tanh(49.5) == 2 exactly, so the argmax is the first index (0) ≠ 1
+    assert_eq!(a.token_accuracy.unwrap().scalar(), Some(0.5));
+    // chain rule: grad_x = grad_xc · (1 − tanh²(x/c))
+    for ((ga, gb), xv) in a.grad.iter().zip(b.grad.iter()).zip(x.iter()) {
+        let t = (xv / c).tanh();
+        assert!((ga - gb * (1.0 - t * t)).abs() < 1e-16);
+    }
+}
+
+#[test]
+fn accuracy_and_lse_per_row_with_reduction_none() {
+    let x = array![[0.0f32, 3.0, 1.0], [2.0, 1.0, 0.0], [5.0, 0.0, 0.0]];
+    let y = array![1i64, 2, -100];
+    let o = CrossEntropyExtrasOptions::<f32> {
+        reduction: Reduction::None,
+        return_lse: true,
+        return_token_accuracy: true,
+        ..Default::default()
+    };
+    let out = cross_entropy_extras(x.view(), y.view(), &o).unwrap();
+    let acc = out.token_accuracy.unwrap().into_array();
+    assert_eq!(acc.iter().copied().collect::<Vec<_>>(), vec![1.0, 0.0, 0.0]);
+    let lse = out.lse.unwrap();
+    assert!((lse[2] - (5f32.exp() + 2.0).ln()).abs() < 1e-6, "ignored rows get their lse too");
+    assert_eq!(out.loss.elementwise().unwrap()[[2]], 0.0);
+    // no z-loss: z_loss is 0 per row
+    assert!(out.z_loss.into_array().iter().all(|&v| v == 0.0));
+}
+
+#[test]
+fn all_ignored_mean_is_nan_with_zero_gradients() {
+    let mut rng = Lcg(29);
+    let h = rng.matrix(4, 3, 1.0);
+    let w = rng.matrix(5, 3, 1.0);
+    let y = array![-100i64, -100, -100, -100];
+    let mut opts = LinearCrossEntropyOptions::default();
+    opts.ce.lse_square_scale = 0.1;
+    opts.ce.return_token_accuracy = true;
+    let out = linear_cross_entropy(h.view(), w.view(), None, y.view(), &opts).unwrap();
+    assert!(out.loss.scalar().unwrap().is_nan());
+    assert!(out.z_loss.scalar().unwrap().is_nan());
+    assert!(out.token_accuracy.unwrap().scalar().unwrap().is_nan());
+    assert!(out.grad_hidden.iter().chain(out.grad_weight.iter()).all(|&v| v == 0.0));
+    opts.ce.reduction = Reduction::Sum;
+    let out = linear_cross_entropy(h.view(), w.view(), None, y.view(), &opts).unwrap();
+    assert_eq!(out.loss.scalar(), Some(0.0));
+    // distillation: no kept rows → NaN and zero gradients, as distill
+    let d = LinearDistillOptions {
+        distill: DistillOptions { alpha: 0.5, ..Default::default() },
+        chunk_size: None,
+    };
+    let out = linear_distill(h.view(), w.view(), h.view(), w.view(), Some(y.view()), &d).unwrap();
+    assert!(out.loss.scalar().unwrap().is_nan());
+    assert!(out.grad_weight.iter().all(|&v| v == 0.0));
+}
+
+#[test]
+fn empty_shapes() {
+    let h = Array2::<f64>::zeros((0, 3));
+    let w = Array2::<f64>::ones((4, 3));
+    let y = Array1::<i64>::zeros(0);
+    let out = linear_cross_entropy(h.view(), w.view(), None, y.view(), &Default::default()).unwrap();
+    assert!(out.loss.scalar().unwrap().is_nan());
+    assert_eq!(out.grad_hidden.shape(), &[0, 3]);
+    assert_eq!(out.grad_weight, Array2::<f64>::zeros((4, 3)));
+    // H = 0: logits are the bias alone
+    let h0 = Array2::<f64>::zeros((2, 0));
+    let w0 = Array2::<f64>::zeros((3, 0));
+    let b = array![0.0f64, 1.0, 2.0];
+    let out = linear_cross_entropy(
+        h0.view(),
+        w0.view(),
+        Some(b.view()),
+        array![2i64, 0].view(),
+        &Default::default(),
+    )
+    .unwrap();
+    let lse = (1.0 + 1f64.exp() + 2f64.exp()).ln();
+    assert!((out.loss.scalar().unwrap() - (lse - 1.0)).abs() < 1e-15);
+    assert_eq!(out.grad_hidden.shape(), &[2, 0]);
+    // V = 0 with every target ignored
+    let wv = Array2::<f64>::zeros((0, 3));
+    let hv = Array2::<f64>::ones((2, 3));
+    let mut o = LinearCrossEntropyOptions::default();
+    o.ce.return_lse = true;
+    o.ce.reduction = Reduction::Sum;
+    let out = linear_cross_entropy(hv.view(), wv.view(), None, array![-100i64, -100].view(), &o).unwrap();
+    assert_eq!(out.loss.scalar(), Some(0.0));
+    assert!(out.lse.unwrap().iter().all(|&v| v == f64::NEG_INFINITY));
+    let e = linear_cross_entropy(hv.view(), wv.view(), None, array![0i64, -100].view(), &o).unwrap_err();
+    assert_eq!(e.to_string(), "linear_cross_entropy: target 0 at [0] is out of range for 0 classes");
+}
+
+#[test]
+fn errors_name_shapes_options_and_targets() {
+    let h = Array2::<f32>::zeros((3, 4));
+    let w = Array2::<f32>::zeros((5, 4));
+    let y = array![0i64, 1, 2];
+    let o = LinearCrossEntropyOptions::<f32>::default();
+    let msg = |r: Result<_, Error>| match r {
+        Ok(()) => String::new(),
+        Err(e) => e.to_string(),
+    };
+    let m =
+        msg(linear_cross_entropy(h.view(), Array2::<f32>::zeros((5, 3)).view(), None, y.view(), &o)
+            .map(|_| ()));
+    assert!(m.contains("hidden shape [3, 4]") && m.contains("weight shape [5, 3]"), "{m}");
+    let b = Array1::<f32>::zeros(4);
+    let m = msg(linear_cross_entropy(h.view(), w.view(), Some(b.view()), y.view(), &o).map(|_| ()));
+    assert!(m.contains("bias shape [4]") && m.contains("[5, 4]"), "{m}");
+    let m = msg(linear_cross_entropy(h.view(), w.view(), None, array![0i64, 1].view(), &o).map(|_| ()));
+    assert!(m.contains("targets shape [2]") && m.contains("hidden shape [3, 4]"), "{m}");
+    let m = msg(linear_cross_entropy(h.view(), w.view(), None, array![0i64, 7, 1].view(), &o).map(|_| ()));
+    assert_eq!(m, "linear_cross_entropy: target 7 at [1] is out of range for 5 classes");
+    let cw = Array1::<f32>::ones(3);
+    let mut oc = o.clone();
+    oc.ce.weight = Some(cw.view());
+    let m = msg(linear_cross_entropy(h.view(), w.view(), None, y.view(), &oc).map(|_| ()));
+    assert!(m.contains("class weight shape [3]"), "{m}");
+    let oz = LinearCrossEntropyOptions::<f32> { chunk_size: Some(0), ..Default::default() };
+    let m = msg(linear_cross_entropy(h.view(), w.view(), None, y.view(), &oz).map(|_| ()));
+    assert_eq!(m, "linear_cross_entropy: invalid chunk_size = 0: must be at least 1");
+    let m =
+        msg(linear_cross_entropy(Array1::<f32>::zeros(3).view(), w.view(), None, y.view(), &o).map(|_| ()));
+    assert!(m.contains("hidden has shape [3]"), "{m}");
+    let mut os = o.clone();
+    os.ce.softcap = Some(f64::NAN);
+    let m = msg(linear_cross_entropy(h.view(), w.view(), None, y.view(), &os).map(|_| ()));
+    assert!(m.contains("invalid softcap = NaN"), "{m}");
+    let mut on = o.clone();
+    on.ce.reduction = Reduction::None;
+    let g = Array1::<f32>::ones(2).into_dyn();
+    let m = msg(linear_cross_entropy_backward(
+        h.view(),
+        w.view(),
+        None,
+        y.view(),
+        &on,
+        &GradOutput::Array(g.view()),
+    )
+    .map(|_| ()));
+    assert!(m.contains("grad_output shape [2]"), "{m}");
+    // distillation
+    let d = LinearDistillOptions::default();
+    let m = msg(linear_distill(h.view(), w.view(), h.view(), Array2::<f32>::zeros((6, 4)).view(), None, &d)
+        .map(|_| ()));
+    assert!(m.contains("student_weight shape [5, 4]") && m.contains("teacher_weight shape [6, 4]"), "{m}");
+    let m = msg(linear_distill(h.view(), w.view(), Array2::<f32>::zeros((2, 4)).view(), w.view(), None, &d)
+        .map(|_| ()));
+    assert!(m.contains("teacher_hidden shape [2, 4]"), "{m}");
+    let m =
+        msg(linear_distill(h.view(), w.view(), h.view(), w.view(), Some(array![0i64, 9, -100].view()), &d)
+            .map(|_| ()));
+    assert_eq!(m, "linear_distill: target 9 at [1] is out of range for 5 classes");
+    let bad_t = LinearDistillOptions {
+        distill: DistillOptions { temperature: -1.0, ..Default::default() },
+        chunk_size: None,
+    };
+    let m = msg(linear_distill(h.view(), w.view(), h.view(), w.view(), None, &bad_t).map(|_| ()));
+    assert!(m.contains("temperature"), "{m}");
+}
+
+#[test]
+fn workspace_reports_one_chunk() {
+    let o = LinearCrossEntropyOptions::<f32> { chunk_size: Some(64), ..Default::default() };
+    let ws = linear_cross_entropy_workspace(2048, 1024, 32000, true, &o);
+    assert_eq!(ws.chunk_rows, 64);
+    assert_eq!(ws.chunk_buffers, 1);
+    assert_eq!(ws.logits_chunk_bytes, 64 * 32000 * 4);
+    assert_eq!(ws.bias_accumulator_bytes, 32000 * 8);
+    assert_eq!(ws.row_scratch_bytes, 0);
+    assert_eq!(ws.gemm_packing_bytes, 64 * (4096 + 1024) * 4);
+    assert_eq!(
+        ws.total_bytes,
+        ws.logits_chunk_bytes
+            + ws.per_row_bytes
+            + ws.bias_accumulator_bytes
+            + ws.row_scratch_bytes
+            + ws.gemm_packing_bytes
+    );
+    // automatic: max(hidden bytes, 64 MiB) of logits, at most N rows
+    let auto = linear_cross_entropy_workspace::<f64>(100, 8, 1000, false, &Default::default());
+    assert_eq!(auto.chunk_rows, 100);
+    let big = linear_cross_entropy_workspace::<f32>(65536, 4096, 32000, false, &Default::default());
+    assert_eq!(big.chunk_rows, (65536usize * 4096 * 4).div_ceil(32000 * 4));
+    // softcap needs a tanh row per thread
+    let mut oc = o.clone();
+    oc.ce.softcap = Some(30.0);
+    assert!(linear_cross_entropy_workspace(2048, 1024, 32000, false, &oc).row_scratch_bytes >= 32000 * 4);
+    let d = linear_distill_workspace::<f32>(
+        2048,
+        1024,
+        1024,
+        32000,
+        &LinearDistillOptions { chunk_size: Some(10), ..Default::default() },
+    );
+    assert_eq!(d.chunk_buffers, 3);
+    assert!(d.total_bytes >= 3 * 10 * 32000 * 4);
+}

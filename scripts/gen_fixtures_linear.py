@@ -1,0 +1,596 @@
+#!/usr/bin/env python3
+"""Generate the PyTorch 2.15 fixtures of the cross-entropy extras and the fused linear losses.
+
+Writes exactly two files::
+
+    testdata/ce_extras.json   cross_entropy_extras: z-loss, softcap, lse, token accuracy
+    testdata/linear.json      linear_cross_entropy and linear_distill
+
+Run with the fixture venv (deterministic: fixed seeds, one torch thread)::
+
+    /work/fixvenv/bin/python scripts/gen_fixtures_linear.py            # write
+    /work/fixvenv/bin/python scripts/gen_fixtures_linear.py --check    # fail if the files on disk differ
+
+The runner is ``crates/infoloss/tests/ce_extras_linear.rs``.
+
+Schema (both files)::
+
+    {"schema_version": 1, "family": ..., "generator": ..., "versions": {...}, "count": n, "cases": [case, ...]}
+    case = {"name", "function", "dtype": "float32" | "float64",
+            "inputs": {name: array}, "options": {...}, "grad_output": array | null,
+            "expected": {name: array},          # torch evaluated in `dtype`
+            "exact": {name: array},             # float32 only: the same expression in float64 on the same inputs
+            "spread": {name: array},            # float32 only: see below
+            "chunk_sizes": [...]}               # linear functions: run once per chunk size
+    error case = {"name", "function", "dtype", "inputs", "options", "error": true, "message": torch's or ours}
+    array = {"shape": [...], "data": [...]} ; floats are exact decimals of the dtype's value, non-finite as
+            "nan" / "inf" / "-inf" strings; integer arrays carry "dtype": "int64".
+
+Tolerances: float64 |got − expected| ≤ 1e-12 + 1e-12·|expected|. float32: within 1e-7 + 1e-6·|expected| of torch's
+float32 value, or within 1e-7 + 1e-6·|exact| + 2·spread of the exact (float64) value, where ``spread`` is the largest
+change of the float64 result when every float32 input moves by at most one float32 ulp (4 random trials): the
+element's inherent float32 uncertainty. (The fused linear losses run their GEMMs in float32 with another summation
+order than torch's BLAS; float32 rounding of the logits alone moves the results by about that much.) Non-finite
+values must match exactly.
+
+The torch expressions (``xc`` = capped logits; ``keep`` = target != ignore_index)::
+
+    xc   = c * torch.tanh(x / c)            (or x)
+    lse  = torch.logsumexp(xc, 1)
+    z    = torch.where(keep, s * lse.pow(2), 0)
+    loss = F.cross_entropy(xc, y, weight, ignore_index, reduction, label_smoothing)
+           + {mean: z.sum() / keep.sum(), sum: z.sum(), none: z}        (no z term when s == 0)
+    acc  = (xc.argmax(1) == y)[keep].float().mean()   (none: torch.where(keep, (argmax == y).float(), 0))
+    linear: x = F.linear(hidden, weight, bias), gradients wrt hidden, weight, bias by autograd
+    linear_distill: s = F.linear(xs, ws), t = F.linear(xt, wt), then the distillation expression of
+            infoloss::distill (F.kl_div(log_softmax(s/T), log_softmax(t/T), log_target=True)·T², TRL's JSD, TVD,
+            + (1 − alpha)·F.cross_entropy(s, labels)), gradients wrt xs and ws.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "testdata"
+DT = {"float32": torch.float32, "float64": torch.float64}
+N_PERTURB = 4
+CHUNKS = [1, 3, 7, 100]
+
+torch.set_num_threads(1)
+torch.use_deterministic_algorithms(True)
+warnings.filterwarnings("ignore")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Encoding
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def enc_float(v):
+    f = float(v)
+    if math.isnan(f):
+        return "nan"
+    if math.isinf(f):
+        return "inf" if f > 0 else "-inf"
+    return f
+
+
+def enc(a):
+    if a is None:
+        return None
+    if isinstance(a, torch.Tensor):
+        if a.dtype == torch.int64:
+            return {"shape": list(a.shape), "dtype": "int64", "data": [int(v) for v in a.reshape(-1).tolist()]}
+        a = a.detach().to(torch.float64)
+        return {"shape": list(a.shape), "data": [enc_float(v) for v in a.reshape(-1).tolist()]}
+    raise TypeError(type(a))
+
+
+def versions():
+    return {"torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# float32 reference: exact value and inherent spread
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def ulp_perturb(t: torch.Tensor, rng) -> torch.Tensor:
+    """float64 tensor of float32 values, each finite nonzero one moved by -1, 0 or +1 float32 ulp."""
+    a = t.detach().to(torch.float64).numpy().astype(np.float32)
+    u = rng.integers(-1, 2, a.shape)
+    up = np.nextafter(a, np.float32(np.inf))
+    dn = np.nextafter(a, np.float32(-np.inf))
+    b = np.where(u > 0, up, np.where(u < 0, dn, a))
+    b = np.where(np.isfinite(a) & (np.abs(a) >= np.finfo(np.float32).tiny), b, a)
+    return torch.tensor(b.astype(np.float64))
+
+
+def f32_reference(evaluate, inputs: dict, rng):
+    """``evaluate(inputs_float64) -> {name: tensor}``: the exact results and the per-element spread."""
+    exact = {k: v.detach().to(torch.float64) for k, v in evaluate(inputs).items()}
+    spread = {k: torch.zeros_like(v) for k, v in exact.items()}
+    for _ in range(N_PERTURB):
+        pert = {k: (ulp_perturb(v, rng) if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
+                for k, v in inputs.items()}
+        res = evaluate(pert)
+        for k, v in res.items():
+            d = (v.detach().to(torch.float64) - exact[k]).abs()
+            ok = torch.isfinite(d)
+            spread[k] = torch.where(ok, torch.maximum(spread[k], d), spread[k])
+    return exact, spread
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Cross-entropy with extras
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def ce_extras_expr(x, y, o, w=None):
+    """The torch expression; returns the dict of outputs (loss, z_loss, lse, token_accuracy) and the loss."""
+    c = o["softcap"]
+    xc = c * torch.tanh(x / c) if c is not None else x
+    red, ii, s = o["reduction"], o["ignore_index"], o["lse_square_scale"]
+    keep = y != ii
+    ce = F.cross_entropy(xc, y, weight=w, ignore_index=ii, reduction=red, label_smoothing=o["label_smoothing"])
+    lse = torch.logsumexp(xc, 1) if xc.shape[1] > 0 else torch.full((xc.shape[0],), -math.inf, dtype=xc.dtype)
+    if s != 0.0:
+        z_rows = torch.where(keep, s * lse.pow(2), torch.zeros_like(lse))
+        z = {"mean": z_rows.sum() / keep.sum(), "sum": z_rows.sum(), "none": z_rows}[red]
+        loss = ce + z
+    else:
+        z = torch.zeros((), dtype=x.dtype) if red != "none" else torch.zeros(x.shape[0], dtype=x.dtype)
+        loss = ce
+    if xc.shape[1] > 0:
+        correct = (xc.argmax(1) == y) & keep
+    else:
+        correct = torch.zeros(x.shape[0], dtype=torch.bool)
+    if red == "none":
+        acc = correct.to(x.dtype)
+    else:
+        kept = int(keep.sum())
+        acc = torch.tensor(float(correct.sum()) / kept if kept else math.nan, dtype=x.dtype)
+    outs = {"loss": loss, "z_loss": z, "lse": lse, "token_accuracy": acc}
+    return outs, loss
+
+
+def upstream(loss, rng):
+    if loss.dim() == 0:
+        return torch.tensor(float(rng.choice([1.0, rng.uniform(-2, 2)])), dtype=loss.dtype)
+    return torch.tensor(rng.uniform(-2, 2, size=tuple(loss.shape)), dtype=loss.dtype)
+
+
+def ce_eval(x, y, o, w, go):
+    xg = x.detach().clone().requires_grad_(True)
+    outs, loss = ce_extras_expr(xg, y, o, w)
+    (g,) = torch.autograd.grad(loss, [xg], go, allow_unused=True)
+    res = {k: v.detach() for k, v in outs.items()}
+    res["grad_input"] = torch.zeros_like(xg) if g is None else g.detach()
+    return res
+
+
+def ce_case(cases, rng, prng, name, dtype, x, y, o, w=None, go=None):
+    dt = DT[dtype]
+    xt = torch.tensor(np.asarray(x, dtype=np.float64), dtype=dt)
+    yt = torch.tensor(np.asarray(y, dtype=np.int64))
+    wt = None if w is None else torch.tensor(np.asarray(w, dtype=np.float64), dtype=dt)
+    _, loss = ce_extras_expr(xt, yt, o, wt)
+    if go is None:
+        go = upstream(loss, rng)
+    go = go.to(dt)
+    res = ce_eval(xt, yt, o, wt, go)
+    case = {"name": name, "function": "cross_entropy_extras", "dtype": dtype,
+            "inputs": {"input": enc(xt), "target": enc(yt), "weight": enc(wt)},
+            "options": enc_opts(o), "grad_output": enc(go), "expected": {k: enc(v) for k, v in res.items()}}
+    if dtype == "float32":
+        def evaluate(inp):
+            return ce_eval(inp["x"], yt, o, inp["w"], inp["go"])
+        up = lambda a: None if a is None else a.to(torch.float64)
+        exact, spread = f32_reference(evaluate, {"x": up(xt), "w": up(wt), "go": up(go)}, prng)
+        case["exact"] = {k: enc(v) for k, v in exact.items()}
+        case["spread"] = {k: enc(v) for k, v in spread.items()}
+    cases.append(case)
+
+
+def ce_opts(**kw):
+    o = dict(reduction="mean", ignore_index=-100, label_smoothing=0.0, lse_square_scale=0.0, softcap=None)
+    o.update(kw)
+    return o
+
+
+def enc_opts(o):
+    """Options as JSON: non-finite floats as strings."""
+    return {k: (enc_float(v) if isinstance(v, float) else v) for k, v in o.items()}
+
+
+def gen_ce_extras():
+    rng = np.random.default_rng(4101)
+    prng = np.random.default_rng(4102)
+    cases = []
+    N, C = 6, 5
+    for dtype in DT:
+        x = rng.standard_normal((N, C)) * 2.5
+        y = rng.integers(0, C, N)
+        y_ign = y.copy()
+        y_ign[[1, 4]] = -100
+        w = rng.uniform(0.2, 2.0, C)
+        for red in ("mean", "sum", "none"):
+            for weighted in (False, True):
+                for ls in (0.0, 0.1):
+                    for s in (0.0, 1e-4, 0.05):
+                        for cap in (None, 1.5, 30.0):
+                            for ign in (False, True):
+                                if ign and (weighted or ls) and cap == 30.0:
+                                    continue
+                                o = ce_opts(reduction=red, label_smoothing=ls, lse_square_scale=s, softcap=cap)
+                                name = (f"{dtype}_{red}_w{int(weighted)}_ls{ls}_z{s}_cap{cap}_ign{int(ign)}")
+                                ce_case(cases, rng, prng, name, dtype, x, y_ign if ign else y, o,
+                                        w if weighted else None)
+        # ---- edge cases ----
+        all_ign = np.full(N, -100)
+        for red in ("mean", "sum", "none"):
+            ce_case(cases, rng, prng, f"{dtype}_all_ignored_{red}", dtype, x, all_ign,
+                    ce_opts(reduction=red, lse_square_scale=0.01, softcap=3.0))
+        # ignore_index that is a valid class
+        ce_case(cases, rng, prng, f"{dtype}_ignore_index_is_class", dtype, x, y,
+                ce_opts(ignore_index=int(y[0]), lse_square_scale=0.02, label_smoothing=0.2), w)
+        # ties for the argmax (first index wins), with and without a softcap that saturates
+        xt = x.copy()
+        xt[0, :] = [1.0, 3.0, 3.0, -1.0, 0.0]
+        xt[1, :] = [40.0, 80.0, 0.0, 0.0, 0.0]   # softcap 1: tanh(40) == tanh(80) == 1 in float32 → tie at 0
+        yt = y.copy()
+        yt[0], yt[1] = 2, 1
+        for cap in (None, 1.0):
+            ce_case(cases, rng, prng, f"{dtype}_argmax_ties_cap{cap}", dtype, xt, yt,
+                    ce_opts(softcap=cap, lse_square_scale=1e-3))
+        # non-finite logits: -inf at the target (inf loss), NaN in a row, +inf under a softcap (capped to c)
+        xn = x.copy()
+        xn[0, y[0]] = -math.inf
+        xn[2, 3] = math.nan
+        for red in ("mean", "none"):
+            ce_case(cases, rng, prng, f"{dtype}_nonfinite_{red}", dtype, xn, y,
+                    ce_opts(reduction=red, lse_square_scale=0.01))
+        xi = x.copy()
+        xi[3, 1] = math.inf
+        xi[4, 0] = -math.inf
+        ce_case(cases, rng, prng, f"{dtype}_inf_under_softcap", dtype, xi, y,
+                ce_opts(softcap=5.0, lse_square_scale=0.01, label_smoothing=0.1))
+        # large logits: z-loss dominates
+        ce_case(cases, rng, prng, f"{dtype}_large_logits", dtype, x * 100.0, y,
+                ce_opts(lse_square_scale=1e-4, reduction="sum"))
+        # empty batch
+        for red in ("mean", "sum", "none"):
+            ce_case(cases, rng, prng, f"{dtype}_empty_{red}", dtype, np.zeros((0, C)), np.zeros(0, dtype=np.int64),
+                    ce_opts(reduction=red, lse_square_scale=0.01))
+        # one row, many classes
+        xb = rng.standard_normal((3, 257)) * 4
+        ce_case(cases, rng, prng, f"{dtype}_wide", dtype, xb, rng.integers(0, 257, 3),
+                ce_opts(lse_square_scale=1e-2, softcap=6.0, label_smoothing=0.05))
+    # ---- errors (the runner checks that infoloss rejects them too) ----
+    x = rng.standard_normal((N, C))
+    y = rng.integers(0, C, N)
+    def err(name, o, yy=None, xx=None, w=None, message=""):
+        xx = x if xx is None else xx
+        yy = y if yy is None else yy
+        cases.append({"name": name, "function": "cross_entropy_extras", "dtype": "float64",
+                      "inputs": {"input": enc(torch.tensor(xx)), "target": enc(torch.tensor(yy)),
+                                 "weight": enc(None if w is None else torch.tensor(w))},
+                      "options": enc_opts(o), "error": True, "message": message})
+    err("error_softcap_zero", ce_opts(softcap=0.0), message="softcap must be a finite number > 0")
+    err("error_softcap_negative", ce_opts(softcap=-2.0), message="softcap must be a finite number > 0")
+    err("error_z_nan", ce_opts(lse_square_scale=math.nan), message="lse_square_scale must be finite")
+    err("error_label_smoothing", ce_opts(label_smoothing=1.5),
+        message="label_smoothing must be between 0.0 and 1.0. Got: 1.5")
+    yy = y.copy()
+    yy[2] = C
+    err("error_target_out_of_range", ce_opts(), yy=yy, message=f"Target {C} is out of bounds.")
+    err("error_target_shape", ce_opts(), yy=y[:-1], message="Expected input batch_size to match target")
+    err("error_weight_shape", ce_opts(), w=np.ones(C + 1), message="weight tensor should be defined either for all")
+    return cases
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# linear_cross_entropy
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def lce_eval(h, W, b, y, o, cw, go):
+    hg = h.detach().clone().requires_grad_(True)
+    Wg = W.detach().clone().requires_grad_(True)
+    bg = None if b is None else b.detach().clone().requires_grad_(True)
+    logits = F.linear(hg, Wg, bg)
+    outs, loss = ce_extras_expr(logits, y, o, cw)
+    wrt = [hg, Wg] + ([bg] if bg is not None else [])
+    grads = torch.autograd.grad(loss, wrt, go, allow_unused=True)
+    grads = [torch.zeros_like(t) if g is None else g for t, g in zip(wrt, grads)]
+    res = {k: v.detach() for k, v in outs.items()}
+    res["grad_hidden"], res["grad_weight"] = grads[0].detach(), grads[1].detach()
+    if bg is not None:
+        res["grad_bias"] = grads[2].detach()
+    return res
+
+
+def lce_case(cases, rng, prng, name, dtype, h, W, b, y, o, cw=None, go=None):
+    dt = DT[dtype]
+    t = lambda a: None if a is None else torch.tensor(np.asarray(a, dtype=np.float64), dtype=dt)
+    ht, Wt, bt, cwt = t(h), t(W), t(b), t(cw)
+    yt = torch.tensor(np.asarray(y, dtype=np.int64))
+    _, loss = ce_extras_expr(F.linear(ht, Wt, bt), yt, o, cwt)
+    if go is None:
+        go = upstream(loss, rng)
+    go = go.to(dt)
+    res = lce_eval(ht, Wt, bt, yt, o, cwt, go)
+    case = {"name": name, "function": "linear_cross_entropy", "dtype": dtype,
+            "inputs": {"hidden": enc(ht), "weight": enc(Wt), "bias": enc(bt), "targets": enc(yt),
+                       "class_weight": enc(cwt)},
+            "options": enc_opts(o), "chunk_sizes": CHUNKS, "grad_output": enc(go),
+            "expected": {k: enc(v) for k, v in res.items()}}
+    # torch 2.15's own F.linear_cross_entropy (reference and chunked paths) agrees where it applies
+    if o["lse_square_scale"] == 0.0 and o["softcap"] is None and ht.shape[0] > 0:
+        for opt in (None, torch.nn.LinearCrossEntropyOptions()):
+            hg = ht.clone().requires_grad_(True)
+            Wg = Wt.clone().requires_grad_(True)
+            l2 = F.linear_cross_entropy(hg, Wg, yt, linear_bias=bt, weight=cwt, reduction=o["reduction"],
+                                        ignore_index=o["ignore_index"], label_smoothing=o["label_smoothing"],
+                                        options=opt)
+            g2 = torch.autograd.grad(l2, [hg, Wg], go)
+            tol = dict(rtol=1e-5, atol=1e-6) if dtype == "float32" else dict(rtol=1e-12, atol=1e-12)
+            torch.testing.assert_close(l2, res["loss"], equal_nan=True, **tol)
+            torch.testing.assert_close(g2[0], res["grad_hidden"], **tol)
+            torch.testing.assert_close(g2[1], res["grad_weight"], **tol)
+            if opt is not None:
+                case["torch_linear_cross_entropy"] = {"loss": enc(l2.detach()), "grad_hidden": enc(g2[0]),
+                                                      "grad_weight": enc(g2[1])}
+    if dtype == "float32":
+        def evaluate(inp):
+            return lce_eval(inp["h"], inp["W"], inp["b"], yt, o, inp["cw"], inp["go"])
+        up = lambda a: None if a is None else a.to(torch.float64)
+        exact, spread = f32_reference(evaluate, {"h": up(ht), "W": up(Wt), "b": up(bt), "cw": up(cwt),
+                                                 "go": up(go)}, prng)
+        case["exact"] = {k: enc(v) for k, v in exact.items()}
+        case["spread"] = {k: enc(v) for k, v in spread.items()}
+    cases.append(case)
+
+
+def gen_linear_ce(cases):
+    rng = np.random.default_rng(4201)
+    prng = np.random.default_rng(4202)
+    N, H, V = 7, 5, 11
+    for dtype in DT:
+        h = rng.standard_normal((N, H))
+        W = rng.standard_normal((V, H)) * 0.8
+        b = rng.standard_normal(V) * 0.5
+        y = rng.integers(0, V, N)
+        y[[2, 5]] = -100
+        cw = rng.uniform(0.2, 2.0, V)
+        for red in ("mean", "sum", "none"):
+            for bias in (False, True):
+                for weighted in (False, True):
+                    for ls in (0.0, 0.1):
+                        for s in (0.0, 0.01):
+                            for cap in (None, 2.0):
+                                o = ce_opts(reduction=red, label_smoothing=ls, lse_square_scale=s, softcap=cap)
+                                name = f"lce_{dtype}_{red}_b{int(bias)}_w{int(weighted)}_ls{ls}_z{s}_cap{cap}"
+                                lce_case(cases, rng, prng, name, dtype, h, W, b if bias else None, y, o,
+                                         cw if weighted else None)
+        # every row kept, token accuracy / lse meaningful, larger logits
+        y_all = rng.integers(0, V, N)
+        lce_case(cases, rng, prng, f"lce_{dtype}_all_kept_scaled", dtype, h * 3, W, b, y_all,
+                 ce_opts(lse_square_scale=1e-3, softcap=4.0))
+        # all ignored
+        for red in ("mean", "sum"):
+            lce_case(cases, rng, prng, f"lce_{dtype}_all_ignored_{red}", dtype, h, W, b, np.full(N, -100),
+                     ce_opts(reduction=red, lse_square_scale=0.01))
+        # H = 0: logits are the bias
+        lce_case(cases, rng, prng, f"lce_{dtype}_h0", dtype, np.zeros((N, 0)), np.zeros((V, 0)), b, y_all,
+                 ce_opts(label_smoothing=0.1))
+        # N = 0
+        lce_case(cases, rng, prng, f"lce_{dtype}_n0_sum", dtype, np.zeros((0, H)), W, b,
+                 np.zeros(0, dtype=np.int64), ce_opts(reduction="sum"))
+        # a wider vocabulary, odd sizes
+        h2 = rng.standard_normal((9, 17))
+        W2 = rng.standard_normal((131, 17)) * 0.3
+        lce_case(cases, rng, prng, f"lce_{dtype}_wide", dtype, h2, W2, rng.standard_normal(131) * 0.1,
+                 rng.integers(0, 131, 9), ce_opts(lse_square_scale=1e-4, label_smoothing=0.05, softcap=3.0))
+    # errors
+    rng2 = np.random.default_rng(4203)
+    h = rng2.standard_normal((N, H))
+    W = rng2.standard_normal((V, H))
+    y = rng2.integers(0, V, N)
+    def err(name, hh, WW, bb, yy, o, message, chunk=None):
+        c = {"name": name, "function": "linear_cross_entropy", "dtype": "float64",
+             "inputs": {"hidden": enc(torch.tensor(hh)), "weight": enc(torch.tensor(WW)),
+                        "bias": enc(None if bb is None else torch.tensor(bb)), "targets": enc(torch.tensor(yy)),
+                        "class_weight": None},
+             "options": enc_opts(o), "error": True, "message": message}
+        if chunk is not None:
+            c["chunk_sizes"] = [chunk]
+        cases.append(c)
+    err("lce_error_hidden_size", h, W[:, :4], None, y, ce_opts(), "mat1 and mat2 shapes cannot be multiplied")
+    err("lce_error_bias_size", h, W, np.zeros(V - 1), y, ce_opts(), "bias size mismatch")
+    err("lce_error_targets_len", h, W, None, y[:-1], ce_opts(), "Expected input batch_size to match target")
+    yy = y.copy()
+    yy[3] = V
+    err("lce_error_target_range", h, W, None, yy, ce_opts(), f"Target {V} is out of bounds.")
+    err("lce_error_chunk_zero", h, W, None, y, ce_opts(), "chunk_size must be at least 1", chunk=0)
+    err("lce_error_softcap", h, W, None, y, ce_opts(softcap=-1.0), "softcap must be a finite number > 0")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# linear_distill
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def divergence_rows(lp, lq, div, beta):
+    """Per-row divergence between student log-probs lp and teacher log-probs lq."""
+    if div == "forward_kl" or (div == "jsd" and beta == 0.0):
+        return F.kl_div(lp, lq, reduction="none", log_target=True).sum(1)
+    if div == "reverse_kl" or (div == "jsd" and beta == 1.0):
+        return F.kl_div(lq, lp, reduction="none", log_target=True).sum(1)
+    if div == "jsd":
+        bt = torch.tensor(beta, dtype=lp.dtype)
+        lm = torch.logsumexp(torch.stack([lq + torch.log(bt), lp + torch.log1p(-bt)]), dim=0)
+        return (bt * F.kl_div(lm, lq, reduction="none", log_target=True).sum(1)
+                + (1 - bt) * F.kl_div(lm, lp, reduction="none", log_target=True).sum(1))
+    if div == "tvd":
+        return 0.5 * (lp.exp() - lq.exp()).abs().sum(1)
+    raise ValueError(div)
+
+
+def distill_expr(s, t, labels, o):
+    T, alpha, red, ii = o["temperature"], o["alpha"], o["reduction"], o["ignore_index"]
+    cT = T * T if o["t2_scaling"] else 1.0
+    rows, V = s.shape
+    keep = (labels != ii) if labels is not None else torch.ones(rows, dtype=torch.bool)
+    n = float(keep.sum()) if o["normalizer"] is None else o["normalizer"]
+    terms = []
+    if alpha > 0:
+        d = divergence_rows(F.log_softmax(s / T, 1), F.log_softmax(t / T, 1), o["divergence"], o["beta"])
+        d = torch.where(keep, d, torch.zeros_like(d))
+        soft = {"none": d, "sum": d.sum(), "batchmean": d.sum() / n, "mean": d.sum() / (n * V)}[red]
+        terms.append(alpha * cT * soft)
+    if alpha < 1:
+        ce = F.cross_entropy(s, labels, ignore_index=ii, reduction="none")
+        hard = {"none": ce, "sum": ce.sum(), "batchmean": ce.sum() / n, "mean": ce.sum() / n}[red]
+        terms.append((1 - alpha) * hard)
+    return terms[0] if len(terms) == 1 else terms[0] + terms[1]
+
+
+def ld_eval(xs, ws, xt, wt, labels, o):
+    xg = xs.detach().clone().requires_grad_(True)
+    wg = ws.detach().clone().requires_grad_(True)
+    loss = distill_expr(F.linear(xg, wg), F.linear(xt, wt), labels, o)
+    go = torch.ones_like(loss)
+    gx, gw = torch.autograd.grad(loss, [xg, wg], go)
+    return {"loss": loss.detach(), "grad_hidden": gx.detach(), "grad_weight": gw.detach()}
+
+
+def ld_opts(**kw):
+    o = dict(temperature=1.0, t2_scaling=True, divergence="forward_kl", beta=0.0, alpha=1.0, ignore_index=-100,
+             reduction="batchmean", normalizer=None)
+    o.update(kw)
+    return o
+
+
+def ld_case(cases, prng, name, dtype, xs, ws, xt, wt, labels, o):
+    dt = DT[dtype]
+    t = lambda a: torch.tensor(np.asarray(a, dtype=np.float64), dtype=dt)
+    xs_, ws_, xt_, wt_ = t(xs), t(ws), t(xt), t(wt)
+    y = None if labels is None else torch.tensor(np.asarray(labels, dtype=np.int64))
+    res = ld_eval(xs_, ws_, xt_, wt_, y, o)
+    case = {"name": name, "function": "linear_distill", "dtype": dtype,
+            "inputs": {"student_hidden": enc(xs_), "student_weight": enc(ws_), "teacher_hidden": enc(xt_),
+                       "teacher_weight": enc(wt_), "labels": enc(y)},
+            "options": enc_opts(o), "chunk_sizes": CHUNKS, "grad_output": None,
+            "expected": {k: enc(v) for k, v in res.items()}}
+    if dtype == "float32":
+        def evaluate(inp):
+            return ld_eval(inp["xs"], inp["ws"], inp["xt"], inp["wt"], y, o)
+        up = lambda a: a.to(torch.float64)
+        exact, spread = f32_reference(evaluate, {"xs": up(xs_), "ws": up(ws_), "xt": up(xt_), "wt": up(wt_)}, prng)
+        case["exact"] = {k: enc(v) for k, v in exact.items()}
+        case["spread"] = {k: enc(v) for k, v in spread.items()}
+    cases.append(case)
+
+
+def gen_linear_distill(cases):
+    rng = np.random.default_rng(4301)
+    prng = np.random.default_rng(4302)
+    N, Hs, Ht, V = 7, 5, 4, 11
+    for dtype in DT:
+        xs = rng.standard_normal((N, Hs))
+        ws = rng.standard_normal((V, Hs)) * 0.8
+        xt = rng.standard_normal((N, Ht))
+        wt = rng.standard_normal((V, Ht)) * 0.8
+        y = rng.integers(0, V, N)
+        y[[1, 4]] = -100
+        for div, beta in (("forward_kl", 0.0), ("reverse_kl", 0.0), ("jsd", 0.5), ("jsd", 0.2), ("tvd", 0.0)):
+            for red in ("batchmean", "mean", "sum", "none"):
+                for T in (1.0, 2.0):
+                    for alpha, labels in ((1.0, None), (1.0, y), (0.5, y)):
+                        o = ld_opts(divergence=div, beta=beta, reduction=red, temperature=T, alpha=alpha)
+                        name = (f"ld_{dtype}_{div}{beta if div == 'jsd' else ''}_{red}_T{T}_a{alpha}"
+                                f"_labels{int(labels is not None)}")
+                        ld_case(cases, prng, name, dtype, xs, ws, xt, wt, labels, o)
+        ld_case(cases, prng, f"ld_{dtype}_normalizer", dtype, xs, ws, xt, wt, y,
+                ld_opts(normalizer=32.0, alpha=0.7, temperature=1.5))
+        ld_case(cases, prng, f"ld_{dtype}_no_t2", dtype, xs, ws, xt, wt, None,
+                ld_opts(t2_scaling=False, temperature=3.0, reduction="sum"))
+        ld_case(cases, prng, f"ld_{dtype}_all_ignored", dtype, xs, ws, xt, wt, np.full(N, -100),
+                ld_opts(alpha=0.5))
+    rng2 = np.random.default_rng(4303)
+    xs = rng2.standard_normal((N, Hs))
+    ws = rng2.standard_normal((V, Hs))
+    xt = rng2.standard_normal((N, Ht))
+    wt = rng2.standard_normal((V, Ht))
+    def err(name, a, b, c, d, labels, o, message, chunk=None):
+        e = {"name": name, "function": "linear_distill", "dtype": "float64",
+             "inputs": {"student_hidden": enc(torch.tensor(a)), "student_weight": enc(torch.tensor(b)),
+                        "teacher_hidden": enc(torch.tensor(c)), "teacher_weight": enc(torch.tensor(d)),
+                        "labels": None if labels is None else enc(torch.tensor(labels))},
+             "options": enc_opts(o), "error": True, "message": message}
+        if chunk is not None:
+            e["chunk_sizes"] = [chunk]
+        cases.append(e)
+    err("ld_error_student_h", xs, ws[:, :3], xt, wt, None, ld_opts(), "mat1 and mat2 shapes cannot be multiplied")
+    err("ld_error_vocab", xs, ws, xt, wt[:-1], None, ld_opts(), "student and teacher logits differ in shape")
+    err("ld_error_rows", xs, ws, xt[:-1], wt, None, ld_opts(), "student and teacher logits differ in shape")
+    err("ld_error_temperature", xs, ws, xt, wt, None, ld_opts(temperature=0.0), "temperature must be > 0")
+    err("ld_error_alpha_without_labels", xs, ws, xt, wt, None, ld_opts(alpha=0.5), "alpha < 1 needs labels")
+    yy = np.zeros(N, dtype=np.int64)
+    yy[2] = V
+    err("ld_error_label_range", xs, ws, xt, wt, yy, ld_opts(alpha=0.5), f"Target {V} is out of bounds.")
+    err("ld_error_chunk_zero", xs, ws, xt, wt, None, ld_opts(), "chunk_size must be at least 1", chunk=0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Output
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def document(family, cases):
+    head = {"schema_version": 1, "family": family, "generator": "scripts/gen_fixtures_linear.py",
+            "versions": versions(),
+            "tolerances": {"float32": {"rtol": 1e-6, "atol": 1e-7}, "float64": {"rtol": 1e-12, "atol": 1e-12}},
+            "count": len(cases)}
+    lines = [json.dumps(head, allow_nan=False)[:-1] + ', "cases": [']
+    for i, c in enumerate(cases):
+        lines.append(json.dumps(c, allow_nan=False, separators=(",", ":")) + ("," if i + 1 < len(cases) else ""))
+    lines.append("]}")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--check", action="store_true", help="fail if the files on disk differ from a fresh run")
+    args = ap.parse_args()
+    lin = []
+    gen_linear_ce(lin)
+    gen_linear_distill(lin)
+    docs = {"ce_extras.json": document("ce_extras", gen_ce_extras()), "linear.json": document("linear", lin)}
+    bad = 0
+    for name, text in docs.items():
+        path = OUT / name
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                print(f"{path} differs from a fresh run", file=sys.stderr)
+                bad += 1
+        else:
+            path.write_text(text)
+            print(f"wrote {path} ({text.count(chr(10)) - 2} cases)")
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()
