@@ -32,17 +32,12 @@
 //! `cross_entropy_extras` applied to the logits `X·Wᵀ + b` up to rounding, mostly the GEMMs', whose
 //! summation order differs from torch's BLAS.
 
-// The safe wrapper around `gemm::gemm` lives in `kernels/` (the only place `unsafe` is allowed); it is
-// declared here until `kernels/mod.rs` declares it (`pub(crate) mod linear_gemm;`).
-#[path = "kernels/linear_gemm.rs"]
-mod linear_gemm;
-
 use std::borrow::Cow;
 
 use ndarray::{Array1, Array2, ArrayView, ArrayView1, ArrayView2, Dimension, Ix2};
 use rayon::prelude::*;
 
-use self::linear_gemm::{Accum, GemmError, MatMut, MatRef};
+use crate::kernels::linear_gemm::{self, Accum, GemmError, MatMut, MatRef};
 use crate::ce_extras::{
     CeRowConfig, CeRowOut, CrossEntropyExtrasOptions, grad_coefs, reduce_rows, row_argmax, row_config,
 };

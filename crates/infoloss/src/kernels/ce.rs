@@ -1,0 +1,456 @@
+//! Fused cross-entropy row kernels: a row's loss terms and its gradient with one `exp` per element.
+
+use pulp::{Simd, WithSimd};
+
+use super::Kernels;
+use super::row::{Lin, OnlineRow, coef, online_row, rescale_blocks};
+use super::vmap::{VecZip, VecZip2, zip_in_place, zip2_in_place};
+use crate::{Error, Result};
+
+/// What [`cross_entropy_row_f32`] returns about one row with a class-index target `y`.
+///
+/// With `lsm = log_softmax(x)`: the unreduced loss of the row is
+/// `(1 − ε)·(−w_y·lsm_y) + (ε/C)·smooth` (see [`CeRow::loss`]); PyTorch's `'mean'` divides the sums of
+/// both parts by `W = Σ_rows w_y`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CeRow {
+    /// Maximum `m` of the row's non-NaN logits (`-inf` if there are none).
+    pub max: f32,
+    /// `ln Σ_c exp(x_c − m)`, rounded to `f32` (NaN for rows whose log-softmax is NaN).
+    pub ln_sum: f32,
+    /// `lsm_y = (x_y − m) − ln_sum`, in `f32` as PyTorch's `log_softmax` computes it.
+    pub target_log_prob: f32,
+    /// `−Σ_c w_c·lsm_c` (`−Σ_c lsm_c` without weights) in `f64`; `0` when `label_smoothing` is 0.
+    pub smooth: f64,
+}
+
+impl CeRow {
+    /// `ln Σ_c exp(x_c)` = `max + ln_sum`.
+    pub fn lse(&self) -> f32 {
+        self.max + self.ln_sum
+    }
+
+    /// The row's unreduced loss `(1 − ε)·(−w_y·lsm_y) + (ε/C)·smooth` (`w_y = 1` without weights).
+    ///
+    /// ```
+    /// let x = [1.0f32, 2.0, 3.0];
+    /// let row = infoloss::kernels::cross_entropy_row_f32(&x, 2, None, 0.0, None, 1.0).unwrap();
+    /// assert!((row.loss(1.0, 0.0, 3) - 0.407_605_97).abs() < 1e-6);
+    /// ```
+    pub fn loss(&self, w_y: f32, label_smoothing: f64, classes: usize) -> f64 {
+        let nll = -(w_y as f64) * self.target_log_prob as f64;
+        if label_smoothing == 0.0 {
+            nll
+        } else {
+            (1.0 - label_smoothing) * nll + label_smoothing / classes as f64 * self.smooth
+        }
+    }
+}
+
+/// What [`cross_entropy_probs_row_f32`] returns about one row with a probability target.
+///
+/// ```
+/// // a one-hot probability target gives the same loss as the class index
+/// let x = [0.5f32, -1.0, 2.0];
+/// let p = infoloss::kernels::cross_entropy_probs_row_f32(&x, &[0.0, 0.0, 1.0], None, 0.0, None, 1.0).unwrap();
+/// let i = infoloss::kernels::cross_entropy_row_f32(&x, 2, None, 0.0, None, 1.0).unwrap();
+/// assert!((p.loss - i.loss(1.0, 0.0, 3)).abs() < 1e-6);
+/// assert_eq!(p.target_mass, 1.0);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CeProbsRow {
+    /// Row maximum `m` (as in [`CeRow::max`]).
+    pub max: f32,
+    /// `ln Σ_c exp(x_c − m)` rounded to `f32`.
+    pub ln_sum: f32,
+    /// The row's loss `−Σ_c w_c·t'_c·lsm_c` in `f64`, with `t' = t·(1−ε) + ε/C`.
+    pub loss: f64,
+    /// `Σ_c w_c·t'_c` in `f64` (the factor of `p` in the gradient).
+    pub target_mass: f64,
+}
+
+/// PyTorch's rule: ε > 1 is an error, a negative or NaN ε disables smoothing.
+fn smoothing(op: &'static str, eps: f64) -> Result<f64> {
+    if eps > 1.0 {
+        Err(Error::invalid_option(op, "label_smoothing", eps, "label_smoothing must be between 0.0 and 1.0"))
+    } else if eps > 0.0 {
+        Ok(eps)
+    } else {
+        Ok(0.0)
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn weight_mismatch(op: &'static str, classes: usize, w: usize) -> Error {
+    Error::shape_mismatch(op, "input row", &[classes], "weight", &[w], "must have one weight per class")
+}
+
+#[cold]
+#[inline(never)]
+fn grad_mismatch(op: &'static str, classes: usize, g: usize) -> Error {
+    Error::shape_mismatch(op, "input row", &[classes], "gradient row", &[g], "must be equal")
+}
+
+// ---------------------------------------------------------------------------------------------
+// class-index target
+
+struct CeOp<'a> {
+    x: &'a [f32],
+    target: usize,
+    weight: Option<&'a [f32]>,
+    eps: f64,
+    grad: Option<&'a mut [f32]>,
+    scale: f32,
+}
+
+impl WithSimd for CeOp<'_> {
+    type Output = CeRow;
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> CeRow {
+        let smooth = self.eps != 0.0;
+        match (self.grad.is_some(), smooth, self.weight.is_some()) {
+            (true, true, true) => ce_row::<S, true, true, true>(simd, self),
+            (true, true, false) => ce_row::<S, true, true, false>(simd, self),
+            (true, false, true) => ce_row::<S, true, false, true>(simd, self),
+            (true, false, false) => ce_row::<S, true, false, false>(simd, self),
+            (false, true, true) => ce_row::<S, false, true, true>(simd, self),
+            (false, true, false) => ce_row::<S, false, true, false>(simd, self),
+            (false, false, true) => ce_row::<S, false, false, true>(simd, self),
+            (false, false, false) => ce_row::<S, false, false, false>(simd, self),
+        }
+    }
+}
+
+#[inline(always)]
+fn ce_row<S: Simd, const STORE: bool, const LIN: bool, const W: bool>(simd: S, op: CeOp<'_>) -> CeRow {
+    let CeOp { x, target, weight, eps, grad, scale } = op;
+    let n = x.len();
+    let w = weight.unwrap_or_default();
+    let lin = Lin { w, t: &[], keep: 1.0, add: 0.0 };
+    let mut dummy: [f32; 0] = [];
+    let out: &mut [f32] = match grad {
+        Some(g) => g,
+        None => &mut dummy,
+    };
+    let st: OnlineRow = online_row::<S, STORE, LIN, W, false>(simd, x, lin, out);
+    let x_y = x.get(target).copied().unwrap_or(f32::NAN);
+    let w_y = if W { w.get(target).copied().unwrap_or(f32::NAN) } else { 1.0 };
+
+    if !(st.m.is_finite() && st.s.is_finite()) {
+        out.fill(f32::NAN);
+        return CeRow {
+            max: st.m,
+            ln_sum: f32::NAN,
+            target_log_prob: f32::NAN,
+            smooth: if LIN { f64::NAN } else { 0.0 },
+        };
+    }
+    let ln_s = st.s.ln();
+    let ln_sum = ln_s as f32;
+    let target_log_prob = (x_y - st.m) - ln_sum;
+    // Σ_c w_c: accumulated in pass 1 when weighted and smoothing (only needed then), C otherwise
+    let wsum = if W && LIN { st.c } else { n as f64 };
+    let smooth_term = if LIN { wsum * ln_s + st.lin } else { 0.0 };
+
+    if STORE {
+        let g = scale as f64;
+        let (e, c) = (1.0 - eps, eps / n as f64);
+        // grad_c = g·[(1−ε)·w_y·(p_c − δ_cy) + (ε/C)·(p_c·Σw − w_c)]
+        //        = p_c·A − g·(ε/C)·w_c − δ_cy·g·(1−ε)·w_y
+        let a = g * (e * w_y as f64 + c * wsum);
+        let b = -(g * c) as f32;
+        // the target's own entry, from its cached exponential, in f64
+        let blk = target / st.block;
+        let ref_y = st.refs.get(blk).copied().unwrap_or(f32::NEG_INFINITY);
+        let p_y =
+            out.get(target).copied().unwrap_or(f32::NAN) as f64 * (ref_y as f64 - st.m as f64).exp() / st.s;
+        let grad_y = g * (e * w_y as f64 * (p_y - 1.0) + c * (p_y * wsum - w_y as f64));
+        if W && LIN {
+            rescale_blocks_w(simd, &st, a / st.s, b, w, out);
+        } else {
+            rescale_blocks(simd, &st, a / st.s, if LIN { b } else { 0.0 }, out);
+        }
+        if let Some(slot) = out.get_mut(target) {
+            *slot = grad_y as f32;
+        }
+    }
+    CeRow { max: st.m, ln_sum, target_log_prob, smooth: smooth_term }
+}
+
+/// Pass 2 with per-class weights: `out = out·a_b + beta·w`.
+#[inline(always)]
+fn rescale_blocks_w<S: Simd>(simd: S, st: &OnlineRow, alpha: f64, beta: f32, w: &[f32], out: &mut [f32]) {
+    let mut start = 0;
+    for b in 0..st.nblocks {
+        let end = (start + st.block).min(out.len());
+        let ref_b = st.refs.get(b).copied().unwrap_or(f32::NEG_INFINITY);
+        let a = (alpha * (ref_b as f64 - st.m as f64).exp()) as f32;
+        if let (Some(ob), Some(wb)) = (out.get_mut(start..end), w.get(start..end)) {
+            zip_in_place(simd, ob, wb, RescaleW { a, beta });
+        }
+        start = end;
+    }
+}
+
+/// `e·a + beta·w`.
+#[derive(Clone, Copy)]
+struct RescaleW {
+    a: f32,
+    beta: f32,
+}
+
+impl VecZip for RescaleW {
+    #[inline(always)]
+    fn call<S: Simd>(self, simd: S, e: S::f32s, w: S::f32s) -> S::f32s {
+        simd.mul_add_f32s(e, simd.splat_f32s(self.a), simd.mul_f32s(simd.splat_f32s(self.beta), w))
+    }
+}
+
+/// `e·f − g·t'` with `t' = t·keep + add`.
+#[derive(Clone, Copy)]
+struct ProbsGrad {
+    f: f32,
+    neg_g: f32,
+    keep: f32,
+    add: f32,
+}
+
+impl VecZip for ProbsGrad {
+    #[inline(always)]
+    fn call<S: Simd>(self, simd: S, e: S::f32s, t: S::f32s) -> S::f32s {
+        let (kv, av) = (simd.splat_f32s(self.keep), simd.splat_f32s(self.add));
+        let c = coef::<S, false, true>(simd, t, t, kv, av);
+        simd.mul_add_f32s(e, simd.splat_f32s(self.f), simd.mul_f32s(simd.splat_f32s(self.neg_g), c))
+    }
+}
+
+impl VecZip2 for ProbsGrad {
+    /// `e·f − g·w·t'`.
+    #[inline(always)]
+    fn call<S: Simd>(self, simd: S, e: S::f32s, t: S::f32s, w: S::f32s) -> S::f32s {
+        let (kv, av) = (simd.splat_f32s(self.keep), simd.splat_f32s(self.add));
+        let c = coef::<S, true, true>(simd, w, t, kv, av);
+        simd.mul_add_f32s(e, simd.splat_f32s(self.f), simd.mul_f32s(simd.splat_f32s(self.neg_g), c))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// probability target
+
+struct CeProbsOp<'a> {
+    x: &'a [f32],
+    t: &'a [f32],
+    weight: Option<&'a [f32]>,
+    eps: f64,
+    grad: Option<&'a mut [f32]>,
+    scale: f32,
+}
+
+impl WithSimd for CeProbsOp<'_> {
+    type Output = CeProbsRow;
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> CeProbsRow {
+        match (self.grad.is_some(), self.weight.is_some()) {
+            (true, true) => ce_probs_row::<S, true, true>(simd, self),
+            (true, false) => ce_probs_row::<S, true, false>(simd, self),
+            (false, true) => ce_probs_row::<S, false, true>(simd, self),
+            (false, false) => ce_probs_row::<S, false, false>(simd, self),
+        }
+    }
+}
+
+#[inline(always)]
+fn ce_probs_row<S: Simd, const STORE: bool, const W: bool>(simd: S, op: CeProbsOp<'_>) -> CeProbsRow {
+    let CeProbsOp { x, t, weight, eps, grad, scale } = op;
+    let n = x.len();
+    let w = weight.unwrap_or_default();
+    // t' = t·(1−ε) + ε/C with both factors rounded to f32, as PyTorch evaluates it on f32 tensors
+    let keep = (1.0 - eps) as f32;
+    let add = (eps / n.max(1) as f64) as f32;
+    let lin = Lin { w, t, keep, add };
+    let mut dummy: [f32; 0] = [];
+    let out: &mut [f32] = match grad {
+        Some(g) => g,
+        None => &mut dummy,
+    };
+    if n == 0 {
+        return CeProbsRow { max: f32::NEG_INFINITY, ln_sum: f32::NEG_INFINITY, loss: 0.0, target_mass: 0.0 };
+    }
+    let st = online_row::<S, STORE, true, W, true>(simd, x, lin, out);
+    if !(st.m.is_finite() && st.s.is_finite()) {
+        out.fill(f32::NAN);
+        return CeProbsRow { max: st.m, ln_sum: f32::NAN, loss: f64::NAN, target_mass: st.c };
+    }
+    let ln_s = st.s.ln();
+    let loss = st.c * ln_s + st.lin;
+    if STORE {
+        // grad_c = g·(p_c·Σ_k w_k t'_k − w_c t'_c)
+        let g = scale as f64;
+        let alpha = g * st.c / st.s;
+        let mut start = 0;
+        for b in 0..st.nblocks {
+            let end = (start + st.block).min(n);
+            let ref_b = st.refs.get(b).copied().unwrap_or(f32::NEG_INFINITY);
+            let op = ProbsGrad {
+                f: (alpha * (ref_b as f64 - st.m as f64).exp()) as f32,
+                neg_g: -scale,
+                keep,
+                add,
+            };
+            let ob = out.get_mut(start..end).unwrap_or_default();
+            let tb = t.get(start..end).unwrap_or_default();
+            if W {
+                let wb = w.get(start..end).unwrap_or_default();
+                zip2_in_place(simd, ob, tb, wb, op);
+            } else {
+                zip_in_place(simd, ob, tb, op);
+            }
+            start = end;
+        }
+    }
+    CeProbsRow { max: st.m, ln_sum: ln_s as f32, loss, target_mass: st.c }
+}
+
+impl Kernels {
+    /// Fused cross-entropy row; see [`cross_entropy_row_f32`].
+    pub fn cross_entropy_row_f32(
+        self,
+        x: &[f32],
+        target: usize,
+        weight: Option<&[f32]>,
+        label_smoothing: f64,
+        grad: Option<&mut [f32]>,
+        grad_scale: f32,
+    ) -> Result<CeRow> {
+        const OP: &str = "cross_entropy_row_f32";
+        let n = x.len();
+        if target >= n {
+            return Err(Error::target_out_of_range(OP, &[], target as i64, n));
+        }
+        if let Some(w) = weight
+            && w.len() != n
+        {
+            return Err(weight_mismatch(OP, n, w.len()));
+        }
+        if let Some(g) = &grad
+            && g.len() != n
+        {
+            return Err(grad_mismatch(OP, n, g.len()));
+        }
+        let eps = smoothing(OP, label_smoothing)?;
+        Ok(self.run(CeOp { x, target, weight, eps, grad, scale: grad_scale }))
+    }
+
+    /// Fused cross-entropy row with a probability target; see [`cross_entropy_probs_row_f32`].
+    pub fn cross_entropy_probs_row_f32(
+        self,
+        x: &[f32],
+        target: &[f32],
+        weight: Option<&[f32]>,
+        label_smoothing: f64,
+        grad: Option<&mut [f32]>,
+        grad_scale: f32,
+    ) -> Result<CeProbsRow> {
+        const OP: &str = "cross_entropy_probs_row_f32";
+        let n = x.len();
+        if target.len() != n {
+            return Err(Error::shape_mismatch(
+                OP,
+                "input row",
+                &[n],
+                "target row",
+                &[target.len()],
+                "must be equal",
+            ));
+        }
+        if let Some(w) = weight
+            && w.len() != n
+        {
+            return Err(weight_mismatch(OP, n, w.len()));
+        }
+        if let Some(g) = &grad
+            && g.len() != n
+        {
+            return Err(grad_mismatch(OP, n, g.len()));
+        }
+        let eps = smoothing(OP, label_smoothing)?;
+        Ok(self.run(CeProbsOp { x, t: target, weight, eps, grad, scale: grad_scale }))
+    }
+}
+
+/// One row of `F.cross_entropy` with a class-index target, forward and (optionally) backward,
+/// with one `exp` per element.
+///
+/// `x` is the row of `C` logits, `target` the class `y` (not the ignore index: ignored rows are the
+/// caller's, they have loss 0 and a zero gradient), `weight` the optional per-class weights `w`
+/// (length `C`), `label_smoothing` ε ≤ 1 (a negative or NaN ε means no smoothing, as in PyTorch). Returns the row's loss terms ([`CeRow`]); when
+/// `grad` is given, writes the gradient of the row's loss scaled by `grad_scale = g` (the upstream
+/// gradient divided by the mean's denominator `W`, or 1 for `'sum'`):
+///
+/// `grad_c = g·[(1 − ε)·w_y·(p_c − δ_cy) + (ε/C)·(p_c·Σ_k w_k − w_c)]`, `p = softmax(x)`
+///
+/// (without weights: `g·(p_c − (1 − ε)·δ_cy − ε/C)`), matching PyTorch's closed form. Pass 1 writes
+/// `exp(x − m_running)` into `grad` while taking the online max and sums (`Σ w_c·(m − x_c)` and
+/// `Σ w_c` when ε > 0); pass 2 turns them into the gradient from cache. Rows whose log-softmax is NaN
+/// (a NaN or `+inf` logit, or all logits `-inf`) return NaN terms and a NaN gradient; a `-inf`
+/// logit at the target gives `target_log_prob = -inf` and a finite gradient, as in PyTorch.
+///
+/// # Errors
+/// `target ≥ C` ([`Error::TargetOutOfRange`]), `weight` or `grad` of a length other than `C`
+/// ([`Error::ShapeMismatch`]), ε > 1 ([`Error::InvalidOption`]).
+///
+/// ```
+/// let x = [1.0f32, 2.0, 3.0];
+/// let mut g = [0.0f32; 3];
+/// let row = infoloss::kernels::cross_entropy_row_f32(&x, 0, None, 0.0, Some(&mut g), 1.0).unwrap();
+/// // torch.nn.functional.cross_entropy(torch.tensor([[1., 2., 3.]]), torch.tensor([0])) = 2.4076
+/// assert!((row.loss(1.0, 0.0, 3) - 2.407_606).abs() < 1e-6);
+/// // softmax − onehot
+/// assert!((g[0] - (0.090_030_57 - 1.0)).abs() < 1e-6);
+/// assert!((g[2] - 0.665_240_94).abs() < 1e-6);
+/// ```
+pub fn cross_entropy_row_f32(
+    x: &[f32],
+    target: usize,
+    weight: Option<&[f32]>,
+    label_smoothing: f64,
+    grad: Option<&mut [f32]>,
+    grad_scale: f32,
+) -> Result<CeRow> {
+    Kernels::new().cross_entropy_row_f32(x, target, weight, label_smoothing, grad, grad_scale)
+}
+
+/// One row of `F.cross_entropy` with a probability target `t` (same length as `x`), forward and
+/// (optionally) backward, with one `exp` per element.
+///
+/// With label smoothing the target is `t' = t·(1 − ε) + ε/C` (both factors rounded to `f32`, as
+/// PyTorch computes it). Returns `loss = −Σ_c w_c·t'_c·log_softmax(x)_c` and `Σ_c w_c·t'_c`; when
+/// `grad` is given writes `grad_c = g·(p_c·Σ_k w_k t'_k − w_c·t'_c)` with `g = grad_scale` (PyTorch
+/// divides by `N` for `'mean'`, not by the weights). The gradient with respect to the target,
+/// `−g·(1 − ε)·w ⊙ log_softmax(x)`, is available through [`log_softmax_f32`](super::log_softmax_f32).
+/// A zero target entry at a `-inf` logit gives a NaN loss (`0·inf`), as in PyTorch.
+///
+/// # Errors
+/// `target`, `weight` or `grad` of a length other than `x`'s ([`Error::ShapeMismatch`]),
+/// ε > 1 ([`Error::InvalidOption`]); a negative or NaN ε means no smoothing, as in PyTorch.
+///
+/// ```
+/// let x = [1.0f32, 2.0, 3.0];
+/// let t = [0.5f32, 0.0, 0.5];
+/// let mut g = [0.0f32; 3];
+/// let row = infoloss::kernels::cross_entropy_probs_row_f32(&x, &t, None, 0.0, Some(&mut g), 1.0).unwrap();
+/// // torch: F.cross_entropy(torch.tensor([[1., 2., 3.]]), torch.tensor([[.5, 0., .5]])) = 1.4076
+/// assert!((row.loss - 1.407_606).abs() < 1e-6);
+/// assert!((g[0] - (0.090_030_57 - 0.5)).abs() < 1e-6);
+/// ```
+pub fn cross_entropy_probs_row_f32(
+    x: &[f32],
+    target: &[f32],
+    weight: Option<&[f32]>,
+    label_smoothing: f64,
+    grad: Option<&mut [f32]>,
+    grad_scale: f32,
+) -> Result<CeProbsRow> {
+    Kernels::new().cross_entropy_probs_row_f32(x, target, weight, label_smoothing, grad, grad_scale)
+}

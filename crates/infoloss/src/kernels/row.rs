@@ -1,0 +1,669 @@
+//! Row primitives: max, online max + sum of exponentials, log-sum-exp, softmax, log-softmax.
+//!
+//! The online pass ([`OnlineRow`]) is shared with the cross-entropy kernels in `ce.rs`.
+
+use pulp::{Simd, WithSimd};
+
+use super::Kernels;
+use super::exp::{exp_f32s, exp_nonpos_f32s, len_mismatch};
+use super::simd::{hmax_ignore_nan, hsum_f64, load_tail_fill, max_ignore_nan};
+use super::vmap::{Affine, Scale, VecMap, map_f32, map_in_place_f32};
+use crate::Result;
+
+/// Elements summed in `f32` lanes before the partial sums are flushed into an `f64` total.
+pub(crate) const CHUNK: usize = 512;
+/// At most this many blocks per row (one recorded reference per block, on the stack).
+pub(crate) const MAX_BLOCKS: usize = 64;
+
+/// Length of the blocks a row of `n` elements is cut into: a multiple of [`CHUNK`], at least
+/// `2·CHUNK` (8 KiB of `f32`: the block stays in L1 between its max scan and its exp pass), and
+/// large enough that there are at most [`MAX_BLOCKS`] blocks.
+#[inline]
+pub(crate) fn block_len(n: usize) -> usize {
+    n.div_ceil(MAX_BLOCKS).div_ceil(CHUNK).max(2) * CHUNK
+}
+
+// ---------------------------------------------------------------------------------------------
+// block max
+
+/// Maximum of `x` ignoring NaN (`-inf` if none), and whether a NaN was seen (only computed when
+/// `NAN_FLAG`).
+#[inline(always)]
+pub(crate) fn block_max<S: Simd, const NAN_FLAG: bool>(simd: S, x: &[f32]) -> (f32, bool) {
+    let (xh, xt) = S::as_simd_f32s(x);
+    let ninf = simd.splat_f32s(f32::NEG_INFINITY);
+    let (mut a0, mut a1, mut a2, mut a3) = (ninf, ninf, ninf, ninf);
+    let mut nan = simd.splat_f32s(0.0);
+    let mut it = xh.chunks_exact(4);
+    for v in &mut it {
+        a0 = max_ignore_nan(simd, a0, v[0]);
+        a1 = max_ignore_nan(simd, a1, v[1]);
+        a2 = max_ignore_nan(simd, a2, v[2]);
+        a3 = max_ignore_nan(simd, a3, v[3]);
+        if NAN_FLAG {
+            // x·0 is NaN exactly for NaN and ±inf lanes (or an overflowing sum, a harmless false
+            // positive); the accumulator stays NaN once it is NaN
+            let s = simd.add_f32s(simd.add_f32s(v[0], v[1]), simd.add_f32s(v[2], v[3]));
+            nan = simd.add_f32s(nan, simd.mul_f32s(s, simd.splat_f32s(0.0)));
+        }
+    }
+    for v in it.remainder() {
+        a0 = max_ignore_nan(simd, a0, *v);
+        if NAN_FLAG {
+            nan = simd.add_f32s(nan, simd.mul_f32s(*v, simd.splat_f32s(0.0)));
+        }
+    }
+    if !xt.is_empty() {
+        let v = load_tail_fill(simd, xt, f32::NEG_INFINITY);
+        a1 = max_ignore_nan(simd, a1, v);
+        if NAN_FLAG {
+            let v = load_tail_fill(simd, xt, 0.0);
+            nan = simd.add_f32s(nan, simd.mul_f32s(v, simd.splat_f32s(0.0)));
+        }
+    }
+    let m = hmax_ignore_nan::<S>(simd.max_f32s(simd.max_f32s(a0, a1), simd.max_f32s(a2, a3)));
+    // `nan` lanes are NaN iff some element was NaN or ±inf; ±inf alone is told apart below
+    let nan_or_inf = NAN_FLAG && hsum_f64::<S>(nan).is_nan();
+    let has_nan = nan_or_inf && x.iter().any(|v| v.is_nan());
+    (m, has_nan)
+}
+
+// ---------------------------------------------------------------------------------------------
+// the exp pass of one block
+
+/// Per-element coefficient `c` of the linear sums of pass 1 (`Σ c·(r − x)` and `Σ c`):
+/// `c = w` (W), `c = t·keep + add` (T), their product (both), or 1 (neither).
+#[derive(Clone, Copy)]
+pub(crate) struct Lin<'a> {
+    pub(crate) w: &'a [f32],
+    pub(crate) t: &'a [f32],
+    pub(crate) keep: f32,
+    pub(crate) add: f32,
+}
+
+#[inline(always)]
+pub(crate) fn coef<S: Simd, const W: bool, const T: bool>(
+    simd: S,
+    w: S::f32s,
+    t: S::f32s,
+    keep: S::f32s,
+    add: S::f32s,
+) -> S::f32s {
+    let tt = simd.add_f32s(simd.mul_f32s(t, keep), add);
+    match (W, T) {
+        (true, true) => simd.mul_f32s(w, tt),
+        (true, false) => w,
+        (false, true) => tt,
+        (false, false) => simd.splat_f32s(1.0),
+    }
+}
+
+/// Partial sums of one block: `Σ exp(x − r)`, `Σ c·(r − x)`, `Σ c`.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct BlockSums {
+    pub(crate) e: f64,
+    pub(crate) lin: f64,
+    pub(crate) c: f64,
+}
+
+/// Sum of four accumulators' lanes, in `f64`.
+#[inline(always)]
+fn red4<S: Simd>(simd: S, a: [S::f32s; 4]) -> f64 {
+    hsum_f64::<S>(simd.add_f32s(simd.add_f32s(a[0], a[1]), simd.add_f32s(a[2], a[3])))
+}
+
+/// One vector of pass 1: `e = exp(x − r)` added to accumulator `j`, and `c·(r − x)`, `c` when `LIN`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn step<S: Simd, const LIN: bool, const W: bool, const T: bool>(
+    simd: S,
+    acc: &mut Acc<S>,
+    j: usize,
+    x: S::f32s,
+    w: S::f32s,
+    t: S::f32s,
+    rv: S::f32s,
+    keep: S::f32s,
+    add: S::f32s,
+) -> S::f32s {
+    let e = exp_nonpos_f32s(simd, simd.sub_f32s(x, rv));
+    acc.e[j] = simd.add_f32s(acc.e[j], e);
+    if LIN {
+        let c = coef::<S, W, T>(simd, w, t, keep, add);
+        acc.l[j] = simd.mul_add_f32s(c, simd.sub_f32s(rv, x), acc.l[j]);
+        if W || T {
+            acc.c[j] = simd.add_f32s(acc.c[j], c);
+        }
+    }
+    e
+}
+
+struct Acc<S: Simd> {
+    e: [S::f32s; 4],
+    l: [S::f32s; 4],
+    c: [S::f32s; 4],
+}
+
+impl<S: Simd> Acc<S> {
+    #[inline(always)]
+    fn zero(simd: S) -> Self {
+        let z = simd.splat_f32s(0.0);
+        Acc { e: [z; 4], l: [z; 4], c: [z; 4] }
+    }
+
+    #[inline(always)]
+    fn flush<const LIN: bool>(&mut self, simd: S, sums: &mut BlockSums) {
+        let z = simd.splat_f32s(0.0);
+        sums.e += red4(simd, self.e);
+        self.e = [z; 4];
+        if LIN {
+            sums.lin += red4(simd, self.l);
+            sums.c += red4(simd, self.c);
+            self.l = [z; 4];
+            self.c = [z; 4];
+        }
+    }
+}
+
+/// Writes `exp(x − r)` into `out` (when `STORE`) and returns the block sums. `r` must be finite or
+/// `+inf` and at least every non-NaN `x` (the cheap `exp` for non-positive arguments is used).
+/// `lin.w`/`lin.t` are only read when `W`/`T`; they must then have `x.len()` elements.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn exp_block<S: Simd, const STORE: bool, const LIN: bool, const W: bool, const T: bool>(
+    simd: S,
+    x: &[f32],
+    r: f32,
+    lin: Lin<'_>,
+    out: &mut [f32],
+) -> BlockSums {
+    let mut sums = BlockSums::default();
+    let rv = simd.splat_f32s(r);
+    let keep = simd.splat_f32s(lin.keep);
+    let add = simd.splat_f32s(lin.add);
+    let mut acc = Acc::<S>::zero(simd);
+    let mut start = 0;
+    while start < x.len() {
+        let end = (start + CHUNK).min(x.len());
+        let xc = x.get(start..end).unwrap_or_default();
+        let wc = if W { lin.w.get(start..end).unwrap_or_default() } else { xc };
+        let tc = if T { lin.t.get(start..end).unwrap_or_default() } else { xc };
+        let (xh, xt) = S::as_simd_f32s(xc);
+        let (wh, wt) = S::as_simd_f32s(wc);
+        let (th, tt) = S::as_simd_f32s(tc);
+        let oc: &mut [f32] = if STORE { out.get_mut(start..end).unwrap_or_default() } else { &mut [] };
+        let (oh, ot) = S::as_mut_simd_f32s(oc);
+
+        let groups = xh.len() / 4;
+        let (xg, xr) = xh.split_at(groups * 4);
+        let (wg, wr) = wh.split_at((groups * 4).min(wh.len()));
+        let (tg, tr) = th.split_at((groups * 4).min(th.len()));
+        if STORE {
+            let (og, or) = oh.split_at_mut((groups * 4).min(oh.len()));
+            for (((x, w), t), o) in
+                xg.chunks_exact(4).zip(wg.chunks_exact(4)).zip(tg.chunks_exact(4)).zip(og.chunks_exact_mut(4))
+            {
+                o[0] = step::<S, LIN, W, T>(simd, &mut acc, 0, x[0], w[0], t[0], rv, keep, add);
+                o[1] = step::<S, LIN, W, T>(simd, &mut acc, 1, x[1], w[1], t[1], rv, keep, add);
+                o[2] = step::<S, LIN, W, T>(simd, &mut acc, 2, x[2], w[2], t[2], rv, keep, add);
+                o[3] = step::<S, LIN, W, T>(simd, &mut acc, 3, x[3], w[3], t[3], rv, keep, add);
+            }
+            for (((x, w), t), o) in xr.iter().zip(wr).zip(tr).zip(or.iter_mut()) {
+                *o = step::<S, LIN, W, T>(simd, &mut acc, 0, *x, *w, *t, rv, keep, add);
+            }
+        } else {
+            for ((x, w), t) in xg.chunks_exact(4).zip(wg.chunks_exact(4)).zip(tg.chunks_exact(4)) {
+                step::<S, LIN, W, T>(simd, &mut acc, 0, x[0], w[0], t[0], rv, keep, add);
+                step::<S, LIN, W, T>(simd, &mut acc, 1, x[1], w[1], t[1], rv, keep, add);
+                step::<S, LIN, W, T>(simd, &mut acc, 2, x[2], w[2], t[2], rv, keep, add);
+                step::<S, LIN, W, T>(simd, &mut acc, 3, x[3], w[3], t[3], rv, keep, add);
+            }
+            for ((x, w), t) in xr.iter().zip(wr).zip(tr) {
+                step::<S, LIN, W, T>(simd, &mut acc, 0, *x, *w, *t, rv, keep, add);
+            }
+        }
+        if !xt.is_empty() {
+            // masked tail: lanes past the end contribute nothing
+            let mask = simd.mask_between_m32s(0, xt.len() as u32).mask();
+            let xv = load_tail_fill(simd, xt, r);
+            let wv = simd.partial_load_f32s(wt);
+            let tv = simd.partial_load_f32s(tt);
+            let mut tail = Acc::<S>::zero(simd);
+            let e = step::<S, LIN, W, T>(simd, &mut tail, 0, xv, wv, tv, rv, keep, add);
+            let z = simd.splat_f32s(0.0);
+            acc.e[1] = simd.add_f32s(acc.e[1], simd.select_f32s(mask, tail.e[0], z));
+            if LIN {
+                acc.l[1] = simd.add_f32s(acc.l[1], simd.select_f32s(mask, tail.l[0], z));
+                acc.c[1] = simd.add_f32s(acc.c[1], simd.select_f32s(mask, tail.c[0], z));
+            }
+            if STORE {
+                simd.partial_store_f32s(ot, e);
+            }
+        }
+        acc.flush::<LIN>(simd, &mut sums);
+        start = end;
+    }
+    sums
+}
+
+// ---------------------------------------------------------------------------------------------
+// the online pass over a whole row
+
+/// Result of the online pass: the row max `m`, `Σ exp(x − m)`, `Σ c·(m − x)`, `Σ c`, and the
+/// reference each block's exponentials were taken against.
+pub(crate) struct OnlineRow {
+    /// Maximum over the non-NaN elements (`-inf` if none).
+    pub(crate) m: f32,
+    /// `Σ exp(x − m)` when `m` is finite (NaN if some `x` is NaN); meaningless otherwise.
+    pub(crate) s: f64,
+    /// `Σ c·(m − x)` when `m` is finite.
+    pub(crate) lin: f64,
+    /// `Σ c`.
+    pub(crate) c: f64,
+    /// Block length used.
+    pub(crate) block: usize,
+    /// Reference of block `b` (`exp(x − refs[b])` was stored); `-inf` for blocks seen while
+    /// the running max was still `-inf`.
+    pub(crate) refs: [f32; MAX_BLOCKS],
+    /// Number of blocks.
+    pub(crate) nblocks: usize,
+}
+
+/// Pass 1: online max and sums over `x` (see the module docs of `kernels`).
+#[inline(always)]
+pub(crate) fn online_row<S: Simd, const STORE: bool, const LIN: bool, const W: bool, const T: bool>(
+    simd: S,
+    x: &[f32],
+    lin: Lin<'_>,
+    out: &mut [f32],
+) -> OnlineRow {
+    let block = block_len(x.len());
+    let mut st = OnlineRow {
+        m: f32::NEG_INFINITY,
+        s: 0.0,
+        lin: 0.0,
+        c: 0.0,
+        block,
+        refs: [f32::NEG_INFINITY; MAX_BLOCKS],
+        nblocks: 0,
+    };
+    let mut r = 0.0f32;
+    let mut start = 0;
+    let mut b = 0;
+    while start < x.len() {
+        let end = (start + block).min(x.len());
+        let xb = x.get(start..end).unwrap_or_default();
+        let (bm, _) = block_max::<S, false>(simd, xb);
+        if bm > st.m {
+            if st.m > f32::NEG_INFINITY {
+                st.s *= (st.m as f64 - bm as f64).exp();
+            }
+            if LIN {
+                st.lin += (bm as f64 - r as f64) * st.c;
+            }
+            st.m = bm;
+            r = bm;
+        }
+        if let Some(slot) = st.refs.get_mut(b) {
+            *slot = if st.m > f32::NEG_INFINITY { r } else { f32::NEG_INFINITY };
+        }
+        let sub = Lin {
+            w: if W { lin.w.get(start..end).unwrap_or_default() } else { &[] },
+            t: if T { lin.t.get(start..end).unwrap_or_default() } else { &[] },
+            ..lin
+        };
+        let ob: &mut [f32] = if STORE { out.get_mut(start..end).unwrap_or_default() } else { &mut [] };
+        let sums = exp_block::<S, STORE, LIN, W, T>(simd, xb, r, sub, ob);
+        st.s += sums.e;
+        st.lin += sums.lin;
+        // Σ c is the element count when c ≡ 1
+        st.c += if W || T { sums.c } else { xb.len() as f64 };
+        start = end;
+        b += 1;
+    }
+    st.nblocks = b;
+    st
+}
+
+/// Pass 2 helper: `out[i] = out[i]·a_b + beta` for every block `b` with factor
+/// `a_b = alpha·exp(refs[b] − m)` (computed in `f64`).
+#[inline(always)]
+pub(crate) fn rescale_blocks<S: Simd>(simd: S, st: &OnlineRow, alpha: f64, beta: f32, out: &mut [f32]) {
+    let mut start = 0;
+    for b in 0..st.nblocks {
+        let end = (start + st.block).min(out.len());
+        let ref_b = st.refs.get(b).copied().unwrap_or(f32::NEG_INFINITY);
+        let a = (alpha * (ref_b as f64 - st.m as f64).exp()) as f32;
+        if let Some(ob) = out.get_mut(start..end) {
+            map_in_place_f32(simd, ob, Affine { a, b: beta });
+        }
+        start = end;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// public primitives
+
+struct MaxOp<'a>(&'a [f32]);
+impl WithSimd for MaxOp<'_> {
+    type Output = f32;
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> f32 {
+        let (m, nan) = block_max::<S, true>(simd, self.0);
+        if nan { f32::NAN } else { m }
+    }
+}
+
+struct MaxSumExpOp<'a>(&'a [f32]);
+impl WithSimd for MaxSumExpOp<'_> {
+    type Output = (f32, f64);
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> (f32, f64) {
+        let x = self.0;
+        if x.is_empty() {
+            return (f32::NEG_INFINITY, 0.0);
+        }
+        let none = Lin { w: &[], t: &[], keep: 1.0, add: 0.0 };
+        let st = online_row::<S, false, false, false, false>(simd, x, none, &mut []);
+        if st.m.is_finite() && !st.s.is_nan() {
+            (st.m, st.s)
+        } else if st.m == f32::INFINITY && !x.iter().any(|v| v.is_nan()) {
+            (st.m, f64::NAN)
+        } else if st.s.is_nan() || x.iter().any(|v| v.is_nan()) {
+            (f32::NAN, f64::NAN)
+        } else {
+            // every element is -inf
+            (f32::NEG_INFINITY, f64::NAN)
+        }
+    }
+}
+
+struct ExpSubSumOp<'a> {
+    x: &'a [f32],
+    m: f32,
+    out: &'a mut [f32],
+}
+impl WithSimd for ExpSubSumOp<'_> {
+    type Output = f64;
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> f64 {
+        let mv = simd.splat_f32s(self.m);
+        let mut total = 0.0f64;
+        let mut start = 0;
+        while start < self.x.len() {
+            let end = (start + CHUNK).min(self.x.len());
+            let (Some(xc), Some(oc)) = (self.x.get(start..end), self.out.get_mut(start..end)) else { break };
+            let (xh, xt) = S::as_simd_f32s(xc);
+            let (oh, ot) = S::as_mut_simd_f32s(oc);
+            let z = simd.splat_f32s(0.0);
+            let mut acc = [z; 4];
+            let mut gi = xh.chunks_exact(4);
+            let mut go = oh.chunks_exact_mut(4);
+            for (x, o) in (&mut gi).zip(&mut go) {
+                for j in 0..4 {
+                    let e = exp_f32s(simd, simd.sub_f32s(x[j], mv));
+                    o[j] = e;
+                    acc[j] = simd.add_f32s(acc[j], e);
+                }
+            }
+            for (x, o) in gi.remainder().iter().zip(go.into_remainder()) {
+                let e = exp_f32s(simd, simd.sub_f32s(*x, mv));
+                *o = e;
+                acc[0] = simd.add_f32s(acc[0], e);
+            }
+            if !xt.is_empty() {
+                let mask = simd.mask_between_m32s(0, xt.len() as u32).mask();
+                let e = exp_f32s(simd, simd.sub_f32s(simd.partial_load_f32s(xt), mv));
+                simd.partial_store_f32s(ot, e);
+                acc[1] = simd.add_f32s(acc[1], simd.select_f32s(mask, e, z));
+            }
+            total +=
+                hsum_f64::<S>(simd.add_f32s(simd.add_f32s(acc[0], acc[1]), simd.add_f32s(acc[2], acc[3])));
+            start = end;
+        }
+        total
+    }
+}
+
+struct ScaleOp<'a> {
+    x: &'a mut [f32],
+    a: f32,
+}
+impl WithSimd for ScaleOp<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        map_in_place_f32(simd, self.x, Scale(self.a));
+    }
+}
+
+struct SoftmaxOp<'a> {
+    x: &'a [f32],
+    out: &'a mut [f32],
+}
+impl WithSimd for SoftmaxOp<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let none = Lin { w: &[], t: &[], keep: 1.0, add: 0.0 };
+        let st = online_row::<S, true, false, false, false>(simd, self.x, none, self.out);
+        if st.m.is_finite() {
+            rescale_blocks(simd, &st, 1.0 / st.s, 0.0, self.out);
+        } else {
+            self.out.fill(f32::NAN);
+        }
+    }
+}
+
+struct LogSoftmaxOp<'a> {
+    x: &'a [f32],
+    out: &'a mut [f32],
+}
+impl WithSimd for LogSoftmaxOp<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let none = Lin { w: &[], t: &[], keep: 1.0, add: 0.0 };
+        let st = online_row::<S, false, false, false, false>(simd, self.x, none, &mut []);
+        if !st.m.is_finite() {
+            self.out.fill(f32::NAN);
+            return;
+        }
+        map_f32(simd, self.x, self.out, LogSoftmaxMap { m: st.m, ls: st.s.ln() as f32 });
+    }
+}
+
+/// `(v − m) − ls`.
+#[derive(Clone, Copy)]
+struct LogSoftmaxMap {
+    m: f32,
+    ls: f32,
+}
+
+impl VecMap for LogSoftmaxMap {
+    #[inline(always)]
+    fn call<S: Simd>(self, simd: S, v: S::f32s) -> S::f32s {
+        simd.sub_f32s(simd.sub_f32s(v, simd.splat_f32s(self.m)), simd.splat_f32s(self.ls))
+    }
+}
+
+impl Kernels {
+    /// Row maximum; see [`max_f32`].
+    pub fn max_f32(self, x: &[f32]) -> f32 {
+        self.run(MaxOp(x))
+    }
+
+    /// Online max and sum of exponentials; see [`max_sum_exp_f32`].
+    pub fn max_sum_exp_f32(self, x: &[f32]) -> (f32, f64) {
+        self.run(MaxSumExpOp(x))
+    }
+
+    /// Log-sum-exp of a row; see [`logsumexp_f32`].
+    pub fn logsumexp_f32(self, x: &[f32]) -> f32 {
+        let (m, s) = self.max_sum_exp_f32(x);
+        lse_from(x, m, s)
+    }
+
+    /// `out = exp(x − m)`, returns the sum; see [`exp_sub_sum_f32`].
+    pub fn exp_sub_sum_f32(self, x: &[f32], m: f32, out: &mut [f32]) -> Result<f64> {
+        if x.len() != out.len() {
+            return Err(len_mismatch("exp_sub_sum_f32", x.len(), out.len()));
+        }
+        Ok(self.run(ExpSubSumOp { x, m, out }))
+    }
+
+    /// `x *= a`; see [`scale_f32`].
+    pub fn scale_f32(self, x: &mut [f32], a: f32) {
+        self.run(ScaleOp { x, a })
+    }
+
+    /// Softmax of a row; see [`softmax_f32`].
+    pub fn softmax_f32(self, x: &[f32], out: &mut [f32]) -> Result<()> {
+        if x.len() != out.len() {
+            return Err(len_mismatch("softmax_f32", x.len(), out.len()));
+        }
+        self.run(SoftmaxOp { x, out });
+        Ok(())
+    }
+
+    /// Log-softmax of a row; see [`log_softmax_f32`].
+    pub fn log_softmax_f32(self, x: &[f32], out: &mut [f32]) -> Result<()> {
+        if x.len() != out.len() {
+            return Err(len_mismatch("log_softmax_f32", x.len(), out.len()));
+        }
+        self.run(LogSoftmaxOp { x, out });
+        Ok(())
+    }
+}
+
+fn lse_from(x: &[f32], m: f32, s: f64) -> f32 {
+    if m.is_nan() {
+        f32::NAN
+    } else if m.is_infinite() || x.is_empty() {
+        // torch.logsumexp: +inf if any +inf (and no NaN), -inf if every element is -inf or empty
+        m
+    } else {
+        (m as f64 + s.ln()) as f32
+    }
+}
+
+/// Maximum of a row, NaN if any element is NaN, `-inf` for an empty row (`torch.amax` on one row,
+/// except that torch rejects empty rows).
+///
+/// ```
+/// assert_eq!(infoloss::kernels::max_f32(&[1.0, 3.0, -2.0]), 3.0);
+/// assert!(infoloss::kernels::max_f32(&[1.0, f32::NAN]).is_nan());
+/// assert_eq!(infoloss::kernels::max_f32(&[]), f32::NEG_INFINITY);
+/// ```
+pub fn max_f32(x: &[f32]) -> f32 {
+    Kernels::new().max_f32(x)
+}
+
+/// Row maximum `m` and `s = Σ exp(x − m)` in one read of the row (online softmax: the running sum
+/// is rescaled by `exp(m_old − m_new)` whenever the maximum grows, block by block).
+///
+/// `s` is accumulated in `f32` lanes flushed every 512 elements into `f64`, and is returned in
+/// `f64`. Special rows follow the IEEE evaluation of the formula, as `log_softmax` does: a NaN
+/// element gives `(NaN, NaN)`; a `+inf` element gives `(+inf, NaN)`; a row of `-inf` gives
+/// `(-inf, NaN)`; the empty row gives `(-inf, 0)`.
+///
+/// ```
+/// let (m, s) = infoloss::kernels::max_sum_exp_f32(&[0.0, 1.0, 2.0]);
+/// assert_eq!(m, 2.0);
+/// assert!((s - (1.0 + (-1.0f64).exp() + (-2.0f64).exp())).abs() < 1e-6);
+/// ```
+pub fn max_sum_exp_f32(x: &[f32]) -> (f32, f64) {
+    Kernels::new().max_sum_exp_f32(x)
+}
+
+/// `ln Σ exp(x)` of a row with `torch.logsumexp` semantics: `m + ln Σ exp(x − m)`, `+inf` if an
+/// element is `+inf`, `-inf` if every element is `-inf` or the row is empty, NaN if an element is
+/// NaN. Gradient: `softmax(x)`.
+///
+/// ```
+/// let l = infoloss::kernels::logsumexp_f32(&[1.0, 2.0, 3.0]);
+/// assert!((l - 3.407_606).abs() < 1e-6);
+/// assert_eq!(infoloss::kernels::logsumexp_f32(&[f32::NEG_INFINITY; 2]), f32::NEG_INFINITY);
+/// ```
+pub fn logsumexp_f32(x: &[f32]) -> f32 {
+    Kernels::new().logsumexp_f32(x)
+}
+
+/// Writes `out[i] = exp(x[i] − m)` and returns `Σ out[i]` (accumulated as in
+/// [`max_sum_exp_f32`], returned in `f64`). Any `m` is allowed (the general [`exp_f32`] is used);
+/// with `m` the row max this is the numerator and denominator of softmax.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`](crate::Error::ShapeMismatch) if `x` and `out` differ in length.
+///
+/// ```
+/// let mut e = [0.0f32; 2];
+/// let s = infoloss::kernels::exp_sub_sum_f32(&[1.0, 1.0 + 2.0f32.ln()], 1.0, &mut e).unwrap();
+/// assert_eq!(e, [1.0, 2.0]);
+/// assert_eq!(s, 3.0);
+/// ```
+///
+/// [`exp_f32`]: super::exp_f32
+pub fn exp_sub_sum_f32(x: &[f32], m: f32, out: &mut [f32]) -> Result<f64> {
+    Kernels::new().exp_sub_sum_f32(x, m, out)
+}
+
+/// `x[i] *= a` in place.
+///
+/// ```
+/// let mut x = [1.0f32, -2.0];
+/// infoloss::kernels::scale_f32(&mut x, 0.5);
+/// assert_eq!(x, [0.5, -1.0]);
+/// ```
+pub fn scale_f32(x: &mut [f32], a: f32) {
+    Kernels::new().scale_f32(x, a)
+}
+
+/// `out = softmax(x)` of one row (`torch.softmax(x, -1)`): `exp(x − m)/Σ exp(x − m)`, computed with
+/// one `exp` per element (online pass writing `exp(x − m_running)` into `out`, then one rescale).
+/// Rows with a NaN or `+inf` element, or with every element `-inf`, give NaN everywhere, as in
+/// PyTorch. Gradient: `s·(g − Σ g·s)`.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`](crate::Error::ShapeMismatch) if `x` and `out` differ in length.
+///
+/// ```
+/// let mut p = [0.0f32; 2];
+/// infoloss::kernels::softmax_f32(&[0.0, 3.0f32.ln()], &mut p).unwrap();
+/// assert!((p[0] - 0.25).abs() < 1e-7 && (p[1] - 0.75).abs() < 1e-7);
+/// ```
+pub fn softmax_f32(x: &[f32], out: &mut [f32]) -> Result<()> {
+    Kernels::new().softmax_f32(x, out)
+}
+
+/// `out = log_softmax(x)` of one row (`torch.log_softmax(x, -1)`), in PyTorch's order of
+/// operations: `(x − m) − ln Σ exp(x − m)` (the sum in `f64`, its log rounded to `f32`). Rows with
+/// a NaN or `+inf` element, or with every element `-inf`, give NaN everywhere. Gradient:
+/// `g − exp(y)·Σ g`.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`](crate::Error::ShapeMismatch) if `x` and `out` differ in length.
+///
+/// ```
+/// let mut y = [0.0f32; 2];
+/// infoloss::kernels::log_softmax_f32(&[0.0, 0.0], &mut y).unwrap();
+/// assert_eq!(y, [-std::f32::consts::LN_2; 2]);
+/// ```
+pub fn log_softmax_f32(x: &[f32], out: &mut [f32]) -> Result<()> {
+    Kernels::new().log_softmax_f32(x, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_len_bounds() {
+        for n in [0usize, 1, 100, 1024, 65_536, 65_537, 1 << 20, 10_000_000] {
+            let b = block_len(n);
+            assert!(b % CHUNK == 0 && b >= 2 * CHUNK);
+            assert!(n.div_ceil(b) <= MAX_BLOCKS, "{n}");
+        }
+        assert_eq!(block_len(32_000), 1024);
+    }
+}
