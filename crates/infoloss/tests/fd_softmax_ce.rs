@@ -823,8 +823,8 @@ fn error_messages() {
     let e = cross_entropy_probs(x.view(), x.view(), &opts).unwrap_err();
     assert!(e.to_string().contains("(3 classes), but has 2"), "{e}");
 
-    // label smoothing
-    for bad in [1.5, -0.25, f64::NAN] {
+    // label smoothing: above 1 is an error (negative and NaN disable smoothing, as in torch)
+    for bad in [1.5, 2.0, f64::INFINITY] {
         let opts = CrossEntropyOptions { label_smoothing: bad, ..Default::default() };
         let e = cross_entropy(x.view(), ArrayD::<i64>::zeros(IxDyn(&[2, 4])).view(), &opts).unwrap_err();
         assert!(matches!(e, Error::InvalidOption { option: "label_smoothing", .. }), "{e}");
