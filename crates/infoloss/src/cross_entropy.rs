@@ -17,6 +17,8 @@ use crate::shape::{ClassLayout, check_same_shape};
 use crate::softmax::{array_from_vec, row_log_softmax, row_log_softmax_backward, row_major};
 use crate::{Element, Error, GradOutput, Loss, Real, Reduction, Result};
 
+pub use fast::{with_fast_path, with_reference_path};
+
 /// Options of the cross-entropy functions; `Default` equals PyTorch's defaults
 /// (`weight=None, ignore_index=-100, reduction='mean', label_smoothing=0.0`).
 ///
@@ -123,6 +125,9 @@ fn ce_index_core<T: Element>(
         Some(g) => Some(Upstream::read(op, reduction, &tg.out_shape, g)?),
         None => None,
     };
+    if let Some(out) = fast::index::<T>(&input, &tg, opts.reduction, eps, want_loss, up.as_ref())? {
+        return Ok(out);
+    }
     let layout = tg.layout;
     let classes = layout.classes;
     let rows = tg.class.len();
@@ -413,6 +418,21 @@ fn ce_probs_core<T: Element>(
         None => None,
     };
 
+    if want.grad_target.is_none()
+        && let Some((loss, grad)) = fast::probs::<T>(
+            &input,
+            &target,
+            &layout,
+            weight.as_deref(),
+            &out_shape,
+            reduction,
+            eps,
+            want.loss,
+            up_x.as_ref(),
+        )?
+    {
+        return Ok((loss, grad, None));
+    }
     let classes = layout.classes;
     let rows = layout.rows();
     let x = row_major(&input);
@@ -712,6 +732,432 @@ pub fn cross_entropy_probs_with_grads<T: Element, D: Dimension, D2: Dimension>(
     match ce_probs_core(OP, input.into_dyn(), target.into_dyn(), opts, want)? {
         (Some(l), Some(gx), Some(gt)) => Ok((l, gx, gt)),
         _ => Err(Error::invalid_option(OP, "reduction", opts.reduction, "no loss computed")),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fast path: f32 rows through the fused SIMD kernels
+// ---------------------------------------------------------------------------------------------
+
+/// The `f32` fast path of the cross-entropy functions.
+///
+/// Applies to `f32` inputs whose rows are contiguous (class dimension last, i.e. `(C)` or `(N, C)`,
+/// in standard layout), with finite class weights and upstream gradients. Every row goes through
+/// [`cross_entropy_row_f32`](crate::kernels::cross_entropy_row_f32) /
+/// [`cross_entropy_probs_row_f32`](crate::kernels::cross_entropy_probs_row_f32), which write the
+/// row's gradient in place. Rows are split across rayon in chunks of a fixed number of rows; the
+/// per-row loss terms land in one slot per row and are summed sequentially in `f64`, in row order,
+/// so results do not depend on the thread count. Everything else stays on the reference path above.
+mod fast {
+    use std::any::Any;
+    use std::cell::Cell;
+
+    use ndarray::ArrayViewD;
+    use rayon::prelude::*;
+
+    use crate::float::DType;
+    use crate::kernels::Kernels;
+    use crate::nll::{IndexTargets, LossAndGrad, Upstream, mean_of, pack_loss};
+    use crate::shape::ClassLayout;
+    use crate::softmax::array_from_vec;
+    use crate::{Element, Real, Reduction, Result};
+
+    thread_local! {
+        // Off by default until the fast path has passed `tests/fast_vs_reference.rs` and the torch fixtures.
+        static FAST: Cell<bool> = const { Cell::new(false) };
+    }
+
+    fn with_path<R>(fast: bool, f: impl FnOnce() -> R) -> R {
+        struct Restore(bool);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                FAST.with(|c| c.set(self.0));
+            }
+        }
+        let _restore = Restore(FAST.with(|c| c.replace(fast)));
+        f()
+    }
+
+    /// Runs `f` with the SIMD fast path of the cross-entropy functions switched off on the
+    /// current thread, so every call inside `f` (on this thread) takes the straightforward
+    /// reference implementation (currently the default). Meant for tests and benchmarks.
+    ///
+    /// ```
+    /// use infoloss::{CrossEntropyOptions, cross_entropy, ndarray::array};
+    /// use infoloss::cross_entropy::with_reference_path;
+    /// let x = array![[1.0f32, 2.0, 3.0]];
+    /// let y = array![0i64];
+    /// let opts = CrossEntropyOptions::default();
+    /// let slow = with_reference_path(|| cross_entropy(x.view(), y.view(), &opts)).unwrap().scalar().unwrap();
+    /// assert!((slow - 2.407_606).abs() < 1e-6);
+    /// ```
+    pub fn with_reference_path<R>(f: impl FnOnce() -> R) -> R {
+        with_path(false, f)
+    }
+
+    /// Runs `f` with the SIMD fast path of the cross-entropy functions switched on on the current
+    /// thread (it is off by default, pending verification).
+    ///
+    /// The fast path covers `f32` inputs of shape `(C)` or `(N, C)` in standard layout (class
+    /// weights and upstream gradients finite), for `cross_entropy`, `cross_entropy_with_grad`,
+    /// `cross_entropy_backward`, `cross_entropy_probs`, `cross_entropy_probs_with_grad` and
+    /// `cross_entropy_probs_backward`.
+    ///
+    /// ```
+    /// use infoloss::{CrossEntropyOptions, cross_entropy, ndarray::array};
+    /// use infoloss::cross_entropy::with_fast_path;
+    /// let x = array![[1.0f32, 2.0, 3.0]];
+    /// let y = array![0i64];
+    /// let opts = CrossEntropyOptions::default();
+    /// let fast = with_fast_path(|| cross_entropy(x.view(), y.view(), &opts)).unwrap().scalar().unwrap();
+    /// assert!((fast - 2.407_606).abs() < 1e-6);
+    /// ```
+    pub fn with_fast_path<R>(f: impl FnOnce() -> R) -> R {
+        with_path(true, f)
+    }
+
+    fn enabled() -> bool {
+        FAST.with(Cell::get)
+    }
+
+    /// Elements per parallel task (at least one row): a constant, so the split never depends on the
+    /// number of threads (the results would not either, as each row is computed on its own).
+    const CHUNK_ELEMS: usize = 1 << 15;
+
+    fn rows_per_chunk(classes: usize) -> usize {
+        (CHUNK_ELEMS / classes.max(1)).max(1)
+    }
+
+    /// Per-row upstream gradient scale in `f32`.
+    enum Scale {
+        Same(f32),
+        PerRow(Vec<f32>),
+    }
+
+    impl Scale {
+        fn at(&self, r: usize) -> f32 {
+            match self {
+                Scale::Same(g) => *g,
+                Scale::PerRow(v) => v.get(r).copied().unwrap_or(0.0),
+            }
+        }
+
+        /// `g·div` for every row, `None` unless every value is finite.
+        fn of<A: Real>(up: &Upstream<A>, div: impl Fn(f64) -> f32) -> Option<Scale> {
+            let s = match up {
+                Upstream::Same(g) => Scale::Same(div(g.f64())),
+                Upstream::PerRow(v) => Scale::PerRow(v.iter().map(|g| div(g.f64())).collect()),
+            };
+            let finite = match up {
+                Upstream::Same(g) => g.f64().is_finite(),
+                Upstream::PerRow(v) => v.iter().all(|g| g.f64().is_finite()),
+            };
+            let ok = match &s {
+                Scale::Same(g) => g.is_finite(),
+                Scale::PerRow(v) => v.iter().all(|g| g.is_finite()),
+            };
+            (finite && ok).then_some(s)
+        }
+    }
+
+    /// What the `f32` row loops return: per-row losses (`none`) and the reduced loss.
+    struct FastLoss {
+        per_row: Vec<f32>,
+        reduced: f64,
+    }
+
+    // The row loops are plain `f32` functions; the generic entry points reach them through a
+    // function pointer downcast (`T` is `f32` exactly when the downcast succeeds), which needs no
+    // unsafe code.
+    type IndexFn<T> =
+        for<'x, 'g, 'j, 'k> fn(&'x [T], Option<&'g mut [T]>, &'j IndexJob<'k>) -> Result<Option<FastLoss>>;
+    type ProbsFn<T> = for<'x, 't, 'g, 'j> fn(
+        &'x [T],
+        &'t [T],
+        Option<&'g mut [T]>,
+        &'j ProbsJob,
+    ) -> Result<Option<FastLoss>>;
+
+    fn cast_fn<F: Copy + 'static, G: Copy + 'static>(f: F) -> Option<G> {
+        (&f as &dyn Any).downcast_ref::<G>().copied()
+    }
+
+    fn f32_weight<A: Real>(weight: Option<&[A]>) -> Option<Option<Vec<f32>>> {
+        match weight {
+            None => Some(None),
+            Some(w) => {
+                let v: Vec<f32> = w.iter().map(|x| x.f64() as f32).collect();
+                v.iter().all(|x| x.is_finite()).then_some(Some(v))
+            }
+        }
+    }
+
+    /// A NaN log-softmax row (a NaN or `+inf` logit, or every logit `-inf`): torch's
+    /// `log_softmax` backward gives NaN there even for a zero upstream gradient.
+    fn nan_row(x: &[f32]) -> bool {
+        x.iter().any(|v| v.is_nan() || *v == f32::INFINITY) || x.iter().all(|v| *v == f32::NEG_INFINITY)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // class-index targets
+
+    struct IndexJob<'a> {
+        classes: usize,
+        class: &'a [Option<usize>],
+        weight: Option<Vec<f32>>,
+        eps: f64,
+        reduction: Reduction,
+        total_weight: f64,
+        scale: Option<Scale>,
+        want_loss: bool,
+    }
+
+    /// The fast path of `ce_index_core`, or `None` when it does not apply.
+    pub(super) fn index<T: Element>(
+        input: &ArrayViewD<'_, T>,
+        tg: &IndexTargets<T::Acc>,
+        reduction: Reduction,
+        eps: f64,
+        want_loss: bool,
+        up: Option<&Upstream<T::Acc>>,
+    ) -> Result<Option<LossAndGrad<T>>> {
+        const OP: &str = "cross_entropy";
+        let layout = &tg.layout;
+        if !enabled()
+            || T::DTYPE != DType::F32
+            || layout.inner != 1
+            || layout.classes == 0
+            || tg.class.is_empty()
+        {
+            return Ok(None);
+        }
+        let (Some(x), Some(f)) = (input.as_slice(), cast_fn::<IndexFn<f32>, IndexFn<T>>(index_f32)) else {
+            return Ok(None);
+        };
+        let Some(weight) = f32_weight(tg.weight.as_deref()) else {
+            return Ok(None);
+        };
+        let total_weight = tg.total_weight;
+        let scale = match up {
+            None => None,
+            Some(up) => match Scale::of(up, |g| match reduction {
+                Reduction::Mean => (g / total_weight) as f32,
+                _ => g as f32,
+            }) {
+                Some(s) => Some(s),
+                None => return Ok(None),
+            },
+        };
+        let mut grad = scale.as_ref().map(|_| vec![T::default(); x.len()]);
+        let job = IndexJob {
+            classes: layout.classes,
+            class: &tg.class,
+            weight,
+            eps,
+            reduction,
+            total_weight,
+            scale,
+            want_loss,
+        };
+        let Some(out) = f(x, grad.as_deref_mut(), &job)? else {
+            return Ok(None);
+        };
+        let loss = if want_loss {
+            let per_row = out.per_row.iter().map(|&v| T::Acc::c(v as f64)).collect();
+            Some(pack_loss::<T>(OP, reduction, &tg.out_shape, per_row, T::Acc::c(out.reduced))?)
+        } else {
+            None
+        };
+        let grad = match grad {
+            Some(g) => Some(array_from_vec(OP, input.shape(), g)?),
+            None => None,
+        };
+        Ok(Some((loss, grad)))
+    }
+
+    fn index_f32(x: &[f32], grad: Option<&mut [f32]>, job: &IndexJob<'_>) -> Result<Option<FastLoss>> {
+        let c = job.classes;
+        let rows = job.class.len();
+        let smoothing = job.eps > 0.0;
+        let k = Kernels::new();
+        let weight = job.weight.as_deref();
+        // (−w_y·lsm_y, −Σ_c w_c·lsm_c) per row, each rounded to f32 as the reference computes them
+        let mut terms = vec![(0f32, 0f32); rows];
+        let row = |r: usize, slot: &mut (f32, f32), g: Option<&mut [f32]>| -> Result<()> {
+            let xr = x.get(r * c..(r + 1) * c).unwrap_or_default();
+            match job.class.get(r).copied().flatten() {
+                None => {
+                    if let Some(g) = g
+                        && nan_row(xr)
+                    {
+                        g.fill(f32::NAN);
+                    }
+                }
+                Some(y) => {
+                    let scale = job.scale.as_ref().map_or(0.0, |s| s.at(r));
+                    let out = k.cross_entropy_row_f32(xr, y, weight, job.eps, g, scale)?;
+                    let w_y = weight.and_then(|w| w.get(y).copied()).unwrap_or(1.0);
+                    *slot = (-out.target_log_prob * w_y, if smoothing { out.smooth as f32 } else { 0.0 });
+                }
+            }
+            Ok(())
+        };
+        let rpc = rows_per_chunk(c);
+        match grad {
+            Some(g) => g.par_chunks_mut(rpc * c).zip(terms.par_chunks_mut(rpc)).enumerate().try_for_each(
+                |(i, (gc, tc))| {
+                    for (j, (gr, slot)) in gc.chunks_mut(c).zip(tc.iter_mut()).enumerate() {
+                        row(i * rpc + j, slot, Some(gr))?;
+                    }
+                    Ok(())
+                },
+            )?,
+            None if job.want_loss => terms.par_chunks_mut(rpc).enumerate().try_for_each(|(i, tc)| {
+                for (j, slot) in tc.iter_mut().enumerate() {
+                    row(i * rpc + j, slot, None)?;
+                }
+                Result::Ok(())
+            })?,
+            None => {}
+        }
+        if !job.want_loss {
+            return Ok(Some(FastLoss { per_row: Vec::new(), reduced: 0.0 }));
+        }
+        let keep = (1.0 - job.eps) as f32;
+        let eps_c = (job.eps / c as f64) as f32;
+        let combine = |nll: f32, smooth: f32| if smoothing { keep * nll + smooth * eps_c } else { nll };
+        Ok(Some(match job.reduction {
+            Reduction::None => {
+                FastLoss { per_row: terms.iter().map(|&(n, s)| combine(n, s)).collect(), reduced: 0.0 }
+            }
+            reduction => {
+                let (mut nll_sum, mut smooth_sum) = (0f64, 0f64);
+                for &(n, s) in &terms {
+                    nll_sum += n as f64;
+                    smooth_sum += s as f64;
+                }
+                let (nll, smooth) = if reduction == Reduction::Mean {
+                    (
+                        mean_of(nll_sum, job.total_weight, rows) as f32,
+                        mean_of(smooth_sum, job.total_weight, rows) as f32,
+                    )
+                } else {
+                    (nll_sum as f32, smooth_sum as f32)
+                };
+                FastLoss { per_row: Vec::new(), reduced: combine(nll, smooth) as f64 }
+            }
+        }))
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // probability targets
+
+    struct ProbsJob {
+        classes: usize,
+        weight: Option<Vec<f32>>,
+        eps: f64,
+        reduction: Reduction,
+        scale: Option<Scale>,
+        want_loss: bool,
+    }
+
+    /// The fast path of `ce_probs_core` (loss and input gradient), or `None` when it does not apply.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn probs<T: Element>(
+        input: &ArrayViewD<'_, T>,
+        target: &ArrayViewD<'_, T>,
+        layout: &ClassLayout,
+        weight: Option<&[T::Acc]>,
+        out_shape: &[usize],
+        reduction: Reduction,
+        eps: f64,
+        want_loss: bool,
+        up: Option<&Upstream<T::Acc>>,
+    ) -> Result<Option<LossAndGrad<T>>> {
+        const OP: &str = "cross_entropy";
+        let rows = layout.rows();
+        if !enabled() || T::DTYPE != DType::F32 || layout.inner != 1 || layout.classes == 0 || rows == 0 {
+            return Ok(None);
+        }
+        let (Some(x), Some(t), Some(f)) =
+            (input.as_slice(), target.as_slice(), cast_fn::<ProbsFn<f32>, ProbsFn<T>>(probs_f32))
+        else {
+            return Ok(None);
+        };
+        let Some(weight) = f32_weight(weight) else {
+            return Ok(None);
+        };
+        let m = rows as f32;
+        let scale = match up {
+            None => None,
+            Some(up) => match Scale::of(up, |g| match reduction {
+                Reduction::Mean => g as f32 / m,
+                _ => g as f32,
+            }) {
+                Some(s) => Some(s),
+                None => return Ok(None),
+            },
+        };
+        let mut grad = scale.as_ref().map(|_| vec![T::default(); x.len()]);
+        let job = ProbsJob { classes: layout.classes, weight, eps, reduction, scale, want_loss };
+        let Some(out) = f(x, t, grad.as_deref_mut(), &job)? else {
+            return Ok(None);
+        };
+        let loss = if want_loss {
+            let per_row = out.per_row.iter().map(|&v| T::Acc::c(v as f64)).collect();
+            Some(pack_loss::<T>(OP, reduction, out_shape, per_row, T::Acc::c(out.reduced))?)
+        } else {
+            None
+        };
+        let grad = match grad {
+            Some(g) => Some(array_from_vec(OP, input.shape(), g)?),
+            None => None,
+        };
+        Ok(Some((loss, grad)))
+    }
+
+    fn probs_f32(x: &[f32], t: &[f32], grad: Option<&mut [f32]>, job: &ProbsJob) -> Result<Option<FastLoss>> {
+        let c = job.classes;
+        let rows = x.len() / c;
+        let k = Kernels::new();
+        let weight = job.weight.as_deref();
+        let mut losses = vec![0f64; rows];
+        let row = |r: usize, slot: &mut f64, g: Option<&mut [f32]>| -> Result<()> {
+            let xr = x.get(r * c..(r + 1) * c).unwrap_or_default();
+            let tr = t.get(r * c..(r + 1) * c).unwrap_or_default();
+            let scale = job.scale.as_ref().map_or(0.0, |s| s.at(r));
+            *slot = k.cross_entropy_probs_row_f32(xr, tr, weight, job.eps, g, scale)?.loss;
+            Ok(())
+        };
+        let rpc = rows_per_chunk(c);
+        match grad {
+            Some(g) => g.par_chunks_mut(rpc * c).zip(losses.par_chunks_mut(rpc)).enumerate().try_for_each(
+                |(i, (gc, lc))| {
+                    for (j, (gr, slot)) in gc.chunks_mut(c).zip(lc.iter_mut()).enumerate() {
+                        row(i * rpc + j, slot, Some(gr))?;
+                    }
+                    Ok(())
+                },
+            )?,
+            None if job.want_loss => losses.par_chunks_mut(rpc).enumerate().try_for_each(|(i, lc)| {
+                for (j, slot) in lc.iter_mut().enumerate() {
+                    row(i * rpc + j, slot, None)?;
+                }
+                Result::Ok(())
+            })?,
+            None => {}
+        }
+        Ok(Some(match job.reduction {
+            Reduction::None => FastLoss { per_row: losses.iter().map(|&l| l as f32).collect(), reduced: 0.0 },
+            reduction => {
+                let mut total = 0f64;
+                for &l in &losses {
+                    total += l;
+                }
+                let reduced = if reduction == Reduction::Mean { total / rows as f64 } else { total };
+                FastLoss { per_row: Vec::new(), reduced }
+            }
+        }))
     }
 }
 
