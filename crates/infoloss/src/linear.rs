@@ -37,11 +37,11 @@ use std::borrow::Cow;
 use ndarray::{Array1, Array2, ArrayView, ArrayView1, ArrayView2, Dimension, Ix2};
 use rayon::prelude::*;
 
-use crate::kernels::linear_gemm::{self, Accum, GemmError, MatMut, MatRef};
 use crate::ce_extras::{
     CeRowConfig, CeRowOut, CrossEntropyExtrasOptions, grad_coefs, reduce_rows, row_argmax, row_config,
 };
 use crate::distill::{DistillOptions, distill_with_grad};
+use crate::kernels::linear_gemm::{self, Accum, GemmError, MatMut, MatRef};
 use crate::nll::{Upstream, index_targets};
 use crate::shape::checked_numel;
 use crate::softmax::row_logsumexp;
