@@ -12,7 +12,9 @@
 use pyo3::prelude::*;
 
 mod boundary;
+mod distill;
 mod info;
+mod linear;
 mod losses;
 mod rows;
 mod threads;
@@ -34,6 +36,12 @@ fn _infoloss(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(losses::kl_div, m)?)?;
     m.add_function(wrap_pyfunction!(losses::binary_cross_entropy, m)?)?;
     m.add_function(wrap_pyfunction!(losses::binary_cross_entropy_with_logits, m)?)?;
+    m.add_function(wrap_pyfunction!(distill::distill, m)?)?;
+    m.add_function(wrap_pyfunction!(distill::distill_topk, m)?)?;
+    m.add_function(wrap_pyfunction!(distill::uda_consistency, m)?)?;
+    m.add_function(wrap_pyfunction!(linear::cross_entropy_extras, m)?)?;
+    m.add_function(wrap_pyfunction!(linear::linear_cross_entropy, m)?)?;
+    m.add_function(wrap_pyfunction!(linear::linear_distill, m)?)?;
     m.add_function(wrap_pyfunction!(rows::log_softmax, m)?)?;
     m.add_function(wrap_pyfunction!(rows::softmax, m)?)?;
     m.add_function(wrap_pyfunction!(rows::logsumexp, m)?)?;

@@ -16,7 +16,7 @@ use crate::boundary::{
 };
 
 /// The per-class weight of the class-index losses: one dimension.
-fn weight_1d<'a, T>(w: ArrayViewD<'a, T>, op: &str) -> PyResult<ArrayView1<'a, T>> {
+pub(crate) fn weight_1d<'a, T>(w: ArrayViewD<'a, T>, op: &str) -> PyResult<ArrayView1<'a, T>> {
     let shape = w.shape().to_vec();
     w.into_dimensionality::<Ix1>().map_err(|_| {
         PyValueError::new_err(format!(

@@ -8,9 +8,9 @@ import importlib.util
 import pytest
 
 import infoloss
-from infoloss import _functional, _scipy
+from infoloss import _distill, _functional, _linear, _scipy
 
-MODULES = [infoloss, _functional, _scipy]
+MODULES = [infoloss, _functional, _scipy, _distill, _linear]
 
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)

@@ -9,6 +9,11 @@ and return NumPy arrays, or Python floats for reduced losses.
 - SciPy-compatible measures: :func:`entropy` (``scipy.stats.entropy``), :func:`rel_entr`, :func:`entr`
   (``scipy.special``), :func:`jensenshannon` (``scipy.spatial.distance``), plus :func:`self_information` and
   :func:`shannon_cross_entropy`.
+- Distillation and semi-supervised losses: :func:`distill`, :func:`distill_topk` (sparse top-k teacher),
+  :func:`uda_consistency`; the option names are the Rust core's.
+- Large-vocabulary losses: :func:`cross_entropy_extras` (z-loss, softcap, log-sum-exp, token accuracy) and the
+  fused linear losses :func:`linear_cross_entropy` (``torch.nn.functional.linear_cross_entropy``'s signature) and
+  :func:`linear_distill`, which never hold the ``(rows, classes)`` logits.
 - Gradients: ``<name>_with_grad(..., grad_output=None, return_target_grad=False)`` returns
   ``(loss, grad_input)`` or ``(loss, grad_input, grad_target)``.
 - ``infoloss.torch``: ``torch.autograd.Function`` drop-ins for CPU tensors (imported on first use; needs torch).
@@ -30,6 +35,14 @@ import importlib
 from typing import Any
 
 from . import _infoloss
+from ._distill import (
+    UdaResult,
+    distill,
+    distill_topk,
+    distill_topk_with_grad,
+    distill_with_grad,
+    uda_consistency,
+)
 from ._functional import (
     binary_cross_entropy,
     binary_cross_entropy_with_grad,
@@ -47,6 +60,16 @@ from ._functional import (
     nll_loss_with_grad,
     softmax,
     softmax_with_grad,
+)
+from ._linear import (
+    CrossEntropyExtrasResult,
+    LinearCrossEntropyResult,
+    cross_entropy_extras,
+    cross_entropy_extras_with_grad,
+    linear_cross_entropy,
+    linear_cross_entropy_with_grad,
+    linear_distill,
+    linear_distill_with_grad,
 )
 from ._scipy import (
     entr,
@@ -100,12 +123,21 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "CrossEntropyExtrasResult",
+    "LinearCrossEntropyResult",
+    "UdaResult",
     "binary_cross_entropy",
     "binary_cross_entropy_with_grad",
     "binary_cross_entropy_with_logits",
     "binary_cross_entropy_with_logits_with_grad",
     "cross_entropy",
+    "cross_entropy_extras",
+    "cross_entropy_extras_with_grad",
     "cross_entropy_with_grad",
+    "distill",
+    "distill_topk",
+    "distill_topk_with_grad",
+    "distill_with_grad",
     "entr",
     "entr_with_grad",
     "entropy",
@@ -115,6 +147,10 @@ __all__ = [
     "jensenshannon_with_grad",
     "kl_div",
     "kl_div_with_grad",
+    "linear_cross_entropy",
+    "linear_cross_entropy_with_grad",
+    "linear_distill",
+    "linear_distill_with_grad",
     "log_softmax",
     "log_softmax_with_grad",
     "logsumexp",
@@ -130,4 +166,5 @@ __all__ = [
     "shannon_cross_entropy_with_grad",
     "softmax",
     "softmax_with_grad",
+    "uda_consistency",
 ]

@@ -1,6 +1,6 @@
 """Type stubs of the public NumPy API of infoloss (checked against the runtime by tests/test_stubs.py)."""
 
-from typing import Any, Literal, Optional, Sequence, Tuple, Union, overload
+from typing import Any, Literal, NamedTuple, Optional, Sequence, Tuple, Union, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
@@ -14,6 +14,8 @@ LossValue = Union[float, Floats]
 Measure = Union[np.floating[Any], Floats]
 Reduction = Literal["none", "mean", "sum"]
 KlReduction = Literal["none", "mean", "sum", "batchmean"]
+DistillReduction = Literal["batchmean", "mean", "sum", "none"]
+Divergence = Literal["forward_kl", "reverse_kl", "jsd", "tvd"]
 
 # ------------------------------------------------------------------------------------------- torch-style losses
 
@@ -173,6 +175,201 @@ def binary_cross_entropy_with_logits_with_grad(
     *,
     grad_output: Optional[ArrayLike] = ...,
     return_target_grad: Literal[True],
+) -> Tuple[LossValue, Floats, Floats]: ...
+
+# ------------------------------------------------------------------------------------------ distillation and UDA
+
+def distill(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    labels: Optional[ArrayLike] = None,
+    *,
+    temperature: float = 1.0,
+    t2_scaling: bool = True,
+    divergence: Divergence = "forward_kl",
+    beta: float = 0.5,
+    alpha: float = 1.0,
+    ignore_index: int = -100,
+    reduction: DistillReduction = "batchmean",
+    normalizer: Optional[float] = None,
+) -> LossValue: ...
+def distill_with_grad(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    labels: Optional[ArrayLike] = None,
+    *,
+    temperature: float = 1.0,
+    t2_scaling: bool = True,
+    divergence: Divergence = "forward_kl",
+    beta: float = 0.5,
+    alpha: float = 1.0,
+    ignore_index: int = -100,
+    reduction: DistillReduction = "batchmean",
+    normalizer: Optional[float] = None,
+    grad_output: Optional[ArrayLike] = None,
+) -> Tuple[LossValue, Floats]: ...
+def distill_topk(
+    student_logits: ArrayLike,
+    topk_indices: ArrayLike,
+    topk_logprobs: ArrayLike,
+    labels: Optional[ArrayLike] = None,
+    *,
+    add_tail: bool = False,
+    temperature: float = 1.0,
+    t2_scaling: bool = True,
+    divergence: Divergence = "forward_kl",
+    beta: float = 0.5,
+    alpha: float = 1.0,
+    ignore_index: int = -100,
+    reduction: DistillReduction = "batchmean",
+    normalizer: Optional[float] = None,
+) -> LossValue: ...
+def distill_topk_with_grad(
+    student_logits: ArrayLike,
+    topk_indices: ArrayLike,
+    topk_logprobs: ArrayLike,
+    labels: Optional[ArrayLike] = None,
+    *,
+    add_tail: bool = False,
+    temperature: float = 1.0,
+    t2_scaling: bool = True,
+    divergence: Divergence = "forward_kl",
+    beta: float = 0.5,
+    alpha: float = 1.0,
+    ignore_index: int = -100,
+    reduction: DistillReduction = "batchmean",
+    normalizer: Optional[float] = None,
+    grad_output: Optional[ArrayLike] = None,
+) -> Tuple[LossValue, Floats]: ...
+
+class UdaResult(NamedTuple):
+    loss: float
+    grad_aug: Floats
+    mask: Floats
+    kept: int
+    row_kl: Floats
+
+def uda_consistency(
+    ori_logits: ArrayLike,
+    aug_logits: ArrayLike,
+    *,
+    temperature: float = 1.0,
+    sharpen: Literal["target", "augmented"] = "target",
+    confidence_threshold: Optional[float] = None,
+    normalize: Literal["kept_rows", "all_rows"] = "kept_rows",
+) -> UdaResult: ...
+
+# ------------------------------------------------------------------------- cross-entropy extras, fused linear losses
+
+class CrossEntropyExtrasResult(NamedTuple):
+    loss: LossValue
+    grad_input: Optional[Floats]
+    z_loss: LossValue
+    lse: Optional[Floats]
+    token_accuracy: Optional[LossValue]
+
+def cross_entropy_extras(
+    input: ArrayLike,
+    target: ArrayLike,
+    weight: Optional[ArrayLike] = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+    *,
+    lse_square_scale: float = 0.0,
+    softcap: Optional[float] = None,
+    return_lse: bool = False,
+    return_token_accuracy: bool = False,
+) -> CrossEntropyExtrasResult: ...
+def cross_entropy_extras_with_grad(
+    input: ArrayLike,
+    target: ArrayLike,
+    weight: Optional[ArrayLike] = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+    *,
+    lse_square_scale: float = 0.0,
+    softcap: Optional[float] = None,
+    return_lse: bool = False,
+    return_token_accuracy: bool = False,
+    grad_output: Optional[ArrayLike] = None,
+) -> CrossEntropyExtrasResult: ...
+
+class LinearCrossEntropyResult(NamedTuple):
+    loss: LossValue
+    grad_input: Floats
+    grad_linear_weight: Floats
+    grad_linear_bias: Optional[Floats]
+    z_loss: LossValue
+    lse: Optional[Floats]
+    token_accuracy: Optional[LossValue]
+
+def linear_cross_entropy(
+    input: ArrayLike,
+    linear_weight: ArrayLike,
+    target: ArrayLike,
+    *,
+    linear_bias: Optional[ArrayLike] = None,
+    weight: Optional[ArrayLike] = None,
+    reduction: Reduction = "mean",
+    ignore_index: Optional[int] = None,
+    label_smoothing: float = 0.0,
+    lse_square_scale: float = 0.0,
+    softcap: Optional[float] = None,
+    chunk_size: Optional[int] = None,
+) -> LossValue: ...
+def linear_cross_entropy_with_grad(
+    input: ArrayLike,
+    linear_weight: ArrayLike,
+    target: ArrayLike,
+    *,
+    linear_bias: Optional[ArrayLike] = None,
+    weight: Optional[ArrayLike] = None,
+    reduction: Reduction = "mean",
+    ignore_index: Optional[int] = None,
+    label_smoothing: float = 0.0,
+    lse_square_scale: float = 0.0,
+    softcap: Optional[float] = None,
+    chunk_size: Optional[int] = None,
+    return_lse: bool = False,
+    return_token_accuracy: bool = False,
+    grad_output: Optional[ArrayLike] = None,
+) -> LinearCrossEntropyResult: ...
+def linear_distill(
+    student_hidden: ArrayLike,
+    student_weight: ArrayLike,
+    teacher_hidden: ArrayLike,
+    teacher_weight: ArrayLike,
+    labels: Optional[ArrayLike] = None,
+    *,
+    temperature: float = 1.0,
+    t2_scaling: bool = True,
+    divergence: Divergence = "forward_kl",
+    beta: float = 0.5,
+    alpha: float = 1.0,
+    ignore_index: int = -100,
+    reduction: DistillReduction = "batchmean",
+    normalizer: Optional[float] = None,
+    chunk_size: Optional[int] = None,
+) -> LossValue: ...
+def linear_distill_with_grad(
+    student_hidden: ArrayLike,
+    student_weight: ArrayLike,
+    teacher_hidden: ArrayLike,
+    teacher_weight: ArrayLike,
+    labels: Optional[ArrayLike] = None,
+    *,
+    temperature: float = 1.0,
+    t2_scaling: bool = True,
+    divergence: Divergence = "forward_kl",
+    beta: float = 0.5,
+    alpha: float = 1.0,
+    ignore_index: int = -100,
+    reduction: DistillReduction = "batchmean",
+    normalizer: Optional[float] = None,
+    chunk_size: Optional[int] = None,
+    grad_output: Optional[ArrayLike] = None,
 ) -> Tuple[LossValue, Floats, Floats]: ...
 
 # ------------------------------------------------------------------------------------------------ row functions

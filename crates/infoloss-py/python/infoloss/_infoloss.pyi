@@ -34,6 +34,35 @@ def binary_cross_entropy_with_logits(
     input: _A, target: _A, weight: Optional[_A], pos_weight: Optional[_A], reduction: str,
     grad_output: Optional[_A], loss: bool, grad: bool, target_grad: bool,
 ) -> _Out: ...
+def distill(
+    student_logits: _A, teacher_logits: _A, labels: Optional[_A], temperature: float, t2_scaling: bool,
+    divergence: str, beta: float, alpha: float, ignore_index: int, reduction: str, normalizer: Optional[float],
+    grad_output: Optional[_A], loss: bool, grad: bool,
+) -> _Out: ...
+def distill_topk(
+    student_logits: _A, topk_indices: _A, topk_logprobs: _A, labels: Optional[_A], add_tail: bool,
+    temperature: float, t2_scaling: bool, divergence: str, beta: float, alpha: float, ignore_index: int,
+    reduction: str, normalizer: Optional[float], grad_output: Optional[_A], loss: bool, grad: bool,
+) -> _Out: ...
+def uda_consistency(
+    ori_logits: _A, aug_logits: _A, temperature: float, sharpen: str, confidence_threshold: Optional[float],
+    normalize: str,
+) -> Tuple[float, _A, _A, int, _A]: ...
+def cross_entropy_extras(
+    input: _A, target: _A, weight: Optional[_A], ignore_index: int, reduction: str, label_smoothing: float,
+    lse_square_scale: float, softcap: Optional[float], return_lse: bool, return_token_accuracy: bool,
+    grad_output: Optional[_A], grad: bool,
+) -> Tuple[Any, Any, Optional[_A], Any, Optional[_A]]: ...
+def linear_cross_entropy(
+    input: _A, linear_weight: _A, target: _A, linear_bias: Optional[_A], weight: Optional[_A], ignore_index: int,
+    reduction: str, label_smoothing: float, lse_square_scale: float, softcap: Optional[float], return_lse: bool,
+    return_token_accuracy: bool, chunk_size: Optional[int], grad_output: Optional[_A],
+) -> Tuple[Any, Any, Optional[_A], Any, _A, _A, Optional[_A]]: ...
+def linear_distill(
+    student_hidden: _A, student_weight: _A, teacher_hidden: _A, teacher_weight: _A, labels: Optional[_A],
+    temperature: float, t2_scaling: bool, divergence: str, beta: float, alpha: float, ignore_index: int,
+    reduction: str, normalizer: Optional[float], chunk_size: Optional[int],
+) -> Tuple[Any, _A, _A]: ...
 def log_softmax(input: _A, dim: int) -> _A: ...
 def softmax(input: _A, dim: int) -> _A: ...
 def logsumexp(input: _A, dim: int) -> _A: ...

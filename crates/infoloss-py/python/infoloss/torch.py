@@ -1,7 +1,11 @@
 """``torch.autograd.Function`` drop-ins for CPU tensors: swap ``F.cross_entropy`` for
 ``infoloss.torch.cross_entropy`` and ``loss.backward()`` works.
 
-Every function has ``torch.nn.functional``'s signature, defaults and warnings. Tensors are handed to infoloss
+Every ``torch.nn.functional`` name has its signature, defaults and warnings; :func:`linear_cross_entropy` has
+``F.linear_cross_entropy``'s (plus the z-loss, softcap and chunk size). The distillation and UDA losses
+(:func:`distill`, :func:`distill_topk`, :func:`uda_consistency`, :func:`linear_distill`) take the NumPy API's
+arguments; their gradient flows to the student (the augmented logits for UDA) only: the teacher (the original
+logits) is a constant, as if detached. Tensors are handed to infoloss
 without copying (``tensor.detach().numpy()``), results come back as tensors of the computation's dtype. Gradients
 flow to the input and, where torch defines one, to the target (probability targets of ``cross_entropy``,
 ``kl_div``, both BCEs). For reduced losses the gradient is computed together with the loss in the forward pass
@@ -33,17 +37,24 @@ import numpy as np
 from torch.autograd.function import once_differentiable
 
 from . import _common as c
+from . import _distill as _D
 from . import _functional as _F
+from . import _linear as _L
 
 __all__ = [
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
+    "distill",
+    "distill_topk",
     "kl_div",
+    "linear_cross_entropy",
+    "linear_distill",
     "log_softmax",
     "logsumexp",
     "nll_loss",
     "softmax",
+    "uda_consistency",
 ]
 
 _SUPPORTED = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -120,8 +131,8 @@ class _Loss(torch.autograd.Function):
         else:
             loss, _, _ = kernel(x, t, ex, None, True, False, False)
             ctx.grads = None
-            if want_gi or want_gt:
-                ctx.save_for_backward(input, target, *extras)
+        if want_gi or want_gt:
+            ctx.save_for_backward(input, target, *extras)
         out = _tensor(loss, _loss_dtype(x, t))
         return _as(out, _result_dtype(input, target))
 
@@ -130,8 +141,11 @@ class _Loss(torch.autograd.Function):
     def backward(ctx, grad_output):  # type: ignore[override]
         want_gi, want_gt = ctx.want
         g = _np(grad_output, ctx.op, "grad_output")
-        if ctx.grads is not None:
-            gi, gt = ctx.grads
+        # The gradients of the forward pass are handed to autograd without a copy (autograd may then accumulate
+        # into them in place), so they serve one backward pass; another one (retain_graph) recomputes them.
+        grads, ctx.grads = ctx.grads, None
+        if grads is not None:
+            gi, gt = grads
             if not (g.ndim == 0 and g == 1):
                 gi = None if gi is None else (gi * g.astype(gi.dtype)).astype(gi.dtype, copy=False)
                 gt = None if gt is None else (gt * g.astype(gt.dtype)).astype(gt.dtype, copy=False)
@@ -341,3 +355,259 @@ def logsumexp(input: torch.Tensor, dim: Any, keepdim: bool = False) -> torch.Ten
     if not isinstance(input, torch.Tensor):
         raise TypeError(f"logsumexp: input must be a torch.Tensor, got {type(input).__name__}")
     return _LogSumExp.apply(dim, bool(keepdim), input)
+
+
+# ------------------------------------------------------------------------------------- distillation and UDA
+
+
+def _check(t: Any, op: str, name: str, optional: bool = False) -> None:
+    if t is None and optional:
+        return
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+
+
+def distill(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: Optional[torch.Tensor] = None,
+    *,
+    temperature: float = 1.0,
+    t2_scaling: bool = True,
+    divergence: str = "forward_kl",
+    beta: float = 0.5,
+    alpha: float = 1.0,
+    ignore_index: int = -100,
+    reduction: str = "batchmean",
+    normalizer: Optional[float] = None,
+) -> torch.Tensor:
+    """:func:`infoloss.distill` as an autograd function: the gradient flows to ``student_logits`` only.
+
+    Example:
+        >>> import torch, infoloss.torch as itorch
+        >>> s = torch.tensor([[1.0, 2.0, 0.5]], requires_grad=True)
+        >>> loss = itorch.distill(s, torch.tensor([[0.5, 1.5, 2.0]]), temperature=2.0)
+        >>> loss.backward(); s.grad.shape
+        torch.Size([1, 3])
+    """
+    op = "distill"
+    opts = _D._distill_options(op, temperature, t2_scaling, divergence, beta, alpha, ignore_index, reduction,
+                               normalizer)
+    _check(student_logits, op, "student_logits")
+    _check(teacher_logits, op, "teacher_logits")
+    _check(labels, op, "labels", optional=True)
+
+    def kernel(x, t, ex, g, loss, grad, target_grad):
+        return _D._distill(x, t, ex[0], opts, g, loss=loss, grad=grad)
+
+    return _apply(kernel, opts[6] != "none", False, op, student_logits, teacher_logits, labels)
+
+
+def distill_topk(
+    student_logits: torch.Tensor,
+    topk_indices: torch.Tensor,
+    topk_logprobs: torch.Tensor,
+    labels: Optional[torch.Tensor] = None,
+    *,
+    add_tail: bool = False,
+    temperature: float = 1.0,
+    t2_scaling: bool = True,
+    divergence: str = "forward_kl",
+    beta: float = 0.5,
+    alpha: float = 1.0,
+    ignore_index: int = -100,
+    reduction: str = "batchmean",
+    normalizer: Optional[float] = None,
+) -> torch.Tensor:
+    """:func:`infoloss.distill_topk` as an autograd function: the gradient flows to ``student_logits`` only."""
+    op = "distill_topk"
+    opts = _D._distill_options(op, temperature, t2_scaling, divergence, beta, alpha, ignore_index, reduction,
+                               normalizer)
+    _check(student_logits, op, "student_logits")
+    _check(topk_indices, op, "topk_indices")
+    _check(topk_logprobs, op, "topk_logprobs")
+    _check(labels, op, "labels", optional=True)
+
+    def kernel(x, t, ex, g, loss, grad, target_grad):
+        return _D._distill_topk(x, ex[0], t, ex[1], add_tail, opts, g, loss=loss, grad=grad)
+
+    return _apply(kernel, opts[6] != "none", False, op, student_logits, topk_logprobs, topk_indices, labels)
+
+
+def uda_consistency(
+    ori_logits: torch.Tensor,
+    aug_logits: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    sharpen: str = "target",
+    confidence_threshold: Optional[float] = None,
+    normalize: str = "kept_rows",
+) -> torch.Tensor:
+    """The loss of :func:`infoloss.uda_consistency` as an autograd function (a 0-d tensor); the gradient flows to
+    ``aug_logits`` only. For the mask and the kept-row count call :func:`infoloss.uda_consistency` on NumPy
+    arrays.
+
+    Example:
+        >>> import torch, infoloss.torch as itorch
+        >>> aug = torch.zeros(2, 3, requires_grad=True)
+        >>> loss = itorch.uda_consistency(torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 0.0]]), aug)
+        >>> loss.backward(); round(loss.item(), 6), aug.grad[1].tolist()
+        (0.21652, [0.0, 0.0, 0.0])
+    """
+    op = "uda_consistency"
+    _check(ori_logits, op, "ori_logits")
+    _check(aug_logits, op, "aug_logits")
+
+    def kernel(x, t, ex, g, loss, grad, target_grad):
+        r = _D._uda(t, x, temperature, sharpen, confidence_threshold, normalize)
+        gi = r.grad_aug if grad else None
+        if gi is not None and g is not None:
+            gi = (gi * np.asarray(g, dtype=gi.dtype)).astype(gi.dtype, copy=False)
+        return r.loss, gi, None
+
+    return _apply(kernel, True, False, op, aug_logits, ori_logits)
+
+
+# ------------------------------------------------------------------------------------------ fused linear losses
+
+
+def _float_dtypes(tensors) -> torch.dtype:
+    """The promoted dtype of the floating-point tensors among ``tensors``."""
+    dt = None
+    for t in tensors:
+        if isinstance(t, torch.Tensor) and t.dtype.is_floating_point:
+            dt = t.dtype if dt is None else torch.promote_types(dt, t.dtype)
+    return dt if dt is not None else torch.get_default_dtype()
+
+
+class _Fused(torch.autograd.Function):
+    """The fused linear losses. ``kernel(arrays, grad_output) -> (loss, grads)`` returns one gradient per
+    differentiable tensor (the first ``n_diff`` of ``tensors``). For reduced losses (and a uniform upstream
+    gradient) the forward's gradients are scaled in the backward pass (once; another backward pass recomputes
+    them); a per-row upstream gradient of ``reduction='none'`` reruns the kernel with it when ``per_row`` (else
+    it is refused)."""
+
+    @staticmethod
+    def forward(ctx, kernel, per_row, op, grad_enabled, names, n_diff, *tensors):  # type: ignore[override]
+        first = 6
+        arrays = [_np(t, op, n) for t, n in zip(tensors, names)]
+        want = [grad_enabled and t is not None and bool(ctx.needs_input_grad[first + i])
+                for i, t in enumerate(tensors[:n_diff])]
+        loss, grads = kernel(arrays, None)
+        ctx.op, ctx.kernel, ctx.per_row, ctx.names = op, kernel, per_row, names
+        ctx.want, ctx.n_diff, ctx.n_tensors = want, n_diff, len(tensors)
+        ctx.dtypes = [None if t is None else t.dtype for t in tensors[:n_diff]]
+        ctx.grads = grads if any(want) else None
+        if any(want):
+            ctx.save_for_backward(*tensors)
+        floats = [a.dtype for a in arrays if isinstance(a, np.ndarray) and a.dtype.kind == "f"]
+        out = _tensor(loss, np.result_type(*floats))
+        return _as(out, _float_dtypes(tensors))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output):  # type: ignore[override]
+        g = _np(grad_output, ctx.op, "grad_output")
+        flat = g.reshape(-1)
+        if g.ndim == 0 or flat.size == 0 or bool(np.all(flat == flat[0])):
+            # a uniform upstream gradient: scale the gradients of the forward pass. They are handed to autograd
+            # without a copy (it may accumulate into them in place), so another backward pass recomputes them.
+            grads, ctx.grads = ctx.grads, None
+            if grads is None:
+                _, grads = ctx.kernel([_np(t, ctx.op, n) for t, n in zip(ctx.saved_tensors, ctx.names)], None)
+            s = float(flat[0]) if flat.size else 1.0
+            grads = [a if (a is None or s == 1.0) else a * np.asarray(s, dtype=a.dtype) for a in grads]
+        elif ctx.per_row:
+            arrays = [_np(t, ctx.op, n) for t, n in zip(ctx.saved_tensors, ctx.names)]
+            _, grads = ctx.kernel(arrays, g)
+        else:
+            raise RuntimeError(f"{ctx.op}: the fused loss supports only a uniform upstream gradient for "
+                               "reduction='none' (e.g. loss.sum().backward())")
+        out = tuple(_as(_tensor(a, None), dt) if (w and a is not None) else None
+                    for a, w, dt in zip(grads, ctx.want, ctx.dtypes))
+        return (None,) * 6 + out + (None,) * (ctx.n_tensors - ctx.n_diff)
+
+
+def linear_cross_entropy(
+    input: torch.Tensor,
+    linear_weight: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    linear_bias: Optional[torch.Tensor] = None,
+    weight: Optional[torch.Tensor] = None,
+    reduction: str = "mean",
+    ignore_index: Optional[int] = None,
+    label_smoothing: float = 0.0,
+    options: Any = None,
+    lse_square_scale: float = 0.0,
+    softcap: Optional[float] = None,
+    chunk_size: Optional[int] = None,
+) -> torch.Tensor:
+    """``torch.nn.functional.linear_cross_entropy`` computed by infoloss's fused kernel (see
+    :func:`infoloss.linear_cross_entropy`); gradients flow to ``input``, ``linear_weight`` and ``linear_bias``.
+
+    ``options`` (an ``nn.LinearCrossEntropyOptions``) is accepted for compatibility; its ``batch_chunk_size``
+    is used as ``chunk_size`` when that is not given. Beyond torch: ``lse_square_scale`` (z-loss), ``softcap``.
+
+    Example:
+        >>> import torch, infoloss.torch as itorch
+        >>> x = torch.randn(4, 3, requires_grad=True); w = torch.randn(5, 3, requires_grad=True)
+        >>> loss = itorch.linear_cross_entropy(x, w, torch.tensor([0, 4, 1, 2]))
+        >>> loss.backward(); x.grad.shape, w.grad.shape
+        (torch.Size([4, 3]), torch.Size([5, 3]))
+    """
+    op = "linear_cross_entropy"
+    red = c.get_enum(reduction, 2)
+    for t, n, opt in ((input, "input", False), (linear_weight, "linear_weight", False), (target, "target", False),
+                      (linear_bias, "linear_bias", True), (weight, "weight", True)):
+        _check(t, op, n, opt)
+    if weight is not None and weight.requires_grad:
+        raise NotImplementedError(f"{op}: infoloss.torch has no gradient wrt the class weight")
+    if chunk_size is None and options is not None:
+        chunk_size = getattr(options, "batch_chunk_size", None)
+
+    def kernel(arrays, g):
+        x, w, b, y, cw = arrays
+        r = _L._linear_ce(x, w, y, b, cw, red, ignore_index, label_smoothing, lse_square_scale, softcap, chunk_size,
+                          grad_output=g)
+        return r.loss, (r.grad_input, r.grad_linear_weight, r.grad_linear_bias)
+
+    names = ("input", "linear_weight", "linear_bias", "target", "weight")
+    return _Fused.apply(kernel, True, op, torch.is_grad_enabled(), names, 3, input, linear_weight, linear_bias,
+                        target, weight)
+
+
+def linear_distill(
+    student_hidden: torch.Tensor,
+    student_weight: torch.Tensor,
+    teacher_hidden: torch.Tensor,
+    teacher_weight: torch.Tensor,
+    labels: Optional[torch.Tensor] = None,
+    *,
+    temperature: float = 1.0,
+    t2_scaling: bool = True,
+    divergence: str = "forward_kl",
+    beta: float = 0.5,
+    alpha: float = 1.0,
+    ignore_index: int = -100,
+    reduction: str = "batchmean",
+    normalizer: Optional[float] = None,
+    chunk_size: Optional[int] = None,
+) -> torch.Tensor:
+    """:func:`infoloss.linear_distill` as an autograd function: gradients flow to ``student_hidden`` and
+    ``student_weight`` (the teacher is a constant). With ``reduction='none'`` the upstream gradient must be
+    uniform (e.g. ``loss.sum().backward()``)."""
+    op = "linear_distill"
+    opts = _D._distill_options(op, temperature, t2_scaling, divergence, beta, alpha, ignore_index, reduction,
+                               normalizer)
+    names = ("student_hidden", "student_weight", "teacher_hidden", "teacher_weight", "labels")
+    tensors = (student_hidden, student_weight, teacher_hidden, teacher_weight, labels)
+    for t, n in zip(tensors, names):
+        _check(t, op, n, optional=n == "labels")
+
+    def kernel(arrays, g):
+        xs, ws, xt, wt, y = arrays
+        loss, gx, gw = _L._linear_distill(xs, ws, xt, wt, y, opts, chunk_size, g)
+        return loss, (gx, gw)
+
+    return _Fused.apply(kernel, False, op, torch.is_grad_enabled(), names, 2, *tensors)

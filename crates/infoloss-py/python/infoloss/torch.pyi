@@ -58,5 +58,76 @@ def softmax(
     input: torch.Tensor, dim: Optional[int] = None, _stacklevel: int = 3, dtype: Optional[torch.dtype] = None
 ) -> torch.Tensor: ...
 def logsumexp(input: torch.Tensor, dim: Union[int, Sequence[int]], keepdim: bool = False) -> torch.Tensor: ...
+def distill(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: Optional[torch.Tensor] = None,
+    *,
+    temperature: float = 1.0,
+    t2_scaling: bool = True,
+    divergence: Literal["forward_kl", "reverse_kl", "jsd", "tvd"] = "forward_kl",
+    beta: float = 0.5,
+    alpha: float = 1.0,
+    ignore_index: int = -100,
+    reduction: KlReduction = "batchmean",
+    normalizer: Optional[float] = None,
+) -> torch.Tensor: ...
+def distill_topk(
+    student_logits: torch.Tensor,
+    topk_indices: torch.Tensor,
+    topk_logprobs: torch.Tensor,
+    labels: Optional[torch.Tensor] = None,
+    *,
+    add_tail: bool = False,
+    temperature: float = 1.0,
+    t2_scaling: bool = True,
+    divergence: Literal["forward_kl", "reverse_kl", "jsd", "tvd"] = "forward_kl",
+    beta: float = 0.5,
+    alpha: float = 1.0,
+    ignore_index: int = -100,
+    reduction: KlReduction = "batchmean",
+    normalizer: Optional[float] = None,
+) -> torch.Tensor: ...
+def uda_consistency(
+    ori_logits: torch.Tensor,
+    aug_logits: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    sharpen: Literal["target", "augmented"] = "target",
+    confidence_threshold: Optional[float] = None,
+    normalize: Literal["kept_rows", "all_rows"] = "kept_rows",
+) -> torch.Tensor: ...
+def linear_cross_entropy(
+    input: torch.Tensor,
+    linear_weight: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    linear_bias: Optional[torch.Tensor] = None,
+    weight: Optional[torch.Tensor] = None,
+    reduction: Reduction = "mean",
+    ignore_index: Optional[int] = None,
+    label_smoothing: float = 0.0,
+    options: Any = None,
+    lse_square_scale: float = 0.0,
+    softcap: Optional[float] = None,
+    chunk_size: Optional[int] = None,
+) -> torch.Tensor: ...
+def linear_distill(
+    student_hidden: torch.Tensor,
+    student_weight: torch.Tensor,
+    teacher_hidden: torch.Tensor,
+    teacher_weight: torch.Tensor,
+    labels: Optional[torch.Tensor] = None,
+    *,
+    temperature: float = 1.0,
+    t2_scaling: bool = True,
+    divergence: Literal["forward_kl", "reverse_kl", "jsd", "tvd"] = "forward_kl",
+    beta: float = 0.5,
+    alpha: float = 1.0,
+    ignore_index: int = -100,
+    reduction: KlReduction = "batchmean",
+    normalizer: Optional[float] = None,
+    chunk_size: Optional[int] = None,
+) -> torch.Tensor: ...
 
 __all__: list[str]

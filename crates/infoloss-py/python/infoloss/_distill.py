@@ -1,0 +1,349 @@
+"""Knowledge distillation (dense and top-k teacher) and the UDA consistency loss, for NumPy arrays.
+
+The option names are those of the Rust core (``infoloss::distill::DistillOptions``,
+``infoloss::uda::UdaOptions``). Each public function validates its options, converts the arrays and calls a private
+``_<name>`` wrapper, which ``infoloss.torch`` reuses.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple, Optional
+
+import numpy as np
+
+from . import _common as c
+from . import _infoloss as _C
+
+ArrayLike = Any
+
+DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "tvd")
+DISTILL_REDUCTIONS = ("batchmean", "mean", "sum", "none")
+
+
+def _choice(v: Any, allowed, op: str, name: str) -> str:
+    if not isinstance(v, str):
+        options = ", ".join(map(repr, allowed))
+        raise TypeError(f"{op}: {name} must be a string, one of {options}; got {type(v).__name__}")
+    if v not in allowed:
+        raise ValueError(f"{op}: invalid {name} = {v!r}: expected one of {', '.join(map(repr, allowed))}")
+    return v
+
+
+def _opt_float(v: Any, op: str, name: str) -> Optional[float]:
+    return None if v is None else c.as_float(v, op, name)
+
+
+def _distill_options(op: str, temperature, t2_scaling, divergence, beta, alpha, ignore_index, reduction, normalizer):
+    """The options as the extension takes them (validated types; the core checks the values)."""
+    return (
+        c.as_float(temperature, op, "temperature"),
+        bool(t2_scaling),
+        _choice(divergence, DIVERGENCES, op, "divergence"),
+        c.as_float(beta, op, "beta"),
+        c.as_float(alpha, op, "alpha"),
+        c.as_int(ignore_index, op, "ignore_index"),
+        _choice(reduction, DISTILL_REDUCTIONS, op, "reduction"),
+        _opt_float(normalizer, op, "normalizer"),
+    )
+
+
+def _labels(labels: Any, op: str) -> Optional[np.ndarray]:
+    return None if labels is None else c.index_target(labels, op, "labels")
+
+
+# ---------------------------------------------------------------------------------------------------- distill
+
+
+def _distill(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    labels: Optional[ArrayLike],
+    options: tuple,
+    grad_output: Optional[ArrayLike] = None,
+    *,
+    loss: bool = True,
+    grad: bool = False,
+):
+    """``(loss, grad_student, None)`` with the options already validated by :func:`_distill_options`."""
+    op = "distill"
+    s = c.float_input(student_logits, op, "student_logits")
+    t = c.float_input(teacher_logits, op, "teacher_logits")
+    dt = c.promote(op, s, (teacher_logits, t))
+    sc, tc = c.cast(s, dt, op, "student_logits"), c.cast(t, dt, op, "teacher_logits")
+    go = c.grad_output_array(grad_output, dt, op)
+    lo, gi, _ = _C.distill(sc, tc, _labels(labels, op), *options, go, loss, grad)
+    return lo, (None if gi is None else gi.astype(s.dtype, copy=False)), None
+
+
+def distill(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    labels: Optional[ArrayLike] = None,
+    *,
+    temperature: float = 1.0,
+    t2_scaling: bool = True,
+    divergence: str = "forward_kl",
+    beta: float = 0.5,
+    alpha: float = 1.0,
+    ignore_index: int = -100,
+    reduction: str = "batchmean",
+    normalizer: Optional[float] = None,
+):
+    r"""Knowledge-distillation loss between student and teacher logits, both ``(rows, classes)``.
+
+    With ``p = softmax(student / T)``, ``q = softmax(teacher / T)`` (``T = temperature``) the row loss is
+    ``alpha·c·D(q, p) + (1 − alpha)·cross_entropy(student, labels)``, ``c = T²`` if ``t2_scaling`` (Hinton's
+    factor) else 1. ``divergence``:
+
+    - ``'forward_kl'`` ``KL(q‖p)``: ``F.kl_div(lp, lq, reduction='none', log_target=True).sum(1)``;
+    - ``'reverse_kl'`` ``KL(p‖q)``: ``F.kl_div(lq, lp, reduction='none', log_target=True).sum(1)``;
+    - ``'jsd'``: TRL's generalized Jensen–Shannon divergence ``β·KL(q‖m) + (1−β)·KL(p‖m)``,
+      ``m = β·q + (1−β)·p`` (``beta = 0`` is forward KL, ``1`` reverse KL, ``0.5`` the ordinary JSD);
+    - ``'tvd'``: total variation ``½·Σ|p − q|``
+
+    (``lp = F.log_softmax(student / T, 1)``, ``lq = F.log_softmax(teacher / T, 1)``). ``labels`` (``(rows,)``,
+    integers) are needed when ``alpha < 1``; rows labelled ``ignore_index`` are dropped from both terms.
+    ``reduction``: ``'batchmean'`` (sum over kept rows ÷ their number ``n``), ``'mean'`` (the soft part also
+    ÷ classes, as ``F.kl_div``'s ``'mean'``), ``'sum'``, ``'none'`` (per row, 0 at ignored rows).
+    ``normalizer`` replaces ``n`` in ``'batchmean'``/``'mean'`` (e.g. a global token count). With no kept rows
+    ``'batchmean'``/``'mean'`` give NaN.
+
+    The forward-KL, batchmean, no-ignored-rows loss equals::
+
+        alpha * F.kl_div(F.log_softmax(s / T, 1), F.log_softmax(t / T, 1), reduction='batchmean',
+                         log_target=True) * T**2 + (1 - alpha) * F.cross_entropy(s, labels)
+
+    The gradient (:func:`distill_with_grad`) is taken wrt the student only; for forward KL it is
+    ``alpha·c·(p − q)/(T·n) + (1 − alpha)·(softmax(s) − onehot(y))/n``. Computed in float64 whatever the
+    dtype, rounded once. Returns a float (an array of shape ``(rows,)`` for ``'none'``).
+
+    Example:
+        >>> import numpy as np, infoloss
+        >>> s = np.array([[1.0, 2.0, 0.5], [0.3, -1.0, 2.2]])
+        >>> t = np.array([[0.5, 1.5, 2.0], [0.0, -0.5, 3.0]])
+        >>> round(infoloss.distill(s, t, temperature=2.0), 9)
+        0.273417042
+        >>> round(infoloss.distill(s, t, np.array([1, -100]), temperature=2.0, alpha=0.5), 9)
+        0.461389689
+    """
+    opts = _distill_options("distill", temperature, t2_scaling, divergence, beta, alpha, ignore_index, reduction,
+                            normalizer)
+    return _distill(student_logits, teacher_logits, labels, opts)[0]
+
+
+def distill_with_grad(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    labels: Optional[ArrayLike] = None,
+    *,
+    temperature: float = 1.0,
+    t2_scaling: bool = True,
+    divergence: str = "forward_kl",
+    beta: float = 0.5,
+    alpha: float = 1.0,
+    ignore_index: int = -100,
+    reduction: str = "batchmean",
+    normalizer: Optional[float] = None,
+    grad_output: Optional[ArrayLike] = None,
+):
+    """:func:`distill` and its gradient wrt the student logits: ``(loss, grad_student)``, ``grad_student`` of
+    shape ``(rows, classes)`` in the student's dtype (zero in ignored rows).
+
+    ``grad_output`` is the upstream gradient: a scalar for the reduced losses, ``(rows,)`` (or a scalar for
+    every row) for ``'none'``; default 1. The teacher is a constant (no gradient).
+
+    Example:
+        >>> import numpy as np, infoloss
+        >>> s = np.array([[1.0, 2.0, 0.5]]); t = np.array([[0.5, 1.5, 2.0]])
+        >>> loss, g = infoloss.distill_with_grad(s, t)
+        >>> np.round(g, 6).tolist()  # softmax(s) − softmax(t)
+        [[0.109272, 0.297033, -0.406305]]
+    """
+    opts = _distill_options("distill", temperature, t2_scaling, divergence, beta, alpha, ignore_index, reduction,
+                            normalizer)
+    lo, gi, _ = _distill(student_logits, teacher_logits, labels, opts, grad_output, grad=True)
+    return lo, gi
+
+
+# ----------------------------------------------------------------------------------------------- distill_topk
+
+
+def _distill_topk(
+    student_logits: ArrayLike,
+    topk_indices: ArrayLike,
+    topk_logprobs: ArrayLike,
+    labels: Optional[ArrayLike],
+    add_tail: Any,
+    options: tuple,
+    grad_output: Optional[ArrayLike] = None,
+    *,
+    loss: bool = True,
+    grad: bool = False,
+):
+    op = "distill_topk"
+    s = c.float_input(student_logits, op, "student_logits")
+    lq = c.float_input(topk_logprobs, op, "topk_logprobs")
+    dt = c.promote(op, s, (topk_logprobs, lq))
+    sc, lqc = c.cast(s, dt, op, "student_logits"), c.cast(lq, dt, op, "topk_logprobs")
+    idx = c.index_target(topk_indices, op, "topk_indices")
+    go = c.grad_output_array(grad_output, dt, op)
+    lo, gi, _ = _C.distill_topk(sc, idx, lqc, _labels(labels, op), bool(add_tail), *options, go, loss, grad)
+    return lo, (None if gi is None else gi.astype(s.dtype, copy=False)), None
+
+
+def distill_topk(
+    student_logits: ArrayLike,
+    topk_indices: ArrayLike,
+    topk_logprobs: ArrayLike,
+    labels: Optional[ArrayLike] = None,
+    *,
+    add_tail: bool = False,
+    temperature: float = 1.0,
+    t2_scaling: bool = True,
+    divergence: str = "forward_kl",
+    beta: float = 0.5,
+    alpha: float = 1.0,
+    ignore_index: int = -100,
+    reduction: str = "batchmean",
+    normalizer: Optional[float] = None,
+):
+    r""":func:`distill` against a sparse top-k teacher stored offline (e.g. vLLM ``logprobs``).
+
+    ``topk_indices`` ``(rows, k)``: the teacher's top-k classes per row (integers in ``[0, classes)``, no repeats
+    within a row); ``topk_logprobs`` ``(rows, k)``: the teacher's log-probabilities there, **already at the
+    distillation temperature** (used as given; only the student is divided by ``temperature``). The divergence
+    is computed over the k buckets; ``add_tail=True`` adds one bucket with the missing mass on both sides
+    (teacher ``1 − Σ q_j``, student the softmax mass outside the top-k; TRL's ``loss_add_tail``). Without the
+    tail the student mass outside the top-k is not compared. Every other option is :func:`distill`'s.
+
+    Forward KL without tail equals ``F.kl_div(lp.gather(1, idx), logprobs, reduction='batchmean',
+    log_target=True) * T**2`` with ``lp = F.log_softmax(s / T, 1)``; with ``k = classes`` and no tail it equals
+    the dense :func:`distill`.
+
+    Example:
+        >>> import numpy as np, infoloss
+        >>> s = np.array([[1.0, 2.0, 0.5, -1.0]])
+        >>> round(infoloss.distill_topk(s, np.array([[2, 1]]), np.array([[-0.4, -1.5]]), add_tail=True), 9)
+        0.752284139
+    """
+    opts = _distill_options("distill_topk", temperature, t2_scaling, divergence, beta, alpha, ignore_index,
+                            reduction, normalizer)
+    return _distill_topk(student_logits, topk_indices, topk_logprobs, labels, add_tail, opts)[0]
+
+
+def distill_topk_with_grad(
+    student_logits: ArrayLike,
+    topk_indices: ArrayLike,
+    topk_logprobs: ArrayLike,
+    labels: Optional[ArrayLike] = None,
+    *,
+    add_tail: bool = False,
+    temperature: float = 1.0,
+    t2_scaling: bool = True,
+    divergence: str = "forward_kl",
+    beta: float = 0.5,
+    alpha: float = 1.0,
+    ignore_index: int = -100,
+    reduction: str = "batchmean",
+    normalizer: Optional[float] = None,
+    grad_output: Optional[ArrayLike] = None,
+):
+    """:func:`distill_topk` and its gradient wrt the (dense) student logits: ``(loss, grad_student)``.
+
+    With the tail bucket the classes outside the top-k share the tail's gradient in proportion to their
+    probability. ``grad_output`` as in :func:`distill_with_grad`.
+
+    Example:
+        >>> import numpy as np, infoloss
+        >>> s = np.array([[1.0, 2.0, 0.5, -1.0]])
+        >>> _, g = infoloss.distill_topk_with_grad(s, np.array([[2, 1]]), np.array([[-0.4, -1.5]]), add_tail=True)
+        >>> round(float(g[0, 2]), 9), abs(float(g.sum())) < 1e-15
+        (-0.53433113, True)
+    """
+    opts = _distill_options("distill_topk", temperature, t2_scaling, divergence, beta, alpha, ignore_index,
+                            reduction, normalizer)
+    lo, gi, _ = _distill_topk(student_logits, topk_indices, topk_logprobs, labels, add_tail, opts, grad_output,
+                              grad=True)
+    return lo, gi
+
+
+# -------------------------------------------------------------------------------------------- uda_consistency
+
+
+class UdaResult(NamedTuple):
+    """What :func:`uda_consistency` returns (a named tuple: unpack it or use the fields).
+
+    Fields: ``loss`` (float), ``grad_aug`` (``(rows, classes)``, the gradient of ``loss`` wrt the augmented
+    logits, zero in masked rows), ``mask`` (``(rows,)`` float 0/1 confidence mask), ``kept`` (int, ``Σ mask``),
+    ``row_kl`` (``(rows,)`` per-row KL before masking).
+
+    Example:
+        >>> import numpy as np, infoloss
+        >>> r = infoloss.uda_consistency(np.array([[1.0, 0.0]]), np.array([[1.0, 0.0]]))
+        >>> r.loss, r.kept, r.mask.tolist()
+        (0.0, 1, [1.0])
+    """
+
+    loss: float
+    grad_aug: np.ndarray
+    mask: np.ndarray
+    kept: int
+    row_kl: np.ndarray
+
+
+SHARPEN = ("target", "augmented")
+UDA_NORMALIZE = ("kept_rows", "all_rows")
+
+
+def _uda(ori_logits: ArrayLike, aug_logits: ArrayLike, temperature, sharpen, confidence_threshold, normalize):
+    op = "uda_consistency"
+    temperature = c.as_float(temperature, op, "temperature")
+    sharpen = _choice(sharpen, SHARPEN, op, "sharpen")
+    threshold = _opt_float(confidence_threshold, op, "confidence_threshold")
+    normalize = _choice(normalize, UDA_NORMALIZE, op, "normalize")
+    o = c.float_input(ori_logits, op, "ori_logits")
+    a = c.float_input(aug_logits, op, "aug_logits")
+    dt = c.promote(op, a, (ori_logits, o))
+    oc, ac = c.cast(o, dt, op, "ori_logits"), c.cast(a, dt, op, "aug_logits")
+    loss, grad, mask, kept, row_kl = _C.uda_consistency(oc, ac, temperature, sharpen, threshold, normalize)
+    return UdaResult(loss, grad.astype(a.dtype, copy=False), mask, int(kept), row_kl)
+
+
+def uda_consistency(
+    ori_logits: ArrayLike,
+    aug_logits: ArrayLike,
+    *,
+    temperature: float = 1.0,
+    sharpen: str = "target",
+    confidence_threshold: Optional[float] = None,
+    normalize: str = "kept_rows",
+) -> UdaResult:
+    r"""The UDA consistency loss (Xie et al. 2019) between original and augmented logits, both ``(rows, classes)``,
+    with its gradient wrt the augmented logits; returns a :class:`UdaResult` ``(loss, grad_aug, mask, kept,
+    row_kl)``.
+
+    ``target = softmax(ori / T_o)`` (a constant), ``row_kl = KL(target ‖ softmax(aug / T_x))``, ``mask = 1`` where
+    ``max softmax(ori) > confidence_threshold`` (strictly; every row without a threshold), and
+    ``loss = Σ row_kl·mask / max(Σ mask, 1)`` (``normalize='kept_rows'``) or ``/ rows`` (``'all_rows'``, Google's
+    ``tf.reduce_mean``). ``sharpen='target'`` puts the temperature on the original side (``T_o = T``, ``T_x = 1``:
+    Google's UDA), ``'augmented'`` on the augmented side (``T_o = 1``, ``T_x = T``: the PyTorch port). Gradient:
+    ``mask/denominator·(softmax(aug/T_x) − target)/T_x``. PyTorch equivalent (``sharpen='augmented'``)::
+
+        with torch.no_grad():
+            ori_prob = F.softmax(ori_logits, dim=-1)
+            mask = (ori_prob.max(dim=-1)[0] > thresh).float()
+        aug_log_prob = F.log_softmax(aug_logits / T, dim=-1)
+        row_kl = torch.sum(nn.KLDivLoss(reduction='none')(aug_log_prob, ori_prob), dim=-1)
+        loss = torch.sum(row_kl * mask) / torch.max(torch.sum(mask), torch.tensor(1.))
+
+    Example:
+        >>> import numpy as np, infoloss
+        >>> ori = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 0.0]])
+        >>> aug = np.array([[1.0, 1.0, -0.5], [0.3, -0.2, 0.4]])
+        >>> r = infoloss.uda_consistency(ori, aug, temperature=0.4, confidence_threshold=0.5)
+        >>> round(r.loss, 9), r.mask.tolist(), r.kept
+        (0.685771385, [1.0, 0.0], 1)
+        >>> r.grad_aug[1].tolist()
+        [0.0, 0.0, 0.0]
+    """
+    return _uda(ori_logits, aug_logits, temperature, sharpen, confidence_threshold, normalize)

@@ -1,0 +1,324 @@
+//! Knowledge distillation (dense and top-k teacher) and the UDA consistency loss.
+//!
+//! `distill` and `distill_topk` return `(loss or None, grad_student or None, None)` like the other losses (the
+//! third slot, the target gradient, is always `None`: the teacher is a constant); `uda_consistency` returns
+//! `(loss, grad_aug, mask, kept, row_kl)`. The Python layer (`infoloss/_distill.py`) validates the options,
+//! converts dtypes and builds the public results.
+
+use ndarray::{ArrayView, ArrayView1, ArrayView2, Dimension, Ix1, Ix2};
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+
+use infoloss::distill::{DistillOptions, Divergence, SparseTeacher};
+use infoloss::uda::{Sharpen, UdaNormalize, UdaOptions};
+use infoloss::{Error, GradOutput};
+use numpy::prelude::*;
+
+use crate::boundary::{
+    Float, Plan, array_to_py, compute, dispatch, drive, float_arr, grad_output, index_arr, kind,
+    opt_float_arr, probe, reduction, scalar_to_py, to_py_err,
+};
+
+/// A backward pass given the upstream gradient (for the unused target-gradient slot of `drive`).
+type Backward<'g, T> = fn(&GradOutput<'g, T>) -> infoloss::Result<ndarray::ArrayD<T>>;
+
+fn no_target<'g, T: Float>() -> Option<Backward<'g, T>> {
+    None
+}
+
+/// A view as `(rows, k)`, or the core's rank error naming the argument.
+pub(crate) fn view_2d<'a, A, D: Dimension>(
+    op: &'static str,
+    name: &'static str,
+    a: ArrayView<'a, A, D>,
+) -> PyResult<ArrayView2<'a, A>> {
+    let shape = a.shape().to_vec();
+    a.into_dimensionality::<Ix2>().map_err(|_| to_py_err(Error::bad_rank(op, name, &shape, "2 dimensions")))
+}
+
+/// Labels as `(rows,)`, or the core's rank error.
+pub(crate) fn labels_1d<'a, D: Dimension>(
+    op: &'static str,
+    a: ArrayView<'a, i64, D>,
+) -> PyResult<ArrayView1<'a, i64>> {
+    let shape = a.shape().to_vec();
+    a.into_dimensionality::<Ix1>()
+        .map_err(|_| to_py_err(Error::bad_rank(op, "labels", &shape, "1 dimension (rows,)")))
+}
+
+/// The core's options from the Python arguments (names as in `DistillOptions`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn distill_options(
+    op: &'static str,
+    temperature: f64,
+    t2_scaling: bool,
+    divergence: &str,
+    beta: f64,
+    alpha: f64,
+    ignore_index: i64,
+    red: &str,
+    normalizer: Option<f64>,
+) -> PyResult<DistillOptions> {
+    let divergence = match divergence {
+        "forward_kl" => Divergence::ForwardKl,
+        "reverse_kl" => Divergence::ReverseKl,
+        "jsd" => Divergence::GeneralizedJsd { beta },
+        "tvd" => Divergence::TotalVariation,
+        other => {
+            return Err(to_py_err(Error::invalid_option(
+                op,
+                "divergence",
+                format!("'{other}'"),
+                "expected 'forward_kl', 'reverse_kl', 'jsd' or 'tvd'",
+            )));
+        }
+    };
+    Ok(DistillOptions {
+        temperature,
+        t2_scaling,
+        divergence,
+        alpha,
+        ignore_index,
+        reduction: reduction(red)?,
+        normalizer,
+    })
+}
+
+// ----------------------------------------------------------------------------------------------------- distill
+
+fn distill_impl<T: Float>(
+    py: Python<'_>,
+    student: &Bound<'_, PyAny>,
+    teacher: &Bound<'_, PyAny>,
+    labels: Option<&Bound<'_, PyAny>>,
+    opts: DistillOptions,
+    grad_out: Option<&Bound<'_, PyAny>>,
+    plan: Plan,
+) -> PyResult<Py<PyAny>> {
+    const OP: &str = "distill";
+    let s = float_arr::<T>(student, OP, "student_logits")?;
+    let t = float_arr::<T>(teacher, OP, "teacher_logits")?;
+    let y = labels.filter(|o| !o.is_none()).map(|o| index_arr(o, OP, "labels")).transpose()?;
+    let g = opt_float_arr::<T>(grad_out, OP, "grad_output")?;
+    probe(OP, &[s.shape()], 1 + usize::from(plan.grad))?;
+    let sv = s.as_array();
+    let tv = t.as_array();
+    let yv = y.as_ref().map(|y| labels_1d(OP, y.as_array())).transpose()?;
+    let gv = g.as_ref().map(|g| grad_output(g.as_array()));
+    let out = compute(py, OP, move || {
+        drive(
+            plan,
+            gv,
+            || infoloss::distill(sv.view(), tv.view(), yv, &opts),
+            || infoloss::distill_with_grad(sv.view(), tv.view(), yv, &opts).map(|(l, g)| (l, g.into_dyn())),
+            |g| infoloss::distill_backward(sv.view(), tv.view(), yv, &opts, g).map(|a| a.into_dyn()),
+            no_target(),
+        )
+    })?;
+    out.into_py(py)
+}
+
+/// `distill(student, teacher, labels)`: `(loss, grad_student, None)`.
+#[pyfunction]
+#[pyo3(signature = (
+    student_logits, teacher_logits, labels, temperature, t2_scaling, divergence, beta, alpha, ignore_index,
+    reduction, normalizer, grad_output, loss, grad
+))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn distill(
+    py: Python<'_>,
+    student_logits: &Bound<'_, PyAny>,
+    teacher_logits: &Bound<'_, PyAny>,
+    labels: Option<&Bound<'_, PyAny>>,
+    temperature: f64,
+    t2_scaling: bool,
+    divergence: &str,
+    beta: f64,
+    alpha: f64,
+    ignore_index: i64,
+    reduction: &str,
+    normalizer: Option<f64>,
+    grad_output: Option<&Bound<'_, PyAny>>,
+    loss: bool,
+    grad: bool,
+) -> PyResult<Py<PyAny>> {
+    const OP: &str = "distill";
+    let opts = distill_options(
+        OP,
+        temperature,
+        t2_scaling,
+        divergence,
+        beta,
+        alpha,
+        ignore_index,
+        reduction,
+        normalizer,
+    )?;
+    let plan = Plan { loss, grad, target_grad: false };
+    dispatch!(
+        kind(student_logits, OP, "student_logits")?,
+        distill_impl(py, student_logits, teacher_logits, labels, opts, grad_output, plan)
+    )
+}
+
+// ------------------------------------------------------------------------------------------------ distill_topk
+
+#[allow(clippy::too_many_arguments)]
+fn distill_topk_impl<T: Float>(
+    py: Python<'_>,
+    student: &Bound<'_, PyAny>,
+    indices: &Bound<'_, PyAny>,
+    logprobs: &Bound<'_, PyAny>,
+    labels: Option<&Bound<'_, PyAny>>,
+    add_tail: bool,
+    opts: DistillOptions,
+    grad_out: Option<&Bound<'_, PyAny>>,
+    plan: Plan,
+) -> PyResult<Py<PyAny>> {
+    const OP: &str = "distill_topk";
+    let s = float_arr::<T>(student, OP, "student_logits")?;
+    let idx = index_arr(indices, OP, "topk_indices")?;
+    let lq = float_arr::<T>(logprobs, OP, "topk_logprobs")?;
+    let y = labels.filter(|o| !o.is_none()).map(|o| index_arr(o, OP, "labels")).transpose()?;
+    let g = opt_float_arr::<T>(grad_out, OP, "grad_output")?;
+    probe(OP, &[s.shape()], 1 + usize::from(plan.grad))?;
+    let sv = s.as_array();
+    let iv = view_2d(OP, "topk_indices", idx.as_array())?;
+    let lv = view_2d(OP, "topk_logprobs", lq.as_array())?;
+    let yv = y.as_ref().map(|y| labels_1d(OP, y.as_array())).transpose()?;
+    let gv = g.as_ref().map(|g| grad_output(g.as_array()));
+    let out = compute(py, OP, move || {
+        let teacher = SparseTeacher { indices: iv, logprobs: lv, add_tail };
+        let tref = &teacher;
+        drive(
+            plan,
+            gv,
+            || infoloss::distill_topk(sv.view(), tref, yv, &opts),
+            || infoloss::distill_topk_with_grad(sv.view(), tref, yv, &opts).map(|(l, g)| (l, g.into_dyn())),
+            |g| infoloss::distill_topk_backward(sv.view(), tref, yv, &opts, g).map(|a| a.into_dyn()),
+            no_target(),
+        )
+    })?;
+    out.into_py(py)
+}
+
+/// `distill_topk(student, topk_indices, topk_logprobs, labels)`: `(loss, grad_student, None)`.
+#[pyfunction]
+#[pyo3(signature = (
+    student_logits, topk_indices, topk_logprobs, labels, add_tail, temperature, t2_scaling, divergence, beta,
+    alpha, ignore_index, reduction, normalizer, grad_output, loss, grad
+))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn distill_topk(
+    py: Python<'_>,
+    student_logits: &Bound<'_, PyAny>,
+    topk_indices: &Bound<'_, PyAny>,
+    topk_logprobs: &Bound<'_, PyAny>,
+    labels: Option<&Bound<'_, PyAny>>,
+    add_tail: bool,
+    temperature: f64,
+    t2_scaling: bool,
+    divergence: &str,
+    beta: f64,
+    alpha: f64,
+    ignore_index: i64,
+    reduction: &str,
+    normalizer: Option<f64>,
+    grad_output: Option<&Bound<'_, PyAny>>,
+    loss: bool,
+    grad: bool,
+) -> PyResult<Py<PyAny>> {
+    const OP: &str = "distill_topk";
+    let opts = distill_options(
+        OP,
+        temperature,
+        t2_scaling,
+        divergence,
+        beta,
+        alpha,
+        ignore_index,
+        reduction,
+        normalizer,
+    )?;
+    let plan = Plan { loss, grad, target_grad: false };
+    dispatch!(
+        kind(student_logits, OP, "student_logits")?,
+        distill_topk_impl(
+            py,
+            student_logits,
+            topk_indices,
+            topk_logprobs,
+            labels,
+            add_tail,
+            opts,
+            grad_output,
+            plan
+        )
+    )
+}
+
+// --------------------------------------------------------------------------------------------- uda_consistency
+
+fn uda_impl<T: Float>(
+    py: Python<'_>,
+    ori: &Bound<'_, PyAny>,
+    aug: &Bound<'_, PyAny>,
+    opts: UdaOptions,
+) -> PyResult<Py<PyAny>> {
+    const OP: &str = "uda_consistency";
+    let o = float_arr::<T>(ori, OP, "ori_logits")?;
+    let a = float_arr::<T>(aug, OP, "aug_logits")?;
+    probe(OP, &[a.shape()], 2)?;
+    let ov = o.as_array();
+    let av = a.as_array();
+    let out = compute(py, OP, move || infoloss::uda_consistency(ov, av, &opts))?;
+    let items: [Py<PyAny>; 5] = [
+        scalar_to_py(py, out.loss),
+        array_to_py(py, out.grad.into_dyn()),
+        array_to_py(py, out.mask.into_dyn()),
+        out.kept.into_pyobject(py)?.into_any().unbind(),
+        array_to_py(py, out.row_kl.into_dyn()),
+    ];
+    Ok(PyTuple::new(py, items)?.into_any().unbind())
+}
+
+/// `uda_consistency(ori, aug)`: `(loss, grad_aug, mask, kept, row_kl)`.
+#[pyfunction]
+#[pyo3(signature = (ori_logits, aug_logits, temperature, sharpen, confidence_threshold, normalize))]
+pub(crate) fn uda_consistency(
+    py: Python<'_>,
+    ori_logits: &Bound<'_, PyAny>,
+    aug_logits: &Bound<'_, PyAny>,
+    temperature: f64,
+    sharpen: &str,
+    confidence_threshold: Option<f64>,
+    normalize: &str,
+) -> PyResult<Py<PyAny>> {
+    const OP: &str = "uda_consistency";
+    let sharpen = match sharpen {
+        "target" => Sharpen::Target,
+        "augmented" => Sharpen::Augmented,
+        other => {
+            return Err(to_py_err(Error::invalid_option(
+                OP,
+                "sharpen",
+                format!("'{other}'"),
+                "expected 'target' or 'augmented'",
+            )));
+        }
+    };
+    let normalize = match normalize {
+        "kept_rows" => UdaNormalize::KeptRows,
+        "all_rows" => UdaNormalize::AllRows,
+        other => {
+            return Err(to_py_err(Error::invalid_option(
+                OP,
+                "normalize",
+                format!("'{other}'"),
+                "expected 'kept_rows' or 'all_rows'",
+            )));
+        }
+    };
+    let opts = UdaOptions { temperature, sharpen, confidence_threshold, normalize };
+    dispatch!(kind(aug_logits, OP, "aug_logits")?, uda_impl(py, ori_logits, aug_logits, opts))
+}

@@ -1,0 +1,349 @@
+//! Cross-entropy with extras (z-loss, softcap, lse, token accuracy) and the fused linear losses
+//! (`linear_cross_entropy`, `linear_distill`).
+//!
+//! - `cross_entropy_extras` returns `(loss, z_loss, lse or None, token_accuracy or None, grad_input or None)`;
+//! - `linear_cross_entropy` returns `(loss, z_loss, lse or None, token_accuracy or None, grad_hidden,
+//!   grad_weight, grad_bias or None)`;
+//! - `linear_distill` returns `(loss, grad_hidden, grad_weight)`.
+//!
+//! The fused linear losses exist for `f32` and `f64` only (`infoloss::LinearFloat`); the Python layer computes
+//! float16 in float32.
+
+use ndarray::{ArrayD, ArrayViewD, Ix1};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+
+use infoloss::{
+    CrossEntropyExtrasOptions, Error, GradOutput, LinearCrossEntropyOptions, LinearDistillOptions,
+    LinearFloat, Loss, linear_cross_entropy_workspace, linear_distill_workspace,
+};
+use numpy::prelude::*;
+
+use crate::boundary::{
+    Float, Kind, array_to_py, compute, dispatch, float_arr, grad_output, index_arr, kind, loss_to_py,
+    opt_float_arr, probe, to_py_err,
+};
+use crate::distill::{distill_options, labels_1d};
+use crate::losses::weight_1d;
+
+/// A 1-D float view (bias, class weight), or a `ValueError` naming the argument and its shape.
+fn vector<'a, T>(a: ArrayViewD<'a, T>, op: &str, name: &str) -> PyResult<ndarray::ArrayView1<'a, T>> {
+    let shape = a.shape().to_vec();
+    a.into_dimensionality::<Ix1>()
+        .map_err(|_| PyValueError::new_err(format!("{op}: {name} must be 1-D, got shape {shape:?}")))
+}
+
+/// A chunk size from Python: `None`, or an integer ≥ 1 (0 is passed on for the core's error).
+fn chunk(op: &'static str, c: Option<i64>) -> PyResult<Option<usize>> {
+    match c {
+        None => Ok(None),
+        Some(v) => usize::try_from(v)
+            .map(Some)
+            .map_err(|_| to_py_err(Error::invalid_option(op, "chunk_size", v, "must be at least 1"))),
+    }
+}
+
+/// Checks a temporary of `bytes` bytes can be allocated (`MemoryError` otherwise).
+fn probe_bytes(op: &str, bytes: usize) -> PyResult<()> {
+    probe(op, &[&[bytes.div_ceil(8)]], 1)
+}
+
+/// The options shared by `cross_entropy_extras` and `linear_cross_entropy` (without the class weight).
+#[derive(Debug, Clone, Copy)]
+struct CeExtras {
+    ignore_index: i64,
+    reduction: infoloss::Reduction,
+    label_smoothing: f64,
+    lse_square_scale: f64,
+    softcap: Option<f64>,
+    return_lse: bool,
+    return_token_accuracy: bool,
+}
+
+impl CeExtras {
+    fn with_weight<T>(self, weight: Option<ndarray::ArrayView1<'_, T>>) -> CrossEntropyExtrasOptions<'_, T> {
+        CrossEntropyExtrasOptions {
+            weight,
+            ignore_index: self.ignore_index,
+            reduction: self.reduction,
+            label_smoothing: self.label_smoothing,
+            lse_square_scale: self.lse_square_scale,
+            softcap: self.softcap,
+            return_lse: self.return_lse,
+            return_token_accuracy: self.return_token_accuracy,
+        }
+    }
+}
+
+fn opt_py<T: Float>(py: Python<'_>, a: Option<ArrayD<T>>) -> Option<Py<PyAny>> {
+    a.map(|a| array_to_py(py, a))
+}
+
+fn opt_loss_py<T: Float>(py: Python<'_>, l: Option<Loss<T>>) -> Option<Py<PyAny>> {
+    l.map(|l| loss_to_py(py, l))
+}
+
+// ------------------------------------------------------------------------------------------ cross_entropy_extras
+
+fn ce_extras_impl<T: Float>(
+    py: Python<'_>,
+    input: &Bound<'_, PyAny>,
+    target: &Bound<'_, PyAny>,
+    weight: Option<&Bound<'_, PyAny>>,
+    ex: CeExtras,
+    grad_out: Option<&Bound<'_, PyAny>>,
+    want_grad: bool,
+) -> PyResult<Py<PyAny>> {
+    const OP: &str = "cross_entropy_extras";
+    let x = float_arr::<T>(input, OP, "input")?;
+    let t = index_arr(target, OP, "target")?;
+    let w = opt_float_arr::<T>(weight, OP, "weight")?;
+    let g = opt_float_arr::<T>(grad_out, OP, "grad_output")?;
+    probe(OP, &[x.shape()], 2 + usize::from(g.is_some()))?;
+    let xv = x.as_array();
+    let tv = t.as_array();
+    let wv = w.as_ref().map(|w| weight_1d(w.as_array(), OP)).transpose()?;
+    let opts = ex.with_weight(wv);
+    let gv = g.as_ref().map(|g| grad_output(g.as_array()));
+    let (out, grad) = compute(py, OP, move || {
+        let out = infoloss::cross_entropy_extras(xv.view(), tv.view(), &opts)?;
+        let grad = match (&gv, want_grad) {
+            (_, false) => None,
+            (None, true) => Some(out.grad.clone().into_dyn()),
+            (Some(g), true) => Some(infoloss::cross_entropy_extras_backward(xv, tv, &opts, g)?.into_dyn()),
+        };
+        Ok((out, grad))
+    })?;
+    let items: [Option<Py<PyAny>>; 5] = [
+        Some(loss_to_py(py, out.loss)),
+        Some(loss_to_py(py, out.z_loss)),
+        opt_py(py, out.lse.map(|a| a.into_dyn())),
+        opt_loss_py(py, out.token_accuracy),
+        opt_py(py, grad),
+    ];
+    Ok(PyTuple::new(py, items)?.into_any().unbind())
+}
+
+/// `cross_entropy_extras`: `(loss, z_loss, lse, token_accuracy, grad_input)` (the optional ones may be `None`).
+#[pyfunction]
+#[pyo3(signature = (
+    input, target, weight, ignore_index, reduction, label_smoothing, lse_square_scale, softcap, return_lse,
+    return_token_accuracy, grad_output, grad
+))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn cross_entropy_extras(
+    py: Python<'_>,
+    input: &Bound<'_, PyAny>,
+    target: &Bound<'_, PyAny>,
+    weight: Option<&Bound<'_, PyAny>>,
+    ignore_index: i64,
+    reduction: &str,
+    label_smoothing: f64,
+    lse_square_scale: f64,
+    softcap: Option<f64>,
+    return_lse: bool,
+    return_token_accuracy: bool,
+    grad_output: Option<&Bound<'_, PyAny>>,
+    grad: bool,
+) -> PyResult<Py<PyAny>> {
+    const OP: &str = "cross_entropy_extras";
+    let ex = CeExtras {
+        ignore_index,
+        reduction: crate::boundary::reduction(reduction)?,
+        label_smoothing,
+        lse_square_scale,
+        softcap,
+        return_lse,
+        return_token_accuracy,
+    };
+    dispatch!(kind(input, OP, "input")?, ce_extras_impl(py, input, target, weight, ex, grad_output, grad))
+}
+
+// ------------------------------------------------------------------------------------------ linear_cross_entropy
+
+/// The element kind of a fused linear loss: float32 or float64 (`TypeError` for float16, which the Python layer
+/// widens first).
+fn linear_kind(obj: &Bound<'_, PyAny>, op: &str, name: &str) -> PyResult<Kind> {
+    match kind(obj, op, name)? {
+        Kind::F16 => Err(PyTypeError::new_err(format!(
+            "{op}: {name} must be a float32 or float64 array (the fused linear losses have no float16 kernels)"
+        ))),
+        k => Ok(k),
+    }
+}
+
+macro_rules! linear_dispatch {
+    ($kind:expr, $f:ident ( $($arg:expr),* $(,)? )) => {
+        match $kind {
+            Kind::F32 => $f::<f32>($($arg),*),
+            _ => $f::<f64>($($arg),*),
+        }
+    };
+}
+
+#[allow(clippy::too_many_arguments)]
+fn linear_ce_impl<T: Float + LinearFloat>(
+    py: Python<'_>,
+    input: &Bound<'_, PyAny>,
+    linear_weight: &Bound<'_, PyAny>,
+    target: &Bound<'_, PyAny>,
+    linear_bias: Option<&Bound<'_, PyAny>>,
+    weight: Option<&Bound<'_, PyAny>>,
+    ex: CeExtras,
+    chunk_size: Option<usize>,
+    grad_out: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Py<PyAny>> {
+    const OP: &str = "linear_cross_entropy";
+    let x = float_arr::<T>(input, OP, "input")?;
+    let lw = float_arr::<T>(linear_weight, OP, "linear_weight")?;
+    let t = index_arr(target, OP, "target")?;
+    let b = opt_float_arr::<T>(linear_bias, OP, "linear_bias")?;
+    let w = opt_float_arr::<T>(weight, OP, "weight")?;
+    let g = opt_float_arr::<T>(grad_out, OP, "grad_output")?;
+    probe(OP, &[x.shape()], 2)?;
+    probe(OP, &[lw.shape()], 2)?;
+    let xv = x.as_array();
+    let lwv = lw.as_array();
+    let tv = t.as_array();
+    let bv = b.as_ref().map(|b| vector(b.as_array(), OP, "linear_bias")).transpose()?;
+    let wv = w.as_ref().map(|w| weight_1d(w.as_array(), OP)).transpose()?;
+    let opts = LinearCrossEntropyOptions { ce: ex.with_weight(wv), chunk_size };
+    if let ([n, h], [v, _]) = (xv.shape(), lwv.shape()) {
+        let ws = linear_cross_entropy_workspace(*n, *h, *v, bv.is_some(), &opts);
+        probe_bytes(OP, ws.total_bytes)?;
+    }
+    let gv = g.as_ref().map(|g| grad_output(g.as_array()));
+    let out = compute(py, OP, move || {
+        let go = gv.unwrap_or_else(GradOutput::one);
+        infoloss::linear_cross_entropy_backward(xv, lwv, bv, tv, &opts, &go)
+    })?;
+    let items: [Option<Py<PyAny>>; 7] = [
+        Some(loss_to_py(py, out.loss)),
+        Some(loss_to_py(py, out.z_loss)),
+        opt_py(py, out.lse.map(|a| a.into_dyn())),
+        opt_loss_py(py, out.token_accuracy),
+        Some(array_to_py(py, out.grad_hidden.into_dyn())),
+        Some(array_to_py(py, out.grad_weight.into_dyn())),
+        opt_py(py, out.grad_bias.map(|a| a.into_dyn())),
+    ];
+    Ok(PyTuple::new(py, items)?.into_any().unbind())
+}
+
+/// `linear_cross_entropy`: `(loss, z_loss, lse, token_accuracy, grad_input, grad_linear_weight,
+/// grad_linear_bias)`.
+#[pyfunction]
+#[pyo3(signature = (
+    input, linear_weight, target, linear_bias, weight, ignore_index, reduction, label_smoothing, lse_square_scale,
+    softcap, return_lse, return_token_accuracy, chunk_size, grad_output
+))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn linear_cross_entropy(
+    py: Python<'_>,
+    input: &Bound<'_, PyAny>,
+    linear_weight: &Bound<'_, PyAny>,
+    target: &Bound<'_, PyAny>,
+    linear_bias: Option<&Bound<'_, PyAny>>,
+    weight: Option<&Bound<'_, PyAny>>,
+    ignore_index: i64,
+    reduction: &str,
+    label_smoothing: f64,
+    lse_square_scale: f64,
+    softcap: Option<f64>,
+    return_lse: bool,
+    return_token_accuracy: bool,
+    chunk_size: Option<i64>,
+    grad_output: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Py<PyAny>> {
+    const OP: &str = "linear_cross_entropy";
+    let ex = CeExtras {
+        ignore_index,
+        reduction: crate::boundary::reduction(reduction)?,
+        label_smoothing,
+        lse_square_scale,
+        softcap,
+        return_lse,
+        return_token_accuracy,
+    };
+    let chunk_size = chunk(OP, chunk_size)?;
+    linear_dispatch!(
+        linear_kind(input, OP, "input")?,
+        linear_ce_impl(py, input, linear_weight, target, linear_bias, weight, ex, chunk_size, grad_output)
+    )
+}
+
+// ----------------------------------------------------------------------------------------------- linear_distill
+
+fn linear_distill_impl<T: Float + LinearFloat>(
+    py: Python<'_>,
+    arrays: [&Bound<'_, PyAny>; 4],
+    labels: Option<&Bound<'_, PyAny>>,
+    opts: LinearDistillOptions,
+) -> PyResult<Py<PyAny>> {
+    const OP: &str = "linear_distill";
+    let [xs, ws, xt, wt] = arrays;
+    let xs = float_arr::<T>(xs, OP, "student_hidden")?;
+    let ws = float_arr::<T>(ws, OP, "student_weight")?;
+    let xt = float_arr::<T>(xt, OP, "teacher_hidden")?;
+    let wt = float_arr::<T>(wt, OP, "teacher_weight")?;
+    let y = labels.filter(|o| !o.is_none()).map(|o| index_arr(o, OP, "labels")).transpose()?;
+    probe(OP, &[xs.shape()], 2)?;
+    probe(OP, &[ws.shape()], 2)?;
+    let (xsv, wsv, xtv, wtv) = (xs.as_array(), ws.as_array(), xt.as_array(), wt.as_array());
+    let yv = y.as_ref().map(|y| labels_1d(OP, y.as_array())).transpose()?;
+    if let ([n, hs], [v, _], [_, ht]) = (xsv.shape(), wsv.shape(), xtv.shape()) {
+        let w = linear_distill_workspace::<T>(*n, *hs, *ht, *v, &opts);
+        probe_bytes(OP, w.total_bytes)?;
+    }
+    let out = compute(py, OP, move || infoloss::linear_distill(xsv, wsv, xtv, wtv, yv, &opts))?;
+    let items: [Py<PyAny>; 3] = [
+        loss_to_py(py, out.loss),
+        array_to_py(py, out.grad_hidden.into_dyn()),
+        array_to_py(py, out.grad_weight.into_dyn()),
+    ];
+    Ok(PyTuple::new(py, items)?.into_any().unbind())
+}
+
+/// `linear_distill`: `(loss, grad_student_hidden, grad_student_weight)` (upstream gradient 1).
+#[pyfunction]
+#[pyo3(signature = (
+    student_hidden, student_weight, teacher_hidden, teacher_weight, labels, temperature, t2_scaling, divergence,
+    beta, alpha, ignore_index, reduction, normalizer, chunk_size
+))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn linear_distill(
+    py: Python<'_>,
+    student_hidden: &Bound<'_, PyAny>,
+    student_weight: &Bound<'_, PyAny>,
+    teacher_hidden: &Bound<'_, PyAny>,
+    teacher_weight: &Bound<'_, PyAny>,
+    labels: Option<&Bound<'_, PyAny>>,
+    temperature: f64,
+    t2_scaling: bool,
+    divergence: &str,
+    beta: f64,
+    alpha: f64,
+    ignore_index: i64,
+    reduction: &str,
+    normalizer: Option<f64>,
+    chunk_size: Option<i64>,
+) -> PyResult<Py<PyAny>> {
+    const OP: &str = "linear_distill";
+    let distill = distill_options(
+        OP,
+        temperature,
+        t2_scaling,
+        divergence,
+        beta,
+        alpha,
+        ignore_index,
+        reduction,
+        normalizer,
+    )?;
+    let opts = LinearDistillOptions { distill, chunk_size: chunk(OP, chunk_size)? };
+    let arrays = [student_hidden, student_weight, teacher_hidden, teacher_weight];
+    linear_dispatch!(
+        linear_kind(student_hidden, OP, "student_hidden")?,
+        linear_distill_impl(py, arrays, labels, opts)
+    )
+}
