@@ -8,7 +8,10 @@ use infoloss::{
     binary_cross_entropy_with_logits, cross_entropy, kl_div, softmax,
 };
 
-fn run<T: infoloss::Element + std::fmt::Display>(conv: impl Fn(f64) -> T, ln: impl Fn(T) -> T) -> infoloss::Result<[T; 6]> {
+fn run<T: infoloss::Element + std::fmt::Display>(
+    conv: impl Fn(f64) -> T,
+    ln: impl Fn(T) -> T,
+) -> infoloss::Result<[T; 6]> {
     let m = |a: Array2<f64>| a.mapv(&conv);
     let x = m(array![[0.5, 1.0, 0.8], [0.2, 0.4, 0.6]]);
     let t = m(array![[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]);
@@ -25,7 +28,8 @@ fn run<T: infoloss::Element + std::fmt::Display>(conv: impl Fn(f64) -> T, ln: im
     )?);
     let s2 = scalar(binary_cross_entropy(x.view(), t.view(), &BceOptions::default())?);
     let s3 = scalar(binary_cross_entropy_with_logits(x.view(), t.view(), &BceWithLogitsOptions::default())?);
-    let s4 = scalar(binary_cross_entropy_with_logits(big.view(), t.view(), &BceWithLogitsOptions::default())?);
+    let s4 =
+        scalar(binary_cross_entropy_with_logits(big.view(), t.view(), &BceWithLogitsOptions::default())?);
     let logp = softmax(x.view(), 1)?.mapv(ln);
     let s5 = scalar(kl_div(
         logp.view(),

@@ -146,7 +146,12 @@ impl Error {
     /// Builds a [`Error::BadRank`].
     #[cold]
     #[inline(never)]
-    pub fn bad_rank(op: &'static str, name: &'static str, shape: &[usize], expected: impl Into<String>) -> Self {
+    pub fn bad_rank(
+        op: &'static str,
+        name: &'static str,
+        shape: &[usize],
+        expected: impl Into<String>,
+    ) -> Self {
         Error::BadRank { op, name, shape: shape.into(), ndim: shape.len(), expected: expected.into() }
     }
 
@@ -201,6 +206,9 @@ mod tests {
         let e = Error::shape_mismatch("kl_div", "input", &[2, 3], "target", &[2, 4], "must be equal");
         assert_eq!(e.to_string(), "kl_div: input shape [2, 3] and target shape [2, 4] must be equal");
         let e = Error::invalid_option("cross_entropy", "label_smoothing", 1.5, "must be between 0.0 and 1.0");
-        assert_eq!(e.to_string(), "cross_entropy: invalid label_smoothing = 1.5: must be between 0.0 and 1.0");
+        assert_eq!(
+            e.to_string(),
+            "cross_entropy: invalid label_smoothing = 1.5: must be between 0.0 and 1.0"
+        );
     }
 }

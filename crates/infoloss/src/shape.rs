@@ -113,7 +113,9 @@ pub fn broadcast_into<'b, T>(
             view.shape(),
             into_name,
             shape,
-            format!("are not compatible: {name} must broadcast to the {into_name} shape without enlarging it"),
+            format!(
+                "are not compatible: {name} must broadcast to the {into_name} shape without enlarging it"
+            ),
         )
     };
     if view.ndim() > shape.len() {
