@@ -763,8 +763,8 @@ mod fast {
     use crate::{Element, Real, Reduction, Result};
 
     thread_local! {
-        // Off by default until the fast path has passed `tests/fast_vs_reference.rs` and the torch fixtures.
-        static FAST: Cell<bool> = const { Cell::new(false) };
+        // On by default; `with_reference_path` switches it off for tests and benchmarks.
+        static FAST: Cell<bool> = const { Cell::new(true) };
     }
 
     fn with_path<R>(fast: bool, f: impl FnOnce() -> R) -> R {
@@ -780,7 +780,7 @@ mod fast {
 
     /// Runs `f` with the SIMD fast path of the cross-entropy functions switched off on the
     /// current thread, so every call inside `f` (on this thread) takes the straightforward
-    /// reference implementation (currently the default). Meant for tests and benchmarks.
+    /// reference implementation. Meant for tests and benchmarks.
     ///
     /// ```
     /// use infoloss::{CrossEntropyOptions, cross_entropy, ndarray::array};
@@ -796,7 +796,7 @@ mod fast {
     }
 
     /// Runs `f` with the SIMD fast path of the cross-entropy functions switched on on the current
-    /// thread (it is off by default, pending verification).
+    /// thread (the default; useful inside [`with_reference_path`]).
     ///
     /// The fast path covers `f32` inputs of shape `(C)` or `(N, C)` in standard layout (class
     /// weights and upstream gradients finite), for `cross_entropy`, `cross_entropy_with_grad`,

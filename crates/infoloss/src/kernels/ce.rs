@@ -160,12 +160,20 @@ fn ce_row<S: Simd, const STORE: bool, const LIN: bool, const W: bool>(simd: S, o
         //        = p_c·A − g·(ε/C)·w_c − δ_cy·g·(1−ε)·w_y
         let a = g * (e * w_y as f64 + c * wsum);
         let b = -(g * c) as f32;
-        // the target's own entry, from its cached exponential, in f64
-        let blk = target / st.block;
-        let ref_y = st.refs.get(blk).copied().unwrap_or(f32::NEG_INFINITY);
-        let p_y =
-            out.get(target).copied().unwrap_or(f32::NAN) as f64 * (ref_y as f64 - st.m as f64).exp() / st.s;
-        let grad_y = g * (e * w_y as f64 * (p_y - 1.0) + c * (p_y * wsum - w_y as f64));
+        // The target's own entry `gl_y − p_y·S` (`gl` the upstream gradient of log_softmax, `S = Σ gl`)
+        // is evaluated in f32 from `p_y = exp(lsm_y)` rounded to f32, as PyTorch's log_softmax
+        // backward does: when `p_y` is close to 1 the difference cancels, and an exact `p_y − 1`
+        // would differ from PyTorch's by more than the tolerance we hold (it is more accurate, but
+        // fidelity is the point).
+        let p_y = target_log_prob.exp();
+        let (gl_y, sum) = if LIN {
+            let gl = -g * (e * w_y as f64 + c * w_y as f64);
+            (gl as f32, (-g * (e * w_y as f64 + c * wsum)) as f32)
+        } else {
+            let gl = -(w_y * scale);
+            (gl, gl)
+        };
+        let grad_y = gl_y - p_y * sum;
         if W && LIN {
             rescale_blocks_w(simd, &st, a / st.s, b, w, out);
         } else {
@@ -226,12 +234,14 @@ impl VecZip for ProbsGrad {
 }
 
 impl VecZip2 for ProbsGrad {
-    /// `e·f − g·w·t'`.
+    /// `e·f + ((−g)·w)·t'`, the product rounded in the order of the reference (and PyTorch's
+    /// `(−g·w)·t'` upstream gradient of `log_softmax`), so the two terms only differ in `p·S`.
     #[inline(always)]
     fn call<S: Simd>(self, simd: S, e: S::f32s, t: S::f32s, w: S::f32s) -> S::f32s {
         let (kv, av) = (simd.splat_f32s(self.keep), simd.splat_f32s(self.add));
-        let c = coef::<S, true, true>(simd, w, t, kv, av);
-        simd.mul_add_f32s(e, simd.splat_f32s(self.f), simd.mul_f32s(simd.splat_f32s(self.neg_g), c))
+        let tt = coef::<S, false, true>(simd, w, t, kv, av);
+        let gw = simd.mul_f32s(simd.splat_f32s(self.neg_g), w);
+        simd.mul_add_f32s(e, simd.splat_f32s(self.f), simd.mul_f32s(gw, tt))
     }
 }
 
