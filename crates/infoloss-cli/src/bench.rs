@@ -41,6 +41,18 @@ pub const OPS: &[OpSpec] = &[
         reads: 2,
         writes: 1,
     },
+    OpSpec {
+        name: "ce-inplace",
+        what: "cross_entropy_with_grad_in_place, class targets (gradient into the logits)",
+        reads: 1,
+        writes: 1,
+    },
+    OpSpec {
+        name: "ce-probs-inplace",
+        what: "cross_entropy_probs_with_grad_in_place (gradient into the logits)",
+        reads: 2,
+        writes: 1,
+    },
     OpSpec { name: "nll", what: "nll_loss_with_grad", reads: 0, writes: 1 },
     OpSpec { name: "log-softmax", what: "log_softmax forward", reads: 1, writes: 1 },
     OpSpec { name: "kl", what: "kl_div_with_grad(log p, p), batchmean", reads: 2, writes: 1 },
@@ -190,6 +202,9 @@ struct Inputs<T> {
     binary: Array2<T>,
     weight: Array1<T>,
     pos_weight: Array1<T>,
+    /// A copy of `logits` the in-place ops overwrite with their gradient (its values change from one
+    /// repetition to the next; the work per element does not).
+    scratch: std::cell::RefCell<Array2<T>>,
 }
 
 fn make_inputs<T: Element>(rows: usize, cols: usize, seed: u64) -> Inputs<T> {
@@ -225,11 +240,13 @@ fn make_inputs<T: Element>(rows: usize, cols: usize, seed: u64) -> Inputs<T> {
             topk_lp[[r, j]] = row[c] / 2.0 - l;
         }
     }
+    let logits = conv(&logits64);
     Inputs {
+        scratch: std::cell::RefCell::new(logits.clone()),
         logits2: conv(&other),
         topk_idx,
         topk_lp: conv(&topk_lp),
-        logits: conv(&logits64),
+        logits,
         logp: conv(&logp64),
         probs: conv(&logp64.mapv(f64::exp)),
         probs2: conv(&logq64.mapv(f64::exp)),
@@ -260,6 +277,16 @@ fn run_op<T: Element>(op: &str, x: &Inputs<T>) -> Result<(), infoloss::Error> {
         }
         "ce-probs" => drop(infoloss::cross_entropy_probs_with_grad(
             x.logits.view(),
+            x.probs.view(),
+            &Default::default(),
+        )?),
+        "ce-inplace" => drop(infoloss::cross_entropy_with_grad_in_place(
+            x.scratch.borrow_mut().view_mut(),
+            x.targets.view(),
+            &Default::default(),
+        )?),
+        "ce-probs-inplace" => drop(infoloss::cross_entropy_probs_with_grad_in_place(
+            x.scratch.borrow_mut().view_mut(),
             x.probs.view(),
             &Default::default(),
         )?),

@@ -7,13 +7,13 @@
 //! Every function makes one pass over the rows (positions `(n, d1, …, dk)`): it gathers the row's
 //! logits, computes one `log_softmax`, and from it the loss and/or the gradient.
 
-use ndarray::{ArrayD, ArrayView, ArrayView1, ArrayViewD, Dimension};
+use ndarray::{ArrayD, ArrayView, ArrayView1, ArrayViewD, ArrayViewMut, Dimension};
 use num_traits::{One, Zero};
 
 use crate::nll::{
     IndexTargets, LossAndGrad, Upstream, check_class_weight, index_targets, mean_of, pack_loss,
 };
-use crate::shape::{ClassLayout, check_same_shape};
+use crate::shape::{ClassLayout, check_same_shape, checked_numel};
 use crate::softmax::{array_from_vec, row_log_softmax, row_log_softmax_backward, row_major};
 use crate::{Element, Error, GradOutput, Loss, Real, Reduction, Result};
 
@@ -91,6 +91,32 @@ fn scatter<T: Element>(dst: &mut [T], r: usize, layout: &ClassLayout, vals: &[T:
 // Class-index targets
 // ---------------------------------------------------------------------------------------------
 
+/// Validates the options and targets of a class-index cross-entropy: the reduction, ε and the
+/// per-row classes.
+fn prepare_index<T: Element>(
+    op: &'static str,
+    shape: &[usize],
+    target: &ArrayViewD<'_, i64>,
+    opts: &CrossEntropyOptions<'_, T>,
+) -> Result<(Reduction, f64, IndexTargets<T::Acc>)> {
+    let reduction = opts.reduction.reject_batchmean(op)?;
+    let eps = check_label_smoothing(op, opts.label_smoothing)?;
+    let tg: IndexTargets<T::Acc> =
+        index_targets::<T>(op, shape, target, opts.weight.as_ref(), opts.ignore_index)?;
+    if eps > 0.0 && !tg.layout.batched && target.ndim() == 1 {
+        return Err(Error::shape_mismatch(
+            op,
+            "input",
+            shape,
+            "target",
+            target.shape(),
+            "are not compatible: with label_smoothing > 0 a 1-D input takes a 0-d target \
+             (PyTorch: output with shape [] doesn't match the broadcast shape [1])",
+        ));
+    }
+    Ok((reduction, eps, tg))
+}
+
 /// Loss and/or input gradient of class-index cross-entropy, one log-softmax per row.
 ///
 /// Mirrors PyTorch's composite exactly:
@@ -105,22 +131,8 @@ fn ce_index_core<T: Element>(
     want_loss: bool,
     grad_output: Option<&GradOutput<'_, T>>,
 ) -> Result<LossAndGrad<T>> {
-    let reduction = opts.reduction.reject_batchmean(op)?;
-    let eps = check_label_smoothing(op, opts.label_smoothing)?;
-    let tg: IndexTargets<T::Acc> =
-        index_targets::<T>(op, input.shape(), &target, opts.weight.as_ref(), opts.ignore_index)?;
+    let (reduction, eps, tg) = prepare_index(op, input.shape(), &target, opts)?;
     let smoothing = eps > 0.0;
-    if smoothing && !tg.layout.batched && target.ndim() == 1 {
-        return Err(Error::shape_mismatch(
-            op,
-            "input",
-            input.shape(),
-            "target",
-            target.shape(),
-            "are not compatible: with label_smoothing > 0 a 1-D input takes a 0-d target \
-             (PyTorch: output with shape [] doesn't match the broadcast shape [1])",
-        ));
-    }
     let up = match grad_output {
         Some(g) => Some(Upstream::read(op, reduction, &tg.out_shape, g)?),
         None => None,
@@ -138,10 +150,12 @@ fn ce_index_core<T: Element>(
     let keep = T::Acc::c(1.0 - eps);
     let eps_c = T::Acc::c(eps / classes as f64);
 
-    let mut xs = vec![zero; classes];
-    let mut lsm = vec![zero; classes];
-    let mut g_lsm = vec![zero; classes];
-    let mut g_x = vec![zero; classes];
+    // Row scratch; none for an empty input (whose rows are empty, however many classes it names).
+    let width = if x.is_empty() { 0 } else { classes };
+    let mut xs = vec![zero; width];
+    let mut lsm = vec![zero; width];
+    let mut g_lsm = vec![zero; width];
+    let mut g_x = vec![zero; width];
     let none = reduction == Reduction::None;
     let mut per_row = Vec::with_capacity(if want_loss && none { rows } else { 0 });
     let (mut nll_sum, mut smooth_sum) = (0f64, 0f64);
@@ -369,6 +383,55 @@ pub fn cross_entropy_with_grad<T: Element, D: Dimension, D2: Dimension>(
     }
 }
 
+/// [`cross_entropy_with_grad`] that writes the gradient into the logits' own buffer: the training
+/// path, where the logits are dead once the loss is taken. No array of the input's size is
+/// allocated.
+///
+/// # Formula
+///
+/// Returns `cross_entropy(x, y)` and leaves `∂loss/∂x` (upstream gradient 1, all ones for `none`)
+/// in `input`, bit for bit what [`cross_entropy_with_grad`] returns. Any layout is accepted;
+/// standard-layout (C-contiguous) `f32`, `f16` and `bf16` inputs take the fused kernel, which
+/// reads every logit once and writes its gradient once; other layouts and `f64` compute the
+/// gradient aside and copy it in.
+///
+/// # PyTorch
+///
+/// `loss = F.cross_entropy(x, y, ...); loss.backward(); x.data.copy_(x.grad)`; the in-place idea of
+/// Liger-Kernel's and Unsloth's fused cross-entropy.
+///
+/// # Errors
+///
+/// As [`cross_entropy`]; every check happens before anything is written, so on error `input`
+/// is unchanged.
+///
+/// # Example
+///
+/// ```
+/// use infoloss::{CrossEntropyOptions, cross_entropy_with_grad_in_place, ndarray::array};
+/// let mut x = array![[0.0f32, 0.0], [0.0, 0.0]];
+/// let loss = cross_entropy_with_grad_in_place(x.view_mut(), array![0i64, 1].view(), &Default::default()).unwrap();
+/// assert!((loss.scalar().unwrap() - 2f32.ln()).abs() < 1e-7);
+/// // the logits now hold (softmax − onehot) / N
+/// assert_eq!(x, array![[-0.25, 0.25], [0.25, -0.25]]);
+/// ```
+pub fn cross_entropy_with_grad_in_place<T: Element, D: Dimension, D2: Dimension>(
+    input: ArrayViewMut<'_, T, D>,
+    target: ArrayView<'_, i64, D2>,
+    opts: &CrossEntropyOptions<'_, T>,
+) -> Result<Loss<T>> {
+    const OP: &str = "cross_entropy";
+    let mut input = input.into_dyn();
+    let target = target.into_dyn();
+    let (reduction, eps, tg) = prepare_index(OP, input.shape(), &target, opts)?;
+    if let Some(loss) = fast::index_in_place(&mut input, &tg, reduction, eps)? {
+        return Ok(loss);
+    }
+    let (loss, grad) = cross_entropy_with_grad(input.view(), target, opts)?;
+    input.assign(&grad);
+    Ok(loss)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Probability targets
 // ---------------------------------------------------------------------------------------------
@@ -383,6 +446,38 @@ struct ProbsWant<'g, 'a, T> {
 
 type ProbsOut<T> = (Option<Loss<T>>, Option<ArrayD<T>>, Option<ArrayD<T>>);
 
+/// The validated options of a probability-target cross-entropy.
+struct ProbsSetup<A> {
+    reduction: Reduction,
+    eps: f64,
+    layout: ClassLayout,
+    weight: Option<Vec<A>>,
+    out_shape: Vec<usize>,
+}
+
+fn prepare_probs<T: Element>(
+    op: &'static str,
+    shape: &[usize],
+    target_shape: &[usize],
+    opts: &CrossEntropyOptions<'_, T>,
+) -> Result<ProbsSetup<T::Acc>> {
+    let reduction = opts.reduction.reject_batchmean(op)?;
+    let eps = check_label_smoothing(op, opts.label_smoothing)?;
+    if opts.ignore_index >= 0 {
+        return Err(Error::invalid_option(
+            op,
+            "ignore_index",
+            opts.ignore_index,
+            "ignore_index is not supported for floating point target (use a negative value)",
+        ));
+    }
+    let layout = ClassLayout::of(op, shape)?;
+    check_same_shape(op, "input", shape, "target", target_shape)?;
+    let weight = check_class_weight(op, shape, opts.weight.as_ref(), layout.classes)?;
+    let out_shape = layout.row_shape(shape);
+    Ok(ProbsSetup { reduction, eps, layout, weight, out_shape })
+}
+
 /// Loss and/or gradients of probability-target cross-entropy, one log-softmax per row.
 ///
 /// PyTorch: `t' = t·(1−ε) + ε/C` (ε > 0), `X = lsm·t'·w`, loss `−X.sum(1)` (`none`), `−ΣX` (`sum`),
@@ -395,20 +490,10 @@ fn ce_probs_core<T: Element>(
     opts: &CrossEntropyOptions<'_, T>,
     want: ProbsWant<'_, '_, T>,
 ) -> Result<ProbsOut<T>> {
-    let reduction = opts.reduction.reject_batchmean(op)?;
-    let eps = check_label_smoothing(op, opts.label_smoothing)?;
-    if opts.ignore_index >= 0 {
-        return Err(Error::invalid_option(
-            op,
-            "ignore_index",
-            opts.ignore_index,
-            "ignore_index is not supported for floating point target (use a negative value)",
-        ));
-    }
-    let layout = ClassLayout::of(op, input.shape())?;
-    check_same_shape(op, "input", input.shape(), "target", target.shape())?;
-    let weight = check_class_weight(op, input.shape(), opts.weight.as_ref(), layout.classes)?;
-    let out_shape = layout.row_shape(input.shape());
+    let ProbsSetup { reduction, eps, layout, weight, out_shape } =
+        prepare_probs(op, input.shape(), target.shape(), opts)?;
+    // The number of rows (`[2^40, 0, 2^40]` has none to store but too many to count).
+    let rows = checked_numel(op, "output", &out_shape)?;
     let up_x = match want.grad_input {
         Some(g) => Some(Upstream::read(op, reduction, &out_shape, g)?),
         None => None,
@@ -434,7 +519,6 @@ fn ce_probs_core<T: Element>(
         return Ok((loss, grad, None));
     }
     let classes = layout.classes;
-    let rows = layout.rows();
     let x = row_major(&input);
     let t = row_major(&target);
     let zero = T::Acc::zero();
@@ -445,11 +529,13 @@ fn ce_probs_core<T: Element>(
     let w = |c: usize| weight.as_ref().and_then(|w| w.get(c).copied()).unwrap_or_else(T::Acc::one);
     let none = reduction == Reduction::None;
 
-    let mut xs = vec![zero; classes];
-    let mut ts = vec![zero; classes];
-    let mut lsm = vec![zero; classes];
-    let mut g_lsm = vec![zero; classes];
-    let mut g_row = vec![zero; classes];
+    // Row scratch; none for an empty input (whose rows are empty, however many classes it names).
+    let width = if x.is_empty() { 0 } else { classes };
+    let mut xs = vec![zero; width];
+    let mut ts = vec![zero; width];
+    let mut lsm = vec![zero; width];
+    let mut g_lsm = vec![zero; width];
+    let mut g_row = vec![zero; width];
     let mut per_row = Vec::with_capacity(if want.loss && none { rows } else { 0 });
     let mut total = 0f64;
     let mut grad_x = up_x.as_ref().map(|_| vec![T::from_acc(zero); x.len()]);
@@ -693,6 +779,55 @@ pub fn cross_entropy_probs_with_grad<T: Element, D: Dimension, D2: Dimension>(
     }
 }
 
+/// [`cross_entropy_probs_with_grad`] that writes the input gradient into the logits' own buffer
+/// (see [`cross_entropy_with_grad_in_place`]).
+///
+/// # Formula
+///
+/// Returns `cross_entropy_probs(x, t)` and leaves `∂loss/∂x = (p·Σ_c w_c t_c − w⊙t)·g/M` in `input`,
+/// bit for bit what [`cross_entropy_probs_with_grad`] returns.
+///
+/// # PyTorch
+///
+/// `loss = F.cross_entropy(x, t, ...); loss.backward(); x.data.copy_(x.grad)` with a probability
+/// target `t`.
+///
+/// # Errors
+///
+/// As [`cross_entropy_probs`]; every check happens before anything is written.
+///
+/// # Example
+///
+/// ```
+/// use infoloss::{CrossEntropyOptions, cross_entropy_probs_with_grad_in_place, ndarray::array};
+/// let mut x = array![[1.0f32, 2.0, 3.0]];
+/// let t = array![[0.5f32, 0.0, 0.5]];
+/// let loss = cross_entropy_probs_with_grad_in_place(x.view_mut(), t.view(), &Default::default()).unwrap();
+/// // torch: F.cross_entropy(tensor([[1., 2., 3.]]), tensor([[.5, 0., .5]])) = 1.4076
+/// assert!((loss.scalar().unwrap() - 1.407_606).abs() < 1e-6);
+/// assert!((x[[0, 0]] - (0.090_030_57 - 0.5)).abs() < 1e-6);
+/// ```
+pub fn cross_entropy_probs_with_grad_in_place<T: Element, D: Dimension, D2: Dimension>(
+    input: ArrayViewMut<'_, T, D>,
+    target: ArrayView<'_, T, D2>,
+    opts: &CrossEntropyOptions<'_, T>,
+) -> Result<Loss<T>> {
+    const OP: &str = "cross_entropy";
+    let mut input = input.into_dyn();
+    let target = target.into_dyn();
+    let ProbsSetup { reduction, eps, layout, weight, out_shape } =
+        prepare_probs(OP, input.shape(), target.shape(), opts)?;
+    checked_numel(OP, "output", &out_shape)?;
+    if let Some(loss) =
+        fast::probs_in_place(&mut input, &target, &layout, weight.as_deref(), &out_shape, reduction, eps)?
+    {
+        return Ok(loss);
+    }
+    let (loss, grad) = cross_entropy_probs_with_grad(input.view(), target, opts)?;
+    input.assign(&grad);
+    Ok(loss)
+}
+
 /// Loss, input gradient and target gradient (upstream gradient 1, all ones for `none`) in one
 /// pass over the rows.
 ///
@@ -739,427 +874,7 @@ pub fn cross_entropy_probs_with_grads<T: Element, D: Dimension, D2: Dimension>(
 // Fast path: f32 rows through the fused SIMD kernels
 // ---------------------------------------------------------------------------------------------
 
-/// The `f32` fast path of the cross-entropy functions.
-///
-/// Applies to `f32` inputs whose rows are contiguous (class dimension last, i.e. `(C)` or `(N, C)`,
-/// in standard layout), with finite class weights and upstream gradients. Every row goes through
-/// [`cross_entropy_row_f32`](crate::kernels::cross_entropy_row_f32) /
-/// [`cross_entropy_probs_row_f32`](crate::kernels::cross_entropy_probs_row_f32), which write the
-/// row's gradient in place. Rows are split across rayon in chunks of a fixed number of rows; the
-/// per-row loss terms land in one slot per row and are summed sequentially in `f64`, in row order,
-/// so results do not depend on the thread count. Everything else stays on the reference path above.
-mod fast {
-    use std::any::Any;
-    use std::cell::Cell;
-
-    use ndarray::ArrayViewD;
-    use rayon::prelude::*;
-
-    use crate::float::DType;
-    use crate::kernels::Kernels;
-    use crate::nll::{IndexTargets, LossAndGrad, Upstream, mean_of, pack_loss};
-    use crate::shape::ClassLayout;
-    use crate::softmax::array_from_vec;
-    use crate::{Element, Real, Reduction, Result};
-
-    thread_local! {
-        // On by default; `with_reference_path` switches it off for tests and benchmarks.
-        static FAST: Cell<bool> = const { Cell::new(true) };
-    }
-
-    fn with_path<R>(fast: bool, f: impl FnOnce() -> R) -> R {
-        struct Restore(bool);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                FAST.with(|c| c.set(self.0));
-            }
-        }
-        let _restore = Restore(FAST.with(|c| c.replace(fast)));
-        f()
-    }
-
-    /// Runs `f` with the SIMD fast path of the cross-entropy functions switched off on the
-    /// current thread, so every call inside `f` (on this thread) takes the straightforward
-    /// reference implementation. Meant for tests and benchmarks.
-    ///
-    /// ```
-    /// use infoloss::{CrossEntropyOptions, cross_entropy, ndarray::array};
-    /// use infoloss::cross_entropy::with_reference_path;
-    /// let x = array![[1.0f32, 2.0, 3.0]];
-    /// let y = array![0i64];
-    /// let opts = CrossEntropyOptions::default();
-    /// let slow = with_reference_path(|| cross_entropy(x.view(), y.view(), &opts)).unwrap().scalar().unwrap();
-    /// assert!((slow - 2.407_606).abs() < 1e-6);
-    /// ```
-    pub fn with_reference_path<R>(f: impl FnOnce() -> R) -> R {
-        with_path(false, f)
-    }
-
-    /// Runs `f` with the SIMD fast path of the cross-entropy functions switched on on the current
-    /// thread (the default; useful inside [`with_reference_path`]).
-    ///
-    /// The fast path covers `f32` inputs of shape `(C)` or `(N, C)` in standard layout (class
-    /// weights and upstream gradients finite), for `cross_entropy`, `cross_entropy_with_grad`,
-    /// `cross_entropy_backward`, `cross_entropy_probs`, `cross_entropy_probs_with_grad` and
-    /// `cross_entropy_probs_backward`.
-    ///
-    /// ```
-    /// use infoloss::{CrossEntropyOptions, cross_entropy, ndarray::array};
-    /// use infoloss::cross_entropy::with_fast_path;
-    /// let x = array![[1.0f32, 2.0, 3.0]];
-    /// let y = array![0i64];
-    /// let opts = CrossEntropyOptions::default();
-    /// let fast = with_fast_path(|| cross_entropy(x.view(), y.view(), &opts)).unwrap().scalar().unwrap();
-    /// assert!((fast - 2.407_606).abs() < 1e-6);
-    /// ```
-    pub fn with_fast_path<R>(f: impl FnOnce() -> R) -> R {
-        with_path(true, f)
-    }
-
-    fn enabled() -> bool {
-        FAST.with(Cell::get)
-    }
-
-    /// Elements per parallel task (at least one row): a constant, so the split never depends on the
-    /// number of threads (the results would not either, as each row is computed on its own).
-    const CHUNK_ELEMS: usize = 1 << 15;
-
-    fn rows_per_chunk(classes: usize) -> usize {
-        (CHUNK_ELEMS / classes.max(1)).max(1)
-    }
-
-    /// Per-row upstream gradient scale in `f32`.
-    enum Scale {
-        Same(f32),
-        PerRow(Vec<f32>),
-    }
-
-    impl Scale {
-        fn at(&self, r: usize) -> f32 {
-            match self {
-                Scale::Same(g) => *g,
-                Scale::PerRow(v) => v.get(r).copied().unwrap_or(0.0),
-            }
-        }
-
-        /// `g·div` for every row, `None` unless every value is finite.
-        fn of<A: Real>(up: &Upstream<A>, div: impl Fn(f64) -> f32) -> Option<Scale> {
-            let s = match up {
-                Upstream::Same(g) => Scale::Same(div(g.f64())),
-                Upstream::PerRow(v) => Scale::PerRow(v.iter().map(|g| div(g.f64())).collect()),
-            };
-            let finite = match up {
-                Upstream::Same(g) => g.f64().is_finite(),
-                Upstream::PerRow(v) => v.iter().all(|g| g.f64().is_finite()),
-            };
-            let ok = match &s {
-                Scale::Same(g) => g.is_finite(),
-                Scale::PerRow(v) => v.iter().all(|g| g.is_finite()),
-            };
-            (finite && ok).then_some(s)
-        }
-    }
-
-    /// What the `f32` row loops return: per-row losses (`none`) and the reduced loss.
-    struct FastLoss {
-        per_row: Vec<f32>,
-        reduced: f64,
-    }
-
-    // The row loops are plain `f32` functions; the generic entry points reach them through a
-    // function pointer downcast (`T` is `f32` exactly when the downcast succeeds), which needs no
-    // unsafe code.
-    type IndexFn<T> =
-        for<'x, 'g, 'j, 'k> fn(&'x [T], Option<&'g mut [T]>, &'j IndexJob<'k>) -> Result<Option<FastLoss>>;
-    type ProbsFn<T> = for<'x, 't, 'g, 'j> fn(
-        &'x [T],
-        &'t [T],
-        Option<&'g mut [T]>,
-        &'j ProbsJob,
-    ) -> Result<Option<FastLoss>>;
-
-    fn cast_fn<F: Copy + 'static, G: Copy + 'static>(f: F) -> Option<G> {
-        (&f as &dyn Any).downcast_ref::<G>().copied()
-    }
-
-    fn f32_weight<A: Real>(weight: Option<&[A]>) -> Option<Option<Vec<f32>>> {
-        match weight {
-            None => Some(None),
-            Some(w) => {
-                let v: Vec<f32> = w.iter().map(|x| x.f64() as f32).collect();
-                v.iter().all(|x| x.is_finite()).then_some(Some(v))
-            }
-        }
-    }
-
-    /// A NaN log-softmax row (a NaN or `+inf` logit, or every logit `-inf`): torch's
-    /// `log_softmax` backward gives NaN there even for a zero upstream gradient.
-    fn nan_row(x: &[f32]) -> bool {
-        x.iter().any(|v| v.is_nan() || *v == f32::INFINITY) || x.iter().all(|v| *v == f32::NEG_INFINITY)
-    }
-
-    // -----------------------------------------------------------------------------------------
-    // class-index targets
-
-    struct IndexJob<'a> {
-        classes: usize,
-        class: &'a [Option<usize>],
-        weight: Option<Vec<f32>>,
-        eps: f64,
-        reduction: Reduction,
-        total_weight: f64,
-        scale: Option<Scale>,
-        want_loss: bool,
-    }
-
-    /// The fast path of `ce_index_core`, or `None` when it does not apply.
-    pub(super) fn index<T: Element>(
-        input: &ArrayViewD<'_, T>,
-        tg: &IndexTargets<T::Acc>,
-        reduction: Reduction,
-        eps: f64,
-        want_loss: bool,
-        up: Option<&Upstream<T::Acc>>,
-    ) -> Result<Option<LossAndGrad<T>>> {
-        const OP: &str = "cross_entropy";
-        let layout = &tg.layout;
-        if !enabled()
-            || T::DTYPE != DType::F32
-            || layout.inner != 1
-            || layout.classes == 0
-            || tg.class.is_empty()
-        {
-            return Ok(None);
-        }
-        let (Some(x), Some(f)) = (input.as_slice(), cast_fn::<IndexFn<f32>, IndexFn<T>>(index_f32)) else {
-            return Ok(None);
-        };
-        let Some(weight) = f32_weight(tg.weight.as_deref()) else {
-            return Ok(None);
-        };
-        let total_weight = tg.total_weight;
-        let scale = match up {
-            None => None,
-            Some(up) => match Scale::of(up, |g| match reduction {
-                Reduction::Mean => (g / total_weight) as f32,
-                _ => g as f32,
-            }) {
-                Some(s) => Some(s),
-                None => return Ok(None),
-            },
-        };
-        let mut grad = scale.as_ref().map(|_| vec![T::default(); x.len()]);
-        let job = IndexJob {
-            classes: layout.classes,
-            class: &tg.class,
-            weight,
-            eps,
-            reduction,
-            total_weight,
-            scale,
-            want_loss,
-        };
-        let Some(out) = f(x, grad.as_deref_mut(), &job)? else {
-            return Ok(None);
-        };
-        let loss = if want_loss {
-            let per_row = out.per_row.iter().map(|&v| T::Acc::c(v as f64)).collect();
-            Some(pack_loss::<T>(OP, reduction, &tg.out_shape, per_row, T::Acc::c(out.reduced))?)
-        } else {
-            None
-        };
-        let grad = match grad {
-            Some(g) => Some(array_from_vec(OP, input.shape(), g)?),
-            None => None,
-        };
-        Ok(Some((loss, grad)))
-    }
-
-    fn index_f32(x: &[f32], grad: Option<&mut [f32]>, job: &IndexJob<'_>) -> Result<Option<FastLoss>> {
-        let c = job.classes;
-        let rows = job.class.len();
-        let smoothing = job.eps > 0.0;
-        let k = Kernels::new();
-        let weight = job.weight.as_deref();
-        // (−w_y·lsm_y, −Σ_c w_c·lsm_c) per row, each rounded to f32 as the reference computes them
-        let mut terms = vec![(0f32, 0f32); rows];
-        let row = |r: usize, slot: &mut (f32, f32), g: Option<&mut [f32]>| -> Result<()> {
-            let xr = x.get(r * c..(r + 1) * c).unwrap_or_default();
-            match job.class.get(r).copied().flatten() {
-                None => {
-                    if let Some(g) = g
-                        && nan_row(xr)
-                    {
-                        g.fill(f32::NAN);
-                    }
-                }
-                Some(y) => {
-                    let scale = job.scale.as_ref().map_or(0.0, |s| s.at(r));
-                    let out = k.cross_entropy_row_f32(xr, y, weight, job.eps, g, scale)?;
-                    let w_y = weight.and_then(|w| w.get(y).copied()).unwrap_or(1.0);
-                    *slot = (-out.target_log_prob * w_y, if smoothing { out.smooth as f32 } else { 0.0 });
-                }
-            }
-            Ok(())
-        };
-        let rpc = rows_per_chunk(c);
-        match grad {
-            Some(g) => g.par_chunks_mut(rpc * c).zip(terms.par_chunks_mut(rpc)).enumerate().try_for_each(
-                |(i, (gc, tc))| {
-                    for (j, (gr, slot)) in gc.chunks_mut(c).zip(tc.iter_mut()).enumerate() {
-                        row(i * rpc + j, slot, Some(gr))?;
-                    }
-                    Ok(())
-                },
-            )?,
-            None if job.want_loss => terms.par_chunks_mut(rpc).enumerate().try_for_each(|(i, tc)| {
-                for (j, slot) in tc.iter_mut().enumerate() {
-                    row(i * rpc + j, slot, None)?;
-                }
-                Result::Ok(())
-            })?,
-            None => {}
-        }
-        if !job.want_loss {
-            return Ok(Some(FastLoss { per_row: Vec::new(), reduced: 0.0 }));
-        }
-        let keep = (1.0 - job.eps) as f32;
-        let eps_c = (job.eps / c as f64) as f32;
-        let combine = |nll: f32, smooth: f32| if smoothing { keep * nll + smooth * eps_c } else { nll };
-        Ok(Some(match job.reduction {
-            Reduction::None => {
-                FastLoss { per_row: terms.iter().map(|&(n, s)| combine(n, s)).collect(), reduced: 0.0 }
-            }
-            reduction => {
-                let (mut nll_sum, mut smooth_sum) = (0f64, 0f64);
-                for &(n, s) in &terms {
-                    nll_sum += n as f64;
-                    smooth_sum += s as f64;
-                }
-                let (nll, smooth) = if reduction == Reduction::Mean {
-                    (
-                        mean_of(nll_sum, job.total_weight, rows) as f32,
-                        mean_of(smooth_sum, job.total_weight, rows) as f32,
-                    )
-                } else {
-                    (nll_sum as f32, smooth_sum as f32)
-                };
-                FastLoss { per_row: Vec::new(), reduced: combine(nll, smooth) as f64 }
-            }
-        }))
-    }
-
-    // -----------------------------------------------------------------------------------------
-    // probability targets
-
-    struct ProbsJob {
-        classes: usize,
-        weight: Option<Vec<f32>>,
-        eps: f64,
-        reduction: Reduction,
-        scale: Option<Scale>,
-        want_loss: bool,
-    }
-
-    /// The fast path of `ce_probs_core` (loss and input gradient), or `None` when it does not apply.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn probs<T: Element>(
-        input: &ArrayViewD<'_, T>,
-        target: &ArrayViewD<'_, T>,
-        layout: &ClassLayout,
-        weight: Option<&[T::Acc]>,
-        out_shape: &[usize],
-        reduction: Reduction,
-        eps: f64,
-        want_loss: bool,
-        up: Option<&Upstream<T::Acc>>,
-    ) -> Result<Option<LossAndGrad<T>>> {
-        const OP: &str = "cross_entropy";
-        let rows = layout.rows();
-        if !enabled() || T::DTYPE != DType::F32 || layout.inner != 1 || layout.classes == 0 || rows == 0 {
-            return Ok(None);
-        }
-        let (Some(x), Some(t), Some(f)) =
-            (input.as_slice(), target.as_slice(), cast_fn::<ProbsFn<f32>, ProbsFn<T>>(probs_f32))
-        else {
-            return Ok(None);
-        };
-        let Some(weight) = f32_weight(weight) else {
-            return Ok(None);
-        };
-        let m = rows as f32;
-        let scale = match up {
-            None => None,
-            Some(up) => match Scale::of(up, |g| match reduction {
-                Reduction::Mean => g as f32 / m,
-                _ => g as f32,
-            }) {
-                Some(s) => Some(s),
-                None => return Ok(None),
-            },
-        };
-        let mut grad = scale.as_ref().map(|_| vec![T::default(); x.len()]);
-        let job = ProbsJob { classes: layout.classes, weight, eps, reduction, scale, want_loss };
-        let Some(out) = f(x, t, grad.as_deref_mut(), &job)? else {
-            return Ok(None);
-        };
-        let loss = if want_loss {
-            let per_row = out.per_row.iter().map(|&v| T::Acc::c(v as f64)).collect();
-            Some(pack_loss::<T>(OP, reduction, out_shape, per_row, T::Acc::c(out.reduced))?)
-        } else {
-            None
-        };
-        let grad = match grad {
-            Some(g) => Some(array_from_vec(OP, input.shape(), g)?),
-            None => None,
-        };
-        Ok(Some((loss, grad)))
-    }
-
-    fn probs_f32(x: &[f32], t: &[f32], grad: Option<&mut [f32]>, job: &ProbsJob) -> Result<Option<FastLoss>> {
-        let c = job.classes;
-        let rows = x.len() / c;
-        let k = Kernels::new();
-        let weight = job.weight.as_deref();
-        let mut losses = vec![0f64; rows];
-        let row = |r: usize, slot: &mut f64, g: Option<&mut [f32]>| -> Result<()> {
-            let xr = x.get(r * c..(r + 1) * c).unwrap_or_default();
-            let tr = t.get(r * c..(r + 1) * c).unwrap_or_default();
-            let scale = job.scale.as_ref().map_or(0.0, |s| s.at(r));
-            *slot = k.cross_entropy_probs_row_f32(xr, tr, weight, job.eps, g, scale)?.loss;
-            Ok(())
-        };
-        let rpc = rows_per_chunk(c);
-        match grad {
-            Some(g) => g.par_chunks_mut(rpc * c).zip(losses.par_chunks_mut(rpc)).enumerate().try_for_each(
-                |(i, (gc, lc))| {
-                    for (j, (gr, slot)) in gc.chunks_mut(c).zip(lc.iter_mut()).enumerate() {
-                        row(i * rpc + j, slot, Some(gr))?;
-                    }
-                    Ok(())
-                },
-            )?,
-            None if job.want_loss => losses.par_chunks_mut(rpc).enumerate().try_for_each(|(i, lc)| {
-                for (j, slot) in lc.iter_mut().enumerate() {
-                    row(i * rpc + j, slot, None)?;
-                }
-                Result::Ok(())
-            })?,
-            None => {}
-        }
-        Ok(Some(match job.reduction {
-            Reduction::None => FastLoss { per_row: losses.iter().map(|&l| l as f32).collect(), reduced: 0.0 },
-            reduction => {
-                let mut total = 0f64;
-                for &l in &losses {
-                    total += l;
-                }
-                let reduced = if reduction == Reduction::Mean { total / rows as f64 } else { total };
-                FastLoss { per_row: Vec::new(), reduced }
-            }
-        }))
-    }
-}
+mod fast;
 
 #[cfg(test)]
 mod tests {

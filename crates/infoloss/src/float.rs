@@ -102,11 +102,51 @@ pub trait Element: Copy + Debug + Default + Send + Sync + PartialEq + 'static {
     fn to_acc(self) -> Self::Acc;
     /// Rounds from the compute type (round to nearest even).
     fn from_acc(x: Self::Acc) -> Self;
+
+    /// Whether the compute type is `f32` (`f32`, `f16`, `bf16`): these types run through the `f32`
+    /// SIMD kernels.
+    const F32_COMPUTE: bool = true;
+
+    /// The slice itself when `Self` is `f32` (the fast paths use it without a copy), else `None`.
+    #[inline(always)]
+    fn as_f32(_s: &[Self]) -> Option<&[f32]> {
+        None
+    }
+
+    /// The slice itself when `Self` is `f32`, else `None`.
+    #[inline(always)]
+    fn as_f32_mut(_s: &mut [Self]) -> Option<&mut [f32]> {
+        None
+    }
+
+    /// `dst[i] = src[i]` as `f32` (exact for the `f32`-compute types), over the shorter length.
+    #[inline]
+    fn load_f32(src: &[Self], dst: &mut [f32]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = s.to_acc().f64() as f32;
+        }
+    }
+
+    /// `dst[i] = src[i]` rounded to `Self` (round to nearest even), over the shorter length.
+    #[inline]
+    fn store_f32(src: &[f32], dst: &mut [Self]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = Self::from_acc(Self::Acc::c(s as f64));
+        }
+    }
 }
 
 impl Element for f32 {
     type Acc = f32;
     const DTYPE: DType = DType::F32;
+    #[inline(always)]
+    fn as_f32(s: &[f32]) -> Option<&[f32]> {
+        Some(s)
+    }
+    #[inline(always)]
+    fn as_f32_mut(s: &mut [f32]) -> Option<&mut [f32]> {
+        Some(s)
+    }
     #[inline(always)]
     fn to_acc(self) -> f32 {
         self
@@ -120,6 +160,7 @@ impl Element for f32 {
 impl Element for f64 {
     type Acc = f64;
     const DTYPE: DType = DType::F64;
+    const F32_COMPUTE: bool = false;
     #[inline(always)]
     fn to_acc(self) -> f64 {
         self
@@ -141,6 +182,22 @@ impl Element for half::f16 {
     fn from_acc(x: f32) -> Self {
         half::f16::from_f32(x)
     }
+    #[inline]
+    fn load_f32(src: &[Self], dst: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
+        let n = src.len().min(dst.len());
+        if let (Some(s), Some(d)) = (src.get(..n), dst.get_mut(..n)) {
+            s.convert_to_f32_slice(d);
+        }
+    }
+    #[inline]
+    fn store_f32(src: &[f32], dst: &mut [Self]) {
+        use half::slice::HalfFloatSliceExt;
+        let n = src.len().min(dst.len());
+        if let (Some(s), Some(d)) = (src.get(..n), dst.get_mut(..n)) {
+            d.convert_from_f32_slice(s);
+        }
+    }
 }
 
 impl Element for half::bf16 {
@@ -153,6 +210,22 @@ impl Element for half::bf16 {
     #[inline(always)]
     fn from_acc(x: f32) -> Self {
         half::bf16::from_f32(x)
+    }
+    #[inline]
+    fn load_f32(src: &[Self], dst: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
+        let n = src.len().min(dst.len());
+        if let (Some(s), Some(d)) = (src.get(..n), dst.get_mut(..n)) {
+            s.convert_to_f32_slice(d);
+        }
+    }
+    #[inline]
+    fn store_f32(src: &[f32], dst: &mut [Self]) {
+        use half::slice::HalfFloatSliceExt;
+        let n = src.len().min(dst.len());
+        if let (Some(s), Some(d)) = (src.get(..n), dst.get_mut(..n)) {
+            d.convert_from_f32_slice(s);
+        }
     }
 }
 

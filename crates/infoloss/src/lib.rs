@@ -80,7 +80,7 @@ pub use ce_extras::{
 pub use cross_entropy::{
     CrossEntropyOptions, cross_entropy, cross_entropy_backward, cross_entropy_probs,
     cross_entropy_probs_backward, cross_entropy_probs_backward_target, cross_entropy_probs_with_grad,
-    cross_entropy_with_grad,
+    cross_entropy_probs_with_grad_in_place, cross_entropy_with_grad, cross_entropy_with_grad_in_place,
 };
 pub use distill::{
     DistillOptions, Divergence, SparseTeacher, distill, distill_backward, distill_topk,

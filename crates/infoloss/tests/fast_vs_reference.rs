@@ -2,11 +2,12 @@
 //! (`infoloss::cross_entropy::with_reference_path`), and bit-identical results for any number of threads.
 
 use infoloss::cross_entropy::{with_fast_path, with_reference_path};
+use infoloss::ndarray::Array3;
 use infoloss::ndarray::{Array1, Array2, ArrayD, IxDyn};
 use infoloss::{
-    CrossEntropyOptions, GradOutput, Loss, Reduction, cross_entropy, cross_entropy_backward,
+    CrossEntropyOptions, Element, GradOutput, Loss, Reduction, cross_entropy, cross_entropy_backward,
     cross_entropy_probs, cross_entropy_probs_backward, cross_entropy_probs_with_grad,
-    cross_entropy_with_grad,
+    cross_entropy_probs_with_grad_in_place, cross_entropy_with_grad, cross_entropy_with_grad_in_place,
 };
 
 const RTOL: f64 = 1e-6;
@@ -323,6 +324,9 @@ fn run_all(cs: &Case, weight: &Array1<f32>) -> Vec<u32> {
             bits.extend(loss_vec(&cross_entropy(x, y, &opts).unwrap()).iter().map(|v| v.to_bits()));
             let (l, g) = cross_entropy_probs_with_grad(x, t, &opts).unwrap();
             bits.extend(loss_vec(&l).iter().chain(g.iter()).map(|v| v.to_bits()));
+            let mut xi = cs.x.clone();
+            let l = cross_entropy_with_grad_in_place(xi.view_mut(), y, &opts).unwrap();
+            bits.extend(loss_vec(&l).iter().chain(xi.iter()).map(|v| v.to_bits()));
         }
     }
     bits
@@ -343,4 +347,194 @@ fn bit_identical_for_any_thread_count() {
             }
         }
     }
+}
+
+/// All options the in-place and layout tests sweep.
+fn option_sets(weight: &Array1<f32>) -> Vec<CrossEntropyOptions<'_, f32>> {
+    let mut v = Vec::new();
+    for reduction in [Reduction::None, Reduction::Mean, Reduction::Sum] {
+        for (weighted, ls) in [(false, 0.0), (true, 0.0), (true, 0.1), (false, 0.3)] {
+            v.push(CrossEntropyOptions {
+                weight: weighted.then(|| weight.view()),
+                reduction,
+                label_smoothing: ls,
+                ..Default::default()
+            });
+        }
+    }
+    v
+}
+
+fn bits_of(l: &Loss<f32>, g: &ArrayD<f32>) -> Vec<u32> {
+    loss_vec(l).iter().chain(g.iter()).map(|v| v.to_bits()).collect()
+}
+
+#[test]
+fn in_place_equals_with_grad_bit_for_bit() {
+    for &c in &[1usize, 9, 33, 1025, 32000] {
+        let n = if c >= 32000 { 3 } else { 11 };
+        for special in [false, true] {
+            let cs = case(c, n, 12.0, special, 7 + c as u64);
+            let weight: Array1<f32> = (0..c).map(|i| 0.5 + (i % 5) as f32 * 0.3).collect();
+            for opts in option_sets(&weight) {
+                let (x, y, t) = (cs.x.view(), cs.y.view(), cs.t.view());
+                let (l, g) = cross_entropy_with_grad(x, y, &opts).unwrap();
+                let mut xi = cs.x.clone();
+                let li = cross_entropy_with_grad_in_place(xi.view_mut(), y, &opts).unwrap();
+                assert_eq!(bits_of(&li, &xi.into_dyn()), bits_of(&l, &g), "C={c} {opts:?}");
+
+                let (l, g) = cross_entropy_probs_with_grad(x, t, &opts).unwrap();
+                let mut xi = cs.x.clone();
+                let li = cross_entropy_probs_with_grad_in_place(xi.view_mut(), t, &opts).unwrap();
+                assert_eq!(bits_of(&li, &xi.into_dyn()), bits_of(&l, &g), "probs C={c} {opts:?}");
+
+                // the reference path's in-place (compute aside, copy in) agrees too
+                let (l, g) = with_reference_path(|| cross_entropy_with_grad(x, y, &opts)).unwrap();
+                let mut xi = cs.x.clone();
+                let li = with_reference_path(|| cross_entropy_with_grad_in_place(xi.view_mut(), y, &opts))
+                    .unwrap();
+                assert_eq!(bits_of(&li, &xi.into_dyn()), bits_of(&l, &g), "reference C={c} {opts:?}");
+            }
+        }
+    }
+    // an error leaves the buffer untouched
+    let mut x = Array2::<f32>::from_elem((2, 3), 1.5);
+    let bad = Array1::from_vec(vec![0i64, 3]);
+    let err = cross_entropy_with_grad_in_place(x.view_mut(), bad.view(), &CrossEntropyOptions::default());
+    assert!(err.unwrap_err().to_string().contains("target 3 at [1] is out of range for 3 classes"));
+    assert!(x.iter().all(|&v| v == 1.5));
+}
+
+/// The same rows laid out as `(N, C)` standard, `(N, C)` transposed in memory, and `(N', C, D)`
+/// with trailing dimensions: the fast path gives the same bits for each (every row is computed on its
+/// own, from the same values), and the in-place variant on a non-contiguous view too.
+#[test]
+fn every_layout_gives_the_same_bits() {
+    let (n, c) = (12usize, 37usize);
+    let cs = case(c, n, 6.0, true, 4242);
+    let weight: Array1<f32> = (0..c).map(|i| 0.25 + (i % 3) as f32).collect();
+    // column-major copy of x: the same logical array, non-standard strides
+    let mut xt = Array2::<f32>::zeros((c, n));
+    xt.assign(&cs.x.t());
+    let x_f = xt.t();
+    let mut tt = Array2::<f32>::zeros((c, n));
+    tt.assign(&cs.t.t());
+    let t_f = tt.t();
+    // (N/3, C, 3): row r = (r / 3, :, r % 3)
+    let to3 = |a: &Array2<f32>| Array3::from_shape_fn((n / 3, c, 3), |(i, k, d)| a[[i * 3 + d, k]]);
+    let from3 = |a: &ArrayD<f32>| -> Vec<f32> {
+        let a = a.view().into_dimensionality::<infoloss::ndarray::Ix3>().unwrap();
+        (0..n).flat_map(|r| (0..c).map(move |k| a[[r / 3, k, r % 3]])).collect()
+    };
+    let (x3, t3) = (to3(&cs.x), to3(&cs.t));
+    let y3 = cs.y.clone().into_shape_with_order((n / 3, 3)).unwrap();
+    for opts in option_sets(&weight) {
+        let (l, g) = cross_entropy_with_grad(cs.x.view(), cs.y.view(), &opts).unwrap();
+        let (lf, gf) = cross_entropy_with_grad(x_f, cs.y.view(), &opts).unwrap();
+        assert_eq!(bits_of(&lf, &gf), bits_of(&l, &g), "column-major {opts:?}");
+        let (l3, g3) = cross_entropy_with_grad(x3.view(), y3.view(), &opts).unwrap();
+        let flat3: Vec<u32> = loss_vec(&l3).iter().chain(from3(&g3).iter()).map(|v| v.to_bits()).collect();
+        assert_eq!(flat3, bits_of(&l, &g), "(N, C, D) {opts:?}");
+        let mut xi = xt.clone();
+        let li = cross_entropy_with_grad_in_place(xi.view_mut().reversed_axes(), cs.y.view(), &opts).unwrap();
+        assert_eq!(bits_of(&li, &xi.t().to_owned().into_dyn()), bits_of(&l, &g), "in place, column-major");
+
+        let (l, g) = cross_entropy_probs_with_grad(cs.x.view(), cs.t.view(), &opts).unwrap();
+        let (lf, gf) = cross_entropy_probs_with_grad(x_f, t_f, &opts).unwrap();
+        assert_eq!(bits_of(&lf, &gf), bits_of(&l, &g), "probs column-major {opts:?}");
+        let (l3, g3) = cross_entropy_probs_with_grad(x3.view(), t3.view(), &opts).unwrap();
+        let flat3: Vec<u32> = loss_vec(&l3).iter().chain(from3(&g3).iter()).map(|v| v.to_bits()).collect();
+        assert_eq!(flat3, bits_of(&l, &g), "probs (N, C, D) {opts:?}");
+    }
+    // and the (N, C, D) fast path against the reference
+    let opts = CrossEntropyOptions { label_smoothing: 0.1, ..Default::default() };
+    let (a, b) = (
+        with_fast_path(|| cross_entropy_with_grad(x3.view(), y3.view(), &opts)).unwrap(),
+        with_reference_path(|| cross_entropy_with_grad(x3.view(), y3.view(), &opts)).unwrap(),
+    );
+    compare(&loss_vec(&a.0), &loss_vec(&b.0), "(N, C, D) loss vs reference");
+}
+
+/// Half types run through the same `f32` kernels (converted per row): their results are the `f32`
+/// results of the widened inputs, rounded once, and agree with the half-type reference path.
+#[test]
+fn half_types_take_the_fast_path() {
+    fn run<H: Element>(cs: &Case, weight: &Array1<f32>) {
+        let xh = cs.x.mapv(|v| H::from_acc(<H::Acc as infoloss::Real>::c(v as f64)));
+        let th = cs.t.mapv(|v| H::from_acc(<H::Acc as infoloss::Real>::c(v as f64)));
+        let wh = weight.mapv(|v| H::from_acc(<H::Acc as infoloss::Real>::c(v as f64)));
+        // the widened f32 values
+        let xw = xh.mapv(|v| infoloss::Real::f64(v.to_acc()) as f32);
+        let tw = th.mapv(|v| infoloss::Real::f64(v.to_acc()) as f32);
+        let ww = wh.mapv(|v| infoloss::Real::f64(v.to_acc()) as f32);
+        for ls in [0.0, 0.1] {
+            for weighted in [false, true] {
+                let oh = CrossEntropyOptions {
+                    weight: weighted.then(|| wh.view()),
+                    label_smoothing: ls,
+                    reduction: Reduction::None,
+                    ..Default::default()
+                };
+                let of = CrossEntropyOptions {
+                    weight: weighted.then(|| ww.view()),
+                    label_smoothing: ls,
+                    reduction: Reduction::None,
+                    ..Default::default()
+                };
+                // f32 values rounded to H and back, NaN-canonical bits
+                let round = |v: &[f32]| -> Vec<u64> {
+                    v.iter()
+                        .map(|&f| {
+                            let w = infoloss::Real::f64(
+                                H::from_acc(<H::Acc as infoloss::Real>::c(f as f64)).to_acc(),
+                            );
+                            if w.is_nan() { u64::MAX } else { w.to_bits() }
+                        })
+                        .collect()
+                };
+                let widen = |v: Vec<H>| -> Vec<f32> {
+                    v.iter().map(|h| infoloss::Real::f64(h.to_acc()) as f32).collect()
+                };
+                let hv = |l: &Loss<H>| -> Vec<H> {
+                    match l {
+                        Loss::Scalar(v) => vec![*v],
+                        Loss::Elementwise(a) => a.iter().copied().collect(),
+                    }
+                };
+                let (lh, gh) = cross_entropy_with_grad(xh.view(), cs.y.view(), &oh).unwrap();
+                let (lf, gf) = cross_entropy_with_grad(xw.view(), cs.y.view(), &of).unwrap();
+                assert_eq!(round(&widen(hv(&lh))), round(&loss_vec(&lf)), "{:?} loss ls={ls}", H::DTYPE);
+                assert_eq!(
+                    round(&widen(gh.iter().copied().collect())),
+                    round(&flat(&gf)),
+                    "{:?} grad",
+                    H::DTYPE
+                );
+                let (lh, gh) = cross_entropy_probs_with_grad(xh.view(), th.view(), &oh).unwrap();
+                let (lf, gf) = cross_entropy_probs_with_grad(xw.view(), tw.view(), &of).unwrap();
+                assert_eq!(round(&widen(hv(&lh))), round(&loss_vec(&lf)), "{:?} probs loss", H::DTYPE);
+                assert_eq!(
+                    round(&widen(gh.iter().copied().collect())),
+                    round(&flat(&gf)),
+                    "{:?} probs grad",
+                    H::DTYPE
+                );
+                // the half reference path agrees within half precision
+                let (_, gr) =
+                    with_reference_path(|| cross_entropy_probs_with_grad(xh.view(), th.view(), &oh)).unwrap();
+                let (a, b) = (widen(gh.iter().copied().collect()), widen(gr.iter().copied().collect()));
+                for (u, v) in a.iter().zip(&b) {
+                    assert!(
+                        (u.is_nan() && v.is_nan()) || (u - v).abs() <= 1e-2 * v.abs().max(1e-3),
+                        "{:?}: fast {u} vs reference {v}",
+                        H::DTYPE
+                    );
+                }
+            }
+        }
+    }
+    let cs = case(1031, 9, 4.0, true, 77);
+    let weight: Array1<f32> = (0..1031).map(|i| 0.5 + (i % 4) as f32 * 0.5).collect();
+    run::<infoloss::half::bf16>(&cs, &weight);
+    run::<infoloss::half::f16>(&cs, &weight);
 }

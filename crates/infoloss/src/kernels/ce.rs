@@ -180,7 +180,7 @@ fn ce_row<S: Simd, const STORE: bool, const LIN: bool, const W: bool>(simd: S, o
             rescale_blocks(simd, &st, a / st.s, if LIN { b } else { 0.0 }, out);
         }
         if let Some(slot) = out.get_mut(target) {
-            *slot = grad_y as f32;
+            *slot = grad_y;
         }
     }
     CeRow { max: st.m, ln_sum, target_log_prob, smooth: smooth_term }

@@ -1,0 +1,540 @@
+//! The SIMD fast path of the cross-entropy functions.
+//!
+//! Applies to the `f32`-compute element types (`f32`, `f16`, `bf16`; `f64` stays on the reference
+//! path) in any layout, with finite class weights and upstream gradients. Every row goes through
+//! [`cross_entropy_row_f32`](crate::kernels::cross_entropy_row_f32) /
+//! [`cross_entropy_probs_row_f32`](crate::kernels::cross_entropy_probs_row_f32), which write the
+//! row's gradient with one `exp` per element. `f32` rows of a `(C)` or `(N, C)` standard-layout
+//! array are used where they lie; other rows (half types, trailing dimensions after the class
+//! dimension) are converted into an `f32` scratch row and back. Rows are split across rayon in
+//! chunks of a fixed number of elements; the per-row loss terms land in one slot per row and are
+//! summed sequentially in `f64`, in row order, so results do not depend on the thread count.
+
+use std::cell::Cell;
+
+use ndarray::{ArrayViewD, ArrayViewMutD};
+use rayon::prelude::*;
+
+use crate::kernels::Kernels;
+use crate::nll::{IndexTargets, LossAndGrad, Upstream, mean_of, pack_loss};
+use crate::shape::ClassLayout;
+use crate::softmax::{array_from_vec, row_major};
+use crate::{Element, Loss, Real, Reduction, Result};
+
+thread_local! {
+    // On by default; `with_reference_path` switches it off for tests and benchmarks.
+    static FAST: Cell<bool> = const { Cell::new(true) };
+}
+
+fn with_path<R>(fast: bool, f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            FAST.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(FAST.with(|c| c.replace(fast)));
+    f()
+}
+
+/// Runs `f` with the SIMD fast path of the cross-entropy functions switched off on the
+/// current thread, so every call inside `f` (on this thread) takes the straightforward
+/// reference implementation. Meant for tests and benchmarks.
+///
+/// ```
+/// use infoloss::{CrossEntropyOptions, cross_entropy, ndarray::array};
+/// use infoloss::cross_entropy::with_reference_path;
+/// let x = array![[1.0f32, 2.0, 3.0]];
+/// let y = array![0i64];
+/// let opts = CrossEntropyOptions::default();
+/// let slow = with_reference_path(|| cross_entropy(x.view(), y.view(), &opts)).unwrap().scalar().unwrap();
+/// assert!((slow - 2.407_606).abs() < 1e-6);
+/// ```
+pub fn with_reference_path<R>(f: impl FnOnce() -> R) -> R {
+    with_path(false, f)
+}
+
+/// Runs `f` with the SIMD fast path of the cross-entropy functions switched on on the current
+/// thread (the default; useful inside [`with_reference_path`]).
+///
+/// The fast path covers `f32`, `f16` and `bf16` inputs (class weights and upstream gradients
+/// finite) of `cross_entropy`, `cross_entropy_with_grad`, `cross_entropy_backward`,
+/// `cross_entropy_with_grad_in_place`, `cross_entropy_probs`, `cross_entropy_probs_with_grad`,
+/// `cross_entropy_probs_backward` and `cross_entropy_probs_with_grad_in_place`.
+///
+/// ```
+/// use infoloss::{CrossEntropyOptions, cross_entropy, ndarray::array};
+/// use infoloss::cross_entropy::with_fast_path;
+/// let x = array![[1.0f32, 2.0, 3.0]];
+/// let y = array![0i64];
+/// let opts = CrossEntropyOptions::default();
+/// let fast = with_fast_path(|| cross_entropy(x.view(), y.view(), &opts)).unwrap().scalar().unwrap();
+/// assert!((fast - 2.407_606).abs() < 1e-6);
+/// ```
+pub fn with_fast_path<R>(f: impl FnOnce() -> R) -> R {
+    with_path(true, f)
+}
+
+fn enabled() -> bool {
+    FAST.with(Cell::get)
+}
+
+/// Elements per parallel task (at least one outer block): a constant, so the split never depends
+/// on the number of threads (the results would not either, as each row is computed on its own).
+const CHUNK_ELEMS: usize = 1 << 15;
+
+/// Per-row upstream gradient scale in `f32`.
+enum Scale {
+    Same(f32),
+    PerRow(Vec<f32>),
+}
+
+impl Scale {
+    fn at(&self, r: usize) -> f32 {
+        match self {
+            Scale::Same(g) => *g,
+            Scale::PerRow(v) => v.get(r).copied().unwrap_or(0.0),
+        }
+    }
+
+    /// `div(g)` for every row, `None` unless every value is finite.
+    fn of<A: Real>(up: &Upstream<A>, div: impl Fn(f64) -> f32) -> Option<Scale> {
+        let finite = |g: f64| g.is_finite() && div(g).is_finite();
+        match up {
+            Upstream::Same(g) => finite(g.f64()).then(|| Scale::Same(div(g.f64()))),
+            Upstream::PerRow(v) => v
+                .iter()
+                .all(|g| finite(g.f64()))
+                .then(|| Scale::PerRow(v.iter().map(|g| div(g.f64())).collect())),
+        }
+    }
+}
+
+/// What the row loops return: per-row losses (`none`) and the reduced loss.
+struct FastLoss {
+    per_row: Vec<f32>,
+    reduced: f64,
+}
+
+impl FastLoss {
+    fn pack<T: Element>(self, reduction: Reduction, out_shape: &[usize]) -> Result<Loss<T>> {
+        let per_row = self.per_row.iter().map(|&v| T::Acc::c(v as f64)).collect();
+        pack_loss::<T>("cross_entropy", reduction, out_shape, per_row, T::Acc::c(self.reduced))
+    }
+}
+
+fn f32_weight<A: Real>(weight: Option<&[A]>) -> Option<Option<Vec<f32>>> {
+    match weight {
+        None => Some(None),
+        Some(w) => {
+            let v: Vec<f32> = w.iter().map(|x| x.f64() as f32).collect();
+            v.iter().all(|x| x.is_finite()).then_some(Some(v))
+        }
+    }
+}
+
+/// A NaN log-softmax row (a NaN or `+inf` logit, or every logit `-inf`): torch's
+/// `log_softmax` backward gives NaN there even for a zero upstream gradient.
+fn nan_row(x: &[f32]) -> bool {
+    x.iter().any(|v| v.is_nan() || *v == f32::INFINITY) || x.iter().all(|v| *v == f32::NEG_INFINITY)
+}
+
+// ---------------------------------------------------------------------------------------------
+// the row driver
+
+/// The buffers one call works on (row-major, class dimension 1, as `ClassLayout` describes).
+enum Io<'a, T> {
+    /// Reads the logits; writes the gradient into the second buffer when there is one.
+    Read(&'a [T], Option<&'a mut [T]>),
+    /// Reads the logits from the buffer and overwrites them with the gradient.
+    InPlace(&'a mut [T]),
+}
+
+/// `row(r, x_r, t_r, grad_r, slot_r)` for one row: `x_r` the row's logits, `t_r` its probability
+/// target (empty without), `grad_r` where its gradient goes (`None` for the loss alone).
+type RowFn<'a, S> = dyn Fn(usize, &[f32], &[f32], Option<&mut [f32]>, &mut S) -> Result<()> + Sync + 'a;
+
+/// `dst = src[base + c·inner]` for every class `c` (as `f32`).
+fn load_row<T: Element>(src: &[T], base: usize, inner: usize, dst: &mut [f32]) {
+    if inner == 1 {
+        T::load_f32(src.get(base..).unwrap_or_default(), dst);
+    } else {
+        for (c, d) in dst.iter_mut().enumerate() {
+            *d = src.get(base + c * inner).map_or(0.0, |v| v.to_acc().f64() as f32);
+        }
+    }
+}
+
+/// `dst[base + c·inner] = src[c]` for every class `c`.
+fn store_row<T: Element>(src: &[f32], dst: &mut [T], base: usize, inner: usize) {
+    if inner == 1 {
+        T::store_f32(src, dst.get_mut(base..).unwrap_or_default());
+    } else {
+        for (c, &v) in src.iter().enumerate() {
+            if let Some(d) = dst.get_mut(base + c * inner) {
+                *d = T::from_acc(T::Acc::c(v as f64));
+            }
+        }
+    }
+}
+
+/// Row `[at, at + c)` of `a` when rows are contiguous (`inner == 1`).
+fn direct<T>(a: &[T], at: usize, c: usize, inner: usize) -> Option<&[T]> {
+    if inner == 1 { a.get(at..at + c) } else { None }
+}
+
+/// The rows of one parallel task: `slots` are rows `first..first + slots.len()`; `x`/`t` are the
+/// whole arrays, `g` (the gradient, or the logits themselves when `x` is `None`) this task's part.
+#[allow(clippy::too_many_arguments)]
+fn task<T: Element, S>(
+    layout: &ClassLayout,
+    first: usize,
+    x: Option<&[T]>,
+    t: Option<&[T]>,
+    mut g: Option<&mut [T]>,
+    slots: &mut [S],
+    row: &RowFn<'_, S>,
+) -> Result<()> {
+    let (c, inner) = (layout.classes, layout.inner);
+    let block = c * inner;
+    let mut sx = vec![0f32; c];
+    let mut st = vec![0f32; if t.is_some() { c } else { 0 }];
+    let mut sg = Vec::new();
+    // the offset of this task's first element in the whole array
+    let offset = (first / inner) * block;
+    for (local, slot) in slots.iter_mut().enumerate() {
+        let r = first + local;
+        let base = (local / inner) * block + local % inner;
+        let xr: &[f32] = match x.and_then(|x| direct(x, offset + base, c, inner)).and_then(T::as_f32) {
+            Some(v) => v,
+            None => {
+                match x {
+                    Some(x) => load_row(x, offset + base, inner, &mut sx),
+                    None => load_row(g.as_deref().unwrap_or_default(), base, inner, &mut sx),
+                }
+                &sx
+            }
+        };
+        let tr: &[f32] = match t {
+            None => &[],
+            Some(t) => match direct(t, offset + base, c, inner).and_then(T::as_f32) {
+                Some(v) => v,
+                None => {
+                    load_row(t, offset + base, inner, &mut st);
+                    &st
+                }
+            },
+        };
+        match g.as_deref_mut() {
+            None => row(r, xr, tr, None, slot)?,
+            Some(gb) => {
+                let own = if inner == 1 { gb.get_mut(base..base + c).and_then(T::as_f32_mut) } else { None };
+                match own {
+                    Some(gr) => row(r, xr, tr, Some(gr), slot)?,
+                    None => {
+                        sg.resize(c, 0.0);
+                        row(r, xr, tr, Some(&mut sg), slot)?;
+                        store_row(&sg, gb, base, inner);
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs `row` over every row, in parallel over fixed chunks of whole outer blocks.
+fn drive<T: Element, S: Send>(
+    layout: &ClassLayout,
+    io: Io<'_, T>,
+    t: Option<&[T]>,
+    slots: &mut [S],
+    row: &RowFn<'_, S>,
+) -> Result<()> {
+    let block = layout.classes * layout.inner;
+    let outer_per_task = (CHUNK_ELEMS / block.max(1)).max(1);
+    let rows_per_task = outer_per_task * layout.inner;
+    let elems_per_task = outer_per_task * block;
+    match io {
+        Io::Read(x, None) => slots
+            .par_chunks_mut(rows_per_task)
+            .enumerate()
+            .try_for_each(|(i, sc)| task(layout, i * rows_per_task, Some(x), t, None, sc, row)),
+        Io::Read(x, Some(g)) => g
+            .par_chunks_mut(elems_per_task)
+            .zip(slots.par_chunks_mut(rows_per_task))
+            .enumerate()
+            .try_for_each(|(i, (gc, sc))| task(layout, i * rows_per_task, Some(x), t, Some(gc), sc, row)),
+        Io::InPlace(buf) => buf
+            .par_chunks_mut(elems_per_task)
+            .zip(slots.par_chunks_mut(rows_per_task))
+            .enumerate()
+            .try_for_each(|(i, (gc, sc))| task(layout, i * rows_per_task, None, t, Some(gc), sc, row)),
+    }
+}
+
+/// Whether the fast path can take an input of this type and layout.
+fn applies<T: Element>(layout: &ClassLayout) -> bool {
+    enabled() && T::F32_COMPUTE && layout.classes > 0 && layout.rows() > 0
+}
+
+// ---------------------------------------------------------------------------------------------
+// class-index targets
+
+struct IndexJob<'a> {
+    layout: ClassLayout,
+    class: &'a [Option<usize>],
+    weight: Option<Vec<f32>>,
+    eps: f64,
+    reduction: Reduction,
+    total_weight: f64,
+    scale: Option<Scale>,
+    want_loss: bool,
+}
+
+impl<'a> IndexJob<'a> {
+    /// `None` when a weight or upstream gradient is not finite (the reference path handles those).
+    fn new<A: Real>(
+        tg: &'a IndexTargets<A>,
+        reduction: Reduction,
+        eps: f64,
+        want_loss: bool,
+        up: Option<&Upstream<A>>,
+    ) -> Option<Self> {
+        let weight = f32_weight(tg.weight.as_deref())?;
+        let total_weight = tg.total_weight;
+        let scale = match up {
+            None => None,
+            Some(up) => Some(Scale::of(up, |g| match reduction {
+                Reduction::Mean => (g / total_weight) as f32,
+                _ => g as f32,
+            })?),
+        };
+        let layout = tg.layout;
+        Some(IndexJob { layout, class: &tg.class, weight, eps, reduction, total_weight, scale, want_loss })
+    }
+}
+
+/// The fast path of `ce_index_core`, or `None` when it does not apply.
+pub(super) fn index<T: Element>(
+    input: &ArrayViewD<'_, T>,
+    tg: &IndexTargets<T::Acc>,
+    reduction: Reduction,
+    eps: f64,
+    want_loss: bool,
+    up: Option<&Upstream<T::Acc>>,
+) -> Result<Option<LossAndGrad<T>>> {
+    const OP: &str = "cross_entropy";
+    if !applies::<T>(&tg.layout) || tg.class.is_empty() {
+        return Ok(None);
+    }
+    let Some(job) = IndexJob::new(tg, reduction, eps, want_loss, up) else {
+        return Ok(None);
+    };
+    let x = row_major(input);
+    let mut grad = job.scale.as_ref().map(|_| vec![T::default(); x.len()]);
+    let out = index_rows(Io::Read(&x, grad.as_deref_mut()), &job)?;
+    let loss = if want_loss { Some(out.pack::<T>(reduction, &tg.out_shape)?) } else { None };
+    let grad = match grad {
+        Some(g) => Some(array_from_vec(OP, input.shape(), g)?),
+        None => None,
+    };
+    Ok(Some((loss, grad)))
+}
+
+/// The fast path of `cross_entropy_with_grad_in_place`, or `None` when it does not apply (then the
+/// input is untouched).
+pub(super) fn index_in_place<T: Element>(
+    input: &mut ArrayViewMutD<'_, T>,
+    tg: &IndexTargets<T::Acc>,
+    reduction: Reduction,
+    eps: f64,
+) -> Result<Option<Loss<T>>> {
+    if !applies::<T>(&tg.layout) || tg.class.is_empty() {
+        return Ok(None);
+    }
+    let up = Upstream::Same(T::Acc::c(1.0));
+    let Some(job) = IndexJob::new(tg, reduction, eps, true, Some(&up)) else {
+        return Ok(None);
+    };
+    let Some(buf) = input.as_slice_mut() else {
+        return Ok(None);
+    };
+    let out = index_rows(Io::InPlace(buf), &job)?;
+    Ok(Some(out.pack::<T>(reduction, &tg.out_shape)?))
+}
+
+fn index_rows<T: Element>(io: Io<'_, T>, job: &IndexJob<'_>) -> Result<FastLoss> {
+    let c = job.layout.classes;
+    let rows = job.class.len();
+    let smoothing = job.eps > 0.0;
+    let k = Kernels::new();
+    let weight = job.weight.as_deref();
+    let has_grad = !matches!(io, Io::Read(_, None));
+    if !job.want_loss && !has_grad {
+        return Ok(FastLoss { per_row: Vec::new(), reduced: 0.0 });
+    }
+    // (−w_y·lsm_y, −Σ_c w_c·lsm_c) per row, each rounded to f32 as the reference computes them
+    let mut terms = vec![(0f32, 0f32); rows];
+    let row = |r: usize, xr: &[f32], _: &[f32], g: Option<&mut [f32]>, slot: &mut (f32, f32)| -> Result<()> {
+        match job.class.get(r).copied().flatten() {
+            None => {
+                if let Some(g) = g {
+                    g.fill(if nan_row(xr) { f32::NAN } else { 0.0 });
+                }
+            }
+            Some(y) => {
+                let scale = job.scale.as_ref().map_or(0.0, |s| s.at(r));
+                let out = k.cross_entropy_row_f32(xr, y, weight, job.eps, g, scale)?;
+                let w_y = weight.and_then(|w| w.get(y).copied()).unwrap_or(1.0);
+                *slot = (-out.target_log_prob * w_y, if smoothing { out.smooth as f32 } else { 0.0 });
+            }
+        }
+        Ok(())
+    };
+    drive(&job.layout, io, None, &mut terms, &row)?;
+    if !job.want_loss {
+        return Ok(FastLoss { per_row: Vec::new(), reduced: 0.0 });
+    }
+    let keep = (1.0 - job.eps) as f32;
+    let eps_c = (job.eps / c as f64) as f32;
+    let combine = |nll: f32, smooth: f32| if smoothing { keep * nll + smooth * eps_c } else { nll };
+    Ok(match job.reduction {
+        Reduction::None => {
+            FastLoss { per_row: terms.iter().map(|&(n, s)| combine(n, s)).collect(), reduced: 0.0 }
+        }
+        reduction => {
+            let (mut nll_sum, mut smooth_sum) = (0f64, 0f64);
+            for &(n, s) in &terms {
+                nll_sum += n as f64;
+                smooth_sum += s as f64;
+            }
+            let (nll, smooth) = if reduction == Reduction::Mean {
+                (
+                    mean_of(nll_sum, job.total_weight, rows) as f32,
+                    mean_of(smooth_sum, job.total_weight, rows) as f32,
+                )
+            } else {
+                (nll_sum as f32, smooth_sum as f32)
+            };
+            FastLoss { per_row: Vec::new(), reduced: combine(nll, smooth) as f64 }
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// probability targets
+
+struct ProbsJob {
+    layout: ClassLayout,
+    weight: Option<Vec<f32>>,
+    eps: f64,
+    reduction: Reduction,
+    scale: Option<Scale>,
+    want_loss: bool,
+}
+
+impl ProbsJob {
+    fn new<A: Real>(
+        layout: &ClassLayout,
+        weight: Option<&[A]>,
+        reduction: Reduction,
+        eps: f64,
+        want_loss: bool,
+        up: Option<&Upstream<A>>,
+    ) -> Option<Self> {
+        let weight = f32_weight(weight)?;
+        let m = layout.rows() as f32;
+        let scale = match up {
+            None => None,
+            Some(up) => Some(Scale::of(up, |g| match reduction {
+                Reduction::Mean => g as f32 / m,
+                _ => g as f32,
+            })?),
+        };
+        Some(ProbsJob { layout: *layout, weight, eps, reduction, scale, want_loss })
+    }
+}
+
+/// The fast path of `ce_probs_core` (loss and input gradient), or `None` when it does not apply.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn probs<T: Element>(
+    input: &ArrayViewD<'_, T>,
+    target: &ArrayViewD<'_, T>,
+    layout: &ClassLayout,
+    weight: Option<&[T::Acc]>,
+    out_shape: &[usize],
+    reduction: Reduction,
+    eps: f64,
+    want_loss: bool,
+    up: Option<&Upstream<T::Acc>>,
+) -> Result<Option<LossAndGrad<T>>> {
+    const OP: &str = "cross_entropy";
+    if !applies::<T>(layout) {
+        return Ok(None);
+    }
+    let Some(job) = ProbsJob::new(layout, weight, reduction, eps, want_loss, up) else {
+        return Ok(None);
+    };
+    let (x, t) = (row_major(input), row_major(target));
+    let mut grad = job.scale.as_ref().map(|_| vec![T::default(); x.len()]);
+    let out = probs_rows(Io::Read(&x, grad.as_deref_mut()), &t, &job)?;
+    let loss = if want_loss { Some(out.pack::<T>(reduction, out_shape)?) } else { None };
+    let grad = match grad {
+        Some(g) => Some(array_from_vec(OP, input.shape(), g)?),
+        None => None,
+    };
+    Ok(Some((loss, grad)))
+}
+
+/// The fast path of `cross_entropy_probs_with_grad_in_place`, or `None` when it does not apply
+/// (then the input is untouched).
+pub(super) fn probs_in_place<T: Element>(
+    input: &mut ArrayViewMutD<'_, T>,
+    target: &ArrayViewD<'_, T>,
+    layout: &ClassLayout,
+    weight: Option<&[T::Acc]>,
+    out_shape: &[usize],
+    reduction: Reduction,
+    eps: f64,
+) -> Result<Option<Loss<T>>> {
+    if !applies::<T>(layout) {
+        return Ok(None);
+    }
+    let up = Upstream::Same(T::Acc::c(1.0));
+    let Some(job) = ProbsJob::new(layout, weight, reduction, eps, true, Some(&up)) else {
+        return Ok(None);
+    };
+    let Some(buf) = input.as_slice_mut() else {
+        return Ok(None);
+    };
+    let t = row_major(target);
+    let out = probs_rows(Io::InPlace(buf), &t, &job)?;
+    Ok(Some(out.pack::<T>(reduction, out_shape)?))
+}
+
+fn probs_rows<T: Element>(io: Io<'_, T>, t: &[T], job: &ProbsJob) -> Result<FastLoss> {
+    let rows = job.layout.rows();
+    let k = Kernels::new();
+    let weight = job.weight.as_deref();
+    let mut losses = vec![0f64; rows];
+    let row = |r: usize, xr: &[f32], tr: &[f32], g: Option<&mut [f32]>, slot: &mut f64| -> Result<()> {
+        let scale = job.scale.as_ref().map_or(0.0, |s| s.at(r));
+        *slot = k.cross_entropy_probs_row_f32(xr, tr, weight, job.eps, g, scale)?.loss;
+        Ok(())
+    };
+    if job.want_loss || !matches!(io, Io::Read(_, None)) {
+        drive(&job.layout, io, Some(t), &mut losses, &row)?;
+    }
+    Ok(match job.reduction {
+        Reduction::None => FastLoss { per_row: losses.iter().map(|&l| l as f32).collect(), reduced: 0.0 },
+        reduction => {
+            let mut total = 0f64;
+            for &l in &losses {
+                total += l;
+            }
+            let reduced = if reduction == Reduction::Mean { total / rows as f64 } else { total };
+            FastLoss { per_row: Vec::new(), reduced }
+        }
+    })
+}
