@@ -18,7 +18,9 @@ Each loss is written as the PyTorch expression users write:
 - hard+soft: alpha * soft + (1 - alpha) * F.cross_entropy(s, labels, ignore_index=...)
 - top-k: the same divergences over the buckets (top-k classes [+ tail]) built densely with gather/logsumexp
 - UDA: the articles' PyTorch code (softmax / confidence mask under no_grad, KLDivLoss(reduction='none').sum(-1),
-  masked sum / max(count, 1)) and Google's target-sharpening variant.
+  masked sum / max(count, 1)) and Google's target-sharpening variant. Every UDA case also holds the gradient for a
+  non-unit upstream gradient (`upstream`; `loss.backward(upstream)` by autograd): `grad_upstream` (float64) and
+  `grad_upstream_torch` (the case's dtype).
 """
 import json
 import math
@@ -135,8 +137,9 @@ def log1mexp(x):
     return torch.where(x > -math.log(2), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
 
 
-def topk_ref(s, idx, lqk, add_tail, labels, o):
-    T = o["temperature"]
+def sparse_buckets(s, T, idx, lqk, add_tail):
+    """Student and teacher log-probabilities over the top-k buckets `idx` (teacher log-probabilities `lqk`), plus
+    the tail bucket of the remaining mass with `add_tail` (also used by gen_fixtures_linear.py)."""
     a = s / T
     lse = torch.logsumexp(a, dim=1)
     lp = a.gather(1, idx) - lse[:, None]
@@ -147,6 +150,11 @@ def topk_ref(s, idx, lqk, add_tail, labels, o):
         lq_tail = log1mexp(torch.logsumexp(lqk, dim=1))
         lp = torch.cat([lp, lp_tail[:, None]], dim=1)
         lq = torch.cat([lq, lq_tail[:, None]], dim=1)
+    return lp, lq
+
+
+def topk_ref(s, idx, lqk, add_tail, labels, o):
+    lp, lq = sparse_buckets(s, o["temperature"], idx, lqk, add_tail)
     el = divergence_elements(lp, lq, o["divergence"], o["beta"])
     return combine(el, s, labels, o, s.shape[1])
 
@@ -345,16 +353,26 @@ def uda_ref(ori_logits, aug_logits, T, sharpen, thresh, normalize):
     return loss, row_kl.detach(), unsup_loss_mask
 
 
+# Non-unit upstream gradients of the UDA cases (`loss.backward(upstream)`), picked by the case name.
+UDA_UPSTREAMS = [-1.75, 0.3, 2.5, -0.625, 7.0]
+
+
 def uda_case(name, dtype, ori, aug, T, sharpen, thresh, normalize):
-    def ev(o, a):
+    def ev(o, a, upstream=None):
         a = a.detach().clone().requires_grad_()
         loss, row_kl, mask = uda_ref(o, a, T, sharpen, thresh, normalize)
-        loss.backward()
+        if upstream is None:
+            loss.backward()
+        else:
+            loss.backward(torch.tensor(upstream, dtype=loss.dtype))
         return loss.detach(), a.grad.detach(), row_kl, mask
 
     l_t, g_t, r_t, m_t = ev(ori, aug)
     l_x, g_x, r_x, m_x = ev(ori.to(torch.float64), aug.to(torch.float64))
     assert torch.equal(m_t.to(torch.float64), m_x), name
+    up = UDA_UPSTREAMS[sum(name.encode()) % len(UDA_UPSTREAMS)]
+    gu_t = ev(ori, aug, up)[1]
+    gu_x = ev(ori.to(torch.float64), aug.to(torch.float64), up)[1]
     return {
         "name": name,
         "dtype": dtype,
@@ -370,6 +388,10 @@ def uda_case(name, dtype, ori, aug, T, sharpen, thresh, normalize):
         "loss_torch": enc(l_t),
         "grad_torch": enc(g_t),
         "row_kl_torch": enc(r_t),
+        # the gradient for the upstream gradient `upstream` (loss.backward(upstream))
+        "upstream": up,
+        "grad_upstream": enc(gu_x),
+        "grad_upstream_torch": enc(gu_t),
     }
 
 

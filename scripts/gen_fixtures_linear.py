@@ -45,6 +45,13 @@ The torch expressions (``xc`` = capped logits; ``keep`` = target != ignore_index
     linear_distill: s = F.linear(xs, ws), t = F.linear(xt, wt), then the distillation expression of
             infoloss::distill (F.kl_div(log_softmax(s/T), log_softmax(t/T), log_target=True)·T², TRL's JSD, TVD,
             + (1 − alpha)·F.cross_entropy(s, labels)), gradients wrt xs and ws.
+    linear_distill, "ldx_" cases (appended last): s = F.linear(xs, ws, bs), t = F.linear(xt, wt, bt) (inputs
+            "student_bias", "teacher_bias", either may be null), an optional sparse teacher (case key
+            "teacher_topk": {"k", "add_tail"}: idx = t.topk(k, 1).indices, lq = log_softmax(t/T, 1).gather(1, idx),
+            lp = (s/T).gather(1, idx) − logsumexp(s/T, 1), plus the tail buckets
+            logsumexp(s/T over the other classes) − logsumexp(s/T) and log1mexp(logsumexp(lq)) with add_tail), and
+            a non-unit "grad_output" (a scalar, or (N,) for 'none'): gradients wrt xs, ws and bs
+            ("grad_bias") by torch.autograd.grad(loss, ..., grad_output).
 """
 
 from __future__ import annotations
@@ -60,6 +67,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from gen_fixtures_distill import sparse_buckets  # noqa: E402  (the top-k bucket reference of distill_topk)
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "testdata"
@@ -448,7 +458,14 @@ def divergence_rows(lp, lq, div, beta):
     raise ValueError(div)
 
 
-def distill_expr(s, t, labels, o):
+def topk_buckets(s, t, T, k, add_tail):
+    """Student and teacher log-probabilities over the teacher's top-k buckets (+ the tail bucket), as
+    infoloss::distill_topk defines them with logprobs = log_softmax(t / T) gathered at t.topk(k)."""
+    idx = t.topk(k, dim=1).indices
+    return sparse_buckets(s, T, idx, F.log_softmax(t / T, 1).gather(1, idx), add_tail)
+
+
+def distill_expr(s, t, labels, o, topk=None):
     T, alpha, red, ii = o["temperature"], o["alpha"], o["reduction"], o["ignore_index"]
     cT = T * T if o["t2_scaling"] else 1.0
     rows, V = s.shape
@@ -456,7 +473,11 @@ def distill_expr(s, t, labels, o):
     n = float(keep.sum()) if o["normalizer"] is None else o["normalizer"]
     terms = []
     if alpha > 0:
-        d = divergence_rows(F.log_softmax(s / T, 1), F.log_softmax(t / T, 1), o["divergence"], o["beta"])
+        if topk is None:
+            lp, lq = F.log_softmax(s / T, 1), F.log_softmax(t / T, 1)
+        else:
+            lp, lq = topk_buckets(s, t, T, topk["k"], topk["add_tail"])
+        d = divergence_rows(lp, lq, o["divergence"], o["beta"])
         d = torch.where(keep, d, torch.zeros_like(d))
         soft = {"none": d, "sum": d.sum(), "batchmean": d.sum() / n, "mean": d.sum() / (n * V)}[red]
         terms.append(alpha * cT * soft)
@@ -554,6 +575,129 @@ def gen_linear_distill(cases):
     err("ld_error_chunk_zero", xs, ws, xt, wt, None, ld_opts(), "chunk_size must be at least 1", chunk=0)
 
 
+def ldx_eval(xs, ws, bs, xt, wt, bt, labels, o, topk, go):
+    """linear_distill with biases, a top-k teacher and the upstream gradient ``go``."""
+    xg = xs.detach().clone().requires_grad_(True)
+    wg = ws.detach().clone().requires_grad_(True)
+    bg = None if bs is None else bs.detach().clone().requires_grad_(True)
+    loss = distill_expr(F.linear(xg, wg, bg), F.linear(xt, wt, bt), labels, o, topk)
+    params = [xg, wg] + ([] if bg is None else [bg])
+    grads = torch.autograd.grad(loss, params, go)
+    res = {"loss": loss.detach(), "grad_hidden": grads[0].detach(), "grad_weight": grads[1].detach()}
+    if bg is not None:
+        res["grad_bias"] = grads[2].detach()
+    return res
+
+
+def ldx_case(cases, rng, prng, name, dtype, arrays, labels, o, topk, chunks=CHUNKS):
+    """A linear_distill case with biases (``arrays`` = xs, ws, bs, xt, wt, bt; a bias may be None), an optional
+    top-k teacher ``{"k", "add_tail"}`` and a non-unit upstream gradient (a scalar, or one per row for 'none')."""
+    dt = DT[dtype]
+    t = lambda a: None if a is None else torch.tensor(np.asarray(a, dtype=np.float64), dtype=dt)
+    xs_, ws_, bs_, xt_, wt_, bt_ = (t(a) for a in arrays)
+    y = None if labels is None else torch.tensor(np.asarray(labels, dtype=np.int64))
+    N = xs_.shape[0]
+    if topk is not None and topk["k"] < ws_.shape[0]:
+        # the top-k must not depend on rounding: a clear gap between the k-th and the (k+1)-th teacher logit
+        tl = torch.sort(F.linear(xt_.double(), wt_.double(), None if bt_ is None else bt_.double()), 1,
+                        descending=True).values
+        gap = (tl[:, topk["k"] - 1] - tl[:, topk["k"]]).min().item()
+        assert gap > 1e-3, (name, gap)
+    if o["reduction"] == "none":
+        go = torch.tensor(rng.uniform(-2, 2, size=N), dtype=dt)
+    else:
+        go = torch.tensor(float(rng.choice([-1.5, 0.25, 3.0])), dtype=dt)
+    res = ldx_eval(xs_, ws_, bs_, xt_, wt_, bt_, y, o, topk, go)
+    case = {"name": name, "function": "linear_distill", "dtype": dtype,
+            "inputs": {"student_hidden": enc(xs_), "student_weight": enc(ws_), "teacher_hidden": enc(xt_),
+                       "teacher_weight": enc(wt_), "labels": enc(y), "student_bias": enc(bs_),
+                       "teacher_bias": enc(bt_)},
+            "options": enc_opts(o), "teacher_topk": topk, "chunk_sizes": chunks, "grad_output": enc(go),
+            "expected": {k: enc(v) for k, v in res.items()}}
+    if dtype == "float32":
+        def evaluate(inp):
+            return ldx_eval(inp["xs"], inp["ws"], inp["bs"], inp["xt"], inp["wt"], inp["bt"], y, o, topk,
+                            inp["go"])
+        up = lambda a: None if a is None else a.to(torch.float64)
+        exact, spread = f32_reference(evaluate, {"xs": up(xs_), "ws": up(ws_), "bs": up(bs_), "xt": up(xt_),
+                                                 "wt": up(wt_), "bt": up(bt_), "go": up(go)}, prng)
+        case["exact"] = {k: enc(v) for k, v in exact.items()}
+        case["spread"] = {k: enc(v) for k, v in spread.items()}
+    cases.append(case)
+
+
+def gen_linear_distill_extras(cases):
+    """Biases, sparse top-k teachers and non-unit upstream gradients (appended after the other cases)."""
+    rng = np.random.default_rng(4311)
+    prng = np.random.default_rng(4312)
+    N, Hs, Ht, V = 7, 5, 4, 11
+    divs = (("forward_kl", 0.0), ("reverse_kl", 0.0), ("jsd", 0.5), ("tvd", 0.0))
+    for dtype in DT:
+        while True:
+            xs = rng.standard_normal((N, Hs))
+            ws = rng.standard_normal((V, Hs)) * 0.8
+            bs = rng.standard_normal(V) * 0.5
+            xt = rng.standard_normal((N, Ht))
+            wt = rng.standard_normal((V, Ht)) * 0.8
+            bt = rng.standard_normal(V) * 0.5
+            tl = np.sort(xt @ wt.T + bt, axis=1)
+            if np.diff(tl, axis=1).min() > 1e-3:  # no near-ties in the teacher's logits
+                break
+        y = rng.integers(0, V, N)
+        y[[2, 5]] = -100
+        # dense teacher with biases
+        for div, beta in divs:
+            for red in ("batchmean", "mean", "sum", "none"):
+                for alpha, labels in ((1.0, None), (0.5, y)):
+                    o = ld_opts(divergence=div, beta=beta, reduction=red, temperature=2.0, alpha=alpha)
+                    name = (f"ldx_{dtype}_bias_{div}{beta if div == 'jsd' else ''}_{red}_a{alpha}"
+                            f"_labels{int(labels is not None)}")
+                    ldx_case(cases, rng, prng, name, dtype, (xs, ws, bs, xt, wt, bt), labels, o, None)
+        # a student bias only, a teacher bias only
+        ldx_case(cases, rng, prng, f"ldx_{dtype}_student_bias_only", dtype, (xs, ws, bs, xt, wt, None), y,
+                 ld_opts(alpha=0.7, temperature=1.5), None)
+        ldx_case(cases, rng, prng, f"ldx_{dtype}_teacher_bias_only", dtype, (xs, ws, None, xt, wt, bt), None,
+                 ld_opts(reduction="none"), None)
+        # sparse top-k teacher
+        for k, tail in ((1, True), (3, False), (3, True), (7, True), (V, False)):
+            for div, beta in divs:
+                for red in ("batchmean", "none"):
+                    o = ld_opts(divergence=div, beta=beta, reduction=red, temperature=2.0)
+                    name = f"ldx_{dtype}_topk{k}_tail{int(tail)}_{div}{beta if div == 'jsd' else ''}_{red}"
+                    ldx_case(cases, rng, prng, name, dtype, (xs, ws, bs, xt, wt, bt), None, o,
+                             {"k": k, "add_tail": tail})
+            for red in ("mean", "sum"):
+                o = ld_opts(reduction=red, alpha=0.5, t2_scaling=False, temperature=0.7)
+                ldx_case(cases, rng, prng, f"ldx_{dtype}_topk{k}_tail{int(tail)}_mix_{red}", dtype,
+                         (xs, ws, bs, xt, wt, bt), y, o, {"k": k, "add_tail": tail})
+        ldx_case(cases, rng, prng, f"ldx_{dtype}_topk3_normalizer", dtype, (xs, ws, bs, xt, wt, bt), y,
+                 ld_opts(normalizer=20.0, alpha=0.6), {"k": 3, "add_tail": True})
+        ldx_case(cases, rng, prng, f"ldx_{dtype}_topk3_all_ignored", dtype, (xs, ws, bs, xt, wt, bt),
+                 np.full(N, -100), ld_opts(alpha=0.5), {"k": 3, "add_tail": True})
+    rng2 = np.random.default_rng(4313)
+    xs = rng2.standard_normal((N, Hs))
+    ws = rng2.standard_normal((V, Hs))
+    xt = rng2.standard_normal((N, Ht))
+    wt = rng2.standard_normal((V, Ht))
+
+    def err(name, bs, bt, o, topk, message, go=None):
+        e = {"name": name, "function": "linear_distill", "dtype": "float64",
+             "inputs": {"student_hidden": enc(torch.tensor(xs)), "student_weight": enc(torch.tensor(ws)),
+                        "teacher_hidden": enc(torch.tensor(xt)), "teacher_weight": enc(torch.tensor(wt)),
+                        "labels": None, "student_bias": None if bs is None else enc(torch.tensor(bs)),
+                        "teacher_bias": None if bt is None else enc(torch.tensor(bt))},
+             "options": enc_opts(o), "teacher_topk": topk, "grad_output": go, "error": True, "message": message}
+        cases.append(e)
+    err("ldx_error_student_bias_size", np.zeros(V - 1), None, ld_opts(), None, "bias size mismatch")
+    err("ldx_error_teacher_bias_size", None, np.zeros(V + 1), ld_opts(), None, "bias size mismatch")
+    err("ldx_error_topk_k", None, None, ld_opts(), {"k": V + 1, "add_tail": False},
+        "selected index k out of range")
+    err("ldx_error_grad_output_rows", None, None, ld_opts(reduction="none"), None,
+        "grad_output must have one entry per row", enc(torch.ones(N - 1, dtype=torch.float64)))
+    err("ldx_error_grad_output_reduced", None, None, ld_opts(), None, "grad_output of a scalar loss is a scalar",
+        enc(torch.ones(N, dtype=torch.float64)))
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Output
 # ----------------------------------------------------------------------------------------------------------------
@@ -578,6 +722,7 @@ def main():
     lin = []
     gen_linear_ce(lin)
     gen_linear_distill(lin)
+    gen_linear_distill_extras(lin)
     docs = {"ce_extras.json": document("ce_extras", gen_ce_extras()), "linear.json": document("linear", lin)}
     bad = 0
     for name, text in docs.items():

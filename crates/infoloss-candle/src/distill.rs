@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::Tensor;
 use infoloss::distill::DistillOptions;
 use infoloss::uda::UdaOptions;
-use infoloss::{GradOutput, Loss, Real};
+use infoloss::{GradOutput, Loss};
 use ndarray::{Array1, Array2, ArrayD, ArrayViewD, Ix1, Ix2};
 
 use crate::convert::{Float, Host, core_err, cpu, ensure_cpu, index_view, msg};
@@ -311,18 +311,12 @@ impl PairLoss for Uda {
         aug: ArrayViewD<'_, T>,
         g: &GradOutput<'_, T>,
     ) -> Option<candle_core::Result<ArrayD<T>>> {
-        Some((|| {
-            let up = g.expect_scalar(Self::NAME).map_err(core_err)?;
-            let out = infoloss::uda_consistency(ori, aug, &self.opts).map_err(core_err)?;
-            let grad = out.grad.into_dyn();
-            // infoloss returns the gradient for an upstream gradient of 1; scale it by the upstream scalar
-            let one = <T::Acc as Real>::c(1.0);
-            if up.to_acc() == one {
-                return Ok(grad);
-            }
-            let u = up.to_acc().f64();
-            Ok(grad.mapv(|v| T::from_acc(<T::Acc as Real>::c(v.to_acc().f64() * u))))
-        })())
+        // the upstream gradient enters infoloss's f64 row coefficient: rounded once, as the other losses
+        Some(
+            infoloss::uda::uda_consistency_backward(ori, aug, &self.opts, g)
+                .map(|a| a.into_dyn())
+                .map_err(core_err),
+        )
     }
 }
 
@@ -332,10 +326,9 @@ impl PairLoss for Uda {
 /// formula, the options and the PyTorch code it equals.
 ///
 /// The gradient reaches `aug` only: `ori` is the fixed target (as under `torch.no_grad()`), even when it
-/// comes from the same model. infoloss computes the gradient for an upstream gradient of 1 (what
-/// `out.loss.backward()` sends); for another upstream `g` (e.g. `(loss * uda_coeff).backward()`) it is
-/// multiplied by `g`, which rounds once more than the other losses do (infoloss has no UDA backward that
-/// takes the upstream gradient).
+/// comes from the same model. The backward pass calls
+/// [`infoloss::uda::uda_consistency_backward`] with the upstream gradient (e.g. `uda_coeff` for
+/// `(loss * uda_coeff).backward()`), so the gradient is rounded once to the tensor's dtype.
 ///
 /// # Errors
 ///

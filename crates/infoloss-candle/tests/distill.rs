@@ -145,6 +145,13 @@ fn run_uda_case<T: F + common::Fx>(ck: &mut Checker, c: &Value) {
     if grads.get(&ori).is_some() {
         ck.fail("the original logits got a gradient");
     }
+    // torch's loss.backward(upstream) for a non-unit upstream gradient
+    let up = ArrayD::from_elem(IxDyn(&[]), <T as common::Fx>::from_f64(num(&c["upstream"])));
+    let Some(grads) = ck.result("backward(upstream)", objective(&out.loss, &up).backward()) else { return };
+    match grads.get(aug.as_tensor()) {
+        Some(g) => ck.array("grad_upstream", &nd::<T>(g), &flat(&c["grad_upstream"], &[rows, cols])),
+        None => ck.fail("backward(upstream) did not reach the augmented logits"),
+    }
 }
 
 #[test]
@@ -330,7 +337,7 @@ fn uda_grid() -> Vec<UdaOptions> {
 }
 
 /// Loss, mask, kept and row_kl are the core's; the gradient (upstream 1) is the core's exactly, and for an
-/// upstream `g ≠ 1` it is the core's times `g`; finite differences agree in f64.
+/// upstream `g ≠ 1` it is the core's `uda_consistency_backward(g)` exactly; finite differences agree in f64.
 fn uda_exact<T: F>(fd: bool) {
     for (n, opts) in uda_grid().into_iter().enumerate() {
         let seed = 5000 + n as u64;
@@ -352,7 +359,14 @@ fn uda_exact<T: F>(fd: bool) {
         // upstream 1.75
         let up = ArrayD::from_elem(IxDyn(&[]), T::from_f64(1.75));
         let g2 = grad_of::<T>(&objective(&out.loss, &up).backward().expect("backward"), &av);
-        let want = core.grad.mapv(|v| T::from_f64(candle_core::WithDType::to_f64(v) * 1.75)).into_dyn();
+        let want = infoloss::uda::uda_consistency_backward(
+            ori.view(),
+            aug.view(),
+            &opts,
+            &GradOutput::Scalar(T::from_f64(1.75)),
+        )
+        .expect("core backward")
+        .into_dyn();
         same(&format!("{name}: grad ×1.75"), &g2, &want);
         if fd {
             let a64 = aug.mapv(|v| candle_core::WithDType::to_f64(v));

@@ -83,7 +83,16 @@ pub const OPS: &[OpSpec] = &[
     },
     OpSpec { name: "kd-topk", what: "distill_topk_with_grad, k=64 with tail bucket", reads: 1, writes: 1 },
     OpSpec { name: "uda", what: "uda_consistency, T=0.4, threshold 0.5", reads: 2, writes: 1 },
+    OpSpec {
+        name: "linear-distill",
+        what: "linear_distill_backward, heads H=1024 with biases, forward KL T=2 (f32/f64 only; bytes: inputs+grads)",
+        reads: 0,
+        writes: 0,
+    },
 ];
+
+/// Hidden size of the fused linear ops (`rows × LINEAR_HIDDEN` hidden states, `classes × LINEAR_HIDDEN` weights).
+const LINEAR_HIDDEN: usize = 1024;
 
 /// One line of the report.
 #[derive(Debug, Clone, Serialize)]
@@ -342,6 +351,40 @@ fn run_op<T: Element>(op: &str, x: &Inputs<T>) -> Result<(), infoloss::Error> {
     Ok(())
 }
 
+/// Median time of `linear_distill_backward` for `n` rows and `v` classes (hidden size [`LINEAR_HIDDEN`], both
+/// heads with a bias, forward KL at T = 2, automatic chunk).
+fn time_linear_distill<T: infoloss::LinearFloat>(
+    n: usize,
+    v: usize,
+    reps: usize,
+) -> Result<f64, infoloss::Error> {
+    use infoloss::distill::DistillOptions;
+    use infoloss::linear::{LinearDistillOptions, LinearHead, linear_distill_backward};
+    let h = LINEAR_HIDDEN;
+    let mut rng = StdRng::seed_from_u64(0x11ea_d157);
+    let mut m = |r: usize, c: usize, scale: f64| {
+        Array2::from_shape_fn((r, c), |_| {
+            T::from_acc(<T::Acc as infoloss::Real>::c(rng.random_range(-scale..scale)))
+        })
+    };
+    let (xs, ws, xt, wt) = (m(n, h, 1.0), m(v, h, 0.05), m(n, h, 1.0), m(v, h, 0.05));
+    let (bs, bt) = (m(1, v, 0.1).row(0).to_owned(), m(1, v, 0.1).row(0).to_owned());
+    let student = LinearHead { hidden: xs.view(), weight: ws.view(), bias: Some(bs.view()) };
+    let teacher = LinearHead { hidden: xt.view(), weight: wt.view(), bias: Some(bt.view()) };
+    let opts = LinearDistillOptions {
+        distill: DistillOptions { temperature: 2.0, ..Default::default() },
+        chunk_size: None,
+    };
+    let mut err = None;
+    let t = time_reps(reps, || {
+        match linear_distill_backward(&student, &teacher, None, None, &opts, &infoloss::GradOutput::one()) {
+            Ok(out) => drop(out),
+            Err(e) => err = Some(e),
+        }
+    });
+    err.map_or(Ok(t), Err)
+}
+
 fn num_traits_ln<A: infoloss::Real>(v: A) -> A {
     v.ln()
 }
@@ -390,20 +433,35 @@ fn bench_dtype<T: Element>(
     v: usize,
     dtype: &str,
 ) -> Result<Vec<BenchRow>, String> {
-    let inputs = make_inputs::<T>(n, v, 0x1f0_1055);
+    // the N×V inputs of the row-wise losses (not needed by the fused linear op)
+    let inputs =
+        cfg.ops.iter().any(|o| o.name != "linear-distill").then(|| make_inputs::<T>(n, v, 0x1f0_1055));
     let es = elem_bytes(dtype);
     let mut out = Vec::new();
     for op in &cfg.ops {
-        let bytes = ((op.reads + op.writes) * n * v * es + n * 8) as u64;
-        let mut err = None;
-        let t = time_reps(cfg.reps, || {
-            if let Err(e) = run_op(op.name, &inputs) {
-                err = Some(e);
+        let (t, bytes) = if op.name == "linear-distill" {
+            let t = match dtype {
+                "f32" => time_linear_distill::<f32>(n, v, cfg.reps),
+                "f64" => time_linear_distill::<f64>(n, v, cfg.reps),
+                _ => continue, // the fused linear losses have no half-precision kernels: skipped
             }
-        });
-        if let Some(e) = err {
-            return Err(format!("{} failed: {e}", op.name));
-        }
+            .map_err(|e| format!("{} failed: {e}", op.name))?;
+            // the hidden states, weights and biases of both heads read, the student's gradients written
+            let h = LINEAR_HIDDEN;
+            (t, ((3 * n * h + 3 * v * h + 3 * v) * es) as u64)
+        } else {
+            let Some(inputs) = inputs.as_ref() else { return Err(format!("{}: no inputs", op.name)) };
+            let mut err = None;
+            let t = time_reps(cfg.reps, || {
+                if let Err(e) = run_op(op.name, inputs) {
+                    err = Some(e);
+                }
+            });
+            if let Some(e) = err {
+                return Err(format!("{} failed: {e}", op.name));
+            }
+            (t, ((op.reads + op.writes) * n * v * es + n * 8) as u64)
+        };
         let copy_s = copy_time((bytes / 2) as usize, cfg.reps);
         out.push(BenchRow {
             op: op.name.to_string(),

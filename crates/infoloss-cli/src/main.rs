@@ -1,15 +1,32 @@
 //! `infoloss`: the command line of the infoloss library.
+//!
+//! `infoloss <loss> FILES…` computes a loss or information measure on arrays stored in `.npy`, `.npz`,
+//! `.safetensors` or CSV files (see [`files`]); `infoloss bench` times the losses; `infoloss distill` runs
+//! the distillation demo.
 
 mod bench;
 mod distill;
+mod files;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// Examples shown after the top-level help.
+const EXAMPLES: &str =
+    "Inputs: .npy, .npz (--key NAME or FILE.npz#NAME), .safetensors (--tensor NAME or FILE#NAME), CSV.
+
+Examples:
+  infoloss cross-entropy logits.npy labels.npy --label-smoothing 0.1 --grad-out g.npy
+  infoloss kl-div --input logp.npy --target q.npy --reduction batchmean
+  infoloss entropy p.csv --base 2 --axis 1
+  infoloss js p.npy q.npy --json
+
+Run `infoloss <command> --help` for each command's options.";
+
 /// Information-theoretic losses exactly as PyTorch computes them.
 #[derive(Debug, Parser)]
-#[command(name = "infoloss", version, about)]
+#[command(name = "infoloss", version, about, long_about = None, after_help = EXAMPLES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -21,6 +38,8 @@ enum Command {
     Bench(BenchArgs),
     /// Train a teacher and distill students (KD and UDA) on the embedded digits, with infoloss's losses in candle.
     Distill(DistillArgs),
+    #[command(flatten)]
+    Loss(files::cmd::LossCommand),
 }
 
 #[derive(Debug, clap::Args)]
@@ -173,6 +192,17 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Bench(a) => bench_cmd(a),
         Command::Distill(a) => distill_cmd(a),
+        Command::Loss(cmd) => files::cmd::run(cmd).and_then(|out| {
+            use std::io::Write;
+            let mut so = std::io::stdout().lock();
+            match so.write_all(out.as_bytes()).and_then(|_| so.flush()) {
+                // A closed pipe (`infoloss … | head`) is not an error.
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    Err(format!("cannot write to standard output: {e}"))
+                }
+                _ => Ok(()),
+            }
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

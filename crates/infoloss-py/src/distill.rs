@@ -2,7 +2,8 @@
 //!
 //! `distill` and `distill_topk` return `(loss or None, grad_student or None, None)` like the other losses (the
 //! third slot, the target gradient, is always `None`: the teacher is a constant); `uda_consistency` returns
-//! `(loss, grad_aug, mask, kept, row_kl)`. The Python layer (`infoloss/_distill.py`) validates the options,
+//! `(loss, grad_aug, mask, kept, row_kl)` and `uda_consistency_backward` the gradient wrt `aug` for an upstream
+//! gradient. The Python layer (`infoloss/_distill.py`) validates the options,
 //! converts dtypes and builds the public results.
 
 use ndarray::{ArrayView, ArrayView1, ArrayView2, Dimension, Ix1, Ix2};
@@ -259,18 +260,29 @@ pub(crate) fn distill_topk(
 
 // --------------------------------------------------------------------------------------------- uda_consistency
 
+/// `uda_consistency` without `grad_out`: `(loss, grad_aug, mask, kept, row_kl)`; with it, the gradient of
+/// `uda_consistency_backward`.
 fn uda_impl<T: Float>(
     py: Python<'_>,
     ori: &Bound<'_, PyAny>,
     aug: &Bound<'_, PyAny>,
+    grad_out: Option<&Bound<'_, PyAny>>,
     opts: UdaOptions,
 ) -> PyResult<Py<PyAny>> {
     const OP: &str = "uda_consistency";
     let o = float_arr::<T>(ori, OP, "ori_logits")?;
     let a = float_arr::<T>(aug, OP, "aug_logits")?;
+    let g = opt_float_arr::<T>(grad_out, OP, "grad_output")?;
     probe(OP, &[a.shape()], 2)?;
     let ov = o.as_array();
     let av = a.as_array();
+    if let Some(g) = &g {
+        let gv = g.as_array();
+        let grad = compute(py, OP, move || {
+            infoloss::uda::uda_consistency_backward(ov, av, &opts, &grad_output(gv))
+        })?;
+        return Ok(array_to_py(py, grad.into_dyn()));
+    }
     let out = compute(py, OP, move || infoloss::uda_consistency(ov, av, &opts))?;
     let items: [Py<PyAny>; 5] = [
         scalar_to_py(py, out.loss),
@@ -280,6 +292,41 @@ fn uda_impl<T: Float>(
         array_to_py(py, out.row_kl.into_dyn()),
     ];
     Ok(PyTuple::new(py, items)?.into_any().unbind())
+}
+
+/// The core's UDA options from the Python arguments.
+fn uda_options(
+    op: &'static str,
+    temperature: f64,
+    sharpen: &str,
+    confidence_threshold: Option<f64>,
+    normalize: &str,
+) -> PyResult<UdaOptions> {
+    let sharpen = match sharpen {
+        "target" => Sharpen::Target,
+        "augmented" => Sharpen::Augmented,
+        other => {
+            return Err(to_py_err(Error::invalid_option(
+                op,
+                "sharpen",
+                format!("'{other}'"),
+                "expected 'target' or 'augmented'",
+            )));
+        }
+    };
+    let normalize = match normalize {
+        "kept_rows" => UdaNormalize::KeptRows,
+        "all_rows" => UdaNormalize::AllRows,
+        other => {
+            return Err(to_py_err(Error::invalid_option(
+                op,
+                "normalize",
+                format!("'{other}'"),
+                "expected 'kept_rows' or 'all_rows'",
+            )));
+        }
+    };
+    Ok(UdaOptions { temperature, sharpen, confidence_threshold, normalize })
 }
 
 /// `uda_consistency(ori, aug)`: `(loss, grad_aug, mask, kept, row_kl)`.
@@ -295,30 +342,33 @@ pub(crate) fn uda_consistency(
     normalize: &str,
 ) -> PyResult<Py<PyAny>> {
     const OP: &str = "uda_consistency";
-    let sharpen = match sharpen {
-        "target" => Sharpen::Target,
-        "augmented" => Sharpen::Augmented,
-        other => {
-            return Err(to_py_err(Error::invalid_option(
-                OP,
-                "sharpen",
-                format!("'{other}'"),
-                "expected 'target' or 'augmented'",
-            )));
-        }
-    };
-    let normalize = match normalize {
-        "kept_rows" => UdaNormalize::KeptRows,
-        "all_rows" => UdaNormalize::AllRows,
-        other => {
-            return Err(to_py_err(Error::invalid_option(
-                OP,
-                "normalize",
-                format!("'{other}'"),
-                "expected 'kept_rows' or 'all_rows'",
-            )));
-        }
-    };
-    let opts = UdaOptions { temperature, sharpen, confidence_threshold, normalize };
-    dispatch!(kind(aug_logits, OP, "aug_logits")?, uda_impl(py, ori_logits, aug_logits, opts))
+    let opts = uda_options(OP, temperature, sharpen, confidence_threshold, normalize)?;
+    dispatch!(kind(aug_logits, OP, "aug_logits")?, uda_impl(py, ori_logits, aug_logits, None, opts))
+}
+
+/// `uda_consistency_backward(ori, aug, grad_output)`: the gradient wrt `aug` for the upstream gradient.
+#[pyfunction]
+#[pyo3(signature = (ori_logits, aug_logits, grad_output, temperature, sharpen, confidence_threshold, normalize))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn uda_consistency_backward(
+    py: Python<'_>,
+    ori_logits: &Bound<'_, PyAny>,
+    aug_logits: &Bound<'_, PyAny>,
+    grad_output: &Bound<'_, PyAny>,
+    temperature: f64,
+    sharpen: &str,
+    confidence_threshold: Option<f64>,
+    normalize: &str,
+) -> PyResult<Py<PyAny>> {
+    const OP: &str = "uda_consistency";
+    let opts = uda_options(OP, temperature, sharpen, confidence_threshold, normalize)?;
+    if grad_output.is_none() {
+        return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+            "{OP}: grad_output must be a scalar (a 0-d array), got None"
+        )));
+    }
+    dispatch!(
+        kind(aug_logits, OP, "aug_logits")?,
+        uda_impl(py, ori_logits, aug_logits, Some(grad_output), opts)
+    )
 }

@@ -39,6 +39,7 @@ fn _infoloss(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(distill::distill, m)?)?;
     m.add_function(wrap_pyfunction!(distill::distill_topk, m)?)?;
     m.add_function(wrap_pyfunction!(distill::uda_consistency, m)?)?;
+    m.add_function(wrap_pyfunction!(distill::uda_consistency_backward, m)?)?;
     m.add_function(wrap_pyfunction!(linear::cross_entropy_extras, m)?)?;
     m.add_function(wrap_pyfunction!(linear::linear_cross_entropy, m)?)?;
     m.add_function(wrap_pyfunction!(linear::linear_distill, m)?)?;

@@ -4,7 +4,8 @@
 //! - `cross_entropy_extras` returns `(loss, z_loss, lse or None, token_accuracy or None, grad_input or None)`;
 //! - `linear_cross_entropy` returns `(loss, z_loss, lse or None, token_accuracy or None, grad_hidden,
 //!   grad_weight, grad_bias or None)`;
-//! - `linear_distill` returns `(loss, grad_hidden, grad_weight)`.
+//! - `linear_distill` returns `(loss, grad_hidden, grad_weight, grad_bias or None)` (student side; optional
+//!   biases, a top-k teacher and an upstream gradient).
 //!
 //! The fused linear losses exist for `f32` and `f64` only (`infoloss::LinearFloat`); the Python layer computes
 //! float16 in float32.
@@ -14,9 +15,10 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
+use infoloss::linear::{LinearHead, TeacherTopK, linear_distill_workspace_with};
 use infoloss::{
     CrossEntropyExtrasOptions, Error, GradOutput, LinearCrossEntropyOptions, LinearDistillOptions,
-    LinearFloat, Loss, linear_cross_entropy_workspace, linear_distill_workspace,
+    LinearFloat, Loss, linear_cross_entropy_workspace,
 };
 use numpy::prelude::*;
 
@@ -24,7 +26,7 @@ use crate::boundary::{
     Float, Kind, array_to_py, compute, dispatch, float_arr, grad_output, index_arr, kind, loss_to_py,
     opt_float_arr, probe, to_py_err,
 };
-use crate::distill::{distill_options, labels_1d};
+use crate::distill::{distill_options, labels_1d, view_2d};
 use crate::losses::weight_1d;
 
 /// A 1-D float view (bias, class weight), or a `ValueError` naming the argument and its shape.
@@ -274,10 +276,19 @@ pub(crate) fn linear_cross_entropy(
 
 // ----------------------------------------------------------------------------------------------- linear_distill
 
+/// The optional arguments of `linear_distill` besides the options: biases, upstream gradient.
+struct DistillExtras<'a, 'py> {
+    student_bias: Option<&'a Bound<'py, PyAny>>,
+    teacher_bias: Option<&'a Bound<'py, PyAny>>,
+    grad_output: Option<&'a Bound<'py, PyAny>>,
+    topk: Option<TeacherTopK>,
+}
+
 fn linear_distill_impl<T: Float + LinearFloat>(
     py: Python<'_>,
     arrays: [&Bound<'_, PyAny>; 4],
     labels: Option<&Bound<'_, PyAny>>,
+    extras: DistillExtras<'_, '_>,
     opts: LinearDistillOptions,
 ) -> PyResult<Py<PyAny>> {
     const OP: &str = "linear_distill";
@@ -286,29 +297,46 @@ fn linear_distill_impl<T: Float + LinearFloat>(
     let ws = float_arr::<T>(ws, OP, "student_weight")?;
     let xt = float_arr::<T>(xt, OP, "teacher_hidden")?;
     let wt = float_arr::<T>(wt, OP, "teacher_weight")?;
+    let bs = opt_float_arr::<T>(extras.student_bias, OP, "student_bias")?;
+    let bt = opt_float_arr::<T>(extras.teacher_bias, OP, "teacher_bias")?;
+    let g = opt_float_arr::<T>(extras.grad_output, OP, "grad_output")?;
     let y = labels.filter(|o| !o.is_none()).map(|o| index_arr(o, OP, "labels")).transpose()?;
     probe(OP, &[xs.shape()], 2)?;
     probe(OP, &[ws.shape()], 2)?;
-    let (xsv, wsv, xtv, wtv) = (xs.as_array(), ws.as_array(), xt.as_array(), wt.as_array());
+    let xsv = view_2d(OP, "student_hidden", xs.as_array())?;
+    let wsv = view_2d(OP, "student_weight", ws.as_array())?;
+    let xtv = view_2d(OP, "teacher_hidden", xt.as_array())?;
+    let wtv = view_2d(OP, "teacher_weight", wt.as_array())?;
+    let bsv = bs.as_ref().map(|b| vector(b.as_array(), OP, "student_bias")).transpose()?;
+    let btv = bt.as_ref().map(|b| vector(b.as_array(), OP, "teacher_bias")).transpose()?;
     let yv = y.as_ref().map(|y| labels_1d(OP, y.as_array())).transpose()?;
-    if let ([n, hs], [v, _], [_, ht]) = (xsv.shape(), wsv.shape(), xtv.shape()) {
-        let w = linear_distill_workspace::<T>(*n, *hs, *ht, *v, &opts);
-        probe_bytes(OP, w.total_bytes)?;
-    }
-    let out = compute(py, OP, move || infoloss::linear_distill(xsv, wsv, xtv, wtv, yv, &opts))?;
-    let items: [Py<PyAny>; 3] = [
-        loss_to_py(py, out.loss),
-        array_to_py(py, out.grad_hidden.into_dyn()),
-        array_to_py(py, out.grad_weight.into_dyn()),
+    let (n, hs, ht, v) = (xsv.nrows(), xsv.ncols(), xtv.ncols(), wsv.nrows());
+    let w = linear_distill_workspace_with::<T>(n, hs, ht, v, bsv.is_some(), extras.topk, &opts);
+    probe_bytes(OP, w.total_bytes)?;
+    let gv = g.as_ref().map(|g| grad_output(g.as_array()));
+    let topk = extras.topk;
+    let out = compute(py, OP, move || {
+        let student = LinearHead { hidden: xsv, weight: wsv, bias: bsv };
+        let teacher = LinearHead { hidden: xtv, weight: wtv, bias: btv };
+        let go = gv.unwrap_or_else(GradOutput::one);
+        infoloss::linear::linear_distill_backward(&student, &teacher, yv, topk, &opts, &go)
+    })?;
+    let items: [Option<Py<PyAny>>; 4] = [
+        Some(loss_to_py(py, out.loss)),
+        Some(array_to_py(py, out.grad_hidden.into_dyn())),
+        Some(array_to_py(py, out.grad_weight.into_dyn())),
+        opt_py(py, out.grad_bias.map(|a| a.into_dyn())),
     ];
     Ok(PyTuple::new(py, items)?.into_any().unbind())
 }
 
-/// `linear_distill`: `(loss, grad_student_hidden, grad_student_weight)` (upstream gradient 1).
+/// `linear_distill`: `(loss, grad_student_hidden, grad_student_weight, grad_student_bias or None)` for the upstream
+/// gradient `grad_output` (1 when `None`), with optional biases and a top-k teacher (`teacher_topk = k`).
 #[pyfunction]
 #[pyo3(signature = (
     student_hidden, student_weight, teacher_hidden, teacher_weight, labels, temperature, t2_scaling, divergence,
-    beta, alpha, ignore_index, reduction, normalizer, chunk_size
+    beta, alpha, ignore_index, reduction, normalizer, chunk_size, student_bias=None, teacher_bias=None,
+    teacher_topk=None, add_tail=false, grad_output=None
 ))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn linear_distill(
@@ -327,6 +355,11 @@ pub(crate) fn linear_distill(
     reduction: &str,
     normalizer: Option<f64>,
     chunk_size: Option<i64>,
+    student_bias: Option<&Bound<'_, PyAny>>,
+    teacher_bias: Option<&Bound<'_, PyAny>>,
+    teacher_topk: Option<i64>,
+    add_tail: bool,
+    grad_output: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Py<PyAny>> {
     const OP: &str = "linear_distill";
     let distill = distill_options(
@@ -341,9 +374,24 @@ pub(crate) fn linear_distill(
         normalizer,
     )?;
     let opts = LinearDistillOptions { distill, chunk_size: chunk(OP, chunk_size)? };
+    let topk = match teacher_topk {
+        None => None,
+        Some(k) => Some(TeacherTopK {
+            k: usize::try_from(k).map_err(|_| {
+                to_py_err(Error::invalid_option(
+                    OP,
+                    "teacher_topk",
+                    k,
+                    "must be a non-negative number of classes",
+                ))
+            })?,
+            add_tail,
+        }),
+    };
+    let extras = DistillExtras { student_bias, teacher_bias, grad_output, topk };
     let arrays = [student_hidden, student_weight, teacher_hidden, teacher_weight];
     linear_dispatch!(
         linear_kind(student_hidden, OP, "student_hidden")?,
-        linear_distill_impl(py, arrays, labels, opts)
+        linear_distill_impl(py, arrays, labels, extras, opts)
     )
 }

@@ -47,7 +47,11 @@ SIGNATURES = {
                               ("label_smoothing", 0.0), ("lse_square_scale", 0.0), ("softcap", None),
                               ("chunk_size", None)]),
     "linear_distill": (["student_hidden", "student_weight", "teacher_hidden", "teacher_weight", "labels"],
-                       DISTILL_OPTIONS + [("chunk_size", None)]),
+                       [("student_bias", None), ("teacher_bias", None), ("teacher_topk", None), ("add_tail", False)]
+                       + DISTILL_OPTIONS + [("chunk_size", None)]),
+    "uda_consistency_backward": (["ori_logits", "aug_logits", "grad_output"],
+                                 [("temperature", 1.0), ("sharpen", "target"), ("confidence_threshold", None),
+                                  ("normalize", "kept_rows")]),
 }
 
 
@@ -60,8 +64,8 @@ def test_signatures_and_with_grad_twins(name):
     assert kw == keyword
     for p, (_, d) in zip([p for p in params if p.kind == p.KEYWORD_ONLY], keyword):
         assert type(p.default) is type(d), (p.name, p.default)
-    if name == "uda_consistency":
-        return  # one call returns the loss, its gradient, the mask and the kept count
+    if name.startswith("uda_consistency"):
+        return  # one call returns the loss, its gradient, the mask and the kept count; the backward has no twin
     twin = list(inspect.signature(getattr(infoloss, name + "_with_grad")).parameters.values())
     assert [p.name for p in twin[: len(params)]] == [p.name for p in params]
     extra = twin[len(params):]
@@ -92,8 +96,13 @@ def test_result_types():
     v = infoloss.linear_cross_entropy(h[0], w, np.array(3), reduction="none")
     assert isinstance(v, np.ndarray) and v.shape == ()
     assert float(v) == pytest.approx(infoloss.linear_cross_entropy(h[:1], w, np.array([3])), rel=1e-15)
-    loss, gx, gw = infoloss.linear_distill_with_grad(h, w, logits(4, 2), logits(5, 2))
-    assert type(loss) is float and gx.shape == (4, 3) and gw.shape == (5, 3)
+    loss, gx, gw, gb = infoloss.linear_distill_with_grad(h, w, logits(4, 2), logits(5, 2))
+    assert type(loss) is float and gx.shape == (4, 3) and gw.shape == (5, 3) and gb is None
+    r = infoloss.linear_distill_with_grad(h, w, logits(4, 2), logits(5, 2), student_bias=np.zeros(5), teacher_topk=2)
+    assert r._fields == ("loss", "grad_student_hidden", "grad_student_weight", "grad_student_bias")
+    assert r.grad_student_bias.shape == (5,)
+    g = infoloss.uda_consistency_backward(s, t, 2.0)
+    assert isinstance(g, np.ndarray) and g.shape == (4, 5)
 
 
 # ---------------------------------------------------------------------------------------------- identities
@@ -195,7 +204,7 @@ def test_fused_linear_losses_equal_the_unfused_ones():
             assert_close(r.grad_linear_bias, ref.grad_input.sum(0), rtol=1e-11, atol=1e-14, what="grad_bias")
     xt, wt = logits(9, 3), logits(6, 3)
     opts = dict(temperature=2.0, divergence="jsd", beta=0.3, alpha=0.6)
-    loss, gx, gw = infoloss.linear_distill_with_grad(h, w, xt, wt, y, chunk_size=4, **opts)
+    loss, gx, gw, _ = infoloss.linear_distill_with_grad(h, w, xt, wt, y, chunk_size=4, **opts)
     dl, dg = infoloss.distill_with_grad(h @ w.T, xt @ wt.T, y, **opts)
     assert loss == pytest.approx(dl, rel=1e-12)
     assert_close(gx, dg @ w, rtol=1e-11, atol=1e-14, what="linear_distill grad_hidden")
@@ -233,13 +242,20 @@ def test_dtypes_and_promotion():
     for a, b in zip(r16[:4], r32[:4]):
         assert a.dtype == np.float16
         same(a, b.astype(np.float16))
-    loss16, gx16, gw16 = infoloss.linear_distill_with_grad(h, w, h, w[:, ::-1], reduction="none")
-    loss32, gx32, gw32 = infoloss.linear_distill_with_grad(h.astype(np.float32), w.astype(np.float32),
-                                                          h.astype(np.float32), w[:, ::-1].astype(np.float32),
-                                                          reduction="none")
+    b16 = logits(5, dt=np.float16)
+    loss16, gx16, gw16, gb16 = infoloss.linear_distill_with_grad(h, w, h, w[:, ::-1], reduction="none",
+                                                                 student_bias=b16, teacher_topk=3)
+    loss32, gx32, gw32, gb32 = infoloss.linear_distill_with_grad(h.astype(np.float32), w.astype(np.float32),
+                                                                 h.astype(np.float32), w[:, ::-1].astype(np.float32),
+                                                                 reduction="none", student_bias=b16.astype(np.float32),
+                                                                 teacher_topk=3)
     same(loss16, loss32.astype(np.float16))
     same(gx16, gx32.astype(np.float16))
     same(gw16, gw32.astype(np.float16))
+    same(gb16, gb32.astype(np.float16))
+    # UDA's backward keeps the augmented logits' dtype
+    g = infoloss.uda_consistency_backward(s.astype(np.float16), t.astype(np.float16), 0.5)
+    assert g.dtype == np.float16
 
 
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
@@ -313,13 +329,26 @@ def test_grad_output_scales_linearly(reduction):
     got = infoloss.linear_cross_entropy_with_grad(s, t[:4], np.array([0, 1, 3, 1, 2]), reduction=e_red,
                                                   grad_output=g)
     assert_close(got.grad_input, lbase.grad_input * scale, rtol=1e-12, atol=1e-15)
-    if reduction != "none":
-        loss, gx, gw = infoloss.linear_distill_with_grad(s, t[:4], t, s[:4], y, alpha=0.5, reduction=reduction)
-        loss2, gx2, gw2 = infoloss.linear_distill_with_grad(s, t[:4], t, s[:4], y, alpha=0.5, reduction=reduction,
-                                                            grad_output=g)
-        assert loss2 == loss
-        assert_close(gx2, gx * g, rtol=1e-15, atol=0)
-        assert_close(gw2, gw * g, rtol=1e-15, atol=0)
+    b = logits(4)
+    for topk in (None, 2):
+        kwl = dict(alpha=0.5, reduction=reduction, student_bias=b, teacher_bias=b[::-1], teacher_topk=topk,
+                   add_tail=True)
+        base_l = infoloss.linear_distill_with_grad(s, t[:4], t, s[:4], y, **kwl)
+        got = infoloss.linear_distill_with_grad(s, t[:4], t, s[:4], y, grad_output=g, **kwl)
+        same(got.loss, base_l.loss)
+        assert_close(got.grad_student_hidden, base_l.grad_student_hidden * scale, rtol=1e-13, atol=1e-16)
+        # the logits' gradient for upstream g, through the unfused function on the materialized logits
+        sl, tl = s @ t[:4].T + b, t @ s[:4].T + b[::-1]
+        dopts = {k: v for k, v in kw.items() if k not in ("divergence", "beta", "temperature")}
+        dopts.update(alpha=0.5)
+        if topk is None:
+            _, gl = infoloss.distill_with_grad(sl, tl, y, grad_output=g, **dopts)
+        else:
+            tidx = np.argsort(-tl, axis=1, kind="stable")[:, :topk]
+            tlq = np.take_along_axis(log_softmax(tl), tidx, 1)
+            _, gl = infoloss.distill_topk_with_grad(sl, tidx, tlq, y, add_tail=True, grad_output=g, **dopts)
+        assert_close(got.grad_student_weight, gl.T @ s, rtol=1e-12, atol=1e-15)
+        assert_close(got.grad_student_bias, gl.sum(0), rtol=1e-12, atol=1e-15)
 
 
 def test_gradients_match_finite_differences():
@@ -356,6 +385,13 @@ def test_gradients_match_finite_differences():
          lambda a: infoloss.linear_distill_with_grad(a, w, s, wt, y, alpha=0.5, temperature=2.0)[1], h),
         (lambda a: infoloss.linear_distill(h, a, s, wt, divergence="reverse_kl"),
          lambda a: infoloss.linear_distill_with_grad(h, a, s, wt, divergence="reverse_kl")[2], w),
+        (lambda a: float(infoloss.linear_distill(h, w, s, wt, student_bias=a, teacher_bias=b, teacher_topk=2,
+                                                 add_tail=True, reduction="none") @ u),
+         lambda a: infoloss.linear_distill_with_grad(h, w, s, wt, student_bias=a, teacher_bias=b, teacher_topk=2,
+                                                     add_tail=True, reduction="none",
+                                                     grad_output=u).grad_student_bias, b),
+        (lambda a: -1.5 * infoloss.uda_consistency(t, a, temperature=0.6, confidence_threshold=0.3).loss,
+         lambda a: infoloss.uda_consistency_backward(t, a, -1.5, temperature=0.6, confidence_threshold=0.3), s),
     ]
     for i, (f, grad, at) in enumerate(checks):
         assert_close(grad(at), finite_difference(f, at), rtol=1e-6, atol=1e-8, what=f"finite differences {i}")
@@ -364,7 +400,9 @@ def test_gradients_match_finite_differences():
 def test_the_teacher_and_the_original_logits_get_no_gradient():
     # the teacher is a constant: only the student's gradient is returned
     assert len(infoloss.distill_with_grad(logits(2, 3), logits(2, 3))) == 2
-    assert len(infoloss.linear_distill_with_grad(logits(2, 3), logits(4, 3), logits(2, 2), logits(4, 2))) == 3
+    r = infoloss.linear_distill_with_grad(logits(2, 3), logits(4, 3), logits(2, 2), logits(4, 2),
+                                          teacher_bias=np.ones(4))
+    assert len(r) == 4 and r.grad_student_bias is None  # no student bias: no bias gradient; none for the teacher
 
 
 # ------------------------------------------------------------------------------------------------- edge cases
@@ -479,8 +517,24 @@ S, T = np.zeros((2, 3)), np.zeros((2, 3))
         (lambda: infoloss.linear_distill(S, np.zeros((4, 3)), S, np.zeros((4, 3)), np.array([0, 4]), alpha=0.5),
          IndexError, r"target 4 at \[1\]"),
         (lambda: infoloss.linear_distill_with_grad(S, np.zeros((4, 3)), S, np.zeros((4, 3)), reduction="none",
-                                                   grad_output=np.ones(2)), ValueError,
-         r"grad_output must be a scalar"),
+                                                   grad_output=np.ones(3)), ValueError,
+         r"grad_output shape \[3\] and output shape \[2\] must be equal"),
+        (lambda: infoloss.linear_distill_with_grad(S, np.zeros((4, 3)), S, np.zeros((4, 3)), grad_output=np.ones(2)),
+         ValueError, r"grad_output shape \[2\] and output shape \[\] must be equal"),
+        (lambda: infoloss.linear_distill(S, np.zeros((4, 3)), S, np.zeros((4, 3)), student_bias=np.zeros(3)),
+         ValueError, r"student_bias shape \[3\] and student_weight shape \[4, 3\] are not compatible"),
+        (lambda: infoloss.linear_distill(S, np.zeros((4, 3)), S, np.zeros((4, 3)), teacher_bias=np.zeros((1, 4))),
+         ValueError, r"teacher_bias must be 1-D"),
+        (lambda: infoloss.linear_distill(S, np.zeros((4, 3)), S, np.zeros((4, 3)), teacher_topk=5), ValueError,
+         r"invalid teacher_topk.k = 5: must be at most the number of classes \(4\)"),
+        (lambda: infoloss.linear_distill(S, np.zeros((4, 3)), S, np.zeros((4, 3)), teacher_topk=-1), ValueError,
+         r"invalid teacher_topk = -1"),
+        (lambda: infoloss.linear_distill(S, np.zeros((4, 3)), S, np.zeros((4, 3)), teacher_topk=1.5), TypeError,
+         r"teacher_topk must be an integer"),
+        (lambda: infoloss.uda_consistency_backward(S, T, np.ones(2)), ValueError,
+         r"grad_output shape \[2\] and output shape \[\] must be equal"),
+        (lambda: infoloss.uda_consistency_backward(S, T, 1.0, sharpen="x"), ValueError, r"invalid sharpen"),
+        (lambda: infoloss.uda_consistency_backward(S, T, None), TypeError, r"grad_output must be a scalar"),
     ],
 )
 def test_errors(call, exc, message):
@@ -549,7 +603,11 @@ def test_thread_count_does_not_change_the_results():
         lambda: infoloss.distill_with_grad(s, t, y, alpha=0.5, divergence="jsd"),
         lambda: tuple(infoloss.uda_consistency(s, t, confidence_threshold=0.2)),
         lambda: infoloss.linear_cross_entropy_with_grad(h, w, y, chunk_size=64)[:3],
-        lambda: infoloss.linear_distill_with_grad(h, w, h, w[::-1], chunk_size=64),
+        lambda: infoloss.linear_distill_with_grad(h, w, h, w[::-1], chunk_size=64)[:3],
+        lambda: infoloss.linear_distill_with_grad(h, w, h, w[::-1], chunk_size=64, student_bias=w[:, 0],
+                                                  teacher_topk=5, add_tail=True, reduction="none",
+                                                  grad_output=y.astype(np.float64)),
+        lambda: (infoloss.uda_consistency_backward(s, t, 0.3, confidence_threshold=0.2),),
     ]
     try:
         infoloss.set_num_threads(1)

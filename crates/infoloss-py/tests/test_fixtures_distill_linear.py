@@ -156,6 +156,15 @@ def test_uda_fixture(case):
     # the tuple unpacks in the documented order
     loss, grad, mask, kept, row_kl = r
     assert loss is r.loss and grad is r.grad_aug and kept == r.kept
+    # loss.backward(upstream) in torch: uda_consistency_backward with the case's non-unit upstream gradient
+    up = float(case["upstream"])
+    gu = infoloss.uda_consistency_backward(ori, aug, up, **case["options"])
+    assert up != 1.0 and gu.dtype == dt and gu.shape == (rows, cols)
+    rt, at = _exact_tol(case)
+    _check(failures, "grad_upstream", gu, _flat(case["grad_upstream"]), rt, at)
+    if case["dtype"] == "f32":
+        rt, at = _torch_f32_tol(case)
+        _check(failures, "grad_upstream vs torch float32", gu, _flat(case["grad_upstream_torch"]), rt, at)
     assert not failures, "\n".join(failures)
 
 
@@ -261,8 +270,15 @@ def _linear_distill(case, dt, chunk, forward_only=False):
     args = [_rec(inp[k], dt) for k in ("student_hidden", "student_weight", "teacher_hidden", "teacher_weight")]
     kw = dict(_distill_kwargs({k: (float(v) if k in ("temperature", "beta", "alpha") else v)
                                for k, v in o.items()}), chunk_size=chunk)
-    f = infoloss.linear_distill if forward_only else infoloss.linear_distill_with_grad
-    return f(*args, _rec(inp["labels"]), **kw)
+    # the "ldx_" cases: biases, a top-k teacher, a non-unit upstream gradient
+    kw.update(student_bias=_rec(inp.get("student_bias"), dt), teacher_bias=_rec(inp.get("teacher_bias"), dt))
+    topk = case.get("teacher_topk")
+    if topk is not None:
+        kw.update(teacher_topk=topk["k"], add_tail=topk["add_tail"])
+    if forward_only:
+        return infoloss.linear_distill(*args, _rec(inp["labels"]), **kw)
+    return infoloss.linear_distill_with_grad(*args, _rec(inp["labels"]), grad_output=_rec(case.get("grad_output"), dt),
+                                             **kw)
 
 
 @pytest.mark.parametrize("case", _cases("linear.json"))
@@ -297,11 +313,15 @@ def test_linear_fixture(case):
                 ck("grad_weight", r.grad_linear_weight, "torch_linear_cross_entropy")
             assert r.grad_input.dtype == dt and r.grad_linear_weight.dtype == dt
         else:
-            loss, gx, gw = _linear_distill(case, dt, chunk)
+            loss, gx, gw, gb = _linear_distill(case, dt, chunk)
             ck("loss", loss)
             ck("grad_hidden", gx)
             ck("grad_weight", gw)
             assert gx.dtype == dt and gw.dtype == dt
+            assert (gb is None) == (case["inputs"].get("student_bias") is None)
+            if gb is not None:
+                ck("grad_bias", gb)
+                assert gb.dtype == dt
             _check(ck.failures, "forward-only loss", _linear_distill(case, dt, chunk, forward_only=True), loss,
                    0.0, 0.0)
         ck.failures[n:] = [f"chunk {chunk}: {m}" for m in ck.failures[n:]]

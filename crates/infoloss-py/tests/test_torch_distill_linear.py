@@ -294,8 +294,8 @@ def test_linear_distill_matches_torch(seed, dtype):
     xr, wr = xs.clone().requires_grad_(True), ws.clone().requires_grad_(True)
     want = distill_ref(F.linear(xr, wr), F.linear(xt, wt), y, **opts)
     gx, gw = torch.autograd.grad(want.sum(), [xr, wr])
-    loss, ggx, ggw = infoloss.linear_distill_with_grad(xs.numpy(), ws.numpy(), xt.numpy(), wt.numpy(),
-                                                       None if y is None else y.numpy(), chunk_size=4, **opts)
+    loss, ggx, ggw, _ = infoloss.linear_distill_with_grad(xs.numpy(), ws.numpy(), xt.numpy(), wt.numpy(),
+                                                          None if y is None else y.numpy(), chunk_size=4, **opts)
     check(loss, want, dtype, f"linear distill loss {opts}")
     check(ggx, gx, dtype, "linear distill grad_hidden")
     check(ggw, gw, dtype, "linear distill grad_weight")
@@ -307,6 +307,81 @@ def test_linear_distill_matches_torch(seed, dtype):
     check(xr2.grad, gx, dtype, "itorch student_hidden.grad")
     check(wr2.grad, gw, dtype, "itorch student_weight.grad")
     assert xt2.grad is None
+
+
+def topk_rows(s, t, T, k, add_tail, div, beta):
+    """The per-row soft loss against the teacher's top-k buckets (+ the tail), as distill_topk defines it."""
+    a = s / T
+    lse = torch.logsumexp(a, 1)
+    idx = t.topk(k, 1).indices
+    lq = F.log_softmax(t / T, 1).gather(1, idx)
+    lp = a.gather(1, idx) - lse[:, None]
+    if add_tail:
+        inside = torch.zeros(s.shape, dtype=torch.bool).scatter(1, idx, True)
+        lp = torch.cat([lp, (torch.logsumexp(a.masked_fill(inside, -np.inf), 1) - lse)[:, None]], 1)
+        x = torch.logsumexp(lq, 1)
+        lq_tail = torch.where(x > -np.log(2), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
+        lq = torch.cat([lq, lq_tail[:, None]], 1)
+    if div == "forward_kl":
+        return F.kl_div(lp, lq, reduction="none", log_target=True).sum(1)
+    if div == "reverse_kl":
+        return F.kl_div(lq, lp, reduction="none", log_target=True).sum(1)
+    return 0.5 * (lp.exp() - lq.exp()).abs().sum(1)
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_linear_distill_bias_topk_upstream_matches_torch(seed, dtype):
+    rng = np.random.default_rng([seed, 47])
+    N, Hs, Ht, V = 6, 4, 3, 9
+
+    def t(*shape):
+        return torch.tensor(rng.normal(size=shape), dtype=dtype)
+
+    xs, ws, bs, xt, wt, bt = t(N, Hs), t(V, Hs), t(V), t(N, Ht), t(V, Ht), t(V)
+    T = float(rng.choice([0.7, 1.0, 2.0]))
+    div = str(rng.choice(["forward_kl", "reverse_kl", "tvd"]))
+    k = [None, 1, 3, V][seed % 4]
+    tail = bool(seed % 2) and k not in (None, V)
+    red = ["batchmean", "none", "sum", "none"][seed % 4]
+    g = t(N) if red == "none" else torch.tensor(float(rng.uniform(-2, 2)), dtype=dtype)
+    xr, wr, br = (a.clone().requires_grad_(True) for a in (xs, ws, bs))
+    s_l, t_l = F.linear(xr, wr, br), F.linear(xt, wt, bt)
+    rows = (divergence_rows(s_l, t_l, T, div, 0.0) if k is None else topk_rows(s_l, t_l, T, k, tail, div, 0.0)) * T * T
+    want = {"batchmean": rows.sum() / N, "sum": rows.sum(), "none": rows}[red]
+    grads = torch.autograd.grad(want, [xr, wr, br], g)
+    opts = dict(temperature=T, divergence=div, reduction=red, teacher_topk=k, add_tail=tail)
+    r = infoloss.linear_distill_with_grad(xs.numpy(), ws.numpy(), xt.numpy(), wt.numpy(), student_bias=bs.numpy(),
+                                          teacher_bias=bt.numpy(), chunk_size=4, grad_output=g.numpy(), **opts)
+    what = f"linear distill {opts}"
+    check(r.loss, want, dtype, f"{what}: loss")
+    for got, want_g, name in zip(r[1:], grads, ("hidden", "weight", "bias")):
+        check(got, want_g, dtype, f"{what}: grad_{name}")
+    # the autograd drop-in, with the same per-row or scalar upstream gradient
+    xr2, wr2, br2 = (a.clone().requires_grad_(True) for a in (xs, ws, bs))
+    out = itorch.linear_distill(xr2, wr2, xt, wt, student_bias=br2, teacher_bias=bt, chunk_size=4, **opts)
+    out.backward(g)
+    check(out, want, dtype, f"itorch {what}: loss")
+    for got, want_g, name in zip((xr2.grad, wr2.grad, br2.grad), grads, ("hidden", "weight", "bias")):
+        check(got, want_g, dtype, f"itorch {what}: grad_{name}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_uda_backward_matches_torch_upstream(dtype):
+    rng = np.random.default_rng(48)
+    ori = torch.tensor(rng.normal(size=(7, 6)) * 2, dtype=dtype)
+    aug = torch.tensor(rng.normal(size=(7, 6)) * 2, dtype=dtype)
+    for opts in (dict(temperature=0.4, confidence_threshold=0.5), dict(temperature=1.5, sharpen="augmented",
+                                                                        normalize="all_rows")):
+        ar = aug.clone().requires_grad_(True)
+        want = uda_ref(ori, ar, opts["temperature"], opts.get("sharpen", "target"), opts.get("confidence_threshold"),
+                       opts.get("normalize", "kept_rows"))
+        (ga,) = torch.autograd.grad(want, ar, torch.tensor(-0.35, dtype=dtype))
+        check(infoloss.uda_consistency_backward(ori.numpy(), aug.numpy(), -0.35, **opts), ga, dtype,
+              f"uda backward {opts}")
+        ar2 = aug.clone().requires_grad_(True)
+        (itorch.uda_consistency(ori, ar2, **opts) * -0.35).backward()
+        check(ar2.grad, ga, dtype, f"itorch uda backward {opts}")
 
 
 # ------------------------------------------------------------------------------------------ infoloss.torch
@@ -337,6 +412,11 @@ def test_gradcheck():
             (x, w, b))
     xt, wt = t(5, 2), t(4, 2)
     assert torch.autograd.gradcheck(lambda a, c: itorch.linear_distill(a, c, xt, wt, temperature=2.0), (x, w))
+    bt = t(4)
+    assert torch.autograd.gradcheck(
+        lambda a, c, d: itorch.linear_distill(a, c, xt, wt, student_bias=d, teacher_bias=bt, teacher_topk=2,
+                                              add_tail=True, divergence="reverse_kl", reduction="none",
+                                              chunk_size=2), (x, w, b))
 
 
 def test_dtypes_no_grad_options_and_errors():
@@ -372,14 +452,16 @@ def test_dtypes_no_grad_options_and_errors():
         itorch.linear_cross_entropy(x, ww, torch.full((7,), 5))
     with pytest.raises(NotImplementedError, match="class weight"):
         itorch.linear_cross_entropy(x, ww, y, weight=torch.ones(5, requires_grad=True, dtype=torch.float64))
-    # linear_distill: a per-row upstream gradient of 'none' is refused in backward, a uniform one works
+    # linear_distill: a per-row upstream gradient of 'none' gives each row's gradient its own factor
     xs = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
-    out = itorch.linear_distill(xs, torch.randn(4, 2, dtype=torch.float64), torch.randn(3, 2, dtype=torch.float64),
-                                torch.randn(4, 2, dtype=torch.float64), reduction="none")
-    with pytest.raises(RuntimeError, match="uniform upstream gradient"):
-        out.backward(torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64), retain_graph=True)
+    ws, xt, wt = (torch.randn(*sh, dtype=torch.float64) for sh in ((4, 2), (3, 2), (4, 2)))
+    out = itorch.linear_distill(xs, ws, xt, wt, reduction="none")
+    out.backward(torch.tensor([1.0, 0.0, 3.0], dtype=torch.float64), retain_graph=True)
+    g1 = xs.grad.clone()
+    assert torch.all(g1[1] == 0) and torch.all(g1[0] != 0)
+    xs.grad = None
     out.backward(torch.full((3,), 2.0, dtype=torch.float64))
-    assert xs.grad is not None
+    torch.testing.assert_close(xs.grad[2], g1[2] * 2 / 3, rtol=1e-13, atol=0)
 
 
 def test_a_distillation_training_step_matches_torch():

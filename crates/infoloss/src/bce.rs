@@ -36,12 +36,30 @@
 //!   underflows to 0, so x ∈ {0, 1} gives ±∞ there, and NaN where also x = t (`bf16` keeps ε ≈ 1e-12).
 //! * ∂/∂t = `−logit(x)·g·w` = `−ln(x / (1 − x))·g·w`, **unclamped** (±∞ at x ∈ {0, 1}), computed as
 //!   PyTorch's `logit` does.
+//!
+//! # Fast path
+//!
+//! For `f32`, `f16` and `bf16` (the loss, `_with_grad`, `_backward` and `_backward_target`) run a fused SIMD
+//! kernel (`kernels/elementwise.rs`): every input is read once and every output written once, in parallel
+//! over fixed blocks of elements, with reductions combined in a fixed order, so the results are the same for
+//! any number of threads (inputs outside `[0, 1]` are detected in the same pass; the reference path then
+//! reports the first one, so the error is the same). They agree with the straightforward reference
+//! implementation kept below (`f64` always uses it) to a few `f32` roundings; [`with_reference_path`]
+//! switches the fast path off on the current thread for tests and benchmarks.
 
-use ndarray::{ArrayD, ArrayView, ArrayViewD, Dimension, IxDyn};
-use num_traits::{One, Zero};
+use ndarray::{ArrayD, ArrayView, ArrayViewD, Dimension};
+use num_traits::Zero;
 
+use crate::kernels::elementwise::{
+    BceOp, Job, Outputs, Scaling, Upstream, Want, fast_path_for, fill, internal, row_scale, to_array,
+    upstream_of,
+};
 use crate::shape::{broadcast_into, check_same_shape, checked_numel, unravel};
 use crate::{Element, Error, GradOutput, Loss, Real, Reduction, Result};
+
+pub use crate::kernels::{
+    with_elementwise_fast_path as with_fast_path, with_elementwise_reference_path as with_reference_path,
+};
 
 const OP: &str = "binary_cross_entropy";
 /// Elements processed per row call.
@@ -99,7 +117,7 @@ pub fn binary_cross_entropy<T: Element, D: Dimension, D2: Dimension>(
     opts: &BceOptions<'_, T>,
 ) -> Result<Loss<T>> {
     let out = run(input.into_dyn(), target.into_dyn(), opts, None, Want { loss: true, ..Want::NOTHING })?;
-    out.loss.ok_or_else(internal)
+    out.loss.ok_or_else(|| internal(OP))
 }
 
 /// Gradient with respect to `input`.
@@ -133,7 +151,7 @@ pub fn binary_cross_entropy_backward<T: Element, D: Dimension, D2: Dimension>(
 ) -> Result<ArrayD<T>> {
     let want = Want { grad_input: true, ..Want::NOTHING };
     let out = run(input.into_dyn(), target.into_dyn(), opts, Some(grad_output), want)?;
-    out.grad_input.ok_or_else(internal)
+    out.grad_input.ok_or_else(|| internal(OP))
 }
 
 /// Gradient with respect to `target`.
@@ -166,7 +184,7 @@ pub fn binary_cross_entropy_backward_target<T: Element, D: Dimension, D2: Dimens
 ) -> Result<ArrayD<T>> {
     let want = Want { grad_target: true, ..Want::NOTHING };
     let out = run(input.into_dyn(), target.into_dyn(), opts, Some(grad_output), want)?;
-    out.grad_target.ok_or_else(internal)
+    out.grad_target.ok_or_else(|| internal(OP))
 }
 
 /// Loss and input gradient in one call.
@@ -200,7 +218,7 @@ pub fn binary_cross_entropy_with_grad<T: Element, D: Dimension, D2: Dimension>(
     let out = run(input.into_dyn(), target.into_dyn(), opts, Some(&GradOutput::one()), want)?;
     match (out.loss, out.grad_input) {
         (Some(l), Some(g)) => Ok((l, g)),
-        _ => Err(internal()),
+        _ => Err(internal(OP)),
     }
 }
 
@@ -245,70 +263,9 @@ fn row_grad_target<A: Real>(x: &[A], g: &[A], out: &mut [A]) {
     }
 }
 
-/// `out *= w` (when weighted), then `out /= n` (for `Mean`), in that order as PyTorch.
-fn row_scale<A: Real>(out: &mut [A], w: Option<&[A]>, div: Option<A>) {
-    if let Some(w) = w {
-        for (o, &w) in out.iter_mut().zip(w) {
-            *o *= w;
-        }
-    }
-    if let Some(n) = div {
-        for o in out.iter_mut() {
-            *o /= n;
-        }
-    }
-}
-
 // ----------------------------------------------------------------------------------------------
 // Driver.
 // ----------------------------------------------------------------------------------------------
-
-#[derive(Clone, Copy)]
-struct Want {
-    loss: bool,
-    grad_input: bool,
-    grad_target: bool,
-}
-
-impl Want {
-    const NOTHING: Want = Want { loss: false, grad_input: false, grad_target: false };
-}
-
-struct Outputs<T> {
-    loss: Option<Loss<T>>,
-    grad_input: Option<ArrayD<T>>,
-    grad_target: Option<ArrayD<T>>,
-}
-
-#[cold]
-fn internal() -> Error {
-    Error::too_large(OP, "output", "internal error: a requested result was not produced")
-}
-
-fn to_array<T>(data: Vec<T>, shape: &[usize]) -> Result<ArrayD<T>> {
-    ArrayD::from_shape_vec(IxDyn(shape), data).map_err(|_| internal())
-}
-
-/// The per-element upstream gradient: one value for every element, or an array's elements in order.
-enum Upstream<'v, T: Element> {
-    Const(T::Acc),
-    Each(ndarray::iter::Iter<'v, T, IxDyn>),
-}
-
-impl<T: Element> Upstream<'_, T> {
-    fn fill(&mut self, buf: &mut Vec<T::Acc>, len: usize) {
-        buf.clear();
-        match self {
-            Upstream::Const(g) => buf.resize(len, *g),
-            Upstream::Each(it) => buf.extend(it.by_ref().take(len).map(|v| v.to_acc())),
-        }
-    }
-}
-
-fn fill<'v, T: Element>(buf: &mut Vec<T::Acc>, it: &mut impl Iterator<Item = &'v T>, len: usize) {
-    buf.clear();
-    buf.extend(it.by_ref().take(len).map(|v| v.to_acc()));
-}
 
 fn run<T: Element>(
     input: ArrayViewD<'_, T>,
@@ -326,19 +283,25 @@ fn run<T: Element>(
         None => None,
     };
     let want_grad = want.grad_input || want.grad_target;
-    let mut upstream = match (grad_output, want_grad) {
-        (Some(go), true) if reduction == Reduction::None => match go.check(OP, &shape)? {
-            Some(view) => Upstream::Each(view.iter()),
-            None => Upstream::Const(go.scalar_value().ok_or_else(internal)?.to_acc()),
-        },
-        (Some(go), true) => Upstream::Const(go.expect_scalar(OP)?.to_acc()),
-        _ => Upstream::Const(T::Acc::one()),
-    };
+    let (g_view, g_const) = upstream_of(OP, grad_output, want, reduction, &shape, None)?;
     // PyTorch divides the gradient by numel after the weight: `grad_input.div_(input.numel())`
     let grad_div = (reduction == Reduction::Mean).then(|| T::Acc::c(n as f64));
     // `scalar_t(EPSILON)`: the float 1e-12f rounded to the element type (0 in f16, so there x ∈ {0, 1}
     // gives ±∞, or NaN where x = t, as in PyTorch)
     let eps = T::from_acc(T::Acc::bce_eps()).to_acc();
+
+    // the SIMD fast path (inputs outside [0, 1] are left to the reference, which reports the first)
+    if n > 0 && fast_path_for::<T>() {
+        let scaling = Scaling { weighted: weight.is_some(), div: grad_div.map(|d| d.f64() as f32) };
+        let job = Job::new(BceOp { eps: eps.f64() as f32, scaling }, &input, &target, want, reduction)
+            .weighted(weight.as_ref(), None)
+            .upstream(g_view, g_const);
+        if let Some(out) = job.outputs(OP, &shape, (reduction == Reduction::Mean).then_some(n)) {
+            return out;
+        }
+    }
+
+    let mut upstream = Upstream::new(g_view, g_const);
 
     let mut loss_vals: Vec<T> = Vec::new();
     if want.loss && reduction == Reduction::None {
@@ -404,7 +367,7 @@ fn run<T: Element>(
     let loss = if !want.loss {
         None
     } else if reduction == Reduction::None {
-        Some(Loss::Elementwise(to_array(loss_vals, &shape)?))
+        Some(Loss::Elementwise(to_array(OP, loss_vals, &shape)?))
     } else {
         // mean of nothing = 0/0 = NaN
         let v = if reduction == Reduction::Mean { loss_sum / n as f64 } else { loss_sum };
@@ -412,8 +375,8 @@ fn run<T: Element>(
     };
     Ok(Outputs {
         loss,
-        grad_input: if want.grad_input { Some(to_array(gx, &shape)?) } else { None },
-        grad_target: if want.grad_target { Some(to_array(gt, &shape)?) } else { None },
+        grad_input: if want.grad_input { Some(to_array(OP, gx, &shape)?) } else { None },
+        grad_target: if want.grad_target { Some(to_array(OP, gt, &shape)?) } else { None },
     })
 }
 

@@ -488,7 +488,8 @@ fn extras_core<T: Element, D: Dimension, D2: Dimension>(
     let up = Upstream::read(op, reduction, &[rows], grad_output)?;
 
     let zero = T::Acc::zero();
-    let mut row = vec![zero; classes];
+    // (No scratch when there is no row: a `[0, 2^50]` input names many classes but holds nothing.)
+    let mut row = vec![zero; if rows == 0 { 0 } else { classes }];
     let mut tanh_buf = Vec::new();
     let mut grad = Array2::<T>::default((rows, classes));
     let mut outs = Vec::with_capacity(rows);

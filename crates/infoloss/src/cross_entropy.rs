@@ -14,7 +14,7 @@ use crate::nll::{
     IndexTargets, LossAndGrad, Upstream, check_class_weight, index_targets, mean_of, pack_loss,
 };
 use crate::shape::{ClassLayout, check_same_shape, checked_numel};
-use crate::softmax::{array_from_vec, row_log_softmax, row_log_softmax_backward, row_major};
+use crate::softmax::{array_from_vec, row_log_softmax, row_log_softmax_backward, row_major, try_vec};
 use crate::{Element, Error, GradOutput, Loss, Real, Reduction, Result};
 
 pub use fast::{with_fast_path, with_reference_path};
@@ -157,7 +157,7 @@ fn ce_index_core<T: Element>(
     let mut g_lsm = vec![zero; width];
     let mut g_x = vec![zero; width];
     let none = reduction == Reduction::None;
-    let mut per_row = Vec::with_capacity(if want_loss && none { rows } else { 0 });
+    let mut per_row = try_vec(op, "output", if want_loss && none { rows } else { 0 })?;
     let (mut nll_sum, mut smooth_sum) = (0f64, 0f64);
     let mut grad = up.as_ref().map(|_| vec![T::from_acc(zero); x.len()]);
 
@@ -536,14 +536,20 @@ fn ce_probs_core<T: Element>(
     let mut lsm = vec![zero; width];
     let mut g_lsm = vec![zero; width];
     let mut g_row = vec![zero; width];
-    let mut per_row = Vec::with_capacity(if want.loss && none { rows } else { 0 });
+    let mut per_row = try_vec(op, "output", if want.loss && none { rows } else { 0 })?;
+    if x.is_empty() && want.loss && none {
+        // Every row is empty (or there is none): each loss is −0 (the negated empty sum).
+        per_row.resize(rows, -zero);
+    }
+    // An empty input has only empty rows: nothing to compute and no gradient, so none is visited.
+    let visit = if x.is_empty() { 0 } else { rows };
     let mut total = 0f64;
     let mut grad_x = up_x.as_ref().map(|_| vec![T::from_acc(zero); x.len()]);
     let mut grad_t = up_t.as_ref().map(|_| vec![T::from_acc(zero); x.len()]);
     // Upstream on the per-element products X: −g/M for mean, −g otherwise.
     let scale = |g: T::Acc| if reduction == Reduction::Mean { -(g / m_acc) } else { -g };
 
-    for r in 0..rows {
+    for r in 0..visit {
         gather(&x, r, &layout, &mut xs);
         gather(&t, r, &layout, &mut ts);
         row_log_softmax(&xs, &mut lsm);

@@ -526,7 +526,8 @@ fn make_plan(
     add_tail: bool,
 ) -> Result<Plan> {
     check_options(op, opts, labels.is_some())?;
-    let mut kinds = Vec::with_capacity(rows);
+    // One entry per row, allocated fallibly: a `[2^40, 0]` student holds nothing but has that many rows.
+    let mut kinds = crate::softmax::try_vec(op, "rows", rows)?;
     match labels {
         None => kinds.resize(rows, RowKind::Keep(None)),
         Some(y) => {
@@ -656,40 +657,46 @@ where
     };
     let mut grad = None;
     let per_row: Vec<(f64, f64)> = match &up {
+        // Rows of no class: each divergence and cross-entropy is an empty sum, 0, in both paths (the
+        // row functions are not called on empty rows).
+        _ if v == 0 => {
+            if up.is_some() {
+                grad = Some(
+                    Array2::from_shape_vec((rows, 0), Vec::new())
+                        .map_err(|e| Error::too_large(op, "gradient", e.to_string()))?,
+                );
+            }
+            let mut z = crate::softmax::try_vec(op, "rows", rows)?;
+            z.resize(rows, (0.0, 0.0));
+            z
+        }
         Some(up) => {
             let numel = checked_numel(op, "student", &[rows, v])?;
             let mut buf = vec![zero_t::<T>(); numel];
             let soft_base = plan.soft_w / plan.soft_div / plan.cfg.temp;
             let ce_base = plan.hard_w / plan.hard_div;
-            let res = if v == 0 {
-                plan.kinds.iter().map(|_| (0.0, 0.0)).collect()
-            } else {
-                buf.par_chunks_mut(v)
-                    .enumerate()
-                    .with_min_len(min_len)
-                    .map_init(
-                        || (Scratch::default(), Vec::<f64>::new()),
-                        |(sc, g), (r, out)| match plan.kinds.get(r) {
-                            Some(RowKind::Keep(label)) => {
-                                let gr = up.at(r);
-                                g.clear();
-                                g.resize(v, 0.0);
-                                let res = row_fn(
-                                    r,
-                                    *label,
-                                    sc,
-                                    Some((g.as_mut_slice(), gr * soft_base, gr * ce_base)),
-                                );
-                                for (o, &x) in out.iter_mut().zip(g.iter()) {
-                                    *o = to_t(x);
-                                }
-                                res
+            let res = buf
+                .par_chunks_mut(v)
+                .enumerate()
+                .with_min_len(min_len)
+                .map_init(
+                    || (Scratch::default(), Vec::<f64>::new()),
+                    |(sc, g), (r, out)| match plan.kinds.get(r) {
+                        Some(RowKind::Keep(label)) => {
+                            let gr = up.at(r);
+                            g.clear();
+                            g.resize(v, 0.0);
+                            let res =
+                                row_fn(r, *label, sc, Some((g.as_mut_slice(), gr * soft_base, gr * ce_base)));
+                            for (o, &x) in out.iter_mut().zip(g.iter()) {
+                                *o = to_t(x);
                             }
-                            _ => (0.0, 0.0),
-                        },
-                    )
-                    .collect()
-            };
+                            res
+                        }
+                        _ => (0.0, 0.0),
+                    },
+                )
+                .collect();
             grad = Some(
                 Array2::from_shape_vec((rows, v), buf)
                     .map_err(|e| Error::too_large(op, "gradient", e.to_string()))?,
@@ -786,8 +793,9 @@ fn topk_impl<T: Element, D: Dimension>(
     }
     let plan = make_plan(OP_TOPK, rows, classes, labels, opts, teacher.add_tail)?;
     // Every index in range and unique within its row.
-    let mut seen = vec![false; classes];
-    for (r, row) in idx.outer_iter().enumerate() {
+    let mut seen = vec![false; if idx.is_empty() { 0 } else { classes }];
+    // (An empty index array has nothing to check, however many rows it has.)
+    for (r, row) in idx.outer_iter().enumerate().take(if idx.is_empty() { 0 } else { rows }) {
         for (j, &v) in row.iter().enumerate() {
             let slot = if v >= 0 { usize::try_from(v).ok().and_then(|u| seen.get_mut(u)) } else { None };
             match slot {

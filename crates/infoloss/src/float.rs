@@ -211,20 +211,22 @@ impl Element for half::bf16 {
     fn from_acc(x: f32) -> Self {
         half::bf16::from_f32(x)
     }
+    /// Widening is a shift of the bits (exact); written as a plain loop the compiler vectorizes.
     #[inline]
     fn load_f32(src: &[Self], dst: &mut [f32]) {
-        use half::slice::HalfFloatSliceExt;
-        let n = src.len().min(dst.len());
-        if let (Some(s), Some(d)) = (src.get(..n), dst.get_mut(..n)) {
-            s.convert_to_f32_slice(d);
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = f32::from_bits((s.to_bits() as u32) << 16);
         }
     }
+    /// Round to nearest even on the bits (NaN stays a quiet NaN of the same sign), the same result
+    /// as `bf16::from_f32`, as a branch-free loop the compiler vectorizes.
     #[inline]
     fn store_f32(src: &[f32], dst: &mut [Self]) {
-        use half::slice::HalfFloatSliceExt;
-        let n = src.len().min(dst.len());
-        if let (Some(s), Some(d)) = (src.get(..n), dst.get_mut(..n)) {
-            d.convert_from_f32_slice(s);
+        for (d, &s) in dst.iter_mut().zip(src) {
+            let b = s.to_bits();
+            let rounded = (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16;
+            let nan = ((b >> 16) as u16) | 0x0040;
+            *d = half::bf16::from_bits(if s.is_nan() { nan } else { rounded });
         }
     }
 }
@@ -237,6 +239,25 @@ mod tests {
     fn bce_eps_is_the_float_constant_even_in_f64() {
         assert_eq!(<f64 as Real>::bce_eps(), 9.999999960041972e-13);
         assert_eq!(<f32 as Real>::bce_eps(), 1e-12f32);
+    }
+
+    #[test]
+    fn bf16_slice_conversions_match_half() {
+        // every bf16 widens exactly; a spread of f32 bit patterns (incl. NaN, inf, ties) rounds as half does
+        let all: Vec<half::bf16> = (0..=u16::MAX).map(half::bf16::from_bits).collect();
+        let mut wide = vec![0f32; all.len()];
+        half::bf16::load_f32(&all, &mut wide);
+        for (h, w) in all.iter().zip(&wide) {
+            assert!(h.to_f32().to_bits() == w.to_bits() || (h.is_nan() && w.is_nan()), "{h}");
+        }
+        let pats: Vec<f32> =
+            (0..1u64 << 20).map(|i| f32::from_bits((i * 4099 + (i & 3) * 0x8000) as u32)).collect();
+        let mut out = vec![half::bf16::ZERO; pats.len()];
+        half::bf16::store_f32(&pats, &mut out);
+        for (p, o) in pats.iter().zip(&out) {
+            let want = half::bf16::from_f32(*p);
+            assert!(want.to_bits() == o.to_bits() || (want.is_nan() && o.is_nan()), "{p:e}: {want} vs {o}");
+        }
     }
 
     #[test]

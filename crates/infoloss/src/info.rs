@@ -42,6 +42,7 @@ use ndarray::{ArrayD, ArrayView, ArrayViewD, Axis, Dimension, IxDyn};
 use num_traits::{Float, One};
 
 use crate::shape::checked_numel;
+use crate::softmax::{try_full, try_vec};
 use crate::{Element, Error, Real, Result};
 
 /// Options of [`entropy`] and [`shannon_cross_entropy`]: `scipy.stats.entropy(pk, qk, base, axis)`.
@@ -152,9 +153,11 @@ pub fn rel_entr<T: Element, D: Dimension, D2: Dimension>(
     let shape = broadcast_shape(OP, "p", p.shape(), "q", q.shape())?;
     let pb = broadcast_view(OP, "p", &p, &shape)?;
     let qb = broadcast_view(OP, "q", &q, &shape)?;
-    Ok(ndarray::Zip::from(&pb)
-        .and(&qb)
-        .map_collect(|&p, &q| T::from_acc(rel_entr_elem(p.to_acc(), q.to_acc()))))
+    // The broadcast of two inputs may be far larger than either: allocate it fallibly.
+    let mut out = try_vec(OP, "output", pb.len())?;
+    // (In logical order: `Zip` may visit Fortran-order inputs in memory order.)
+    out.extend(pb.iter().zip(qb.iter()).map(|(&p, &q)| T::from_acc(rel_entr_elem(p.to_acc(), q.to_acc()))));
+    to_array(OP, &shape, out)
 }
 
 /// Gradients of [`rel_entr`] wrt p and q (each in its own shape).
@@ -193,9 +196,11 @@ pub fn rel_entr_backward<T: Element, D: Dimension, D2: Dimension, D3: Dimension>
     let qb = broadcast_view(OP, "q", &q, &shape)?;
     let gb = grad_into(OP, &g, &shape)?;
     let n = checked_numel(OP, "output", &shape)?;
-    let mut dp = Vec::with_capacity(n);
-    let mut dq = Vec::with_capacity(n);
-    ndarray::Zip::from(&pb).and(&qb).and(&gb).for_each(|&p, &q, &g| {
+    let mut dp = try_vec(OP, "gradient", n)?;
+    let mut dq = try_vec(OP, "gradient", n)?;
+    // In logical (row-major) order, as `sum_to_shape` reads them: `Zip` may visit Fortran-order
+    // inputs in memory order.
+    pb.iter().zip(qb.iter()).zip(gb.iter()).for_each(|((&p, &q), &g)| {
         let (a, b) = rel_entr_grad_elem(p.to_acc(), q.to_acc(), g.to_acc());
         dp.push(a.f64());
         dq.push(b.f64());
@@ -454,7 +459,13 @@ pub fn jensenshannon<T: Element, D: Dimension>(
 ) -> Result<ArrayD<T>> {
     let pr = js_prepare::<T>("jensenshannon", p.into_dyn(), q.into_dyn(), opts)?;
     let l = &pr.layout;
-    let mut out = Vec::with_capacity(l.rows);
+    if pr.pb.is_empty() {
+        // Every row is empty (or there is none): one value for all, without visiting them.
+        let (lsum, rsum) = js_row::<T::Acc>(&[], &[], &mut Vec::new());
+        let v = T::from_acc(T::Acc::c(js_value(lsum, rsum, pr.ln_b)));
+        return try_full("jensenshannon", "output", &pr.out_shape, v);
+    }
+    let mut out = try_vec("jensenshannon", "output", l.rows)?;
     let (mut bp, mut bq, mut bm) = (Vec::new(), Vec::new(), Vec::new());
     for r in 0..l.rows {
         l.gather(&pr.pb, r, &mut bp);
@@ -501,11 +512,19 @@ pub fn jensenshannon_backward<T: Element, D: Dimension, D2: Dimension>(
 ) -> Result<(ArrayD<T>, ArrayD<T>)> {
     const OP: &str = "jensenshannon_backward";
     let pr = js_prepare::<T>(OP, p.into_dyn(), q.into_dyn(), opts)?;
-    let g = row_grads::<T>(OP, &grad_output.into_dyn(), &pr.out_shape, pr.layout.rows)?;
+    let grad_output = grad_output.into_dyn();
+    if pr.pb.is_empty() {
+        // No element receives a gradient: zeros of each input's shape, without visiting the rows.
+        grad_into(OP, &grad_output, &pr.out_shape)?;
+        let dp = pr.p.backward::<T>(OP, &pr.shape, Vec::new())?;
+        let dq = pr.q.backward::<T>(OP, &pr.shape, Vec::new())?;
+        return Ok((dp, dq));
+    }
+    let g = row_grads::<T>(OP, &grad_output, &pr.out_shape, pr.layout.rows)?;
     let l = &pr.layout;
     let n = pr.pb.len();
-    let mut gp = vec![0f64; n];
-    let mut gq = vec![0f64; n];
+    let mut gp = zeros_f64(OP, n)?;
+    let mut gq = zeros_f64(OP, n)?;
     let (mut bp, mut bq, mut bm, mut rp, mut rq) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (r, &g) in g.iter().enumerate() {
@@ -879,7 +898,17 @@ fn widen<T: Element>(
     v: &ArrayViewD<'_, T>,
     shape: &[usize],
 ) -> Result<Vec<T::Acc>> {
-    Ok(broadcast_view(op, name, v, shape)?.iter().map(|x| x.to_acc()).collect())
+    let b = broadcast_view(op, name, v, shape)?;
+    let mut out = try_vec(op, name, b.len())?;
+    out.extend(b.iter().map(|x| x.to_acc()));
+    Ok(out)
+}
+
+/// `n` zeros (a gradient accumulator), allocated fallibly.
+fn zeros_f64(op: &'static str, n: usize) -> Result<Vec<f64>> {
+    let mut v = try_vec(op, "gradient", n)?;
+    v.resize(n, 0.0);
+    Ok(v)
 }
 
 /// An upstream gradient for an elementwise function: exactly `shape`, or 0-dimensional.
@@ -911,7 +940,8 @@ fn row_grads<T: Element>(
     rows: usize,
 ) -> Result<Vec<T::Acc>> {
     let v = grad_into(op, g, out_shape)?;
-    let out: Vec<T::Acc> = v.iter().map(|x| x.to_acc()).collect();
+    let mut out = try_vec(op, "grad_output", v.len())?;
+    out.extend(v.iter().map(|x| x.to_acc()));
     if out.len() != rows {
         return Err(Error::shape_mismatch(
             op,
@@ -935,6 +965,10 @@ fn to_array<T>(op: &'static str, shape: &[usize], v: Vec<T>) -> Result<ArrayD<T>
 fn sum_to_shape_f64(op: &'static str, from: &[usize], g: Vec<f64>, to: &[usize]) -> Result<Vec<f64>> {
     if from == to {
         return Ok(g);
+    }
+    if g.is_empty() {
+        // Sums over nothing: zeros, without visiting the (possibly huge) broadcast dimensions.
+        return zeros_f64(op, checked_numel(op, "gradient", to)?);
     }
     let mut a = to_array(op, from, g)?;
     while a.ndim() > to.len() {
@@ -1010,7 +1044,12 @@ fn entropy_family<T: Element>(
 ) -> Result<ArrayD<T>> {
     let f = family_prepare(op, &pk, qk.as_ref(), opts)?;
     let l = f.layout;
-    let mut out = Vec::with_capacity(l.rows);
+    if f.p.is_empty() {
+        // Every row is empty (or there is none): one value for all, without visiting them.
+        let v = T::from_acc(T::Acc::c(family_row::<T::Acc>(kind, &[], &[]) / f.ln_b));
+        return try_full(op, "output", &f.out_shape, v);
+    }
+    let mut out = try_vec(op, "output", l.rows)?;
     let (mut bp, mut bq) = (Vec::new(), Vec::new());
     for r in 0..l.rows {
         l.gather(&f.p, r, &mut bp);
@@ -1035,10 +1074,20 @@ fn entropy_family_backward<T: Element>(
 ) -> Result<(ArrayD<T>, Option<ArrayD<T>>)> {
     let f = family_prepare(op, &pk, qk.as_ref(), opts)?;
     let l = f.layout;
+    if f.p.is_empty() {
+        // No element receives a gradient: zeros of each input's shape, without visiting the rows.
+        grad_into(op, &grad_output, &f.out_shape)?;
+        let zero = T::from_acc(T::Acc::c(0.0));
+        let dq = match &qk {
+            Some(q) => Some(try_full(op, "gradient", q.shape(), zero)?),
+            None => None,
+        };
+        return Ok((try_full(op, "gradient", pk.shape(), zero)?, dq));
+    }
     let g = row_grads::<T>(op, &grad_output, &f.out_shape, l.rows)?;
     let n = f.p.len();
-    let mut dp = vec![0f64; n];
-    let mut dq = if f.q.is_some() { vec![0f64; n] } else { Vec::new() };
+    let mut dp = zeros_f64(op, n)?;
+    let mut dq = if f.q.is_some() { zeros_f64(op, n)? } else { Vec::new() };
     let (mut bp, mut bq, mut rp, mut rq) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (r, &g) in g.iter().enumerate() {
         l.gather(&f.p, r, &mut bp);
@@ -1086,11 +1135,15 @@ impl<A: Real> JsSide<A> {
         let shape = v.shape().to_vec();
         let ax = resolve_axis(op, name, axis, &shape)?;
         let layout = Layout::new(op, &shape, ax)?;
-        let data: Vec<A> = v.iter().map(|x| x.to_acc()).collect();
-        let mut hat = vec![A::zero(); data.len()];
-        let mut sums = Vec::with_capacity(layout.rows);
+        let mut data = try_vec(op, name, v.len())?;
+        data.extend(v.iter().map(|x| x.to_acc()));
+        let mut hat = try_vec(op, name, data.len())?;
+        hat.resize(data.len(), A::zero());
+        // An empty input has only empty rows (or none): nothing to normalize, no row to visit.
+        let rows = if data.is_empty() { 0 } else { layout.rows };
+        let mut sums = try_vec(op, name, rows)?;
         let mut buf = Vec::new();
-        for r in 0..layout.rows {
+        for r in 0..rows {
             layout.gather(&data, r, &mut buf);
             sums.push(normalize_row(&mut buf));
             // Write back in the compute type (scatter works on f64, so do it by hand).
@@ -1106,7 +1159,10 @@ impl<A: Real> JsSide<A> {
     fn broadcast(&self, op: &'static str, name: &'static str, shape: &[usize]) -> Result<Vec<A>> {
         let v = ArrayViewD::from_shape(IxDyn(&self.shape), &self.hat)
             .map_err(|e| Error::too_large(op, name, e.to_string()))?;
-        Ok(broadcast_view(op, name, &v, shape)?.iter().copied().collect())
+        let b = broadcast_view(op, name, &v, shape)?;
+        let mut out = try_vec(op, name, b.len())?;
+        out.extend(b.iter().copied());
+        Ok(out)
     }
 
     /// Gradient wrt the raw input from `g`, the gradient wrt the normalized values in the broadcast shape.
@@ -1118,7 +1174,7 @@ impl<A: Real> JsSide<A> {
     ) -> Result<ArrayD<T>> {
         let g = sum_to_shape_f64(op, from, g, &self.shape)?;
         let g: Vec<A> = g.into_iter().map(A::c).collect();
-        let mut out = vec![0f64; g.len()];
+        let mut out = zeros_f64(op, g.len())?;
         let (mut bh, mut bg) = (Vec::new(), Vec::new());
         for (r, &s) in self.sums.iter().enumerate() {
             self.layout.gather(&self.hat, r, &mut bh);

@@ -43,12 +43,29 @@
 //! The target gradient is computed as autograd does, `(xlogy(g, t) + g·t/t) + (−g)·x` with
 //! `xlogy(g, 0)` masked to 0, so `t = 0` gives `0/0 = NaN` (pytorch/pytorch#89558) and the rounding
 //! matches PyTorch's.
+//!
+//! # Fast path
+//!
+//! For `f32`, `f16` and `bf16` (`kl_div`, `kl_div_with_grad`, `kl_div_backward` and `kl_div_backward_target`)
+//! run a fused SIMD kernel (`kernels/elementwise.rs`): every input is read once and every output written
+//! once, in parallel over fixed blocks of elements, with reductions combined in a fixed order, so the results
+//! are the same for any number of threads (when the argument whose gradient is requested was broadcast, the
+//! gradient is summed by the reference path). They agree with the straightforward reference implementation
+//! kept below (`f64` always uses it) to a few `f32` roundings; [`with_reference_path`] switches the fast path
+//! off on the current thread for tests and benchmarks.
 
 use ndarray::{ArrayD, ArrayView, ArrayViewD, Dimension, IxDyn};
-use num_traits::{One, Zero};
+use num_traits::Zero;
 
+use crate::kernels::elementwise::{
+    Job, KlOp, Outputs, Upstream, Want, fast_path_for, fill, internal, to_array, upstream_of,
+};
 use crate::shape::checked_numel;
 use crate::{Element, Error, GradOutput, Loss, Real, Reduction, Result};
+
+pub use crate::kernels::{
+    with_elementwise_fast_path as with_fast_path, with_elementwise_reference_path as with_reference_path,
+};
 
 const OP: &str = "kl_div";
 /// Elements processed per row call.
@@ -100,7 +117,7 @@ pub fn kl_div<T: Element, D: Dimension, D2: Dimension>(
     opts: &KlDivOptions,
 ) -> Result<Loss<T>> {
     let out = run(input.into_dyn(), target.into_dyn(), opts, None, Want { loss: true, ..Want::NOTHING })?;
-    out.loss.ok_or_else(internal)
+    out.loss.ok_or_else(|| internal(OP))
 }
 
 /// Gradient of [`kl_div`] with respect to `input` (shape of `input`).
@@ -133,7 +150,7 @@ pub fn kl_div_backward<T: Element, D: Dimension, D2: Dimension>(
 ) -> Result<ArrayD<T>> {
     let want = Want { grad_input: true, ..Want::NOTHING };
     let out = run(input.into_dyn(), target.into_dyn(), opts, Some(grad_output), want)?;
-    out.grad_input.ok_or_else(internal)
+    out.grad_input.ok_or_else(|| internal(OP))
 }
 
 /// Gradient of [`kl_div`] with respect to `target` (shape of `target`).
@@ -167,7 +184,7 @@ pub fn kl_div_backward_target<T: Element, D: Dimension, D2: Dimension>(
 ) -> Result<ArrayD<T>> {
     let want = Want { grad_target: true, ..Want::NOTHING };
     let out = run(input.into_dyn(), target.into_dyn(), opts, Some(grad_output), want)?;
-    out.grad_target.ok_or_else(internal)
+    out.grad_target.ok_or_else(|| internal(OP))
 }
 
 /// Loss and input gradient in one call.
@@ -201,7 +218,7 @@ pub fn kl_div_with_grad<T: Element, D: Dimension, D2: Dimension>(
     let out = run(input.into_dyn(), target.into_dyn(), opts, Some(&GradOutput::one()), want)?;
     match (out.loss, out.grad_input) {
         (Some(l), Some(g)) => Ok((l, g)),
-        _ => Err(internal()),
+        _ => Err(internal(OP)),
     }
 }
 
@@ -273,28 +290,6 @@ fn row_grad_target_log_target<A: Real>(x: &[A], t: &[A], g: &[A], out: &mut [A])
 // ----------------------------------------------------------------------------------------------
 
 /// What to compute.
-#[derive(Clone, Copy)]
-struct Want {
-    loss: bool,
-    grad_input: bool,
-    grad_target: bool,
-}
-
-impl Want {
-    const NOTHING: Want = Want { loss: false, grad_input: false, grad_target: false };
-}
-
-struct Outputs<T> {
-    loss: Option<Loss<T>>,
-    grad_input: Option<ArrayD<T>>,
-    grad_target: Option<ArrayD<T>>,
-}
-
-#[cold]
-fn internal() -> Error {
-    Error::too_large(OP, "output", "internal error: a requested result was not produced")
-}
-
 /// The broadcast shape of `a` (`input`) and `b` (`target`), or an error naming both shapes.
 fn broadcast_shapes(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
     let nd = a.len().max(b.len());
@@ -411,33 +406,8 @@ impl<T: Element> GradSink<T> {
             GradSink::Same(v) => v,
             GradSink::Summed { sums, .. } => sums.into_iter().map(|s| T::from_acc(T::Acc::c(s))).collect(),
         };
-        to_array(data, arg_shape)
+        to_array(OP, data, arg_shape)
     }
-}
-
-fn to_array<T>(data: Vec<T>, shape: &[usize]) -> Result<ArrayD<T>> {
-    ArrayD::from_shape_vec(IxDyn(shape), data).map_err(|_| internal())
-}
-
-/// The per-element upstream gradient: one value for every element, or an array's elements in order.
-enum Upstream<'v, T: Element> {
-    Const(T::Acc),
-    Each(ndarray::iter::Iter<'v, T, IxDyn>),
-}
-
-impl<T: Element> Upstream<'_, T> {
-    fn fill(&mut self, buf: &mut Vec<T::Acc>, len: usize) {
-        buf.clear();
-        match self {
-            Upstream::Const(g) => buf.resize(len, *g),
-            Upstream::Each(it) => buf.extend(it.by_ref().take(len).map(|v| v.to_acc())),
-        }
-    }
-}
-
-fn fill<'v, T: Element>(buf: &mut Vec<T::Acc>, it: &mut impl Iterator<Item = &'v T>, len: usize) {
-    buf.clear();
-    buf.extend(it.by_ref().take(len).map(|v| v.to_acc()));
 }
 
 fn run<T: Element>(
@@ -465,21 +435,22 @@ fn run<T: Element>(
     let div = divisor(reduction, n, input.shape());
 
     let want_grad = want.grad_input || want.grad_target;
-    let mut upstream = match (grad_output, want_grad) {
-        (Some(go), true) if reduction == Reduction::None => match go.check(OP, &out_shape)? {
-            Some(view) => Upstream::Each(view.iter()),
-            None => Upstream::Const(go.scalar_value().ok_or_else(internal)?.to_acc()),
-        },
-        (Some(go), true) => {
-            // autograd of `sum` / `mean` / `sum / N`: every element receives g (÷ numel or N first)
-            let g = go.expect_scalar(OP)?.to_acc();
-            Upstream::Const(match div {
-                Some(d) => g / T::Acc::c(d as f64),
-                None => g,
-            })
+    let (g_view, g_const) = upstream_of(OP, grad_output, want, reduction, &out_shape, div)?;
+
+    // the SIMD fast path, unless a gradient must be summed over broadcast dimensions
+    if n > 0
+        && fast_path_for::<T>()
+        && (!want.grad_input || input.shape() == out_shape.as_slice())
+        && (!want.grad_target || target.shape() == out_shape.as_slice())
+    {
+        let job = Job::new(KlOp { log_target: opts.log_target }, &xb, &tb, want, reduction)
+            .upstream(g_view, g_const);
+        if let Some(out) = job.outputs(OP, &out_shape, div) {
+            return out;
         }
-        _ => Upstream::Const(T::Acc::one()),
-    };
+    }
+
+    let mut upstream = Upstream::new(g_view, g_const);
 
     let mut loss_vals: Vec<T> = Vec::new();
     if want.loss && reduction == Reduction::None {
@@ -540,7 +511,7 @@ fn run<T: Element>(
     let loss = if !want.loss {
         None
     } else if reduction == Reduction::None {
-        Some(Loss::Elementwise(to_array(loss_vals, &out_shape)?))
+        Some(Loss::Elementwise(to_array(OP, loss_vals, &out_shape)?))
     } else {
         // mean of nothing = 0/0 = NaN; batchmean of an empty batch likewise
         let v = match div {

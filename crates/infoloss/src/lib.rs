@@ -96,15 +96,18 @@ pub use info::{
 pub use kl_div::{KlDivOptions, kl_div, kl_div_backward, kl_div_backward_target, kl_div_with_grad};
 pub use linear::{
     LinearCrossEntropyOptions, LinearCrossEntropyOutput, LinearDistillOptions, LinearDistillOutput,
-    LinearFloat, LinearWorkspace, linear_cross_entropy, linear_cross_entropy_backward,
-    linear_cross_entropy_workspace, linear_distill, linear_distill_workspace,
+    LinearFloat, LinearHead, LinearWorkspace, TeacherTopK, linear_cross_entropy,
+    linear_cross_entropy_backward, linear_cross_entropy_workspace, linear_distill, linear_distill_backward,
+    linear_distill_workspace, linear_distill_workspace_with,
 };
 pub use nll::{NllOptions, nll_loss, nll_loss_backward, nll_loss_with_grad};
 pub use reduction::{GradOutput, Loss, Reduction};
 pub use softmax::{
     log_softmax, log_softmax_backward, logsumexp, logsumexp_backward, softmax, softmax_backward,
 };
-pub use uda::{Sharpen, UdaNormalize, UdaOptions, UdaOutput, uda_consistency, uda_total};
+pub use uda::{
+    Sharpen, UdaNormalize, UdaOptions, UdaOutput, uda_consistency, uda_consistency_backward, uda_total,
+};
 
 /// Re-export of the half-precision crate (`f16`, `bf16`).
 pub use half;

@@ -20,8 +20,13 @@
 //! Beyond the inputs and the returned gradients (`N·H + V·H (+ V)` elements), the cross-entropy needs one
 //! logits chunk (`chunk_rows·V` elements), per-thread row scratch only with a softcap (`V` elements per
 //! thread), a few words per row, an f64 bias accumulator (`8·V` bytes) and `gemm`'s packing buffers.
-//! [`linear_cross_entropy_workspace`] and [`linear_distill_workspace`] return these sizes for given
-//! shapes. Inputs that are not in standard (row-major) layout are copied once.
+//! Distillation holds three chunk-sized buffers (student logits, teacher logits, their gradient) of a
+//! third of the rows, and with a top-k teacher one chunk of its `k` indices and log-probabilities.
+//! [`linear_cross_entropy_workspace`], [`linear_distill_workspace`] and [`linear_distill_workspace_with`]
+//! return these sizes for given shapes; `tests/linear_memory.rs` checks the peak heap use against them with
+//! a counting allocator (N = 2048, H = 1024, V = 32000, f32: 72 MiB beyond the inputs and gradients for the
+//! cross-entropy, 67 MiB for distillation, where the logits alone are 250 MiB). Inputs that are not in
+//! standard (row-major) layout are copied once.
 //!
 //! # Precision
 //!
@@ -40,7 +45,10 @@ use rayon::prelude::*;
 use crate::ce_extras::{
     CeRowConfig, CeRowOut, CrossEntropyExtrasOptions, grad_coefs, reduce_rows, row_argmax, row_config,
 };
-use crate::distill::{DistillOptions, distill_with_grad};
+use crate::distill::{
+    DistillOptions, OnlineLse, SparseTeacher, distill, distill_backward, distill_topk, distill_topk_backward,
+    distill_topk_with_grad, distill_with_grad,
+};
 use crate::kernels::linear_gemm::{self, Accum, GemmError, MatMut, MatRef};
 use crate::nll::{Upstream, index_targets};
 use crate::shape::checked_numel;
@@ -208,6 +216,9 @@ pub struct LinearWorkspace {
     pub per_row_bytes: usize,
     /// The f64 bias-gradient accumulator (`8·V`, only with a bias).
     pub bias_accumulator_bytes: usize,
+    /// One chunk of a top-k teacher's indices and log-probabilities (`chunk_rows · k · (8 + size_of::<T>())`;
+    /// only [`linear_distill_backward`] with a [`TeacherTopK`]).
+    pub teacher_topk_bytes: usize,
     /// Estimate of `gemm`'s packing buffers (the largest: `chunk_rows · (min(V, 4096) + H)` elements for
     /// the weight-gradient product's block of `G` and the chunk of hidden states).
     pub gemm_packing_bytes: usize,
@@ -283,6 +294,7 @@ pub fn linear_cross_entropy_workspace<T: LinearFloat>(
         row_scratch_bytes,
         per_row_bytes,
         bias_accumulator_bytes,
+        teacher_topk_bytes: 0,
         gemm_packing_bytes,
         total_bytes: logits_chunk_bytes
             .saturating_add(row_scratch_bytes)
@@ -316,7 +328,7 @@ fn as_2d<'a, T, D: Dimension>(
 }
 
 /// The elements in row-major order, borrowed when already standard layout.
-fn contiguous<'a, T: Clone>(a: &'a ArrayView2<'_, T>) -> Cow<'a, [T]> {
+fn contiguous<'a, T: Clone, D: Dimension>(a: &'a ArrayView<'_, T, D>) -> Cow<'a, [T]> {
     match a.as_slice() {
         Some(s) => Cow::Borrowed(s),
         None => Cow::Owned(a.iter().cloned().collect()),
@@ -621,18 +633,7 @@ fn linear_ce_core<T: LinearFloat>(
     let (n, h) = hidden.dim();
     let v = weight.nrows();
     check_linear(op, hidden.shape(), "hidden", weight.shape(), "weight")?;
-    if let Some(b) = &bias {
-        if b.len() != v {
-            return Err(Error::shape_mismatch(
-                op,
-                "bias",
-                b.shape(),
-                "weight",
-                weight.shape(),
-                "are not compatible: bias must have one entry per output row of weight (V)",
-            ));
-        }
-    }
+    check_bias(op, bias.as_ref(), "bias", weight.shape(), "weight")?;
     if targets.shape() != [n] {
         return Err(Error::shape_mismatch(
             op,
@@ -698,9 +699,7 @@ fn linear_ce_core<T: LinearFloat>(
         let row_outs = outs.get_mut(r0..r1).unwrap_or(&mut []);
         let row_fn = |tb: &mut Vec<T>, (i, (row, o)): (usize, (&mut [T], &mut CeRowOut<T>))| {
             if let Some(b) = &bias_v {
-                for (x, &bb) in row.iter_mut().zip(b) {
-                    *x += bb;
-                }
+                add_bias_row(row, b);
             }
             let cls = classes.get(i).copied().flatten();
             *o = ce_row_fast(row, cls, &cfg, w_sum, up.at(r0 + i), tb);
@@ -719,18 +718,7 @@ fn linear_ce_core<T: LinearFloat>(
         let gx = grad_hidden.get_mut(r0 * h..r1 * h).unwrap_or(&mut []);
         backward_gemms(op, g, &chunk, &wv, gx, &mut grad_weight, v, h)?;
         if let Some(acc) = bias_acc.as_mut() {
-            const BLOCK: usize = 4096;
-            let g: &[T] = g;
-            acc.par_chunks_mut(BLOCK).enumerate().for_each(|(bi, a)| {
-                for i in 0..rows {
-                    let start = i * v + bi * BLOCK;
-                    if let Some(row) = g.get(start..start + a.len()) {
-                        for (s, &x) in a.iter_mut().zip(row) {
-                            *s += x.f64();
-                        }
-                    }
-                }
-            });
+            add_column_sums(acc, g, rows, v);
         }
         r0 = r1;
     }
@@ -881,8 +869,51 @@ pub struct LinearDistillOptions {
     pub chunk_size: Option<usize>,
 }
 
-/// What [`linear_distill`] returns: the loss and its gradients with respect to the student's hidden
-/// states and head weight (the teacher gets none).
+/// One side of [`linear_distill_backward`]: a linear head `logits = hidden·weightᵀ + bias` given by its
+/// input `hidden (N, H)`, `weight (V, H)` and optional `bias (V,)` (as `F.linear(hidden, weight, bias)`).
+///
+/// ```
+/// use infoloss::linear::LinearHead;
+/// use infoloss::ndarray::array;
+/// let (x, w, b) = (array![[1.0f32, 2.0]], array![[0.5f32, 0.0], [0.0, 1.0]], array![0.1f32, 0.2]);
+/// let head = LinearHead { hidden: x.view(), weight: w.view(), bias: Some(b.view()) };
+/// assert_eq!((head.hidden.nrows(), head.weight.nrows()), (1, 2)); // N = 1, V = 2
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct LinearHead<'a, T> {
+    /// `(N, H)` hidden states.
+    pub hidden: ArrayView2<'a, T>,
+    /// `(V, H)` weight.
+    pub weight: ArrayView2<'a, T>,
+    /// `(V,)` bias, if any.
+    pub bias: Option<ArrayView1<'a, T>>,
+}
+
+/// A sparse top-k teacher for [`linear_distill_backward`]: per row, only the teacher's `k` largest
+/// logits are kept, as [`distill_topk`] takes them.
+///
+/// Per row `r` of the teacher logits `t = Xt·Wtᵀ + bt`: `indices_r` = the `k` classes with the largest
+/// `t_r` (sorted descending; a NaN counts as the largest, as in `torch.topk`; exact ties go to the lower
+/// class index, where `torch.topk` may pick another of the tied classes), `logprobs_r = log_softmax(t_r / T)[indices_r]` (computed in f64 and rounded to the element
+/// type), then the row loss is [`distill_topk`]'s with `add_tail` (the tail
+/// bucket `log(1 − Σ_j q_j)` for the mass outside the top-k). `k` must be at most `V`; with `k = V` and no
+/// tail the loss equals the dense one.
+///
+/// ```
+/// use infoloss::linear::TeacherTopK;
+/// let t = TeacherTopK { k: 64, add_tail: true };
+/// assert!(t.k == 64 && t.add_tail);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TeacherTopK {
+    /// Number of teacher classes kept per row.
+    pub k: usize,
+    /// Add the tail bucket (see [`SparseTeacher`]).
+    pub add_tail: bool,
+}
+
+/// What [`linear_distill`] and [`linear_distill_backward`] return: the loss and its gradients with
+/// respect to the student's hidden states, head weight and bias (the teacher gets none).
 ///
 /// ```
 /// use infoloss::linear::{LinearDistillOptions, linear_distill};
@@ -894,6 +925,7 @@ pub struct LinearDistillOptions {
 /// assert!(out.loss.scalar().unwrap().abs() < 1e-7);
 /// assert!(out.grad_weight.iter().all(|g| g.abs() < 1e-7));
 /// assert_eq!(out.grad_hidden.shape(), &[2, 2]);
+/// assert_eq!(out.grad_bias, None); // no student bias
 /// # Ok::<(), infoloss::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq)]
@@ -904,10 +936,13 @@ pub struct LinearDistillOutput<T> {
     pub grad_hidden: Array2<T>,
     /// `∂loss/∂student_weight`, `(V, H_s)`.
     pub grad_weight: Array2<T>,
+    /// `∂loss/∂student_bias`, `(V,)`, when the student has a bias.
+    pub grad_bias: Option<Array1<T>>,
 }
 
 /// The temporary memory [`linear_distill`] needs for `n` rows, student and teacher hidden sizes `hs`,
-/// `ht`, `v` classes, on the current rayon pool.
+/// `ht`, `v` classes, on the current rayon pool (no bias, dense teacher; see
+/// [`linear_distill_workspace_with`]).
 ///
 /// # Formula
 ///
@@ -934,25 +969,69 @@ pub fn linear_distill_workspace<T: LinearFloat>(
     v: usize,
     opts: &LinearDistillOptions,
 ) -> LinearWorkspace {
+    linear_distill_workspace_with::<T>(n, hs, ht, v, false, None, opts)
+}
+
+/// The temporary memory [`linear_distill_backward`] needs: [`linear_distill_workspace`] plus, with a
+/// student bias, the f64 bias-gradient accumulator, and with a top-k teacher, one chunk of top-k indices
+/// and log-probabilities and a per-thread selection buffer.
+///
+/// # Formula
+///
+/// [`linear_distill_workspace`]'s terms + `8·V` with `has_bias` + with `teacher_topk = Some(k)`:
+/// `chunk_rows · k · (8 + size_of::<T>())` ([`LinearWorkspace::teacher_topk_bytes`]) and
+/// `threads · V · size_of::<usize>()` more row scratch.
+///
+/// # PyTorch
+///
+/// None.
+///
+/// # Example
+///
+/// ```
+/// use infoloss::linear::{LinearDistillOptions, TeacherTopK, linear_distill_workspace_with};
+/// let opts = LinearDistillOptions { chunk_size: Some(100), ..Default::default() };
+/// let tk = Some(TeacherTopK { k: 64, add_tail: true });
+/// let ws = linear_distill_workspace_with::<f32>(2048, 1024, 1024, 32000, true, tk, &opts);
+/// assert_eq!(ws.bias_accumulator_bytes, 8 * 32000);
+/// assert_eq!(ws.teacher_topk_bytes, 100 * 64 * (8 + 4));
+/// ```
+pub fn linear_distill_workspace_with<T: LinearFloat>(
+    n: usize,
+    hs: usize,
+    ht: usize,
+    v: usize,
+    has_bias: bool,
+    teacher_topk: Option<TeacherTopK>,
+    opts: &LinearDistillOptions,
+) -> LinearWorkspace {
     let elem = std::mem::size_of::<T>();
     let chunk_rows = chunk_rows_for(n, hs.max(ht), v, elem, opts.chunk_size, 3);
-    let logits_chunk_bytes = chunk_rows.min(n).saturating_mul(v).saturating_mul(elem);
+    let rows = chunk_rows.min(n);
+    let logits_chunk_bytes = rows.saturating_mul(v).saturating_mul(elem);
     let threads = rayon::current_num_threads();
-    let row_scratch_bytes = threads.saturating_mul(6).saturating_mul(v).saturating_mul(8);
+    let select_bytes = if teacher_topk.is_some() { std::mem::size_of::<usize>() } else { 0 };
+    let row_scratch_bytes = threads.saturating_mul(v).saturating_mul(6 * 8 + select_bytes);
     let per_row_bytes = n.saturating_mul(elem);
-    let gemm_packing_bytes = packing_estimate(chunk_rows.min(n), v, hs.max(ht), elem);
+    let bias_accumulator_bytes = if has_bias { v.saturating_mul(8) } else { 0 };
+    let teacher_topk_bytes =
+        teacher_topk.map_or(0, |t| rows.saturating_mul(t.k.min(v)).saturating_mul(8 + elem));
+    let gemm_packing_bytes = packing_estimate(rows, v, hs.max(ht), elem);
     LinearWorkspace {
         chunk_rows,
         chunk_buffers: 3,
         logits_chunk_bytes,
         row_scratch_bytes,
         per_row_bytes,
-        bias_accumulator_bytes: 0,
+        bias_accumulator_bytes,
+        teacher_topk_bytes,
         gemm_packing_bytes,
         total_bytes: logits_chunk_bytes
             .saturating_mul(3)
             .saturating_add(row_scratch_bytes)
             .saturating_add(per_row_bytes)
+            .saturating_add(bias_accumulator_bytes)
+            .saturating_add(teacher_topk_bytes)
             .saturating_add(gemm_packing_bytes),
     }
 }
@@ -960,6 +1039,7 @@ pub fn linear_distill_workspace<T: LinearFloat>(
 /// Fused linear heads + distillation: student logits `S = Xs·Wsᵀ`, teacher logits `T = Xt·Wtᵀ` (never
 /// stored whole), `loss = distill(S, T, labels)` with every option of [`distill`](crate::distill()), and
 /// its gradients with respect to the student's hidden states `Xs (N, Hs)` and weight `Ws (V, Hs)`.
+/// [`linear_distill_backward`] adds biases, a top-k teacher and an upstream gradient.
 ///
 /// # Formula
 ///
@@ -1021,10 +1101,90 @@ pub fn linear_distill<T: LinearFloat, D1: Dimension, D2: Dimension, D3: Dimensio
     opts: &LinearDistillOptions,
 ) -> Result<LinearDistillOutput<T>> {
     const OP: &str = OP_DISTILL;
-    let xs = as_2d(OP, "student_hidden", student_hidden)?;
-    let wsm = as_2d(OP, "student_weight", student_weight)?;
-    let xt = as_2d(OP, "teacher_hidden", teacher_hidden)?;
-    let wtm = as_2d(OP, "teacher_weight", teacher_weight)?;
+    let student = LinearHead {
+        hidden: as_2d(OP, "student_hidden", student_hidden)?,
+        weight: as_2d(OP, "student_weight", student_weight)?,
+        bias: None,
+    };
+    let teacher = LinearHead {
+        hidden: as_2d(OP, "teacher_hidden", teacher_hidden)?,
+        weight: as_2d(OP, "teacher_weight", teacher_weight)?,
+        bias: None,
+    };
+    linear_distill_backward(&student, &teacher, labels, None, opts, &GradOutput::one())
+}
+
+/// [`linear_distill`] with biases on both heads, an optional sparse top-k teacher ([`TeacherTopK`]) and an
+/// upstream gradient `grad_output` (a scalar for the reduced losses; an `(N,)` array, or a scalar for
+/// every row, for `Reduction::None`): the loss, and the gradients of `Σ grad_output ⊙ loss` with respect
+/// to the student's hidden states, weight and bias.
+///
+/// # Formula
+///
+/// Per chunk of rows: `S_c = Xs_c·Wsᵀ + bs`, `T_c = Xt_c·Wtᵀ + bt`; dense teacher:
+/// `loss_c = distill(S_c, T_c, labels_c)`; top-k teacher: `loss_c = distill_topk(S_c, top_k(T_c), labels_c)`
+/// (see [`TeacherTopK`]); with the global divisor of [`linear_distill`], so `loss = Σ_c loss_c`.
+///
+/// # Gradient
+///
+/// `G = g ⊙ ∂loss/∂S` (the [`distill_backward`] / [`distill_topk_backward`] gradient of each chunk for the
+/// upstream `g` of its rows, computed in f64 and rounded once); `∂/∂Xs = G·Ws`, `∂/∂Ws = Gᵀ·Xs`,
+/// `∂/∂bs = Σ_rows G` (accumulated in f64). The teacher gets none.
+///
+/// # PyTorch
+///
+/// ```text
+/// s = F.linear(xs, ws, bs); t = F.linear(xt, wt, bt)
+/// lq = F.log_softmax(t / T, 1)                       # top-k: idx = t.topk(k, 1).indices
+/// loss = F.kl_div(F.log_softmax(s / T, 1), lq, reduction='none', log_target=True).sum(1) * T**2
+/// loss.backward(g)                                   # xs.grad, ws.grad, bs.grad
+/// ```
+///
+/// (top-k: `s/T − logsumexp(s/T)` and `lq` gathered at `idx`, plus the tail buckets with `add_tail`; the
+/// other divergences, reductions and the hard-label mix as in [`distill`](crate::distill())).
+///
+/// # Errors
+///
+/// Those of [`linear_distill`]; [`Error::ShapeMismatch`] for a bias without `V` entries (naming the bias
+/// and its weight) and a `grad_output` of the wrong shape; [`Error::InvalidOption`] for a top-k `k > V`.
+///
+/// # Example
+///
+/// ```
+/// use infoloss::linear::{LinearDistillOptions, LinearHead, TeacherTopK, linear_distill_backward};
+/// use infoloss::distill::DistillOptions;
+/// use infoloss::{GradOutput, ndarray::array};
+/// let xs = array![[1.0f64, 0.5], [-0.5, 2.0], [0.0, 1.0]];
+/// let ws = array![[0.2f64, -0.1], [0.4, 0.3], [-0.3, 0.8], [0.1, 0.1]];
+/// let bs = array![0.1f64, -0.2, 0.0, 0.3];
+/// let xt = array![[0.3f64], [1.0], [-1.0]];
+/// let wt = array![[1.0f64], [-1.0], [0.5], [2.0]];
+/// let bt = array![0.0f64, 0.5, -0.4, 0.2];
+/// let student = LinearHead { hidden: xs.view(), weight: ws.view(), bias: Some(bs.view()) };
+/// let teacher = LinearHead { hidden: xt.view(), weight: wt.view(), bias: Some(bt.view()) };
+/// let opts = LinearDistillOptions {
+///     distill: DistillOptions { temperature: 2.0, ..Default::default() },
+///     chunk_size: Some(2),
+/// };
+/// let topk = Some(TeacherTopK { k: 2, add_tail: true });
+/// let out = linear_distill_backward(&student, &teacher, None, topk, &opts, &GradOutput::Scalar(0.5))?;
+/// // torch (float64), the expression above with the top-2 buckets and the tail, loss.backward(0.5)
+/// assert!((out.loss.scalar().unwrap() - 0.6935923804298162).abs() < 1e-12);
+/// assert!((out.grad_hidden[[0, 1]] - 0.008517461935285778).abs() < 1e-12);
+/// assert!((out.grad_weight[[3, 0]] - 0.023422359822857987).abs() < 1e-12);
+/// assert!((out.grad_bias.unwrap()[1] - (-0.06837931317472623)).abs() < 1e-12);
+/// # Ok::<(), infoloss::Error>(())
+/// ```
+pub fn linear_distill_backward<T: LinearFloat>(
+    student: &LinearHead<'_, T>,
+    teacher: &LinearHead<'_, T>,
+    labels: Option<ArrayView1<'_, i64>>,
+    teacher_topk: Option<TeacherTopK>,
+    opts: &LinearDistillOptions,
+    grad_output: &GradOutput<'_, T>,
+) -> Result<LinearDistillOutput<T>> {
+    const OP: &str = OP_DISTILL;
+    let (xs, wsm, xt, wtm) = (student.hidden, student.weight, teacher.hidden, teacher.weight);
     check_linear(OP, xs.shape(), "student_hidden", wsm.shape(), "student_weight")?;
     check_linear(OP, xt.shape(), "teacher_hidden", wtm.shape(), "teacher_weight")?;
     if xs.nrows() != xt.nrows() {
@@ -1047,6 +1207,8 @@ pub fn linear_distill<T: LinearFloat, D1: Dimension, D2: Dimension, D3: Dimensio
             "must have the same number of rows (classes V)",
         ));
     }
+    check_bias(OP, student.bias.as_ref(), "student_bias", wsm.shape(), "student_weight")?;
+    check_bias(OP, teacher.bias.as_ref(), "teacher_bias", wtm.shape(), "teacher_weight")?;
     let (n, hs) = xs.dim();
     let ht = xt.ncols();
     let v = wsm.nrows();
@@ -1070,6 +1232,16 @@ pub fn linear_distill<T: LinearFloat, D1: Dimension, D2: Dimension, D3: Dimensio
     if opts.chunk_size == Some(0) {
         return Err(Error::invalid_option(OP, "chunk_size", 0, "must be at least 1"));
     }
+    if let Some(tk) = teacher_topk {
+        if tk.k > v {
+            return Err(Error::invalid_option(
+                OP,
+                "teacher_topk.k",
+                tk.k,
+                format!("must be at most the number of classes ({v})"),
+            ));
+        }
+    }
     checked_numel(OP, "logits", &[n, v])?;
 
     // The chunk options: the global divisor as the normalizer.
@@ -1092,28 +1264,40 @@ pub fn linear_distill<T: LinearFloat, D1: Dimension, D2: Dimension, D3: Dimensio
         let ey = Array1::<i64>::zeros(0);
         distill_with_grad(e.view(), e.view(), labels.as_ref().map(|_| ey.view()), &copts)?;
     }
+    let unit = upstream_is_one(OP, copts.reduction, n, grad_output)?;
 
     let zero = T::zero();
     let mut grad_hidden = vec![zero; checked_numel(OP, "grad_hidden", &[n, hs])?];
     let mut grad_weight = vec![zero; checked_numel(OP, "grad_weight", &[v, hs])?];
-    let none = copts.reduction == Reduction::None;
+    let mut bias_acc: Option<Vec<f64>> = student.bias.map(|_| vec![0f64; v]);
+    let finish = |loss, gh, gw, acc: Option<Vec<f64>>| -> Result<LinearDistillOutput<T>> {
+        Ok(LinearDistillOutput {
+            loss,
+            grad_hidden: to_array2(OP, "grad_hidden", (n, hs), gh)?,
+            grad_weight: to_array2(OP, "grad_weight", (v, hs), gw)?,
+            grad_bias: acc.map(|a| Array1::from_iter(a.into_iter().map(T::c))),
+        })
+    };
     if no_rows {
         // BatchMean/Mean without kept rows: 0/0, as distill
-        return Ok(LinearDistillOutput {
-            loss: Loss::Scalar(T::nan()),
-            grad_hidden: to_array2(OP, "grad_hidden", (n, hs), grad_hidden)?,
-            grad_weight: to_array2(OP, "grad_weight", (v, hs), grad_weight)?,
-        });
+        return finish(Loss::Scalar(T::nan()), grad_hidden, grad_weight, bias_acc);
     }
-    let ws = linear_distill_workspace::<T>(n, hs, ht, v, opts);
+    let none = copts.reduction == Reduction::None;
+    let ws = linear_distill_workspace_with::<T>(n, hs, ht, v, student.bias.is_some(), teacher_topk, opts);
     let cr = ws.chunk_rows;
     let xs_c = contiguous(&xs);
     let ws_c = contiguous(&wsm);
     let xt_c = contiguous(&xt);
     let wt_c = contiguous(&wtm);
+    let bs_c = student.bias.as_ref().map(contiguous);
+    let bt_c = teacher.bias.as_ref().map(contiguous);
     let cap = checked_numel(OP, "logits chunk", &[cr.min(n), v])?;
     let mut sbuf = vec![zero; cap];
     let mut tbuf = vec![zero; cap];
+    let k = teacher_topk.map_or(0, |t| t.k);
+    let kcap = checked_numel(OP, "teacher top-k chunk", &[cr.min(n), k])?;
+    let mut idx_buf = vec![0i64; kcap];
+    let mut lq_buf = vec![zero; kcap];
     let mut total = 0f64;
     let mut per_row: Vec<T> = Vec::with_capacity(if none { n } else { 0 });
     let mut r0 = 0;
@@ -1126,12 +1310,24 @@ pub fn linear_distill<T: LinearFloat, D1: Dimension, D2: Dimension, D3: Dimensio
         let tb = tbuf.get_mut(..rows * v).unwrap_or(&mut []);
         logits_gemm(OP, sb, &s_chunk, &ws_c, v, hs)?;
         logits_gemm(OP, tb, &t_chunk, &wt_c, v, ht)?;
-        let sv = ArrayView2::from_shape((rows, v), &*sb)
-            .map_err(|e| Error::too_large(OP, "logits chunk", e.to_string()))?;
-        let tv = ArrayView2::from_shape((rows, v), &*tb)
-            .map_err(|e| Error::too_large(OP, "logits chunk", e.to_string()))?;
+        add_bias_rows(sb, bs_c.as_deref(), v);
+        add_bias_rows(tb, bt_c.as_deref(), v);
+        let sv = view2(OP, rows, v, sb)?;
+        let tv = view2(OP, rows, v, tb)?;
         let yc = labels.as_ref().map(|y| y.slice(ndarray::s![r0..r1]));
-        let (loss_c, grad_c) = distill_with_grad(sv, tv, yc, &copts)?;
+        let go = chunk_upstream(grad_output, r0, r1);
+        let (loss_c, grad_c) = match teacher_topk {
+            None => chunk_distill(sv, ChunkTeacher::Dense(tv), yc, &copts, &go, unit)?,
+            Some(tk) => {
+                let ib = idx_buf.get_mut(..rows * k).unwrap_or(&mut []);
+                let lb = lq_buf.get_mut(..rows * k).unwrap_or(&mut []);
+                teacher_top_k(tb, v, copts.temperature, ib, lb);
+                let indices = view2(OP, rows, k, ib)?;
+                let logprobs = view2(OP, rows, k, lb)?;
+                let st = SparseTeacher { indices, logprobs, add_tail: tk.add_tail };
+                chunk_distill(sv, ChunkTeacher::Sparse(st), yc, &copts, &go, unit)?
+            }
+        };
         match loss_c {
             Loss::Scalar(l) => total += l.f64(),
             Loss::Elementwise(a) => per_row.extend(a.iter().copied()),
@@ -1140,6 +1336,9 @@ pub fn linear_distill<T: LinearFloat, D1: Dimension, D2: Dimension, D3: Dimensio
         let gx = grad_hidden.get_mut(r0 * hs..r1 * hs).unwrap_or(&mut []);
         if g.len() == rows * v {
             backward_gemms(OP, &g, &s_chunk, &ws_c, gx, &mut grad_weight, v, hs)?;
+            if let Some(acc) = bias_acc.as_mut() {
+                add_column_sums(acc, &g, rows, v);
+            }
         }
         r0 = r1;
     }
@@ -1151,11 +1350,220 @@ pub fn linear_distill<T: LinearFloat, D1: Dimension, D2: Dimension, D3: Dimensio
     } else {
         Loss::Scalar(T::c(total))
     };
-    Ok(LinearDistillOutput {
-        loss,
-        grad_hidden: to_array2(OP, "grad_hidden", (n, hs), grad_hidden)?,
-        grad_weight: to_array2(OP, "grad_weight", (v, hs), grad_weight)?,
-    })
+    finish(loss, grad_hidden, grad_weight, bias_acc)
+}
+
+/// A row-major `rows × cols` view of a chunk buffer.
+fn view2<'a, T>(op: &'static str, rows: usize, cols: usize, buf: &'a [T]) -> Result<ArrayView2<'a, T>> {
+    ArrayView2::from_shape((rows, cols), buf).map_err(|e| Error::too_large(op, "chunk", e.to_string()))
+}
+
+/// `row += bias` for every `v`-element row of `buf` (in parallel).
+fn add_bias_rows<T: LinearFloat>(buf: &mut [T], bias: Option<&[T]>, v: usize) {
+    if let (Some(b), true) = (bias, v > 0) {
+        buf.par_chunks_mut(v).for_each(|row| add_bias_row(row, b));
+    }
+}
+
+/// `row += bias`.
+#[inline]
+fn add_bias_row<T: LinearFloat>(row: &mut [T], bias: &[T]) {
+    for (x, &b) in row.iter_mut().zip(bias) {
+        *x += b;
+    }
+}
+
+/// `acc[j] += Σ_i g[i·v + j]` over the `rows` rows of `g` (one chunk's bias gradient), in f64, in parallel
+/// over blocks of columns.
+fn add_column_sums<T: LinearFloat>(acc: &mut [f64], g: &[T], rows: usize, v: usize) {
+    const BLOCK: usize = 4096;
+    acc.par_chunks_mut(BLOCK).enumerate().for_each(|(bi, a)| {
+        for i in 0..rows {
+            let start = i * v + bi * BLOCK;
+            if let Some(row) = g.get(start..start + a.len()) {
+                for (s, &x) in a.iter_mut().zip(row) {
+                    *s += x.f64();
+                }
+            }
+        }
+    });
+}
+
+/// Checks that an optional bias has one entry per row of its weight `(V, H)`.
+fn check_bias<T>(
+    op: &'static str,
+    bias: Option<&ArrayView1<'_, T>>,
+    bname: &'static str,
+    weight: &[usize],
+    wname: &'static str,
+) -> Result<()> {
+    match bias {
+        Some(b) if Some(&b.len()) != weight.first() => Err(Error::shape_mismatch(
+            op,
+            bname,
+            b.shape(),
+            wname,
+            weight,
+            format!("are not compatible: {bname} must have one entry per output row of {wname} (V)"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Validates the upstream gradient against the loss (`(n,)` for `None`, a scalar otherwise) and tells
+/// whether it is exactly 1 (so the one-pass `*_with_grad` functions apply).
+fn upstream_is_one<T: LinearFloat>(
+    op: &'static str,
+    reduction: Reduction,
+    n: usize,
+    g: &GradOutput<'_, T>,
+) -> Result<bool> {
+    if reduction == Reduction::None {
+        Ok(g.check(op, &[n])?.is_none() && g.scalar_value() == Some(T::one()))
+    } else {
+        Ok(g.expect_scalar(op)? == T::one())
+    }
+}
+
+/// The upstream gradient of rows `r0..r1`: a per-row array is sliced, a scalar kept.
+fn chunk_upstream<'a, T: Clone>(g: &'a GradOutput<'_, T>, r0: usize, r1: usize) -> GradOutput<'a, T> {
+    match g {
+        GradOutput::Array(a) if a.ndim() == 1 => {
+            GradOutput::Array(a.slice_axis(ndarray::Axis(0), ndarray::Slice::from(r0..r1)))
+        }
+        GradOutput::Array(a) => GradOutput::Array(a.view()),
+        GradOutput::Scalar(s) => GradOutput::Scalar(s.clone()),
+    }
+}
+
+/// The teacher of one chunk.
+enum ChunkTeacher<'a, T> {
+    Dense(ArrayView2<'a, T>),
+    Sparse(SparseTeacher<'a, T>),
+}
+
+/// One chunk's loss and gradient wrt the student logits for the upstream `go`: one pass
+/// (`*_with_grad`) when the upstream gradient is 1, else the loss and [`distill_backward`]'s gradient.
+fn chunk_distill<T: LinearFloat>(
+    s: ArrayView2<'_, T>,
+    teacher: ChunkTeacher<'_, T>,
+    y: Option<ArrayView1<'_, i64>>,
+    opts: &DistillOptions,
+    go: &GradOutput<'_, T>,
+    unit: bool,
+) -> Result<(Loss<T>, Array2<T>)> {
+    match (teacher, unit) {
+        (ChunkTeacher::Dense(t), true) => distill_with_grad(s, t, y, opts),
+        (ChunkTeacher::Dense(t), false) => {
+            Ok((distill(s, t, y, opts)?, distill_backward(s, t, y, opts, go)?))
+        }
+        (ChunkTeacher::Sparse(t), true) => distill_topk_with_grad(s, &t, y, opts),
+        (ChunkTeacher::Sparse(t), false) => {
+            Ok((distill_topk(s, &t, y, opts)?, distill_topk_backward(s, &t, y, opts, go)?))
+        }
+    }
+}
+
+/// The teacher's top-k of each `v`-element row of `t` (see [`TeacherTopK`]): class indices into `idx` and
+/// `log_softmax(row / temp)` at them into `lq`, both `rows × k` (`k = idx.len() / rows`).
+fn teacher_top_k<T: LinearFloat>(t: &[T], v: usize, temp: f64, idx: &mut [i64], lq: &mut [T]) {
+    let rows = t.len().checked_div(v).unwrap_or(0);
+    let k = idx.len().checked_div(rows).unwrap_or(0);
+    if k == 0 {
+        return;
+    }
+    t.par_chunks(v)
+        .zip(idx.par_chunks_mut(k))
+        .zip(lq.par_chunks_mut(k))
+        .for_each_init(TopKScratch::default, |sc, ((row, ir), lr)| top_k_row(row, temp, sc, ir, lr));
+}
+
+/// A class and its logit, ordered as `torch.topk` ranks them: larger values first, a NaN above every number;
+/// among equal values (and among NaNs) the lower class index first.
+#[derive(Debug, Clone, Copy)]
+struct Ranked {
+    value: f64,
+    index: usize,
+}
+
+impl Ord for Ranked {
+    /// `Greater` = ranked higher.
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        use std::cmp::Ordering;
+        match (self.value.is_nan(), other.value.is_nan()) {
+            (true, false) => Ordering::Greater,
+            (false, true) => Ordering::Less,
+            (true, true) => other.index.cmp(&self.index),
+            (false, false) => self
+                .value
+                .partial_cmp(&other.value)
+                .unwrap_or(Ordering::Equal)
+                .then(other.index.cmp(&self.index)),
+        }
+    }
+}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for Ranked {}
+
+/// Per-thread scratch of [`top_k_row`]: the heap of the best `k` so far and the sorted result.
+#[derive(Default)]
+struct TopKScratch {
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<Ranked>>,
+    best: Vec<Ranked>,
+}
+
+/// One row of [`teacher_top_k`]: the `idx.len()` highest-ranked classes ([`Ranked`]), best first, in one
+/// pass with a min-heap of size `k` (most entries cost one comparison with its root), and their
+/// `log_softmax(row / temp)`.
+fn top_k_row<T: LinearFloat>(row: &[T], temp: f64, sc: &mut TopKScratch, idx: &mut [i64], lq: &mut [T]) {
+    use std::cmp::Reverse;
+    let k = idx.len().min(row.len());
+    if k == 0 {
+        return;
+    }
+    sc.heap.clear();
+    for (index, x) in row.iter().enumerate() {
+        let r = Ranked { value: x.f64(), index };
+        if sc.heap.len() < k {
+            sc.heap.push(Reverse(r));
+        } else if let Some(mut lowest) = sc.heap.peek_mut() {
+            if r > lowest.0 {
+                *lowest = Reverse(r);
+            }
+        }
+    }
+    sc.best.clear();
+    sc.best.extend(sc.heap.drain().map(|r| r.0));
+    sc.best.sort_unstable_by(|a, b| b.cmp(a));
+    // log_softmax(row / temp) = (x/temp − m) − ln Σ exp(x/temp − m), as PyTorch orders it; m is the largest
+    // value (NaN if the row has one: then every log-probability is NaN, as in PyTorch)
+    let m = sc.best.first().map_or(f64::NAN, |r| r.value / temp);
+    let log_z = if m.is_finite() {
+        row.iter().map(|x| (x.f64() / temp - m).exp()).sum::<f64>().ln()
+    } else {
+        // ±inf maxima: the online sum gives PyTorch's NaN / −inf pattern
+        let mut acc = OnlineLse::EMPTY;
+        for x in row {
+            acc.push(x.f64() / temp);
+        }
+        acc.z.ln()
+    };
+    for ((o, l), r) in idx.iter_mut().zip(lq.iter_mut()).zip(&sc.best) {
+        *o = r.index as i64;
+        *l = T::c((r.value / temp - m) - log_z);
+    }
 }
 
 /// The elements of an owned array in row-major order (no copy when already standard layout).

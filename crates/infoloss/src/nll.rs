@@ -11,7 +11,7 @@ use ndarray::{ArrayD, ArrayView, ArrayView1, ArrayViewD, Dimension};
 use num_traits::Zero;
 
 use crate::shape::{ClassLayout, unravel};
-use crate::softmax::{array_from_vec, row_major};
+use crate::softmax::{array_from_vec, row_major, try_vec};
 use crate::{Element, Error, GradOutput, Loss, Real, Reduction, Result, Shape};
 
 /// Options of [`nll_loss`]; `Default` equals PyTorch's defaults
@@ -133,10 +133,11 @@ pub(crate) fn index_targets<T: Element>(
         ));
     }
     let weight = check_class_weight(op, input_shape, weight, layout.classes)?;
-    let t = row_major(target);
-    let mut class = Vec::with_capacity(t.len());
+    // One entry per target, allocated fallibly: an empty input may come with a huge (broadcast) target.
+    // Read in logical order, without copying the target first.
+    let mut class = try_vec(op, "target", target.len())?;
     let mut total_weight = 0f64;
-    for (r, &v) in t.iter().enumerate() {
+    for (r, &v) in target.iter().enumerate() {
         if v == ignore_index {
             class.push(None);
             continue;
@@ -186,7 +187,11 @@ impl<A: Real> Upstream<A> {
         match grad_output {
             GradOutput::Scalar(g) => Ok(Upstream::Same(g.to_acc())),
             GradOutput::Array(_) => match grad_output.check(op, out_shape)? {
-                Some(a) => Ok(Upstream::PerRow(a.iter().map(|v| v.to_acc()).collect())),
+                Some(a) => {
+                    let mut v = try_vec(op, "grad_output", a.len())?;
+                    v.extend(a.iter().map(|v| v.to_acc()));
+                    Ok(Upstream::PerRow(v))
+                }
                 None => {
                     Err(Error::shape_mismatch(op, "grad_output", &[], "output", out_shape, "must be equal"))
                 }
@@ -244,7 +249,8 @@ fn nll_core<T: Element>(
     let rows = tg.class.len();
     let zero = T::Acc::zero();
 
-    let mut per_row = Vec::with_capacity(if want_loss && reduction == Reduction::None { rows } else { 0 });
+    let mut per_row =
+        try_vec(op, "output", if want_loss && reduction == Reduction::None { rows } else { 0 })?;
     let mut sum = 0f64;
     let mut grad = up.as_ref().map(|_| vec![T::from_acc(zero); x.len()]);
     // For mean/sum the scatter value −g/W (or −g) is the same for every row.

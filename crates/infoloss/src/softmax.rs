@@ -21,7 +21,7 @@ use std::borrow::Cow;
 use ndarray::{ArrayD, ArrayView, ArrayViewD, Axis, Dimension, IxDyn, Zip};
 use num_traits::Zero;
 
-use crate::shape::normalize_axis;
+use crate::shape::{checked_numel, normalize_axis};
 use crate::{Element, Error, Real, Result};
 
 // ---------------------------------------------------------------------------------------------
@@ -142,6 +142,34 @@ pub(crate) fn array_from_vec<T>(op: &'static str, shape: &[usize], data: Vec<T>)
     })
 }
 
+/// A vector with room for `n` elements, allocated fallibly: [`Error::TooLarge`] naming `what` when the
+/// memory cannot be had (instead of aborting, as `Vec::with_capacity` would).
+pub(crate) fn try_vec<T>(op: &'static str, what: &'static str, n: usize) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| {
+        Error::too_large(
+            op,
+            what,
+            format!("cannot allocate {n} elements of {} bytes", std::mem::size_of::<T>()),
+        )
+    })?;
+    Ok(v)
+}
+
+/// An owned array of `shape` with every element `value`, its size checked
+/// ([`checked_numel`](crate::shape::checked_numel)) and allocated fallibly ([`try_vec`]).
+pub(crate) fn try_full<T: Clone>(
+    op: &'static str,
+    what: &'static str,
+    shape: &[usize],
+    value: T,
+) -> Result<ArrayD<T>> {
+    let n = checked_numel(op, what, shape)?;
+    let mut v = try_vec(op, what, n)?;
+    v.resize(n, value);
+    array_from_vec(op, shape, v)
+}
+
 /// Resolves `dim` and returns the input seen with at least one dimension (a 0-d input becomes `[1]`).
 fn lift<'a, T>(op: &'static str, x: ArrayViewD<'a, T>, dim: isize) -> Result<(ArrayViewD<'a, T>, usize)> {
     let axis = normalize_axis(op, dim, x.ndim())?;
@@ -154,6 +182,10 @@ fn map_lanes<T: Element>(
     axis: usize,
     mut f: impl FnMut(&[T::Acc], &mut [T::Acc]),
 ) -> ArrayD<T> {
+    if x.is_empty() {
+        // No element to compute, however many (empty) lanes there are: do not visit them.
+        return ArrayD::default(x.raw_dim());
+    }
     let n = x.len_of(Axis(axis));
     let mut xs = vec![T::Acc::zero(); n];
     let mut ys = vec![T::Acc::zero(); n];
@@ -177,6 +209,9 @@ fn map_lanes2<T: Element>(
     axis: usize,
     mut f: impl FnMut(&[T::Acc], &[T::Acc], &mut [T::Acc]),
 ) -> ArrayD<T> {
+    if a.is_empty() {
+        return ArrayD::default(a.raw_dim());
+    }
     let n = a.len_of(Axis(axis));
     let mut xs = vec![T::Acc::zero(); n];
     let mut gs = vec![T::Acc::zero(); n];
@@ -242,9 +277,14 @@ pub fn logsumexp<T: Element, D: Dimension>(input: ArrayView<'_, T, D>, dim: isiz
     const OP: &str = "logsumexp";
     let (x, axis) = lift(OP, input.into_dyn(), dim)?;
     let n = x.len_of(Axis(axis));
-    let mut xs = vec![T::Acc::zero(); n];
     let mut shape = x.shape().to_vec();
     shape.remove(axis);
+    if x.is_empty() {
+        // Every lane is empty (−inf), or there is no lane: no element to read. The output's size is
+        // checked and allocated fallibly, as it may be huge (`[2^28, 0, 2^28]` along 1).
+        return try_full(OP, "output", &shape, T::from_acc(row_logsumexp::<T::Acc>(&[])));
+    }
+    let mut xs = vec![T::Acc::zero(); n];
     let mut out = ArrayD::<T>::default(IxDyn(&shape));
     Zip::from(&mut out).and(x.lanes(Axis(axis))).for_each(|o, lane| {
         for (s, v) in xs.iter_mut().zip(lane.iter()) {
@@ -316,6 +356,10 @@ pub fn logsumexp_backward<T: Element, D: Dimension, D2: Dimension>(
             "must be equal (or the output shape with size 1 at dim)",
         ));
     };
+    if x.is_empty() {
+        // An empty gradient, however large `grad_output` (a broadcast view, say) is.
+        return Ok(unlift(ArrayD::default(x.raw_dim()), was_scalar));
+    }
     let n = x.len_of(Axis(axis));
     let mut xs = vec![T::Acc::zero(); n];
     let mut ys = vec![T::Acc::zero(); n];

@@ -34,7 +34,7 @@ use crate::distill::{
     pair_stats, to_t, zero_t,
 };
 use crate::shape::checked_numel;
-use crate::{Element, Error, Result};
+use crate::{Element, Error, GradOutput, Real, Result};
 
 const OP: &str = "uda_consistency";
 
@@ -187,6 +187,62 @@ pub fn uda_consistency<T: Element, D1: Dimension, D2: Dimension>(
     aug_logits: ArrayView<'_, T, D2>,
     opts: &UdaOptions,
 ) -> Result<UdaOutput<T>> {
+    uda_impl(ori_logits, aug_logits, opts, 1.0)
+}
+
+/// Gradient of [`uda_consistency`]'s loss with respect to `aug_logits` for an upstream gradient
+/// `grad_output` (the loss is a scalar, so `grad_output` is a scalar or a 0-d array), shape
+/// `(rows, classes)`.
+///
+/// # Formula
+///
+/// `∂(g·loss)/∂x_r = g · mask_r / denom · (softmax(x_r / T_x) − target_r) / T_x` (see the
+/// [module docs](self)); the factor `g` enters the row coefficient, which is computed in `f64`, so the
+/// result is rounded once (unlike multiplying [`uda_consistency`]'s gradient by `g` afterwards). Masked
+/// rows get 0 (NaN if `g` is not finite, as `0 · g` in PyTorch).
+///
+/// # PyTorch
+///
+/// `(g * loss).backward()` (or `loss.backward(g)`) on the expression of [`uda_consistency`];
+/// `aug_logits.grad` is the result.
+///
+/// # Errors
+///
+/// Those of [`uda_consistency`], and [`Error::ShapeMismatch`] for a `grad_output` array that is not 0-d.
+///
+/// # Example
+///
+/// ```
+/// use infoloss::uda::{uda_consistency, uda_consistency_backward, UdaOptions};
+/// use infoloss::{GradOutput, ndarray::array};
+/// let ori = array![[2.0f64, 0.5, -1.0], [0.1, 0.2, 0.0]];
+/// let aug = array![[1.0f64, 1.0, -0.5], [0.3, -0.2, 0.4]];
+/// let o = UdaOptions { temperature: 0.4, confidence_threshold: Some(0.5), ..Default::default() };
+/// let g = uda_consistency_backward(ori.view(), aug.view(), &o, &GradOutput::Scalar(-2.5))?;
+/// // torch (float64): (-2.5 * loss).backward(); aug.grad[0, 0]
+/// assert!((g[[0, 0]] - 1.316696845115658).abs() < 1e-12);
+/// assert_eq!(g[[1, 2]], 0.0); // masked row
+/// let one = uda_consistency(ori.view(), aug.view(), &o)?.grad;
+/// assert!((g[[0, 1]] - (-2.5) * one[[0, 1]]).abs() < 1e-15);
+/// # Ok::<(), infoloss::Error>(())
+/// ```
+pub fn uda_consistency_backward<T: Element, D1: Dimension, D2: Dimension>(
+    ori_logits: ArrayView<'_, T, D1>,
+    aug_logits: ArrayView<'_, T, D2>,
+    opts: &UdaOptions,
+    grad_output: &GradOutput<'_, T>,
+) -> Result<Array2<T>> {
+    let g = grad_output.expect_scalar(OP)?.to_acc().f64();
+    Ok(uda_impl(ori_logits, aug_logits, opts, g)?.grad)
+}
+
+/// [`uda_consistency`] with the gradient for the upstream gradient `upstream`.
+fn uda_impl<T: Element, D1: Dimension, D2: Dimension>(
+    ori_logits: ArrayView<'_, T, D1>,
+    aug_logits: ArrayView<'_, T, D2>,
+    opts: &UdaOptions,
+    upstream: f64,
+) -> Result<UdaOutput<T>> {
     let ori = as_2d(OP, "ori_logits", ori_logits)?;
     let aug = as_2d(OP, "aug_logits", aug_logits)?;
     if ori.shape() != aug.shape() {
@@ -212,25 +268,23 @@ pub fn uda_consistency<T: Element, D1: Dimension, D2: Dimension>(
     };
     let min_len = min_rows_per_task(classes);
 
-    // Pass 1: per-row statistics, KL and mask.
-    let stats: Vec<(PairStats, f64)> = (0..rows)
-        .into_par_iter()
-        .with_min_len(min_len)
-        .map_init(Scratch::default, |sc, r| {
-            gather(aug.row(r), &mut sc.s);
-            gather(ori.row(r), &mut sc.t);
-            let st = pair_stats(&sc.s, &sc.t, t_aug, t_ori);
-            let m = match opts.confidence_threshold {
-                None => 1.0,
-                Some(th) => {
-                    let z1 = if t_ori == 1.0 { st.z_t } else { sum_exp_rel_max(&sc.t) };
-                    // max softmax(ori) = exp(max − lse) = 1 / Σ exp(o − max)
-                    if 1.0 / z1 > th { 1.0 } else { 0.0 }
-                }
-            };
-            (st, m)
-        })
-        .collect();
+    // Pass 1: per-row statistics, KL and mask. Allocated fallibly: `[2^40, 0]` inputs hold nothing but
+    // would need a statistic per row.
+    let mut stats: Vec<(PairStats, f64)> = crate::softmax::try_vec(OP, "row statistics", rows)?;
+    stats.par_extend((0..rows).into_par_iter().with_min_len(min_len).map_init(Scratch::default, |sc, r| {
+        gather(aug.row(r), &mut sc.s);
+        gather(ori.row(r), &mut sc.t);
+        let st = pair_stats(&sc.s, &sc.t, t_aug, t_ori);
+        let m = match opts.confidence_threshold {
+            None => 1.0,
+            Some(th) => {
+                let z1 = if t_ori == 1.0 { st.z_t } else { sum_exp_rel_max(&sc.t) };
+                // max softmax(ori) = exp(max − lse) = 1 / Σ exp(o − max)
+                if 1.0 / z1 > th { 1.0 } else { 0.0 }
+            }
+        };
+        (st, m)
+    }));
     let kept = stats.iter().filter(|(_, m)| *m == 1.0).count();
     let denom = match opts.normalize {
         UdaNormalize::KeptRows => kept.max(1) as f64,
@@ -242,7 +296,7 @@ pub fn uda_consistency<T: Element, D1: Dimension, D2: Dimension>(
     }
     let loss = total / denom;
 
-    // Pass 2: the gradient, `mask/denom · (softmax(aug/T_x) − target)/T_x`.
+    // Pass 2: the gradient, `g · mask/denom · (softmax(aug/T_x) − target)/T_x`.
     let numel = checked_numel(OP, "aug_logits", &[rows, classes])?;
     let mut buf = vec![zero_t::<T>(); numel];
     if classes > 0 {
@@ -250,14 +304,14 @@ pub fn uda_consistency<T: Element, D1: Dimension, D2: Dimension>(
             || (Scratch::default(), Vec::<f64>::new()),
             |(sc, g), (r, out)| {
                 let Some((st, m)) = stats.get(r) else { return };
-                if *m == 0.0 && st.fkl.is_finite() {
+                if *m == 0.0 && st.fkl.is_finite() && upstream.is_finite() {
                     return; // 0 · finite: the row's gradient is exactly zero
                 }
                 gather(aug.row(r), &mut sc.s);
                 gather(ori.row(r), &mut sc.t);
                 g.clear();
                 g.resize(classes, 0.0);
-                fkl_grad(&sc.s, &sc.t, t_aug, t_ori, st, m / denom / t_aug, g);
+                fkl_grad(&sc.s, &sc.t, t_aug, t_ori, st, upstream * m / denom / t_aug, g);
                 for (o, &x) in out.iter_mut().zip(g.iter()) {
                     *o = to_t(x);
                 }

@@ -15,6 +15,7 @@ mod common;
 
 use common::{Fx, close, int, load, num};
 use infoloss::distill::{DistillOptions, Divergence};
+use infoloss::linear::{LinearHead, TeacherTopK, linear_distill_backward};
 use infoloss::ndarray::{Array1, Array2, ArrayD, Ix1, Ix2, IxDyn, ShapeBuilder, array};
 use infoloss::{
     CrossEntropyExtrasOptions, Error, GradOutput, LinearCrossEntropyOptions, LinearDistillOptions,
@@ -350,6 +351,17 @@ fn run_linear_distill<T: Fx + LinearFloat>(ck: &mut Ck, case: &Value) {
     let xt = nd2::<T>(&inp["teacher_hidden"]);
     let wt = nd2::<T>(&inp["teacher_weight"]);
     let y = ints(&inp["labels"]);
+    // the "ldx_" cases: biases, a top-k teacher, a non-unit upstream gradient
+    let bs = nd1::<T>(&inp["student_bias"]);
+    let bt = nd1::<T>(&inp["teacher_bias"]);
+    let tk = &case["teacher_topk"];
+    let topk = (!tk.is_null()).then(|| TeacherTopK {
+        k: int(&tk["k"]) as usize,
+        add_tail: tk["add_tail"].as_bool().expect("add_tail"),
+    });
+    let (ga, gs) = if case["grad_output"].is_null() { (None, None) } else { grad_output::<T>(case) };
+    let go = go_of(&ga, gs);
+    let extended = bs.is_some() || bt.is_some() || topk.is_some() || !case["grad_output"].is_null();
     let o = &case["options"];
     let d = DistillOptions {
         temperature: num(&o["temperature"]),
@@ -363,8 +375,16 @@ fn run_linear_distill<T: Fx + LinearFloat>(ck: &mut Ck, case: &Value) {
     let error = case["error"].as_bool() == Some(true);
     for chunk in chunk_sizes(case) {
         let opts = LinearDistillOptions { distill: d, chunk_size: chunk };
-        let r =
-            linear_distill(xs.view(), ws.view(), xt.view(), wt.view(), y.as_ref().map(|y| y.view()), &opts);
+        let yv = y.as_ref().map(|y| y.view());
+        let r = if extended {
+            let student =
+                LinearHead { hidden: xs.view(), weight: ws.view(), bias: bs.as_ref().map(|b| b.view()) };
+            let teacher =
+                LinearHead { hidden: xt.view(), weight: wt.view(), bias: bt.as_ref().map(|b| b.view()) };
+            linear_distill_backward(&student, &teacher, yv, topk, &opts, &go)
+        } else {
+            linear_distill(xs.view(), ws.view(), xt.view(), wt.view(), yv, &opts)
+        };
         if error {
             ck.comparisons += 1;
             if r.is_ok() {
@@ -390,6 +410,13 @@ fn run_linear_distill<T: Fx + LinearFloat>(ck: &mut Ck, case: &Value) {
                     out.grad_weight.shape(),
                     &flat(out.grad_weight.iter().copied()),
                 );
+                match (&out.grad_bias, bs.is_some()) {
+                    (Some(gb), true) => {
+                        ck.check(case, "expected", "grad_bias", gb.shape(), &flat(gb.iter().copied()))
+                    }
+                    (None, false) => {}
+                    _ => ck.fail("grad_bias presence does not match the student bias".into()),
+                }
             }
             Err(e) => ck.fail(format!("chunk {chunk:?}: error: {e}")),
         }
@@ -429,7 +456,7 @@ fn fixtures_linear() {
         }
     }
     assert!(functions.get("linear_cross_entropy").is_some_and(|&n| n > 100), "{functions:?}");
-    assert!(functions.get("linear_distill").is_some_and(|&n| n > 100), "{functions:?}");
+    assert!(functions.get("linear_distill").is_some_and(|&n| n > 250), "{functions:?}");
     ck.finish("linear.json");
 }
 

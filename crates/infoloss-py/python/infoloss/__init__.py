@@ -10,7 +10,8 @@ and return NumPy arrays, or Python floats for reduced losses.
   (``scipy.special``), :func:`jensenshannon` (``scipy.spatial.distance``), plus :func:`self_information` and
   :func:`shannon_cross_entropy`.
 - Distillation and semi-supervised losses: :func:`distill`, :func:`distill_topk` (sparse top-k teacher),
-  :func:`uda_consistency`; the option names are the Rust core's.
+  :func:`uda_consistency` (:func:`uda_consistency_backward` for an upstream gradient); the option names are the
+  Rust core's.
 - Large-vocabulary losses: :func:`cross_entropy_extras` (z-loss, softcap, log-sum-exp, token accuracy) and the
   fused linear losses :func:`linear_cross_entropy` (``torch.nn.functional.linear_cross_entropy``'s signature) and
   :func:`linear_distill`, which never hold the ``(rows, classes)`` logits.
@@ -42,6 +43,7 @@ from ._distill import (
     distill_topk_with_grad,
     distill_with_grad,
     uda_consistency,
+    uda_consistency_backward,
 )
 from ._functional import (
     binary_cross_entropy,
@@ -64,6 +66,7 @@ from ._functional import (
 from ._linear import (
     CrossEntropyExtrasResult,
     LinearCrossEntropyResult,
+    LinearDistillResult,
     cross_entropy_extras,
     cross_entropy_extras_with_grad,
     linear_cross_entropy,
@@ -125,6 +128,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "CrossEntropyExtrasResult",
     "LinearCrossEntropyResult",
+    "LinearDistillResult",
     "UdaResult",
     "binary_cross_entropy",
     "binary_cross_entropy_with_grad",
@@ -167,4 +171,5 @@ __all__ = [
     "softmax",
     "softmax_with_grad",
     "uda_consistency",
+    "uda_consistency_backward",
 ]

@@ -258,6 +258,16 @@ def uda_consistency(
     confidence_threshold: Optional[float] = None,
     normalize: Literal["kept_rows", "all_rows"] = "kept_rows",
 ) -> UdaResult: ...
+def uda_consistency_backward(
+    ori_logits: ArrayLike,
+    aug_logits: ArrayLike,
+    grad_output: ArrayLike,
+    *,
+    temperature: float = 1.0,
+    sharpen: Literal["target", "augmented"] = "target",
+    confidence_threshold: Optional[float] = None,
+    normalize: Literal["kept_rows", "all_rows"] = "kept_rows",
+) -> Floats: ...
 
 # ------------------------------------------------------------------------- cross-entropy extras, fused linear losses
 
@@ -336,6 +346,12 @@ def linear_cross_entropy_with_grad(
     return_token_accuracy: bool = False,
     grad_output: Optional[ArrayLike] = None,
 ) -> LinearCrossEntropyResult: ...
+class LinearDistillResult(NamedTuple):
+    loss: LossValue
+    grad_student_hidden: Floats
+    grad_student_weight: Floats
+    grad_student_bias: Optional[Floats]
+
 def linear_distill(
     student_hidden: ArrayLike,
     student_weight: ArrayLike,
@@ -343,6 +359,10 @@ def linear_distill(
     teacher_weight: ArrayLike,
     labels: Optional[ArrayLike] = None,
     *,
+    student_bias: Optional[ArrayLike] = None,
+    teacher_bias: Optional[ArrayLike] = None,
+    teacher_topk: Optional[int] = None,
+    add_tail: bool = False,
     temperature: float = 1.0,
     t2_scaling: bool = True,
     divergence: Divergence = "forward_kl",
@@ -360,6 +380,10 @@ def linear_distill_with_grad(
     teacher_weight: ArrayLike,
     labels: Optional[ArrayLike] = None,
     *,
+    student_bias: Optional[ArrayLike] = None,
+    teacher_bias: Optional[ArrayLike] = None,
+    teacher_topk: Optional[int] = None,
+    add_tail: bool = False,
     temperature: float = 1.0,
     t2_scaling: bool = True,
     divergence: Divergence = "forward_kl",
@@ -370,7 +394,7 @@ def linear_distill_with_grad(
     normalizer: Optional[float] = None,
     chunk_size: Optional[int] = None,
     grad_output: Optional[ArrayLike] = None,
-) -> Tuple[LossValue, Floats, Floats]: ...
+) -> LinearDistillResult: ...
 
 # ------------------------------------------------------------------------------------------------ row functions
 

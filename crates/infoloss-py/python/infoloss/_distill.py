@@ -295,18 +295,31 @@ SHARPEN = ("target", "augmented")
 UDA_NORMALIZE = ("kept_rows", "all_rows")
 
 
-def _uda(ori_logits: ArrayLike, aug_logits: ArrayLike, temperature, sharpen, confidence_threshold, normalize):
+def _uda_inputs(ori_logits: ArrayLike, aug_logits: ArrayLike, temperature, sharpen, confidence_threshold,
+                normalize):
+    """``(aug array, compute dtype, ori, aug in that dtype, options tuple)`` of the UDA functions."""
     op = "uda_consistency"
-    temperature = c.as_float(temperature, op, "temperature")
-    sharpen = _choice(sharpen, SHARPEN, op, "sharpen")
-    threshold = _opt_float(confidence_threshold, op, "confidence_threshold")
-    normalize = _choice(normalize, UDA_NORMALIZE, op, "normalize")
+    opts = (c.as_float(temperature, op, "temperature"), _choice(sharpen, SHARPEN, op, "sharpen"),
+            _opt_float(confidence_threshold, op, "confidence_threshold"),
+            _choice(normalize, UDA_NORMALIZE, op, "normalize"))
     o = c.float_input(ori_logits, op, "ori_logits")
     a = c.float_input(aug_logits, op, "aug_logits")
     dt = c.promote(op, a, (ori_logits, o))
-    oc, ac = c.cast(o, dt, op, "ori_logits"), c.cast(a, dt, op, "aug_logits")
-    loss, grad, mask, kept, row_kl = _C.uda_consistency(oc, ac, temperature, sharpen, threshold, normalize)
+    return a, dt, c.cast(o, dt, op, "ori_logits"), c.cast(a, dt, op, "aug_logits"), opts
+
+
+def _uda(ori_logits: ArrayLike, aug_logits: ArrayLike, temperature, sharpen, confidence_threshold, normalize):
+    a, _, oc, ac, opts = _uda_inputs(ori_logits, aug_logits, temperature, sharpen, confidence_threshold, normalize)
+    loss, grad, mask, kept, row_kl = _C.uda_consistency(oc, ac, *opts)
     return UdaResult(loss, grad.astype(a.dtype, copy=False), mask, int(kept), row_kl)
+
+
+def _uda_backward(ori_logits: ArrayLike, aug_logits: ArrayLike, grad_output, temperature, sharpen,
+                  confidence_threshold, normalize) -> np.ndarray:
+    a, dt, oc, ac, opts = _uda_inputs(ori_logits, aug_logits, temperature, sharpen, confidence_threshold,
+                                      normalize)
+    go = c.grad_output_array(grad_output, dt, "uda_consistency")
+    return _C.uda_consistency_backward(oc, ac, go, *opts).astype(a.dtype, copy=False)
 
 
 def uda_consistency(
@@ -347,3 +360,33 @@ def uda_consistency(
         [0.0, 0.0, 0.0]
     """
     return _uda(ori_logits, aug_logits, temperature, sharpen, confidence_threshold, normalize)
+
+
+def uda_consistency_backward(
+    ori_logits: ArrayLike,
+    aug_logits: ArrayLike,
+    grad_output: ArrayLike,
+    *,
+    temperature: float = 1.0,
+    sharpen: str = "target",
+    confidence_threshold: Optional[float] = None,
+    normalize: str = "kept_rows",
+) -> np.ndarray:
+    r"""The gradient of ``grad_output · uda_consistency(ori_logits, aug_logits).loss`` wrt ``aug_logits``
+    (``(rows, classes)``), for a scalar upstream gradient ``grad_output`` (a number or a 0-d array) — what
+    ``loss.backward(grad_output)`` leaves in ``aug_logits.grad`` in PyTorch.
+
+    ``grad = grad_output · mask/denominator · (softmax(aug/T_x) − target)/T_x`` (see :func:`uda_consistency`). The
+    upstream gradient enters the float64 row coefficient, so a float32 result is rounded once (multiplying
+    ``uda_consistency(...).grad_aug`` by ``grad_output`` rounds twice). Options as in :func:`uda_consistency`.
+
+    Example:
+        >>> import numpy as np, infoloss
+        >>> ori = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 0.0]])
+        >>> aug = np.array([[1.0, 1.0, -0.5], [0.3, -0.2, 0.4]])
+        >>> g = infoloss.uda_consistency_backward(ori, aug, -2.5, temperature=0.4, confidence_threshold=0.5)
+        >>> round(float(g[0, 0]), 9), g[1].tolist()
+        (1.316696845, [0.0, 0.0, 0.0])
+    """
+    return _uda_backward(ori_logits, aug_logits, grad_output, temperature, sharpen, confidence_threshold,
+                         normalize)

@@ -48,6 +48,10 @@ def uda_consistency(
     ori_logits: _A, aug_logits: _A, temperature: float, sharpen: str, confidence_threshold: Optional[float],
     normalize: str,
 ) -> Tuple[float, _A, _A, int, _A]: ...
+def uda_consistency_backward(
+    ori_logits: _A, aug_logits: _A, grad_output: _A, temperature: float, sharpen: str,
+    confidence_threshold: Optional[float], normalize: str,
+) -> _A: ...
 def cross_entropy_extras(
     input: _A, target: _A, weight: Optional[_A], ignore_index: int, reduction: str, label_smoothing: float,
     lse_square_scale: float, softcap: Optional[float], return_lse: bool, return_token_accuracy: bool,
@@ -61,8 +65,10 @@ def linear_cross_entropy(
 def linear_distill(
     student_hidden: _A, student_weight: _A, teacher_hidden: _A, teacher_weight: _A, labels: Optional[_A],
     temperature: float, t2_scaling: bool, divergence: str, beta: float, alpha: float, ignore_index: int,
-    reduction: str, normalizer: Optional[float], chunk_size: Optional[int],
-) -> Tuple[Any, _A, _A]: ...
+    reduction: str, normalizer: Optional[float], chunk_size: Optional[int], student_bias: Optional[_A] = None,
+    teacher_bias: Optional[_A] = None, teacher_topk: Optional[int] = None, add_tail: bool = False,
+    grad_output: Optional[_A] = None,
+) -> Tuple[Any, _A, _A, Optional[_A]]: ...
 def log_softmax(input: _A, dim: int) -> _A: ...
 def softmax(input: _A, dim: int) -> _A: ...
 def logsumexp(input: _A, dim: int) -> _A: ...

@@ -306,29 +306,51 @@ def linear_cross_entropy_with_grad(
 # ---------------------------------------------------------------------------------------------- linear_distill
 
 
+class LinearDistillResult(NamedTuple):
+    """What :func:`linear_distill_with_grad` returns (a named tuple).
+
+    Fields: ``loss`` (float, or ``(N,)`` for ``'none'``), ``grad_student_hidden`` (``(N, Hs)``),
+    ``grad_student_weight`` (``(V, Hs)``), ``grad_student_bias`` (``(V,)``, ``None`` without a student bias). The
+    teacher gets no gradient.
+
+    Example:
+        >>> import numpy as np, infoloss
+        >>> x = np.array([[1.0, -0.5], [0.25, 2.0]]); w = np.array([[0.5, 0.1], [-0.3, 0.2], [0.0, 1.0]])
+        >>> r = infoloss.linear_distill_with_grad(x, w, x, w, student_bias=np.zeros(3))
+        >>> abs(r.loss) < 1e-15, r.grad_student_weight.shape, r.grad_student_bias.shape
+        (True, (3, 2), (3,))
+    """
+
+    loss: Any
+    grad_student_hidden: np.ndarray
+    grad_student_weight: np.ndarray
+    grad_student_bias: Optional[np.ndarray]
+
+
 def _linear_distill(student_hidden, student_weight, teacher_hidden, teacher_weight, labels, options, chunk_size,
-                    grad_output=None):
-    """``(loss, grad_student_hidden, grad_student_weight)`` for upstream gradient ``grad_output`` (a scalar)."""
+                    grad_output=None, student_bias=None, teacher_bias=None, teacher_topk=None,
+                    add_tail=False) -> LinearDistillResult:
+    """The fused loss and its gradients for the upstream gradient ``grad_output`` (``None`` = 1)."""
     op = "linear_distill"
     names = ("student_hidden", "student_weight", "teacher_hidden", "teacher_weight")
     origs = (student_hidden, student_weight, teacher_hidden, teacher_weight)
     arrs = [c.float_input(a, op, n) for a, n in zip(origs, names)]
-    dt = c.promote(op, arrs[0], *zip(origs[1:], arrs[1:]))
+    bs = None if student_bias is None else c.numeric(student_bias, op, "student_bias", allow_bool=False)
+    bt = None if teacher_bias is None else c.numeric(teacher_bias, op, "teacher_bias", allow_bool=False)
+    dt = c.promote(op, arrs[0], *zip(origs[1:], arrs[1:]), (student_bias, bs), (teacher_bias, bt))
     kdt = _F32 if dt == _F16 else dt
     conv = [c.cast(a, kdt, op, n) for a, n in zip(arrs, names)]
-    g = None
-    if grad_output is not None:
-        go = c.grad_output_array(grad_output, kdt, op)
-        if go.ndim != 0:
-            raise ValueError(f"{op}: grad_output must be a scalar (got shape {list(go.shape)}): the fused "
-                             "distillation computes its gradients for a uniform upstream gradient")
-        g = go[()]
-    loss, gx, gw = _C.linear_distill(*conv, _labels(labels, op), *options, _chunk(chunk_size, op))
-    if g is not None and g != 1:
-        gx, gw = gx * g, gw * g
+    bsc = None if bs is None else c.cast(bs, kdt, op, "student_bias")
+    btc = None if bt is None else c.cast(bt, kdt, op, "teacher_bias")
+    go = c.grad_output_array(grad_output, kdt, op)
+    k = None if teacher_topk is None else c.as_int(teacher_topk, op, "teacher_topk")
+    loss, gx, gw, gb = _C.linear_distill(*conv, _labels(labels, op), *options, _chunk(chunk_size, op), bsc, btc, k,
+                                         bool(add_tail), go)
     if isinstance(loss, np.ndarray):
         loss = loss.astype(dt, copy=False)
-    return loss, gx.astype(arrs[0].dtype, copy=False), gw.astype(arrs[1].dtype, copy=False)
+    if gb is not None:
+        gb = gb.astype(c.native(bs.dtype) if (c.is_strong(student_bias) and bs.dtype.kind == "f") else dt, copy=False)
+    return LinearDistillResult(loss, gx.astype(arrs[0].dtype, copy=False), gw.astype(arrs[1].dtype, copy=False), gb)
 
 
 def linear_distill(
@@ -338,6 +360,10 @@ def linear_distill(
     teacher_weight: ArrayLike,
     labels: Optional[ArrayLike] = None,
     *,
+    student_bias: Optional[ArrayLike] = None,
+    teacher_bias: Optional[ArrayLike] = None,
+    teacher_topk: Optional[int] = None,
+    add_tail: bool = False,
     temperature: float = 1.0,
     t2_scaling: bool = True,
     divergence: str = "forward_kl",
@@ -348,18 +374,23 @@ def linear_distill(
     normalizer: Optional[float] = None,
     chunk_size: Optional[int] = None,
 ):
-    r"""Fused linear heads + :func:`distill`: student logits ``student_hidden (N, Hs) · student_weightᵀ (V, Hs)``,
-    teacher logits ``teacher_hidden (N, Ht) · teacher_weightᵀ (V, Ht)``, computed chunk by chunk and never held
-    whole; the loss is :func:`distill` of those logits (every option of :func:`distill`, same meaning).
+    r"""Fused linear heads + :func:`distill`: student logits ``student_hidden (N, Hs) · student_weightᵀ (V, Hs)
+    (+ student_bias)``, teacher logits ``teacher_hidden (N, Ht) · teacher_weightᵀ (V, Ht) (+ teacher_bias)``,
+    computed chunk by chunk and never held whole; the loss is :func:`distill` of those logits (every option of
+    :func:`distill`, same meaning).
+
+    ``teacher_topk=k`` keeps only the teacher's ``k`` largest logits per row: the loss is then :func:`distill_topk`
+    with ``topk_indices = t.topk(k).indices`` and ``topk_logprobs = log_softmax(t / T)`` at them (``add_tail`` adds
+    the bucket of the remaining mass); ``k = V`` without the tail equals the dense loss.
 
     PyTorch (forward KL)::
 
-        s = F.linear(xs, ws); t = F.linear(xt, wt)
+        s = F.linear(xs, ws, bs); t = F.linear(xt, wt, bt)
         loss = F.kl_div(F.log_softmax(s / T, 1), F.log_softmax(t / T, 1), reduction='batchmean',
                         log_target=True) * T**2
 
-    Gradients (wrt the student's hidden states and weight only): :func:`linear_distill_with_grad`. Float16 is
-    computed in float32.
+    Gradients (wrt the student's hidden states, weight and bias only): :func:`linear_distill_with_grad`. Float16
+    is computed in float32.
 
     Example:
         >>> import numpy as np, infoloss
@@ -372,7 +403,7 @@ def linear_distill(
     opts = _distill_options("linear_distill", temperature, t2_scaling, divergence, beta, alpha, ignore_index,
                             reduction, normalizer)
     return _linear_distill(student_hidden, student_weight, teacher_hidden, teacher_weight, labels, opts,
-                           chunk_size)[0]
+                           chunk_size, None, student_bias, teacher_bias, teacher_topk, add_tail).loss
 
 
 def linear_distill_with_grad(
@@ -382,6 +413,10 @@ def linear_distill_with_grad(
     teacher_weight: ArrayLike,
     labels: Optional[ArrayLike] = None,
     *,
+    student_bias: Optional[ArrayLike] = None,
+    teacher_bias: Optional[ArrayLike] = None,
+    teacher_topk: Optional[int] = None,
+    add_tail: bool = False,
     temperature: float = 1.0,
     t2_scaling: bool = True,
     divergence: str = "forward_kl",
@@ -392,24 +427,33 @@ def linear_distill_with_grad(
     normalizer: Optional[float] = None,
     chunk_size: Optional[int] = None,
     grad_output: Optional[ArrayLike] = None,
-):
-    """:func:`linear_distill` and its gradients: ``(loss, grad_student_hidden, grad_student_weight)``.
+) -> LinearDistillResult:
+    """:func:`linear_distill` and its gradients: a :class:`LinearDistillResult` ``(loss, grad_student_hidden,
+    grad_student_weight, grad_student_bias)``.
 
-    With ``G = ∂loss/∂S`` (:func:`distill_with_grad`'s gradient on the student logits ``S``):
-    ``grad_student_hidden = G·Ws``, ``grad_student_weight = Gᵀ·Xs``. The teacher is a constant. ``grad_output``
-    must be a scalar (it multiplies both gradients; also for ``'none'``, where a per-row upstream gradient is not
-    supported).
+    With ``G = grad_output ⊙ ∂loss/∂S`` (:func:`distill_with_grad`'s gradient on the student logits ``S``, the
+    upstream gradient applied per row and rounded once): ``grad_student_hidden = G·Ws``,
+    ``grad_student_weight = Gᵀ·Xs``, ``grad_student_bias = Σ_rows G``. The teacher is a constant.
+    ``grad_output``: a scalar (default 1) for the reduced losses; for ``'none'`` an ``(N,)`` array or a scalar
+    for every row.
 
     Example:
         >>> import numpy as np, infoloss
         >>> xs = np.array([[1.0, 0.5], [-0.5, 2.0], [0.0, 1.0]])
         >>> ws = np.array([[0.2, -0.1], [0.4, 0.3], [-0.3, 0.8]])
         >>> xt = np.array([[0.3], [1.0], [-1.0]]); wt = np.array([[1.0], [-1.0], [0.5]])
-        >>> _, gx, gw = infoloss.linear_distill_with_grad(xs, ws, xt, wt, temperature=2.0)
+        >>> _, gx, gw, _ = infoloss.linear_distill_with_grad(xs, ws, xt, wt, temperature=2.0)
         >>> round(float(gx[0, 1]), 9), round(float(gw[2, 0]), 9)
         (0.002323632, -0.085890086)
+        >>> ws4 = np.array([[0.2, -0.1], [0.4, 0.3], [-0.3, 0.8], [0.1, 0.1]])
+        >>> wt4 = np.array([[1.0], [-1.0], [0.5], [2.0]])
+        >>> r = infoloss.linear_distill_with_grad(xs, ws4, xt, wt4, student_bias=np.array([0.1, -0.2, 0.0, 0.3]),
+        ...     teacher_bias=np.array([0.0, 0.5, -0.4, 0.2]), teacher_topk=2, add_tail=True, temperature=2.0,
+        ...     chunk_size=2, grad_output=0.5)
+        >>> round(r.loss, 9), round(float(r.grad_student_bias[1]), 9)
+        (0.69359238, -0.068379313)
     """
     opts = _distill_options("linear_distill", temperature, t2_scaling, divergence, beta, alpha, ignore_index,
                             reduction, normalizer)
     return _linear_distill(student_hidden, student_weight, teacher_hidden, teacher_weight, labels, opts,
-                           chunk_size, grad_output)
+                           chunk_size, grad_output, student_bias, teacher_bias, teacher_topk, add_tail)

@@ -17,8 +17,8 @@ Example:
     >>> import torch, infoloss.torch as itorch
     >>> x = torch.zeros(2, 3, requires_grad=True)
     >>> loss = itorch.cross_entropy(x, torch.tensor([0, 2]))
-    >>> loss.backward(); round(loss.item(), 6), x.grad[0].tolist()
-    (1.098612, [-0.3333333432674408, 0.1666666567325592, 0.1666666567325592])
+    >>> loss.backward(); round(loss.item(), 6), [round(v, 6) for v in x.grad[0].tolist()]
+    (1.098612, [-0.333333, 0.166667, 0.166667])
 """
 
 from __future__ import annotations
@@ -444,8 +444,9 @@ def uda_consistency(
     normalize: str = "kept_rows",
 ) -> torch.Tensor:
     """The loss of :func:`infoloss.uda_consistency` as an autograd function (a 0-d tensor); the gradient flows to
-    ``aug_logits`` only. For the mask and the kept-row count call :func:`infoloss.uda_consistency` on NumPy
-    arrays.
+    ``aug_logits`` only and is computed in the backward pass by :func:`infoloss.uda_consistency_backward` with the
+    upstream gradient (e.g. ``uda_coeff``), rounded once. For the mask and the kept-row count call
+    :func:`infoloss.uda_consistency` on NumPy arrays.
 
     Example:
         >>> import torch, infoloss.torch as itorch
@@ -459,13 +460,14 @@ def uda_consistency(
     _check(aug_logits, op, "aug_logits")
 
     def kernel(x, t, ex, g, loss, grad, target_grad):
+        if g is not None and not loss:
+            # a backward pass with the upstream gradient: infoloss applies it (rounded once)
+            return None, _D._uda_backward(t, x, g, temperature, sharpen, confidence_threshold, normalize), None
         r = _D._uda(t, x, temperature, sharpen, confidence_threshold, normalize)
-        gi = r.grad_aug if grad else None
-        if gi is not None and g is not None:
-            gi = (gi * np.asarray(g, dtype=gi.dtype)).astype(gi.dtype, copy=False)
-        return r.loss, gi, None
+        return r.loss, (r.grad_aug if grad else None), None
 
-    return _apply(kernel, True, False, op, aug_logits, ori_logits)
+    # not precomputed in the forward pass: the backward pass hands the upstream gradient to infoloss
+    return _apply(kernel, False, False, op, aug_logits, ori_logits)
 
 
 # ------------------------------------------------------------------------------------------ fused linear losses
@@ -584,6 +586,10 @@ def linear_distill(
     teacher_weight: torch.Tensor,
     labels: Optional[torch.Tensor] = None,
     *,
+    student_bias: Optional[torch.Tensor] = None,
+    teacher_bias: Optional[torch.Tensor] = None,
+    teacher_topk: Optional[int] = None,
+    add_tail: bool = False,
     temperature: float = 1.0,
     t2_scaling: bool = True,
     divergence: str = "forward_kl",
@@ -594,20 +600,31 @@ def linear_distill(
     normalizer: Optional[float] = None,
     chunk_size: Optional[int] = None,
 ) -> torch.Tensor:
-    """:func:`infoloss.linear_distill` as an autograd function: gradients flow to ``student_hidden`` and
-    ``student_weight`` (the teacher is a constant). With ``reduction='none'`` the upstream gradient must be
-    uniform (e.g. ``loss.sum().backward()``)."""
+    """:func:`infoloss.linear_distill` as an autograd function: gradients flow to ``student_hidden``,
+    ``student_weight`` and ``student_bias`` (the teacher is a constant). Any upstream gradient works, also a
+    per-row one for ``reduction='none'``.
+
+    Example:
+        >>> import torch, infoloss.torch as itorch
+        >>> xs = torch.randn(4, 3, requires_grad=True); ws = torch.randn(6, 3, requires_grad=True)
+        >>> bs = torch.zeros(6, requires_grad=True)
+        >>> loss = itorch.linear_distill(xs, ws, torch.randn(4, 2), torch.randn(6, 2), student_bias=bs,
+        ...                              teacher_topk=3, add_tail=True, reduction="none")
+        >>> (loss * torch.arange(4.0)).sum().backward(); bs.grad.shape, xs.grad[0].abs().sum().item()
+        (torch.Size([6]), 0.0)
+    """
     op = "linear_distill"
     opts = _D._distill_options(op, temperature, t2_scaling, divergence, beta, alpha, ignore_index, reduction,
                                normalizer)
-    names = ("student_hidden", "student_weight", "teacher_hidden", "teacher_weight", "labels")
-    tensors = (student_hidden, student_weight, teacher_hidden, teacher_weight, labels)
+    names = ("student_hidden", "student_weight", "student_bias", "teacher_hidden", "teacher_weight",
+             "teacher_bias", "labels")
+    tensors = (student_hidden, student_weight, student_bias, teacher_hidden, teacher_weight, teacher_bias, labels)
     for t, n in zip(tensors, names):
-        _check(t, op, n, optional=n == "labels")
+        _check(t, op, n, optional=n in ("student_bias", "teacher_bias", "labels"))
 
     def kernel(arrays, g):
-        xs, ws, xt, wt, y = arrays
-        loss, gx, gw = _L._linear_distill(xs, ws, xt, wt, y, opts, chunk_size, g)
-        return loss, (gx, gw)
+        xs, ws, bs, xt, wt, bt, y = arrays
+        r = _L._linear_distill(xs, ws, xt, wt, y, opts, chunk_size, g, bs, bt, teacher_topk, add_tail)
+        return r.loss, (r.grad_student_hidden, r.grad_student_weight, r.grad_student_bias)
 
-    return _Fused.apply(kernel, False, op, torch.is_grad_enabled(), names, 2, *tensors)
+    return _Fused.apply(kernel, True, op, torch.is_grad_enabled(), names, 3, *tensors)

@@ -44,6 +44,8 @@
 //! once from memory and the gradient written once; pass 2 works from cache.
 
 mod ce;
+/// Fused elementwise loss kernels (`kl_div`, BCE, BCE with logits) and their parallel driver.
+pub(crate) mod elementwise;
 mod exp;
 /// The safe wrapper around `gemm::gemm` used by the fused linear losses.
 pub(crate) mod linear_gemm;
@@ -53,6 +55,7 @@ mod simd;
 mod vmap;
 
 pub use ce::{CeProbsRow, CeRow, cross_entropy_probs_row_f32, cross_entropy_row_f32};
+pub use elementwise::{with_elementwise_fast_path, with_elementwise_reference_path};
 pub use exp::{exp_f32, exp_f32_in_place, exp_f64, exp_f64_in_place};
 pub use ln::{ln_f32, ln_f32_in_place, ln_f64, ln_f64_in_place};
 pub use row::{

@@ -1,0 +1,1193 @@
+//! Fused elementwise loss kernels: `kl_div`, `binary_cross_entropy` and
+//! `binary_cross_entropy_with_logits`, loss and gradients in one pass over the inputs.
+//!
+//! # What runs
+//!
+//! The losses call [`run_job`] with their operands (input `x`, target `t`, optional weight `w`,
+//! `pos_weight` `p` and upstream gradient `g`, each standard-layout data of the input's shape or a
+//! broadcast array) and a [`PointOp`] holding the elementwise formula. The flat element range is cut
+//! into tasks of a fixed [`TASK`] elements that rayon runs in parallel; a task walks its range in
+//! tiles of [`TILE`] elements that stay in L1: each operand's tile is read once (for `f16`/`bf16`
+//! converted into an `f32` scratch tile, for broadcast weights copied from their period), the
+//! formula runs on whole SIMD vectors (the last partial vector through masked loads and stores), and
+//! the loss, input gradient and target gradient tiles are written once (directly into the output
+//! for `f32`, converted from an `f32` scratch tile for the half types).
+//!
+//! # Reductions
+//!
+//! A reduced loss is the sum of the elementwise terms, each first rounded to the element type as the
+//! reference implementation does. A tile sums its terms in SIMD lanes with TwoSum error terms
+//! (as exact as an `f64` sum), a task adds its tiles in order, and the task sums are added in task order: the
+//! partition and the order never depend on the number of threads, so results are bit-identical for
+//! any rayon pool.
+//!
+//! # Accuracy
+//!
+//! The formulas follow PyTorch's CPU kernels operation by operation (no fused multiply-adds where
+//! PyTorch rounds twice) with the crate's vectorized `exp`/`ln` (≤ 1 ulp); `log1p(v)` is computed as
+//! `ln(u) + (v − (u − 1))·r` with `u = 1 + v` rounded, whose rounding error `v − (u − 1)` is exact, and
+//! `r ≈ 1/u` (a short polynomial for BCE, `σ(|x|)` for BCE with logits — no extra division), so the
+//! result is within about 1.5 ulp. Where the reference formula subtracts nearly equal terms the two
+//! paths may differ by a few roundings of those terms; everywhere else by a few ulp.
+
+use std::any::Any;
+use std::cell::Cell;
+
+use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn};
+use pulp::{Simd, WithSimd};
+use rayon::prelude::*;
+
+use super::Kernels;
+use super::exp::{exp_f32s, exp_nonpos_f32s};
+use super::ln::ln_f32s;
+use super::simd::hsum_f64;
+use crate::float::DType;
+use crate::{Element, Error, GradOutput, Loss, Real, Reduction, Result};
+
+// ----------------------------------------------------------------------------------------------
+// The fast / reference switch.
+// ----------------------------------------------------------------------------------------------
+
+thread_local! {
+    // On by default; `with_elementwise_reference_path` switches it off for tests and benchmarks.
+    static FAST: Cell<bool> = const { Cell::new(true) };
+}
+
+fn with_path<R>(fast: bool, f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            FAST.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(FAST.with(|c| c.replace(fast)));
+    f()
+}
+
+/// Runs `f` with the SIMD fast path of the elementwise losses — [`kl_div`](crate::kl_div),
+/// [`binary_cross_entropy`](crate::binary_cross_entropy) and
+/// [`binary_cross_entropy_with_logits`](crate::binary_cross_entropy_with_logits), with their
+/// `_with_grad`, `_backward` and `_backward_target` variants — switched off on the current thread, so
+/// every such call inside `f` (on this thread) takes the straightforward reference implementation.
+/// Meant for tests and benchmarks. Also available as `infoloss::kl_div::with_reference_path`,
+/// `infoloss::bce::with_reference_path` and `infoloss::bce_logits::with_reference_path`.
+///
+/// ```
+/// use infoloss::kernels::with_elementwise_reference_path;
+/// use infoloss::{kl_div, KlDivOptions, Reduction, ndarray::array};
+/// let p = array![0.5f32, 0.5];
+/// let log_q = array![0.25f32.ln(), 0.75f32.ln()];
+/// let opts = KlDivOptions { reduction: Reduction::Sum, ..Default::default() };
+/// let kl = with_elementwise_reference_path(|| kl_div(log_q.view(), p.view(), &opts)).unwrap();
+/// assert!((kl.scalar().unwrap() - 0.143_841_04).abs() < 1e-6);
+/// ```
+pub fn with_elementwise_reference_path<R>(f: impl FnOnce() -> R) -> R {
+    with_path(false, f)
+}
+
+/// Runs `f` with the SIMD fast path of the elementwise losses switched on on the current thread (the
+/// default; useful inside [`with_elementwise_reference_path`]).
+///
+/// The fast path covers `f32`, `f16` and `bf16` inputs of any layout (half types are converted tile
+/// by tile into `f32`, as the reference computes them), with weights, `pos_weight` and upstream
+/// gradients of any broadcast shape; `f64` and empty inputs take the reference implementation, and so
+/// does `kl_div` when the argument whose gradient is requested was broadcast. Results agree with the
+/// reference to a few `f32` roundings and are bit-identical for any number of threads.
+///
+/// ```
+/// use infoloss::kernels::with_elementwise_fast_path;
+/// use infoloss::{binary_cross_entropy, BceOptions, ndarray::array};
+/// let x = array![0.5f32, 0.8];
+/// let t = array![1.0f32, 0.0];
+/// let l = with_elementwise_fast_path(|| binary_cross_entropy(x.view(), t.view(), &BceOptions::default()));
+/// // (ln 2 + ln 5) / 2
+/// assert!((l.unwrap().scalar().unwrap() - 1.151_292_5).abs() < 1e-6);
+/// ```
+pub fn with_elementwise_fast_path<R>(f: impl FnOnce() -> R) -> R {
+    with_path(true, f)
+}
+
+/// Whether the fast path is on for this thread and `T` is a type it handles.
+pub(crate) fn fast_path_for<T: Element>() -> bool {
+    T::DTYPE != DType::F64 && FAST.with(Cell::get)
+}
+
+// ----------------------------------------------------------------------------------------------
+// Element types the driver runs on: f32 directly, f16 / bf16 through f32 scratch tiles.
+// ----------------------------------------------------------------------------------------------
+
+/// Elements per parallel task: a constant, so the split never depends on the number of threads.
+pub(crate) const TASK: usize = 1 << 16;
+/// Elements per L1-resident tile inside a task.
+pub(crate) const TILE: usize = 1024;
+
+/// An element type computed in `f32`, with its slice conversions.
+pub(crate) trait FastElem: Element<Acc = f32> {
+    /// Whether `Self` is `f32` (results are written straight into the outputs).
+    const IS_F32: bool;
+    /// The slice itself when `Self` is `f32`.
+    fn direct(s: &[Self]) -> Option<&[f32]>;
+    /// The slice itself when `Self` is `f32`.
+    fn direct_mut(s: &mut [Self]) -> Option<&mut [f32]>;
+    /// `dst[i] = src[i]` (exact); both have the same length.
+    fn widen(src: &[Self], dst: &mut [f32]);
+    /// `dst[i] = round(src[i])`, as `Element::from_acc`; both have the same length.
+    fn narrow(src: &[f32], dst: &mut [Self]);
+    /// `n` zeros (allocated zeroed, without a pass over the memory).
+    fn zeros(n: usize) -> Vec<Self>;
+}
+
+impl FastElem for f32 {
+    const IS_F32: bool = true;
+    #[inline(always)]
+    fn direct(s: &[f32]) -> Option<&[f32]> {
+        Some(s)
+    }
+    #[inline(always)]
+    fn direct_mut(s: &mut [f32]) -> Option<&mut [f32]> {
+        Some(s)
+    }
+    #[inline(always)]
+    fn widen(src: &[f32], dst: &mut [f32]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = s;
+        }
+    }
+    #[inline(always)]
+    fn narrow(src: &[f32], dst: &mut [f32]) {
+        Self::widen(src, dst);
+    }
+    fn zeros(n: usize) -> Vec<f32> {
+        vec![0.0; n]
+    }
+}
+
+impl FastElem for half::f16 {
+    const IS_F32: bool = false;
+    #[inline(always)]
+    fn direct(_: &[Self]) -> Option<&[f32]> {
+        None
+    }
+    #[inline(always)]
+    fn direct_mut(_: &mut [Self]) -> Option<&mut [f32]> {
+        None
+    }
+    #[inline(always)]
+    fn widen(src: &[Self], dst: &mut [f32]) {
+        use half::slice::HalfFloatSliceExt;
+        // the slice conversion (F16C when the CPU has it) needs equal lengths, which callers pass
+        if src.len() == dst.len() {
+            src.convert_to_f32_slice(dst);
+        } else {
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d = s.to_f32();
+            }
+        }
+    }
+    #[inline(always)]
+    fn narrow(src: &[f32], dst: &mut [Self]) {
+        use half::slice::HalfFloatSliceExt;
+        if src.len() == dst.len() {
+            dst.convert_from_f32_slice(src);
+        } else {
+            for (d, &s) in dst.iter_mut().zip(src) {
+                *d = half::f16::from_f32(s);
+            }
+        }
+    }
+    fn zeros(n: usize) -> Vec<Self> {
+        use half::vec::HalfBitsVecExt;
+        vec![0u16; n].reinterpret_into()
+    }
+}
+
+impl FastElem for half::bf16 {
+    const IS_F32: bool = false;
+    #[inline(always)]
+    fn direct(_: &[Self]) -> Option<&[f32]> {
+        None
+    }
+    #[inline(always)]
+    fn direct_mut(_: &mut [Self]) -> Option<&mut [f32]> {
+        None
+    }
+    // plain loops over half's own (branch-free, inlined) conversions: inside the SIMD context they
+    // are vectorized at the running instruction set
+    #[inline(always)]
+    fn widen(src: &[Self], dst: &mut [f32]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = s.to_f32();
+        }
+    }
+    #[inline(always)]
+    fn narrow(src: &[f32], dst: &mut [Self]) {
+        for (d, &s) in dst.iter_mut().zip(src) {
+            *d = half::bf16::from_f32(s);
+        }
+    }
+    fn zeros(n: usize) -> Vec<Self> {
+        use half::vec::HalfBitsVecExt;
+        vec![0u16; n].reinterpret_into()
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// Operands.
+// ----------------------------------------------------------------------------------------------
+
+/// Where one operand's values come from, in the flat row-major order of the input shape.
+pub(crate) enum Operand<'a, T> {
+    /// Standard-layout data of the whole shape.
+    Slice(&'a [T]),
+    /// Element `i` is `block[(i / inner) % block.len()]`: a broadcast array (a `(C,)` weight of an
+    /// `(N, C)` input has `inner = 1`, a `(C, 1, 1)` one of `(N, C, H, W)` has `inner = H·W`), or an
+    /// array of another layout copied out in logical order (`inner = 1`, the whole array as block).
+    Periodic { block: Vec<f32>, inner: usize },
+}
+
+impl<'a, T: Element> Operand<'a, T> {
+    /// The operand for `view`, which has the shape of the input (possibly broadcast into it).
+    pub(crate) fn of_view(view: &ArrayViewD<'a, T>) -> Self {
+        if let Some(s) = view.to_slice() {
+            return Operand::Slice(s);
+        }
+        // the axes that matter (length > 1), and the leading and trailing ones that repeat (stride 0)
+        let axes: Vec<usize> = (0..view.ndim()).filter(|&a| view.len_of(Axis(a)) > 1).collect();
+        let zero = |a: &&usize| view.strides().get(**a) == Some(&0);
+        let lead = axes.iter().take_while(zero).count();
+        let (outer, rest) = axes.split_at(lead);
+        let trail = rest.iter().rev().take_while(zero).count();
+        let (_, repeated) = rest.split_at(rest.len() - trail);
+        let inner = repeated.iter().map(|&a| view.len_of(Axis(a))).product::<usize>();
+        let mut period = view.clone();
+        for &a in outer.iter().chain(repeated) {
+            period.collapse_axis(Axis(a), 0);
+        }
+        let block = period.iter().map(|v| v.to_acc().f64() as f32).collect();
+        Operand::Periodic { block, inner: inner.max(1) }
+    }
+}
+
+impl<T: FastElem> Operand<'_, T> {
+    /// The `f32` values of elements `start .. start + scratch.len()`: a slice of the data itself when
+    /// possible, else `scratch` filled with them.
+    #[inline(always)]
+    fn tile<'s>(&'s self, start: usize, scratch: &'s mut [f32]) -> &'s [f32] {
+        let len = scratch.len();
+        match self {
+            Operand::Slice(s) => {
+                let src = s.get(start..start + len).unwrap_or_default();
+                match T::direct(src) {
+                    Some(direct) => direct,
+                    None => {
+                        T::widen(src, scratch);
+                        scratch
+                    }
+                }
+            }
+            Operand::Periodic { block, inner } => {
+                if *inner == 1 && !block.is_empty() {
+                    let p = start % block.len();
+                    if let Some(direct) = block.get(p..p + len) {
+                        return direct;
+                    }
+                }
+                fill_periodic(block, *inner, start, scratch);
+                scratch
+            }
+        }
+    }
+}
+
+/// `out[j] = block[((start + j) / inner) % block.len()]`, copied or filled run by run.
+#[inline(always)]
+fn fill_periodic(block: &[f32], inner: usize, start: usize, out: &mut [f32]) {
+    let period = block.len().max(1);
+    let inner = inner.max(1);
+    let mut i = start;
+    let mut rest = out;
+    while !rest.is_empty() {
+        let b = (i / inner) % period;
+        let run = if inner == 1 { period - b } else { inner - i % inner }.min(rest.len());
+        let (head, tail) = rest.split_at_mut(run);
+        if inner == 1 {
+            head.copy_from_slice(block.get(b..b + run).unwrap_or_default());
+        } else {
+            head.fill(block.get(b).copied().unwrap_or(0.0));
+        }
+        rest = tail;
+        i += run;
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// The elementwise formula, one vector at a time.
+// ----------------------------------------------------------------------------------------------
+
+/// Which results a call computes (also what the losses' reference implementations compute).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Want {
+    /// The loss.
+    pub(crate) loss: bool,
+    /// The gradient with respect to the input.
+    pub(crate) grad_input: bool,
+    /// The gradient with respect to the target.
+    pub(crate) grad_target: bool,
+}
+
+impl Want {
+    /// Nothing (for `Want { loss: true, ..Want::NOTHING }`).
+    pub(crate) const NOTHING: Want = Want { loss: false, grad_input: false, grad_target: false };
+}
+
+/// One vector of each operand (absent operands hold 1, the upstream gradient its constant).
+#[derive(Clone, Copy)]
+pub(crate) struct Lanes<V> {
+    x: V,
+    t: V,
+    w: V,
+    p: V,
+    g: V,
+}
+
+/// One vector of each result (unrequested ones are unspecified); `bad` is 1 in lanes whose inputs
+/// are outside the loss's domain, else 0.
+#[derive(Clone, Copy)]
+pub(crate) struct Outs<V> {
+    loss: V,
+    grad_input: V,
+    grad_target: V,
+    bad: V,
+}
+
+impl<V: Copy> Outs<V> {
+    /// Every result 0.
+    #[inline(always)]
+    fn zero<S: Simd<f32s = V>>(simd: S) -> Self {
+        let z = simd.splat_f32s(0.0);
+        Outs { loss: z, grad_input: z, grad_target: z, bad: z }
+    }
+}
+
+/// An elementwise loss: its loss term and gradients for one vector of operands.
+///
+/// Implemented by small `Copy` structs with `#[inline(always)]` methods, never closures (see
+/// `vmap.rs`).
+pub(crate) trait PointOp: Copy + Send + Sync + 'static {
+    /// Whether `Outs::bad` is computed (inputs outside `[0, 1]` for `binary_cross_entropy`).
+    const CHECKS: bool;
+    /// The requested results for one vector.
+    fn call<S: Simd>(self, simd: S, want: Want, v: Lanes<S::f32s>) -> Outs<S::f32s>;
+}
+
+/// `ln(1 + v)` from `u = 1 + v` rounded and `r ≈ 1/u`: `ln(u) + (v − (u − 1))·r`.
+///
+/// The rounding error `c = v − (u − 1)` of `u` is exact (`|v| ≤ 1`), and `ln(1 + v) = ln(u) + ln(1 + c/u)
+/// ≈ ln(u) + c/u`. `r` only scales that small correction: a relative error δ in `r` costs
+/// `|c|·δ ≤ ulp(u)·δ/2`, far below an ulp of the result for the `r` the callers pass. Where `u = 1` the
+/// result is `v` itself (`log1p(−0) = −0`). NaN propagates; `u = 0` gives `−∞` when `c·r` is finite.
+#[inline(always)]
+fn log1p_f32s<S: Simd>(simd: S, v: S::f32s, u: S::f32s, r: S::f32s) -> S::f32s {
+    log1p_from_ln(simd, v, u, r, ln_f32s(simd, u))
+}
+
+/// [`log1p_f32s`] with `ln(u)` already computed (only lanes where `ln_u` is `ln(u)` are meaningful).
+#[inline(always)]
+fn log1p_from_ln<S: Simd>(simd: S, v: S::f32s, u: S::f32s, r: S::f32s, ln_u: S::f32s) -> S::f32s {
+    let one = simd.splat_f32s(1.0);
+    let c = simd.sub_f32s(v, simd.sub_f32s(u, one));
+    let l = simd.add_f32s(ln_u, simd.mul_f32s(c, r));
+    simd.select_f32s(simd.equal_f32s(u, one), v, l)
+}
+
+/// `log1p(−x)` for `x ∈ [0, 1]`, without a division.
+///
+/// `u = 1 − x` is exact for `x ≥ ½` (so `c = 0`); below, `w = u − 1 ∈ (−½, 0]` and
+/// `r = (1 − w)(1 + w²) = 1/u·(1 − w⁴)`, so `|c|·δ ≤ 2⁻²⁵·w⁴` against a result of at least `|w|`: under
+/// 1/16 ulp. `x = 1` gives `ln 0 = −∞`.
+#[inline(always)]
+fn log1p_neg_unit_f32s<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
+    let (v, u, r) = log1p_neg_unit_parts(simd, x);
+    log1p_f32s(simd, v, u, r)
+}
+
+/// `(v, u, r)` of [`log1p_neg_unit_f32s`]: `v = −x`, `u = 1 + v`, `r ≈ 1/u`.
+#[inline(always)]
+fn log1p_neg_unit_parts<S: Simd>(simd: S, x: S::f32s) -> (S::f32s, S::f32s, S::f32s) {
+    let one = simd.splat_f32s(1.0);
+    let v = simd.neg_f32s(x);
+    let u = simd.add_f32s(one, v);
+    let w = simd.sub_f32s(u, one);
+    (v, u, simd.mul_f32s(simd.sub_f32s(one, w), simd.mul_add_f32s(w, w, one)))
+}
+
+/// Lanes with `0 ≤ a ≤ 1` (false for NaN).
+#[inline(always)]
+fn in_unit<S: Simd>(simd: S, a: S::f32s) -> S::m32s {
+    let lo = simd.greater_than_or_equal_f32s(a, simd.splat_f32s(0.0));
+    simd.and_m32s(lo, simd.less_than_or_equal_f32s(a, simd.splat_f32s(1.0)))
+}
+
+/// `std::max(l, −100)` as PyTorch's BCE clamps each log (`l` is never NaN for valid inputs).
+#[inline(always)]
+fn clamp_log<S: Simd>(simd: S, l: S::f32s) -> S::f32s {
+    let lo = simd.splat_f32s(-100.0);
+    simd.select_f32s(simd.less_than_f32s(l, lo), lo, l)
+}
+
+/// `min(a, 0)` as `a < 0 ? a : 0` (0 for NaN, as PyTorch's `log_sigmoid`).
+#[inline(always)]
+fn min0<S: Simd>(simd: S, a: S::f32s) -> S::f32s {
+    let zero = simd.splat_f32s(0.0);
+    simd.select_f32s(simd.less_than_f32s(a, zero), a, zero)
+}
+
+/// `v·w` when weighted, then `v / div` when dividing — PyTorch's order for the BCE gradients.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Scaling {
+    /// Multiply by the weight operand.
+    pub(crate) weighted: bool,
+    /// Divide by this (the element count for `'mean'`).
+    pub(crate) div: Option<f32>,
+}
+
+impl Scaling {
+    /// `v·w` when weighted (the loss terms: no division).
+    #[inline(always)]
+    fn weigh<S: Simd>(self, simd: S, v: S::f32s, w: S::f32s) -> S::f32s {
+        if self.weighted { simd.mul_f32s(v, w) } else { v }
+    }
+
+    /// `v·w` when weighted, then `÷ div` (the gradients).
+    #[inline(always)]
+    fn apply<S: Simd>(self, simd: S, v: S::f32s, w: S::f32s) -> S::f32s {
+        let v = self.weigh(simd, v, w);
+        match self.div {
+            Some(d) => simd.div_f32s(v, simd.splat_f32s(d)),
+            None => v,
+        }
+    }
+}
+
+/// `kl_div`: terms `xlogy(t, t) − t·x` (or `exp(t)·(t − x)` with `log_target`) and their gradients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct KlOp {
+    /// Whether `t` holds log-probabilities.
+    pub(crate) log_target: bool,
+}
+
+impl PointOp for KlOp {
+    const CHECKS: bool = false;
+
+    #[inline(always)]
+    fn call<S: Simd>(self, simd: S, want: Want, v: Lanes<S::f32s>) -> Outs<S::f32s> {
+        let zero = simd.splat_f32s(0.0);
+        let mut o = Outs::zero(simd);
+        let Lanes { x, t, g, .. } = v;
+        let neg_g = simd.neg_f32s(g);
+        if self.log_target {
+            let e = exp_f32s(simd, t);
+            let d = simd.sub_f32s(t, x);
+            if want.loss {
+                o.loss = simd.mul_f32s(e, d);
+            }
+            if want.grad_input {
+                o.grad_input = simd.neg_f32s(simd.mul_f32s(g, e));
+            }
+            if want.grad_target {
+                // autograd of exp(t)·(t − x): (g·(t − x))·exp(t) + g·exp(t)
+                o.grad_target = simd.add_f32s(simd.mul_f32s(simd.mul_f32s(g, d), e), simd.mul_f32s(g, e));
+            }
+            return o;
+        }
+        if want.loss || want.grad_target {
+            let ln_t = ln_f32s(simd, t);
+            let t_zero = simd.equal_f32s(t, zero);
+            if want.loss {
+                // xlogy(t, t): 0 at t = 0, NaN for NaN t (ln gives NaN)
+                let xl = simd.select_f32s(t_zero, zero, simd.mul_f32s(t, ln_t));
+                o.loss = simd.sub_f32s(xl, simd.mul_f32s(t, x));
+            }
+            if want.grad_target {
+                // xlogy(g, t) masked to 0 at t = 0, plus g·t/t, plus (−g)·x
+                let xg = simd.select_f32s(simd.equal_f32s(g, zero), zero, simd.mul_f32s(g, ln_t));
+                let xg = simd.select_f32s(simd.equal_f32s(t, t), xg, simd.splat_f32s(f32::NAN));
+                let d_self = simd.select_f32s(t_zero, zero, xg);
+                let d_other = simd.div_f32s(simd.mul_f32s(g, t), t);
+                o.grad_target = simd.add_f32s(simd.add_f32s(d_self, d_other), simd.mul_f32s(neg_g, x));
+            }
+        }
+        if want.grad_input {
+            o.grad_input = simd.mul_f32s(neg_g, t);
+        }
+        o
+    }
+}
+
+/// `binary_cross_entropy`: `((t − 1)·max(log1p(−x), −100) − t·max(ln x, −100))·w` and its gradients
+/// (the input one with PyTorch's `max(x·(1 − x), ε)` denominator).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct BceOp {
+    /// PyTorch's `EPSILON` rounded to the element type.
+    pub(crate) eps: f32,
+    /// Weight and `'mean'` division of the gradients.
+    pub(crate) scaling: Scaling,
+}
+
+impl PointOp for BceOp {
+    const CHECKS: bool = true;
+
+    #[inline(always)]
+    fn call<S: Simd>(self, simd: S, want: Want, v: Lanes<S::f32s>) -> Outs<S::f32s> {
+        let zero = simd.splat_f32s(0.0);
+        let one = simd.splat_f32s(1.0);
+        let Lanes { x, t, w, g, .. } = v;
+        let valid = simd.and_m32s(in_unit(simd, x), in_unit(simd, t));
+        let mut o = Outs { bad: simd.select_f32s(valid, zero, one), ..Outs::zero(simd) };
+        if want.loss {
+            let t_one = simd.equal_f32s(t, one);
+            let hard = simd.or_m32s(simd.equal_f32s(t, zero), t_one);
+            let soft = simd.xor_m32s(hard, simd.equal_f32s(one, one));
+            let l = if simd.first_true_m32s(soft) == S::F32_LANES {
+                // every target 0 or 1: the formula reduces, bit for bit, to −max(ln x, −100) where
+                // t = 1 and −max(log1p(−x), −100) + 0 where t = 0 (the other term is a zero; adding
+                // +0 gives its sign rule at x = −0), so one logarithm serves both
+                let (v, u, r) = log1p_neg_unit_parts(simd, x);
+                let ln = ln_f32s(simd, simd.select_f32s(t_one, x, u));
+                let l1 = log1p_from_ln(simd, v, u, r, ln);
+                let l = simd.neg_f32s(clamp_log(simd, simd.select_f32s(t_one, ln, l1)));
+                simd.select_f32s(t_one, l, simd.add_f32s(l, zero))
+            } else {
+                let l1 = clamp_log(simd, log1p_neg_unit_f32s(simd, x));
+                let l2 = clamp_log(simd, ln_f32s(simd, x));
+                simd.sub_f32s(simd.mul_f32s(simd.sub_f32s(t, one), l1), simd.mul_f32s(t, l2))
+            };
+            o.loss = self.scaling.weigh(simd, l, w);
+        }
+        if want.grad_input {
+            let d = simd.mul_f32s(simd.sub_f32s(one, x), x);
+            let eps = simd.splat_f32s(self.eps);
+            let d = simd.select_f32s(simd.less_than_f32s(d, eps), eps, d);
+            let gi = simd.div_f32s(simd.mul_f32s(g, simd.sub_f32s(x, t)), d);
+            o.grad_input = self.scaling.apply(simd, gi, w);
+        }
+        if want.grad_target {
+            // −logit(x)·g, logit(x) = ln(x / (1 − x)) (+∞ at x = 1)
+            let logit = ln_f32s(simd, simd.div_f32s(x, simd.sub_f32s(one, x)));
+            let logit = simd.select_f32s(simd.equal_f32s(x, one), simd.splat_f32s(f32::INFINITY), logit);
+            o.grad_target = self.scaling.apply(simd, simd.mul_f32s(simd.neg_f32s(logit), g), w);
+        }
+        o
+    }
+}
+
+/// `binary_cross_entropy_with_logits`: `((1 − t)·x − lw·logσ(x))·w`, `lw = (p − 1)·t + 1`, and its
+/// gradients, as PyTorch's CPU kernel and `FunctionsManual.cpp`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct BceLogitsOp {
+    /// Whether a `pos_weight` operand is given.
+    pub(crate) pos_weighted: bool,
+    /// Weight and `'mean'` division of the gradients.
+    pub(crate) scaling: Scaling,
+}
+
+impl PointOp for BceLogitsOp {
+    const CHECKS: bool = false;
+
+    #[inline(always)]
+    fn call<S: Simd>(self, simd: S, want: Want, v: Lanes<S::f32s>) -> Outs<S::f32s> {
+        let zero = simd.splat_f32s(0.0);
+        let one = simd.splat_f32s(1.0);
+        let mut o = Outs::zero(simd);
+        let Lanes { x, t, w, p, g } = v;
+        // σ(x) = 1 / (1 + exp(−x)), as PyTorch's sigmoid
+        let sig = if want.grad_input {
+            simd.div_f32s(one, simd.add_f32s(one, exp_f32s(simd, simd.neg_f32s(x))))
+        } else {
+            zero
+        };
+        // logσ(±x) = min(±x, 0) − log1p(e), e = exp(−|x|)
+        let need_lsig = want.loss || (want.grad_target && self.pos_weighted);
+        let lp = if need_lsig {
+            let e = exp_nonpos_f32s(simd, simd.neg_f32s(simd.abs_f32s(x)));
+            let u = simd.add_f32s(one, e);
+            // 1/u = σ(|x|): σ(x) itself for x ≥ 0 (the same exp(−x), so the same bits), 1 − σ(x)
+            // below (relative error ≈ 2⁻²⁴; with |c| ≤ 2⁻²⁴ and a result ≥ 2⁻²⁴ that is under half an
+            // ulp); a division when σ is not computed anyway
+            let r = if want.grad_input {
+                let pos = simd.greater_than_or_equal_f32s(x, zero);
+                simd.select_f32s(pos, sig, simd.sub_f32s(one, sig))
+            } else {
+                simd.div_f32s(one, u)
+            };
+            log1p_f32s(simd, e, u, r)
+        } else {
+            zero
+        };
+        let lsig = simd.sub_f32s(min0(simd, x), lp);
+        if want.loss {
+            let a = simd.mul_f32s(simd.sub_f32s(one, t), x);
+            let l = if self.pos_weighted {
+                let lw = simd.add_f32s(simd.mul_f32s(simd.sub_f32s(p, one), t), one);
+                simd.sub_f32s(a, simd.mul_f32s(lsig, lw))
+            } else {
+                simd.sub_f32s(a, lsig)
+            };
+            o.loss = self.scaling.weigh(simd, l, w);
+        }
+        if want.grad_input {
+            let gi = if self.pos_weighted {
+                let pt = simd.mul_f32s(p, t);
+                let c = simd.sub_f32s(simd.add_f32s(pt, one), t);
+                simd.mul_f32s(simd.sub_f32s(simd.mul_f32s(c, sig), pt), g)
+            } else {
+                simd.mul_f32s(simd.sub_f32s(sig, t), g)
+            };
+            o.grad_input = self.scaling.apply(simd, gi, w);
+        }
+        if want.grad_target {
+            let gt = if self.pos_weighted {
+                let lsig_neg = simd.sub_f32s(min0(simd, simd.neg_f32s(x)), lp);
+                simd.mul_f32s(simd.sub_f32s(lsig_neg, simd.mul_f32s(lsig, p)), g)
+            } else {
+                simd.mul_f32s(simd.neg_f32s(x), g)
+            };
+            o.grad_target = self.scaling.apply(simd, gt, w);
+        }
+        o
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// The driver.
+// ----------------------------------------------------------------------------------------------
+
+/// What becomes of the loss terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LossOut {
+    /// Not computed.
+    Skip,
+    /// Returned elementwise (`Reduction::None`).
+    Elements,
+    /// Summed (each term rounded to the element type first).
+    Sum,
+}
+
+impl LossOut {
+    /// What a loss with `reduction` does with its terms (`Skip` when the loss is not wanted).
+    pub(crate) fn of(wanted: bool, reduction: Reduction) -> LossOut {
+        match (wanted, reduction) {
+            (false, _) => LossOut::Skip,
+            (true, Reduction::None) => LossOut::Elements,
+            (true, _) => LossOut::Sum,
+        }
+    }
+}
+
+/// One fused elementwise computation over `len` elements.
+pub(crate) struct Job<'a, T, K> {
+    /// The formula.
+    pub(crate) op: K,
+    /// Number of elements (> 0).
+    pub(crate) len: usize,
+    /// Input.
+    pub(crate) x: Operand<'a, T>,
+    /// Target.
+    pub(crate) t: Operand<'a, T>,
+    /// Weight.
+    pub(crate) w: Option<Operand<'a, T>>,
+    /// `pos_weight`.
+    pub(crate) p: Option<Operand<'a, T>>,
+    /// Upstream gradient per element; `g_const` for every element when absent.
+    pub(crate) g: Option<Operand<'a, T>>,
+    /// The upstream gradient of every element when `g` is absent.
+    pub(crate) g_const: f32,
+    /// The loss.
+    pub(crate) loss: LossOut,
+    /// Whether the input gradient is computed.
+    pub(crate) grad_input: bool,
+    /// Whether the target gradient is computed.
+    pub(crate) grad_target: bool,
+}
+
+impl<'a, T: Element, K: PointOp> Job<'a, T, K> {
+    /// `op` over `x` and `t` (views of the same shape, `len` elements), computing `want` with the loss
+    /// reduced as `reduction` says; no weights; upstream gradient 1.
+    pub(crate) fn new(
+        op: K,
+        x: &ArrayViewD<'a, T>,
+        t: &ArrayViewD<'a, T>,
+        want: Want,
+        reduction: Reduction,
+    ) -> Self {
+        Job {
+            op,
+            len: x.len(),
+            x: Operand::of_view(x),
+            t: Operand::of_view(t),
+            w: None,
+            p: None,
+            g: None,
+            g_const: 1.0,
+            loss: LossOut::of(want.loss, reduction),
+            grad_input: want.grad_input,
+            grad_target: want.grad_target,
+        }
+    }
+
+    /// With a weight and a `pos_weight` (views of the input's shape).
+    pub(crate) fn weighted(self, w: Option<&ArrayViewD<'a, T>>, p: Option<&ArrayViewD<'a, T>>) -> Self {
+        Job { w: w.map(Operand::of_view), p: p.map(Operand::of_view), ..self }
+    }
+
+    /// With the upstream gradient `g` per element, or `g_const` for every element.
+    pub(crate) fn upstream(self, g: Option<&ArrayViewD<'a, T>>, g_const: T::Acc) -> Self {
+        Job { g: g.map(Operand::of_view), g_const: g_const.f64() as f32, ..self }
+    }
+
+    /// Runs the job and returns its results as arrays of `shape` (the reduced loss divided by
+    /// `divisor`), or `None` when the fast path does not apply (the type, or an input outside the
+    /// loss's domain: the reference implementation then reports it).
+    pub(crate) fn outputs(
+        &self,
+        op: &'static str,
+        shape: &[usize],
+        divisor: Option<usize>,
+    ) -> Option<Result<Outputs<T>>> {
+        let done = run_job(self)?;
+        (!done.flagged).then(|| done.into_outputs(op, shape, divisor))
+    }
+}
+
+/// The results of a [`Job`].
+pub(crate) struct Done<T> {
+    /// The elementwise loss (`LossOut::Elements`).
+    loss_elems: Option<Vec<T>>,
+    /// The sum of the rounded loss terms (`LossOut::Sum`).
+    loss_sum: f64,
+    loss: LossOut,
+    grad_input: Option<Vec<T>>,
+    grad_target: Option<Vec<T>>,
+    /// Some input was outside the domain ([`PointOp::CHECKS`]); the results are meaningless.
+    pub(crate) flagged: bool,
+}
+
+impl<T: Element> Done<T> {
+    /// The results as arrays of `shape`; a reduced loss is `sum / divisor` (no division for `None`),
+    /// the mean of nothing being NaN.
+    fn into_outputs(self, op: &'static str, shape: &[usize], divisor: Option<usize>) -> Result<Outputs<T>> {
+        let loss = match (self.loss, self.loss_elems) {
+            (LossOut::Elements, Some(v)) => Some(Loss::Elementwise(to_array(op, v, shape)?)),
+            (LossOut::Sum, _) => {
+                let v = match divisor {
+                    Some(d) => self.loss_sum / d as f64,
+                    None => self.loss_sum,
+                };
+                Some(Loss::Scalar(T::from_acc(T::Acc::c(v))))
+            }
+            _ => None,
+        };
+        let array = |v| to_array(op, v, shape);
+        Ok(Outputs {
+            loss,
+            grad_input: self.grad_input.map(array).transpose()?,
+            grad_target: self.grad_target.map(array).transpose()?,
+        })
+    }
+}
+
+type Entry<T, K> = for<'j, 'a> fn(&'j Job<'a, T, K>) -> Done<T>;
+
+fn cast_fn<F: Copy + 'static, G: Copy + 'static>(f: F) -> Option<G> {
+    (&f as &dyn Any).downcast_ref::<G>().copied()
+}
+
+/// Runs `job`, or returns `None` when `T` is not `f32`, `f16` or `bf16`.
+///
+/// The generic `T` reaches the typed driver through a function-pointer downcast (`T` is `f32`
+/// exactly when the downcast to `f32`'s entry succeeds), which needs no unsafe code.
+pub(crate) fn run_job<T: Element, K: PointOp>(job: &Job<'_, T, K>) -> Option<Done<T>> {
+    let f = cast_fn::<Entry<f32, K>, Entry<T, K>>(drive::<f32, K>)
+        .or_else(|| cast_fn::<Entry<half::bf16, K>, Entry<T, K>>(drive::<half::bf16, K>))
+        .or_else(|| cast_fn::<Entry<half::f16, K>, Entry<T, K>>(drive::<half::f16, K>))?;
+    Some(f(job))
+}
+
+/// One task's share of the outputs and what it returns.
+struct Task<'o, E> {
+    start: usize,
+    len: usize,
+    loss: Option<&'o mut [E]>,
+    grad_input: Option<&'o mut [E]>,
+    grad_target: Option<&'o mut [E]>,
+    sum: f64,
+    bad: bool,
+}
+
+fn drive<E: FastElem, K: PointOp>(job: &Job<'_, E, K>) -> Done<E> {
+    let n = job.len;
+    let mut loss = (job.loss == LossOut::Elements).then(|| E::zeros(n));
+    let mut grad_input = job.grad_input.then(|| E::zeros(n));
+    let mut grad_target = job.grad_target.then(|| E::zeros(n));
+    let mut lc = loss.as_deref_mut().map(|v| v.chunks_mut(TASK));
+    let mut gic = grad_input.as_deref_mut().map(|v| v.chunks_mut(TASK));
+    let mut gtc = grad_target.as_deref_mut().map(|v| v.chunks_mut(TASK));
+    let mut tasks: Vec<Task<'_, E>> = (0..n.div_ceil(TASK))
+        .map(|i| Task {
+            start: i * TASK,
+            len: TASK.min(n - i * TASK),
+            loss: lc.as_mut().and_then(Iterator::next),
+            grad_input: gic.as_mut().and_then(Iterator::next),
+            grad_target: gtc.as_mut().and_then(Iterator::next),
+            sum: 0.0,
+            bad: false,
+        })
+        .collect();
+    let k = Kernels::new();
+    tasks.par_iter_mut().for_each(|task| {
+        let (sum, bad) = k.run(TaskRun {
+            job,
+            start: task.start,
+            len: task.len,
+            loss: task.loss.as_deref_mut(),
+            grad_input: task.grad_input.as_deref_mut(),
+            grad_target: task.grad_target.as_deref_mut(),
+        });
+        task.sum = sum;
+        task.bad = bad;
+    });
+    // task sums in task order: the same for any number of threads
+    let loss_sum = tasks.iter().fold(0.0, |acc, t| acc + t.sum);
+    let flagged = tasks.iter().any(|t| t.bad);
+    drop(tasks);
+    Done { loss_elems: loss, loss_sum, loss: job.loss, grad_input, grad_target, flagged }
+}
+
+/// One task, run inside the SIMD context.
+struct TaskRun<'j, 'a, 'o, E, K> {
+    job: &'j Job<'a, E, K>,
+    start: usize,
+    len: usize,
+    loss: Option<&'o mut [E]>,
+    grad_input: Option<&'o mut [E]>,
+    grad_target: Option<&'o mut [E]>,
+}
+
+/// The output tile for a task's output slice `out` (if requested): the slice itself for `f32`,
+/// else `scratch`.
+#[inline(always)]
+fn out_tile<'s, E: FastElem>(out: Option<&'s mut [E]>, scratch: &'s mut [f32]) -> Option<&'s mut [f32]> {
+    let out = out?;
+    Some(match E::direct_mut(out) {
+        Some(direct) => direct,
+        None => scratch,
+    })
+}
+
+/// `(s + x, e + err)` where `err` is the exact rounding error of `s + x` (Knuth's TwoSum).
+#[inline(always)]
+fn two_sum<S: Simd>(simd: S, s: S::f32s, e: S::f32s, x: S::f32s) -> (S::f32s, S::f32s) {
+    let n = simd.add_f32s(s, x);
+    let bp = simd.sub_f32s(n, s);
+    let err = simd.add_f32s(simd.sub_f32s(s, simd.sub_f32s(n, bp)), simd.sub_f32s(x, bp));
+    (n, simd.add_f32s(e, err))
+}
+
+/// Sum of `v` in `f64`, in a fixed order.
+///
+/// Each vector lane keeps an `f32` running sum and, by TwoSum, the exact rounding error of every
+/// addition (accumulated in `f32` too); both are widened at the end. For the ≤ 64 values a lane
+/// sees in a tile that is exact to about 2⁻⁴⁰ of `Σ|v|`. When a lane's sum is not finite (an
+/// infinite or NaN term, or an `f32` overflow) the tile is summed again in plain `f64`.
+#[inline(always)]
+fn sum_tile<S: Simd>(simd: S, v: &[f32]) -> f64 {
+    let (head, tail) = S::as_simd_f32s(v);
+    let mut s = simd.splat_f32s(0.0);
+    let mut e = simd.splat_f32s(0.0);
+    for &x in head {
+        (s, e) = two_sum(simd, s, e, x);
+    }
+    if !tail.is_empty() {
+        (s, e) = two_sum(simd, s, e, simd.partial_load_f32s(tail));
+    }
+    let total = hsum_f64::<S>(s);
+    if total.is_finite() { total + hsum_f64::<S>(e) } else { v.iter().fold(0.0, |acc, &x| acc + x as f64) }
+}
+
+impl<E: FastElem, K: PointOp> WithSimd for TaskRun<'_, '_, '_, E, K> {
+    type Output = (f64, bool);
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> (f64, bool) {
+        let TaskRun { job, start, len, mut loss, mut grad_input, mut grad_target } = self;
+        let want = Want {
+            loss: job.loss != LossOut::Skip,
+            grad_input: job.grad_input,
+            grad_target: job.grad_target,
+        };
+        let mut scratch = vec![0f32; 8 * TILE];
+        let mut bufs = scratch.chunks_exact_mut(TILE);
+        let mut next = || bufs.next().unwrap_or_default();
+        let (bx, bt, bw, bp, bg, bl, bgi, bgt) =
+            (next(), next(), next(), next(), next(), next(), next(), next());
+        let mut rounded = [E::default(); TILE];
+        let mut bad = simd.splat_f32s(0.0);
+        let mut sum = 0.0f64;
+        let mut off = 0;
+        while off < len {
+            let m = TILE.min(len - off);
+            let at = start + off;
+            let range = off..off + m;
+            let ins = Ins {
+                x: job.x.tile(at, &mut bx[..m]),
+                t: job.t.tile(at, &mut bt[..m]),
+                w: job.w.as_ref().map(|o| o.tile(at, &mut bw[..m])),
+                p: job.p.as_ref().map(|o| o.tile(at, &mut bp[..m])),
+                g: job.g.as_ref().map(|o| o.tile(at, &mut bg[..m])),
+                g_const: job.g_const,
+            };
+            let mut lo = loss.as_deref_mut().and_then(|l| l.get_mut(range.clone()));
+            let mut gio = grad_input.as_deref_mut().and_then(|l| l.get_mut(range.clone()));
+            let mut gto = grad_target.as_deref_mut().and_then(|l| l.get_mut(range.clone()));
+            let outs = OutTiles {
+                loss: match job.loss {
+                    LossOut::Skip => None,
+                    LossOut::Sum => Some(&mut bl[..m]),
+                    LossOut::Elements => out_tile(lo.as_deref_mut(), &mut bl[..m]),
+                },
+                grad_input: out_tile(gio.as_deref_mut(), &mut bgi[..m]),
+                grad_target: out_tile(gto.as_deref_mut(), &mut bgt[..m]),
+            };
+            bad = simd.add_f32s(bad, fused(simd, job.op, want, ins, outs));
+            // half types: round the scratch tiles into the outputs
+            if !E::IS_F32 {
+                if let Some(o) = lo {
+                    E::narrow(&bl[..m], o);
+                }
+                if let Some(o) = gio {
+                    E::narrow(&bgi[..m], o);
+                }
+                if let Some(o) = gto {
+                    E::narrow(&bgt[..m], o);
+                }
+            }
+            if job.loss == LossOut::Sum {
+                let terms = &mut bl[..m];
+                if !E::IS_F32 {
+                    // each term rounded to the element type, as the reference sums them
+                    let r = &mut rounded[..m];
+                    E::narrow(terms, r);
+                    E::widen(r, terms);
+                }
+                sum += sum_tile(simd, terms);
+            }
+            off += m;
+        }
+        let lanes: &[f32] = pulp::bytemuck::cast_slice(core::slice::from_ref(&bad));
+        (sum, lanes.iter().any(|&b| b != 0.0))
+    }
+}
+
+/// The input tiles of one call.
+struct Ins<'a> {
+    x: &'a [f32],
+    t: &'a [f32],
+    w: Option<&'a [f32]>,
+    p: Option<&'a [f32]>,
+    g: Option<&'a [f32]>,
+    g_const: f32,
+}
+
+/// The output tiles of one call.
+struct OutTiles<'a> {
+    loss: Option<&'a mut [f32]>,
+    grad_input: Option<&'a mut [f32]>,
+    grad_target: Option<&'a mut [f32]>,
+}
+
+/// Vector `i` of a split operand tile, `d` when the operand is absent.
+#[inline(always)]
+fn vec_at<S: Simd>(s: &Option<(&[S::f32s], &[f32])>, i: usize, d: S::f32s) -> S::f32s {
+    match s {
+        Some((h, _)) => h.get(i).copied().unwrap_or(d),
+        None => d,
+    }
+}
+
+/// The partial last vector of a split operand tile (missing lanes 0), `d` when the operand is absent.
+#[inline(always)]
+fn tail_of<S: Simd>(simd: S, s: &Option<(&[S::f32s], &[f32])>, d: S::f32s) -> S::f32s {
+    match s {
+        Some((_, t)) => simd.partial_load_f32s(t),
+        None => d,
+    }
+}
+
+/// Runs `op` over one tile; returns the lane-wise sum of `bad` (0 when nothing is out of domain).
+#[inline(always)]
+fn fused<S: Simd, K: PointOp>(simd: S, op: K, want: Want, ins: Ins<'_>, outs: OutTiles<'_>) -> S::f32s {
+    let one = simd.splat_f32s(1.0);
+    let gc = simd.splat_f32s(ins.g_const);
+    let (xh, xt) = S::as_simd_f32s(ins.x);
+    let (th, tt) = S::as_simd_f32s(ins.t);
+    let w = ins.w.map(S::as_simd_f32s);
+    let p = ins.p.map(S::as_simd_f32s);
+    let g = ins.g.map(S::as_simd_f32s);
+    let mut lo = outs.loss.map(S::as_mut_simd_f32s);
+    let mut gio = outs.grad_input.map(S::as_mut_simd_f32s);
+    let mut gto = outs.grad_target.map(S::as_mut_simd_f32s);
+    let mut bad = simd.splat_f32s(0.0);
+    for (i, &x) in xh.iter().enumerate() {
+        let v = Lanes {
+            x,
+            t: th.get(i).copied().unwrap_or(one),
+            w: vec_at::<S>(&w, i, one),
+            p: vec_at::<S>(&p, i, one),
+            g: vec_at::<S>(&g, i, gc),
+        };
+        let r = op.call(simd, want, v);
+        if let Some(o) = lo.as_mut().and_then(|(h, _)| h.get_mut(i)) {
+            *o = r.loss;
+        }
+        if let Some(o) = gio.as_mut().and_then(|(h, _)| h.get_mut(i)) {
+            *o = r.grad_input;
+        }
+        if let Some(o) = gto.as_mut().and_then(|(h, _)| h.get_mut(i)) {
+            *o = r.grad_target;
+        }
+        if K::CHECKS {
+            bad = simd.add_f32s(bad, r.bad);
+        }
+    }
+    if !xt.is_empty() {
+        // the partial vector: masked loads fill the missing lanes with 0, which every formula accepts
+        let v = Lanes {
+            x: simd.partial_load_f32s(xt),
+            t: simd.partial_load_f32s(tt),
+            w: tail_of(simd, &w, one),
+            p: tail_of(simd, &p, one),
+            g: tail_of(simd, &g, gc),
+        };
+        let r = op.call(simd, want, v);
+        if let Some((_, t)) = lo.as_mut() {
+            simd.partial_store_f32s(t, r.loss);
+        }
+        if let Some((_, t)) = gio.as_mut() {
+            simd.partial_store_f32s(t, r.grad_input);
+        }
+        if let Some((_, t)) = gto.as_mut() {
+            simd.partial_store_f32s(t, r.grad_target);
+        }
+        if K::CHECKS {
+            bad = simd.add_f32s(bad, r.bad);
+        }
+    }
+    bad
+}
+
+// ----------------------------------------------------------------------------------------------
+// Shared with the losses' reference implementations.
+// ----------------------------------------------------------------------------------------------
+
+/// What a loss computation returns.
+pub(crate) struct Outputs<T> {
+    /// The loss, when wanted.
+    pub(crate) loss: Option<Loss<T>>,
+    /// The input gradient, when wanted.
+    pub(crate) grad_input: Option<ArrayD<T>>,
+    /// The target gradient, when wanted.
+    pub(crate) grad_target: Option<ArrayD<T>>,
+}
+
+/// The error for a result that was requested but not produced (a bug, never user input).
+#[cold]
+pub(crate) fn internal(op: &'static str) -> Error {
+    Error::too_large(op, "output", "internal error: a requested result was not produced")
+}
+
+/// `data` as an array of `shape`.
+pub(crate) fn to_array<T>(op: &'static str, data: Vec<T>, shape: &[usize]) -> Result<ArrayD<T>> {
+    ArrayD::from_shape_vec(IxDyn(shape), data).map_err(|_| internal(op))
+}
+
+/// The per-element upstream gradient of a loss: an array of the output's shape (for
+/// `Reduction::None`), else one value for every element — `grad_output` divided by `divisor` (for
+/// `kl_div`'s mean and batchmean, whose autograd divides first), or 1 when no gradient is wanted.
+///
+/// # Errors
+///
+/// A `grad_output` of the wrong shape (named in the message).
+pub(crate) fn upstream_of<'g, T: Element>(
+    op: &'static str,
+    grad_output: Option<&'g GradOutput<'_, T>>,
+    want: Want,
+    reduction: Reduction,
+    out_shape: &[usize],
+    divisor: Option<usize>,
+) -> Result<(Option<&'g ArrayViewD<'g, T>>, T::Acc)> {
+    let one = T::Acc::c(1.0);
+    match grad_output {
+        Some(go) if want.grad_input || want.grad_target => {
+            if reduction == Reduction::None {
+                match go.check(op, out_shape)? {
+                    Some(view) => Ok((Some(view), one)),
+                    None => Ok((None, go.scalar_value().ok_or_else(|| internal(op))?.to_acc())),
+                }
+            } else {
+                let g = go.expect_scalar(op)?.to_acc();
+                Ok((None, divisor.map_or(g, |d| g / T::Acc::c(d as f64))))
+            }
+        }
+        _ => Ok((None, one)),
+    }
+}
+
+/// The per-element upstream gradient for the reference loops: one value for every element, or an
+/// array's elements in order.
+pub(crate) enum Upstream<'v, T: Element> {
+    /// The same value everywhere.
+    Const(T::Acc),
+    /// An array's elements in row-major order.
+    Each(ndarray::iter::Iter<'v, T, IxDyn>),
+}
+
+impl<'v, T: Element> Upstream<'v, T> {
+    /// From [`upstream_of`]'s result.
+    pub(crate) fn new(view: Option<&'v ArrayViewD<'v, T>>, g_const: T::Acc) -> Self {
+        match view {
+            Some(v) => Upstream::Each(v.iter()),
+            None => Upstream::Const(g_const),
+        }
+    }
+
+    /// The next `len` values into `buf`.
+    pub(crate) fn fill(&mut self, buf: &mut Vec<T::Acc>, len: usize) {
+        match self {
+            Upstream::Const(g) => {
+                buf.clear();
+                buf.resize(len, *g);
+            }
+            Upstream::Each(it) => fill(buf, it, len),
+        }
+    }
+}
+
+/// The next `len` elements of `it` into `buf`, in the compute type.
+pub(crate) fn fill<'v, T: Element>(buf: &mut Vec<T::Acc>, it: &mut impl Iterator<Item = &'v T>, len: usize) {
+    buf.clear();
+    buf.extend(it.by_ref().take(len).map(|v| v.to_acc()));
+}
+
+/// `out *= w` (when weighted), then `out /= n` (for `Mean`), in that order as PyTorch's BCE gradients.
+pub(crate) fn row_scale<A: Real>(out: &mut [A], w: Option<&[A]>, div: Option<A>) {
+    if let Some(w) = w {
+        for (o, &w) in out.iter_mut().zip(w) {
+            *o *= w;
+        }
+    }
+    if let Some(n) = div {
+        for o in out.iter_mut() {
+            *o /= n;
+        }
+    }
+}

@@ -1,0 +1,778 @@
+//! The upstream-gradient, bias and top-k paths of the distillation losses:
+//!
+//! - `uda_consistency_backward` against PyTorch's `loss.backward(upstream)` (`testdata/uda.json`, fields
+//!   `upstream`, `grad_upstream`, `grad_upstream_torch`, written by `scripts/gen_fixtures_distill.py`), and by
+//!   central finite differences in f64;
+//! - `linear_distill_backward` (student and teacher biases, a sparse top-k teacher, scalar and per-row upstream
+//!   gradients) by central finite differences in f64 (its PyTorch fixtures run in `ce_extras_linear.rs`);
+//! - properties: top-k with `k = V` and no tail equals the dense loss, the fused top-k equals `distill_topk` on
+//!   materialized logits with a naively selected teacher, chunk-size invariance, the upstream gradient is
+//!   exactly linear, and the error messages.
+
+mod common;
+
+use common::{close, int, load, num};
+use infoloss::distill::{DistillOptions, Divergence, SparseTeacher, distill_topk_with_grad};
+use infoloss::linear::{
+    LinearDistillOptions, LinearDistillOutput, LinearHead, TeacherTopK, linear_distill,
+    linear_distill_backward, linear_distill_workspace, linear_distill_workspace_with,
+};
+use infoloss::ndarray::{Array1, Array2, ArrayView2, array};
+use infoloss::uda::{Sharpen, UdaNormalize, UdaOptions, uda_consistency, uda_consistency_backward};
+use infoloss::{Element, GradOutput, LinearFloat, Loss, Real, Reduction};
+use serde_json::Value;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// Deterministic pseudo-random matrix (splitmix64), entries uniform in `[-scale, scale)`.
+fn rand_matrix(rows: usize, cols: usize, seed: u64, scale: f64) -> Array2<f64> {
+    let mut state = seed;
+    Array2::from_shape_fn((rows, cols), |_| {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        ((z >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * scale
+    })
+}
+
+fn rand_vector(n: usize, seed: u64, scale: f64) -> Array1<f64> {
+    rand_matrix(1, n, seed, scale).row(0).to_owned()
+}
+
+fn nums(v: &Value) -> Vec<f64> {
+    v.as_array().expect("array").iter().map(num).collect()
+}
+
+fn to_t<T: Element>(x: f64) -> T {
+    T::from_acc(<T::Acc as Real>::c(x))
+}
+
+fn to_f64<T: Element>(x: T) -> f64 {
+    x.to_acc().f64()
+}
+
+/// `|got − expected| ≤ atol + rtol·|expected|` elementwise; NaN and infinities must match exactly.
+fn assert_close(what: &str, got: &[f64], expected: &[f64], rtol: f64, atol: f64) {
+    assert_eq!(got.len(), expected.len(), "{what}: lengths");
+    for (i, (&g, &e)) in got.iter().zip(expected).enumerate() {
+        assert!(
+            close(g, e, rtol, atol),
+            "{what}[{i}]: got {g:e}, expected {e:e} (rtol {rtol:e}, atol {atol:e})"
+        );
+    }
+}
+
+fn loss_vec(l: &Loss<f64>) -> Vec<f64> {
+    l.clone().into_array().iter().copied().collect()
+}
+
+/// Two results of `linear_distill_backward` agree: loss, gradients (and the bias gradient when present).
+fn assert_same_output(
+    what: &str,
+    got: &LinearDistillOutput<f64>,
+    want: &LinearDistillOutput<f64>,
+    rtol: f64,
+    atol: f64,
+) {
+    assert_eq!(got.grad_bias.is_some(), want.grad_bias.is_some(), "{what}: grad_bias presence");
+    let bias = |o: &LinearDistillOutput<f64>| o.grad_bias.as_ref().map(|b| b.to_vec()).unwrap_or_default();
+    for (part, a, b) in [
+        ("loss", loss_vec(&got.loss), loss_vec(&want.loss)),
+        ("grad_hidden", flat2(&got.grad_hidden), flat2(&want.grad_hidden)),
+        ("grad_weight", flat2(&got.grad_weight), flat2(&want.grad_weight)),
+        ("grad_bias", bias(got), bias(want)),
+    ] {
+        assert_close(&format!("{what}: {part}"), &a, &b, rtol, atol);
+    }
+}
+
+fn flat2<T: Element>(a: &Array2<T>) -> Vec<f64> {
+    a.iter().map(|&x| to_f64(x)).collect()
+}
+
+/// The scalar objective `Σ_r g_r·loss_r` (per-row losses) or `g·loss`.
+fn objective(l: &Loss<f64>, g: &GradOutput<'_, f64>) -> f64 {
+    match (l, g) {
+        (Loss::Scalar(v), GradOutput::Scalar(s)) => v * s,
+        (Loss::Elementwise(a), GradOutput::Scalar(s)) => a.sum() * s,
+        (Loss::Elementwise(a), GradOutput::Array(u)) => a.iter().zip(u.iter()).map(|(x, w)| x * w).sum(),
+        (Loss::Scalar(v), GradOutput::Array(u)) => v * u.iter().next().copied().unwrap_or(f64::NAN),
+    }
+}
+
+const FD_H: f64 = 1e-6;
+
+/// Central differences of `f` at every element of `x`, compared with `grad`.
+fn fd_check<D: infoloss::ndarray::Dimension>(
+    what: &str,
+    x: &infoloss::ndarray::Array<f64, D>,
+    grad: &infoloss::ndarray::Array<f64, D>,
+    f: impl Fn(&infoloss::ndarray::Array<f64, D>) -> f64,
+) -> usize {
+    assert_eq!(x.shape(), grad.shape(), "{what}: gradient shape");
+    let mut checked = 0;
+    for (i, &g) in grad.iter().enumerate() {
+        let bump = |d: f64| {
+            let mut xp = x.clone();
+            if let Some(v) = xp.iter_mut().nth(i) {
+                *v += d;
+            }
+            f(&xp)
+        };
+        let numeric = (bump(FD_H) - bump(-FD_H)) / (2.0 * FD_H);
+        assert!(
+            (g - numeric).abs() <= 1e-7 * (1.0 + g.abs().max(numeric.abs())),
+            "{what}: element {i}: analytic {g:e}, numeric {numeric:e}"
+        );
+        checked += 1;
+    }
+    checked
+}
+
+// ---------------------------------------------------------------------------------------------
+// UDA: the upstream gradient
+// ---------------------------------------------------------------------------------------------
+
+fn uda_options(o: &Value) -> UdaOptions {
+    UdaOptions {
+        temperature: num(&o["temperature"]),
+        sharpen: match o["sharpen"].as_str().expect("sharpen") {
+            "target" => Sharpen::Target,
+            _ => Sharpen::Augmented,
+        },
+        confidence_threshold: (!o["confidence_threshold"].is_null()).then(|| num(&o["confidence_threshold"])),
+        normalize: match o["normalize"].as_str().expect("normalize") {
+            "kept_rows" => UdaNormalize::KeptRows,
+            _ => UdaNormalize::AllRows,
+        },
+    }
+}
+
+/// Returns whether the case's gradient for a non-unit upstream was compared.
+fn run_uda_upstream_case<T: Element>(c: &Value) -> bool {
+    let name = c["name"].as_str().expect("name");
+    let f32 = c["dtype"] == "f32";
+    let shape: Vec<usize> = c["shape"].as_array().expect("shape").iter().map(|d| int(d) as usize).collect();
+    let (rows, cols) = (shape[0], shape[1]);
+    let arr = |v: &Value| {
+        Array2::from_shape_vec((rows, cols), nums(v).into_iter().map(to_t::<T>).collect()).expect("shape")
+    };
+    let (ori, aug) = (arr(&c["ori"]), arr(&c["aug"]));
+    let opts = uda_options(&c["options"]);
+    let up = num(&c["upstream"]);
+    assert_ne!(up, 1.0, "{name}: the fixture's upstream gradient must not be 1");
+    let g = uda_consistency_backward(ori.view(), aug.view(), &opts, &GradOutput::Scalar(to_t::<T>(up)))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let got = flat2(&g);
+    let (rtol, atol) = if f32 { (1e-6, 1e-7) } else { (1e-12, 1e-13) };
+    assert_close(&format!("{name}: grad_upstream"), &got, &nums(&c["grad_upstream"]), rtol, atol);
+    if f32 {
+        // PyTorch's own float32 result rounds every intermediate: compare with a slightly wider tolerance
+        assert_close(
+            &format!("{name}: grad vs torch f32"),
+            &got,
+            &nums(&c["grad_upstream_torch"]),
+            2e-6,
+            2e-7,
+        );
+    }
+    // an upstream gradient of 1 (as a scalar or a 0-d array) is uda_consistency's own gradient, bit for bit
+    let one = uda_consistency(ori.view(), aug.view(), &opts).expect("forward").grad;
+    let g1 = uda_consistency_backward(ori.view(), aug.view(), &opts, &GradOutput::one()).expect("backward");
+    let zero_d = infoloss::ndarray::arr0(to_t::<T>(1.0));
+    let g0 =
+        uda_consistency_backward(ori.view(), aug.view(), &opts, &GradOutput::Array(zero_d.view().into_dyn()))
+            .expect("0-d upstream");
+    for (a, b) in [(&one, &g1), (&one, &g0)] {
+        assert!(
+            a.iter().zip(b.iter()).all(|(x, y)| x == y || (to_f64(*x).is_nan() && to_f64(*y).is_nan())),
+            "{name}: backward(1) differs from uda_consistency's gradient"
+        );
+    }
+    !got.is_empty()
+}
+
+#[test]
+fn uda_backward_matches_torch_upstream_fixtures() {
+    let doc = load("uda.json");
+    let cases = doc["cases"].as_array().expect("cases");
+    let mut compared = 0;
+    for c in cases {
+        let done = match c["dtype"].as_str().expect("dtype") {
+            "f32" => run_uda_upstream_case::<f32>(c),
+            _ => run_uda_upstream_case::<f64>(c),
+        };
+        compared += usize::from(done);
+    }
+    assert!(cases.len() >= 34 && compared >= 30, "{} cases, {compared} with gradients", cases.len());
+}
+
+#[test]
+fn uda_backward_rounds_once_in_f32() {
+    // The f64 gradient times g, rounded once, is what uda_consistency_backward returns in f32; multiplying the
+    // f32 gradient of upstream 1 by g rounds twice and is further away for some elements.
+    let ori = rand_matrix(16, 33, 1, 3.0);
+    let aug = &ori + &rand_matrix(16, 33, 2, 1.0);
+    let opts = UdaOptions { temperature: 0.7, ..Default::default() };
+    let up = 0.1f64;
+    let exact =
+        uda_consistency_backward(ori.view(), aug.view(), &opts, &GradOutput::Scalar(up)).expect("f64");
+    let (o32, a32) = (ori.mapv(|v| v as f32), aug.mapv(|v| v as f32));
+    // inputs exactly representable in f32 for the comparison
+    let exact32 = uda_consistency_backward(
+        o32.mapv(f64::from).view(),
+        a32.mapv(f64::from).view(),
+        &opts,
+        &GradOutput::Scalar(f64::from(up as f32)),
+    )
+    .expect("f64 on f32 inputs");
+    let once =
+        uda_consistency_backward(o32.view(), a32.view(), &opts, &GradOutput::Scalar(up as f32)).expect("f32");
+    let twice = uda_consistency(o32.view(), a32.view(), &opts).expect("f32").grad.mapv(|v| v * (up as f32));
+    let (mut once_err, mut twice_err) = (0.0f64, 0.0f64);
+    for ((&e, &a), &b) in exact32.iter().zip(once.iter()).zip(twice.iter()) {
+        assert_eq!(a, e as f32, "rounded once: the f32 result is the f64 value rounded");
+        once_err += (f64::from(a) - e).abs();
+        twice_err += (f64::from(b) - e).abs();
+    }
+    assert!(once_err < twice_err, "once {once_err:e} vs twice {twice_err:e}");
+    assert_eq!(exact.shape(), &[16, 33]);
+}
+
+#[test]
+fn fd_uda_backward_every_option() {
+    let ori = rand_matrix(6, 5, 11, 2.5);
+    let aug = &ori + &rand_matrix(6, 5, 12, 1.0);
+    let mut checked = 0;
+    for sharpen in [Sharpen::Target, Sharpen::Augmented] {
+        for (temperature, confidence_threshold) in [(1.0, None), (0.4, Some(0.5)), (2.0, Some(0.3))] {
+            for normalize in [UdaNormalize::KeptRows, UdaNormalize::AllRows] {
+                for up in [-1.75, 3.0] {
+                    let o = UdaOptions { temperature, sharpen, confidence_threshold, normalize };
+                    let g = uda_consistency_backward(ori.view(), aug.view(), &o, &GradOutput::Scalar(up))
+                        .unwrap();
+                    checked += fd_check(&format!("uda {o:?} × {up}"), &aug, &g, |x| {
+                        up * uda_consistency(ori.view(), x.view(), &o).unwrap().loss
+                    });
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 2 * 3 * 2 * 2 * 30);
+}
+
+#[test]
+fn uda_backward_errors_and_non_finite_upstream() {
+    let ori = array![[3.0f64, 0.0], [0.0, 0.1]]; // the second row is masked at threshold 0.9
+    let aug = array![[1.0f64, 0.5], [0.2, 0.0]];
+    let o = UdaOptions { confidence_threshold: Some(0.9), ..Default::default() };
+    let g2 = array![1.0f64, 2.0];
+    let e = uda_consistency_backward(ori.view(), aug.view(), &o, &GradOutput::Array(g2.view().into_dyn()))
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "uda_consistency: grad_output shape [2] and output shape [] must be equal (the loss is reduced to a scalar)"
+    );
+    // 0·NaN: a NaN upstream gradient makes masked rows NaN too, as in PyTorch
+    let g = uda_consistency_backward(ori.view(), aug.view(), &o, &GradOutput::Scalar(f64::NAN)).unwrap();
+    assert!(g.iter().all(|v| v.is_nan()));
+    // a zero upstream gradient gives exact zeros
+    let g = uda_consistency_backward(ori.view(), aug.view(), &o, &GradOutput::Scalar(0.0)).unwrap();
+    assert!(g.iter().all(|&v| v == 0.0));
+    // the masked row is exactly zero for a finite upstream gradient
+    let g = uda_consistency_backward(ori.view(), aug.view(), &o, &GradOutput::Scalar(-4.0)).unwrap();
+    assert_eq!(g.row(1).to_vec(), vec![0.0, 0.0]);
+    assert!(g.row(0).iter().all(|v| v.abs() > 0.01));
+}
+
+// ---------------------------------------------------------------------------------------------
+// linear_distill_backward: biases, top-k teacher, upstream gradients
+// ---------------------------------------------------------------------------------------------
+
+/// A student and a teacher with biases: `(xs, ws, bs, xt, wt, bt)`, sizes `n, hs, ht, v`.
+struct Heads {
+    xs: Array2<f64>,
+    ws: Array2<f64>,
+    bs: Array1<f64>,
+    xt: Array2<f64>,
+    wt: Array2<f64>,
+    bt: Array1<f64>,
+}
+
+fn heads(n: usize, hs: usize, ht: usize, v: usize, seed: u64) -> Heads {
+    Heads {
+        xs: rand_matrix(n, hs, seed, 1.5),
+        ws: rand_matrix(v, hs, seed + 1, 1.0),
+        bs: rand_vector(v, seed + 2, 0.5),
+        xt: rand_matrix(n, ht, seed + 3, 1.5),
+        wt: rand_matrix(v, ht, seed + 4, 1.2),
+        bt: rand_vector(v, seed + 5, 0.5),
+    }
+}
+
+/// `linear_distill_backward` with `h`'s teacher (and its bias) and the given student.
+#[allow(clippy::too_many_arguments)]
+fn run(
+    h: &Heads,
+    xs: &Array2<f64>,
+    ws: &Array2<f64>,
+    bs: Option<&Array1<f64>>,
+    labels: Option<&Array1<i64>>,
+    topk: Option<TeacherTopK>,
+    opts: &LinearDistillOptions,
+    g: &GradOutput<'_, f64>,
+) -> infoloss::linear::LinearDistillOutput<f64> {
+    let student = LinearHead { hidden: xs.view(), weight: ws.view(), bias: bs.map(|b| b.view()) };
+    let teacher = LinearHead { hidden: h.xt.view(), weight: h.wt.view(), bias: Some(h.bt.view()) };
+    linear_distill_backward(&student, &teacher, labels.map(|y| y.view()), topk, opts, g)
+        .expect("linear_distill")
+}
+
+#[test]
+fn fd_linear_distill_bias_topk_upstream() {
+    let (n, hs, ht, v) = (5, 3, 4, 7);
+    let h = heads(n, hs, ht, v, 100);
+    let y = array![2i64, -100, 0, 6, 3];
+    let per_row = array![0.5f64, -1.25, 2.0, 0.75, -0.3];
+    let cases: Vec<(Divergence, Reduction, f64, Option<TeacherTopK>)> = vec![
+        (Divergence::ForwardKl, Reduction::BatchMean, 1.0, None),
+        (Divergence::ReverseKl, Reduction::None, 0.5, None),
+        (
+            Divergence::GeneralizedJsd { beta: 0.3 },
+            Reduction::Sum,
+            0.6,
+            Some(TeacherTopK { k: 3, add_tail: true }),
+        ),
+        (Divergence::ForwardKl, Reduction::None, 1.0, Some(TeacherTopK { k: 2, add_tail: false })),
+        (Divergence::TotalVariation, Reduction::Mean, 0.8, Some(TeacherTopK { k: 4, add_tail: true })),
+        (Divergence::ReverseKl, Reduction::BatchMean, 0.4, Some(TeacherTopK { k: 7, add_tail: false })),
+    ];
+    let mut checked = 0;
+    for (div, reduction, alpha, topk) in cases {
+        let opts = LinearDistillOptions {
+            distill: DistillOptions {
+                temperature: 1.6,
+                divergence: div,
+                alpha,
+                reduction,
+                ..Default::default()
+            },
+            chunk_size: Some(2),
+        };
+        let labels = (alpha < 1.0 || reduction == Reduction::Mean).then_some(&y);
+        let g = if reduction == Reduction::None {
+            GradOutput::Array(per_row.view().into_dyn())
+        } else {
+            GradOutput::Scalar(-1.7)
+        };
+        let out = run(&h, &h.xs, &h.ws, Some(&h.bs), labels, topk, &opts, &g);
+        let what = format!("{div:?} {reduction} alpha {alpha} {topk:?}");
+        let f = |xs: &Array2<f64>, ws: &Array2<f64>, bs: &Array1<f64>| {
+            let student = LinearHead { hidden: xs.view(), weight: ws.view(), bias: Some(bs.view()) };
+            let teacher = LinearHead { hidden: h.xt.view(), weight: h.wt.view(), bias: Some(h.bt.view()) };
+            let out = linear_distill_backward(&student, &teacher, labels.map(|y| y.view()), topk, &opts, &g)
+                .expect("loss");
+            objective(&out.loss, &g)
+        };
+        checked += fd_check(&format!("{what}: hidden"), &h.xs, &out.grad_hidden, |x| f(x, &h.ws, &h.bs));
+        checked += fd_check(&format!("{what}: weight"), &h.ws, &out.grad_weight, |w| f(&h.xs, w, &h.bs));
+        let gb = out.grad_bias.expect("grad_bias");
+        checked += fd_check(&format!("{what}: bias"), &h.bs, &gb, |b| f(&h.xs, &h.ws, b));
+    }
+    assert_eq!(checked, 6 * (n * hs + v * hs + v));
+}
+
+#[test]
+fn topk_with_k_equal_v_equals_the_dense_loss() {
+    let (n, hs, ht, v) = (9, 4, 3, 12);
+    let h = heads(n, hs, ht, v, 200);
+    let y = Array1::from_shape_fn(n, |i| if i % 4 == 1 { -100 } else { (i * 5 % v) as i64 });
+    let mut compared = 0;
+    for div in [
+        Divergence::ForwardKl,
+        Divergence::ReverseKl,
+        Divergence::GeneralizedJsd { beta: 0.5 },
+        Divergence::TotalVariation,
+    ] {
+        for reduction in [Reduction::BatchMean, Reduction::Mean, Reduction::Sum, Reduction::None] {
+            for (alpha, labels) in [(1.0, None), (0.5, Some(&y))] {
+                for chunk in [Some(1), Some(4), None] {
+                    let opts = LinearDistillOptions {
+                        distill: DistillOptions {
+                            temperature: 1.3,
+                            divergence: div,
+                            alpha,
+                            reduction,
+                            ..Default::default()
+                        },
+                        chunk_size: chunk,
+                    };
+                    let g = GradOutput::Scalar(0.75);
+                    let dense = run(&h, &h.xs, &h.ws, Some(&h.bs), labels, None, &opts, &g);
+                    let topk = Some(TeacherTopK { k: v, add_tail: false });
+                    let sparse = run(&h, &h.xs, &h.ws, Some(&h.bs), labels, topk, &opts, &g);
+                    let what = format!("{div:?} {reduction} alpha {alpha} chunk {chunk:?}");
+                    assert!(sparse.grad_bias.is_some());
+                    assert_same_output(&what, &sparse, &dense, 1e-11, 1e-14);
+                    compared += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(compared, 4 * 4 * 2 * 3);
+}
+
+#[test]
+fn topk_with_k_equal_v_equals_the_dense_loss_f32() {
+    let (n, hs, ht, v) = (6, 5, 5, 10);
+    let h = heads(n, hs, ht, v, 300);
+    let c = |a: &Array2<f64>| a.mapv(|x| x as f32);
+    let (xs, ws, xt, wt) = (c(&h.xs), c(&h.ws), c(&h.xt), c(&h.wt));
+    let opts = LinearDistillOptions {
+        distill: DistillOptions { temperature: 2.0, ..Default::default() },
+        chunk_size: Some(4),
+    };
+    let dense = linear_distill(xs.view(), ws.view(), xt.view(), wt.view(), None, &opts).unwrap();
+    let student = LinearHead { hidden: xs.view(), weight: ws.view(), bias: None };
+    let teacher = LinearHead { hidden: xt.view(), weight: wt.view(), bias: None };
+    let topk = Some(TeacherTopK { k: v, add_tail: false });
+    let sparse = linear_distill_backward(&student, &teacher, None, topk, &opts, &GradOutput::one()).unwrap();
+    // the top-k log-probabilities are rounded to f32 once: agreement to f32 precision
+    let (a, b) = (sparse.loss.scalar().unwrap(), dense.loss.scalar().unwrap());
+    assert!((a - b).abs() <= 1e-6 * b.abs() + 1e-7, "{a} vs {b}");
+    assert_close("grad_weight", &flat2(&sparse.grad_weight), &flat2(&dense.grad_weight), 1e-5, 1e-7);
+}
+
+/// The `k` largest entries of each row, by a full sort (descending, ties by index).
+fn naive_top_k(t: &Array2<f64>, k: usize, temp: f64) -> (Array2<i64>, Array2<f64>) {
+    let (rows, v) = t.dim();
+    let mut idx = Array2::<i64>::zeros((rows, k));
+    let mut lq = Array2::<f64>::zeros((rows, k));
+    for r in 0..rows {
+        let row = t.row(r);
+        let mut order: Vec<usize> = (0..v).collect();
+        order.sort_by(|&a, &b| row[b].partial_cmp(&row[a]).expect("finite").then(a.cmp(&b)));
+        let m = row.fold(f64::NEG_INFINITY, |m, &x| m.max(x / temp));
+        let lse = m + row.iter().map(|&x| (x / temp - m).exp()).sum::<f64>().ln();
+        for (j, &cl) in order.iter().take(k).enumerate() {
+            idx[[r, j]] = cl as i64;
+            lq[[r, j]] = row[cl] / temp - lse;
+        }
+    }
+    (idx, lq)
+}
+
+fn logits(x: &Array2<f64>, w: &Array2<f64>, b: &Array1<f64>) -> Array2<f64> {
+    x.dot(&w.t()) + b
+}
+
+#[test]
+fn fused_topk_equals_distill_topk_on_materialized_logits() {
+    let (n, hs, ht, v) = (11, 6, 5, 40);
+    let h = heads(n, hs, ht, v, 400);
+    let y = Array1::from_shape_fn(n, |i| if i % 5 == 2 { -100 } else { (i * 7 % v) as i64 });
+    let s = logits(&h.xs, &h.ws, &h.bs);
+    let t = logits(&h.xt, &h.wt, &h.bt);
+    let temp = 1.7;
+    let mut compared = 0;
+    for (k, add_tail) in [(1, true), (5, false), (5, true), (39, true), (40, false)] {
+        let (idx, lq) = naive_top_k(&t, k, temp);
+        let teacher = SparseTeacher { indices: idx.view(), logprobs: lq.view(), add_tail };
+        for div in
+            [Divergence::ForwardKl, Divergence::GeneralizedJsd { beta: 0.7 }, Divergence::TotalVariation]
+        {
+            for reduction in [Reduction::BatchMean, Reduction::None] {
+                let d = DistillOptions {
+                    temperature: temp,
+                    divergence: div,
+                    alpha: 0.75,
+                    reduction,
+                    ..Default::default()
+                };
+                let (loss, g) = distill_topk_with_grad(s.view(), &teacher, Some(y.view()), &d).unwrap();
+                let opts = LinearDistillOptions { distill: d, chunk_size: Some(3) };
+                let out = run(
+                    &h,
+                    &h.xs,
+                    &h.ws,
+                    Some(&h.bs),
+                    Some(&y),
+                    Some(TeacherTopK { k, add_tail }),
+                    &opts,
+                    &GradOutput::one(),
+                );
+                let what = format!("k {k} tail {add_tail} {div:?} {reduction}");
+                assert_close(&format!("{what}: loss"), &loss_vec(&out.loss), &loss_vec(&loss), 1e-12, 1e-14);
+                assert_close(
+                    &format!("{what}: grad_hidden"),
+                    &flat2(&out.grad_hidden),
+                    &flat2(&g.dot(&h.ws)),
+                    1e-11,
+                    1e-13,
+                );
+                assert_close(
+                    &format!("{what}: grad_weight"),
+                    &flat2(&out.grad_weight),
+                    &flat2(&g.t().dot(&h.xs)),
+                    1e-11,
+                    1e-13,
+                );
+                let gb = g.sum_axis(infoloss::ndarray::Axis(0));
+                assert_close(
+                    &format!("{what}: grad_bias"),
+                    &out.grad_bias.unwrap().to_vec(),
+                    &gb.to_vec(),
+                    1e-11,
+                    1e-13,
+                );
+                compared += 1;
+            }
+        }
+    }
+    assert_eq!(compared, 5 * 3 * 2);
+}
+
+#[test]
+fn upstream_gradient_is_linear_and_chunking_invariant() {
+    let (n, hs, ht, v) = (10, 4, 4, 9);
+    let h = heads(n, hs, ht, v, 500);
+    let u = rand_vector(n, 501, 2.0);
+    let topk = Some(TeacherTopK { k: 3, add_tail: true });
+    let opts = |chunk| LinearDistillOptions {
+        distill: DistillOptions {
+            temperature: 0.8,
+            divergence: Divergence::ReverseKl,
+            reduction: Reduction::None,
+            ..Default::default()
+        },
+        chunk_size: chunk,
+    };
+    let per_row = GradOutput::Array(u.view().into_dyn());
+    let base = run(&h, &h.xs, &h.ws, Some(&h.bs), None, topk, &opts(Some(4)), &per_row);
+    // Σ_r u_r·(gradient of row r alone): one call per row with a one-hot upstream gradient
+    let mut gw = Array2::<f64>::zeros((v, hs));
+    let mut gb = Array1::<f64>::zeros(v);
+    for r in 0..n {
+        let mut e = Array1::<f64>::zeros(n);
+        e[r] = 1.0;
+        let one_hot = run(
+            &h,
+            &h.xs,
+            &h.ws,
+            Some(&h.bs),
+            None,
+            topk,
+            &opts(None),
+            &GradOutput::Array(e.view().into_dyn()),
+        );
+        gw = gw + one_hot.grad_weight * u[r];
+        gb = gb + one_hot.grad_bias.unwrap() * u[r];
+        // a row's hidden-state gradient depends on its own upstream gradient only
+        let row = one_hot.grad_hidden.row(r).to_owned() * u[r];
+        assert_close(&format!("row {r}"), &base.grad_hidden.row(r).to_vec(), &row.to_vec(), 1e-13, 1e-15);
+    }
+    assert_close("grad_weight", &flat2(&base.grad_weight), &flat2(&gw), 1e-12, 1e-14);
+    assert_close("grad_bias", &base.grad_bias.clone().unwrap().to_vec(), &gb.to_vec(), 1e-12, 1e-14);
+    // the same per-row loss whatever the upstream gradient, and chunk sizes agree
+    let unit = run(&h, &h.xs, &h.ws, Some(&h.bs), None, topk, &opts(Some(4)), &GradOutput::one());
+    assert_eq!(base.loss, unit.loss);
+    for chunk in [Some(1), Some(3), Some(10), None] {
+        let other = run(&h, &h.xs, &h.ws, Some(&h.bs), None, topk, &opts(chunk), &per_row);
+        assert_same_output(&format!("chunk {chunk:?}"), &other, &base, 1e-13, 1e-16);
+    }
+    // a scalar upstream gradient for 'none' means every row gets it
+    let s = run(&h, &h.xs, &h.ws, Some(&h.bs), None, topk, &opts(Some(4)), &GradOutput::Scalar(2.5));
+    let twice = GradOutput::Array(infoloss::ndarray::ArrayView1::from(&[2.5f64; 10][..]).into_dyn());
+    let a = run(&h, &h.xs, &h.ws, Some(&h.bs), None, topk, &opts(Some(4)), &twice);
+    assert_eq!(s.grad_weight, a.grad_weight);
+}
+
+#[test]
+fn teacher_bias_moves_the_loss_and_the_top_k() {
+    // with a teacher bias that favours class 0 strongly, the top-1 teacher is class 0 in every row
+    let (n, hs, ht, v) = (4, 3, 2, 5);
+    let mut h = heads(n, hs, ht, v, 600);
+    let opts = LinearDistillOptions {
+        distill: DistillOptions { reduction: Reduction::None, ..Default::default() },
+        chunk_size: None,
+    };
+    let topk = Some(TeacherTopK { k: 1, add_tail: true });
+    let before = run(&h, &h.xs, &h.ws, Some(&h.bs), None, topk, &opts, &GradOutput::one());
+    h.bt = array![50.0, 0.0, 0.0, 0.0, 0.0];
+    let after = run(&h, &h.xs, &h.ws, Some(&h.bs), None, topk, &opts, &GradOutput::one());
+    assert_ne!(before.loss, after.loss);
+    // the teacher is (numerically) one-hot on class 0, its tail bucket ~0: the row loss is −log p_0
+    let s = logits(&h.xs, &h.ws, &h.bs);
+    let rows = after.loss.elementwise().expect("per row").clone();
+    for r in 0..n {
+        let lse = s.row(r).iter().map(|x| x.exp()).sum::<f64>().ln();
+        assert!(
+            (rows[[r]] - (lse - s[[r, 0]])).abs() < 1e-12,
+            "row {r}: {} vs {}",
+            rows[[r]],
+            lse - s[[r, 0]]
+        );
+    }
+}
+
+#[test]
+fn nan_teacher_logit_is_top_and_makes_its_row_nan() {
+    let xs = array![[1.0f64, 0.0], [0.0, 1.0]];
+    let ws = array![[0.5f64, 0.1], [0.2, -0.4], [0.0, 0.3]];
+    let xt = array![[f64::NAN], [1.0]];
+    let wt = array![[1.0f64], [0.5], [-1.0]];
+    let student = LinearHead { hidden: xs.view(), weight: ws.view(), bias: None };
+    let teacher = LinearHead { hidden: xt.view(), weight: wt.view(), bias: None };
+    let opts = LinearDistillOptions {
+        distill: DistillOptions { reduction: Reduction::None, ..Default::default() },
+        chunk_size: Some(1),
+    };
+    let out = linear_distill_backward(
+        &student,
+        &teacher,
+        None,
+        Some(TeacherTopK { k: 2, add_tail: true }),
+        &opts,
+        &GradOutput::one(),
+    )
+    .unwrap();
+    let l = out.loss.elementwise().unwrap();
+    assert!(l[[0]].is_nan() && l[[1]].is_finite(), "{l:?}");
+    assert!(out.grad_hidden.row(0).iter().all(|v| v.is_nan()));
+    assert!(out.grad_hidden.row(1).iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn errors_name_biases_k_and_upstream_shapes() {
+    let h = heads(3, 2, 2, 4, 700);
+    let opts = LinearDistillOptions::default();
+    let msg = |bs: Option<&Array1<f64>>,
+               bt: Option<&Array1<f64>>,
+               topk,
+               g: &GradOutput<'_, f64>,
+               o: &LinearDistillOptions| {
+        let student = LinearHead { hidden: h.xs.view(), weight: h.ws.view(), bias: bs.map(|b| b.view()) };
+        let teacher = LinearHead { hidden: h.xt.view(), weight: h.wt.view(), bias: bt.map(|b| b.view()) };
+        linear_distill_backward(&student, &teacher, None, topk, o, g).unwrap_err().to_string()
+    };
+    let short = Array1::<f64>::zeros(3);
+    assert_eq!(
+        msg(Some(&short), None, None, &GradOutput::one(), &opts),
+        "linear_distill: student_bias shape [3] and student_weight shape [4, 2] are not compatible: student_bias \
+         must have one entry per output row of student_weight (V)"
+    );
+    assert_eq!(
+        msg(None, Some(&short), None, &GradOutput::one(), &opts),
+        "linear_distill: teacher_bias shape [3] and teacher_weight shape [4, 2] are not compatible: teacher_bias \
+         must have one entry per output row of teacher_weight (V)"
+    );
+    assert_eq!(
+        msg(None, None, Some(TeacherTopK { k: 5, add_tail: false }), &GradOutput::one(), &opts),
+        "linear_distill: invalid teacher_topk.k = 5: must be at most the number of classes (4)"
+    );
+    let g2 = Array1::<f64>::ones(2);
+    let none = LinearDistillOptions {
+        distill: DistillOptions { reduction: Reduction::None, ..Default::default() },
+        chunk_size: None,
+    };
+    assert_eq!(
+        msg(None, None, None, &GradOutput::Array(g2.view().into_dyn()), &none),
+        "linear_distill: grad_output shape [2] and output shape [3] must be equal"
+    );
+    assert_eq!(
+        msg(None, None, None, &GradOutput::Array(g2.view().into_dyn()), &opts),
+        "linear_distill: grad_output shape [2] and output shape [] must be equal (the loss is reduced to a scalar)"
+    );
+}
+
+#[test]
+fn zero_k_and_empty_inputs() {
+    // k = 0 with the tail: both tails hold all the mass, the soft loss is 0 and so is the gradient
+    let h = heads(3, 2, 2, 4, 800);
+    let opts = LinearDistillOptions::default();
+    let out = run(
+        &h,
+        &h.xs,
+        &h.ws,
+        Some(&h.bs),
+        None,
+        Some(TeacherTopK { k: 0, add_tail: true }),
+        &opts,
+        &GradOutput::one(),
+    );
+    assert_eq!(out.loss.scalar(), Some(0.0));
+    assert!(out.grad_weight.iter().all(|&g| g == 0.0));
+    // no rows: BatchMean of nothing is NaN with zero gradients (a bias gradient of zeros)
+    let e = Array2::<f64>::zeros((0, 2));
+    let student = LinearHead { hidden: e.view(), weight: h.ws.view(), bias: Some(h.bs.view()) };
+    let teacher = LinearHead { hidden: e.view(), weight: h.wt.view(), bias: Some(h.bt.view()) };
+    let out = linear_distill_backward(
+        &student,
+        &teacher,
+        None,
+        Some(TeacherTopK { k: 2, add_tail: true }),
+        &opts,
+        &GradOutput::Scalar(3.0),
+    )
+    .unwrap();
+    assert!(out.loss.scalar().unwrap().is_nan());
+    assert_eq!(out.grad_bias.unwrap().to_vec(), vec![0.0; 4]);
+    assert_eq!(out.grad_hidden.shape(), &[0, 2]);
+}
+
+#[test]
+fn workspace_counts_bias_and_topk_buffers() {
+    let opts = LinearDistillOptions { chunk_size: Some(50), ..Default::default() };
+    let plain = linear_distill_workspace::<f64>(1000, 64, 32, 5000, &opts);
+    assert_eq!(plain, linear_distill_workspace_with::<f64>(1000, 64, 32, 5000, false, None, &opts));
+    let full = linear_distill_workspace_with::<f64>(
+        1000,
+        64,
+        32,
+        5000,
+        true,
+        Some(TeacherTopK { k: 100, add_tail: true }),
+        &opts,
+    );
+    assert_eq!(full.bias_accumulator_bytes, 8 * 5000);
+    assert_eq!(full.teacher_topk_bytes, 50 * 100 * 16);
+    assert!(full.row_scratch_bytes > plain.row_scratch_bytes);
+    assert_eq!(
+        full.total_bytes,
+        3 * full.logits_chunk_bytes
+            + full.row_scratch_bytes
+            + full.per_row_bytes
+            + full.bias_accumulator_bytes
+            + full.teacher_topk_bytes
+            + full.gemm_packing_bytes
+    );
+}
+
+/// `T: LinearFloat` generic smoke test: f32 and f64 run the same top-k path.
+fn generic_runs<T: LinearFloat>() -> f64 {
+    let xs = Array2::from_shape_fn((4, 3), |(i, j)| to_t::<T>((i as f64 - 1.5) * 0.3 + j as f64 * 0.2));
+    let ws = Array2::from_shape_fn((6, 3), |(i, j)| to_t::<T>(((i * 3 + j) % 5) as f64 * 0.25 - 0.5));
+    let student = LinearHead { hidden: xs.view(), weight: ws.view(), bias: None };
+    let rev: ArrayView2<'_, T> = ws.slice(infoloss::ndarray::s![..;-1, ..]);
+    let teacher = LinearHead { hidden: xs.view(), weight: rev, bias: None };
+    let out = linear_distill_backward(
+        &student,
+        &teacher,
+        None,
+        Some(TeacherTopK { k: 3, add_tail: true }),
+        &LinearDistillOptions::default(),
+        &GradOutput::one(),
+    )
+    .unwrap();
+    to_f64(out.loss.scalar().unwrap())
+}
+
+#[test]
+fn f32_and_f64_agree() {
+    let (a, b) = (generic_runs::<f32>(), generic_runs::<f64>());
+    assert!(b > 0.01 && (a - b).abs() <= 1e-6 * b, "{a} vs {b}");
+}

@@ -1,0 +1,321 @@
+//! Peak heap memory of the fused linear losses, measured with a counting global allocator: beyond the inputs,
+//! `linear_cross_entropy` and `linear_distill_backward` must need no more than their returned gradients plus
+//! the workspace they report (one chunk of logits — three chunk-sized buffers for distillation — and the small
+//! per-row and packing buffers), never the `(N, V)` logits.
+//!
+//! `cargo test -p infoloss --release --test linear_memory -- --ignored --nocapture` also measures the issue's
+//! anchor size (N = 2048, H = 1024, V = 32000, f32) and prints the numbers.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use infoloss::distill::DistillOptions;
+use infoloss::linear::{
+    LinearDistillOptions, LinearHead, LinearWorkspace, TeacherTopK, linear_cross_entropy_workspace,
+    linear_distill_backward, linear_distill_workspace_with,
+};
+use infoloss::ndarray::{Array1, Array2};
+use infoloss::{GradOutput, LinearCrossEntropyOptions, LinearFloat, linear_cross_entropy};
+
+/// The system allocator, counting the bytes currently allocated and their peak.
+struct Counting;
+
+static CURRENT: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+
+fn grew(size: usize) {
+    let now = CURRENT.fetch_add(size, Ordering::SeqCst) + size;
+    PEAK.fetch_max(now, Ordering::SeqCst);
+}
+
+// SAFETY: forwards every call to `System` unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            grew(layout.size());
+        }
+        p
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) };
+        CURRENT.fetch_sub(layout.size(), Ordering::SeqCst);
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: same contract as the caller's.
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            CURRENT.fetch_sub(layout.size(), Ordering::SeqCst);
+            grew(new_size);
+        }
+        p
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// One measurement at a time (the tests of this file share the counters).
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Bytes allocated at the peak of `f` beyond what was allocated before it, and `f`'s result.
+fn peak_of<R>(f: impl FnOnce() -> R) -> (usize, R) {
+    let base = CURRENT.load(Ordering::SeqCst);
+    PEAK.store(base, Ordering::SeqCst);
+    let r = f();
+    (PEAK.load(Ordering::SeqCst) - base, r)
+}
+
+/// `(peak of the first call, peak of a second call)`: the first call also allocates what stays cached for the
+/// process (rayon's pool, `gemm`'s per-thread packing buffers, which it keeps and reuses); the second call
+/// shows the memory each call needs.
+fn peaks<R>(mut f: impl FnMut() -> R) -> (usize, usize, R) {
+    let (first, r) = peak_of(&mut f);
+    drop(r);
+    let (second, r) = peak_of(&mut f);
+    (first, second, r)
+}
+
+fn mib(b: usize) -> f64 {
+    b as f64 / (1 << 20) as f64
+}
+
+fn matrix<T: LinearFloat>(rows: usize, cols: usize, seed: u64, scale: f64) -> Array2<T> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    Array2::from_shape_fn((rows, cols), |_| {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        T::c(((s >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * scale)
+    })
+}
+
+struct Report {
+    what: String,
+    inputs: usize,
+    grads: usize,
+    workspace: LinearWorkspace,
+    /// Peak of the first call (including the one-time caches).
+    first: usize,
+    /// Peak of a later call.
+    peak: usize,
+}
+
+impl Report {
+    fn print(&self) {
+        let w = &self.workspace;
+        println!(
+            "{}: inputs {:.1} MiB; peak beyond the inputs {:.1} MiB (first call {:.1} MiB) = gradients {:.1} MiB + \
+             {:.1} MiB temporaries (reported workspace {:.1} MiB: {} × {:.1} MiB logits chunk of {} rows, packing \
+             {:.1} MiB, rows/bias/top-k {:.2} MiB)",
+            self.what,
+            mib(self.inputs),
+            mib(self.peak),
+            mib(self.first),
+            mib(self.grads),
+            mib(self.peak.saturating_sub(self.grads)),
+            mib(w.total_bytes),
+            w.chunk_buffers,
+            mib(w.logits_chunk_bytes),
+            w.chunk_rows,
+            mib(w.gemm_packing_bytes),
+            mib(w.per_row_bytes + w.bias_accumulator_bytes + w.teacher_topk_bytes + w.row_scratch_bytes),
+        );
+    }
+
+    /// The peak stays within the gradients + the reported workspace (+ `slack` bytes), and (with `logits_bytes`)
+    /// its temporaries far below the logits.
+    fn check(&self, logits_bytes: Option<usize>, slack: usize) {
+        self.print();
+        assert!(
+            self.peak <= self.grads + self.workspace.total_bytes + slack,
+            "{}: peak {} > gradients {} + workspace {} + slack {slack}",
+            self.what,
+            self.peak,
+            self.grads,
+            self.workspace.total_bytes
+        );
+        assert!(self.peak >= self.grads, "{}: the gradients alone take {} bytes", self.what, self.grads);
+        if let Some(logits) = logits_bytes {
+            assert!(
+                self.peak - self.grads < logits / 2,
+                "{}: {} bytes of temporaries, the logits are {logits}",
+                self.what,
+                self.peak - self.grads
+            );
+        }
+    }
+}
+
+fn measure_ce<T: LinearFloat>(n: usize, h: usize, v: usize, chunk: Option<usize>) -> Report {
+    let e = std::mem::size_of::<T>();
+    let x = matrix::<T>(n, h, 1, 1.0);
+    let w = matrix::<T>(v, h, 2, 0.05);
+    let b = Array1::from_shape_fn(v, |i| T::c((i % 7) as f64 * 0.01));
+    let y = Array1::from_shape_fn(n, |i| ((i * 7919) % v) as i64);
+    let opts = LinearCrossEntropyOptions::<T> { chunk_size: chunk, ..Default::default() };
+    let (first, peak, out) = peaks(|| {
+        linear_cross_entropy(x.view(), w.view(), Some(b.view()), y.view(), &opts).expect("linear ce")
+    });
+    assert!(out.loss.scalar().expect("scalar").f64().is_finite());
+    Report {
+        what: format!("linear_cross_entropy N={n} H={h} V={v} {}", std::any::type_name::<T>()),
+        inputs: (n * h + v * h + v) * e + n * 8,
+        grads: (n * h + v * h + v) * e,
+        workspace: linear_cross_entropy_workspace(n, h, v, true, &opts),
+        first,
+        peak,
+    }
+}
+
+fn measure_distill<T: LinearFloat>(
+    n: usize,
+    h: usize,
+    v: usize,
+    chunk: Option<usize>,
+    topk: Option<TeacherTopK>,
+) -> Report {
+    let e = std::mem::size_of::<T>();
+    let (xs, ws, xt, wt) = (
+        matrix::<T>(n, h, 3, 1.0),
+        matrix::<T>(v, h, 4, 0.05),
+        matrix::<T>(n, h, 5, 1.0),
+        matrix::<T>(v, h, 6, 0.05),
+    );
+    let (bs, bt) = (Array1::from_elem(v, T::c(0.01)), Array1::from_elem(v, T::c(-0.02)));
+    let opts = LinearDistillOptions {
+        distill: DistillOptions { temperature: 2.0, ..Default::default() },
+        chunk_size: chunk,
+    };
+    let student = LinearHead { hidden: xs.view(), weight: ws.view(), bias: Some(bs.view()) };
+    let teacher = LinearHead { hidden: xt.view(), weight: wt.view(), bias: Some(bt.view()) };
+    let (first, peak, out) = peaks(|| {
+        linear_distill_backward(&student, &teacher, None, topk, &opts, &GradOutput::Scalar(T::c(0.5)))
+            .expect("linear distill")
+    });
+    assert!(out.loss.scalar().expect("scalar").f64().is_finite());
+    Report {
+        what: format!("linear_distill N={n} H={h} V={v} {} top-k {topk:?}", std::any::type_name::<T>()),
+        inputs: (2 * n * h + 2 * v * h + 2 * v) * e,
+        grads: (n * h + v * h + v) * e,
+        workspace: linear_distill_workspace_with::<T>(n, h, h, v, true, topk, &opts),
+        first,
+        peak,
+    }
+}
+
+/// Small per-call allocations the workspace does not list (rayon job bookkeeping, `Vec` growth of the per-row
+/// losses, a few ndarray headers).
+const SLACK: usize = 1 << 20;
+
+#[test]
+fn peak_memory_is_gradients_plus_one_chunk() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (n, h, v) = (768, 128, 6000);
+    let tk = Some(TeacherTopK { k: 64, add_tail: true });
+    measure_ce::<f32>(n, h, v, Some(64)).check(Some(n * v * 4), SLACK);
+    measure_ce::<f64>(n, h, v, Some(100)).check(Some(n * v * 8), SLACK);
+    measure_distill::<f32>(n, h, v, Some(64), None).check(Some(n * v * 4), SLACK);
+    measure_distill::<f32>(n, h, v, Some(64), tk).check(Some(n * v * 4), SLACK);
+    measure_distill::<f64>(n, h, v, Some(50), None).check(Some(n * v * 8), SLACK);
+    // the automatic chunk holds at least 64 MiB of logits: here all rows, still within the reported workspace
+    measure_ce::<f32>(n, h, v, None).check(None, SLACK);
+    measure_distill::<f32>(n, h, v, None, tk).check(None, SLACK);
+}
+
+#[test]
+#[ignore = "large (N = 2048, H = 1024, V = 32000): run with --ignored --nocapture for the numbers"]
+fn peak_memory_at_the_issue_anchor_size() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (n, h, v) = (2048, 1024, 32000);
+    let tk = Some(TeacherTopK { k: 64, add_tail: true });
+    for chunk in [None, Some(128)] {
+        let t = std::time::Instant::now();
+        measure_ce::<f32>(n, h, v, chunk).check(Some(n * v * 4), SLACK);
+        println!("  (chunk {chunk:?}; two calls {:.2} s)", t.elapsed().as_secs_f64());
+        for topk in [None, tk] {
+            let t = std::time::Instant::now();
+            measure_distill::<f32>(n, h, v, chunk, topk).check(Some(n * v * 4), SLACK);
+            println!("  (chunk {chunk:?}; two calls {:.2} s)", t.elapsed().as_secs_f64());
+        }
+    }
+}
+
+/// Median of `reps` timed calls of `f` (after one warm-up call), in seconds.
+fn median_secs(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut t: Vec<f64> = (0..reps)
+        .map(|_| {
+            let s = std::time::Instant::now();
+            f();
+            s.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
+#[test]
+#[ignore = "large (N = 2048, H = 1024, V = 32000): run with --ignored --nocapture for the numbers"]
+fn time_against_the_gemms_alone_at_the_anchor_size() {
+    use infoloss::linear::matmul;
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (n, h, v) = (2048, 1024, 32000);
+    let (xs, ws, xt, wt) = (
+        matrix::<f32>(n, h, 3, 1.0),
+        matrix::<f32>(v, h, 4, 0.05),
+        matrix::<f32>(n, h, 5, 1.0),
+        matrix::<f32>(v, h, 6, 0.05),
+    );
+    let y = Array1::from_shape_fn(n, |i| ((i * 7919) % v) as i64);
+    // the products of the fused losses, unchunked: logits (student, teacher), G·W, Gᵀ·X
+    let mut logits = Array2::<f32>::zeros((n, v));
+    let mut gx = Array2::<f32>::zeros((n, h));
+    let mut gw = Array2::<f32>::zeros((v, h));
+    let mut gemms = |teacher: bool| {
+        matmul(logits.view_mut(), xs.view(), ws.t(), false).expect("logits");
+        if teacher {
+            matmul(logits.view_mut(), xt.view(), wt.t(), false).expect("teacher logits");
+        }
+        matmul(gx.view_mut(), logits.view(), ws.view(), false).expect("grad hidden");
+        matmul(gw.view_mut(), logits.t(), xs.view(), false).expect("grad weight");
+    };
+    let reps = 3;
+    let three = median_secs(reps, || gemms(false));
+    let four = median_secs(reps, || gemms(true));
+    let opts = LinearCrossEntropyOptions::<f32>::default();
+    let ce = median_secs(reps, || drop(linear_cross_entropy(xs.view(), ws.view(), None, y.view(), &opts)));
+    let dopts = LinearDistillOptions {
+        distill: DistillOptions { temperature: 2.0, ..Default::default() },
+        chunk_size: None,
+    };
+    let student = LinearHead { hidden: xs.view(), weight: ws.view(), bias: None };
+    let teacher = LinearHead { hidden: xt.view(), weight: wt.view(), bias: None };
+    let run = |topk| {
+        drop(
+            linear_distill_backward(&student, &teacher, None, topk, &dopts, &GradOutput::one())
+                .expect("distill"),
+        )
+    };
+    let kd = median_secs(reps, || run(None));
+    let kd_topk = median_secs(reps, || run(Some(TeacherTopK { k: 64, add_tail: true })));
+    println!(
+        "{} threads: three GEMMs {three:.2} s, linear_cross_entropy {ce:.2} s ({:.2}×); four GEMMs {four:.2} s, \
+         linear_distill {kd:.2} s ({:.2}×), with a top-64 teacher + tail {kd_topk:.2} s ({:.2}×)",
+        rayon::current_num_threads(),
+        ce / three,
+        kd / four,
+        kd_topk / four
+    );
+}

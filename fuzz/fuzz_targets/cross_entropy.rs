@@ -1,0 +1,9 @@
+//! Fuzz target `cross_entropy`: see crates/infoloss/tests/fuzz_harness/mod.rs for what it generates and checks.
+#![no_main]
+
+#[path = "../../crates/infoloss/tests/fuzz_harness/mod.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    harness::targets::cross_entropy(data);
+});

@@ -1,0 +1,9 @@
+//! Fuzz target `kl_div`: see crates/infoloss/tests/fuzz_harness/mod.rs for what it generates and checks.
+#![no_main]
+
+#[path = "../../crates/infoloss/tests/fuzz_harness/mod.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    harness::targets::kl_div(data);
+});
