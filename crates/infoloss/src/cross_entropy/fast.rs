@@ -27,14 +27,7 @@ thread_local! {
 }
 
 fn with_path<R>(fast: bool, f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            FAST.with(|c| c.set(self.0));
-        }
-    }
-    let _restore = Restore(FAST.with(|c| c.replace(fast)));
-    f()
+    crate::kernels::with_switch(&FAST, fast, f)
 }
 
 /// Runs `f` with the SIMD fast path of the cross-entropy functions switched off on the

@@ -54,14 +54,7 @@ thread_local! {
 }
 
 fn with_path<R>(fast: bool, f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            FAST.with(|c| c.set(self.0));
-        }
-    }
-    let _restore = Restore(FAST.with(|c| c.replace(fast)));
-    f()
+    crate::kernels::with_switch(&FAST, fast, f)
 }
 
 /// Runs `f` with the SIMD fast path of the elementwise losses — [`kl_div`](crate::kl_div),
@@ -121,80 +114,20 @@ pub(crate) const TASK: usize = 1 << 16;
 /// Elements per L1-resident tile inside a task.
 pub(crate) const TILE: usize = 1024;
 
-/// An element type computed in `f32`, with its slice conversions.
+/// An element type computed in `f32` (its slice conversions are `Element::as_f32`, `load_f32`,
+/// `store_f32`), with a zeroed allocation that makes no pass over the memory.
 pub(crate) trait FastElem: Element<Acc = f32> {
-    /// Whether `Self` is `f32` (results are written straight into the outputs).
-    const IS_F32: bool;
-    /// The slice itself when `Self` is `f32`.
-    fn direct(s: &[Self]) -> Option<&[f32]>;
-    /// The slice itself when `Self` is `f32`.
-    fn direct_mut(s: &mut [Self]) -> Option<&mut [f32]>;
-    /// `dst[i] = src[i]` (exact); both have the same length.
-    fn widen(src: &[Self], dst: &mut [f32]);
-    /// `dst[i] = round(src[i])`, as `Element::from_acc`; both have the same length.
-    fn narrow(src: &[f32], dst: &mut [Self]);
     /// `n` zeros (allocated zeroed, without a pass over the memory).
     fn zeros(n: usize) -> Vec<Self>;
 }
 
 impl FastElem for f32 {
-    const IS_F32: bool = true;
-    #[inline(always)]
-    fn direct(s: &[f32]) -> Option<&[f32]> {
-        Some(s)
-    }
-    #[inline(always)]
-    fn direct_mut(s: &mut [f32]) -> Option<&mut [f32]> {
-        Some(s)
-    }
-    #[inline(always)]
-    fn widen(src: &[f32], dst: &mut [f32]) {
-        for (d, &s) in dst.iter_mut().zip(src) {
-            *d = s;
-        }
-    }
-    #[inline(always)]
-    fn narrow(src: &[f32], dst: &mut [f32]) {
-        Self::widen(src, dst);
-    }
     fn zeros(n: usize) -> Vec<f32> {
         vec![0.0; n]
     }
 }
 
 impl FastElem for half::f16 {
-    const IS_F32: bool = false;
-    #[inline(always)]
-    fn direct(_: &[Self]) -> Option<&[f32]> {
-        None
-    }
-    #[inline(always)]
-    fn direct_mut(_: &mut [Self]) -> Option<&mut [f32]> {
-        None
-    }
-    #[inline(always)]
-    fn widen(src: &[Self], dst: &mut [f32]) {
-        use half::slice::HalfFloatSliceExt;
-        // the slice conversion (F16C when the CPU has it) needs equal lengths, which callers pass
-        if src.len() == dst.len() {
-            src.convert_to_f32_slice(dst);
-        } else {
-            for (d, s) in dst.iter_mut().zip(src) {
-                *d = s.to_f32();
-            }
-        }
-    }
-    #[inline(always)]
-    fn narrow(src: &[f32], dst: &mut [Self]) {
-        use half::slice::HalfFloatSliceExt;
-        if src.len() == dst.len() {
-            dst.convert_from_f32_slice(src);
-        } else {
-            for (d, &s) in dst.iter_mut().zip(src) {
-                *d = half::f16::from_f32(s);
-            }
-        }
-    }
     fn zeros(n: usize) -> Vec<Self> {
         use half::vec::HalfBitsVecExt;
         vec![0u16; n].reinterpret_into()
@@ -202,29 +135,6 @@ impl FastElem for half::f16 {
 }
 
 impl FastElem for half::bf16 {
-    const IS_F32: bool = false;
-    #[inline(always)]
-    fn direct(_: &[Self]) -> Option<&[f32]> {
-        None
-    }
-    #[inline(always)]
-    fn direct_mut(_: &mut [Self]) -> Option<&mut [f32]> {
-        None
-    }
-    // plain loops over half's own (branch-free, inlined) conversions: inside the SIMD context they
-    // are vectorized at the running instruction set
-    #[inline(always)]
-    fn widen(src: &[Self], dst: &mut [f32]) {
-        for (d, s) in dst.iter_mut().zip(src) {
-            *d = s.to_f32();
-        }
-    }
-    #[inline(always)]
-    fn narrow(src: &[f32], dst: &mut [Self]) {
-        for (d, &s) in dst.iter_mut().zip(src) {
-            *d = half::bf16::from_f32(s);
-        }
-    }
     fn zeros(n: usize) -> Vec<Self> {
         use half::vec::HalfBitsVecExt;
         vec![0u16; n].reinterpret_into()
@@ -277,10 +187,10 @@ impl<T: FastElem> Operand<'_, T> {
         match self {
             Operand::Slice(s) => {
                 let src = s.get(start..start + len).unwrap_or_default();
-                match T::direct(src) {
+                match T::as_f32(src) {
                     Some(direct) => direct,
                     None => {
-                        T::widen(src, scratch);
+                        T::load_f32(src, scratch);
                         scratch
                     }
                 }
@@ -878,7 +788,7 @@ struct TaskRun<'j, 'a, 'o, E, K> {
 #[inline(always)]
 fn out_tile<'s, E: FastElem>(out: Option<&'s mut [E]>, scratch: &'s mut [f32]) -> Option<&'s mut [f32]> {
     let out = out?;
-    Some(match E::direct_mut(out) {
+    Some(match E::as_f32_mut(out) {
         Some(direct) => direct,
         None => scratch,
     })
@@ -960,24 +870,24 @@ impl<E: FastElem, K: PointOp> WithSimd for TaskRun<'_, '_, '_, E, K> {
             };
             bad = simd.add_f32s(bad, fused(simd, job.op, want, ins, outs));
             // half types: round the scratch tiles into the outputs
-            if !E::IS_F32 {
+            if E::DTYPE != DType::F32 {
                 if let Some(o) = lo {
-                    E::narrow(&bl[..m], o);
+                    E::store_f32(&bl[..m], o);
                 }
                 if let Some(o) = gio {
-                    E::narrow(&bgi[..m], o);
+                    E::store_f32(&bgi[..m], o);
                 }
                 if let Some(o) = gto {
-                    E::narrow(&bgt[..m], o);
+                    E::store_f32(&bgt[..m], o);
                 }
             }
             if job.loss == LossOut::Sum {
                 let terms = &mut bl[..m];
-                if !E::IS_F32 {
+                if E::DTYPE != DType::F32 {
                     // each term rounded to the element type, as the reference sums them
                     let r = &mut rounded[..m];
-                    E::narrow(terms, r);
-                    E::widen(r, terms);
+                    E::store_f32(terms, r);
+                    E::load_f32(r, terms);
                 }
                 sum += sum_tile(simd, terms);
             }

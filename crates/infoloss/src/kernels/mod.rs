@@ -54,6 +54,23 @@ mod row;
 mod simd;
 mod vmap;
 
+/// Runs `f` with the thread-local fast-path switch `flag` set to `on`, restoring it afterwards (also
+/// on unwind). Backs the `with_reference_path` / `with_fast_path` functions of the losses.
+pub(crate) fn with_switch<R>(
+    flag: &'static std::thread::LocalKey<std::cell::Cell<bool>>,
+    on: bool,
+    f: impl FnOnce() -> R,
+) -> R {
+    struct Restore(&'static std::thread::LocalKey<std::cell::Cell<bool>>, bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            self.0.with(|c| c.set(self.1));
+        }
+    }
+    let _restore = Restore(flag, flag.with(|c| c.replace(on)));
+    f()
+}
+
 pub use ce::{CeProbsRow, CeRow, cross_entropy_probs_row_f32, cross_entropy_row_f32};
 pub use elementwise::{with_elementwise_fast_path, with_elementwise_reference_path};
 pub use exp::{exp_f32, exp_f32_in_place, exp_f64, exp_f64_in_place};
