@@ -538,3 +538,131 @@ fn half_types_take_the_fast_path() {
     run::<infoloss::half::bf16>(&cs, &weight);
     run::<infoloss::half::f16>(&cs, &weight);
 }
+
+/// `a` and `b` agree: both NaN, the same infinity, or finite and within `rtol` (relative) plus `atol`.
+fn same_class(a: &[f32], b: &[f32], (rtol, atol): (f64, f64), what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: lengths");
+    for (i, (&p, &q)) in a.iter().zip(b).enumerate() {
+        let ok = (p.is_nan() && q.is_nan())
+            || p == q
+            || (p.is_finite()
+                && q.is_finite()
+                && (p - q).abs() as f64 <= rtol * p.abs().max(q.abs()) as f64 + atol);
+        assert!(ok, "{what}[{i}]: fast {p}, reference {q}");
+    }
+}
+
+/// Loss and input gradient of `cross_entropy_probs_with_grad` on both paths, NaN/inf in the same places.
+fn probs_same_class(
+    x: &ArrayD<f32>,
+    t: &ArrayD<f32>,
+    opts: &CrossEntropyOptions<'_, f32>,
+    what: &str,
+) -> Vec<f32> {
+    let l = with_fast_path(|| cross_entropy_probs(x.view(), t.view(), opts)).unwrap();
+    let lr = with_reference_path(|| cross_entropy_probs(x.view(), t.view(), opts)).unwrap();
+    same_class(&loss_vec(&l), &loss_vec(&lr), (RTOL, 0.0), &format!("{what}: loss"));
+    let (l2, g) = with_fast_path(|| cross_entropy_probs_with_grad(x.view(), t.view(), opts)).unwrap();
+    let (l2r, gr) = with_reference_path(|| cross_entropy_probs_with_grad(x.view(), t.view(), opts)).unwrap();
+    same_class(&loss_vec(&l2), &loss_vec(&l2r), (RTOL, 0.0), &format!("{what}: loss of _with_grad"));
+    // the gradient's finite entries differ by the cancellation of p·Σt' against t' (see `check`)
+    same_class(&flat(&g), &flat(&gr), (1e-3, 1e-6), &format!("{what}: gradient"));
+    loss_vec(&l)
+}
+
+fn arr(shape: &[usize], v: &[f32]) -> ArrayD<f32> {
+    ArrayD::from_shape_vec(IxDyn(shape), v.to_vec()).unwrap()
+}
+
+/// The fuzzer's finds (`fuzz/corpus/cross_entropy_probs/regression-fast-path-nan-vs-inf-*`): an
+/// infinite target entry at the row's maximum logit, where the fast path's closed form
+/// `Σt·ln_s + Σ t·(m − x)` met `inf·0` and gave NaN, while PyTorch's `−Σ t·log_softmax(x)` is ±inf.
+#[test]
+fn infinite_targets_at_the_row_maximum_give_the_references_infinities() {
+    let inf = f32::INFINITY;
+    // -1 (bf16 in the fuzz input, computed in f32): row 2 has t = inf at its maximum logit 20.375.
+    let x = arr(&[3, 3], &[0.0, 0.0, 708.0, 0.5, 21.0, -30.0, 13.6875, 20.375, -18.25]);
+    let t = arr(
+        &[3, 3],
+        &[17.0, 0.457_031_25, 0.640_625, 0.457_031_25, 0.457_031_25, 0.470_703_13, 0.0, inf, 0.316_406_25],
+    );
+    let none = CrossEntropyOptions { reduction: Reduction::None, ..Default::default() };
+    let l = probs_same_class(&x, &t, &none, "reproducer 1");
+    assert_eq!(l[2], inf);
+    // 708·(17 + 0.457…) and 20.5·0.457… + 51·0.4707…
+    assert!((l[0] - 12_359.58).abs() < 0.01 && (l[1] - 33.375).abs() < 0.001, "{l:?}");
+    let bf = x.mapv(infoloss::half::bf16::from_f32);
+    let bt = t.mapv(infoloss::half::bf16::from_f32);
+    let bnone = CrossEntropyOptions { reduction: Reduction::None, ..Default::default() };
+    let lb = with_fast_path(|| cross_entropy_probs(bf.view(), bt.view(), &bnone)).unwrap().into_array();
+    assert_eq!(lb[2].to_f32(), inf);
+
+    // -2 (f32, class weights, ε = −0.1 i.e. none): t = −inf at the maximum logit 0 of row [1, :, 1, 0].
+    let m = -8.67f32;
+    let x = arr(&[2, 2, 2, 2], &[m, m, m, 2.0, m, -7.91, m, m, m, m, m, m, m, 0.0, m, m]);
+    let t = arr(
+        &[2, 2, 2, 2],
+        &[
+            0.121,
+            0.121,
+            0.214,
+            -0.0,
+            -4.651_134_3e-7,
+            -1.180_358e14,
+            0.944,
+            0.944,
+            0.08,
+            0.0,
+            -inf,
+            0.238,
+            0.526,
+            0.35,
+            0.797,
+            0.797,
+        ],
+    );
+    let w = Array1::from_vec(vec![0.283f32, 0.535]);
+    let opts = CrossEntropyOptions {
+        weight: Some(w.view()),
+        reduction: Reduction::None,
+        label_smoothing: -0.1,
+        ..Default::default()
+    };
+    let l = probs_same_class(&x, &t, &opts, "reproducer 2");
+    assert_eq!(l[6], -inf, "{l:?}");
+    assert!(l.iter().enumerate().all(|(i, v)| i == 6 || v.is_finite()), "{l:?}");
+    for reduction in [Reduction::Mean, Reduction::Sum] {
+        let o = CrossEntropyOptions { reduction, ..opts };
+        assert_eq!(probs_same_class(&x, &t, &o, "reproducer 2, reduced"), vec![-inf]);
+    }
+}
+
+/// Products `t·log_softmax(x)` that overflow `f32` in the reference but not in the closed form (or
+/// the other way round) give the reference's values too.
+#[test]
+fn overflowing_target_products_give_the_references_values() {
+    let big = 3.0e38f32;
+    // Opposite infinities: (−ln 10)·3e38 = −inf and +inf, their sum NaN (the closed form gave 0).
+    let mut t = vec![0.0f32; 10];
+    t[0] = big;
+    t[1] = -big;
+    let x = arr(&[1, 10], &[0.0; 10]);
+    let none = CrossEntropyOptions { reduction: Reduction::None, ..Default::default() };
+    assert!(probs_same_class(&x, &arr(&[1, 10], &t), &none, "opposite overflows")[0].is_nan());
+    // One overflowing product (−ln 3·3.3e38) in one of two rows: the mean is +inf (the closed form's
+    // row loss 3.6e38 is finite in f64, and so was its mean 1.8e38).
+    let x = arr(&[2, 3], &[0.0; 6]);
+    let t = arr(&[2, 3], &[3.3e38, 0.0, 0.0, 0.2, 0.3, 0.5]);
+    let mean = CrossEntropyOptions::default();
+    assert_eq!(probs_same_class(&x, &t, &mean, "one overflow")[0], f32::INFINITY);
+    // Large but finite products are the same finite values.
+    let t = arr(&[2, 3], &[1e37, 0.0, 0.0, 0.2, 0.3, 0.5]);
+    let l = probs_same_class(&x, &t, &mean, "large products")[0];
+    assert!((l as f64 - 1e37 * 3f64.ln() / 2.0).abs() < 1e31, "{l}");
+    // A −inf logit under a positive target: +inf; under a zero target: 0·inf = NaN.
+    let x = arr(&[2, 3], &[f32::NEG_INFINITY, 0.0, 1.0, f32::NEG_INFINITY, 0.0, 1.0]);
+    let t = arr(&[2, 3], &[0.5, 0.25, 0.25, 0.0, 0.5, 0.5]);
+    let l = probs_same_class(&x, &t, &none, "-inf logits");
+    assert_eq!(l[0], f32::INFINITY);
+    assert!(l[1].is_nan());
+}

@@ -4,6 +4,7 @@ use pulp::{Simd, WithSimd};
 
 use super::Kernels;
 use super::row::{Lin, OnlineRow, coef, online_row, rescale_blocks};
+use super::simd::load_tail_fill;
 use super::vmap::{VecZip, VecZip2, zip_in_place, zip2_in_place};
 use crate::{Error, Result};
 
@@ -294,6 +295,12 @@ fn ce_probs_row<S: Simd, const STORE: bool, const W: bool>(simd: S, op: CeProbsO
     }
     let ln_s = st.s.ln();
     let loss = st.c * ln_s + st.lin;
+    // The closed form `Σc·ln_s + Σ c·(m − x)` differs from PyTorch's `−Σ t'·lsm` where an infinite
+    // `t'` meets `m − x = 0` (`inf·0` is NaN, PyTorch's `inf·lsm` is ±inf) and where products
+    // overflow `f32` in one form but not the other: such rows take the reference's arithmetic.
+    if !loss.is_finite() || may_overflow::<S, W>(simd, x, t, w, keep, add, st.m, ln_s) {
+        return exact_probs_row::<STORE, W>(x, t, w, eps, keep, add, st.m, scale, out);
+    }
     if STORE {
         // grad_c = g·(p_c·Σ_k w_k t'_k − w_c t'_c)
         let g = scale as f64;
@@ -320,6 +327,94 @@ fn ce_probs_row<S: Simd, const STORE: bool, const W: bool>(simd: S, op: CeProbsO
         }
     }
     CeProbsRow { max: st.m, ln_sum: ln_s as f32, loss, target_mass: st.c }
+}
+
+/// Whether a product `w_c·t'_c·(m − x_c)` or `t'_c·lsm_c` (or a lane sum of them) of the row can come
+/// near `f32::MAX`: then the closed form and the reference's per-element products may overflow in
+/// different places. A bound `n·max_c(|t'_c|·max(1, |w_c|))·max(1, m − min x + |ln_s|)` below 2^120
+/// rules it out. NaN targets or weights need no care here: they make the closed form NaN.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn may_overflow<S: Simd, const W: bool>(
+    simd: S,
+    x: &[f32],
+    t: &[f32],
+    w: &[f32],
+    keep: f32,
+    add: f32,
+    m: f32,
+    ln_s: f64,
+) -> bool {
+    let (xh, xt) = S::as_simd_f32s(x);
+    let (th, tt) = S::as_simd_f32s(t);
+    let (wh, wt) = S::as_simd_f32s(if W { w } else { t });
+    let (kv, av, one) = (simd.splat_f32s(keep), simd.splat_f32s(add), simd.splat_f32s(1.0));
+    let coef_bound = |tv: S::f32s, wv: S::f32s| {
+        let c = simd.abs_f32s(simd.add_f32s(simd.mul_f32s(tv, kv), av));
+        if W { simd.mul_f32s(c, simd.max_f32s(one, simd.abs_f32s(wv))) } else { c }
+    };
+    let (mut q, mut lo) = (simd.splat_f32s(0.0), simd.splat_f32s(f32::INFINITY));
+    for ((xv, tv), wv) in xh.iter().zip(th).zip(wh) {
+        q = simd.max_f32s(q, coef_bound(*tv, *wv));
+        lo = simd.min_f32s(lo, *xv);
+    }
+    if !xt.is_empty() {
+        q = simd.max_f32s(q, coef_bound(load_tail_fill(simd, tt, 0.0), load_tail_fill(simd, wt, 0.0)));
+        lo = simd.min_f32s(lo, load_tail_fill(simd, xt, f32::INFINITY));
+    }
+    let (q, lo) = (simd.reduce_max_f32s(q) as f64, simd.reduce_min_f32s(lo) as f64);
+    let span = (m as f64 - lo + ln_s.abs()).max(1.0);
+    // `!(… < …)`: a NaN bound (an infinite span times a zero target) counts as a risk too
+    !(x.len() as f64 * q * span < 2f64.powi(120))
+}
+
+/// One probability-target row computed as the reference (`cross_entropy::ce_probs_core`, PyTorch's
+/// `log_softmax`, then `−Σ_c (lsm_c·t'_c)·w_c`) does, element by element in `f32`, for the rows
+/// [`may_overflow`] flags; the gradient as `log_softmax`'s backward of `g_c = ((−g)·w_c)·t'_c`.
+#[cold]
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn exact_probs_row<const STORE: bool, const W: bool>(
+    x: &[f32],
+    t: &[f32],
+    w: &[f32],
+    eps: f64,
+    keep: f32,
+    add: f32,
+    m: f32,
+    scale: f32,
+    out: &mut [f32],
+) -> CeProbsRow {
+    let mut s = 0f64;
+    for &v in x {
+        s += (v - m).exp() as f64;
+    }
+    let ln_sum = s.ln() as f32;
+    let target = |c: usize| {
+        let tv = t.get(c).copied().unwrap_or(f32::NAN);
+        if eps > 0.0 { tv * keep + add } else { tv }
+    };
+    let weight = |c: usize| if W { w.get(c).copied().unwrap_or(f32::NAN) } else { 1.0 };
+    let (mut loss, mut mass, mut g_sum) = (0f64, 0f64, 0f64);
+    for (c, &v) in x.iter().enumerate() {
+        let (lsm, tv, wc) = ((v - m) - ln_sum, target(c), weight(c));
+        loss += if W { (lsm * tv * wc) as f64 } else { (lsm * tv) as f64 };
+        mass += if W { (wc * tv) as f64 } else { tv as f64 };
+        if STORE {
+            let g = if W { -scale * wc * tv } else { -scale * tv };
+            g_sum += g as f64;
+            if let Some(slot) = out.get_mut(c) {
+                *slot = g;
+            }
+        }
+    }
+    if STORE {
+        let g_sum = g_sum as f32;
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o -= ((v - m) - ln_sum).exp() * g_sum;
+        }
+    }
+    CeProbsRow { max: m, ln_sum, loss: -loss, target_mass: mass }
 }
 
 impl Kernels {
