@@ -61,6 +61,7 @@ use crate::kernels::elementwise::{
     Job, KlOp, Outputs, Upstream, Want, fast_path_for, fill, internal, to_array, upstream_of,
 };
 use crate::shape::checked_numel;
+use crate::softmax::try_vec;
 use crate::{Element, Error, GradOutput, Loss, Real, Reduction, Result};
 
 pub use crate::kernels::{
@@ -380,10 +381,12 @@ enum GradSink<T> {
 impl<T: Element> GradSink<T> {
     fn new(arg_shape: &[usize], out_shape: &[usize], out_numel: usize) -> Result<Self> {
         if arg_shape == out_shape {
-            Ok(GradSink::Same(Vec::with_capacity(out_numel)))
+            Ok(GradSink::Same(try_vec(OP, "gradient", out_numel)?))
         } else {
             let n = checked_numel(OP, "gradient", arg_shape)?;
-            Ok(GradSink::Summed { sums: vec![0.0; n], index: BroadcastIndex::new(arg_shape, out_shape) })
+            let mut sums = try_vec(OP, "gradient", n)?;
+            sums.resize(n, 0.0);
+            Ok(GradSink::Summed { sums, index: BroadcastIndex::new(arg_shape, out_shape) })
         }
     }
 
@@ -434,6 +437,12 @@ fn run<T: Element>(
     let reduction = opts.reduction;
     let div = divisor(reduction, n, input.shape());
 
+    // The broadcast can be far larger than either argument. PyTorch materializes its pointwise loss
+    // (and the gradients have its size): one larger than memory is `Error::TooLarge`, not an abort
+    // in an allocation (or, reduced, a loop over more elements than memory holds).
+    if n > input.len().max(target.len()) {
+        drop(try_vec::<T>(OP, "output", n)?);
+    }
     let want_grad = want.grad_input || want.grad_target;
     let (g_view, g_const) = upstream_of(OP, grad_output, want, reduction, &out_shape, div)?;
 
@@ -452,10 +461,8 @@ fn run<T: Element>(
 
     let mut upstream = Upstream::new(g_view, g_const);
 
-    let mut loss_vals: Vec<T> = Vec::new();
-    if want.loss && reduction == Reduction::None {
-        loss_vals.reserve(n);
-    }
+    let mut loss_vals: Vec<T> =
+        try_vec(OP, "output", if want.loss && reduction == Reduction::None { n } else { 0 })?;
     let mut loss_sum = 0.0f64;
     let mut gx_sink =
         if want.grad_input { Some(GradSink::<T>::new(input.shape(), &out_shape, n)?) } else { None };
@@ -594,5 +601,32 @@ mod tests {
         let l = kl_div(x.view(), t.view(), &sum_opts(false)).unwrap().scalar().unwrap();
         let direct: f64 = x.iter().zip(&t).map(|(&x, &t)| t * t.ln() - t * x).sum();
         assert!((l - direct).abs() < 1e-10 * direct.abs());
+    }
+
+    #[test]
+    fn broadcasts_larger_than_memory_are_too_large() {
+        // [2^29, 1] and [1, 2^29]: one element each, a broadcast of 2^58 (f32: 2^60 bytes).
+        let one = ndarray::arr0(0.5f32);
+        let x = one.broadcast(IxDyn(&[1 << 29, 1])).unwrap();
+        let t = one.broadcast(IxDyn(&[1, 1 << 29])).unwrap();
+        let too_large = |r: Result<()>, what: &str| match r {
+            Err(Error::TooLarge { op, .. }) => assert_eq!(op, OP, "{what}"),
+            other => panic!("{what}: expected Error::TooLarge, got {other:?}"),
+        };
+        for reduction in [Reduction::None, Reduction::Sum, Reduction::Mean, Reduction::BatchMean] {
+            for log_target in [false, true] {
+                let o = KlDivOptions { reduction, log_target };
+                let g = GradOutput::one();
+                too_large(kl_div(x.view(), t.view(), &o).map(drop), "kl_div");
+                too_large(kl_div_with_grad(x.view(), t.view(), &o).map(drop), "kl_div_with_grad");
+                too_large(kl_div_backward(x.view(), t.view(), &o, &g).map(drop), "kl_div_backward");
+                too_large(kl_div_backward_target(x.view(), t.view(), &o, &g).map(drop), "backward_target");
+            }
+        }
+        // A broadcast that fits is computed: [3, 1] and [1, 2] give 6 terms 0.5·(ln 0.5 − 0.5).
+        let (x, t) = (x.slice(ndarray::s![..3, ..]), t.slice(ndarray::s![.., ..2]));
+        let o = KlDivOptions { reduction: Reduction::Sum, log_target: false };
+        let l = kl_div(x.into_dyn(), t.into_dyn(), &o).unwrap().scalar().unwrap();
+        assert!((l - 6.0 * 0.5 * (0.5f32.ln() - 0.5)).abs() < 1e-6, "{l}");
     }
 }

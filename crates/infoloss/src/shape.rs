@@ -38,6 +38,11 @@ pub struct ClassLayout {
 
 impl ClassLayout {
     /// Computes the layout of `shape`, which must have at least one dimension.
+    ///
+    /// # Errors
+    /// [`Error::BadRank`] for a 0-d shape; [`Error::TooLarge`] when the shape's product overflows or
+    /// when its rows (`outer · inner`) are too many to count: an empty input such as
+    /// `[2^40, 0, 2^40]` has no element but 2^80 rows.
     pub fn of(op: &'static str, shape: &[usize]) -> Result<Self> {
         match shape.len() {
             0 => Err(Error::bad_rank(op, "input", shape, "1 or more dimensions (class dimension 1)")),
@@ -45,14 +50,23 @@ impl ClassLayout {
             _ => {
                 let inner = checked_numel(op, "input", &shape[2..])?;
                 checked_numel(op, "input", shape)?;
+                checked_numel(op, "output", &[shape[0], inner])?;
                 Ok(ClassLayout { outer: shape[0], classes: shape[1], inner, batched: true })
             }
         }
     }
 
     /// Number of rows (positions that carry one distribution over the classes): `outer · inner`.
+    ///
+    /// A layout from [`ClassLayout::of`] always has a countable number of rows; one built by hand whose
+    /// product overflows gives `usize::MAX` (see [`ClassLayout::checked_rows`]).
     pub fn rows(&self) -> usize {
-        self.outer * self.inner
+        self.checked_rows().unwrap_or(usize::MAX)
+    }
+
+    /// `outer · inner`, or `None` if it overflows `usize`.
+    pub fn checked_rows(&self) -> Option<usize> {
+        self.outer.checked_mul(self.inner)
     }
 
     /// The shape of a class-index target / per-row output: the input shape without dimension 1.
@@ -155,6 +169,19 @@ mod tests {
         let l = ClassLayout::of("t", &[7]).unwrap();
         assert_eq!((l.rows(), l.classes, l.batched), (1, 7, false));
         assert!(ClassLayout::of("t", &[]).is_err());
+    }
+
+    #[test]
+    fn too_many_rows_are_errors() {
+        // No element, but 2^80 rows (and 2^62: more than the limit of checked_numel).
+        for big in [1usize << 40, 1 << 31] {
+            let e = ClassLayout::of("t", &[big, 0, big]).unwrap_err();
+            assert!(matches!(e, Error::TooLarge { op: "t", .. }), "{e}");
+        }
+        let l = ClassLayout::of("t", &[1 << 28, 0, 1 << 28]).unwrap();
+        assert_eq!((l.rows(), l.checked_rows()), (1 << 56, Some(1 << 56)));
+        let hand = ClassLayout { outer: 1 << 40, classes: 0, inner: 1 << 40, batched: true };
+        assert_eq!((hand.rows(), hand.checked_rows()), (usize::MAX, None));
     }
 
     #[test]
