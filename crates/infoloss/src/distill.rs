@@ -54,33 +54,52 @@
 //! - total variation: `∂/∂s = p·(σ − Σ_j p_j σ_j) / T`, `σ = ½·sign(p − q)` (`sign(0) = 0`);
 //! - cross-entropy: `∂/∂s = softmax(s) − onehot(y)`.
 //!
-//! # Precision
+//! # Precision: the reference and the fast path
 //!
-//! Every dtype is widened to `f64` for the computation and the results are rounded once to the
-//! element type. The fused forward KL subtracts two log-sum-exps (`KL = E_q[t − s]/T − lse(t/T) +
-//! lse(s/T)`); in `f32` that cancellation would lose several digits when the divergence is small
-//! compared with the log-sum-exps, so the sums run in `f64`. The `f32` results are therefore within
-//! about one `f32` rounding of the exact value (PyTorch's own `f32` composition, which rounds every
-//! intermediate, is typically several times further from it: ~1e-6 relative for ordinary logits).
-//! The cost is that the exponentials are `f64` ones.
+//! The **reference** widens every dtype to `f64` and rounds the results once to the element type. The
+//! fused forward KL subtracts two log-sum-exps (`KL = E_q[t − s]/T − lse(t/T) + lse(s/T)`); in `f64`
+//! that cancellation costs nothing visible, so reference `f32` results are within about one `f32`
+//! rounding of the exact value. `f64` inputs always take it.
+//!
+//! The **fast path** (on by default for `f32`, `f16`, `bf16`; [`with_reference_path`] switches it off)
+//! runs forward KL, reverse KL (and JSD with `β ∈ {0, 1}`, which are those) through one `f32` SIMD row
+//! kernel: exponentials and elementwise terms in `f32`, sums in `f32` lanes flushed into `f64` every 512
+//! elements, the loss assembled in `f64`, and the differences `t/T − s/T` taken relative to each row's
+//! own maxima, so the log-sum-exps that cancel are only `ln Σ exp(·)` of size `ln V`. Its results
+//! differ from the reference by a relative ~1e-7 plus a few `f32` roundings of the cancelling terms
+//! (`Σ q·(|log q| + |log p|)` for the loss, `|c|·(p + q)` for the gradient `c·(p − q)`), which is what
+//! `tests/fast_distill.rs` holds it to; the torch fixtures pass at rtol 1e-6 / atol 1e-7 on both paths.
+//! Rows with a NaN or infinite logit are handed to the reference row by row, so special values are
+//! exactly the reference's; a non-finite upstream gradient sends the whole call there. Generalized JSD
+//! with `0 < β < 1`, total variation, `alpha = 0` and the sparse top-k teacher use the reference.
+//!
+//! Both paths give the same bits for any number of threads: each row is computed on its own and the
+//! per-row results are summed in row order in `f64`.
 //!
 //! # Cost
 //!
-//! Forward KL and reverse KL read each row of `s` and `t` once for the loss — two running maxima and
-//! rescaled sums (the online softmax), advanced in blocks of 64 — and once more to write the
-//! gradient. The first pass keeps its exponentials in a per-row scratch (relative to the block's
-//! running maxima), so the gradient pass rescales them instead of calling `exp` again: two `exp` per
-//! element in all (one more with a hard-label term at `T ≠ 1`). No `(rows, classes)` array besides
-//! the gradient is allocated. Generalized JSD and total variation need the final log-sum-exps
-//! before the mixture (or the sign of `p − q`), so they take one more pass, also from the kept
-//! exponentials (JSD adds the `exp` and `log1p` of its mixture). The row functions are private and
-//! plain so that SIMD kernels can replace them.
+//! Fast path (forward KL with temperature): pass 1 reads a row of `s` and of `t` once, computing both
+//! online maxima and sums and `Σ e^{b−m_b}·(b − a)` (two `exp` per element), and caches `e^{a−m_a}` in
+//! the gradient row and `e^{b−m_b}` in a per-worker scratch row; pass 2 writes the gradient
+//! `c·(p − q)` from that cache with one multiply-add per element. A hard-label term at `T ≠ 1` adds one
+//! `exp` per element to each pass (the untempered softmax). No `(rows, classes)` array besides the
+//! gradient is allocated.
+//!
+//! Reference: forward KL and reverse KL read each row of `s` and `t` once for the loss — two running
+//! maxima and rescaled sums (the online softmax), advanced in blocks of 64 — and once more to write the
+//! gradient, from kept `f64` exponentials (two `exp` per element in all, one more with a hard-label
+//! term at `T ≠ 1`). Generalized JSD and total variation need the final log-sum-exps before the mixture
+//! (or the sign of `p − q`), so they take one more pass, also from the kept exponentials (JSD adds the
+//! `exp` and `log1p` of its mixture).
 
+use std::cell::Cell;
 use std::f64::consts::LN_2;
 
 use ndarray::{Array2, ArrayD, ArrayView, ArrayView1, ArrayView2, Dimension, Ix2, IxDyn};
 use rayon::prelude::*;
 
+use crate::kernels::Kernels;
+use crate::kernels::distill::{KdDiv, KdGrad, KdRow, KdRowCfg};
 use crate::shape::checked_numel;
 use crate::{Element, Error, GradOutput, Loss, Real, Reduction, Result};
 
@@ -712,7 +731,12 @@ where
             })
             .collect(),
     };
-    let loss = match plan.reduction {
+    Ok((reduce_rows(op, plan, &per_row)?, grad))
+}
+
+/// The loss from the per-row `(soft divergence, cross-entropy)` pairs, summed in row order in `f64`.
+fn reduce_rows<T: Element>(op: &'static str, plan: &Plan, per_row: &[(f64, f64)]) -> Result<Loss<T>> {
+    Ok(match plan.reduction {
         Reduction::None => {
             let vals: Vec<T> = per_row
                 .iter()
@@ -723,20 +747,19 @@ where
                 })
                 .collect();
             Loss::Elementwise(
-                ArrayD::from_shape_vec(IxDyn(&[rows]), vals)
+                ArrayD::from_shape_vec(IxDyn(&[plan.rows]), vals)
                     .map_err(|e| Error::too_large(op, "loss", e.to_string()))?,
             )
         }
         _ => {
             let (mut soft, mut ce) = (0.0f64, 0.0f64);
-            for &(a, b) in &per_row {
+            for &(a, b) in per_row {
                 soft += a;
                 ce += b;
             }
             Loss::Scalar(to_t(plan.soft_w * (soft / plan.soft_div) + plan.hard_w * (ce / plan.hard_div)))
         }
-    };
-    Ok((loss, grad))
+    })
 }
 
 fn dense_impl<T: Element, D1: Dimension, D2: Dimension>(
@@ -753,6 +776,9 @@ fn dense_impl<T: Element, D1: Dimension, D2: Dimension>(
     }
     let (rows, classes) = s.dim();
     let plan = make_plan(OP, rows, classes, labels, opts, false)?;
+    if let Some(job) = FastJob::new::<T>(&plan, grad_output)? {
+        return fast_dense(s, t, &plan, &job);
+    }
     let cfg = plan.cfg;
     engine(OP, &plan, grad_output, |r, label, sc, grad| {
         gather(s.row(r), &mut sc.s);
@@ -841,6 +867,225 @@ fn topk_impl<T: Element, D: Dimension>(
 }
 
 // =============================================================================================
+// The SIMD fast path (f32, f16, bf16)
+// =============================================================================================
+
+thread_local! {
+    // On by default; `with_reference_path` switches it off for tests and benchmarks.
+    static FAST: Cell<bool> = const { Cell::new(true) };
+}
+
+/// Runs `f` with the SIMD fast path of the distillation and UDA losses switched off on the current
+/// thread: every [`distill`], [`distill_with_grad`], [`distill_backward`],
+/// [`uda_consistency`](crate::uda::uda_consistency), [`uda_consistency_backward`](crate::uda::uda_consistency_backward)
+/// and [`linear_distill`](crate::linear::linear_distill) call made inside `f` on this thread takes the
+/// `f64` reference implementation. Meant for tests and benchmarks.
+///
+/// The fast path (on by default) takes `f32`, `f16` and `bf16` inputs with forward KL, reverse KL or
+/// generalized JSD with `β ∈ {0, 1}`, `alpha > 0` and a finite upstream gradient: each row goes through one
+/// fused `f32` SIMD kernel (see the [module docs](self#precision)); rows with a NaN or infinite logit are
+/// handed to the reference row by row, so special values are exactly the reference's. `f64` inputs, JSD
+/// with `0 < β < 1`, total variation, `alpha = 0` and [`distill_topk`] always use the reference.
+///
+/// ```
+/// use infoloss::distill::{distill, with_reference_path, DistillOptions};
+/// use infoloss::ndarray::array;
+/// let s = array![[1.0f32, 2.0, 0.5]];
+/// let t = array![[0.5f32, 1.5, 2.0]];
+/// let o = DistillOptions::default();
+/// let slow = with_reference_path(|| distill(s.view(), t.view(), None, &o)).unwrap().scalar().unwrap();
+/// let fast = distill(s.view(), t.view(), None, &o).unwrap().scalar().unwrap();
+/// assert!((slow - 0.453_336_95).abs() < 1e-6 && (fast - slow).abs() < 1e-6);
+/// ```
+pub fn with_reference_path<R>(f: impl FnOnce() -> R) -> R {
+    crate::kernels::with_switch(&FAST, false, f)
+}
+
+/// Runs `f` with the SIMD fast path of the distillation and UDA losses switched on on the current thread
+/// (the default; useful inside [`with_reference_path`]). See [`with_reference_path`] for what it covers.
+///
+/// ```
+/// use infoloss::distill::{distill, with_fast_path, with_reference_path, DistillOptions};
+/// use infoloss::ndarray::array;
+/// let s = array![[1.0f32, 2.0, 0.5]];
+/// let t = array![[0.5f32, 1.5, 2.0]];
+/// let o = DistillOptions::default();
+/// let l = with_reference_path(|| with_fast_path(|| distill(s.view(), t.view(), None, &o)));
+/// assert!((l.unwrap().scalar().unwrap() - 0.453_336_95).abs() < 1e-6);
+/// ```
+pub fn with_fast_path<R>(f: impl FnOnce() -> R) -> R {
+    crate::kernels::with_switch(&FAST, true, f)
+}
+
+/// Whether the fast path is on for this element type on this thread.
+pub(crate) fn fast_path_for<T: Element>() -> bool {
+    T::F32_COMPUTE && FAST.with(Cell::get)
+}
+
+/// Per-worker buffers of the fast path.
+#[derive(Default)]
+pub(crate) struct FastScratch {
+    pub(crate) s: Vec<f32>,
+    pub(crate) t: Vec<f32>,
+    pub(crate) g: Vec<f32>,
+    pub(crate) eb: Vec<f32>,
+    /// For rows handed to the reference.
+    pub(crate) reference: Scratch,
+    pub(crate) g64: Vec<f64>,
+}
+
+/// A row as `f32`: the row itself for contiguous `f32` data, else converted into `buf`.
+pub(crate) fn row_f32<'a, T: Element>(row: ArrayView1<'a, T>, buf: &'a mut Vec<f32>) -> &'a [f32] {
+    match row.to_slice() {
+        Some(sl) => match T::as_f32(sl) {
+            Some(f) => f,
+            None => {
+                buf.resize(sl.len(), 0.0);
+                T::load_f32(sl, buf);
+                buf
+            }
+        },
+        None => {
+            buf.clear();
+            buf.extend(row.iter().map(|v| v.to_acc().f64() as f32));
+            buf
+        }
+    }
+}
+
+/// Runs the kernel on one row, writing its gradient (scaled by `soft`/`ce`) into `out` when given.
+/// `None` (nothing written) for the rows the kernel leaves to the reference.
+pub(crate) fn fast_row<T: Element>(
+    s: ArrayView1<'_, T>,
+    t: ArrayView1<'_, T>,
+    cfg: KdRowCfg,
+    out: Option<(&mut [T], f64, f64)>,
+    sc: &mut FastScratch,
+) -> Option<KdRow> {
+    let FastScratch { s: sb, t: tb, g, eb, .. } = sc;
+    let (sr, tr) = (row_f32(s, sb), row_f32(t, tb));
+    let k = Kernels::new();
+    match out {
+        None => k.kd_row_f32(sr, tr, cfg, None),
+        Some((o, soft, ce)) => {
+            eb.resize(sr.len(), 0.0);
+            let eb = eb.as_mut_slice();
+            if let Some(direct) = T::as_f32_mut(o) {
+                k.kd_row_f32(sr, tr, cfg, Some(KdGrad { out: direct, eb, soft, ce }))
+            } else {
+                g.resize(sr.len(), 0.0);
+                let r = k.kd_row_f32(sr, tr, cfg, Some(KdGrad { out: g.as_mut_slice(), eb, soft, ce }))?;
+                T::store_f32(g, o);
+                Some(r)
+            }
+        }
+    }
+}
+
+/// Rounds an `f64` gradient row into the output row.
+pub(crate) fn store_f64_row<T: Element>(g: &[f64], out: &mut [T]) {
+    for (o, &x) in out.iter_mut().zip(g) {
+        *o = to_t(x);
+    }
+}
+
+/// What the fast dense path needs besides the plan.
+struct FastJob {
+    div: KdDiv,
+    up: Option<Upstream>,
+    soft_base: f64,
+    ce_base: f64,
+}
+
+impl FastJob {
+    /// `Some` when the fast path takes this call (see [`with_reference_path`]).
+    fn new<T: Element>(plan: &Plan, grad_output: Option<&GradOutput<'_, T>>) -> Result<Option<FastJob>> {
+        let div = match plan.cfg.div {
+            Divergence::ForwardKl | Divergence::GeneralizedJsd { beta: 0.0 } => KdDiv::Forward,
+            Divergence::ReverseKl | Divergence::GeneralizedJsd { beta: 1.0 } => KdDiv::Reverse,
+            _ => return Ok(None),
+        };
+        if !(fast_path_for::<T>() && plan.cfg.soft_on && plan.rows > 0 && plan.classes > 0) {
+            return Ok(None);
+        }
+        let soft_base = plan.soft_w / plan.soft_div / plan.cfg.temp;
+        let ce_base = plan.hard_w / plan.hard_div;
+        let up = match grad_output {
+            Some(g) => Some(Upstream::resolve(OP, g, plan.reduction, plan.rows)?),
+            None => None,
+        };
+        let finite = |g: f64| g.is_finite() && (g * soft_base).is_finite() && (g * ce_base).is_finite();
+        let ok = match &up {
+            None => true,
+            Some(Upstream::Scalar(g)) => finite(*g),
+            Some(Upstream::PerRow(v)) => v.iter().all(|&g| finite(g)),
+        };
+        Ok(ok.then_some(FastJob { div, up, soft_base, ce_base }))
+    }
+}
+
+/// [`dense_impl`] on the fast path: rows in parallel (each row on its own, so the thread count does not
+/// change any bit), per-row results summed in row order by [`reduce_rows`].
+fn fast_dense<T: Element>(
+    s: ArrayView2<'_, T>,
+    t: ArrayView2<'_, T>,
+    plan: &Plan,
+    job: &FastJob,
+) -> Result<(Loss<T>, Option<Array2<T>>)> {
+    let (rows, v) = (plan.rows, plan.classes);
+    let min_len = min_rows_per_task(v);
+    let cfg = plan.cfg;
+    let mut per_row = crate::softmax::try_vec(OP, "rows", rows)?;
+    per_row.resize(rows, (0.0f64, 0.0f64));
+    let row = |r: usize, out: Option<&mut [T]>, sc: &mut FastScratch| -> (f64, f64) {
+        let Some(RowKind::Keep(label)) = plan.kinds.get(r) else { return (0.0, 0.0) };
+        let label = if cfg.ce_on { *label } else { None };
+        let kcfg = KdRowCfg { ts: cfg.temp, tt: cfg.temp, div: job.div, label };
+        let g = job.up.as_ref().map_or(1.0, |u| u.at(r));
+        let (soft, ce) = (g * job.soft_base, g * job.ce_base);
+        let mut out = out;
+        if let Some(k) = fast_row(s.row(r), t.row(r), kcfg, out.as_deref_mut().map(|o| (o, soft, ce)), sc) {
+            return (if job.div == KdDiv::Forward { k.fkl } else { k.rkl }, k.ce);
+        }
+        // a non-finite row: the reference, as `engine` runs it
+        let rs = &mut sc.reference;
+        gather(s.row(r), &mut rs.s);
+        gather(t.row(r), &mut rs.t);
+        match out {
+            None => dense_row(&rs.s, &rs.t, label, &cfg, &mut rs.kept, None),
+            Some(o) => {
+                sc.g64.clear();
+                sc.g64.resize(v, 0.0);
+                let res = dense_row(&rs.s, &rs.t, label, &cfg, &mut rs.kept, Some((&mut sc.g64, soft, ce)));
+                store_f64_row(&sc.g64, o);
+                res
+            }
+        }
+    };
+    let grad = if job.up.is_some() {
+        let numel = checked_numel(OP, "student", &[rows, v])?;
+        let mut buf = vec![zero_t::<T>(); numel];
+        buf.par_chunks_mut(v)
+            .zip(per_row.par_iter_mut())
+            .enumerate()
+            .with_min_len(min_len)
+            .for_each_init(FastScratch::default, |sc, (r, (o, slot))| *slot = row(r, Some(o), sc));
+        Some(
+            Array2::from_shape_vec((rows, v), buf)
+                .map_err(|e| Error::too_large(OP, "gradient", e.to_string()))?,
+        )
+    } else {
+        per_row
+            .par_iter_mut()
+            .enumerate()
+            .with_min_len(min_len)
+            .for_each_init(FastScratch::default, |sc, (r, slot)| *slot = row(r, None, sc));
+        None
+    };
+    Ok((reduce_rows(OP, plan, &per_row)?, grad))
+}
+
+// =============================================================================================
 // Row functions (f64; plain loops, to be replaced by SIMD kernels)
 // =============================================================================================
 
@@ -913,6 +1158,11 @@ pub(crate) struct PairStats {
     pub(crate) rkl: f64,
     /// `Σ exp(t/tt − max(t/tt))`, i.e. `1 / max(q)` when `tt = 1`.
     pub(crate) z_t: f64,
+    /// `max(s/ts)`, `max(t/tt)` and `Σ exp(s/ts − max(s/ts))`: `p_i = exp(s_i/ts − max)/z_s` without
+    /// the absorption of `ln z` into a huge `max` that `exp(s_i/ts − lse_s)` suffers.
+    pub(crate) m_s: f64,
+    pub(crate) m_t: f64,
+    pub(crate) z_s: f64,
 }
 
 /// Block length of the fused pass: the running maxima advance once per block (the sums are rescaled
@@ -1013,7 +1263,16 @@ pub(crate) fn pair_stats_keep(
     }
     let lse = |m: f64, z: f64| if z == 0.0 { NEG_INF } else { m + z.ln() };
     let (lse_s, lse_t) = (lse(ma, za), lse(mb, zb));
-    PairStats { lse_s, lse_t, fkl: wq / zb + lse_s - lse_t, rkl: wp / za + lse_t - lse_s, z_t: zb }
+    PairStats {
+        lse_s,
+        lse_t,
+        fkl: wq / zb + lse_s - lse_t,
+        rkl: wp / za + lse_t - lse_s,
+        z_t: zb,
+        m_s: ma,
+        m_t: mb,
+        z_s: za,
+    }
 }
 
 /// [`pair_stats_keep`] without keeping the exponentials.
@@ -1027,8 +1286,8 @@ pub(crate) fn pair_stats(s: &[f64], t: &[f64], ts: f64, tt: f64) -> PairStats {
 fn for_each_kept_pq(k: &KeptExps, st: &PairStats, mut f: impl FnMut(usize, f64, f64)) {
     let mut i = 0;
     for ((ea, eb), m) in k.ea.chunks(BLOCK).zip(k.eb.chunks(BLOCK)).zip(&k.m) {
-        let fa = (m[0] - st.lse_s).exp();
-        let fb = (m[1] - st.lse_t).exp();
+        let fa = (m[0] - st.m_s).exp() / st.z_s;
+        let fb = (m[1] - st.m_t).exp() / st.z_t;
         for (&x, &y) in ea.iter().zip(eb) {
             f(i, x * fa, y * fb);
             i += 1;

@@ -23,16 +23,21 @@
 //! ```
 //!
 //! A masked row is multiplied by 0 rather than skipped, as in PyTorch: a NaN in a masked row still makes
-//! the loss NaN. All math runs in `f64` (see [the `distill` module](mod@crate::distill)); the row functions are those
-//! of the fused forward KL (one pass over both rows for the loss, one for the gradient).
+//! the loss NaN. `f32`, `f16` and `bf16` inputs take the SIMD fast path of [the `distill` module](mod@crate::distill)
+//! (its forward-KL row kernel with the temperatures `T_x` on `x` and `T_o` on `o`: one read of both rows, the
+//! gradient written from cache; the mask from one more read of `o`), with the precision described there;
+//! [`with_reference_path`](crate::distill::with_reference_path) switches it off. `f64` inputs, and rows with a
+//! NaN or infinite logit, use the `f64` reference row functions.
 
-use ndarray::{Array1, Array2, ArrayView, Dimension};
+use ndarray::{Array1, Array2, ArrayView, ArrayView2, Dimension};
 use rayon::prelude::*;
 
 use crate::distill::{
-    PairStats, Scratch, as_2d, check_temperature, fkl_grad, gather, min_rows_per_task, online_sum_exp,
-    pair_stats, to_t, zero_t,
+    FastScratch, PairStats, Scratch, as_2d, check_temperature, fast_path_for, fast_row, fkl_grad, gather,
+    min_rows_per_task, online_sum_exp, pair_stats, row_f32, store_f64_row, to_t, zero_t,
 };
+use crate::kernels::Kernels;
+use crate::kernels::distill::{KdDiv, KdRowCfg};
 use crate::shape::checked_numel;
 use crate::{Element, Error, GradOutput, Real, Result};
 
@@ -267,6 +272,9 @@ fn uda_impl<T: Element, D1: Dimension, D2: Dimension>(
         Sharpen::Augmented => (1.0, temp),
     };
     let min_len = min_rows_per_task(classes);
+    if fast_path_for::<T>() && rows > 0 && classes > 0 && upstream.is_finite() {
+        return uda_fast(ori, aug, opts, upstream, (t_ori, t_aug));
+    }
 
     // Pass 1: per-row statistics, KL and mask. Allocated fallibly: `[2^40, 0]` inputs hold nothing but
     // would need a statistic per row.
@@ -326,6 +334,104 @@ fn uda_impl<T: Element, D1: Dimension, D2: Dimension>(
         mask: stats.iter().map(|(_, m)| to_t(*m)).collect(),
         kept,
         row_kl: stats.iter().map(|(st, _)| to_t(st.fkl)).collect(),
+    })
+}
+
+/// The reference's mask of row `r` (`sc` receives the widened rows).
+fn reference_mask<T: Element>(
+    ori: ArrayView2<'_, T>,
+    aug: ArrayView2<'_, T>,
+    r: usize,
+    th: f64,
+    (t_ori, t_aug): (f64, f64),
+    sc: &mut Scratch,
+) -> f64 {
+    gather(aug.row(r), &mut sc.s);
+    gather(ori.row(r), &mut sc.t);
+    let z1 = if t_ori == 1.0 { pair_stats(&sc.s, &sc.t, t_aug, t_ori).z_t } else { sum_exp_rel_max(&sc.t) };
+    if 1.0 / z1 > th { 1.0 } else { 0.0 }
+}
+
+/// [`uda_impl`] on the SIMD fast path (`f32`, `f16`, `bf16`; see
+/// [`with_reference_path`](crate::distill::with_reference_path)). The mask comes first, from one read of
+/// `ori` per row (`max softmax(ori) = 1/Σ exp(o − max)` in `f32`; a row within a relative `1e-5` of the
+/// threshold, or with a non-finite logit, is decided by the reference's own `f64` computation, so the masks
+/// are the reference's). The count of kept rows then gives every row's gradient factor, and each row takes
+/// one fused pass (the distillation kernel, forward KL with temperatures `T_x` on `aug` and `T_o` on `ori`):
+/// the gradient is written from cache. Rows with a non-finite logit take the reference row functions.
+fn uda_fast<T: Element>(
+    ori: ArrayView2<'_, T>,
+    aug: ArrayView2<'_, T>,
+    opts: &UdaOptions,
+    upstream: f64,
+    temps: (f64, f64),
+) -> Result<UdaOutput<T>> {
+    let (t_ori, t_aug) = temps;
+    let (rows, classes) = ori.dim();
+    let min_len = min_rows_per_task(classes);
+    let mut mask: Vec<f64> = crate::softmax::try_vec(OP, "mask", rows)?;
+    mask.resize(rows, 1.0);
+    if let Some(th) = opts.confidence_threshold {
+        mask.par_iter_mut().enumerate().with_min_len(min_len).for_each_init(
+            FastScratch::default,
+            |sc, (r, m)| {
+                let o = row_f32(ori.row(r), &mut sc.t);
+                let (mx, z) = Kernels::new().max_sum_exp_f32(o);
+                let pm = 1.0 / z;
+                *m = if mx.is_finite() && pm.is_finite() && (pm - th).abs() > 1e-5 * pm {
+                    if pm > th { 1.0 } else { 0.0 }
+                } else {
+                    reference_mask(ori, aug, r, th, temps, &mut sc.reference)
+                };
+            },
+        );
+    }
+    let kept = mask.iter().filter(|&&m| m == 1.0).count();
+    let denom = match opts.normalize {
+        UdaNormalize::KeptRows => kept.max(1) as f64,
+        UdaNormalize::AllRows => rows as f64,
+    };
+    let cfg = KdRowCfg { ts: t_aug, tt: t_ori, div: KdDiv::Forward, label: None };
+    let numel = checked_numel(OP, "aug_logits", &[rows, classes])?;
+    let mut buf = vec![zero_t::<T>(); numel];
+    let mut row_kl: Vec<f64> = crate::softmax::try_vec(OP, "row statistics", rows)?;
+    row_kl.resize(rows, 0.0);
+    buf.par_chunks_mut(classes).zip(row_kl.par_iter_mut()).enumerate().with_min_len(min_len).for_each_init(
+        FastScratch::default,
+        |sc, (r, (out, kl))| {
+            let m = mask.get(r).copied().unwrap_or(0.0);
+            let coef = upstream * m / denom / t_aug;
+            let grad = (m != 0.0).then_some((&mut *out, coef, 0.0));
+            if let Some(k) = fast_row(aug.row(r), ori.row(r), cfg, grad, sc) {
+                *kl = k.fkl;
+                return;
+            }
+            // a non-finite row: the reference's row functions
+            let rs = &mut sc.reference;
+            gather(aug.row(r), &mut rs.s);
+            gather(ori.row(r), &mut rs.t);
+            let st = pair_stats(&rs.s, &rs.t, t_aug, t_ori);
+            *kl = st.fkl;
+            if !(m == 0.0 && st.fkl.is_finite()) {
+                sc.g64.clear();
+                sc.g64.resize(classes, 0.0);
+                fkl_grad(&rs.s, &rs.t, t_aug, t_ori, &st, coef, &mut sc.g64);
+                store_f64_row(&sc.g64, out);
+            }
+        },
+    );
+    let mut total = 0.0f64;
+    for (kl, m) in row_kl.iter().zip(&mask) {
+        total += kl * m;
+    }
+    let grad = Array2::from_shape_vec((rows, classes), buf)
+        .map_err(|e| Error::too_large(OP, "gradient", e.to_string()))?;
+    Ok(UdaOutput {
+        loss: to_t(total / denom),
+        grad,
+        mask: mask.iter().map(|&m| to_t(m)).collect(),
+        kept,
+        row_kl: row_kl.iter().map(|&v| to_t(v)).collect(),
     })
 }
 

@@ -44,6 +44,7 @@
 //! once from memory and the gradient written once; pass 2 works from cache.
 
 mod ce;
+pub(crate) mod distill;
 /// Fused elementwise loss kernels (`kl_div`, BCE, BCE with logits) and their parallel driver.
 pub(crate) mod elementwise;
 mod exp;

@@ -1,0 +1,613 @@
+//! The `f32` SIMD fast path of the distillation and UDA losses against the `f64` reference
+//! (`infoloss::distill::with_reference_path`), and bit-identical results for 1, 2 and 3 threads.
+//!
+//! # Tolerance
+//!
+//! The fast path computes in `f32` (sums flushed into `f64`), the reference in `f64` rounded once. Two
+//! cancellations make an `f32` result differ from the exact one by more than a relative `1e-6` when the
+//! result is small against its terms: the loss `Σ q·(β − α) + ln Z_a − ln Z_b` (and its reverse), whose
+//! terms are of the size of `Σ q·(|log q| + |log p|)`, and the gradient `c·(p − q)` (`c·p·(log p − log q
+//! − KL)`), whose terms are of the size of `|c|·(p·(1 + |log p|) + q·(1 + |log q|))` (an `f32` rounding of
+//! the argument `(s − max)/T` changes `p` by that relative amount). So each value must satisfy
+//!
+//! ```text
+//! |fast − reference| ≤ 1e-6·|reference| + 1e-30 + 8·ε₃₂·M        (ε₃₂ = 2⁻²⁴)
+//! ```
+//!
+//! with `M` the magnitude of its cancelling terms computed here in `f64` (the loss: the reduction's
+//! weights times the per-row magnitudes; the cross-entropy part adds `|lse(s)| + |s_y|`, its gradient
+//! `|c_ce|·(p₁ + [i = y])`). For `f16`/`bf16` results one more rounding step of the element type is
+//! allowed (the fast path rounds an `f32` value, the reference an `f64` one). NaN and ±inf must be where
+//! the reference has them, exactly.
+
+use infoloss::distill::{
+    DistillOptions, Divergence, distill, distill_backward, distill_with_grad, with_fast_path,
+    with_reference_path,
+};
+use infoloss::half::{bf16, f16};
+use infoloss::ndarray::{Array1, Array2, ArrayView1};
+use infoloss::uda::{Sharpen, UdaNormalize, UdaOptions, uda_consistency, uda_consistency_backward};
+use infoloss::{Element, GradOutput, Loss, Real, Reduction};
+
+const EPS32: f64 = 1.0 / 16_777_216.0;
+
+/// splitmix64
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+const LENGTHS: &[usize] =
+    &[0, 1, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 31, 32, 33, 127, 128, 129, 1023, 1024, 1025, 32000];
+const SCALES: &[f64] = &[1e-30, 1e-3, 1.0, 10.0, 1e3, 1e30];
+
+fn cv<T: Element>(x: f64) -> T {
+    T::from_acc(<T::Acc as Real>::c(x))
+}
+
+fn fv<T: Element>(x: T) -> f64 {
+    x.to_acc().f64()
+}
+
+/// `rows × c` logits `scale·u` (u uniform in (−1, 1)); the teacher is the student plus noise of the same
+/// scale (so that the divergence is small against its terms, the hard case), or independent.
+fn logits(rows: usize, c: usize, scale: f64, seed: u64) -> (Array2<f64>, Array2<f64>) {
+    let mut rng = Rng(seed);
+    let close = rng.below(2) == 0;
+    let mut s = Array2::zeros((rows, c));
+    let mut t = Array2::zeros((rows, c));
+    for v in s.iter_mut() {
+        *v = scale * (2.0 * rng.unit() - 1.0);
+    }
+    for (v, &x) in t.iter_mut().zip(s.iter()) {
+        let u = scale * (2.0 * rng.unit() - 1.0);
+        *v = if close { x + 0.3 * u } else { u };
+    }
+    (s, t)
+}
+
+/// Labels in `[0, c)`, every third one `ignore_index`.
+fn labels(rows: usize, c: usize, seed: u64) -> Array1<i64> {
+    let mut rng = Rng(seed ^ 0xabcdef);
+    (0..rows).map(|r| if r % 3 == 1 { -100 } else { rng.below(c.max(1)) as i64 }).collect()
+}
+
+fn log_softmax(x: &[f64], temp: f64) -> Vec<f64> {
+    let m = x.iter().fold(f64::NEG_INFINITY, |a, &v| a.max(v / temp));
+    let z: f64 = x.iter().map(|&v| (v / temp - m).exp()).sum();
+    x.iter().map(|&v| v / temp - m - z.ln()).collect()
+}
+
+/// The cancelling-term magnitudes of one row: `(loss, per-element gradient)` for soft factor `c` and
+/// cross-entropy factor `cc` (label `y`).
+fn magnitudes(
+    s: &[f64],
+    t: &[f64],
+    temp: f64,
+    reverse: bool,
+    y: Option<usize>,
+    c: f64,
+    cc: f64,
+) -> (f64, f64, Vec<f64>) {
+    let (lp, lq) = (log_softmax(s, temp), log_softmax(t, temp));
+    // the reverse KL's gradient is c·p·w with w = log p − log q − KL(p‖q): a relative error of p is
+    // multiplied by |w|
+    // and w itself is evaluated from f32 differences of log-probability-sized terms
+    let (mut rkl, mut ep_abs) = (0.0f64, 0.0f64);
+    for (&a, &b) in lp.iter().zip(&lq) {
+        if a.exp() != 0.0 {
+            rkl += a.exp() * (a - b);
+            ep_abs += a.exp() * (a.abs() + b.abs());
+        }
+    }
+    let lp1 = log_softmax(s, 1.0);
+    // The reference's own error: its f64 sums cancel terms of the size of the logits/T (visible for
+    // logits of 1e30), expressed in units of ε₃₂.
+    let big = s.iter().chain(t).fold(0.0f64, |a, &v| a.max((v / temp).abs())) * 2f64.powi(-29);
+    let mut soft = 1.0 + big;
+    let mut g = Vec::with_capacity(s.len());
+    // `w·|l|` with `0·anything = 0`
+    let term = |w: f64, l: f64| if w == 0.0 { 0.0 } else { w * l.abs() };
+    for i in 0..s.len() {
+        let (p, q) = (lp[i].exp(), lq[i].exp());
+        soft += term(q, lq[i]) + term(q, lp[i]) + term(p, lp[i]) + term(p, lq[i]);
+        let pm = if reverse {
+            (2.0 + lp[i].abs() + big) * (1.0 + (lp[i] - lq[i] - rkl).abs()) + lq[i].abs() + ep_abs
+        } else {
+            2.0 + lp[i].abs() + big
+        };
+        let mut m = c.abs() * (term(p, pm) + term(q, 2.0 + lq[i].abs()));
+        if let Some(y) = y {
+            m += cc.abs() * (term(lp1[i].exp(), 2.0 + lp1[i].abs()) + if i == y { 1.0 } else { 0.0 });
+        }
+        g.push(m);
+    }
+    let ce = y.map_or(0.0, |y| (lp1[y] - s[y]).abs() + s[y].abs() + 1.0);
+    (soft, ce, g)
+}
+
+fn loss_vec<T: Element>(l: &Loss<T>) -> Vec<f64> {
+    match l {
+        Loss::Scalar(v) => vec![fv(*v)],
+        Loss::Elementwise(a) => a.iter().map(|&v| fv(v)).collect(),
+    }
+}
+
+/// One rounding step of `T` at `x` (0 for `f32`: both paths round the same way there... up to the
+/// tolerance's own terms).
+fn step_of<T: Element>(x: f64) -> f64 {
+    let bits = std::mem::size_of::<T>();
+    if bits >= 4 || x == 0.0 || !x.is_finite() {
+        return 0.0;
+    }
+    let (mant, min_exp) = if fv(cv::<T>(1.0 + 1.0 / 256.0)) == 1.0 { (7, -133) } else { (10, -24) };
+    let e = x.abs().log2().floor() as i32;
+    2f64.powi((e - mant).max(min_exp))
+}
+
+/// Compares `got` with `want` elementwise with tolerances `1e-6·|want| + 1e-30 + 8·ε·m + step`.
+fn check<T: Element>(what: &str, got: &[f64], want: &[f64], mag: &[f64]) -> f64 {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let mut worst = 0.0f64;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        if !(g.is_finite() && w.is_finite()) {
+            assert!(
+                (g.is_nan() && w.is_nan()) || g == w,
+                "{what}[{i}]: fast {g}, reference {w} (non-finite values must match)"
+            );
+            continue;
+        }
+        // (a NaN magnitude comes from a non-finite row: its finite values must then match exactly)
+        let m = mag.get(i).copied().filter(|m| !m.is_nan()).unwrap_or(0.0);
+        let tol = 1e-6 * w.abs() + 1e-30 + 8.0 * EPS32 * m + step_of::<T>(w.abs().max(g.abs()));
+        let r = (g - w).abs() / tol;
+        assert!(r <= 1.0, "{what}[{i}]: fast {g}, reference {w}, diff {:e} > tol {tol:e}", (g - w).abs());
+        worst = worst.max(r);
+    }
+    worst
+}
+
+/// Runs `distill`, `distill_with_grad` and `distill_backward` (per-row upstream for `None`) on both paths
+/// and compares them; returns the worst ratio of difference to tolerance.
+fn compare<T: Element>(
+    what: &str,
+    s64: &Array2<f64>,
+    t64: &Array2<f64>,
+    y: Option<ArrayView1<'_, i64>>,
+    o: &DistillOptions,
+) -> f64 {
+    let s = s64.mapv(cv::<T>);
+    let t = t64.mapv(cv::<T>);
+    // magnitudes from the rounded inputs
+    let (sr, tr) = (s.mapv(fv), t.mapv(fv));
+    let (rows, c) = s.dim();
+    let kept: Vec<Option<Option<usize>>> = (0..rows)
+        .map(|r| match y {
+            None => Some(None),
+            Some(y) if y[r] == o.ignore_index => None,
+            Some(y) => Some(Some(y[r] as usize)),
+        })
+        .collect();
+    let n = o.normalizer.unwrap_or(kept.iter().filter(|k| k.is_some()).count() as f64);
+    let (sd, hd) = match o.reduction {
+        Reduction::BatchMean => (n, n),
+        Reduction::Mean => (n * c as f64, n),
+        _ => (1.0, 1.0),
+    };
+    let ct = if o.t2_scaling { o.temperature * o.temperature } else { 1.0 };
+    let (sw, hw) = (o.alpha * ct, 1.0 - o.alpha);
+    let up: Vec<f64> = (0..rows).map(|r| [1.0, -0.5, 2.0, 0.0][r % 4]).collect();
+    let none = o.reduction == Reduction::None;
+    let (mut lmag_total, mut lmag_rows, mut gmag, mut gmag_up) = (0.0, vec![0.0; rows], vec![], vec![]);
+    for r in 0..rows {
+        let (srow, trow) = (sr.row(r).to_vec(), tr.row(r).to_vec());
+        match kept[r] {
+            None => {
+                gmag.extend(std::iter::repeat_n(0.0, c));
+                gmag_up.extend(std::iter::repeat_n(0.0, c));
+            }
+            Some(lab) => {
+                let lab = if o.alpha < 1.0 { lab } else { None };
+                let (cs, cc) = (sw / sd / o.temperature, hw / hd);
+                let reverse =
+                    matches!(o.divergence, Divergence::ReverseKl | Divergence::GeneralizedJsd { beta: 1.0 });
+                let (ls, lc, g) = magnitudes(&srow, &trow, o.temperature, reverse, lab, cs, cc);
+                let row_mag = sw * ls + hw * lc;
+                lmag_rows[r] = row_mag;
+                lmag_total += sw * ls / sd + hw * lc / hd;
+                gmag_up.extend(g.iter().map(|m| m * up[r].abs()));
+                gmag.extend(g);
+            }
+        }
+    }
+    let lmag = if none { lmag_rows } else { vec![lmag_total] };
+    let fast_l = distill(s.view(), t.view(), y, o).unwrap();
+    let ref_l = with_reference_path(|| distill(s.view(), t.view(), y, o)).unwrap();
+    let mut worst = check::<T>(&format!("{what}: loss"), &loss_vec(&fast_l), &loss_vec(&ref_l), &lmag);
+    let (fl, fg) = distill_with_grad(s.view(), t.view(), y, o).unwrap();
+    let (_, rg) = with_reference_path(|| distill_with_grad(s.view(), t.view(), y, o)).unwrap();
+    assert_eq!(
+        loss_vec(&fl).iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        loss_vec(&fast_l).iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        "{what}: with_grad's loss differs from the forward's"
+    );
+    let fg: Vec<f64> = fg.iter().map(|&v| fv(v)).collect();
+    let rg: Vec<f64> = rg.iter().map(|&v| fv(v)).collect();
+    worst = worst.max(check::<T>(&format!("{what}: grad"), &fg, &rg, &gmag));
+    // an upstream gradient: per row for `None`, a scalar otherwise
+    let ua: Array1<T> = up.iter().map(|&v| cv::<T>(v)).collect();
+    let g = if none { GradOutput::Array(ua.view().into_dyn()) } else { GradOutput::Scalar(cv::<T>(-0.5)) };
+    let fb = distill_backward(s.view(), t.view(), y, o, &g).unwrap();
+    let rb = with_reference_path(|| distill_backward(s.view(), t.view(), y, o, &g)).unwrap();
+    let fb: Vec<f64> = fb.iter().map(|&v| fv(v)).collect();
+    let rb: Vec<f64> = rb.iter().map(|&v| fv(v)).collect();
+    let m: Vec<f64> = if none { gmag_up } else { gmag.iter().map(|v| v * 0.5).collect() };
+    worst.max(check::<T>(&format!("{what}: backward"), &fb, &rb, &m))
+}
+
+const FAST_DIVS: [Divergence; 4] = [
+    Divergence::ForwardKl,
+    Divergence::ReverseKl,
+    Divergence::GeneralizedJsd { beta: 0.0 },
+    Divergence::GeneralizedJsd { beta: 1.0 },
+];
+
+fn sweep<T: Element>(name: &str) -> f64 {
+    let mut worst = 0.0f64;
+    let mut k = 0u64;
+    for &c in LENGTHS {
+        let rows = if c >= 32000 { 2 } else { 5 };
+        for &scale in SCALES {
+            k += 1;
+            let (s, t) = logits(rows, c, scale, k);
+            let y = labels(rows, c, k);
+            for div in FAST_DIVS {
+                for (temp, alpha) in [(1.0, 1.0), (2.0, 0.6), (0.7, 1.0), (1.0, 0.3)] {
+                    // no labels for rows of no class
+                    let alpha = if c == 0 { 1.0 } else { alpha };
+                    let reduction = [Reduction::BatchMean, Reduction::Sum, Reduction::None, Reduction::Mean]
+                        [(k as usize + (temp * 10.0) as usize) % 4];
+                    let o = DistillOptions {
+                        temperature: temp,
+                        alpha,
+                        divergence: div,
+                        reduction,
+                        ..Default::default()
+                    };
+                    let lab = (c > 0 && (alpha < 1.0 || k % 2 == 0)).then(|| y.view());
+                    let what =
+                        format!("{name} C={c} scale={scale:e} {div:?} T={temp} alpha={alpha} {reduction}");
+                    worst = worst.max(compare::<T>(&what, &s, &t, lab, &o));
+                }
+            }
+        }
+    }
+    worst
+}
+
+#[test]
+fn fast_matches_reference_f32() {
+    let w = sweep::<f32>("f32");
+    eprintln!("f32: worst difference {w:.3} of the tolerance");
+}
+
+#[test]
+fn fast_matches_reference_f16() {
+    let w = sweep::<f16>("f16");
+    eprintln!("f16: worst difference {w:.3} of the tolerance");
+}
+
+#[test]
+fn fast_matches_reference_bf16() {
+    let w = sweep::<bf16>("bf16");
+    eprintln!("bf16: worst difference {w:.3} of the tolerance");
+}
+
+/// Every reduction, T² on and off, a normalizer, alpha mixes with ignored rows.
+#[test]
+fn every_reduction_and_mix() {
+    let (s, t) = logits(7, 50, 3.0, 99);
+    let y = labels(7, 50, 99);
+    for div in [Divergence::ForwardKl, Divergence::ReverseKl] {
+        for reduction in [Reduction::BatchMean, Reduction::Mean, Reduction::Sum, Reduction::None] {
+            for (alpha, temp, t2, normalizer) in [
+                (1.0, 1.0, true, None),
+                (0.5, 1.0, false, None),
+                (0.7, 4.0, true, Some(11.0)),
+                (0.01, 0.5, true, None),
+            ] {
+                let normalizer =
+                    normalizer.filter(|_| matches!(reduction, Reduction::BatchMean | Reduction::Mean));
+                let o = DistillOptions {
+                    temperature: temp,
+                    t2_scaling: t2,
+                    alpha,
+                    divergence: div,
+                    reduction,
+                    normalizer,
+                    ..Default::default()
+                };
+                let what = format!("{div:?} {reduction} alpha={alpha} T={temp} t2={t2} n={normalizer:?}");
+                compare::<f32>(&what, &s, &t, Some(y.view()), &o);
+                compare::<bf16>(&what, &s, &t, Some(y.view()), &o);
+            }
+        }
+    }
+}
+
+/// NaN and ±inf logits in either input: the same non-finite values as the reference, the other rows
+/// unaffected.
+#[test]
+fn non_finite_rows_match_the_reference() {
+    let specials = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY];
+    for &c in &[1usize, 9, 33, 1025] {
+        for (k, &v) in specials.iter().enumerate() {
+            for side in 0..2 {
+                let (mut s, mut t) = logits(4, c, 2.0, 7 + k as u64);
+                let target = if side == 0 { &mut s } else { &mut t };
+                target[[0, c / 2]] = v;
+                target[[2, 0]] = v;
+                target[[2, c - 1]] = v;
+                // a row of −inf
+                target.row_mut(3).fill(f64::NEG_INFINITY);
+                let y = labels(4, c, 3);
+                for div in [Divergence::ForwardKl, Divergence::ReverseKl] {
+                    for (temp, alpha) in [(1.0, 1.0), (2.0, 0.5)] {
+                        let o = DistillOptions {
+                            temperature: temp,
+                            alpha,
+                            divergence: div,
+                            reduction: Reduction::None,
+                            ..Default::default()
+                        };
+                        let what = format!("C={c} {v} side={side} {div:?} T={temp}");
+                        compare::<f32>(&what, &s, &t, Some(y.view()), &o);
+                        compare::<f16>(&what, &s, &t, Some(y.view()), &o);
+                    }
+                }
+            }
+        }
+    }
+    // a non-finite upstream gradient takes the reference for the whole call
+    let (s, t) = logits(3, 8, 1.0, 5);
+    let (s, t) = (s.mapv(|v| v as f32), t.mapv(|v| v as f32));
+    let o = DistillOptions::default();
+    let g = GradOutput::Scalar(f32::NAN);
+    let a = distill_backward(s.view(), t.view(), None, &o, &g).unwrap();
+    let b = with_reference_path(|| distill_backward(s.view(), t.view(), None, &o, &g)).unwrap();
+    assert!(a.iter().zip(b.iter()).all(|(x, y)| x.to_bits() == y.to_bits()));
+}
+
+/// The fast path really is taken (its `f32` results are not the reference's rounded `f64` ones) and the
+/// switch selects it.
+#[test]
+fn the_switch_selects_the_path() {
+    let (s, t) = logits(16, 1000, 4.0, 3);
+    let (s, t) = (s.mapv(|v| v as f32), t.mapv(|v| v as f32));
+    let o = DistillOptions { temperature: 2.0, ..Default::default() };
+    let fast = distill_with_grad(s.view(), t.view(), None, &o).unwrap().1;
+    let slow = with_reference_path(|| distill_with_grad(s.view(), t.view(), None, &o)).unwrap().1;
+    let back =
+        with_reference_path(|| with_fast_path(|| distill_with_grad(s.view(), t.view(), None, &o))).unwrap().1;
+    assert!(fast.iter().zip(slow.iter()).any(|(a, b)| a != b), "fast and reference paths gave the same bits");
+    assert!(fast.iter().zip(back.iter()).all(|(a, b)| a.to_bits() == b.to_bits()));
+}
+
+fn bits_of_distill<T: Element>(s: &Array2<T>, t: &Array2<T>, y: ArrayView1<'_, i64>) -> Vec<u64> {
+    let mut out = vec![];
+    for div in [Divergence::ForwardKl, Divergence::ReverseKl] {
+        for (temp, alpha, reduction) in
+            [(1.0, 1.0, Reduction::BatchMean), (2.0, 0.5, Reduction::None), (0.7, 0.8, Reduction::Sum)]
+        {
+            let o =
+                DistillOptions { temperature: temp, alpha, divergence: div, reduction, ..Default::default() };
+            let (l, g) = distill_with_grad(s.view(), t.view(), Some(y), &o).unwrap();
+            out.extend(loss_vec(&l).iter().map(|v| v.to_bits()));
+            out.extend(g.iter().map(|&v| fv(v).to_bits()));
+        }
+    }
+    for sharpen in [Sharpen::Target, Sharpen::Augmented] {
+        let o =
+            UdaOptions { temperature: 0.6, sharpen, confidence_threshold: Some(0.05), ..Default::default() };
+        let u = uda_consistency(t.view(), s.view(), &o).unwrap();
+        out.push(fv(u.loss).to_bits());
+        out.extend(u.grad.iter().map(|&v| fv(v).to_bits()));
+        out.extend(u.row_kl.iter().map(|&v| fv(v).to_bits()));
+    }
+    out
+}
+
+#[test]
+fn bit_identical_for_1_2_3_threads() {
+    for &(rows, c) in &[(37usize, 1000usize), (5, 32000), (300, 17)] {
+        let (s, t) = logits(rows, c, 3.0, rows as u64);
+        let y = labels(rows, c, 1);
+        let (s32, t32) = (s.mapv(|v| v as f32), t.mapv(|v| v as f32));
+        let (sb, tb) = (s.mapv(bf16::from_f64), t.mapv(bf16::from_f64));
+        let mut first: Option<(Vec<u64>, Vec<u64>)> = None;
+        for threads in [1, 2, 3] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let bits =
+                pool.install(|| (bits_of_distill(&s32, &t32, y.view()), bits_of_distill(&sb, &tb, y.view())));
+            match &first {
+                None => first = Some(bits),
+                Some(f) => assert!(f == &bits, "rows={rows} C={c}: {threads} threads differ from 1 thread"),
+            }
+        }
+    }
+}
+
+/// UDA: loss, gradient, mask, kept count and per-row KL of both paths, both sharpening sides, with and
+/// without a confidence threshold, both normalizations, an upstream gradient.
+fn compare_uda<T: Element>(what: &str, ori64: &Array2<f64>, aug64: &Array2<f64>, o: &UdaOptions) {
+    let ori = ori64.mapv(cv::<T>);
+    let aug = aug64.mapv(cv::<T>);
+    let fast = uda_consistency(ori.view(), aug.view(), o).unwrap();
+    let slow = with_reference_path(|| uda_consistency(ori.view(), aug.view(), o)).unwrap();
+    assert_eq!(fast.mask, slow.mask, "{what}: mask");
+    assert_eq!(fast.kept, slow.kept, "{what}: kept");
+    let (to, ta) = match o.sharpen {
+        Sharpen::Target => (o.temperature, 1.0),
+        Sharpen::Augmented => (1.0, o.temperature),
+    };
+    let (rows, c) = ori.dim();
+    let denom = match o.normalize {
+        UdaNormalize::KeptRows => slow.kept.max(1) as f64,
+        UdaNormalize::AllRows => rows as f64,
+    };
+    let (or, ar) = (ori.mapv(fv), aug.mapv(fv));
+    let (mut lm, mut rowm, mut gm) = (0.0, vec![], vec![]);
+    for r in 0..rows {
+        let m = fv(slow.mask[r]);
+        // the KL of softmax(ori/T_o) against softmax(aug/T_a): magnitudes with per-side temperatures
+        let lq = log_softmax(&or.row(r).to_vec(), to);
+        let lp = log_softmax(&ar.row(r).to_vec(), ta);
+        let mut rm = 1.0;
+        for i in 0..c {
+            let (p, q) = (lp[i].exp(), lq[i].exp());
+            let term = |w: f64, l: f64| if w == 0.0 { 0.0 } else { w * l };
+            rm += term(q, lq[i].abs() + lp[i].abs()) + term(p, lq[i].abs() + lp[i].abs());
+            gm.push(m / denom / ta * (term(p, 2.0 + lp[i].abs()) + term(q, 2.0 + lq[i].abs())));
+        }
+        rowm.push(rm);
+        lm += m * rm / denom;
+    }
+    check::<T>(&format!("{what}: loss"), &[fv(fast.loss)], &[fv(slow.loss)], &[lm]);
+    let f: Vec<f64> = fast.row_kl.iter().map(|&v| fv(v)).collect();
+    let s: Vec<f64> = slow.row_kl.iter().map(|&v| fv(v)).collect();
+    check::<T>(&format!("{what}: row_kl"), &f, &s, &rowm);
+    let f: Vec<f64> = fast.grad.iter().map(|&v| fv(v)).collect();
+    let s: Vec<f64> = slow.grad.iter().map(|&v| fv(v)).collect();
+    check::<T>(&format!("{what}: grad"), &f, &s, &gm);
+    let g = GradOutput::Scalar(cv::<T>(-2.5));
+    let fb = uda_consistency_backward(ori.view(), aug.view(), o, &g).unwrap();
+    let sb = with_reference_path(|| uda_consistency_backward(ori.view(), aug.view(), o, &g)).unwrap();
+    let f: Vec<f64> = fb.iter().map(|&v| fv(v)).collect();
+    let s: Vec<f64> = sb.iter().map(|&v| fv(v)).collect();
+    let gm: Vec<f64> = gm.iter().map(|v| v * 2.5).collect();
+    check::<T>(&format!("{what}: backward"), &f, &s, &gm);
+}
+
+#[test]
+fn uda_fast_matches_reference() {
+    let mut k = 0;
+    for &c in &[1usize, 7, 16, 17, 33, 129, 1025, 32000] {
+        let rows = if c >= 32000 { 2 } else { 9 };
+        for &scale in &[1e-3, 1.0, 5.0, 1e3] {
+            k += 1;
+            let (aug, ori) = logits(rows, c, scale, 1000 + k);
+            for sharpen in [Sharpen::Target, Sharpen::Augmented] {
+                for (temp, thr, normalize) in [
+                    (1.0, None, UdaNormalize::KeptRows),
+                    (0.4, Some(0.5), UdaNormalize::KeptRows),
+                    (2.0, Some(0.05), UdaNormalize::AllRows),
+                    (0.85, None, UdaNormalize::AllRows),
+                ] {
+                    let o = UdaOptions { temperature: temp, sharpen, confidence_threshold: thr, normalize };
+                    let what =
+                        format!("uda C={c} scale={scale} {sharpen:?} T={temp} thr={thr:?} {normalize:?}");
+                    compare_uda::<f32>(&what, &ori, &aug, &o);
+                    compare_uda::<bf16>(&what, &ori, &aug, &o);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn uda_non_finite_rows_match_the_reference() {
+    for &v in &[f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+        for side in 0..2 {
+            let (mut aug, mut ori) = logits(4, 20, 2.0, 77);
+            let x = if side == 0 { &mut aug } else { &mut ori };
+            x[[1, 3]] = v;
+            x[[2, 0]] = v;
+            for thr in [None, Some(0.2)] {
+                let o = UdaOptions { temperature: 0.5, confidence_threshold: thr, ..Default::default() };
+                compare_uda::<f32>(&format!("uda {v} side={side} thr={thr:?}"), &ori, &aug, &o);
+            }
+        }
+    }
+}
+
+/// Wall-clock times of both paths on the bench's shapes (4096 × 32000, 2 threads), printed, never
+/// compared with a threshold: `cargo test --release --test fast_distill -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn timing_fast_vs_reference() {
+    fn run<T: Element + Send + Sync>(name: &str) {
+        let (rows, c) = (4096, 32000);
+        let mut rng = Rng(1);
+        let s: Array2<T> =
+            Array2::from_shape_simple_fn((rows, c), || cv::<T>(4.0 * (2.0 * rng.unit() - 1.0)));
+        let t: Array2<T> =
+            Array2::from_shape_simple_fn((rows, c), || cv::<T>(4.0 * (2.0 * rng.unit() - 1.0)));
+        let y = labels(rows, c, 1).mapv(|v| v.max(0));
+        let time = |f: &dyn Fn()| {
+            let mut v: Vec<f64> = (0..3)
+                .map(|_| {
+                    let t0 = std::time::Instant::now();
+                    f();
+                    t0.elapsed().as_secs_f64() * 1e3
+                })
+                .collect();
+            v.sort_by(f64::total_cmp);
+            v[1]
+        };
+        let ops: [(&str, Divergence, f64); 4] = [
+            ("kd", Divergence::ForwardKl, 1.0),
+            ("kd-reverse", Divergence::ReverseKl, 1.0),
+            ("kd-mix", Divergence::ForwardKl, 0.5),
+            ("kd-jsd", Divergence::GeneralizedJsd { beta: 0.5 }, 1.0),
+        ];
+        for (op, divergence, alpha) in ops {
+            let o = DistillOptions { temperature: 2.0, divergence, alpha, ..Default::default() };
+            let lab = (alpha < 1.0).then(|| y.view());
+            let f = || drop(distill_with_grad(s.view(), t.view(), lab, &o).unwrap());
+            let fast = time(&f);
+            let slow = time(&|| with_reference_path(f));
+            eprintln!("{name} {op}: fast {fast:.0} ms, reference {slow:.0} ms");
+        }
+        let o = UdaOptions { temperature: 0.4, confidence_threshold: Some(0.5), ..Default::default() };
+        let f = || drop(uda_consistency(t.view(), s.view(), &o).unwrap());
+        let fast = time(&f);
+        let slow = time(&|| with_reference_path(f));
+        eprintln!("{name} uda: fast {fast:.0} ms, reference {slow:.0} ms");
+    }
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+    pool.install(|| {
+        run::<f32>("f32");
+        run::<bf16>("bf16");
+    });
+}
+
+/// Equal student and teacher rows: loss and gradient exactly 0 on the fast path too (as the reference).
+#[test]
+fn equal_rows_give_exactly_zero() {
+    let (s, _) = logits(5, 1025, 3.0, 12);
+    let s = s.mapv(|v| v as f32);
+    for div in [Divergence::ForwardKl, Divergence::ReverseKl] {
+        for temp in [1.0, 2.0, 0.7] {
+            let o = DistillOptions { temperature: temp, divergence: div, ..Default::default() };
+            let (l, g) = distill_with_grad(s.view(), s.view(), None, &o).unwrap();
+            assert_eq!(loss_vec(&l), vec![0.0], "{div:?} T={temp}");
+            assert!(g.iter().all(|&v| v == 0.0), "{div:?} T={temp}");
+        }
+    }
+    let u = uda_consistency(s.view(), s.view(), &UdaOptions::default()).unwrap();
+    assert_eq!(u.loss, 0.0);
+    assert!(u.grad.iter().all(|&v| v == 0.0));
+}
