@@ -252,7 +252,11 @@ fn nll_core<T: Element>(
     let mut per_row =
         try_vec(op, "output", if want_loss && reduction == Reduction::None { rows } else { 0 })?;
     let mut sum = 0f64;
-    let mut grad = up.as_ref().map(|_| vec![T::from_acc(zero); x.len()]);
+    // zero-initialized without a pass over the memory: only the target entries are written
+    let mut grad = match up {
+        Some(_) => Some(crate::softmax::try_zeroed::<T>(op, "gradient", x.len())?),
+        None => None,
+    };
     // For mean/sum the scatter value −g/W (or −g) is the same for every row.
     let w_acc = T::Acc::c(tg.total_weight);
 

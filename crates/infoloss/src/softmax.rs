@@ -18,6 +18,9 @@
 
 use std::borrow::Cow;
 
+mod fast;
+pub use fast::{with_fast_path, with_reference_path};
+
 use ndarray::{ArrayD, ArrayView, ArrayViewD, Axis, Dimension, IxDyn, Zip};
 use num_traits::Zero;
 
@@ -134,6 +137,32 @@ pub(crate) fn row_major<'a, T: Clone>(a: &'a ArrayViewD<'_, T>) -> Cow<'a, [T]> 
     }
 }
 
+/// `dst[c] = src[base + c·inner]` for every `c`, as `f32`: one lane of a row-major array (`inner` the
+/// product of the dimensions after the lane's) gathered into a contiguous scratch row. The fast
+/// paths use it for lanes that are not contiguous `f32`.
+pub(crate) fn gather_lane<T: Element>(src: &[T], base: usize, inner: usize, dst: &mut [f32]) {
+    if inner == 1 {
+        T::load_f32(src.get(base..).unwrap_or_default(), dst);
+    } else {
+        for (c, d) in dst.iter_mut().enumerate() {
+            *d = src.get(base + c * inner).map_or(0.0, |v| v.to_acc().f64() as f32);
+        }
+    }
+}
+
+/// `dst[base + c·inner] = src[c]` for every `c`: the inverse of [`gather_lane`].
+pub(crate) fn scatter_lane<T: Element>(src: &[f32], dst: &mut [T], base: usize, inner: usize) {
+    if inner == 1 {
+        T::store_f32(src, dst.get_mut(base..).unwrap_or_default());
+    } else {
+        for (c, &v) in src.iter().enumerate() {
+            if let Some(d) = dst.get_mut(base + c * inner) {
+                *d = T::from_acc(T::Acc::c(v as f64));
+            }
+        }
+    }
+}
+
 /// Builds an owned array of `shape` from row-major `data` (`data.len()` must be the product of `shape`).
 pub(crate) fn array_from_vec<T>(op: &'static str, shape: &[usize], data: Vec<T>) -> Result<ArrayD<T>> {
     let len = data.len();
@@ -154,6 +183,23 @@ pub(crate) fn try_vec<T>(op: &'static str, what: &'static str, n: usize) -> Resu
         )
     })?;
     Ok(v)
+}
+
+/// `n` elements of `T::default()` (zero for the float types), allocated zeroed without a pass over the
+/// memory and on huge pages where the system offers them ([`crate::kernels::alloc::zeroed_default`]):
+/// the buffer a fast kernel then writes once. [`Error::TooLarge`] naming `what` when it cannot be had.
+pub(crate) fn try_zeroed<T: Default + Clone + 'static>(
+    op: &'static str,
+    what: &'static str,
+    n: usize,
+) -> Result<Vec<T>> {
+    crate::kernels::alloc::zeroed_default(n).ok_or_else(|| {
+        Error::too_large(
+            op,
+            what,
+            format!("cannot allocate {n} elements of {} bytes", std::mem::size_of::<T>()),
+        )
+    })
 }
 
 /// An owned array of `shape` with every element `value`, its size checked
@@ -284,6 +330,9 @@ pub fn logsumexp<T: Element, D: Dimension>(input: ArrayView<'_, T, D>, dim: isiz
         // checked and allocated fallibly, as it may be huge (`[2^28, 0, 2^28]` along 1).
         return try_full(OP, "output", &shape, T::from_acc(row_logsumexp::<T::Acc>(&[])));
     }
+    if let Some(out) = fast::logsumexp(OP, &x, axis, &shape)? {
+        return Ok(out);
+    }
     let mut xs = vec![T::Acc::zero(); n];
     let mut out = ArrayD::<T>::default(IxDyn(&shape));
     Zip::from(&mut out).and(x.lanes(Axis(axis))).for_each(|o, lane| {
@@ -360,6 +409,9 @@ pub fn logsumexp_backward<T: Element, D: Dimension, D2: Dimension>(
         // An empty gradient, however large `grad_output` (a broadcast view, say) is.
         return Ok(unlift(ArrayD::default(x.raw_dim()), was_scalar));
     }
+    if let Some(out) = fast::logsumexp_backward(OP, &x, &g, axis)? {
+        return Ok(unlift(out, was_scalar));
+    }
     let n = x.len_of(Axis(axis));
     let mut xs = vec![T::Acc::zero(); n];
     let mut ys = vec![T::Acc::zero(); n];
@@ -410,6 +462,9 @@ pub fn log_softmax<T: Element, D: Dimension>(input: ArrayView<'_, T, D>, dim: is
     let input = input.into_dyn();
     let was_scalar = input.ndim() == 0;
     let (x, axis) = lift(OP, input, dim)?;
+    if let Some(out) = fast::row_map(OP, &x, axis, true)? {
+        return Ok(unlift(out, was_scalar));
+    }
     Ok(unlift(map_lanes(&x, axis, row_log_softmax), was_scalar))
 }
 
@@ -443,7 +498,7 @@ pub fn log_softmax_backward<T: Element, D: Dimension, D2: Dimension>(
     dim: isize,
 ) -> Result<ArrayD<T>> {
     const OP: &str = "log_softmax_backward";
-    backward_same_shape(OP, output.into_dyn(), grad_output.into_dyn(), dim, row_log_softmax_backward)
+    backward_same_shape(OP, output.into_dyn(), grad_output.into_dyn(), dim, true, row_log_softmax_backward)
 }
 
 /// Softmax along `dim`.
@@ -479,6 +534,9 @@ pub fn softmax<T: Element, D: Dimension>(input: ArrayView<'_, T, D>, dim: isize)
     let input = input.into_dyn();
     let was_scalar = input.ndim() == 0;
     let (x, axis) = lift(OP, input, dim)?;
+    if let Some(out) = fast::row_map(OP, &x, axis, false)? {
+        return Ok(unlift(out, was_scalar));
+    }
     Ok(unlift(map_lanes(&x, axis, row_softmax), was_scalar))
 }
 
@@ -512,7 +570,7 @@ pub fn softmax_backward<T: Element, D: Dimension, D2: Dimension>(
     dim: isize,
 ) -> Result<ArrayD<T>> {
     const OP: &str = "softmax_backward";
-    backward_same_shape(OP, output.into_dyn(), grad_output.into_dyn(), dim, row_softmax_backward)
+    backward_same_shape(OP, output.into_dyn(), grad_output.into_dyn(), dim, false, row_softmax_backward)
 }
 
 fn backward_same_shape<T: Element>(
@@ -520,6 +578,7 @@ fn backward_same_shape<T: Element>(
     output: ArrayViewD<'_, T>,
     grad_output: ArrayViewD<'_, T>,
     dim: isize,
+    log: bool,
     f: impl FnMut(&[T::Acc], &[T::Acc], &mut [T::Acc]),
 ) -> Result<ArrayD<T>> {
     let was_scalar = output.ndim() == 0;
@@ -530,6 +589,9 @@ fn backward_same_shape<T: Element>(
     } else {
         (output, grad_output)
     };
+    if let Some(out) = fast::row_backward(op, &y, &g, axis, log)? {
+        return Ok(unlift(out, was_scalar));
+    }
     Ok(unlift(map_lanes2(&y, &g, axis, f), was_scalar))
 }
 

@@ -18,7 +18,9 @@ use rayon::prelude::*;
 use crate::kernels::Kernels;
 use crate::nll::{IndexTargets, LossAndGrad, Upstream, mean_of, pack_loss};
 use crate::shape::ClassLayout;
-use crate::softmax::{array_from_vec, row_major};
+use crate::softmax::{
+    array_from_vec, gather_lane as load_row, row_major, scatter_lane as store_row, try_zeroed,
+};
 use crate::{Element, Loss, Real, Reduction, Result};
 
 thread_local! {
@@ -146,30 +148,6 @@ enum Io<'a, T> {
 /// `row(r, x_r, t_r, grad_r, slot_r)` for one row: `x_r` the row's logits, `t_r` its probability
 /// target (empty without), `grad_r` where its gradient goes (`None` for the loss alone).
 type RowFn<'a, S> = dyn Fn(usize, &[f32], &[f32], Option<&mut [f32]>, &mut S) -> Result<()> + Sync + 'a;
-
-/// `dst = src[base + c·inner]` for every class `c` (as `f32`).
-fn load_row<T: Element>(src: &[T], base: usize, inner: usize, dst: &mut [f32]) {
-    if inner == 1 {
-        T::load_f32(src.get(base..).unwrap_or_default(), dst);
-    } else {
-        for (c, d) in dst.iter_mut().enumerate() {
-            *d = src.get(base + c * inner).map_or(0.0, |v| v.to_acc().f64() as f32);
-        }
-    }
-}
-
-/// `dst[base + c·inner] = src[c]` for every class `c`.
-fn store_row<T: Element>(src: &[f32], dst: &mut [T], base: usize, inner: usize) {
-    if inner == 1 {
-        T::store_f32(src, dst.get_mut(base..).unwrap_or_default());
-    } else {
-        for (c, &v) in src.iter().enumerate() {
-            if let Some(d) = dst.get_mut(base + c * inner) {
-                *d = T::from_acc(T::Acc::c(v as f64));
-            }
-        }
-    }
-}
 
 /// Row `[at, at + c)` of `a` when rows are contiguous (`inner == 1`).
 fn direct<T>(a: &[T], at: usize, c: usize, inner: usize) -> Option<&[T]> {
@@ -325,7 +303,10 @@ pub(super) fn index<T: Element>(
         return Ok(None);
     };
     let x = row_major(input);
-    let mut grad = job.scale.as_ref().map(|_| vec![T::default(); x.len()]);
+    let mut grad = match job.scale {
+        Some(_) => Some(try_zeroed::<T>(OP, "gradient", x.len())?),
+        None => None,
+    };
     let out = index_rows(Io::Read(&x, grad.as_deref_mut()), &job)?;
     let loss = if want_loss { Some(out.pack::<T>(reduction, &tg.out_shape)?) } else { None };
     let grad = match grad {
@@ -470,7 +451,10 @@ pub(super) fn probs<T: Element>(
         return Ok(None);
     };
     let (x, t) = (row_major(input), row_major(target));
-    let mut grad = job.scale.as_ref().map(|_| vec![T::default(); x.len()]);
+    let mut grad = match job.scale {
+        Some(_) => Some(try_zeroed::<T>(OP, "gradient", x.len())?),
+        None => None,
+    };
     let out = probs_rows(Io::Read(&x, grad.as_deref_mut()), &t, &job)?;
     let loss = if want_loss { Some(out.pack::<T>(reduction, out_shape)?) } else { None };
     let grad = match grad {

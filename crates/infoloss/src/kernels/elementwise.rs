@@ -116,30 +116,18 @@ pub(crate) const TILE: usize = 1024;
 
 /// An element type computed in `f32` (its slice conversions are `Element::as_f32`, `load_f32`,
 /// `store_f32`), with a zeroed allocation that makes no pass over the memory.
-pub(crate) trait FastElem: Element<Acc = f32> {
-    /// `n` zeros (allocated zeroed, without a pass over the memory).
-    fn zeros(n: usize) -> Vec<Self>;
-}
-
-impl FastElem for f32 {
-    fn zeros(n: usize) -> Vec<f32> {
-        vec![0.0; n]
-    }
-}
-
-impl FastElem for half::f16 {
+pub(crate) trait FastElem: Element<Acc = f32> + super::alloc::ZeroBits {
+    /// `n` zeros, allocated zeroed (without a pass over the memory) on huge pages where possible
+    /// ([`super::alloc::zeroed`]). The callers have checked `n` against the address space; memory
+    /// exhaustion here ends the process as any allocation of the standard library does.
     fn zeros(n: usize) -> Vec<Self> {
-        use half::vec::HalfBitsVecExt;
-        vec![0u16; n].reinterpret_into()
+        super::alloc::zeroed(n).unwrap_or_else(|| vec![Self::default(); n])
     }
 }
 
-impl FastElem for half::bf16 {
-    fn zeros(n: usize) -> Vec<Self> {
-        use half::vec::HalfBitsVecExt;
-        vec![0u16; n].reinterpret_into()
-    }
-}
+impl FastElem for f32 {}
+impl FastElem for half::f16 {}
+impl FastElem for half::bf16 {}
 
 // ----------------------------------------------------------------------------------------------
 // Operands.

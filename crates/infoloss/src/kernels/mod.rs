@@ -43,6 +43,8 @@
 //! multiply-add per element, using the per-block factor `exp(m_block − m)/Σ`. The row is read
 //! once from memory and the gradient written once; pass 2 works from cache.
 
+/// Zeroed, fallible, huge-page-backed output buffers.
+pub(crate) mod alloc;
 mod ce;
 pub(crate) mod distill;
 /// Fused elementwise loss kernels (`kl_div`, BCE, BCE with logits) and their parallel driver.
@@ -77,7 +79,8 @@ pub use elementwise::{with_elementwise_fast_path, with_elementwise_reference_pat
 pub use exp::{exp_f32, exp_f32_in_place, exp_f64, exp_f64_in_place};
 pub use ln::{ln_f32, ln_f32_in_place, ln_f64, ln_f64_in_place};
 pub use row::{
-    exp_sub_sum_f32, log_softmax_f32, logsumexp_f32, max_f32, max_sum_exp_f32, scale_f32, softmax_f32,
+    exp_sub_sum_f32, log_softmax_backward_f32, log_softmax_f32, logsumexp_backward_f32, logsumexp_f32,
+    max_f32, max_sum_exp_f32, scale_f32, softmax_backward_f32, softmax_f32,
 };
 
 use pulp::{Simd, WithSimd};

@@ -7,7 +7,7 @@ use pulp::{Simd, WithSimd};
 use super::Kernels;
 use super::exp::{exp_f32s, exp_nonpos_f32s, len_mismatch};
 use super::simd::{hmax_ignore_nan, hsum_f64, load_tail_fill, max_ignore_nan};
-use super::vmap::{Affine, Scale, VecMap, map_f32, map_in_place_f32};
+use super::vmap::{Affine, Scale, VecMap, VecZip, map_f32, map_in_place_f32, zip_in_place};
 use crate::Result;
 
 /// Elements summed in `f32` lanes before the partial sums are flushed into an `f64` total.
@@ -448,7 +448,11 @@ impl WithSimd for SoftmaxOp<'_> {
         let none = Lin { w: &[], t: &[], keep: 1.0, add: 0.0 };
         let st = online_row::<S, true, false, false, false>(simd, self.x, none, self.out);
         if st.m.is_finite() {
-            rescale_blocks(simd, &st, 1.0 / st.s, 0.0, self.out);
+            // PyTorch's order: the sum rounded to f32, its reciprocal taken in f32, then one product
+            // per element (an f64 reciprocal of the unrounded sum differs from it by an ulp at times,
+            // which the cancellation in softmax's backward turns into 1e-5 relative errors)
+            let inv = 1.0f32 / st.s as f32;
+            rescale_blocks(simd, &st, inv as f64, 0.0, self.out);
         } else {
             self.out.fill(f32::NAN);
         }
@@ -484,6 +488,123 @@ impl VecMap for LogSoftmaxMap {
     #[inline(always)]
     fn call<S: Simd>(self, simd: S, v: S::f32s) -> S::f32s {
         simd.sub_f32s(simd.sub_f32s(v, simd.splat_f32s(self.m)), simd.splat_f32s(self.ls))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// backward rows
+
+/// `Σ a` (`b` empty) or `Σ a·b` (products rounded to `f32`), accumulated in `f32` lanes flushed into
+/// an `f64` total every [`CHUNK`] elements.
+struct RowSumOp<'a> {
+    a: &'a [f32],
+    b: &'a [f32],
+}
+impl WithSimd for RowSumOp<'_> {
+    type Output = f64;
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> f64 {
+        let dot = !self.b.is_empty();
+        let mut total = 0.0f64;
+        let mut start = 0;
+        while start < self.a.len() {
+            let end = (start + CHUNK).min(self.a.len());
+            let ac = self.a.get(start..end).unwrap_or_default();
+            let bc = if dot { self.b.get(start..end).unwrap_or_default() } else { ac };
+            let (ah, at) = S::as_simd_f32s(ac);
+            let (bh, bt) = S::as_simd_f32s(bc);
+            let z = simd.splat_f32s(0.0);
+            let mut acc = [z; 4];
+            let term = |a: S::f32s, b: S::f32s| if dot { simd.mul_f32s(a, b) } else { a };
+            let mut ai = ah.chunks_exact(4);
+            let mut bi = bh.chunks_exact(4);
+            for (a, b) in (&mut ai).zip(&mut bi) {
+                for j in 0..4 {
+                    acc[j] = simd.add_f32s(acc[j], term(a[j], b[j]));
+                }
+            }
+            for (a, b) in ai.remainder().iter().zip(bi.remainder()) {
+                acc[0] = simd.add_f32s(acc[0], term(*a, *b));
+            }
+            if !at.is_empty() {
+                // partial loads fill the lanes past the end with zeros
+                acc[1] = simd.add_f32s(acc[1], term(simd.partial_load_f32s(at), simd.partial_load_f32s(bt)));
+            }
+            total +=
+                hsum_f64::<S>(simd.add_f32s(simd.add_f32s(acc[0], acc[1]), simd.add_f32s(acc[2], acc[3])));
+            start = end;
+        }
+        total
+    }
+}
+
+/// `o ← o − exp(y)·sum` (log-softmax backward, `o` holding the upstream gradient).
+#[derive(Clone, Copy)]
+struct LogSoftmaxBack(f32);
+impl VecZip for LogSoftmaxBack {
+    #[inline(always)]
+    fn call<S: Simd>(self, simd: S, o: S::f32s, y: S::f32s) -> S::f32s {
+        simd.sub_f32s(o, simd.mul_f32s(exp_f32s(simd, y), simd.splat_f32s(self.0)))
+    }
+}
+
+/// `o ← (o − sum)·s` (softmax backward, `o` holding the upstream gradient).
+#[derive(Clone, Copy)]
+struct SoftmaxBack(f32);
+impl VecZip for SoftmaxBack {
+    #[inline(always)]
+    fn call<S: Simd>(self, simd: S, o: S::f32s, s: S::f32s) -> S::f32s {
+        simd.mul_f32s(simd.sub_f32s(o, simd.splat_f32s(self.0)), s)
+    }
+}
+
+/// `o ← g·exp(x − lse)` (logsumexp backward, `o` holding `x`).
+#[derive(Clone, Copy)]
+struct LseBack {
+    lse: f32,
+    g: f32,
+}
+impl VecMap for LseBack {
+    #[inline(always)]
+    fn call<S: Simd>(self, simd: S, x: S::f32s) -> S::f32s {
+        simd.mul_f32s(simd.splat_f32s(self.g), exp_f32s(simd, simd.sub_f32s(x, simd.splat_f32s(self.lse))))
+    }
+}
+
+struct BackOp<'a> {
+    kind: BackKind,
+    /// `y` (log-softmax output), `s` (softmax output) or `x` (logsumexp input).
+    v: &'a [f32],
+    /// The upstream gradient row (log-softmax, softmax).
+    g: &'a [f32],
+    out: &'a mut [f32],
+}
+
+#[derive(Clone, Copy)]
+enum BackKind {
+    LogSoftmax,
+    Softmax,
+    Lse { lse: f32, g: f32 },
+}
+
+impl WithSimd for BackOp<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let BackOp { kind, v, g, out } = self;
+        match kind {
+            BackKind::LogSoftmax => {
+                let sum = RowSumOp { a: g, b: &[] }.with_simd(simd) as f32;
+                out.copy_from_slice(g);
+                zip_in_place(simd, out, v, LogSoftmaxBack(sum));
+            }
+            BackKind::Softmax => {
+                let sum = RowSumOp { a: g, b: v }.with_simd(simd) as f32;
+                out.copy_from_slice(g);
+                zip_in_place(simd, out, v, SoftmaxBack(sum));
+            }
+            BackKind::Lse { lse, g } => map_f32(simd, v, out, LseBack { lse, g }),
+        }
     }
 }
 
@@ -526,6 +647,27 @@ impl Kernels {
         Ok(())
     }
 
+    /// Backward of log-softmax for a row; see [`log_softmax_backward_f32`].
+    pub fn log_softmax_backward_f32(self, y: &[f32], g: &[f32], out: &mut [f32]) -> Result<()> {
+        check_lens("log_softmax_backward_f32", y, g, out)?;
+        self.run(BackOp { kind: BackKind::LogSoftmax, v: y, g, out });
+        Ok(())
+    }
+
+    /// Backward of softmax for a row; see [`softmax_backward_f32`].
+    pub fn softmax_backward_f32(self, s: &[f32], g: &[f32], out: &mut [f32]) -> Result<()> {
+        check_lens("softmax_backward_f32", s, g, out)?;
+        self.run(BackOp { kind: BackKind::Softmax, v: s, g, out });
+        Ok(())
+    }
+
+    /// Backward of logsumexp for a row; see [`logsumexp_backward_f32`].
+    pub fn logsumexp_backward_f32(self, x: &[f32], lse: f32, g: f32, out: &mut [f32]) -> Result<()> {
+        check_lens("logsumexp_backward_f32", x, x, out)?;
+        self.run(BackOp { kind: BackKind::Lse { lse, g }, v: x, g: &[], out });
+        Ok(())
+    }
+
     /// Log-softmax of a row; see [`log_softmax_f32`].
     pub fn log_softmax_f32(self, x: &[f32], out: &mut [f32]) -> Result<()> {
         if x.len() != out.len() {
@@ -534,6 +676,16 @@ impl Kernels {
         self.run(LogSoftmaxOp { x, out });
         Ok(())
     }
+}
+
+fn check_lens(op: &'static str, a: &[f32], b: &[f32], out: &[f32]) -> Result<()> {
+    if a.len() != out.len() {
+        return Err(len_mismatch(op, a.len(), out.len()));
+    }
+    if b.len() != out.len() {
+        return Err(len_mismatch(op, b.len(), out.len()));
+    }
+    Ok(())
 }
 
 fn lse_from(x: &[f32], m: f32, s: f64) -> f32 {
@@ -651,6 +803,53 @@ pub fn softmax_f32(x: &[f32], out: &mut [f32]) -> Result<()> {
 /// ```
 pub fn log_softmax_f32(x: &[f32], out: &mut [f32]) -> Result<()> {
     Kernels::new().log_softmax_f32(x, out)
+}
+
+/// Backward of [`log_softmax_f32`] for one row, from its output `y` and the upstream gradient `g`:
+/// `out = g − exp(y)·Σ g` (`Σ g` accumulated as in [`max_sum_exp_f32`] and rounded to `f32`, then
+/// PyTorch's unfused `g − exp(y)·sum`).
+///
+/// # Errors
+/// [`Error::ShapeMismatch`](crate::Error::ShapeMismatch) if the three lengths differ.
+///
+/// ```
+/// let mut out = [0.0f32; 2];
+/// let y = [-std::f32::consts::LN_2; 2];
+/// infoloss::kernels::log_softmax_backward_f32(&y, &[1.0, 0.0], &mut out).unwrap();
+/// assert_eq!(out, [0.5, -0.5]);
+/// ```
+pub fn log_softmax_backward_f32(y: &[f32], g: &[f32], out: &mut [f32]) -> Result<()> {
+    Kernels::new().log_softmax_backward_f32(y, g, out)
+}
+
+/// Backward of [`softmax_f32`] for one row, from its output `s` and the upstream gradient `g`:
+/// `out = (g − Σ g·s)·s`.
+///
+/// # Errors
+/// [`Error::ShapeMismatch`](crate::Error::ShapeMismatch) if the three lengths differ.
+///
+/// ```
+/// let mut out = [0.0f32; 2];
+/// infoloss::kernels::softmax_backward_f32(&[0.25, 0.75], &[1.0, 0.0], &mut out).unwrap();
+/// assert_eq!(out, [0.1875, -0.1875]);
+/// ```
+pub fn softmax_backward_f32(s: &[f32], g: &[f32], out: &mut [f32]) -> Result<()> {
+    Kernels::new().softmax_backward_f32(s, g, out)
+}
+
+/// Backward of [`logsumexp_f32`] for one row: `out = g·exp(x − lse)` with `lse` the row's
+/// log-sum-exp and `g` its upstream gradient (NaN at `+inf` elements when `lse = +inf`, as PyTorch).
+///
+/// # Errors
+/// [`Error::ShapeMismatch`](crate::Error::ShapeMismatch) if `x` and `out` differ in length.
+///
+/// ```
+/// let mut out = [0.0f32; 2];
+/// infoloss::kernels::logsumexp_backward_f32(&[0.0, 0.0], std::f32::consts::LN_2, 3.0, &mut out).unwrap();
+/// assert_eq!(out, [1.5, 1.5]);
+/// ```
+pub fn logsumexp_backward_f32(x: &[f32], lse: f32, g: f32, out: &mut [f32]) -> Result<()> {
+    Kernels::new().logsumexp_backward_f32(x, lse, g, out)
 }
 
 #[cfg(test)]

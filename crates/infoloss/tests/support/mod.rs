@@ -1,0 +1,74 @@
+//! Helpers shared by the fast-path tests: a small deterministic RNG, thread pools, and comparisons
+//! that treat NaN and infinities exactly.
+#![allow(dead_code)]
+
+/// splitmix64.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next 64 random bits.
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Uniform in (−1, 1).
+    pub fn sym(&mut self) -> f64 {
+        2.0 * self.unit() - 1.0
+    }
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Row lengths crossing the SIMD lane (4/8/16), chunk (512) and block (1024) boundaries.
+pub const LENGTHS: &[usize] =
+    &[1, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 31, 32, 33, 127, 128, 129, 1023, 1024, 1025, 32000];
+/// Magnitudes of the inputs.
+pub const SCALES: &[f64] = &[1e-30, 1e-3, 1.0, 30.0, 1e4, 1e30];
+
+/// One f32 rounding.
+pub const EPS32: f64 = 1.0 / (1u64 << 24) as f64;
+
+/// Runs `f` on a rayon pool of `threads` threads.
+pub fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool").install(f)
+}
+
+/// Compares `got` with `want` element by element: NaN exactly where `want` is NaN, equal infinities
+/// where `want` is infinite, and `|got − want| ≤ bound[i]` elsewhere. Returns the number of
+/// mismatches (printing the first few, prefixed by `what`).
+pub fn compare_bounded(got: &[f32], want: &[f32], bound: impl Fn(usize) -> f64, what: &str) -> usize {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let mut bad = 0;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        let ok = if w.is_nan() || g.is_nan() {
+            w.is_nan() && g.is_nan()
+        } else if w.is_infinite() || g.is_infinite() {
+            g == w
+        } else {
+            // an undefined bound (NaN, from infinite terms) asks for equality
+            let b = bound(i);
+            ((g as f64) - (w as f64)).abs() <= if b.is_nan() { 0.0 } else { b }
+        };
+        if !ok {
+            if bad < 5 {
+                eprintln!("{what} [{i}]: fast {g:e}, reference {w:e}, allowed {:e}", bound(i));
+            }
+            bad += 1;
+        }
+    }
+    bad
+}
+
+/// The f32 bit patterns of a slice.
+pub fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
