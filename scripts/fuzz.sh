@@ -4,8 +4,8 @@
 #
 #   scripts/fuzz.sh [--time SECONDS | --runs N] [--sanitizer address|none] [--merge] [TARGET...]
 #
-#   --time S       seconds per target (default 60)
-#   --runs N       stop each target after N executions instead
+#   --time S       seconds per target (default 60 without --runs)
+#   --runs N       stop each target after N executions (with --time too: at whichever comes first)
 #   --sanitizer    address (needs a nightly toolchain) or none; default: address when `cargo +nightly` works,
 #                  none otherwise
 #   --merge        afterwards, fold what was found into the committed corpus fuzz/corpus/<target>/ with
@@ -25,7 +25,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TIME=60
+TIME=""
 RUNS=""
 SAN=""
 MERGE=0
@@ -84,9 +84,14 @@ BIN=target/$(rustc -vV | sed -n 's/^host: //p')/release
 # (under ASan it would report the `Error::TooLarge` paths, which ask for more than the address space and
 # get a null pointer back from ASan's allocator instead, as `try_reserve` expects); the RSS limit stays.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-allocator_may_return_null=1}
+# The loss targets make libFuzzer's thread the one thread of rayon's pool (the harness's
+# `single_threaded`); anything else that asks rayon for threads gets one too.
+export RAYON_NUM_THREADS=1
 OPTS=(-rss_limit_mb=4096 -malloc_limit_mb=1073741824 -max_len=4096 -timeout=30)
-LIMIT=(-max_total_time="$TIME")
-[ -n "$RUNS" ] && LIMIT=(-runs="$RUNS")
+LIMIT=()
+[ -n "$RUNS" ] && LIMIT+=(-runs="$RUNS")
+[ -n "$TIME" ] && LIMIT+=(-max_total_time="$TIME")
+[ ${#LIMIT[@]} -eq 0 ] && LIMIT=(-max_total_time=60)
 mkdir -p target/work
 LOG=target/fuzz-runs.tsv
 [ -f "$LOG" ] || printf 'date\ttarget\tsanitizer\texecutions\tseconds\tresult\n' >"$LOG"

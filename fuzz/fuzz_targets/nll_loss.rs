@@ -4,6 +4,6 @@
 #[path = "../../crates/infoloss/tests/fuzz_harness/mod.rs"]
 mod harness;
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+libfuzzer_sys::fuzz_target!(init: harness::single_threaded(), |data: &[u8]| {
     harness::targets::nll_loss(data);
 });

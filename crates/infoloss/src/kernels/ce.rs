@@ -364,8 +364,9 @@ fn may_overflow<S: Simd, const W: bool>(
     }
     let (q, lo) = (simd.reduce_max_f32s(q) as f64, simd.reduce_min_f32s(lo) as f64);
     let span = (m as f64 - lo + ln_s.abs()).max(1.0);
-    // `!(… < …)`: a NaN bound (an infinite span times a zero target) counts as a risk too
-    !(x.len() as f64 * q * span < 2f64.powi(120))
+    let bound = x.len() as f64 * q * span;
+    // a NaN bound (an infinite span times a zero target) counts as a risk too
+    bound.is_nan() || bound >= 2f64.powi(120)
 }
 
 /// One probability-target row computed as the reference (`cross_entropy::ce_probs_core`, PyTorch's

@@ -38,6 +38,15 @@ pub const TARGETS: &[&str] = &[
     "kernels",
 ];
 
+/// Makes the calling thread the one thread of rayon's global pool, so the library's parallel loops run
+/// inline on it instead of being handed to another thread and waited for (which cost more than the
+/// small inputs of a fuzzer themselves). For the fuzz binaries only (`init:` of their `fuzz_target!`):
+/// libFuzzer runs every input on its main thread. A multi-threaded test runner must not call it (the
+/// pool's one thread only runs the pool's work while it is inside a parallel loop itself).
+pub fn single_threaded() {
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(1).use_current_thread().build_global();
+}
+
 /// Runs one target on `data`. Returns `false` for an unknown target name.
 pub fn run(target: &str, data: &[u8]) -> bool {
     let f: fn(&[u8]) = match target {
@@ -183,13 +192,13 @@ fn dim(u: &mut Unstructured<'_>) -> Result<usize> {
     })
 }
 
-/// Empty arrays are generated with other dimensions whose product is either at most 2^16
+/// Empty arrays are generated with other dimensions whose product is either at most 2^11
 /// ([`SMALL_EMPTY_LOG2_MAX`]: every empty-input path, with results small enough to compute) or between
 /// 2^48 and 2^62 (`HUGE_EMPTY_LOG2_MIN..=HUGE_EMPTY_LOG2_MAX`: any result sized by those dimensions is
 /// larger than the address space, so the functions must return `Error::TooLarge`, and must not visit
 /// the empty rows one by one). Products in between would be legitimate results of gigabytes, too slow
 /// for a fuzzer.
-pub const SMALL_EMPTY_LOG2_MAX: u32 = 16;
+pub const SMALL_EMPTY_LOG2_MAX: u32 = 11;
 /// See [`SMALL_EMPTY_LOG2_MAX`].
 pub const HUGE_EMPTY_LOG2_MIN: u32 = 48;
 /// See [`SMALL_EMPTY_LOG2_MAX`]: 2^62 elements still have a valid shape (at most `isize::MAX`).
@@ -709,6 +718,9 @@ fn ce_probs<T: Element>(u: &mut Unstructured<'_>) -> Result<()> {
 
 fn kl<T: Element>(u: &mut Unstructured<'_>) -> Result<()> {
     let log_target = u.arbitrary::<bool>()?;
+    if u.ratio(1u8, 24)? {
+        return kl_huge_broadcast::<T>(u, log_target);
+    }
     let pair = Pair::<T>::new(u, (0, 4), value, if log_target { value } else { prob })?;
     let (xv, tv) = pair.views();
     let s = &pair.s;
@@ -724,6 +736,32 @@ fn kl<T: Element>(u: &mut Unstructured<'_>) -> Result<()> {
         grad_target: infoloss::kl_div_backward_target::<T, IxDyn, IxDyn>,
     };
     check_pair(f, (&xv, &tv), &opts, reduction, None, &up);
+    Ok(())
+}
+
+/// Two one-element arrays broadcast to `[2^a, 1]` and `[1, 2^b]` with `a + b` in
+/// `HUGE_EMPTY_LOG2_MIN..=HUGE_EMPTY_LOG2_MAX`: their broadcast is larger than memory, so every
+/// `kl_div` function must return `Error::TooLarge` (PyTorch materializes the pointwise loss), whatever
+/// the reduction, and at once.
+fn kl_huge_broadcast<T: Element>(u: &mut Unstructured<'_>, log_target: bool) -> Result<()> {
+    let e = u.int_in_range(HUGE_EMPTY_LOG2_MIN..=HUGE_EMPTY_LOG2_MAX)?;
+    let a = u.int_in_range(1..=e - 1)?;
+    let (x, t) = (
+        ArrayD::from_elem(IxDyn(&[1, 1]), conv::<T>(value(u)?)),
+        ArrayD::from_elem(IxDyn(&[1]), conv::<T>(prob(u)?)),
+    );
+    let bad = || arbitrary::Error::IncorrectFormat;
+    let xv = x.broadcast(IxDyn(&[1 << a, 1])).ok_or_else(bad)?;
+    let tv = t.broadcast(IxDyn(&[1, 1 << (e - a)])).ok_or_else(bad)?;
+    let opts = infoloss::KlDivOptions { reduction: reduction(u)?, log_target };
+    let g = GradOutput::one();
+    let too_large = |r: R<()>, what: &str| {
+        assert!(matches!(r, Err(infoloss::Error::TooLarge { .. })), "{what} of a broadcast of 2^{e}: {r:?}");
+    };
+    too_large(infoloss::kl_div(xv.clone(), tv.clone(), &opts).map(drop), "kl_div");
+    too_large(infoloss::kl_div_with_grad(xv.clone(), tv.clone(), &opts).map(drop), "kl_div_with_grad");
+    too_large(infoloss::kl_div_backward(xv.clone(), tv.clone(), &opts, &g).map(drop), "kl_div_backward");
+    too_large(infoloss::kl_div_backward_target(xv, tv, &opts, &g).map(drop), "kl_div_backward_target");
     Ok(())
 }
 
