@@ -39,6 +39,9 @@
 //! - `grad_output` has the output's shape, or is 0-dimensional (every output element gets that value).
 
 use ndarray::{ArrayD, ArrayView, ArrayViewD, Axis, Dimension, IxDyn};
+
+mod fast;
+pub use fast::{with_fast_path, with_reference_path};
 use num_traits::{Float, One};
 
 use crate::shape::checked_numel;
@@ -457,7 +460,11 @@ pub fn jensenshannon<T: Element, D: Dimension>(
     q: ArrayView<'_, T, D>,
     opts: &JensenShannonOptions,
 ) -> Result<ArrayD<T>> {
-    let pr = js_prepare::<T>("jensenshannon", p.into_dyn(), q.into_dyn(), opts)?;
+    let (p, q) = (p.into_dyn(), q.into_dyn());
+    if let Some(out) = fast::js("jensenshannon", &p, &q, opts)? {
+        return Ok(out);
+    }
+    let pr = js_prepare::<T>("jensenshannon", p, q, opts)?;
     let l = &pr.layout;
     if pr.pb.is_empty() {
         // Every row is empty (or there is none): one value for all, without visiting them.
@@ -1042,6 +1049,9 @@ fn entropy_family<T: Element>(
     qk: Option<ArrayViewD<'_, T>>,
     opts: &EntropyOptions,
 ) -> Result<ArrayD<T>> {
+    if let Some(out) = fast::family(op, kind, &pk, qk.as_ref(), opts)? {
+        return Ok(out);
+    }
     let f = family_prepare(op, &pk, qk.as_ref(), opts)?;
     let l = f.layout;
     if f.p.is_empty() {

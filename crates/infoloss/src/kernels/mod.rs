@@ -50,6 +50,8 @@ pub(crate) mod distill;
 /// Fused elementwise loss kernels (`kl_div`, BCE, BCE with logits) and their parallel driver.
 pub(crate) mod elementwise;
 mod exp;
+/// Row kernels of the SciPy-style information measures.
+pub(crate) mod info;
 /// The safe wrapper around `gemm::gemm` used by the fused linear losses.
 pub(crate) mod linear_gemm;
 mod ln;

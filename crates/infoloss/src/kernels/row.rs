@@ -496,9 +496,9 @@ impl VecMap for LogSoftmaxMap {
 
 /// `Σ a` (`b` empty) or `Σ a·b` (products rounded to `f32`), accumulated in `f32` lanes flushed into
 /// an `f64` total every [`CHUNK`] elements.
-struct RowSumOp<'a> {
-    a: &'a [f32],
-    b: &'a [f32],
+pub(crate) struct RowSumOp<'a> {
+    pub(crate) a: &'a [f32],
+    pub(crate) b: &'a [f32],
 }
 impl WithSimd for RowSumOp<'_> {
     type Output = f64;
