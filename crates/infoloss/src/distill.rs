@@ -62,16 +62,17 @@
 //! rounding of the exact value. `f64` inputs always take it.
 //!
 //! The **fast path** (on by default for `f32`, `f16`, `bf16`; [`with_reference_path`] switches it off)
-//! runs forward KL, reverse KL (and JSD with `β ∈ {0, 1}`, which are those) through one `f32` SIMD row
-//! kernel: exponentials and elementwise terms in `f32`, sums in `f32` lanes flushed into `f64` every 512
+//! runs forward KL, reverse KL (and JSD with `β ∈ {0, 1}`, which are those) and total variation
+//! through one `f32` SIMD row kernel: exponentials and elementwise terms in `f32`, sums in `f32` lanes flushed into `f64` every 512
 //! elements, the loss assembled in `f64`, and the differences `t/T − s/T` taken relative to each row's
 //! own maxima, so the log-sum-exps that cancel are only `ln Σ exp(·)` of size `ln V`. Its results
 //! differ from the reference by a relative ~1e-7 plus a few `f32` roundings of the cancelling terms
-//! (`Σ q·(|log q| + |log p|)` for the loss, `|c|·(p + q)` for the gradient `c·(p − q)`), which is what
-//! `tests/fast_distill.rs` holds it to; the torch fixtures pass at rtol 1e-6 / atol 1e-7 on both paths.
+//! (`Σ q·(|log q| + |log p|)` for the loss, `|c|·(p + q)` for the gradient `c·(p − q)`; for total
+//! variation, where `p ≈ q` to `f32` rounding the sign of `p − q` may differ from the reference's), which
+//! is what `tests/fast_distill.rs` holds it to; the torch fixtures pass at rtol 1e-6 / atol 1e-7 on both paths.
 //! Rows with a NaN or infinite logit are handed to the reference row by row, so special values are
 //! exactly the reference's; a non-finite upstream gradient sends the whole call there. Generalized JSD
-//! with `0 < β < 1`, total variation, `alpha = 0` and the sparse top-k teacher use the reference.
+//! with `0 < β < 1`, `alpha = 0` and the sparse top-k teacher use the reference.
 //!
 //! Both paths give the same bits for any number of threads: each row is computed on its own and the
 //! per-row results are summed in row order in `f64`.
@@ -881,11 +882,11 @@ thread_local! {
 /// and [`linear_distill`](crate::linear::linear_distill) call made inside `f` on this thread takes the
 /// `f64` reference implementation. Meant for tests and benchmarks.
 ///
-/// The fast path (on by default) takes `f32`, `f16` and `bf16` inputs with forward KL, reverse KL or
-/// generalized JSD with `β ∈ {0, 1}`, `alpha > 0` and a finite upstream gradient: each row goes through one
-/// fused `f32` SIMD kernel (see the [module docs](self#precision)); rows with a NaN or infinite logit are
-/// handed to the reference row by row, so special values are exactly the reference's. `f64` inputs, JSD
-/// with `0 < β < 1`, total variation, `alpha = 0` and [`distill_topk`] always use the reference.
+/// The fast path (on by default) takes `f32`, `f16` and `bf16` inputs with forward KL, reverse KL,
+/// generalized JSD with `β ∈ {0, 1}` or total variation, `alpha > 0` and a finite upstream gradient: each
+/// row goes through one fused `f32` SIMD kernel (see the [module docs](self)); rows with a NaN or infinite
+/// logit are handed to the reference row by row, so special values are exactly the reference's. `f64`
+/// inputs, JSD with `0 < β < 1`, `alpha = 0` and [`distill_topk`] always use the reference.
 ///
 /// ```
 /// use infoloss::distill::{distill, with_reference_path, DistillOptions};
@@ -966,6 +967,13 @@ pub(crate) fn fast_row<T: Element>(
     let (sr, tr) = (row_f32(s, sb), row_f32(t, tb));
     let k = Kernels::new();
     match out {
+        // total variation works from the cache even for the loss alone
+        None if cfg.div == KdDiv::Tvd => {
+            eb.resize(sr.len(), 0.0);
+            g.resize(sr.len(), 0.0);
+            let grad = KdGrad { out: g.as_mut_slice(), eb: eb.as_mut_slice(), soft: 0.0, ce: 0.0 };
+            k.kd_row_f32(sr, tr, cfg, Some(grad))
+        }
         None => k.kd_row_f32(sr, tr, cfg, None),
         Some((o, soft, ce)) => {
             eb.resize(sr.len(), 0.0);
@@ -1003,6 +1011,7 @@ impl FastJob {
         let div = match plan.cfg.div {
             Divergence::ForwardKl | Divergence::GeneralizedJsd { beta: 0.0 } => KdDiv::Forward,
             Divergence::ReverseKl | Divergence::GeneralizedJsd { beta: 1.0 } => KdDiv::Reverse,
+            Divergence::TotalVariation => KdDiv::Tvd,
             _ => return Ok(None),
         };
         if !(fast_path_for::<T>() && plan.cfg.soft_on && plan.rows > 0 && plan.classes > 0) {
@@ -1045,7 +1054,12 @@ fn fast_dense<T: Element>(
         let (soft, ce) = (g * job.soft_base, g * job.ce_base);
         let mut out = out;
         if let Some(k) = fast_row(s.row(r), t.row(r), kcfg, out.as_deref_mut().map(|o| (o, soft, ce)), sc) {
-            return (if job.div == KdDiv::Forward { k.fkl } else { k.rkl }, k.ce);
+            let soft = match job.div {
+                KdDiv::Forward => k.fkl,
+                KdDiv::Reverse => k.rkl,
+                KdDiv::Tvd => k.tvd,
+            };
+            return (soft, k.ce);
         }
         // a non-finite row: the reference, as `engine` runs it
         let rs = &mut sc.reference;

@@ -947,7 +947,9 @@ pub struct LinearDistillOutput<T> {
 /// # Formula
 ///
 /// Three chunks of `chunk_rows·V·size_of::<T>()` (student logits, teacher logits, and the chunk gradient
-/// [`distill_with_grad`] returns) + the distillation row scratch (`threads · 6 · V · 8` bytes: f64 rows) +
+/// [`distill_with_grad`] returns) + the distillation row scratch (at most `threads · 6 · V · 8` bytes, the
+/// reference's f64 rows; `f32` heads on the fast path need `threads · V · 4` bytes, plus those f64 rows
+/// only in workers that met a row with a non-finite logit) +
 /// the per-row losses (`n · size_of::<T>()` for `None`). The automatic chunk is a third of
 /// [`linear_cross_entropy_workspace`]'s.
 ///

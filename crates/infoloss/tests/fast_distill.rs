@@ -97,7 +97,7 @@ fn magnitudes(
     s: &[f64],
     t: &[f64],
     temp: f64,
-    reverse: bool,
+    div: Divergence,
     y: Option<usize>,
     c: f64,
     cc: f64,
@@ -113,6 +113,16 @@ fn magnitudes(
             ep_abs += a.exp() * (a.abs() + b.abs());
         }
     }
+    let reverse = matches!(div, Divergence::ReverseKl | Divergence::GeneralizedJsd { beta: 1.0 });
+    let tvd = div == Divergence::TotalVariation;
+    // total variation: where p ≈ q to f32 rounding the sign of p − q may differ from the reference's,
+    // which moves that element's gradient by c·p_i and every element's by c·p_j·p_i
+    let near_tie = |i: usize| {
+        let (p, q) = (lp[i].exp(), lq[i].exp());
+        (p - q).abs() <= 16.0 * EPS32 * (p * (2.0 + lp[i].abs()) + q * (2.0 + lq[i].abs()))
+    };
+    let tie_mass: f64 =
+        if tvd { (0..s.len()).filter(|&i| near_tie(i)).map(|i| lp[i].exp()).sum() } else { 0.0 };
     let lp1 = log_softmax(s, 1.0);
     // The reference's own error: its f64 sums cancel terms of the size of the logits/T (visible for
     // logits of 1e30), expressed in units of ε₃₂.
@@ -126,6 +136,9 @@ fn magnitudes(
         soft += term(q, lq[i]) + term(q, lp[i]) + term(p, lp[i]) + term(p, lq[i]);
         let pm = if reverse {
             (2.0 + lp[i].abs() + big) * (1.0 + (lp[i] - lq[i] - rkl).abs()) + lq[i].abs() + ep_abs
+        } else if tvd {
+            let tie = if near_tie(i) { 1.0 } else { 0.0 };
+            2.0 + lp[i].abs() + big + ep_abs + (tie + tie_mass) / (8.0 * EPS32)
         } else {
             2.0 + lp[i].abs() + big
         };
@@ -222,9 +235,7 @@ fn compare<T: Element>(
             Some(lab) => {
                 let lab = if o.alpha < 1.0 { lab } else { None };
                 let (cs, cc) = (sw / sd / o.temperature, hw / hd);
-                let reverse =
-                    matches!(o.divergence, Divergence::ReverseKl | Divergence::GeneralizedJsd { beta: 1.0 });
-                let (ls, lc, g) = magnitudes(&srow, &trow, o.temperature, reverse, lab, cs, cc);
+                let (ls, lc, g) = magnitudes(&srow, &trow, o.temperature, o.divergence, lab, cs, cc);
                 let row_mag = sw * ls + hw * lc;
                 lmag_rows[r] = row_mag;
                 lmag_total += sw * ls / sd + hw * lc / hd;
@@ -258,11 +269,12 @@ fn compare<T: Element>(
     worst.max(check::<T>(&format!("{what}: backward"), &fb, &rb, &m))
 }
 
-const FAST_DIVS: [Divergence; 4] = [
+const FAST_DIVS: [Divergence; 5] = [
     Divergence::ForwardKl,
     Divergence::ReverseKl,
     Divergence::GeneralizedJsd { beta: 0.0 },
     Divergence::GeneralizedJsd { beta: 1.0 },
+    Divergence::TotalVariation,
 ];
 
 fn sweep<T: Element>(name: &str) -> f64 {
@@ -321,7 +333,7 @@ fn fast_matches_reference_bf16() {
 fn every_reduction_and_mix() {
     let (s, t) = logits(7, 50, 3.0, 99);
     let y = labels(7, 50, 99);
-    for div in [Divergence::ForwardKl, Divergence::ReverseKl] {
+    for div in [Divergence::ForwardKl, Divergence::ReverseKl, Divergence::TotalVariation] {
         for reduction in [Reduction::BatchMean, Reduction::Mean, Reduction::Sum, Reduction::None] {
             for (alpha, temp, t2, normalizer) in [
                 (1.0, 1.0, true, None),
@@ -364,7 +376,7 @@ fn non_finite_rows_match_the_reference() {
                 // a row of −inf
                 target.row_mut(3).fill(f64::NEG_INFINITY);
                 let y = labels(4, c, 3);
-                for div in [Divergence::ForwardKl, Divergence::ReverseKl] {
+                for div in [Divergence::ForwardKl, Divergence::ReverseKl, Divergence::TotalVariation] {
                     for (temp, alpha) in [(1.0, 1.0), (2.0, 0.5)] {
                         let o = DistillOptions {
                             temperature: temp,
@@ -408,7 +420,7 @@ fn the_switch_selects_the_path() {
 
 fn bits_of_distill<T: Element>(s: &Array2<T>, t: &Array2<T>, y: ArrayView1<'_, i64>) -> Vec<u64> {
     let mut out = vec![];
-    for div in [Divergence::ForwardKl, Divergence::ReverseKl] {
+    for div in [Divergence::ForwardKl, Divergence::ReverseKl, Divergence::TotalVariation] {
         for (temp, alpha, reduction) in
             [(1.0, 1.0, Reduction::BatchMean), (2.0, 0.5, Reduction::None), (0.7, 0.8, Reduction::Sum)]
         {
@@ -556,6 +568,8 @@ fn timing_fast_vs_reference() {
         let t: Array2<T> =
             Array2::from_shape_simple_fn((rows, c), || cv::<T>(4.0 * (2.0 * rng.unit() - 1.0)));
         let y = labels(rows, c, 1).mapv(|v| v.max(0));
+        // INFOLOSS_TIMING_FAST_ONLY=1 skips the (slow) reference
+        let fast_only = std::env::var_os("INFOLOSS_TIMING_FAST_ONLY").is_some();
         let time = |f: &dyn Fn()| {
             let mut v: Vec<f64> = (0..3)
                 .map(|_| {
@@ -567,24 +581,26 @@ fn timing_fast_vs_reference() {
             v.sort_by(f64::total_cmp);
             v[1]
         };
-        let ops: [(&str, Divergence, f64); 4] = [
+        let ops: [(&str, Divergence, f64); 5] = [
             ("kd", Divergence::ForwardKl, 1.0),
             ("kd-reverse", Divergence::ReverseKl, 1.0),
             ("kd-mix", Divergence::ForwardKl, 0.5),
             ("kd-jsd", Divergence::GeneralizedJsd { beta: 0.5 }, 1.0),
+            ("kd-tvd", Divergence::TotalVariation, 1.0),
         ];
         for (op, divergence, alpha) in ops {
             let o = DistillOptions { temperature: 2.0, divergence, alpha, ..Default::default() };
             let lab = (alpha < 1.0).then(|| y.view());
             let f = || drop(distill_with_grad(s.view(), t.view(), lab, &o).unwrap());
             let fast = time(&f);
-            let slow = time(&|| with_reference_path(f));
-            eprintln!("{name} {op}: fast {fast:.0} ms, reference {slow:.0} ms");
+            let fwd = time(&|| drop(distill(s.view(), t.view(), lab, &o).unwrap()));
+            let slow = if fast_only { f64::NAN } else { time(&|| with_reference_path(f)) };
+            eprintln!("{name} {op}: fast {fast:.0} ms (loss alone {fwd:.0} ms), reference {slow:.0} ms");
         }
         let o = UdaOptions { temperature: 0.4, confidence_threshold: Some(0.5), ..Default::default() };
         let f = || drop(uda_consistency(t.view(), s.view(), &o).unwrap());
         let fast = time(&f);
-        let slow = time(&|| with_reference_path(f));
+        let slow = if fast_only { f64::NAN } else { time(&|| with_reference_path(f)) };
         eprintln!("{name} uda: fast {fast:.0} ms, reference {slow:.0} ms");
     }
     let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
@@ -599,7 +615,7 @@ fn timing_fast_vs_reference() {
 fn equal_rows_give_exactly_zero() {
     let (s, _) = logits(5, 1025, 3.0, 12);
     let s = s.mapv(|v| v as f32);
-    for div in [Divergence::ForwardKl, Divergence::ReverseKl] {
+    for div in [Divergence::ForwardKl, Divergence::ReverseKl, Divergence::TotalVariation] {
         for temp in [1.0, 2.0, 0.7] {
             let o = DistillOptions { temperature: temp, divergence: div, ..Default::default() };
             let (l, g) = distill_with_grad(s.view(), s.view(), None, &o).unwrap();

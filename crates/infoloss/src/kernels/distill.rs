@@ -1,6 +1,7 @@
-//! Fused distillation row kernel: forward and reverse KL between `p = softmax(s/T_s)` and
-//! `q = softmax(t/T_t)` (plus the hard-label cross-entropy of `s`) with their gradient wrt `s`,
-//! in two passes over a row and without materializing `p` or `q`.
+//! Fused distillation row kernel: forward KL, reverse KL and total variation between
+//! `p = softmax(s/T_s)` and `q = softmax(t/T_t)` (plus the hard-label cross-entropy of `s`) with
+//! their gradient wrt `s`, in two passes over a row (three for total variation, the last two from
+//! cache) and without materializing `p` or `q`.
 //!
 //! # Pass 1 (one read of `s` and `t`)
 //!
@@ -39,7 +40,9 @@
 //! Reverse KL: `g = c·p·(log p − log q − KL(p‖q)) = c·p·(V/Z_a − u)` with `u` recomputed from `s`
 //! and `t` against the final `R_s`, `t_c` (no `exp`). A cross-entropy term adds `c_ce·softmax(s)`: at
 //! `T_s = 1` that is `p` (folded into the factor of `e_a`), otherwise `exp(s − R_s)/Z_1` (one more
-//! `exp`). The label's entry then gets `− c_ce`.
+//! `exp`). The label's entry then gets `− c_ce`. Total variation first sums `|p − q|` and
+//! `Σ p·σ` (`σ = ½·sign(p − q)`, `p = e_a·f_a/Z_a`, `q = e_b·f_b/Z_b` in `f32`) from the cache, then
+//! writes `g = c·p·(σ − Σ p σ)` from it.
 //!
 //! # Non-finite rows
 //!
@@ -62,6 +65,9 @@ pub(crate) enum KdDiv {
     Forward,
     /// `KL(p‖q)`: gradient `c·p·(log p − log q − KL(p‖q))`.
     Reverse,
+    /// Total variation `½·Σ|p − q|`: gradient `c·p·(σ − Σ_j p_j σ_j)`, `σ = ½·sign(p − q)`. Needs
+    /// `grad` (its cache) even for the loss alone.
+    Tvd,
 }
 
 /// `1/T` as `hi + lo` (two `f32`): `x·hi + x·lo` is `x/T` within about one rounding.
@@ -120,6 +126,8 @@ pub(crate) struct KdRow {
     pub(crate) rkl: f64,
     /// `lse(s) − s_y` (0 without a label).
     pub(crate) ce: f64,
+    /// `½·Σ|p − q|` ([`KdDiv::Tvd`] only, else 0).
+    pub(crate) tvd: f64,
 }
 
 /// Pass-1 sums of one block, and the references its exponentials were taken against.
@@ -430,8 +438,26 @@ fn kd_row<S: Simd, const STORE: bool, const CE1: bool>(simd: S, op: KdOp<'_>) ->
     if !(za.is_finite() && zb.is_finite() && fkl.is_finite() && rkl.is_finite() && ce.is_finite()) {
         return None;
     }
+    let mut tvd = 0.0;
     if let (true, Some(g)) = (STORE, grad) {
         let cc = if cfg.label.is_some() { g.ce } else { 0.0 };
+        // total variation: one more pass from the cache for |p − q| and Σ p·σ
+        let mut sig = 0.0f32;
+        if cfg.div == KdDiv::Tvd {
+            let (mut l, mut sg) = (0.0f64, 0.0f64);
+            let mut start = 0;
+            for b in blocks.get(..nb)? {
+                let end = (start + block).min(n);
+                let (fa, fb, _, _) = fac(b);
+                let pq = TvdPq { pa: (fa / za) as f32, qb: (fb / zb) as f32 };
+                let (dl, ds) = tvd_sums(simd, g.out.get(start..end)?, g.eb.get(start..end)?, pq);
+                l += dl;
+                sg += ds;
+                start = end;
+            }
+            tvd = 0.5 * l;
+            sig = sg as f32;
+        }
         // the cross-entropy's softmax: p itself at T_s = 1, exp(s − R_s)/Z_1 otherwise
         let (cc_p, c1) = if CE1 { (0.0, (cc / z1) as f32) } else { (cc, 0.0) };
         // log p − log q − KL(p‖q) = E_p[u] − u
@@ -450,6 +476,12 @@ fn kd_row<S: Simd, const STORE: bool, const CE1: bool>(simd: S, op: KdOp<'_>) ->
             let ob = g.out.get_mut(start..end)?;
             let sb = s.get(start..end)?;
             match cfg.div {
+                KdDiv::Tvd => {
+                    let eb = g.eb.get(start..end)?;
+                    let pq = TvdPq { pa: pa as f32, qb: (fb / zb) as f32 };
+                    let op = TvdGrad::<CE1> { pq, c: g.soft as f32, sig, cc: cc_p as f32, c1, rs };
+                    zip2_in_place(simd, ob, eb, sb, op);
+                }
                 KdDiv::Forward => {
                     let eb = g.eb.get(start..end)?;
                     let fk = FklGrad { ca, ncb };
@@ -472,7 +504,83 @@ fn kd_row<S: Simd, const STORE: bool, const CE1: bool>(simd: S, op: KdOp<'_>) ->
             *o -= cc as f32;
         }
     }
-    Some(KdRow { fkl, rkl, ce })
+    Some(KdRow { fkl, rkl, ce, tvd })
+}
+
+/// `p = e_a·pa`, `q = e_b·qb` of one block, as `f32`.
+#[derive(Clone, Copy)]
+struct TvdPq {
+    pa: f32,
+    qb: f32,
+}
+
+impl TvdPq {
+    /// `(p, ½·sign(p − q), |p − q|)` with `sign(0) = 0`.
+    #[inline(always)]
+    fn terms<S: Simd>(self, simd: S, ea: S::f32s, eb: S::f32s) -> (S::f32s, S::f32s, S::f32s) {
+        let p = simd.mul_f32s(ea, simd.splat_f32s(self.pa));
+        let d = simd.sub_f32s(p, simd.mul_f32s(eb, simd.splat_f32s(self.qb)));
+        let z = simd.splat_f32s(0.0);
+        let neg = simd.select_f32s(simd.less_than_f32s(d, z), simd.splat_f32s(-0.5), z);
+        let sg = simd.select_f32s(simd.greater_than_f32s(d, z), simd.splat_f32s(0.5), neg);
+        (p, sg, simd.abs_f32s(d))
+    }
+}
+
+/// `(Σ|p − q|, Σ p·σ)` over a block from the cached `e_a`, `e_b` (lanes past the end load as 0 and
+/// add nothing).
+#[inline(always)]
+fn tvd_sums<S: Simd>(simd: S, ea: &[f32], eb: &[f32], pq: TvdPq) -> (f64, f64) {
+    let z = simd.splat_f32s(0.0);
+    let (mut l, mut sg) = (0.0f64, 0.0f64);
+    let mut start = 0;
+    while start < ea.len() {
+        let end = (start + CHUNK).min(ea.len());
+        let (ah, at) = S::as_simd_f32s(ea.get(start..end).unwrap_or_default());
+        let (bh, bt) = S::as_simd_f32s(eb.get(start..end).unwrap_or_default());
+        let (mut la, mut sa) = (z, z);
+        for (a, b) in ah.iter().zip(bh) {
+            let (p, sig, ad) = pq.terms(simd, *a, *b);
+            la = simd.add_f32s(la, ad);
+            sa = simd.mul_add_f32s(p, sig, sa);
+        }
+        if !at.is_empty() {
+            let (p, sig, ad) = pq.terms(simd, simd.partial_load_f32s(at), simd.partial_load_f32s(bt));
+            la = simd.add_f32s(la, ad);
+            sa = simd.mul_add_f32s(p, sig, sa);
+        }
+        l += hsum_f64::<S>(la);
+        sg += hsum_f64::<S>(sa);
+        start = end;
+    }
+    (l, sg)
+}
+
+/// Total variation: `(p·c)·(σ − Σ p σ)` plus the cross-entropy's `p·cc` (`T_s = 1`) or
+/// `c1·exp(s − R_s)` (`CE1`).
+#[derive(Clone, Copy)]
+struct TvdGrad<const CE1: bool> {
+    pq: TvdPq,
+    c: f32,
+    sig: f32,
+    cc: f32,
+    c1: f32,
+    rs: f32,
+}
+
+impl<const CE1: bool> VecZip2 for TvdGrad<CE1> {
+    #[inline(always)]
+    fn call<S: Simd>(self, simd: S, ea: S::f32s, eb: S::f32s, s: S::f32s) -> S::f32s {
+        let (p, sg, _) = self.pq.terms(simd, ea, eb);
+        let w = simd.sub_f32s(sg, simd.splat_f32s(self.sig));
+        let soft = simd.mul_f32s(simd.mul_f32s(p, simd.splat_f32s(self.c)), w);
+        if CE1 {
+            let e1 = exp_nonpos_f32s(simd, simd.sub_f32s(s, simd.splat_f32s(self.rs)));
+            simd.mul_add_f32s(e1, simd.splat_f32s(self.c1), soft)
+        } else {
+            simd.mul_add_f32s(p, simd.splat_f32s(self.cc), soft)
+        }
+    }
 }
 
 impl Kernels {
