@@ -55,6 +55,14 @@ pub const OPS: &[OpSpec] = &[
     },
     OpSpec { name: "nll", what: "nll_loss_with_grad", reads: 0, writes: 1 },
     OpSpec { name: "log-softmax", what: "log_softmax forward", reads: 1, writes: 1 },
+    OpSpec { name: "softmax", what: "softmax forward", reads: 1, writes: 1 },
+    OpSpec {
+        name: "log-softmax-bwd",
+        what: "log_softmax_backward (from the output and the upstream gradient)",
+        reads: 2,
+        writes: 1,
+    },
+    OpSpec { name: "logsumexp", what: "logsumexp along dim 1 (forward)", reads: 1, writes: 0 },
     OpSpec { name: "kl", what: "kl_div_with_grad(log p, p), batchmean", reads: 2, writes: 1 },
     OpSpec { name: "kl-log", what: "kl_div_with_grad, log_target=True, batchmean", reads: 2, writes: 1 },
     OpSpec { name: "bce", what: "binary_cross_entropy_with_grad", reads: 2, writes: 1 },
@@ -65,6 +73,12 @@ pub const OPS: &[OpSpec] = &[
         writes: 1,
     },
     OpSpec { name: "entropy", what: "entropy(p) along axis 1 (forward)", reads: 1, writes: 0 },
+    OpSpec {
+        name: "rel-entropy",
+        what: "entropy(p, q) (relative entropy) along axis 1 (forward)",
+        reads: 2,
+        writes: 0,
+    },
     OpSpec { name: "js", what: "jensenshannon(p, q) along axis 1 (forward)", reads: 2, writes: 0 },
     OpSpec {
         name: "kd",
@@ -83,6 +97,12 @@ pub const OPS: &[OpSpec] = &[
     },
     OpSpec { name: "kd-topk", what: "distill_topk_with_grad, k=64 with tail bucket", reads: 1, writes: 1 },
     OpSpec { name: "uda", what: "uda_consistency, T=0.4, threshold 0.5", reads: 2, writes: 1 },
+    OpSpec {
+        name: "linear-ce",
+        what: "linear_cross_entropy (loss + grad hidden/weight), H=1024, f32/f64 only; bytes: inputs+grads",
+        reads: 0,
+        writes: 0,
+    },
     OpSpec {
         name: "linear-distill",
         what: "linear_distill_backward, heads H=1024 with biases, forward KL T=2 (f32/f64 only; bytes: inputs+grads)",
@@ -204,6 +224,8 @@ struct Inputs<T> {
     topk_idx: Array2<i64>,
     topk_lp: Array2<T>,
     logp: Array2<T>,
+    /// `ln` of `probs2` (the log-target of `kl-log`, computed once, outside the timed calls).
+    logq: Array2<T>,
     probs: Array2<T>,
     probs2: Array2<T>,
     targets: Array1<i64>,
@@ -257,6 +279,7 @@ fn make_inputs<T: Element>(rows: usize, cols: usize, seed: u64) -> Inputs<T> {
         topk_lp: conv(&topk_lp),
         logits,
         logp: conv(&logp64),
+        logq: conv(&logq64),
         probs: conv(&logp64.mapv(f64::exp)),
         probs2: conv(&logq64.mapv(f64::exp)),
         targets,
@@ -301,11 +324,13 @@ fn run_op<T: Element>(op: &str, x: &Inputs<T>) -> Result<(), infoloss::Error> {
         )?),
         "nll" => drop(infoloss::nll_loss_with_grad(x.logp.view(), x.targets.view(), &NllOptions::default())?),
         "log-softmax" => drop(infoloss::log_softmax(x.logits.view(), 1)?),
+        "softmax" => drop(infoloss::softmax(x.logits.view(), 1)?),
+        "log-softmax-bwd" => drop(infoloss::log_softmax_backward(x.logp.view(), x.logits2.view(), 1)?),
+        "logsumexp" => drop(infoloss::logsumexp(x.logits.view(), 1)?),
         "kl" => drop(infoloss::kl_div_with_grad(x.logp.view(), x.probs2.view(), &bm)?),
         "kl-log" => {
             let o = KlDivOptions { log_target: true, ..bm };
-            let lq = x.probs2.mapv(|v| T::from_acc(num_traits_ln(v.to_acc())));
-            drop(infoloss::kl_div_with_grad(x.logp.view(), lq.view(), &o)?)
+            drop(infoloss::kl_div_with_grad(x.logp.view(), x.logq.view(), &o)?)
         }
         "bce" => drop(infoloss::binary_cross_entropy_with_grad(
             x.unit.view(),
@@ -318,6 +343,11 @@ fn run_op<T: Element>(op: &str, x: &Inputs<T>) -> Result<(), infoloss::Error> {
             drop(infoloss::binary_cross_entropy_with_logits_with_grad(x.logits.view(), x.binary.view(), &o)?)
         }
         "entropy" => drop(infoloss::entropy(x.probs.view(), None, &EntropyOptions { base: None, axis: 1 })?),
+        "rel-entropy" => drop(infoloss::entropy(
+            x.probs.view(),
+            Some(x.probs2.view()),
+            &EntropyOptions { base: None, axis: 1 },
+        )?),
         "js" => drop(infoloss::jensenshannon(
             x.probs.view(),
             x.probs2.view(),
@@ -385,8 +415,26 @@ fn time_linear_distill<T: infoloss::LinearFloat>(
     err.map_or(Ok(t), Err)
 }
 
-fn num_traits_ln<A: infoloss::Real>(v: A) -> A {
-    v.ln()
+/// Median time of `linear_cross_entropy` (loss and the gradients of hidden and weight) for `n` rows and
+/// `v` classes, hidden size [`LINEAR_HIDDEN`], no bias, automatic chunk.
+fn time_linear_ce<T: infoloss::LinearFloat>(n: usize, v: usize, reps: usize) -> Result<f64, infoloss::Error> {
+    use infoloss::linear::{LinearCrossEntropyOptions, linear_cross_entropy};
+    let h = LINEAR_HIDDEN;
+    let mut rng = StdRng::seed_from_u64(0x11ea_dce0);
+    let mut m = |r: usize, c: usize, scale: f64| {
+        Array2::from_shape_fn((r, c), |_| {
+            T::from_acc(<T::Acc as infoloss::Real>::c(rng.random_range(-scale..scale)))
+        })
+    };
+    let (x, w) = (m(n, h, 1.0), m(v, h, 0.05));
+    let y = Array1::from_shape_fn(n, |i| if i % 16 == 5 { -100 } else { ((i * 7919) % v) as i64 });
+    let opts = LinearCrossEntropyOptions::default();
+    let mut err = None;
+    let t = time_reps(reps, || match linear_cross_entropy(x.view(), w.view(), None, y.view(), &opts) {
+        Ok(out) => drop(out),
+        Err(e) => err = Some(e),
+    });
+    err.map_or(Ok(t), Err)
 }
 
 fn elem_bytes(dtype: &str) -> usize {
@@ -434,12 +482,22 @@ fn bench_dtype<T: Element>(
     dtype: &str,
 ) -> Result<Vec<BenchRow>, String> {
     // the N×V inputs of the row-wise losses (not needed by the fused linear op)
-    let inputs =
-        cfg.ops.iter().any(|o| o.name != "linear-distill").then(|| make_inputs::<T>(n, v, 0x1f0_1055));
+    let linear = |name: &str| name == "linear-distill" || name == "linear-ce";
+    let inputs = cfg.ops.iter().any(|o| !linear(o.name)).then(|| make_inputs::<T>(n, v, 0x1f0_1055));
     let es = elem_bytes(dtype);
     let mut out = Vec::new();
     for op in &cfg.ops {
-        let (t, bytes) = if op.name == "linear-distill" {
+        let (t, bytes) = if op.name == "linear-ce" {
+            let t = match dtype {
+                "f32" => time_linear_ce::<f32>(n, v, cfg.reps),
+                "f64" => time_linear_ce::<f64>(n, v, cfg.reps),
+                _ => continue, // the fused linear losses have no half-precision kernels: skipped
+            }
+            .map_err(|e| format!("{} failed: {e}", op.name))?;
+            // hidden states and weight read, their gradients written
+            let h = LINEAR_HIDDEN;
+            (t, ((2 * n * h + 2 * v * h) * es) as u64)
+        } else if op.name == "linear-distill" {
             let t = match dtype {
                 "f32" => time_linear_distill::<f32>(n, v, cfg.reps),
                 "f64" => time_linear_distill::<f64>(n, v, cfg.reps),
