@@ -271,3 +271,35 @@ fn the_fast_path_is_taken() {
             > 0
     );
 }
+
+#[test]
+fn the_crate_wide_switch_turns_every_fast_path_off() {
+    use infoloss::distill::{DistillOptions, distill};
+    use infoloss::{CrossEntropyOptions, EntropyOptions, KlDivOptions, cross_entropy, entropy, kl_div};
+    let x = input(4, 1025, 5.0, false, 21);
+    let t = input(4, 1025, 5.0, false, 22);
+    let y = infoloss::ndarray::Array1::from_vec(vec![0i64, 5, 1000, 3]);
+    let p = x.mapv(|v| v.abs());
+    let lp = log_softmax(x.view(), 1).unwrap();
+    let all = || {
+        let mut v = flat(&softmax(x.view(), 1).unwrap());
+        v.push(cross_entropy(x.view(), y.view(), &CrossEntropyOptions::default()).unwrap().scalar().unwrap());
+        v.extend(flat(&entropy(p.view(), None, &EntropyOptions { base: None, axis: 1 }).unwrap()));
+        v.push(distill(x.view(), t.view(), None, &DistillOptions::default()).unwrap().scalar().unwrap());
+        v.push(kl_div(lp.view(), p.view(), &KlDivOptions::default()).unwrap().scalar().unwrap());
+        bits(&v)
+    };
+    let each = || {
+        infoloss::cross_entropy::with_reference_path(|| {
+            infoloss::kernels::with_elementwise_reference_path(|| {
+                with_reference_path(|| {
+                    infoloss::info::with_reference_path(|| infoloss::distill::with_reference_path(all))
+                })
+            })
+        })
+    };
+    let crate_wide = infoloss::kernels::with_reference_path(all);
+    assert_eq!(crate_wide, each());
+    assert_ne!(crate_wide, all(), "the fast paths give other roundings somewhere");
+    assert_eq!(infoloss::kernels::with_reference_path(|| infoloss::kernels::with_fast_path(all)), all());
+}
