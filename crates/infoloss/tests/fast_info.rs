@@ -77,7 +77,7 @@ fn check(p: &Array2<f32>, q: &Array2<f32>, base: Option<f64>, tag: &str) -> usiz
     bad += compare_bounded(&f, &r, bound(m, r.clone()), &format!("{tag} relative entropy"));
 
     let (f, r) = both(&|| shannon_cross_entropy(p.view(), q.view(), &eo).unwrap());
-    let m = term_mass(p, q, |a, b| xlogy(a, b));
+    let m = term_mass(p, q, xlogy);
     bad += compare_bounded(&f, &r, bound(m, r.clone()), &format!("{tag} cross-entropy"));
 
     // JS = sqrt((L + R)/(2 ln b)): compare the squares, whose error is that of the sums

@@ -9,7 +9,8 @@
 //! pages (`madvise(MADV_HUGEPAGE)`, honoured when
 //! `/sys/kernel/mm/transparent_hugepage/enabled` is `always` or `madvise`), so the same buffer
 //! takes ~250 faults instead of ~128,000. The advice changes no contents and is ignored where it
-//! is not supported.
+//! is not supported. Setting the environment variable `INFOLOSS_NO_HUGEPAGES` (to anything) turns the
+//! advice off, for systems where direct compaction on huge-page faults costs more than it saves.
 
 use std::alloc::Layout;
 
@@ -73,8 +74,9 @@ pub(crate) fn zeroed_default<T: Default + Clone + 'static>(n: usize) -> Option<V
 /// Advises the kernel to back the 2 MiB-aligned interior of `buf` with transparent huge pages
 /// (Linux; a no-op elsewhere and for buffers under 4 MiB). Call it before the first write.
 pub(crate) fn advise_huge_pages<T>(buf: &mut [T]) {
+    static OFF: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let bytes = std::mem::size_of_val(buf);
-    if bytes < HUGE_MIN_BYTES {
+    if bytes < HUGE_MIN_BYTES || *OFF.get_or_init(|| std::env::var_os("INFOLOSS_NO_HUGEPAGES").is_some()) {
         return;
     }
     let start = buf.as_mut_ptr() as usize;
