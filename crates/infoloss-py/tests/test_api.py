@@ -608,7 +608,8 @@ def test_num_threads():
 
 
 def test_the_gil_is_released_while_computing():
-    x = logits(2000, 1000, dt=np.float32)
+    # large enough that one call of the SIMD log_softmax takes well over 4 ms
+    x = logits(4000, 4000, dt=np.float32)
     window = {}
 
     def work():
