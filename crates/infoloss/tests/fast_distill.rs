@@ -20,6 +20,9 @@
 //! allowed (the fast path rounds an `f32` value, the reference an `f64` one). NaN and ±inf must be where
 //! the reference has them, exactly.
 
+mod support;
+use support::Rng;
+
 use infoloss::distill::{
     DistillOptions, Divergence, distill, distill_backward, distill_with_grad, with_fast_path,
     with_reference_path,
@@ -30,25 +33,6 @@ use infoloss::uda::{Sharpen, UdaNormalize, UdaOptions, uda_consistency, uda_cons
 use infoloss::{Element, GradOutput, Loss, Real, Reduction};
 
 const EPS32: f64 = 1.0 / 16_777_216.0;
-
-/// splitmix64
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 const LENGTHS: &[usize] =
     &[0, 1, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 31, 32, 33, 127, 128, 129, 1023, 1024, 1025, 32000];

@@ -16,6 +16,9 @@
 //! cancels `bound` is 0. For a reduced loss the bound is the sum of the elementwise bounds, divided as
 //! the loss is.
 
+mod support;
+use support::Rng;
+
 use infoloss::kernels::{with_elementwise_fast_path, with_elementwise_reference_path};
 use infoloss::ndarray::{Array1, Array2, ArrayD, ArrayViewD, IxDyn};
 use infoloss::{
@@ -30,26 +33,6 @@ use infoloss::{
 const RTOL: f64 = 1e-6;
 const ATOL: f64 = 1e-7;
 const TERM_ROUNDINGS: f64 = 4.0;
-
-/// splitmix64
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// uniform in [0, 1)
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 /// Row lengths (the last dimension; weights of this length broadcast over the rows).
 const LENGTHS: &[usize] =

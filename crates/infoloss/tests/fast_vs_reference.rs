@@ -1,6 +1,9 @@
 //! The `f32` SIMD fast path of the cross-entropy functions against the reference implementation
 //! (`infoloss::cross_entropy::with_reference_path`), and bit-identical results for any number of threads.
 
+mod support;
+use support::Rng;
+
 use infoloss::cross_entropy::{with_fast_path, with_reference_path};
 use infoloss::ndarray::Array3;
 use infoloss::ndarray::{Array1, Array2, ArrayD, IxDyn};
@@ -12,26 +15,6 @@ use infoloss::{
 
 const RTOL: f64 = 1e-6;
 const ATOL: f64 = 1e-7;
-
-/// splitmix64
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// uniform in [0, 1)
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 const LENGTHS: &[usize] =
     &[1, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 31, 32, 33, 127, 128, 129, 1023, 1024, 1025, 32000];
