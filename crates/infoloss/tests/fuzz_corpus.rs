@@ -221,3 +221,15 @@ mod huge_empty_inputs {
         assert_eq!(b.shape(), &[1, 0]);
     }
 }
+
+/// Replays one input through one target, for analysing a finding on stable Rust:
+/// `FUZZ_TARGET=kl_div FUZZ_FILE=fuzz/artifacts/kl_div/crash-… cargo test --release -p infoloss
+/// --test fuzz_corpus replay_one -- --ignored --nocapture`.
+#[test]
+#[ignore = "needs FUZZ_TARGET and FUZZ_FILE"]
+fn replay_one() {
+    let target = std::env::var("FUZZ_TARGET").expect("set FUZZ_TARGET to a fuzz target's name");
+    let file = std::env::var("FUZZ_FILE").expect("set FUZZ_FILE to the input's path");
+    let data = std::fs::read(&file).unwrap_or_else(|e| panic!("{file}: {e}"));
+    assert!(fuzz_harness::run(&target, &data), "unknown target {target}");
+}

@@ -396,27 +396,80 @@ fn near_shape(u: &mut Unstructured<'_>, s: &[usize]) -> Result<Vec<usize>> {
 // Checks
 // ---------------------------------------------------------------------------------------------------------
 
-/// Two computations of the same value agree: equal, both NaN, or within a relative tolerance.
-fn agree<T: Element>(a: T, b: T, what: &str) {
+/// Two computations of the same value agree: equal, both NaN, or within a relative tolerance of the
+/// larger of `|a|`, `|b|`, 1 and `mag`, the size of the terms the value is a sum of. A sum whose terms
+/// cancel (targets of ±1e30 against equal log-probabilities, logits of −1e30 and 1e30) depends on the
+/// order of summation by up to `mag`·ε, and two correct code paths sum in different orders (fuzz
+/// findings of 2 December 2026: 13.5 against −0, −0.93 against −2.17). A non-finite `mag` (terms too
+/// large to add) leaves the value undetermined: anything goes.
+fn agree<T: Element>(a: T, b: T, mag: f64, what: &str) {
     let (x, y) = (a.to_acc().f64(), b.to_acc().f64());
-    if x == y || (x.is_nan() && y.is_nan()) {
+    let (tol, max) = match T::DTYPE {
+        infoloss::DType::F64 => (1e-9, f64::MAX),
+        infoloss::DType::F32 => (1e-4, f32::MAX as f64),
+        infoloss::DType::BF16 => (2e-2, bf16::MAX.to_f64()),
+        _ => (2e-2, f16::MAX.to_f64()),
+    };
+    // (terms near the type's overflow threshold: one order of summation may overflow, another not)
+    if x == y || (x.is_nan() && y.is_nan()) || !(mag < max / 4.0) {
         return;
     }
-    let tol = match T::DTYPE {
-        infoloss::DType::F64 => 1e-9,
-        infoloss::DType::F32 => 1e-4,
-        _ => 2e-2,
-    };
-    assert!((x - y).abs() <= tol * x.abs().max(y.abs()).max(1.0), "{what}: {x} and {y} should agree");
+    let scale = x.abs().max(y.abs()).max(1.0).max(mag);
+    assert!((x - y).abs() <= tol * scale, "{what}: {x} and {y} should agree (term magnitude {mag:e})");
 }
 
-fn agree_loss<T: Element>(a: &Loss<T>, b: &Loss<T>, what: &str) {
+/// The size of the terms a loss is a sum of (see [`agree`]): one number for a reduced loss, one per
+/// element for `Reduction::None`. `None` where no terms cancel.
+#[derive(Debug, Clone)]
+pub enum Mag {
+    All(f64),
+    Each(ArrayD<f64>),
+}
+
+impl Mag {
+    /// `Σ_i m_i / div` of per-element magnitudes `m` for a reduced loss, `m` itself for `'none'`.
+    fn reduce(m: ArrayD<f64>, reduction: Reduction, div: usize) -> Mag {
+        match reduction {
+            Reduction::None => Mag::Each(m),
+            _ => Mag::All(m.iter().map(|v| v.abs()).sum::<f64>() / div.max(1) as f64),
+        }
+    }
+
+    /// The magnitude of a reduced loss from its unreduced elements `none` (the same loss with
+    /// `Reduction::None`, when that succeeds): `Σ|l_i|` over `div`. For `'none'` itself: `None`.
+    fn of_elements<T: Element>(none: R<Loss<T>>, reduction: Reduction, batch: bool) -> Option<Mag> {
+        let Ok(Loss::Elementwise(l)) = none else { return None };
+        let div = match reduction {
+            Reduction::None => return None,
+            Reduction::Sum => 1,
+            Reduction::Mean => l.len(),
+            Reduction::BatchMean if batch => l.shape().first().copied().unwrap_or(1),
+            Reduction::BatchMean => l.len(),
+        };
+        Some(Mag::reduce(l.mapv(|v| v.to_acc().f64()), reduction, div))
+    }
+
+    fn at(m: Option<&Mag>, i: &[usize]) -> f64 {
+        match m {
+            None => 0.0,
+            Some(Mag::All(v)) => *v,
+            Some(Mag::Each(a)) => a.get(i).copied().unwrap_or(0.0),
+        }
+    }
+}
+
+fn agree_loss<T: Element>(a: &Loss<T>, b: &Loss<T>, mag: Option<&Mag>, what: &str) {
     match (a, b) {
-        (Loss::Scalar(x), Loss::Scalar(y)) => agree(*x, *y, what),
+        (Loss::Scalar(x), Loss::Scalar(y)) => agree(*x, *y, Mag::at(mag, &[]), what),
         (Loss::Elementwise(x), Loss::Elementwise(y)) => {
             assert_eq!(x.shape(), y.shape(), "{what}: shapes");
-            for (p, q) in x.iter().zip(y.iter()) {
-                agree(*p, *q, what);
+            for ((i, p), q) in x.indexed_iter().zip(y.iter()) {
+                agree(
+                    *p,
+                    *q,
+                    Mag::at(mag, infoloss::ndarray::Dimension::slice(&i)),
+                    &format!("{what} at {i:?}"),
+                );
             }
         }
         _ => panic!("{what}: one loss is reduced and the other is not"),
@@ -551,6 +604,7 @@ fn check_fused<T: Element>(
     reduction: Reduction,
     none_shape: Option<&[usize]>,
     input_shape: &[usize],
+    mag: Option<&Mag>,
 ) {
     let Ok(l) = forward else { return };
     if let Some(s) = none_shape {
@@ -558,7 +612,7 @@ fn check_fused<T: Element>(
     }
     let (l2, g) =
         with_grad().unwrap_or_else(|e| panic!("{what}: _with_grad fails ({e}) where the forward succeeds"));
-    agree_loss(&l, &l2, &format!("{what} vs {what}_with_grad"));
+    agree_loss(&l, &l2, mag, &format!("{what} vs {what}_with_grad"));
     assert_eq!(g.shape(), input_shape, "{what}_with_grad: gradient shape");
 }
 
@@ -610,7 +664,7 @@ fn class_index<T: Element>(u: &mut Unstructured<'_>, ce: bool) -> Result<()> {
             infoloss::nll_loss_backward(x(), t2(), &n, &g),
         )
     };
-    check_fused(name, loss, || fused, reduction, Some(&rows), xv.shape());
+    check_fused(name, loss, || fused, reduction, Some(&rows), xv.shape(), None);
     check_grads(name, &[(grad, xv.shape())]);
     Ok(())
 }
@@ -667,6 +721,7 @@ fn check_pair<T: Element, O>(
     reduction: Reduction,
     none_shape: Option<&[usize]>,
     up: &Option<ArrayD<T>>,
+    mag: Option<&Mag>,
 ) {
     let (x, t) = (|| xv.clone(), || tv.clone());
     check_fused(
@@ -676,6 +731,7 @@ fn check_pair<T: Element, O>(
         reduction,
         none_shape,
         xv.shape(),
+        mag,
     );
     let g = grad_of(up);
     check_grads(
@@ -698,11 +754,12 @@ fn ce_probs<T: Element>(u: &mut Unstructured<'_>) -> Result<()> {
     };
     let mut up = None;
     upstream::<T>(u, &row_shape(s), &mut up)?;
+    let mag = ce_probs_mag(&xv, &tv, w.as_ref(), opts.label_smoothing, reduction);
     if let Ok(l) = &infoloss::cross_entropy_probs(xv.clone(), tv.clone(), &opts) {
         let (l3, g, gt) =
             infoloss::cross_entropy::cross_entropy_probs_with_grads(xv.clone(), tv.clone(), &opts)
                 .expect("cross_entropy_probs_with_grads fails where the forward succeeds");
-        agree_loss(l, &l3, "cross_entropy_probs vs _with_grads");
+        agree_loss(l, &l3, mag.as_ref(), "cross_entropy_probs vs _with_grads");
         assert_eq!((g.shape(), gt.shape()), (xv.shape(), tv.shape()));
     }
     let f = PairFns {
@@ -712,8 +769,45 @@ fn ce_probs<T: Element>(u: &mut Unstructured<'_>) -> Result<()> {
         grad: infoloss::cross_entropy_probs_backward::<T, IxDyn, IxDyn>,
         grad_target: infoloss::cross_entropy_probs_backward_target::<T, IxDyn, IxDyn>,
     };
-    check_pair(f, (&xv, &tv), &opts, reduction, Some(&row_shape(s)), &up);
+    check_pair(f, (&xv, &tv), &opts, reduction, Some(&row_shape(s)), &up, mag.as_ref());
     Ok(())
+}
+
+/// The term magnitudes ([`Mag`]) of `cross_entropy_probs`: per row
+/// `Σ_c |w_c·t'_c|·(|x_c| + max_c |x_c| + ln C + 1)` (`t'` the smoothed target, non-finite logits
+/// counted as 0), a bound on `Σ_c |w_c·t'_c·lsm_c|`.
+fn ce_probs_mag<T: Element>(
+    x: &ArrayViewD<'_, T>,
+    t: &ArrayViewD<'_, T>,
+    w: Option<&Array1<T>>,
+    eps: f64,
+    reduction: Reduction,
+) -> Option<Mag> {
+    if x.ndim() == 0 || x.shape() != t.shape() {
+        return None;
+    }
+    let axis = Axis(if x.ndim() == 1 { 0 } else { 1 });
+    let c = x.len_of(axis);
+    // (no classes and huge other dimensions: as many rows as the address space, each of loss 0)
+    let mut rows = x.shape().iter().enumerate().filter(|&(k, _)| k != axis.index()).map(|(_, &d)| d);
+    if rows.try_fold(1usize, |a, d| a.checked_mul(d)).is_none_or(|n| n > 1 << 20) {
+        return None;
+    }
+    let eps = if eps > 0.0 { eps } else { 0.0 };
+    let f = |v: &T| v.to_acc().f64();
+    let fin = |v: &T| if f(v).is_finite() { f(v).abs() } else { 0.0 };
+    let w = w.filter(|w| w.len() == c);
+    let rows = infoloss::ndarray::Zip::from(x.lanes(axis)).and(t.lanes(axis)).map_collect(|xl, tl| {
+        let m = xl.iter().map(fin).fold(0.0, f64::max);
+        let lnc = (c as f64).ln();
+        let term = |(k, (xv, tv)): (usize, (&T, &T))| {
+            let wk = w.and_then(|w| w.iter().nth(k)).map_or(1.0, f);
+            (wk * (f(tv) * (1.0 - eps) + eps / c as f64)).abs() * (fin(xv) + m + lnc + 1.0)
+        };
+        xl.iter().zip(tl).enumerate().map(term).sum::<f64>()
+    });
+    let n = rows.len();
+    Some(Mag::reduce(rows, reduction, n))
 }
 
 fn kl<T: Element>(u: &mut Unstructured<'_>) -> Result<()> {
@@ -735,7 +829,9 @@ fn kl<T: Element>(u: &mut Unstructured<'_>) -> Result<()> {
         grad: infoloss::kl_div_backward::<T, IxDyn, IxDyn>,
         grad_target: infoloss::kl_div_backward_target::<T, IxDyn, IxDyn>,
     };
-    check_pair(f, (&xv, &tv), &opts, reduction, None, &up);
+    let none = infoloss::KlDivOptions { reduction: Reduction::None, log_target };
+    let mag = Mag::of_elements(infoloss::kl_div(xv.clone(), tv.clone(), &none), reduction, true);
+    check_pair(f, (&xv, &tv), &opts, reduction, None, &up, mag.as_ref());
     Ok(())
 }
 
@@ -789,7 +885,10 @@ fn bce_t<T: Element>(u: &mut Unstructured<'_>) -> Result<()> {
         grad_target: infoloss::binary_cross_entropy_backward_target::<T, IxDyn, IxDyn>,
     };
     let (xv, tv) = pair.views();
-    check_pair(f, (&xv, &tv), &opts, reduction, Some(&pair.s), &up);
+    let none = infoloss::BceOptions { reduction: Reduction::None, weight: opts.weight.clone() };
+    let mag =
+        Mag::of_elements(infoloss::binary_cross_entropy(xv.clone(), tv.clone(), &none), reduction, false);
+    check_pair(f, (&xv, &tv), &opts, reduction, Some(&pair.s), &up, mag.as_ref());
     Ok(())
 }
 
@@ -823,7 +922,14 @@ fn bce_logits<T: Element>(u: &mut Unstructured<'_>) -> Result<()> {
         grad_target: infoloss::binary_cross_entropy_with_logits_backward_target::<T, IxDyn, IxDyn>,
     };
     let (xv, tv) = pair.views();
-    check_pair(f, (&xv, &tv), &opts, reduction, Some(s), &up);
+    let none = infoloss::BceWithLogitsOptions {
+        reduction: Reduction::None,
+        weight: opts.weight.clone(),
+        pos_weight: opts.pos_weight.clone(),
+    };
+    let l_none = infoloss::binary_cross_entropy_with_logits(xv.clone(), tv.clone(), &none);
+    let mag = Mag::of_elements(l_none, reduction, false);
+    check_pair(f, (&xv, &tv), &opts, reduction, Some(s), &up, mag.as_ref());
     Ok(())
 }
 
@@ -1000,6 +1106,7 @@ fn distill_t<T: Element>(u: &mut Unstructured<'_>) -> Result<()> {
         opts.reduction,
         None,
         xv.shape(),
+        None,
     );
     let _ = infoloss::distill_backward(xv.clone(), tv.clone(), lv, &opts, &grad_of(&up));
     // Top-k teacher.
@@ -1033,6 +1140,7 @@ fn distill_t<T: Element>(u: &mut Unstructured<'_>) -> Result<()> {
         opts.reduction,
         None,
         xv.shape(),
+        None,
     );
     let _ = infoloss::distill_topk_backward(xv, &teacher, lv, &opts, &grad_of(&up));
     Ok(())
