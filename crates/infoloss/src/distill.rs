@@ -62,17 +62,18 @@
 //! rounding of the exact value. `f64` inputs always take it.
 //!
 //! The **fast path** (on by default for `f32`, `f16`, `bf16`; [`with_reference_path`] switches it off)
-//! runs forward KL, reverse KL (and JSD with `β ∈ {0, 1}`, which are those) and total variation
-//! through one `f32` SIMD row kernel: exponentials and elementwise terms in `f32`, sums in `f32` lanes flushed into `f64` every 512
+//! runs forward KL, reverse KL, generalized JSD (any `β`; `β ∈ {0, 1}` are the KLs) and total
+//! variation through one `f32` SIMD row kernel: exponentials and elementwise terms in `f32`, sums in `f32` lanes flushed into `f64` every 512
 //! elements, the loss assembled in `f64`, and the differences `t/T − s/T` taken relative to each row's
 //! own maxima, so the log-sum-exps that cancel are only `ln Σ exp(·)` of size `ln V`. Its results
 //! differ from the reference by a relative ~1e-7 plus a few `f32` roundings of the cancelling terms
 //! (`Σ q·(|log q| + |log p|)` for the loss, `|c|·(p + q)` for the gradient `c·(p − q)`; for total
-//! variation, where `p ≈ q` to `f32` rounding the sign of `p − q` may differ from the reference's), which
+//! variation, where `p ≈ q` to `f32` rounding the sign of `p − q` may differ from the reference's; for
+//! JSD, whose `ln(p/m)`, `ln(q/m)` are taken of `f32` ratios, a few roundings of `p·(|log p| + |log q|)`), which
 //! is what `tests/fast_distill.rs` holds it to; the torch fixtures pass at rtol 1e-6 / atol 1e-7 on both paths.
 //! Rows with a NaN or infinite logit are handed to the reference row by row, so special values are
-//! exactly the reference's; a non-finite upstream gradient sends the whole call there. Generalized JSD
-//! with `0 < β < 1`, `alpha = 0` and the sparse top-k teacher use the reference.
+//! exactly the reference's; a non-finite upstream gradient sends the whole call there. `alpha = 0`
+//! and the sparse top-k teacher use the reference.
 //!
 //! Both paths give the same bits for any number of threads: each row is computed on its own and the
 //! per-row results are summed in row order in `f64`.
@@ -883,10 +884,10 @@ thread_local! {
 /// `f64` reference implementation. Meant for tests and benchmarks.
 ///
 /// The fast path (on by default) takes `f32`, `f16` and `bf16` inputs with forward KL, reverse KL,
-/// generalized JSD with `β ∈ {0, 1}` or total variation, `alpha > 0` and a finite upstream gradient: each
+/// generalized JSD (any `β`) or total variation, `alpha > 0` and a finite upstream gradient: each
 /// row goes through one fused `f32` SIMD kernel (see the [module docs](self)); rows with a NaN or infinite
 /// logit are handed to the reference row by row, so special values are exactly the reference's. `f64`
-/// inputs, JSD with `0 < β < 1`, `alpha = 0` and [`distill_topk`] always use the reference.
+/// inputs, `alpha = 0` and [`distill_topk`] always use the reference.
 ///
 /// ```
 /// use infoloss::distill::{distill, with_reference_path, DistillOptions};
@@ -967,8 +968,8 @@ pub(crate) fn fast_row<T: Element>(
     let (sr, tr) = (row_f32(s, sb), row_f32(t, tb));
     let k = Kernels::new();
     match out {
-        // total variation works from the cache even for the loss alone
-        None if cfg.div == KdDiv::Tvd => {
+        // total variation and JSD work from the cache even for the loss alone
+        None if cfg.div.needs_cache() => {
             eb.resize(sr.len(), 0.0);
             g.resize(sr.len(), 0.0);
             let grad = KdGrad { out: g.as_mut_slice(), eb: eb.as_mut_slice(), soft: 0.0, ce: 0.0 };
@@ -1000,6 +1001,7 @@ pub(crate) fn store_f64_row<T: Element>(g: &[f64], out: &mut [T]) {
 /// What the fast dense path needs besides the plan.
 struct FastJob {
     div: KdDiv,
+    beta: f64,
     up: Option<Upstream>,
     soft_base: f64,
     ce_base: f64,
@@ -1008,10 +1010,11 @@ struct FastJob {
 impl FastJob {
     /// `Some` when the fast path takes this call (see [`with_reference_path`]).
     fn new<T: Element>(plan: &Plan, grad_output: Option<&GradOutput<'_, T>>) -> Result<Option<FastJob>> {
-        let div = match plan.cfg.div {
-            Divergence::ForwardKl | Divergence::GeneralizedJsd { beta: 0.0 } => KdDiv::Forward,
-            Divergence::ReverseKl | Divergence::GeneralizedJsd { beta: 1.0 } => KdDiv::Reverse,
-            Divergence::TotalVariation => KdDiv::Tvd,
+        let (div, beta) = match plan.cfg.div {
+            Divergence::ForwardKl | Divergence::GeneralizedJsd { beta: 0.0 } => (KdDiv::Forward, 0.0),
+            Divergence::ReverseKl | Divergence::GeneralizedJsd { beta: 1.0 } => (KdDiv::Reverse, 1.0),
+            Divergence::TotalVariation => (KdDiv::Tvd, 0.0),
+            Divergence::GeneralizedJsd { beta } if beta > 0.0 && beta < 1.0 => (KdDiv::Jsd, beta),
             _ => return Ok(None),
         };
         if !(fast_path_for::<T>() && plan.cfg.soft_on && plan.rows > 0 && plan.classes > 0) {
@@ -1029,7 +1032,7 @@ impl FastJob {
             Some(Upstream::Scalar(g)) => finite(*g),
             Some(Upstream::PerRow(v)) => v.iter().all(|&g| finite(g)),
         };
-        Ok(ok.then_some(FastJob { div, up, soft_base, ce_base }))
+        Ok(ok.then_some(FastJob { div, beta, up, soft_base, ce_base }))
     }
 }
 
@@ -1049,7 +1052,7 @@ fn fast_dense<T: Element>(
     let row = |r: usize, out: Option<&mut [T]>, sc: &mut FastScratch| -> (f64, f64) {
         let Some(RowKind::Keep(label)) = plan.kinds.get(r) else { return (0.0, 0.0) };
         let label = if cfg.ce_on { *label } else { None };
-        let kcfg = KdRowCfg { ts: cfg.temp, tt: cfg.temp, div: job.div, label };
+        let kcfg = KdRowCfg { ts: cfg.temp, tt: cfg.temp, div: job.div, beta: job.beta, label };
         let g = job.up.as_ref().map_or(1.0, |u| u.at(r));
         let (soft, ce) = (g * job.soft_base, g * job.ce_base);
         let mut out = out;
@@ -1058,6 +1061,7 @@ fn fast_dense<T: Element>(
                 KdDiv::Forward => k.fkl,
                 KdDiv::Reverse => k.rkl,
                 KdDiv::Tvd => k.tvd,
+                KdDiv::Jsd => k.jsd,
             };
             return (soft, k.ce);
         }

@@ -391,7 +391,7 @@ fn uda_fast<T: Element>(
         UdaNormalize::KeptRows => kept.max(1) as f64,
         UdaNormalize::AllRows => rows as f64,
     };
-    let cfg = KdRowCfg { ts: t_aug, tt: t_ori, div: KdDiv::Forward, label: None };
+    let cfg = KdRowCfg { ts: t_aug, tt: t_ori, div: KdDiv::Forward, beta: 0.0, label: None };
     let numel = checked_numel(OP, "aug_logits", &[rows, classes])?;
     let mut buf = vec![zero_t::<T>(); numel];
     let mut row_kl: Vec<f64> = crate::softmax::try_vec(OP, "row statistics", rows)?;

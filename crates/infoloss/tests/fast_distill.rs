@@ -99,6 +99,30 @@ fn magnitudes(
     }
     let reverse = matches!(div, Divergence::ReverseKl | Divergence::GeneralizedJsd { beta: 1.0 });
     let tvd = div == Divergence::TotalVariation;
+    // generalized JSD (0 < β < 1): λ_p = ln(p/m) from f32 ratios, so its error is ε·(the relative
+    // errors of p, q, m), and the gradient c·(1−β)·p·(λ_p − Σ p λ_p) multiplies p's error by
+    // |λ_p − Σ p λ_p|
+    let jsd_beta = match div {
+        Divergence::GeneralizedJsd { beta } if beta > 0.0 && beta < 1.0 => Some(beta),
+        _ => None,
+    };
+    let lam = |i: usize| -> (f64, f64) {
+        let (p, q) = (lp[i].exp(), lq[i].exp());
+        let b = jsd_beta.unwrap_or(0.5);
+        let m = b * q + (1.0 - b) * p;
+        ((p / m).ln(), (q / m).ln())
+    };
+    let dlam = |i: usize| 4.0 + lp[i].abs() + lq[i].abs() + lam(i).0.abs();
+    let (mut kpm, mut ep_jsd) = (0.0f64, 0.0f64);
+    if jsd_beta.is_some() {
+        for (i, l) in lp.iter().enumerate() {
+            let p = l.exp();
+            if p != 0.0 {
+                kpm += p * lam(i).0;
+                ep_jsd += p * (dlam(i) + lam(i).0.abs());
+            }
+        }
+    }
     // total variation: where p ≈ q to f32 rounding the sign of p − q may differ from the reference's,
     // which moves that element's gradient by c·p_i and every element's by c·p_j·p_i
     let near_tie = |i: usize| {
@@ -118,7 +142,13 @@ fn magnitudes(
     for i in 0..s.len() {
         let (p, q) = (lp[i].exp(), lq[i].exp());
         soft += term(q, lq[i]) + term(q, lp[i]) + term(p, lp[i]) + term(p, lq[i]);
-        let pm = if reverse {
+        if jsd_beta.is_some() {
+            let (a, b) = lam(i);
+            soft += term(p, 4.0 + a) + term(q, 4.0 + b);
+        }
+        let pm = if jsd_beta.is_some() {
+            (2.0 + lp[i].abs() + big) * (1.0 + (lam(i).0 - kpm).abs()) + dlam(i) + 2.0 * big + ep_jsd
+        } else if reverse {
             (2.0 + lp[i].abs() + big) * (1.0 + (lp[i] - lq[i] - rkl).abs()) + lq[i].abs() + ep_abs
         } else if tvd {
             let tie = if near_tie(i) { 1.0 } else { 0.0 };
@@ -253,11 +283,17 @@ fn compare<T: Element>(
     worst.max(check::<T>(&format!("{what}: backward"), &fb, &rb, &m))
 }
 
-const FAST_DIVS: [Divergence; 5] = [
+/// A generalized JSD strictly between the KLs (its own kernel pass).
+const JSD: Divergence = Divergence::GeneralizedJsd { beta: 0.3 };
+
+const FAST_DIVS: [Divergence; 8] = [
     Divergence::ForwardKl,
     Divergence::ReverseKl,
     Divergence::GeneralizedJsd { beta: 0.0 },
     Divergence::GeneralizedJsd { beta: 1.0 },
+    Divergence::GeneralizedJsd { beta: 0.1 },
+    Divergence::GeneralizedJsd { beta: 0.5 },
+    Divergence::GeneralizedJsd { beta: 0.9 },
     Divergence::TotalVariation,
 ];
 
@@ -317,7 +353,7 @@ fn fast_matches_reference_bf16() {
 fn every_reduction_and_mix() {
     let (s, t) = logits(7, 50, 3.0, 99);
     let y = labels(7, 50, 99);
-    for div in [Divergence::ForwardKl, Divergence::ReverseKl, Divergence::TotalVariation] {
+    for div in [Divergence::ForwardKl, Divergence::ReverseKl, Divergence::TotalVariation, JSD] {
         for reduction in [Reduction::BatchMean, Reduction::Mean, Reduction::Sum, Reduction::None] {
             for (alpha, temp, t2, normalizer) in [
                 (1.0, 1.0, true, None),
@@ -360,7 +396,7 @@ fn non_finite_rows_match_the_reference() {
                 // a row of −inf
                 target.row_mut(3).fill(f64::NEG_INFINITY);
                 let y = labels(4, c, 3);
-                for div in [Divergence::ForwardKl, Divergence::ReverseKl, Divergence::TotalVariation] {
+                for div in [Divergence::ForwardKl, Divergence::ReverseKl, Divergence::TotalVariation, JSD] {
                     for (temp, alpha) in [(1.0, 1.0), (2.0, 0.5)] {
                         let o = DistillOptions {
                             temperature: temp,
@@ -393,18 +429,22 @@ fn non_finite_rows_match_the_reference() {
 fn the_switch_selects_the_path() {
     let (s, t) = logits(16, 1000, 4.0, 3);
     let (s, t) = (s.mapv(|v| v as f32), t.mapv(|v| v as f32));
-    let o = DistillOptions { temperature: 2.0, ..Default::default() };
-    let fast = distill_with_grad(s.view(), t.view(), None, &o).unwrap().1;
-    let slow = with_reference_path(|| distill_with_grad(s.view(), t.view(), None, &o)).unwrap().1;
-    let back =
-        with_reference_path(|| with_fast_path(|| distill_with_grad(s.view(), t.view(), None, &o))).unwrap().1;
-    assert!(fast.iter().zip(slow.iter()).any(|(a, b)| a != b), "fast and reference paths gave the same bits");
-    assert!(fast.iter().zip(back.iter()).all(|(a, b)| a.to_bits() == b.to_bits()));
+    for divergence in [Divergence::ForwardKl, JSD] {
+        let o = DistillOptions { temperature: 2.0, divergence, ..Default::default() };
+        let fast = distill_with_grad(s.view(), t.view(), None, &o).unwrap().1;
+        let slow = with_reference_path(|| distill_with_grad(s.view(), t.view(), None, &o)).unwrap().1;
+        let back = with_reference_path(|| with_fast_path(|| distill_with_grad(s.view(), t.view(), None, &o)))
+            .unwrap()
+            .1;
+        let differ = fast.iter().zip(slow.iter()).any(|(a, b)| a != b);
+        assert!(differ, "{divergence:?}: fast and reference paths gave the same bits");
+        assert!(fast.iter().zip(back.iter()).all(|(a, b)| a.to_bits() == b.to_bits()));
+    }
 }
 
 fn bits_of_distill<T: Element>(s: &Array2<T>, t: &Array2<T>, y: ArrayView1<'_, i64>) -> Vec<u64> {
     let mut out = vec![];
-    for div in [Divergence::ForwardKl, Divergence::ReverseKl, Divergence::TotalVariation] {
+    for div in [Divergence::ForwardKl, Divergence::ReverseKl, Divergence::TotalVariation, JSD] {
         for (temp, alpha, reduction) in
             [(1.0, 1.0, Reduction::BatchMean), (2.0, 0.5, Reduction::None), (0.7, 0.8, Reduction::Sum)]
         {
@@ -599,7 +639,7 @@ fn timing_fast_vs_reference() {
 fn equal_rows_give_exactly_zero() {
     let (s, _) = logits(5, 1025, 3.0, 12);
     let s = s.mapv(|v| v as f32);
-    for div in [Divergence::ForwardKl, Divergence::ReverseKl, Divergence::TotalVariation] {
+    for div in [Divergence::ForwardKl, Divergence::ReverseKl, Divergence::TotalVariation, JSD] {
         for temp in [1.0, 2.0, 0.7] {
             let o = DistillOptions { temperature: temp, divergence: div, ..Default::default() };
             let (l, g) = distill_with_grad(s.view(), s.view(), None, &o).unwrap();

@@ -42,7 +42,14 @@
 //! `T_s = 1` that is `p` (folded into the factor of `e_a`), otherwise `exp(s − R_s)/Z_1` (one more
 //! `exp`). The label's entry then gets `− c_ce`. Total variation first sums `|p − q|` and
 //! `Σ p·σ` (`σ = ½·sign(p − q)`, `p = e_a·f_a/Z_a`, `q = e_b·f_b/Z_b` in `f32`) from the cache, then
-//! writes `g = c·p·(σ − Σ p σ)` from it.
+//! writes `g = c·p·(σ − Σ p σ)` from it. Generalized JSD(β), `0 < β < 1`, likewise first walks the cache:
+//! per element `p`, `q` (as for total variation), `m = β·q + (1−β)·p`, `λ_p = ln(p/m)`,
+//! `λ_q = ln(q/m)` (the vectorized [`ln_f32s`] of the two ratios, one rounding each, so that rows with
+//! `p ≈ q` give small logarithms instead of the difference of two large ones), the sums
+//! `Σ q·λ_q`, `Σ p·λ_p` (`0·λ = 0`), and stores `λ_p` over `e_b`; then
+//! `JSD = β·Σ q λ_q + (1−β)·Σ p λ_p` and the gradient
+//! `g = c·(1−β)·p·(λ_p − Σ_j p_j λ_{p,j})` (`∂JSD/∂p_j = (1−β)·ln(p_j/m_j)`: the terms of `∂m/∂p`
+//! cancel) is written from it.
 //!
 //! # Non-finite rows
 //!
@@ -54,6 +61,7 @@ use pulp::{Simd, WithSimd};
 
 use super::Kernels;
 use super::exp::exp_nonpos_f32s;
+use super::ln::ln_f32s;
 use super::row::{CHUNK, MAX_BLOCKS, block_len, block_max};
 use super::simd::{hsum_f64, load_tail_fill};
 use super::vmap::{VecZip, VecZip2, zip_in_place, zip2_in_place};
@@ -68,6 +76,17 @@ pub(crate) enum KdDiv {
     /// Total variation `½·Σ|p − q|`: gradient `c·p·(σ − Σ_j p_j σ_j)`, `σ = ½·sign(p − q)`. Needs
     /// `grad` (its cache) even for the loss alone.
     Tvd,
+    /// Generalized JSD with `0 < β < 1` ([`KdRowCfg::beta`]): gradient
+    /// `c·(1−β)·p·(λ_p − Σ_j p_j λ_{p,j})`, `λ_p = ln(p/m)`. Needs `grad` (its cache) even for the loss
+    /// alone.
+    Jsd,
+}
+
+impl KdDiv {
+    /// Whether pass 2 works from the cache even for the loss alone.
+    pub(crate) fn needs_cache(self) -> bool {
+        matches!(self, KdDiv::Tvd | KdDiv::Jsd)
+    }
 }
 
 /// `1/T` as `hi + lo` (two `f32`): `x·hi + x·lo` is `x/T` within about one rounding.
@@ -101,6 +120,8 @@ pub(crate) struct KdRowCfg {
     pub(crate) tt: f64,
     /// Whose gradient pass 2 writes.
     pub(crate) div: KdDiv,
+    /// `β` of [`KdDiv::Jsd`] (unused otherwise).
+    pub(crate) beta: f64,
     /// Label of the hard cross-entropy term of `s` at temperature 1, if any.
     pub(crate) label: Option<usize>,
 }
@@ -128,6 +149,8 @@ pub(crate) struct KdRow {
     pub(crate) ce: f64,
     /// `½·Σ|p − q|` ([`KdDiv::Tvd`] only, else 0).
     pub(crate) tvd: f64,
+    /// `β·KL(q‖m) + (1−β)·KL(p‖m)` ([`KdDiv::Jsd`] only, else 0).
+    pub(crate) jsd: f64,
 }
 
 /// Pass-1 sums of one block, and the references its exponentials were taken against.
@@ -438,25 +461,39 @@ fn kd_row<S: Simd, const STORE: bool, const CE1: bool>(simd: S, op: KdOp<'_>) ->
     if !(za.is_finite() && zb.is_finite() && fkl.is_finite() && rkl.is_finite() && ce.is_finite()) {
         return None;
     }
-    let mut tvd = 0.0;
+    let (mut tvd, mut jsd) = (0.0, 0.0);
     if let (true, Some(g)) = (STORE, grad) {
         let cc = if cfg.label.is_some() { g.ce } else { 0.0 };
-        // total variation: one more pass from the cache for |p − q| and Σ p·σ
-        let mut sig = 0.0f32;
-        if cfg.div == KdDiv::Tvd {
-            let (mut l, mut sg) = (0.0f64, 0.0f64);
+        // total variation and JSD: one more pass from the cache for their sums, (Σ|p − q|, Σ p·σ)
+        // and (Σ q·λ_q, Σ p·λ_p), the latter storing λ_p over e_b
+        let beta = cfg.beta as f32;
+        let (mut sig, mut kpm) = (0.0f32, 0.0f32);
+        if cfg.div.needs_cache() {
+            let (mut a0, mut a1) = (0.0f64, 0.0f64);
             let mut start = 0;
             for b in blocks.get(..nb)? {
                 let end = (start + block).min(n);
                 let (fa, fb, _, _) = fac(b);
                 let pq = TvdPq { pa: (fa / za) as f32, qb: (fb / zb) as f32 };
-                let (dl, ds) = tvd_sums(simd, g.out.get(start..end)?, g.eb.get(start..end)?, pq);
-                l += dl;
-                sg += ds;
+                let (ea, eb) = (g.out.get(start..end)?, g.eb.get_mut(start..end)?);
+                let (d0, d1) = match cfg.div {
+                    KdDiv::Tvd => cache_sums(simd, ea, eb, pq),
+                    _ => cache_sums(simd, ea, eb, JsdPq { pq, beta }),
+                };
+                a0 += d0;
+                a1 += d1;
                 start = end;
             }
-            tvd = 0.5 * l;
-            sig = sg as f32;
+            if cfg.div == KdDiv::Tvd {
+                tvd = 0.5 * a0;
+                sig = a1 as f32;
+            } else {
+                jsd = cfg.beta * a0 + (1.0 - cfg.beta) * a1;
+                kpm = a1 as f32;
+                if !jsd.is_finite() {
+                    return None;
+                }
+            }
         }
         // the cross-entropy's softmax: p itself at T_s = 1, exp(s − R_s)/Z_1 otherwise
         let (cc_p, c1) = if CE1 { (0.0, (cc / z1) as f32) } else { (cc, 0.0) };
@@ -479,8 +516,16 @@ fn kd_row<S: Simd, const STORE: bool, const CE1: bool>(simd: S, op: KdOp<'_>) ->
                 KdDiv::Tvd => {
                     let eb = g.eb.get(start..end)?;
                     let pq = TvdPq { pa: pa as f32, qb: (fb / zb) as f32 };
-                    let op = TvdGrad::<CE1> { pq, c: g.soft as f32, sig, cc: cc_p as f32, c1, rs };
+                    let ce = CeTerm { cc: cc_p as f32, c1, rs };
+                    let op = TvdGrad::<CE1> { pq, c: g.soft as f32, sig, ce };
                     zip2_in_place(simd, ob, eb, sb, op);
+                }
+                KdDiv::Jsd => {
+                    let lam = g.eb.get(start..end)?;
+                    let c = (g.soft * (1.0 - cfg.beta)) as f32;
+                    let ce = CeTerm { cc: cc_p as f32, c1, rs };
+                    let op = JsdGrad::<CE1> { pa: pa as f32, c, kpm, ce };
+                    zip2_in_place(simd, ob, lam, sb, op);
                 }
                 KdDiv::Forward => {
                     let eb = g.eb.get(start..end)?;
@@ -504,7 +549,142 @@ fn kd_row<S: Simd, const STORE: bool, const CE1: bool>(simd: S, op: KdOp<'_>) ->
             *o -= cc as f32;
         }
     }
-    Some(KdRow { fkl, rkl, ce, tvd })
+    Some(KdRow { fkl, rkl, ce, tvd, jsd })
+}
+
+/// `(p·λ_p, q·λ_q, λ_p)` of one vector: `λ = ln(·/m)`, `m = β·q + (1−β)·p`, products 0 where the
+/// probability is 0.
+#[inline(always)]
+fn jsd_terms<S: Simd>(
+    simd: S,
+    pq: TvdPq,
+    beta: f32,
+    ea: S::f32s,
+    eb: S::f32s,
+) -> (S::f32s, S::f32s, S::f32s) {
+    let p = simd.mul_f32s(ea, simd.splat_f32s(pq.pa));
+    let q = simd.mul_f32s(eb, simd.splat_f32s(pq.qb));
+    let m = simd.mul_add_f32s(q, simd.splat_f32s(beta), simd.mul_f32s(p, simd.splat_f32s(1.0 - beta)));
+    let z = simd.splat_f32s(0.0);
+    // p = q gives exactly 0 (m may round away from p)
+    let same = simd.equal_f32s(p, q);
+    let lp = simd.select_f32s(same, z, ln_f32s(simd, simd.div_f32s(p, m)));
+    let lq = simd.select_f32s(same, z, ln_f32s(simd, simd.div_f32s(q, m)));
+    let tp = simd.select_f32s(simd.equal_f32s(p, z), z, simd.mul_f32s(p, lp));
+    let tq = simd.select_f32s(simd.equal_f32s(q, z), z, simd.mul_f32s(q, lq));
+    (tp, tq, lp)
+}
+
+/// What a pass over the cached `e_a`, `e_b` of a block adds per vector (two `f32` lane sums, flushed
+/// into `f64` every [`CHUNK`] elements), and the value it leaves in `e_b`'s place.
+trait CacheSums: Copy {
+    /// Adds the vector's terms to `acc`; returns the new content of `e_b` (when [`Self::STORE`]).
+    fn add<S: Simd>(self, simd: S, ea: S::f32s, eb: S::f32s, acc: &mut [S::f32s; 2]) -> S::f32s;
+    /// Whether `e_b` is overwritten.
+    const STORE: bool;
+}
+
+/// The two sums of `op` over a block (lanes past the end load as 0 and add nothing).
+#[inline(always)]
+fn cache_sums<S: Simd, O: CacheSums>(simd: S, ea: &[f32], eb: &mut [f32], op: O) -> (f64, f64) {
+    let z = simd.splat_f32s(0.0);
+    let (mut s0, mut s1) = (0.0f64, 0.0f64);
+    let mut start = 0;
+    while start < ea.len() {
+        let end = (start + CHUNK).min(ea.len());
+        let (ah, at) = S::as_simd_f32s(ea.get(start..end).unwrap_or_default());
+        let (bh, bt) = S::as_mut_simd_f32s(eb.get_mut(start..end).unwrap_or_default());
+        let mut acc = [z, z];
+        for (a, b) in ah.iter().zip(bh.iter_mut()) {
+            let nb = op.add(simd, *a, *b, &mut acc);
+            if O::STORE {
+                *b = nb;
+            }
+        }
+        if !at.is_empty() {
+            let nb = op.add(simd, simd.partial_load_f32s(at), simd.partial_load_f32s(bt), &mut acc);
+            if O::STORE {
+                simd.partial_store_f32s(bt, nb);
+            }
+        }
+        s0 += hsum_f64::<S>(acc[0]);
+        s1 += hsum_f64::<S>(acc[1]);
+        start = end;
+    }
+    (s0, s1)
+}
+
+/// Total variation's sums `(Σ|p − q|, Σ p·σ)`.
+impl CacheSums for TvdPq {
+    const STORE: bool = false;
+    #[inline(always)]
+    fn add<S: Simd>(self, simd: S, ea: S::f32s, eb: S::f32s, acc: &mut [S::f32s; 2]) -> S::f32s {
+        let (p, sig, ad) = self.terms(simd, ea, eb);
+        acc[0] = simd.add_f32s(acc[0], ad);
+        acc[1] = simd.mul_add_f32s(p, sig, acc[1]);
+        eb
+    }
+}
+
+/// JSD's sums `(Σ q·λ_q, Σ p·λ_p)`, leaving `λ_p` in `e_b`'s place.
+#[derive(Clone, Copy)]
+struct JsdPq {
+    pq: TvdPq,
+    beta: f32,
+}
+
+impl CacheSums for JsdPq {
+    const STORE: bool = true;
+    #[inline(always)]
+    fn add<S: Simd>(self, simd: S, ea: S::f32s, eb: S::f32s, acc: &mut [S::f32s; 2]) -> S::f32s {
+        let (tp, tq, lam) = jsd_terms(simd, self.pq, self.beta, ea, eb);
+        acc[0] = simd.add_f32s(acc[0], tq);
+        acc[1] = simd.add_f32s(acc[1], tp);
+        lam
+    }
+}
+
+/// Generalized JSD: `(p·c)·(λ_p − Σ p λ_p)` (0 where `p = 0`) plus the cross-entropy's `p·cc`
+/// (`T_s = 1`) or `c1·exp(s − R_s)` (`CE1`).
+#[derive(Clone, Copy)]
+struct JsdGrad<const CE1: bool> {
+    pa: f32,
+    c: f32,
+    kpm: f32,
+    ce: CeTerm,
+}
+
+impl<const CE1: bool> VecZip2 for JsdGrad<CE1> {
+    #[inline(always)]
+    fn call<S: Simd>(self, simd: S, ea: S::f32s, lam: S::f32s, s: S::f32s) -> S::f32s {
+        let p = simd.mul_f32s(ea, simd.splat_f32s(self.pa));
+        let w = simd.sub_f32s(lam, simd.splat_f32s(self.kpm));
+        let z = simd.splat_f32s(0.0);
+        let pc = simd.mul_f32s(p, simd.splat_f32s(self.c));
+        let soft = simd.select_f32s(simd.equal_f32s(p, z), z, simd.mul_f32s(pc, w));
+        self.ce.add::<S, CE1>(simd, soft, p, s)
+    }
+}
+
+/// The hard-label cross-entropy's share of a gradient written with the soft loss's: `p·cc` at
+/// `T_s = 1` (`p` is the softmax of `s`), `c1·exp(s − R_s)` otherwise (`CE1`).
+#[derive(Clone, Copy)]
+struct CeTerm {
+    cc: f32,
+    c1: f32,
+    rs: f32,
+}
+
+impl CeTerm {
+    #[inline(always)]
+    fn add<S: Simd, const CE1: bool>(self, simd: S, soft: S::f32s, p: S::f32s, s: S::f32s) -> S::f32s {
+        if CE1 {
+            let e1 = exp_nonpos_f32s(simd, simd.sub_f32s(s, simd.splat_f32s(self.rs)));
+            simd.mul_add_f32s(e1, simd.splat_f32s(self.c1), soft)
+        } else {
+            simd.mul_add_f32s(p, simd.splat_f32s(self.cc), soft)
+        }
+    }
 }
 
 /// `p = e_a·pa`, `q = e_b·qb` of one block, as `f32`.
@@ -527,35 +707,6 @@ impl TvdPq {
     }
 }
 
-/// `(Σ|p − q|, Σ p·σ)` over a block from the cached `e_a`, `e_b` (lanes past the end load as 0 and
-/// add nothing).
-#[inline(always)]
-fn tvd_sums<S: Simd>(simd: S, ea: &[f32], eb: &[f32], pq: TvdPq) -> (f64, f64) {
-    let z = simd.splat_f32s(0.0);
-    let (mut l, mut sg) = (0.0f64, 0.0f64);
-    let mut start = 0;
-    while start < ea.len() {
-        let end = (start + CHUNK).min(ea.len());
-        let (ah, at) = S::as_simd_f32s(ea.get(start..end).unwrap_or_default());
-        let (bh, bt) = S::as_simd_f32s(eb.get(start..end).unwrap_or_default());
-        let (mut la, mut sa) = (z, z);
-        for (a, b) in ah.iter().zip(bh) {
-            let (p, sig, ad) = pq.terms(simd, *a, *b);
-            la = simd.add_f32s(la, ad);
-            sa = simd.mul_add_f32s(p, sig, sa);
-        }
-        if !at.is_empty() {
-            let (p, sig, ad) = pq.terms(simd, simd.partial_load_f32s(at), simd.partial_load_f32s(bt));
-            la = simd.add_f32s(la, ad);
-            sa = simd.mul_add_f32s(p, sig, sa);
-        }
-        l += hsum_f64::<S>(la);
-        sg += hsum_f64::<S>(sa);
-        start = end;
-    }
-    (l, sg)
-}
-
 /// Total variation: `(p·c)·(σ − Σ p σ)` plus the cross-entropy's `p·cc` (`T_s = 1`) or
 /// `c1·exp(s − R_s)` (`CE1`).
 #[derive(Clone, Copy)]
@@ -563,9 +714,7 @@ struct TvdGrad<const CE1: bool> {
     pq: TvdPq,
     c: f32,
     sig: f32,
-    cc: f32,
-    c1: f32,
-    rs: f32,
+    ce: CeTerm,
 }
 
 impl<const CE1: bool> VecZip2 for TvdGrad<CE1> {
@@ -574,12 +723,7 @@ impl<const CE1: bool> VecZip2 for TvdGrad<CE1> {
         let (p, sg, _) = self.pq.terms(simd, ea, eb);
         let w = simd.sub_f32s(sg, simd.splat_f32s(self.sig));
         let soft = simd.mul_f32s(simd.mul_f32s(p, simd.splat_f32s(self.c)), w);
-        if CE1 {
-            let e1 = exp_nonpos_f32s(simd, simd.sub_f32s(s, simd.splat_f32s(self.rs)));
-            simd.mul_add_f32s(e1, simd.splat_f32s(self.c1), soft)
-        } else {
-            simd.mul_add_f32s(p, simd.splat_f32s(self.cc), soft)
-        }
+        self.ce.add::<S, CE1>(simd, soft, p, s)
     }
 }
 

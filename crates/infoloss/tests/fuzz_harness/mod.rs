@@ -411,7 +411,7 @@ fn agree<T: Element>(a: T, b: T, mag: f64, what: &str) {
         _ => (2e-2, f16::MAX.to_f64()),
     };
     // (terms near the type's overflow threshold: one order of summation may overflow, another not)
-    if x == y || (x.is_nan() && y.is_nan()) || !(mag < max / 4.0) {
+    if x == y || (x.is_nan() && y.is_nan()) || mag.is_nan() || mag >= max / 4.0 {
         return;
     }
     let scale = x.abs().max(y.abs()).max(1.0).max(mag);
