@@ -283,6 +283,10 @@ fn compare<T: Element>(
     worst.max(check::<T>(&format!("{what}: backward"), &fb, &rb, &m))
 }
 
+fn opts(temperature: f64, alpha: f64, divergence: Divergence, reduction: Reduction) -> DistillOptions {
+    DistillOptions { temperature, alpha, divergence, reduction, ..Default::default() }
+}
+
 /// A generalized JSD strictly between the KLs (its own kernel pass).
 const JSD: Divergence = Divergence::GeneralizedJsd { beta: 0.3 };
 
@@ -312,13 +316,7 @@ fn sweep<T: Element>(name: &str) -> f64 {
                     let alpha = if c == 0 { 1.0 } else { alpha };
                     let reduction = [Reduction::BatchMean, Reduction::Sum, Reduction::None, Reduction::Mean]
                         [(k as usize + (temp * 10.0) as usize) % 4];
-                    let o = DistillOptions {
-                        temperature: temp,
-                        alpha,
-                        divergence: div,
-                        reduction,
-                        ..Default::default()
-                    };
+                    let o = opts(temp, alpha, div, reduction);
                     let lab = (c > 0 && (alpha < 1.0 || k % 2 == 0)).then(|| y.view());
                     let what =
                         format!("{name} C={c} scale={scale:e} {div:?} T={temp} alpha={alpha} {reduction}");
@@ -448,8 +446,7 @@ fn bits_of_distill<T: Element>(s: &Array2<T>, t: &Array2<T>, y: ArrayView1<'_, i
         for (temp, alpha, reduction) in
             [(1.0, 1.0, Reduction::BatchMean), (2.0, 0.5, Reduction::None), (0.7, 0.8, Reduction::Sum)]
         {
-            let o =
-                DistillOptions { temperature: temp, alpha, divergence: div, reduction, ..Default::default() };
+            let o = opts(temp, alpha, div, reduction);
             let (l, g) = distill_with_grad(s.view(), t.view(), Some(y), &o).unwrap();
             out.extend(loss_vec(&l).iter().map(|v| v.to_bits()));
             out.extend(g.iter().map(|&v| fv(v).to_bits()));
@@ -650,4 +647,162 @@ fn equal_rows_give_exactly_zero() {
     let u = uda_consistency(s.view(), s.view(), &UdaOptions::default()).unwrap();
     assert_eq!(u.loss, 0.0);
     assert!(u.grad.iter().all(|&v| v == 0.0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sparse (top-k) teacher
+
+/// The teacher's top `k` classes of `t` (by value, first index first on ties) and their
+/// log-probabilities at temperature `temp`.
+fn topk_teacher(t: &Array2<f64>, k: usize, temp: f64) -> (Array2<i64>, Array2<f64>) {
+    let rows = t.nrows();
+    let (mut idx, mut lq) = (Array2::zeros((rows, k)), Array2::zeros((rows, k)));
+    for r in 0..rows {
+        let row = t.row(r).to_vec();
+        let ls = log_softmax(&row, temp);
+        let mut order: Vec<usize> = (0..row.len()).collect();
+        order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+        for (j, &i) in order.iter().take(k).enumerate() {
+            idx[[r, j]] = i as i64;
+            lq[[r, j]] = ls[i];
+        }
+    }
+    (idx, lq)
+}
+
+/// `distill_topk` and `distill_topk_with_grad` on both paths. Bounds: `1e-5·|reference|` plus 64 `f32`
+/// roundings of the terms the fast path forms in `f32` — the student's log-sum-exps (size
+/// `2 + ln C + max|s|/T`) multiplied, for the gradient, by `|c|·(p_i + [i in top-k])·S` with `S` the row's
+/// gradient L1 norm over `|c|` (every bucket factor `e_b`, `Σ e` is below it), and the cross-entropy's
+/// `|c_ce|·softmax(s)_i·(2 + |log softmax(s)_i|)`.
+fn compare_topk<T: Element>(
+    what: &str,
+    s64: &Array2<f64>,
+    t64: &Array2<f64>,
+    k: usize,
+    o: &DistillOptions,
+    tail: bool,
+    y: Option<ArrayView1<'_, i64>>,
+) -> f64 {
+    use infoloss::distill::{SparseTeacher, distill_topk, distill_topk_with_grad};
+    let (idx, lq64) = topk_teacher(t64, k, o.temperature);
+    let s = s64.mapv(cv::<T>);
+    let lq = lq64.mapv(cv::<T>);
+    let teacher = SparseTeacher { indices: idx.view(), logprobs: lq.view(), add_tail: tail };
+    let (fl, fg) = distill_topk_with_grad(s.view(), &teacher, y, o).unwrap();
+    let (rl, rg) = with_reference_path(|| distill_topk_with_grad(s.view(), &teacher, y, o)).unwrap();
+    let plain = distill_topk(s.view(), &teacher, y, o).unwrap();
+    assert_eq!(
+        loss_vec(&plain).iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        loss_vec(&fl).iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        "{what}: with_grad's loss differs from the forward's"
+    );
+    let (rows, c) = s.dim();
+    let sr = s.mapv(fv);
+    // the soft and cross-entropy coefficients of the gradient, as in `compare`
+    let kept = (0..rows).filter(|&r| y.is_none_or(|y| y[r] != o.ignore_index)).count() as f64;
+    let (sd, hd) = match o.reduction {
+        Reduction::BatchMean => (kept, kept),
+        Reduction::Mean => (kept * c as f64, kept),
+        _ => (1.0, 1.0),
+    };
+    let ct = if o.t2_scaling { o.temperature * o.temperature } else { 1.0 };
+    let (cs, cc) = ((o.alpha * ct / sd / o.temperature).abs(), ((1.0 - o.alpha) / hd).abs());
+    let (mut gmag, mut lmag) = (Vec::new(), Vec::new());
+    for r in 0..rows {
+        let row = sr.row(r).to_vec();
+        let big = row.iter().fold(0.0f64, |a, &v| a.max((v / o.temperature).abs()));
+        let lse = 2.0 + (c as f64).ln() + big;
+        let (lp, lp1) = (log_softmax(&row, o.temperature), log_softmax(&row, 1.0));
+        let gl1: f64 = (0..c).map(|i| fv(rg[[r, i]]).abs()).sum();
+        let mut top = vec![false; c];
+        for &j in idx.row(r) {
+            top[j as usize] = true;
+        }
+        let lq_max = lq64.row(r).iter().fold(0.0f64, |a, &v| a.max(v.abs()).min(1e30));
+        let label = y.map(|y| y[r]).filter(|&v| v != o.ignore_index).map(|v| v as usize);
+        for i in 0..c {
+            let (p, p1) = (lp[i].exp(), lp1[i].exp());
+            let topk = if top[i] { 1.0 } else { 0.0 };
+            // the bucket factors e_b come from differences of log-probabilities (size |c|·(1 + |log q|))
+            let soft = lse * (cs * (p + topk * (1.0 + lq_max)) + gl1 * (p + topk));
+            let ce = if label.is_some() {
+                cc * (p1 * (2.0 + lp1[i].abs()) + if label == Some(i) { 1.0 } else { 0.0 })
+            } else {
+                0.0
+            };
+            gmag.push(soft + ce);
+        }
+        lmag.push(lse * (1.0 + lq_max + lp.iter().fold(0.0f64, |a, &v| a.max(v.abs()).min(1e30))));
+    }
+    let lm = if o.reduction == Reduction::None { lmag } else { vec![lmag.iter().sum::<f64>()] };
+    let tol = |got: &[f64], want: &[f64], mag: &[f64], what: &str| -> f64 {
+        let mut worst = 0.0f64;
+        for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+            if !(g.is_finite() && w.is_finite()) {
+                assert!((g.is_nan() && w.is_nan()) || g == w, "{what}[{i}]: fast {g}, reference {w}");
+                continue;
+            }
+            let t = 1e-5 * w.abs() + 1e-30 + 64.0 * EPS32 * mag[i] + step_of::<T>(w.abs().max(g.abs()));
+            let ratio = (g - w).abs() / t;
+            assert!(ratio <= 1.0, "{what}[{i}]: fast {g}, reference {w}, allowed {t:e}");
+            worst = worst.max(ratio);
+        }
+        worst
+    };
+    let w1 = tol(&loss_vec(&fl), &loss_vec(&rl), &lm, &format!("{what}: loss"));
+    let fgv: Vec<f64> = fg.iter().map(|&v| fv(v)).collect();
+    let rgv: Vec<f64> = rg.iter().map(|&v| fv(v)).collect();
+    let w2 = tol(&fgv, &rgv, &gmag, &format!("{what}: grad"));
+    // the fast path must be the one taken: equal bits everywhere would mean it is not
+    let smax = sr.iter().fold(0.0f64, |a, &v| a.max(v.abs()));
+    if T::DTYPE == infoloss::DType::F32 && c >= 64 && k < c && (0.5..50.0).contains(&smax) {
+        assert!(fgv.iter().zip(&rgv).any(|(a, b)| a != b), "{what}: fast and reference gave the same bits");
+    }
+    if w1.max(w2) > 0.5 {
+        eprintln!("{what}: {:.3} of the tolerance", w1.max(w2));
+    }
+    w1.max(w2)
+}
+
+#[test]
+fn topk_fast_matches_reference() {
+    let mut worst = 0.0f64;
+    let mut seed = 100u64;
+    for &c in &[1usize, 7, 17, 33, 129, 1025, 32000] {
+        for &scale in &[1e-30, 1.0, 10.0, 1e3, 1e30] {
+            seed += 1;
+            let rows = if c >= 32000 { 2 } else { 4 };
+            let (s, t) = logits(rows, c, scale, seed);
+            let y = labels(rows, c, seed);
+            for k in [1, 5.min(c), c] {
+                for div in [Divergence::ForwardKl, Divergence::ReverseKl, JSD, Divergence::TotalVariation] {
+                    for (temp, alpha, tail) in
+                        [(1.0, 1.0, false), (2.0, 0.6, true), (0.7, 1.0, true), (1.0, 0.3, true)]
+                    {
+                        let reduction =
+                            [Reduction::BatchMean, Reduction::None, Reduction::Sum][seed as usize % 3];
+                        let o = opts(temp, alpha, div, reduction);
+                        let lab = (alpha < 1.0).then(|| y.view());
+                        let what =
+                            format!("C={c} scale={scale:e} k={k} {div:?} T={temp} alpha={alpha} tail={tail}");
+                        worst =
+                            worst.max(compare_topk::<f32>(&format!("f32 {what}"), &s, &t, k, &o, tail, lab));
+                        if c <= 1025 {
+                            worst = worst.max(compare_topk::<bf16>(
+                                &format!("bf16 {what}"),
+                                &s,
+                                &t,
+                                k,
+                                &o,
+                                tail,
+                                lab,
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("top-k: worst difference {worst:.3} of the tolerance");
 }

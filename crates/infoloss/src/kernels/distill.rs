@@ -91,14 +91,14 @@ impl KdDiv {
 
 /// `1/T` as `hi + lo` (two `f32`): `x·hi + x·lo` is `x/T` within about one rounding.
 #[derive(Debug, Clone, Copy)]
-struct InvT {
-    t: f64,
-    hi: f32,
-    lo: f32,
+pub(super) struct InvT {
+    pub(super) t: f64,
+    pub(super) hi: f32,
+    pub(super) lo: f32,
 }
 
 impl InvT {
-    fn new(t: f64) -> InvT {
+    pub(super) fn new(t: f64) -> InvT {
         let inv = 1.0 / t;
         let hi = inv as f32;
         InvT { t, hi, lo: (inv - hi as f64) as f32 }
@@ -107,7 +107,7 @@ impl InvT {
 
 /// `x/T` as `fma(x, hi, x·lo)`.
 #[inline(always)]
-fn div_t<S: Simd>(simd: S, x: S::f32s, hi: S::f32s, lo: S::f32s) -> S::f32s {
+pub(super) fn div_t<S: Simd>(simd: S, x: S::f32s, hi: S::f32s, lo: S::f32s) -> S::f32s {
     simd.mul_add_f32s(x, hi, simd.mul_f32s(x, lo))
 }
 

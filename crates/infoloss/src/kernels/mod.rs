@@ -57,6 +57,8 @@ pub(crate) mod linear_gemm;
 mod ln;
 mod row;
 mod simd;
+/// The dense part of sparse-teacher (top-k) distillation rows.
+pub(crate) mod topk;
 mod vmap;
 
 /// Runs `f` with the thread-local fast-path switch `flag` set to `on`, restoring it afterwards (also
