@@ -618,6 +618,20 @@ fn timing_fast_vs_reference() {
             let slow = if fast_only { f64::NAN } else { time(&|| with_reference_path(f)) };
             eprintln!("{name} {op}: fast {fast:.0} ms (loss alone {fwd:.0} ms), reference {slow:.0} ms");
         }
+        {
+            use infoloss::distill::{SparseTeacher, distill_topk, distill_topk_with_grad};
+            let (idx, lq) = topk_teacher(&t.mapv(fv), 64, 2.0);
+            let lq = lq.mapv(cv::<T>);
+            let teacher = SparseTeacher { indices: idx.view(), logprobs: lq.view(), add_tail: true };
+            let o = DistillOptions { temperature: 2.0, ..Default::default() };
+            let f = || drop(distill_topk_with_grad(s.view(), &teacher, None, &o).unwrap());
+            let fast = time(&f);
+            let fwd = time(&|| drop(distill_topk(s.view(), &teacher, None, &o).unwrap()));
+            let slow = if fast_only { f64::NAN } else { time(&|| with_reference_path(f)) };
+            eprintln!(
+                "{name} kd-topk (k=64, tail): fast {fast:.0} ms (loss alone {fwd:.0} ms), reference {slow:.0} ms"
+            );
+        }
         let o = UdaOptions { temperature: 0.4, confidence_threshold: Some(0.5), ..Default::default() };
         let f = || drop(uda_consistency(t.view(), s.view(), &o).unwrap());
         let fast = time(&f);

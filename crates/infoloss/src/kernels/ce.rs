@@ -349,17 +349,27 @@ fn may_overflow<S: Simd, const W: bool>(
     let (th, tt) = S::as_simd_f32s(t);
     let (wh, wt) = S::as_simd_f32s(if W { w } else { t });
     let (kv, av, one) = (simd.splat_f32s(keep), simd.splat_f32s(add), simd.splat_f32s(1.0));
-    let coef_bound = |tv: S::f32s, wv: S::f32s| {
+    // (a function, not a closure: a closure would not inherit the SIMD target features)
+    #[inline(always)]
+    fn coef_bound<S: Simd, const W: bool>(
+        simd: S,
+        kv: S::f32s,
+        av: S::f32s,
+        one: S::f32s,
+        tv: S::f32s,
+        wv: S::f32s,
+    ) -> S::f32s {
         let c = simd.abs_f32s(simd.add_f32s(simd.mul_f32s(tv, kv), av));
         if W { simd.mul_f32s(c, simd.max_f32s(one, simd.abs_f32s(wv))) } else { c }
-    };
+    }
     let (mut q, mut lo) = (simd.splat_f32s(0.0), simd.splat_f32s(f32::INFINITY));
     for ((xv, tv), wv) in xh.iter().zip(th).zip(wh) {
-        q = simd.max_f32s(q, coef_bound(*tv, *wv));
+        q = simd.max_f32s(q, coef_bound::<S, W>(simd, kv, av, one, *tv, *wv));
         lo = simd.min_f32s(lo, *xv);
     }
     if !xt.is_empty() {
-        q = simd.max_f32s(q, coef_bound(load_tail_fill(simd, tt, 0.0), load_tail_fill(simd, wt, 0.0)));
+        let (tv, wv) = (load_tail_fill(simd, tt, 0.0), load_tail_fill(simd, wt, 0.0));
+        q = simd.max_f32s(q, coef_bound::<S, W>(simd, kv, av, one, tv, wv));
         lo = simd.min_f32s(lo, load_tail_fill(simd, xt, f32::INFINITY));
     }
     let (q, lo) = (simd.reduce_max_f32s(q) as f64, simd.reduce_min_f32s(lo) as f64);

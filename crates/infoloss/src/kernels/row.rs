@@ -515,20 +515,27 @@ impl WithSimd for RowSumOp<'_> {
             let (bh, bt) = S::as_simd_f32s(bc);
             let z = simd.splat_f32s(0.0);
             let mut acc = [z; 4];
-            let term = |a: S::f32s, b: S::f32s| if dot { simd.mul_f32s(a, b) } else { a };
+            // (a function, not a closure: a closure would not inherit the SIMD target features)
+            #[inline(always)]
+            fn term<S: Simd>(simd: S, dot: bool, a: S::f32s, b: S::f32s) -> S::f32s {
+                if dot { simd.mul_f32s(a, b) } else { a }
+            }
             let mut ai = ah.chunks_exact(4);
             let mut bi = bh.chunks_exact(4);
             for (a, b) in (&mut ai).zip(&mut bi) {
                 for j in 0..4 {
-                    acc[j] = simd.add_f32s(acc[j], term(a[j], b[j]));
+                    acc[j] = simd.add_f32s(acc[j], term(simd, dot, a[j], b[j]));
                 }
             }
             for (a, b) in ai.remainder().iter().zip(bi.remainder()) {
-                acc[0] = simd.add_f32s(acc[0], term(*a, *b));
+                acc[0] = simd.add_f32s(acc[0], term(simd, dot, *a, *b));
             }
             if !at.is_empty() {
                 // partial loads fill the lanes past the end with zeros
-                acc[1] = simd.add_f32s(acc[1], term(simd.partial_load_f32s(at), simd.partial_load_f32s(bt)));
+                acc[1] = simd.add_f32s(
+                    acc[1],
+                    term(simd, dot, simd.partial_load_f32s(at), simd.partial_load_f32s(bt)),
+                );
             }
             total +=
                 hsum_f64::<S>(simd.add_f32s(simd.add_f32s(acc[0], acc[1]), simd.add_f32s(acc[2], acc[3])));

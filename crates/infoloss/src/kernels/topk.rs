@@ -95,6 +95,53 @@ impl<F: FnOnce(TopkSums) -> Option<TopkScale>> WithSimd for TopkOp<'_, F> {
     }
 }
 
+/// The splatted constants of pass 1: `r`, `1/T` as `hi + lo`.
+#[derive(Clone, Copy)]
+struct P1<S: Simd> {
+    r0: f32,
+    r: S::f32s,
+    hi: S::f32s,
+    lo: S::f32s,
+}
+
+/// One vector of pass 1: adds `e = exp((v − r)/T)` (and `exp(v − r)` when `CE1`) to the sums,
+/// returns `e`. (A function, not a closure: a closure would not inherit the SIMD target features.)
+#[inline(always)]
+fn step<S: Simd, const CE1: bool>(
+    simd: S,
+    c: P1<S>,
+    v: S::f32s,
+    acc: &mut S::f32s,
+    acc1: &mut S::f32s,
+) -> S::f32s {
+    let x = simd.sub_f32s(v, c.r);
+    let e = exp_nonpos_f32s(simd, div_t(simd, x, c.hi, c.lo));
+    *acc = simd.add_f32s(*acc, e);
+    if CE1 {
+        *acc1 = simd.add_f32s(*acc1, exp_nonpos_f32s(simd, x));
+    }
+    e
+}
+
+/// The masked last vector of a chunk: the fill `r` keeps the extra lanes' arguments 0 (finite),
+/// their terms are dropped.
+#[inline(always)]
+fn tail<S: Simd, const CE1: bool>(
+    simd: S,
+    c: P1<S>,
+    st: &[f32],
+    acc: &mut S::f32s,
+    acc1: &mut S::f32s,
+) -> S::f32s {
+    let z0 = simd.splat_f32s(0.0);
+    let mask = simd.mask_between_m32s(0, st.len() as u32).mask();
+    let (mut a, mut a1) = (z0, z0);
+    let e = step::<S, CE1>(simd, c, load_tail_fill(simd, st, c.r0), &mut a, &mut a1);
+    *acc = simd.add_f32s(*acc, simd.select_f32s(mask, a, z0));
+    *acc1 = simd.add_f32s(*acc1, simd.select_f32s(mask, a1, z0));
+    e
+}
+
 /// Pass 1 over one block: `(Σ e, Σ exp(s − r))`, `e = exp((s − r)/T)` stored when `STORE`.
 #[inline(always)]
 fn pass1_block<S: Simd, const STORE: bool, const CE1: bool>(
@@ -104,28 +151,10 @@ fn pass1_block<S: Simd, const STORE: bool, const CE1: bool>(
     r: f32,
     inv: InvT,
 ) -> (f64, f64) {
-    let (rv, hi, lo) = (simd.splat_f32s(r), simd.splat_f32s(inv.hi), simd.splat_f32s(inv.lo));
+    let c =
+        P1::<S> { r0: r, r: simd.splat_f32s(r), hi: simd.splat_f32s(inv.hi), lo: simd.splat_f32s(inv.lo) };
     let z0 = simd.splat_f32s(0.0);
     let (mut z, mut z1) = (0.0f64, 0.0f64);
-    let step = |v: S::f32s, acc: &mut S::f32s, acc1: &mut S::f32s| {
-        let x = simd.sub_f32s(v, rv);
-        let e = exp_nonpos_f32s(simd, div_t(simd, x, hi, lo));
-        *acc = simd.add_f32s(*acc, e);
-        if CE1 {
-            *acc1 = simd.add_f32s(*acc1, exp_nonpos_f32s(simd, x));
-        }
-        e
-    };
-    // the masked last vector: the fill `r` keeps the extra lanes' arguments 0 (finite), their terms
-    // are dropped
-    let tail = |acc: &mut S::f32s, acc1: &mut S::f32s, st: &[f32]| {
-        let mask = simd.mask_between_m32s(0, st.len() as u32).mask();
-        let (mut a, mut a1) = (z0, z0);
-        let e = step(load_tail_fill(simd, st, r), &mut a, &mut a1);
-        *acc = simd.add_f32s(*acc, simd.select_f32s(mask, a, z0));
-        *acc1 = simd.add_f32s(*acc1, simd.select_f32s(mask, a1, z0));
-        e
-    };
     let mut start = 0;
     while start < s.len() {
         let end = (start + CHUNK).min(s.len());
@@ -134,18 +163,18 @@ fn pass1_block<S: Simd, const STORE: bool, const CE1: bool>(
         if STORE {
             let (oh, ot) = S::as_mut_simd_f32s(out.get_mut(start..end).unwrap_or_default());
             for (v, o) in sh.iter().zip(oh.iter_mut()) {
-                *o = step(*v, &mut acc, &mut acc1);
+                *o = step::<S, CE1>(simd, c, *v, &mut acc, &mut acc1);
             }
             if !st.is_empty() {
-                let e = tail(&mut acc, &mut acc1, st);
+                let e = tail::<S, CE1>(simd, c, st, &mut acc, &mut acc1);
                 simd.partial_store_f32s(ot, e);
             }
         } else {
             for v in sh {
-                step(*v, &mut acc, &mut acc1);
+                step::<S, CE1>(simd, c, *v, &mut acc, &mut acc1);
             }
             if !st.is_empty() {
-                tail(&mut acc, &mut acc1, st);
+                tail::<S, CE1>(simd, c, st, &mut acc, &mut acc1);
             }
         }
         z += hsum_f64::<S>(acc);
