@@ -801,7 +801,7 @@ fn ce_probs_mag<T: Element>(
         let m = xl.iter().map(fin).fold(0.0, f64::max);
         let lnc = (c as f64).ln();
         let term = |(k, (xv, tv)): (usize, (&T, &T))| {
-            let wk = w.and_then(|w| w.iter().nth(k)).map_or(1.0, f);
+            let wk = w.and_then(|w| w.get(k)).map_or(1.0, f);
             (wk * (f(tv) * (1.0 - eps) + eps / c as f64)).abs() * (fin(xv) + m + lnc + 1.0)
         };
         xl.iter().zip(tl).enumerate().map(term).sum::<f64>()
