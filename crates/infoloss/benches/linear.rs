@@ -8,21 +8,30 @@
 //! cargo bench -p infoloss --bench linear                      # criterion (10 samples of each)
 //! INFOLOSS_LINEAR_QUICK=1 cargo bench -p infoloss --bench linear   # interleaved rounds, best of 3, no criterion
 //!     (INFOLOSS_LINEAR_CHUNKS=,128,512 adds chunk sizes (empty = automatic); INFOLOSS_LINEAR_ROUNDS=5;
-//!      INFOLOSS_LINEAR_NO_MEMORY=1 skips the memory children)
+//!      INFOLOSS_LINEAR_NO_MEMORY=1 skips the memory children; INFOLOSS_LINEAR_DISTILL=1 adds
+//!      linear_distill_backward against its four GEMMs;
+//!      INFOLOSS_LINEAR_DISTILL_CHUNK=rows sets its chunk)
 //! ```
 //!
 //! Memory is measured in a child process (this binary re-executed with `INFOLOSS_LINEAR_CHILD=<mode>`): the
 //! inputs are created and touched, `VmHWM` (peak resident set) is read from `/proc/self/status`, the operation runs
 //! once, and `VmHWM` is read again; the difference is the peak memory beyond the inputs (gradients included). It
 //! is printed next to `linear_cross_entropy_workspace`'s prediction for the temporaries.
+//!
+//! `linear_distill_backward` (forward KL, T = 2, student and teacher heads of the same shapes, no bias) is timed
+//! against its four GEMMs (`Xs·Wsᵀ`, `Xt·Wtᵀ`, `G·Ws`, `Gᵀ·Xs`) and measured the same way (`distill` children;
+//! its inputs are twice the cross-entropy's, its gradients the same).
 
 use std::hint::black_box;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
+use infoloss::GradOutput;
+use infoloss::distill::DistillOptions;
 use infoloss::linear::{
-    LinearCrossEntropyOptions, linear_cross_entropy, linear_cross_entropy_workspace, matmul,
+    LinearCrossEntropyOptions, LinearDistillOptions, LinearHead, linear_cross_entropy,
+    linear_cross_entropy_workspace, linear_distill_backward, linear_distill_workspace, matmul,
 };
 use infoloss::ndarray::{Array1, Array2};
 use infoloss::{CrossEntropyExtrasOptions, cross_entropy_extras};
@@ -32,9 +41,9 @@ const H: usize = 1024;
 const V: usize = 32000;
 const MIB: f64 = 1024.0 * 1024.0;
 
-/// Deterministic inputs: hidden ~ U(−1, 1), weight ~ U(−0.05, 0.05) (logits of order 1), targets with 1/16 ignored.
-fn inputs() -> (Array2<f32>, Array2<f32>, Array1<i64>) {
-    let mut s = 0x9E37_79B9_7F4A_7C15u64;
+/// Hidden `(N, H)` ~ U(−1, 1) and weight `(V, H)` ~ U(−0.05, 0.05) (logits of order 1) from an xorshift seed.
+fn head(seed: u64) -> (Array2<f32>, Array2<f32>) {
+    let mut s = seed;
     let mut u = move || {
         s ^= s << 13;
         s ^= s >> 7;
@@ -43,8 +52,35 @@ fn inputs() -> (Array2<f32>, Array2<f32>, Array1<i64>) {
     };
     let x = Array2::from_shape_fn((N, H), |_| u());
     let w = Array2::from_shape_fn((V, H), |_| u() * 0.05);
+    (x, w)
+}
+
+/// Deterministic inputs: [`head`] and targets with 1/16 ignored.
+fn inputs() -> (Array2<f32>, Array2<f32>, Array1<i64>) {
+    let (x, w) = head(0x9E37_79B9_7F4A_7C15);
     let y = Array1::from_shape_fn(N, |i| if i % 16 == 5 { -100 } else { ((i * 7919) % V) as i64 });
     (x, w, y)
+}
+
+/// The teacher side of the distillation runs: its own hidden states and weight (same distributions, another seed).
+fn teacher_inputs() -> (Array2<f32>, Array2<f32>) {
+    head(0x2545_F491_4F6C_DD1D)
+}
+
+fn distill_opts() -> LinearDistillOptions {
+    LinearDistillOptions {
+        distill: DistillOptions { temperature: 2.0, ..Default::default() },
+        chunk_size: std::env::var("INFOLOSS_LINEAR_DISTILL_CHUNK").ok().and_then(|c| c.parse().ok()),
+    }
+}
+
+/// One `linear_distill_backward` call, student `(x, w)`, teacher `(xt, wt)`.
+fn run_distill(x: &Array2<f32>, w: &Array2<f32>, xt: &Array2<f32>, wt: &Array2<f32>) {
+    let student = LinearHead { hidden: x.view(), weight: w.view(), bias: None };
+    let teacher = LinearHead { hidden: xt.view(), weight: wt.view(), bias: None };
+    let out = linear_distill_backward(&student, &teacher, None, None, &distill_opts(), &GradOutput::one())
+        .expect("linear_distill");
+    black_box(out);
 }
 
 /// The three GEMMs of the fused loss, unchunked, into preallocated buffers.
@@ -63,6 +99,18 @@ impl Gemms {
         // the logits buffer stands in for G
         matmul(self.gx.view_mut(), self.logits.view(), w.view(), false).expect("G·W");
         matmul(self.gw.view_mut(), self.logits.t(), x.view(), false).expect("Gᵀ·X");
+    }
+    /// The distillation's four: the teacher's logits (into `teacher`), then the student's three.
+    fn run_distill(
+        &mut self,
+        x: &Array2<f32>,
+        w: &Array2<f32>,
+        xt: &Array2<f32>,
+        wt: &Array2<f32>,
+        teacher: &mut Array2<f32>,
+    ) {
+        matmul(teacher.view_mut(), xt.view(), wt.t(), false).expect("Xt·Wtᵀ");
+        self.run(x, w);
     }
 }
 
@@ -102,6 +150,14 @@ fn child(mode: &str) {
             matmul(gx.view_mut(), out.grad.view(), w.view(), false).expect("G·W");
             matmul(gw.view_mut(), out.grad.t(), x.view(), false).expect("Gᵀ·X");
             black_box((&gx, &gw));
+        }
+        "distill" => {
+            drop(y);
+            let (xt, wt) = teacher_inputs();
+            let before = vm_hwm();
+            run_distill(&x, &w, &xt, &wt);
+            println!("CHILD {} {} {}", vm_hwm().saturating_sub(before), before, t.elapsed().as_secs_f64());
+            return;
         }
         m => {
             let chunk = m.strip_prefix("fused:").and_then(|c| c.parse::<usize>().ok());
@@ -148,9 +204,17 @@ fn report_memory() {
         ("fused:263".into(), Some(263)),
         ("gemms".into(), None),
         ("unfused".into(), None),
+        ("distill".into(), None),
     ];
     for (mode, chunk) in modes {
-        let predicted = if mode.starts_with("fused") {
+        let predicted = if mode == "distill" {
+            let ws = linear_distill_workspace::<f32>(N, H, H, V, &distill_opts());
+            format!(
+                "; predicted temporaries {:.1} MiB (chunk {} rows; teacher inputs not counted)",
+                ws.total_bytes as f64 / MIB,
+                ws.chunk_rows
+            )
+        } else if mode.starts_with("fused") {
             let ws = linear_cross_entropy_workspace::<f32>(N, H, V, false, &fused_opts(chunk));
             format!(
                 "; predicted temporaries {:.1} MiB (chunk {} rows)",
@@ -207,6 +271,27 @@ fn quick() {
         println!("round {round}: GEMMs {best_gemms:.3} s, fused {best:.3?} s (best so far)");
     }
     println!("three GEMMs alone: {best_gemms:.3} s (best of {rounds})");
+    if std::env::var("INFOLOSS_LINEAR_DISTILL").is_ok() {
+        let (xt, wt) = teacher_inputs();
+        let mut teacher = Array2::<f32>::zeros((N, V));
+        let (mut best_g4, mut best_d) = (f64::INFINITY, f64::INFINITY);
+        for round in 0..rounds {
+            let t = Instant::now();
+            g.run_distill(&x, &w, &xt, &wt, &mut teacher);
+            best_g4 = best_g4.min(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            run_distill(&x, &w, &xt, &wt);
+            best_d = best_d.min(t.elapsed().as_secs_f64());
+            println!(
+                "distill round {round}: four GEMMs {best_g4:.3} s, linear_distill_backward {best_d:.3} s"
+            );
+        }
+        let rows = linear_distill_workspace::<f32>(N, H, H, V, &distill_opts()).chunk_rows;
+        println!(
+            "linear_distill_backward chunk {rows:>4}: {best_d:.3} s = {:.3} × its four GEMMs ({best_g4:.3} s, best of {rounds})",
+            best_d / best_g4
+        );
+    }
     for (b, &chunk) in best.iter().zip(&chunks) {
         let rows = linear_cross_entropy_workspace::<f32>(N, H, V, false, &fused_opts(chunk)).chunk_rows;
         println!(
