@@ -81,6 +81,18 @@ pub const OPS: &[OpSpec] = &[
     },
     OpSpec { name: "js", what: "jensenshannon(p, q) along axis 1 (forward)", reads: 2, writes: 0 },
     OpSpec {
+        name: "entropy-bwd",
+        what: "entropy_backward(p) along axis 1 (value and gradient, upstream ones)",
+        reads: 1,
+        writes: 1,
+    },
+    OpSpec {
+        name: "js-bwd",
+        what: "jensenshannon_backward(p, q) along axis 1 (gradients of p and q, upstream ones)",
+        reads: 2,
+        writes: 2,
+    },
+    OpSpec {
         name: "kd",
         what: "distill_with_grad forward KL, T=2, T² (torch: kl_div(log_softmax) x4)",
         reads: 2,
@@ -233,6 +245,8 @@ struct Inputs<T> {
     binary: Array2<T>,
     weight: Array1<T>,
     pos_weight: Array1<T>,
+    /// Ones, one per row: the upstream gradient of the per-row information measures' backwards.
+    row_ones: Array1<T>,
     /// A copy of `logits` the in-place ops overwrite with their gradient (its values change from one
     /// repetition to the next; the work per element does not).
     scratch: std::cell::RefCell<Array2<T>>,
@@ -286,6 +300,7 @@ fn make_inputs<T: Element>(rows: usize, cols: usize, seed: u64) -> Inputs<T> {
         unit: conv(&Array2::from_shape_fn((rows, cols), |_| rng.random_range(0.001..0.999f64))),
         binary: conv(&Array2::from_shape_fn((rows, cols), |_| if rng.random_bool(0.3) { 1.0 } else { 0.0 })),
         weight: conv(&Array2::from_shape_fn((1, cols), |_| rng.random_range(0.5..2.0f64))).row(0).to_owned(),
+        row_ones: conv(&Array2::ones((1, rows))).row(0).to_owned(),
         pos_weight: conv(&Array2::from_shape_fn((1, cols), |_| rng.random_range(1.0..3.0f64)))
             .row(0)
             .to_owned(),
@@ -352,6 +367,18 @@ fn run_op<T: Element>(op: &str, x: &Inputs<T>) -> Result<(), infoloss::Error> {
             x.probs.view(),
             x.probs2.view(),
             &JensenShannonOptions { axis: 1, ..Default::default() },
+        )?),
+        "entropy-bwd" => drop(infoloss::entropy_backward(
+            x.probs.view(),
+            None,
+            &EntropyOptions { base: None, axis: 1 },
+            x.row_ones.view(),
+        )?),
+        "js-bwd" => drop(infoloss::jensenshannon_backward(
+            x.probs.view(),
+            x.probs2.view(),
+            &JensenShannonOptions { axis: 1, ..Default::default() },
+            x.row_ones.view(),
         )?),
         "kd" | "kd-reverse" | "kd-jsd" | "kd-tvd" | "kd-mix" => {
             use infoloss::distill::{DistillOptions, Divergence, distill_with_grad};

@@ -518,8 +518,11 @@ pub fn jensenshannon_backward<T: Element, D: Dimension, D2: Dimension>(
     grad_output: ArrayView<'_, T, D2>,
 ) -> Result<(ArrayD<T>, ArrayD<T>)> {
     const OP: &str = "jensenshannon_backward";
-    let pr = js_prepare::<T>(OP, p.into_dyn(), q.into_dyn(), opts)?;
-    let grad_output = grad_output.into_dyn();
+    let (p, q, grad_output) = (p.into_dyn(), q.into_dyn(), grad_output.into_dyn());
+    if let Some(out) = fast::js_backward(OP, &p, &q, opts, &grad_output)? {
+        return Ok(out);
+    }
+    let pr = js_prepare::<T>(OP, p, q, opts)?;
     if pr.pb.is_empty() {
         // No element receives a gradient: zeros of each input's shape, without visiting the rows.
         grad_into(OP, &grad_output, &pr.out_shape)?;
@@ -1082,6 +1085,12 @@ fn entropy_family_backward<T: Element>(
     opts: &EntropyOptions,
     grad_output: ArrayViewD<'_, T>,
 ) -> Result<(ArrayD<T>, Option<ArrayD<T>>)> {
+    if let Some(out) = fast::family_backward(op, kind, &pk, qk.as_ref(), opts, &grad_output)? {
+        return Ok(out);
+    }
+    if let Some(out) = fast::family_backward(op, kind, &pk, qk.as_ref(), opts, &grad_output)? {
+        return Ok(out);
+    }
     let f = family_prepare(op, &pk, qk.as_ref(), opts)?;
     let l = f.layout;
     if f.p.is_empty() {

@@ -8,28 +8,13 @@ mod support;
 use infoloss::info::{with_fast_path, with_reference_path};
 use infoloss::ndarray::{Array2, Array3, ArrayD};
 use infoloss::{EntropyOptions, JensenShannonOptions, entropy, jensenshannon, shannon_cross_entropy};
-use support::{EPS32, LENGTHS, Rng, SCALES, bits, compare_bounded, on_threads};
+use support::{EPS32, LENGTHS, SCALES, bits, compare_bounded, on_threads};
 
 const RTOL: f64 = 1e-6;
 const ATOL: f64 = 1e-7;
 
-/// `rows × c` nonnegative values `scale·u` with some exact zeros; with `special`, row 0 holds a NaN,
-/// row 1 an `inf`, row 2 a negative entry, row 3 is all zero.
 fn dist(rows: usize, c: usize, scale: f64, special: bool, seed: u64) -> Array2<f32> {
-    let mut rng = Rng(seed);
-    let mut x =
-        Array2::from_shape_fn(
-            (rows, c),
-            |_| if rng.below(5) == 0 { 0.0 } else { (scale * rng.unit()) as f32 },
-        );
-    if special {
-        let mut p = || rng.below(c);
-        x[[0, p()]] = f32::NAN;
-        x[[1, p()]] = f32::INFINITY;
-        x[[2, p()]] = -(scale as f32);
-        x.row_mut(3).fill(0.0);
-    }
-    x
+    support::info_dist(rows, c, scale, special, seed)
 }
 
 fn flat(a: &ArrayD<f32>) -> Vec<f32> {

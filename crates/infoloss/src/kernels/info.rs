@@ -129,6 +129,169 @@ impl WithSimd for InfoRowOp<'_> {
     }
 }
 
+/// What [`Kernels::info_row_grad_f32`] returns for one row besides the raw partials it writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct InfoRowGrad {
+    /// The row value(s), as [`Kernels::info_row_f32`] returns them (in nats).
+    pub(crate) value: (f64, f64),
+    /// `Σ_{p̂_j ≠ 0} p̂_j·dp_j` and `Σ_{q̂_j ≠ 0} q̂_j·dq_j` over the raw partials written: the terms
+    /// of the normalization's adjoint (`G_j ← (G_j − Σ x̂_i·G_i) / s`).
+    pub(crate) dot: (f64, f64),
+    /// The normalizers `Σp`, `Σq` rounded to `f32` (1 for `q` of [`InfoKind::Entropy`]).
+    pub(crate) sums: (f32, f32),
+}
+
+/// The value terms and the raw partials (wrt the normalized `p̂`, `q̂`, before any scaling) of one
+/// vector: `(value a, value b, dp, dq)`. The partials are the reference's element gradients for rows
+/// whose value is finite (the only rows they are used for): entropy `−(1 + ln p̂)`; relative
+/// `ln(p̂/q̂) + 1` and `−p̂/q̂` (0 at `p̂ = 0`); cross `−ln q̂` and `−p̂/q̂` (0 at `p̂ = 0`); JS
+/// `ln(x/m)`, `−inf` at `x = 0 < y`, `ln 2` at `x = y = 0`, for each side.
+#[inline(always)]
+fn grad_terms<S: Simd>(
+    simd: S,
+    kind: InfoKind,
+    p: S::f32s,
+    q: S::f32s,
+) -> (S::f32s, S::f32s, S::f32s, S::f32s) {
+    let z = simd.splat_f32s(0.0);
+    let one = simd.splat_f32s(1.0);
+    match kind {
+        InfoKind::Entropy => {
+            let dp = simd.neg_f32s(simd.add_f32s(one, ln_f32s(simd, p)));
+            (entr_v(simd, p), z, dp, z)
+        }
+        InfoKind::Relative => {
+            let dp = simd.add_f32s(ln_f32s(simd, simd.div_f32s(p, q)), one);
+            let dq = simd.select_f32s(simd.equal_f32s(p, z), z, neg_ratio(simd, p, q));
+            (rel_v(simd, p, q), z, dp, dq)
+        }
+        InfoKind::Cross => {
+            let dp = simd.neg_f32s(ln_f32s(simd, q));
+            let dq = simd.select_f32s(simd.equal_f32s(p, z), z, neg_ratio(simd, p, q));
+            (cross_v(simd, p, q), z, dp, dq)
+        }
+        InfoKind::Js => {
+            let m = simd.div_f32s(simd.add_f32s(p, q), simd.splat_f32s(2.0));
+            (rel_v(simd, p, m), rel_v(simd, q, m), js_side(simd, p, q, m), js_side(simd, q, p, m))
+        }
+    }
+}
+
+/// `−a/b`. (A function, not a closure: closures do not inherit the SIMD target features.)
+#[inline(always)]
+fn neg_ratio<S: Simd>(simd: S, a: S::f32s, b: S::f32s) -> S::f32s {
+    simd.neg_f32s(simd.div_f32s(a, b))
+}
+
+/// `∂(L + R)/∂x̂` of one side of the JS sums (`x` this side, `y` the other, `m` their mean).
+#[inline(always)]
+fn js_side<S: Simd>(simd: S, x: S::f32s, y: S::f32s, m: S::f32s) -> S::f32s {
+    let z = simd.splat_f32s(0.0);
+    let main = ln_f32s(simd, simd.div_f32s(x, m));
+    let at_zero = simd.select_f32s(
+        simd.greater_than_f32s(y, z),
+        simd.splat_f32s(f32::NEG_INFINITY),
+        simd.splat_f32s(LN_2),
+    );
+    simd.select_f32s(simd.greater_than_f32s(x, z), main, at_zero)
+}
+
+const LN_2: f32 = std::f32::consts::LN_2;
+
+struct InfoGradOp<'a> {
+    kind: InfoKind,
+    p: &'a [f32],
+    q: &'a [f32],
+    dp: &'a mut [f32],
+    dq: &'a mut [f32],
+}
+
+/// Running `f32` lane sums of one chunk: value a, value b, dot p, dot q.
+struct Lanes<V> {
+    va: V,
+    vb: V,
+    dp: V,
+    dq: V,
+}
+
+/// Adds one vector's terms to `acc`: the values, and `x̂·d` where `x̂ ≠ 0`, all where `keep`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn accumulate<S: Simd>(
+    simd: S,
+    acc: &mut Lanes<S::f32s>,
+    keep: S::m32s,
+    p: S::f32s,
+    q: S::f32s,
+    t: (S::f32s, S::f32s, S::f32s, S::f32s),
+) {
+    let z = simd.splat_f32s(0.0);
+    let nzp = simd.and_m32s(keep, simd.not_m32s(simd.equal_f32s(p, z)));
+    let nzq = simd.and_m32s(keep, simd.not_m32s(simd.equal_f32s(q, z)));
+    acc.va = simd.add_f32s(acc.va, simd.select_f32s(keep, t.0, z));
+    acc.vb = simd.add_f32s(acc.vb, simd.select_f32s(keep, t.1, z));
+    acc.dp = simd.add_f32s(acc.dp, simd.select_f32s(nzp, simd.mul_f32s(p, t.2), z));
+    acc.dq = simd.add_f32s(acc.dq, simd.select_f32s(nzq, simd.mul_f32s(q, t.3), z));
+}
+
+impl WithSimd for InfoGradOp<'_> {
+    type Output = InfoRowGrad;
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) -> InfoRowGrad {
+        let InfoGradOp { kind, p, q, dp, dq } = self;
+        let two = kind != InfoKind::Entropy;
+        let sp = RowSumOp { a: p, b: &[] }.with_simd(simd) as f32;
+        let sq = if two { RowSumOp { a: q, b: &[] }.with_simd(simd) as f32 } else { 1.0 };
+        let (vsp, vsq) = (simd.splat_f32s(sp), simd.splat_f32s(sq));
+        let all = simd.mask_between_m32s(0, u32::MAX).mask();
+        let z = simd.splat_f32s(0.0);
+        let mut out = InfoRowGrad { sums: (sp, sq), ..Default::default() };
+        let mut start = 0;
+        while start < p.len() {
+            let end = (start + CHUNK).min(p.len());
+            let pc = p.get(start..end).unwrap_or_default();
+            let qc = if two { q.get(start..end).unwrap_or_default() } else { pc };
+            let (ph, pt) = S::as_simd_f32s(pc);
+            let (qh, qt) = S::as_simd_f32s(qc);
+            let (dph, dpt) = S::as_mut_simd_f32s(dp.get_mut(start..end).unwrap_or_default());
+            // `dq` is empty for entropy: its stores go to a scratch vector
+            let mut spare = z;
+            let (dqh, dqt) =
+                S::as_mut_simd_f32s(if two { dq.get_mut(start..end).unwrap_or_default() } else { &mut [] });
+            let mut acc = Lanes { va: z, vb: z, dp: z, dq: z };
+            let mut dqi = dqh.iter_mut();
+            for ((pv, qv), dpv) in ph.iter().zip(qh).zip(dph.iter_mut()) {
+                let (pn, qn) = (simd.div_f32s(*pv, vsp), simd.div_f32s(*qv, vsq));
+                let t = grad_terms(simd, kind, pn, qn);
+                *dpv = t.2;
+                *dqi.next().unwrap_or(&mut spare) = t.3;
+                accumulate(simd, &mut acc, all, pn, qn, t);
+            }
+            if !pt.is_empty() {
+                // lanes past the end of the row contribute nothing and are not stored
+                let mask = simd.mask_between_m32s(0, pt.len() as u32).mask();
+                let pn = simd.div_f32s(simd.partial_load_f32s(pt), vsp);
+                let qn = simd.div_f32s(simd.partial_load_f32s(qt), vsq);
+                let t = grad_terms(simd, kind, pn, qn);
+                simd.partial_store_f32s(dpt, t.2);
+                if two {
+                    simd.partial_store_f32s(dqt, t.3);
+                }
+                accumulate(simd, &mut acc, mask, pn, qn, t);
+            }
+            out.value.0 += hsum_f64::<S>(acc.va);
+            out.value.1 += hsum_f64::<S>(acc.vb);
+            out.dot.0 += hsum_f64::<S>(acc.dp);
+            out.dot.1 += hsum_f64::<S>(acc.dq);
+            start = end;
+        }
+        if kind != InfoKind::Js {
+            out.value.1 = 0.0;
+        }
+        out
+    }
+}
+
 impl Kernels {
     /// The natural-log value(s) of one row of an information measure: `p` and `q` are normalized
     /// (each divided by its `f32`-rounded sum) and `kind`'s terms summed; `q` is ignored for
@@ -137,6 +300,27 @@ impl Kernels {
     pub(crate) fn info_row_f32(self, kind: InfoKind, p: &[f32], q: &[f32]) -> (f64, f64) {
         let q = if kind == InfoKind::Entropy || q.len() != p.len() { p } else { q };
         self.run(InfoRowOp { kind, p, q })
+    }
+
+    /// One row of an information measure's backward: writes the raw partials wrt the normalized
+    /// rows (see [`InfoRowGrad`]; unscaled, not yet through the normalization) into `dp` and, except
+    /// for [`InfoKind::Entropy`], `dq` (both of `p`'s length), and returns the row value(s), the
+    /// normalization dots and the sums. The caller finishes a row with a finite value as
+    /// `g_j = c·(d_j − dot)/s`.
+    pub(crate) fn info_row_grad_f32(
+        self,
+        kind: InfoKind,
+        p: &[f32],
+        q: &[f32],
+        dp: &mut [f32],
+        dq: &mut [f32],
+    ) -> InfoRowGrad {
+        let n = p.len();
+        let two = kind != InfoKind::Entropy;
+        if dp.len() != n || (two && (q.len() != n || dq.len() != n)) {
+            return InfoRowGrad { value: (f64::NAN, f64::NAN), ..Default::default() };
+        }
+        self.run(InfoGradOp { kind, p, q: if two { q } else { p }, dp, dq })
     }
 }
 

@@ -72,3 +72,27 @@ pub fn compare_bounded(got: &[f32], want: &[f32], bound: impl Fn(usize) -> f64, 
 pub fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
+
+/// `rows × c` nonnegative `f32` values `scale·u` (u uniform in [0, 1)) with about one in five an exact zero;
+/// with `special` (and at least 4 rows), row 0 holds a NaN, row 1 an `inf`, row 2 a negative entry, and row 3
+/// is all zero. The distributions of the information-measure tests.
+pub fn info_dist(
+    rows: usize,
+    c: usize,
+    scale: f64,
+    special: bool,
+    seed: u64,
+) -> infoloss::ndarray::Array2<f32> {
+    let mut rng = Rng(seed);
+    let mut x = infoloss::ndarray::Array2::from_shape_fn((rows, c), |_| {
+        if rng.below(5) == 0 { 0.0 } else { (scale * rng.unit()) as f32 }
+    });
+    if special && rows >= 4 {
+        let mut p = || rng.below(c);
+        x[[0, p()]] = f32::NAN;
+        x[[1, p()]] = f32::INFINITY;
+        x[[2, p()]] = -(scale as f32);
+        x.row_mut(3).fill(0.0);
+    }
+    x
+}
