@@ -697,7 +697,7 @@ where
         }
         Some(up) => {
             let numel = checked_numel(op, "student", &[rows, v])?;
-            let mut buf = vec![zero_t::<T>(); numel];
+            let mut buf = crate::softmax::try_zeroed::<T>(op, "gradient", numel)?;
             let soft_base = plan.soft_w / plan.soft_div / plan.cfg.temp;
             let ce_base = plan.hard_w / plan.hard_div;
             let res = buf
@@ -1132,7 +1132,7 @@ fn fast_drive<T: Element>(
     };
     let grad = if job.up.is_some() {
         let numel = checked_numel(op, "student", &[rows, v])?;
-        let mut buf = vec![zero_t::<T>(); numel];
+        let mut buf = crate::softmax::try_zeroed::<T>(op, "gradient", numel)?;
         buf.par_chunks_mut(v)
             .zip(per_row.par_iter_mut())
             .enumerate()

@@ -34,7 +34,7 @@ use rayon::prelude::*;
 
 use crate::distill::{
     FastScratch, PairStats, Scratch, as_2d, check_temperature, fast_path_for, fast_row, fkl_grad, gather,
-    min_rows_per_task, online_sum_exp, pair_stats, row_f32, store_f64_row, to_t, zero_t,
+    min_rows_per_task, online_sum_exp, pair_stats, row_f32, store_f64_row, to_t,
 };
 use crate::kernels::Kernels;
 use crate::kernels::distill::{KdDiv, KdRowCfg};
@@ -306,7 +306,7 @@ fn uda_impl<T: Element, D1: Dimension, D2: Dimension>(
 
     // Pass 2: the gradient, `g · mask/denom · (softmax(aug/T_x) − target)/T_x`.
     let numel = checked_numel(OP, "aug_logits", &[rows, classes])?;
-    let mut buf = vec![zero_t::<T>(); numel];
+    let mut buf = crate::softmax::try_zeroed::<T>(OP, "gradient", numel)?;
     if classes > 0 {
         buf.par_chunks_mut(classes).enumerate().with_min_len(min_len).for_each_init(
             || (Scratch::default(), Vec::<f64>::new()),
@@ -393,7 +393,7 @@ fn uda_fast<T: Element>(
     };
     let cfg = KdRowCfg { ts: t_aug, tt: t_ori, div: KdDiv::Forward, beta: 0.0, label: None };
     let numel = checked_numel(OP, "aug_logits", &[rows, classes])?;
-    let mut buf = vec![zero_t::<T>(); numel];
+    let mut buf = crate::softmax::try_zeroed::<T>(OP, "gradient", numel)?;
     let mut row_kl: Vec<f64> = crate::softmax::try_vec(OP, "row statistics", rows)?;
     row_kl.resize(rows, 0.0);
     buf.par_chunks_mut(classes).zip(row_kl.par_iter_mut()).enumerate().with_min_len(min_len).for_each_init(
