@@ -88,7 +88,8 @@
 //! the gradient row and `e^{b−m_b}` in a per-worker scratch row; pass 2 writes the gradient
 //! `c·(p − q)` from that cache with one multiply-add per element. A hard-label term at `T ≠ 1` adds one
 //! `exp` per element to each pass (the untempered softmax). No `(rows, classes)` array besides the
-//! gradient is allocated.
+//! gradient is allocated, and [`distill_with_grad_in_place`] / [`distill_topk_with_grad_in_place`]
+//! write the gradient over the student logits (the training path), allocating none.
 //!
 //! Reference: forward KL and reverse KL read each row of `s` and `t` once for the loss — two running
 //! maxima and rescaled sums (the online softmax), advanced in blocks of 64 — and once more to write the
@@ -100,7 +101,9 @@
 use std::cell::Cell;
 use std::f64::consts::LN_2;
 
-use ndarray::{Array2, ArrayD, ArrayView, ArrayView1, ArrayView2, Dimension, Ix2, IxDyn};
+use ndarray::{
+    Array2, ArrayD, ArrayView, ArrayView1, ArrayView2, ArrayViewMut, ArrayViewMut2, Dimension, Ix2, IxDyn,
+};
 use rayon::prelude::*;
 
 use crate::kernels::Kernels;
@@ -325,6 +328,41 @@ pub fn distill_with_grad<T: Element, D1: Dimension, D2: Dimension>(
     Ok((loss, grad.unwrap_or_else(|| Array2::from_elem((0, 0), zero_t()))))
 }
 
+/// [`distill_with_grad`] writing the gradient over the student logits instead of into a new array:
+/// the training path, where the logits are dead after the loss. Returns the loss; afterwards `student`
+/// holds `∂loss/∂student` (upstream gradient 1), bit for bit what [`distill_with_grad`] returns, ignored
+/// rows 0. No `(rows, classes)` temporary is allocated on the fast path (each row is copied into
+/// per-thread scratch before its gradient overwrites it); a non-contiguous `student`, `f64`, or a call
+/// the fast path does not take computes the gradient as [`distill_with_grad`] does and copies it over.
+///
+/// Formula, gradient and PyTorch equivalent: [`distill_with_grad`]. Errors: those of [`distill`]
+/// (nothing is written when the inputs are rejected).
+///
+/// ```
+/// use infoloss::distill::{distill_with_grad, distill_with_grad_in_place, DistillOptions};
+/// use infoloss::ndarray::array;
+/// let mut s = array![[1.0f32, 2.0, 0.5], [0.3, -1.0, 2.2]];
+/// let t = array![[0.5f32, 1.5, 2.0], [0.0, -0.5, 3.0]];
+/// let y = array![1i64, -100];
+/// let o = DistillOptions { temperature: 2.0, alpha: 0.5, ..Default::default() };
+/// let (loss, grad) = distill_with_grad(s.view(), t.view(), Some(y.view()), &o)?;
+/// let loss2 = distill_with_grad_in_place(s.view_mut(), t.view(), Some(y.view()), &o)?;
+/// assert_eq!(loss2.scalar(), loss.scalar());
+/// assert_eq!(s, grad);
+/// assert!((s[[0, 0]] - 0.197_536_09).abs() < 1e-6);
+/// # Ok::<(), infoloss::Error>(())
+/// ```
+pub fn distill_with_grad_in_place<T: Element, D1: Dimension, D2: Dimension>(
+    student: ArrayViewMut<'_, T, D1>,
+    teacher: ArrayView<'_, T, D2>,
+    labels: Option<ArrayView1<'_, i64>>,
+    opts: &DistillOptions,
+) -> Result<Loss<T>> {
+    let s = as_2d_mut(OP, student)?;
+    let t = as_2d(OP, "teacher", teacher)?;
+    dense_in_place(s, t, labels, opts, &GradOutput::one())
+}
+
 /// Gradient of [`distill`] with respect to the student logits for an upstream gradient
 /// `grad_output`: a scalar for the reduced losses, an array of shape `(rows,)` (or a scalar meaning
 /// "every row") for `Reduction::None`. Equal to `grad_output ×` the gradient of [`distill_with_grad`].
@@ -411,6 +449,33 @@ pub fn distill_topk_with_grad<T: Element, D: Dimension>(
 ) -> Result<(Loss<T>, Array2<T>)> {
     let (loss, grad) = topk_impl(student, teacher, labels, opts, Some(&GradOutput::one()))?;
     Ok((loss, grad.unwrap_or_else(|| Array2::from_elem((0, 0), zero_t()))))
+}
+
+/// [`distill_topk_with_grad`] writing the gradient over the student logits (see
+/// [`distill_with_grad_in_place`]): returns the loss, leaves `∂loss/∂student` in `student`, bit for bit
+/// [`distill_topk_with_grad`]'s gradient. Errors: those of [`distill_topk`] (nothing is written on an
+/// error).
+///
+/// ```
+/// use infoloss::distill::{distill_topk_with_grad_in_place, DistillOptions, SparseTeacher};
+/// use infoloss::ndarray::array;
+/// let mut s = array![[1.0f64, 2.0, 0.5, -1.0]];
+/// let idx = array![[2i64, 1]];
+/// let lq = array![[-0.4f64, -1.5]];
+/// let teacher = SparseTeacher { indices: idx.view(), logprobs: lq.view(), add_tail: true };
+/// let loss = distill_topk_with_grad_in_place(s.view_mut(), &teacher, None, &DistillOptions::default())?;
+/// assert!((loss.scalar().unwrap() - 0.7522841393309505).abs() < 1e-12);
+/// assert!((s[[0, 2]] - (-0.5343311302421339)).abs() < 1e-12);
+/// # Ok::<(), infoloss::Error>(())
+/// ```
+pub fn distill_topk_with_grad_in_place<T: Element, D: Dimension>(
+    student: ArrayViewMut<'_, T, D>,
+    teacher: &SparseTeacher<'_, T>,
+    labels: Option<ArrayView1<'_, i64>>,
+    opts: &DistillOptions,
+) -> Result<Loss<T>> {
+    let s = as_2d_mut(OP_TOPK, student)?;
+    topk_in_place(s, teacher, labels, opts, &GradOutput::one())
 }
 
 /// Gradient of [`distill_topk`] with respect to the student logits for an upstream gradient
@@ -777,13 +842,9 @@ fn dense_impl<T: Element, D1: Dimension, D2: Dimension>(
 ) -> Result<(Loss<T>, Option<Array2<T>>)> {
     let s = as_2d(OP, "student", student)?;
     let t = as_2d(OP, "teacher", teacher)?;
-    if s.shape() != t.shape() {
-        return Err(Error::shape_mismatch(OP, "student", s.shape(), "teacher", t.shape(), "must be equal"));
-    }
-    let (rows, classes) = s.dim();
-    let plan = make_plan(OP, rows, classes, labels, opts, false)?;
+    let plan = dense_plan(s.shape(), t.shape(), labels, opts)?;
     if let Some(job) = FastJob::new::<T>(&plan, grad_output)? {
-        return fast_dense(s, t, &plan, &job);
+        return fast_dense(Student::View(s), t, &plan, &job);
     }
     let cfg = plan.cfg;
     engine(OP, &plan, grad_output, |r, label, sc, grad| {
@@ -791,6 +852,74 @@ fn dense_impl<T: Element, D1: Dimension, D2: Dimension>(
         gather(t.row(r), &mut sc.t);
         dense_row(&sc.s, &sc.t, label, &cfg, &mut sc.kept, grad)
     })
+}
+
+/// The plan of a dense call, after checking that student and teacher have the same shape.
+fn dense_plan(
+    s: &[usize],
+    t: &[usize],
+    labels: Option<ArrayView1<'_, i64>>,
+    opts: &DistillOptions,
+) -> Result<Plan> {
+    if s != t {
+        return Err(Error::shape_mismatch(OP, "student", s, "teacher", t, "must be equal"));
+    }
+    let (rows, classes) = (s.first().copied().unwrap_or(0), s.get(1).copied().unwrap_or(0));
+    make_plan(OP, rows, classes, labels, opts, false)
+}
+
+/// The (2-D) student of an in-place call.
+fn as_2d_mut<'a, T, D: Dimension>(
+    op: &'static str,
+    a: ArrayViewMut<'a, T, D>,
+) -> Result<ArrayViewMut2<'a, T>> {
+    let shape = a.shape().to_vec();
+    a.into_dimensionality::<Ix2>()
+        .map_err(|_| Error::bad_rank(op, "student", &shape, "2 dimensions (rows × classes)"))
+}
+
+/// [`distill_with_grad_in_place`] for an upstream gradient: the loss, with `grad_output ×` the
+/// gradient written over the student logits.
+pub(crate) fn dense_in_place<T: Element>(
+    mut student: ArrayViewMut2<'_, T>,
+    teacher: ArrayView2<'_, T>,
+    labels: Option<ArrayView1<'_, i64>>,
+    opts: &DistillOptions,
+    grad_output: &GradOutput<'_, T>,
+) -> Result<Loss<T>> {
+    let plan = dense_plan(student.shape(), teacher.shape(), labels, opts)?;
+    if let Some(job) = FastJob::new::<T>(&plan, Some(grad_output))? {
+        if let Some(buf) = student.as_slice_mut() {
+            return Ok(fast_dense(Student::InPlace(buf), teacher, &plan, &job)?.0);
+        }
+    }
+    let (loss, grad) = dense_impl(student.view(), teacher, labels, opts, Some(grad_output))?;
+    if let Some(g) = grad {
+        student.assign(&g);
+    }
+    Ok(loss)
+}
+
+/// [`distill_topk_with_grad_in_place`] for an upstream gradient (see [`dense_in_place`]).
+pub(crate) fn topk_in_place<T: Element>(
+    mut student: ArrayViewMut2<'_, T>,
+    teacher: &SparseTeacher<'_, T>,
+    labels: Option<ArrayView1<'_, i64>>,
+    opts: &DistillOptions,
+    grad_output: &GradOutput<'_, T>,
+) -> Result<Loss<T>> {
+    let plan = topk_plan(student.shape(), teacher, labels, opts)?;
+    if let Some(job) = FastJob::with_div(OP_TOPK, &plan, Some(grad_output), KdDiv::Forward, 0.0)? {
+        if let Some(buf) = student.as_slice_mut() {
+            let (idx, lq) = (teacher.indices, teacher.logprobs);
+            return Ok(fast_topk(Student::InPlace(buf), idx, lq, &plan, &job)?.0);
+        }
+    }
+    let (loss, grad) = topk_impl(student.view(), teacher, labels, opts, Some(grad_output))?;
+    if let Some(g) = grad {
+        student.assign(&g);
+    }
+    Ok(loss)
 }
 
 fn topk_impl<T: Element, D: Dimension>(
@@ -801,7 +930,35 @@ fn topk_impl<T: Element, D: Dimension>(
     grad_output: Option<&GradOutput<'_, T>>,
 ) -> Result<(Loss<T>, Option<Array2<T>>)> {
     let s = as_2d(OP_TOPK, "student", student)?;
-    let (rows, classes) = s.dim();
+    let classes = s.ncols();
+    let plan = topk_plan(s.shape(), teacher, labels, opts)?;
+    let (idx, lq) = (teacher.indices, teacher.logprobs);
+    if let Some(job) = FastJob::with_div(OP_TOPK, &plan, grad_output, KdDiv::Forward, 0.0)? {
+        return fast_topk(Student::View(s), idx, lq, &plan, &job);
+    }
+    let cfg = plan.cfg;
+    engine(OP_TOPK, &plan, grad_output, |r, label, sc, grad| {
+        gather(s.row(r), &mut sc.s);
+        gather(lq.row(r), &mut sc.t);
+        sc.idx.clear();
+        sc.idx.extend(idx.row(r).iter().map(|&v| v as usize));
+        if sc.mark.len() != classes {
+            sc.mark.clear();
+            sc.mark.resize(classes, false);
+        }
+        topk_row(sc, label, &cfg, grad)
+    })
+}
+
+/// The plan of a top-k call, after checking the teacher's shapes against the student's `s` and its
+/// indices (each in range, none repeated within a row).
+fn topk_plan<T>(
+    s: &[usize],
+    teacher: &SparseTeacher<'_, T>,
+    labels: Option<ArrayView1<'_, i64>>,
+    opts: &DistillOptions,
+) -> Result<Plan> {
+    let (rows, classes) = (s.first().copied().unwrap_or(0), s.get(1).copied().unwrap_or(0));
     let (idx, lq) = (teacher.indices, teacher.logprobs);
     if idx.shape() != lq.shape() {
         return Err(Error::shape_mismatch(
@@ -819,7 +976,7 @@ fn topk_impl<T: Element, D: Dimension>(
             "teacher indices",
             idx.shape(),
             "student",
-            s.shape(),
+            s,
             "must have the same number of rows",
         ));
     }
@@ -858,21 +1015,7 @@ fn topk_impl<T: Element, D: Dimension>(
             }
         }
     }
-    if let Some(job) = FastJob::with_div(OP_TOPK, &plan, grad_output, KdDiv::Forward, 0.0)? {
-        return fast_topk(s, idx, lq, &plan, &job);
-    }
-    let cfg = plan.cfg;
-    engine(OP_TOPK, &plan, grad_output, |r, label, sc, grad| {
-        gather(s.row(r), &mut sc.s);
-        gather(lq.row(r), &mut sc.t);
-        sc.idx.clear();
-        sc.idx.extend(idx.row(r).iter().map(|&v| v as usize));
-        if sc.mark.len() != classes {
-            sc.mark.clear();
-            sc.mark.resize(classes, false);
-        }
-        topk_row(sc, label, &cfg, grad)
-    })
+    Ok(plan)
 }
 
 // =============================================================================================
@@ -1058,17 +1201,17 @@ impl FastJob {
 
 /// [`dense_impl`] on the fast path (see [`fast_drive`]).
 fn fast_dense<T: Element>(
-    s: ArrayView2<'_, T>,
+    s: Student<'_, T>,
     t: ArrayView2<'_, T>,
     plan: &Plan,
     job: &FastJob,
 ) -> Result<(Loss<T>, Option<Array2<T>>)> {
     let v = plan.classes;
     let cfg = plan.cfg;
-    fast_drive(OP, plan, job, |r, label, soft, ce, out, sc| {
+    fast_drive(OP, plan, job, s, |r, label, soft, ce, s_row, out, sc| {
         let kcfg = KdRowCfg { ts: cfg.temp, tt: cfg.temp, div: job.div, beta: job.beta, label };
         let mut out = out;
-        if let Some(k) = fast_row(s.row(r), t.row(r), kcfg, out.as_deref_mut().map(|o| (o, soft, ce)), sc) {
+        if let Some(k) = fast_row(s_row, t.row(r), kcfg, out.as_deref_mut().map(|o| (o, soft, ce)), sc) {
             let soft = match job.div {
                 KdDiv::Forward => k.fkl,
                 KdDiv::Reverse => k.rkl,
@@ -1079,7 +1222,7 @@ fn fast_dense<T: Element>(
         }
         // a non-finite row: the reference, as `engine` runs it
         reference_row(v, out, soft, ce, sc, |rs, grad| {
-            gather(s.row(r), &mut rs.s);
+            gather(s_row, &mut rs.s);
             gather(t.row(r), &mut rs.t);
             dense_row(&rs.s, &rs.t, label, &cfg, &mut rs.kept, grad)
         })
@@ -1109,55 +1252,114 @@ fn reference_row<T: Element>(
     }
 }
 
+/// The student logits of a fast-path call: read from a view (the gradient goes into a new array), or
+/// a row-major buffer that the gradient overwrites (`*_in_place`).
+pub(crate) enum Student<'a, T> {
+    View(ArrayView2<'a, T>),
+    InPlace(&'a mut [T]),
+}
+
 /// The fast paths' driver: rows in parallel (each row on its own, so the thread count does not change
 /// any bit), per-row `(soft, cross-entropy)` results summed in row order by [`reduce_rows`]. `row(r,
-/// label, soft, ce, out, scratch)` computes kept row `r` (label already dropped when there is no
-/// cross-entropy term), writing its gradient scaled by `soft`/`ce` into `out` when given.
+/// label, soft, ce, s_row, out, scratch)` computes kept row `r` from the student row `s_row` (label
+/// already dropped when there is no cross-entropy term), writing its gradient scaled by `soft`/`ce`
+/// into `out` when given. With [`Student::InPlace`] each row is copied into per-worker scratch before
+/// its gradient overwrites it (ignored rows become 0) and no array is returned.
 fn fast_drive<T: Element>(
     op: &'static str,
     plan: &Plan,
     job: &FastJob,
-    row: impl Fn(usize, Option<usize>, f64, f64, Option<&mut [T]>, &mut FastScratch) -> (f64, f64) + Sync,
+    student: Student<'_, T>,
+    row: impl Fn(
+        usize,
+        Option<usize>,
+        f64,
+        f64,
+        ArrayView1<'_, T>,
+        Option<&mut [T]>,
+        &mut FastScratch,
+    ) -> (f64, f64)
+    + Sync,
 ) -> Result<(Loss<T>, Option<Array2<T>>)> {
     let (rows, v) = (plan.rows, plan.classes);
     let min_len = min_rows_per_task(v);
     let cfg = plan.cfg;
     let mut per_row = crate::softmax::try_vec(op, "rows", rows)?;
     per_row.resize(rows, (0.0f64, 0.0f64));
-    let one = |r: usize, out: Option<&mut [T]>, sc: &mut FastScratch| -> (f64, f64) {
-        let Some(RowKind::Keep(label)) = plan.kinds.get(r) else { return (0.0, 0.0) };
-        let label = if cfg.ce_on { *label } else { None };
-        let g = job.up.as_ref().map_or(1.0, |u| u.at(r));
-        row(r, label, g * job.soft_base, g * job.ce_base, out, sc)
-    };
-    let grad = if job.up.is_some() {
-        let numel = checked_numel(op, "student", &[rows, v])?;
-        let mut buf = crate::softmax::try_zeroed::<T>(op, "gradient", numel)?;
-        buf.par_chunks_mut(v)
-            .zip(per_row.par_iter_mut())
-            .enumerate()
-            .with_min_len(min_len)
-            .for_each_init(FastScratch::default, |sc, (r, (o, slot))| *slot = one(r, Some(o), sc));
-        Some(
-            Array2::from_shape_vec((rows, v), buf)
-                .map_err(|e| Error::too_large(op, "gradient", e.to_string()))?,
-        )
-    } else {
-        per_row
-            .par_iter_mut()
-            .enumerate()
-            .with_min_len(min_len)
-            .for_each_init(FastScratch::default, |sc, (r, slot)| *slot = one(r, None, sc));
-        None
+    let one =
+        |r: usize, s_row: ArrayView1<'_, T>, out: Option<&mut [T]>, sc: &mut FastScratch| -> (f64, f64) {
+            let Some(RowKind::Keep(label)) = plan.kinds.get(r) else { return (0.0, 0.0) };
+            let label = if cfg.ce_on { *label } else { None };
+            let g = job.up.as_ref().map_or(1.0, |u| u.at(r));
+            row(r, label, g * job.soft_base, g * job.ce_base, s_row, out, sc)
+        };
+    let grad = match (student, job.up.is_some()) {
+        (Student::InPlace(buf), true) if v > 0 => {
+            buf.par_chunks_mut(v)
+                .zip(per_row.par_iter_mut())
+                .enumerate()
+                .with_min_len(min_len)
+                .for_each_init(
+                    || (FastScratch::default(), Vec::<T>::new()),
+                    |(sc, copy), (r, (o, slot))| {
+                        if !matches!(plan.kinds.get(r), Some(RowKind::Keep(_))) {
+                            o.fill(zero_t());
+                            return;
+                        }
+                        copy.clear();
+                        copy.extend_from_slice(o);
+                        *slot = one(r, ArrayView1::from(copy.as_slice()), Some(o), sc);
+                    },
+                );
+            None
+        }
+        (Student::InPlace(buf), _) => {
+            let s = ArrayView2::from_shape((rows, v), &*buf)
+                .map_err(|e| Error::too_large(op, "student", e.to_string()))?;
+            loss_rows(&mut per_row, min_len, |r, sc| one(r, s.row(r), None, sc));
+            None
+        }
+        (Student::View(s), true) => {
+            let numel = checked_numel(op, "student", &[rows, v])?;
+            let mut buf = crate::softmax::try_zeroed::<T>(op, "gradient", numel)?;
+            buf.par_chunks_mut(v)
+                .zip(per_row.par_iter_mut())
+                .enumerate()
+                .with_min_len(min_len)
+                .for_each_init(FastScratch::default, |sc, (r, (o, slot))| {
+                    *slot = one(r, s.row(r), Some(o), sc)
+                });
+            Some(
+                Array2::from_shape_vec((rows, v), buf)
+                    .map_err(|e| Error::too_large(op, "gradient", e.to_string()))?,
+            )
+        }
+        (Student::View(s), false) => {
+            loss_rows(&mut per_row, min_len, |r, sc| one(r, s.row(r), None, sc));
+            None
+        }
     };
     Ok((reduce_rows(op, plan, &per_row)?, grad))
+}
+
+/// `per_row[r] = f(r, scratch)` for every row, in parallel (the loss alone).
+fn loss_rows(
+    per_row: &mut [(f64, f64)],
+    min_len: usize,
+    f: impl Fn(usize, &mut FastScratch) -> (f64, f64) + Sync,
+) {
+    per_row
+        .par_iter_mut()
+        .enumerate()
+        .with_min_len(min_len)
+        .for_each_init(FastScratch::default, |sc, (r, slot)| *slot = f(r, sc));
 }
 
 /// [`topk_impl`] on the fast path: the dense row work (the student's log-sum-exps, the tail's, the
 /// dense gradient pass) in the `f32` kernel [`Kernels::topk_row_f32`], the `k` buckets in `f64` as
 /// the reference does them ([`bucket_divergence`]).
 fn fast_topk<T: Element>(
-    s: ArrayView2<'_, T>,
+    s: Student<'_, T>,
     idx: ArrayView2<'_, i64>,
     lq: ArrayView2<'_, T>,
     plan: &Plan,
@@ -1165,20 +1367,20 @@ fn fast_topk<T: Element>(
 ) -> Result<(Loss<T>, Option<Array2<T>>)> {
     let v = plan.classes;
     let cfg = plan.cfg;
-    fast_drive(OP_TOPK, plan, job, |r, label, soft_c, ce_c, out, sc| {
+    fast_drive(OP_TOPK, plan, job, s, |r, label, soft_c, ce_c, s_row, out, sc| {
         let mut out = out;
         let FastScratch { s: sbuf, g, reference: rs, .. } = &mut *sc;
         rs.idx.clear();
         rs.idx.extend(idx.row(r).iter().map(|&i| i as usize));
         gather(lq.row(r), &mut rs.t);
-        let sr = row_f32(s.row(r), sbuf);
+        let sr = row_f32(s_row, sbuf);
         let coef = (soft_c, ce_c);
         if let Some(res) = topk_fast_row(sr, label, &cfg, out.as_deref_mut(), coef, g, rs) {
             return res;
         }
         // a non-finite row: the reference, as `engine` runs it
         reference_row(v, out, soft_c, ce_c, sc, |rs, grad| {
-            gather(s.row(r), &mut rs.s);
+            gather(s_row, &mut rs.s);
             if rs.mark.len() != v {
                 rs.mark.clear();
                 rs.mark.resize(v, false);

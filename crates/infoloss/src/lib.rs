@@ -84,7 +84,8 @@ pub use cross_entropy::{
 };
 pub use distill::{
     DistillOptions, Divergence, SparseTeacher, distill, distill_backward, distill_topk,
-    distill_topk_backward, distill_topk_with_grad, distill_with_grad,
+    distill_topk_backward, distill_topk_with_grad, distill_topk_with_grad_in_place, distill_with_grad,
+    distill_with_grad_in_place,
 };
 pub use error::{Error, Result, Shape};
 pub use float::{DType, Element, Real};

@@ -39,16 +39,13 @@
 
 use std::borrow::Cow;
 
-use ndarray::{Array1, Array2, ArrayView, ArrayView1, ArrayView2, Dimension, Ix2};
+use ndarray::{Array1, Array2, ArrayView, ArrayView1, ArrayView2, ArrayViewMut2, Dimension, Ix2};
 use rayon::prelude::*;
 
 use crate::ce_extras::{
     CeRowConfig, CeRowOut, CrossEntropyExtrasOptions, grad_coefs, reduce_rows, row_argmax, row_config,
 };
-use crate::distill::{
-    DistillOptions, OnlineLse, SparseTeacher, distill, distill_backward, distill_topk, distill_topk_backward,
-    distill_topk_with_grad, distill_with_grad,
-};
+use crate::distill::{DistillOptions, OnlineLse, SparseTeacher, distill_with_grad};
 use crate::kernels::linear_gemm::{self, Accum, GemmError, MatMut, MatRef};
 use crate::nll::{Upstream, index_targets};
 use crate::shape::checked_numel;
@@ -205,8 +202,8 @@ pub struct LinearCrossEntropyOutput<T> {
 pub struct LinearWorkspace {
     /// Rows per chunk actually used.
     pub chunk_rows: usize,
-    /// Number of logits-sized chunk buffers alive at once (1 for cross-entropy, 3 for distillation:
-    /// student logits, teacher logits, gradient).
+    /// Number of logits-sized chunk buffers alive at once (1 for cross-entropy, 2 for distillation:
+    /// student logits, overwritten by their gradient, and teacher logits).
     pub chunk_buffers: usize,
     /// Bytes of one logits chunk (`chunk_rows · V · size_of::<T>()`).
     pub logits_chunk_bytes: usize,
@@ -890,12 +887,12 @@ pub struct LinearHead<'a, T> {
 }
 
 /// A sparse top-k teacher for [`linear_distill_backward`]: per row, only the teacher's `k` largest
-/// logits are kept, as [`distill_topk`] takes them.
+/// logits are kept, as [`distill_topk`](crate::distill::distill_topk) takes them.
 ///
 /// Per row `r` of the teacher logits `t = Xt·Wtᵀ + bt`: `indices_r` = the `k` classes with the largest
 /// `t_r` (sorted descending; a NaN counts as the largest, as in `torch.topk`; exact ties go to the lower
 /// class index, where `torch.topk` may pick another of the tied classes), `logprobs_r = log_softmax(t_r / T)[indices_r]` (computed in f64 and rounded to the element
-/// type), then the row loss is [`distill_topk`]'s with `add_tail` (the tail
+/// type), then the row loss is [`distill_topk`](crate::distill::distill_topk)'s with `add_tail` (the tail
 /// bucket `log(1 − Σ_j q_j)` for the mass outside the top-k). `k` must be at most `V`; with `k = V` and no
 /// tail the loss equals the dense one.
 ///
@@ -946,14 +943,16 @@ pub struct LinearDistillOutput<T> {
 ///
 /// # Formula
 ///
-/// Three chunks of `chunk_rows·V·size_of::<T>()` (student logits, teacher logits, and the chunk gradient
-/// [`distill_with_grad`] returns) + the distillation row scratch (at most `threads · 6 · V · 8` bytes, the
-/// reference's f64 rows; `f32` heads on the fast path need `threads · V · 4` bytes, plus those f64 rows
-/// only in workers that met a row with a non-finite logit) +
-/// the per-row losses (`n · size_of::<T>()` for `None`). The automatic chunk has as many rows as
-/// [`linear_cross_entropy_workspace`]'s (so three times its logits memory): every chunk repacks both weights
-/// inside `gemm` and re-reads the weight gradient, and at N = 2048, H = 1024, V = 32000, f32 a third of the
-/// rows (175) cost 1.5–1.6× the four unchunked GEMMs against 1.37× at 525 rows.
+/// Two chunks of `chunk_rows·V·size_of::<T>()` (the student logits, which the chunk's gradient
+/// overwrites as [`distill_with_grad_in_place`](crate::distill_with_grad_in_place) does, and the teacher logits) + the distillation row
+/// scratch (at most `threads · V · (6·8 + size_of::<T>())` bytes: the reference's f64 rows and the copy
+/// of the row being overwritten; `f32` heads on the fast path need `threads · V · 8` bytes, plus those
+/// f64 rows only in workers that met a row with a non-finite logit) + the per-row losses
+/// (`n · size_of::<T>()` for `None`). The automatic chunk has as many rows as
+/// [`linear_cross_entropy_workspace`]'s (so twice its logits memory): every chunk repacks both weights
+/// inside `gemm` and re-reads the weight gradient, and at N = 2048, H = 1024, V = 32000, f32 a third of
+/// the rows (175) cost 1.5–1.6× the four unchunked GEMMs against 1.26× at 525 rows (with a third,
+/// separate gradient buffer; measured in the `linear` bench).
 ///
 /// # PyTorch
 ///
@@ -964,7 +963,7 @@ pub struct LinearDistillOutput<T> {
 /// ```
 /// use infoloss::linear::{LinearDistillOptions, linear_distill_workspace};
 /// let ws = linear_distill_workspace::<f32>(2048, 1024, 1024, 32000, &Default::default());
-/// assert_eq!((ws.chunk_buffers, ws.chunk_rows), (3, 525)); // ⌈64 MiB / (32000·4 B)⌉
+/// assert_eq!((ws.chunk_buffers, ws.chunk_rows), (2, 525)); // ⌈64 MiB / (32000·4 B)⌉
 /// ```
 pub fn linear_distill_workspace<T: LinearFloat>(
     n: usize,
@@ -1015,7 +1014,7 @@ pub fn linear_distill_workspace_with<T: LinearFloat>(
     let logits_chunk_bytes = rows.saturating_mul(v).saturating_mul(elem);
     let threads = rayon::current_num_threads();
     let select_bytes = if teacher_topk.is_some() { std::mem::size_of::<usize>() } else { 0 };
-    let row_scratch_bytes = threads.saturating_mul(v).saturating_mul(6 * 8 + select_bytes);
+    let row_scratch_bytes = threads.saturating_mul(v).saturating_mul(6 * 8 + elem + select_bytes);
     let per_row_bytes = n.saturating_mul(elem);
     let bias_accumulator_bytes = if has_bias { v.saturating_mul(8) } else { 0 };
     let teacher_topk_bytes =
@@ -1023,7 +1022,7 @@ pub fn linear_distill_workspace_with<T: LinearFloat>(
     let gemm_packing_bytes = packing_estimate(rows, v, hs.max(ht), elem);
     LinearWorkspace {
         chunk_rows,
-        chunk_buffers: 3,
+        chunk_buffers: 2,
         logits_chunk_bytes,
         row_scratch_bytes,
         per_row_bytes,
@@ -1031,7 +1030,7 @@ pub fn linear_distill_workspace_with<T: LinearFloat>(
         teacher_topk_bytes,
         gemm_packing_bytes,
         total_bytes: logits_chunk_bytes
-            .saturating_mul(3)
+            .saturating_mul(2)
             .saturating_add(row_scratch_bytes)
             .saturating_add(per_row_bytes)
             .saturating_add(bias_accumulator_bytes)
@@ -1131,7 +1130,7 @@ pub fn linear_distill<T: LinearFloat, D1: Dimension, D2: Dimension, D3: Dimensio
 ///
 /// # Gradient
 ///
-/// `G = g ⊙ ∂loss/∂S` (the [`distill_backward`] / [`distill_topk_backward`] gradient of each chunk for the
+/// `G = g ⊙ ∂loss/∂S` (the [`distill_backward`](crate::distill_backward) / [`distill_topk_backward`](crate::distill_topk_backward) gradient of each chunk for the
 /// upstream `g` of its rows, computed in f64 and rounded once); `∂/∂Xs = G·Ws`, `∂/∂Ws = Gᵀ·Xs`,
 /// `∂/∂bs = Σ_rows G` (accumulated in f64). The teacher gets none.
 ///
@@ -1268,7 +1267,8 @@ pub fn linear_distill_backward<T: LinearFloat>(
         let ey = Array1::<i64>::zeros(0);
         distill_with_grad(e.view(), e.view(), labels.as_ref().map(|_| ey.view()), &copts)?;
     }
-    let unit = upstream_is_one(OP, copts.reduction, n, grad_output)?;
+    // the upstream's shape, checked once against the whole loss
+    upstream_is_one(OP, copts.reduction, n, grad_output)?;
 
     let zero = T::zero();
     let mut grad_hidden = vec![zero; checked_numel(OP, "grad_hidden", &[n, hs])?];
@@ -1316,12 +1316,14 @@ pub fn linear_distill_backward<T: LinearFloat>(
         logits_gemm(OP, tb, &t_chunk, &wt_c, v, ht)?;
         add_bias_rows(sb, bs_c.as_deref(), v);
         add_bias_rows(tb, bt_c.as_deref(), v);
-        let sv = view2(OP, rows, v, sb)?;
+        let sv = ArrayViewMut2::from_shape((rows, v), &mut *sb)
+            .map_err(|e| Error::too_large(OP, "chunk", e.to_string()))?;
         let tv = view2(OP, rows, v, tb)?;
         let yc = labels.as_ref().map(|y| y.slice(ndarray::s![r0..r1]));
         let go = chunk_upstream(grad_output, r0, r1);
-        let (loss_c, grad_c) = match teacher_topk {
-            None => chunk_distill(sv, ChunkTeacher::Dense(tv), yc, &copts, &go, unit)?,
+        // the chunk's gradient G_c replaces its student logits in `sb`
+        let loss_c = match teacher_topk {
+            None => chunk_distill(sv, ChunkTeacher::Dense(tv), yc, &copts, &go)?,
             Some(tk) => {
                 let ib = idx_buf.get_mut(..rows * k).unwrap_or(&mut []);
                 let lb = lq_buf.get_mut(..rows * k).unwrap_or(&mut []);
@@ -1329,20 +1331,17 @@ pub fn linear_distill_backward<T: LinearFloat>(
                 let indices = view2(OP, rows, k, ib)?;
                 let logprobs = view2(OP, rows, k, lb)?;
                 let st = SparseTeacher { indices, logprobs, add_tail: tk.add_tail };
-                chunk_distill(sv, ChunkTeacher::Sparse(st), yc, &copts, &go, unit)?
+                chunk_distill(sv, ChunkTeacher::Sparse(st), yc, &copts, &go)?
             }
         };
         match loss_c {
             Loss::Scalar(l) => total += l.f64(),
             Loss::Elementwise(a) => per_row.extend(a.iter().copied()),
         }
-        let g = contiguous_owned(grad_c);
         let gx = grad_hidden.get_mut(r0 * hs..r1 * hs).unwrap_or(&mut []);
-        if g.len() == rows * v {
-            backward_gemms(OP, &g, &s_chunk, &ws_c, gx, &mut grad_weight, v, hs)?;
-            if let Some(acc) = bias_acc.as_mut() {
-                add_column_sums(acc, &g, rows, v);
-            }
+        backward_gemms(OP, sb, &s_chunk, &ws_c, gx, &mut grad_weight, v, hs)?;
+        if let Some(acc) = bias_acc.as_mut() {
+            add_column_sums(acc, sb, rows, v);
         }
         r0 = r1;
     }
@@ -1446,25 +1445,18 @@ enum ChunkTeacher<'a, T> {
     Sparse(SparseTeacher<'a, T>),
 }
 
-/// One chunk's loss and gradient wrt the student logits for the upstream `go`: one pass
-/// (`*_with_grad`) when the upstream gradient is 1, else the loss and [`distill_backward`]'s gradient.
+/// One chunk's loss, with its gradient wrt the student logits for the upstream `go` written over the
+/// student logits `s` ([`distill_with_grad_in_place`](crate::distill_with_grad_in_place)'s path: no chunk-sized temporary).
 fn chunk_distill<T: LinearFloat>(
-    s: ArrayView2<'_, T>,
+    s: ArrayViewMut2<'_, T>,
     teacher: ChunkTeacher<'_, T>,
     y: Option<ArrayView1<'_, i64>>,
     opts: &DistillOptions,
     go: &GradOutput<'_, T>,
-    unit: bool,
-) -> Result<(Loss<T>, Array2<T>)> {
-    match (teacher, unit) {
-        (ChunkTeacher::Dense(t), true) => distill_with_grad(s, t, y, opts),
-        (ChunkTeacher::Dense(t), false) => {
-            Ok((distill(s, t, y, opts)?, distill_backward(s, t, y, opts, go)?))
-        }
-        (ChunkTeacher::Sparse(t), true) => distill_topk_with_grad(s, &t, y, opts),
-        (ChunkTeacher::Sparse(t), false) => {
-            Ok((distill_topk(s, &t, y, opts)?, distill_topk_backward(s, &t, y, opts, go)?))
-        }
+) -> Result<Loss<T>> {
+    match teacher {
+        ChunkTeacher::Dense(t) => crate::distill::dense_in_place(s, t, y, opts, go),
+        ChunkTeacher::Sparse(t) => crate::distill::topk_in_place(s, &t, y, opts, go),
     }
 }
 
@@ -1568,11 +1560,6 @@ fn top_k_row<T: LinearFloat>(row: &[T], temp: f64, sc: &mut TopKScratch, idx: &m
         *o = r.index as i64;
         *l = T::c((r.value / temp - m) - log_z);
     }
-}
-
-/// The elements of an owned array in row-major order (no copy when already standard layout).
-fn contiguous_owned<T: Clone>(a: Array2<T>) -> Vec<T> {
-    if a.is_standard_layout() { a.into_raw_vec_and_offset().0 } else { a.iter().cloned().collect() }
 }
 
 #[cfg(test)]

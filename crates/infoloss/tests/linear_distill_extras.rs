@@ -749,7 +749,7 @@ fn workspace_counts_bias_and_topk_buffers() {
     assert!(full.row_scratch_bytes > plain.row_scratch_bytes);
     assert_eq!(
         full.total_bytes,
-        3 * full.logits_chunk_bytes
+        2 * full.logits_chunk_bytes
             + full.row_scratch_bytes
             + full.per_row_bytes
             + full.bias_accumulator_bytes

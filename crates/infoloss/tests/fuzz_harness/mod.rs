@@ -1108,6 +1108,13 @@ fn distill_t<T: Element>(u: &mut Unstructured<'_>) -> Result<()> {
         xv.shape(),
         None,
     );
+    let mut xs = xv.to_owned();
+    check_in_place(
+        "distill_with_grad_in_place",
+        infoloss::distill_with_grad_in_place(xs.view_mut(), tv.clone(), lv, &opts),
+        &xs,
+        infoloss::distill_with_grad(xv.clone(), tv.clone(), lv, &opts),
+    );
     let _ = infoloss::distill_backward(xv.clone(), tv.clone(), lv, &opts, &grad_of(&up));
     // Top-k teacher.
     let k = u.int_in_range(0usize..=classes.min(8) + 1)?;
@@ -1142,8 +1149,48 @@ fn distill_t<T: Element>(u: &mut Unstructured<'_>) -> Result<()> {
         xv.shape(),
         None,
     );
+    let mut xs = xv.to_owned();
+    check_in_place(
+        "distill_topk_with_grad_in_place",
+        infoloss::distill_topk_with_grad_in_place(xs.view_mut(), &teacher, lv, &opts),
+        &xs,
+        infoloss::distill_topk_with_grad(xv.clone(), &teacher, lv, &opts),
+    );
     let _ = infoloss::distill_topk_backward(xv, &teacher, lv, &opts, &grad_of(&up));
     Ok(())
+}
+
+/// An in-place `*_with_grad` succeeds exactly when the allocating one does, with the same loss and the
+/// same gradient (now in `student`), bit for bit (NaN where NaN).
+fn check_in_place<T: Element, D: infoloss::ndarray::Dimension>(
+    what: &str,
+    in_place: R<Loss<T>>,
+    student: &infoloss::ndarray::Array<T, D>,
+    alloc: R<(Loss<T>, Array2<T>)>,
+) {
+    let same = |a: T, b: T| {
+        let (a, b) = (a.to_acc().f64(), b.to_acc().f64());
+        a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan())
+    };
+    match (in_place, alloc) {
+        (Ok(l), Ok((l2, g))) => {
+            match (&l, &l2) {
+                (Loss::Scalar(a), Loss::Scalar(b)) => assert!(same(*a, *b), "{what}: loss {a:?} vs {b:?}"),
+                (Loss::Elementwise(a), Loss::Elementwise(b)) => {
+                    assert_eq!(a.shape(), b.shape(), "{what}: loss shape");
+                    assert!(
+                        a.iter().zip(b.iter()).all(|(x, y)| same(*x, *y)),
+                        "{what}: per-row losses differ"
+                    );
+                }
+                _ => panic!("{what}: loss kinds differ"),
+            }
+            assert_eq!(student.len(), g.len(), "{what}: gradient size");
+            assert!(student.iter().zip(g.iter()).all(|(x, y)| same(*x, *y)), "{what}: gradients differ");
+        }
+        (Err(_), Err(_)) => {}
+        (a, b) => panic!("{what}: in place {:?}, allocating {:?}", a.err(), b.err()),
+    }
 }
 
 fn uda_t<T: Element>(u: &mut Unstructured<'_>) -> Result<()> {
