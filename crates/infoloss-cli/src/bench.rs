@@ -98,6 +98,12 @@ pub const OPS: &[OpSpec] = &[
         reads: 2,
         writes: 1,
     },
+    OpSpec {
+        name: "kd-inplace",
+        what: "distill_with_grad_in_place forward KL, T=2 (gradient over the student logits)",
+        reads: 2,
+        writes: 1,
+    },
     OpSpec { name: "kd-reverse", what: "distill_with_grad reverse KL, T=2", reads: 2, writes: 1 },
     OpSpec { name: "kd-jsd", what: "distill_with_grad generalized JSD beta=0.5, T=2", reads: 2, writes: 1 },
     OpSpec { name: "kd-tvd", what: "distill_with_grad total variation, T=2", reads: 2, writes: 1 },
@@ -391,6 +397,11 @@ fn run_op<T: Element>(op: &str, x: &Inputs<T>) -> Result<(), infoloss::Error> {
             let (labels, alpha) = if op == "kd-mix" { (Some(x.targets.view()), 0.5) } else { (None, 1.0) };
             let o = DistillOptions { temperature: 2.0, divergence, alpha, ..Default::default() };
             drop(distill_with_grad(x.logits.view(), x.logits2.view(), labels, &o)?)
+        }
+        "kd-inplace" => {
+            use infoloss::distill::{DistillOptions, distill_with_grad_in_place};
+            let o = DistillOptions { temperature: 2.0, ..Default::default() };
+            drop(distill_with_grad_in_place(x.scratch.borrow_mut().view_mut(), x.logits2.view(), None, &o)?)
         }
         "kd-topk" => {
             use infoloss::distill::{DistillOptions, SparseTeacher, distill_topk_with_grad};

@@ -131,7 +131,7 @@ struct BenchArgs {
     /// ce-weight, ce-probs, ce-inplace, ce-probs-inplace, nll, log-softmax, softmax, log-softmax-bwd,
     /// logsumexp, kl, kl-log, bce, bce-logits, entropy, rel-entropy, js, entropy-bwd,
     /// js-bwd; distillation: kd, kd-reverse,
-    /// kd-jsd, kd-tvd, kd-mix, kd-topk, uda; fused linear heads (H = 1024): linear-ce, linear-distill.
+    /// kd-jsd, kd-tvd, kd-mix, kd-topk, kd-inplace, uda; fused linear heads (H = 1024): linear-ce, linear-distill.
     #[arg(long)]
     ops: Option<String>,
     /// Comma-separated sizes ROWSxCLASSES.
