@@ -453,8 +453,8 @@ pub fn distill_topk_with_grad<T: Element, D: Dimension>(
 
 /// [`distill_topk_with_grad`] writing the gradient over the student logits (see
 /// [`distill_with_grad_in_place`]): returns the loss, leaves `∂loss/∂student` in `student`, bit for bit
-/// [`distill_topk_with_grad`]'s gradient. Errors: those of [`distill_topk`] (nothing is written on an
-/// error).
+/// [`distill_topk_with_grad`]'s gradient. Errors: those of [`distill_topk`] (nothing is written when
+/// the inputs are rejected).
 ///
 /// ```
 /// use infoloss::distill::{distill_topk_with_grad_in_place, DistillOptions, SparseTeacher};
@@ -1254,7 +1254,7 @@ fn reference_row<T: Element>(
 
 /// The student logits of a fast-path call: read from a view (the gradient goes into a new array), or
 /// a row-major buffer that the gradient overwrites (`*_in_place`).
-pub(crate) enum Student<'a, T> {
+enum Student<'a, T> {
     View(ArrayView2<'a, T>),
     InPlace(&'a mut [T]),
 }
