@@ -1268,7 +1268,7 @@ pub fn linear_distill_backward<T: LinearFloat>(
         distill_with_grad(e.view(), e.view(), labels.as_ref().map(|_| ey.view()), &copts)?;
     }
     // the upstream's shape, checked once against the whole loss
-    upstream_is_one(OP, copts.reduction, n, grad_output)?;
+    check_upstream(OP, copts.reduction, n, grad_output)?;
 
     let zero = T::zero();
     let mut grad_hidden = vec![zero; checked_numel(OP, "grad_hidden", &[n, hs])?];
@@ -1413,19 +1413,19 @@ fn check_bias<T>(
     }
 }
 
-/// Validates the upstream gradient against the loss (`(n,)` for `None`, a scalar otherwise) and tells
-/// whether it is exactly 1 (so the one-pass `*_with_grad` functions apply).
-fn upstream_is_one<T: LinearFloat>(
+/// Validates the upstream gradient against the loss: `(n,)` (or a scalar) for `None`, a scalar otherwise.
+fn check_upstream<T: LinearFloat>(
     op: &'static str,
     reduction: Reduction,
     n: usize,
     g: &GradOutput<'_, T>,
-) -> Result<bool> {
+) -> Result<()> {
     if reduction == Reduction::None {
-        Ok(g.check(op, &[n])?.is_none() && g.scalar_value() == Some(T::one()))
+        g.check(op, &[n])?;
     } else {
-        Ok(g.expect_scalar(op)? == T::one())
+        g.expect_scalar(op)?;
     }
+    Ok(())
 }
 
 /// The upstream gradient of rows `r0..r1`: a per-row array is sliced, a scalar kept.
