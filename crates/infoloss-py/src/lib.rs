@@ -13,6 +13,7 @@ use pyo3::prelude::*;
 
 mod boundary;
 mod distill;
+mod in_place;
 mod info;
 mod linear;
 mod losses;
@@ -38,6 +39,9 @@ fn _infoloss(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(losses::binary_cross_entropy_with_logits, m)?)?;
     m.add_function(wrap_pyfunction!(distill::distill, m)?)?;
     m.add_function(wrap_pyfunction!(distill::distill_topk, m)?)?;
+    m.add_function(wrap_pyfunction!(in_place::cross_entropy_in_place, m)?)?;
+    m.add_function(wrap_pyfunction!(in_place::distill_in_place, m)?)?;
+    m.add_function(wrap_pyfunction!(in_place::distill_topk_in_place, m)?)?;
     m.add_function(wrap_pyfunction!(distill::uda_consistency, m)?)?;
     m.add_function(wrap_pyfunction!(distill::uda_consistency_backward, m)?)?;
     m.add_function(wrap_pyfunction!(linear::cross_entropy_extras, m)?)?;

@@ -57,6 +57,14 @@ def cross_entropy_with_grad(
     grad_output: Optional[ArrayLike] = ...,
     return_target_grad: Literal[True],
 ) -> Tuple[LossValue, Floats, Optional[Floats]]: ...
+def cross_entropy_with_grad_in_place(
+    input: Floats,
+    target: ArrayLike,
+    weight: Optional[ArrayLike] = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+) -> LossValue: ...
 def nll_loss(
     input: ArrayLike,
     target: ArrayLike,
@@ -241,6 +249,37 @@ def distill_topk_with_grad(
     normalizer: Optional[float] = None,
     grad_output: Optional[ArrayLike] = None,
 ) -> Tuple[LossValue, Floats]: ...
+
+def distill_with_grad_in_place(
+    student_logits: Floats,
+    teacher_logits: ArrayLike,
+    labels: Optional[ArrayLike] = None,
+    *,
+    temperature: float = 1.0,
+    t2_scaling: bool = True,
+    divergence: Divergence = "forward_kl",
+    beta: float = 0.5,
+    alpha: float = 1.0,
+    ignore_index: int = -100,
+    reduction: DistillReduction = "batchmean",
+    normalizer: Optional[float] = None,
+) -> LossValue: ...
+def distill_topk_with_grad_in_place(
+    student_logits: Floats,
+    topk_indices: ArrayLike,
+    topk_logprobs: ArrayLike,
+    labels: Optional[ArrayLike] = None,
+    *,
+    add_tail: bool = False,
+    temperature: float = 1.0,
+    t2_scaling: bool = True,
+    divergence: Divergence = "forward_kl",
+    beta: float = 0.5,
+    alpha: float = 1.0,
+    ignore_index: int = -100,
+    reduction: DistillReduction = "batchmean",
+    normalizer: Optional[float] = None,
+) -> LossValue: ...
 
 class UdaResult(NamedTuple):
     loss: float

@@ -248,3 +248,34 @@ def get_softmax_dim(name: str, ndim: int, stacklevel: int) -> int:
         stacklevel=stacklevel,
     )
     return 0 if ndim in (0, 1, 3) else 1
+
+
+def in_place_logits(x: Any, op: str, name: str) -> np.ndarray:
+    """The logits of an in-place call: the caller's own writeable float16/32/64 NumPy array, never a copy.
+
+    A conversion would write the gradient into a temporary the caller never sees, so nothing is converted: a
+    list, an integer or non-native-byte-order array, a read-only or misaligned array is an error.
+    """
+    if not isinstance(x, np.ndarray):
+        raise TypeError(
+            f"{op}: {name} must be a NumPy array (the gradient is written over it), got {type(x).__name__}"
+        )
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(_float_dtype_error(op, name, x.dtype) + " in native byte order")
+    if not x.flags.writeable:
+        raise ValueError(f"{op}: {name} is read-only; the in-place call writes the gradient over it")
+    if not x.flags.aligned:
+        raise ValueError(f"{op}: {name} is not aligned in memory; the gradient cannot be written over it")
+    if x.ndim > MAX_NDIM:
+        raise ValueError(f"{op}: {name} has {x.ndim} dimensions; at most {MAX_NDIM} are supported")
+    return x
+
+
+def not_sharing(x: np.ndarray, op: str, name: str, **others: Optional[np.ndarray]) -> None:
+    """Refuses operands that may share memory with ``x``, which an in-place call overwrites while reading them."""
+    for other_name, a in others.items():
+        if a is not None and np.may_share_memory(x, a):
+            raise ValueError(
+                f"{op}: {other_name} shares memory with {name}, which the in-place call overwrites with the "
+                f"gradient; pass a copy"
+            )

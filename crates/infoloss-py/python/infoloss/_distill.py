@@ -267,6 +267,86 @@ def distill_topk_with_grad(
     return lo, gi
 
 
+def distill_with_grad_in_place(
+    student_logits: np.ndarray,
+    teacher_logits: ArrayLike,
+    labels: Optional[ArrayLike] = None,
+    *,
+    temperature: float = 1.0,
+    t2_scaling: bool = True,
+    divergence: str = "forward_kl",
+    beta: float = 0.5,
+    alpha: float = 1.0,
+    ignore_index: int = -100,
+    reduction: str = "batchmean",
+    normalizer: Optional[float] = None,
+):
+    """:func:`distill_with_grad` for the training path: the gradient wrt the student logits is written **over**
+    ``student_logits`` and only the loss is returned (a float, or ``(rows,)`` for ``'none'``).
+
+    Loss and gradient equal :func:`distill_with_grad`'s bit for bit (upstream gradient 1). ``student_logits``
+    must be the caller's own writeable float16/32/64 NumPy array of shape ``(rows, classes)`` (nothing is
+    converted: a copy would receive the gradient instead); the teacher is cast to its dtype (no promotion).
+    Operands sharing memory with the student are refused; on any error the student is left unchanged. Rust:
+    ``infoloss::distill_with_grad_in_place``.
+
+    Example:
+        >>> import numpy as np, infoloss
+        >>> s = np.array([[1.0, 2.0, 0.5]]); t = np.array([[0.5, 1.5, 2.0]])
+        >>> loss = infoloss.distill_with_grad_in_place(s, t)
+        >>> np.round(s, 6).tolist()  # softmax(s) − softmax(t), written over s
+        [[0.109272, 0.297033, -0.406305]]
+    """
+    op = "distill_with_grad_in_place"
+    opts = _distill_options(op, temperature, t2_scaling, divergence, beta, alpha, ignore_index, reduction, normalizer)
+    s = c.in_place_logits(student_logits, op, "student_logits")
+    t = c.cast(c.float_input(teacher_logits, op, "teacher_logits"), s.dtype, op, "teacher_logits")
+    y = _labels(labels, op)
+    c.not_sharing(s, op, "student_logits", teacher_logits=t, labels=y)
+    return _C.distill_in_place(s, t, y, *opts)
+
+
+def distill_topk_with_grad_in_place(
+    student_logits: np.ndarray,
+    topk_indices: ArrayLike,
+    topk_logprobs: ArrayLike,
+    labels: Optional[ArrayLike] = None,
+    *,
+    add_tail: bool = False,
+    temperature: float = 1.0,
+    t2_scaling: bool = True,
+    divergence: str = "forward_kl",
+    beta: float = 0.5,
+    alpha: float = 1.0,
+    ignore_index: int = -100,
+    reduction: str = "batchmean",
+    normalizer: Optional[float] = None,
+):
+    """:func:`distill_topk_with_grad` for the training path: the gradient wrt the dense student logits is written
+    **over** ``student_logits`` and only the loss is returned.
+
+    The rules of :func:`distill_with_grad_in_place` apply (the caller's own writeable float array, no
+    conversion, ``topk_logprobs`` cast to its dtype, no shared memory, unchanged on error); the result equals
+    :func:`distill_topk_with_grad`'s bit for bit. Rust: ``infoloss::distill_topk_with_grad_in_place``.
+
+    Example:
+        >>> import numpy as np, infoloss
+        >>> s = np.array([[1.0, 2.0, 0.5, -1.0]])
+        >>> loss = infoloss.distill_topk_with_grad_in_place(s, np.array([[2, 1]]), np.array([[-0.4, -1.5]]),
+        ...                                                 add_tail=True)
+        >>> round(loss, 9), round(float(s[0, 2]), 9)
+        (0.752284139, -0.53433113)
+    """
+    op = "distill_topk_with_grad_in_place"
+    opts = _distill_options(op, temperature, t2_scaling, divergence, beta, alpha, ignore_index, reduction, normalizer)
+    s = c.in_place_logits(student_logits, op, "student_logits")
+    lq = c.cast(c.float_input(topk_logprobs, op, "topk_logprobs"), s.dtype, op, "topk_logprobs")
+    idx = c.index_target(topk_indices, op, "topk_indices")
+    y = _labels(labels, op)
+    c.not_sharing(s, op, "student_logits", topk_indices=idx, topk_logprobs=lq, labels=y)
+    return _C.distill_topk_in_place(s, idx, lq, y, bool(add_tail), *opts)
+
+
 # -------------------------------------------------------------------------------------------- uda_consistency
 
 

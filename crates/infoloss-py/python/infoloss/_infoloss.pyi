@@ -44,6 +44,19 @@ def distill_topk(
     temperature: float, t2_scaling: bool, divergence: str, beta: float, alpha: float, ignore_index: int,
     reduction: str, normalizer: Optional[float], grad_output: Optional[_A], loss: bool, grad: bool,
 ) -> _Out: ...
+def cross_entropy_in_place(
+    input: _A, target: _A, weight: Optional[_A], ignore_index: int, reduction: str, label_smoothing: float,
+    probs: bool,
+) -> Any: ...
+def distill_in_place(
+    student_logits: _A, teacher_logits: _A, labels: Optional[_A], temperature: float, t2_scaling: bool,
+    divergence: str, beta: float, alpha: float, ignore_index: int, reduction: str, normalizer: Optional[float],
+) -> Any: ...
+def distill_topk_in_place(
+    student_logits: _A, topk_indices: _A, topk_logprobs: _A, labels: Optional[_A], add_tail: bool,
+    temperature: float, t2_scaling: bool, divergence: str, beta: float, alpha: float, ignore_index: int,
+    reduction: str, normalizer: Optional[float],
+) -> Any: ...
 def uda_consistency(
     ori_logits: _A, aug_logits: _A, temperature: float, sharpen: str, confidence_threshold: Optional[float],
     normalize: str,

@@ -1,0 +1,225 @@
+//! The in-place training-path losses: the gradient wrt the logits is written over the logits array, and only the
+//! loss is returned (a Python float, or an array for `reduction='none'`).
+//!
+//! The logits are borrowed writeable first, so any other operand sharing their memory fails to borrow (the Python
+//! layer checks `numpy.may_share_memory` before that, with a clearer message). The core writes nothing when it
+//! rejects the input, so a failed call leaves the logits as they were.
+
+use ndarray::ArrayViewMutD;
+use numpy::prelude::*;
+use numpy::{PyArrayDyn, PyReadwriteArrayDyn};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+
+use infoloss::CrossEntropyOptions;
+use infoloss::distill::SparseTeacher;
+
+use crate::boundary::{
+    Float, compute, dispatch, float_arr, index_arr, kind, loss_to_py, opt_float_arr, reduction,
+};
+use crate::distill::{distill_options, labels_1d, view_2d};
+use crate::losses::weight_1d;
+
+/// Borrows the logits writeable: a NumPy array of element type `T`, writeable, aligned, not borrowed elsewhere.
+fn logits_mut<'py, T: Float>(
+    obj: &Bound<'py, PyAny>,
+    op: &str,
+    name: &str,
+) -> PyResult<PyReadwriteArrayDyn<'py, T>> {
+    let arr = obj
+        .cast::<PyArrayDyn<T>>()
+        .map_err(|_| PyTypeError::new_err(format!("{op}: {name} must be a {} NumPy array", T::DTYPE)))?;
+    if !arr.is_aligned() {
+        return Err(PyValueError::new_err(format!(
+            "{op}: {name} is not aligned in memory; the gradient cannot be written over it"
+        )));
+    }
+    arr.try_readwrite().map_err(|e| match e {
+        numpy::BorrowError::NotWriteable => PyValueError::new_err(format!(
+            "{op}: {name} is read-only; the in-place call writes the gradient over it (pass a writeable copy)"
+        )),
+        other => PyRuntimeError::new_err(format!("{op}: {name} cannot be borrowed writeable: {other}")),
+    })
+}
+
+// ------------------------------------------------------------------------------------------------ cross_entropy
+
+#[allow(clippy::too_many_arguments)]
+fn cross_entropy_ip_impl<T: Float>(
+    py: Python<'_>,
+    input: &Bound<'_, PyAny>,
+    target: &Bound<'_, PyAny>,
+    weight: Option<&Bound<'_, PyAny>>,
+    ignore_index: i64,
+    red: &str,
+    label_smoothing: f64,
+    probs: bool,
+) -> PyResult<Py<PyAny>> {
+    const OP: &str = "cross_entropy_with_grad_in_place";
+    let mut x = logits_mut::<T>(input, OP, "input")?;
+    let w = opt_float_arr::<T>(weight, OP, "weight")?;
+    let red = reduction(red)?;
+    let wv = w.as_ref().map(|w| weight_1d(w.as_array(), OP)).transpose()?;
+    let opts = CrossEntropyOptions { weight: wv, ignore_index, reduction: red, label_smoothing };
+    let xv: ArrayViewMutD<'_, T> = x.as_array_mut();
+    let loss = if probs {
+        let t = float_arr::<T>(target, OP, "target")?;
+        let tv = t.as_array();
+        compute(py, OP, move || {
+            infoloss::cross_entropy::cross_entropy_probs_with_grad_in_place(xv, tv, &opts)
+        })?
+    } else {
+        let t = index_arr(target, OP, "target")?;
+        let tv = t.as_array();
+        compute(py, OP, move || infoloss::cross_entropy_with_grad_in_place(xv, tv, &opts))?
+    };
+    Ok(loss_to_py(py, loss))
+}
+
+/// `cross_entropy_with_grad_in_place(input, target, …)`: the loss; the gradient overwrites `input`.
+/// `probs` selects probability targets (of `input`'s dtype) over class indices (int64).
+#[pyfunction]
+#[pyo3(signature = (input, target, weight, ignore_index, reduction, label_smoothing, probs))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn cross_entropy_in_place(
+    py: Python<'_>,
+    input: &Bound<'_, PyAny>,
+    target: &Bound<'_, PyAny>,
+    weight: Option<&Bound<'_, PyAny>>,
+    ignore_index: i64,
+    reduction: &str,
+    label_smoothing: f64,
+    probs: bool,
+) -> PyResult<Py<PyAny>> {
+    dispatch!(
+        kind(input, "cross_entropy_with_grad_in_place", "input")?,
+        cross_entropy_ip_impl(py, input, target, weight, ignore_index, reduction, label_smoothing, probs)
+    )
+}
+
+// ----------------------------------------------------------------------------------------------------- distill
+
+fn distill_ip_impl<T: Float>(
+    py: Python<'_>,
+    student: &Bound<'_, PyAny>,
+    teacher: &Bound<'_, PyAny>,
+    labels: Option<&Bound<'_, PyAny>>,
+    opts: infoloss::distill::DistillOptions,
+) -> PyResult<Py<PyAny>> {
+    const OP: &str = "distill_with_grad_in_place";
+    let mut s = logits_mut::<T>(student, OP, "student_logits")?;
+    let t = float_arr::<T>(teacher, OP, "teacher_logits")?;
+    let y = labels.filter(|o| !o.is_none()).map(|o| index_arr(o, OP, "labels")).transpose()?;
+    let yv = y.as_ref().map(|y| labels_1d(OP, y.as_array())).transpose()?;
+    let sv = s.as_array_mut();
+    let tv = t.as_array();
+    let loss = compute(py, OP, move || infoloss::distill_with_grad_in_place(sv, tv, yv, &opts))?;
+    Ok(loss_to_py(py, loss))
+}
+
+/// `distill_with_grad_in_place(student, teacher, labels, …)`: the loss; the gradient overwrites `student`.
+#[pyfunction]
+#[pyo3(signature = (
+    student_logits, teacher_logits, labels, temperature, t2_scaling, divergence, beta, alpha, ignore_index,
+    reduction, normalizer
+))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn distill_in_place(
+    py: Python<'_>,
+    student_logits: &Bound<'_, PyAny>,
+    teacher_logits: &Bound<'_, PyAny>,
+    labels: Option<&Bound<'_, PyAny>>,
+    temperature: f64,
+    t2_scaling: bool,
+    divergence: &str,
+    beta: f64,
+    alpha: f64,
+    ignore_index: i64,
+    reduction: &str,
+    normalizer: Option<f64>,
+) -> PyResult<Py<PyAny>> {
+    const OP: &str = "distill_with_grad_in_place";
+    let opts = distill_options(
+        OP,
+        temperature,
+        t2_scaling,
+        divergence,
+        beta,
+        alpha,
+        ignore_index,
+        reduction,
+        normalizer,
+    )?;
+    dispatch!(
+        kind(student_logits, OP, "student_logits")?,
+        distill_ip_impl(py, student_logits, teacher_logits, labels, opts)
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn distill_topk_ip_impl<T: Float>(
+    py: Python<'_>,
+    student: &Bound<'_, PyAny>,
+    indices: &Bound<'_, PyAny>,
+    logprobs: &Bound<'_, PyAny>,
+    labels: Option<&Bound<'_, PyAny>>,
+    add_tail: bool,
+    opts: infoloss::distill::DistillOptions,
+) -> PyResult<Py<PyAny>> {
+    const OP: &str = "distill_topk_with_grad_in_place";
+    let mut s = logits_mut::<T>(student, OP, "student_logits")?;
+    let idx = index_arr(indices, OP, "topk_indices")?;
+    let lq = float_arr::<T>(logprobs, OP, "topk_logprobs")?;
+    let y = labels.filter(|o| !o.is_none()).map(|o| index_arr(o, OP, "labels")).transpose()?;
+    let iv = view_2d(OP, "topk_indices", idx.as_array())?;
+    let lv = view_2d(OP, "topk_logprobs", lq.as_array())?;
+    let yv = y.as_ref().map(|y| labels_1d(OP, y.as_array())).transpose()?;
+    let sv = s.as_array_mut();
+    let loss = compute(py, OP, move || {
+        let teacher = SparseTeacher { indices: iv, logprobs: lv, add_tail };
+        infoloss::distill_topk_with_grad_in_place(sv, &teacher, yv, &opts)
+    })?;
+    Ok(loss_to_py(py, loss))
+}
+
+/// `distill_topk_with_grad_in_place(student, topk_indices, topk_logprobs, labels, …)`: the loss; the
+/// gradient overwrites `student`.
+#[pyfunction]
+#[pyo3(signature = (
+    student_logits, topk_indices, topk_logprobs, labels, add_tail, temperature, t2_scaling, divergence, beta,
+    alpha, ignore_index, reduction, normalizer
+))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn distill_topk_in_place(
+    py: Python<'_>,
+    student_logits: &Bound<'_, PyAny>,
+    topk_indices: &Bound<'_, PyAny>,
+    topk_logprobs: &Bound<'_, PyAny>,
+    labels: Option<&Bound<'_, PyAny>>,
+    add_tail: bool,
+    temperature: f64,
+    t2_scaling: bool,
+    divergence: &str,
+    beta: f64,
+    alpha: f64,
+    ignore_index: i64,
+    reduction: &str,
+    normalizer: Option<f64>,
+) -> PyResult<Py<PyAny>> {
+    const OP: &str = "distill_topk_with_grad_in_place";
+    let opts = distill_options(
+        OP,
+        temperature,
+        t2_scaling,
+        divergence,
+        beta,
+        alpha,
+        ignore_index,
+        reduction,
+        normalizer,
+    )?;
+    dispatch!(
+        kind(student_logits, OP, "student_logits")?,
+        distill_topk_ip_impl(py, student_logits, topk_indices, topk_logprobs, labels, add_tail, opts)
+    )
+}
