@@ -13,7 +13,8 @@
 #
 # By default memcheck runs the test binaries that exercise every unsafe kernel: the library's unit tests
 # (kernels at every instruction-set level), tests/kernels.rs, tests/ce_extras_linear.rs (gemm), tests/fuzz_corpus.rs
-# (every public function on the fuzz corpora) and tests/nan_policy.rs, skipping the dense accuracy sweeps of
+# (every public function on the fuzz corpora), tests/nan_policy.rs, tests/fast_info_backward.rs (the information
+# measures' backward kernels) and tests/distill_in_place.rs (gradients written over the logits), skipping the dense accuracy sweeps of
 # tests/kernels.rs (same code, millions of values). --full runs every test of every test binary of the crate
 # (slow: valgrind runs code 20-50 times slower). Known false positives are suppressed by scripts/memcheck.supp
 # (see the reasons there). Exit status: 0 when no errors were found.
@@ -41,7 +42,7 @@ fi
 valgrind --version
 list=$(cargo test -p infoloss --release --tests --no-run --message-format=json 2>/dev/null |
   grep -o '"executable":"[^"]*"' | sed 's/"executable":"//; s/"$//')
-SUBSET="infoloss- kernels- ce_extras_linear- fuzz_corpus- nan_policy-"
+SUBSET="infoloss- kernels- ce_extras_linear- fuzz_corpus- nan_policy- fast_info_backward- distill_in_place-"
 for exe in $list; do
   base=$(basename "$exe")
   if [ $FULL -eq 0 ]; then

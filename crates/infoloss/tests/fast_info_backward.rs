@@ -144,10 +144,9 @@ fn name(w: Which) -> &'static str {
 fn check(p: &Array2<f32>, q: &Array2<f32>, g: &Array1<f32>, base: Option<f64>, tag: &str) -> usize {
     let mut bad = 0;
     for w in ALL {
-        let ln_b = match (w, base) {
-            (_, Some(b)) => b.ln(),
-            _ => 1.0,
-        };
+        // `base.unwrap_or(1.0)` first: LLVM may call `ln` speculatively on the payload of `None`
+        // before selecting 1.0 (harmless, but valgrind reports the uninitialised argument)
+        let ln_b = if base.is_some() { base.unwrap_or(1.0).ln() } else { 1.0 };
         let (fp, fq) = with_fast_path(|| grads(w, p, q, g, base));
         let (rp, rq) = with_reference_path(|| grads(w, p, q, g, base));
         let (tp, tq) = term_sizes(w, p, q, g, ln_b);
