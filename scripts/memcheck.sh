@@ -27,7 +27,7 @@ for a in "$@"; do
   case "$a" in
     --full) FULL=1 ;;
     --no-asan) ASAN=0 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "unknown argument $a" >&2; exit 2 ;;
   esac
 done
