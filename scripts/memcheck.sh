@@ -13,9 +13,10 @@
 #
 # By default memcheck runs the test binaries that exercise every unsafe kernel: the library's unit tests
 # (kernels at every instruction-set level), tests/kernels.rs, tests/ce_extras_linear.rs (gemm), tests/fuzz_corpus.rs
-# (every public function on the fuzz corpora), tests/nan_policy.rs, tests/fast_info_backward.rs (the information
-# measures' backward kernels) and tests/distill_in_place.rs (gradients written over the logits), skipping the dense accuracy sweeps of
-# tests/kernels.rs (same code, millions of values). --full runs every test of every test binary of the crate
+# (every public function on the fuzz corpora), tests/nan_policy.rs, tests/fast_info_backward.rs (the
+# information measures' backward kernels) and tests/distill_in_place.rs (gradients written over the logits),
+# skipping the dense accuracy sweeps of tests/kernels.rs (same code, millions of values). --full runs every
+# test of every test binary of the crate
 # (slow: valgrind runs code 20-50 times slower). Known false positives are suppressed by scripts/memcheck.supp
 # (see the reasons there). Exit status: 0 when no errors were found.
 set -euo pipefail
@@ -27,7 +28,7 @@ for a in "$@"; do
   case "$a" in
     --full) FULL=1 ;;
     --no-asan) ASAN=0 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "unknown argument $a" >&2; exit 2 ;;
   esac
 done
