@@ -854,3 +854,73 @@ fn exp_f64_sweep() {
 fn ln_f64_sweep() {
     check_f64("ln_f64", |k, x, y| k.ln_f64(x, y).unwrap(), f64::ln, false);
 }
+
+/// The in-place class-index row kernel writes exactly the bits the two-buffer kernel writes (and
+/// returns the same terms), at every instruction set, over lengths crossing the lane, chunk and
+/// block boundaries (the block copy of pass 1), magnitudes 1e-30..1e30, NaN/±inf rows, weights and
+/// smoothing; an error leaves the row untouched.
+#[test]
+fn cross_entropy_row_in_place_equals_the_two_buffer_kernel() {
+    let mut lengths: Vec<usize> =
+        vec![1, 7, 8, 9, 15, 16, 17, 31, 32, 33, 127, 128, 129, 1023, 1024, 1025, 2049, 32000, 70001, 128256];
+    lengths.dedup();
+    let mut seed = 0x5eed_1234_u64;
+    let mut unit = move || {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((seed >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+    };
+    let mut checked = 0;
+    for isa in Isa::available() {
+        let k = Kernels::with_isa(isa).unwrap();
+        for &n in &lengths {
+            for &scale in &[1e-30, 1.0, 30.0, 1e30] {
+                for special in 0..3 {
+                    let mut x: Vec<f32> = (0..n).map(|_| (scale * unit()) as f32).collect();
+                    match special {
+                        1 if n > 3 => x[n / 2] = f32::NEG_INFINITY,
+                        2 => x[n - 1] = if n % 2 == 0 { f32::NAN } else { f32::INFINITY },
+                        _ => {}
+                    }
+                    let w: Vec<f32> = (0..n).map(|i| 0.5 + (i % 4) as f32 * 0.25).collect();
+                    let y = (n * 7 / 11).min(n - 1);
+                    for (wt, eps) in
+                        [(None, 0.0), (Some(w.as_slice()), 0.0), (Some(w.as_slice()), 0.1), (None, 0.3)]
+                    {
+                        let mut g = vec![0f32; n];
+                        let two = k.cross_entropy_row_f32(&x, y, wt, eps, Some(&mut g), 0.75).unwrap();
+                        let mut io = x.clone();
+                        let one = k.cross_entropy_row_in_place_f32(&mut io, y, wt, eps, 0.75).unwrap();
+                        let tag = format!(
+                            "{isa:?} n={n} scale={scale:e} special={special} w={} eps={eps}",
+                            wt.is_some()
+                        );
+                        assert_eq!(one.max.to_bits(), two.max.to_bits(), "{tag}: max");
+                        assert_eq!(one.ln_sum.to_bits(), two.ln_sum.to_bits(), "{tag}: ln_sum");
+                        assert_eq!(
+                            one.target_log_prob.to_bits(),
+                            two.target_log_prob.to_bits(),
+                            "{tag}: lsm_y"
+                        );
+                        assert_eq!(one.smooth.to_bits(), two.smooth.to_bits(), "{tag}: smooth");
+                        let (a, b): (Vec<u32>, Vec<u32>) = (
+                            io.iter().map(|v| v.to_bits()).collect(),
+                            g.iter().map(|v| v.to_bits()).collect(),
+                        );
+                        assert!(a == b, "{tag}: gradient bits differ");
+                        checked += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked >= 4 * 20 * 12);
+    // errors name the problem and leave the row as it was
+    let mut row = [1.0f32, 2.0];
+    let e = kernels::cross_entropy_row_in_place_f32(&mut row, 2, None, 0.0, 1.0).unwrap_err();
+    assert_eq!(e.to_string(), "cross_entropy_row_in_place_f32: target 2 at [] is out of range for 2 classes");
+    let e = kernels::cross_entropy_row_in_place_f32(&mut row, 0, Some(&[1.0]), 0.0, 1.0).unwrap_err();
+    assert!(e.to_string().contains("weight"), "{e}");
+    let e = kernels::cross_entropy_row_in_place_f32(&mut row, 0, None, 1.5, 1.0).unwrap_err();
+    assert!(e.to_string().contains("label_smoothing"), "{e}");
+    assert_eq!(row, [1.0, 2.0]);
+}

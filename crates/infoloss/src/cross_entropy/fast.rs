@@ -16,6 +16,7 @@ use ndarray::{ArrayViewD, ArrayViewMutD};
 use rayon::prelude::*;
 
 use crate::kernels::Kernels;
+use crate::kernels::alloc::Scratch;
 use crate::nll::{IndexTargets, LossAndGrad, Upstream, mean_of, pack_loss};
 use crate::shape::ClassLayout;
 use crate::softmax::{
@@ -158,6 +159,10 @@ enum Io<'a, T> {
 /// target (empty without), `grad_r` where its gradient goes (`None` for the loss alone).
 type RowFn<'a, S> = dyn Fn(usize, &[f32], &[f32], Option<&mut [f32]>, &mut S) -> Result<()> + Sync + 'a;
 
+/// `row(r, buf_r, slot_r)` for one `f32` row computed in place: `buf_r` holds the logits on entry and
+/// receives the gradient.
+type InPlaceFn<'a, S> = dyn Fn(usize, &mut [f32], &mut S) -> Result<()> + Sync + 'a;
+
 /// Row `[at, at + c)` of `a` when rows are contiguous (`inner == 1`).
 fn direct<T>(a: &[T], at: usize, c: usize, inner: usize) -> Option<&[T]> {
     if inner == 1 { a.get(at..at + c) } else { None }
@@ -174,25 +179,34 @@ fn task<T: Element, S>(
     mut g: Option<&mut [T]>,
     slots: &mut [S],
     row: &RowFn<'_, S>,
+    in_place: Option<&InPlaceFn<'_, S>>,
 ) -> Result<()> {
     let (c, inner) = (layout.classes, layout.inner);
     let block = c * inner;
-    let mut sx = vec![0f32; c];
-    let mut st = vec![0f32; if t.is_some() { c } else { 0 }];
-    let mut sg = Vec::new();
+    // scratch rows from the thread's pool, taken when first needed (every use overwrites them
+    // completely before reading)
+    let (mut sx, mut st, mut sg): (Option<Scratch>, Option<Scratch>, Option<Scratch>) = (None, None, None);
     // the offset of this task's first element in the whole array
     let offset = (first / inner) * block;
     for (local, slot) in slots.iter_mut().enumerate() {
         let r = first + local;
         let base = (local / inner) * block + local % inner;
+        if let (None, Some(f), 1) = (x, in_place, inner)
+            && let Some(buf) =
+                g.as_deref_mut().and_then(|gb| gb.get_mut(base..base + c)).and_then(T::as_f32_mut)
+        {
+            f(r, buf, slot)?;
+            continue;
+        }
         let xr: &[f32] = match x.and_then(|x| direct(x, offset + base, c, inner)).and_then(T::as_f32) {
             Some(v) => v,
             None => {
+                let sx = sx.get_or_insert_with(|| Scratch::any(c));
                 match x {
-                    Some(x) => load_row(x, offset + base, inner, &mut sx),
-                    None => load_row(g.as_deref().unwrap_or_default(), base, inner, &mut sx),
+                    Some(x) => load_row(x, offset + base, inner, sx),
+                    None => load_row(g.as_deref().unwrap_or_default(), base, inner, sx),
                 }
-                &sx
+                sx
             }
         };
         let tr: &[f32] = match t {
@@ -200,8 +214,9 @@ fn task<T: Element, S>(
             Some(t) => match direct(t, offset + base, c, inner).and_then(T::as_f32) {
                 Some(v) => v,
                 None => {
-                    load_row(t, offset + base, inner, &mut st);
-                    &st
+                    let st = st.get_or_insert_with(|| Scratch::any(c));
+                    load_row(t, offset + base, inner, st);
+                    st
                 }
             },
         };
@@ -212,9 +227,9 @@ fn task<T: Element, S>(
                 match own {
                     Some(gr) => row(r, xr, tr, Some(gr), slot)?,
                     None => {
-                        sg.resize(c, 0.0);
-                        row(r, xr, tr, Some(&mut sg), slot)?;
-                        store_row(&sg, gb, base, inner);
+                        let sg = sg.get_or_insert_with(|| Scratch::any(c));
+                        row(r, xr, tr, Some(sg), slot)?;
+                        store_row(sg, gb, base, inner);
                     }
                 }
             }
@@ -230,6 +245,7 @@ fn drive<T: Element, S: Send>(
     t: Option<&[T]>,
     slots: &mut [S],
     row: &RowFn<'_, S>,
+    in_place: Option<&InPlaceFn<'_, S>>,
 ) -> Result<()> {
     let block = layout.classes * layout.inner;
     let outer_per_task = (CHUNK_ELEMS / block.max(1)).max(1);
@@ -239,17 +255,21 @@ fn drive<T: Element, S: Send>(
         Io::Read(x, None) => slots
             .par_chunks_mut(rows_per_task)
             .enumerate()
-            .try_for_each(|(i, sc)| task(layout, i * rows_per_task, Some(x), t, None, sc, row)),
+            .try_for_each(|(i, sc)| task(layout, i * rows_per_task, Some(x), t, None, sc, row, None)),
         Io::Read(x, Some(g)) => g
             .par_chunks_mut(elems_per_task)
             .zip(slots.par_chunks_mut(rows_per_task))
             .enumerate()
-            .try_for_each(|(i, (gc, sc))| task(layout, i * rows_per_task, Some(x), t, Some(gc), sc, row)),
+            .try_for_each(|(i, (gc, sc))| {
+                task(layout, i * rows_per_task, Some(x), t, Some(gc), sc, row, None)
+            }),
         Io::InPlace(buf) => buf
             .par_chunks_mut(elems_per_task)
             .zip(slots.par_chunks_mut(rows_per_task))
             .enumerate()
-            .try_for_each(|(i, (gc, sc))| task(layout, i * rows_per_task, None, t, Some(gc), sc, row)),
+            .try_for_each(|(i, (gc, sc))| {
+                task(layout, i * rows_per_task, None, t, Some(gc), sc, row, in_place)
+            }),
     }
 }
 
@@ -375,7 +395,21 @@ fn index_rows<T: Element>(io: Io<'_, T>, job: &IndexJob<'_>) -> Result<FastLoss>
         }
         Ok(())
     };
-    drive(&job.layout, io, None, &mut terms, &row)?;
+    // the in-place training path on `f32` rows: the kernel overwrites the logits block by block, no
+    // row is copied
+    let in_place = |r: usize, buf: &mut [f32], slot: &mut (f32, f32)| -> Result<()> {
+        match job.class.get(r).copied().flatten() {
+            None => buf.fill(if nan_row(buf) { f32::NAN } else { 0.0 }),
+            Some(y) => {
+                let scale = job.scale.as_ref().map_or(0.0, |s| s.at(r));
+                let out = k.cross_entropy_row_in_place_f32(buf, y, weight, job.eps, scale)?;
+                let w_y = weight.and_then(|w| w.get(y).copied()).unwrap_or(1.0);
+                *slot = (-out.target_log_prob * w_y, if smoothing { out.smooth as f32 } else { 0.0 });
+            }
+        }
+        Ok(())
+    };
+    drive(&job.layout, io, None, &mut terms, &row, Some(&in_place))?;
     if !job.want_loss {
         return Ok(FastLoss { per_row: Vec::new(), reduced: 0.0 });
     }
@@ -510,7 +544,7 @@ fn probs_rows<T: Element>(io: Io<'_, T>, t: &[T], job: &ProbsJob) -> Result<Fast
         Ok(())
     };
     if job.want_loss || !matches!(io, Io::Read(_, None)) {
-        drive(&job.layout, io, Some(t), &mut losses, &row)?;
+        drive(&job.layout, io, Some(t), &mut losses, &row, None)?;
     }
     Ok(match job.reduction {
         Reduction::None => FastLoss { per_row: losses.iter().map(|&l| l as f32).collect(), reduced: 0.0 },

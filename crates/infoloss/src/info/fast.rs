@@ -23,6 +23,7 @@ use super::{
     to_array,
 };
 use crate::kernels::Kernels;
+use crate::kernels::alloc::Scratch;
 use crate::kernels::info::InfoKind;
 use crate::softmax::{gather_lane, row_major, try_vec, try_zeroed};
 use crate::{Element, EntropyOptions, Real, Result};
@@ -150,7 +151,7 @@ fn rows<T: Element>(
     // whole outer blocks per task, so a task's rows are `n·inner`-element blocks
     let outer_per_task = (CHUNK_ELEMS / (n * inner).max(1)).max(1);
     out.par_chunks_mut(outer_per_task * inner).enumerate().for_each(|(task, oc)| {
-        let (mut sp, mut sq) = (vec![0f32; n], vec![0f32; if q.is_some() { n } else { 0 }]);
+        let (mut sp, mut sq) = (Scratch::zeroed(n), Scratch::zeroed(if q.is_some() { n } else { 0 }));
         for (local, o) in oc.iter_mut().enumerate() {
             let r = task * outer_per_task * inner + local;
             let at = (r / inner) * n * inner + r % inner;
@@ -273,16 +274,21 @@ fn grad_rows<T: Element>(
 
 /// Scratch rows of one task: the inputs gathered as `f32` and the partials.
 struct RowBufs {
-    p: Vec<f32>,
-    q: Vec<f32>,
-    dp: Vec<f32>,
-    dq: Vec<f32>,
+    p: Scratch,
+    q: Scratch,
+    dp: Scratch,
+    dq: Scratch,
 }
 
 impl RowBufs {
     fn new(n: usize, two: bool) -> Self {
         let m = if two { n } else { 0 };
-        RowBufs { p: vec![0.0; n], q: vec![0.0; m], dp: vec![0.0; n], dq: vec![0.0; m] }
+        RowBufs {
+            p: Scratch::zeroed(n),
+            q: Scratch::zeroed(m),
+            dp: Scratch::zeroed(n),
+            dq: Scratch::zeroed(m),
+        }
     }
 }
 

@@ -3,7 +3,8 @@
 use pulp::{Simd, WithSimd};
 
 use super::Kernels;
-use super::row::{Lin, OnlineRow, coef, online_row, rescale_blocks};
+use super::alloc::Scratch;
+use super::row::{InPlace, Lin, OnlineRow, block_len, coef, online_row, online_row_io, rescale_blocks};
 use super::simd::load_tail_fill;
 use super::vmap::{VecZip, VecZip2, zip_in_place, zip2_in_place};
 use crate::{Error, Result};
@@ -87,6 +88,17 @@ fn weight_mismatch(op: &'static str, classes: usize, w: usize) -> Error {
     Error::shape_mismatch(op, "input row", &[classes], "weight", &[w], "must have one weight per class")
 }
 
+/// The checks of a class-index row of `n` logits: `target < n`, one weight per class.
+fn check_index_row(op: &'static str, n: usize, target: usize, weight: Option<&[f32]>) -> Result<()> {
+    if target >= n {
+        return Err(Error::target_out_of_range(op, &[], target as i64, n));
+    }
+    match weight {
+        Some(w) if w.len() != n => Err(weight_mismatch(op, n, w.len())),
+        _ => Ok(()),
+    }
+}
+
 #[cold]
 #[inline(never)]
 fn grad_mismatch(op: &'static str, classes: usize, g: usize) -> Error {
@@ -96,12 +108,19 @@ fn grad_mismatch(op: &'static str, classes: usize, g: usize) -> Error {
 // ---------------------------------------------------------------------------------------------
 // class-index target
 
+/// The row a class-index kernel reads and the gradient it writes.
+enum CeIo<'a> {
+    /// Logits in one slice, the gradient (if wanted) into another.
+    Split { x: &'a [f32], grad: Option<&'a mut [f32]> },
+    /// Logits read from the slice and overwritten with the gradient.
+    InPlace(&'a mut [f32]),
+}
+
 struct CeOp<'a> {
-    x: &'a [f32],
+    io: CeIo<'a>,
     target: usize,
     weight: Option<&'a [f32]>,
     eps: f64,
-    grad: Option<&'a mut [f32]>,
     scale: f32,
 }
 
@@ -110,7 +129,8 @@ impl WithSimd for CeOp<'_> {
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) -> CeRow {
         let smooth = self.eps != 0.0;
-        match (self.grad.is_some(), smooth, self.weight.is_some()) {
+        let store = !matches!(self.io, CeIo::Split { grad: None, .. });
+        match (store, smooth, self.weight.is_some()) {
             (true, true, true) => ce_row::<S, true, true, true>(simd, self),
             (true, true, false) => ce_row::<S, true, true, false>(simd, self),
             (true, false, true) => ce_row::<S, true, false, true>(simd, self),
@@ -125,17 +145,26 @@ impl WithSimd for CeOp<'_> {
 
 #[inline(always)]
 fn ce_row<S: Simd, const STORE: bool, const LIN: bool, const W: bool>(simd: S, op: CeOp<'_>) -> CeRow {
-    let CeOp { x, target, weight, eps, grad, scale } = op;
-    let n = x.len();
+    let CeOp { io, target, weight, eps, scale } = op;
     let w = weight.unwrap_or_default();
     let lin = Lin { w, t: &[], keep: 1.0, add: 0.0 };
-    let mut dummy: [f32; 0] = [];
-    let out: &mut [f32] = match grad {
-        Some(g) => g,
-        None => &mut dummy,
+    // the target's logit, read before an in-place pass 1 overwrites it
+    let (n, x_y) = match &io {
+        CeIo::Split { x, .. } => (x.len(), x.get(target).copied().unwrap_or(f32::NAN)),
+        CeIo::InPlace(b) => (b.len(), b.get(target).copied().unwrap_or(f32::NAN)),
     };
-    let st: OnlineRow = online_row::<S, STORE, LIN, W, false>(simd, x, lin, out);
-    let x_y = x.get(target).copied().unwrap_or(f32::NAN);
+    let (st, out): (OnlineRow, &mut [f32]) = match io {
+        CeIo::Split { x, grad } => {
+            let out: &mut [f32] = grad.unwrap_or(&mut []);
+            (online_row::<S, STORE, LIN, W, false>(simd, x, lin, out), out)
+        }
+        CeIo::InPlace(buf) => {
+            let mut copy = Scratch::any(block_len(n));
+            let st =
+                online_row_io::<S, true, LIN, W, false>(simd, &mut InPlace { io: buf, copy: &mut copy }, lin);
+            (st, buf)
+        }
+    };
     let w_y = if W { w.get(target).copied().unwrap_or(f32::NAN) } else { 1.0 };
 
     if !(st.m.is_finite() && st.s.is_finite()) {
@@ -441,21 +470,29 @@ impl Kernels {
     ) -> Result<CeRow> {
         const OP: &str = "cross_entropy_row_f32";
         let n = x.len();
-        if target >= n {
-            return Err(Error::target_out_of_range(OP, &[], target as i64, n));
-        }
-        if let Some(w) = weight
-            && w.len() != n
-        {
-            return Err(weight_mismatch(OP, n, w.len()));
-        }
+        check_index_row(OP, n, target, weight)?;
         if let Some(g) = &grad
             && g.len() != n
         {
             return Err(grad_mismatch(OP, n, g.len()));
         }
         let eps = smoothing(OP, label_smoothing)?;
-        Ok(self.run(CeOp { x, target, weight, eps, grad, scale: grad_scale }))
+        Ok(self.run(CeOp { io: CeIo::Split { x, grad }, target, weight, eps, scale: grad_scale }))
+    }
+
+    /// Fused cross-entropy row computed in place; see [`cross_entropy_row_in_place_f32`].
+    pub fn cross_entropy_row_in_place_f32(
+        self,
+        row: &mut [f32],
+        target: usize,
+        weight: Option<&[f32]>,
+        label_smoothing: f64,
+        grad_scale: f32,
+    ) -> Result<CeRow> {
+        const OP: &str = "cross_entropy_row_in_place_f32";
+        check_index_row(OP, row.len(), target, weight)?;
+        let eps = smoothing(OP, label_smoothing)?;
+        Ok(self.run(CeOp { io: CeIo::InPlace(row), target, weight, eps, scale: grad_scale }))
     }
 
     /// Fused cross-entropy row with a probability target; see [`cross_entropy_probs_row_f32`].
@@ -535,6 +572,34 @@ pub fn cross_entropy_row_f32(
     grad_scale: f32,
 ) -> Result<CeRow> {
     Kernels::new().cross_entropy_row_f32(x, target, weight, label_smoothing, grad, grad_scale)
+}
+
+/// [`cross_entropy_row_f32`] with the gradient written over the logits: `row` holds the logits on
+/// entry and the gradient (scaled by `grad_scale`) on return, bit for bit what
+/// `cross_entropy_row_f32(&x, …, Some(&mut g), grad_scale)` writes into `g` — the training path,
+/// where the logits are dead after the loss. The row is read from memory once (each block of at
+/// most `C/64` rounded up to 512 elements is copied into an L1-resident buffer before its pass 1);
+/// no row-sized buffer is allocated.
+///
+/// # Errors
+/// As [`cross_entropy_row_f32`]; on error the row is untouched.
+///
+/// ```
+/// let mut row = [1.0f32, 2.0, 3.0];
+/// let out = infoloss::kernels::cross_entropy_row_in_place_f32(&mut row, 0, None, 0.0, 1.0).unwrap();
+/// assert!((out.loss(1.0, 0.0, 3) - 2.407_606).abs() < 1e-6);
+/// // softmax − onehot, where the logits were
+/// assert!((row[0] - (0.090_030_57 - 1.0)).abs() < 1e-6);
+/// assert!((row[2] - 0.665_240_94).abs() < 1e-6);
+/// ```
+pub fn cross_entropy_row_in_place_f32(
+    row: &mut [f32],
+    target: usize,
+    weight: Option<&[f32]>,
+    label_smoothing: f64,
+    grad_scale: f32,
+) -> Result<CeRow> {
+    Kernels::new().cross_entropy_row_in_place_f32(row, target, weight, label_smoothing, grad_scale)
 }
 
 /// One row of `F.cross_entropy` with a probability target `t` (same length as `x`), forward and

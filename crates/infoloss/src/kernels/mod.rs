@@ -56,7 +56,7 @@ pub(crate) mod info;
 pub(crate) mod linear_gemm;
 mod ln;
 mod row;
-mod simd;
+pub(crate) mod simd;
 /// The dense part of sparse-teacher (top-k) distillation rows.
 pub(crate) mod topk;
 mod vmap;
@@ -125,7 +125,9 @@ pub fn with_fast_path<R>(f: impl FnOnce() -> R) -> R {
     })
 }
 
-pub use ce::{CeProbsRow, CeRow, cross_entropy_probs_row_f32, cross_entropy_row_f32};
+pub use ce::{
+    CeProbsRow, CeRow, cross_entropy_probs_row_f32, cross_entropy_row_f32, cross_entropy_row_in_place_f32,
+};
 pub use elementwise::{with_elementwise_fast_path, with_elementwise_reference_path};
 pub use exp::{exp_f32, exp_f32_in_place, exp_f64, exp_f64_in_place};
 pub use ln::{ln_f32, ln_f32_in_place, ln_f64, ln_f64_in_place};

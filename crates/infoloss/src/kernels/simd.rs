@@ -42,3 +42,40 @@ pub(crate) fn load_tail_fill<S: Simd>(simd: S, tail: &[f32], fill: f32) -> S::f3
     let mask = simd.mask_between_m32s(0, tail.len() as u32).mask();
     simd.select_f32s(mask, simd.partial_load_f32s(tail), simd.splat_f32s(fill))
 }
+
+/// `dst[i] = src[i]` widened from `bf16` (exact: a shift of the bits), over the shorter length.
+///
+/// Dispatched at the best instruction set, so the loop is vectorized at AVX2/AVX-512 width rather
+/// than at the crate's baseline (SSE2).
+pub(crate) fn bf16_to_f32(src: &[half::bf16], dst: &mut [f32]) {
+    struct Widen<'a>(&'a [half::bf16], &'a mut [f32]);
+    impl pulp::WithSimd for Widen<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, _simd: S) {
+            for (d, s) in self.1.iter_mut().zip(self.0) {
+                *d = f32::from_bits((s.to_bits() as u32) << 16);
+            }
+        }
+    }
+    super::Kernels::new().run(Widen(src, dst));
+}
+
+/// `dst[i] = src[i]` rounded to `bf16` (round to nearest even; a NaN stays a quiet NaN of the same
+/// sign), bit for bit `half::bf16::from_f32`, over the shorter length; dispatched as [`bf16_to_f32`].
+pub(crate) fn f32_to_bf16(src: &[f32], dst: &mut [half::bf16]) {
+    struct Narrow<'a>(&'a [f32], &'a mut [half::bf16]);
+    impl pulp::WithSimd for Narrow<'_> {
+        type Output = ();
+        #[inline(always)]
+        fn with_simd<S: Simd>(self, _simd: S) {
+            for (d, &s) in self.1.iter_mut().zip(self.0) {
+                let b = s.to_bits();
+                let rounded = (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16;
+                let nan = ((b >> 16) as u16) | 0x0040;
+                *d = half::bf16::from_bits(if s.is_nan() { nan } else { rounded });
+            }
+        }
+    }
+    super::Kernels::new().run(Narrow(src, dst));
+}

@@ -15,6 +15,7 @@ use rayon::prelude::*;
 
 use super::{gather_lane as gather, row_major, scatter_lane as scatter, try_zeroed};
 use crate::kernels::Kernels;
+use crate::kernels::alloc::Scratch;
 use crate::{Element, Real, Result};
 
 thread_local! {
@@ -107,7 +108,7 @@ fn map_lanes<T: Element>(
     let per_task = lanes.outer_per_task() * block;
     out.par_chunks_mut(per_task.max(1)).enumerate().try_for_each(|(task, oc)| -> Result<()> {
         let offset = task * per_task;
-        let (mut sa, mut sb, mut so) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+        let (mut sa, mut sb, mut so) = (Scratch::zeroed(n), Scratch::zeroed(n), Scratch::zeroed(n));
         for local_outer in 0..oc.len() / block.max(1) {
             for i in 0..inner {
                 let local = local_outer * block + i;
@@ -207,7 +208,7 @@ pub(super) fn logsumexp<T: Element>(
     let mut out = try_zeroed::<T>(op, "output", rows)?;
     let outer_per_task = lanes.outer_per_task();
     out.par_chunks_mut(outer_per_task * inner).enumerate().for_each(|(task, oc)| {
-        let mut sa = vec![0f32; n];
+        let mut sa = Scratch::zeroed(n);
         for (local, o) in oc.iter_mut().enumerate() {
             let (outer, i) = (task * outer_per_task + local / inner, local % inner);
             let at = outer * n * inner + i;
