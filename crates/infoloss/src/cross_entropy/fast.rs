@@ -198,6 +198,20 @@ fn task<T: Element, S>(
             f(r, buf, slot)?;
             continue;
         }
+        // a row converted into scratch anyway (half types, trailing dimensions) whose gradient is
+        // converted back: the in-place kernel on the scratch row, with no second scratch row
+        if let (Some(f), Some(gb)) = (in_place, g.as_deref_mut())
+            && (inner != 1 || T::as_f32(&[]).is_none())
+        {
+            let sx = sx.get_or_insert_with(|| Scratch::any(c));
+            match x {
+                Some(x) => load_row(x, offset + base, inner, sx),
+                None => load_row(gb, base, inner, sx),
+            }
+            f(r, sx, slot)?;
+            store_row(sx, gb, base, inner);
+            continue;
+        }
         let xr: &[f32] = match x.and_then(|x| direct(x, offset + base, c, inner)).and_then(T::as_f32) {
             Some(v) => v,
             None => {
@@ -261,7 +275,7 @@ fn drive<T: Element, S: Send>(
             .zip(slots.par_chunks_mut(rows_per_task))
             .enumerate()
             .try_for_each(|(i, (gc, sc))| {
-                task(layout, i * rows_per_task, Some(x), t, Some(gc), sc, row, None)
+                task(layout, i * rows_per_task, Some(x), t, Some(gc), sc, row, in_place)
             }),
         Io::InPlace(buf) => buf
             .par_chunks_mut(elems_per_task)
