@@ -119,6 +119,18 @@ pub trait Element: Copy + Debug + Default + Send + Sync + PartialEq + 'static {
         None
     }
 
+    /// The slice itself when `Self` is [`half::bf16`], else `None`.
+    #[inline(always)]
+    fn as_bf16(_s: &[Self]) -> Option<&[half::bf16]> {
+        None
+    }
+
+    /// The slice itself when `Self` is [`half::bf16`], else `None`.
+    #[inline(always)]
+    fn as_bf16_mut(_s: &mut [Self]) -> Option<&mut [half::bf16]> {
+        None
+    }
+
     /// `dst[i] = src[i]` as `f32` (exact for the `f32`-compute types), over the shorter length.
     #[inline]
     fn load_f32(src: &[Self], dst: &mut [f32]) {
@@ -203,6 +215,14 @@ impl Element for half::f16 {
 impl Element for half::bf16 {
     type Acc = f32;
     const DTYPE: DType = DType::BF16;
+    #[inline(always)]
+    fn as_bf16(s: &[half::bf16]) -> Option<&[half::bf16]> {
+        Some(s)
+    }
+    #[inline(always)]
+    fn as_bf16_mut(s: &mut [half::bf16]) -> Option<&mut [half::bf16]> {
+        Some(s)
+    }
     #[inline(always)]
     fn to_acc(self) -> f32 {
         self.to_f32()

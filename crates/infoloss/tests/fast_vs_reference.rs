@@ -673,3 +673,68 @@ fn subnormal_class_weights_take_the_reference() {
         }
     }
 }
+
+/// `bf16` rows go through the `bf16` row kernel (widened block by block, gradient rounded into the
+/// output, allocating and in place): every loss and gradient bit equals the `f32` fast path on the
+/// widened inputs, rounded to `bf16`, over the row lengths, magnitudes 1e-30..1e30, NaN/±inf rows,
+/// weights, label smoothing, ignore_index and reductions, for 1, 2 and 3 threads.
+#[test]
+fn bf16_rows_are_the_rounded_f32_results_in_place_and_allocating() {
+    use infoloss::half::bf16;
+    let bits16 = |v: &mut dyn Iterator<Item = bf16>| -> Vec<u16> { v.map(|h| h.to_bits()).collect() };
+    let mut lengths = LENGTHS.to_vec();
+    lengths.push(70001);
+    let mut checked = 0;
+    for (i, &c) in lengths.iter().enumerate() {
+        let n = if c >= 32000 { 3 } else { 6 };
+        for (j, &scale) in SCALES.iter().enumerate() {
+            for special in [false, true] {
+                let cs = case(c, n, scale, special, 31 + (i * 16 + j) as u64);
+                let xh = cs.x.mapv(bf16::from_f32);
+                let xw = xh.mapv(bf16::to_f32);
+                let wh: Array1<bf16> = (0..c).map(|k| bf16::from_f32(0.5 + (k % 5) as f32 * 0.25)).collect();
+                let ww = wh.mapv(bf16::to_f32);
+                for (weighted, ls, reduction) in [
+                    (false, 0.0, Reduction::Mean),
+                    (true, 0.1, Reduction::None),
+                    (false, 0.3, Reduction::Sum),
+                ] {
+                    let oh = CrossEntropyOptions {
+                        weight: weighted.then(|| wh.view()),
+                        reduction,
+                        label_smoothing: ls,
+                        ..Default::default()
+                    };
+                    let of = CrossEntropyOptions {
+                        weight: weighted.then(|| ww.view()),
+                        reduction,
+                        label_smoothing: ls,
+                        ..Default::default()
+                    };
+                    let threads = 1 + (i + j) % 3;
+                    let ((lh, gh), (lf, gf), li, xi) = support::on_threads(threads, || {
+                        let (lh, gh) = cross_entropy_with_grad(xh.view(), cs.y.view(), &oh).unwrap();
+                        let (lf, gf) = cross_entropy_with_grad(xw.view(), cs.y.view(), &of).unwrap();
+                        let mut xi = xh.clone();
+                        let li = cross_entropy_with_grad_in_place(xi.view_mut(), cs.y.view(), &oh).unwrap();
+                        ((lh, gh), (lf, gf), li, xi)
+                    });
+                    let want_loss = bits16(&mut loss_vec(&lf).into_iter().map(bf16::from_f32));
+                    let lossh = |l: &Loss<bf16>| match l {
+                        Loss::Scalar(v) => vec![v.to_bits()],
+                        Loss::Elementwise(a) => a.iter().map(|v| v.to_bits()).collect(),
+                    };
+                    let want_grad = bits16(&mut gf.iter().map(|&v| bf16::from_f32(v)));
+                    let tag =
+                        format!("C={c} scale={scale:e} special={special} w={weighted} ls={ls} {reduction:?}");
+                    assert_eq!(lossh(&lh), want_loss, "{tag}: loss");
+                    assert!(bits16(&mut gh.iter().copied()) == want_grad, "{tag}: gradient");
+                    assert_eq!(lossh(&li), want_loss, "{tag}: in-place loss");
+                    assert!(bits16(&mut xi.iter().copied()) == want_grad, "{tag}: in-place gradient");
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(checked, 23 * 6 * 2 * 3);
+}

@@ -159,9 +159,17 @@ enum Io<'a, T> {
 /// target (empty without), `grad_r` where its gradient goes (`None` for the loss alone).
 type RowFn<'a, S> = dyn Fn(usize, &[f32], &[f32], Option<&mut [f32]>, &mut S) -> Result<()> + Sync + 'a;
 
-/// `row(r, buf_r, slot_r)` for one `f32` row computed in place: `buf_r` holds the logits on entry and
-/// receives the gradient.
-type InPlaceFn<'a, S> = dyn Fn(usize, &mut [f32], &mut S) -> Result<()> + Sync + 'a;
+/// The buffers of one row a kernel reads its logits from and writes its gradient into directly.
+enum RowBuf<'b> {
+    /// `f32` logits, overwritten with the gradient.
+    F32(&'b mut [f32]),
+    /// `bf16` logits (`x`, or `out` itself when `None`), the gradient rounded into `out`.
+    Bf16 { x: Option<&'b [half::bf16]>, out: &'b mut [half::bf16] },
+}
+
+/// `row(r, buf_r, slot_r)` for one row whose kernel reads and writes the caller's buffers (see
+/// [`RowBuf`]).
+type InPlaceFn<'a, S> = dyn Fn(usize, RowBuf<'_>, &mut S) -> Result<()> + Sync + 'a;
 
 /// Row `[at, at + c)` of `a` when rows are contiguous (`inner == 1`).
 fn direct<T>(a: &[T], at: usize, c: usize, inner: usize) -> Option<&[T]> {
@@ -191,12 +199,24 @@ fn task<T: Element, S>(
     for (local, slot) in slots.iter_mut().enumerate() {
         let r = first + local;
         let base = (local / inner) * block + local % inner;
-        if let (None, Some(f), 1) = (x, in_place, inner)
-            && let Some(buf) =
-                g.as_deref_mut().and_then(|gb| gb.get_mut(base..base + c)).and_then(T::as_f32_mut)
+        if let (Some(f), 1) = (in_place, inner)
+            && let Some(gr) = g.as_deref_mut().and_then(|gb| gb.get_mut(base..base + c))
         {
-            f(r, buf, slot)?;
-            continue;
+            let xr = x.and_then(|x| x.get(offset + base..offset + base + c));
+            // f32 in place, or bf16 in place or from the input: the kernels read and write these
+            // rows where they lie
+            let buf = match (xr, T::as_f32_mut(gr)) {
+                (None, Some(gf)) => Some(RowBuf::F32(gf)),
+                _ => g
+                    .as_deref_mut()
+                    .and_then(|gb| gb.get_mut(base..base + c))
+                    .and_then(T::as_bf16_mut)
+                    .map(|out| RowBuf::Bf16 { x: xr.and_then(T::as_bf16), out }),
+            };
+            if let Some(buf) = buf {
+                f(r, buf, slot)?;
+                continue;
+            }
         }
         // a row converted into scratch anyway (half types, trailing dimensions) whose gradient is
         // converted back: the in-place kernel on the scratch row, with no second scratch row
@@ -208,7 +228,7 @@ fn task<T: Element, S>(
                 Some(x) => load_row(x, offset + base, inner, sx),
                 None => load_row(gb, base, inner, sx),
             }
-            f(r, sx, slot)?;
+            f(r, RowBuf::F32(sx), slot)?;
             store_row(sx, gb, base, inner);
             continue;
         }
@@ -411,12 +431,21 @@ fn index_rows<T: Element>(io: Io<'_, T>, job: &IndexJob<'_>) -> Result<FastLoss>
     };
     // the in-place training path on `f32` rows: the kernel overwrites the logits block by block, no
     // row is copied
-    let in_place = |r: usize, buf: &mut [f32], slot: &mut (f32, f32)| -> Result<()> {
-        match job.class.get(r).copied().flatten() {
-            None => buf.fill(if nan_row(buf) { f32::NAN } else { 0.0 }),
-            Some(y) => {
+    let in_place = |r: usize, buf: RowBuf<'_>, slot: &mut (f32, f32)| -> Result<()> {
+        match (job.class.get(r).copied().flatten(), buf) {
+            (None, RowBuf::F32(buf)) => buf.fill(if nan_row(buf) { f32::NAN } else { 0.0 }),
+            (None, RowBuf::Bf16 { x, out }) => {
+                let v = x.unwrap_or(out);
+                let nan = v.iter().any(|h| h.is_nan() || *h == half::bf16::INFINITY)
+                    || v.iter().all(|h| *h == half::bf16::NEG_INFINITY);
+                out.fill(if nan { half::bf16::NAN } else { half::bf16::ZERO });
+            }
+            (Some(y), buf) => {
                 let scale = job.scale.as_ref().map_or(0.0, |s| s.at(r));
-                let out = k.cross_entropy_row_in_place_f32(buf, y, weight, job.eps, scale)?;
+                let out = match buf {
+                    RowBuf::F32(buf) => k.cross_entropy_row_in_place_f32(buf, y, weight, job.eps, scale)?,
+                    RowBuf::Bf16 { x, out } => k.cross_entropy_row_bf16(x, out, y, weight, job.eps, scale)?,
+                };
                 let w_y = weight.and_then(|w| w.get(y).copied()).unwrap_or(1.0);
                 *slot = (-out.target_log_prob * w_y, if smoothing { out.smooth as f32 } else { 0.0 });
             }

@@ -4,8 +4,11 @@ use pulp::{Simd, WithSimd};
 
 use super::Kernels;
 use super::alloc::Scratch;
-use super::row::{InPlace, Lin, OnlineRow, block_len, coef, online_row, online_row_io, rescale_blocks};
+use super::row::{
+    Bf16Src, InPlace, Lin, OnlineRow, block_len, coef, online_row, online_row_io, rescale_blocks,
+};
 use super::simd::load_tail_fill;
+use super::simd::narrow_bf16;
 use super::vmap::{VecZip, VecZip2, zip_in_place, zip2_in_place};
 use crate::{Error, Result};
 
@@ -114,6 +117,11 @@ enum CeIo<'a> {
     Split { x: &'a [f32], grad: Option<&'a mut [f32]> },
     /// Logits read from the slice and overwritten with the gradient.
     InPlace(&'a mut [f32]),
+    /// `bf16` logits (from `x`, or from `out` itself when `x` is `None`) and a `bf16` gradient into
+    /// `out`: pass 1 widens each block into an L1 buffer while it takes the block's max, the
+    /// exponentials are cached in an `f32` row, and the finished `f32` gradient is rounded into `out`
+    /// — the same bits as widening the row, running the `f32` kernel and rounding its gradient.
+    Bf16 { x: Option<&'a [half::bf16]>, out: &'a mut [half::bf16] },
 }
 
 struct CeOp<'a> {
@@ -148,11 +156,16 @@ fn ce_row<S: Simd, const STORE: bool, const LIN: bool, const W: bool>(simd: S, o
     let CeOp { io, target, weight, eps, scale } = op;
     let w = weight.unwrap_or_default();
     let lin = Lin { w, t: &[], keep: 1.0, add: 0.0 };
+    let widen = |h: Option<&half::bf16>| h.map_or(f32::NAN, |h| f32::from_bits((h.to_bits() as u32) << 16));
     // the target's logit, read before an in-place pass 1 overwrites it
     let (n, x_y) = match &io {
         CeIo::Split { x, .. } => (x.len(), x.get(target).copied().unwrap_or(f32::NAN)),
         CeIo::InPlace(b) => (b.len(), b.get(target).copied().unwrap_or(f32::NAN)),
+        CeIo::Bf16 { x: Some(x), .. } => (x.len(), widen(x.get(target))),
+        CeIo::Bf16 { x: None, out } => (out.len(), widen(out.get(target))),
     };
+    let mut cache = None;
+    let mut bf16_out = None;
     let (st, out): (OnlineRow, &mut [f32]) = match io {
         CeIo::Split { x, grad } => {
             let out: &mut [f32] = grad.unwrap_or(&mut []);
@@ -164,7 +177,41 @@ fn ce_row<S: Simd, const STORE: bool, const LIN: bool, const W: bool>(simd: S, o
                 online_row_io::<S, true, LIN, W, false>(simd, &mut InPlace { io: buf, copy: &mut copy }, lin);
             (st, buf)
         }
+        CeIo::Bf16 { x, out } => {
+            let mut copy = Scratch::any(block_len(n));
+            let cache = cache.insert(Scratch::any(n));
+            let src: &[half::bf16] = x.unwrap_or(&*out);
+            let st = online_row_io::<S, true, LIN, W, false>(
+                simd,
+                &mut Bf16Src { x: src, copy: &mut copy, cache },
+                lin,
+            );
+            bf16_out = Some(out);
+            (st, &mut cache[..])
+        }
     };
+    let row = ce_finish::<S, STORE, LIN, W>(simd, st, out, n, target, x_y, w, eps, scale);
+    if let Some(dst) = bf16_out {
+        narrow_bf16(out, dst);
+    }
+    row
+}
+
+/// The end of a class-index row: the loss terms from the pass-1 sums and, when `STORE`, pass 2 over
+/// the cached exponentials in `out`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn ce_finish<S: Simd, const STORE: bool, const LIN: bool, const W: bool>(
+    simd: S,
+    st: OnlineRow,
+    out: &mut [f32],
+    n: usize,
+    target: usize,
+    x_y: f32,
+    w: &[f32],
+    eps: f64,
+    scale: f32,
+) -> CeRow {
     let w_y = if W { w.get(target).copied().unwrap_or(f32::NAN) } else { 1.0 };
 
     if !(st.m.is_finite() && st.s.is_finite()) {
@@ -478,6 +525,30 @@ impl Kernels {
         }
         let eps = smoothing(OP, label_smoothing)?;
         Ok(self.run(CeOp { io: CeIo::Split { x, grad }, target, weight, eps, scale: grad_scale }))
+    }
+
+    /// The class-index row kernel on `bf16` logits (`x`, or `out` itself when `x` is `None`) with
+    /// the gradient rounded into `out`: bit for bit the `f32` kernel on the widened row followed by
+    /// rounding its gradient, without a widened copy of the row (the driver of the half-precision
+    /// cross-entropy).
+    pub(crate) fn cross_entropy_row_bf16(
+        self,
+        x: Option<&[half::bf16]>,
+        out: &mut [half::bf16],
+        target: usize,
+        weight: Option<&[f32]>,
+        label_smoothing: f64,
+        grad_scale: f32,
+    ) -> Result<CeRow> {
+        const OP: &str = "cross_entropy_row_bf16";
+        if let Some(x) = x
+            && x.len() != out.len()
+        {
+            return Err(grad_mismatch(OP, x.len(), out.len()));
+        }
+        check_index_row(OP, out.len(), target, weight)?;
+        let eps = smoothing(OP, label_smoothing)?;
+        Ok(self.run(CeOp { io: CeIo::Bf16 { x, out }, target, weight, eps, scale: grad_scale }))
     }
 
     /// Fused cross-entropy row computed in place; see [`cross_entropy_row_in_place_f32`].

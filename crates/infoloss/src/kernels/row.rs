@@ -6,7 +6,7 @@ use pulp::{Simd, WithSimd};
 
 use super::Kernels;
 use super::exp::{exp_f32s, exp_nonpos_f32s, len_mismatch};
-use super::simd::{hmax_ignore_nan, hsum_f64, load_tail_fill, max_ignore_nan};
+use super::simd::{hmax_ignore_nan, hsum_f64, load_tail_fill, max_ignore_nan, widen_bf16};
 use super::vmap::{Affine, Scale, VecMap, VecZip, map_f32, map_in_place_f32, zip_in_place};
 use crate::Result;
 
@@ -317,6 +317,29 @@ impl RowIo for InPlace<'_> {
         let xb = self.copy.get_mut(..ob.len()).unwrap_or_default();
         let m = block_max_copy(simd, ob, xb);
         (m, xb, ob)
+    }
+}
+
+/// `bf16` values, widened block by block into `copy` (L1) before the block's max scan; the
+/// exponentials go into the `f32` row `cache`.
+pub(crate) struct Bf16Src<'a> {
+    pub(crate) x: &'a [half::bf16],
+    pub(crate) copy: &'a mut [f32],
+    pub(crate) cache: &'a mut [f32],
+}
+
+impl RowIo for Bf16Src<'_> {
+    #[inline(always)]
+    fn len(&self) -> usize {
+        self.x.len()
+    }
+    #[inline(always)]
+    fn max_block<S: Simd>(&mut self, simd: S, start: usize, end: usize) -> (f32, &[f32], &mut [f32]) {
+        let xb = self.x.get(start..end).unwrap_or_default();
+        let cb = self.copy.get_mut(..xb.len()).unwrap_or_default();
+        widen_bf16(xb, cb);
+        let (m, _) = block_max::<S, false>(simd, cb);
+        (m, cb, self.cache.get_mut(start..end).unwrap_or_default())
     }
 }
 

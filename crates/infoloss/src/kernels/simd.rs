@@ -43,38 +43,50 @@ pub(crate) fn load_tail_fill<S: Simd>(simd: S, tail: &[f32], fill: f32) -> S::f3
     simd.select_f32s(mask, simd.partial_load_f32s(tail), simd.splat_f32s(fill))
 }
 
-/// `dst[i] = src[i]` widened from `bf16` (exact: a shift of the bits), over the shorter length.
-///
-/// Dispatched at the best instruction set, so the loop is vectorized at AVX2/AVX-512 width rather
-/// than at the crate's baseline (SSE2).
+/// `dst[i] = src[i]` widened from `bf16` (exact: a shift of the bits), over the shorter length; a plain
+/// loop, vectorized at the instruction set of the function it is inlined into.
+#[inline(always)]
+pub(crate) fn widen_bf16(src: &[half::bf16], dst: &mut [f32]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = f32::from_bits((s.to_bits() as u32) << 16);
+    }
+}
+
+/// `dst[i] = src[i]` rounded to `bf16` (round to nearest even; a NaN stays a quiet NaN of the same
+/// sign), bit for bit `half::bf16::from_f32`, over the shorter length; a branch-free loop, vectorized
+/// at the instruction set of the function it is inlined into.
+#[inline(always)]
+pub(crate) fn narrow_bf16(src: &[f32], dst: &mut [half::bf16]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        let b = s.to_bits();
+        let rounded = (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16;
+        let nan = ((b >> 16) as u16) | 0x0040;
+        *d = half::bf16::from_bits(if s.is_nan() { nan } else { rounded });
+    }
+}
+
+/// [`widen_bf16`] dispatched at the best instruction set (AVX2/AVX-512 width rather than the crate's
+/// SSE2 baseline).
 pub(crate) fn bf16_to_f32(src: &[half::bf16], dst: &mut [f32]) {
     struct Widen<'a>(&'a [half::bf16], &'a mut [f32]);
     impl pulp::WithSimd for Widen<'_> {
         type Output = ();
         #[inline(always)]
         fn with_simd<S: Simd>(self, _simd: S) {
-            for (d, s) in self.1.iter_mut().zip(self.0) {
-                *d = f32::from_bits((s.to_bits() as u32) << 16);
-            }
+            widen_bf16(self.0, self.1);
         }
     }
     super::Kernels::new().run(Widen(src, dst));
 }
 
-/// `dst[i] = src[i]` rounded to `bf16` (round to nearest even; a NaN stays a quiet NaN of the same
-/// sign), bit for bit `half::bf16::from_f32`, over the shorter length; dispatched as [`bf16_to_f32`].
+/// [`narrow_bf16`] dispatched at the best instruction set, as [`bf16_to_f32`].
 pub(crate) fn f32_to_bf16(src: &[f32], dst: &mut [half::bf16]) {
     struct Narrow<'a>(&'a [f32], &'a mut [half::bf16]);
     impl pulp::WithSimd for Narrow<'_> {
         type Output = ();
         #[inline(always)]
         fn with_simd<S: Simd>(self, _simd: S) {
-            for (d, &s) in self.1.iter_mut().zip(self.0) {
-                let b = s.to_bits();
-                let rounded = (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16;
-                let nan = ((b >> 16) as u16) | 0x0040;
-                *d = half::bf16::from_bits(if s.is_nan() { nan } else { rounded });
-            }
+            narrow_bf16(self.0, self.1);
         }
     }
     super::Kernels::new().run(Narrow(src, dst));
