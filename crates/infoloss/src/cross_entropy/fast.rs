@@ -15,14 +15,14 @@ use std::cell::Cell;
 use ndarray::{ArrayViewD, ArrayViewMutD};
 use rayon::prelude::*;
 
-use crate::kernels::Kernels;
 use crate::kernels::alloc::Scratch;
+use crate::kernels::{CeRow, Kernels};
 use crate::nll::{IndexTargets, LossAndGrad, Upstream, mean_of, pack_loss};
 use crate::shape::ClassLayout;
 use crate::softmax::{
     array_from_vec, gather_lane as load_row, row_major, scatter_lane as store_row, try_zeroed,
 };
-use crate::{Element, Loss, Real, Reduction, Result};
+use crate::{DType, Element, Loss, Real, Reduction, Result};
 
 thread_local! {
     // On by default; `with_reference_path` switches it off for tests and benchmarks.
@@ -140,8 +140,9 @@ fn f32_weight<A: Real>(weight: Option<&[A]>) -> Option<Option<Vec<f32>>> {
 
 /// A NaN log-softmax row (a NaN or `+inf` logit, or every logit `-inf`): torch's
 /// `log_softmax` backward gives NaN there even for a zero upstream gradient.
-fn nan_row(x: &[f32]) -> bool {
-    x.iter().any(|v| v.is_nan() || *v == f32::INFINITY) || x.iter().all(|v| *v == f32::NEG_INFINITY)
+fn nan_row<T: Element>(x: &[T]) -> bool {
+    let v = |e: &T| e.to_acc().f64();
+    x.iter().any(|e| v(e).is_nan() || v(e) == f64::INFINITY) || x.iter().all(|e| v(e) == f64::NEG_INFINITY)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -205,13 +206,10 @@ fn task<T: Element, S>(
             let xr = x.and_then(|x| x.get(offset + base..offset + base + c));
             // f32 in place, or bf16 in place or from the input: the kernels read and write these
             // rows where they lie
-            let buf = match (xr, T::as_f32_mut(gr)) {
-                (None, Some(gf)) => Some(RowBuf::F32(gf)),
-                _ => g
-                    .as_deref_mut()
-                    .and_then(|gb| gb.get_mut(base..base + c))
-                    .and_then(T::as_bf16_mut)
-                    .map(|out| RowBuf::Bf16 { x: xr.and_then(T::as_bf16), out }),
+            let buf = match T::DTYPE {
+                DType::F32 if xr.is_none() => T::as_f32_mut(gr).map(RowBuf::F32),
+                DType::BF16 => T::as_bf16_mut(gr).map(|out| RowBuf::Bf16 { x: xr.and_then(T::as_bf16), out }),
+                _ => None,
             };
             if let Some(buf) = buf {
                 f(r, buf, slot)?;
@@ -221,7 +219,7 @@ fn task<T: Element, S>(
         // a row converted into scratch anyway (half types, trailing dimensions) whose gradient is
         // converted back: the in-place kernel on the scratch row, with no second scratch row
         if let (Some(f), Some(gb)) = (in_place, g.as_deref_mut())
-            && (inner != 1 || T::as_f32(&[]).is_none())
+            && (inner != 1 || T::DTYPE != DType::F32)
         {
             let sx = sx.get_or_insert_with(|| Scratch::any(c));
             match x {
@@ -413,6 +411,11 @@ fn index_rows<T: Element>(io: Io<'_, T>, job: &IndexJob<'_>) -> Result<FastLoss>
     }
     // (−w_y·lsm_y, −Σ_c w_c·lsm_c) per row, each rounded to f32 as the reference computes them
     let mut terms = vec![(0f32, 0f32); rows];
+    // the row's (−w_y·lsm_y, smoothing term) from its kernel result
+    let terms_of = |out: CeRow, y: usize| -> (f32, f32) {
+        let w_y = weight.and_then(|w| w.get(y).copied()).unwrap_or(1.0);
+        (-out.target_log_prob * w_y, if smoothing { out.smooth as f32 } else { 0.0 })
+    };
     let row = |r: usize, xr: &[f32], _: &[f32], g: Option<&mut [f32]>, slot: &mut (f32, f32)| -> Result<()> {
         match job.class.get(r).copied().flatten() {
             None => {
@@ -422,9 +425,7 @@ fn index_rows<T: Element>(io: Io<'_, T>, job: &IndexJob<'_>) -> Result<FastLoss>
             }
             Some(y) => {
                 let scale = job.scale.as_ref().map_or(0.0, |s| s.at(r));
-                let out = k.cross_entropy_row_f32(xr, y, weight, job.eps, g, scale)?;
-                let w_y = weight.and_then(|w| w.get(y).copied()).unwrap_or(1.0);
-                *slot = (-out.target_log_prob * w_y, if smoothing { out.smooth as f32 } else { 0.0 });
+                *slot = terms_of(k.cross_entropy_row_f32(xr, y, weight, job.eps, g, scale)?, y);
             }
         }
         Ok(())
@@ -435,9 +436,7 @@ fn index_rows<T: Element>(io: Io<'_, T>, job: &IndexJob<'_>) -> Result<FastLoss>
         match (job.class.get(r).copied().flatten(), buf) {
             (None, RowBuf::F32(buf)) => buf.fill(if nan_row(buf) { f32::NAN } else { 0.0 }),
             (None, RowBuf::Bf16 { x, out }) => {
-                let v = x.unwrap_or(out);
-                let nan = v.iter().any(|h| h.is_nan() || *h == half::bf16::INFINITY)
-                    || v.iter().all(|h| *h == half::bf16::NEG_INFINITY);
+                let nan = nan_row(x.unwrap_or(out));
                 out.fill(if nan { half::bf16::NAN } else { half::bf16::ZERO });
             }
             (Some(y), buf) => {
@@ -446,8 +445,7 @@ fn index_rows<T: Element>(io: Io<'_, T>, job: &IndexJob<'_>) -> Result<FastLoss>
                     RowBuf::F32(buf) => k.cross_entropy_row_in_place_f32(buf, y, weight, job.eps, scale)?,
                     RowBuf::Bf16 { x, out } => k.cross_entropy_row_bf16(x, out, y, weight, job.eps, scale)?,
                 };
-                let w_y = weight.and_then(|w| w.get(y).copied()).unwrap_or(1.0);
-                *slot = (-out.target_log_prob * w_y, if smoothing { out.smooth as f32 } else { 0.0 });
+                *slot = terms_of(out, y);
             }
         }
         Ok(())

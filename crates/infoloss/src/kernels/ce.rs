@@ -156,7 +156,7 @@ fn ce_row<S: Simd, const STORE: bool, const LIN: bool, const W: bool>(simd: S, o
     let CeOp { io, target, weight, eps, scale } = op;
     let w = weight.unwrap_or_default();
     let lin = Lin { w, t: &[], keep: 1.0, add: 0.0 };
-    let widen = |h: Option<&half::bf16>| h.map_or(f32::NAN, |h| f32::from_bits((h.to_bits() as u32) << 16));
+    let widen = |h: Option<&half::bf16>| h.map_or(f32::NAN, |h| h.to_f32());
     // the target's logit, read before an in-place pass 1 overwrites it
     let (n, x_y) = match &io {
         CeIo::Split { x, .. } => (x.len(), x.get(target).copied().unwrap_or(f32::NAN)),

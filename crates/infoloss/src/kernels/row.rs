@@ -30,16 +30,36 @@ pub(crate) fn block_len(n: usize) -> usize {
 /// `NAN_FLAG`).
 #[inline(always)]
 pub(crate) fn block_max<S: Simd, const NAN_FLAG: bool>(simd: S, x: &[f32]) -> (f32, bool) {
+    block_max_into::<S, NAN_FLAG, false>(simd, x, &mut [])
+}
+
+/// [`block_max`] that, when `COPY`, also copies `x` into `copy` (of the same length) with the scan's
+/// own vector stores (the in-place kernels' L1 copy of a block: no separate pass, no `memcpy`).
+#[inline(always)]
+fn block_max_into<S: Simd, const NAN_FLAG: bool, const COPY: bool>(
+    simd: S,
+    x: &[f32],
+    copy: &mut [f32],
+) -> (f32, bool) {
     let (xh, xt) = S::as_simd_f32s(x);
+    let (ch, ct) = S::as_mut_simd_f32s(copy);
     let ninf = simd.splat_f32s(f32::NEG_INFINITY);
     let (mut a0, mut a1, mut a2, mut a3) = (ninf, ninf, ninf, ninf);
     let mut nan = simd.splat_f32s(0.0);
     let mut it = xh.chunks_exact(4);
+    let mut ci = ch.chunks_exact_mut(4);
     for v in &mut it {
         a0 = max_ignore_nan(simd, a0, v[0]);
         a1 = max_ignore_nan(simd, a1, v[1]);
         a2 = max_ignore_nan(simd, a2, v[2]);
         a3 = max_ignore_nan(simd, a3, v[3]);
+        if COPY && let Some(c) = ci.next() {
+            // element stores (a slice copy here could become a `memcpy` call)
+            c[0] = v[0];
+            c[1] = v[1];
+            c[2] = v[2];
+            c[3] = v[3];
+        }
         if NAN_FLAG {
             // x·0 is NaN exactly for NaN and ±inf lanes (or an overflowing sum, a harmless false
             // positive); the accumulator stays NaN once it is NaN
@@ -47,8 +67,12 @@ pub(crate) fn block_max<S: Simd, const NAN_FLAG: bool>(simd: S, x: &[f32]) -> (f
             nan = simd.add_f32s(nan, simd.mul_f32s(s, simd.splat_f32s(0.0)));
         }
     }
+    let mut cr = ci.into_remainder().iter_mut();
     for v in it.remainder() {
         a0 = max_ignore_nan(simd, a0, *v);
+        if COPY && let Some(c) = cr.next() {
+            *c = *v;
+        }
         if NAN_FLAG {
             nan = simd.add_f32s(nan, simd.mul_f32s(*v, simd.splat_f32s(0.0)));
         }
@@ -56,6 +80,9 @@ pub(crate) fn block_max<S: Simd, const NAN_FLAG: bool>(simd: S, x: &[f32]) -> (f
     if !xt.is_empty() {
         let v = load_tail_fill(simd, xt, f32::NEG_INFINITY);
         a1 = max_ignore_nan(simd, a1, v);
+        if COPY {
+            ct.copy_from_slice(xt);
+        }
         if NAN_FLAG {
             let v = load_tail_fill(simd, xt, 0.0);
             nan = simd.add_f32s(nan, simd.mul_f32s(v, simd.splat_f32s(0.0)));
@@ -315,7 +342,7 @@ impl RowIo for InPlace<'_> {
     fn max_block<S: Simd>(&mut self, simd: S, start: usize, end: usize) -> (f32, &[f32], &mut [f32]) {
         let ob = self.io.get_mut(start..end).unwrap_or_default();
         let xb = self.copy.get_mut(..ob.len()).unwrap_or_default();
-        let m = block_max_copy(simd, ob, xb);
+        let (m, _) = block_max_into::<S, false, true>(simd, ob, xb);
         (m, xb, ob)
     }
 }
@@ -341,36 +368,6 @@ impl RowIo for Bf16Src<'_> {
         let (m, _) = block_max::<S, false>(simd, cb);
         (m, cb, self.cache.get_mut(start..end).unwrap_or_default())
     }
-}
-
-/// [`block_max`] (without the NaN flag) that also copies `x` into `copy` (of the same length).
-#[inline(always)]
-fn block_max_copy<S: Simd>(simd: S, x: &[f32], copy: &mut [f32]) -> f32 {
-    let (xh, xt) = S::as_simd_f32s(x);
-    let (ch, ct) = S::as_mut_simd_f32s(copy);
-    let ninf = simd.splat_f32s(f32::NEG_INFINITY);
-    let (mut a0, mut a1, mut a2, mut a3) = (ninf, ninf, ninf, ninf);
-    let mut xi = xh.chunks_exact(4);
-    let mut ci = ch.chunks_exact_mut(4);
-    for (v, c) in (&mut xi).zip(&mut ci) {
-        a0 = max_ignore_nan(simd, a0, v[0]);
-        a1 = max_ignore_nan(simd, a1, v[1]);
-        a2 = max_ignore_nan(simd, a2, v[2]);
-        a3 = max_ignore_nan(simd, a3, v[3]);
-        c[0] = v[0];
-        c[1] = v[1];
-        c[2] = v[2];
-        c[3] = v[3];
-    }
-    for (v, c) in xi.remainder().iter().zip(ci.into_remainder()) {
-        a0 = max_ignore_nan(simd, a0, *v);
-        *c = *v;
-    }
-    if !xt.is_empty() {
-        a1 = max_ignore_nan(simd, a1, load_tail_fill(simd, xt, f32::NEG_INFINITY));
-        ct.copy_from_slice(xt);
-    }
-    hmax_ignore_nan::<S>(simd.max_f32s(simd.max_f32s(a0, a1), simd.max_f32s(a2, a3)))
 }
 
 /// Pass 1: online max and sums over `x` (see the module docs of `kernels`).
