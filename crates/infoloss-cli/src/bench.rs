@@ -65,10 +65,28 @@ pub const OPS: &[OpSpec] = &[
     OpSpec { name: "logsumexp", what: "logsumexp along dim 1 (forward)", reads: 1, writes: 0 },
     OpSpec { name: "kl", what: "kl_div_with_grad(log p, p), batchmean", reads: 2, writes: 1 },
     OpSpec { name: "kl-log", what: "kl_div_with_grad, log_target=True, batchmean", reads: 2, writes: 1 },
+    OpSpec {
+        name: "kl-inplace",
+        what: "kl_div_with_grad_in_place(log p, p), batchmean (gradient into the input)",
+        reads: 2,
+        writes: 1,
+    },
     OpSpec { name: "bce", what: "binary_cross_entropy_with_grad", reads: 2, writes: 1 },
+    OpSpec {
+        name: "bce-inplace",
+        what: "binary_cross_entropy_with_grad_in_place (gradient into the input; restored untimed)",
+        reads: 2,
+        writes: 1,
+    },
     OpSpec {
         name: "bce-logits",
         what: "binary_cross_entropy_with_logits_with_grad, pos_weight",
+        reads: 2,
+        writes: 1,
+    },
+    OpSpec {
+        name: "bce-logits-inplace",
+        what: "binary_cross_entropy_with_logits_with_grad_in_place, pos_weight (gradient into the logits)",
         reads: 2,
         writes: 1,
     },
@@ -211,11 +229,18 @@ fn median(mut v: Vec<Duration>) -> f64 {
     v[v.len() / 2].as_secs_f64()
 }
 
-fn time_reps(reps: usize, mut f: impl FnMut()) -> f64 {
+fn time_reps(reps: usize, f: impl FnMut()) -> f64 {
+    time_reps_prepared(reps, || {}, f)
+}
+
+/// [`time_reps`] with `prepare` run before each call, outside the timing.
+fn time_reps_prepared(reps: usize, mut prepare: impl FnMut(), mut f: impl FnMut()) -> f64 {
+    prepare();
     f(); // warm-up: page faults, caches, thread pool start
     median(
         (0..reps.max(1))
             .map(|_| {
+                prepare();
                 let t = Instant::now();
                 f();
                 t.elapsed()
@@ -256,6 +281,9 @@ struct Inputs<T> {
     /// A copy of `logits` the in-place ops overwrite with their gradient (its values change from one
     /// repetition to the next; the work per element does not).
     scratch: std::cell::RefCell<Array2<T>>,
+    /// A copy of `unit` for `bce-inplace`, made on first use and restored before each repetition (a
+    /// gradient is no input of BCE: it leaves `[0, 1]`).
+    unit_scratch: std::cell::RefCell<Array2<T>>,
 }
 
 fn make_inputs<T: Element>(rows: usize, cols: usize, seed: u64) -> Inputs<T> {
@@ -304,6 +332,7 @@ fn make_inputs<T: Element>(rows: usize, cols: usize, seed: u64) -> Inputs<T> {
         probs2: conv(&logq64.mapv(f64::exp)),
         targets,
         unit: conv(&Array2::from_shape_fn((rows, cols), |_| rng.random_range(0.001..0.999f64))),
+        unit_scratch: std::cell::RefCell::new(Array2::from_shape_vec((0, 0), Vec::new()).unwrap_or_default()),
         binary: conv(&Array2::from_shape_fn((rows, cols), |_| if rng.random_bool(0.3) { 1.0 } else { 0.0 })),
         weight: conv(&Array2::from_shape_fn((1, cols), |_| rng.random_range(0.5..2.0f64))).row(0).to_owned(),
         row_ones: conv(&Array2::ones((1, rows))).row(0).to_owned(),
@@ -353,8 +382,18 @@ fn run_op<T: Element>(op: &str, x: &Inputs<T>) -> Result<(), infoloss::Error> {
             let o = KlDivOptions { log_target: true, ..bm };
             drop(infoloss::kl_div_with_grad(x.logp.view(), x.logq.view(), &o)?)
         }
+        "kl-inplace" => drop(infoloss::kl_div_with_grad_in_place(
+            x.scratch.borrow_mut().view_mut(),
+            x.probs2.view(),
+            &bm,
+        )?),
         "bce" => drop(infoloss::binary_cross_entropy_with_grad(
             x.unit.view(),
+            x.binary.view(),
+            &BceOptions::default(),
+        )?),
+        "bce-inplace" => drop(infoloss::binary_cross_entropy_with_grad_in_place(
+            x.unit_scratch.borrow_mut().view_mut(),
             x.binary.view(),
             &BceOptions::default(),
         )?),
@@ -362,6 +401,16 @@ fn run_op<T: Element>(op: &str, x: &Inputs<T>) -> Result<(), infoloss::Error> {
             let pw = x.pos_weight.view().into_dyn();
             let o = BceWithLogitsOptions { pos_weight: Some(pw), ..Default::default() };
             drop(infoloss::binary_cross_entropy_with_logits_with_grad(x.logits.view(), x.binary.view(), &o)?)
+        }
+        "bce-logits-inplace" => {
+            let pw = x.pos_weight.view().into_dyn();
+            let o = BceWithLogitsOptions { pos_weight: Some(pw), ..Default::default() };
+            let mut s = x.scratch.borrow_mut();
+            drop(infoloss::binary_cross_entropy_with_logits_with_grad_in_place(
+                s.view_mut(),
+                x.binary.view(),
+                &o,
+            )?)
         }
         "entropy" => drop(infoloss::entropy(x.probs.view(), None, &EntropyOptions { base: None, axis: 1 })?),
         "rel-entropy" => drop(infoloss::entropy(
@@ -548,7 +597,17 @@ fn bench_dtype<T: Element>(
         } else {
             let Some(inputs) = inputs.as_ref() else { return Err(format!("{}: no inputs", op.name)) };
             let mut err = None;
-            let t = time_reps(cfg.reps, || {
+            let restore = || {
+                if op.name == "bce-inplace" {
+                    let mut s = inputs.unit_scratch.borrow_mut();
+                    if s.shape() == inputs.unit.shape() {
+                        s.assign(&inputs.unit);
+                    } else {
+                        *s = inputs.unit.clone();
+                    }
+                }
+            };
+            let t = time_reps_prepared(cfg.reps, restore, || {
                 if let Err(e) = run_op(op.name, inputs) {
                     err = Some(e);
                 }

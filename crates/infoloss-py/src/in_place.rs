@@ -97,6 +97,72 @@ pub(crate) fn cross_entropy_in_place(
     )
 }
 
+// ------------------------------------------------------------------------------------------- elementwise losses
+
+#[allow(clippy::too_many_arguments)]
+fn elementwise_ip_impl<T: Float>(
+    py: Python<'_>,
+    loss: &str,
+    input: &Bound<'_, PyAny>,
+    target: &Bound<'_, PyAny>,
+    weight: Option<&Bound<'_, PyAny>>,
+    pos_weight: Option<&Bound<'_, PyAny>>,
+    red: &str,
+    log_target: bool,
+) -> PyResult<Py<PyAny>> {
+    let op = match loss {
+        "kl_div" => "kl_div_with_grad_in_place",
+        "binary_cross_entropy" => "binary_cross_entropy_with_grad_in_place",
+        "binary_cross_entropy_with_logits" => "binary_cross_entropy_with_logits_with_grad_in_place",
+        other => return Err(PyValueError::new_err(format!("unknown elementwise loss {other:?}"))),
+    };
+    let mut x = logits_mut::<T>(input, op, "input")?;
+    let t = float_arr::<T>(target, op, "target")?;
+    let w = opt_float_arr::<T>(weight, op, "weight")?;
+    let pw = opt_float_arr::<T>(pos_weight, op, "pos_weight")?;
+    let reduction = reduction(red)?;
+    let (tv, wv, pwv) = (t.as_array(), w.as_ref().map(|w| w.as_array()), pw.as_ref().map(|p| p.as_array()));
+    let xv: ArrayViewMutD<'_, T> = x.as_array_mut();
+    let out = match loss {
+        "kl_div" => {
+            let opts = infoloss::KlDivOptions { reduction, log_target };
+            compute(py, op, move || infoloss::kl_div_with_grad_in_place(xv, tv, &opts))?
+        }
+        "binary_cross_entropy" => {
+            let opts = infoloss::BceOptions { weight: wv, reduction };
+            compute(py, op, move || infoloss::binary_cross_entropy_with_grad_in_place(xv, tv, &opts))?
+        }
+        _ => {
+            let opts = infoloss::BceWithLogitsOptions { weight: wv, pos_weight: pwv, reduction };
+            compute(py, op, move || {
+                infoloss::binary_cross_entropy_with_logits_with_grad_in_place(xv, tv, &opts)
+            })?
+        }
+    };
+    Ok(loss_to_py(py, out))
+}
+
+/// `elementwise_in_place(loss, input, target, weight, pos_weight, reduction, log_target)`: the loss of
+/// `kl_div`, `binary_cross_entropy` or `binary_cross_entropy_with_logits`; the gradient overwrites `input`.
+#[pyfunction]
+#[pyo3(signature = (loss, input, target, weight, pos_weight, reduction, log_target))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn elementwise_in_place(
+    py: Python<'_>,
+    loss: &str,
+    input: &Bound<'_, PyAny>,
+    target: &Bound<'_, PyAny>,
+    weight: Option<&Bound<'_, PyAny>>,
+    pos_weight: Option<&Bound<'_, PyAny>>,
+    reduction: &str,
+    log_target: bool,
+) -> PyResult<Py<PyAny>> {
+    dispatch!(
+        kind(input, "elementwise_in_place", "input")?,
+        elementwise_ip_impl(py, loss, input, target, weight, pos_weight, reduction, log_target)
+    )
+}
+
 // ----------------------------------------------------------------------------------------------------- distill
 
 fn distill_ip_impl<T: Float>(

@@ -40,6 +40,7 @@ fn _infoloss(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(distill::distill, m)?)?;
     m.add_function(wrap_pyfunction!(distill::distill_topk, m)?)?;
     m.add_function(wrap_pyfunction!(in_place::cross_entropy_in_place, m)?)?;
+    m.add_function(wrap_pyfunction!(in_place::elementwise_in_place, m)?)?;
     m.add_function(wrap_pyfunction!(in_place::distill_in_place, m)?)?;
     m.add_function(wrap_pyfunction!(in_place::distill_topk_in_place, m)?)?;
     m.add_function(wrap_pyfunction!(distill::uda_consistency, m)?)?;

@@ -253,3 +253,88 @@ def test_all_dtypes_and_reductions_cover_the_paths():
         assert not np.array_equal(x, before)
         # Each row of the gradient sums to 0 (softmax − onehot), up to rounding.
         assert np.abs(x.astype(np.float64).sum(1)).max() < (1e-2 if dtype == np.float16 else 1e-5)
+
+
+# ------------------------------------------------------------------------------------------ elementwise losses
+
+
+def _elementwise_cases(rng, shape, dtype):
+    """(name, in-place call, allocating call, input) for kl_div, binary_cross_entropy and BCE with logits."""
+    logp = np.log(rng.uniform(0.01, 1.0, shape)).astype(dtype)
+    p = rng.uniform(0.0, 1.0, shape).astype(dtype)
+    p[rng.uniform(size=shape) < 0.2] = 0
+    probs = rng.uniform(0.0, 1.0, shape).astype(dtype)
+    hard = (rng.uniform(size=shape) < 0.3).astype(dtype)
+    z = logits(rng, shape, dtype, scale=6.0)
+    w = rng.uniform(0.5, 2.0, shape[-1:]).astype(dtype)
+    return [
+        ("kl", logp, p, {}),
+        ("kl-log", logp, (logp * dtype(0.5)).astype(dtype), {"log_target": True}),
+        ("bce", probs, hard, {}),
+        ("bce-w", probs, p, {"weight": w}),
+        ("bcel", z, hard, {}),
+        ("bcel-pw", z, p, {"weight": w, "pos_weight": w}),
+    ]
+
+
+def _pair(name):
+    if name.startswith("kl"):
+        return infoloss.kl_div_with_grad_in_place, infoloss.kl_div_with_grad
+    if name.startswith("bcel"):
+        return infoloss.binary_cross_entropy_with_logits_with_grad_in_place, infoloss.binary_cross_entropy_with_logits_with_grad
+    return infoloss.binary_cross_entropy_with_grad_in_place, infoloss.binary_cross_entropy_with_grad
+
+
+@pytest.mark.filterwarnings("ignore:reduction. 'mean' divides")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS + ("batchmean",))
+@pytest.mark.parametrize("shape", [(7,), (5, 33), (3, 17, 4), (70, 1100)])
+def test_elementwise_equals_allocating(dtype, reduction, shape):
+    rng = np.random.default_rng(shape[-1] * 7 + len(shape))
+    for name, x, t, kw in _elementwise_cases(rng, shape, dtype):
+        if reduction == "batchmean" and not name.startswith("kl"):
+            continue
+        in_place, alloc = _pair(name)
+        expected_loss, expected_grad = alloc(x, t, reduction=reduction, **kw)
+        buf = x.copy()
+        got = in_place(buf, t, reduction=reduction, **kw)
+        same_loss(got, expected_loss)
+        same(buf, expected_grad)
+
+
+def test_elementwise_known_values():
+    x = np.log(np.array([0.5, 0.5], dtype=np.float32))
+    assert round(infoloss.kl_div_with_grad_in_place(x, np.array([0.25, 0.75]), reduction="sum"), 6) == 0.130812
+    assert x.tolist() == [-0.25, -0.75]
+    z = np.zeros(2, dtype=np.float32)
+    loss = infoloss.binary_cross_entropy_with_logits_with_grad_in_place(z, np.array([1.0, 0.0]))
+    assert abs(loss - np.log(2)) < 1e-7 and z.tolist() == [-0.25, 0.25]
+
+
+@pytest.mark.filterwarnings("ignore:reduction. 'mean' divides")
+def test_elementwise_errors_leave_input_untouched():
+    rng = np.random.default_rng(5)
+    x = rng.uniform(0, 1, (4, 300)).astype(np.float32)
+    x[3, 250] = 1.5
+    before = x.copy()
+    with pytest.raises(ValueError, match="between 0 and 1|\\[0, 1\\]|1.5"):
+        infoloss.binary_cross_entropy_with_grad_in_place(x, np.full((4, 300), 0.5))
+    same(x, before)
+    # a target broadcasting the input to a larger shape
+    y = np.full((1, 4), -1.0, dtype=np.float32)
+    with pytest.raises(ValueError, match=r"\[1, 4\].*\[3, 4\]|\[3, 4\].*\[1, 4\]"):
+        infoloss.kl_div_with_grad_in_place(y, np.full((3, 4), 0.25))
+    assert y.tolist() == [[-1.0] * 4]
+    # operands sharing the input's memory, read-only and converted inputs
+    z = np.zeros(8, dtype=np.float32)
+    with pytest.raises(ValueError, match="shares memory"):
+        infoloss.binary_cross_entropy_with_logits_with_grad_in_place(z, z[::-1])
+    ro = np.zeros(8, dtype=np.float32)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        infoloss.binary_cross_entropy_with_logits_with_grad_in_place(ro, np.ones(8))
+    with pytest.raises(TypeError, match="NumPy array"):
+        infoloss.kl_div_with_grad_in_place([0.0, 0.0], np.ones(2))
+    with pytest.raises(ValueError, match="reduction"):
+        infoloss.binary_cross_entropy_with_logits_with_grad_in_place(z, np.ones(8), reduction="batchmean")
+    assert not z.any()

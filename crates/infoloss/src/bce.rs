@@ -47,14 +47,14 @@
 //! implementation kept below (`f64` always uses it) to a few `f32` roundings; [`with_reference_path`]
 //! switches the fast path off on the current thread for tests and benchmarks.
 
-use ndarray::{ArrayD, ArrayView, ArrayViewD, Dimension};
+use ndarray::{ArrayD, ArrayView, ArrayViewD, ArrayViewMut, Dimension};
 use num_traits::Zero;
 
 use crate::kernels::elementwise::{
-    BceOp, Job, Outputs, Scaling, Upstream, Want, fast_path_for, fill, internal, row_scale, to_array,
-    upstream_of,
+    BceOp, BinarySetup, Job, Outputs, Scaling, Upstream, Want, all_in_unit, binary_setup, fast_path_for,
+    fill, internal, row_scale, to_array, upstream_of,
 };
-use crate::shape::{broadcast_into, check_same_shape, checked_numel, unravel};
+use crate::shape::unravel;
 use crate::{Element, Error, GradOutput, Loss, Real, Reduction, Result};
 
 pub use crate::kernels::{
@@ -222,6 +222,80 @@ pub fn binary_cross_entropy_with_grad<T: Element, D: Dimension, D2: Dimension>(
     }
 }
 
+/// [`binary_cross_entropy_with_grad`] with the gradient written into `input` (the training path:
+/// the probabilities are dead after the loss); returns the loss.
+///
+/// Same formula, gradient, reductions and errors as [`binary_cross_entropy_with_grad`]; on an error
+/// (an input or target outside `[0, 1]` included) `input` is left untouched. For `f32`, `f16` and
+/// `bf16` inputs in standard layout the fused kernel first checks the domain (a pass computing
+/// nothing else), then reads each tile of `input` into L1 and writes its gradient over it, so no
+/// gradient array is allocated; other inputs are computed by [`binary_cross_entropy_with_grad`] and
+/// copied back.
+///
+/// PyTorch: `loss = F.binary_cross_entropy(input, target, ...); loss.backward();
+/// input.copy_(input.grad)` (with the allocation avoided).
+///
+/// # Errors
+///
+/// As [`binary_cross_entropy`].
+///
+/// ```
+/// use infoloss::{binary_cross_entropy_with_grad_in_place, BceOptions};
+/// use ndarray::array;
+/// let mut x = array![0.5f32, 0.8];
+/// let t = array![1.0f32, 0.0];
+/// let loss = binary_cross_entropy_with_grad_in_place(x.view_mut(), t.view(), &BceOptions::default());
+/// // (ln 2 + ln 5) / 2
+/// assert!((loss.unwrap().scalar().unwrap() - 1.151_292_5).abs() < 1e-6);
+/// // (x − t) / (x(1 − x)) / 2
+/// assert!((x[0] + 1.0).abs() < 1e-6 && (x[1] - 2.5).abs() < 1e-5);
+/// // an input outside [0, 1] is an error, and the input stays as it was
+/// let mut bad = array![0.5f32, 1.5];
+/// assert!(binary_cross_entropy_with_grad_in_place(bad.view_mut(), t.view(), &BceOptions::default()).is_err());
+/// assert_eq!(bad, array![0.5f32, 1.5]);
+/// ```
+pub fn binary_cross_entropy_with_grad_in_place<T: Element, D: Dimension, D2: Dimension>(
+    input: ArrayViewMut<'_, T, D>,
+    target: ArrayView<'_, T, D2>,
+    opts: &BceOptions<'_, T>,
+) -> Result<Loss<T>> {
+    let mut input = input.into_dyn();
+    let target = target.into_dyn();
+    let (BinarySetup { reduction, shape, n, weight, grad_div }, eps) =
+        setup(input.shape(), target.shape(), opts)?;
+    let want = Want::LOSS_AND_INPUT_GRAD;
+    let one = GradOutput::one();
+    let (g_view, g_const) = upstream_of(OP, Some(&one), want, reduction, &shape, None)?;
+    if n > 0 && fast_path_for::<T>() {
+        let op = fast_op(grad_div, eps, &weight);
+        // the domain is checked before anything is written (a streaming pass over the bits; the
+        // fused kernel's own check for the other types)
+        let valid = match (input.as_slice(), target.as_slice()) {
+            (Some(x), Some(t)) => all_in_unit(x, t),
+            _ => None,
+        }
+        .or_else(|| {
+            let check = Job::new(op, &input.view(), &target, Want::NOTHING, reduction)
+                .weighted(weight.as_ref(), None);
+            check.any_invalid().map(|bad| !bad)
+        });
+        if valid == Some(true) {
+            if let Some(buf) = input.as_slice_mut() {
+                let job = Job::for_in_place(op, &target, true, reduction)
+                    .weighted(weight.as_ref(), None)
+                    .upstream(g_view, g_const);
+                if let Some(out) = job.in_place(OP, buf, &shape, (reduction == Reduction::Mean).then_some(n))
+                {
+                    return out?.ok_or_else(|| internal(OP));
+                }
+            }
+        }
+    }
+    let (loss, grad) = binary_cross_entropy_with_grad(input.view(), target, opts)?;
+    input.assign(&grad);
+    Ok(loss)
+}
+
 // ----------------------------------------------------------------------------------------------
 // Row functions: contiguous slices in the compute type, PyTorch's order of operations.
 // ----------------------------------------------------------------------------------------------
@@ -267,6 +341,24 @@ fn row_grad_target<A: Real>(x: &[A], g: &[A], out: &mut [A]) {
 // Driver.
 // ----------------------------------------------------------------------------------------------
 
+/// The validated options of one call, in PyTorch's order of checks, and PyTorch's epsilon:
+/// `scalar_t(EPSILON)`, the float 1e-12f rounded to the element type (0 in f16, so there x ∈ {0, 1}
+/// gives ±∞, or NaN where x = t, as in PyTorch).
+fn setup<'w, T: Element>(
+    input: &[usize],
+    target: &[usize],
+    opts: &'w BceOptions<'_, T>,
+) -> Result<(BinarySetup<'w, T>, T::Acc)> {
+    let s = binary_setup(OP, input, target, opts.reduction, opts.weight.as_ref())?;
+    Ok((s, T::from_acc(T::Acc::bce_eps()).to_acc()))
+}
+
+/// The fused kernel's formula for a setup.
+fn fast_op<T: Element>(grad_div: Option<T::Acc>, eps: T::Acc, weight: &Option<ArrayViewD<'_, T>>) -> BceOp {
+    let scaling = Scaling { weighted: weight.is_some(), div: grad_div.map(|d| d.f64() as f32) };
+    BceOp { eps: eps.f64() as f32, scaling }
+}
+
 fn run<T: Element>(
     input: ArrayViewD<'_, T>,
     target: ArrayViewD<'_, T>,
@@ -274,26 +366,14 @@ fn run<T: Element>(
     grad_output: Option<&GradOutput<'_, T>>,
     want: Want,
 ) -> Result<Outputs<T>> {
-    let reduction = opts.reduction.reject_batchmean(OP)?;
-    let shape = input.shape().to_vec();
-    check_same_shape(OP, "input", &shape, "target", target.shape())?;
-    let n = checked_numel(OP, "input", &shape)?;
-    let weight = match &opts.weight {
-        Some(w) => Some(broadcast_into(OP, "weight", w, "input", &shape)?),
-        None => None,
-    };
+    let (BinarySetup { reduction, shape, n, weight, grad_div }, eps) =
+        setup(input.shape(), target.shape(), opts)?;
     let want_grad = want.grad_input || want.grad_target;
     let (g_view, g_const) = upstream_of(OP, grad_output, want, reduction, &shape, None)?;
-    // PyTorch divides the gradient by numel after the weight: `grad_input.div_(input.numel())`
-    let grad_div = (reduction == Reduction::Mean).then(|| T::Acc::c(n as f64));
-    // `scalar_t(EPSILON)`: the float 1e-12f rounded to the element type (0 in f16, so there x ∈ {0, 1}
-    // gives ±∞, or NaN where x = t, as in PyTorch)
-    let eps = T::from_acc(T::Acc::bce_eps()).to_acc();
 
     // the SIMD fast path (inputs outside [0, 1] are left to the reference, which reports the first)
     if n > 0 && fast_path_for::<T>() {
-        let scaling = Scaling { weighted: weight.is_some(), div: grad_div.map(|d| d.f64() as f32) };
-        let job = Job::new(BceOp { eps: eps.f64() as f32, scaling }, &input, &target, want, reduction)
+        let job = Job::new(fast_op(grad_div, eps, &weight), &input, &target, want, reduction)
             .weighted(weight.as_ref(), None)
             .upstream(g_view, g_const);
         if let Some(out) = job.outputs(OP, &shape, (reduction == Reduction::Mean).then_some(n)) {

@@ -43,14 +43,14 @@
 //! always uses it) to a few `f32` roundings; [`with_reference_path`] switches the fast path off on the
 //! current thread for tests and benchmarks.
 
-use ndarray::{ArrayD, ArrayView, ArrayViewD, Dimension};
+use ndarray::{ArrayD, ArrayView, ArrayViewD, ArrayViewMut, Dimension};
 use num_traits::Zero;
 
 use crate::kernels::elementwise::{
-    BceLogitsOp, Job, Outputs, Scaling, Upstream, Want, fast_path_for, fill, internal, row_scale, to_array,
-    upstream_of,
+    BceLogitsOp, BinarySetup, Job, Outputs, Scaling, Upstream, Want, binary_setup, fast_path_for, fill,
+    internal, row_scale, to_array, upstream_of,
 };
-use crate::shape::{broadcast_into, check_same_shape, checked_numel};
+use crate::shape::broadcast_into;
 use crate::{Element, GradOutput, Loss, Real, Reduction, Result};
 
 pub use crate::kernels::{
@@ -218,6 +218,58 @@ pub fn binary_cross_entropy_with_logits_with_grad<T: Element, D: Dimension, D2: 
     }
 }
 
+/// [`binary_cross_entropy_with_logits_with_grad`] with the gradient written into `input` (the
+/// training path: the logits are dead after the loss); returns the loss.
+///
+/// Same formula, gradient, reductions and errors as [`binary_cross_entropy_with_logits_with_grad`]; on
+/// an error `input` is left untouched. For `f32`, `f16` and `bf16` inputs in standard layout the
+/// fused kernel reads each tile of `input` into L1 and writes its gradient over it, so no gradient
+/// array is allocated; other inputs are computed by [`binary_cross_entropy_with_logits_with_grad`]
+/// and copied back.
+///
+/// PyTorch: `loss = F.binary_cross_entropy_with_logits(input, target, ...); loss.backward();
+/// input.copy_(input.grad)` (with the allocation avoided).
+///
+/// # Errors
+///
+/// As [`binary_cross_entropy_with_logits`].
+///
+/// ```
+/// use infoloss::{binary_cross_entropy_with_logits_with_grad_in_place, BceWithLogitsOptions};
+/// use ndarray::array;
+/// let mut x = array![0.0f32, 0.0];
+/// let t = array![1.0f32, 0.0];
+/// let opts = BceWithLogitsOptions::default();
+/// let loss = binary_cross_entropy_with_logits_with_grad_in_place(x.view_mut(), t.view(), &opts).unwrap();
+/// assert!((loss.scalar().unwrap() - std::f32::consts::LN_2).abs() < 1e-7);
+/// assert_eq!(x, array![-0.25f32, 0.25]); // (σ(0) − t) / 2
+/// ```
+pub fn binary_cross_entropy_with_logits_with_grad_in_place<T: Element, D: Dimension, D2: Dimension>(
+    input: ArrayViewMut<'_, T, D>,
+    target: ArrayView<'_, T, D2>,
+    opts: &BceWithLogitsOptions<'_, T>,
+) -> Result<Loss<T>> {
+    let mut input = input.into_dyn();
+    let target = target.into_dyn();
+    let (BinarySetup { reduction, shape, n, weight, grad_div }, pos_weight) =
+        setup(input.shape(), target.shape(), opts)?;
+    let one = GradOutput::one();
+    let (g_view, g_const) = upstream_of(OP, Some(&one), Want::LOSS_AND_INPUT_GRAD, reduction, &shape, None)?;
+    if n > 0 && fast_path_for::<T>() {
+        if let Some(buf) = input.as_slice_mut() {
+            let job = Job::for_in_place(fast_op(grad_div, &weight, &pos_weight), &target, true, reduction)
+                .weighted(weight.as_ref(), pos_weight.as_ref())
+                .upstream(g_view, g_const);
+            if let Some(out) = job.in_place(OP, buf, &shape, (reduction == Reduction::Mean).then_some(n)) {
+                return out?.ok_or_else(|| internal(OP));
+            }
+        }
+    }
+    let (loss, grad) = binary_cross_entropy_with_logits_with_grad(input.view(), target, opts)?;
+    input.assign(&grad);
+    Ok(loss)
+}
+
 // ----------------------------------------------------------------------------------------------
 // Row functions: contiguous slices in the compute type, PyTorch's order of operations.
 // ----------------------------------------------------------------------------------------------
@@ -289,6 +341,31 @@ fn row_grad_target<A: Real>(x: &[A], pw: Option<&[A]>, g: &[A], out: &mut [A]) {
 // Driver.
 // ----------------------------------------------------------------------------------------------
 
+/// The validated options of one call, in PyTorch's order of checks, and the `pos_weight` broadcast
+/// into the input's shape.
+fn setup<'w, T: Element>(
+    input: &[usize],
+    target: &[usize],
+    opts: &'w BceWithLogitsOptions<'_, T>,
+) -> Result<(BinarySetup<'w, T>, Option<ArrayViewD<'w, T>>)> {
+    let s = binary_setup(OP, input, target, opts.reduction, opts.weight.as_ref())?;
+    let pos_weight = match &opts.pos_weight {
+        Some(p) => Some(broadcast_into(OP, "pos_weight", p, "input", &s.shape)?),
+        None => None,
+    };
+    Ok((s, pos_weight))
+}
+
+/// The fused kernel's formula for a setup.
+fn fast_op<T: Element>(
+    grad_div: Option<T::Acc>,
+    weight: &Option<ArrayViewD<'_, T>>,
+    pos_weight: &Option<ArrayViewD<'_, T>>,
+) -> BceLogitsOp {
+    let scaling = Scaling { weighted: weight.is_some(), div: grad_div.map(|d| d.f64() as f32) };
+    BceLogitsOp { pos_weighted: pos_weight.is_some(), scaling }
+}
+
 fn run<T: Element>(
     input: ArrayViewD<'_, T>,
     target: ArrayViewD<'_, T>,
@@ -296,27 +373,14 @@ fn run<T: Element>(
     grad_output: Option<&GradOutput<'_, T>>,
     want: Want,
 ) -> Result<Outputs<T>> {
-    let reduction = opts.reduction.reject_batchmean(OP)?;
-    let shape = input.shape().to_vec();
-    check_same_shape(OP, "input", &shape, "target", target.shape())?;
-    let n = checked_numel(OP, "input", &shape)?;
-    let weight = match &opts.weight {
-        Some(w) => Some(broadcast_into(OP, "weight", w, "input", &shape)?),
-        None => None,
-    };
-    let pos_weight = match &opts.pos_weight {
-        Some(p) => Some(broadcast_into(OP, "pos_weight", p, "input", &shape)?),
-        None => None,
-    };
+    let (BinarySetup { reduction, shape, n, weight, grad_div }, pos_weight) =
+        setup(input.shape(), target.shape(), opts)?;
     let want_grad = want.grad_input || want.grad_target;
     let (g_view, g_const) = upstream_of(OP, grad_output, want, reduction, &shape, None)?;
-    // PyTorch divides the gradient by numel after the weight: `grad_input.div_(input.numel())`
-    let grad_div = (reduction == Reduction::Mean).then(|| T::Acc::c(n as f64));
 
-    // the SIMD fast path (inputs outside [0, 1] are left to the reference, which reports the first)
+    // the SIMD fast path
     if n > 0 && fast_path_for::<T>() {
-        let scaling = Scaling { weighted: weight.is_some(), div: grad_div.map(|d| d.f64() as f32) };
-        let op = BceLogitsOp { pos_weighted: pos_weight.is_some(), scaling };
+        let op = fast_op(grad_div, &weight, &pos_weight);
         let job = Job::new(op, &input, &target, want, reduction)
             .weighted(weight.as_ref(), pos_weight.as_ref())
             .upstream(g_view, g_const);

@@ -54,7 +54,7 @@
 //! kept below (`f64` always uses it) to a few `f32` roundings; [`with_reference_path`] switches the fast path
 //! off on the current thread for tests and benchmarks.
 
-use ndarray::{ArrayD, ArrayView, ArrayViewD, Dimension, IxDyn};
+use ndarray::{ArrayD, ArrayView, ArrayViewD, ArrayViewMut, Dimension, IxDyn};
 use num_traits::Zero;
 
 use crate::kernels::elementwise::{
@@ -221,6 +221,69 @@ pub fn kl_div_with_grad<T: Element, D: Dimension, D2: Dimension>(
         (Some(l), Some(g)) => Ok((l, g)),
         _ => Err(internal(OP)),
     }
+}
+
+/// [`kl_div_with_grad`] with the gradient written into `input` (the training path: the
+/// log-probabilities are dead after the loss); returns the loss.
+///
+/// Same formula, gradient, reductions and errors as [`kl_div_with_grad`]; on an error `input` is
+/// left untouched. `input` must have the broadcast shape of the two arguments (a `target` that would
+/// broadcast `input` to a larger shape is an error naming both shapes, since the gradient could not
+/// be written in place). For `f32`, `f16` and `bf16` inputs in standard layout the fused kernel
+/// reads each tile of `input` into L1 and writes its gradient over it, so no gradient array is
+/// allocated; other inputs are computed by [`kl_div_with_grad`] and copied back.
+///
+/// PyTorch: `loss = F.kl_div(input, target, ...); loss.backward(); input.copy_(input.grad)` (with the
+/// allocation avoided).
+///
+/// # Errors
+///
+/// As [`kl_div`], plus [`Error::ShapeMismatch`] when the broadcast shape is not `input`'s.
+///
+/// ```
+/// use infoloss::{kl_div_with_grad_in_place, KlDivOptions, Reduction};
+/// use ndarray::array;
+/// let mut x = array![[-1.0f32, -0.5], [-0.7, -0.7]];
+/// let t = array![[0.25f32, 0.75], [0.5, 0.5]];
+/// let opts = KlDivOptions { reduction: Reduction::BatchMean, ..Default::default() };
+/// let loss = kl_div_with_grad_in_place(x.view_mut(), t.view(), &opts).unwrap();
+/// assert!((loss.scalar().unwrap() - 0.034_758_84).abs() < 1e-6);
+/// // ∂/∂x = −t / 2
+/// assert_eq!(x, array![[-0.125f32, -0.375], [-0.25, -0.25]]);
+/// ```
+pub fn kl_div_with_grad_in_place<T: Element, D: Dimension, D2: Dimension>(
+    input: ArrayViewMut<'_, T, D>,
+    target: ArrayView<'_, T, D2>,
+    opts: &KlDivOptions,
+) -> Result<Loss<T>> {
+    let mut input = input.into_dyn();
+    let target = target.into_dyn();
+    let (out_shape, n, div) = plan(input.shape(), target.shape(), opts.reduction)?;
+    if out_shape != input.shape() {
+        return Err(Error::shape_mismatch(
+            OP,
+            "input",
+            input.shape(),
+            "target",
+            target.shape(),
+            "broadcast to a shape larger than input's, so the gradient cannot be written in place",
+        ));
+    }
+    let one = GradOutput::one();
+    let (g_view, g_const) =
+        upstream_of(OP, Some(&one), Want::LOSS_AND_INPUT_GRAD, opts.reduction, &out_shape, div)?;
+    if n > 0 && fast_path_for::<T>() {
+        if let (Some(tb), Some(buf)) = (target.broadcast(IxDyn(&out_shape)), input.as_slice_mut()) {
+            let job = Job::for_in_place(KlOp { log_target: opts.log_target }, &tb, true, opts.reduction)
+                .upstream(g_view, g_const);
+            if let Some(out) = job.in_place(OP, buf, &out_shape, div) {
+                return out?.ok_or_else(|| internal(OP));
+            }
+        }
+    }
+    let (loss, grad) = kl_div_with_grad(input.view(), target, opts)?;
+    input.assign(&grad);
+    Ok(loss)
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -413,6 +476,18 @@ impl<T: Element> GradSink<T> {
     }
 }
 
+/// The output shape, its element count and the loss divisor of `input` and `target` shapes.
+fn plan(
+    input: &[usize],
+    target: &[usize],
+    reduction: Reduction,
+) -> Result<(Vec<usize>, usize, Option<usize>)> {
+    let out_shape = broadcast_shapes(input, target)?;
+    let n = checked_numel(OP, "output", &out_shape)?;
+    let div = divisor(reduction, n, input);
+    Ok((out_shape, n, div))
+}
+
 fn run<T: Element>(
     input: ArrayViewD<'_, T>,
     target: ArrayViewD<'_, T>,
@@ -420,8 +495,7 @@ fn run<T: Element>(
     grad_output: Option<&GradOutput<'_, T>>,
     want: Want,
 ) -> Result<Outputs<T>> {
-    let out_shape = broadcast_shapes(input.shape(), target.shape())?;
-    let n = checked_numel(OP, "output", &out_shape)?;
+    let (out_shape, n, div) = plan(input.shape(), target.shape(), opts.reduction)?;
     let mismatch = || {
         Error::shape_mismatch(
             OP,
@@ -435,7 +509,6 @@ fn run<T: Element>(
     let xb = input.broadcast(IxDyn(&out_shape)).ok_or_else(mismatch)?;
     let tb = target.broadcast(IxDyn(&out_shape)).ok_or_else(mismatch)?;
     let reduction = opts.reduction;
-    let div = divisor(reduction, n, input.shape());
 
     // The broadcast can be far larger than either argument. PyTorch materializes its pointwise loss
     // (and the gradients have its size): one larger than memory is `Error::TooLarge`, not an abort

@@ -68,11 +68,12 @@ pub mod uda;
 
 pub use bce::{
     BceOptions, binary_cross_entropy, binary_cross_entropy_backward, binary_cross_entropy_backward_target,
-    binary_cross_entropy_with_grad,
+    binary_cross_entropy_with_grad, binary_cross_entropy_with_grad_in_place,
 };
 pub use bce_logits::{
     BceWithLogitsOptions, binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_backward,
     binary_cross_entropy_with_logits_backward_target, binary_cross_entropy_with_logits_with_grad,
+    binary_cross_entropy_with_logits_with_grad_in_place,
 };
 pub use ce_extras::{
     CrossEntropyExtrasOptions, CrossEntropyExtrasOutput, cross_entropy_extras, cross_entropy_extras_backward,
@@ -94,7 +95,10 @@ pub use info::{
     jensenshannon_backward, rel_entr, rel_entr_backward, self_information, self_information_backward,
     shannon_cross_entropy, shannon_cross_entropy_backward,
 };
-pub use kl_div::{KlDivOptions, kl_div, kl_div_backward, kl_div_backward_target, kl_div_with_grad};
+pub use kl_div::{
+    KlDivOptions, kl_div, kl_div_backward, kl_div_backward_target, kl_div_with_grad,
+    kl_div_with_grad_in_place,
+};
 pub use linear::{
     LinearCrossEntropyOptions, LinearCrossEntropyOutput, LinearDistillOptions, LinearDistillOutput,
     LinearFloat, LinearHead, LinearWorkspace, TeacherTopK, linear_cross_entropy,

@@ -6,7 +6,7 @@
 //!
 //! Tolerance. A gradient element is `c·(d_j − Σ_i x̂_i·d_i)/s` (the raw partial `d_j` wrt the normalized
 //! row, the normalization's dot, the row sum `s`, the upstream coefficient `c`). The fast path's `ln` is
-//! within 0.861 ulp (the reference's libm within 0.5) and its dot is summed in another order, so the two
+//! within 0.885 ulp (the reference's libm within 0.5) and its dot is summed in another order, so the two
 //! agree to a few roundings of the *terms*, `(|d_j| + Σ_i |x̂_i·d_i|)·|c|/s`, not of the result (which
 //! cancels where `d_j` is close to the dot): the bound is `ATOL + RTOL·|ref| + 16·ε₃₂·terms`.
 

@@ -65,6 +65,25 @@ def cross_entropy_with_grad_in_place(
     reduction: Reduction = "mean",
     label_smoothing: float = 0.0,
 ) -> LossValue: ...
+def kl_div_with_grad_in_place(
+    input: Floats,
+    target: ArrayLike,
+    reduction: KlReduction = "mean",
+    log_target: bool = False,
+) -> LossValue: ...
+def binary_cross_entropy_with_grad_in_place(
+    input: Floats,
+    target: ArrayLike,
+    weight: Optional[ArrayLike] = None,
+    reduction: Reduction = "mean",
+) -> LossValue: ...
+def binary_cross_entropy_with_logits_with_grad_in_place(
+    input: Floats,
+    target: ArrayLike,
+    weight: Optional[ArrayLike] = None,
+    reduction: Reduction = "mean",
+    pos_weight: Optional[ArrayLike] = None,
+) -> LossValue: ...
 def nll_loss(
     input: ArrayLike,
     target: ArrayLike,

@@ -526,6 +526,101 @@ def binary_cross_entropy_with_logits_with_grad(
     return (lo, gi, gt) if return_target_grad else (lo, gi)
 
 
+
+def _elementwise_in_place(loss, input, target, weight, pos_weight, reduction, log_target=False):
+    """The shared body of the elementwise ``*_with_grad_in_place`` calls: ``input`` must be the caller's own
+    writeable float array; ``target``, ``weight`` and ``pos_weight`` are cast to its dtype (no promotion) and
+    must not share its memory."""
+    op = f"{loss}_with_grad_in_place"
+    x = c.in_place_logits(input, op, "input")
+    t = c.cast(c.numeric(target, op, "target"), x.dtype, op, "target")
+    w = None if weight is None else c.cast(c.numeric(weight, op, "weight"), x.dtype, op, "weight")
+    pw = None if pos_weight is None else c.cast(c.numeric(pos_weight, op, "pos_weight"), x.dtype, op, "pos_weight")
+    c.not_sharing(x, op, "input", target=t, weight=w, pos_weight=pw)
+    return _C.elementwise_in_place(loss, x, t, w, pw, reduction, bool(log_target))
+
+
+def kl_div_with_grad_in_place(
+    input: np.ndarray,
+    target: ArrayLike,
+    reduction: str = "mean",
+    log_target: bool = False,
+):
+    r""":func:`kl_div_with_grad` for the training path: the gradient wrt ``input`` is written **over** ``input``
+    (whose log-probabilities are dead after the loss) and only the loss is returned.
+
+    No ``input``-sized gradient array is allocated. Loss and gradient equal :func:`kl_div_with_grad`'s bit for
+    bit (upstream gradient 1). ``input`` must be the caller's own writeable float16/32/64 NumPy array (nothing is
+    converted); ``target`` is cast to its dtype and may broadcast against it, but not to a larger shape (the
+    gradient must fit in ``input``). Operands sharing memory with ``input`` are refused; on any error ``input`` is
+    left unchanged. Rust: ``infoloss::kl_div_with_grad_in_place``.
+
+    Example:
+        >>> import numpy as np, infoloss
+        >>> x = np.log(np.array([0.5, 0.5], dtype=np.float32))
+        >>> round(infoloss.kl_div_with_grad_in_place(x, np.array([0.25, 0.75]), reduction='sum'), 6)
+        0.130812
+        >>> x.tolist()
+        [-0.25, -0.75]
+    """
+    x = c.in_place_logits(input, "kl_div_with_grad_in_place", "input")
+    red, _ = c.resolve_kl_reduction(None, None, reduction, x.ndim, 2)
+    return _elementwise_in_place("kl_div", x, target, None, None, red, log_target)
+
+
+def binary_cross_entropy_with_grad_in_place(
+    input: np.ndarray,
+    target: ArrayLike,
+    weight: Optional[ArrayLike] = None,
+    reduction: str = "mean",
+):
+    r""":func:`binary_cross_entropy_with_grad` for the training path: the gradient wrt ``input`` is written
+    **over** ``input`` and only the loss is returned.
+
+    Loss and gradient equal :func:`binary_cross_entropy_with_grad`'s bit for bit. ``input`` must be the caller's
+    own writeable float array; ``target`` (the input's shape) and ``weight`` (broadcasting into it) are cast to its
+    dtype. Values outside ``[0, 1]`` raise ``ValueError`` naming the first one, and ``input`` is left unchanged
+    (the domain is checked before anything is written). Rust: ``infoloss::binary_cross_entropy_with_grad_in_place``.
+
+    Example:
+        >>> import numpy as np, infoloss
+        >>> x = np.array([0.5], dtype=np.float32)
+        >>> round(infoloss.binary_cross_entropy_with_grad_in_place(x, np.array([1.0])), 6)
+        0.693147
+        >>> x.tolist()
+        [-2.0]
+    """
+    red = c.resolve_reduction(None, None, reduction, 2)
+    return _elementwise_in_place("binary_cross_entropy", input, target, weight, None, red)
+
+
+def binary_cross_entropy_with_logits_with_grad_in_place(
+    input: np.ndarray,
+    target: ArrayLike,
+    weight: Optional[ArrayLike] = None,
+    reduction: str = "mean",
+    pos_weight: Optional[ArrayLike] = None,
+):
+    r""":func:`binary_cross_entropy_with_logits_with_grad` for the training path: the gradient wrt the logits is
+    written **over** ``input`` and only the loss is returned.
+
+    Loss and gradient equal :func:`binary_cross_entropy_with_logits_with_grad`'s bit for bit. ``input`` must be
+    the caller's own writeable float array; ``target`` (the input's shape), ``weight`` and ``pos_weight``
+    (broadcasting into it) are cast to its dtype. On any error ``input`` is left unchanged. Rust:
+    ``infoloss::binary_cross_entropy_with_logits_with_grad_in_place``.
+
+    Example:
+        >>> import numpy as np, infoloss
+        >>> x = np.zeros(2, dtype=np.float32)
+        >>> round(infoloss.binary_cross_entropy_with_logits_with_grad_in_place(x, np.array([1.0, 0.0])), 6)
+        0.693147
+        >>> x.tolist()
+        [-0.25, 0.25]
+    """
+    red = c.resolve_reduction(None, None, reduction, 2)
+    return _elementwise_in_place("binary_cross_entropy_with_logits", input, target, weight, pos_weight, red)
+
+
 # ---------------------------------------------------------------------------- softmax, log_softmax, logsumexp
 
 

@@ -48,6 +48,10 @@ def cross_entropy_in_place(
     input: _A, target: _A, weight: Optional[_A], ignore_index: int, reduction: str, label_smoothing: float,
     probs: bool,
 ) -> Any: ...
+def elementwise_in_place(
+    loss: str, input: _A, target: _A, weight: Optional[_A], pos_weight: Optional[_A], reduction: str,
+    log_target: bool,
+) -> Any: ...
 def distill_in_place(
     student_logits: _A, teacher_logits: _A, labels: Optional[_A], temperature: float, t2_scaling: bool,
     divergence: str, beta: float, alpha: float, ignore_index: int, reduction: str, normalizer: Optional[float],

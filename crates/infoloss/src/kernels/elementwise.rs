@@ -236,6 +236,8 @@ pub(crate) struct Want {
 impl Want {
     /// Nothing (for `Want { loss: true, ..Want::NOTHING }`).
     pub(crate) const NOTHING: Want = Want { loss: false, grad_input: false, grad_target: false };
+    /// The loss and the input gradient (the `_with_grad` and `_in_place` variants).
+    pub(crate) const LOSS_AND_INPUT_GRAD: Want = Want { loss: true, grad_input: true, grad_target: false };
 }
 
 /// One vector of each operand (absent operands hold 1, the upstream gradient its constant).
@@ -633,6 +635,24 @@ impl<'a, T: Element, K: PointOp> Job<'a, T, K> {
         }
     }
 
+    /// `op` for [`Job::in_place`]: the input comes from the buffer given there (its shape is the
+    /// target's), the input gradient is computed, the loss reduced as `reduction` says.
+    pub(crate) fn for_in_place(op: K, t: &ArrayViewD<'a, T>, want_loss: bool, reduction: Reduction) -> Self {
+        Job {
+            op,
+            len: t.len(),
+            x: Operand::Slice(&[]),
+            t: Operand::of_view(t),
+            w: None,
+            p: None,
+            g: None,
+            g_const: 1.0,
+            loss: LossOut::of(want_loss, reduction),
+            grad_input: true,
+            grad_target: false,
+        }
+    }
+
     /// With a weight and a `pos_weight` (views of the input's shape).
     pub(crate) fn weighted(self, w: Option<&ArrayViewD<'a, T>>, p: Option<&ArrayViewD<'a, T>>) -> Self {
         Job { w: w.map(Operand::of_view), p: p.map(Operand::of_view), ..self }
@@ -652,9 +672,91 @@ impl<'a, T: Element, K: PointOp> Job<'a, T, K> {
         shape: &[usize],
         divisor: Option<usize>,
     ) -> Option<Result<Outputs<T>>> {
-        let done = run_job(self)?;
+        let done = run_job(self, None)?;
         (!done.flagged).then(|| done.into_outputs(op, shape, divisor))
     }
+
+    /// Runs the job for its domain check only: whether any element is outside the loss's domain
+    /// ([`PointOp::CHECKS`]); `None` when the fast path does not apply to `T`. Build the job with
+    /// [`Want::NOTHING`] so that nothing else is computed.
+    pub(crate) fn any_invalid(&self) -> Option<bool> {
+        run_job(self, None).map(|d| d.flagged)
+    }
+
+    /// Runs the job with the input read from `buf` (the input's data in standard layout; the job's
+    /// own `x` operand is not used) and the input gradient written over it, tile by tile. Returns the
+    /// loss (`sum / divisor` when reduced), or `None` when the fast path does not apply to `T` or an
+    /// element is outside the domain — callers check [`Job::any_invalid`] first, since by then `buf`
+    /// has been overwritten.
+    pub(crate) fn in_place(
+        &self,
+        op: &'static str,
+        buf: &mut [T],
+        shape: &[usize],
+        divisor: Option<usize>,
+    ) -> Option<Result<Option<Loss<T>>>> {
+        if !self.grad_input || buf.len() != self.len {
+            return None;
+        }
+        let done = run_job(self, Some(buf))?;
+        (!done.flagged).then(|| done.into_outputs(op, shape, divisor).map(|o| o.loss))
+    }
+}
+
+/// The validated options shared by the two binary cross-entropies, in PyTorch's order of checks.
+pub(crate) struct BinarySetup<'w, T: Element> {
+    /// The reduction (`'batchmean'` rejected).
+    pub(crate) reduction: Reduction,
+    /// The input's shape (also the target's).
+    pub(crate) shape: Vec<usize>,
+    /// Its number of elements.
+    pub(crate) n: usize,
+    /// The weight broadcast into `shape`.
+    pub(crate) weight: Option<ArrayViewD<'w, T>>,
+    /// PyTorch divides the gradient by numel after the weight: `grad_input.div_(input.numel())`.
+    pub(crate) grad_div: Option<T::Acc>,
+}
+
+/// Validates a binary cross-entropy call `op` on `input` and `target` shapes with `reduction` and
+/// `weight`.
+pub(crate) fn binary_setup<'w, T: Element>(
+    op: &'static str,
+    input: &[usize],
+    target: &[usize],
+    reduction: Reduction,
+    weight: Option<&'w ArrayViewD<'_, T>>,
+) -> Result<BinarySetup<'w, T>> {
+    let reduction = reduction.reject_batchmean(op)?;
+    let shape = input.to_vec();
+    crate::shape::check_same_shape(op, "input", &shape, "target", target)?;
+    let n = crate::shape::checked_numel(op, "input", &shape)?;
+    let weight = match weight {
+        Some(w) => Some(crate::shape::broadcast_into(op, "weight", w, "input", &shape)?),
+        None => None,
+    };
+    let grad_div = (reduction == Reduction::Mean).then(|| T::Acc::c(n as f64));
+    Ok(BinarySetup { reduction, shape, n, weight, grad_div })
+}
+
+/// Whether every element of `x` and `t` (of one length) lies in `[0, 1]` (NaN does not), checked on
+/// the bits in parallel over fixed chunks: `None` when `T` is neither `f32` nor `bf16`.
+///
+/// A value is in `[0, 1]` exactly when its bits, read as an unsigned integer, are at most those of
+/// `1.0` (the positive numbers up to 1, `+0`) or are those of `−0`.
+pub(crate) fn all_in_unit<T: Element>(x: &[T], t: &[T]) -> Option<bool> {
+    fn check<B: Copy + Into<u32> + Send + Sync>(x: &[B], t: &[B], one: u32, neg_zero: u32) -> bool {
+        let ok = |s: &[B]| s.iter().fold(true, |acc, &b| acc & ((b.into() <= one) | (b.into() == neg_zero)));
+        x.par_chunks(TASK).zip(t.par_chunks(TASK)).all(|(a, b)| ok(a) && ok(b))
+    }
+    if let (Some(a), Some(b)) = (T::as_f32(x), T::as_f32(t)) {
+        let (a, b): (&[u32], &[u32]) = (pulp::bytemuck::cast_slice(a), pulp::bytemuck::cast_slice(b));
+        return Some(check(a, b, 1f32.to_bits(), (-0f32).to_bits()));
+    }
+    if let (Some(a), Some(b)) = (T::as_bf16(x), T::as_bf16(t)) {
+        let (a, b): (&[u16], &[u16]) = (pulp::bytemuck::cast_slice(a), pulp::bytemuck::cast_slice(b));
+        return Some(check(a, b, half::bf16::ONE.to_bits().into(), half::bf16::NEG_ZERO.to_bits().into()));
+    }
+    None
 }
 
 /// The results of a [`Job`].
@@ -694,21 +796,22 @@ impl<T: Element> Done<T> {
     }
 }
 
-type Entry<T, K> = for<'j, 'a> fn(&'j Job<'a, T, K>) -> Done<T>;
+type Entry<T, K> = for<'j, 'a, 'b> fn(&'j Job<'a, T, K>, Option<&'b mut [T]>) -> Done<T>;
 
 fn cast_fn<F: Copy + 'static, G: Copy + 'static>(f: F) -> Option<G> {
     (&f as &dyn Any).downcast_ref::<G>().copied()
 }
 
-/// Runs `job`, or returns `None` when `T` is not `f32`, `f16` or `bf16`.
+/// Runs `job` (with the input read from and its gradient written into `in_place` when given), or
+/// returns `None` when `T` is not `f32`, `f16` or `bf16`.
 ///
 /// The generic `T` reaches the typed driver through a function-pointer downcast (`T` is `f32`
 /// exactly when the downcast to `f32`'s entry succeeds), which needs no unsafe code.
-pub(crate) fn run_job<T: Element, K: PointOp>(job: &Job<'_, T, K>) -> Option<Done<T>> {
+fn run_job<T: Element, K: PointOp>(job: &Job<'_, T, K>, in_place: Option<&mut [T]>) -> Option<Done<T>> {
     let f = cast_fn::<Entry<f32, K>, Entry<T, K>>(drive::<f32, K>)
         .or_else(|| cast_fn::<Entry<half::bf16, K>, Entry<T, K>>(drive::<half::bf16, K>))
         .or_else(|| cast_fn::<Entry<half::f16, K>, Entry<T, K>>(drive::<half::f16, K>))?;
-    Some(f(job))
+    Some(f(job, in_place))
 }
 
 /// One task's share of the outputs and what it returns.
@@ -722,13 +825,18 @@ struct Task<'o, E> {
     bad: bool,
 }
 
-fn drive<E: FastElem, K: PointOp>(job: &Job<'_, E, K>) -> Done<E> {
+fn drive<E: FastElem, K: PointOp>(job: &Job<'_, E, K>, in_place: Option<&mut [E]>) -> Done<E> {
     let n = job.len;
     let mut loss = (job.loss == LossOut::Elements).then(|| E::zeros(n));
-    let mut grad_input = job.grad_input.then(|| E::zeros(n));
+    // in place, the input buffer receives the input gradient (and holds the input until then)
+    let is_in_place = in_place.is_some();
+    let mut grad_input = if is_in_place { None } else { job.grad_input.then(|| E::zeros(n)) };
     let mut grad_target = job.grad_target.then(|| E::zeros(n));
     let mut lc = loss.as_deref_mut().map(|v| v.chunks_mut(TASK));
-    let mut gic = grad_input.as_deref_mut().map(|v| v.chunks_mut(TASK));
+    let mut gic = match in_place {
+        Some(buf) => Some(buf.chunks_mut(TASK)),
+        None => grad_input.as_deref_mut().map(|v| v.chunks_mut(TASK)),
+    };
     let mut gtc = grad_target.as_deref_mut().map(|v| v.chunks_mut(TASK));
     let mut tasks: Vec<Task<'_, E>> = (0..n.div_ceil(TASK))
         .map(|i| Task {
@@ -745,6 +853,7 @@ fn drive<E: FastElem, K: PointOp>(job: &Job<'_, E, K>) -> Done<E> {
     tasks.par_iter_mut().for_each(|task| {
         let (sum, bad) = k.run(TaskRun {
             job,
+            in_place: is_in_place,
             start: task.start,
             len: task.len,
             loss: task.loss.as_deref_mut(),
@@ -764,6 +873,8 @@ fn drive<E: FastElem, K: PointOp>(job: &Job<'_, E, K>) -> Done<E> {
 /// One task, run inside the SIMD context.
 struct TaskRun<'j, 'a, 'o, E, K> {
     job: &'j Job<'a, E, K>,
+    /// `grad_input` holds the input: read each tile of `x` from it before overwriting the tile.
+    in_place: bool,
     start: usize,
     len: usize,
     loss: Option<&'o mut [E]>,
@@ -817,7 +928,7 @@ impl<E: FastElem, K: PointOp> WithSimd for TaskRun<'_, '_, '_, E, K> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) -> (f64, bool) {
-        let TaskRun { job, start, len, mut loss, mut grad_input, mut grad_target } = self;
+        let TaskRun { job, in_place, start, len, mut loss, mut grad_input, mut grad_target } = self;
         let want = Want {
             loss: job.loss != LossOut::Skip,
             grad_input: job.grad_input,
@@ -836,8 +947,21 @@ impl<E: FastElem, K: PointOp> WithSimd for TaskRun<'_, '_, '_, E, K> {
             let m = TILE.min(len - off);
             let at = start + off;
             let range = off..off + m;
+            let mut gio = grad_input.as_deref_mut().and_then(|l| l.get_mut(range.clone()));
+            let x = match (in_place, gio.as_deref()) {
+                (true, Some(src)) => {
+                    // the tile's input, copied into L1 before its gradient overwrites it
+                    let dst = &mut bx[..m];
+                    match E::as_f32(src) {
+                        Some(direct) => dst.copy_from_slice(direct),
+                        None => E::load_f32(src, dst),
+                    }
+                    &bx[..m]
+                }
+                _ => job.x.tile(at, &mut bx[..m]),
+            };
             let ins = Ins {
-                x: job.x.tile(at, &mut bx[..m]),
+                x,
                 t: job.t.tile(at, &mut bt[..m]),
                 w: job.w.as_ref().map(|o| o.tile(at, &mut bw[..m])),
                 p: job.p.as_ref().map(|o| o.tile(at, &mut bp[..m])),
@@ -845,7 +969,6 @@ impl<E: FastElem, K: PointOp> WithSimd for TaskRun<'_, '_, '_, E, K> {
                 g_const: job.g_const,
             };
             let mut lo = loss.as_deref_mut().and_then(|l| l.get_mut(range.clone()));
-            let mut gio = grad_input.as_deref_mut().and_then(|l| l.get_mut(range.clone()));
             let mut gto = grad_target.as_deref_mut().and_then(|l| l.get_mut(range.clone()));
             let outs = OutTiles {
                 loss: match job.loss {

@@ -65,23 +65,53 @@ fn terms<S: Simd>(simd: S, kind: InfoKind, p: S::f32s, q: S::f32s) -> (S::f32s, 
         InfoKind::Relative => (rel_v(simd, p, q), z),
         InfoKind::Cross => (cross_v(simd, p, q), z),
         InfoKind::Js => {
-            let m = simd.div_f32s(simd.add_f32s(p, q), simd.splat_f32s(2.0));
+            // `·½` is `/2` exactly (the same real number, rounded once)
+            let m = simd.mul_f32s(simd.add_f32s(p, q), simd.splat_f32s(0.5));
             (rel_v(simd, p, m), rel_v(simd, q, m))
         }
     }
 }
 
-struct InfoRowOp<'a> {
-    kind: InfoKind,
+impl InfoKind {
+    /// The kind as the const parameter of the row kernels (so each kind gets its own straight-line
+    /// inner loop, without a dispatch per vector).
+    const fn code(self) -> u8 {
+        match self {
+            InfoKind::Entropy => 0,
+            InfoKind::Relative => 1,
+            InfoKind::Cross => 2,
+            InfoKind::Js => 3,
+        }
+    }
+
+    /// The kind of [`InfoKind::code`] `k`.
+    const fn of_code(k: u8) -> InfoKind {
+        match k {
+            0 => InfoKind::Entropy,
+            1 => InfoKind::Relative,
+            2 => InfoKind::Cross,
+            _ => InfoKind::Js,
+        }
+    }
+}
+
+struct InfoRowOp<'a, const K: u8> {
     p: &'a [f32],
     q: &'a [f32],
 }
 
-impl WithSimd for InfoRowOp<'_> {
+/// `v / s`, except for the unused `q` operand of [`InfoKind::Entropy`] (returned as is).
+#[inline(always)]
+fn normalized<S: Simd>(simd: S, used: bool, v: S::f32s, s: S::f32s) -> S::f32s {
+    if used { simd.div_f32s(v, s) } else { v }
+}
+
+impl<const K: u8> WithSimd for InfoRowOp<'_, K> {
     type Output = (f64, f64);
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) -> (f64, f64) {
-        let InfoRowOp { kind, p, q } = self;
+        let InfoRowOp { p, q } = self;
+        let kind = InfoKind::of_code(K);
         let two = kind != InfoKind::Entropy;
         // the normalizers, rounded to f32 as the reference's `normalize_row` does
         let sp = simd.splat_f32s(RowSumOp { a: p, b: &[] }.with_simd(simd) as f32);
@@ -100,13 +130,15 @@ impl WithSimd for InfoRowOp<'_> {
             let mut qi = qh.chunks_exact(4);
             for (pv, qv) in (&mut pi).zip(&mut qi) {
                 for j in 0..4 {
-                    let (a, b) = terms(simd, kind, simd.div_f32s(pv[j], sp), simd.div_f32s(qv[j], sq));
+                    let (pn, qn) = (simd.div_f32s(pv[j], sp), normalized(simd, two, qv[j], sq));
+                    let (a, b) = terms(simd, kind, pn, qn);
                     aa[j] = simd.add_f32s(aa[j], a);
                     ab[j] = simd.add_f32s(ab[j], b);
                 }
             }
             for (pv, qv) in pi.remainder().iter().zip(qi.remainder()) {
-                let (a, b) = terms(simd, kind, simd.div_f32s(*pv, sp), simd.div_f32s(*qv, sq));
+                let (pn, qn) = (simd.div_f32s(*pv, sp), normalized(simd, two, *qv, sq));
+                let (a, b) = terms(simd, kind, pn, qn);
                 aa[0] = simd.add_f32s(aa[0], a);
                 ab[0] = simd.add_f32s(ab[0], b);
             }
@@ -114,7 +146,7 @@ impl WithSimd for InfoRowOp<'_> {
                 // lanes past the end of the row contribute nothing (0/0 there would be NaN)
                 let mask = simd.mask_between_m32s(0, pt.len() as u32).mask();
                 let pv = simd.div_f32s(simd.partial_load_f32s(pt), sp);
-                let qv = simd.div_f32s(simd.partial_load_f32s(qt), sq);
+                let qv = normalized(simd, two, simd.partial_load_f32s(qt), sq);
                 let (a, b) = terms(simd, kind, pv, qv);
                 aa[1] = simd.add_f32s(aa[1], simd.select_f32s(mask, a, z));
                 ab[1] = simd.add_f32s(ab[1], simd.select_f32s(mask, b, z));
@@ -171,7 +203,8 @@ fn grad_terms<S: Simd>(
             (cross_v(simd, p, q), z, dp, dq)
         }
         InfoKind::Js => {
-            let m = simd.div_f32s(simd.add_f32s(p, q), simd.splat_f32s(2.0));
+            // `·½` is `/2` exactly (the same real number, rounded once)
+            let m = simd.mul_f32s(simd.add_f32s(p, q), simd.splat_f32s(0.5));
             (rel_v(simd, p, m), rel_v(simd, q, m), js_side(simd, p, q, m), js_side(simd, q, p, m))
         }
     }
@@ -198,8 +231,7 @@ fn js_side<S: Simd>(simd: S, x: S::f32s, y: S::f32s, m: S::f32s) -> S::f32s {
 
 const LN_2: f32 = std::f32::consts::LN_2;
 
-struct InfoGradOp<'a> {
-    kind: InfoKind,
+struct InfoGradOp<'a, const K: u8> {
     p: &'a [f32],
     q: &'a [f32],
     dp: &'a mut [f32],
@@ -234,11 +266,12 @@ fn accumulate<S: Simd>(
     acc.dq = simd.add_f32s(acc.dq, simd.select_f32s(nzq, simd.mul_f32s(q, t.3), z));
 }
 
-impl WithSimd for InfoGradOp<'_> {
+impl<const K: u8> WithSimd for InfoGradOp<'_, K> {
     type Output = InfoRowGrad;
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) -> InfoRowGrad {
-        let InfoGradOp { kind, p, q, dp, dq } = self;
+        let InfoGradOp { p, q, dp, dq } = self;
+        let kind = InfoKind::of_code(K);
         let two = kind != InfoKind::Entropy;
         let sp = RowSumOp { a: p, b: &[] }.with_simd(simd) as f32;
         let sq = if two { RowSumOp { a: q, b: &[] }.with_simd(simd) as f32 } else { 1.0 };
@@ -261,7 +294,7 @@ impl WithSimd for InfoGradOp<'_> {
             let mut acc = Lanes { va: z, vb: z, dp: z, dq: z };
             let mut dqi = dqh.iter_mut();
             for ((pv, qv), dpv) in ph.iter().zip(qh).zip(dph.iter_mut()) {
-                let (pn, qn) = (simd.div_f32s(*pv, vsp), simd.div_f32s(*qv, vsq));
+                let (pn, qn) = (simd.div_f32s(*pv, vsp), normalized(simd, two, *qv, vsq));
                 let t = grad_terms(simd, kind, pn, qn);
                 *dpv = t.2;
                 *dqi.next().unwrap_or(&mut spare) = t.3;
@@ -271,7 +304,7 @@ impl WithSimd for InfoGradOp<'_> {
                 // lanes past the end of the row contribute nothing and are not stored
                 let mask = simd.mask_between_m32s(0, pt.len() as u32).mask();
                 let pn = simd.div_f32s(simd.partial_load_f32s(pt), vsp);
-                let qn = simd.div_f32s(simd.partial_load_f32s(qt), vsq);
+                let qn = normalized(simd, two, simd.partial_load_f32s(qt), vsq);
                 let t = grad_terms(simd, kind, pn, qn);
                 simd.partial_store_f32s(dpt, t.2);
                 if two {
@@ -299,7 +332,12 @@ impl Kernels {
     /// for [`InfoKind::Js`].
     pub(crate) fn info_row_f32(self, kind: InfoKind, p: &[f32], q: &[f32]) -> (f64, f64) {
         let q = if kind == InfoKind::Entropy || q.len() != p.len() { p } else { q };
-        self.run(InfoRowOp { kind, p, q })
+        match kind.code() {
+            0 => self.run(InfoRowOp::<0> { p, q }),
+            1 => self.run(InfoRowOp::<1> { p, q }),
+            2 => self.run(InfoRowOp::<2> { p, q }),
+            _ => self.run(InfoRowOp::<3> { p, q }),
+        }
     }
 
     /// One row of an information measure's backward: writes the raw partials wrt the normalized
@@ -320,7 +358,13 @@ impl Kernels {
         if dp.len() != n || (two && (q.len() != n || dq.len() != n)) {
             return InfoRowGrad { value: (f64::NAN, f64::NAN), ..Default::default() };
         }
-        self.run(InfoGradOp { kind, p, q: if two { q } else { p }, dp, dq })
+        let q = if two { q } else { p };
+        match kind.code() {
+            0 => self.run(InfoGradOp::<0> { p, q, dp, dq }),
+            1 => self.run(InfoGradOp::<1> { p, q, dp, dq }),
+            2 => self.run(InfoGradOp::<2> { p, q, dp, dq }),
+            _ => self.run(InfoGradOp::<3> { p, q, dp, dq }),
+        }
     }
 }
 
