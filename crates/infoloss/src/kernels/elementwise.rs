@@ -481,6 +481,9 @@ impl PointOp for BceOp {
     }
 }
 
+/// The largest `f32` whose exponential is finite (`exp` of the next one rounds to `+∞`).
+const EXP_FINITE_MAX_F32: f32 = 88.722_83;
+
 /// `binary_cross_entropy_with_logits`: `((1 − t)·x − lw·logσ(x))·w`, `lw = (p − 1)·t + 1`, and its
 /// gradients, as PyTorch's CPU kernel and `FunctionsManual.cpp`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -500,16 +503,25 @@ impl PointOp for BceLogitsOp {
         let one = simd.splat_f32s(1.0);
         let mut o = Outs::zero(simd);
         let Lanes { x, t, w, p, g } = v;
-        // σ(x) = 1 / (1 + exp(−x)), as PyTorch's sigmoid
-        let sig = if want.grad_input {
-            simd.div_f32s(one, simd.add_f32s(one, exp_f32s(simd, simd.neg_f32s(x))))
+        // e = exp(−|x|), one exponential for both σ and logσ
+        let need_lsig = want.loss || (want.grad_target && self.pos_weighted);
+        let e = if want.grad_input || need_lsig {
+            exp_nonpos_f32s(simd, simd.neg_f32s(simd.abs_f32s(x)))
         } else {
             zero
         };
-        // logσ(±x) = min(±x, 0) − log1p(e), e = exp(−|x|)
-        let need_lsig = want.loss || (want.grad_target && self.pos_weighted);
+        // σ(x) = 1 / (1 + exp(−x)) as PyTorch's sigmoid for x ≥ 0 (the same exp(−x), so the same
+        // bits); e / (1 + e) below (within an ulp or so of PyTorch's rounding), and 0 where PyTorch's
+        // exp(−x) overflows (x < −88.72283: 1/∞)
+        let sig = if want.grad_input {
+            let pos = simd.greater_than_or_equal_f32s(x, zero);
+            let s = simd.div_f32s(simd.select_f32s(pos, one, e), simd.add_f32s(one, e));
+            simd.select_f32s(simd.less_than_f32s(x, simd.splat_f32s(-EXP_FINITE_MAX_F32)), zero, s)
+        } else {
+            zero
+        };
+        // logσ(±x) = min(±x, 0) − log1p(e)
         let lp = if need_lsig {
-            let e = exp_nonpos_f32s(simd, simd.neg_f32s(simd.abs_f32s(x)));
             let u = simd.add_f32s(one, e);
             // 1/u = σ(|x|): σ(x) itself for x ≥ 0 (the same exp(−x), so the same bits), 1 − σ(x)
             // below (relative error ≈ 2⁻²⁴; with |c| ≤ 2⁻²⁴ and a result ≥ 2⁻²⁴ that is under half an
