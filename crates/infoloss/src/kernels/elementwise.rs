@@ -123,11 +123,48 @@ pub(crate) trait FastElem: Element<Acc = f32> + super::alloc::ZeroBits {
     fn zeros(n: usize) -> Vec<Self> {
         super::alloc::zeroed(n).unwrap_or_else(|| vec![Self::default(); n])
     }
+
+    /// `dst = src` widened to `f32` (inlined into the SIMD context of the caller for `bf16`).
+    #[inline(always)]
+    fn load_tile(src: &[Self], dst: &mut [f32]) {
+        Self::load_f32(src, dst);
+    }
+
+    /// `dst = src` rounded to the element type (inlined into the SIMD context of the caller for
+    /// `bf16`).
+    #[inline(always)]
+    fn store_tile(src: &[f32], dst: &mut [Self]) {
+        Self::store_f32(src, dst);
+    }
+
+    /// Each value rounded to the element type and widened back, through `scratch` (of `v`'s
+    /// length at least) where no in-register rounding is written.
+    #[inline(always)]
+    fn round_tile(v: &mut [f32], scratch: &mut [Self]) {
+        let r = &mut scratch[..v.len()];
+        Self::store_f32(v, r);
+        Self::load_f32(r, v);
+    }
 }
 
 impl FastElem for f32 {}
 impl FastElem for half::f16 {}
-impl FastElem for half::bf16 {}
+impl FastElem for half::bf16 {
+    #[inline(always)]
+    fn load_tile(src: &[Self], dst: &mut [f32]) {
+        super::simd::widen_bf16(src, dst);
+    }
+
+    #[inline(always)]
+    fn store_tile(src: &[f32], dst: &mut [Self]) {
+        super::simd::narrow_bf16(src, dst);
+    }
+
+    #[inline(always)]
+    fn round_tile(v: &mut [f32], _scratch: &mut [Self]) {
+        super::simd::round_bf16_in_place(v);
+    }
+}
 
 // ----------------------------------------------------------------------------------------------
 // Operands.
@@ -178,7 +215,7 @@ impl<T: FastElem> Operand<'_, T> {
                 match T::as_f32(src) {
                     Some(direct) => direct,
                     None => {
-                        T::load_f32(src, scratch);
+                        T::load_tile(src, scratch);
                         scratch
                     }
                 }
@@ -966,7 +1003,7 @@ impl<E: FastElem, K: PointOp> WithSimd for TaskRun<'_, '_, '_, E, K> {
                     let dst = &mut bx[..m];
                     match E::as_f32(src) {
                         Some(direct) => dst.copy_from_slice(direct),
-                        None => E::load_f32(src, dst),
+                        None => E::load_tile(src, dst),
                     }
                     &bx[..m]
                 }
@@ -995,22 +1032,20 @@ impl<E: FastElem, K: PointOp> WithSimd for TaskRun<'_, '_, '_, E, K> {
             // half types: round the scratch tiles into the outputs
             if E::DTYPE != DType::F32 {
                 if let Some(o) = lo {
-                    E::store_f32(&bl[..m], o);
+                    E::store_tile(&bl[..m], o);
                 }
                 if let Some(o) = gio {
-                    E::store_f32(&bgi[..m], o);
+                    E::store_tile(&bgi[..m], o);
                 }
                 if let Some(o) = gto {
-                    E::store_f32(&bgt[..m], o);
+                    E::store_tile(&bgt[..m], o);
                 }
             }
             if job.loss == LossOut::Sum {
                 let terms = &mut bl[..m];
                 if E::DTYPE != DType::F32 {
                     // each term rounded to the element type, as the reference sums them
-                    let r = &mut rounded[..m];
-                    E::store_f32(terms, r);
-                    E::load_f32(r, terms);
+                    E::round_tile(terms, &mut rounded);
                 }
                 sum += sum_tile(simd, terms);
             }

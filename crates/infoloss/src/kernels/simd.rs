@@ -65,6 +65,18 @@ pub(crate) fn narrow_bf16(src: &[f32], dst: &mut [half::bf16]) {
     }
 }
 
+/// Each value rounded to `bf16` and widened back, in place: [`narrow_bf16`] then [`widen_bf16`] on
+/// the bits, without the `bf16` buffer (same results, NaN included).
+#[inline(always)]
+pub(crate) fn round_bf16_in_place(v: &mut [f32]) {
+    for x in v.iter_mut() {
+        let b = x.to_bits();
+        let rounded = b.wrapping_add(0x7fff + ((b >> 16) & 1)) & 0xffff_0000;
+        let nan = (b | 0x0040_0000) & 0xffff_0000;
+        *x = f32::from_bits(if x.is_nan() { nan } else { rounded });
+    }
+}
+
 /// [`widen_bf16`] dispatched at the best instruction set (AVX2/AVX-512 width rather than the crate's
 /// SSE2 baseline).
 pub(crate) fn bf16_to_f32(src: &[half::bf16], dst: &mut [f32]) {
@@ -90,4 +102,29 @@ pub(crate) fn f32_to_bf16(src: &[f32], dst: &mut [half::bf16]) {
         }
     }
     super::Kernels::new().run(Narrow(src, dst));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_bf16_in_place_is_narrow_then_widen() {
+        // a spread of bit patterns: every exponent, ties, NaN payloads of both signs, infinities
+        let mut v: Vec<f32> = (0..=u32::MAX).step_by(65_521).map(f32::from_bits).collect();
+        v.extend(
+            [0x3f80_8000, 0x3f81_8000, 0x7f7f_ffff, 0xff80_0001, 0x7fc0_0000, 0x7f80_0001]
+                .map(f32::from_bits),
+        );
+        let mut narrow = vec![half::bf16::ZERO; v.len()];
+        narrow_bf16(&v, &mut narrow);
+        let mut want = vec![0f32; v.len()];
+        widen_bf16(&narrow, &mut want);
+        let mut got = v.clone();
+        round_bf16_in_place(&mut got);
+        let bits = |s: &[f32]| s.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want));
+        // and it is half's rounding
+        assert!(v.iter().zip(&got).all(|(x, g)| half::bf16::from_f32(*x).to_f32().to_bits() == g.to_bits()));
+    }
 }
