@@ -13,13 +13,18 @@
 //!   [`jensenshannon`]) take an `axis` instead, default 0 as in SciPy.
 //! - **Reductions** ([`Reduction`]): `None` keeps per-element (or per-row) losses, `Mean` divides by the number
 //!   of elements — except class-index losses, which divide by the summed weight of the non-ignored targets —
-//!   `Sum` adds, `BatchMean` (only [`kl_div`]) divides the sum by the size of dimension 0. The mean of nothing
+//!   `Sum` adds, `BatchMean` (only [`kl_div()`]) divides the sum by the size of dimension 0. The mean of nothing
 //!   is NaN and the sum of nothing is 0, as in PyTorch.
 //! - **Argument order** follows PyTorch: `kl_div(input, target)` computes KL(target ‖ exp(input)) with `input`
 //!   holding log-probabilities.
 //! - **Gradients**: every loss has `*_backward` (gradient wrt the input given the upstream gradient
 //!   [`GradOutput`]), `*_backward_target` where PyTorch differentiates the target, and `*_with_grad` returning the
-//!   loss and the input gradient for an upstream gradient of 1 in one call.
+//!   loss and the input gradient for an upstream gradient of 1 in one call. The training path has
+//!   `*_with_grad_in_place`, which writes that gradient over the input (dead after the loss) and returns the
+//!   loss, bit for bit the `*_with_grad` results with no gradient array allocated: [`cross_entropy_with_grad_in_place`],
+//!   [`cross_entropy_probs_with_grad_in_place`], [`kl_div_with_grad_in_place`],
+//!   [`binary_cross_entropy_with_grad_in_place`], [`binary_cross_entropy_with_logits_with_grad_in_place`],
+//!   [`distill_with_grad_in_place`] and [`distill_topk_with_grad_in_place`].
 //! - **Options** are structs whose `Default` equals PyTorch's defaults (`ignore_index = -100`, `reduction =
 //!   Mean`, `label_smoothing = 0`, `log_target = false`).
 //! - **dtypes**: `f32` and `f64` compute in their own precision; `half::f16` and `half::bf16` are computed in

@@ -11,7 +11,14 @@
 //! converted into an `f32` scratch tile, for broadcast weights copied from their period), the
 //! formula runs on whole SIMD vectors (the last partial vector through masked loads and stores), and
 //! the loss, input gradient and target gradient tiles are written once (directly into the output
-//! for `f32`, converted from an `f32` scratch tile for the half types).
+//! for `f32`, converted from an `f32` scratch tile for the half types; `bf16` conversions are inline
+//! loops vectorized at the kernel's instruction set).
+//!
+//! The `_with_grad_in_place` variants run the same job with the input gradient going into the
+//! input's own buffer ([`Job::in_place`]): each tile of `x` is first copied (widened) into its L1
+//! scratch tile and then overwritten by its gradient, so the results are the allocating call's bits
+//! and no gradient array is allocated. `binary_cross_entropy` checks its domain before anything is
+//! written ([`all_in_unit`], a streaming pass over the bits), so an error leaves the input untouched.
 //!
 //! # Reductions
 //!
@@ -57,7 +64,7 @@ fn with_path<R>(fast: bool, f: impl FnOnce() -> R) -> R {
     crate::kernels::with_switch(&FAST, fast, f)
 }
 
-/// Runs `f` with the SIMD fast path of the elementwise losses — [`kl_div`](crate::kl_div),
+/// Runs `f` with the SIMD fast path of the elementwise losses — [`kl_div`](crate::kl_div()),
 /// [`binary_cross_entropy`](crate::binary_cross_entropy) and
 /// [`binary_cross_entropy_with_logits`](crate::binary_cross_entropy_with_logits), with their
 /// `_with_grad`, `_backward` and `_backward_target` variants — switched off on the current thread, so

@@ -28,8 +28,16 @@ pub(crate) enum InfoKind {
 
 #[inline(always)]
 fn entr_v<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
+    entr_ln(simd, x, ln_f32s(simd, x))
+}
+
+/// [`entr_v`] with `ln x` given (`ln_x`). The callers compute each logarithm once and pass it
+/// to every term that needs it: `ln_f32s` branches on its input, so the compiler no longer merges
+/// two calls on the same value.
+#[inline(always)]
+fn entr_ln<S: Simd>(simd: S, x: S::f32s, ln_x: S::f32s) -> S::f32s {
     let z = simd.splat_f32s(0.0);
-    let t = simd.neg_f32s(simd.mul_f32s(x, ln_f32s(simd, x)));
+    let t = simd.neg_f32s(simd.mul_f32s(x, ln_x));
     let t = simd.select_f32s(simd.equal_f32s(x, z), z, t);
     simd.select_f32s(simd.less_than_f32s(x, z), simd.splat_f32s(f32::NEG_INFINITY), t)
 }
@@ -38,8 +46,14 @@ fn entr_v<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
 /// `+inf` otherwise.
 #[inline(always)]
 fn rel_v<S: Simd>(simd: S, p: S::f32s, q: S::f32s) -> S::f32s {
+    rel_ln(simd, p, q, ln_f32s(simd, simd.div_f32s(p, q)))
+}
+
+/// [`rel_v`] with `ln(p/q)` given (`ln_pq`).
+#[inline(always)]
+fn rel_ln<S: Simd>(simd: S, p: S::f32s, q: S::f32s, ln_pq: S::f32s) -> S::f32s {
     let z = simd.splat_f32s(0.0);
-    let t = simd.mul_f32s(p, ln_f32s(simd, simd.div_f32s(p, q)));
+    let t = simd.mul_f32s(p, ln_pq);
     let pos = simd.and_m32s(simd.greater_than_f32s(p, z), simd.greater_than_f32s(q, z));
     let zero = simd.and_m32s(simd.equal_f32s(p, z), simd.greater_than_or_equal_f32s(q, z));
     let numbers = simd.and_m32s(simd.equal_f32s(p, p), simd.equal_f32s(q, q));
@@ -50,9 +64,19 @@ fn rel_v<S: Simd>(simd: S, p: S::f32s, q: S::f32s) -> S::f32s {
 /// `−p·ln q` where both are positive, `entr(p) + rel_entr(p, q)` elsewhere.
 #[inline(always)]
 fn cross_v<S: Simd>(simd: S, p: S::f32s, q: S::f32s) -> S::f32s {
+    cross_ln(simd, p, q, ln_f32s(simd, q))
+}
+
+/// [`cross_v`] with `ln q` given (`ln_q`).
+#[inline(always)]
+fn cross_ln<S: Simd>(simd: S, p: S::f32s, q: S::f32s, ln_q: S::f32s) -> S::f32s {
     let z = simd.splat_f32s(0.0);
     let pos = simd.and_m32s(simd.greater_than_f32s(p, z), simd.greater_than_f32s(q, z));
-    let main = simd.neg_f32s(simd.mul_f32s(p, ln_f32s(simd, q)));
+    let main = simd.neg_f32s(simd.mul_f32s(p, ln_q));
+    if simd.first_true_m32s(simd.not_m32s(pos)) == S::F32_LANES {
+        // every lane positive (the common case): no other logarithm is needed
+        return main;
+    }
     simd.select_f32s(pos, main, simd.add_f32s(entr_v(simd, p), rel_v(simd, p, q)))
 }
 
@@ -189,23 +213,29 @@ fn grad_terms<S: Simd>(
     let one = simd.splat_f32s(1.0);
     match kind {
         InfoKind::Entropy => {
-            let dp = simd.neg_f32s(simd.add_f32s(one, ln_f32s(simd, p)));
-            (entr_v(simd, p), z, dp, z)
+            let ln_p = ln_f32s(simd, p);
+            (entr_ln(simd, p, ln_p), z, simd.neg_f32s(simd.add_f32s(one, ln_p)), z)
         }
         InfoKind::Relative => {
-            let dp = simd.add_f32s(ln_f32s(simd, simd.div_f32s(p, q)), one);
+            let ln_pq = ln_f32s(simd, simd.div_f32s(p, q));
             let dq = simd.select_f32s(simd.equal_f32s(p, z), z, neg_ratio(simd, p, q));
-            (rel_v(simd, p, q), z, dp, dq)
+            (rel_ln(simd, p, q, ln_pq), z, simd.add_f32s(ln_pq, one), dq)
         }
         InfoKind::Cross => {
-            let dp = simd.neg_f32s(ln_f32s(simd, q));
+            let ln_q = ln_f32s(simd, q);
             let dq = simd.select_f32s(simd.equal_f32s(p, z), z, neg_ratio(simd, p, q));
-            (cross_v(simd, p, q), z, dp, dq)
+            (cross_ln(simd, p, q, ln_q), z, simd.neg_f32s(ln_q), dq)
         }
         InfoKind::Js => {
             // `·½` is `/2` exactly (the same real number, rounded once)
             let m = simd.mul_f32s(simd.add_f32s(p, q), simd.splat_f32s(0.5));
-            (rel_v(simd, p, m), rel_v(simd, q, m), js_side(simd, p, q, m), js_side(simd, q, p, m))
+            let (ln_pm, ln_qm) = (ln_f32s(simd, simd.div_f32s(p, m)), ln_f32s(simd, simd.div_f32s(q, m)));
+            (
+                rel_ln(simd, p, m, ln_pm),
+                rel_ln(simd, q, m, ln_qm),
+                js_side(simd, p, q, ln_pm),
+                js_side(simd, q, p, ln_qm),
+            )
         }
     }
 }
@@ -216,11 +246,12 @@ fn neg_ratio<S: Simd>(simd: S, a: S::f32s, b: S::f32s) -> S::f32s {
     simd.neg_f32s(simd.div_f32s(a, b))
 }
 
-/// `∂(L + R)/∂x̂` of one side of the JS sums (`x` this side, `y` the other, `m` their mean).
+/// `∂(L + R)/∂x̂` of one side of the JS sums (`x` this side, `y` the other, `ln_xm = ln(x/m)` with `m`
+/// their mean).
 #[inline(always)]
-fn js_side<S: Simd>(simd: S, x: S::f32s, y: S::f32s, m: S::f32s) -> S::f32s {
+fn js_side<S: Simd>(simd: S, x: S::f32s, y: S::f32s, ln_xm: S::f32s) -> S::f32s {
     let z = simd.splat_f32s(0.0);
-    let main = ln_f32s(simd, simd.div_f32s(x, m));
+    let main = ln_xm;
     let at_zero = simd.select_f32s(
         simd.greater_than_f32s(y, z),
         simd.splat_f32s(f32::NEG_INFINITY),
