@@ -430,7 +430,13 @@ impl PointOp for KlOp {
         let Lanes { x, t, g, .. } = v;
         let neg_g = simd.neg_f32s(g);
         if self.log_target {
-            let e = exp_f32s(simd, t);
+            // log-probabilities are ≤ 0: the cheaper exponential gives the same bits there
+            let nonpos = simd.less_than_or_equal_f32s(t, zero);
+            let e = if simd.first_true_m32s(simd.not_m32s(nonpos)) == S::F32_LANES {
+                exp_nonpos_f32s(simd, t)
+            } else {
+                exp_f32s(simd, t)
+            };
             let d = simd.sub_f32s(t, x);
             if want.loss {
                 o.loss = simd.mul_f32s(e, d);
