@@ -3,6 +3,9 @@
 //! the workspace they report (one chunk of logits — three chunk-sized buffers for distillation — and the small
 //! per-row and packing buffers), never the `(N, V)` logits.
 //!
+//! The same allocator checks that the in-place training-path calls allocate no input-sized gradient (the
+//! elementwise losses and the cross-entropy), where their allocating twins do.
+//!
 //! `cargo test -p infoloss --release --test linear_memory -- --ignored --nocapture` also measures the issue's
 //! anchor size (N = 2048, H = 1024, V = 32000, f32) and prints the numbers.
 
@@ -218,6 +221,48 @@ fn measure_distill<T: LinearFloat>(
 /// Small per-call allocations the workspace does not list (rayon job bookkeeping, `Vec` growth of the per-row
 /// losses, a few ndarray headers).
 const SLACK: usize = 1 << 20;
+
+#[test]
+fn in_place_calls_allocate_no_gradient() {
+    use infoloss::half::bf16;
+    use infoloss::{BceOptions, BceWithLogitsOptions, KlDivOptions, Reduction};
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (rows, cols) = (64, 8192);
+    let x = matrix::<f32>(rows, cols, 1, 4.0);
+    let u = x.mapv(|v| (v.abs() / 4.0).min(1.0));
+    let t = matrix::<f32>(rows, cols, 2, 1.0).mapv(f32::abs);
+    let bytes = rows * cols * 4;
+    let kl = KlDivOptions { reduction: Reduction::BatchMean, log_target: false };
+    let mut buf = x.clone();
+    // the allocating call needs the gradient; the in-place one only small per-task buffers
+    let (_, alloc, _) = peaks(|| infoloss::kl_div_with_grad(x.view(), t.view(), &kl).unwrap());
+    assert!(alloc >= bytes, "kl_div_with_grad peak {alloc} < {bytes}");
+    let (_, ip, _) = peaks(|| infoloss::kl_div_with_grad_in_place(buf.view_mut(), t.view(), &kl).unwrap());
+    assert!(ip < bytes / 8, "kl_div_with_grad_in_place peak {ip} bytes for a {bytes}-byte input");
+    let mut bu = u.clone();
+    let (_, ip, _) = peaks(|| {
+        bu.assign(&u);
+        infoloss::binary_cross_entropy_with_grad_in_place(bu.view_mut(), t.view(), &BceOptions::default())
+            .unwrap()
+    });
+    assert!(ip < bytes / 8, "binary_cross_entropy_with_grad_in_place peak {ip}");
+    let o = BceWithLogitsOptions::default();
+    let (_, ip, _) = peaks(|| {
+        infoloss::binary_cross_entropy_with_logits_with_grad_in_place(buf.view_mut(), t.view(), &o).unwrap()
+    });
+    assert!(ip < bytes / 8, "binary_cross_entropy_with_logits_with_grad_in_place peak {ip}");
+    // bf16 too (its tiles are converted in L1, not whole)
+    let mut xb = x.mapv(bf16::from_f32);
+    let tb = t.mapv(bf16::from_f32);
+    let (_, ip, _) = peaks(|| infoloss::kl_div_with_grad_in_place(xb.view_mut(), tb.view(), &kl).unwrap());
+    assert!(ip < bytes / 16, "bf16 kl_div_with_grad_in_place peak {ip}");
+    // and the cross-entropy
+    let y = infoloss::ndarray::Array1::from_shape_fn(rows, |i| (i * 37 % cols) as i64);
+    let (_, ip, _) = peaks(|| {
+        infoloss::cross_entropy_with_grad_in_place(buf.view_mut(), y.view(), &Default::default()).unwrap()
+    });
+    assert!(ip < bytes / 8, "cross_entropy_with_grad_in_place peak {ip}");
+}
 
 #[test]
 fn peak_memory_is_gradients_plus_one_chunk() {
