@@ -261,11 +261,10 @@ pub fn binary_cross_entropy_with_grad_in_place<T: Element, D: Dimension, D2: Dim
 ) -> Result<Loss<T>> {
     let mut input = input.into_dyn();
     let target = target.into_dyn();
-    let (BinarySetup { reduction, shape, n, weight, grad_div }, eps) =
-        setup(input.shape(), target.shape(), opts)?;
-    let want = Want::LOSS_AND_INPUT_GRAD;
-    let one = GradOutput::one();
-    let (g_view, g_const) = upstream_of(OP, Some(&one), want, reduction, &shape, None)?;
+    let (setup, eps) = setup(input.shape(), target.shape(), opts)?;
+    let divisor = setup.loss_divisor();
+    let BinarySetup { reduction, shape, n, weight, grad_div } = setup;
+    // (the upstream gradient is 1: the job's default)
     if n > 0 && fast_path_for::<T>() {
         let op = fast_op(grad_div, eps, &weight);
         // the domain is checked before anything is written (a streaming pass over the bits; the
@@ -281,12 +280,9 @@ pub fn binary_cross_entropy_with_grad_in_place<T: Element, D: Dimension, D2: Dim
         });
         if valid == Some(true) {
             if let Some(buf) = input.as_slice_mut() {
-                let job = Job::for_in_place(op, &target, true, reduction)
-                    .weighted(weight.as_ref(), None)
-                    .upstream(g_view, g_const);
-                if let Some(out) = job.in_place(OP, buf, &shape, (reduction == Reduction::Mean).then_some(n))
-                {
-                    return out?.ok_or_else(|| internal(OP));
+                let job = Job::for_in_place(op, &target, reduction).weighted(weight.as_ref(), None);
+                if let Some(out) = job.in_place(OP, buf, &shape, divisor) {
+                    return out;
                 }
             }
         }
@@ -366,8 +362,9 @@ fn run<T: Element>(
     grad_output: Option<&GradOutput<'_, T>>,
     want: Want,
 ) -> Result<Outputs<T>> {
-    let (BinarySetup { reduction, shape, n, weight, grad_div }, eps) =
-        setup(input.shape(), target.shape(), opts)?;
+    let (setup, eps) = setup(input.shape(), target.shape(), opts)?;
+    let divisor = setup.loss_divisor();
+    let BinarySetup { reduction, shape, n, weight, grad_div } = setup;
     let want_grad = want.grad_input || want.grad_target;
     let (g_view, g_const) = upstream_of(OP, grad_output, want, reduction, &shape, None)?;
 
@@ -376,7 +373,7 @@ fn run<T: Element>(
         let job = Job::new(fast_op(grad_div, eps, &weight), &input, &target, want, reduction)
             .weighted(weight.as_ref(), None)
             .upstream(g_view, g_const);
-        if let Some(out) = job.outputs(OP, &shape, (reduction == Reduction::Mean).then_some(n)) {
+        if let Some(out) = job.outputs(OP, &shape, divisor) {
             return out;
         }
     }

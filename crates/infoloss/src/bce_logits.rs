@@ -251,17 +251,16 @@ pub fn binary_cross_entropy_with_logits_with_grad_in_place<T: Element, D: Dimens
 ) -> Result<Loss<T>> {
     let mut input = input.into_dyn();
     let target = target.into_dyn();
-    let (BinarySetup { reduction, shape, n, weight, grad_div }, pos_weight) =
-        setup(input.shape(), target.shape(), opts)?;
-    let one = GradOutput::one();
-    let (g_view, g_const) = upstream_of(OP, Some(&one), Want::LOSS_AND_INPUT_GRAD, reduction, &shape, None)?;
+    let (setup, pos_weight) = setup(input.shape(), target.shape(), opts)?;
+    let divisor = setup.loss_divisor();
+    let BinarySetup { reduction, shape, n, weight, grad_div } = setup;
+    // (the upstream gradient is 1: the job's default)
     if n > 0 && fast_path_for::<T>() {
         if let Some(buf) = input.as_slice_mut() {
-            let job = Job::for_in_place(fast_op(grad_div, &weight, &pos_weight), &target, true, reduction)
-                .weighted(weight.as_ref(), pos_weight.as_ref())
-                .upstream(g_view, g_const);
-            if let Some(out) = job.in_place(OP, buf, &shape, (reduction == Reduction::Mean).then_some(n)) {
-                return out?.ok_or_else(|| internal(OP));
+            let job = Job::for_in_place(fast_op(grad_div, &weight, &pos_weight), &target, reduction)
+                .weighted(weight.as_ref(), pos_weight.as_ref());
+            if let Some(out) = job.in_place(OP, buf, &shape, divisor) {
+                return out;
             }
         }
     }
@@ -373,8 +372,9 @@ fn run<T: Element>(
     grad_output: Option<&GradOutput<'_, T>>,
     want: Want,
 ) -> Result<Outputs<T>> {
-    let (BinarySetup { reduction, shape, n, weight, grad_div }, pos_weight) =
-        setup(input.shape(), target.shape(), opts)?;
+    let (setup, pos_weight) = setup(input.shape(), target.shape(), opts)?;
+    let divisor = setup.loss_divisor();
+    let BinarySetup { reduction, shape, n, weight, grad_div } = setup;
     let want_grad = want.grad_input || want.grad_target;
     let (g_view, g_const) = upstream_of(OP, grad_output, want, reduction, &shape, None)?;
 
@@ -384,7 +384,7 @@ fn run<T: Element>(
         let job = Job::new(op, &input, &target, want, reduction)
             .weighted(weight.as_ref(), pos_weight.as_ref())
             .upstream(g_view, g_const);
-        if let Some(out) = job.outputs(OP, &shape, (reduction == Reduction::Mean).then_some(n)) {
+        if let Some(out) = job.outputs(OP, &shape, divisor) {
             return out;
         }
     }

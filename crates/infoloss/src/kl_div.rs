@@ -274,10 +274,10 @@ pub fn kl_div_with_grad_in_place<T: Element, D: Dimension, D2: Dimension>(
         upstream_of(OP, Some(&one), Want::LOSS_AND_INPUT_GRAD, opts.reduction, &out_shape, div)?;
     if n > 0 && fast_path_for::<T>() {
         if let (Some(tb), Some(buf)) = (target.broadcast(IxDyn(&out_shape)), input.as_slice_mut()) {
-            let job = Job::for_in_place(KlOp { log_target: opts.log_target }, &tb, true, opts.reduction)
+            let job = Job::for_in_place(KlOp { log_target: opts.log_target }, &tb, opts.reduction)
                 .upstream(g_view, g_const);
             if let Some(out) = job.in_place(OP, buf, &out_shape, div) {
-                return out?.ok_or_else(|| internal(OP));
+                return out;
             }
         }
     }

@@ -698,8 +698,8 @@ impl<'a, T: Element, K: PointOp> Job<'a, T, K> {
     }
 
     /// `op` for [`Job::in_place`]: the input comes from the buffer given there (its shape is the
-    /// target's), the input gradient is computed, the loss reduced as `reduction` says.
-    pub(crate) fn for_in_place(op: K, t: &ArrayViewD<'a, T>, want_loss: bool, reduction: Reduction) -> Self {
+    /// target's); the loss, reduced as `reduction` says, and the input gradient are computed.
+    pub(crate) fn for_in_place(op: K, t: &ArrayViewD<'a, T>, reduction: Reduction) -> Self {
         Job {
             op,
             len: t.len(),
@@ -709,7 +709,7 @@ impl<'a, T: Element, K: PointOp> Job<'a, T, K> {
             p: None,
             g: None,
             g_const: 1.0,
-            loss: LossOut::of(want_loss, reduction),
+            loss: LossOut::of(true, reduction),
             grad_input: true,
             grad_target: false,
         }
@@ -756,12 +756,12 @@ impl<'a, T: Element, K: PointOp> Job<'a, T, K> {
         buf: &mut [T],
         shape: &[usize],
         divisor: Option<usize>,
-    ) -> Option<Result<Option<Loss<T>>>> {
-        if !self.grad_input || buf.len() != self.len {
+    ) -> Option<Result<Loss<T>>> {
+        if !self.grad_input || self.loss == LossOut::Skip || buf.len() != self.len {
             return None;
         }
         let done = run_job(self, Some(buf))?;
-        (!done.flagged).then(|| done.into_outputs(op, shape, divisor).map(|o| o.loss))
+        (!done.flagged).then(|| done.into_outputs(op, shape, divisor)?.loss.ok_or_else(|| internal(op)))
     }
 }
 
@@ -777,6 +777,13 @@ pub(crate) struct BinarySetup<'w, T: Element> {
     pub(crate) weight: Option<ArrayViewD<'w, T>>,
     /// PyTorch divides the gradient by numel after the weight: `grad_input.div_(input.numel())`.
     pub(crate) grad_div: Option<T::Acc>,
+}
+
+impl<T: Element> BinarySetup<'_, T> {
+    /// What the summed loss is divided by: the element count for `'mean'`.
+    pub(crate) fn loss_divisor(&self) -> Option<usize> {
+        (self.reduction == Reduction::Mean).then_some(self.n)
+    }
 }
 
 /// Validates a binary cross-entropy call `op` on `input` and `target` shapes with `reduction` and
