@@ -129,9 +129,9 @@ fn distill_cmd(a: DistillArgs) -> Result<(), String> {
 struct BenchArgs {
     /// Comma-separated operations (default: all); an unknown name lists the known ones. Losses: ce, ce-ls,
     /// ce-weight, ce-probs, ce-inplace, ce-probs-inplace, nll, log-softmax, softmax, log-softmax-bwd,
-    /// logsumexp, kl, kl-log, bce, bce-logits, entropy, rel-entropy, js, entropy-bwd,
-    /// js-bwd; distillation: kd, kd-reverse,
-    /// kd-jsd, kd-tvd, kd-mix, kd-topk, kd-inplace, uda; fused linear heads (H = 1024): linear-ce, linear-distill.
+    /// logsumexp, kl, kl-log, kl-inplace, bce, bce-inplace, bce-logits, bce-logits-inplace, entropy,
+    /// rel-entropy, js, entropy-bwd, js-bwd; distillation: kd, kd-inplace, kd-reverse, kd-jsd, kd-tvd,
+    /// kd-mix, kd-topk, uda; fused linear heads (H = 1024): linear-ce, linear-distill.
     #[arg(long)]
     ops: Option<String>,
     /// Comma-separated sizes ROWSxCLASSES.

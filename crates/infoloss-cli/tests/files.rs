@@ -678,6 +678,17 @@ fn human_output_and_usage_errors() {
     // The other subcommands are still there.
     assert_eq!(run(&["bench", "--help"]).code, 0);
     assert_eq!(run(&["distill", "--help"]).code, 0);
+    // `bench --help` names every op the bench knows (the list an unknown op prints).
+    let unknown = run(&["bench", "--ops", "nope"]);
+    assert_eq!(unknown.code, 1, "{}", unknown.stderr);
+    let known =
+        unknown.stderr.split("(known: ").nth(1).expect("the known ops").trim_end().trim_end_matches(')');
+    let bench_help = run(&["bench", "--help"]).stdout;
+    let words: Vec<&str> = bench_help.split(|c: char| c.is_whitespace() || ",;:.".contains(c)).collect();
+    assert!(known.split(", ").count() > 30, "{known}");
+    for op in known.split(", ") {
+        assert!(words.contains(&op), "{op} missing from bench --help");
+    }
     let help = run(&["--help"]).stdout;
     for cmd in [
         "cross-entropy",
