@@ -7,12 +7,18 @@
 //! `pos_weight` `p` and upstream gradient `g`, each standard-layout data of the input's shape or a
 //! broadcast array) and a [`PointOp`] holding the elementwise formula. The flat element range is cut
 //! into tasks of a fixed [`TASK`] elements that rayon runs in parallel; a task walks its range in
-//! tiles of [`TILE`] elements that stay in L1: each operand's tile is read once (for `f16`/`bf16`
-//! converted into an `f32` scratch tile, for broadcast weights copied from their period), the
-//! formula runs on whole SIMD vectors (the last partial vector through masked loads and stores), and
-//! the loss, input gradient and target gradient tiles are written once (directly into the output
-//! for `f32`, converted from an `f32` scratch tile for the half types; `bf16` conversions are inline
-//! loops vectorized at the kernel's instruction set).
+//! tiles of [`TILE`] elements that stay in L1: each operand's tile is read once (for `f16`
+//! converted into an `f32` scratch tile by F16C, for broadcast weights copied from their period),
+//! the formula runs on whole SIMD vectors (the last partial vector through masked loads and
+//! stores), and the loss, input gradient and target gradient tiles are written once (directly into
+//! the output for `f32`, converted from an `f32` scratch tile for `f16`).
+//!
+//! `bf16` tiles skip the scratch tiles ([`pair_tile`]): each SIMD vector of `u32` holds two
+//! `bf16` per lane, which a shift and a mask widen into two `f32` vectors; the formula runs on both
+//! and the results are rounded (to nearest even, on the bits) and packed back into the outputs, all
+//! in registers. Broadcast operands are laid out to match. The last partial group of a job (fewer
+//! than two vectors' worth) and data that is not 4-byte aligned take the scratch-tile path, which
+//! gives the same bits.
 //!
 //! The `_with_grad_in_place` variants run the same job with the input gradient going into the
 //! input's own buffer ([`Job::in_place`]): each tile of `x` is first copied (widened) into its L1
@@ -47,7 +53,7 @@ use rayon::prelude::*;
 use super::Kernels;
 use super::exp::{exp_f32s, exp_nonpos_f32s};
 use super::ln::ln_f32s;
-use super::simd::hsum_f64;
+use super::simd::{hsum_f64, narrow_bf16_pairs, round_bf16_bits, widen_bf16_pairs};
 use crate::float::DType;
 use crate::{Element, Error, GradOutput, Loss, Real, Reduction, Result};
 
@@ -58,6 +64,8 @@ use crate::{Element, Error, GradOutput, Loss, Real, Reduction, Result};
 thread_local! {
     // On by default; `with_elementwise_reference_path` switches it off for tests and benchmarks.
     static FAST: Cell<bool> = const { Cell::new(true) };
+    // On by default; the unit tests switch it off to compare the two bf16 paths.
+    static PAIR_PATH: Cell<bool> = const { Cell::new(true) };
 }
 
 fn with_path<R>(fast: bool, f: impl FnOnce() -> R) -> R {
@@ -919,10 +927,12 @@ fn drive<E: FastElem, K: PointOp>(job: &Job<'_, E, K>, in_place: Option<&mut [E]
         })
         .collect();
     let k = Kernels::new();
+    let pairs = PAIRS && E::DTYPE == DType::BF16 && PAIR_PATH.with(Cell::get);
     tasks.par_iter_mut().for_each(|task| {
         let (sum, bad) = k.run(TaskRun {
             job,
             in_place: is_in_place,
+            pairs,
             start: task.start,
             len: task.len,
             loss: task.loss.as_deref_mut(),
@@ -944,6 +954,8 @@ struct TaskRun<'j, 'a, 'o, E, K> {
     job: &'j Job<'a, E, K>,
     /// `grad_input` holds the input: read each tile of `x` from it before overwriting the tile.
     in_place: bool,
+    /// Whether tiles try [`pair_tile`] first (`bf16`).
+    pairs: bool,
     start: usize,
     len: usize,
     loss: Option<&'o mut [E]>,
@@ -997,7 +1009,7 @@ impl<E: FastElem, K: PointOp> WithSimd for TaskRun<'_, '_, '_, E, K> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) -> (f64, bool) {
-        let TaskRun { job, in_place, start, len, mut loss, mut grad_input, mut grad_target } = self;
+        let TaskRun { job, in_place, pairs, start, len, mut loss, mut grad_input, mut grad_target } = self;
         let want = Want {
             loss: job.loss != LossOut::Skip,
             grad_input: job.grad_input,
@@ -1015,6 +1027,35 @@ impl<E: FastElem, K: PointOp> WithSimd for TaskRun<'_, '_, '_, E, K> {
         while off < len {
             let m = TILE.min(len - off);
             let at = start + off;
+            if pairs {
+                // bf16: whole groups of 2·lanes converted in registers
+                let range = off..off + m;
+                let pt = PairTile {
+                    x: match in_place {
+                        true => None,
+                        false => Some(&job.x),
+                    },
+                    at,
+                    len: m,
+                    loss: loss.as_deref_mut().and_then(|l| l.get_mut(range.clone())),
+                    grad_input: grad_input.as_deref_mut().and_then(|l| l.get_mut(range.clone())),
+                    grad_target: grad_target.as_deref_mut().and_then(|l| l.get_mut(range)),
+                };
+                let scratch = PairScratch {
+                    x: &mut *bx,
+                    t: &mut *bt,
+                    w: &mut *bw,
+                    p: &mut *bp,
+                    g: &mut *bg,
+                    terms: &mut *bl,
+                };
+                if let Some((done, b, s)) = pair_tile(simd, job, want, pt, scratch) {
+                    bad = simd.add_f32s(bad, b);
+                    sum += s;
+                    off += done;
+                    continue;
+                }
+            }
             let range = off..off + m;
             let mut gio = grad_input.as_deref_mut().and_then(|l| l.get_mut(range.clone()));
             let x = match (in_place, gio.as_deref()) {
@@ -1174,6 +1215,220 @@ fn fused<S: Simd, K: PointOp>(simd: S, op: K, want: Want, ins: Ins<'_>, outs: Ou
 }
 
 // ----------------------------------------------------------------------------------------------
+// bf16 in registers.
+// ----------------------------------------------------------------------------------------------
+
+/// Whether `bf16` jobs take [`pair_tile`] (the pair layout assumes a little-endian CPU).
+const PAIRS: bool = cfg!(target_endian = "little");
+
+/// One operand of [`pair_tile`], per group of `2·lanes` elements.
+enum PairIn<'a, S: Simd> {
+    /// `bf16` pairs: one `u32` vector per group ([`widen_bf16_pairs`]).
+    Pairs(&'a [S::u32s]),
+    /// `f32` values split per group: vector `2k` holds the group's elements that sit in the low
+    /// halves of the pairs, vector `2k + 1` those in the high halves ([`split_pairs`]).
+    Split(&'a [S::f32s]),
+    /// The same value everywhere (an absent operand).
+    Const(S::f32s),
+}
+
+impl<S: Simd> PairIn<'_, S> {
+    /// Group `k`'s two vectors.
+    #[inline(always)]
+    fn get(&self, simd: S, k: usize) -> (S::f32s, S::f32s) {
+        match self {
+            PairIn::Pairs(v) => widen_bf16_pairs(simd, v.get(k).copied().unwrap_or(simd.splat_u32s(0))),
+            PairIn::Split(v) => {
+                let z = simd.splat_f32s(0.0);
+                (v.get(2 * k).copied().unwrap_or(z), v.get(2 * k + 1).copied().unwrap_or(z))
+            }
+            PairIn::Const(c) => (*c, *c),
+        }
+    }
+}
+
+/// Reorders `v` (whole groups of `2·lanes` values) into the [`PairIn::Split`] layout: within each
+/// group, the even-indexed values (the low halves of the pairs) first, then the odd-indexed ones.
+#[inline(always)]
+fn split_pairs(v: &mut [f32], lanes: usize) {
+    let mut tmp = [0f32; 64];
+    for group in v.chunks_exact_mut(2 * lanes) {
+        let tmp = &mut tmp[..group.len()];
+        tmp.copy_from_slice(group);
+        let (lo, hi) = group.split_at_mut(lanes);
+        for ((l, h), pair) in lo.iter_mut().zip(hi).zip(tmp.chunks_exact(2)) {
+            *l = pair[0];
+            *h = pair[1];
+        }
+    }
+}
+
+/// `bf16` data as pair vectors, or `None` when it is not 4-byte aligned or not whole vectors.
+#[inline(always)]
+fn as_pairs<S: Simd>(b: &[half::bf16]) -> Option<&[S::u32s]> {
+    let u: &[u32] = pulp::bytemuck::try_cast_slice(b).ok()?;
+    let (head, tail) = S::as_simd_u32s(u);
+    tail.is_empty().then_some(head)
+}
+
+/// `bf16` output data as pair vectors, as [`as_pairs`].
+#[inline(always)]
+fn as_pairs_mut<S: Simd>(b: &mut [half::bf16]) -> Option<&mut [S::u32s]> {
+    let u: &mut [u32] = pulp::bytemuck::try_cast_slice_mut(b).ok()?;
+    let (head, tail) = S::as_mut_simd_u32s(u);
+    tail.is_empty().then_some(head)
+}
+
+/// The first `n` elements of an output (if requested) as pair vectors; `None` when that is not
+/// possible ([`as_pairs`]).
+#[inline(always)]
+fn out_pairs<S: Simd, E: FastElem>(o: Option<&mut [E]>, n: usize) -> Option<Option<&mut [S::u32s]>> {
+    match o {
+        Some(o) => Some(Some(as_pairs_mut::<S>(E::as_bf16_mut(o.get_mut(..n)?)?)?)),
+        None => Some(None),
+    }
+}
+
+/// Operand `op`'s elements `at .. at + scratch.len()` for [`pair_tile`]: `bf16` data as pairs, other
+/// sources filled into `scratch` in the split layout.
+#[inline(always)]
+fn pair_in<'s, S: Simd, E: FastElem>(
+    op: &'s Operand<'_, E>,
+    at: usize,
+    scratch: &'s mut [f32],
+) -> Option<PairIn<'s, S>> {
+    let n = scratch.len();
+    match op {
+        Operand::Slice(s) => Some(PairIn::Pairs(as_pairs::<S>(E::as_bf16(s.get(at..at + n)?)?)?)),
+        Operand::Periodic { block, inner } => {
+            fill_periodic(block, *inner, at, scratch);
+            split_pairs(scratch, S::F32_LANES);
+            Some(PairIn::Split(S::as_simd_f32s(scratch).0))
+        }
+    }
+}
+
+/// An optional operand for [`pair_tile`] (`c` everywhere when absent).
+#[inline(always)]
+fn pair_opt<'s, S: Simd, E: FastElem>(
+    simd: S,
+    op: Option<&'s Operand<'_, E>>,
+    at: usize,
+    scratch: &'s mut [f32],
+    c: f32,
+) -> Option<PairIn<'s, S>> {
+    match op {
+        Some(op) => pair_in(op, at, scratch),
+        None => Some(PairIn::Const(simd.splat_f32s(c))),
+    }
+}
+
+/// One tile's place in the job for [`pair_tile`]: the outputs are the task's slices for this tile.
+struct PairTile<'j, 'a, 'o, E> {
+    /// The input operand, `None` when it is read from `grad_input` (in place).
+    x: Option<&'j Operand<'a, E>>,
+    /// The tile's first element in the job.
+    at: usize,
+    /// The tile's length.
+    len: usize,
+    loss: Option<&'o mut [E]>,
+    grad_input: Option<&'o mut [E]>,
+    grad_target: Option<&'o mut [E]>,
+}
+
+/// The `f32` scratch tiles of [`pair_tile`] (of [`TILE`] elements each).
+struct PairScratch<'s> {
+    x: &'s mut [f32],
+    t: &'s mut [f32],
+    w: &'s mut [f32],
+    p: &'s mut [f32],
+    g: &'s mut [f32],
+    /// The rounded loss terms, for a summed loss.
+    terms: &'s mut [f32],
+}
+
+/// Runs `job`'s formula over the whole groups of `2·lanes` elements at the start of a `bf16` tile,
+/// converting in registers: each `u32` vector of `bf16` pairs is widened into two `f32` vectors
+/// ([`widen_bf16_pairs`]), the formula runs on each, and the results are rounded and packed back
+/// ([`narrow_bf16_pairs`]) straight into the outputs — no scratch tile for the `bf16` data. Every
+/// element's results are the bits of the scratch-tile path (the same formula on the same `f32`
+/// values, the same rounding); a summed loss adds the same rounded terms in another order within the
+/// tile (the TwoSum tile sum is exact to about 2⁻⁴⁰ of the terms' magnitude either way).
+///
+/// Returns the number of elements done (a multiple of `2·lanes`, at least one group), the lane-wise
+/// `bad` sum and the tile's loss sum; `None` when the tile is not handled here (not `bf16`, data not
+/// 4-byte aligned, or shorter than a group): the caller then takes the scratch-tile path.
+#[inline(always)]
+fn pair_tile<S: Simd, E: FastElem, K: PointOp>(
+    simd: S,
+    job: &Job<'_, E, K>,
+    want: Want,
+    tile: PairTile<'_, '_, '_, E>,
+    scratch: PairScratch<'_>,
+) -> Option<(usize, S::f32s, f64)> {
+    let group = 2 * S::F32_LANES;
+    let n = tile.len / group * group;
+    if n == 0 {
+        return None;
+    }
+    let at = tile.at;
+    let mut gio = out_pairs::<S, E>(tile.grad_input, n)?;
+    let mut gto = out_pairs::<S, E>(tile.grad_target, n)?;
+    let mut lo = if job.loss == LossOut::Elements { out_pairs::<S, E>(tile.loss, n)? } else { None };
+    let x = match tile.x {
+        Some(op) => Some(pair_in::<S, E>(op, at, &mut scratch.x[..n])?),
+        None if gio.is_some() => None,
+        None => return None,
+    };
+    let t = pair_in::<S, E>(&job.t, at, &mut scratch.t[..n])?;
+    let w = pair_opt::<S, E>(simd, job.w.as_ref(), at, &mut scratch.w[..n], 1.0)?;
+    let p = pair_opt::<S, E>(simd, job.p.as_ref(), at, &mut scratch.p[..n], 1.0)?;
+    let g = pair_opt::<S, E>(simd, job.g.as_ref(), at, &mut scratch.g[..n], job.g_const)?;
+    let sum_terms = job.loss == LossOut::Sum;
+    let terms = S::as_mut_simd_f32s(&mut scratch.terms[..n]).0;
+    let mut bad = simd.splat_f32s(0.0);
+    for k in 0..n / group {
+        let (x0, x1) = match &x {
+            Some(x) => x.get(simd, k),
+            None => widen_bf16_pairs(
+                simd,
+                gio.as_ref().and_then(|v| v.get(k)).copied().unwrap_or(simd.splat_u32s(0)),
+            ),
+        };
+        let (t0, t1) = t.get(simd, k);
+        let (w0, w1) = w.get(simd, k);
+        let (p0, p1) = p.get(simd, k);
+        let (g0, g1) = g.get(simd, k);
+        let r0 = job.op.call(simd, want, Lanes { x: x0, t: t0, w: w0, p: p0, g: g0 });
+        let r1 = job.op.call(simd, want, Lanes { x: x1, t: t1, w: w1, p: p1, g: g1 });
+        if let Some(o) = lo.as_mut().and_then(|v| v.get_mut(k)) {
+            *o = narrow_bf16_pairs(simd, r0.loss, r1.loss);
+        }
+        if sum_terms {
+            if let Some(o) = terms.get_mut(2 * k) {
+                *o = simd.transmute_f32s_u32s(round_bf16_bits(simd, r0.loss));
+            }
+            if let Some(o) = terms.get_mut(2 * k + 1) {
+                *o = simd.transmute_f32s_u32s(round_bf16_bits(simd, r1.loss));
+            }
+        }
+        if let Some(o) = gio.as_mut().and_then(|v| v.get_mut(k)) {
+            *o = narrow_bf16_pairs(simd, r0.grad_input, r1.grad_input);
+        }
+        if let Some(o) = gto.as_mut().and_then(|v| v.get_mut(k)) {
+            *o = narrow_bf16_pairs(simd, r0.grad_target, r1.grad_target);
+        }
+        if K::CHECKS {
+            bad = simd.add_f32s(bad, simd.add_f32s(r0.bad, r1.bad));
+        }
+    }
+    let sum = if sum_terms { sum_tile(simd, &scratch.terms[..n]) } else { 0.0 };
+    #[cfg(test)]
+    tests::PAIR_ELEMENTS.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    Some((n, bad, sum))
+}
+
+// ----------------------------------------------------------------------------------------------
 // Shared with the losses' reference implementations.
 // ----------------------------------------------------------------------------------------------
 
@@ -1276,6 +1531,112 @@ pub(crate) fn row_scale<A: Real>(out: &mut [A], w: Option<&[A]>, div: Option<A>)
     if let Some(n) = div {
         for o in out.iter_mut() {
             *o /= n;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use half::bf16;
+
+    /// Elements computed by [`pair_tile`] (so the test below knows the pair path ran).
+    pub(super) static PAIR_ELEMENTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+    /// `f` with the bf16 pair path on and off.
+    /// (Inputs of at least `2·16` elements hold a whole group at every instruction set, so the pair
+    /// path must have run for them.)
+    fn both<R>(n: usize, f: impl Fn() -> R) -> (R, R) {
+        let before = PAIR_ELEMENTS.load(std::sync::atomic::Ordering::Relaxed);
+        let on = f();
+        let ran = PAIR_ELEMENTS.load(std::sync::atomic::Ordering::Relaxed) > before;
+        assert!(ran || n < 32, "the pair path did not run");
+        let off = crate::kernels::with_switch(&PAIR_PATH, false, &f);
+        (on, off)
+    }
+
+    fn bits(a: &ArrayD<bf16>) -> Vec<u16> {
+        a.iter().map(|v| v.to_bits()).collect()
+    }
+
+    /// Values in `(0, 1)` with NaN, ±0, 1 and subnormals sprinkled in, as `bf16`.
+    fn data(n: usize, seed: u64, unit: bool) -> Vec<bf16> {
+        let mut s = seed;
+        (0..n)
+            .map(|i| {
+                s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                let u = (s >> 40) as f32 / (1u64 << 24) as f32;
+                let v = match i % 97 {
+                    3 if !unit => f32::NAN,
+                    5 => 0.0,
+                    7 => 1.0,
+                    11 => 1e-39,
+                    13 if !unit => -0.0,
+                    17 if !unit => 1e30,
+                    _ if unit => u,
+                    _ => (u - 0.5) * 30.0,
+                };
+                bf16::from_f32(v)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn bf16_pair_path_gives_the_scratch_paths_bits() {
+        use crate::{BceOptions, BceWithLogitsOptions, KlDivOptions};
+        // lengths around a group (16 or 32 lanes of bf16), a tile and a task; odd sizes leave tails
+        for &(rows, cols) in &[(1, 15), (1, 16), (3, 17), (2, 1023), (5, 1025), (3, 40_000), (1, 65_537)] {
+            let n = rows * cols;
+            let shape = IxDyn(&[rows, cols]);
+            let x = ArrayD::from_shape_vec(shape.clone(), data(n, 1, false)).unwrap();
+            let xu = ArrayD::from_shape_vec(shape.clone(), data(n, 2, true)).unwrap();
+            let t = ArrayD::from_shape_vec(shape.clone(), data(n, 3, true)).unwrap();
+            // a broadcast (C,) weight: the split layout of periodic operands
+            let wv: Vec<bf16> = (0..cols).map(|c| bf16::from_f32(0.5 + (c % 7) as f32 * 0.25)).collect();
+            let w = ndarray::Array1::from(wv).into_dyn();
+            for red in [Reduction::None, Reduction::Sum, Reduction::Mean] {
+                let o = KlDivOptions { reduction: red, ..Default::default() };
+                let (a, b) = both(n, || crate::kl_div_with_grad(x.view(), t.view(), &o).unwrap());
+                assert_eq!(bits(&a.1), bits(&b.1), "kl grad {rows}x{cols} {red:?}");
+                check_loss(&a.0, &b.0);
+                let o = BceOptions { reduction: red, weight: Some(w.view()) };
+                let (a, b) =
+                    both(n, || crate::binary_cross_entropy_with_grad(xu.view(), t.view(), &o).unwrap());
+                assert_eq!(bits(&a.1), bits(&b.1), "bce grad {rows}x{cols} {red:?}");
+                check_loss(&a.0, &b.0);
+                let o =
+                    BceWithLogitsOptions { reduction: red, pos_weight: Some(w.view()), ..Default::default() };
+                let (a, b) = both(n, || {
+                    crate::binary_cross_entropy_with_logits_with_grad(x.view(), t.view(), &o).unwrap()
+                });
+                assert_eq!(bits(&a.1), bits(&b.1), "bce-logits grad {rows}x{cols} {red:?}");
+                check_loss(&a.0, &b.0);
+                // in place: the same bits as allocating
+                let (a, b) = both(n, || {
+                    let mut buf = x.clone();
+                    let o = KlDivOptions { reduction: red, ..Default::default() };
+                    let l = crate::kl_div_with_grad_in_place(buf.view_mut(), t.view(), &o).unwrap();
+                    (l, buf)
+                });
+                assert_eq!(bits(&a.1), bits(&b.1), "kl in place {rows}x{cols} {red:?}");
+                check_loss(&a.0, &b.0);
+            }
+        }
+    }
+
+    /// Elementwise losses bit for bit; reduced ones as sums of the same rounded terms in another
+    /// order (equal after rounding to bf16 but for a rare tie).
+    fn check_loss(a: &Loss<bf16>, b: &Loss<bf16>) {
+        match (a, b) {
+            (Loss::Elementwise(a), Loss::Elementwise(b)) => assert_eq!(bits(a), bits(b)),
+            (Loss::Scalar(a), Loss::Scalar(b)) => {
+                let (a, b) = (a.to_f32(), b.to_f32());
+                assert!(
+                    a == b || (a.is_nan() && b.is_nan()) || (a - b).abs() <= 1e-2 * a.abs(),
+                    "{a} vs {b}"
+                );
+            }
+            _ => panic!("different loss kinds"),
         }
     }
 }
