@@ -1,15 +1,18 @@
-//! Criterion benches of every loss's public entry point (forward + backward where the loss has one),
-//! next to a memory copy of the bytes the loss must move, on one size: 256 rows × 32,000 classes,
-//! `f32` (32.8 MB per array; the whole-batch sweep with GB/s and ratios is `infoloss bench`).
+//! Criterion benches of every loss's public entry point (forward + backward where the loss has one,
+//! and the in-place variants), next to a memory copy of the bytes the loss must move, on one size:
+//! 256 rows × 32,000 classes, `f32` (32.8 MB per array), plus `bf16` and `f16` groups for the
+//! cross-entropy, `kl_div` and BCE with logits (the whole-batch sweep with GB/s and ratios is
+//! `infoloss bench`).
 //!
 //! ```text
 //! cargo bench -p infoloss --bench losses
-//! cargo bench -p infoloss --bench losses -- 'losses/kd'     # one group
+//! cargo bench -p infoloss --bench losses -- 'losses/distill' # the benches whose name matches
+//! cargo bench -p infoloss --bench losses -- 'losses_bf16'   # one group
 //! ```
 
 use std::hint::black_box;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use infoloss::distill::{DistillOptions, distill_with_grad};
 use infoloss::ndarray::{Array1, Array2};
 use infoloss::uda::{UdaOptions, uda_consistency};
@@ -109,6 +112,35 @@ fn losses(c: &mut Criterion) {
             infoloss::binary_cross_entropy_with_logits_with_grad(black_box(logits.view()), binary.view(), &bl)
         })
     });
+    // the in-place elementwise variants write the gradient over the input (the training path)
+    let mut scratch_logp = logp.clone();
+    g.bench_function("kl_div_with_grad_in_place batchmean", |b| {
+        b.iter(|| infoloss::kl_div_with_grad_in_place(scratch_logp.view_mut(), probs2.view(), &bm))
+    });
+    g.bench_function("binary_cross_entropy_with_grad_in_place", |b| {
+        // a fresh input each time: the gradient written over it leaves [0, 1]
+        b.iter_batched_ref(
+            || unit.clone(),
+            |x| {
+                infoloss::binary_cross_entropy_with_grad_in_place(
+                    x.view_mut(),
+                    binary.view(),
+                    &BceOptions::default(),
+                )
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    let mut scratch_logits = logits.clone();
+    g.bench_function("binary_cross_entropy_with_logits_with_grad_in_place pos_weight", |b| {
+        b.iter(|| {
+            infoloss::binary_cross_entropy_with_logits_with_grad_in_place(
+                scratch_logits.view_mut(),
+                binary.view(),
+                &bl,
+            )
+        })
+    });
     let kd = DistillOptions { temperature: 2.0, ..Default::default() };
     g.bench_function("distill_with_grad forward KL T=2", |b| {
         b.iter(|| distill_with_grad(black_box(logits.view()), logits2.view(), None, &kd))
@@ -129,5 +161,55 @@ fn losses(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, losses);
+/// The half types: the same calls on `bf16` and `f16` copies of the inputs (half the bytes of `f32`;
+/// the issue's target is at least `f32`'s speed per element).
+fn losses_half(c: &mut Criterion) {
+    fn group<T: infoloss::Element + Copy>(c: &mut Criterion, name: &str, from: fn(f32) -> T) {
+        let logits = matrix(1, |u| 4.0 * u);
+        let logp = log_softmax_rows(&logits).mapv(from);
+        let probs2 = log_softmax_rows(&matrix(2, |u| 4.0 * u)).mapv(f32::exp).mapv(from);
+        let binary = matrix(4, |u| if u > 0.4 { 1.0 } else { 0.0 }).mapv(from);
+        let logits = logits.mapv(from);
+        let targets = Array1::from_shape_fn(ROWS, |i| ((i * 7919) % CLASSES) as i64);
+        let bm = KlDivOptions { reduction: Reduction::BatchMean, log_target: false };
+        let mut g = c.benchmark_group(format!("losses_{name}"));
+        g.sample_size(10);
+        g.throughput(Throughput::Bytes((2 * ROWS * CLASSES * std::mem::size_of::<T>()) as u64));
+        let src = logits.clone();
+        let mut dst = logits.clone();
+        g.bench_function("memcpy (1 read + 1 write)", |b| b.iter(|| dst.assign(black_box(&src))));
+        let mut scratch = logits.clone();
+        g.bench_function("cross_entropy_with_grad_in_place", |b| {
+            b.iter(|| {
+                infoloss::cross_entropy_with_grad_in_place(
+                    scratch.view_mut(),
+                    targets.view(),
+                    &CrossEntropyOptions::default(),
+                )
+            })
+        });
+        g.throughput(Throughput::Bytes((3 * ROWS * CLASSES * std::mem::size_of::<T>()) as u64));
+        g.bench_function("kl_div_with_grad batchmean", |b| {
+            b.iter(|| infoloss::kl_div_with_grad(black_box(logp.view()), probs2.view(), &bm))
+        });
+        let mut scratch_logp = logp.clone();
+        g.bench_function("kl_div_with_grad_in_place batchmean", |b| {
+            b.iter(|| infoloss::kl_div_with_grad_in_place(scratch_logp.view_mut(), probs2.view(), &bm))
+        });
+        g.bench_function("binary_cross_entropy_with_logits_with_grad", |b| {
+            b.iter(|| {
+                infoloss::binary_cross_entropy_with_logits_with_grad(
+                    black_box(logits.view()),
+                    binary.view(),
+                    &BceWithLogitsOptions::default(),
+                )
+            })
+        });
+        g.finish();
+    }
+    group(c, "bf16", infoloss::half::bf16::from_f32);
+    group(c, "f16", infoloss::half::f16::from_f32);
+}
+
+criterion_group!(benches, losses, losses_half);
 criterion_main!(benches);

@@ -1015,7 +1015,8 @@ impl<E: FastElem, K: PointOp> WithSimd for TaskRun<'_, '_, '_, E, K> {
             grad_input: job.grad_input,
             grad_target: job.grad_target,
         };
-        let mut scratch = vec![0f32; 8 * TILE];
+        // from the thread's pool (every tile is written before it is read)
+        let mut scratch = super::alloc::Scratch::any(8 * TILE);
         let mut bufs = scratch.chunks_exact_mut(TILE);
         let mut next = || bufs.next().unwrap_or_default();
         let (bx, bt, bw, bp, bg, bl, bgi, bgt) =
