@@ -143,7 +143,7 @@ pub(crate) fn f16_to_f32(src: &[half::f16], dst: &mut [f32]) {
     let n = src.len().min(dst.len());
     let (src, dst) = (&src[..n], &mut dst[..n]);
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("f16c") && std::arch::is_x86_feature_detected!("avx") {
+    if f16c::available() {
         // SAFETY: the CPU has F16C and AVX (checked just above), the features `f16c::widen` is
         // compiled for; its slice arguments are ordinary references of one length.
         unsafe { f16c::widen(src, dst) };
@@ -160,7 +160,7 @@ pub(crate) fn f32_to_f16(src: &[f32], dst: &mut [half::f16]) {
     let n = src.len().min(dst.len());
     let (src, dst) = (&src[..n], &mut dst[..n]);
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("f16c") && std::arch::is_x86_feature_detected!("avx") {
+    if f16c::available() {
         // SAFETY: as in `f16_to_f32`: the CPU has the features `f16c::narrow` is compiled for.
         unsafe { f16c::narrow(src, dst) };
         return;
@@ -176,6 +176,12 @@ mod f16c {
         __m128i, _MM_FROUND_TO_NEAREST_INT, _mm_loadu_si128, _mm_storeu_si128, _mm256_cvtph_ps,
         _mm256_cvtps_ph, _mm256_loadu_ps, _mm256_storeu_ps,
     };
+
+    /// Whether the CPU has the features [`widen`] and [`narrow`] are compiled for (detected once by
+    /// the standard library, then a cached load).
+    pub(super) fn available() -> bool {
+        std::arch::is_x86_feature_detected!("f16c") && std::arch::is_x86_feature_detected!("avx")
+    }
 
     /// `dst = src` widened, eight values per `vcvtph2ps`, the last partial group through a padded copy.
     ///
