@@ -973,15 +973,14 @@ struct TaskRun<'j, 'a, 'o, E, K> {
     grad_target: Option<&'o mut [E]>,
 }
 
-/// The output tile for a task's output slice `out` (if requested): the slice itself for `f32`,
-/// else `scratch`.
+/// The output tile for a task's output slice `out`: the slice itself for a requested `f32`
+/// output, else `scratch` (rounded into a half-type output afterwards, or never read).
 #[inline(always)]
-fn out_tile<'s, E: FastElem>(out: Option<&'s mut [E]>, scratch: &'s mut [f32]) -> Option<&'s mut [f32]> {
-    let out = out?;
-    Some(match E::as_f32_mut(out) {
+fn out_tile<'s, E: FastElem>(out: Option<&'s mut [E]>, scratch: &'s mut [f32]) -> &'s mut [f32] {
+    match out.and_then(E::as_f32_mut) {
         Some(direct) => direct,
         None => scratch,
-    })
+    }
 }
 
 /// `(s + x, e + err)` where `err` is the exact rounding error of `s + x` (Knuth's TwoSum).
@@ -1010,8 +1009,20 @@ fn sum_tile<S: Simd>(simd: S, v: &[f32]) -> f64 {
     if !tail.is_empty() {
         (s, e) = two_sum(simd, s, e, simd.partial_load_f32s(tail));
     }
+    sum_finish::<S>(s, e).unwrap_or_else(|| sum_f64(v))
+}
+
+/// `v` summed in plain `f64`, in order (the fallback of a tile whose `f32` lane sums are not finite).
+fn sum_f64(v: &[f32]) -> f64 {
+    v.iter().fold(0.0, |acc, &x| acc + x as f64)
+}
+
+/// [`sum_tile`]'s result from its lane sums `s` and errors `e`; `None` when it is not finite (the
+/// caller then sums the tile again in plain `f64`).
+#[inline(always)]
+fn sum_finish<S: Simd>(s: S::f32s, e: S::f32s) -> Option<f64> {
     let total = hsum_f64::<S>(s);
-    if total.is_finite() { total + hsum_f64::<S>(e) } else { v.iter().fold(0.0, |acc, &x| acc + x as f64) }
+    total.is_finite().then(|| total + hsum_f64::<S>(e))
 }
 
 impl<E: FastElem, K: PointOp> WithSimd for TaskRun<'_, '_, '_, E, K> {
@@ -1026,11 +1037,15 @@ impl<E: FastElem, K: PointOp> WithSimd for TaskRun<'_, '_, '_, E, K> {
             grad_target: job.grad_target,
         };
         // from the thread's pool (every tile is written before it is read)
-        let mut scratch = super::alloc::Scratch::any(8 * TILE);
+        let mut scratch = super::alloc::Scratch::any(10 * TILE);
         let mut bufs = scratch.chunks_exact_mut(TILE);
         let mut next = || bufs.next().unwrap_or_default();
         let (bx, bt, bw, bp, bg, bl, bgi, bgt) =
             (next(), next(), next(), next(), next(), next(), next(), next());
+        // the tiles of absent operands: 1 for `w` and `p`, the upstream constant for `g`
+        let (ones, gfill) = (next(), next());
+        ones.fill(1.0);
+        gfill.fill(job.g_const);
         let mut rounded = [E::default(); TILE];
         let mut bad = simd.splat_f32s(0.0);
         let mut sum = 0.0f64;
@@ -1069,38 +1084,49 @@ impl<E: FastElem, K: PointOp> WithSimd for TaskRun<'_, '_, '_, E, K> {
             }
             let range = off..off + m;
             let mut gio = grad_input.as_deref_mut().and_then(|l| l.get_mut(range.clone()));
-            let x = match (in_place, gio.as_deref()) {
-                (true, Some(src)) => {
-                    // the tile's input, copied into L1 before its gradient overwrites it
-                    let dst = &mut bx[..m];
-                    match E::as_f32(src) {
-                        Some(direct) => dst.copy_from_slice(direct),
-                        None => E::load_tile(src, dst),
-                    }
-                    &bx[..m]
-                }
-                _ => job.x.tile(at, &mut bx[..m]),
-            };
             let ins = Ins {
-                x,
                 t: job.t.tile(at, &mut bt[..m]),
-                w: job.w.as_ref().map(|o| o.tile(at, &mut bw[..m])),
-                p: job.p.as_ref().map(|o| o.tile(at, &mut bp[..m])),
-                g: job.g.as_ref().map(|o| o.tile(at, &mut bg[..m])),
-                g_const: job.g_const,
+                w: job.w.as_ref().map_or(&ones[..m], |o| o.tile(at, &mut bw[..m])),
+                p: job.p.as_ref().map_or(&ones[..m], |o| o.tile(at, &mut bp[..m])),
+                g: job.g.as_ref().map_or(&gfill[..m], |o| o.tile(at, &mut bg[..m])),
+            };
+            let xg = match (in_place, gio.as_deref_mut()) {
+                (true, Some(io)) => match E::as_f32_mut(io) {
+                    // f32: each vector read, then its gradient written over it
+                    Some(direct) => XGrad::InPlace(direct),
+                    None => {
+                        // the tile's input, widened into L1 before its gradient overwrites it
+                        E::load_tile(io, &mut bx[..m]);
+                        XGrad::Split { x: &bx[..m], grad_input: &mut bgi[..m] }
+                    }
+                },
+                (_, gi) => {
+                    XGrad::Split { x: job.x.tile(at, &mut bx[..m]), grad_input: out_tile(gi, &mut bgi[..m]) }
+                }
             };
             let mut lo = loss.as_deref_mut().and_then(|l| l.get_mut(range.clone()));
             let mut gto = grad_target.as_deref_mut().and_then(|l| l.get_mut(range.clone()));
             let outs = OutTiles {
                 loss: match job.loss {
-                    LossOut::Skip => None,
-                    LossOut::Sum => Some(&mut bl[..m]),
+                    LossOut::Skip | LossOut::Sum => &mut bl[..m],
                     LossOut::Elements => out_tile(lo.as_deref_mut(), &mut bl[..m]),
                 },
-                grad_input: out_tile(gio.as_deref_mut(), &mut bgi[..m]),
                 grad_target: out_tile(gto.as_deref_mut(), &mut bgt[..m]),
             };
-            bad = simd.add_f32s(bad, fused(simd, job.op, want, ins, outs));
+            // f32 terms of a reduced loss are summed in the loop; half-type terms are rounded to
+            // the element type first, a tile at a time (below): rounding in the loop was slower
+            // (f16 `kl_div` in place 52 -> 64 ms at 1 thread, the bits emulated without F16C)
+            let in_loop = E::DTYPE == DType::F32 && job.loss == LossOut::Sum;
+            let tile = Tile { xg, ins, outs };
+            let r = match in_loop {
+                true => fused::<S, K, true>(simd, job.op, want, tile),
+                false => fused::<S, K, false>(simd, job.op, want, tile),
+            };
+            bad = simd.add_f32s(bad, r.bad);
+            if in_loop {
+                let terms = &bl[..m];
+                sum += sum_finish::<S>(r.sum, r.err).unwrap_or_else(|| sum_f64(terms));
+            }
             // half types: round the scratch tiles into the outputs
             if E::DTYPE != DType::F32 {
                 if let Some(o) = lo {
@@ -1113,12 +1139,10 @@ impl<E: FastElem, K: PointOp> WithSimd for TaskRun<'_, '_, '_, E, K> {
                     E::store_tile(&bgt[..m], o);
                 }
             }
-            if job.loss == LossOut::Sum {
+            if job.loss == LossOut::Sum && !in_loop {
                 let terms = &mut bl[..m];
-                if E::DTYPE != DType::F32 {
-                    // each term rounded to the element type, as the reference sums them
-                    E::round_tile(terms, &mut rounded);
-                }
+                // each term rounded to the element type, as the reference sums them
+                E::round_tile(terms, &mut rounded);
                 sum += sum_tile(simd, terms);
             }
             off += m;
@@ -1128,101 +1152,141 @@ impl<E: FastElem, K: PointOp> WithSimd for TaskRun<'_, '_, '_, E, K> {
     }
 }
 
-/// The input tiles of one call.
+/// The input tiles of one call other than `x`. Absent operands are tiles of their constant (1 for
+/// `w` and `p`, the upstream constant for `g`), so the loop has no branch per vector.
 struct Ins<'a> {
-    x: &'a [f32],
     t: &'a [f32],
-    w: Option<&'a [f32]>,
-    p: Option<&'a [f32]>,
-    g: Option<&'a [f32]>,
-    g_const: f32,
+    w: &'a [f32],
+    p: &'a [f32],
+    g: &'a [f32],
 }
 
-/// The output tiles of one call.
+/// Where a tile's `x` comes from and its input gradient goes.
+enum XGrad<'a> {
+    /// Separate tiles (an unrequested gradient's tile is scratch, written and never read).
+    Split { x: &'a [f32], grad_input: &'a mut [f32] },
+    /// One tile: each vector of `x` is read, then its gradient written over it (the in-place
+    /// calls on `f32`).
+    InPlace(&'a mut [f32]),
+}
+
+/// The other output tiles of one call (unrequested ones are scratch, written and never read).
 struct OutTiles<'a> {
-    loss: Option<&'a mut [f32]>,
-    grad_input: Option<&'a mut [f32]>,
-    grad_target: Option<&'a mut [f32]>,
+    loss: &'a mut [f32],
+    grad_target: &'a mut [f32],
 }
 
-/// Vector `i` of a split operand tile, `d` when the operand is absent.
+/// Everything one call of [`fused`] reads and writes.
+struct Tile<'a> {
+    xg: XGrad<'a>,
+    ins: Ins<'a>,
+    outs: OutTiles<'a>,
+}
+
+/// What [`fused`] returns: the lane-wise sum of `bad` (0 when nothing is out of domain) and, when
+/// the loss terms were summed in the loop, their lane sums and TwoSum errors.
+struct Fused<V> {
+    bad: V,
+    sum: V,
+    err: V,
+}
+
+/// Runs `op` over one tile. With `ACC` the loss terms are also summed as [`sum_tile`] sums them
+/// (same order, same bits), without a second pass over the tile.
+///
+/// The training calls (loss and input gradient) get their own copy of the loop with `want`
+/// constant, so the formula's branches on it vanish.
 #[inline(always)]
-fn vec_at<S: Simd>(s: &Option<(&[S::f32s], &[f32])>, i: usize, d: S::f32s) -> S::f32s {
-    match s {
-        Some((h, _)) => h.get(i).copied().unwrap_or(d),
-        None => d,
+fn fused<S: Simd, K: PointOp, const ACC: bool>(simd: S, op: K, want: Want, tile: Tile<'_>) -> Fused<S::f32s> {
+    if want == Want::LOSS_AND_INPUT_GRAD {
+        fused_loop::<S, K, ACC>(simd, op, Want::LOSS_AND_INPUT_GRAD, tile)
+    } else {
+        fused_loop::<S, K, ACC>(simd, op, want, tile)
     }
 }
 
-/// The partial last vector of a split operand tile (missing lanes 0), `d` when the operand is absent.
+/// One vector of [`fused_loop`]: stores the loss and target gradient, accumulates, returns the
+/// input gradient.
 #[inline(always)]
-fn tail_of<S: Simd>(simd: S, s: &Option<(&[S::f32s], &[f32])>, d: S::f32s) -> S::f32s {
-    match s {
-        Some((_, t)) => simd.partial_load_f32s(t),
-        None => d,
+fn point<S: Simd, K: PointOp, const ACC: bool>(
+    simd: S,
+    op: K,
+    want: Want,
+    v: Lanes<S::f32s>,
+    lo: &mut S::f32s,
+    gto: &mut S::f32s,
+    acc: &mut Fused<S::f32s>,
+) -> S::f32s {
+    let r = op.call(simd, want, v);
+    *lo = r.loss;
+    *gto = r.grad_target;
+    if ACC {
+        (acc.sum, acc.err) = two_sum(simd, acc.sum, acc.err, r.loss);
     }
+    if K::CHECKS {
+        acc.bad = simd.add_f32s(acc.bad, r.bad);
+    }
+    r.grad_input
 }
 
-/// Runs `op` over one tile; returns the lane-wise sum of `bad` (0 when nothing is out of domain).
+/// [`fused`]'s loop: every operand and output is a tile of the same length, zipped.
 #[inline(always)]
-fn fused<S: Simd, K: PointOp>(simd: S, op: K, want: Want, ins: Ins<'_>, outs: OutTiles<'_>) -> S::f32s {
-    let one = simd.splat_f32s(1.0);
-    let gc = simd.splat_f32s(ins.g_const);
-    let (xh, xt) = S::as_simd_f32s(ins.x);
+fn fused_loop<S: Simd, K: PointOp, const ACC: bool>(
+    simd: S,
+    op: K,
+    want: Want,
+    tile: Tile<'_>,
+) -> Fused<S::f32s> {
+    let Tile { xg, ins, outs } = tile;
     let (th, tt) = S::as_simd_f32s(ins.t);
-    let w = ins.w.map(S::as_simd_f32s);
-    let p = ins.p.map(S::as_simd_f32s);
-    let g = ins.g.map(S::as_simd_f32s);
-    let mut lo = outs.loss.map(S::as_mut_simd_f32s);
-    let mut gio = outs.grad_input.map(S::as_mut_simd_f32s);
-    let mut gto = outs.grad_target.map(S::as_mut_simd_f32s);
-    let mut bad = simd.splat_f32s(0.0);
-    for (i, &x) in xh.iter().enumerate() {
-        let v = Lanes {
-            x,
-            t: th.get(i).copied().unwrap_or(one),
-            w: vec_at::<S>(&w, i, one),
-            p: vec_at::<S>(&p, i, one),
-            g: vec_at::<S>(&g, i, gc),
-        };
-        let r = op.call(simd, want, v);
-        if let Some(o) = lo.as_mut().and_then(|(h, _)| h.get_mut(i)) {
-            *o = r.loss;
+    let (wh, wt) = S::as_simd_f32s(ins.w);
+    let (ph, pt) = S::as_simd_f32s(ins.p);
+    let (gh, gt) = S::as_simd_f32s(ins.g);
+    let (loh, lot) = S::as_mut_simd_f32s(outs.loss);
+    let (gth, gtt) = S::as_mut_simd_f32s(outs.grad_target);
+    let z = simd.splat_f32s(0.0);
+    let mut acc = Fused { bad: z, sum: z, err: z };
+    let heads = th.iter().zip(wh).zip(ph).zip(gh).zip(loh.iter_mut().zip(gth.iter_mut()));
+    let (xt, git) = match xg {
+        XGrad::Split { x, grad_input } => {
+            let (xh, xt) = S::as_simd_f32s(x);
+            let (gih, git) = S::as_mut_simd_f32s(grad_input);
+            for ((&x, gi), ((((&t, &w), &p), &g), (lo, gto))) in xh.iter().zip(gih).zip(heads) {
+                *gi = point::<S, K, ACC>(simd, op, want, Lanes { x, t, w, p, g }, lo, gto, &mut acc);
+            }
+            (simd.partial_load_f32s(xt), git)
         }
-        if let Some(o) = gio.as_mut().and_then(|(h, _)| h.get_mut(i)) {
-            *o = r.grad_input;
+        XGrad::InPlace(xio) => {
+            let (xh, xt) = S::as_mut_simd_f32s(xio);
+            for (xo, ((((&t, &w), &p), &g), (lo, gto))) in xh.iter_mut().zip(heads) {
+                let v = Lanes { x: *xo, t, w, p, g };
+                *xo = point::<S, K, ACC>(simd, op, want, v, lo, gto, &mut acc);
+            }
+            (simd.partial_load_f32s(xt), xt)
         }
-        if let Some(o) = gto.as_mut().and_then(|(h, _)| h.get_mut(i)) {
-            *o = r.grad_target;
-        }
-        if K::CHECKS {
-            bad = simd.add_f32s(bad, r.bad);
-        }
-    }
-    if !xt.is_empty() {
+    };
+    if !git.is_empty() {
         // the partial vector: masked loads fill the missing lanes with 0, which every formula accepts
         let v = Lanes {
-            x: simd.partial_load_f32s(xt),
+            x: xt,
             t: simd.partial_load_f32s(tt),
-            w: tail_of(simd, &w, one),
-            p: tail_of(simd, &p, one),
-            g: tail_of(simd, &g, gc),
+            w: simd.partial_load_f32s(wt),
+            p: simd.partial_load_f32s(pt),
+            g: simd.partial_load_f32s(gt),
         };
         let r = op.call(simd, want, v);
-        if let Some((_, t)) = lo.as_mut() {
-            simd.partial_store_f32s(t, r.loss);
-        }
-        if let Some((_, t)) = gio.as_mut() {
-            simd.partial_store_f32s(t, r.grad_input);
-        }
-        if let Some((_, t)) = gto.as_mut() {
-            simd.partial_store_f32s(t, r.grad_target);
+        simd.partial_store_f32s(git, r.grad_input);
+        simd.partial_store_f32s(lot, r.loss);
+        simd.partial_store_f32s(gtt, r.grad_target);
+        if ACC {
+            // the stored terms read back, missing lanes 0, as `sum_tile` reads them
+            (acc.sum, acc.err) = two_sum(simd, acc.sum, acc.err, simd.partial_load_f32s(lot));
         }
         if K::CHECKS {
-            bad = simd.add_f32s(bad, r.bad);
+            acc.bad = simd.add_f32s(acc.bad, r.bad);
         }
     }
-    bad
+    acc
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -1641,6 +1705,68 @@ mod tests {
                 assert_eq!(bits(&a.1), bits(&b.1), "kl in place {rows}x{cols} {red:?}");
                 check_loss(&a.0, &b.0);
             }
+        }
+    }
+
+    #[test]
+    fn f32_terms_summed_in_the_loop_are_sum_tiles_bits() {
+        use crate::{BceWithLogitsOptions, KlDivOptions};
+        struct SumTile<'a>(&'a [f32]);
+        impl WithSimd for SumTile<'_> {
+            type Output = f64;
+            #[inline(always)]
+            fn with_simd<S: Simd>(self, simd: S) -> f64 {
+                sum_tile(simd, self.0)
+            }
+        }
+        // the driver's order: tiles in order within a task, task sums in task order
+        let two_pass = |terms: &[f32]| {
+            let isa = crate::kernels::Isa::best();
+            let task =
+                |c: &[f32]| c.chunks(TILE).fold(0.0, |a, t| a + crate::kernels::dispatch(isa, SumTile(t)));
+            terms.chunks(TASK).fold(0.0f64, |a, c| a + task(c))
+        };
+        // tails of every kind, several tasks, and a tile with an infinite term (the f64 fallback)
+        for (n, inf_at) in
+            [(5, None), (3 * TILE + 5, None), (TASK + 2 * TILE + 3, None), (2 * TILE + 7, Some(1500))]
+        {
+            let x: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+            let mut t: Vec<f32> = (0..n).map(|i| (i * 13 % 29) as f32 / 29.0).collect();
+            let mut xs = x.clone();
+            if let Some(i) = inf_at {
+                xs[i] = f32::NEG_INFINITY;
+                t[i] = 0.5;
+            }
+            let xa = ArrayD::from_shape_vec(IxDyn(&[n]), xs).unwrap();
+            let ta = ArrayD::from_shape_vec(IxDyn(&[n]), t.clone()).unwrap();
+            let none = KlDivOptions { reduction: Reduction::None, ..Default::default() };
+            let sum = KlDivOptions { reduction: Reduction::Sum, ..Default::default() };
+            let terms = crate::kl_div(xa.view(), ta.view(), &none).unwrap().into_array();
+            let want = two_pass(terms.as_slice().unwrap()) as f32;
+            let (got, _) = crate::kl_div_with_grad(xa.view(), ta.view(), &sum).unwrap();
+            let Loss::Scalar(got) = got else { panic!("not reduced") };
+            assert_eq!(got.to_bits(), want.to_bits(), "kl_div n = {n}: {got} vs {want}");
+            if inf_at.is_some() {
+                assert_eq!(got, f32::INFINITY);
+            }
+            // in place, BCE with logits
+            let mut buf = xa.clone();
+            let got =
+                crate::kl_div_with_grad_in_place(buf.view_mut(), ta.view(), &sum).unwrap().scalar().unwrap();
+            assert_eq!(got.to_bits(), want.to_bits(), "kl_div in place n = {n}");
+            let none = BceWithLogitsOptions { reduction: Reduction::None, ..Default::default() };
+            let sum = BceWithLogitsOptions { reduction: Reduction::Sum, ..Default::default() };
+            let xa = ArrayD::from_shape_vec(IxDyn(&[n]), x.clone()).unwrap();
+            let terms =
+                crate::binary_cross_entropy_with_logits(xa.view(), ta.view(), &none).unwrap().into_array();
+            let want = two_pass(terms.as_slice().unwrap()) as f32;
+            let mut buf = xa.clone();
+            let got =
+                crate::binary_cross_entropy_with_logits_with_grad_in_place(buf.view_mut(), ta.view(), &sum)
+                    .unwrap()
+                    .scalar()
+                    .unwrap();
+            assert_eq!(got.to_bits(), want.to_bits(), "bce-logits in place n = {n}");
         }
     }
 
