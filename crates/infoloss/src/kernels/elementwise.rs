@@ -1170,7 +1170,7 @@ enum XGrad<'a> {
     InPlace(&'a mut [f32]),
 }
 
-/// The other output tiles of one call (unrequested ones are scratch, written and never read).
+/// The other output tiles of one call (unrequested ones are scratch, neither written nor read).
 struct OutTiles<'a> {
     loss: &'a mut [f32],
     grad_target: &'a mut [f32],
@@ -1218,8 +1218,13 @@ fn point<S: Simd, K: PointOp, const ACC: bool>(
     acc: &mut Fused<S::f32s>,
 ) -> S::f32s {
     let r = op.call(simd, want, v);
-    *lo = r.loss;
-    *gto = r.grad_target;
+    // (constant in the training copy of the loop: no store of an unrequested result there)
+    if want.loss {
+        *lo = r.loss;
+    }
+    if want.grad_target {
+        *gto = r.grad_target;
+    }
     if ACC {
         (acc.sum, acc.err) = two_sum(simd, acc.sum, acc.err, r.loss);
     }
@@ -1276,8 +1281,12 @@ fn fused_loop<S: Simd, K: PointOp, const ACC: bool>(
         };
         let r = op.call(simd, want, v);
         simd.partial_store_f32s(git, r.grad_input);
-        simd.partial_store_f32s(lot, r.loss);
-        simd.partial_store_f32s(gtt, r.grad_target);
+        if want.loss {
+            simd.partial_store_f32s(lot, r.loss);
+        }
+        if want.grad_target {
+            simd.partial_store_f32s(gtt, r.grad_target);
+        }
         if ACC {
             // the stored terms read back, missing lanes 0, as `sum_tile` reads them
             (acc.sum, acc.err) = two_sum(simd, acc.sum, acc.err, simd.partial_load_f32s(lot));
