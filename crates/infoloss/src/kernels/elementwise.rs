@@ -1456,9 +1456,9 @@ fn pair_tile<S: Simd, E: FastElem, K: PointOp>(
         return None;
     }
     let at = tile.at;
-    let mut gio = out_pairs::<S, E>(tile.grad_input, n)?;
-    let mut gto = out_pairs::<S, E>(tile.grad_target, n)?;
-    let mut lo = if job.loss == LossOut::Elements { out_pairs::<S, E>(tile.loss, n)? } else { None };
+    let gio = out_pairs::<S, E>(tile.grad_input, n)?;
+    let gto = out_pairs::<S, E>(tile.grad_target, n)?;
+    let lo = if job.loss == LossOut::Elements { out_pairs::<S, E>(tile.loss, n)? } else { None };
     let x = match tile.x {
         Some(op) => Some(pair_in::<S, E>(op, at, &mut scratch.x[..n])?),
         None if gio.is_some() => None,
@@ -1470,8 +1470,59 @@ fn pair_tile<S: Simd, E: FastElem, K: PointOp>(
     let g = pair_opt::<S, E>(simd, job.g.as_ref(), at, &mut scratch.g[..n], job.g_const)?;
     let sum_terms = job.loss == LossOut::Sum;
     let terms = S::as_mut_simd_f32s(&mut scratch.terms[..n]).0;
-    let mut bad = simd.splat_f32s(0.0);
-    for k in 0..n / group {
+    let z = simd.splat_f32s(0.0);
+    let mut acc = Fused { bad: z, sum: z, err: z };
+    let ins = PairIns { x, t, w, p, g };
+    let outs = PairOuts { lo, gio, gto, terms };
+    // the training calls get a copy of the loop with `want` constant, as in `fused`
+    if want == Want::LOSS_AND_INPUT_GRAD {
+        pair_loop(simd, job.op, Want::LOSS_AND_INPUT_GRAD, sum_terms, n / group, ins, outs, &mut acc);
+    } else {
+        pair_loop(simd, job.op, want, sum_terms, n / group, ins, outs, &mut acc);
+    }
+    let sum = match sum_terms {
+        true => sum_finish::<S>(acc.sum, acc.err).unwrap_or_else(|| sum_f64(&scratch.terms[..n])),
+        false => 0.0,
+    };
+    #[cfg(test)]
+    tests::PAIR_ELEMENTS.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    Some((n, acc.bad, sum))
+}
+
+/// The operands of [`pair_loop`] (`x` `None`: read from the input gradient's pairs, in place).
+struct PairIns<'a, S: Simd> {
+    x: Option<PairIn<'a, S>>,
+    t: PairIn<'a, S>,
+    w: PairIn<'a, S>,
+    p: PairIn<'a, S>,
+    g: PairIn<'a, S>,
+}
+
+/// The outputs of [`pair_loop`]: requested ones as pair vectors, and the rounded loss terms.
+struct PairOuts<'a, S: Simd> {
+    lo: Option<&'a mut [S::u32s]>,
+    gio: Option<&'a mut [S::u32s]>,
+    gto: Option<&'a mut [S::u32s]>,
+    terms: &'a mut [S::f32s],
+}
+
+/// [`pair_tile`]'s loop over `groups` groups; a summed loss's rounded terms are stored and added
+/// to `acc` in the order `sum_tile` would read them.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn pair_loop<S: Simd, K: PointOp>(
+    simd: S,
+    op: K,
+    want: Want,
+    sum_terms: bool,
+    groups: usize,
+    ins: PairIns<'_, S>,
+    outs: PairOuts<'_, S>,
+    acc: &mut Fused<S::f32s>,
+) {
+    let PairIns { x, t, w, p, g } = ins;
+    let PairOuts { mut lo, mut gio, mut gto, terms } = outs;
+    for k in 0..groups {
         let (x0, x1) = match &x {
             Some(x) => x.get(simd, k),
             None => widen_bf16_pairs(
@@ -1483,17 +1534,21 @@ fn pair_tile<S: Simd, E: FastElem, K: PointOp>(
         let (w0, w1) = w.get(simd, k);
         let (p0, p1) = p.get(simd, k);
         let (g0, g1) = g.get(simd, k);
-        let r0 = job.op.call(simd, want, Lanes { x: x0, t: t0, w: w0, p: p0, g: g0 });
-        let r1 = job.op.call(simd, want, Lanes { x: x1, t: t1, w: w1, p: p1, g: g1 });
+        let r0 = op.call(simd, want, Lanes { x: x0, t: t0, w: w0, p: p0, g: g0 });
+        let r1 = op.call(simd, want, Lanes { x: x1, t: t1, w: w1, p: p1, g: g1 });
         if let Some(o) = lo.as_mut().and_then(|v| v.get_mut(k)) {
             *o = narrow_bf16_pairs(simd, r0.loss, r1.loss);
         }
         if sum_terms {
+            let l0 = simd.transmute_f32s_u32s(round_bf16_bits(simd, r0.loss));
+            let l1 = simd.transmute_f32s_u32s(round_bf16_bits(simd, r1.loss));
+            (acc.sum, acc.err) = two_sum(simd, acc.sum, acc.err, l0);
+            (acc.sum, acc.err) = two_sum(simd, acc.sum, acc.err, l1);
             if let Some(o) = terms.get_mut(2 * k) {
-                *o = simd.transmute_f32s_u32s(round_bf16_bits(simd, r0.loss));
+                *o = l0;
             }
             if let Some(o) = terms.get_mut(2 * k + 1) {
-                *o = simd.transmute_f32s_u32s(round_bf16_bits(simd, r1.loss));
+                *o = l1;
             }
         }
         if let Some(o) = gio.as_mut().and_then(|v| v.get_mut(k)) {
@@ -1503,13 +1558,9 @@ fn pair_tile<S: Simd, E: FastElem, K: PointOp>(
             *o = narrow_bf16_pairs(simd, r0.grad_target, r1.grad_target);
         }
         if K::CHECKS {
-            bad = simd.add_f32s(bad, simd.add_f32s(r0.bad, r1.bad));
+            acc.bad = simd.add_f32s(acc.bad, simd.add_f32s(r0.bad, r1.bad));
         }
     }
-    let sum = if sum_terms { sum_tile(simd, &scratch.terms[..n]) } else { 0.0 };
-    #[cfg(test)]
-    tests::PAIR_ELEMENTS.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-    Some((n, bad, sum))
 }
 
 // ----------------------------------------------------------------------------------------------
