@@ -1089,6 +1089,7 @@ impl<E: FastElem, K: PointOp> WithSimd for TaskRun<'_, '_, '_, E, K> {
                 w: job.w.as_ref().map_or(&ones[..m], |o| o.tile(at, &mut bw[..m])),
                 p: job.p.as_ref().map_or(&ones[..m], |o| o.tile(at, &mut bp[..m])),
                 g: job.g.as_ref().map_or(&gfill[..m], |o| o.tile(at, &mut bg[..m])),
+                g_const: job.g.is_none().then_some(job.g_const),
             };
             let xg = match (in_place, gio.as_deref_mut()) {
                 (true, Some(io)) => match E::as_f32_mut(io) {
@@ -1159,6 +1160,8 @@ struct Ins<'a> {
     w: &'a [f32],
     p: &'a [f32],
     g: &'a [f32],
+    /// The upstream constant when `g` is absent (`g` is then a tile of it).
+    g_const: Option<f32>,
 }
 
 /// Where a tile's `x` comes from and its input gradient goes.
@@ -1198,10 +1201,13 @@ struct Fused<V> {
 /// constant, so the formula's branches on it vanish.
 #[inline(always)]
 fn fused<S: Simd, K: PointOp, const ACC: bool>(simd: S, op: K, want: Want, tile: Tile<'_>) -> Fused<S::f32s> {
-    if want == Want::LOSS_AND_INPUT_GRAD {
-        fused_loop::<S, K, ACC>(simd, op, Want::LOSS_AND_INPUT_GRAD, tile)
-    } else {
-        fused_loop::<S, K, ACC>(simd, op, want, tile)
+    match (want == Want::LOSS_AND_INPUT_GRAD, tile.ins.g_const) {
+        // (a scalar upstream gradient then stays in a register)
+        (true, Some(c)) => {
+            fused_loop::<S, K, ACC>(simd, op, Want::LOSS_AND_INPUT_GRAD, tile, Some(simd.splat_f32s(c)))
+        }
+        (true, None) => fused_loop::<S, K, ACC>(simd, op, Want::LOSS_AND_INPUT_GRAD, tile, None),
+        (false, _) => fused_loop::<S, K, ACC>(simd, op, want, tile, None),
     }
 }
 
@@ -1241,6 +1247,7 @@ fn fused_loop<S: Simd, K: PointOp, const ACC: bool>(
     op: K,
     want: Want,
     tile: Tile<'_>,
+    gc: Option<S::f32s>,
 ) -> Fused<S::f32s> {
     let Tile { xg, ins, outs } = tile;
     let (th, tt) = S::as_simd_f32s(ins.t);
@@ -1257,6 +1264,7 @@ fn fused_loop<S: Simd, K: PointOp, const ACC: bool>(
             let (xh, xt) = S::as_simd_f32s(x);
             let (gih, git) = S::as_mut_simd_f32s(grad_input);
             for ((&x, gi), ((((&t, &w), &p), &g), (lo, gto))) in xh.iter().zip(gih).zip(heads) {
+                let g = gc.unwrap_or(g);
                 *gi = point::<S, K, ACC>(simd, op, want, Lanes { x, t, w, p, g }, lo, gto, &mut acc);
             }
             (simd.partial_load_f32s(xt), git)
@@ -1264,7 +1272,7 @@ fn fused_loop<S: Simd, K: PointOp, const ACC: bool>(
         XGrad::InPlace(xio) => {
             let (xh, xt) = S::as_mut_simd_f32s(xio);
             for (xo, ((((&t, &w), &p), &g), (lo, gto))) in xh.iter_mut().zip(heads) {
-                let v = Lanes { x: *xo, t, w, p, g };
+                let v = Lanes { x: *xo, t, w, p, g: gc.unwrap_or(g) };
                 *xo = point::<S, K, ACC>(simd, op, want, v, lo, gto, &mut acc);
             }
             (simd.partial_load_f32s(xt), xt)
@@ -1277,7 +1285,7 @@ fn fused_loop<S: Simd, K: PointOp, const ACC: bool>(
             t: simd.partial_load_f32s(tt),
             w: simd.partial_load_f32s(wt),
             p: simd.partial_load_f32s(pt),
-            g: simd.partial_load_f32s(gt),
+            g: gc.unwrap_or(simd.partial_load_f32s(gt)),
         };
         let r = op.call(simd, want, v);
         simd.partial_store_f32s(git, r.grad_input);
