@@ -8,10 +8,13 @@
 //! broadcast array) and a [`PointOp`] holding the elementwise formula. The flat element range is cut
 //! into tasks of a fixed [`TASK`] elements that rayon runs in parallel; a task walks its range in
 //! tiles of [`TILE`] elements that stay in L1: each operand's tile is read once (for `f16`
-//! converted into an `f32` scratch tile by F16C, for broadcast weights copied from their period),
-//! the formula runs on whole SIMD vectors (the last partial vector through masked loads and
-//! stores), and the loss, input gradient and target gradient tiles are written once (directly into
-//! the output for `f32`, converted from an `f32` scratch tile for `f16`).
+//! converted into an `f32` scratch tile by F16C, for broadcast weights copied from their period,
+//! for absent operands a tile of their constant filled once per task), the formula runs on whole
+//! SIMD vectors in a loop without a branch per vector (the last partial vector through masked loads
+//! and stores), and the loss, input gradient and target gradient tiles are written once (directly
+//! into the output for `f32`, converted from an `f32` scratch tile for `f16`). The training
+//! combination (loss and input gradient) has its own copy of that loop, with the wanted results and
+//! a scalar upstream gradient as constants.
 //!
 //! `bf16` tiles of `kl_div` skip the scratch tiles ([`pair_tile`]; where that pays is
 //! [`PointOp::PAIRS`]): each SIMD vector of `u32` holds two
@@ -22,16 +25,17 @@
 //! gives the same bits.
 //!
 //! The `_with_grad_in_place` variants run the same job with the input gradient going into the
-//! input's own buffer ([`Job::in_place`]): each tile of `x` is first copied (widened) into its L1
-//! scratch tile and then overwritten by its gradient, so the results are the allocating call's bits
-//! and no gradient array is allocated. `binary_cross_entropy` checks its domain before anything is
+//! input's own buffer ([`Job::in_place`]): for `f32` each vector of `x` is read and then overwritten
+//! by its gradient in the same iteration; a half-type tile is first widened into its L1 scratch
+//! tile. The results are the allocating call's bits and no gradient array is allocated. `binary_cross_entropy` checks its domain before anything is
 //! written ([`all_in_unit`], a streaming pass over the bits), so an error leaves the input untouched.
 //!
 //! # Reductions
 //!
 //! A reduced loss is the sum of the elementwise terms, each first rounded to the element type as the
 //! reference implementation does. A tile sums its terms in SIMD lanes with TwoSum error terms
-//! (as exact as an `f64` sum), a task adds its tiles in order, and the task sums are added in task order: the
+//! (as exact as an `f64` sum; for `f32` inside the formula's loop, for half types in a pass over the
+//! rounded terms), a task adds its tiles in order, and the task sums are added in task order: the
 //! partition and the order never depend on the number of threads, so results are bit-identical for
 //! any rayon pool.
 //!
