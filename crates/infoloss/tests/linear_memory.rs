@@ -4,7 +4,10 @@
 //! per-row and packing buffers), never the `(N, V)` logits.
 //!
 //! The same allocator checks that the in-place training-path calls allocate no input-sized gradient (the
-//! elementwise losses and the cross-entropy), where their allocating twins do.
+//! elementwise losses and the cross-entropy), where their allocating twins do, and that every allocating call
+//! of the other losses (cross-entropy, NLL, softmax, `kl_div`, BCE, the information measures, distillation,
+//! UDA; `f32`, `bf16` and `f16`) needs only the arrays it returns plus O(rows): no widened copy, no kept
+//! log-probabilities, no temporary softmax.
 //!
 //! `cargo test -p infoloss --release --test linear_memory -- --ignored --nocapture` also measures the issue's
 //! anchor size (N = 2048, H = 1024, V = 32000, f32) and prints the numbers.
@@ -363,4 +366,180 @@ fn time_against_the_gemms_alone_at_the_anchor_size() {
         kd / four,
         kd_topk / four
     );
+}
+
+/// Peak bytes of the second of two calls of `f` beyond what was allocated before it.
+fn peak_bytes<R>(f: impl FnMut() -> R) -> usize {
+    peaks(f).1
+}
+
+/// The memory target for every fast path: beyond the inputs and the returned arrays, a call needs
+/// O(rows) — per-row values and per-thread scratch rows — never a second input-sized array (a widened `f32`
+/// copy of a half-type input, log-probabilities kept for the backward, a temporary softmax).
+fn allocating_calls_need_only_their_outputs<T: infoloss::Element>(dtype: &str) {
+    use infoloss::distill::{DistillOptions, Divergence, distill, distill_with_grad};
+    use infoloss::uda::{UdaOptions, uda_consistency, uda_consistency_backward};
+    use infoloss::{
+        BceOptions, BceWithLogitsOptions, CrossEntropyOptions, EntropyOptions, JensenShannonOptions,
+        KlDivOptions, NllOptions, Reduction,
+    };
+    let (rows, cols) = (256, 8192);
+    let conv = |a: &Array2<f32>| a.mapv(|v| T::from_acc(<T::Acc as infoloss::Real>::c(f64::from(v))));
+    let logits = conv(&matrix::<f32>(rows, cols, 11, 4.0));
+    let logits2 = conv(&matrix::<f32>(rows, cols, 12, 4.0));
+    let unit = conv(&matrix::<f32>(rows, cols, 13, 1.0).mapv(|v| v.abs().clamp(0.001, 0.999)));
+    let probs32 = matrix::<f32>(rows, cols, 14, 1.0).mapv(|v| (v.abs() + 1e-3) / cols as f32);
+    let probs = conv(&probs32);
+    let probs2 = conv(&matrix::<f32>(rows, cols, 15, 1.0).mapv(|v| (v.abs() + 1e-3) / cols as f32));
+    let logp = conv(&probs32.mapv(f32::ln));
+    let binary = conv(&matrix::<f32>(rows, cols, 16, 1.0).mapv(|v| if v > 0.4 { 1.0 } else { 0.0 }));
+    let weight =
+        conv(&Array2::from_shape_fn((1, cols), |(_, j)| 0.5 + (j % 7) as f32 / 4.0)).row(0).to_owned();
+    let ones = conv(&Array2::ones((1, rows))).row(0).to_owned();
+    let y = Array1::from_shape_fn(rows, |i| if i % 9 == 4 { -100 } else { (i * 7919 % cols) as i64 });
+    let size = std::mem::size_of::<T>() * rows * cols;
+    let bm = KlDivOptions { reduction: Reduction::BatchMean, log_target: false };
+    let ls = CrossEntropyOptions { label_smoothing: 0.1, weight: Some(weight.view()), ..Default::default() };
+    let pw = weight.view().into_dyn();
+    let bcel = BceWithLogitsOptions { pos_weight: Some(pw), ..Default::default() };
+    let ent = EntropyOptions { base: None, axis: 1 };
+    let js = JensenShannonOptions { axis: 1, ..Default::default() };
+    let kd = |divergence, alpha| DistillOptions { temperature: 2.0, divergence, alpha, ..Default::default() };
+    let uda = UdaOptions { temperature: 0.4, confidence_threshold: Some(0.5), ..Default::default() };
+    // (name, arrays of the input's size the call returns, peak of a second call)
+    macro_rules! peak {
+        ($name:expr, $outputs:expr, $call:expr) => {
+            ($name, $outputs, peak_bytes(|| $call))
+        };
+    }
+    let calls: Vec<(&str, usize, usize)> = vec![
+        peak!("cross_entropy", 0, infoloss::cross_entropy(logits.view(), y.view(), &ls).unwrap()),
+        peak!(
+            "cross_entropy_with_grad",
+            1,
+            infoloss::cross_entropy_with_grad(logits.view(), y.view(), &ls).unwrap()
+        ),
+        peak!(
+            "cross_entropy_probs_with_grad",
+            1,
+            infoloss::cross_entropy_probs_with_grad(logits.view(), probs.view(), &Default::default())
+                .unwrap()
+        ),
+        peak!(
+            "nll_loss_with_grad",
+            1,
+            infoloss::nll_loss_with_grad(logp.view(), y.view(), &NllOptions::default()).unwrap()
+        ),
+        peak!("softmax", 1, infoloss::softmax(logits.view(), 1).unwrap()),
+        peak!("log_softmax", 1, infoloss::log_softmax(logits.view(), 1).unwrap()),
+        peak!(
+            "log_softmax_backward",
+            1,
+            infoloss::log_softmax_backward(logp.view(), logits2.view(), 1).unwrap()
+        ),
+        peak!("logsumexp", 0, infoloss::logsumexp(logits.view(), 1).unwrap()),
+        peak!("kl_div", 0, infoloss::kl_div(logp.view(), probs2.view(), &bm).unwrap()),
+        peak!("kl_div_with_grad", 1, infoloss::kl_div_with_grad(logp.view(), probs2.view(), &bm).unwrap()),
+        peak!(
+            "binary_cross_entropy_with_grad",
+            1,
+            infoloss::binary_cross_entropy_with_grad(unit.view(), binary.view(), &BceOptions::default())
+                .unwrap()
+        ),
+        peak!(
+            "binary_cross_entropy_with_logits_with_grad",
+            1,
+            infoloss::binary_cross_entropy_with_logits_with_grad(logits.view(), binary.view(), &bcel)
+                .unwrap()
+        ),
+        peak!("entropy", 0, infoloss::entropy(probs.view(), None, &ent).unwrap()),
+        peak!(
+            "entropy_backward",
+            1,
+            infoloss::entropy_backward(probs.view(), None, &ent, ones.view()).unwrap()
+        ),
+        peak!("jensenshannon", 0, infoloss::jensenshannon(probs.view(), probs2.view(), &js).unwrap()),
+        peak!(
+            "jensenshannon_backward",
+            2,
+            infoloss::jensenshannon_backward(probs.view(), probs2.view(), &js, ones.view()).unwrap()
+        ),
+        peak!(
+            "distill",
+            0,
+            distill(logits.view(), logits2.view(), None, &kd(Divergence::ForwardKl, 1.0)).unwrap()
+        ),
+        peak!(
+            "distill_with_grad forward KL",
+            1,
+            distill_with_grad(logits.view(), logits2.view(), None, &kd(Divergence::ForwardKl, 1.0)).unwrap()
+        ),
+        peak!(
+            "distill_with_grad reverse KL",
+            1,
+            distill_with_grad(logits.view(), logits2.view(), None, &kd(Divergence::ReverseKl, 1.0)).unwrap()
+        ),
+        peak!(
+            "distill_with_grad JSD",
+            1,
+            distill_with_grad(
+                logits.view(),
+                logits2.view(),
+                None,
+                &kd(Divergence::GeneralizedJsd { beta: 0.5 }, 1.0)
+            )
+            .unwrap()
+        ),
+        peak!(
+            "distill_with_grad TVD",
+            1,
+            distill_with_grad(logits.view(), logits2.view(), None, &kd(Divergence::TotalVariation, 1.0))
+                .unwrap()
+        ),
+        peak!(
+            "distill_with_grad mix",
+            1,
+            distill_with_grad(logits.view(), logits2.view(), Some(y.view()), &kd(Divergence::ForwardKl, 0.5))
+                .unwrap()
+        ),
+        peak!("uda_consistency", 1, uda_consistency(logits2.view(), logits.view(), &uda).unwrap()),
+        peak!(
+            "uda_consistency_backward",
+            1,
+            uda_consistency_backward(logits2.view(), logits.view(), &uda, &infoloss::GradOutput::one())
+                .unwrap()
+        ),
+    ];
+    let mut over = Vec::new();
+    for (name, outputs, peak) in calls {
+        let extra = peak as f64 - (outputs * size) as f64;
+        println!(
+            "{dtype} {name}: peak {:.2} MiB, {:.2} MiB beyond its outputs",
+            mib(peak),
+            extra / (1u64 << 20) as f64
+        );
+        // an input-sized temporary would be `size` bytes (an f32 copy of a half-type input: 2·size)
+        if peak > outputs * size + size / 4 {
+            over.push(format!("{name}: {peak} bytes for {outputs} output(s) of {size}"));
+        }
+    }
+    assert!(over.is_empty(), "{dtype}: calls needing an input-sized temporary: {over:#?}");
+}
+
+#[test]
+fn allocating_calls_need_only_their_outputs_f32() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    allocating_calls_need_only_their_outputs::<f32>("f32");
+}
+
+#[test]
+fn allocating_calls_need_only_their_outputs_bf16() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    allocating_calls_need_only_their_outputs::<infoloss::half::bf16>("bf16");
+}
+
+#[test]
+fn allocating_calls_need_only_their_outputs_f16() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    allocating_calls_need_only_their_outputs::<infoloss::half::f16>("f16");
 }
