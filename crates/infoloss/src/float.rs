@@ -131,6 +131,18 @@ pub trait Element: Copy + Debug + Default + Send + Sync + PartialEq + 'static {
         None
     }
 
+    /// The slice itself when `Self` is [`half::f16`], else `None`.
+    #[inline(always)]
+    fn as_f16(_s: &[Self]) -> Option<&[half::f16]> {
+        None
+    }
+
+    /// The slice itself when `Self` is [`half::f16`], else `None`.
+    #[inline(always)]
+    fn as_f16_mut(_s: &mut [Self]) -> Option<&mut [half::f16]> {
+        None
+    }
+
     /// `dst[i] = src[i]` as `f32` (exact for the `f32`-compute types), over the shorter length.
     #[inline]
     fn load_f32(src: &[Self], dst: &mut [f32]) {
@@ -186,6 +198,14 @@ impl Element for f64 {
 impl Element for half::f16 {
     type Acc = f32;
     const DTYPE: DType = DType::F16;
+    #[inline(always)]
+    fn as_f16(s: &[half::f16]) -> Option<&[half::f16]> {
+        Some(s)
+    }
+    #[inline(always)]
+    fn as_f16_mut(s: &mut [half::f16]) -> Option<&mut [half::f16]> {
+        Some(s)
+    }
     #[inline(always)]
     fn to_acc(self) -> f32 {
         self.to_f32()

@@ -71,6 +71,8 @@ thread_local! {
     static FAST: Cell<bool> = const { Cell::new(true) };
     // On by default; the unit tests switch it off to compare the two bf16 paths.
     static PAIR_PATH: Cell<bool> = const { Cell::new(true) };
+    // On by default; the unit tests switch it off to compare the two f16 paths.
+    static F16C_PATH: Cell<bool> = const { Cell::new(true) };
 }
 
 fn with_path<R>(fast: bool, f: impl FnOnce() -> R) -> R {
@@ -942,19 +944,35 @@ fn drive<E: FastElem, K: PointOp>(job: &Job<'_, E, K>, in_place: Option<&mut [E]
         .collect();
     let k = Kernels::new();
     let pairs = PAIRS && E::DTYPE == DType::BF16 && PAIR_PATH.with(Cell::get);
+    // f16 at AVX2: the task runs where F16C is enabled and converts in registers (`f16c::tile`)
+    let f16c = cfg!(target_arch = "x86_64")
+        && E::DTYPE == DType::F16
+        && k.isa() == super::Isa::Avx2
+        && F16C_PATH.with(Cell::get);
     tasks.par_iter_mut().for_each(|task| {
-        let (sum, bad) = k.run(TaskRun {
+        let mut run = TaskRun {
             job,
             in_place: is_in_place,
             pairs,
+            f16c,
             start: task.start,
             len: task.len,
             loss: task.loss.as_deref_mut(),
             grad_input: task.grad_input.as_deref_mut(),
             grad_target: task.grad_target.as_deref_mut(),
-        });
-        task.sum = sum;
-        task.bad = bad;
+        };
+        #[cfg(target_arch = "x86_64")]
+        if f16c {
+            run = match super::run_avx2_f16c(run) {
+                Ok((sum, bad)) => {
+                    (task.sum, task.bad) = (sum, bad);
+                    return;
+                }
+                // no F16C: the scratch tiles, whose conversions do not need it
+                Err(run) => TaskRun { f16c: false, ..run },
+            };
+        }
+        (task.sum, task.bad) = k.run(run);
     });
     // task sums in task order: the same for any number of threads
     let loss_sum = tasks.iter().fold(0.0, |acc, t| acc + t.sum);
@@ -970,6 +988,9 @@ struct TaskRun<'j, 'a, 'o, E, K> {
     in_place: bool,
     /// Whether tiles try [`pair_tile`] first (`bf16`).
     pairs: bool,
+    /// Whether tiles try `f16c::tile` first (`f16`). Only set when the task runs through
+    /// [`super::run_avx2_f16c`], where F16C is enabled.
+    f16c: bool,
     start: usize,
     len: usize,
     loss: Option<&'o mut [E]>,
@@ -1034,7 +1055,8 @@ impl<E: FastElem, K: PointOp> WithSimd for TaskRun<'_, '_, '_, E, K> {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) -> (f64, bool) {
-        let TaskRun { job, in_place, pairs, start, len, mut loss, mut grad_input, mut grad_target } = self;
+        let TaskRun { job, in_place, pairs, f16c, start, len, mut loss, mut grad_input, mut grad_target } =
+            self;
         let want = Want {
             loss: job.loss != LossOut::Skip,
             grad_input: job.grad_input,
@@ -1052,11 +1074,35 @@ impl<E: FastElem, K: PointOp> WithSimd for TaskRun<'_, '_, '_, E, K> {
         gfill.fill(job.g_const);
         let mut rounded = [E::default(); TILE];
         let mut bad = simd.splat_f32s(0.0);
+        let mut bad_f16c = false;
         let mut sum = 0.0f64;
         let mut off = 0;
         while off < len {
             let m = TILE.min(len - off);
             let at = start + off;
+            #[cfg(target_arch = "x86_64")]
+            if f16c {
+                let range = off..off + m;
+                let ht = f16c::HalfTile {
+                    x: (!in_place).then_some(&job.x),
+                    at,
+                    loss: loss.as_deref_mut().and_then(|l| l.get_mut(range.clone())),
+                    grad_input: grad_input.as_deref_mut().and_then(|l| l.get_mut(range.clone())),
+                    grad_target: grad_target.as_deref_mut().and_then(|l| l.get_mut(range)),
+                    w: job.w.as_ref().map_or(&ones[..m], |o| o.tile(at, &mut bw[..m])),
+                    p: job.p.as_ref().map_or(&ones[..m], |o| o.tile(at, &mut bp[..m])),
+                    g: job.g.as_ref().map_or(&gfill[..m], |o| o.tile(at, &mut bg[..m])),
+                    terms: &mut bl[..m],
+                };
+                // SAFETY: `f16c` is only set for tasks run through `run_avx2_f16c`, so this code runs
+                // where the CPU has F16C, the requirement of `f16c::tile`.
+                if let Some((b, s)) = unsafe { f16c::tile(simd, job, want, ht) } {
+                    bad_f16c |= b;
+                    sum += s;
+                    off += m;
+                    continue;
+                }
+            }
             if pairs && K::PAIRS {
                 // bf16: whole groups of 2·lanes converted in registers
                 let range = off..off + m;
@@ -1153,7 +1199,7 @@ impl<E: FastElem, K: PointOp> WithSimd for TaskRun<'_, '_, '_, E, K> {
             off += m;
         }
         let lanes: &[f32] = pulp::bytemuck::cast_slice(core::slice::from_ref(&bad));
-        (sum, lanes.iter().any(|&b| b != 0.0))
+        (sum, bad_f16c || lanes.iter().any(|&b| b != 0.0))
     }
 }
 
@@ -1576,6 +1622,318 @@ fn pair_loop<S: Simd, K: PointOp>(
 }
 
 // ----------------------------------------------------------------------------------------------
+// f16 in registers through F16C (x86-64).
+// ----------------------------------------------------------------------------------------------
+
+/// `f16` tiles converted in registers: eight values per `vcvtph2ps` load and per `vcvtps2ph` store, so
+/// the formula reads the `f16` data and writes the `f16` results directly, without the `f32` scratch
+/// tiles and the separate widening, narrowing and term-rounding passes of the other path.
+///
+/// It runs only inside [`super::run_avx2_f16c`] (AVX2 + FMA + F16C, 8 lanes). Every element's results
+/// are the scratch-tile path's bits: the same exact widening, the same formula on the same `f32`
+/// values, the same rounding to nearest even; a summed loss adds the same rounded terms in the same
+/// order (tested).
+#[cfg(target_arch = "x86_64")]
+mod f16c {
+    use core::any::TypeId;
+    use std::arch::x86_64::{
+        __m128i, __m256, _MM_FROUND_TO_NEAREST_INT, _mm_loadu_si128, _mm_storeu_si128, _mm256_cvtph_ps,
+        _mm256_cvtps_ph,
+    };
+
+    use half::f16;
+    use pulp::f32x8;
+    use pulp::x86::V3;
+
+    use super::{
+        FastElem, Fused, Job, Lanes, LossOut, Operand, PointOp, Simd, Want, sum_f64, sum_finish, two_sum,
+    };
+
+    /// One tile of an `f16` job: where its operands come from and its results go.
+    pub(super) struct HalfTile<'j, 'a, 'o, E> {
+        /// The input operand, `None` when it is read from `grad_input` (in place).
+        pub(super) x: Option<&'j Operand<'a, E>>,
+        /// The tile's first element in the job.
+        pub(super) at: usize,
+        /// The task's output slices for this tile (`loss` only read for per-element losses).
+        pub(super) loss: Option<&'o mut [E]>,
+        pub(super) grad_input: Option<&'o mut [E]>,
+        pub(super) grad_target: Option<&'o mut [E]>,
+        /// The `f32` tiles of weight, `pos_weight` and upstream gradient (constants when absent); their
+        /// length is the tile's.
+        pub(super) w: &'j [f32],
+        pub(super) p: &'j [f32],
+        pub(super) g: &'j [f32],
+        /// Scratch of the tile's length for the rounded loss terms (the non-finite sum's fallback).
+        pub(super) terms: &'j mut [f32],
+    }
+
+    /// Eight `f16` widened (exact).
+    #[inline(always)]
+    fn load(h: &[f16; 8]) -> f32x8 {
+        // SAFETY: `h` is 16 readable bytes, what the unaligned 128-bit load reads. F16C is enabled where
+        // this runs (`tile`'s contract).
+        let v: __m256 = unsafe { _mm256_cvtph_ps(_mm_loadu_si128(h.as_ptr().cast::<__m128i>())) };
+        pulp::cast(v)
+    }
+
+    /// Eight values rounded to `f16` (nearest even, as `f16::from_f32`).
+    #[inline(always)]
+    fn store(v: f32x8, h: &mut [f16; 8]) {
+        // SAFETY: `h` is 16 writable bytes, what the unaligned 128-bit store writes; F16C as in `load`.
+        unsafe {
+            let r = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(pulp::cast::<f32x8, __m256>(v));
+            _mm_storeu_si128(h.as_mut_ptr().cast::<__m128i>(), r);
+        }
+    }
+
+    /// Eight values rounded to `f16` and widened back.
+    #[inline(always)]
+    fn round(v: f32x8) -> f32x8 {
+        // SAFETY: register operations only; F16C as in `load`.
+        let r: __m256 = unsafe {
+            _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(pulp::cast::<f32x8, __m256>(v)))
+        };
+        pulp::cast(r)
+    }
+
+    /// The first `n` (< 8) values of `h`, zeros after.
+    #[inline(always)]
+    fn load_part(h: &[f16]) -> f32x8 {
+        let mut pad = [f16::ZERO; 8];
+        let n = h.len().min(8);
+        pad[..n].copy_from_slice(&h[..n]);
+        load(&pad)
+    }
+
+    /// The first `h.len()` (< 8) lanes of `v` rounded into `h`.
+    #[inline(always)]
+    fn store_part(v: f32x8, h: &mut [f16]) {
+        let mut pad = [f16::ZERO; 8];
+        store(v, &mut pad);
+        let n = h.len().min(8);
+        h[..n].copy_from_slice(&pad[..n]);
+    }
+
+    /// `job`'s formula over one `f16` tile with the data converted in registers. Returns whether a
+    /// lane was out of the loss's domain and the tile's loss sum (0 unless the loss is summed); `None`
+    /// when the tile is not handled here (not `f16`, not at 8 lanes, or an input or target that is not
+    /// plain `f16` data): the caller then takes the scratch tiles.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support F16C, and the code must run where it is enabled: inside
+    /// [`super::super::run_avx2_f16c`].
+    #[inline(always)]
+    pub(super) unsafe fn tile<S: Simd, E: FastElem, K: PointOp>(
+        simd: S,
+        job: &Job<'_, E, K>,
+        want: Want,
+        tile: HalfTile<'_, '_, '_, E>,
+    ) -> Option<(bool, f64)> {
+        if TypeId::of::<S>() != TypeId::of::<V3>() {
+            return None;
+        }
+        // SAFETY: `S` is `V3` (the type ids are equal), a zero-sized token the caller's context holds.
+        let v3: V3 = unsafe { core::mem::transmute_copy::<S, V3>(&simd) };
+        let n = tile.w.len();
+        let t = half_in(&job.t, tile.at, n)?;
+        let x = match tile.x {
+            Some(op) => Some(half_in(op, tile.at, n)?),
+            None => None,
+        };
+        let gio = half_out(tile.grad_input, n)?;
+        let gto = half_out(tile.grad_target, n)?;
+        let lo = if job.loss == LossOut::Elements { half_out(tile.loss, n)? } else { None };
+        if x.is_none() && gio.is_none() {
+            return None;
+        }
+        let sum_terms = job.loss == LossOut::Sum;
+        let terms = tile.terms;
+        let io = Io { x, t, w: tile.w, p: tile.p, g: tile.g, lo, gio, gto, terms: &mut *terms };
+        let gc = job.g.is_none().then(|| v3.splat_f32s(job.g_const));
+        // the training calls get a copy of the loop with `want` constant, as in `fused`
+        // the training call (loss summed, input gradient, in place or not) gets copies of the loop with
+        // `want` and the layout constant, as in `fused`
+        let in_place = io.x.is_none();
+        let train = want == Want::LOSS_AND_INPUT_GRAD;
+        let w = if train { Want::LOSS_AND_INPUT_GRAD } else { want };
+        let acc = match (train, sum_terms, in_place) {
+            (true, true, true) => run::<K, true, true>(v3, job.op, Want::LOSS_AND_INPUT_GRAD, gc, io),
+            (true, true, false) => run::<K, true, false>(v3, job.op, Want::LOSS_AND_INPUT_GRAD, gc, io),
+            (_, true, true) => run::<K, true, true>(v3, job.op, w, gc, io),
+            (_, true, false) => run::<K, true, false>(v3, job.op, w, gc, io),
+            (_, false, true) => run::<K, false, true>(v3, job.op, w, gc, io),
+            (_, false, false) => run::<K, false, false>(v3, job.op, w, gc, io),
+        };
+        let sum = match sum_terms {
+            true => sum_finish::<V3>(acc.sum, acc.err).unwrap_or_else(|| sum_f64(&terms[..n])),
+            false => 0.0,
+        };
+        let bad: [f32; 8] = pulp::cast(acc.bad);
+        #[cfg(test)]
+        super::tests::F16C_ELEMENTS.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        Some((bad.iter().any(|&b| b != 0.0), sum))
+    }
+
+    /// Elements `at .. at + n` of `op` when it is `f16` data.
+    #[inline(always)]
+    fn half_in<'s, E: FastElem>(op: &'s Operand<'_, E>, at: usize, n: usize) -> Option<&'s [f16]> {
+        match op {
+            Operand::Slice(s) => E::as_f16(s.get(at..at + n)?),
+            Operand::Periodic { .. } => None,
+        }
+    }
+
+    /// The first `n` elements of an output as `f16` (`Some(None)` when it is not requested).
+    #[inline(always)]
+    fn half_out<E: FastElem>(o: Option<&mut [E]>, n: usize) -> Option<Option<&mut [f16]>> {
+        match o {
+            Some(o) => Some(Some(E::as_f16_mut(o.get_mut(..n)?)?)),
+            None => Some(None),
+        }
+    }
+
+    /// The 8 values of a chunk widened (`z` for none).
+    #[inline(always)]
+    fn load8(c: Option<&[f16]>, z: f32x8) -> f32x8 {
+        match c.and_then(|c| c.first_chunk::<8>()) {
+            Some(h) => load(h),
+            None => z,
+        }
+    }
+
+    /// `v` rounded into a chunk of 8.
+    #[inline(always)]
+    fn store8(v: f32x8, c: &mut [f16]) {
+        if let Some(h) = c.first_chunk_mut::<8>() {
+            store(v, h);
+        }
+    }
+
+    /// `s[from..]` loaded, missing lanes 0.
+    #[inline(always)]
+    fn tail_f32(simd: V3, s: &[f32], from: usize) -> f32x8 {
+        simd.partial_load_f32s(s.get(from..).unwrap_or_default())
+    }
+
+    /// The slices of one [`run`]: `x` `None` is read from `gio` (in place); `w`, `p`, `g` and `terms` have
+    /// `t`'s length, and so do the requested outputs.
+    struct Io<'a> {
+        x: Option<&'a [f16]>,
+        t: &'a [f16],
+        w: &'a [f32],
+        p: &'a [f32],
+        g: &'a [f32],
+        lo: Option<&'a mut [f16]>,
+        gio: Option<&'a mut [f16]>,
+        gto: Option<&'a mut [f16]>,
+        terms: &'a mut [f32],
+    }
+
+    /// [`tile`]'s loop: whole vectors of eight, then the partial one (missing lanes 0, as the scratch
+    /// tiles' masked loads give). With `SUM` the loss is summed: its terms are rounded to `f16`, kept in
+    /// `terms` and added in `sum_tile`'s order. With `IN_PLACE` `x` is read from `gio` (`io.x` is `None`).
+    #[inline(always)]
+    fn run<K: PointOp, const SUM: bool, const IN_PLACE: bool>(
+        simd: V3,
+        op: K,
+        want: Want,
+        gc: Option<f32x8>,
+        io: Io<'_>,
+    ) -> Fused<f32x8> {
+        let Io { x, t, w, p, g, mut lo, mut gio, mut gto, terms } = io;
+        let n = t.len();
+        let full = n / 8 * 8;
+        let z = simd.splat_f32s(0.0);
+        let mut acc = Fused { bad: z, sum: z, err: z };
+        {
+            let mut xs = x.map(|x| x.chunks_exact(8));
+            let mut gi8 = gio.as_deref_mut().map(|v| v.chunks_exact_mut(8));
+            let mut lo8 = lo.as_deref_mut().map(|v| v.chunks_exact_mut(8));
+            let mut gt8 = gto.as_deref_mut().map(|v| v.chunks_exact_mut(8));
+            let (w8, p8, g8) = (V3::as_simd_f32s(w).0, V3::as_simd_f32s(p).0, V3::as_simd_f32s(g).0);
+            let mut terms8 = V3::as_mut_simd_f32s(&mut *terms).0.iter_mut();
+            for (((tc, &wv), &pv), &gv) in t.chunks_exact(8).zip(w8).zip(p8).zip(g8) {
+                let gi = gi8.as_mut().and_then(Iterator::next);
+                let xv = match IN_PLACE {
+                    true => load8(gi.as_deref(), z),
+                    false => load8(xs.as_mut().and_then(Iterator::next), z),
+                };
+                let r = op.call(
+                    simd,
+                    want,
+                    Lanes { x: xv, t: load8(Some(tc), z), w: wv, p: pv, g: gc.unwrap_or(gv) },
+                );
+                if let Some(o) = gi {
+                    store8(r.grad_input, o);
+                }
+                // (no per-element loss when it is summed; no target gradient unless wanted)
+                if !SUM {
+                    if let Some(o) = lo8.as_mut().and_then(Iterator::next) {
+                        store8(r.loss, o);
+                    }
+                }
+                if want.grad_target {
+                    if let Some(o) = gt8.as_mut().and_then(Iterator::next) {
+                        store8(r.grad_target, o);
+                    }
+                }
+                let term = terms8.next();
+                if SUM {
+                    let l = round(r.loss);
+                    (acc.sum, acc.err) = two_sum(simd, acc.sum, acc.err, l);
+                    if let Some(o) = term {
+                        *o = l;
+                    }
+                }
+                if K::CHECKS {
+                    acc.bad = simd.add_f32s(acc.bad, r.bad);
+                }
+            }
+        }
+        if full < n {
+            let xv = match (x, gio.as_deref()) {
+                (Some(x), _) | (None, Some(x)) => load_part(x.get(full..).unwrap_or_default()),
+                (None, None) => z,
+            };
+            let t = load_part(t.get(full..).unwrap_or_default());
+            let r = op.call(
+                simd,
+                want,
+                Lanes {
+                    x: xv,
+                    t,
+                    w: tail_f32(simd, w, full),
+                    p: tail_f32(simd, p, full),
+                    g: gc.unwrap_or(tail_f32(simd, g, full)),
+                },
+            );
+            let outs: [(Option<&mut [f16]>, f32x8); 3] =
+                [(gio, r.grad_input), (lo, r.loss), (gto, r.grad_target)];
+            for (o, v) in outs {
+                if let Some(o) = o.and_then(|o| o.get_mut(full..)) {
+                    store_part(v, o);
+                }
+            }
+            if SUM {
+                let rounded: [f32; 8] = pulp::cast(round(r.loss));
+                let mut l = [0f32; 8];
+                let part = terms.get_mut(full..).unwrap_or_default();
+                let m = part.len().min(8);
+                l[..m].copy_from_slice(&rounded[..m]);
+                part[..m].copy_from_slice(&rounded[..m]);
+                (acc.sum, acc.err) = two_sum(simd, acc.sum, acc.err, pulp::cast(l));
+            }
+            if K::CHECKS {
+                acc.bad = simd.add_f32s(acc.bad, r.bad);
+            }
+        }
+        acc
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
 // Shared with the losses' reference implementations.
 // ----------------------------------------------------------------------------------------------
 
@@ -1690,6 +2048,9 @@ mod tests {
     /// Elements computed by [`pair_tile`] (so the test below knows the pair path ran).
     pub(super) static PAIR_ELEMENTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+    /// Elements computed by `f16c::tile` (so the test below knows the F16C path ran).
+    pub(super) static F16C_ELEMENTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
     /// `f` with the bf16 pair path on and off.
     /// (Inputs of at least `2·16` elements hold a whole group at every instruction set, so the pair
     /// path must have run for them.)
@@ -1705,6 +2066,111 @@ mod tests {
 
     fn bits(a: &ArrayD<bf16>) -> Vec<u16> {
         a.iter().map(|v| v.to_bits()).collect()
+    }
+
+    /// `f` with the f16 F16C path on and off, and whether it ran (it only can at AVX2 with F16C).
+    fn both_f16<R>(f: impl Fn() -> R) -> (R, R, bool) {
+        let before = F16C_ELEMENTS.load(std::sync::atomic::Ordering::Relaxed);
+        let on = f();
+        let ran = F16C_ELEMENTS.load(std::sync::atomic::Ordering::Relaxed) > before;
+        let off = crate::kernels::with_switch(&F16C_PATH, false, &f);
+        (on, off, ran)
+    }
+
+    #[test]
+    fn f16_in_registers_gives_the_scratch_paths_bits() {
+        use crate::{BceOptions, BceWithLogitsOptions, KlDivOptions};
+        use half::f16;
+        // bits, with every NaN as one pattern: which operation makes a NaN (and so its sign) depends on
+        // the compiler's instruction choice, which differs between the two paths' loops
+        let hbits = |a: &ArrayD<f16>| {
+            a.iter().map(|v| if v.is_nan() { 0x7e00 } else { v.to_bits() }).collect::<Vec<u16>>()
+        };
+        let half = |v: Vec<bf16>| v.into_iter().map(|b| f16::from_f32(b.to_f32())).collect::<Vec<f16>>();
+        let check = |a: &Loss<f16>, b: &Loss<f16>, what: &str| match (a, b) {
+            (Loss::Elementwise(a), Loss::Elementwise(b)) => assert_eq!(hbits(a), hbits(b), "{what}"),
+            // a summed loss adds the same rounded terms in the same order: the same bits
+            (Loss::Scalar(a), Loss::Scalar(b)) => {
+                assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "{what}: {a} vs {b}")
+            }
+            _ => panic!("different loss kinds"),
+        };
+        let avx2 = crate::kernels::Isa::best() == crate::kernels::Isa::Avx2
+            && crate::kernels::simd::f16c_available();
+        let mut ran_any = false;
+        // lengths around a vector, a tile and a task; odd sizes leave tails
+        for &(rows, cols) in &[(1, 7), (1, 8), (3, 17), (2, 1023), (5, 1025), (3, 40_000), (1, 65_537)] {
+            let n = rows * cols;
+            let shape = IxDyn(&[rows, cols]);
+            let mut xv = half(data(n, 1, false));
+            // f16 subnormals and values that overflow f16 after the formula
+            for (i, v) in xv.iter_mut().enumerate().filter(|(i, _)| i % 89 == 21) {
+                *v = f16::from_f32(if i % 2 == 0 { 3e-6 } else { 6.0e4 });
+            }
+            let x = ArrayD::from_shape_vec(shape.clone(), xv).unwrap();
+            let xu = ArrayD::from_shape_vec(shape.clone(), half(data(n, 2, true))).unwrap();
+            let t = ArrayD::from_shape_vec(shape.clone(), half(data(n, 3, true))).unwrap();
+            let hard = t.mapv(|v| if v.to_f32() > 0.5 { f16::ONE } else { f16::ZERO });
+            let wv: Vec<f16> = (0..cols).map(|c| f16::from_f32(0.5 + (c % 7) as f32 * 0.25)).collect();
+            let w = ndarray::Array1::from(wv).into_dyn();
+            let g = x.mapv(|v| f16::from_f32((v.to_f32() * 0.37).sin()));
+            for red in [Reduction::None, Reduction::Sum, Reduction::Mean] {
+                let what = format!("{rows}x{cols} {red:?}");
+                let o = KlDivOptions { reduction: red, ..Default::default() };
+                let (a, b, ran) = both_f16(|| crate::kl_div_with_grad(x.view(), t.view(), &o).unwrap());
+                ran_any |= ran;
+                assert_eq!(hbits(&a.1), hbits(&b.1), "kl grad {what}");
+                check(&a.0, &b.0, &format!("kl loss {what}"));
+                if red == Reduction::None {
+                    // an upstream gradient per element, the target's gradient
+                    let o = KlDivOptions { reduction: red, log_target: true };
+                    let go = GradOutput::Array(g.view());
+                    let (a, b, _) =
+                        both_f16(|| crate::kl_div_backward_target(x.view(), t.view(), &o, &go).unwrap());
+                    assert_eq!(hbits(&a), hbits(&b), "kl target grad {what}");
+                }
+                let o = BceOptions { reduction: red, weight: Some(w.view()) };
+                for tt in [&t, &hard] {
+                    let (a, b, _) =
+                        both_f16(|| crate::binary_cross_entropy_with_grad(xu.view(), tt.view(), &o).unwrap());
+                    assert_eq!(hbits(&a.1), hbits(&b.1), "bce grad {what}");
+                    check(&a.0, &b.0, &format!("bce loss {what}"));
+                }
+                let o =
+                    BceWithLogitsOptions { reduction: red, pos_weight: Some(w.view()), ..Default::default() };
+                let (a, b, _) = both_f16(|| {
+                    crate::binary_cross_entropy_with_logits_with_grad(x.view(), t.view(), &o).unwrap()
+                });
+                assert_eq!(hbits(&a.1), hbits(&b.1), "bce-logits grad {what}");
+                check(&a.0, &b.0, &format!("bce-logits loss {what}"));
+                // in place: the gradient over the input
+                let (a, b, _) = both_f16(|| {
+                    let mut buf = x.clone();
+                    let o = KlDivOptions { reduction: red, ..Default::default() };
+                    let l = crate::kl_div_with_grad_in_place(buf.view_mut(), t.view(), &o).unwrap();
+                    (l, buf)
+                });
+                assert_eq!(hbits(&a.1), hbits(&b.1), "kl in place {what}");
+                check(&a.0, &b.0, &format!("kl in place loss {what}"));
+                let (a, b, _) = both_f16(|| {
+                    let mut buf = xu.clone();
+                    let o = BceOptions { reduction: red, weight: None };
+                    let l =
+                        crate::binary_cross_entropy_with_grad_in_place(buf.view_mut(), t.view(), &o).unwrap();
+                    (l, buf)
+                });
+                assert_eq!(hbits(&a.1), hbits(&b.1), "bce in place {what}");
+                check(&a.0, &b.0, &format!("bce in place loss {what}"));
+            }
+            // out of the domain: the same error either way
+            let mut bad = xu.clone();
+            bad[[rows - 1, cols - 1]] = f16::from_f32(1.5);
+            let (a, b, _) = both_f16(|| {
+                crate::binary_cross_entropy_with_grad(bad.view(), t.view(), &BceOptions::default())
+            });
+            assert!(a.is_err() && b.is_err(), "bce out of domain {rows}x{cols}");
+        }
+        assert_eq!(ran_any, avx2, "the F16C path runs exactly where the CPU is at AVX2 with F16C");
     }
 
     /// Values in `(0, 1)` with NaN, ±0, 1 and subnormals sprinkled in, as `bf16`.

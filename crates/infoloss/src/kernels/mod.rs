@@ -257,6 +257,36 @@ pub(crate) fn dispatch<Op: WithSimd>(isa: Isa, op: Op) -> Op::Output {
     Simd::vectorize(pulp::Scalar::new(), op)
 }
 
+/// Runs `op` at [`Isa::Avx2`] (pulp's `V3`) inside a function compiled with F16C enabled as well, so that
+/// `f16` conversions written with the F16C intrinsics inline into the kernel (`pulp`'s `V3` level does not
+/// enable `f16c`, and an intrinsic that cannot be inlined costs a call per vector). Returns `Err(op)` when
+/// the CPU lacks AVX2 + FMA or F16C.
+///
+/// Code that calls F16C intrinsics must only run under this entry: the kernels pass that fact down as a
+/// flag set by the caller of this function.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn run_avx2_f16c<Op: WithSimd>(op: Op) -> Result<Op::Output, Op> {
+    match pulp::x86::V3::try_new() {
+        Some(simd) if simd::f16c_available() => {
+            // SAFETY: the CPU has every feature of `V3` (its token exists) and F16C (detected just
+            // above): all the features `with_avx2_f16c` is compiled for.
+            Ok(unsafe { with_avx2_f16c(simd, op) })
+        }
+        _ => Err(op),
+    }
+}
+
+/// `op` at `V3`, compiled with `V3`'s features and F16C (see [`run_avx2_f16c`]).
+///
+/// # Safety
+///
+/// The CPU must support every feature listed in the attribute.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse,sse2,fxsr,sse3,ssse3,sse4.1,sse4.2,popcnt,avx,avx2,bmi1,bmi2,fma,lzcnt,f16c")]
+unsafe fn with_avx2_f16c<Op: WithSimd>(simd: pulp::x86::V3, op: Op) -> Op::Output {
+    op.with_simd(simd)
+}
+
 /// A handle that runs the kernels at one chosen [`Isa`].
 ///
 /// The free functions of this module are `Kernels::new().<same name>(..)`. Use

@@ -169,6 +169,12 @@ pub(crate) fn f32_to_f16(src: &[f32], dst: &mut [half::f16]) {
     dst.convert_from_f32_slice(src);
 }
 
+/// Whether the CPU has F16C and AVX (detected once by the standard library, then a cached load).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn f16c_available() -> bool {
+    f16c::available()
+}
+
 /// The F16C loops behind [`f16_to_f32`] and [`f32_to_f16`].
 #[cfg(target_arch = "x86_64")]
 mod f16c {
