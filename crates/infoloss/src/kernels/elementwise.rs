@@ -1629,6 +1629,10 @@ fn pair_loop<S: Simd, K: PointOp>(
 /// the formula reads the `f16` data and writes the `f16` results directly, without the `f32` scratch
 /// tiles and the separate widening, narrowing and term-rounding passes of the other path.
 ///
+/// (`bf16` through the same loop — a zero extension and a shift to widen, the bit rounding and a pack to
+/// narrow — was slower than its scratch tiles at 1 thread: BCE in place 83 → 90–94 ms, BCE with logits
+/// 114 → 120 ms; the conversions are several instructions each there, and the loop runs short of registers.)
+///
 /// It runs only inside [`super::run_avx2_f16c`] (AVX2 + FMA + F16C, 8 lanes). Every element's results
 /// are the scratch-tile path's bits: the same exact widening, the same formula on the same `f32`
 /// values, the same rounding to nearest even; a summed loss adds the same rounded terms in the same
@@ -2152,6 +2156,19 @@ mod tests {
                 });
                 assert_eq!(hbits(&a.1), hbits(&b.1), "kl in place {what}");
                 check(&a.0, &b.0, &format!("kl in place loss {what}"));
+                let (a, b, _) = both_f16(|| {
+                    let mut buf = x.clone();
+                    let o = BceWithLogitsOptions { reduction: red, ..Default::default() };
+                    let l = crate::binary_cross_entropy_with_logits_with_grad_in_place(
+                        buf.view_mut(),
+                        t.view(),
+                        &o,
+                    )
+                    .unwrap();
+                    (l, buf)
+                });
+                assert_eq!(hbits(&a.1), hbits(&b.1), "bce-logits in place {what}");
+                check(&a.0, &b.0, &format!("bce-logits in place loss {what}"));
                 let (a, b, _) = both_f16(|| {
                     let mut buf = xu.clone();
                     let o = BceOptions { reduction: red, weight: None };
