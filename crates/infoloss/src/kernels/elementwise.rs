@@ -24,6 +24,12 @@
 //! than two vectors' worth) and data that is not 4-byte aligned take the scratch-tile path, which
 //! gives the same bits.
 //!
+//! `f16` tiles on AVX2 CPUs with F16C skip the scratch tiles too (`f16c::tile`): the task runs
+//! through [`super::run_avx2_f16c`], a dispatch entry compiled with F16C enabled, so one `vcvtph2ps`
+//! widens eight inputs in a register and one `vcvtps2ph` rounds eight results into the output; a summed
+//! loss's terms are rounded in registers and summed in the loop. The results are the scratch-tile
+//! path's bits. Broadcast inputs or targets take the scratch tiles.
+//!
 //! The `_with_grad_in_place` variants run the same job with the input gradient going into the
 //! input's own buffer ([`Job::in_place`]): for `f32` each vector of `x` is read and then overwritten
 //! by its gradient in the same iteration; a half-type tile is first widened into its L1 scratch
@@ -34,8 +40,8 @@
 //!
 //! A reduced loss is the sum of the elementwise terms, each first rounded to the element type as the
 //! reference implementation does. A tile sums its terms in SIMD lanes with TwoSum error terms
-//! (as exact as an `f64` sum; for `f32` inside the formula's loop, for half types in a pass over the
-//! rounded terms), a task adds its tiles in order, and the task sums are added in task order: the
+//! (as exact as an `f64` sum; for `f32`, and `f16` through F16C, inside the formula's loop; otherwise
+//! in a pass over the rounded terms), a task adds its tiles in order, and the task sums are added in task order: the
 //! partition and the order never depend on the number of threads, so results are bit-identical for
 //! any rayon pool.
 //!
@@ -950,7 +956,7 @@ fn drive<E: FastElem, K: PointOp>(job: &Job<'_, E, K>, in_place: Option<&mut [E]
         && k.isa() == super::Isa::Avx2
         && F16C_PATH.with(Cell::get);
     tasks.par_iter_mut().for_each(|task| {
-        let mut run = TaskRun {
+        let run = TaskRun {
             job,
             in_place: is_in_place,
             pairs,
@@ -962,16 +968,17 @@ fn drive<E: FastElem, K: PointOp>(job: &Job<'_, E, K>, in_place: Option<&mut [E]
             grad_target: task.grad_target.as_deref_mut(),
         };
         #[cfg(target_arch = "x86_64")]
-        if f16c {
-            run = match super::run_avx2_f16c(run) {
+        let run = match f16c {
+            true => match super::run_avx2_f16c(run) {
                 Ok((sum, bad)) => {
                     (task.sum, task.bad) = (sum, bad);
                     return;
                 }
                 // no F16C: the scratch tiles, whose conversions do not need it
                 Err(run) => TaskRun { f16c: false, ..run },
-            };
-        }
+            },
+            false => run,
+        };
         (task.sum, task.bad) = k.run(run);
     });
     // task sums in task order: the same for any number of threads
@@ -1074,7 +1081,10 @@ impl<E: FastElem, K: PointOp> WithSimd for TaskRun<'_, '_, '_, E, K> {
         gfill.fill(job.g_const);
         let mut rounded = [E::default(); TILE];
         let mut bad = simd.splat_f32s(0.0);
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
         let mut bad_f16c = false;
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = f16c;
         let mut sum = 0.0f64;
         let mut off = 0;
         while off < len {
