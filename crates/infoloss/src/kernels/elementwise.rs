@@ -165,6 +165,12 @@ pub(crate) trait FastElem: Element<Acc = f32> + super::alloc::ZeroBits {
         Self::store_f32(src, dst);
     }
 
+    /// Runs one task of the parallel driver at `k`'s instruction set.
+    #[inline(always)]
+    fn run_task<K: PointOp>(k: Kernels, run: TaskRun<'_, '_, '_, Self, K>) -> (f64, bool) {
+        k.run(run)
+    }
+
     /// Each value rounded to the element type and widened back, through `scratch` (of `v`'s
     /// length at least) where no in-register rounding is written.
     #[inline(always)]
@@ -176,7 +182,22 @@ pub(crate) trait FastElem: Element<Acc = f32> + super::alloc::ZeroBits {
 }
 
 impl FastElem for f32 {}
-impl FastElem for half::f16 {}
+impl FastElem for half::f16 {
+    /// Through [`super::run_avx2_f16c`] when `run.f16c` is set (only this type instantiates that entry,
+    /// a copy of the whole task loop).
+    #[inline(always)]
+    fn run_task<K: PointOp>(k: Kernels, run: TaskRun<'_, '_, '_, Self, K>) -> (f64, bool) {
+        #[cfg(target_arch = "x86_64")]
+        if run.f16c {
+            return match super::run_avx2_f16c(run) {
+                Ok(r) => r,
+                // no F16C: the scratch tiles, whose conversions do not need it
+                Err(run) => k.run(TaskRun { f16c: false, ..run }),
+            };
+        }
+        k.run(run)
+    }
+}
 impl FastElem for half::bf16 {
     #[inline(always)]
     fn load_tile(src: &[Self], dst: &mut [f32]) {
@@ -967,19 +988,7 @@ fn drive<E: FastElem, K: PointOp>(job: &Job<'_, E, K>, in_place: Option<&mut [E]
             grad_input: task.grad_input.as_deref_mut(),
             grad_target: task.grad_target.as_deref_mut(),
         };
-        #[cfg(target_arch = "x86_64")]
-        let run = match f16c {
-            true => match super::run_avx2_f16c(run) {
-                Ok((sum, bad)) => {
-                    (task.sum, task.bad) = (sum, bad);
-                    return;
-                }
-                // no F16C: the scratch tiles, whose conversions do not need it
-                Err(run) => TaskRun { f16c: false, ..run },
-            },
-            false => run,
-        };
-        (task.sum, task.bad) = k.run(run);
+        (task.sum, task.bad) = E::run_task(k, run);
     });
     // task sums in task order: the same for any number of threads
     let loss_sum = tasks.iter().fold(0.0, |acc, t| acc + t.sum);
@@ -989,7 +998,7 @@ fn drive<E: FastElem, K: PointOp>(job: &Job<'_, E, K>, in_place: Option<&mut [E]
 }
 
 /// One task, run inside the SIMD context.
-struct TaskRun<'j, 'a, 'o, E, K> {
+pub(crate) struct TaskRun<'j, 'a, 'o, E, K> {
     job: &'j Job<'a, E, K>,
     /// `grad_input` holds the input: read each tile of `x` from it before overwriting the tile.
     in_place: bool,
