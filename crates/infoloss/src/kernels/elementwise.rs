@@ -1102,15 +1102,21 @@ impl<E: FastElem, K: PointOp> WithSimd for TaskRun<'_, '_, '_, E, K> {
             #[cfg(target_arch = "x86_64")]
             if f16c {
                 let range = off..off + m;
+                let (w, p, g) = side_tiles(
+                    job,
+                    at,
+                    (&ones[..m], &gfill[..m]),
+                    (&mut bw[..m], &mut bp[..m], &mut bg[..m]),
+                );
                 let ht = f16c::HalfTile {
                     x: (!in_place).then_some(&job.x),
                     at,
                     loss: loss.as_deref_mut().and_then(|l| l.get_mut(range.clone())),
                     grad_input: grad_input.as_deref_mut().and_then(|l| l.get_mut(range.clone())),
                     grad_target: grad_target.as_deref_mut().and_then(|l| l.get_mut(range)),
-                    w: job.w.as_ref().map_or(&ones[..m], |o| o.tile(at, &mut bw[..m])),
-                    p: job.p.as_ref().map_or(&ones[..m], |o| o.tile(at, &mut bp[..m])),
-                    g: job.g.as_ref().map_or(&gfill[..m], |o| o.tile(at, &mut bg[..m])),
+                    w,
+                    p,
+                    g,
                     terms: &mut bl[..m],
                 };
                 // SAFETY: `f16c` is only set for tasks run through `run_avx2_f16c`, so this code runs
@@ -1153,11 +1159,13 @@ impl<E: FastElem, K: PointOp> WithSimd for TaskRun<'_, '_, '_, E, K> {
             }
             let range = off..off + m;
             let mut gio = grad_input.as_deref_mut().and_then(|l| l.get_mut(range.clone()));
+            let (w, p, g) =
+                side_tiles(job, at, (&ones[..m], &gfill[..m]), (&mut bw[..m], &mut bp[..m], &mut bg[..m]));
             let ins = Ins {
                 t: job.t.tile(at, &mut bt[..m]),
-                w: job.w.as_ref().map_or(&ones[..m], |o| o.tile(at, &mut bw[..m])),
-                p: job.p.as_ref().map_or(&ones[..m], |o| o.tile(at, &mut bp[..m])),
-                g: job.g.as_ref().map_or(&gfill[..m], |o| o.tile(at, &mut bg[..m])),
+                w,
+                p,
+                g,
                 g_const: job.g.is_none().then_some(job.g_const),
             };
             let xg = match (in_place, gio.as_deref_mut()) {
@@ -1220,6 +1228,26 @@ impl<E: FastElem, K: PointOp> WithSimd for TaskRun<'_, '_, '_, E, K> {
         let lanes: &[f32] = pulp::bytemuck::cast_slice(core::slice::from_ref(&bad));
         (sum, bad_f16c || lanes.iter().any(|&b| b != 0.0))
     }
+}
+
+/// The `f32` tiles of `w`, `p` and `g` for the tile at `at` (of `scratch`'s length): `consts` (tiles of 1
+/// and of the upstream constant) for absent operands, else the operand's tile (its data for `f32`, else
+/// filled into `scratch`).
+#[inline(always)]
+#[allow(clippy::type_complexity)]
+fn side_tiles<'s, E: FastElem, K>(
+    job: &'s Job<'_, E, K>,
+    at: usize,
+    consts: (&'s [f32], &'s [f32]),
+    scratch: (&'s mut [f32], &'s mut [f32], &'s mut [f32]),
+) -> (&'s [f32], &'s [f32], &'s [f32]) {
+    let (ones, gfill) = consts;
+    let (bw, bp, bg) = scratch;
+    (
+        job.w.as_ref().map_or(ones, |o| o.tile(at, bw)),
+        job.p.as_ref().map_or(ones, |o| o.tile(at, bp)),
+        job.g.as_ref().map_or(gfill, |o| o.tile(at, bg)),
+    )
 }
 
 /// The input tiles of one call other than `x`. Absent operands are tiles of their constant (1 for
@@ -1775,19 +1803,17 @@ mod f16c {
         let terms = tile.terms;
         let io = Io { x, t, w: tile.w, p: tile.p, g: tile.g, lo, gio, gto, terms: &mut *terms };
         let gc = job.g.is_none().then(|| v3.splat_f32s(job.g_const));
-        // the training calls get a copy of the loop with `want` constant, as in `fused`
-        // the training call (loss summed, input gradient, in place or not) gets copies of the loop with
-        // `want` and the layout constant, as in `fused`
+        // the training call (loss summed, input gradient) gets copies of the loop with `want` constant,
+        // as in `fused`; every call gets one with its layout (in place or not) constant
         let in_place = io.x.is_none();
-        let train = want == Want::LOSS_AND_INPUT_GRAD;
-        let w = if train { Want::LOSS_AND_INPUT_GRAD } else { want };
+        let train = sum_terms && want == Want::LOSS_AND_INPUT_GRAD;
         let acc = match (train, sum_terms, in_place) {
-            (true, true, true) => run::<K, true, true>(v3, job.op, Want::LOSS_AND_INPUT_GRAD, gc, io),
-            (true, true, false) => run::<K, true, false>(v3, job.op, Want::LOSS_AND_INPUT_GRAD, gc, io),
-            (_, true, true) => run::<K, true, true>(v3, job.op, w, gc, io),
-            (_, true, false) => run::<K, true, false>(v3, job.op, w, gc, io),
-            (_, false, true) => run::<K, false, true>(v3, job.op, w, gc, io),
-            (_, false, false) => run::<K, false, false>(v3, job.op, w, gc, io),
+            (true, _, true) => run::<K, true, true>(v3, job.op, Want::LOSS_AND_INPUT_GRAD, gc, io),
+            (true, _, false) => run::<K, true, false>(v3, job.op, Want::LOSS_AND_INPUT_GRAD, gc, io),
+            (false, true, true) => run::<K, true, true>(v3, job.op, want, gc, io),
+            (false, true, false) => run::<K, true, false>(v3, job.op, want, gc, io),
+            (false, false, true) => run::<K, false, true>(v3, job.op, want, gc, io),
+            (false, false, false) => run::<K, false, false>(v3, job.op, want, gc, io),
         };
         let sum = match sum_terms {
             true => sum_finish::<V3>(acc.sum, acc.err).unwrap_or_else(|| sum_f64(&terms[..n])),
@@ -2078,13 +2104,23 @@ mod tests {
     /// (Inputs of at least `2·16` elements hold a whole group at every instruction set, so the pair
     /// path must have run for them.)
     fn both<R>(expect: bool, f: impl Fn() -> R) -> (R, R) {
-        let before = PAIR_ELEMENTS.load(std::sync::atomic::Ordering::Relaxed);
-        let on = f();
-        let ran = PAIR_ELEMENTS.load(std::sync::atomic::Ordering::Relaxed) > before;
-        // (the counter is shared with the other tests of this binary: only "it ran" is reliable)
+        let (on, off, ran) = on_off(&PAIR_PATH, &PAIR_ELEMENTS, f);
         assert!(ran || !expect, "the pair path did not run");
-        let off = crate::kernels::with_switch(&PAIR_PATH, false, &f);
         (on, off)
+    }
+
+    /// `f` with the path switch `flag` on and off, and whether the path ran (its element counter grew;
+    /// the counter is shared with the other tests of this binary, so only "it ran" is reliable).
+    fn on_off<R>(
+        flag: &'static std::thread::LocalKey<Cell<bool>>,
+        counter: &std::sync::atomic::AtomicUsize,
+        f: impl Fn() -> R,
+    ) -> (R, R, bool) {
+        let before = counter.load(std::sync::atomic::Ordering::Relaxed);
+        let on = f();
+        let ran = counter.load(std::sync::atomic::Ordering::Relaxed) > before;
+        let off = crate::kernels::with_switch(flag, false, &f);
+        (on, off, ran)
     }
 
     fn bits(a: &ArrayD<bf16>) -> Vec<u16> {
@@ -2093,11 +2129,7 @@ mod tests {
 
     /// `f` with the f16 F16C path on and off, and whether it ran (it only can at AVX2 with F16C).
     fn both_f16<R>(f: impl Fn() -> R) -> (R, R, bool) {
-        let before = F16C_ELEMENTS.load(std::sync::atomic::Ordering::Relaxed);
-        let on = f();
-        let ran = F16C_ELEMENTS.load(std::sync::atomic::Ordering::Relaxed) > before;
-        let off = crate::kernels::with_switch(&F16C_PATH, false, &f);
-        (on, off, ran)
+        on_off(&F16C_PATH, &F16C_ELEMENTS, f)
     }
 
     #[test]
