@@ -1,5 +1,6 @@
 //! Fused cross-entropy row kernels: a row's loss terms and its gradient with one `exp` per element.
 
+use super::simd::abs;
 use pulp::{Simd, WithSimd};
 
 use super::Kernels;
@@ -435,8 +436,8 @@ fn may_overflow<S: Simd, const W: bool>(
         tv: S::f32s,
         wv: S::f32s,
     ) -> S::f32s {
-        let c = simd.abs_f32s(simd.add_f32s(simd.mul_f32s(tv, kv), av));
-        if W { simd.mul_f32s(c, simd.max_f32s(one, simd.abs_f32s(wv))) } else { c }
+        let c = abs(simd, simd.add_f32s(simd.mul_f32s(tv, kv), av));
+        if W { simd.mul_f32s(c, simd.max_f32s(one, abs(simd, wv))) } else { c }
     }
     let (mut q, mut lo) = (simd.splat_f32s(0.0), simd.splat_f32s(f32::INFINITY));
     for ((xv, tv), wv) in xh.iter().zip(th).zip(wh) {

@@ -57,6 +57,7 @@
 //! the kernel then returns `None` and callers take the `f64` reference for that row, so special
 //! values come out exactly as there.
 
+use super::simd::{abs, select};
 use pulp::{Simd, WithSimd};
 
 use super::Kernels;
@@ -281,7 +282,7 @@ fn tail<S: Simd, const CE1: bool>(
     let mut part = [z; 5];
     let e = step::<S, CE1>(simd, c, &mut part, sv, tv);
     for (a, p) in acc.iter_mut().zip(part) {
-        *a = simd.add_f32s(*a, simd.select_f32s(mask, p, z));
+        *a = simd.add_f32s(*a, select(simd, mask, p, z));
     }
     e
 }
@@ -345,7 +346,7 @@ impl<const CE1: bool> VecZip2 for RklGrad<CE1> {
         let p = simd.mul_f32s(ea, simd.splat_f32s(self.pa));
         let z = simd.splat_f32s(0.0);
         // `0·w = 0` (the reference's convention for p = 0)
-        let soft = simd.select_f32s(simd.equal_f32s(ea, z), z, simd.mul_f32s(p, w));
+        let soft = select(simd, simd.equal_f32s(ea, z), z, simd.mul_f32s(p, w));
         let ce = if CE1 { exp_nonpos_f32s(simd, xs) } else { ea };
         let cc = if CE1 { self.c1 } else { self.cc };
         simd.mul_add_f32s(ce, simd.splat_f32s(cc), soft)
@@ -568,10 +569,10 @@ fn jsd_terms<S: Simd>(
     let z = simd.splat_f32s(0.0);
     // p = q gives exactly 0 (m may round away from p)
     let same = simd.equal_f32s(p, q);
-    let lp = simd.select_f32s(same, z, ln_f32s(simd, simd.div_f32s(p, m)));
-    let lq = simd.select_f32s(same, z, ln_f32s(simd, simd.div_f32s(q, m)));
-    let tp = simd.select_f32s(simd.equal_f32s(p, z), z, simd.mul_f32s(p, lp));
-    let tq = simd.select_f32s(simd.equal_f32s(q, z), z, simd.mul_f32s(q, lq));
+    let lp = select(simd, same, z, ln_f32s(simd, simd.div_f32s(p, m)));
+    let lq = select(simd, same, z, ln_f32s(simd, simd.div_f32s(q, m)));
+    let tp = select(simd, simd.equal_f32s(p, z), z, simd.mul_f32s(p, lp));
+    let tq = select(simd, simd.equal_f32s(q, z), z, simd.mul_f32s(q, lq));
     (tp, tq, lp)
 }
 
@@ -661,7 +662,7 @@ impl<const CE1: bool> VecZip2 for JsdGrad<CE1> {
         let w = simd.sub_f32s(lam, simd.splat_f32s(self.kpm));
         let z = simd.splat_f32s(0.0);
         let pc = simd.mul_f32s(p, simd.splat_f32s(self.c));
-        let soft = simd.select_f32s(simd.equal_f32s(p, z), z, simd.mul_f32s(pc, w));
+        let soft = select(simd, simd.equal_f32s(p, z), z, simd.mul_f32s(pc, w));
         self.ce.add::<S, CE1>(simd, soft, p, s)
     }
 }
@@ -701,9 +702,9 @@ impl TvdPq {
         let p = simd.mul_f32s(ea, simd.splat_f32s(self.pa));
         let d = simd.sub_f32s(p, simd.mul_f32s(eb, simd.splat_f32s(self.qb)));
         let z = simd.splat_f32s(0.0);
-        let neg = simd.select_f32s(simd.less_than_f32s(d, z), simd.splat_f32s(-0.5), z);
-        let sg = simd.select_f32s(simd.greater_than_f32s(d, z), simd.splat_f32s(0.5), neg);
-        (p, sg, simd.abs_f32s(d))
+        let neg = select(simd, simd.less_than_f32s(d, z), simd.splat_f32s(-0.5), z);
+        let sg = select(simd, simd.greater_than_f32s(d, z), simd.splat_f32s(0.5), neg);
+        (p, sg, abs(simd, d))
     }
 }
 

@@ -54,6 +54,7 @@
 //! result is within about 1.5 ulp. Where the reference formula subtracts nearly equal terms the two
 //! paths may differ by a few roundings of those terms; everywhere else by a few ulp.
 
+use super::simd::{abs, neg, select};
 use std::any::Any;
 use std::cell::Cell;
 
@@ -389,7 +390,7 @@ fn log1p_from_ln<S: Simd>(simd: S, v: S::f32s, u: S::f32s, r: S::f32s, ln_u: S::
     let one = simd.splat_f32s(1.0);
     let c = simd.sub_f32s(v, simd.sub_f32s(u, one));
     let l = simd.add_f32s(ln_u, simd.mul_f32s(c, r));
-    simd.select_f32s(simd.equal_f32s(u, one), v, l)
+    select(simd, simd.equal_f32s(u, one), v, l)
 }
 
 /// `log1p(−x)` for `x ∈ [0, 1]`, without a division.
@@ -407,7 +408,7 @@ fn log1p_neg_unit_f32s<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
 #[inline(always)]
 fn log1p_neg_unit_parts<S: Simd>(simd: S, x: S::f32s) -> (S::f32s, S::f32s, S::f32s) {
     let one = simd.splat_f32s(1.0);
-    let v = simd.neg_f32s(x);
+    let v = neg(simd, x);
     let u = simd.add_f32s(one, v);
     let w = simd.sub_f32s(u, one);
     (v, u, simd.mul_f32s(simd.sub_f32s(one, w), simd.mul_add_f32s(w, w, one)))
@@ -424,14 +425,14 @@ fn in_unit<S: Simd>(simd: S, a: S::f32s) -> S::m32s {
 #[inline(always)]
 fn clamp_log<S: Simd>(simd: S, l: S::f32s) -> S::f32s {
     let lo = simd.splat_f32s(-100.0);
-    simd.select_f32s(simd.less_than_f32s(l, lo), lo, l)
+    select(simd, simd.less_than_f32s(l, lo), lo, l)
 }
 
 /// `min(a, 0)` as `a < 0 ? a : 0` (0 for NaN, as PyTorch's `log_sigmoid`).
 #[inline(always)]
 fn min0<S: Simd>(simd: S, a: S::f32s) -> S::f32s {
     let zero = simd.splat_f32s(0.0);
-    simd.select_f32s(simd.less_than_f32s(a, zero), a, zero)
+    select(simd, simd.less_than_f32s(a, zero), a, zero)
 }
 
 /// `v·w` when weighted, then `v / div` when dividing — PyTorch's order for the BCE gradients.
@@ -477,7 +478,7 @@ impl PointOp for KlOp {
         let zero = simd.splat_f32s(0.0);
         let mut o = Outs::zero(simd);
         let Lanes { x, t, g, .. } = v;
-        let neg_g = simd.neg_f32s(g);
+        let neg_g = neg(simd, g);
         if self.log_target {
             // log-probabilities are ≤ 0: the cheaper exponential gives the same bits there
             let nonpos = simd.less_than_or_equal_f32s(t, zero);
@@ -491,7 +492,7 @@ impl PointOp for KlOp {
                 o.loss = simd.mul_f32s(e, d);
             }
             if want.grad_input {
-                o.grad_input = simd.neg_f32s(simd.mul_f32s(g, e));
+                o.grad_input = neg(simd, simd.mul_f32s(g, e));
             }
             if want.grad_target {
                 // autograd of exp(t)·(t − x): (g·(t − x))·exp(t) + g·exp(t)
@@ -504,14 +505,14 @@ impl PointOp for KlOp {
             let t_zero = simd.equal_f32s(t, zero);
             if want.loss {
                 // xlogy(t, t): 0 at t = 0, NaN for NaN t (ln gives NaN)
-                let xl = simd.select_f32s(t_zero, zero, simd.mul_f32s(t, ln_t));
+                let xl = select(simd, t_zero, zero, simd.mul_f32s(t, ln_t));
                 o.loss = simd.sub_f32s(xl, simd.mul_f32s(t, x));
             }
             if want.grad_target {
                 // xlogy(g, t) masked to 0 at t = 0, plus g·t/t, plus (−g)·x
-                let xg = simd.select_f32s(simd.equal_f32s(g, zero), zero, simd.mul_f32s(g, ln_t));
-                let xg = simd.select_f32s(simd.equal_f32s(t, t), xg, simd.splat_f32s(f32::NAN));
-                let d_self = simd.select_f32s(t_zero, zero, xg);
+                let xg = select(simd, simd.equal_f32s(g, zero), zero, simd.mul_f32s(g, ln_t));
+                let xg = select(simd, simd.equal_f32s(t, t), xg, simd.splat_f32s(f32::NAN));
+                let d_self = select(simd, t_zero, zero, xg);
                 let d_other = simd.div_f32s(simd.mul_f32s(g, t), t);
                 o.grad_target = simd.add_f32s(simd.add_f32s(d_self, d_other), simd.mul_f32s(neg_g, x));
             }
@@ -543,7 +544,7 @@ impl PointOp for BceOp {
         let one = simd.splat_f32s(1.0);
         let Lanes { x, t, w, g, .. } = v;
         let valid = simd.and_m32s(in_unit(simd, x), in_unit(simd, t));
-        let mut o = Outs { bad: simd.select_f32s(valid, zero, one), ..Outs::zero(simd) };
+        let mut o = Outs { bad: select(simd, valid, zero, one), ..Outs::zero(simd) };
         if want.loss {
             let t_one = simd.equal_f32s(t, one);
             let hard = simd.or_m32s(simd.equal_f32s(t, zero), t_one);
@@ -553,10 +554,10 @@ impl PointOp for BceOp {
                 // t = 1 and −max(log1p(−x), −100) + 0 where t = 0 (the other term is a zero; adding
                 // +0 gives its sign rule at x = −0), so one logarithm serves both
                 let (v, u, r) = log1p_neg_unit_parts(simd, x);
-                let ln = ln_f32s(simd, simd.select_f32s(t_one, x, u));
+                let ln = ln_f32s(simd, select(simd, t_one, x, u));
                 let l1 = log1p_from_ln(simd, v, u, r, ln);
-                let l = simd.neg_f32s(clamp_log(simd, simd.select_f32s(t_one, ln, l1)));
-                simd.select_f32s(t_one, l, simd.add_f32s(l, zero))
+                let l = neg(simd, clamp_log(simd, select(simd, t_one, ln, l1)));
+                select(simd, t_one, l, simd.add_f32s(l, zero))
             } else {
                 let l1 = clamp_log(simd, log1p_neg_unit_f32s(simd, x));
                 let l2 = clamp_log(simd, ln_f32s(simd, x));
@@ -567,15 +568,15 @@ impl PointOp for BceOp {
         if want.grad_input {
             let d = simd.mul_f32s(simd.sub_f32s(one, x), x);
             let eps = simd.splat_f32s(self.eps);
-            let d = simd.select_f32s(simd.less_than_f32s(d, eps), eps, d);
+            let d = select(simd, simd.less_than_f32s(d, eps), eps, d);
             let gi = simd.div_f32s(simd.mul_f32s(g, simd.sub_f32s(x, t)), d);
             o.grad_input = self.scaling.apply(simd, gi, w);
         }
         if want.grad_target {
             // −logit(x)·g, logit(x) = ln(x / (1 − x)) (+∞ at x = 1)
             let logit = ln_f32s(simd, simd.div_f32s(x, simd.sub_f32s(one, x)));
-            let logit = simd.select_f32s(simd.equal_f32s(x, one), simd.splat_f32s(f32::INFINITY), logit);
-            o.grad_target = self.scaling.apply(simd, simd.mul_f32s(simd.neg_f32s(logit), g), w);
+            let logit = select(simd, simd.equal_f32s(x, one), simd.splat_f32s(f32::INFINITY), logit);
+            o.grad_target = self.scaling.apply(simd, simd.mul_f32s(neg(simd, logit), g), w);
         }
         o
     }
@@ -606,18 +607,15 @@ impl PointOp for BceLogitsOp {
         let Lanes { x, t, w, p, g } = v;
         // e = exp(−|x|), one exponential for both σ and logσ
         let need_lsig = want.loss || (want.grad_target && self.pos_weighted);
-        let e = if want.grad_input || need_lsig {
-            exp_nonpos_f32s(simd, simd.neg_f32s(simd.abs_f32s(x)))
-        } else {
-            zero
-        };
+        let e =
+            if want.grad_input || need_lsig { exp_nonpos_f32s(simd, neg(simd, abs(simd, x))) } else { zero };
         // σ(x) = 1 / (1 + exp(−x)) as PyTorch's sigmoid for x ≥ 0 (the same exp(−x), so the same
         // bits); e / (1 + e) below (within an ulp or so of PyTorch's rounding), and 0 where PyTorch's
         // exp(−x) overflows (x < −88.72283: 1/∞)
         let sig = if want.grad_input {
             let pos = simd.greater_than_or_equal_f32s(x, zero);
-            let s = simd.div_f32s(simd.select_f32s(pos, one, e), simd.add_f32s(one, e));
-            simd.select_f32s(simd.less_than_f32s(x, simd.splat_f32s(-EXP_FINITE_MAX_F32)), zero, s)
+            let s = simd.div_f32s(select(simd, pos, one, e), simd.add_f32s(one, e));
+            select(simd, simd.less_than_f32s(x, simd.splat_f32s(-EXP_FINITE_MAX_F32)), zero, s)
         } else {
             zero
         };
@@ -629,7 +627,7 @@ impl PointOp for BceLogitsOp {
             // ulp); a division when σ is not computed anyway
             let r = if want.grad_input {
                 let pos = simd.greater_than_or_equal_f32s(x, zero);
-                simd.select_f32s(pos, sig, simd.sub_f32s(one, sig))
+                select(simd, pos, sig, simd.sub_f32s(one, sig))
             } else {
                 simd.div_f32s(one, u)
             };
@@ -660,10 +658,10 @@ impl PointOp for BceLogitsOp {
         }
         if want.grad_target {
             let gt = if self.pos_weighted {
-                let lsig_neg = simd.sub_f32s(min0(simd, simd.neg_f32s(x)), lp);
+                let lsig_neg = simd.sub_f32s(min0(simd, neg(simd, x)), lp);
                 simd.mul_f32s(simd.sub_f32s(lsig_neg, simd.mul_f32s(lsig, p)), g)
             } else {
-                simd.mul_f32s(simd.neg_f32s(x), g)
+                simd.mul_f32s(neg(simd, x), g)
             };
             o.grad_target = self.scaling.apply(simd, gt, w);
         }
@@ -1308,19 +1306,16 @@ fn fused<S: Simd, K: PointOp, const ACC: bool>(simd: S, op: K, want: Want, tile:
     }
 }
 
-/// One vector of [`fused_loop`]: stores the loss and target gradient, accumulates, returns the
-/// input gradient.
+/// The rest of one vector of [`fused_loop`] after `op.call`: stores the loss and target
+/// gradient, accumulates, returns the input gradient.
 #[inline(always)]
-fn point<S: Simd, K: PointOp, const ACC: bool>(
+fn finish<S: Simd, K: PointOp, const ACC: bool>(
     simd: S,
-    op: K,
     want: Want,
-    v: Lanes<S::f32s>,
-    lo: &mut S::f32s,
-    gto: &mut S::f32s,
+    r: Outs<S::f32s>,
+    (lo, gto): (&mut S::f32s, &mut S::f32s),
     acc: &mut Fused<S::f32s>,
 ) -> S::f32s {
-    let r = op.call(simd, want, v);
     // (constant in the training copy of the loop: no store of an unrequested result there)
     if want.loss {
         *lo = r.loss;
@@ -1335,6 +1330,13 @@ fn point<S: Simd, K: PointOp, const ACC: bool>(
         acc.bad = simd.add_f32s(acc.bad, r.bad);
     }
     r.grad_input
+}
+
+/// One vector's [`Lanes`] from `x`, the operands zipped in [`fused_loop`] and the constant upstream
+/// gradient, if any.
+#[inline(always)]
+fn lanes<V: Copy>(x: V, (((&t, &w), &p), &g): (((&V, &V), &V), &V), gc: Option<V>) -> Lanes<V> {
+    Lanes { x, t, w, p, g: gc.unwrap_or(g) }
 }
 
 /// [`fused`]'s loop: every operand and output is a tile of the same length, zipped.
@@ -1356,21 +1358,40 @@ fn fused_loop<S: Simd, K: PointOp, const ACC: bool>(
     let z = simd.splat_f32s(0.0);
     let mut acc = Fused { bad: z, sum: z, err: z };
     let heads = th.iter().zip(wh).zip(ph).zip(gh).zip(loh.iter_mut().zip(gth.iter_mut()));
+    // Two vectors per step, both formulas before either result is used: the formulas are long
+    // dependency chains (an `exp` feeding a `ln`, …), and two independent ones in the same block
+    // let the CPU overlap them. The results are taken in vector order, so the sums keep their bits.
     let (xt, git) = match xg {
         XGrad::Split { x, grad_input } => {
             let (xh, xt) = S::as_simd_f32s(x);
             let (gih, git) = S::as_mut_simd_f32s(grad_input);
-            for ((&x, gi), ((((&t, &w), &p), &g), (lo, gto))) in xh.iter().zip(gih).zip(heads) {
-                let g = gc.unwrap_or(g);
-                *gi = point::<S, K, ACC>(simd, op, want, Lanes { x, t, w, p, g }, lo, gto, &mut acc);
+            let mut it = xh.iter().zip(gih).zip(heads);
+            while let Some(((&x, gi), (ins, outs))) = it.next() {
+                if let Some(((&x2, gi2), (ins2, outs2))) = it.next() {
+                    let r = op.call(simd, want, lanes(x, ins, gc));
+                    let r2 = op.call(simd, want, lanes(x2, ins2, gc));
+                    *gi = finish::<S, K, ACC>(simd, want, r, outs, &mut acc);
+                    *gi2 = finish::<S, K, ACC>(simd, want, r2, outs2, &mut acc);
+                } else {
+                    let r = op.call(simd, want, lanes(x, ins, gc));
+                    *gi = finish::<S, K, ACC>(simd, want, r, outs, &mut acc);
+                }
             }
             (simd.partial_load_f32s(xt), git)
         }
         XGrad::InPlace(xio) => {
             let (xh, xt) = S::as_mut_simd_f32s(xio);
-            for (xo, ((((&t, &w), &p), &g), (lo, gto))) in xh.iter_mut().zip(heads) {
-                let v = Lanes { x: *xo, t, w, p, g: gc.unwrap_or(g) };
-                *xo = point::<S, K, ACC>(simd, op, want, v, lo, gto, &mut acc);
+            let mut it = xh.iter_mut().zip(heads);
+            while let Some((xo, (ins, outs))) = it.next() {
+                if let Some((xo2, (ins2, outs2))) = it.next() {
+                    let r = op.call(simd, want, lanes(*xo, ins, gc));
+                    let r2 = op.call(simd, want, lanes(*xo2, ins2, gc));
+                    *xo = finish::<S, K, ACC>(simd, want, r, outs, &mut acc);
+                    *xo2 = finish::<S, K, ACC>(simd, want, r2, outs2, &mut acc);
+                } else {
+                    let r = op.call(simd, want, lanes(*xo, ins, gc));
+                    *xo = finish::<S, K, ACC>(simd, want, r, outs, &mut acc);
+                }
             }
             (simd.partial_load_f32s(xt), xt)
         }

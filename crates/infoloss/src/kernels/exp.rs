@@ -24,6 +24,7 @@
 //! at most **1** ulp from the correctly rounded `f32` result. Every [`Isa`](super::Isa) gives the
 //! same bits.
 
+use super::simd::{select, select64};
 use pulp::{Simd, WithSimd};
 
 use super::Kernels;
@@ -91,12 +92,12 @@ pub(crate) fn exp_f32s<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
     let p = poly_f32(simd, r, 1.0);
     let neg = simd.less_than_f32s(x, simd.splat_f32s(0.0));
     let bias = simd.select_u32s(neg, simd.splat_u32s(BIAS_NEG), simd.splat_u32s(BIAS_POS));
-    let post = simd.select_f32s(neg, simd.splat_f32s(TWO_M24), simd.splat_f32s(2.0));
+    let post = select(simd, neg, simd.splat_f32s(TWO_M24), simd.splat_f32s(2.0));
     let scale = pow2_bits_f32(simd, simd.add_u32s(tbits, bias));
     let y = simd.mul_f32s(simd.mul_f32s(p, post), scale);
-    let y =
-        simd.select_f32s(simd.less_than_f32s(x, simd.splat_f32s(EXP_UNDERFLOW_F32)), simd.splat_f32s(0.0), y);
-    simd.select_f32s(
+    let y = select(simd, simd.less_than_f32s(x, simd.splat_f32s(EXP_UNDERFLOW_F32)), simd.splat_f32s(0.0), y);
+    select(
+        simd,
         simd.greater_than_f32s(x, simd.splat_f32s(EXP_OVERFLOW_F32)),
         simd.splat_f32s(f32::INFINITY),
         y,
@@ -111,7 +112,7 @@ pub(crate) fn exp_nonpos_f32s<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
     let p = poly_f32(simd, r, TWO_M24);
     let scale = pow2_bits_f32(simd, simd.add_u32s(tbits, simd.splat_u32s(BIAS_NEG)));
     let y = simd.mul_f32s(p, scale);
-    simd.select_f32s(simd.less_than_f32s(x, simd.splat_f32s(EXP_UNDERFLOW_F32)), simd.splat_f32s(0.0), y)
+    select(simd, simd.less_than_f32s(x, simd.splat_f32s(EXP_UNDERFLOW_F32)), simd.splat_f32s(0.0), y)
 }
 
 /// [`exp_f32s`] as a [`VecMap`].
@@ -280,17 +281,17 @@ pub(crate) fn exp_f64s<S: Simd>(simd: S, x: S::f64s) -> S::f64s {
     let p = simd.mul_add_f64s(p, r, simd.splat_f64s(1.0));
     let p = simd.mul_add_f64s(p, r, simd.splat_f64s(1.0));
     let neg = simd.less_than_f64s(x, simd.splat_f64s(0.0));
-    let post = simd.select_f64s(neg, simd.splat_f64s(TWO_M54), simd.splat_f64s(2.0));
+    let post = select64(simd, neg, simd.splat_f64s(TWO_M54), simd.splat_f64s(2.0));
     // 2^(k+off) with off = 54 (x < 0) or −1 (x ≥ 0): k sits in the high words of kf + 1.5·2^20
     let kw = f64_as_u32::<S>(simd.add_f64s(kf, simd.splat_f64s(SHIFT20_F64)));
     let bias_neg = u32_as_f64::<S>(hi_words(simd, (1023u32 + 54).wrapping_sub(SHIFT20_HI)));
     let bias_pos = u32_as_f64::<S>(hi_words(simd, (1023u32 - 1).wrapping_sub(SHIFT20_HI)));
-    let bias = f64_as_u32::<S>(simd.select_f64s(neg, bias_neg, bias_pos));
+    let bias = f64_as_u32::<S>(select64(simd, neg, bias_neg, bias_pos));
     let scale = u32_as_f64::<S>(simd.wrapping_dyn_shl_u32s(simd.add_u32s(kw, bias), simd.splat_u32s(20)));
     let y = simd.mul_f64s(simd.mul_f64s(p, post), scale);
-    let y =
-        simd.select_f64s(simd.less_than_f64s(x, simd.splat_f64s(EXP64_UNDERFLOW)), simd.splat_f64s(0.0), y);
-    simd.select_f64s(
+    let y = select64(simd, simd.less_than_f64s(x, simd.splat_f64s(EXP64_UNDERFLOW)), simd.splat_f64s(0.0), y);
+    select64(
+        simd,
         simd.greater_than_f64s(x, simd.splat_f64s(EXP64_OVERFLOW)),
         simd.splat_f64s(f64::INFINITY),
         y,

@@ -6,6 +6,7 @@
 //! `f32` lanes flushed into an `f64` total every [`CHUNK`] elements. Lanes past the end of a row are
 //! masked out, so a row's value is the sum of exactly its own terms.
 
+use super::simd::{neg, select};
 use pulp::{Simd, WithSimd};
 
 use super::Kernels;
@@ -37,9 +38,9 @@ fn entr_v<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
 #[inline(always)]
 fn entr_ln<S: Simd>(simd: S, x: S::f32s, ln_x: S::f32s) -> S::f32s {
     let z = simd.splat_f32s(0.0);
-    let t = simd.neg_f32s(simd.mul_f32s(x, ln_x));
-    let t = simd.select_f32s(simd.equal_f32s(x, z), z, t);
-    simd.select_f32s(simd.less_than_f32s(x, z), simd.splat_f32s(f32::NEG_INFINITY), t)
+    let t = neg(simd, simd.mul_f32s(x, ln_x));
+    let t = select(simd, simd.equal_f32s(x, z), z, t);
+    select(simd, simd.less_than_f32s(x, z), simd.splat_f32s(f32::NEG_INFINITY), t)
 }
 
 /// `rel_entr(p, q)`; NaN if either is NaN, `p·ln(p/q)` if both are positive, 0 if `p = 0 ≤ q`,
@@ -57,8 +58,8 @@ fn rel_ln<S: Simd>(simd: S, p: S::f32s, q: S::f32s, ln_pq: S::f32s) -> S::f32s {
     let pos = simd.and_m32s(simd.greater_than_f32s(p, z), simd.greater_than_f32s(q, z));
     let zero = simd.and_m32s(simd.equal_f32s(p, z), simd.greater_than_or_equal_f32s(q, z));
     let numbers = simd.and_m32s(simd.equal_f32s(p, p), simd.equal_f32s(q, q));
-    let other = simd.select_f32s(numbers, simd.splat_f32s(f32::INFINITY), simd.splat_f32s(f32::NAN));
-    simd.select_f32s(pos, t, simd.select_f32s(zero, z, other))
+    let other = select(simd, numbers, simd.splat_f32s(f32::INFINITY), simd.splat_f32s(f32::NAN));
+    select(simd, pos, t, select(simd, zero, z, other))
 }
 
 /// `−p·ln q` where both are positive, `entr(p) + rel_entr(p, q)` elsewhere.
@@ -72,12 +73,12 @@ fn cross_v<S: Simd>(simd: S, p: S::f32s, q: S::f32s) -> S::f32s {
 fn cross_ln<S: Simd>(simd: S, p: S::f32s, q: S::f32s, ln_q: S::f32s) -> S::f32s {
     let z = simd.splat_f32s(0.0);
     let pos = simd.and_m32s(simd.greater_than_f32s(p, z), simd.greater_than_f32s(q, z));
-    let main = simd.neg_f32s(simd.mul_f32s(p, ln_q));
+    let main = neg(simd, simd.mul_f32s(p, ln_q));
     if simd.first_true_m32s(simd.not_m32s(pos)) == S::F32_LANES {
         // every lane positive (the common case): no other logarithm is needed
         return main;
     }
-    simd.select_f32s(pos, main, simd.add_f32s(entr_v(simd, p), rel_v(simd, p, q)))
+    select(simd, pos, main, simd.add_f32s(entr_v(simd, p), rel_v(simd, p, q)))
 }
 
 /// The term(s) of one vector of normalized values: `(a, b)`, `b` only for [`InfoKind::Js`].
@@ -172,8 +173,8 @@ impl<const K: u8> WithSimd for InfoRowOp<'_, K> {
                 let pv = simd.div_f32s(simd.partial_load_f32s(pt), sp);
                 let qv = normalized(simd, two, simd.partial_load_f32s(qt), sq);
                 let (a, b) = terms(simd, kind, pv, qv);
-                aa[1] = simd.add_f32s(aa[1], simd.select_f32s(mask, a, z));
-                ab[1] = simd.add_f32s(ab[1], simd.select_f32s(mask, b, z));
+                aa[1] = simd.add_f32s(aa[1], select(simd, mask, a, z));
+                ab[1] = simd.add_f32s(ab[1], select(simd, mask, b, z));
             }
             ta += hsum_f64::<S>(simd.add_f32s(simd.add_f32s(aa[0], aa[1]), simd.add_f32s(aa[2], aa[3])));
             if kind == InfoKind::Js {
@@ -214,17 +215,17 @@ fn grad_terms<S: Simd>(
     match kind {
         InfoKind::Entropy => {
             let ln_p = ln_f32s(simd, p);
-            (entr_ln(simd, p, ln_p), z, simd.neg_f32s(simd.add_f32s(one, ln_p)), z)
+            (entr_ln(simd, p, ln_p), z, neg(simd, simd.add_f32s(one, ln_p)), z)
         }
         InfoKind::Relative => {
             let ln_pq = ln_f32s(simd, simd.div_f32s(p, q));
-            let dq = simd.select_f32s(simd.equal_f32s(p, z), z, neg_ratio(simd, p, q));
+            let dq = select(simd, simd.equal_f32s(p, z), z, neg_ratio(simd, p, q));
             (rel_ln(simd, p, q, ln_pq), z, simd.add_f32s(ln_pq, one), dq)
         }
         InfoKind::Cross => {
             let ln_q = ln_f32s(simd, q);
-            let dq = simd.select_f32s(simd.equal_f32s(p, z), z, neg_ratio(simd, p, q));
-            (cross_ln(simd, p, q, ln_q), z, simd.neg_f32s(ln_q), dq)
+            let dq = select(simd, simd.equal_f32s(p, z), z, neg_ratio(simd, p, q));
+            (cross_ln(simd, p, q, ln_q), z, neg(simd, ln_q), dq)
         }
         InfoKind::Js => {
             // `·½` is `/2` exactly (the same real number, rounded once)
@@ -243,7 +244,7 @@ fn grad_terms<S: Simd>(
 /// `−a/b`. (A function, not a closure: closures do not inherit the SIMD target features.)
 #[inline(always)]
 fn neg_ratio<S: Simd>(simd: S, a: S::f32s, b: S::f32s) -> S::f32s {
-    simd.neg_f32s(simd.div_f32s(a, b))
+    neg(simd, simd.div_f32s(a, b))
 }
 
 /// `∂(L + R)/∂x̂` of one side of the JS sums (`x` this side, `y` the other, `ln_xm = ln(x/m)` with `m`
@@ -252,12 +253,9 @@ fn neg_ratio<S: Simd>(simd: S, a: S::f32s, b: S::f32s) -> S::f32s {
 fn js_side<S: Simd>(simd: S, x: S::f32s, y: S::f32s, ln_xm: S::f32s) -> S::f32s {
     let z = simd.splat_f32s(0.0);
     let main = ln_xm;
-    let at_zero = simd.select_f32s(
-        simd.greater_than_f32s(y, z),
-        simd.splat_f32s(f32::NEG_INFINITY),
-        simd.splat_f32s(LN_2),
-    );
-    simd.select_f32s(simd.greater_than_f32s(x, z), main, at_zero)
+    let at_zero =
+        select(simd, simd.greater_than_f32s(y, z), simd.splat_f32s(f32::NEG_INFINITY), simd.splat_f32s(LN_2));
+    select(simd, simd.greater_than_f32s(x, z), main, at_zero)
 }
 
 const LN_2: f32 = std::f32::consts::LN_2;
@@ -291,10 +289,10 @@ fn accumulate<S: Simd>(
     let z = simd.splat_f32s(0.0);
     let nzp = simd.and_m32s(keep, simd.not_m32s(simd.equal_f32s(p, z)));
     let nzq = simd.and_m32s(keep, simd.not_m32s(simd.equal_f32s(q, z)));
-    acc.va = simd.add_f32s(acc.va, simd.select_f32s(keep, t.0, z));
-    acc.vb = simd.add_f32s(acc.vb, simd.select_f32s(keep, t.1, z));
-    acc.dp = simd.add_f32s(acc.dp, simd.select_f32s(nzp, simd.mul_f32s(p, t.2), z));
-    acc.dq = simd.add_f32s(acc.dq, simd.select_f32s(nzq, simd.mul_f32s(q, t.3), z));
+    acc.va = simd.add_f32s(acc.va, select(simd, keep, t.0, z));
+    acc.vb = simd.add_f32s(acc.vb, select(simd, keep, t.1, z));
+    acc.dp = simd.add_f32s(acc.dp, select(simd, nzp, simd.mul_f32s(p, t.2), z));
+    acc.dq = simd.add_f32s(acc.dq, select(simd, nzq, simd.mul_f32s(q, t.3), z));
 }
 
 impl<const K: u8> WithSimd for InfoGradOp<'_, K> {
@@ -324,12 +322,25 @@ impl<const K: u8> WithSimd for InfoGradOp<'_, K> {
                 S::as_mut_simd_f32s(if two { dq.get_mut(start..end).unwrap_or_default() } else { &mut [] });
             let mut acc = Lanes { va: z, vb: z, dp: z, dq: z };
             let mut dqi = dqh.iter_mut();
-            for ((pv, qv), dpv) in ph.iter().zip(qh).zip(dph.iter_mut()) {
+            // two vectors per step, both terms before either is used (independent `ln` chains the
+            // CPU can overlap); stored and accumulated in vector order, so the sums keep their bits
+            let mut it = ph.iter().zip(qh).zip(dph.iter_mut());
+            while let Some(((pv, qv), dpv)) = it.next() {
                 let (pn, qn) = (simd.div_f32s(*pv, vsp), normalized(simd, two, *qv, vsq));
-                let t = grad_terms(simd, kind, pn, qn);
-                *dpv = t.2;
-                *dqi.next().unwrap_or(&mut spare) = t.3;
-                accumulate(simd, &mut acc, all, pn, qn, t);
+                if let Some(((pv2, qv2), dpv2)) = it.next() {
+                    let (pn2, qn2) = (simd.div_f32s(*pv2, vsp), normalized(simd, two, *qv2, vsq));
+                    let (t, t2) = (grad_terms(simd, kind, pn, qn), grad_terms(simd, kind, pn2, qn2));
+                    (*dpv, *dpv2) = (t.2, t2.2);
+                    *dqi.next().unwrap_or(&mut spare) = t.3;
+                    *dqi.next().unwrap_or(&mut spare) = t2.3;
+                    accumulate(simd, &mut acc, all, pn, qn, t);
+                    accumulate(simd, &mut acc, all, pn2, qn2, t2);
+                } else {
+                    let t = grad_terms(simd, kind, pn, qn);
+                    *dpv = t.2;
+                    *dqi.next().unwrap_or(&mut spare) = t.3;
+                    accumulate(simd, &mut acc, all, pn, qn, t);
+                }
             }
             if !pt.is_empty() {
                 // lanes past the end of the row contribute nothing and are not stored

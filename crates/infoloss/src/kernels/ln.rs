@@ -17,6 +17,7 @@
 //! result (at `x = 1.3965372`), so at most **1** ulp from the correctly rounded `f32` result.
 //! Every [`Isa`](super::Isa) gives the same bits.
 
+use super::simd::{neg64, select, select64};
 use pulp::{Simd, WithSimd};
 
 use super::Kernels;
@@ -68,20 +69,16 @@ pub(crate) fn ln_f32s<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
 #[inline(always)]
 fn ln_special<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
     let sub = simd.less_than_f32s(x, simd.splat_f32s(f32::MIN_POSITIVE));
-    let xs = simd.select_f32s(sub, simd.mul_f32s(x, simd.splat_f32s(TWO_23)), x);
-    let ebias =
-        simd.select_f32s(sub, simd.splat_f32s(TWO_23 + 127.0 + 23.0), simd.splat_f32s(TWO_23 + 127.0));
+    let xs = select(simd, sub, simd.mul_f32s(x, simd.splat_f32s(TWO_23)), x);
+    let ebias = select(simd, sub, simd.splat_f32s(TWO_23 + 127.0 + 23.0), simd.splat_f32s(TWO_23 + 127.0));
     let y = ln_core(simd, xs, ebias);
 
-    let y = simd.select_f32s(
-        simd.equal_f32s(x, simd.splat_f32s(f32::INFINITY)),
-        simd.splat_f32s(f32::INFINITY),
-        y,
-    );
-    let y = simd.select_f32s(simd.equal_f32s(x, simd.splat_f32s(0.0)), simd.splat_f32s(f32::NEG_INFINITY), y);
+    let y =
+        select(simd, simd.equal_f32s(x, simd.splat_f32s(f32::INFINITY)), simd.splat_f32s(f32::INFINITY), y);
+    let y = select(simd, simd.equal_f32s(x, simd.splat_f32s(0.0)), simd.splat_f32s(f32::NEG_INFINITY), y);
     // NaN and negative inputs (the comparison is false for NaN)
     let valid = simd.greater_than_or_equal_f32s(x, simd.splat_f32s(0.0));
-    simd.select_f32s(valid, y, simd.splat_f32s(f32::NAN))
+    select(simd, valid, y, simd.splat_f32s(f32::NAN))
 }
 
 /// `ln(xs)` for a positive normal finite `xs` whose exponent bias (plus 2²³) is `ebias`.
@@ -228,12 +225,13 @@ const LN64_P: [f64; 7] = [
 #[inline(always)]
 pub(crate) fn ln_f64s<S: Simd>(simd: S, x: S::f64s) -> S::f64s {
     let sub = simd.less_than_f64s(x, simd.splat_f64s(f64::MIN_POSITIVE));
-    let xs = simd.select_f64s(sub, simd.mul_f64s(x, simd.splat_f64s(TWO_54)), x);
+    let xs = select64(simd, sub, simd.mul_f64s(x, simd.splat_f64s(TWO_54)), x);
     let u = simd.add_u32s(f64_as_u32::<S>(xs), hi_words(simd, 0x3ff0_0000 - SQRT_HALF_HI));
     // biased exponent in the high words; low words cleared
     let eb = simd.and_u32s(simd.wrapping_dyn_shr_u32s(u, simd.splat_u32s(20)), hi_words(simd, u32::MAX));
     let ef = u32_as_f64::<S>(simd.add_u32s(eb, hi_words(simd, SHIFT20_HI)));
-    let ebias = simd.select_f64s(
+    let ebias = select64(
+        simd,
         sub,
         simd.splat_f64s(SHIFT20_F64 + 1023.0 + 54.0),
         simd.splat_f64s(SHIFT20_F64 + 1023.0),
@@ -254,16 +252,13 @@ pub(crate) fn ln_f64s<S: Simd>(simd: S, x: S::f64s) -> S::f64s {
     let y = simd.mul_f64s(s, simd.add_f64s(hfsq, r));
     let y = simd.mul_add_f64s(e, simd.splat_f64s(LN2_LO_F64), y);
     let y = simd.sub_f64s(simd.sub_f64s(hfsq, y), f);
-    let y = simd.mul_add_f64s(e, simd.splat_f64s(LN2_HI_F64), simd.neg_f64s(y));
+    let y = simd.mul_add_f64s(e, simd.splat_f64s(LN2_HI_F64), neg64(simd, y));
 
-    let y = simd.select_f64s(
-        simd.equal_f64s(x, simd.splat_f64s(f64::INFINITY)),
-        simd.splat_f64s(f64::INFINITY),
-        y,
-    );
-    let y = simd.select_f64s(simd.equal_f64s(x, simd.splat_f64s(0.0)), simd.splat_f64s(f64::NEG_INFINITY), y);
+    let y =
+        select64(simd, simd.equal_f64s(x, simd.splat_f64s(f64::INFINITY)), simd.splat_f64s(f64::INFINITY), y);
+    let y = select64(simd, simd.equal_f64s(x, simd.splat_f64s(0.0)), simd.splat_f64s(f64::NEG_INFINITY), y);
     let valid = simd.greater_than_or_equal_f64s(x, simd.splat_f64s(0.0));
-    simd.select_f64s(valid, y, simd.splat_f64s(f64::NAN))
+    select64(simd, valid, y, simd.splat_f64s(f64::NAN))
 }
 
 f64_map_op!(LnF64, LnF64InPlace, Ln64Map, ln_f64s);

@@ -2,6 +2,7 @@
 //!
 //! The online pass ([`OnlineRow`]) is shared with the cross-entropy kernels in `ce.rs`.
 
+use super::simd::select;
 use pulp::{Simd, WithSimd};
 
 use super::Kernels;
@@ -258,10 +259,10 @@ pub(crate) fn exp_block<S: Simd, const STORE: bool, const LIN: bool, const W: bo
             let mut tail = Acc::<S>::zero(simd);
             let e = step::<S, LIN, W, T>(simd, &mut tail, 0, xv, wv, tv, rv, keep, add);
             let z = simd.splat_f32s(0.0);
-            acc.e[1] = simd.add_f32s(acc.e[1], simd.select_f32s(mask, tail.e[0], z));
+            acc.e[1] = simd.add_f32s(acc.e[1], select(simd, mask, tail.e[0], z));
             if LIN {
-                acc.l[1] = simd.add_f32s(acc.l[1], simd.select_f32s(mask, tail.l[0], z));
-                acc.c[1] = simd.add_f32s(acc.c[1], simd.select_f32s(mask, tail.c[0], z));
+                acc.l[1] = simd.add_f32s(acc.l[1], select(simd, mask, tail.l[0], z));
+                acc.c[1] = simd.add_f32s(acc.c[1], select(simd, mask, tail.c[0], z));
             }
             if STORE {
                 simd.partial_store_f32s(ot, e);
@@ -525,7 +526,7 @@ impl WithSimd for ExpSubSumOp<'_> {
                 let mask = simd.mask_between_m32s(0, xt.len() as u32).mask();
                 let e = exp_f32s(simd, simd.sub_f32s(simd.partial_load_f32s(xt), mv));
                 simd.partial_store_f32s(ot, e);
-                acc[1] = simd.add_f32s(acc[1], simd.select_f32s(mask, e, z));
+                acc[1] = simd.add_f32s(acc[1], select(simd, mask, e, z));
             }
             total +=
                 hsum_f64::<S>(simd.add_f32s(simd.add_f32s(acc[0], acc[1]), simd.add_f32s(acc[2], acc[3])));

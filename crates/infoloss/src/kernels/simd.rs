@@ -2,6 +2,42 @@
 
 use pulp::Simd;
 
+// `pulp` gives `neg_f32s`, `abs_f32s` and `select_f32s` (and their `f64` forms) as default trait
+// methods marked only `#[inline]`, built from the ISA's intrinsics. In a large kernel loop LLVM may
+// leave them out of line, and an out-of-line copy has no AVX target features: every call then
+// passes vectors through memory and calls the intrinsics out of line too. These versions are
+// built from the ISA's own always-inlined methods, and the kernels use them instead.
+
+/// `−a` (the sign bit flipped, as `pulp`'s `neg_f32s`).
+#[inline(always)]
+pub(crate) fn neg<S: Simd>(simd: S, a: S::f32s) -> S::f32s {
+    simd.xor_f32s(simd.splat_f32s(-0.0), a)
+}
+
+/// `|a|` (the sign bit cleared, as `pulp`'s `abs_f32s`).
+#[inline(always)]
+pub(crate) fn abs<S: Simd>(simd: S, a: S::f32s) -> S::f32s {
+    simd.and_f32s(simd.splat_f32s(f32::from_bits(0x7fff_ffff)), a)
+}
+
+/// `m ? a : b` per lane (as `pulp`'s `select_f32s`).
+#[inline(always)]
+pub(crate) fn select<S: Simd>(simd: S, m: S::m32s, a: S::f32s, b: S::f32s) -> S::f32s {
+    pulp::cast(simd.select_u32s(m, pulp::cast(a), pulp::cast(b)))
+}
+
+/// `−a` in `f64` (as `pulp`'s `neg_f64s`).
+#[inline(always)]
+pub(crate) fn neg64<S: Simd>(simd: S, a: S::f64s) -> S::f64s {
+    simd.xor_f64s(simd.splat_f64s(-0.0), a)
+}
+
+/// `m ? a : b` per `f64` lane (as `pulp`'s `select_f64s`).
+#[inline(always)]
+pub(crate) fn select64<S: Simd>(simd: S, m: S::m64s, a: S::f64s, b: S::f64s) -> S::f64s {
+    pulp::cast(simd.select_u64s(m, pulp::cast(a), pulp::cast(b)))
+}
+
 /// Lane sum of `v`, accumulated in `f64`.
 #[inline(always)]
 pub(crate) fn hsum_f64<S: Simd>(v: S::f32s) -> f64 {
@@ -33,14 +69,14 @@ pub(crate) fn hmax_ignore_nan<S: Simd>(v: S::f32s) -> f32 {
 #[inline(always)]
 pub(crate) fn max_ignore_nan<S: Simd>(simd: S, acc: S::f32s, x: S::f32s) -> S::f32s {
     let is_num = simd.equal_f32s(x, x);
-    simd.select_f32s(is_num, simd.max_f32s(acc, x), acc)
+    select(simd, is_num, simd.max_f32s(acc, x), acc)
 }
 
 /// Loads the first `len` elements of a tail slice into a vector, filling the other lanes with `fill`.
 #[inline(always)]
 pub(crate) fn load_tail_fill<S: Simd>(simd: S, tail: &[f32], fill: f32) -> S::f32s {
     let mask = simd.mask_between_m32s(0, tail.len() as u32).mask();
-    simd.select_f32s(mask, simd.partial_load_f32s(tail), simd.splat_f32s(fill))
+    select(simd, mask, simd.partial_load_f32s(tail), simd.splat_f32s(fill))
 }
 
 /// `dst[i] = src[i]` widened from `bf16` (exact: a shift of the bits), over the shorter length; a plain

@@ -21,6 +21,7 @@
 //! A row with a NaN or infinite logit (`-inf` included: `-inf·0` in the division by `T`), returns
 //! `None` (the caller then takes the reference for the row).
 
+use super::simd::select;
 use pulp::{Simd, WithSimd};
 
 use super::Kernels;
@@ -137,8 +138,8 @@ fn tail<S: Simd, const CE1: bool>(
     let mask = simd.mask_between_m32s(0, st.len() as u32).mask();
     let (mut a, mut a1) = (z0, z0);
     let e = step::<S, CE1>(simd, c, load_tail_fill(simd, st, c.r0), &mut a, &mut a1);
-    *acc = simd.add_f32s(*acc, simd.select_f32s(mask, a, z0));
-    *acc1 = simd.add_f32s(*acc1, simd.select_f32s(mask, a1, z0));
+    *acc = simd.add_f32s(*acc, select(simd, mask, a, z0));
+    *acc1 = simd.add_f32s(*acc1, select(simd, mask, a1, z0));
     e
 }
 
