@@ -1358,40 +1358,21 @@ fn fused_loop<S: Simd, K: PointOp, const ACC: bool>(
     let z = simd.splat_f32s(0.0);
     let mut acc = Fused { bad: z, sum: z, err: z };
     let heads = th.iter().zip(wh).zip(ph).zip(gh).zip(loh.iter_mut().zip(gth.iter_mut()));
-    // Two vectors per step, both formulas before either result is used: the formulas are long
-    // dependency chains (an `exp` feeding a `ln`, …), and two independent ones in the same block
-    // let the CPU overlap them. The results are taken in vector order, so the sums keep their bits.
     let (xt, git) = match xg {
         XGrad::Split { x, grad_input } => {
             let (xh, xt) = S::as_simd_f32s(x);
             let (gih, git) = S::as_mut_simd_f32s(grad_input);
-            let mut it = xh.iter().zip(gih).zip(heads);
-            while let Some(((&x, gi), (ins, outs))) = it.next() {
-                if let Some(((&x2, gi2), (ins2, outs2))) = it.next() {
-                    let r = op.call(simd, want, lanes(x, ins, gc));
-                    let r2 = op.call(simd, want, lanes(x2, ins2, gc));
-                    *gi = finish::<S, K, ACC>(simd, want, r, outs, &mut acc);
-                    *gi2 = finish::<S, K, ACC>(simd, want, r2, outs2, &mut acc);
-                } else {
-                    let r = op.call(simd, want, lanes(x, ins, gc));
-                    *gi = finish::<S, K, ACC>(simd, want, r, outs, &mut acc);
-                }
+            for ((&x, gi), (ins, outs)) in xh.iter().zip(gih).zip(heads) {
+                let r = op.call(simd, want, lanes(x, ins, gc));
+                *gi = finish::<S, K, ACC>(simd, want, r, outs, &mut acc);
             }
             (simd.partial_load_f32s(xt), git)
         }
         XGrad::InPlace(xio) => {
             let (xh, xt) = S::as_mut_simd_f32s(xio);
-            let mut it = xh.iter_mut().zip(heads);
-            while let Some((xo, (ins, outs))) = it.next() {
-                if let Some((xo2, (ins2, outs2))) = it.next() {
-                    let r = op.call(simd, want, lanes(*xo, ins, gc));
-                    let r2 = op.call(simd, want, lanes(*xo2, ins2, gc));
-                    *xo = finish::<S, K, ACC>(simd, want, r, outs, &mut acc);
-                    *xo2 = finish::<S, K, ACC>(simd, want, r2, outs2, &mut acc);
-                } else {
-                    let r = op.call(simd, want, lanes(*xo, ins, gc));
-                    *xo = finish::<S, K, ACC>(simd, want, r, outs, &mut acc);
-                }
+            for (xo, (ins, outs)) in xh.iter_mut().zip(heads) {
+                let r = op.call(simd, want, lanes(*xo, ins, gc));
+                *xo = finish::<S, K, ACC>(simd, want, r, outs, &mut acc);
             }
             (simd.partial_load_f32s(xt), xt)
         }
