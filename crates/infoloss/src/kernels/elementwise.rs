@@ -1306,16 +1306,19 @@ fn fused<S: Simd, K: PointOp, const ACC: bool>(simd: S, op: K, want: Want, tile:
     }
 }
 
-/// The rest of one vector of [`fused_loop`] after `op.call`: stores the loss and target
-/// gradient, accumulates, returns the input gradient.
+/// One vector of [`fused_loop`]: stores the loss and target gradient, accumulates, returns the
+/// input gradient.
 #[inline(always)]
-fn finish<S: Simd, K: PointOp, const ACC: bool>(
+fn point<S: Simd, K: PointOp, const ACC: bool>(
     simd: S,
+    op: K,
     want: Want,
-    r: Outs<S::f32s>,
-    (lo, gto): (&mut S::f32s, &mut S::f32s),
+    v: Lanes<S::f32s>,
+    lo: &mut S::f32s,
+    gto: &mut S::f32s,
     acc: &mut Fused<S::f32s>,
 ) -> S::f32s {
+    let r = op.call(simd, want, v);
     // (constant in the training copy of the loop: no store of an unrequested result there)
     if want.loss {
         *lo = r.loss;
@@ -1330,13 +1333,6 @@ fn finish<S: Simd, K: PointOp, const ACC: bool>(
         acc.bad = simd.add_f32s(acc.bad, r.bad);
     }
     r.grad_input
-}
-
-/// One vector's [`Lanes`] from `x`, the operands zipped in [`fused_loop`] and the constant upstream
-/// gradient, if any.
-#[inline(always)]
-fn lanes<V: Copy>(x: V, (((&t, &w), &p), &g): (((&V, &V), &V), &V), gc: Option<V>) -> Lanes<V> {
-    Lanes { x, t, w, p, g: gc.unwrap_or(g) }
 }
 
 /// [`fused`]'s loop: every operand and output is a tile of the same length, zipped.
@@ -1362,17 +1358,17 @@ fn fused_loop<S: Simd, K: PointOp, const ACC: bool>(
         XGrad::Split { x, grad_input } => {
             let (xh, xt) = S::as_simd_f32s(x);
             let (gih, git) = S::as_mut_simd_f32s(grad_input);
-            for ((&x, gi), (ins, outs)) in xh.iter().zip(gih).zip(heads) {
-                let r = op.call(simd, want, lanes(x, ins, gc));
-                *gi = finish::<S, K, ACC>(simd, want, r, outs, &mut acc);
+            for ((&x, gi), ((((&t, &w), &p), &g), (lo, gto))) in xh.iter().zip(gih).zip(heads) {
+                let g = gc.unwrap_or(g);
+                *gi = point::<S, K, ACC>(simd, op, want, Lanes { x, t, w, p, g }, lo, gto, &mut acc);
             }
             (simd.partial_load_f32s(xt), git)
         }
         XGrad::InPlace(xio) => {
             let (xh, xt) = S::as_mut_simd_f32s(xio);
-            for (xo, (ins, outs)) in xh.iter_mut().zip(heads) {
-                let r = op.call(simd, want, lanes(*xo, ins, gc));
-                *xo = finish::<S, K, ACC>(simd, want, r, outs, &mut acc);
+            for (xo, ((((&t, &w), &p), &g), (lo, gto))) in xh.iter_mut().zip(heads) {
+                let v = Lanes { x: *xo, t, w, p, g: gc.unwrap_or(g) };
+                *xo = point::<S, K, ACC>(simd, op, want, v, lo, gto, &mut acc);
             }
             (simd.partial_load_f32s(xt), xt)
         }
