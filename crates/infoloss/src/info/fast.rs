@@ -314,27 +314,37 @@ fn grad_row<T: Element>(
         None => &[],
         Some(q) => lane_f32(q, at, inner, &mut buf.q),
     };
+    let two = q.is_some();
+    // `f32` rows of the last axis: the partials go straight into the output and are finished there
+    if inner == 1 {
+        let mut none: [f32; 0] = [];
+        let dq_out = if two { T::as_f32_mut(&mut *dqb) } else { Some(&mut none[..]) };
+        if let (Some(dp_out), Some(dq_out)) = (T::as_f32_mut(&mut *dpb), dq_out) {
+            let r = k.info_row_grad_f32(kind, pr, qr, dp_out, dq_out);
+            let how = finish(row, r.value);
+            finish_side(k, how, r.dot.0, r.sums.0, dp_out);
+            if two {
+                finish_side(k, how, r.dot.1, r.sums.1, dq_out);
+            }
+            return;
+        }
+    }
     let r = k.info_row_grad_f32(kind, pr, qr, &mut buf.dp, &mut buf.dq);
     let how = finish(row, r.value);
-    finish_side(how, r.dot.0, r.sums.0, &mut buf.dp);
+    finish_side(k, how, r.dot.0, r.sums.0, &mut buf.dp);
     put_lane(&buf.dp, dpb, i, inner);
-    if q.is_some() {
-        finish_side(how, r.dot.1, r.sums.1, &mut buf.dq);
+    if two {
+        finish_side(k, how, r.dot.1, r.sums.1, &mut buf.dq);
         put_lane(&buf.dq, dqb, i, inner);
     }
 }
 
 /// `d_j ← c·(d_j − dot)/s` (or NaN / 0 everywhere).
-fn finish_side(how: Finish, dot: f64, s: f32, d: &mut [f32]) {
+fn finish_side(k: &Kernels, how: Finish, dot: f64, s: f32, d: &mut [f32]) {
     match how {
         Finish::Nan => d.fill(f32::NAN),
         Finish::Zero => d.fill(0.0),
-        Finish::Scale(c) => {
-            let dot = dot as f32;
-            for v in d.iter_mut() {
-                *v = c * (*v - dot) / s;
-            }
-        }
+        Finish::Scale(c) => k.info_finish_f32(d, c, dot as f32, s),
     }
 }
 

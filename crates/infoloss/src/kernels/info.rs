@@ -10,9 +10,10 @@ use super::simd::{neg, select};
 use pulp::{Simd, WithSimd};
 
 use super::Kernels;
-use super::ln::ln_f32s;
+use super::ln::{all_lanes, ln_f32s, ln_normal_f32s, normal_m32s};
 use super::row::{CHUNK, RowSumOp};
 use super::simd::hsum_f64;
+use super::vmap::{VecMap, map_in_place_f32};
 
 /// What a row of [`Kernels::info_row_f32`] sums.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +98,79 @@ fn terms<S: Simd>(simd: S, kind: InfoKind, p: S::f32s, q: S::f32s) -> (S::f32s, 
     }
 }
 
+/// The arguments of the logarithms of one vector's terms (`ln p̂`; `ln(p̂/q̂)`; `ln q̂`; for JS
+/// `ln(p̂/m)` and `ln(q̂/m)`, `m = (p̂ + q̂)/2`), computed as [`terms`] computes them, and the lanes
+/// where the inputs and these arguments are all positive normal numbers (where every SciPy case
+/// reduces to its main formula).
+#[inline(always)]
+fn ln_args<S: Simd>(simd: S, kind: InfoKind, p: S::f32s, q: S::f32s) -> (S::f32s, S::f32s, S::m32s) {
+    let ok = normal_m32s(simd, p);
+    match kind {
+        InfoKind::Entropy => (p, p, ok),
+        InfoKind::Relative | InfoKind::Cross => {
+            let a = if kind == InfoKind::Cross { q } else { simd.div_f32s(p, q) };
+            let ok = simd.and_m32s(ok, simd.and_m32s(normal_m32s(simd, q), normal_m32s(simd, a)));
+            (a, a, ok)
+        }
+        InfoKind::Js => {
+            let m = simd.mul_f32s(simd.add_f32s(p, q), simd.splat_f32s(0.5));
+            let (a, b) = (simd.div_f32s(p, m), simd.div_f32s(q, m));
+            let ok = simd.and_m32s(ok, normal_m32s(simd, q));
+            let ok = simd.and_m32s(ok, simd.and_m32s(normal_m32s(simd, a), normal_m32s(simd, b)));
+            (a, b, ok)
+        }
+    }
+}
+
+/// Four vectors' terms as [`grad_terms`] gives them, `(value a, value b, dp, dq)`.
+type Block<V> = [(V, V, V, V); 4];
+
+/// The terms of a block of four vectors when every lane of [`ln_args`] is positive normal (`None`
+/// otherwise): the same bits as [`terms`] and [`grad_terms`], with the four vectors' logarithms
+/// free of branches so the CPU overlaps their dependency chains (one vector's chain alone leaves
+/// most of the floating-point units idle). The forward uses only the values; the partials it does
+/// not read are never computed (the function is inlined).
+#[inline(always)]
+fn fast_block<S: Simd>(
+    simd: S,
+    kind: InfoKind,
+    p: &[S::f32s; 4],
+    q: &[S::f32s; 4],
+) -> Option<Block<S::f32s>> {
+    let z = simd.splat_f32s(0.0);
+    let one = simd.splat_f32s(1.0);
+    let mut args = [(z, z); 4];
+    let mut ok = simd.equal_f32s(z, z);
+    for j in 0..4 {
+        let (a, b, good) = ln_args(simd, kind, p[j], q[j]);
+        args[j] = (a, b);
+        ok = simd.and_m32s(ok, good);
+    }
+    if !all_lanes(simd, ok) {
+        return None;
+    }
+    let mut t = [(z, z, z, z); 4];
+    for j in 0..4 {
+        let (a, b) = args[j];
+        let la = ln_normal_f32s(simd, a);
+        t[j] = match kind {
+            InfoKind::Entropy => {
+                (neg(simd, simd.mul_f32s(p[j], la)), z, neg(simd, simd.add_f32s(one, la)), z)
+            }
+            // `a = p̂/q̂`
+            InfoKind::Relative => (simd.mul_f32s(p[j], la), z, simd.add_f32s(la, one), neg(simd, a)),
+            InfoKind::Cross => {
+                (neg(simd, simd.mul_f32s(p[j], la)), z, neg(simd, la), neg_ratio(simd, p[j], q[j]))
+            }
+            InfoKind::Js => {
+                let lb = ln_normal_f32s(simd, b);
+                (simd.mul_f32s(p[j], la), simd.mul_f32s(q[j], lb), la, lb)
+            }
+        };
+    }
+    Some(t)
+}
+
 impl InfoKind {
     /// The kind as the const parameter of the row kernels (so each kind gets its own straight-line
     /// inner loop, without a dispatch per vector).
@@ -154,11 +228,21 @@ impl<const K: u8> WithSimd for InfoRowOp<'_, K> {
             let mut pi = ph.chunks_exact(4);
             let mut qi = qh.chunks_exact(4);
             for (pv, qv) in (&mut pi).zip(&mut qi) {
+                let (mut pn, mut qn) = ([z; 4], [z; 4]);
                 for j in 0..4 {
-                    let (pn, qn) = (simd.div_f32s(pv[j], sp), normalized(simd, two, qv[j], sq));
-                    let (a, b) = terms(simd, kind, pn, qn);
-                    aa[j] = simd.add_f32s(aa[j], a);
-                    ab[j] = simd.add_f32s(ab[j], b);
+                    (pn[j], qn[j]) = (simd.div_f32s(pv[j], sp), normalized(simd, two, qv[j], sq));
+                }
+                if let Some(t) = fast_block(simd, kind, &pn, &qn) {
+                    for j in 0..4 {
+                        aa[j] = simd.add_f32s(aa[j], t[j].0);
+                        ab[j] = simd.add_f32s(ab[j], t[j].1);
+                    }
+                } else {
+                    for j in 0..4 {
+                        let (a, b) = terms(simd, kind, pn[j], qn[j]);
+                        aa[j] = simd.add_f32s(aa[j], a);
+                        ab[j] = simd.add_f32s(ab[j], b);
+                    }
                 }
             }
             for (pv, qv) in pi.remainder().iter().zip(qi.remainder()) {
@@ -316,31 +400,49 @@ impl<const K: u8> WithSimd for InfoGradOp<'_, K> {
             let (ph, pt) = S::as_simd_f32s(pc);
             let (qh, qt) = S::as_simd_f32s(qc);
             let (dph, dpt) = S::as_mut_simd_f32s(dp.get_mut(start..end).unwrap_or_default());
-            // `dq` is empty for entropy: its stores go to a scratch vector
-            let mut spare = z;
             let (dqh, dqt) =
                 S::as_mut_simd_f32s(if two { dq.get_mut(start..end).unwrap_or_default() } else { &mut [] });
             let mut acc = Lanes { va: z, vb: z, dp: z, dq: z };
-            let mut dqi = dqh.iter_mut();
-            // two vectors per step, both terms before either is used (independent `ln` chains the
-            // CPU can overlap); stored and accumulated in vector order, so the sums keep their bits
-            let mut it = ph.iter().zip(qh).zip(dph.iter_mut());
-            while let Some(((pv, qv), dpv)) = it.next() {
-                let (pn, qn) = (simd.div_f32s(*pv, vsp), normalized(simd, two, *qv, vsq));
-                if let Some(((pv2, qv2), dpv2)) = it.next() {
-                    let (pn2, qn2) = (simd.div_f32s(*pv2, vsp), normalized(simd, two, *qv2, vsq));
-                    let (t, t2) = (grad_terms(simd, kind, pn, qn), grad_terms(simd, kind, pn2, qn2));
-                    (*dpv, *dpv2) = (t.2, t2.2);
-                    *dqi.next().unwrap_or(&mut spare) = t.3;
-                    *dqi.next().unwrap_or(&mut spare) = t2.3;
-                    accumulate(simd, &mut acc, all, pn, qn, t);
-                    accumulate(simd, &mut acc, all, pn2, qn2, t2);
-                } else {
-                    let t = grad_terms(simd, kind, pn, qn);
-                    *dpv = t.2;
-                    *dqi.next().unwrap_or(&mut spare) = t.3;
-                    accumulate(simd, &mut acc, all, pn, qn, t);
+            // blocks of four vectors (see `fast_block`); stored and accumulated in vector order
+            let mut pi = ph.chunks_exact(4);
+            let mut qi = qh.chunks_exact(4);
+            let mut dpi = dph.chunks_exact_mut(4);
+            let mut dqi = dqh.chunks_exact_mut(4);
+            for ((pv, qv), dpv) in (&mut pi).zip(&mut qi).zip(&mut dpi) {
+                let (mut pn, mut qn) = ([z; 4], [z; 4]);
+                for j in 0..4 {
+                    (pn[j], qn[j]) = (simd.div_f32s(pv[j], vsp), normalized(simd, two, qv[j], vsq));
                 }
+                let t = match fast_block(simd, kind, &pn, &qn) {
+                    Some(t) => t,
+                    None => {
+                        let mut t = [(z, z, z, z); 4];
+                        for j in 0..4 {
+                            t[j] = grad_terms(simd, kind, pn[j], qn[j]);
+                        }
+                        t
+                    }
+                };
+                let dqv = dqi.next();
+                for j in 0..4 {
+                    dpv[j] = t[j].2;
+                    accumulate(simd, &mut acc, all, pn[j], qn[j], t[j]);
+                }
+                if let Some(dqv) = dqv {
+                    for j in 0..4 {
+                        dqv[j] = t[j].3;
+                    }
+                }
+            }
+            // `dq` is empty for entropy: its stores go to a scratch vector
+            let mut spare = z;
+            let mut dqr = dqi.into_remainder().iter_mut();
+            for ((pv, qv), dpv) in pi.remainder().iter().zip(qi.remainder()).zip(dpi.into_remainder()) {
+                let (pn, qn) = (simd.div_f32s(*pv, vsp), normalized(simd, two, *qv, vsq));
+                let t = grad_terms(simd, kind, pn, qn);
+                *dpv = t.2;
+                *dqr.next().unwrap_or(&mut spare) = t.3;
+                accumulate(simd, &mut acc, all, pn, qn, t);
             }
             if !pt.is_empty() {
                 // lanes past the end of the row contribute nothing and are not stored
@@ -367,7 +469,43 @@ impl<const K: u8> WithSimd for InfoGradOp<'_, K> {
     }
 }
 
+/// `d ← c·(d − dot)/s`, the last step of a gradient row (see [`Kernels::info_finish_f32`]).
+#[derive(Clone, Copy)]
+struct FinishMap {
+    c: f32,
+    dot: f32,
+    s: f32,
+}
+
+impl VecMap for FinishMap {
+    #[inline(always)]
+    fn call<S: Simd>(self, simd: S, v: S::f32s) -> S::f32s {
+        let d = simd.sub_f32s(v, simd.splat_f32s(self.dot));
+        simd.div_f32s(simd.mul_f32s(simd.splat_f32s(self.c), d), simd.splat_f32s(self.s))
+    }
+}
+
+struct FinishOp<'a> {
+    d: &'a mut [f32],
+    f: FinishMap,
+}
+
+impl WithSimd for FinishOp<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        map_in_place_f32(simd, self.d, self.f);
+    }
+}
+
 impl Kernels {
+    /// Finishes a row of raw partials from [`Kernels::info_row_grad_f32`] through the
+    /// normalization's adjoint: `d_j ← c·(d_j − dot)/s` in `f32`, rounded after each operation
+    /// (the bits of the scalar expression `c * (d - dot) / s`).
+    pub(crate) fn info_finish_f32(self, d: &mut [f32], c: f32, dot: f32, s: f32) {
+        self.run(FinishOp { d, f: FinishMap { c, dot, s } });
+    }
+
     /// The natural-log value(s) of one row of an information measure: `p` and `q` are normalized
     /// (each divided by its `f32`-rounded sum) and `kind`'s terms summed; `q` is ignored for
     /// [`InfoKind::Entropy`] and must otherwise have `p`'s length. Returns `(value, 0)`, or `(L, R)`
@@ -438,6 +576,71 @@ mod tests {
         // JS of disjoint distributions: L = R = ln 2
         let (l, r) = k.info_row_f32(InfoKind::Js, &[1.0, 0.0], &[0.0, 1.0]);
         assert!((l - std::f64::consts::LN_2).abs() < 1e-7 && (r - l).abs() < 1e-12);
+    }
+
+    /// `fast_block` on one instruction set: `Some` with exactly `grad_terms`' bits when every
+    /// input and logarithm argument is positive normal, `None` as soon as one lane is not.
+    struct BlockCheck {
+        p: [f32; 64],
+        q: [f32; 64],
+    }
+
+    impl WithSimd for BlockCheck {
+        type Output = Vec<(bool, bool)>;
+        fn with_simd<S: Simd>(self, simd: S) -> Vec<(bool, bool)> {
+            let mut seen = Vec::new();
+            let n = 4 * S::F32_LANES;
+            for kind in [InfoKind::Entropy, InfoKind::Relative, InfoKind::Cross, InfoKind::Js] {
+                let (ph, _) = S::as_simd_f32s(&self.p[..n]);
+                let (qh, _) = S::as_simd_f32s(&self.q[..n]);
+                let p: [S::f32s; 4] = [ph[0], ph[1], ph[2], ph[3]];
+                let q: [S::f32s; 4] = [qh[0], qh[1], qh[2], qh[3]];
+                let fast = fast_block(simd, kind, &p, &q);
+                let same = fast.is_some_and(|t| {
+                    (0..4).all(|j| {
+                        let want = grad_terms(simd, kind, p[j], q[j]);
+                        let bits = |v: S::f32s| {
+                            let mut out = [0f32; 16];
+                            simd.partial_store_f32s(&mut out, v);
+                            out.map(f32::to_bits)
+                        };
+                        let (a, b) = (t[j], want);
+                        bits(a.0) == bits(b.0)
+                            && bits(a.1) == bits(b.1)
+                            && bits(a.2) == bits(b.2)
+                            && bits(a.3) == bits(b.3)
+                    })
+                });
+                seen.push((fast.is_some(), same));
+            }
+            seen
+        }
+    }
+
+    #[test]
+    fn fast_blocks_match_the_general_terms() {
+        let mut p = [0f32; 64];
+        let mut q = [0f32; 64];
+        for i in 0..64 {
+            p[i] = 1.0e-3 + (i * 37 % 101) as f32 * 7.3e-3;
+            q[i] = 2.0e-3 + (i * 53 % 97) as f32 * 4.1e-3;
+        }
+        for isa in Isa::available() {
+            let k = Kernels::with_isa(isa).unwrap();
+            // all positive normal: the fast terms, with the general path's bits
+            assert_eq!(k.run(BlockCheck { p, q }), vec![(true, true); 4], "{isa:?}");
+            // one zero, one subnormal or one infinity anywhere in the block: the general path
+            for (at, v) in [(3usize, 0.0f32), (2, 1.0e-40), (1, f32::INFINITY)] {
+                let mut pz = p;
+                pz[at] = v;
+                assert_eq!(k.run(BlockCheck { p: pz, q }), vec![(false, false); 4], "{isa:?} p[{at}] = {v}");
+            }
+            // a zero `q` lane: entropy ignores `q`, every other kind takes the general path
+            let mut qz = q;
+            qz[3] = 0.0;
+            let got = k.run(BlockCheck { p, q: qz });
+            assert_eq!(got, vec![(true, true), (false, false), (false, false), (false, false)], "{isa:?}");
+        }
     }
 
     #[test]

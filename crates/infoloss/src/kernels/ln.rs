@@ -53,16 +53,31 @@ const LN_P7: f32 = -0.076_344_99;
 /// subnormal scaling and the special-value selects; both paths give the same bits for such lanes.
 #[inline(always)]
 pub(crate) fn ln_f32s<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
-    let normal = simd.and_m32s(
+    if all_lanes(simd, normal_m32s(simd, x)) { ln_normal_f32s(simd, x) } else { ln_special(simd, x) }
+}
+
+/// The lanes of `x` that are positive normal finite numbers (where [`ln_normal_f32s`] is exact
+/// to [`ln_f32s`]'s bits).
+#[inline(always)]
+pub(crate) fn normal_m32s<S: Simd>(simd: S, x: S::f32s) -> S::m32s {
+    simd.and_m32s(
         simd.greater_than_or_equal_f32s(x, simd.splat_f32s(f32::MIN_POSITIVE)),
         simd.less_than_f32s(x, simd.splat_f32s(f32::INFINITY)),
-    );
-    if simd.first_true_m32s(simd.not_m32s(normal)) == S::F32_LANES {
-        let bias = simd.splat_f32s(TWO_23 + 127.0);
-        ln_core(simd, x, bias)
-    } else {
-        ln_special(simd, x)
-    }
+    )
+}
+
+/// Whether every lane of `m` is set.
+#[inline(always)]
+pub(crate) fn all_lanes<S: Simd>(simd: S, m: S::m32s) -> bool {
+    simd.first_true_m32s(simd.not_m32s(m)) == S::F32_LANES
+}
+
+/// [`ln_f32s`] for lanes that [`normal_m32s`] accepts, without a branch: the same bits there,
+/// garbage elsewhere. Callers that check a whole block of vectors first can then interleave the
+/// block's logarithms (independent dependency chains the CPU overlaps).
+#[inline(always)]
+pub(crate) fn ln_normal_f32s<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
+    ln_core(simd, x, simd.splat_f32s(TWO_23 + 127.0))
 }
 
 /// [`ln_f32s`] for any lanes: subnormals scaled by 2²³ first, then the special values selected.
