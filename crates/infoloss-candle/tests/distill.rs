@@ -3,9 +3,8 @@
 //! for the upstream gradient candle sends, finite differences (f64) for every divergence, half precision,
 //! and what does not get a gradient (teacher, labels, UDA's original logits).
 
-#[path = "../../infoloss/tests/common/mod.rs"]
-mod common;
-mod support;
+use crate::common;
+use crate::support;
 
 use candle_core::{DType, Tensor, Var};
 use common::{Arr, Checker, int, load, num, string};

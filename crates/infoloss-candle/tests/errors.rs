@@ -1,6 +1,6 @@
 //! Bad input gives a `candle_core::Error` carrying a message that says what is wrong — never a panic.
 
-mod support;
+use crate::support;
 
 use candle_core::{DType, Device, Tensor};
 use infoloss_candle::{

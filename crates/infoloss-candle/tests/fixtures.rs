@@ -7,9 +7,8 @@
 //! The JSON plumbing (exact number parsing, tolerant comparison) is the core crate's fixture helper module,
 //! shared rather than copied.
 
-#[path = "../../infoloss/tests/common/mod.rs"]
-mod common;
-mod support;
+use crate::common;
+use crate::support;
 
 use candle_core::{Tensor, Var};
 use common::{Arr, Checker, Fx, int, int_array, load, num, string};

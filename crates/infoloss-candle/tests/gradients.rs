@@ -3,7 +3,7 @@
 //! `backward()` sends (a scalar ≠ 1 for reduced losses, a random array for `Reduction::None`), in f32 and
 //! f64, over the options; in f64 they also agree with central finite differences of the candle forward.
 
-mod support;
+use crate::support;
 
 use candle_core::{Tensor, Var};
 use infoloss::ndarray::{ArrayD, ArrayViewD, IxDyn};

@@ -2,7 +2,7 @@
 //! exactly the results and gradients of their contiguous copies — the ops read the storage through the
 //! layout and never assume contiguity.
 
-mod support;
+use crate::support;
 
 use candle_core::{Tensor, Var};
 use infoloss::ndarray::ArrayD;

@@ -11,7 +11,7 @@
 //! f32 value or within `1e-7 + 1e-6·|exact| + 2·spread` of the exact (f64) value, `spread` being the element's
 //! inherent f32 uncertainty recorded by the generator. NaN and ±inf exactly where torch has them.
 
-mod common;
+use crate::common;
 
 use common::{Fx, close, int, load, num};
 use infoloss::distill::{DistillOptions, Divergence};

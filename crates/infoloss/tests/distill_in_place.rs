@@ -4,7 +4,7 @@
 //! divergence and reduction, ignored rows, rows with NaN / ±inf, row lengths across the SIMD lanes, a
 //! non-contiguous student, and 1 / 2 / 3 threads; rejected inputs leave the student untouched.
 
-mod support;
+use crate::support;
 use support::Rng;
 
 use infoloss::distill::{

@@ -5,7 +5,7 @@
 //! the lane, tile (1024) and task (65536) boundaries, any number of threads, non-contiguous inputs
 //! (which take the copy-back route) — and an error leaves the input untouched.
 
-mod support;
+use crate::support;
 use support::{Rng, on_threads};
 
 use infoloss::half::{bf16, f16};

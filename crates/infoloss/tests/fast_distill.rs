@@ -20,7 +20,7 @@
 //! allowed (the fast path rounds an `f32` value, the reference an `f64` one). NaN and ±inf must be where
 //! the reference has them, exactly.
 
-mod support;
+use crate::support;
 use support::Rng;
 
 use infoloss::distill::{

@@ -16,7 +16,7 @@
 //! cancels `bound` is 0. For a reduced loss the bound is the sum of the elementwise bounds, divided as
 //! the loss is.
 
-mod support;
+use crate::support;
 use support::Rng;
 
 use infoloss::kernels::{with_elementwise_fast_path, with_elementwise_reference_path};

@@ -3,7 +3,7 @@
 //! row lengths crossing lane and chunk boundaries, magnitudes from 1e-30 to 1e30, zeros, negative,
 //! infinite and NaN entries, both axes, half types, and bit-identical results for 1, 2 and 3 threads.
 
-mod support;
+use crate::support;
 
 use infoloss::info::{with_fast_path, with_reference_path};
 use infoloss::ndarray::{Array2, Array3, ArrayD};

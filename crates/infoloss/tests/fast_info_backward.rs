@@ -10,7 +10,7 @@
 //! agree to a few roundings of the *terms*, `(|d_j| + Σ_i |x̂_i·d_i|)·|c|/s`, not of the result (which
 //! cancels where `d_j` is close to the dot): the bound is `ATOL + RTOL·|ref| + 16·ε₃₂·terms`.
 
-mod support;
+use crate::support;
 
 use infoloss::info::{with_fast_path, with_reference_path};
 use infoloss::ndarray::{Array1, Array2, Array3, ArrayD, Axis};

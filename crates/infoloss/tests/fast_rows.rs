@@ -3,7 +3,7 @@
 //! and chunk boundaries, magnitudes from 1e-30 to 1e30, ±inf and NaN, every layout, half types, and
 //! bit-identical results for 1, 2 and 3 threads.
 
-mod support;
+use crate::support;
 
 use infoloss::ndarray::{Array2, Array3, ArrayD, IxDyn, ShapeBuilder};
 use infoloss::softmax::{with_fast_path, with_reference_path};

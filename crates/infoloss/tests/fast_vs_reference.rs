@@ -1,7 +1,7 @@
 //! The `f32` SIMD fast path of the cross-entropy functions against the reference implementation
 //! (`infoloss::cross_entropy::with_reference_path`), and bit-identical results for any number of threads.
 
-mod support;
+use crate::support;
 use support::Rng;
 
 use infoloss::cross_entropy::{with_fast_path, with_reference_path};

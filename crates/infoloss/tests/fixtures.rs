@@ -7,7 +7,7 @@
 //! `_with_grad` must agree with the forward and with `_backward(GradOutput::one())`.
 //! One test per fixture file; each lists every failing case before failing.
 
-mod common;
+use crate::common;
 
 use common::{Arr, Checker, Fx, int, int_array, load, num, string};
 use infoloss::ndarray::{ArrayD, Ix1};

@@ -9,7 +9,7 @@
 //!   materialized logits with a naively selected teacher, chunk-size invariance, the upstream gradient is
 //!   exactly linear, and the error messages.
 
-mod common;
+use crate::common;
 
 use common::{close, int, load, num};
 use infoloss::distill::{DistillOptions, Divergence, SparseTeacher, distill_topk_with_grad};

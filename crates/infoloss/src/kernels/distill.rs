@@ -62,7 +62,7 @@ use pulp::{Simd, WithSimd};
 
 use super::Kernels;
 use super::exp::exp_nonpos_f32s;
-use super::ln::ln_f32s;
+use super::ln::{ln_f32s, ln4_f32s};
 use super::row::{CHUNK, MAX_BLOCKS, block_len, block_max};
 use super::simd::{hsum_f64, load_tail_fill};
 use super::vmap::{VecZip, VecZip2, zip_in_place, zip2_in_place};
@@ -563,14 +563,39 @@ fn jsd_terms<S: Simd>(
     ea: S::f32s,
     eb: S::f32s,
 ) -> (S::f32s, S::f32s, S::f32s) {
+    let r = jsd_ratios(simd, pq, beta, ea, eb);
+    jsd_finish(simd, r, ln_f32s(simd, r.2), ln_f32s(simd, r.3))
+}
+
+/// `(p, q, p/m, q/m)` of one vector for [`jsd_terms`].
+#[inline(always)]
+fn jsd_ratios<S: Simd>(
+    simd: S,
+    pq: TvdPq,
+    beta: f32,
+    ea: S::f32s,
+    eb: S::f32s,
+) -> (S::f32s, S::f32s, S::f32s, S::f32s) {
     let p = simd.mul_f32s(ea, simd.splat_f32s(pq.pa));
     let q = simd.mul_f32s(eb, simd.splat_f32s(pq.qb));
     let m = simd.mul_add_f32s(q, simd.splat_f32s(beta), simd.mul_f32s(p, simd.splat_f32s(1.0 - beta)));
+    (p, q, simd.div_f32s(p, m), simd.div_f32s(q, m))
+}
+
+/// [`jsd_terms`] from [`jsd_ratios`]' `r` and the logarithms of its two ratios.
+#[inline(always)]
+fn jsd_finish<S: Simd>(
+    simd: S,
+    r: (S::f32s, S::f32s, S::f32s, S::f32s),
+    ln_pm: S::f32s,
+    ln_qm: S::f32s,
+) -> (S::f32s, S::f32s, S::f32s) {
+    let (p, q) = (r.0, r.1);
     let z = simd.splat_f32s(0.0);
     // p = q gives exactly 0 (m may round away from p)
     let same = simd.equal_f32s(p, q);
-    let lp = select(simd, same, z, ln_f32s(simd, simd.div_f32s(p, m)));
-    let lq = select(simd, same, z, ln_f32s(simd, simd.div_f32s(q, m)));
+    let lp = select(simd, same, z, ln_pm);
+    let lq = select(simd, same, z, ln_qm);
     let tp = select(simd, simd.equal_f32s(p, z), z, simd.mul_f32s(p, lp));
     let tq = select(simd, simd.equal_f32s(q, z), z, simd.mul_f32s(q, lq));
     (tp, tq, lp)
@@ -583,6 +608,18 @@ trait CacheSums: Copy {
     fn add<S: Simd>(self, simd: S, ea: S::f32s, eb: S::f32s, acc: &mut [S::f32s; 2]) -> S::f32s;
     /// Whether `e_b` is overwritten.
     const STORE: bool;
+
+    /// [`Self::add`] on four vectors in order (the default). An op with logarithms overrides it
+    /// to check the block once and run the four logarithms without branches (the same bits).
+    #[inline(always)]
+    fn add4<S: Simd>(self, simd: S, ea: &[S::f32s], eb: &mut [S::f32s], acc: &mut [S::f32s; 2]) {
+        for (a, b) in ea.iter().zip(eb.iter_mut()) {
+            let nb = self.add(simd, *a, *b, acc);
+            if Self::STORE {
+                *b = nb;
+            }
+        }
+    }
 }
 
 /// The two sums of `op` over a block (lanes past the end load as 0 and add nothing).
@@ -596,7 +633,12 @@ fn cache_sums<S: Simd, O: CacheSums>(simd: S, ea: &[f32], eb: &mut [f32], op: O)
         let (ah, at) = S::as_simd_f32s(ea.get(start..end).unwrap_or_default());
         let (bh, bt) = S::as_mut_simd_f32s(eb.get_mut(start..end).unwrap_or_default());
         let mut acc = [z, z];
-        for (a, b) in ah.iter().zip(bh.iter_mut()) {
+        let mut ai = ah.chunks_exact(4);
+        let mut bi = bh.chunks_exact_mut(4);
+        for (a, b) in (&mut ai).zip(&mut bi) {
+            op.add4(simd, a, b, &mut acc);
+        }
+        for (a, b) in ai.remainder().iter().zip(bi.into_remainder()) {
             let nb = op.add(simd, *a, *b, &mut acc);
             if O::STORE {
                 *b = nb;
@@ -642,6 +684,24 @@ impl CacheSums for JsdPq {
         acc[0] = simd.add_f32s(acc[0], tq);
         acc[1] = simd.add_f32s(acc[1], tp);
         lam
+    }
+
+    #[inline(always)]
+    fn add4<S: Simd>(self, simd: S, ea: &[S::f32s], eb: &mut [S::f32s], acc: &mut [S::f32s; 2]) {
+        let z = simd.splat_f32s(0.0);
+        let mut r = [(z, z, z, z); 4];
+        let (mut xp, mut xq) = ([z; 4], [z; 4]);
+        for j in 0..4 {
+            r[j] = jsd_ratios(simd, self.pq, self.beta, ea[j], eb[j]);
+            (xp[j], xq[j]) = (r[j].2, r[j].3);
+        }
+        let (lp, lq) = (ln4_f32s(simd, xp), ln4_f32s(simd, xq));
+        for j in 0..4 {
+            let (tp, tq, lam) = jsd_finish(simd, r[j], lp[j], lq[j]);
+            acc[0] = simd.add_f32s(acc[0], tq);
+            acc[1] = simd.add_f32s(acc[1], tp);
+            eb[j] = lam;
+        }
     }
 }
 

@@ -80,6 +80,28 @@ pub(crate) fn ln_normal_f32s<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
     ln_core(simd, x, simd.splat_f32s(TWO_23 + 127.0))
 }
 
+/// [`ln_f32s`] of four vectors: one check for the whole block, then (in the common case of
+/// positive normal lanes only) four branch-free logarithms whose dependency chains the CPU
+/// overlaps. The same bits as four [`ln_f32s`] calls.
+#[inline(always)]
+pub(crate) fn ln4_f32s<S: Simd>(simd: S, x: [S::f32s; 4]) -> [S::f32s; 4] {
+    let ok = simd.and_m32s(
+        simd.and_m32s(normal_m32s(simd, x[0]), normal_m32s(simd, x[1])),
+        simd.and_m32s(normal_m32s(simd, x[2]), normal_m32s(simd, x[3])),
+    );
+    let mut y = x;
+    if all_lanes(simd, ok) {
+        for v in &mut y {
+            *v = ln_normal_f32s(simd, *v);
+        }
+    } else {
+        for v in &mut y {
+            *v = ln_special(simd, *v);
+        }
+    }
+    y
+}
+
 /// [`ln_f32s`] for any lanes: subnormals scaled by 2²³ first, then the special values selected.
 #[inline(always)]
 fn ln_special<S: Simd>(simd: S, x: S::f32s) -> S::f32s {

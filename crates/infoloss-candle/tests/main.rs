@@ -1,0 +1,12 @@
+//! The integration tests of `infoloss-candle`, one test binary (each file a module): every test
+//! binary instantiates the generic losses and kernels it calls anew, so one binary compiles them once.
+
+#[path = "../../infoloss/tests/common/mod.rs"]
+mod common;
+mod support;
+
+mod distill;
+mod errors;
+mod fixtures;
+mod gradients;
+mod layouts;
