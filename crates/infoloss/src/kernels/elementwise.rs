@@ -1306,16 +1306,19 @@ fn fused<S: Simd, K: PointOp, const ACC: bool>(simd: S, op: K, want: Want, tile:
     }
 }
 
-/// The rest of one vector of [`fused_loop`] after `op.call`: stores the loss and target
-/// gradient, accumulates, returns the input gradient.
+/// One vector of [`fused_loop`]: stores the loss and target gradient, accumulates, returns the
+/// input gradient.
 #[inline(always)]
-fn finish<S: Simd, K: PointOp, const ACC: bool>(
+fn point<S: Simd, K: PointOp, const ACC: bool>(
     simd: S,
+    op: K,
     want: Want,
-    r: Outs<S::f32s>,
-    (lo, gto): (&mut S::f32s, &mut S::f32s),
+    v: Lanes<S::f32s>,
+    lo: &mut S::f32s,
+    gto: &mut S::f32s,
     acc: &mut Fused<S::f32s>,
 ) -> S::f32s {
+    let r = op.call(simd, want, v);
     // (constant in the training copy of the loop: no store of an unrequested result there)
     if want.loss {
         *lo = r.loss;
@@ -1332,26 +1335,7 @@ fn finish<S: Simd, K: PointOp, const ACC: bool>(
     r.grad_input
 }
 
-/// `v[start..end]` (at most one vector) through a masked load: missing lanes are 0.
-#[inline(always)]
-fn load_piece<S: Simd>(simd: S, v: &[f32], start: usize, end: usize) -> S::f32s {
-    simd.partial_load_f32s(v.get(start..end).unwrap_or_default())
-}
-
-/// One vector's [`Lanes`] from `x`, the operands zipped in [`fused_loop`] and the constant upstream
-/// gradient, if any.
-#[inline(always)]
-fn lanes<V: Copy>(x: V, (((&t, &w), &p), &g): (((&V, &V), &V), &V), gc: Option<V>) -> Lanes<V> {
-    Lanes { x, t, w, p, g: gc.unwrap_or(g) }
-}
-
 /// [`fused`]'s loop: every operand and output is a tile of the same length, zipped.
-///
-/// Two vectors per step, both formulas before either result is used: the formulas are long
-/// dependency chains (an `exp` feeding a `ln`, …) and two independent ones in the same block let
-/// the CPU overlap them. The rest of the tile (under two vectors) goes piecewise through masked
-/// loads and stores, so the formula is compiled three times per loop, not four. Results are stored
-/// and summed in element order: the bits do not depend on the split.
 #[inline(always)]
 fn fused_loop<S: Simd, K: PointOp, const ACC: bool>(
     simd: S,
@@ -1361,89 +1345,58 @@ fn fused_loop<S: Simd, K: PointOp, const ACC: bool>(
     gc: Option<S::f32s>,
 ) -> Fused<S::f32s> {
     let Tile { xg, ins, outs } = tile;
-    let n = ins.t.len();
-    let head = n / (2 * S::F32_LANES) * (2 * S::F32_LANES);
-    let (t0, t1) = ins.t.split_at(head.min(n));
-    let (w0, w1) = ins.w.split_at(head.min(ins.w.len()));
-    let (p0, p1) = ins.p.split_at(head.min(ins.p.len()));
-    let (g0, g1) = ins.g.split_at(head.min(ins.g.len()));
-    let (lo0, lo1) = outs.loss.split_at_mut(head.min(outs.loss.len()));
-    let (gt0, gt1) = outs.grad_target.split_at_mut(head.min(outs.grad_target.len()));
-    let (th, _) = S::as_simd_f32s(t0);
-    let (wh, _) = S::as_simd_f32s(w0);
-    let (ph, _) = S::as_simd_f32s(p0);
-    let (gh, _) = S::as_simd_f32s(g0);
-    let (loh, _) = S::as_mut_simd_f32s(lo0);
-    let (gth, _) = S::as_mut_simd_f32s(gt0);
+    let (th, tt) = S::as_simd_f32s(ins.t);
+    let (wh, wt) = S::as_simd_f32s(ins.w);
+    let (ph, pt) = S::as_simd_f32s(ins.p);
+    let (gh, gt) = S::as_simd_f32s(ins.g);
+    let (loh, lot) = S::as_mut_simd_f32s(outs.loss);
+    let (gth, gtt) = S::as_mut_simd_f32s(outs.grad_target);
     let z = simd.splat_f32s(0.0);
     let mut acc = Fused { bad: z, sum: z, err: z };
     let heads = th.iter().zip(wh).zip(ph).zip(gh).zip(loh.iter_mut().zip(gth.iter_mut()));
-    // the rest: `x` (`None` in place: read from the gradient's slice) and the input gradient
-    let (x1, gi1): (Option<&[f32]>, &mut [f32]) = match xg {
+    let (xt, git) = match xg {
         XGrad::Split { x, grad_input } => {
-            let (x0, x1) = x.split_at(head.min(x.len()));
-            let (gi0, gi1) = grad_input.split_at_mut(head.min(grad_input.len()));
-            let (xh, _) = S::as_simd_f32s(x0);
-            let (gih, _) = S::as_mut_simd_f32s(gi0);
-            let mut it = xh.iter().zip(gih).zip(heads);
-            // the head holds an even number of vectors
-            while let (Some(((&x, gi), (ins, outs))), Some(((&x2, gi2), (ins2, outs2)))) =
-                (it.next(), it.next())
-            {
-                let r = op.call(simd, want, lanes(x, ins, gc));
-                let r2 = op.call(simd, want, lanes(x2, ins2, gc));
-                *gi = finish::<S, K, ACC>(simd, want, r, outs, &mut acc);
-                *gi2 = finish::<S, K, ACC>(simd, want, r2, outs2, &mut acc);
+            let (xh, xt) = S::as_simd_f32s(x);
+            let (gih, git) = S::as_mut_simd_f32s(grad_input);
+            for ((&x, gi), ((((&t, &w), &p), &g), (lo, gto))) in xh.iter().zip(gih).zip(heads) {
+                let g = gc.unwrap_or(g);
+                *gi = point::<S, K, ACC>(simd, op, want, Lanes { x, t, w, p, g }, lo, gto, &mut acc);
             }
-            (Some(x1), gi1)
+            (simd.partial_load_f32s(xt), git)
         }
         XGrad::InPlace(xio) => {
-            let (x0, x1) = xio.split_at_mut(head.min(xio.len()));
-            let (xh, _) = S::as_mut_simd_f32s(x0);
-            let mut it = xh.iter_mut().zip(heads);
-            while let (Some((xo, (ins, outs))), Some((xo2, (ins2, outs2)))) = (it.next(), it.next()) {
-                let r = op.call(simd, want, lanes(*xo, ins, gc));
-                let r2 = op.call(simd, want, lanes(*xo2, ins2, gc));
-                *xo = finish::<S, K, ACC>(simd, want, r, outs, &mut acc);
-                *xo2 = finish::<S, K, ACC>(simd, want, r2, outs2, &mut acc);
+            let (xh, xt) = S::as_mut_simd_f32s(xio);
+            for (xo, ((((&t, &w), &p), &g), (lo, gto))) in xh.iter_mut().zip(heads) {
+                let v = Lanes { x: *xo, t, w, p, g: gc.unwrap_or(g) };
+                *xo = point::<S, K, ACC>(simd, op, want, v, lo, gto, &mut acc);
             }
-            (None, x1)
+            (simd.partial_load_f32s(xt), xt)
         }
     };
-    let rest = gi1.len();
-    let mut start = 0;
-    while start < rest {
-        let end = (start + S::F32_LANES).min(rest);
-        // masked loads fill missing lanes with 0, which every formula accepts
-        let gi = gi1.get_mut(start..end).unwrap_or_default();
-        let x = match x1 {
-            Some(x1) => simd.partial_load_f32s(x1.get(start..end).unwrap_or_default()),
-            None => simd.partial_load_f32s(gi),
-        };
+    if !git.is_empty() {
+        // the partial vector: masked loads fill the missing lanes with 0, which every formula accepts
         let v = Lanes {
-            x,
-            t: load_piece(simd, t1, start, end),
-            w: load_piece(simd, w1, start, end),
-            p: load_piece(simd, p1, start, end),
-            g: gc.unwrap_or(load_piece(simd, g1, start, end)),
+            x: xt,
+            t: simd.partial_load_f32s(tt),
+            w: simd.partial_load_f32s(wt),
+            p: simd.partial_load_f32s(pt),
+            g: gc.unwrap_or(simd.partial_load_f32s(gt)),
         };
         let r = op.call(simd, want, v);
-        simd.partial_store_f32s(gi, r.grad_input);
-        let lo = lo1.get_mut(start..end).unwrap_or_default();
+        simd.partial_store_f32s(git, r.grad_input);
         if want.loss {
-            simd.partial_store_f32s(lo, r.loss);
+            simd.partial_store_f32s(lot, r.loss);
         }
         if want.grad_target {
-            simd.partial_store_f32s(gt1.get_mut(start..end).unwrap_or_default(), r.grad_target);
+            simd.partial_store_f32s(gtt, r.grad_target);
         }
         if ACC {
             // the stored terms read back, missing lanes 0, as `sum_tile` reads them
-            (acc.sum, acc.err) = two_sum(simd, acc.sum, acc.err, simd.partial_load_f32s(lo));
+            (acc.sum, acc.err) = two_sum(simd, acc.sum, acc.err, simd.partial_load_f32s(lot));
         }
         if K::CHECKS {
             acc.bad = simd.add_f32s(acc.bad, r.bad);
         }
-        start = end;
     }
     acc
 }
