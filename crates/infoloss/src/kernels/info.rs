@@ -176,6 +176,37 @@ fn fast_block<S: Simd>(
     Some(t)
 }
 
+/// One block of four raw vectors `pv`, `qv` (`sp`, `sq` the splatted normalizers): the normalized
+/// vectors and their terms, from [`fast_block`] when it applies, else from [`grad_terms`] per vector.
+#[inline(always)]
+#[allow(clippy::type_complexity)]
+fn block_terms<S: Simd>(
+    simd: S,
+    kind: InfoKind,
+    pv: &[S::f32s],
+    qv: &[S::f32s],
+    sp: S::f32s,
+    sq: S::f32s,
+) -> ([S::f32s; 4], [S::f32s; 4], Block<S::f32s>) {
+    let two = kind != InfoKind::Entropy;
+    let z = simd.splat_f32s(0.0);
+    let (mut pn, mut qn) = ([z; 4], [z; 4]);
+    for j in 0..4 {
+        (pn[j], qn[j]) = (simd.div_f32s(pv[j], sp), normalized(simd, two, qv[j], sq));
+    }
+    let t = match fast_block(simd, kind, &pn, &qn) {
+        Some(t) => t,
+        None => {
+            let mut t = [(z, z, z, z); 4];
+            for j in 0..4 {
+                t[j] = grad_terms(simd, kind, pn[j], qn[j]);
+            }
+            t
+        }
+    };
+    (pn, qn, t)
+}
+
 impl InfoKind {
     /// The kind as the const parameter of the row kernels (so each kind gets its own straight-line
     /// inner loop, without a dispatch per vector).
@@ -233,21 +264,11 @@ impl<const K: u8> WithSimd for InfoRowOp<'_, K> {
             let mut pi = ph.chunks_exact(4);
             let mut qi = qh.chunks_exact(4);
             for (pv, qv) in (&mut pi).zip(&mut qi) {
-                let (mut pn, mut qn) = ([z; 4], [z; 4]);
+                // (the partials are not used here, so they are never computed)
+                let (_, _, t) = block_terms(simd, kind, pv, qv, sp, sq);
                 for j in 0..4 {
-                    (pn[j], qn[j]) = (simd.div_f32s(pv[j], sp), normalized(simd, two, qv[j], sq));
-                }
-                if let Some(t) = fast_block(simd, kind, &pn, &qn) {
-                    for j in 0..4 {
-                        aa[j] = simd.add_f32s(aa[j], t[j].0);
-                        ab[j] = simd.add_f32s(ab[j], t[j].1);
-                    }
-                } else {
-                    for j in 0..4 {
-                        let (a, b) = terms(simd, kind, pn[j], qn[j]);
-                        aa[j] = simd.add_f32s(aa[j], a);
-                        ab[j] = simd.add_f32s(ab[j], b);
-                    }
+                    aa[j] = simd.add_f32s(aa[j], t[j].0);
+                    ab[j] = simd.add_f32s(ab[j], t[j].1);
                 }
             }
             for (pv, qv) in pi.remainder().iter().zip(qi.remainder()) {
@@ -414,20 +435,7 @@ impl<const K: u8> WithSimd for InfoGradOp<'_, K> {
             let mut dpi = dph.chunks_exact_mut(4);
             let mut dqi = dqh.chunks_exact_mut(4);
             for ((pv, qv), dpv) in (&mut pi).zip(&mut qi).zip(&mut dpi) {
-                let (mut pn, mut qn) = ([z; 4], [z; 4]);
-                for j in 0..4 {
-                    (pn[j], qn[j]) = (simd.div_f32s(pv[j], vsp), normalized(simd, two, qv[j], vsq));
-                }
-                let t = match fast_block(simd, kind, &pn, &qn) {
-                    Some(t) => t,
-                    None => {
-                        let mut t = [(z, z, z, z); 4];
-                        for j in 0..4 {
-                            t[j] = grad_terms(simd, kind, pn[j], qn[j]);
-                        }
-                        t
-                    }
-                };
+                let (pn, qn, t) = block_terms(simd, kind, pv, qv, vsp, vsq);
                 let dqv = dqi.next();
                 for j in 0..4 {
                     dpv[j] = t[j].2;
