@@ -1393,7 +1393,7 @@ headers, and have their own runners.
 ```sh
 /work/fixvenv/bin/python scripts/gen_fixtures.py          # rewrites testdata/*.json (ours) and this README
 /work/fixvenv/bin/python scripts/gen_fixtures.py --check  # exits 1 if a file differs from a fresh run
-cargo test -p infoloss --test fixtures -- --nocapture     # runs them; prints counts and the float32 notes
+cargo test -p infoloss --test integration fixtures:: -- --nocapture     # runs them; prints counts and the float32 notes
 ```
 
 The output is deterministic: every file has its own fixed seed (`SEEDS` in the script, also in each file's

@@ -577,7 +577,7 @@ fn uda_non_finite_rows_match_the_reference() {
 }
 
 /// Wall-clock times of both paths on the bench's shapes (4096 × 32000, 2 threads), printed, never
-/// compared with a threshold: `cargo test --release --test fast_distill -- --ignored --nocapture`.
+/// compared with a threshold: `cargo test --release -p infoloss --test integration -- --ignored --nocapture fast_distill::timing`.
 #[test]
 #[ignore]
 fn timing_fast_vs_reference() {

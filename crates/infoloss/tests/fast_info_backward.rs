@@ -342,8 +342,8 @@ fn half_types_are_the_rounded_f32_results() {
     assert_ne!(bits(&with_fast_path(f)), bits(&with_reference_path(f)));
 }
 
-/// Timing, not a test of speed (never asserted): `cargo test --release -p infoloss --test fast_info_backward --
-/// --ignored --nocapture timing` prints the fast and reference backwards at 1024 × 32000 f32.
+/// Timing, not a test of speed (never asserted): `cargo test --release -p infoloss --test integration --
+/// --ignored --nocapture fast_info_backward::timing` prints the fast and reference backwards at 1024 × 32000 f32.
 #[test]
 #[ignore]
 fn timing() {

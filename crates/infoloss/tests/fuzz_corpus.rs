@@ -224,7 +224,7 @@ mod huge_empty_inputs {
 
 /// Replays one input through one target, for analysing a finding on stable Rust:
 /// `FUZZ_TARGET=kl_div FUZZ_FILE=fuzz/artifacts/kl_div/crash-… cargo test --release -p infoloss
-/// --test fuzz_corpus replay_one -- --ignored --nocapture`.
+/// --test integration fuzz_corpus::replay_one -- --ignored --nocapture`.
 #[test]
 #[ignore = "needs FUZZ_TARGET and FUZZ_FILE"]
 fn replay_one() {

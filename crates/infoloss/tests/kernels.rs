@@ -1,5 +1,5 @@
 //! Tests of `infoloss::kernels` against straightforward `f64` computations, at every SIMD level
-//! this machine offers. Heavy sweeps: `cargo test -p infoloss --test kernels --release`
+//! this machine offers. Heavy sweeps: `cargo test -p infoloss --test integration --release kernels::`
 //! (`-- --ignored` adds the exhaustive 2^32 sweeps).
 #![allow(clippy::needless_range_loop)]
 
