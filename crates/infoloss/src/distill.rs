@@ -1418,7 +1418,7 @@ fn topk_fast_row<T: Element>(
         (&mut [], None)
     };
     let (mut soft, mut gsum, mut c_tail) = (0.0f64, 0.0f64, 0.0f64);
-    let finish = |sums: TopkSums| -> Option<TopkScale> {
+    let mut finish = |sums: TopkSums| -> Option<TopkScale> {
         lp.clear();
         lq.clear();
         for (&i, &q) in idx.iter().zip(lq_in) {
@@ -1436,7 +1436,7 @@ fn topk_fast_row<T: Element>(
         c_tail = if tail_on { soft_c * e_tail } else { 0.0 };
         Some(TopkScale { c_p: -soft_c * gsum, c_tail, c_ce: if label.is_some() { ce_c } else { 0.0 } })
     };
-    let sums = Kernels::new().topk_row_f32(s, idx, kcfg, buf, write, finish)?;
+    let sums = Kernels::new().topk_row_f32(s, idx, kcfg, buf, write, &mut finish)?;
     let ce = match label {
         Some(y) => sums.lse1 - *s.get(y)? as f64,
         None => 0.0,

@@ -72,26 +72,27 @@ struct Block {
     z1: f64,
 }
 
-struct TopkOp<'a, F> {
+struct TopkOp<'a> {
     s: &'a [f32],
     idx: &'a [usize],
     cfg: TopkRowCfg,
     /// The cache (and the gradient when `write`); `s.len()` elements, or empty for a loss without a tail.
     out: &'a mut [f32],
     write: bool,
-    finish: F,
+    /// A trait object, so that the kernel is compiled once here rather than per caller's closure.
+    finish: &'a mut dyn FnMut(TopkSums) -> Option<TopkScale>,
 }
 
-impl<F: FnOnce(TopkSums) -> Option<TopkScale>> WithSimd for TopkOp<'_, F> {
+impl WithSimd for TopkOp<'_> {
     type Output = Option<TopkSums>;
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) -> Option<TopkSums> {
         let ce1 = self.cfg.ce && self.cfg.temp != 1.0;
         match (!self.out.is_empty(), ce1) {
-            (true, true) => topk_row::<S, F, true, true>(simd, self),
-            (true, false) => topk_row::<S, F, true, false>(simd, self),
-            (false, true) => topk_row::<S, F, false, true>(simd, self),
-            (false, false) => topk_row::<S, F, false, false>(simd, self),
+            (true, true) => topk_row::<S, true, true>(simd, self),
+            (true, false) => topk_row::<S, true, false>(simd, self),
+            (false, true) => topk_row::<S, false, true>(simd, self),
+            (false, false) => topk_row::<S, false, false>(simd, self),
         }
     }
 }
@@ -223,10 +224,7 @@ impl<const CE1: bool> VecZip for Write<CE1> {
 }
 
 #[inline(always)]
-fn topk_row<S: Simd, F: FnOnce(TopkSums) -> Option<TopkScale>, const STORE: bool, const CE1: bool>(
-    simd: S,
-    op: TopkOp<'_, F>,
-) -> Option<TopkSums> {
+fn topk_row<S: Simd, const STORE: bool, const CE1: bool>(simd: S, op: TopkOp<'_>) -> Option<TopkSums> {
     let TopkOp { s, idx, cfg, out, write, finish } = op;
     let n = s.len();
     if n == 0 || (STORE && out.len() != n) {
@@ -321,7 +319,7 @@ impl Kernels {
         cfg: TopkRowCfg,
         out: &mut [f32],
         write: bool,
-        finish: impl FnOnce(TopkSums) -> Option<TopkScale>,
+        finish: &mut dyn FnMut(TopkSums) -> Option<TopkScale>,
     ) -> Option<TopkSums> {
         self.run(TopkOp { s, idx, cfg, out, write, finish })
     }
@@ -352,7 +350,7 @@ mod tests {
                 c_ce: if ce { 0.125 } else { 0.0 },
             };
             let sums = Kernels::new()
-                .topk_row_f32(&s, &idx, cfg, &mut out, true, |_| Some(scale))
+                .topk_row_f32(&s, &idx, cfg, &mut out, true, &mut |_| Some(scale))
                 .expect("a finite row");
             assert!((sums.lse_s - lse(&[], temp)).abs() < 1e-6, "{temp}: {} {}", sums.lse_s, lse(&[], temp));
             if tail {
