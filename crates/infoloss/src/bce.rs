@@ -47,7 +47,7 @@
 //! implementation kept below (`f64` always uses it) to a few `f32` roundings; [`with_reference_path`]
 //! switches the fast path off on the current thread for tests and benchmarks.
 
-use ndarray::{ArrayD, ArrayView, ArrayViewD, ArrayViewMut, Dimension};
+use ndarray::{ArrayD, ArrayView, ArrayViewD, ArrayViewMut, ArrayViewMutD, Dimension};
 use num_traits::Zero;
 
 use crate::kernels::elementwise::{
@@ -259,8 +259,16 @@ pub fn binary_cross_entropy_with_grad_in_place<T: Element, D: Dimension, D2: Dim
     target: ArrayView<'_, T, D2>,
     opts: &BceOptions<'_, T>,
 ) -> Result<Loss<T>> {
-    let mut input = input.into_dyn();
-    let target = target.into_dyn();
+    in_place_dyn(input.into_dyn(), target.into_dyn(), opts)
+}
+
+/// [`binary_cross_entropy_with_grad_in_place`] of dynamic-rank views.
+#[inline(never)]
+fn in_place_dyn<T: Element>(
+    mut input: ArrayViewMutD<'_, T>,
+    target: ArrayViewD<'_, T>,
+    opts: &BceOptions<'_, T>,
+) -> Result<Loss<T>> {
     let (setup, eps) = setup(input.shape(), target.shape(), opts)?;
     let divisor = setup.loss_divisor();
     let BinarySetup { reduction, shape, n, weight, grad_div } = setup;
@@ -355,6 +363,7 @@ fn fast_op<T: Element>(grad_div: Option<T::Acc>, eps: T::Acc, weight: &Option<Ar
     BceOp { eps: eps.f64() as f32, scaling }
 }
 
+#[inline(never)]
 fn run<T: Element>(
     input: ArrayViewD<'_, T>,
     target: ArrayViewD<'_, T>,
@@ -455,6 +464,11 @@ fn run<T: Element>(
         grad_input: if want.grad_input { Some(to_array(OP, gx, &shape)?) } else { None },
         grad_target: if want.grad_target { Some(to_array(OP, gt, &shape)?) } else { None },
     })
+}
+
+compiled_here! {
+    in_place_dyn: fn(ArrayViewMutD<'_, T>, ArrayViewD<'_, T>, &BceOptions<'_, T>) -> Result<Loss<T>>;
+    run: fn(ArrayViewD<'_, T>, ArrayViewD<'_, T>, &BceOptions<'_, T>, Option<&GradOutput<'_, T>>, Want) -> Result<Outputs<T>>;
 }
 
 #[cfg(test)]

@@ -43,7 +43,7 @@
 //! always uses it) to a few `f32` roundings; [`with_reference_path`] switches the fast path off on the
 //! current thread for tests and benchmarks.
 
-use ndarray::{ArrayD, ArrayView, ArrayViewD, ArrayViewMut, Dimension};
+use ndarray::{ArrayD, ArrayView, ArrayViewD, ArrayViewMut, ArrayViewMutD, Dimension};
 use num_traits::Zero;
 
 use crate::kernels::elementwise::{
@@ -249,8 +249,16 @@ pub fn binary_cross_entropy_with_logits_with_grad_in_place<T: Element, D: Dimens
     target: ArrayView<'_, T, D2>,
     opts: &BceWithLogitsOptions<'_, T>,
 ) -> Result<Loss<T>> {
-    let mut input = input.into_dyn();
-    let target = target.into_dyn();
+    in_place_dyn(input.into_dyn(), target.into_dyn(), opts)
+}
+
+/// [`binary_cross_entropy_with_logits_with_grad_in_place`] of dynamic-rank views.
+#[inline(never)]
+fn in_place_dyn<T: Element>(
+    mut input: ArrayViewMutD<'_, T>,
+    target: ArrayViewD<'_, T>,
+    opts: &BceWithLogitsOptions<'_, T>,
+) -> Result<Loss<T>> {
     let (setup, pos_weight) = setup(input.shape(), target.shape(), opts)?;
     let divisor = setup.loss_divisor();
     let BinarySetup { reduction, shape, n, weight, grad_div } = setup;
@@ -365,6 +373,7 @@ fn fast_op<T: Element>(
     BceLogitsOp { pos_weighted: pos_weight.is_some(), scaling }
 }
 
+#[inline(never)]
 fn run<T: Element>(
     input: ArrayViewD<'_, T>,
     target: ArrayViewD<'_, T>,
@@ -461,6 +470,11 @@ fn run<T: Element>(
         grad_input: if want.grad_input { Some(to_array(OP, gx, &shape)?) } else { None },
         grad_target: if want.grad_target { Some(to_array(OP, gt, &shape)?) } else { None },
     })
+}
+
+compiled_here! {
+    in_place_dyn: fn(ArrayViewMutD<'_, T>, ArrayViewD<'_, T>, &BceWithLogitsOptions<'_, T>) -> Result<Loss<T>>;
+    run: fn(ArrayViewD<'_, T>, ArrayViewD<'_, T>, &BceWithLogitsOptions<'_, T>, Option<&GradOutput<'_, T>>, Want) -> Result<Outputs<T>>;
 }
 
 #[cfg(test)]

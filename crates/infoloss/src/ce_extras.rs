@@ -60,7 +60,7 @@
 //! The row function here (one row, in place: logits in, gradient out) is the same one the fused
 //! [`linear_cross_entropy`](crate::linear::linear_cross_entropy) runs on each chunk of logits.
 
-use ndarray::{Array1, Array2, ArrayView, ArrayView1, Dimension, Ix2};
+use ndarray::{Array1, Array2, ArrayView, ArrayView1, ArrayView2, ArrayViewD, Dimension, Ix2};
 use num_traits::Zero;
 
 use crate::nll::{IndexTargets, Upstream, index_targets, mean_of};
@@ -480,7 +480,19 @@ fn extras_core<T: Element, D: Dimension, D2: Dimension>(
     let x = input
         .into_dimensionality::<Ix2>()
         .map_err(|_| Error::bad_rank(op, "input", &shape, "2 dimensions (rows × classes)"))?;
-    let target = target.into_dyn();
+    extras_2d(op, x, target.into_dyn(), opts, grad_output)
+}
+
+/// [`extras_core`] of a two-dimensional input.
+#[inline(never)]
+fn extras_2d<T: Element>(
+    op: &'static str,
+    x: ArrayView2<'_, T>,
+    target: ArrayViewD<'_, i64>,
+    opts: &CrossEntropyExtrasOptions<'_, T>,
+    grad_output: &GradOutput<'_, T>,
+) -> Result<CrossEntropyExtrasOutput<T>> {
+    let shape = x.shape().to_vec();
     let tg = index_targets::<T>(op, &shape, &target, opts.weight.as_ref(), opts.ignore_index)?;
     let (rows, classes) = x.dim();
     let cfg = row_config(op, opts, &tg, classes)?;
@@ -605,6 +617,16 @@ pub fn cross_entropy_extras_backward<T: Element, D: Dimension, D2: Dimension>(
     grad_output: &GradOutput<'_, T>,
 ) -> Result<Array2<T>> {
     Ok(extras_core("cross_entropy_extras_backward", input, target, opts, grad_output)?.grad)
+}
+
+compiled_here! {
+    extras_2d: fn(
+        &'static str,
+        ArrayView2<'_, T>,
+        ArrayViewD<'_, i64>,
+        &CrossEntropyExtrasOptions<'_, T>,
+        &GradOutput<'_, T>,
+    ) -> Result<CrossEntropyExtrasOutput<T>>;
 }
 
 #[cfg(test)]

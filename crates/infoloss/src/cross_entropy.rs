@@ -7,7 +7,7 @@
 //! Every function makes one pass over the rows (positions `(n, d1, …, dk)`): it gathers the row's
 //! logits, computes one `log_softmax`, and from it the loss and/or the gradient.
 
-use ndarray::{ArrayD, ArrayView, ArrayView1, ArrayViewD, ArrayViewMut, Dimension};
+use ndarray::{ArrayD, ArrayView, ArrayView1, ArrayViewD, ArrayViewMut, ArrayViewMutD, Dimension};
 use num_traits::{One, Zero};
 
 use crate::nll::{
@@ -123,6 +123,7 @@ fn prepare_index<T: Element>(
 /// `loss = (1−ε)·nll_loss(lsm, y, w) + (ε/C)·ret`, `ret` = the reduced `smooth_i = −Σ_c w_c·lsm_c`
 /// (0 for ignored rows; `mean` divides by W), and the gradient is autograd's: an upstream `G` on
 /// `lsm` followed by `log_softmax`'s backward `G − exp(lsm)·ΣG`.
+#[inline(never)]
 fn ce_index_core<T: Element>(
     op: &'static str,
     input: ArrayViewD<'_, T>,
@@ -420,9 +421,17 @@ pub fn cross_entropy_with_grad_in_place<T: Element, D: Dimension, D2: Dimension>
     target: ArrayView<'_, i64, D2>,
     opts: &CrossEntropyOptions<'_, T>,
 ) -> Result<Loss<T>> {
+    index_in_place_dyn(input.into_dyn(), target.into_dyn(), opts)
+}
+
+/// [`cross_entropy_with_grad_in_place`] of dynamic-rank views.
+#[inline(never)]
+fn index_in_place_dyn<T: Element>(
+    mut input: ArrayViewMutD<'_, T>,
+    target: ArrayViewD<'_, i64>,
+    opts: &CrossEntropyOptions<'_, T>,
+) -> Result<Loss<T>> {
     const OP: &str = "cross_entropy";
-    let mut input = input.into_dyn();
-    let target = target.into_dyn();
     let (reduction, eps, tg) = prepare_index(OP, input.shape(), &target, opts)?;
     if let Some(loss) = fast::index_in_place(&mut input, &tg, reduction, eps)? {
         return Ok(loss);
@@ -483,6 +492,7 @@ fn prepare_probs<T: Element>(
 /// PyTorch: `t' = t·(1−ε) + ε/C` (ε > 0), `X = lsm·t'·w`, loss `−X.sum(1)` (`none`), `−ΣX` (`sum`),
 /// `−ΣX / (numel/C)` (`mean`, NaN when empty). Gradients by autograd: `c = −g/M` (or `−g`),
 /// `G_lsm = (c·w)·t'`, `G_t = (c·w)·lsm·(1−ε)`.
+#[inline(never)]
 fn ce_probs_core<T: Element>(
     op: &'static str,
     input: ArrayViewD<'_, T>,
@@ -818,9 +828,17 @@ pub fn cross_entropy_probs_with_grad_in_place<T: Element, D: Dimension, D2: Dime
     target: ArrayView<'_, T, D2>,
     opts: &CrossEntropyOptions<'_, T>,
 ) -> Result<Loss<T>> {
+    probs_in_place_dyn(input.into_dyn(), target.into_dyn(), opts)
+}
+
+/// [`cross_entropy_probs_with_grad_in_place`] of dynamic-rank views.
+#[inline(never)]
+fn probs_in_place_dyn<T: Element>(
+    mut input: ArrayViewMutD<'_, T>,
+    target: ArrayViewD<'_, T>,
+    opts: &CrossEntropyOptions<'_, T>,
+) -> Result<Loss<T>> {
     const OP: &str = "cross_entropy";
-    let mut input = input.into_dyn();
-    let target = target.into_dyn();
     let ProbsSetup { reduction, eps, layout, weight, out_shape } =
         prepare_probs(OP, input.shape(), target.shape(), opts)?;
     checked_numel(OP, "output", &out_shape)?;
@@ -881,6 +899,16 @@ pub fn cross_entropy_probs_with_grads<T: Element, D: Dimension, D2: Dimension>(
 // ---------------------------------------------------------------------------------------------
 
 mod fast;
+
+compiled_here! {
+    ce_index_core: fn(&'static str, ArrayViewD<'_, T>, ArrayViewD<'_, i64>, &CrossEntropyOptions<'_, T>, bool, Option<&GradOutput<'_, T>>) -> Result<LossAndGrad<T>>;
+}
+
+compiled_here! {
+    index_in_place_dyn: fn(ArrayViewMutD<'_, T>, ArrayViewD<'_, i64>, &CrossEntropyOptions<'_, T>) -> Result<Loss<T>>;
+    probs_in_place_dyn: fn(ArrayViewMutD<'_, T>, ArrayViewD<'_, T>, &CrossEntropyOptions<'_, T>) -> Result<Loss<T>>;
+    ce_probs_core: fn(&'static str, ArrayViewD<'_, T>, ArrayViewD<'_, T>, &CrossEntropyOptions<'_, T>, ProbsWant<'_, '_, T>) -> Result<ProbsOut<T>>;
+}
 
 #[cfg(test)]
 mod tests {

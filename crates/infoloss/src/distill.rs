@@ -840,8 +840,18 @@ fn dense_impl<T: Element, D1: Dimension, D2: Dimension>(
     opts: &DistillOptions,
     grad_output: Option<&GradOutput<'_, T>>,
 ) -> Result<(Loss<T>, Option<Array2<T>>)> {
-    let s = as_2d(OP, "student", student)?;
-    let t = as_2d(OP, "teacher", teacher)?;
+    dense_core(as_2d(OP, "student", student)?, as_2d(OP, "teacher", teacher)?, labels, opts, grad_output)
+}
+
+/// [`dense_impl`] of two-dimensional views.
+#[inline(never)]
+fn dense_core<T: Element>(
+    s: ArrayView2<'_, T>,
+    t: ArrayView2<'_, T>,
+    labels: Option<ArrayView1<'_, i64>>,
+    opts: &DistillOptions,
+    grad_output: Option<&GradOutput<'_, T>>,
+) -> Result<(Loss<T>, Option<Array2<T>>)> {
     let plan = dense_plan(s.shape(), t.shape(), labels, opts)?;
     if let Some(job) = FastJob::new::<T>(&plan, grad_output)? {
         return fast_dense(Student::View(s), t, &plan, &job);
@@ -880,6 +890,7 @@ fn as_2d_mut<'a, T, D: Dimension>(
 
 /// [`distill_with_grad_in_place`] for an upstream gradient: the loss, with `grad_output ×` the
 /// gradient written over the student logits.
+#[inline(never)]
 pub(crate) fn dense_in_place<T: Element>(
     mut student: ArrayViewMut2<'_, T>,
     teacher: ArrayView2<'_, T>,
@@ -901,6 +912,7 @@ pub(crate) fn dense_in_place<T: Element>(
 }
 
 /// [`distill_topk_with_grad_in_place`] for an upstream gradient (see [`dense_in_place`]).
+#[inline(never)]
 pub(crate) fn topk_in_place<T: Element>(
     mut student: ArrayViewMut2<'_, T>,
     teacher: &SparseTeacher<'_, T>,
@@ -929,7 +941,18 @@ fn topk_impl<T: Element, D: Dimension>(
     opts: &DistillOptions,
     grad_output: Option<&GradOutput<'_, T>>,
 ) -> Result<(Loss<T>, Option<Array2<T>>)> {
-    let s = as_2d(OP_TOPK, "student", student)?;
+    topk_core(as_2d(OP_TOPK, "student", student)?, teacher, labels, opts, grad_output)
+}
+
+/// [`topk_impl`] of a two-dimensional student.
+#[inline(never)]
+fn topk_core<T: Element>(
+    s: ArrayView2<'_, T>,
+    teacher: &SparseTeacher<'_, T>,
+    labels: Option<ArrayView1<'_, i64>>,
+    opts: &DistillOptions,
+    grad_output: Option<&GradOutput<'_, T>>,
+) -> Result<(Loss<T>, Option<Array2<T>>)> {
     let classes = s.ncols();
     let plan = topk_plan(s.shape(), teacher, labels, opts)?;
     let (idx, lq) = (teacher.indices, teacher.logprobs);
@@ -2028,6 +2051,37 @@ fn topk_row(sc: &mut Scratch, label: Option<usize>, cfg: &RowCfg, grad: GradDst<
         }
     }
     (soft, ce)
+}
+
+compiled_here! {
+    dense_core: fn(
+        ArrayView2<'_, T>,
+        ArrayView2<'_, T>,
+        Option<ArrayView1<'_, i64>>,
+        &DistillOptions,
+        Option<&GradOutput<'_, T>>,
+    ) -> Result<(Loss<T>, Option<Array2<T>>)>;
+    topk_core: fn(
+        ArrayView2<'_, T>,
+        &SparseTeacher<'_, T>,
+        Option<ArrayView1<'_, i64>>,
+        &DistillOptions,
+        Option<&GradOutput<'_, T>>,
+    ) -> Result<(Loss<T>, Option<Array2<T>>)>;
+    dense_in_place: fn(
+        ArrayViewMut2<'_, T>,
+        ArrayView2<'_, T>,
+        Option<ArrayView1<'_, i64>>,
+        &DistillOptions,
+        &GradOutput<'_, T>,
+    ) -> Result<Loss<T>>;
+    topk_in_place: fn(
+        ArrayViewMut2<'_, T>,
+        &SparseTeacher<'_, T>,
+        Option<ArrayView1<'_, i64>>,
+        &DistillOptions,
+        &GradOutput<'_, T>,
+    ) -> Result<Loss<T>>;
 }
 
 #[cfg(test)]

@@ -460,7 +460,16 @@ pub fn jensenshannon<T: Element, D: Dimension>(
     q: ArrayView<'_, T, D>,
     opts: &JensenShannonOptions,
 ) -> Result<ArrayD<T>> {
-    let (p, q) = (p.into_dyn(), q.into_dyn());
+    jensenshannon_dyn(p.into_dyn(), q.into_dyn(), opts)
+}
+
+/// [`jensenshannon`] of dynamic-rank views.
+#[inline(never)]
+fn jensenshannon_dyn<T: Element>(
+    p: ArrayViewD<'_, T>,
+    q: ArrayViewD<'_, T>,
+    opts: &JensenShannonOptions,
+) -> Result<ArrayD<T>> {
     if let Some(out) = fast::js("jensenshannon", &p, &q, opts)? {
         return Ok(out);
     }
@@ -517,8 +526,18 @@ pub fn jensenshannon_backward<T: Element, D: Dimension, D2: Dimension>(
     opts: &JensenShannonOptions,
     grad_output: ArrayView<'_, T, D2>,
 ) -> Result<(ArrayD<T>, ArrayD<T>)> {
+    jensenshannon_backward_dyn(p.into_dyn(), q.into_dyn(), opts, grad_output.into_dyn())
+}
+
+/// [`jensenshannon_backward`] of dynamic-rank views.
+#[inline(never)]
+fn jensenshannon_backward_dyn<T: Element>(
+    p: ArrayViewD<'_, T>,
+    q: ArrayViewD<'_, T>,
+    opts: &JensenShannonOptions,
+    grad_output: ArrayViewD<'_, T>,
+) -> Result<(ArrayD<T>, ArrayD<T>)> {
     const OP: &str = "jensenshannon_backward";
-    let (p, q, grad_output) = (p.into_dyn(), q.into_dyn(), grad_output.into_dyn());
     if let Some(out) = fast::js_backward(OP, &p, &q, opts, &grad_output)? {
         return Ok(out);
     }
@@ -1045,6 +1064,7 @@ fn family_prepare<T: Element>(
     Ok(Family { ln_b, shape, layout, out_shape, p, q })
 }
 
+#[inline(never)]
 fn entropy_family<T: Element>(
     op: &'static str,
     kind: Kind,
@@ -1077,6 +1097,7 @@ fn entropy_family<T: Element>(
     to_array(op, &f.out_shape, out)
 }
 
+#[inline(never)]
 fn entropy_family_backward<T: Element>(
     op: &'static str,
     kind: Kind,
@@ -1243,6 +1264,25 @@ fn js_prepare<T: Element>(
     let pb = ps.broadcast(op, "p", &shape)?;
     let qb = qs.broadcast(op, "q", &shape)?;
     Ok(JsPrepared { ln_b, p: ps, q: qs, shape, layout, out_shape, pb, qb })
+}
+
+compiled_here! {
+    entropy_family: fn(&'static str, Kind, ArrayViewD<'_, T>, Option<ArrayViewD<'_, T>>, &EntropyOptions) -> Result<ArrayD<T>>;
+    entropy_family_backward: fn(
+        &'static str,
+        Kind,
+        ArrayViewD<'_, T>,
+        Option<ArrayViewD<'_, T>>,
+        &EntropyOptions,
+        ArrayViewD<'_, T>,
+    ) -> Result<(ArrayD<T>, Option<ArrayD<T>>)>;
+    jensenshannon_dyn: fn(ArrayViewD<'_, T>, ArrayViewD<'_, T>, &JensenShannonOptions) -> Result<ArrayD<T>>;
+    jensenshannon_backward_dyn: fn(
+        ArrayViewD<'_, T>,
+        ArrayViewD<'_, T>,
+        &JensenShannonOptions,
+        ArrayViewD<'_, T>,
+    ) -> Result<(ArrayD<T>, ArrayD<T>)>;
 }
 
 #[cfg(test)]

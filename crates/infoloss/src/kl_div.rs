@@ -54,7 +54,7 @@
 //! kept below (`f64` always uses it) to a few `f32` roundings; [`with_reference_path`] switches the fast path
 //! off on the current thread for tests and benchmarks.
 
-use ndarray::{ArrayD, ArrayView, ArrayViewD, ArrayViewMut, Dimension, IxDyn};
+use ndarray::{ArrayD, ArrayView, ArrayViewD, ArrayViewMut, ArrayViewMutD, Dimension, IxDyn};
 use num_traits::Zero;
 
 use crate::kernels::elementwise::{
@@ -256,8 +256,16 @@ pub fn kl_div_with_grad_in_place<T: Element, D: Dimension, D2: Dimension>(
     target: ArrayView<'_, T, D2>,
     opts: &KlDivOptions,
 ) -> Result<Loss<T>> {
-    let mut input = input.into_dyn();
-    let target = target.into_dyn();
+    in_place_dyn(input.into_dyn(), target.into_dyn(), opts)
+}
+
+/// [`kl_div_with_grad_in_place`] of dynamic-rank views.
+#[inline(never)]
+fn in_place_dyn<T: Element>(
+    mut input: ArrayViewMutD<'_, T>,
+    target: ArrayViewD<'_, T>,
+    opts: &KlDivOptions,
+) -> Result<Loss<T>> {
     let (out_shape, n, div) = plan(input.shape(), target.shape(), opts.reduction)?;
     if out_shape != input.shape() {
         return Err(Error::shape_mismatch(
@@ -488,6 +496,7 @@ fn plan(
     Ok((out_shape, n, div))
 }
 
+#[inline(never)]
 fn run<T: Element>(
     input: ArrayViewD<'_, T>,
     target: ArrayViewD<'_, T>,
@@ -605,6 +614,11 @@ fn run<T: Element>(
         grad_input: gx_sink.map(|s| s.finish(input.shape())).transpose()?,
         grad_target: gt_sink.map(|s| s.finish(target.shape())).transpose()?,
     })
+}
+
+compiled_here! {
+    in_place_dyn: fn(ArrayViewMutD<'_, T>, ArrayViewD<'_, T>, &KlDivOptions) -> Result<Loss<T>>;
+    run: fn(ArrayViewD<'_, T>, ArrayViewD<'_, T>, &KlDivOptions, Option<&GradOutput<'_, T>>, Want) -> Result<Outputs<T>>;
 }
 
 #[cfg(test)]

@@ -53,6 +53,31 @@
 //! ```
 #![deny(missing_docs)]
 
+/// Compiles each generic function `$f` in this crate for `f32`, `f64`, `f16` and `bf16`; `$sig` is its
+/// type as a function pointer, written with `T` for the element type.
+///
+/// A generic function is otherwise compiled again in every crate that calls it (the CLI, the Python
+/// extension, the candle crate, each test binary). rustc lets those crates link to the copy an upstream
+/// crate has compiled when the function is `#[inline(never)]`: so the losses' entry points are
+/// `#[inline(never)]` and listed here, and the code behind them (validation, the reference
+/// implementations, the parallel drivers) is compiled once, in this crate.
+macro_rules! compiled_here {
+    ($($f:ident: $sig:ty;)*) => {
+        compiled_here!(@for [f32, f64, half::f16, half::bf16] $($f: $sig;)*);
+    };
+    // for the listed element types only
+    (@for $types:tt $($f:ident: $sig:ty;)*) => {
+        $(compiled_here!(@one $types $f: $sig);)*
+    };
+    (@one [$($t:ty),*] $f:ident: $sig:ty) => {
+        const _: () = {
+            type Sig<T> = $sig;
+            #[used]
+            static COMPILED_HERE: ($(Sig<$t>,)*) = ($($f::<$t>,)*);
+        };
+    };
+}
+
 pub mod bce;
 pub mod bce_logits;
 pub mod ce_extras;

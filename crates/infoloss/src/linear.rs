@@ -618,6 +618,7 @@ fn ce_row_fast<T: LinearFloat>(
 // ---------------------------------------------------------------------------------------------
 
 #[allow(clippy::too_many_arguments)]
+#[inline(never)]
 fn linear_ce_core<T: LinearFloat>(
     op: &'static str,
     hidden: ArrayView2<'_, T>,
@@ -1178,6 +1179,7 @@ pub fn linear_distill<T: LinearFloat, D1: Dimension, D2: Dimension, D3: Dimensio
 /// assert!((out.grad_bias.unwrap()[1] - (-0.06837931317472623)).abs() < 1e-12);
 /// # Ok::<(), infoloss::Error>(())
 /// ```
+#[inline(never)]
 pub fn linear_distill_backward<T: LinearFloat>(
     student: &LinearHead<'_, T>,
     teacher: &LinearHead<'_, T>,
@@ -1560,6 +1562,27 @@ fn top_k_row<T: LinearFloat>(row: &[T], temp: f64, sc: &mut TopKScratch, idx: &m
         *o = r.index as i64;
         *l = T::c((r.value / temp - m) - log_z);
     }
+}
+
+compiled_here! {
+    @for [f32, f64]
+    linear_ce_core: fn(
+        &'static str,
+        ArrayView2<'_, T>,
+        ArrayView2<'_, T>,
+        Option<ArrayView1<'_, T>>,
+        ndarray::ArrayViewD<'_, i64>,
+        &LinearCrossEntropyOptions<'_, T>,
+        &GradOutput<'_, T>,
+    ) -> Result<LinearCrossEntropyOutput<T>>;
+    linear_distill_backward: fn(
+        &LinearHead<'_, T>,
+        &LinearHead<'_, T>,
+        Option<ArrayView1<'_, i64>>,
+        Option<TeacherTopK>,
+        &LinearDistillOptions,
+        &GradOutput<'_, T>,
+    ) -> Result<LinearDistillOutput<T>>;
 }
 
 #[cfg(test)]

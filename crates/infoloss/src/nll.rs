@@ -230,6 +230,7 @@ pub(crate) fn pack_loss<T: Element>(
 pub(crate) type LossAndGrad<T> = (Option<Loss<T>>, Option<ArrayD<T>>);
 
 /// Forward and/or backward of nll_loss in one pass over the rows.
+#[inline(never)]
 fn nll_core<T: Element>(
     op: &'static str,
     input: ArrayViewD<'_, T>,
@@ -443,6 +444,10 @@ pub fn nll_loss_with_grad<T: Element, D: Dimension, D2: Dimension>(
         (Some(l), Some(g)) => Ok((l, g)),
         _ => Err(Error::invalid_option(OP, "reduction", opts.reduction, "no loss computed")),
     }
+}
+
+compiled_here! {
+    nll_core: fn(&'static str, ArrayViewD<'_, T>, ArrayViewD<'_, i64>, &NllOptions<'_, T>, bool, Option<&GradOutput<'_, T>>) -> Result<LossAndGrad<T>>;
 }
 
 #[cfg(test)]

@@ -320,8 +320,14 @@ fn unlift<T>(out: ArrayD<T>, was_scalar: bool) -> ArrayD<T> {
 /// assert!((lse[[1]] - 3f64.ln()).abs() < 1e-15);
 /// ```
 pub fn logsumexp<T: Element, D: Dimension>(input: ArrayView<'_, T, D>, dim: isize) -> Result<ArrayD<T>> {
+    logsumexp_dyn(input.into_dyn(), dim)
+}
+
+/// [`logsumexp`] of a dynamic-rank view.
+#[inline(never)]
+fn logsumexp_dyn<T: Element>(input: ArrayViewD<'_, T>, dim: isize) -> Result<ArrayD<T>> {
     const OP: &str = "logsumexp";
-    let (x, axis) = lift(OP, input.into_dyn(), dim)?;
+    let (x, axis) = lift(OP, input, dim)?;
     let n = x.len_of(Axis(axis));
     let mut shape = x.shape().to_vec();
     shape.remove(axis);
@@ -379,11 +385,19 @@ pub fn logsumexp_backward<T: Element, D: Dimension, D2: Dimension>(
     grad_output: ArrayView<'_, T, D2>,
     dim: isize,
 ) -> Result<ArrayD<T>> {
+    logsumexp_backward_dyn(input.into_dyn(), grad_output.into_dyn(), dim)
+}
+
+/// [`logsumexp_backward`] of dynamic-rank views.
+#[inline(never)]
+fn logsumexp_backward_dyn<T: Element>(
+    input: ArrayViewD<'_, T>,
+    g: ArrayViewD<'_, T>,
+    dim: isize,
+) -> Result<ArrayD<T>> {
     const OP: &str = "logsumexp_backward";
-    let input = input.into_dyn();
     let was_scalar = input.ndim() == 0;
     let (x, axis) = lift(OP, input, dim)?;
-    let g = grad_output.into_dyn();
     let mut reduced = x.shape().to_vec();
     reduced.remove(axis);
     let mut keep = x.shape().to_vec();
@@ -458,14 +472,7 @@ pub fn logsumexp_backward<T: Element, D: Dimension, D2: Dimension>(
 /// assert!((y[0] - (-2.4076059644443806)).abs() < 1e-15);
 /// ```
 pub fn log_softmax<T: Element, D: Dimension>(input: ArrayView<'_, T, D>, dim: isize) -> Result<ArrayD<T>> {
-    const OP: &str = "log_softmax";
-    let input = input.into_dyn();
-    let was_scalar = input.ndim() == 0;
-    let (x, axis) = lift(OP, input, dim)?;
-    if let Some(out) = fast::row_map(OP, &x, axis, true)? {
-        return Ok(unlift(out, was_scalar));
-    }
-    Ok(unlift(map_lanes(&x, axis, row_log_softmax), was_scalar))
+    softmax_dyn("log_softmax", input.into_dyn(), dim, true)
 }
 
 /// Gradient of [`log_softmax`], computed from its output `y`.
@@ -497,8 +504,7 @@ pub fn log_softmax_backward<T: Element, D: Dimension, D2: Dimension>(
     grad_output: ArrayView<'_, T, D2>,
     dim: isize,
 ) -> Result<ArrayD<T>> {
-    const OP: &str = "log_softmax_backward";
-    backward_same_shape(OP, output.into_dyn(), grad_output.into_dyn(), dim, true, row_log_softmax_backward)
+    backward_dyn("log_softmax_backward", output.into_dyn(), grad_output.into_dyn(), dim, true)
 }
 
 /// Softmax along `dim`.
@@ -530,14 +536,27 @@ pub fn log_softmax_backward<T: Element, D: Dimension, D2: Dimension>(
 /// assert!((s.sum() - 1.0).abs() < 1e-15);
 /// ```
 pub fn softmax<T: Element, D: Dimension>(input: ArrayView<'_, T, D>, dim: isize) -> Result<ArrayD<T>> {
-    const OP: &str = "softmax";
-    let input = input.into_dyn();
+    softmax_dyn("softmax", input.into_dyn(), dim, false)
+}
+
+/// [`softmax`] (or, with `log`, [`log_softmax`]) of a dynamic-rank view.
+#[inline(never)]
+fn softmax_dyn<T: Element>(
+    op: &'static str,
+    input: ArrayViewD<'_, T>,
+    dim: isize,
+    log: bool,
+) -> Result<ArrayD<T>> {
     let was_scalar = input.ndim() == 0;
-    let (x, axis) = lift(OP, input, dim)?;
-    if let Some(out) = fast::row_map(OP, &x, axis, false)? {
+    let (x, axis) = lift(op, input, dim)?;
+    if let Some(out) = fast::row_map(op, &x, axis, log)? {
         return Ok(unlift(out, was_scalar));
     }
-    Ok(unlift(map_lanes(&x, axis, row_softmax), was_scalar))
+    let out = match log {
+        true => map_lanes(&x, axis, row_log_softmax),
+        false => map_lanes(&x, axis, row_softmax),
+    };
+    Ok(unlift(out, was_scalar))
 }
 
 /// Gradient of [`softmax`], computed from its output `s`.
@@ -569,8 +588,22 @@ pub fn softmax_backward<T: Element, D: Dimension, D2: Dimension>(
     grad_output: ArrayView<'_, T, D2>,
     dim: isize,
 ) -> Result<ArrayD<T>> {
-    const OP: &str = "softmax_backward";
-    backward_same_shape(OP, output.into_dyn(), grad_output.into_dyn(), dim, false, row_softmax_backward)
+    backward_dyn("softmax_backward", output.into_dyn(), grad_output.into_dyn(), dim, false)
+}
+
+/// [`softmax_backward`] (or, with `log`, [`log_softmax_backward`]) of dynamic-rank views.
+#[inline(never)]
+fn backward_dyn<T: Element>(
+    op: &'static str,
+    output: ArrayViewD<'_, T>,
+    grad_output: ArrayViewD<'_, T>,
+    dim: isize,
+    log: bool,
+) -> Result<ArrayD<T>> {
+    match log {
+        true => backward_same_shape(op, output, grad_output, dim, true, row_log_softmax_backward),
+        false => backward_same_shape(op, output, grad_output, dim, false, row_softmax_backward),
+    }
 }
 
 fn backward_same_shape<T: Element>(
@@ -593,6 +626,13 @@ fn backward_same_shape<T: Element>(
         return Ok(unlift(out, was_scalar));
     }
     Ok(unlift(map_lanes2(&y, &g, axis, f), was_scalar))
+}
+
+compiled_here! {
+    softmax_dyn: fn(&'static str, ArrayViewD<'_, T>, isize, bool) -> Result<ArrayD<T>>;
+    backward_dyn: fn(&'static str, ArrayViewD<'_, T>, ArrayViewD<'_, T>, isize, bool) -> Result<ArrayD<T>>;
+    logsumexp_dyn: fn(ArrayViewD<'_, T>, isize) -> Result<ArrayD<T>>;
+    logsumexp_backward_dyn: fn(ArrayViewD<'_, T>, ArrayViewD<'_, T>, isize) -> Result<ArrayD<T>>;
 }
 
 #[cfg(test)]

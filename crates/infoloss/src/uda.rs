@@ -248,8 +248,17 @@ fn uda_impl<T: Element, D1: Dimension, D2: Dimension>(
     opts: &UdaOptions,
     upstream: f64,
 ) -> Result<UdaOutput<T>> {
-    let ori = as_2d(OP, "ori_logits", ori_logits)?;
-    let aug = as_2d(OP, "aug_logits", aug_logits)?;
+    uda_core(as_2d(OP, "ori_logits", ori_logits)?, as_2d(OP, "aug_logits", aug_logits)?, opts, upstream)
+}
+
+/// [`uda_impl`] of two-dimensional views.
+#[inline(never)]
+fn uda_core<T: Element>(
+    ori: ArrayView2<'_, T>,
+    aug: ArrayView2<'_, T>,
+    opts: &UdaOptions,
+    upstream: f64,
+) -> Result<UdaOutput<T>> {
     if ori.shape() != aug.shape() {
         return Err(Error::shape_mismatch(
             OP,
@@ -449,4 +458,7 @@ fn sum_exp_rel_max(x: &[f64]) -> f64 {
 /// ```
 pub fn uda_total<F: num_traits::Float>(sup_loss: F, unsup_loss: F, uda_coeff: F) -> F {
     sup_loss + uda_coeff * unsup_loss
+}
+compiled_here! {
+    uda_core: fn(ArrayView2<'_, T>, ArrayView2<'_, T>, &UdaOptions, f64) -> Result<UdaOutput<T>>;
 }
