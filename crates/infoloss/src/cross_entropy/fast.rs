@@ -140,9 +140,34 @@ fn f32_weight<A: Real>(weight: Option<&[A]>) -> Option<Option<Vec<f32>>> {
 
 /// A NaN log-softmax row (a NaN or `+inf` logit, or every logit `-inf`): torch's
 /// `log_softmax` backward gives NaN there even for a zero upstream gradient.
+///
+/// Ignored rows (every padding position of a batch) are scanned for this, so `f32`, `bf16` and `f16`
+/// rows are tested on their bits in a loop without branches, which the compiler vectorizes.
 fn nan_row<T: Element>(x: &[T]) -> bool {
+    if let Some(x) = T::as_f32(x) {
+        return nan_row_bits(x.iter().map(|v| v.to_bits()), 0x7f80_0000, 0x7fff_ffff);
+    }
+    if let Some(x) = T::as_bf16(x) {
+        return nan_row_bits(x.iter().map(|v| u32::from(v.to_bits())), 0x7f80, 0x7fff);
+    }
+    if let Some(x) = T::as_f16(x) {
+        return nan_row_bits(x.iter().map(|v| u32::from(v.to_bits())), 0x7c00, 0x7fff);
+    }
     let v = |e: &T| e.to_acc().f64();
     x.iter().any(|e| v(e).is_nan() || v(e) == f64::INFINITY) || x.iter().all(|e| v(e) == f64::NEG_INFINITY)
+}
+
+/// [`nan_row`] on the bits of an IEEE binary format whose `+inf` is `inf` and whose sign bit is the
+/// one above `abs_mask`: some value is NaN (magnitude bits above `inf`) or `+inf`, or every value is
+/// `-inf` (an empty row counts as all `-inf`, as `Iterator::all` does).
+#[inline]
+fn nan_row_bits(bits: impl Iterator<Item = u32>, inf: u32, abs_mask: u32) -> bool {
+    let neg_inf = inf | (abs_mask + 1);
+    let (bad, all_neg_inf) = bits.fold((0u32, 1u32), |(bad, all), b| {
+        let nan_or_pos_inf = ((b & abs_mask) > inf) | (b == inf);
+        (bad | u32::from(nan_or_pos_inf), all & u32::from(b == neg_inf))
+    });
+    bad != 0 || all_neg_inf != 0
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -598,4 +623,58 @@ fn probs_rows<T: Element>(io: Io<'_, T>, t: &[T], job: &ProbsJob) -> Result<Fast
             FastLoss { per_row: Vec::new(), reduced }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nan_row;
+    use crate::{Element, Real};
+    use half::{bf16, f16};
+
+    /// The definition: some logit NaN or `+inf`, or every logit `-inf`.
+    fn expected(x: &[f64]) -> bool {
+        x.iter().any(|v| v.is_nan() || *v == f64::INFINITY) || x.iter().all(|v| *v == f64::NEG_INFINITY)
+    }
+
+    fn check<T: Element>(from: impl Fn(f32) -> T, name: &str) {
+        let specials = [
+            0.0,
+            -0.0,
+            1.0,
+            -3.5,
+            f32::MAX,
+            f32::MIN,
+            f32::MIN_POSITIVE / 4.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            -f32::NAN,
+            f32::from_bits(0x7f80_0001),
+            f32::from_bits(0xff80_0001),
+        ];
+        // every pair of specials, in rows of lengths around a vector, with the pair at both ends
+        for &a in &specials {
+            for &b in &specials {
+                for n in [1usize, 2, 7, 16, 33] {
+                    for (i, j) in [(0, n - 1), (n / 2, 0), (n - 1, n - 1)] {
+                        let mut row = vec![f32::NEG_INFINITY; n];
+                        row[i] = a;
+                        row[j] = b;
+                        let x: Vec<T> = row.iter().map(|&v| from(v)).collect();
+                        let widened: Vec<f64> = x.iter().map(|v| v.to_acc().f64()).collect();
+                        assert_eq!(nan_row(&x), expected(&widened), "{name} {a} {b} n={n} at {i},{j}");
+                    }
+                }
+            }
+        }
+        assert!(nan_row::<T>(&[]), "{name}: an empty row is all -inf");
+    }
+
+    #[test]
+    fn nan_row_on_the_bits_matches_its_definition() {
+        check(|v| v, "f32");
+        check(bf16::from_f32, "bf16");
+        check(f16::from_f32, "f16");
+        check(f64::from, "f64");
+    }
 }
