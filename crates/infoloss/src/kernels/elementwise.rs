@@ -923,48 +923,32 @@ fn cast_fn<F: Copy + 'static, G: Copy + 'static>(f: F) -> Option<G> {
 /// Runs `job` (with the input read from and its gradient written into `in_place` when given), or
 /// returns `None` when `T` is not `f32`, `f16` or `bf16`.
 ///
-/// The generic `T` and `K` reach one of the typed drivers below through a function-pointer
-/// downcast (`T` is `f32` and `K` is [`KlOp`] exactly when the downcast to that pair's entry
-/// succeeds), which needs no unsafe code.
+/// The generic `T` reaches the typed driver through a function-pointer downcast (`T` is `f32`
+/// exactly when the downcast to `f32`'s entry succeeds), which needs no unsafe code.
 fn run_job<T: Element, K: PointOp>(job: &Job<'_, T, K>, in_place: Option<&mut [T]>) -> Option<Done<T>> {
-    let f = typed_driver::<T, K>()?;
+    let f = cast_fn::<Entry<f32, K>, Entry<T, K>>(drive::<f32, K>)
+        .or_else(|| cast_fn::<Entry<half::bf16, K>, Entry<T, K>>(drive::<half::bf16, K>))
+        .or_else(|| cast_fn::<Entry<half::f16, K>, Entry<T, K>>(drive::<half::f16, K>))?;
     Some(f(job, in_place))
 }
 
-/// Declares one non-generic driver per element type × formula and [`typed_driver`], which finds
-/// the one for `T` and `K`.
-///
-/// The drivers are what keeps the SIMD loops compiled once: a generic function is compiled again
-/// in every crate that instantiates it (the CLI, the Python extension, the candle crate, each test
-/// binary), while a non-generic one is compiled here only and called from there. `drive` inlines
-/// the whole task loop at every instruction set, so it is the part worth compiling once.
-macro_rules! typed_drivers {
-    ($($name:ident: $e:ty, $k:ty;)*) => {
-        $(
-            #[inline(never)]
-            fn $name(job: &Job<'_, $e, $k>, in_place: Option<&mut [$e]>) -> Done<$e> {
-                drive(job, in_place)
-            }
-        )*
-
-        /// The typed driver of `T` and `K`, or `None` for `f64` (or a formula without one).
-        fn typed_driver<T: Element, K: PointOp>() -> Option<Entry<T, K>> {
-            None$(.or_else(|| cast_fn::<Entry<$e, $k>, Entry<T, K>>($name)))*
-        }
-    };
-}
-
-typed_drivers! {
-    drive_kl_f32: f32, KlOp;
-    drive_kl_bf16: half::bf16, KlOp;
-    drive_kl_f16: half::f16, KlOp;
-    drive_bce_f32: f32, BceOp;
-    drive_bce_bf16: half::bf16, BceOp;
-    drive_bce_f16: half::f16, BceOp;
-    drive_bce_logits_f32: f32, BceLogitsOp;
-    drive_bce_logits_bf16: half::bf16, BceLogitsOp;
-    drive_bce_logits_f16: half::f16, BceLogitsOp;
-}
+// `drive` for every element type × formula, compiled in this crate: it inlines the whole task loop
+// at every instruction set, and since it is `#[inline(never)]` the crates that call the losses link
+// to these copies instead of compiling their own (see `compiled_here!` in `lib.rs`).
+const _: () = {
+    use half::{bf16, f16};
+    #[used]
+    #[allow(clippy::type_complexity)]
+    static COMPILED_HERE: (
+        (Entry<f32, KlOp>, Entry<bf16, KlOp>, Entry<f16, KlOp>),
+        (Entry<f32, BceOp>, Entry<bf16, BceOp>, Entry<f16, BceOp>),
+        (Entry<f32, BceLogitsOp>, Entry<bf16, BceLogitsOp>, Entry<f16, BceLogitsOp>),
+    ) = (
+        (drive::<f32, KlOp>, drive::<bf16, KlOp>, drive::<f16, KlOp>),
+        (drive::<f32, BceOp>, drive::<bf16, BceOp>, drive::<f16, BceOp>),
+        (drive::<f32, BceLogitsOp>, drive::<bf16, BceLogitsOp>, drive::<f16, BceLogitsOp>),
+    );
+};
 
 /// One task's share of the outputs and what it returns.
 struct Task<'o, E> {
@@ -977,6 +961,7 @@ struct Task<'o, E> {
     bad: bool,
 }
 
+#[inline(never)]
 fn drive<E: FastElem, K: PointOp>(job: &Job<'_, E, K>, in_place: Option<&mut [E]>) -> Done<E> {
     let n = job.len;
     let mut loss = (job.loss == LossOut::Elements).then(|| E::zeros(n));
