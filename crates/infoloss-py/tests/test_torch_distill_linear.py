@@ -227,9 +227,24 @@ def test_linear_cross_entropy_signature_extends_torchs():
         return [(p.name, p.kind, p.default) for p in inspect.signature(f).parameters.values()]
 
     want = sig(F.linear_cross_entropy)
+    # the drop-in has torch's spelling exactly: ignore_index: Optional[int] = None, meaning -100
     assert sig(itorch.linear_cross_entropy)[: len(want)] == want
-    numpy_want = [p for p in want if p[0] != "options"]
+    assert ("ignore_index", inspect.Parameter.KEYWORD_ONLY, None) in want
+    # the NumPy API spells the same default -100, as its other functions do
+    numpy_want = [(n, k, -100 if n == "ignore_index" else d) for n, k, d in want if n != "options"]
     assert sig(infoloss.linear_cross_entropy)[: len(numpy_want)] == numpy_want
+
+
+def test_linear_ignore_index_defaults_mean_minus_100():
+    x, w = torch.randn(5, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    y = torch.tensor([0, -100, 3, 1, -100])
+    want = F.linear_cross_entropy(x, w, y)
+    torch.testing.assert_close(itorch.linear_cross_entropy(x, w, y), want, rtol=1e-13, atol=0)
+    torch.testing.assert_close(itorch.linear_cross_entropy(x, w, y, ignore_index=-100), want, rtol=1e-13, atol=0)
+    assert inspect.signature(itorch.linear_distill).parameters["ignore_index"].default == -100
+    ld = itorch.linear_distill(x, w, x, w, y, alpha=0.5)
+    ld_explicit = itorch.linear_distill(x, w, x, w, y, alpha=0.5, ignore_index=-100)
+    torch.testing.assert_close(ld, ld_explicit, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("seed", range(16))

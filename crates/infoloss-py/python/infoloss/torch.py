@@ -1,17 +1,41 @@
-"""``torch.autograd.Function`` drop-ins for CPU tensors: swap ``F.cross_entropy`` for
-``infoloss.torch.cross_entropy`` and ``loss.backward()`` works.
+"""PyTorch drop-ins for CPU tensors: swap ``F.cross_entropy`` for ``infoloss.torch.cross_entropy`` and
+``loss.backward()``, ``torch.compile``, autocast and ``torch.set_num_threads`` work as with torch's own losses.
 
 Every ``torch.nn.functional`` name has its signature, defaults and warnings; :func:`linear_cross_entropy` has
 ``F.linear_cross_entropy``'s (plus the z-loss, softcap and chunk size). The distillation and UDA losses
-(:func:`distill`, :func:`distill_topk`, :func:`uda_consistency`, :func:`linear_distill`) take the NumPy API's
-arguments; their gradient flows to the student (the augmented logits for UDA) only: the teacher (the original
-logits) is a constant, as if detached. Tensors are handed to infoloss
-without copying (``tensor.detach().numpy()``), results come back as tensors of the computation's dtype. Gradients
-flow to the input and, where torch defines one, to the target (probability targets of ``cross_entropy``,
-``kl_div``, both BCEs). For reduced losses the gradient is computed together with the loss in the forward pass
-(when a gradient is needed) and scaled by the upstream gradient in the backward pass. Double backward is not
-supported. Supported dtypes: float16, bfloat16 (computed in float32 and rounded once, as infoloss does for
-bfloat16), float32, float64; CPU tensors only.
+(:func:`distill`, :func:`distill_topk`, :func:`uda_consistency`, :func:`linear_distill`) and
+:func:`cross_entropy_extras` take the NumPy API's arguments; their gradient flows to the student (the augmented
+logits for UDA) only: the teacher (the original logits) is a constant, as if detached. Gradients flow to the input
+and, where torch defines one, to the target (probability targets of ``cross_entropy``, ``kl_div``, both BCEs).
+Supported dtypes: float16, bfloat16 (computed in float32 and rounded once, as infoloss does for bfloat16), float32,
+float64; CPU tensors only.
+
+**Torch operators.** Each function is a thin argument-resolving wrapper around a ``torch.library`` custom operator
+in the ``infoloss`` namespace (``torch.ops.infoloss.cross_entropy``, ...) with a fake (shape) implementation, an
+autograd formula and an autocast rule, so ``torch.compile(model, fullgraph=True)`` traces them without graph
+breaks and gives the eager numbers. Tensors are handed to infoloss without copying (``tensor.numpy()``). For
+reduced losses the gradient is computed together with the loss in the forward operator (only when a gradient is
+needed) and scaled by the upstream gradient in the backward pass; unreduced losses (and ``uda_consistency``, whose
+backward applies the upstream gradient inside infoloss, rounding once) run a backward operator
+(``torch.ops.infoloss.<name>_backward``) with the upstream gradient.
+
+**Double backward** is not supported: a gradient computed with ``create_graph=True`` is correct, but
+differentiating it again (a gradient penalty ``loss + λ‖∇loss‖²``) raises ``RuntimeError: infoloss.<name>: double
+backward is not supported`` instead of returning a silently wrong second derivative.
+
+**Autocast.** Under ``torch.autocast("cpu", ...)`` (bfloat16 or float16) the losses follow torch's CPU autocast
+policy: ``cross_entropy``, ``nll_loss``, ``kl_div``, ``binary_cross_entropy`` and
+``binary_cross_entropy_with_logits`` run in float32 (their inputs are cast to float32, the loss is float32, the
+gradients flow back in the inputs' dtypes), as torch's do; ``log_softmax``, ``softmax`` and ``logsumexp`` are not
+autocast on CPU by torch, so they run in their input's dtype. The infoloss-only losses follow their torch building
+blocks, which are float32 ops (``kl_div``, ``cross_entropy``): ``distill``, ``distill_topk``, ``uda_consistency``,
+``cross_entropy_extras``, ``linear_cross_entropy`` and ``linear_distill`` run in float32. (``F.linear_cross_entropy``
+computes its logits in the autocast dtype and the loss in float32; the fused kernel computes both in float32, so it
+is the more precise of the two.)
+
+**Threads.** Called through ``infoloss.torch``, infoloss computes with torch's thread count
+(``torch.get_num_threads()``, read on every call, so ``torch.set_num_threads(n)`` reaches infoloss, and DataLoader
+workers, where torch uses one thread, use one) unless :func:`infoloss.set_num_threads` was called, which wins.
 
 Example:
     >>> import torch, infoloss.torch as itorch
@@ -23,7 +47,9 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 try:
     import torch
@@ -34,17 +60,18 @@ except ImportError as _e:  # pragma: no cover - exercised only without torch
     ) from _e
 
 import numpy as np
-from torch.autograd.function import once_differentiable
 
 from . import _common as c
 from . import _distill as _D
 from . import _functional as _F
+from . import _infoloss as _C
 from . import _linear as _L
 
 __all__ = [
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
+    "cross_entropy_extras",
     "distill",
     "distill_topk",
     "kl_div",
@@ -58,6 +85,8 @@ __all__ = [
 ]
 
 _SUPPORTED = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+# ------------------------------------------------------------------------------------------ tensor <-> NumPy
 
 
 def _np(t: Any, op: str, name: str) -> Any:
@@ -82,98 +111,491 @@ def _np(t: Any, op: str, name: str) -> Any:
     return t.resolve_conj().resolve_neg().numpy()
 
 
-def _as(t: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
-    """``t`` in ``dtype`` (no copy when it already is)."""
-    return t if t is None or t.dtype == dtype else t.to(dtype)
-
-
-def _result_dtype(input: torch.Tensor, target: torch.Tensor) -> torch.dtype:
-    if target.dtype.is_floating_point:
-        return torch.promote_types(input.dtype, target.dtype)
-    return input.dtype
-
-
-def _tensor(v: Any, dtype: Optional[np.dtype]) -> Optional[torch.Tensor]:
-    """A result as a tensor: Python floats (reduced losses) in the computation's dtype, arrays without copy."""
-    if v is None:
-        return None
-    if isinstance(v, float):
-        return torch.tensor(v, dtype=_TORCH_DTYPE[np.dtype(dtype)])
-    v = np.asarray(v)
-    return torch.from_numpy(v if v.flags.writeable else np.array(v))
-
-
 _TORCH_DTYPE = {np.dtype(np.float16): torch.float16, np.dtype(np.float32): torch.float32,
                 np.dtype(np.float64): torch.float64}
 
 
-class _Loss(torch.autograd.Function):
-    """One autograd node for every loss. ``kernel(x, t, extras, grad_output, loss, grad, target_grad)`` is a
-    private infoloss wrapper returning ``(loss, grad_input, grad_target)`` as NumPy values."""
+def _out(v: Any, dtype: torch.dtype, np_dtype: Any = None, inputs: Sequence[Any] = ()) -> torch.Tensor:
+    """A kernel's result as a contiguous tensor of ``dtype`` that shares no memory with the operator's inputs
+    ``inputs`` (what the fake implementations promise; the kernels' arrays are fresh, so this rarely copies).
 
-    @staticmethod
-    def forward(ctx, kernel, reduced, target_differentiable, op, grad_enabled, input, target, *extras):  # type: ignore[override]
-        x = _np(input, op, "input")
-        t = _np(target, op, "target")
-        ex = [_np(e, op, "weight") for e in extras]
-        # forward runs with grad mode off: whether a graph is recorded was decided by the caller's mode
-        want_gi = grad_enabled and bool(ctx.needs_input_grad[5])
-        want_gt = grad_enabled and bool(ctx.needs_input_grad[6]) and target_differentiable
-        for i, e in enumerate(extras):
-            if isinstance(e, torch.Tensor) and e.requires_grad:
-                raise NotImplementedError(f"{op}: infoloss.torch has no gradient wrt weights (argument {i + 3})")
-        ctx.op, ctx.kernel, ctx.n_extras = op, kernel, len(extras)
-        ctx.dtypes = (input.dtype, target.dtype)
-        ctx.want = (want_gi, want_gt)
-        if reduced and (want_gi or want_gt):
-            loss, gi, gt = kernel(x, t, ex, None, True, want_gi, want_gt)
-            ctx.grads = (gi, gt)
+    A Python float (a reduced loss) is first made a tensor of the computation's dtype ``np_dtype`` (it holds a
+    value of that dtype), then cast, so a bfloat16 result is rounded once from its float32 value."""
+    if isinstance(v, float):
+        src = _TORCH_DTYPE.get(np.dtype(np_dtype), torch.float64) if np_dtype is not None else torch.float64
+        return torch.tensor(v, dtype=src).to(dtype)
+    a = np.asarray(v)
+    if not (a.flags.c_contiguous and a.flags.writeable) or any(
+            isinstance(i, np.ndarray) and np.may_share_memory(a, i) for i in inputs):
+        a = np.array(a, order="C")
+    return torch.from_numpy(a).to(dtype)
+
+
+def _float_dtype(*tensors: Optional[torch.Tensor]) -> torch.dtype:
+    """The promoted dtype of the floating-point tensors among ``tensors`` (the loss's dtype)."""
+    dt = None
+    for t in tensors:
+        if t is not None and t.dtype.is_floating_point:
+            dt = t.dtype if dt is None else torch.promote_types(dt, t.dtype)
+    return dt if dt is not None else torch.get_default_dtype()
+
+
+def _compute_dtype(*arrays: Any) -> Any:
+    """NumPy's promoted dtype of the floating arrays (the dtype a kernel's Python-float result was computed in)."""
+    floats = [a.dtype for a in arrays if isinstance(a, np.ndarray) and a.dtype.kind == "f"]
+    return np.result_type(*floats) if floats else np.dtype(np.float64)
+
+
+_SET_DEFAULT_THREADS = getattr(_C, "_set_default_num_threads", None)
+
+
+def _sync_threads() -> None:
+    """Gives infoloss torch's thread count unless ``infoloss.set_num_threads`` was called (the extension keeps an
+    explicit count). Runs inside the operators, so it also runs in compiled graphs."""
+    if _SET_DEFAULT_THREADS is not None:
+        _SET_DEFAULT_THREADS(max(1, torch.get_num_threads()))
+
+
+def _eager(*tensors: torch.Tensor) -> bool:
+    """True for plain tensors outside any tracing (torch.compile / export / make_fx), where data-dependent fast
+    paths (a unit upstream gradient, a uniform one) may look at values."""
+    if torch.compiler.is_compiling():
+        return False
+    if any(type(t) is not torch.Tensor for t in tensors):  # fake, functional and proxy tensors are subclasses
+        return False
+    from torch.fx.experimental.proxy_tensor import get_proxy_mode
+
+    return get_proxy_mode() is None
+
+
+# ---------------------------------------------------------------------------------------------- the registry
+
+
+@dataclass
+class _Op:
+    """One infoloss loss as two torch operators, ``infoloss::<name>`` and ``infoloss::<name>_backward``.
+
+    ``tensors``: the schema's tensor arguments (``"weight?"`` is optional). ``options``: the schema's other
+    arguments. ``diff``: indices of the differentiable tensors. ``kernel(arrays, opts, g, out, loss, want)`` returns
+    ``(loss, [grad per diff tensor], [extra outputs])`` as NumPy values: the forward call has ``g=None, loss=True``,
+    the backward call ``g`` (the upstream gradient) and ``loss=False``. ``meta(tensors, opts)`` gives the loss's
+    shape and dtype (and ``extras(tensors, opts)`` the extra outputs' shapes and dtypes) for the fake
+    implementation. ``precompute(opts)``: the forward call computes the gradients (for reduced losses: the backward
+    pass only scales them). ``save_output``: the backward kernel reads the forward's output (softmax).
+    ``autocast``: run in float32 under CPU autocast (torch's policy for its losses)."""
+
+    name: str
+    tensors: Tuple[str, ...]
+    options: str
+    diff: Tuple[int, ...]
+    kernel: Callable
+    meta: Callable
+    precompute: Callable[[tuple], bool]
+    extras: Optional[Callable] = None
+    n_extras: int = 0
+    save_output: bool = False
+    autocast: bool = True
+    forward: Any = None
+    backward: Any = None
+
+    @property
+    def n_tensors(self) -> int:
+        return len(self.tensors)
+
+
+_OPS: dict = {}
+_LIB = "infoloss"
+
+
+def _schema_args(op: _Op) -> str:
+    tensors = ", ".join(f"Tensor? {n[:-1]}" if n.endswith("?") else f"Tensor {n}" for n in op.tensors)
+    return tensors + (", " + op.options if op.options else "")
+
+
+def _register(op: _Op) -> None:
+    n_t, n_d = op.n_tensors, len(op.diff)
+    outs = ", ".join(["Tensor"] * (1 + op.n_extras + n_d))
+    grads = ", ".join(["Tensor"] * n_d)  # one gradient: "(Tensor)" is a single Tensor, not a tuple
+    fwd_schema = f"({_schema_args(op)}, bool[] want) -> ({outs})"
+    bwd_schema = f"({_schema_args(op)}, Tensor output, Tensor grad_output, bool[] want) -> ({grads})"
+
+    def split(args):
+        return list(args[:n_t]), tuple(args[n_t:-1]), list(args[-1])
+
+    def fwd_impl(*args):
+        tensors, opts, want = split(args)
+        _sync_threads()
+        arrays = [_np(t, op.name, n.rstrip("?")) for t, n in zip(tensors, op.tensors)]
+        pre = op.precompute(opts)
+        loss, grads, extras = op.kernel(arrays, opts, None, None, True, want if pre else [False] * n_d)
+        shape, dtype = op.meta(tensors, opts)
+        result = [_out(loss, dtype, _compute_dtype(*arrays)).reshape(shape)]
+        if op.n_extras:
+            for v, (sh, dt) in zip(extras, op.extras(tensors, opts)):
+                result.append(torch.empty(0, dtype=dt) if v is None else _out(v, dt, _compute_dtype(*arrays))
+                              .reshape(sh))
+        for k, i in enumerate(op.diff):
+            t = tensors[i]
+            ok = pre and want[k] and grads[k] is not None
+            result.append(_out(grads[k], t.dtype, inputs=arrays) if ok else torch.empty(0, dtype=_grad_dtype(t)))
+        return tuple(result)
+
+    def fwd_fake(*args):
+        tensors, opts, want = split(args)
+        shape, dtype = op.meta(tensors, opts)
+        result = [tensors[0].new_empty(shape, dtype=dtype)]
+        if op.n_extras:
+            for sh, dt in op.extras(tensors, opts):
+                result.append(tensors[0].new_empty(sh, dtype=dt))
+        pre = op.precompute(opts)
+        for k, i in enumerate(op.diff):
+            t = tensors[i]
+            result.append(t.new_empty(t.shape) if (pre and want[k] and t is not None)
+                          else tensors[0].new_empty(0, dtype=_grad_dtype(t)))
+        return tuple(result)
+
+    def split_bwd(args):
+        return list(args[:n_t]), tuple(args[n_t:-3]), args[-3], args[-2], list(args[-1])
+
+    def bwd_impl(*args):
+        tensors, opts, out, g, want = split_bwd(args)
+        _sync_threads()
+        arrays = [_np(t, op.name, n.rstrip("?")) for t, n in zip(tensors, op.tensors)]
+        go = _np(g, op.name, "grad_output")
+        o = _np(out, op.name, "output") if op.save_output else None
+        _, grads, _ = op.kernel(arrays, opts, go, o, False, want)
+        return _single(tuple(_out(grads[k], tensors[i].dtype, inputs=arrays) if (want[k] and grads[k] is not None)
+                             else torch.empty(0, dtype=_grad_dtype(tensors[i])) for k, i in enumerate(op.diff)))
+
+    def bwd_fake(*args):
+        tensors, _, _, _, want = split_bwd(args)
+        return _single(tuple(tensors[i].new_empty(tensors[i].shape) if want[k]
+                             else tensors[0].new_empty(0, dtype=_grad_dtype(tensors[i])) for k, i in enumerate(op.diff)))
+
+    fwd = torch.library.custom_op(f"{_LIB}::{op.name}", fwd_impl, mutates_args=(), schema=fwd_schema)
+    fwd.register_fake(fwd_fake)
+    bwd = torch.library.custom_op(f"{_LIB}::{op.name}_backward", bwd_impl, mutates_args=(), schema=bwd_schema)
+    bwd.register_fake(bwd_fake)
+
+    def setup_context(ctx, inputs, output):
+        tensors, opts, want = split(inputs)
+        ctx.opts, ctx.want = opts, want
+        ctx.mark_non_differentiable(*output[1:])
+        # no zero-filled upstream gradients for the gradient outputs (as large as the inputs) in backward
+        ctx.set_materialize_grads(False)
+        saved = list(tensors) + ([output[0]] if op.save_output else [])
+        if any(want):
+            ctx.save_for_backward(*saved)
+        pre = op.precompute(opts) and any(want)
+        # Kept as an attribute, not a saved tensor, so that a backward pass may hand them to autograd and drop them.
+        ctx.grads = list(output[1 + op.n_extras:]) if pre else None
+
+    def backward(ctx, g, *_):
+        want, opts = ctx.want, ctx.opts
+        if g is None or not any(want):  # only constants (a teacher, a class weight under no_grad rules) require grad
+            return (None,) * (n_t + len(opts) + 1)
+        saved = ctx.saved_tensors
+        tensors = list(saved[:n_t])
+        eager = _eager(g)
+        grads = ctx.grads
+        if grads is not None and (g.dim() == 0 or (eager and _uniform(g))):
+            if eager and not torch.is_grad_enabled() and g.dim() == 0 and g.item() == 1:
+                # The forward's gradients go to autograd without a copy (it may accumulate into them in place),
+                # so they serve one backward pass; another one (retain_graph) recomputes them.
+                ctx.grads = None
+                result = grads
+            else:
+                s = g if g.dim() == 0 else g.reshape(-1)[0]
+                result = [gr * s.to(gr.dtype) if w else None for gr, w in zip(grads, want)]
         else:
-            loss, _, _ = kernel(x, t, ex, None, True, False, False)
-            ctx.grads = None
-        if want_gi or want_gt:
-            ctx.save_for_backward(input, target, *extras)
-        out = _tensor(loss, _loss_dtype(x, t))
-        return _as(out, _result_dtype(input, target))
+            out = saved[n_t] if op.save_output else tensors[0].new_empty(0)
+            r = bwd(*tensors, *opts, out, g, want)
+            result = [r] if isinstance(r, torch.Tensor) else list(r)
+        result = [r if w else None for r, w in zip(result, want)]
+        if eager and torch.is_grad_enabled():
+            result = _no_double_backward(op.name, result)
+        full: List[Any] = [None] * (n_t + len(opts) + 1)
+        for k, i in enumerate(op.diff):
+            full[i] = result[k]
+        return tuple(full)
 
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output):  # type: ignore[override]
-        want_gi, want_gt = ctx.want
-        g = _np(grad_output, ctx.op, "grad_output")
-        # The gradients of the forward pass are handed to autograd without a copy (autograd may then accumulate
-        # into them in place), so they serve one backward pass; another one (retain_graph) recomputes them.
-        grads, ctx.grads = ctx.grads, None
-        if grads is not None:
-            gi, gt = grads
-            if not (g.ndim == 0 and g == 1):
-                gi = None if gi is None else (gi * g.astype(gi.dtype)).astype(gi.dtype, copy=False)
-                gt = None if gt is None else (gt * g.astype(gt.dtype)).astype(gt.dtype, copy=False)
-        else:
-            input, target, *extras = ctx.saved_tensors
-            x, t = _np(input, ctx.op, "input"), _np(target, ctx.op, "target")
-            ex = [_np(e, ctx.op, "weight") for e in extras]
-            _, gi, gt = ctx.kernel(x, t, ex, g, False, want_gi, want_gt)
-        gi_t = _tensor(gi, None) if want_gi else None
-        gt_t = _tensor(gt, None) if want_gt else None
-        gi_t = _as(gi_t, ctx.dtypes[0])
-        gt_t = _as(gt_t, ctx.dtypes[1])
-        return (None, None, None, None, None, gi_t, gt_t) + (None,) * ctx.n_extras
+    fwd.register_autograd(backward, setup_context=setup_context)
+    if op.autocast:
+        fwd.register_autocast("cpu", torch.float32)
+    op.forward, op.backward = fwd, bwd
+    _OPS[op.name] = op
 
 
-def _loss_dtype(x: np.ndarray, t: Any) -> np.dtype:
-    """The dtype of a reduced loss: the input's, promoted with a floating-point target's."""
-    if isinstance(t, np.ndarray) and t.dtype.kind == "f":
-        return np.result_type(x.dtype, t.dtype)
-    return x.dtype
+def _single(t: tuple) -> Any:
+    return t[0] if len(t) == 1 else t
 
 
-def _apply(kernel: Callable, reduced: bool, target_differentiable: bool, op: str, input, target, *extras):
-    if not isinstance(input, torch.Tensor):
-        raise TypeError(f"{op}: input must be a torch.Tensor, got {type(input).__name__}")
-    if not isinstance(target, torch.Tensor):
-        raise TypeError(f"{op}: target must be a torch.Tensor, got {type(target).__name__}")
-    return _Loss.apply(kernel, reduced, target_differentiable, op, torch.is_grad_enabled(), input, target, *extras)
+def _grad_dtype(t: Optional[torch.Tensor]) -> torch.dtype:
+    return t.dtype if (t is not None and t.dtype.is_floating_point) else torch.float32
+
+
+def _uniform(g: torch.Tensor) -> bool:
+    flat = g.reshape(-1)
+    return flat.numel() == 0 or bool((flat == flat[0]).all())
+
+
+def _no_double_backward(name: str, grads: List[Optional[torch.Tensor]]) -> List[Optional[torch.Tensor]]:
+    """The gradients of a ``create_graph=True`` backward pass, correct to first order, behind an autograd node that
+    raises if they are differentiated again (what ``once_differentiable`` does, also when no upstream gradient
+    requires grad: the gradient depends on the inputs, which do)."""
+    present = [g for g in grads if g is not None]
+    if not present:
+        return grads
+    err = torch._C._functions.DelayedError(
+        f"infoloss.{name}: double backward is not supported (the gradient of its gradient is not implemented); "
+        f"use torch.nn.functional's loss for gradient penalties or other higher-order derivatives".encode(),
+        len(present),
+    )
+    wrapped = err(*[g.detach().requires_grad_(True) for g in present])
+    if isinstance(wrapped, torch.Tensor):
+        wrapped = (wrapped,)
+    it = iter(wrapped)
+    return [None if g is None else next(it) for g in grads]
+
+
+def _call(name: str, tensors: Sequence[Optional[torch.Tensor]], opts: Sequence[Any]):
+    """Runs ``infoloss::<name>``: the gradients wanted are those of differentiable tensors requiring grad."""
+    op = _OPS[name]
+    grad_on = torch.is_grad_enabled()
+    want = [bool(grad_on and tensors[i] is not None and tensors[i].requires_grad
+                 and tensors[i].dtype.is_floating_point) for i in op.diff]
+    outs = op.forward(*tensors, *opts, want)
+    return outs[: 1 + op.n_extras]
+
+
+def _check(t: Any, op: str, name: str, optional: bool = False) -> None:
+    if t is None and optional:
+        return
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
+
+
+def _no_weight_grad(op: str, *named: Tuple[str, Optional[torch.Tensor]]) -> None:
+    for name, t in named:
+        if t is not None and t.requires_grad and torch.is_grad_enabled():
+            raise NotImplementedError(f"{op}: infoloss.torch has no gradient wrt {name}")
+
+
+def _rows_shape(t: torch.Tensor) -> Tuple[int, ...]:
+    return tuple(t.shape[:1])
+
+
+# ------------------------------------------------------------------------------------------ loss definitions
+
+
+def _ce_kernel(a, o, g, out, loss, want):
+    ii, red, ls = o
+    lo, gi, gt = _F._cross_entropy(a[0], a[1], a[2], ii, red, ls, g, loss=loss, grad=want[0], target_grad=want[1])
+    return lo, [gi, gt], []
+
+
+def _ce_meta(t, o):
+    x, y = t[0], t[1]
+    dt = _float_dtype(x, y if y.dtype.is_floating_point else None)
+    if o[1] != "none":
+        return (), dt
+    if y.shape == x.shape:  # probabilities: the input's shape without the class dimension
+        return tuple(x.shape[:1]) + tuple(x.shape[2:]) if x.dim() > 1 else (), dt
+    return tuple(y.shape), dt
+
+
+_register(_Op("cross_entropy", ("input", "target", "weight?"), "int ignore_index, str reduction, float label_smoothing",
+              (0, 1), _ce_kernel, _ce_meta, lambda o: o[1] != "none"))
+
+
+def _nll_kernel(a, o, g, out, loss, want):
+    ii, red = o
+    lo, gi, _ = _F._nll_loss(a[0], a[1], a[2], ii, red, g, loss=loss, grad=want[0])
+    return lo, [gi], []
+
+
+_register(_Op("nll_loss", ("input", "target", "weight?"), "int ignore_index, str reduction", (0,), _nll_kernel,
+              lambda t, o: (() if o[1] != "none" else tuple(t[1].shape), t[0].dtype), lambda o: o[1] != "none"))
+
+
+def _kl_kernel(a, o, g, out, loss, want):
+    red, log_target, divide = o
+    lo, gi, gt = _F._kl_div(a[0], a[1], red, log_target, g, divide=divide, loss=loss, grad=want[0],
+                            target_grad=want[1])
+    return lo, [gi, gt], []
+
+
+def _broadcast_meta(t, reduction):
+    shapes = [tuple(x.shape) for x in t if x is not None]
+    return (() if reduction != "none" else tuple(torch.broadcast_shapes(*shapes[:2]))), _float_dtype(t[0], t[1])
+
+
+_register(_Op("kl_div", ("input", "target"), "str reduction, bool log_target, bool divide", (0, 1), _kl_kernel,
+              lambda t, o: _broadcast_meta(t, o[0]), lambda o: o[0] != "none"))
+
+
+def _bce_kernel(a, o, g, out, loss, want):
+    lo, gi, gt = _F._bce(a[0], a[1], a[2], o[0], g, loss=loss, grad=want[0], target_grad=want[1])
+    return lo, [gi, gt], []
+
+
+def _bce_meta(t, o):
+    dt = _float_dtype(t[0], t[1])
+    if o[0] != "none":
+        return (), dt
+    return tuple(torch.broadcast_shapes(*[tuple(x.shape) for x in t if x is not None])), dt
+
+
+_register(_Op("binary_cross_entropy", ("input", "target", "weight?"), "str reduction", (0, 1), _bce_kernel,
+              _bce_meta, lambda o: o[0] != "none"))
+
+
+def _bce_logits_kernel(a, o, g, out, loss, want):
+    lo, gi, gt = _F._bce_logits(a[0], a[1], a[2], o[0], a[3], g, loss=loss, grad=want[0], target_grad=want[1])
+    return lo, [gi, gt], []
+
+
+_register(_Op("binary_cross_entropy_with_logits", ("input", "target", "weight?", "pos_weight?"), "str reduction",
+              (0, 1), _bce_logits_kernel, _bce_meta, lambda o: o[0] != "none"))
+
+_DISTILL_OPTS = ("float temperature, bool t2_scaling, str divergence, float beta, float alpha, int ignore_index, "
+                 "str reduction, float? normalizer")
+
+
+def _distill_kernel(a, o, g, out, loss, want):
+    lo, gi, _ = _D._distill(a[0], a[1], a[2], o, g, loss=loss, grad=want[0])
+    return lo, [gi], []
+
+
+def _distill_meta(loss_dtype_of):
+    def meta(t, o):
+        return (() if o[-2] != "none" else _rows_shape(t[0])), loss_dtype_of(t)
+
+    return meta
+
+
+_register(_Op("distill", ("student_logits", "teacher_logits", "labels?"), _DISTILL_OPTS, (0,), _distill_kernel,
+              _distill_meta(lambda t: _float_dtype(t[0], t[1])), lambda o: o[6] != "none"))
+
+
+def _topk_kernel(a, o, g, out, loss, want):
+    add_tail, opts = o[0], o[1:]
+    lo, gi, _ = _D._distill_topk(a[0], a[1], a[2], a[3], add_tail, opts, g, loss=loss, grad=want[0])
+    return lo, [gi], []
+
+
+_register(_Op("distill_topk", ("student_logits", "topk_indices", "topk_logprobs", "labels?"),
+              "bool add_tail, " + _DISTILL_OPTS, (0,), _topk_kernel,
+              _distill_meta(lambda t: _float_dtype(t[0], t[2])), lambda o: o[7] != "none"))
+
+
+def _uda_kernel(a, o, g, out, loss, want):
+    ori, aug = a
+    if not loss:
+        # the backward pass hands the upstream gradient to infoloss, which applies it rounding once
+        return None, [_D._uda_backward(ori, aug, g, *o)], []
+    uda_loss = getattr(_D, "_uda_loss", None)
+    if uda_loss is not None:
+        return uda_loss(ori, aug, *o).loss, [None], []
+    return _D._uda(ori, aug, *o).loss, [None], []
+
+
+_register(_Op("uda_consistency", ("ori_logits", "aug_logits"),
+              "float temperature, str sharpen, float? confidence_threshold, str normalize", (1,), _uda_kernel,
+              lambda t, o: ((), _float_dtype(t[1], t[0])), lambda o: False))
+
+
+def _ce_extras_kernel(a, o, g, out, loss, want):
+    ii, red, ls, z, cap, ret_lse, ret_acc = o
+    r = _L._ce_extras(a[0], a[1], a[2], ii, red, ls, z, cap, ret_lse and loss, ret_acc and loss, g,
+                      grad=want[0])
+    return r.loss, [r.grad_input], [r.z_loss, r.lse, r.token_accuracy]
+
+
+def _ce_extras_meta(t, o):
+    return (() if o[1] != "none" else _rows_shape(t[0])), t[0].dtype
+
+
+def _ce_extras_extras(t, o):
+    rows, dt = _rows_shape(t[0]), t[0].dtype
+    red_shape = () if o[1] != "none" else rows
+    return [(red_shape, dt), (rows if o[5] else (0,), dt), (red_shape if o[6] else (0,), torch.float64)]
+
+
+_register(_Op("cross_entropy_extras", ("input", "target", "weight?"),
+              "int ignore_index, str reduction, float label_smoothing, float lse_square_scale, float? softcap, "
+              "bool return_lse, bool return_token_accuracy", (0,), _ce_extras_kernel, _ce_extras_meta,
+              lambda o: o[1] != "none", extras=_ce_extras_extras, n_extras=3))
+
+
+def _linear_ce_kernel(a, o, g, out, loss, want):
+    x, w, y, b, cw = a
+    red, ii, ls, z, cap, chunk = o
+    r = _L._linear_ce(x, w, y, b, cw, red, ii, ls, z, cap, chunk, grad_output=g)
+    return r.loss, [r.grad_input, r.grad_linear_weight, r.grad_linear_bias], []
+
+
+# the fused kernels compute the gradients with the loss in any case: the forward always keeps them
+_register(_Op("linear_cross_entropy", ("input", "linear_weight", "target", "linear_bias?", "weight?"),
+              "str reduction, int ignore_index, float label_smoothing, float lse_square_scale, float? softcap, "
+              "int? chunk_size", (0, 1, 3), _linear_ce_kernel,
+              lambda t, o: (() if o[0] != "none" else tuple(t[2].shape), _float_dtype(t[0], t[1], t[3], t[4])),
+              lambda o: True))
+
+
+def _linear_distill_kernel(a, o, g, out, loss, want):
+    xs, ws, xt, wt, y, bs, bt = a
+    opts, chunk, k, tail = o[:8], o[8], o[9], o[10]
+    r = _L._linear_distill(xs, ws, xt, wt, y, opts, chunk, g, bs, bt, k, tail)
+    return r.loss, [r.grad_student_hidden, r.grad_student_weight, r.grad_student_bias], []
+
+
+_register(_Op("linear_distill", ("student_hidden", "student_weight", "teacher_hidden", "teacher_weight", "labels?",
+                                 "student_bias?", "teacher_bias?"),
+              _DISTILL_OPTS + ", int? chunk_size, int? teacher_topk, bool add_tail", (0, 1, 5),
+              _linear_distill_kernel,
+              lambda t, o: (() if o[6] != "none" else _rows_shape(t[0]),
+                            _float_dtype(t[0], t[1], t[2], t[3], t[5], t[6])),
+              lambda o: True))
+
+
+def _rows_kernel(name):
+    def kernel(a, o, g, out, loss, want):
+        (dim,) = o
+        if loss:
+            x = c.float_input(a[0], name)
+            return (_C.log_softmax if name == "log_softmax" else _C.softmax)(x, dim), [None], []
+        bwd = _C.log_softmax_backward if name == "log_softmax" else _C.softmax_backward
+        return None, [bwd(out, c.ready(g.astype(out.dtype, copy=False), name, "grad_output"), dim)], []
+
+    return kernel
+
+
+for _name in ("log_softmax", "softmax"):
+    _register(_Op(_name, ("input",), "int dim", (0,), _rows_kernel(_name),
+                  lambda t, o: (tuple(t[0].shape), t[0].dtype), lambda o: False, save_output=True, autocast=False))
+
+
+def _lse_kernel(a, o, g, out, loss, want):
+    dim, keepdim = o
+    d = dim[0] if len(dim) == 1 else tuple(dim)
+    if loss:
+        return _F.logsumexp(a[0], d, keepdim), [None], []
+    return None, [_F.logsumexp_with_grad(a[0], d, keepdim, grad_output=g)[1]], []
+
+
+def _lse_meta(t, o):
+    dim, keepdim = o
+    x = t[0]
+    n = max(x.dim(), 1)
+    dims = {d % n for d in dim} if x.dim() else set()
+    shape = [1 if i in dims else s for i, s in enumerate(x.shape)] if keepdim else \
+        [s for i, s in enumerate(x.shape) if i not in dims]
+    return tuple(shape), x.dtype
+
+
+_register(_Op("logsumexp", ("input",), "int[] dim, bool keepdim", (0,), _lse_kernel, _lse_meta, lambda o: False,
+              autocast=False))
 
 
 # ---------------------------------------------------------------------------------------------------- losses
@@ -192,16 +614,23 @@ def cross_entropy(
     """``torch.nn.functional.cross_entropy`` computed by infoloss (see :func:`infoloss.cross_entropy`).
 
     Class-index targets (any integer dtype) or class-probability targets of the input's shape; gradients flow to
-    the input and to probability targets.
+    the input and to probability targets. Operator: ``torch.ops.infoloss.cross_entropy``.
+
+    Example:
+        >>> import torch, infoloss.torch as itorch
+        >>> x = torch.tensor([[2.0, 0.5, -1.0]], requires_grad=True)
+        >>> loss = itorch.cross_entropy(x, torch.tensor([0]), label_smoothing=0.1)
+        >>> loss.backward(); round(loss.item(), 6), x.grad.shape
+        (0.391311, torch.Size([1, 3]))
     """
+    op = "cross_entropy"
     red = c.resolve_reduction(size_average, reduce, reduction, 2)
-
-    def kernel(x, t, ex, g, loss, grad, target_grad):
-        return _F._cross_entropy(x, t, ex[0], ignore_index, red, label_smoothing, g, loss=loss, grad=grad,
-                                 target_grad=target_grad)
-
-    probs = isinstance(target, torch.Tensor) and isinstance(input, torch.Tensor) and target.shape == input.shape
-    return _apply(kernel, red != "none", probs, "cross_entropy", input, target, weight)
+    _check(input, op, "input")
+    _check(target, op, "target")
+    _check(weight, op, "weight", optional=True)
+    _no_weight_grad(op, ("weight", weight))
+    ii = c.as_int(ignore_index, op, "ignore_index")
+    return _call(op, (input, target, weight), (ii, red, c.as_float(label_smoothing, op, "label_smoothing")))[0]
 
 
 def nll_loss(
@@ -213,13 +642,21 @@ def nll_loss(
     reduce: Optional[bool] = None,
     reduction: str = "mean",
 ) -> torch.Tensor:
-    """``torch.nn.functional.nll_loss`` computed by infoloss (see :func:`infoloss.nll_loss`)."""
+    """``torch.nn.functional.nll_loss`` computed by infoloss (see :func:`infoloss.nll_loss`).
+
+    Example:
+        >>> import torch, infoloss.torch as itorch
+        >>> lp = torch.log(torch.tensor([[0.25, 0.75]]))
+        >>> round(itorch.nll_loss(lp, torch.tensor([1])).item(), 6)
+        0.287682
+    """
+    op = "nll_loss"
     red = c.resolve_reduction(size_average, reduce, reduction, 2)
-
-    def kernel(x, t, ex, g, loss, grad, target_grad):
-        return _F._nll_loss(x, t, ex[0], ignore_index, red, g, loss=loss, grad=grad)
-
-    return _apply(kernel, red != "none", False, "nll_loss", input, target, weight)
+    _check(input, op, "input")
+    _check(target, op, "target")
+    _check(weight, op, "weight", optional=True)
+    _no_weight_grad(op, ("weight", weight))
+    return _call(op, (input, target, weight), (c.as_int(ignore_index, op, "ignore_index"), red))[0]
 
 
 def kl_div(
@@ -231,14 +668,19 @@ def kl_div(
     log_target: bool = False,
 ) -> torch.Tensor:
     """``torch.nn.functional.kl_div`` computed by infoloss (see :func:`infoloss.kl_div`), with torch's warnings;
-    gradients flow to the input and the target."""
-    ndim = input.dim() if isinstance(input, torch.Tensor) else 0
-    red, divide = c.resolve_kl_reduction(size_average, reduce, reduction, ndim, 2)
+    gradients flow to the input and the target.
 
-    def kernel(x, t, ex, g, loss, grad, target_grad):
-        return _F._kl_div(x, t, red, log_target, g, divide=divide, loss=loss, grad=grad, target_grad=target_grad)
-
-    return _apply(kernel, red != "none", True, "kl_div", input, target)
+    Example:
+        >>> import torch, infoloss.torch as itorch
+        >>> lp = torch.log(torch.tensor([[0.5, 0.5]])); q = torch.tensor([[0.25, 0.75]])
+        >>> round(itorch.kl_div(lp, q, reduction="batchmean").item(), 6)
+        0.130812
+    """
+    op = "kl_div"
+    _check(input, op, "input")
+    _check(target, op, "target")
+    red, divide = c.resolve_kl_reduction(size_average, reduce, reduction, input.dim(), 2)
+    return _call(op, (input, target), (red, bool(log_target), bool(divide)))[0]
 
 
 def binary_cross_entropy(
@@ -250,13 +692,20 @@ def binary_cross_entropy(
     reduction: str = "mean",
 ) -> torch.Tensor:
     """``torch.nn.functional.binary_cross_entropy`` computed by infoloss (see
-    :func:`infoloss.binary_cross_entropy`); gradients flow to the input and the target."""
+    :func:`infoloss.binary_cross_entropy`); gradients flow to the input and the target.
+
+    Example:
+        >>> import torch, infoloss.torch as itorch
+        >>> round(itorch.binary_cross_entropy(torch.tensor([0.8]), torch.tensor([1.0])).item(), 6)
+        0.223144
+    """
+    op = "binary_cross_entropy"
     red = c.resolve_reduction(size_average, reduce, reduction, 2)
-
-    def kernel(x, t, ex, g, loss, grad, target_grad):
-        return _F._bce(x, t, ex[0], red, g, loss=loss, grad=grad, target_grad=target_grad)
-
-    return _apply(kernel, red != "none", True, "binary_cross_entropy", input, target, weight)
+    _check(input, op, "input")
+    _check(target, op, "target")
+    _check(weight, op, "weight", optional=True)
+    _no_weight_grad(op, ("weight", weight))
+    return _call(op, (input, target, weight), (red,))[0]
 
 
 def binary_cross_entropy_with_logits(
@@ -269,102 +718,82 @@ def binary_cross_entropy_with_logits(
     pos_weight: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """``torch.nn.functional.binary_cross_entropy_with_logits`` computed by infoloss (see
-    :func:`infoloss.binary_cross_entropy_with_logits`); gradients flow to the input and the target."""
+    :func:`infoloss.binary_cross_entropy_with_logits`); gradients flow to the input and the target.
+
+    Example:
+        >>> import torch, infoloss.torch as itorch
+        >>> round(itorch.binary_cross_entropy_with_logits(torch.tensor([0.0]), torch.tensor([1.0])).item(), 6)
+        0.693147
+    """
+    op = "binary_cross_entropy_with_logits"
     red = c.resolve_reduction(size_average, reduce, reduction, 2)
-
-    def kernel(x, t, ex, g, loss, grad, target_grad):
-        return _F._bce_logits(x, t, ex[0], red, ex[1], g, loss=loss, grad=grad, target_grad=target_grad)
-
-    return _apply(kernel, red != "none", True, "binary_cross_entropy_with_logits", input, target, weight, pos_weight)
+    _check(input, op, "input")
+    _check(target, op, "target")
+    _check(weight, op, "weight", optional=True)
+    _check(pos_weight, op, "pos_weight", optional=True)
+    _no_weight_grad(op, ("weight", weight), ("pos_weight", pos_weight))
+    return _call(op, (input, target, weight, pos_weight), (red,))[0]
 
 
 # ----------------------------------------------------------------------------------------- row functions
 
 
-class _Rows(torch.autograd.Function):
-    """``log_softmax`` / ``softmax``: the backward works from the saved output."""
-
-    @staticmethod
-    def forward(ctx, name, dim, input):  # type: ignore[override]
-        from . import _infoloss as _C
-
-        x = _np(input, name, "input")
-        x = c.float_input(x, name)
-        out = (_C.log_softmax if name == "log_softmax" else _C.softmax)(x, dim)
-        ctx.name, ctx.dim = name, dim
-        result = _as(torch.from_numpy(out), input.dtype)
-        ctx.save_for_backward(result)
-        return result
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output):  # type: ignore[override]
-        from . import _infoloss as _C
-
-        (out,) = ctx.saved_tensors
-        y = _np(out, ctx.name, "output")
-        g = _np(grad_output, ctx.name, "grad_output").astype(y.dtype, copy=False)
-        bwd = _C.log_softmax_backward if ctx.name == "log_softmax" else _C.softmax_backward
-        gi = torch.from_numpy(bwd(y, c.ready(g, ctx.name, "grad_output"), ctx.dim))
-        return None, None, _as(gi, out.dtype)
-
-
 def _rows(name: str, input: torch.Tensor, dim: Optional[int], stacklevel: int, dtype: Any) -> torch.Tensor:
-    if not isinstance(input, torch.Tensor):
-        raise TypeError(f"{name}: input must be a torch.Tensor, got {type(input).__name__}")
+    _check(input, name, "input")
     if dtype is not None:
         input = input.to(dtype)
     if dim is None:
         dim = c.get_softmax_dim(name, input.dim(), stacklevel + 1)
-    return _Rows.apply(name, c.as_int(dim, name, "dim"), input)
+    return _call(name, (input,), (c.as_int(dim, name, "dim"),))[0]
 
 
 def log_softmax(input: torch.Tensor, dim: Optional[int] = None, _stacklevel: int = 3, dtype: Any = None) -> torch.Tensor:
-    """``torch.nn.functional.log_softmax`` computed by infoloss (see :func:`infoloss.log_softmax`)."""
+    """``torch.nn.functional.log_softmax`` computed by infoloss (see :func:`infoloss.log_softmax`).
+
+    Example:
+        >>> import torch, infoloss.torch as itorch
+        >>> [round(v, 6) for v in itorch.log_softmax(torch.zeros(2), 0).tolist()]
+        [-0.693147, -0.693147]
+    """
     return _rows("log_softmax", input, dim, _stacklevel, dtype)
 
 
 def softmax(input: torch.Tensor, dim: Optional[int] = None, _stacklevel: int = 3, dtype: Any = None) -> torch.Tensor:
-    """``torch.nn.functional.softmax`` computed by infoloss (see :func:`infoloss.softmax`)."""
+    """``torch.nn.functional.softmax`` computed by infoloss (see :func:`infoloss.softmax`).
+
+    Example:
+        >>> import torch, infoloss.torch as itorch
+        >>> itorch.softmax(torch.zeros(1, 2), 1).tolist()
+        [[0.5, 0.5]]
+    """
     return _rows("softmax", input, dim, _stacklevel, dtype)
 
 
-class _LogSumExp(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, dim, keepdim, input):  # type: ignore[override]
-        x = _np(input, "logsumexp", "input")
-        out = _F.logsumexp(x, dim, keepdim)
-        ctx.dim, ctx.keepdim = dim, keepdim
-        ctx.save_for_backward(input)
-        result = torch.from_numpy(np.asarray(out))
-        return _as(result, input.dtype)
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output):  # type: ignore[override]
-        (input,) = ctx.saved_tensors
-        x = _np(input, "logsumexp", "input")
-        go = _np(grad_output, "logsumexp", "grad_output")
-        _, g = _F.logsumexp_with_grad(x, ctx.dim, ctx.keepdim, grad_output=go)
-        gi = torch.from_numpy(np.ascontiguousarray(g))
-        return None, None, _as(gi, input.dtype)
-
-
 def logsumexp(input: torch.Tensor, dim: Any, keepdim: bool = False) -> torch.Tensor:
-    """``torch.logsumexp`` computed by infoloss (see :func:`infoloss.logsumexp`)."""
-    if not isinstance(input, torch.Tensor):
-        raise TypeError(f"logsumexp: input must be a torch.Tensor, got {type(input).__name__}")
-    return _LogSumExp.apply(dim, bool(keepdim), input)
+    """``torch.logsumexp`` computed by infoloss (see :func:`infoloss.logsumexp`); ``dim`` is an int or a sequence
+    of ints.
+
+    Example:
+        >>> import torch, infoloss.torch as itorch
+        >>> round(itorch.logsumexp(torch.log(torch.tensor([1.0, 3.0])), 0).item(), 6)
+        1.386294
+    """
+    op = "logsumexp"
+    _check(input, op, "input")
+    dims = [c.as_int(d, op, "dim") for d in dim] if isinstance(dim, (list, tuple)) else [c.as_int(dim, op, "dim")]
+    if not dims:
+        raise ValueError(f"{op}: dim must name at least one dimension")
+    n = max(input.dim(), 1)
+    for d in dims:
+        if not -n <= d < n:
+            raise IndexError(f"{op}: invalid dim = {d}: dimension out of range (expected to be in range of "
+                             f"[{-n}, {n - 1}])")
+    if len({d % n for d in dims}) != len(dims):
+        raise ValueError(f"{op}: a dim appears multiple times in the list of dims {dims}")
+    return _call(op, (input,), (dims, bool(keepdim)))[0]
 
 
 # ------------------------------------------------------------------------------------- distillation and UDA
-
-
-def _check(t: Any, op: str, name: str, optional: bool = False) -> None:
-    if t is None and optional:
-        return
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
 
 
 def distill(
@@ -381,7 +810,9 @@ def distill(
     reduction: str = "batchmean",
     normalizer: Optional[float] = None,
 ) -> torch.Tensor:
-    """:func:`infoloss.distill` as an autograd function: the gradient flows to ``student_logits`` only.
+    """:func:`infoloss.distill` as a torch operator: the gradient flows to ``student_logits`` only. PyTorch
+    equivalent (forward KL): ``F.kl_div(F.log_softmax(s / T, 1), F.log_softmax(t / T, 1), reduction="batchmean",
+    log_target=True) * T**2`` (see :func:`infoloss.distill` for the other divergences and the hard-label term).
 
     Example:
         >>> import torch, infoloss.torch as itorch
@@ -396,11 +827,7 @@ def distill(
     _check(student_logits, op, "student_logits")
     _check(teacher_logits, op, "teacher_logits")
     _check(labels, op, "labels", optional=True)
-
-    def kernel(x, t, ex, g, loss, grad, target_grad):
-        return _D._distill(x, t, ex[0], opts, g, loss=loss, grad=grad)
-
-    return _apply(kernel, opts[6] != "none", False, op, student_logits, teacher_logits, labels)
+    return _call(op, (student_logits, teacher_logits, labels), opts)[0]
 
 
 def distill_topk(
@@ -419,7 +846,18 @@ def distill_topk(
     reduction: str = "batchmean",
     normalizer: Optional[float] = None,
 ) -> torch.Tensor:
-    """:func:`infoloss.distill_topk` as an autograd function: the gradient flows to ``student_logits`` only."""
+    """:func:`infoloss.distill_topk` as a torch operator: the gradient flows to ``student_logits`` only. PyTorch
+    equivalent (forward KL, no tail): ``F.kl_div(F.log_softmax(s / T, 1).gather(1, topk_indices), topk_logprobs,
+    reduction="batchmean", log_target=True) * T**2``.
+
+    Example:
+        >>> import torch, infoloss.torch as itorch
+        >>> s = torch.tensor([[1.0, 2.0, 0.5]], requires_grad=True)
+        >>> lq, idx = torch.topk(torch.log_softmax(torch.tensor([[0.5, 1.5, 2.0]]), 1), 2, 1)
+        >>> loss = itorch.distill_topk(s, idx, lq, add_tail=True)
+        >>> loss.backward(); s.grad.shape
+        torch.Size([1, 3])
+    """
     op = "distill_topk"
     opts = _D._distill_options(op, temperature, t2_scaling, divergence, beta, alpha, ignore_index, reduction,
                                normalizer)
@@ -427,11 +865,7 @@ def distill_topk(
     _check(topk_indices, op, "topk_indices")
     _check(topk_logprobs, op, "topk_logprobs")
     _check(labels, op, "labels", optional=True)
-
-    def kernel(x, t, ex, g, loss, grad, target_grad):
-        return _D._distill_topk(x, ex[0], t, ex[1], add_tail, opts, g, loss=loss, grad=grad)
-
-    return _apply(kernel, opts[6] != "none", False, op, student_logits, topk_logprobs, topk_indices, labels)
+    return _call(op, (student_logits, topk_indices, topk_logprobs, labels), (bool(add_tail),) + opts)[0]
 
 
 def uda_consistency(
@@ -443,10 +877,10 @@ def uda_consistency(
     confidence_threshold: Optional[float] = None,
     normalize: str = "kept_rows",
 ) -> torch.Tensor:
-    """The loss of :func:`infoloss.uda_consistency` as an autograd function (a 0-d tensor); the gradient flows to
+    """The loss of :func:`infoloss.uda_consistency` as a torch operator (a 0-d tensor); the gradient flows to
     ``aug_logits`` only and is computed in the backward pass by :func:`infoloss.uda_consistency_backward` with the
     upstream gradient (e.g. ``uda_coeff``), rounded once. For the mask and the kept-row count call
-    :func:`infoloss.uda_consistency` on NumPy arrays.
+    :func:`infoloss.uda_consistency` on NumPy arrays. PyTorch equivalent: see :func:`infoloss.uda_consistency`.
 
     Example:
         >>> import torch, infoloss.torch as itorch
@@ -458,76 +892,80 @@ def uda_consistency(
     op = "uda_consistency"
     _check(ori_logits, op, "ori_logits")
     _check(aug_logits, op, "aug_logits")
+    opts = (c.as_float(temperature, op, "temperature"), _D._choice(sharpen, _D.SHARPEN, op, "sharpen"),
+            _D._opt_float(confidence_threshold, op, "confidence_threshold"),
+            _D._choice(normalize, _D.UDA_NORMALIZE, op, "normalize"))
+    return _call(op, (ori_logits, aug_logits), opts)[0]
 
-    def kernel(x, t, ex, g, loss, grad, target_grad):
-        if g is not None and not loss:
-            # a backward pass with the upstream gradient: infoloss applies it (rounded once)
-            return None, _D._uda_backward(t, x, g, temperature, sharpen, confidence_threshold, normalize), None
-        r = _D._uda(t, x, temperature, sharpen, confidence_threshold, normalize)
-        return r.loss, (r.grad_aug if grad else None), None
 
-    # not precomputed in the forward pass: the backward pass hands the upstream gradient to infoloss
-    return _apply(kernel, False, False, op, aug_logits, ori_logits)
+# ------------------------------------------------------------------------------------- cross_entropy_extras
+
+
+class CrossEntropyExtrasOutput(NamedTuple):
+    """What :func:`cross_entropy_extras` returns (a named tuple).
+
+    ``loss`` (cross-entropy + z-loss; differentiable), ``z_loss`` (the z-loss part, reduced like the loss),
+    ``lse`` (``(N,)`` log-sum-exp of the capped logits with ``return_lse=True``, else ``None``) and
+    ``token_accuracy`` (with ``return_token_accuracy=True``: a Python float for ``'mean'``/``'sum'`` — a float64
+    0-d tensor inside ``torch.compile``, which cannot return a Python number without a graph break — or ``(N,)``
+    float64 1/0 indicators for ``'none'``; else ``None``). ``z_loss`` and ``lse`` are for logging: no gradient
+    flows through them (the z-loss's gradient is part of ``loss``'s)."""
+
+    loss: torch.Tensor
+    z_loss: torch.Tensor
+    lse: Optional[torch.Tensor]
+    token_accuracy: Any
+
+
+def cross_entropy_extras(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: Optional[torch.Tensor] = None,
+    ignore_index: int = -100,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+    *,
+    lse_square_scale: float = 0.0,
+    softcap: Optional[float] = None,
+    return_lse: bool = False,
+    return_token_accuracy: bool = False,
+) -> CrossEntropyExtrasOutput:
+    r""":func:`infoloss.cross_entropy_extras` as a torch operator: cross-entropy on logits ``(N, C)`` with class
+    indices ``(N,)``, plus the z-loss ``lse_square_scale·lse²``, logit softcapping, the per-row log-sum-exp and the
+    token accuracy; the gradient of ``loss`` flows to ``input``. Returns a :class:`CrossEntropyExtrasOutput`
+    ``(loss, z_loss, lse, token_accuracy)``. PyTorch equivalent (``'mean'``)::
+
+        xc = c * torch.tanh(x / c); lse = torch.logsumexp(xc, 1); keep = y != ignore_index
+        loss = F.cross_entropy(xc, y, weight=w, ignore_index=ii, label_smoothing=eps) \
+               + torch.where(keep, s * lse.pow(2), 0).sum() / keep.sum()
+        acc = (xc.argmax(1) == y)[keep].float().mean()
+
+    Example:
+        >>> import torch, infoloss.torch as itorch
+        >>> x = torch.tensor([[1.0, 2.0, 3.0], [0.5, -1.0, 2.0]], requires_grad=True)
+        >>> r = itorch.cross_entropy_extras(x, torch.tensor([2, 0]), lse_square_scale=0.01, softcap=2.0,
+        ...                                 return_token_accuracy=True)
+        >>> r.loss.backward(); round(r.loss.item(), 6), round(r.z_loss.item(), 6), r.token_accuracy, x.grad.shape
+        (1.13666, 0.051175, 0.5, torch.Size([2, 3]))
+    """
+    op = "cross_entropy_extras"
+    red = c.get_enum(reduction, 2)
+    _check(input, op, "input")
+    _check(target, op, "target")
+    _check(weight, op, "weight", optional=True)
+    _no_weight_grad(op, ("weight", weight))
+    opts = (c.as_int(ignore_index, op, "ignore_index"), red, c.as_float(label_smoothing, op, "label_smoothing"),
+            c.as_float(lse_square_scale, op, "lse_square_scale"), _L._opt_float(softcap, op, "softcap"),
+            bool(return_lse), bool(return_token_accuracy))
+    loss, z, lse, acc = _call(op, (input, target, weight), opts)
+    if not return_token_accuracy:
+        acc = None
+    elif red != "none" and not torch.compiler.is_compiling():
+        acc = acc.item()  # a fraction of counts, exact in float64: not rounded to the input's dtype
+    return CrossEntropyExtrasOutput(loss, z, lse if return_lse else None, acc)
 
 
 # ------------------------------------------------------------------------------------------ fused linear losses
-
-
-def _float_dtypes(tensors) -> torch.dtype:
-    """The promoted dtype of the floating-point tensors among ``tensors``."""
-    dt = None
-    for t in tensors:
-        if isinstance(t, torch.Tensor) and t.dtype.is_floating_point:
-            dt = t.dtype if dt is None else torch.promote_types(dt, t.dtype)
-    return dt if dt is not None else torch.get_default_dtype()
-
-
-class _Fused(torch.autograd.Function):
-    """The fused linear losses. ``kernel(arrays, grad_output) -> (loss, grads)`` returns one gradient per
-    differentiable tensor (the first ``n_diff`` of ``tensors``). For reduced losses (and a uniform upstream
-    gradient) the forward's gradients are scaled in the backward pass (once; another backward pass recomputes
-    them); a per-row upstream gradient of ``reduction='none'`` reruns the kernel with it when ``per_row`` (else
-    it is refused)."""
-
-    @staticmethod
-    def forward(ctx, kernel, per_row, op, grad_enabled, names, n_diff, *tensors):  # type: ignore[override]
-        first = 6
-        arrays = [_np(t, op, n) for t, n in zip(tensors, names)]
-        want = [grad_enabled and t is not None and bool(ctx.needs_input_grad[first + i])
-                for i, t in enumerate(tensors[:n_diff])]
-        loss, grads = kernel(arrays, None)
-        ctx.op, ctx.kernel, ctx.per_row, ctx.names = op, kernel, per_row, names
-        ctx.want, ctx.n_diff, ctx.n_tensors = want, n_diff, len(tensors)
-        ctx.dtypes = [None if t is None else t.dtype for t in tensors[:n_diff]]
-        ctx.grads = grads if any(want) else None
-        if any(want):
-            ctx.save_for_backward(*tensors)
-        floats = [a.dtype for a in arrays if isinstance(a, np.ndarray) and a.dtype.kind == "f"]
-        out = _tensor(loss, np.result_type(*floats))
-        return _as(out, _float_dtypes(tensors))
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_output):  # type: ignore[override]
-        g = _np(grad_output, ctx.op, "grad_output")
-        flat = g.reshape(-1)
-        if g.ndim == 0 or flat.size == 0 or bool(np.all(flat == flat[0])):
-            # a uniform upstream gradient: scale the gradients of the forward pass. They are handed to autograd
-            # without a copy (it may accumulate into them in place), so another backward pass recomputes them.
-            grads, ctx.grads = ctx.grads, None
-            if grads is None:
-                _, grads = ctx.kernel([_np(t, ctx.op, n) for t, n in zip(ctx.saved_tensors, ctx.names)], None)
-            s = float(flat[0]) if flat.size else 1.0
-            grads = [a if (a is None or s == 1.0) else a * np.asarray(s, dtype=a.dtype) for a in grads]
-        elif ctx.per_row:
-            arrays = [_np(t, ctx.op, n) for t, n in zip(ctx.saved_tensors, ctx.names)]
-            _, grads = ctx.kernel(arrays, g)
-        else:
-            raise RuntimeError(f"{ctx.op}: the fused loss supports only a uniform upstream gradient for "
-                               "reduction='none' (e.g. loss.sum().backward())")
-        out = tuple(_as(_tensor(a, None), dt) if (w and a is not None) else None
-                    for a, w, dt in zip(grads, ctx.want, ctx.dtypes))
-        return (None,) * 6 + out + (None,) * (ctx.n_tensors - ctx.n_diff)
 
 
 def linear_cross_entropy(
@@ -548,8 +986,9 @@ def linear_cross_entropy(
     """``torch.nn.functional.linear_cross_entropy`` computed by infoloss's fused kernel (see
     :func:`infoloss.linear_cross_entropy`); gradients flow to ``input``, ``linear_weight`` and ``linear_bias``.
 
-    ``options`` (an ``nn.LinearCrossEntropyOptions``) is accepted for compatibility; its ``batch_chunk_size``
-    is used as ``chunk_size`` when that is not given. Beyond torch: ``lse_square_scale`` (z-loss), ``softcap``.
+    Torch's signature: ``ignore_index=None`` means -100, as in ``F.linear_cross_entropy``. ``options`` (an
+    ``nn.LinearCrossEntropyOptions``) is accepted for compatibility; its ``batch_chunk_size`` is used as
+    ``chunk_size`` when that is not given. Beyond torch: ``lse_square_scale`` (z-loss), ``softcap``.
 
     Example:
         >>> import torch, infoloss.torch as itorch
@@ -563,20 +1002,14 @@ def linear_cross_entropy(
     for t, n, opt in ((input, "input", False), (linear_weight, "linear_weight", False), (target, "target", False),
                       (linear_bias, "linear_bias", True), (weight, "weight", True)):
         _check(t, op, n, opt)
-    if weight is not None and weight.requires_grad:
-        raise NotImplementedError(f"{op}: infoloss.torch has no gradient wrt the class weight")
+    _no_weight_grad(op, ("the class weight", weight))
     if chunk_size is None and options is not None:
         chunk_size = getattr(options, "batch_chunk_size", None)
-
-    def kernel(arrays, g):
-        x, w, b, y, cw = arrays
-        r = _L._linear_ce(x, w, y, b, cw, red, ignore_index, label_smoothing, lse_square_scale, softcap, chunk_size,
-                          grad_output=g)
-        return r.loss, (r.grad_input, r.grad_linear_weight, r.grad_linear_bias)
-
-    names = ("input", "linear_weight", "linear_bias", "target", "weight")
-    return _Fused.apply(kernel, True, op, torch.is_grad_enabled(), names, 3, input, linear_weight, linear_bias,
-                        target, weight)
+    ii = -100 if ignore_index is None else c.as_int(ignore_index, op, "ignore_index")
+    opts = (red, ii, c.as_float(label_smoothing, op, "label_smoothing"),
+            c.as_float(lse_square_scale, op, "lse_square_scale"), _L._opt_float(softcap, op, "softcap"),
+            _L._chunk(chunk_size, op))
+    return _call(op, (input, linear_weight, target, linear_bias, weight), opts)[0]
 
 
 def linear_distill(
@@ -600,9 +1033,10 @@ def linear_distill(
     normalizer: Optional[float] = None,
     chunk_size: Optional[int] = None,
 ) -> torch.Tensor:
-    """:func:`infoloss.linear_distill` as an autograd function: gradients flow to ``student_hidden``,
+    """:func:`infoloss.linear_distill` as a torch operator: gradients flow to ``student_hidden``,
     ``student_weight`` and ``student_bias`` (the teacher is a constant). Any upstream gradient works, also a
-    per-row one for ``reduction='none'``.
+    per-row one for ``reduction='none'``. PyTorch equivalent: :func:`distill` of ``F.linear(student_hidden,
+    student_weight, student_bias)`` and ``F.linear(teacher_hidden, teacher_weight, teacher_bias)``, fused.
 
     Example:
         >>> import torch, infoloss.torch as itorch
@@ -616,15 +1050,10 @@ def linear_distill(
     op = "linear_distill"
     opts = _D._distill_options(op, temperature, t2_scaling, divergence, beta, alpha, ignore_index, reduction,
                                normalizer)
-    names = ("student_hidden", "student_weight", "student_bias", "teacher_hidden", "teacher_weight",
-             "teacher_bias", "labels")
-    tensors = (student_hidden, student_weight, student_bias, teacher_hidden, teacher_weight, teacher_bias, labels)
+    names = ("student_hidden", "student_weight", "teacher_hidden", "teacher_weight", "labels", "student_bias",
+             "teacher_bias")
+    tensors = (student_hidden, student_weight, teacher_hidden, teacher_weight, labels, student_bias, teacher_bias)
     for t, n in zip(tensors, names):
         _check(t, op, n, optional=n in ("student_bias", "teacher_bias", "labels"))
-
-    def kernel(arrays, g):
-        xs, ws, bs, xt, wt, bt, y = arrays
-        r = _L._linear_distill(xs, ws, xt, wt, y, opts, chunk_size, g, bs, bt, teacher_topk, add_tail)
-        return r.loss, (r.grad_student_hidden, r.grad_student_weight, r.grad_student_bias)
-
-    return _Fused.apply(kernel, True, op, torch.is_grad_enabled(), names, 3, *tensors)
+    k = None if teacher_topk is None else c.as_int(teacher_topk, op, "teacher_topk")
+    return _call(op, tensors, opts + (_L._chunk(chunk_size, op), k, bool(add_tail)))[0]

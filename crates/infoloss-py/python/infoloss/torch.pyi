@@ -1,6 +1,6 @@
 """Type stubs of ``infoloss.torch`` (checked against the runtime by tests/test_stubs.py)."""
 
-from typing import Any, Literal, Optional, Sequence, Union
+from typing import Any, Literal, NamedTuple, Optional, Sequence, Union
 
 import torch
 
@@ -97,6 +97,25 @@ def uda_consistency(
     confidence_threshold: Optional[float] = None,
     normalize: Literal["kept_rows", "all_rows"] = "kept_rows",
 ) -> torch.Tensor: ...
+class CrossEntropyExtrasOutput(NamedTuple):
+    loss: torch.Tensor
+    z_loss: torch.Tensor
+    lse: Optional[torch.Tensor]
+    token_accuracy: Union[float, torch.Tensor, None]
+
+def cross_entropy_extras(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: Optional[torch.Tensor] = None,
+    ignore_index: int = -100,
+    reduction: Reduction = "mean",
+    label_smoothing: float = 0.0,
+    *,
+    lse_square_scale: float = 0.0,
+    softcap: Optional[float] = None,
+    return_lse: bool = False,
+    return_token_accuracy: bool = False,
+) -> CrossEntropyExtrasOutput: ...
 def linear_cross_entropy(
     input: torch.Tensor,
     linear_weight: torch.Tensor,
