@@ -181,21 +181,19 @@ pub(crate) fn probe(op: &str, shapes: &[&[usize]], arrays: usize) -> PyResult<()
     }
 }
 
-/// Runs `f` without the GIL, on the thread pool set by `set_num_threads`, turning core errors into Python
-/// exceptions and a panic (a bug) into `RuntimeError` instead of unwinding into the interpreter.
+/// Runs `f` without the GIL, in the extension's own thread pool (`crate::threads`: never rayon's global pool,
+/// which a forked child cannot use), turning core errors into Python exceptions and a panic (a bug) into
+/// `RuntimeError` instead of unwinding into the interpreter.
 pub(crate) fn compute<R, F>(py: Python<'_>, op: &str, f: F) -> PyResult<R>
 where
     R: Send,
     F: FnOnce() -> infoloss::Result<R> + Send,
 {
-    let pool = crate::threads::pool();
+    // The pool is fetched (and built, on first use or after a fork) without the GIL, so other Python threads
+    // run meanwhile.
     let res = py.detach(move || {
-        let run = move || catch_unwind(AssertUnwindSafe(f));
-        match pool {
-            Some(p) => p.install(run),
-            None => run(),
-        }
-    });
+        crate::threads::pool().map(|p| p.install(move || catch_unwind(AssertUnwindSafe(f))))
+    })?;
     match res {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(to_py_err(e)),

@@ -101,7 +101,13 @@ __version__: str = _infoloss.__version__
 def set_num_threads(n: int) -> None:
     """Sets the number of threads infoloss computes with (``n ≥ 1``), like ``torch.set_num_threads``.
 
-    Until it is called, infoloss uses rayon's default: ``RAYON_NUM_THREADS`` or one thread per CPU.
+    Until it is called, infoloss uses ``RAYON_NUM_THREADS`` or one thread per CPU, and the ``infoloss.torch``
+    functions set infoloss's count to torch's (``torch.get_num_threads()``, so ``torch.set_num_threads`` reaches
+    infoloss) before each op. An explicit ``set_num_threads`` wins over torch's count for the rest of the process.
+
+    infoloss computes in its own thread pool (never rayon's global one), so it works in forked children
+    (``multiprocessing``, ``DataLoader(num_workers > 0)``): a child rebuilds the pool on its first call, with the
+    same number of threads. Results are the same bits for every thread count.
 
     Example:
         >>> import infoloss
@@ -114,7 +120,7 @@ def set_num_threads(n: int) -> None:
 
 
 def get_num_threads() -> int:
-    """The number of threads infoloss computes with.
+    """The number of threads infoloss computes with (see :func:`set_num_threads`).
 
     Example:
         >>> import infoloss

@@ -102,6 +102,15 @@ def jensenshannon(
     p: _A, q: _A, base: Optional[float], axis: int, keepdims: bool, grad_output: Optional[_A] = None
 ) -> Any: ...
 def self_information(p: _A, base: Optional[float], grad_output: Optional[_A] = None) -> _A: ...
-def set_num_threads(n: int) -> None: ...
-def get_num_threads() -> int: ...
+def set_num_threads(n: int) -> None:
+    """Sets the pool's size to ``n`` threads (1 to 4096) for good: later ``_set_default_num_threads`` calls are
+    ignored, in this process and in its forked children."""
+def get_num_threads() -> int:
+    """The pool's size: the explicit count, else the default count (``RAYON_NUM_THREADS`` or one per CPU, until
+    ``_set_default_num_threads`` moves it)."""
+def _set_default_num_threads(n: int) -> None:
+    """Sets the pool's size to ``n`` (1 to 4096) unless ``set_num_threads`` was ever called (the explicit call
+    wins). ``infoloss.torch`` calls it with ``torch.get_num_threads()`` before each op, so ``torch.set_num_threads``
+    reaches infoloss; a no-op (one uncontended lock) when ``n`` is already the size. The pool is rebuilt lazily,
+    on the next computation, when the size changed. ``ValueError`` for ``n`` out of range."""
 def _panic_for_tests() -> None: ...
