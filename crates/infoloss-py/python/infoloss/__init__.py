@@ -1,7 +1,7 @@
 """infoloss: information-theoretic losses computed exactly as PyTorch 2.15 does, forward and backward.
 
-The functions take NumPy arrays (float16, float32 or float64, any strides; class indices of any integer dtype)
-and return NumPy arrays, or Python floats for reduced losses.
+The functions take NumPy arrays (float16, float32, float64 or ``ml_dtypes.bfloat16``, any strides; class indices
+of any integer dtype) and return NumPy arrays, or Python floats for reduced losses.
 
 - ``torch.nn.functional`` names, argument order, defaults and warnings: :func:`cross_entropy`,
   :func:`nll_loss`, :func:`kl_div`, :func:`binary_cross_entropy`, :func:`binary_cross_entropy_with_logits`,
@@ -18,7 +18,10 @@ and return NumPy arrays, or Python floats for reduced losses.
 - Gradients: ``<name>_with_grad(..., grad_output=None, return_target_grad=False)`` returns
   ``(loss, grad_input)`` or ``(loss, grad_input, grad_target)``.
 - ``infoloss.torch``: ``torch.autograd.Function`` drop-ins for CPU tensors (imported on first use; needs torch).
-- The GIL is released while computing; :func:`set_num_threads` sets the number of threads.
+- The GIL is released while computing (threads may call infoloss concurrently); :func:`set_num_threads` sets
+  the number of threads. Forked children (``multiprocessing``, ``DataLoader`` workers) compute normally.
+- ``ml_dtypes.bfloat16`` arrays (optional ``ml_dtypes`` package) are accepted wherever float arrays are, and
+  computed as ``infoloss.torch`` computes bfloat16: in float32, each result rounded once to bfloat16.
 
 Errors raise ``ValueError`` (shapes, options, values), ``IndexError`` (class index out of range),
 ``TypeError`` (dtypes) or ``MemoryError`` with infoloss's messages.

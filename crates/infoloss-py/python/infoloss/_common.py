@@ -3,15 +3,120 @@
 from __future__ import annotations
 
 import operator
+import sys
 import warnings
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
+
+from . import _infoloss
 
 FLOAT_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 MAX_NDIM = 32
 _INT64_MAX = np.iinfo(np.int64).max
 _INT64_MIN = np.iinfo(np.int64).min
+
+
+# ---------------------------------------------------------------------------------------------------- bfloat16
+
+
+_BF16: Optional[np.dtype] = None
+
+
+def bf16() -> Optional[np.dtype]:
+    """``ml_dtypes.bfloat16`` as a NumPy dtype if ``ml_dtypes`` has been imported, else ``None``.
+
+    Never imports ``ml_dtypes`` (an optional dependency): whoever holds a bfloat16 array has imported it already.
+    Every call of the extension asks, so the dtype is looked up once and kept.
+    """
+    global _BF16
+    if _BF16 is None:
+        mod = sys.modules.get("ml_dtypes")
+        bf = getattr(mod, "bfloat16", None) if mod is not None else None
+        if bf is not None:
+            _BF16 = np.dtype(bf)
+    return _BF16
+
+
+def is_float(dt: np.dtype) -> bool:
+    """Whether ``dt`` is a float dtype infoloss computes with: float16/32/64 (either byte order) or bfloat16.
+
+    ``ml_dtypes.bfloat16`` has NumPy kind ``'V'``, so ``dtype.kind == 'f'`` does not see it.
+    """
+    return native(dt) in FLOAT_DTYPES or (dt.kind == "V" and dt == bf16())
+
+
+def _is_bf16_array(a: Any, bf: np.dtype) -> bool:
+    return isinstance(a, np.ndarray) and a.dtype == bf
+
+
+def _round_bf16(v: Any, bf: np.dtype) -> Any:
+    """A result computed in float32 rounded once to bfloat16, in the container the float16 path returns: a
+    Python float stays a Python float (of the bfloat16 value), arrays and NumPy scalars become bfloat16."""
+    if isinstance(v, float):
+        return float(bf.type(v))
+    if isinstance(v, (np.ndarray, np.generic)) and v.dtype == np.float32:
+        return v.astype(bf)
+    if isinstance(v, tuple):
+        return tuple(_round_bf16(e, bf) for e in v)
+    return v
+
+
+# Outputs that are not values in the compute dtype and so must not be rounded: token accuracy (a fraction of
+# counts) at this position of the result tuple.
+_NOT_ROUNDED = {"cross_entropy_extras": 3, "linear_cross_entropy": 3}
+
+
+def _bf16_call(name: str, fn: Callable[..., Any], bf: np.dtype, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
+    """Calls the extension with bfloat16 operands, as ``infoloss.torch`` does for bfloat16 tensors: every bfloat16
+    array is widened exactly to float32, the float32 kernel runs, and every float result is rounded once to
+    bfloat16. The core computes ``bf16`` in float32 and rounds once too, so these are the bits it would give.
+
+    The ``*_in_place`` kernels write the float32 gradient over the widened copy of the logits (the first bfloat16
+    argument); it is rounded into the caller's array only after the kernel succeeded, so on an error the caller's
+    array is unchanged, as on the other dtypes.
+    """
+    wide = [a.astype(np.float32) if _is_bf16_array(a, bf) else a for a in args]
+    wide_kw = {k: (v.astype(np.float32) if _is_bf16_array(v, bf) else v) for k, v in kwargs.items()}
+    out = fn(*wide, **wide_kw)
+    if name.endswith("_in_place"):
+        i = next(i for i, a in enumerate(args) if _is_bf16_array(a, bf))
+        args[i][...] = wide[i]  # NumPy's float32 -> bfloat16 cast: round to nearest even, as torch's .to()
+    keep = _NOT_ROUNDED.get(name)
+    if keep is not None and isinstance(out, tuple):
+        return tuple(e if k == keep else _round_bf16(e, bf) for k, e in enumerate(out))
+    return _round_bf16(out, bf)
+
+
+class _Kernels:
+    """The extension module's functions as the Python layer calls them (``from ._common import kernels as _C``).
+
+    Arguments reach the extension already converted to one compute dtype. NumPy has no bfloat16, so the extension
+    takes float16/32/64 only; a call whose compute dtype is ``ml_dtypes.bfloat16`` goes through
+    :func:`_bf16_call`. Any other call reaches the extension function unchanged after one dtype check.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        fn = getattr(_infoloss, name)
+        if not callable(fn):
+            return fn
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            bf = bf16()
+            if bf is not None:
+                for a in (*args, *kwargs.values()):
+                    if _is_bf16_array(a, bf):
+                        return _bf16_call(name, fn, bf, args, kwargs)
+            return fn(*args, **kwargs)
+
+        call.__name__ = name
+        call.__doc__ = fn.__doc__
+        setattr(self, name, call)  # found by normal lookup from now on
+        return call
+
+
+#: The extension's functions, with bfloat16 support (see :class:`_Kernels`).
+kernels: Any = _Kernels()
 
 
 # ---------------------------------------------------------------------------------------------------- arrays
@@ -50,7 +155,7 @@ def native(dt: np.dtype) -> np.dtype:
 def float_input(x: Any, op: str, name: str = "input") -> np.ndarray:
     """The main operand of a torch-style function: must already be floating point (as torch requires)."""
     a = asarray(x, op, name)
-    if native(a.dtype) not in FLOAT_DTYPES:
+    if not is_float(a.dtype):
         raise TypeError(_float_dtype_error(op, name, a.dtype))
     return ready(a, op, name)
 
@@ -67,7 +172,7 @@ def _float_dtype_error(op: str, name: str, dt: np.dtype) -> str:
     }
     what = kinds.get(dt.kind, "an unsupported")
     return (
-        f"{op}: {name} must be a floating-point array (float16, float32 or float64), "
+        f"{op}: {name} must be a floating-point array (float16, float32, float64 or ml_dtypes.bfloat16), "
         f"got {what} array of dtype {dt}"
     )
 
@@ -81,7 +186,7 @@ def numeric(x: Any, op: str, name: str, *, allow_bool: bool = True) -> np.ndarra
     """A real-valued operand (target, weight, grad_output): floating, integer or (optionally) boolean."""
     a = asarray(x, op, name)
     k = a.dtype.kind
-    if k == "f" and native(a.dtype) in FLOAT_DTYPES:
+    if is_float(a.dtype):
         return a
     if k in "iu" or (k == "b" and allow_bool):
         return a
@@ -99,10 +204,11 @@ def promote(op: str, x: np.ndarray, *others: Tuple[Any, np.ndarray]) -> np.dtype
     """
     dt = native(x.dtype)
     for orig, a in others:
-        if a is not None and is_strong(orig) and a.dtype.kind == "f":
+        if a is not None and is_strong(orig) and is_float(a.dtype):
+            # ml_dtypes registers torch's promotions: bfloat16 with float16 or float32 gives float32
             dt = np.result_type(dt, native(a.dtype))
-    if dt not in FLOAT_DTYPES:  # e.g. longdouble
-        raise TypeError(f"{op}: unsupported dtype {dt} (float16, float32 or float64 only)")
+    if not is_float(dt):  # e.g. longdouble
+        raise TypeError(f"{op}: unsupported dtype {dt} (float16, float32, float64 or ml_dtypes.bfloat16 only)")
     return dt
 
 
@@ -251,7 +357,8 @@ def get_softmax_dim(name: str, ndim: int, stacklevel: int) -> int:
 
 
 def in_place_logits(x: Any, op: str, name: str) -> np.ndarray:
-    """The logits of an in-place call: the caller's own writeable float16/32/64 NumPy array, never a copy.
+    """The logits of an in-place call: the caller's own writeable float16/32/64 or bfloat16 NumPy array, never a
+    copy (a bfloat16 array receives its gradient through :func:`_bf16_call`).
 
     A conversion would write the gradient into a temporary the caller never sees, so nothing is converted: a
     list, an integer or non-native-byte-order array, a read-only or misaligned array is an error.
@@ -260,7 +367,7 @@ def in_place_logits(x: Any, op: str, name: str) -> np.ndarray:
         raise TypeError(
             f"{op}: {name} must be a NumPy array (the gradient is written over it), got {type(x).__name__}"
         )
-    if x.dtype not in FLOAT_DTYPES:
+    if x.dtype not in FLOAT_DTYPES and not (x.dtype.kind == "V" and x.dtype == bf16()):
         raise TypeError(_float_dtype_error(op, name, x.dtype) + " in native byte order")
     if not x.flags.writeable:
         raise ValueError(f"{op}: {name} is read-only; the in-place call writes the gradient over it")

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple, Optional
 import numpy as np
 
 from . import _common as c
-from . import _infoloss as _C
+from ._common import kernels as _C  # bfloat16-aware (see _common._Kernels)
 
 ArrayLike = Any
 

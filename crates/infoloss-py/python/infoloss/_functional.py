@@ -13,7 +13,7 @@ from typing import Any, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import _common as c
-from . import _infoloss as _C
+from ._common import kernels as _C
 
 ArrayLike = Any
 
@@ -28,6 +28,10 @@ def _cast_grad(g: Optional[np.ndarray], dtype: np.dtype) -> Optional[np.ndarray]
 
 def _scale(dtype: np.dtype, loss: Any, n: int) -> Any:
     """``loss / n`` rounded in ``dtype`` (torch's ``reduced / input.size(0)``)."""
+    if dtype == c.bf16():
+        # torch divides a bfloat16 tensor in float32 and rounds once; bfloat16(n) itself may be inexact (n > 256)
+        q = np.asarray(loss, dtype=np.float32) / np.float32(n)
+        return float(dtype.type(q)) if isinstance(loss, float) else q.astype(dtype)
     if isinstance(loss, float):
         return float(dtype.type(loss) / dtype.type(n))
     return (loss / dtype.type(n)).astype(dtype, copy=False)
@@ -58,7 +62,7 @@ def _cross_entropy(
     w_arr = None if weight is None else c.numeric(weight, op, "weight", allow_bool=False)
     if t_arr.shape == x.shape:
         # Class probabilities, as torch dispatches: whenever the target has the input's shape.
-        if t_arr.dtype.kind != "f":
+        if not c.is_float(t_arr.dtype):
             raise TypeError(
                 f"{op}: a target with the input's shape {list(x.shape)} holds class probabilities and must be "
                 f"floating point, got dtype {t_arr.dtype} (class indices have the input's shape without dimension 1)"
@@ -93,7 +97,8 @@ def cross_entropy(
     r"""Cross-entropy between logits and class indices or class probabilities, as ``torch.nn.functional.cross_entropy``.
 
     Args:
-        input: logits of shape ``(C)``, ``(N, C)`` or ``(N, C, d1, ..., dK)`` (class dimension 1), float16/32/64.
+        input: logits of shape ``(C)``, ``(N, C)`` or ``(N, C, d1, ..., dK)`` (class dimension 1), float16/32/64 or
+            ``ml_dtypes.bfloat16`` (computed in float32, results rounded once to bfloat16).
         target: class indices of shape ``()``, ``(N)`` or ``(N, d1, ..., dK)`` (any integer dtype), or class
             probabilities of the input's shape (floating point). As in torch, a target with exactly the input's
             shape is read as probabilities.
@@ -175,6 +180,10 @@ def cross_entropy_with_grad_in_place(
     computed in the input's precision). Operands that share memory with ``input`` are refused. On any error
     ``input`` is left unchanged. Rust: ``infoloss::cross_entropy_with_grad_in_place``.
 
+    An ``ml_dtypes.bfloat16`` ``input`` works too (every ``*_with_grad_in_place`` function): it is computed in a
+    float32 copy and the gradient is rounded once to bfloat16 into ``input`` — the same bits as the allocating
+    call, but with a float32 temporary, so without the memory saving.
+
     Example:
         >>> import numpy as np, infoloss
         >>> x = np.zeros((1, 2), dtype=np.float32)
@@ -192,7 +201,7 @@ def cross_entropy_with_grad_in_place(
     w_arr = None if weight is None else c.numeric(weight, op, "weight", allow_bool=False)
     probs = t_arr.shape == x.shape
     if probs:
-        if t_arr.dtype.kind != "f":
+        if not c.is_float(t_arr.dtype):
             raise TypeError(
                 f"{op}: a target with the input's shape {list(x.shape)} holds class probabilities and must be "
                 f"floating point, got dtype {t_arr.dtype} (class indices have the input's shape without dimension 1)"
@@ -314,7 +323,7 @@ def _kl_div(
     lo, gi, gt = _C.kl_div(xc, tc, reduction, bool(log_target), go, loss, grad, target_grad)
     if divide and lo is not None:
         lo = _scale(dt, lo, n)
-    t_dt = c.native(t_arr.dtype) if (c.is_strong(target) and t_arr.dtype.kind == "f") else dt
+    t_dt = c.native(t_arr.dtype) if (c.is_strong(target) and c.is_float(t_arr.dtype)) else dt
     return lo, _cast_grad(gi, x.dtype), _cast_grad(gt, t_dt)
 
 
@@ -396,7 +405,7 @@ def _bce(
     wc = None if weight is None else c.cast(c.numeric(weight, op, "weight"), dt, op, "weight")
     go = c.grad_output_array(grad_output, dt, op)
     lo, gi, gt = _C.binary_cross_entropy(xc, tc, wc, reduction, go, loss, grad, target_grad)
-    t_dt = c.native(t_arr.dtype) if (c.is_strong(target) and t_arr.dtype.kind == "f") else dt
+    t_dt = c.native(t_arr.dtype) if (c.is_strong(target) and c.is_float(t_arr.dtype)) else dt
     return lo, _cast_grad(gi, x.dtype), _cast_grad(gt, t_dt)
 
 
@@ -470,7 +479,7 @@ def _bce_logits(
     pwc = None if pos_weight is None else c.cast(c.numeric(pos_weight, op, "pos_weight"), dt, op, "pos_weight")
     go = c.grad_output_array(grad_output, dt, op)
     lo, gi, gt = _C.binary_cross_entropy_with_logits(xc, tc, wc, pwc, reduction, go, loss, grad, target_grad)
-    t_dt = c.native(t_arr.dtype) if (c.is_strong(target) and t_arr.dtype.kind == "f") else dt
+    t_dt = c.native(t_arr.dtype) if (c.is_strong(target) and c.is_float(t_arr.dtype)) else dt
     return lo, _cast_grad(gi, x.dtype), _cast_grad(gt, t_dt)
 
 
@@ -628,9 +637,9 @@ def _softmax_input(input: ArrayLike, dtype: Any, op: str) -> np.ndarray:
     if dtype is not None:
         x = c.asarray(input, op, "input")
         dt = np.dtype(dtype)
-        if dt not in c.FLOAT_DTYPES:
-            raise TypeError(f"{op}: dtype must be float16, float32 or float64, got {dt}")
-        if x.dtype.kind not in "fiub":
+        if not c.is_float(dt):
+            raise TypeError(f"{op}: dtype must be float16, float32, float64 or ml_dtypes.bfloat16, got {dt}")
+        if x.dtype.kind not in "fiub" and not c.is_float(x.dtype):
             raise TypeError(c._float_dtype_error(op, "input", x.dtype))
         return c.ready(x.astype(dt, copy=False), op, "input")
     return c.float_input(input, op)

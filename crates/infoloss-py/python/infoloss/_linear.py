@@ -13,7 +13,7 @@ from typing import Any, NamedTuple, Optional
 import numpy as np
 
 from . import _common as c
-from . import _infoloss as _C
+from ._common import kernels as _C  # bfloat16-aware (see _common._Kernels)
 from ._distill import _distill_options, _labels
 
 ArrayLike = Any
@@ -215,7 +215,7 @@ def _linear_ce(input, linear_weight, target, linear_bias, weight, reduction, ign
         rows(loss),
         gx.reshape(x.shape).astype(x.dtype, copy=False),
         gw.astype(w.dtype, copy=False),
-        None if gb is None else gb.astype(c.native(b.dtype) if (c.is_strong(linear_bias) and b.dtype.kind == "f")
+        None if gb is None else gb.astype(c.native(b.dtype) if (c.is_strong(linear_bias) and c.is_float(b.dtype))
                                           else dt, copy=False),
         rows(z),
         rows(lse),
@@ -349,7 +349,7 @@ def _linear_distill(student_hidden, student_weight, teacher_hidden, teacher_weig
     if isinstance(loss, np.ndarray):
         loss = loss.astype(dt, copy=False)
     if gb is not None:
-        gb = gb.astype(c.native(bs.dtype) if (c.is_strong(student_bias) and bs.dtype.kind == "f") else dt, copy=False)
+        gb = gb.astype(c.native(bs.dtype) if (c.is_strong(student_bias) and c.is_float(bs.dtype)) else dt, copy=False)
     return LinearDistillResult(loss, gx.astype(arrs[0].dtype, copy=False), gw.astype(arrs[1].dtype, copy=False), gb)
 
 

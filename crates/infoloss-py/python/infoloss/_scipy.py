@@ -11,19 +11,20 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from . import _common as c
-from . import _infoloss as _C
+from ._common import kernels as _C
 
 ArrayLike = Any
 
 
 def _arr(x: Any, op: str, name: str) -> np.ndarray:
     a = c.asarray(x, op, name)
-    if c.native(a.dtype) in c.FLOAT_DTYPES:
+    if c.is_float(a.dtype):
         return c.ready(a, op, name)
     if a.dtype.kind in "iub":
         return a.astype(np.float64)
     raise TypeError(
-        f"{op}: {name} must be real-valued (float16, float32, float64, integer or bool), got dtype {a.dtype}"
+        f"{op}: {name} must be real-valued (float16, float32, float64, ml_dtypes.bfloat16, integer or bool), "
+        f"got dtype {a.dtype}"
     )
 
 
@@ -34,8 +35,8 @@ def _weak(x: Any) -> bool:
 def _common_dtype(op: str, pairs) -> np.dtype:
     strong = [c.native(a.dtype) for orig, a in pairs if not _weak(orig)]
     dt = np.result_type(*strong) if strong else np.dtype(np.float64)
-    if dt not in c.FLOAT_DTYPES:
-        raise TypeError(f"{op}: unsupported dtype {dt} (float16, float32 or float64 only)")
+    if not c.is_float(dt):
+        raise TypeError(f"{op}: unsupported dtype {dt} (float16, float32, float64 or ml_dtypes.bfloat16 only)")
     return dt
 
 
