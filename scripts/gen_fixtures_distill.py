@@ -144,8 +144,13 @@ def sparse_buckets(s, T, idx, lqk, add_tail):
     lse = torch.logsumexp(a, dim=1)
     lp = a.gather(1, idx) - lse[:, None]
     lq = lqk
+    in_topk = torch.zeros(s.shape, dtype=torch.bool).scatter(1, idx, True)
+    if add_tail and bool(in_topk.all()):
+        # every class is among the top-k: the tail is empty and there is no tail bucket (the teacher's
+        # leftover mass is only the rounding of its log-probabilities)
+        add_tail = False
+    assert not (add_tail and bool(in_topk.all(1).any())), "rows with and without a tail in one case"
     if add_tail:
-        in_topk = torch.zeros(s.shape, dtype=torch.bool).scatter(1, idx, True)
         lp_tail = torch.logsumexp(a.masked_fill(in_topk, -math.inf), dim=1) - lse
         lq_tail = log1mexp(torch.logsumexp(lqk, dim=1))
         lp = torch.cat([lp, lp_tail[:, None]], dim=1)
@@ -319,6 +324,39 @@ def distill_cases():
             c = distill_case(f"topk_{dtype}_kV_{div}", dtype, s, None, None, o, None, (idx, lqk, False))
             c["dense_teacher"] = enc(t)
             cases.append(c)
+    cases += empty_tail_and_nan_teacher_cases()
+    return cases
+
+
+def empty_tail_and_nan_teacher_cases():
+    """k = V with the tail bucket asked for (the tail is empty: the loss is the dense one, never +inf), and the
+    TVD of a NaN teacher row (torch's abs backward takes sign(nan) = 0: NaN loss, zero gradient row). A
+    generator of their own, so the cases before them keep their values."""
+    gen = torch.Generator().manual_seed(2424)
+    rnd = lambda r, c, dt, sc=2.0: (torch.randn(r, c, generator=gen, dtype=torch.float64) * sc).to(dt)
+    cases = []
+    for dtype in ["f32", "f64"]:
+        dt = DTYPES[dtype]
+        for div, beta in [("forward_kl", 0.0), ("reverse_kl", 0.0), ("jsd", 0.3), ("tvd", 0.0)]:
+            for T, labels_on in [(1.0, False), (2.0, True)]:
+                s = rnd(4, 6, dt)
+                t = rnd(4, 6, dt)
+                idx = torch.stack([torch.randperm(6, generator=gen) for _ in range(4)])
+                lqk = F.log_softmax(t / T, dim=1).gather(1, idx)
+                labels = torch.randint(0, 6, (4,), generator=gen) if labels_on else None
+                o = options(divergence=div, beta=beta, temperature=T, alpha=0.6 if labels_on else 1.0)
+                c = distill_case(f"topk_{dtype}_kV_tail_{div}_T{T}", dtype, s, None, labels, o, None,
+                                 (idx, lqk, True))
+                c["dense_teacher"] = enc(t)
+                cases.append(c)
+        for red, alpha in [("batchmean", 1.0), ("none", 1.0), ("sum", 0.5)]:
+            s = rnd(3, 5, dt)
+            t = rnd(3, 5, dt)
+            t[1, 2] = math.nan
+            labels = torch.tensor([0, 3, 4]) if alpha < 1 else None
+            o = options(divergence="tvd", temperature=2.0, alpha=alpha, reduction=red)
+            up = rnd(3, 1, dt, 1.0).reshape(-1) if red == "none" else None
+            cases.append(distill_case(f"edge_{dtype}_tvd_nan_teacher_row_{red}", dtype, s, t, labels, o, up))
     return cases
 
 

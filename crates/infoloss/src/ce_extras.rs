@@ -42,8 +42,10 @@
 //! ```
 //!
 //! computed in autograd's order (upstream on `log_softmax`, then its backward; `logsumexp`'s backward
-//! `g·exp(x̃ − lse)`; `tanh`'s backward `(g·c)·(1 − t²)/c`). Ignored rows get 0. With `Mean` and every row
-//! ignored the loss is NaN and the gradient 0 (as `F.cross_entropy`).
+//! `g·exp(x̃ − lse)`; `tanh`'s backward `(g·c)·(1 − t²)/c`). Ignored rows get 0, or NaN where torch's autograd gives NaN
+//! for a zero upstream gradient (a capped row with a NaN, a `+inf` or only `-inf`, as
+//! `F.cross_entropy`). With `Mean` and every row ignored the loss is NaN and the gradient 0 (as
+//! `F.cross_entropy`).
 //!
 //! # PyTorch
 //!
@@ -138,7 +140,8 @@ pub struct CrossEntropyExtrasOutput<T> {
     pub lse: Option<Array1<T>>,
     /// Token accuracy, if asked for: the fraction of non-ignored rows whose argmax is the target
     /// (`Mean`/`Sum`; NaN without such rows), or `(N,)` 1/0 indicators (`None`; 0 at ignored rows).
-    pub token_accuracy: Option<Loss<T>>,
+    /// Always `f64`: a count ratio such as 1/6 is not rounded to the logits' type.
+    pub token_accuracy: Option<Loss<f64>>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -235,6 +238,24 @@ pub(crate) fn grad_coefs<A: Real>(cfg: &CeRowConfig<A>, g: A, lse: A) -> (A, A, 
     (a, b, a_z)
 }
 
+/// The gradient of an ignored row, written over its logits `x` (uncapped when `softcap` is given):
+/// 0, except where PyTorch's autograd gives NaN for a zero upstream gradient — a capped row with a
+/// NaN, a `+inf` or only `-inf` (the `log_softmax` / `logsumexp` backwards form `0·exp(NaN)`). The
+/// softcap maps `±inf` to `±c`, so then only a NaN does.
+pub(crate) fn fill_ignored_grad<A: Real>(x: &mut [A], softcap: Option<A>) {
+    let nan = ignored_grad_is_nan(x, softcap.is_some());
+    x.fill(if nan { A::nan() } else { A::zero() });
+}
+
+/// Whether [`fill_ignored_grad`] writes NaN for the row `x` (`capped`: a softcap is still to be applied).
+pub(crate) fn ignored_grad_is_nan<A: Real>(x: &[A], capped: bool) -> bool {
+    if capped {
+        x.iter().any(|v| v.is_nan())
+    } else {
+        x.iter().any(|v| v.is_nan() || *v == A::infinity()) || x.iter().all(|v| *v == A::neg_infinity())
+    }
+}
+
 /// One row of cross-entropy with the extras, **in place**: `x` holds the row's logits on entry; with an
 /// upstream gradient `g` (the row's, before any `Mean` division) it holds the gradient wrt the
 /// (uncapped) logits on return, otherwise the capped logits. `tanh_buf` is scratch (resized as needed).
@@ -253,7 +274,7 @@ pub(crate) fn ce_row_in_place<A: Real>(
     let mut out = CeRowOut { lse: A::nan(), ..Default::default() };
     if cls.is_none() && !cfg.want_lse {
         if g.is_some() {
-            x.fill(zero);
+            fill_ignored_grad(x, cfg.softcap);
         }
         return out;
     }
@@ -278,7 +299,8 @@ pub(crate) fn ce_row_in_place<A: Real>(
     out.lse = lse;
     let Some(y) = cls else {
         if g.is_some() {
-            x.fill(zero);
+            // `x` holds the capped row now: the softcap is already applied
+            fill_ignored_grad(x, None);
         }
         return out;
     };
@@ -387,7 +409,7 @@ pub(crate) struct Reduced<T> {
     pub(crate) loss: Loss<T>,
     pub(crate) z_loss: Loss<T>,
     pub(crate) lse: Option<Array1<T>>,
-    pub(crate) token_accuracy: Option<Loss<T>>,
+    pub(crate) token_accuracy: Option<Loss<f64>>,
 }
 
 /// Reduces the per-row results exactly as `F.cross_entropy` (+ the z-loss as Liger).
@@ -450,12 +472,12 @@ pub(crate) fn reduce_rows<T: Element>(
         let one = |b: bool| if b { 1.0 } else { 0.0 };
         Some(match opts.reduction {
             Reduction::None => {
-                let v: Vec<T> = rows.iter().map(|r| T::from_acc(T::Acc::c(one(r.correct)))).collect();
+                let v: Vec<f64> = rows.iter().map(|r| one(r.correct)).collect();
                 Loss::Elementwise(array_from_vec(op, &[n], v)?)
             }
             _ => {
                 let correct: f64 = rows.iter().map(|r| one(r.correct)).sum();
-                Loss::Scalar(T::from_acc(T::Acc::c(correct / kept as f64)))
+                Loss::Scalar(correct / kept as f64)
             }
         })
     } else {

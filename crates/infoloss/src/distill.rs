@@ -224,10 +224,12 @@ impl Default for DistillOptions {
 ///   `p_tail = 1 − Σ_j p_j`, computed without cancellation as the softmax mass of the classes outside
 ///   the top-k. Without the tail, the student mass outside the top-k is not compared (DistillKit's
 ///   "zero" missing-mass mode); with it the loss is the divergence between the two `(k+1)`-bucket
-///   distributions (TRL's `loss_add_tail`, DistillKit's symmetric mode).
+///   distributions (TRL's `loss_add_tail`, DistillKit's symmetric mode). When the top-k hold every
+///   class the tail is empty and there is no tail bucket: the teacher's leftover mass is then only the
+///   rounding of its log-probabilities (an empty student tail against it would give `+inf`).
 ///
 /// The divergence is then computed over the buckets `b` (the k classes, plus the tail):
-/// `KL(q‖p) = Σ_b q_b·(log q_b − log p_b)` and so on. With `k = classes` and no tail it equals the dense
+/// `KL(q‖p) = Σ_b q_b·(log q_b − log p_b)` and so on. With `k = classes`, with or without the tail, it equals the dense
 /// [`distill`] with `logprobs = log_softmax(t/T)`. Gradient wrt `s_i` (class `i` in bucket `b(i)`):
 /// `(p_i/T)·(∂D/∂p_{b(i)} − Σ_b p_b·∂D/∂p_b)` (classes in no bucket have `∂D/∂p = 0`).
 ///
@@ -1807,17 +1809,17 @@ fn jsd_row(
     loss
 }
 
-/// `sign(d)/2` with `sign(0) = 0` and NaN propagated (as PyTorch's `abs` backward).
+/// `sign(d)/2` with `sign(0) = 0` and `sign(NaN) = 0`, as PyTorch's `abs` backward (`torch.sign(nan)`
+/// is 0): a NaN teacher row gives a NaN loss but a zero gradient, as in torch. A NaN student row still
+/// gets a NaN gradient, through `p`.
 #[inline(always)]
 fn half_sign(d: f64) -> f64 {
     if d > 0.0 {
         0.5
     } else if d < 0.0 {
         -0.5
-    } else if d == 0.0 {
-        0.0
     } else {
-        d
+        0.0
     }
 }
 
@@ -1998,6 +2000,10 @@ fn topk_row(sc: &mut Scratch, label: Option<usize>, cfg: &RowCfg, grad: GradDst<
             lq.push(q);
         }
         let mut lse_tail = NEG_INF;
+        // With every class among the top-k there is no tail bucket at all: the teacher's "missing"
+        // mass is only the rounding of its log-probabilities, and comparing it against an empty
+        // student tail would give +inf where the loss is the dense one.
+        let mut has_tail = false;
         if cfg.add_tail {
             for &i in idx.iter() {
                 if let Some(m) = mark.get_mut(i) {
@@ -2007,18 +2013,21 @@ fn topk_row(sc: &mut Scratch, label: Option<usize>, cfg: &RowCfg, grad: GradDst<
             let mut acc = OnlineLse::EMPTY;
             for (&x, &m) in s.iter().zip(mark.iter()) {
                 if !m {
+                    has_tail = true;
                     acc.push(x / temp);
                 }
             }
-            lse_tail = acc.lse();
-            lp.push(lse_tail - lse_s);
-            lq.push(log1mexp(row_lse(lq_in, 1.0)));
+            if has_tail {
+                lse_tail = acc.lse();
+                lp.push(lse_tail - lse_s);
+                lq.push(log1mexp(row_lse(lq_in, 1.0)));
+            }
         }
         soft = bucket_divergence(lp, lq, cfg.div, e);
         if let Some(o) = out.as_deref_mut() {
             let gsum: f64 = e.iter().sum();
-            let e_tail = if cfg.add_tail { e.last().copied().unwrap_or(0.0) } else { 0.0 };
-            let tail_on = cfg.add_tail && e_tail != 0.0 && lse_tail > NEG_INF;
+            let e_tail = if has_tail { e.last().copied().unwrap_or(0.0) } else { 0.0 };
+            let tail_on = has_tail && e_tail != 0.0 && lse_tail > NEG_INF;
             for ((g, &x), &m) in o.iter_mut().zip(s).zip(mark.iter()) {
                 let a = x / temp;
                 let p = (a - lse_s).exp();

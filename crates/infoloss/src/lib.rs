@@ -141,7 +141,8 @@ pub use softmax::{
     log_softmax, log_softmax_backward, logsumexp, logsumexp_backward, softmax, softmax_backward,
 };
 pub use uda::{
-    Sharpen, UdaNormalize, UdaOptions, UdaOutput, uda_consistency, uda_consistency_backward, uda_total,
+    Sharpen, UdaLoss, UdaNormalize, UdaOptions, UdaOutput, uda_consistency, uda_consistency_backward,
+    uda_consistency_loss, uda_total,
 };
 
 /// Re-export of the half-precision crate (`f16`, `bf16`).

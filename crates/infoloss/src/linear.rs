@@ -43,7 +43,8 @@ use ndarray::{Array1, Array2, ArrayView, ArrayView1, ArrayView2, ArrayViewMut2, 
 use rayon::prelude::*;
 
 use crate::ce_extras::{
-    CeRowConfig, CeRowOut, CrossEntropyExtrasOptions, grad_coefs, reduce_rows, row_argmax, row_config,
+    CeRowConfig, CeRowOut, CrossEntropyExtrasOptions, fill_ignored_grad, grad_coefs, ignored_grad_is_nan,
+    reduce_rows, row_argmax, row_config,
 };
 use crate::distill::{DistillOptions, OnlineLse, SparseTeacher, distill_with_grad};
 use crate::kernels::linear_gemm::{self, Accum, GemmError, MatMut, MatRef};
@@ -177,7 +178,7 @@ pub struct LinearCrossEntropyOutput<T> {
     /// `(N,)` log-sum-exp of the (capped) logits, if `ce.return_lse`.
     pub lse: Option<Array1<T>>,
     /// Token accuracy, if `ce.return_token_accuracy` (see [`CrossEntropyExtrasOutput`](crate::CrossEntropyExtrasOutput)).
-    pub token_accuracy: Option<Loss<T>>,
+    pub token_accuracy: Option<Loss<f64>>,
     /// `∂loss/∂hidden`, `(N, H)`.
     pub grad_hidden: Array2<T>,
     /// `∂loss/∂weight`, `(V, H)`.
@@ -551,7 +552,7 @@ fn ce_row_fast<T: LinearFloat>(
     let zero = T::zero();
     let mut out = CeRowOut { lse: T::nan(), ..Default::default() };
     if cls.is_none() && !cfg.want_lse {
-        x.fill(zero);
+        fill_ignored_grad(x, cfg.softcap);
         return out;
     }
     if let Some(c) = cfg.softcap {
@@ -577,12 +578,14 @@ fn ce_row_fast<T: LinearFloat>(
         0.0
     };
     let inf_lse = if m.is_infinite() { Some(row_logsumexp(x)) } else { None };
+    // (the capped row is about to be overwritten by its exponentials)
+    let ignored_nan = cls.is_none() && ignored_grad_is_nan(x, false);
     let s = T::exp_shift_sum(x, m);
     let log_sum = T::c(s.ln());
     let lse = inf_lse.unwrap_or(log_sum + m);
     out.lse = lse;
     let Some(y) = cls else {
-        x.fill(zero);
+        x.fill(if ignored_nan { T::nan() } else { zero });
         return out;
     };
     let w_y = cfg.w(y);

@@ -15,7 +15,8 @@
 //!    (`reduction = none`), and a reduced loss (`mean`, `sum`, `batchmean`) that adds a NaN is NaN.
 //! 2. **Only what is read can propagate.** [`nll_loss`](crate::nll_loss) reads only the target class's
 //!    entry of each row, so a NaN elsewhere in the row does not reach the loss, and the gradient there is
-//!    0 (torch: `nll_loss([[nan, 0]], [1]) = 0`). Ignored rows read nothing.
+//!    0 (torch: `nll_loss([[nan, 0]], [1]) = 0`). Ignored rows add nothing to the loss (but see rule 16
+//!    for their gradient).
 //! 3. **A `+inf` logit makes its whole row NaN** in `softmax`/`log_softmax` (`inf − inf`) and in the
 //!    cross-entropy; `logsumexp` of such a row is `+inf`.
 //! 4. **A `−inf` logit has probability 0.** The rest of the row stays finite. If the target class has
@@ -58,6 +59,18 @@
 //!     entries give `−inf` (entropy) or `+inf` (relative entropy, Jensen–Shannon).
 //! 15. **Class indices are integers, so they cannot be NaN;** an index outside `[0, classes)` that is not
 //!     `ignore_index` is an [`Error::TargetOutOfRange`](crate::Error) naming its position and value.
+//! 16. **An ignored row's gradient is 0, or NaN where torch's autograd forms `0·NaN`:** in
+//!     `cross_entropy`, `cross_entropy_extras` and `linear_cross_entropy` a row whose target is
+//!     `ignore_index` gets a NaN gradient row when its (capped) logits hold a NaN, a `+inf` or only `−inf`
+//!     (`log_softmax`'s backward is `g − softmax·Σg` with `g = 0`), else 0. Under a `softcap` only a NaN
+//!     counts (`±inf` are capped to `±c`). In `linear_cross_entropy` that NaN row then makes every entry
+//!     of the weight and bias gradients NaN (`Gᵀ·X` sums over rows), as `F.linear_cross_entropy` gives.
+//! 17. **Total variation takes `sign(NaN) = 0`** (torch's `abs` backward, `torch.sign(nan) = 0`): a
+//!     distillation row whose teacher holds a NaN has a NaN loss but a zero soft-part gradient; a NaN
+//!     student row still has a NaN gradient (through `softmax(s)`).
+//! 18. **A top-k teacher holding every class has no tail bucket** (`distill_topk`, `linear_distill`
+//!     with `add_tail`): the teacher's leftover `1 − Σq` is then only rounding, and comparing it with an
+//!     empty student tail would give `+inf`; the loss is the dense one.
 //!
 //! ```
 //! use infoloss::{cross_entropy, CrossEntropyOptions, Reduction, ndarray::array};

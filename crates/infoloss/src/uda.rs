@@ -154,6 +154,34 @@ pub struct UdaOutput<T> {
     pub row_kl: Array1<T>,
 }
 
+/// The result of [`uda_consistency_loss`]: [`UdaOutput`] without the gradient.
+///
+/// ```
+/// use infoloss::uda::{uda_consistency_loss, UdaOptions};
+/// use infoloss::ndarray::array;
+/// let ori = array![[1.0f32, 0.0, 0.0]];
+/// let out = uda_consistency_loss(ori.view(), ori.view(), &UdaOptions::default())?;
+/// assert_eq!((out.loss, out.kept, out.row_kl.to_vec()), (0.0, 1, vec![0.0]));
+/// # Ok::<(), infoloss::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct UdaLoss<T> {
+    /// The consistency loss (`unsup_loss`).
+    pub loss: T,
+    /// The float 0/1 confidence mask, `(rows,)`.
+    pub mask: Array1<T>,
+    /// Number of kept rows (`Σ mask`).
+    pub kept: usize,
+    /// The per-row KL before masking, `(rows,)`.
+    pub row_kl: Array1<T>,
+}
+
+impl<T> UdaLoss<T> {
+    fn with_grad(self, grad: Array2<T>) -> UdaOutput<T> {
+        UdaOutput { loss: self.loss, grad, mask: self.mask, kept: self.kept, row_kl: self.row_kl }
+    }
+}
+
 /// UDA consistency loss between original logits `ori_logits` (no gradient) and augmented logits
 /// `aug_logits`, both `(rows, classes)`, with its gradient wrt `aug_logits`; see the
 /// [module docs](self) for the formula.
@@ -192,7 +220,34 @@ pub fn uda_consistency<T: Element, D1: Dimension, D2: Dimension>(
     aug_logits: ArrayView<'_, T, D2>,
     opts: &UdaOptions,
 ) -> Result<UdaOutput<T>> {
-    uda_impl(ori_logits, aug_logits, opts, 1.0)
+    let (out, grad) = uda_impl(ori_logits, aug_logits, opts, Some(1.0))?;
+    Ok(out.with_grad(grad.unwrap_or_default()))
+}
+
+/// [`uda_consistency`]'s loss, mask, kept-row count and per-row KL **without** the gradient (evaluation,
+/// logging, or a forward pass whose backward comes later through [`uda_consistency_backward`]): one read
+/// of both inputs and no `(rows, classes)` allocation.
+///
+/// PyTorch equivalent: the expression of [`uda_consistency`] under `torch.no_grad()`.
+///
+/// Errors: those of [`uda_consistency`].
+///
+/// ```
+/// use infoloss::uda::{uda_consistency, uda_consistency_loss, Sharpen, UdaOptions};
+/// use infoloss::ndarray::array;
+/// let ori = array![[2.0f64, 0.5, -1.0], [0.1, 0.2, 0.0]];
+/// let aug = array![[1.0f64, 1.0, -0.5], [0.3, -0.2, 0.4]];
+/// let o = UdaOptions { temperature: 0.4, sharpen: Sharpen::Target, ..Default::default() };
+/// let l = uda_consistency_loss(ori.view(), aug.view(), &o)?;
+/// assert_eq!(l.loss, uda_consistency(ori.view(), aug.view(), &o)?.loss);
+/// # Ok::<(), infoloss::Error>(())
+/// ```
+pub fn uda_consistency_loss<T: Element, D1: Dimension, D2: Dimension>(
+    ori_logits: ArrayView<'_, T, D1>,
+    aug_logits: ArrayView<'_, T, D2>,
+    opts: &UdaOptions,
+) -> Result<UdaLoss<T>> {
+    Ok(uda_impl(ori_logits, aug_logits, opts, None)?.0)
 }
 
 /// Gradient of [`uda_consistency`]'s loss with respect to `aug_logits` for an upstream gradient
@@ -238,16 +293,19 @@ pub fn uda_consistency_backward<T: Element, D1: Dimension, D2: Dimension>(
     grad_output: &GradOutput<'_, T>,
 ) -> Result<Array2<T>> {
     let g = grad_output.expect_scalar(OP)?.to_acc().f64();
-    Ok(uda_impl(ori_logits, aug_logits, opts, g)?.grad)
+    Ok(uda_impl(ori_logits, aug_logits, opts, Some(g))?.1.unwrap_or_default())
 }
 
-/// [`uda_consistency`] with the gradient for the upstream gradient `upstream`.
+/// The loss and, for `Some(upstream)`, the gradient for the upstream gradient `upstream`.
+type LossAndGrad<T> = (UdaLoss<T>, Option<Array2<T>>);
+
+/// [`uda_consistency`] with the gradient for the upstream gradient `upstream`, if any.
 fn uda_impl<T: Element, D1: Dimension, D2: Dimension>(
     ori_logits: ArrayView<'_, T, D1>,
     aug_logits: ArrayView<'_, T, D2>,
     opts: &UdaOptions,
-    upstream: f64,
-) -> Result<UdaOutput<T>> {
+    upstream: Option<f64>,
+) -> Result<LossAndGrad<T>> {
     uda_core(as_2d(OP, "ori_logits", ori_logits)?, as_2d(OP, "aug_logits", aug_logits)?, opts, upstream)
 }
 
@@ -257,8 +315,8 @@ fn uda_core<T: Element>(
     ori: ArrayView2<'_, T>,
     aug: ArrayView2<'_, T>,
     opts: &UdaOptions,
-    upstream: f64,
-) -> Result<UdaOutput<T>> {
+    upstream: Option<f64>,
+) -> Result<LossAndGrad<T>> {
     if ori.shape() != aug.shape() {
         return Err(Error::shape_mismatch(
             OP,
@@ -281,7 +339,7 @@ fn uda_core<T: Element>(
         Sharpen::Augmented => (1.0, temp),
     };
     let min_len = min_rows_per_task(classes);
-    if fast_path_for::<T>() && rows > 0 && classes > 0 && upstream.is_finite() {
+    if fast_path_for::<T>() && rows > 0 && classes > 0 && upstream.is_none_or(f64::is_finite) {
         return uda_fast(ori, aug, opts, upstream, (t_ori, t_aug));
     }
 
@@ -311,7 +369,13 @@ fn uda_core<T: Element>(
     for (st, m) in &stats {
         total += st.fkl * m;
     }
-    let loss = total / denom;
+    let loss = UdaLoss {
+        loss: to_t(total / denom),
+        mask: stats.iter().map(|(_, m)| to_t(*m)).collect(),
+        kept,
+        row_kl: stats.iter().map(|(st, _)| to_t(st.fkl)).collect(),
+    };
+    let Some(upstream) = upstream else { return Ok((loss, None)) };
 
     // Pass 2: the gradient, `g · mask/denom · (softmax(aug/T_x) − target)/T_x`.
     let numel = checked_numel(OP, "aug_logits", &[rows, classes])?;
@@ -337,13 +401,7 @@ fn uda_core<T: Element>(
     }
     let grad = Array2::from_shape_vec((rows, classes), buf)
         .map_err(|e| Error::too_large(OP, "gradient", e.to_string()))?;
-    Ok(UdaOutput {
-        loss: to_t(loss),
-        grad,
-        mask: stats.iter().map(|(_, m)| to_t(*m)).collect(),
-        kept,
-        row_kl: stats.iter().map(|(st, _)| to_t(st.fkl)).collect(),
-    })
+    Ok((loss, Some(grad)))
 }
 
 /// The reference's mask of row `r` (`sc` receives the widened rows).
@@ -372,9 +430,9 @@ fn uda_fast<T: Element>(
     ori: ArrayView2<'_, T>,
     aug: ArrayView2<'_, T>,
     opts: &UdaOptions,
-    upstream: f64,
+    upstream: Option<f64>,
     temps: (f64, f64),
-) -> Result<UdaOutput<T>> {
+) -> Result<LossAndGrad<T>> {
     let (t_ori, t_aug) = temps;
     let (rows, classes) = ori.dim();
     let min_len = min_rows_per_task(classes);
@@ -402,46 +460,64 @@ fn uda_fast<T: Element>(
     };
     let cfg = KdRowCfg { ts: t_aug, tt: t_ori, div: KdDiv::Forward, beta: 0.0, label: None };
     let numel = checked_numel(OP, "aug_logits", &[rows, classes])?;
-    let mut buf = crate::softmax::try_zeroed::<T>(OP, "gradient", numel)?;
+    // Without a gradient the rows are still visited in chunks of `classes`: an empty buffer has none.
+    let mut buf = match upstream {
+        Some(_) => crate::softmax::try_zeroed::<T>(OP, "gradient", numel)?,
+        None => Vec::new(),
+    };
     let mut row_kl: Vec<f64> = crate::softmax::try_vec(OP, "row statistics", rows)?;
     row_kl.resize(rows, 0.0);
-    buf.par_chunks_mut(classes).zip(row_kl.par_iter_mut()).enumerate().with_min_len(min_len).for_each_init(
-        FastScratch::default,
-        |sc, (r, (out, kl))| {
-            let m = mask.get(r).copied().unwrap_or(0.0);
-            let coef = upstream * m / denom / t_aug;
-            let grad = (m != 0.0).then_some((&mut *out, coef, 0.0));
-            if let Some(k) = fast_row(aug.row(r), ori.row(r), cfg, grad, sc) {
-                *kl = k.fkl;
-                return;
-            }
-            // a non-finite row: the reference's row functions
-            let rs = &mut sc.reference;
-            gather(aug.row(r), &mut rs.s);
-            gather(ori.row(r), &mut rs.t);
-            let st = pair_stats(&rs.s, &rs.t, t_aug, t_ori);
-            *kl = st.fkl;
-            if !(m == 0.0 && st.fkl.is_finite()) {
-                sc.g64.clear();
-                sc.g64.resize(classes, 0.0);
-                fkl_grad(&rs.s, &rs.t, t_aug, t_ori, &st, coef, &mut sc.g64);
-                store_f64_row(&sc.g64, out);
-            }
-        },
-    );
+    let row = |sc: &mut FastScratch, r: usize, out: Option<&mut [T]>, kl: &mut f64| {
+        let m = mask.get(r).copied().unwrap_or(0.0);
+        let coef = upstream.unwrap_or(0.0) * m / denom / t_aug;
+        let mut out = out;
+        let grad = out.as_deref_mut().filter(|_| m != 0.0).map(|o| (o, coef, 0.0));
+        if let Some(k) = fast_row(aug.row(r), ori.row(r), cfg, grad, sc) {
+            *kl = k.fkl;
+            return;
+        }
+        // a non-finite row: the reference's row functions
+        let rs = &mut sc.reference;
+        gather(aug.row(r), &mut rs.s);
+        gather(ori.row(r), &mut rs.t);
+        let st = pair_stats(&rs.s, &rs.t, t_aug, t_ori);
+        *kl = st.fkl;
+        if let Some(out) = out.filter(|_| !(m == 0.0 && st.fkl.is_finite())) {
+            sc.g64.clear();
+            sc.g64.resize(classes, 0.0);
+            fkl_grad(&rs.s, &rs.t, t_aug, t_ori, &st, coef, &mut sc.g64);
+            store_f64_row(&sc.g64, out);
+        }
+    };
+    if upstream.is_some() {
+        buf.par_chunks_mut(classes)
+            .zip(row_kl.par_iter_mut())
+            .enumerate()
+            .with_min_len(min_len)
+            .for_each_init(FastScratch::default, |sc, (r, (out, kl))| row(sc, r, Some(out), kl));
+    } else {
+        row_kl
+            .par_iter_mut()
+            .enumerate()
+            .with_min_len(min_len)
+            .for_each_init(FastScratch::default, |sc, (r, kl)| row(sc, r, None, kl));
+    }
     let mut total = 0.0f64;
     for (kl, m) in row_kl.iter().zip(&mask) {
         total += kl * m;
     }
-    let grad = Array2::from_shape_vec((rows, classes), buf)
-        .map_err(|e| Error::too_large(OP, "gradient", e.to_string()))?;
-    Ok(UdaOutput {
+    let loss = UdaLoss {
         loss: to_t(total / denom),
-        grad,
         mask: mask.iter().map(|&m| to_t(m)).collect(),
         kept,
         row_kl: row_kl.iter().map(|&v| to_t(v)).collect(),
-    })
+    };
+    if upstream.is_none() {
+        return Ok((loss, None));
+    }
+    let grad = Array2::from_shape_vec((rows, classes), buf)
+        .map_err(|e| Error::too_large(OP, "gradient", e.to_string()))?;
+    Ok((loss, Some(grad)))
 }
 
 /// `Σ exp(x − max(x))` in one pass (so that `max softmax(x) = 1 / result`).
@@ -460,5 +536,5 @@ pub fn uda_total<F: num_traits::Float>(sup_loss: F, unsup_loss: F, uda_coeff: F)
     sup_loss + uda_coeff * unsup_loss
 }
 compiled_here! {
-    uda_core: fn(ArrayView2<'_, T>, ArrayView2<'_, T>, &UdaOptions, f64) -> Result<UdaOutput<T>>;
+    uda_core: fn(ArrayView2<'_, T>, ArrayView2<'_, T>, &UdaOptions, Option<f64>) -> Result<LossAndGrad<T>>;
 }

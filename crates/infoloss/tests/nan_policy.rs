@@ -280,3 +280,72 @@ fn rule_15_out_of_range_class_indices_are_errors() {
     let o = CrossEntropyOptions { ignore_index: 7, reduction: Reduction::Sum, ..Default::default() };
     assert_eq!(infoloss::cross_entropy(x.view(), array![7i64].view(), &o).unwrap().scalar(), Some(0.0));
 }
+
+#[test]
+fn rule_16_ignored_rows_get_nan_gradients_where_torch_does() {
+    use infoloss::CrossEntropyExtrasOptions;
+    use infoloss::linear::{LinearCrossEntropyOptions, linear_cross_entropy};
+    // rows 0-2 ignored: a NaN, a +inf, only -inf; row 3 kept
+    let x = array![[NAN, 0.0, 1.0], [0.0, INF, 1.0], [-INF, -INF, -INF], [0.5, -0.5, 2.0]];
+    let y = array![-100i64, -100, -100, 2];
+    // torch: keep = y != -100; lse = logsumexp(x, 1)
+    //        loss = F.cross_entropy(x, y) + where(keep, 0.01·lse², 0).sum() / keep.sum(); loss.backward()
+    let opts = CrossEntropyExtrasOptions::<f64> { lse_square_scale: 0.01, ..Default::default() };
+    let out = infoloss::cross_entropy_extras(x.view(), y.view(), &opts).unwrap();
+    assert_close(&arr0(out.loss.scalar().unwrap()).into_dyn(), &[0.3177321343798956]);
+    #[rustfmt::skip]
+    let want = [NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN,
+                0.1787016180662514, 0.06574065139064511, -0.1991149114607538];
+    assert_close(&out.grad.into_dyn(), &want);
+    // the same rows in cross_entropy: the same NaN rows (torch's log_softmax backward)
+    let (_, g) =
+        infoloss::cross_entropy_with_grad(x.view(), y.view(), &CrossEntropyOptions::default()).unwrap();
+    assert!(g.rows().into_iter().take(3).all(|r| r.iter().all(|v| v.is_nan())));
+    // under a softcap ±inf are capped to ±c: only the NaN row stays NaN
+    let capped = CrossEntropyExtrasOptions::<f64> { softcap: Some(3.0), ..Default::default() };
+    let g = infoloss::cross_entropy_extras(x.view(), y.view(), &capped).unwrap().grad;
+    assert!(g.row(0).iter().all(|v| v.is_nan()));
+    assert!(g.rows().into_iter().skip(1).take(2).all(|r| r.iter().all(|&v| v == 0.0)));
+    // linear: an ignored row of NaN hidden state. torch: F.linear_cross_entropy(h, W, [-100, 0, 2]).backward()
+    let h = array![[NAN, 1.0], [0.5, -1.0], [1.0, 2.0]];
+    let w = array![[0.5, -0.2], [0.1, 0.3], [-0.4, 0.6]];
+    let lopts = LinearCrossEntropyOptions::<f64>::default();
+    let out = linear_cross_entropy(h.view(), w.view(), None, array![-100i64, 0, 2].view(), &lopts).unwrap();
+    assert_close(&arr0(out.loss.scalar().unwrap()).into_dyn(), &[0.7272046166289543]);
+    let want = [NAN, NAN, -0.1280048715776951, 0.13389578272274744, 0.1872526386661922, -0.13923401789399487];
+    assert_close(&out.grad_hidden.into_dyn(), &want);
+    assert!(out.grad_weight.iter().all(|v| v.is_nan()), "torch: every entry of the weight gradient is NaN");
+}
+
+#[test]
+fn rule_17_total_variation_takes_sign_nan_as_zero() {
+    use infoloss::{Divergence, distill_with_grad};
+    let s = array![[0.5, -0.3, 1.2], [0.1, 0.2, 0.3]];
+    let t = array![[NAN, 0.2, 0.1], [0.3, 0.1, -0.2]];
+    // torch: l = 0.5·(softmax(s) − softmax(t)).abs().sum(1); l.sum().backward()
+    let o = DistillOptions {
+        divergence: Divergence::TotalVariation,
+        reduction: Reduction::None,
+        ..Default::default()
+    };
+    let (l, g) = distill_with_grad(s.view(), t.view(), None, &o).unwrap();
+    assert_close(&l.into_array(), &[NAN, 0.11707662448922021]);
+    let want = [0.0, 0.0, 0.0, -0.11037344632823262, -0.12198152300974606, 0.2323549693379787];
+    assert_close(&g.into_dyn(), &want);
+}
+
+#[test]
+fn rule_18_a_topk_teacher_holding_every_class_has_no_tail_bucket() {
+    use infoloss::distill::{SparseTeacher, distill_topk_with_grad};
+    let s = array![[0.5, -0.3, 1.2]];
+    let lq = array![[0.1f64.ln(), 0.2f64.ln(), 0.7f64.ln()]];
+    let idx = array![[0i64, 1, 2]];
+    let o = DistillOptions::default();
+    let with = SparseTeacher { indices: idx.view(), logprobs: lq.view(), add_tail: true };
+    let without = SparseTeacher { add_tail: false, ..with.clone() };
+    let (l, g) = distill_topk_with_grad(s.view(), &with, None, &o).unwrap();
+    // torch: F.kl_div(F.log_softmax(s, 1), q, reduction='batchmean') (the dense loss; was +inf)
+    assert_close(&l.clone().into_array(), &[0.11034029665535915]);
+    let (l2, g2) = distill_topk_with_grad(s.view(), &without, None, &o).unwrap();
+    assert_eq!((l, g), (l2, g2));
+}
