@@ -232,8 +232,9 @@ def _register(op: _Op) -> None:
         result = [_out(loss, dtype, _compute_dtype(*arrays)).reshape(shape)]
         if op.n_extras:
             for v, (sh, dt) in zip(extras, op.extras(tensors, opts)):
-                result.append(torch.empty(0, dtype=dt) if v is None else _out(v, dt, _compute_dtype(*arrays))
-                              .reshape(sh))
+                # a float64 extra (token accuracy: a fraction of counts) is not a value of the computation's dtype
+                src = None if dt == torch.float64 else _compute_dtype(*arrays)
+                result.append(torch.empty(0, dtype=dt) if v is None else _out(v, dt, src).reshape(sh))
         for k, i in enumerate(op.diff):
             t = tensors[i]
             ok = pre and want[k] and grads[k] is not None
@@ -313,7 +314,7 @@ def _register(op: _Op) -> None:
             result = [r] if isinstance(r, torch.Tensor) else list(r)
         result = [r if w else None for r, w in zip(result, want)]
         if eager and torch.is_grad_enabled():
-            result = _no_double_backward(op.name, result)
+            result = _no_double_backward(op.name, result, [tensors[i] for i in op.diff])
         full: List[Any] = [None] * (n_t + len(opts) + 1)
         for k, i in enumerate(op.diff):
             full[i] = result[k]
@@ -339,22 +340,26 @@ def _uniform(g: torch.Tensor) -> bool:
     return flat.numel() == 0 or bool((flat == flat[0]).all())
 
 
-def _no_double_backward(name: str, grads: List[Optional[torch.Tensor]]) -> List[Optional[torch.Tensor]]:
+def _no_double_backward(name: str, grads: List[Optional[torch.Tensor]],
+                        anchors: Sequence[torch.Tensor]) -> List[Optional[torch.Tensor]]:
     """The gradients of a ``create_graph=True`` backward pass, correct to first order, behind an autograd node that
     raises if they are differentiated again (what ``once_differentiable`` does, also when no upstream gradient
-    requires grad: the gradient depends on the inputs, which do)."""
+    requires grad: the gradient depends on the inputs, which do). The node's inputs include ``anchors`` (the
+    differentiable inputs of the forward), so a later ``torch.autograd.grad(..., inputs)`` reaches it and raises
+    instead of reporting the inputs unused."""
     present = [g for g in grads if g is not None]
+    anchors = [a for a in anchors if a is not None and a.requires_grad]
     if not present:
         return grads
     err = torch._C._functions.DelayedError(
         f"infoloss.{name}: double backward is not supported (the gradient of its gradient is not implemented); "
         f"use torch.nn.functional's loss for gradient penalties or other higher-order derivatives".encode(),
-        len(present),
+        len(present) + len(anchors),
     )
-    wrapped = err(*[g.detach().requires_grad_(True) for g in present])
+    wrapped = err(*[g.detach().requires_grad_(True) for g in present], *anchors)
     if isinstance(wrapped, torch.Tensor):
         wrapped = (wrapped,)
-    it = iter(wrapped)
+    it = iter(wrapped[: len(present)])
     return [None if g is None else next(it) for g in grads]
 
 
