@@ -260,14 +260,15 @@ pub(crate) fn distill_topk(
 
 // --------------------------------------------------------------------------------------------- uda_consistency
 
-/// `uda_consistency` without `grad_out`: `(loss, grad_aug, mask, kept, row_kl)`; with it, the gradient of
-/// `uda_consistency_backward`.
+/// `uda_consistency` without `grad_out`: `(loss, grad_aug, mask, kept, row_kl)`, or `(loss, mask, kept,
+/// row_kl)` without `want_grad`; with `grad_out`, the gradient of `uda_consistency_backward`.
 fn uda_impl<T: Float>(
     py: Python<'_>,
     ori: &Bound<'_, PyAny>,
     aug: &Bound<'_, PyAny>,
     grad_out: Option<&Bound<'_, PyAny>>,
     opts: UdaOptions,
+    want_grad: bool,
 ) -> PyResult<Py<PyAny>> {
     const OP: &str = "uda_consistency";
     let o = float_arr::<T>(ori, OP, "ori_logits")?;
@@ -282,6 +283,16 @@ fn uda_impl<T: Float>(
             infoloss::uda::uda_consistency_backward(ov, av, &opts, &grad_output(gv))
         })?;
         return Ok(array_to_py(py, grad.into_dyn()));
+    }
+    if !want_grad {
+        let out = compute(py, OP, move || infoloss::uda_consistency_loss(ov, av, &opts))?;
+        let items: [Py<PyAny>; 4] = [
+            scalar_to_py(py, out.loss),
+            array_to_py(py, out.mask.into_dyn()),
+            out.kept.into_pyobject(py)?.into_any().unbind(),
+            array_to_py(py, out.row_kl.into_dyn()),
+        ];
+        return Ok(PyTuple::new(py, items)?.into_any().unbind());
     }
     let out = compute(py, OP, move || infoloss::uda_consistency(ov, av, &opts))?;
     let items: [Py<PyAny>; 5] = [
@@ -329,9 +340,11 @@ fn uda_options(
     Ok(UdaOptions { temperature, sharpen, confidence_threshold, normalize })
 }
 
-/// `uda_consistency(ori, aug)`: `(loss, grad_aug, mask, kept, row_kl)`.
+/// `uda_consistency(ori, aug)`: `(loss, grad_aug, mask, kept, row_kl)`; with `want_grad=False`,
+/// `(loss, mask, kept, row_kl)` without computing the gradient.
 #[pyfunction]
-#[pyo3(signature = (ori_logits, aug_logits, temperature, sharpen, confidence_threshold, normalize))]
+#[pyo3(signature = (ori_logits, aug_logits, temperature, sharpen, confidence_threshold, normalize, want_grad=true))]
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn uda_consistency(
     py: Python<'_>,
     ori_logits: &Bound<'_, PyAny>,
@@ -340,10 +353,11 @@ pub(crate) fn uda_consistency(
     sharpen: &str,
     confidence_threshold: Option<f64>,
     normalize: &str,
+    want_grad: bool,
 ) -> PyResult<Py<PyAny>> {
     const OP: &str = "uda_consistency";
     let opts = uda_options(OP, temperature, sharpen, confidence_threshold, normalize)?;
-    dispatch!(kind(aug_logits, OP, "aug_logits")?, uda_impl(py, ori_logits, aug_logits, None, opts))
+    dispatch!(kind(aug_logits, OP, "aug_logits")?, uda_impl(py, ori_logits, aug_logits, None, opts, want_grad))
 }
 
 /// `uda_consistency_backward(ori, aug, grad_output)`: the gradient wrt `aug` for the upstream gradient.
@@ -369,6 +383,6 @@ pub(crate) fn uda_consistency_backward(
     }
     dispatch!(
         kind(aug_logits, OP, "aug_logits")?,
-        uda_impl(py, ori_logits, aug_logits, Some(grad_output), opts)
+        uda_impl(py, ori_logits, aug_logits, Some(grad_output), opts, true)
     )
 }

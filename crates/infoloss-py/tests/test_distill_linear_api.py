@@ -43,7 +43,7 @@ SIGNATURES = {
                               ("return_token_accuracy", False)]),
     # torch 2.15's F.linear_cross_entropy, then the extras
     "linear_cross_entropy": (["input", "linear_weight", "target"],
-                             [("linear_bias", None), ("weight", None), ("reduction", "mean"), ("ignore_index", None),
+                             [("linear_bias", None), ("weight", None), ("reduction", "mean"), ("ignore_index", -100),
                               ("label_smoothing", 0.0), ("lse_square_scale", 0.0), ("softcap", None),
                               ("chunk_size", None)]),
     "linear_distill": (["student_hidden", "student_weight", "teacher_hidden", "teacher_weight", "labels"],

@@ -10,7 +10,8 @@ of any integer dtype) and return NumPy arrays, or Python floats for reduced loss
   (``scipy.special``), :func:`jensenshannon` (``scipy.spatial.distance``), plus :func:`self_information` and
   :func:`shannon_cross_entropy`.
 - Distillation and semi-supervised losses: :func:`distill`, :func:`distill_topk` (sparse top-k teacher),
-  :func:`uda_consistency` (:func:`uda_consistency_backward` for an upstream gradient); the option names are the
+  :func:`uda_consistency` (:func:`uda_consistency_loss` for the loss alone, :func:`uda_consistency_backward` for an
+  upstream gradient); the option names are the
   Rust core's.
 - Large-vocabulary losses: :func:`cross_entropy_extras` (z-loss, softcap, log-sum-exp, token accuracy) and the
   fused linear losses :func:`linear_cross_entropy` (``torch.nn.functional.linear_cross_entropy``'s signature) and
@@ -40,6 +41,7 @@ from typing import Any
 
 from . import _infoloss
 from ._distill import (
+    UdaLossResult,
     UdaResult,
     distill,
     distill_topk,
@@ -49,6 +51,7 @@ from ._distill import (
     distill_with_grad_in_place,
     uda_consistency,
     uda_consistency_backward,
+    uda_consistency_loss,
 )
 from ._functional import (
     binary_cross_entropy,
@@ -144,6 +147,7 @@ __all__ = [
     "CrossEntropyExtrasResult",
     "LinearCrossEntropyResult",
     "LinearDistillResult",
+    "UdaLossResult",
     "UdaResult",
     "binary_cross_entropy",
     "binary_cross_entropy_with_grad",
@@ -193,4 +197,5 @@ __all__ = [
     "softmax_with_grad",
     "uda_consistency",
     "uda_consistency_backward",
+    "uda_consistency_loss",
 ]

@@ -316,6 +316,21 @@ def uda_consistency(
     confidence_threshold: Optional[float] = None,
     normalize: Literal["kept_rows", "all_rows"] = "kept_rows",
 ) -> UdaResult: ...
+class UdaLossResult(NamedTuple):
+    loss: float
+    mask: Floats
+    kept: int
+    row_kl: Floats
+
+def uda_consistency_loss(
+    ori_logits: ArrayLike,
+    aug_logits: ArrayLike,
+    *,
+    temperature: float = 1.0,
+    sharpen: Literal["target", "augmented"] = "target",
+    confidence_threshold: Optional[float] = None,
+    normalize: Literal["kept_rows", "all_rows"] = "kept_rows",
+) -> UdaLossResult: ...
 def uda_consistency_backward(
     ori_logits: ArrayLike,
     aug_logits: ArrayLike,
@@ -381,7 +396,7 @@ def linear_cross_entropy(
     linear_bias: Optional[ArrayLike] = None,
     weight: Optional[ArrayLike] = None,
     reduction: Reduction = "mean",
-    ignore_index: Optional[int] = None,
+    ignore_index: Optional[int] = -100,
     label_smoothing: float = 0.0,
     lse_square_scale: float = 0.0,
     softcap: Optional[float] = None,
@@ -395,7 +410,7 @@ def linear_cross_entropy_with_grad(
     linear_bias: Optional[ArrayLike] = None,
     weight: Optional[ArrayLike] = None,
     reduction: Reduction = "mean",
-    ignore_index: Optional[int] = None,
+    ignore_index: Optional[int] = -100,
     label_smoothing: float = 0.0,
     lse_square_scale: float = 0.0,
     softcap: Optional[float] = None,

@@ -371,6 +371,22 @@ class UdaResult(NamedTuple):
     row_kl: np.ndarray
 
 
+class UdaLossResult(NamedTuple):
+    """What :func:`uda_consistency_loss` returns: :class:`UdaResult` without ``grad_aug``.
+
+    Example:
+        >>> import numpy as np, infoloss
+        >>> r = infoloss.uda_consistency_loss(np.array([[1.0, 0.0]]), np.array([[1.0, 0.0]]))
+        >>> r.loss, r.kept, r.row_kl.tolist()
+        (0.0, 1, [0.0])
+    """
+
+    loss: float
+    mask: np.ndarray
+    kept: int
+    row_kl: np.ndarray
+
+
 SHARPEN = ("target", "augmented")
 UDA_NORMALIZE = ("kept_rows", "all_rows")
 
@@ -392,6 +408,13 @@ def _uda(ori_logits: ArrayLike, aug_logits: ArrayLike, temperature, sharpen, con
     a, _, oc, ac, opts = _uda_inputs(ori_logits, aug_logits, temperature, sharpen, confidence_threshold, normalize)
     loss, grad, mask, kept, row_kl = _C.uda_consistency(oc, ac, *opts)
     return UdaResult(loss, grad.astype(a.dtype, copy=False), mask, int(kept), row_kl)
+
+
+def _uda_loss(ori_logits: ArrayLike, aug_logits: ArrayLike, temperature, sharpen, confidence_threshold,
+              normalize) -> UdaLossResult:
+    _, _, oc, ac, opts = _uda_inputs(ori_logits, aug_logits, temperature, sharpen, confidence_threshold, normalize)
+    loss, mask, kept, row_kl = _C.uda_consistency(oc, ac, *opts, want_grad=False)
+    return UdaLossResult(loss, mask, int(kept), row_kl)
 
 
 def _uda_backward(ori_logits: ArrayLike, aug_logits: ArrayLike, grad_output, temperature, sharpen,
@@ -420,7 +443,18 @@ def uda_consistency(
     ``loss = Σ row_kl·mask / max(Σ mask, 1)`` (``normalize='kept_rows'``) or ``/ rows`` (``'all_rows'``, Google's
     ``tf.reduce_mean``). ``sharpen='target'`` puts the temperature on the original side (``T_o = T``, ``T_x = 1``:
     Google's UDA), ``'augmented'`` on the augmented side (``T_o = 1``, ``T_x = T``: the PyTorch port). Gradient:
-    ``mask/denominator·(softmax(aug/T_x) − target)/T_x``. PyTorch equivalent (``sharpen='augmented'``)::
+    ``mask/denominator·(softmax(aug/T_x) − target)/T_x``. For the loss alone (no gradient computed or allocated)
+    call :func:`uda_consistency_loss`. PyTorch equivalent of the default, ``sharpen='target'``::
+
+        with torch.no_grad():
+            ori_prob = F.softmax(ori_logits, dim=-1)
+            mask = (ori_prob.max(dim=-1)[0] > thresh).float()    # torch.ones(rows) without a threshold
+            target = F.softmax(ori_logits / T, dim=-1)
+        aug_log_prob = F.log_softmax(aug_logits, dim=-1)
+        row_kl = torch.sum(nn.KLDivLoss(reduction='none')(aug_log_prob, target), dim=-1)
+        loss = torch.sum(row_kl * mask) / torch.max(torch.sum(mask), torch.tensor(1.))   # 'all_rows': / rows
+
+    and of ``sharpen='augmented'`` (the PyTorch port; the target is untempered, the student divided by ``T``)::
 
         with torch.no_grad():
             ori_prob = F.softmax(ori_logits, dim=-1)
@@ -440,6 +474,31 @@ def uda_consistency(
         [0.0, 0.0, 0.0]
     """
     return _uda(ori_logits, aug_logits, temperature, sharpen, confidence_threshold, normalize)
+
+
+def uda_consistency_loss(
+    ori_logits: ArrayLike,
+    aug_logits: ArrayLike,
+    *,
+    temperature: float = 1.0,
+    sharpen: str = "target",
+    confidence_threshold: Optional[float] = None,
+    normalize: str = "kept_rows",
+) -> UdaLossResult:
+    r"""The loss of :func:`uda_consistency` without its gradient (evaluation, logging, a forward pass whose
+    backward comes later from :func:`uda_consistency_backward`): returns a :class:`UdaLossResult` ``(loss, mask,
+    kept, row_kl)``, the same values as :func:`uda_consistency`'s, and allocates no ``(rows, classes)`` array.
+    Options and the PyTorch equivalent (under ``torch.no_grad()``) as in :func:`uda_consistency`.
+
+    Example:
+        >>> import numpy as np, infoloss
+        >>> ori = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 0.0]])
+        >>> aug = np.array([[1.0, 1.0, -0.5], [0.3, -0.2, 0.4]])
+        >>> r = infoloss.uda_consistency_loss(ori, aug, temperature=0.4, confidence_threshold=0.5)
+        >>> round(r.loss, 9), r.mask.tolist(), r.kept
+        (0.685771385, [1.0, 0.0], 1)
+    """
+    return _uda_loss(ori_logits, aug_logits, temperature, sharpen, confidence_threshold, normalize)
 
 
 def uda_consistency_backward(

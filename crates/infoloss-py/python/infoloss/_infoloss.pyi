@@ -1,6 +1,6 @@
 """Type stubs of the private extension module (called by the Python layer with validated, converted arguments)."""
 
-from typing import Any, Optional, Tuple
+from typing import Any, Optional, Tuple, Union
 
 import numpy as np
 from numpy.typing import NDArray
@@ -63,8 +63,8 @@ def distill_topk_in_place(
 ) -> Any: ...
 def uda_consistency(
     ori_logits: _A, aug_logits: _A, temperature: float, sharpen: str, confidence_threshold: Optional[float],
-    normalize: str,
-) -> Tuple[float, _A, _A, int, _A]: ...
+    normalize: str, want_grad: bool = True,
+) -> Union[Tuple[float, _A, _A, int, _A], Tuple[float, _A, int, _A]]: ...
 def uda_consistency_backward(
     ori_logits: _A, aug_logits: _A, grad_output: _A, temperature: float, sharpen: str,
     confidence_threshold: Optional[float], normalize: str,

@@ -231,7 +231,7 @@ def linear_cross_entropy(
     linear_bias: Optional[ArrayLike] = None,
     weight: Optional[ArrayLike] = None,
     reduction: str = "mean",
-    ignore_index: Optional[int] = None,
+    ignore_index: Optional[int] = -100,
     label_smoothing: float = 0.0,
     lse_square_scale: float = 0.0,
     softcap: Optional[float] = None,
@@ -241,8 +241,9 @@ def linear_cross_entropy(
     2.15; same argument names, order and defaults): the ``(rows, C)`` logits are never held whole.
 
     ``input (N, H)`` or ``(H,)``, ``linear_weight (C, H)``, ``target (N,)`` or ``()`` (class indices),
-    ``linear_bias (C,)``; ``weight``, ``reduction``, ``ignore_index`` (``None`` means -100) and
-    ``label_smoothing`` are :func:`cross_entropy`'s. Equals::
+    ``linear_bias (C,)``; ``weight``, ``reduction``, ``ignore_index`` (default -100 as everywhere in infoloss;
+    ``None``, ``F.linear_cross_entropy``'s spelling of the same default, is accepted) and ``label_smoothing`` are
+    :func:`cross_entropy`'s. Equals::
 
         F.cross_entropy(F.linear(input, linear_weight, linear_bias), target, weight=weight,
                         ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing)
@@ -273,7 +274,7 @@ def linear_cross_entropy_with_grad(
     linear_bias: Optional[ArrayLike] = None,
     weight: Optional[ArrayLike] = None,
     reduction: str = "mean",
-    ignore_index: Optional[int] = None,
+    ignore_index: Optional[int] = -100,
     label_smoothing: float = 0.0,
     lse_square_scale: float = 0.0,
     softcap: Optional[float] = None,
