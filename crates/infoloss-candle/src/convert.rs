@@ -5,12 +5,16 @@
 //! start offset. [`view`] turns that triple into an ndarray view without copying (ndarray accepts any
 //! non-negative strides for a read-only view, including the 0 strides of a broadcast); if ndarray ever
 //! refuses a layout, the elements are gathered through the strides into a fresh array instead.
+//!
+//! The other direction moves buffers: an array the core returns in standard layout (every loss output and
+//! gradient) becomes candle storage by handing over its `Vec` ([`into_row_major`]), so a gradient costs no
+//! pass over its elements on the way to candle. Only an array in another layout is copied, once, lane by lane.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, DType, Device, Layout, Shape, Storage, Tensor, WithDType};
 use half::{bf16, f16};
 use infoloss::Element;
-use ndarray::{ArrayD, ArrayView, ArrayViewD, CowArray, IxDyn, ShapeBuilder};
+use ndarray::{ArrayD, ArrayView, ArrayViewD, Axis, CowArray, IxDyn, ShapeBuilder};
 
 /// The float types both crates know: `f32`, `f64`, `f16`, `bf16`.
 pub(crate) trait Float: Element + WithDType {
@@ -94,9 +98,31 @@ impl Host {
         }
         with_float!(op, what, want, T => {
             let (guard, layout) = t.storage_and_layout();
-            let arr = view::<T>(op, what, cpu(op, what, &guard)?, layout)?.into_owned();
+            let v = view::<T>(op, what, cpu(op, what, &guard)?, layout)?;
+            // an owned (gathered) array or a view that is contiguous in memory becomes owned without an
+            // element loop; a strided or broadcast view is copied once, row-major
+            let arr = if v.is_view() && v.as_slice_memory_order().is_none() {
+                ArrayD::from_shape_vec(IxDyn(v.shape()), row_major(v.view()))
+                    .map_err(|e| msg(format!("{op}: {what}: {e}")))?
+            } else {
+                v.into_owned()
+            };
             Ok(T::into_host(arr))
         })
+    }
+
+    /// The array as a contiguous tensor of its own shape on `device`, its buffer moved, not copied.
+    pub(crate) fn into_tensor(self, device: &Device) -> candle_core::Result<Tensor> {
+        fn t<T: WithDType>(a: ArrayD<T>, device: &Device) -> candle_core::Result<Tensor> {
+            let shape = Shape::from(a.shape().to_vec());
+            Tensor::from_vec(into_row_major(a), shape, device)
+        }
+        match self {
+            Host::F32(a) => t(a, device),
+            Host::F64(a) => t(a, device),
+            Host::F16(a) => t(a, device),
+            Host::BF16(a) => t(a, device),
+        }
     }
 
     /// The array as `T`, or an error if it holds another type.
@@ -240,11 +266,43 @@ pub(crate) fn index_view<'a>(
     }
 }
 
-/// An owned array as candle CPU storage and shape (logical row-major order).
+/// The elements of `a` in logical row-major order, as candle storage wants them. An array in standard
+/// layout gives up its own buffer (no copy; if it starts past the buffer's beginning, its elements are moved
+/// down in place); any other layout is copied once, lane by lane along the last axis.
+pub(crate) fn into_row_major<T: Copy>(a: ArrayD<T>) -> Vec<T> {
+    if !a.is_standard_layout() {
+        return row_major(a.view());
+    }
+    let n = a.len();
+    let (mut v, offset) = a.into_raw_vec_and_offset();
+    // standard layout: the `n` elements lie contiguously from `offset` (`None` only when there are none)
+    let start = offset.unwrap_or(0).min(v.len());
+    v.truncate(start.saturating_add(n));
+    v.drain(..start);
+    v
+}
+
+/// A row-major copy of a view: one `memcpy` when it is in standard layout, otherwise lane by lane along the
+/// last axis (a slice copy per lane where that axis is contiguous, a strided run where it is not).
+pub(crate) fn row_major<T: Copy>(a: ArrayViewD<'_, T>) -> Vec<T> {
+    if let Some(s) = a.as_slice() {
+        return s.to_vec();
+    }
+    let mut out = Vec::with_capacity(a.len());
+    // not in standard layout, so at least one dimension (a 0-d view always is)
+    for lane in a.lanes(Axis(a.ndim() - 1)) {
+        match lane.as_slice() {
+            Some(s) => out.extend_from_slice(s),
+            None => out.extend(lane.iter().copied()),
+        }
+    }
+    out
+}
+
+/// An owned array as candle CPU storage and shape (logical row-major order), its buffer moved.
 pub(crate) fn to_storage<T: WithDType>(a: ArrayD<T>) -> (CpuStorage, Shape) {
     let shape = Shape::from(a.shape().to_vec());
-    let data: Vec<T> = a.into_iter().collect();
-    (T::to_cpu_storage_owned(data), shape)
+    (T::to_cpu_storage_owned(into_row_major(a)), shape)
 }
 
 /// An owned array as a tensor on `device`, checked to have the shape of the argument it is the gradient of.
@@ -262,8 +320,7 @@ pub(crate) fn grad_tensor<T: WithDType>(
         )));
     }
     let shape = Shape::from(a.shape().to_vec());
-    let data: Vec<T> = a.into_iter().collect();
-    Tensor::from_vec(data, shape, like.device())
+    Tensor::from_vec(into_row_major(a), shape, like.device())
 }
 
 #[cfg(test)]
@@ -291,6 +348,54 @@ mod tests {
         let t = strided("t", "x", &data, &[4, 3], &[1, 4], 0).unwrap();
         assert_eq!(t[[1, 2]], 9.0);
         assert_eq!(strided("t", "x", &data, &[], &[], 7).unwrap()[IxDyn(&[])], 7.0);
+    }
+
+    /// A standard-layout result hands its buffer to candle: the tensor's storage is the array's own `Vec`.
+    #[test]
+    fn results_in_standard_layout_move_their_buffer() {
+        let a =
+            ArrayD::from_shape_vec(IxDyn(&[3, 4]), (0..12).map(|i| i as f32).collect::<Vec<_>>()).unwrap();
+        let like = Tensor::zeros((3, 4), DType::F32, &Device::Cpu).unwrap();
+        let ptr = a.as_ptr();
+        let t = grad_tensor("t", "input", a, &like).unwrap();
+        let (g, l) = t.storage_and_layout();
+        let data = f32::cpu_storage_as_slice(cpu("t", "x", &g).unwrap()).unwrap();
+        assert_eq!((data.as_ptr(), l.start_offset(), l.is_contiguous()), (ptr, 0, true));
+        assert_eq!(data, (0..12).map(|i| i as f32).collect::<Vec<_>>());
+        drop(g);
+
+        let b = ArrayD::from_shape_vec(IxDyn(&[5]), vec![1.0f64, 2.0, 3.0, 4.0, 5.0]).unwrap();
+        let ptr = b.as_ptr();
+        let (s, shape) = to_storage(b);
+        assert_eq!((f64::cpu_storage_as_slice(&s).unwrap().as_ptr(), shape.dims()), (ptr, &[5usize][..]));
+    }
+
+    /// Every other layout comes out in row-major order: transposed, reversed, sliced (an offset into the
+    /// buffer, standard or not), broadcast views, empty and 0-d arrays.
+    #[test]
+    fn other_layouts_come_out_row_major() {
+        use ndarray::{Array3, s};
+        let base = Array3::from_shape_fn((2, 3, 4), |(i, j, k)| (100 * i + 10 * j + k) as i32).into_dyn();
+        let want = |v: ArrayViewD<'_, i32>| v.iter().copied().collect::<Vec<_>>();
+        let cases: Vec<ArrayD<i32>> = vec![
+            base.clone(),
+            base.clone().reversed_axes(),
+            base.clone().permuted_axes(IxDyn(&[1, 0, 2])),
+            base.slice(s![1.., .., ..]).to_owned().into_dyn(),
+            base.clone().slice_move(s![1.., 1.., ..]).into_dyn(), // standard layout, offset into its buffer
+            base.clone().slice_move(s![.., .., 1..3]).into_dyn(), // offset and gaps
+            base.clone().slice_move(s![.., ..;-1, ..]).into_dyn(), // negative stride
+            ArrayD::from_shape_vec(IxDyn(&[2, 0, 3]), vec![]).unwrap(),
+            ArrayD::from_elem(IxDyn(&[]), 7),
+        ];
+        for a in cases {
+            let w = want(a.view());
+            assert_eq!(row_major(a.view()), w, "{:?} {:?}", a.shape(), a.strides());
+            assert_eq!(into_row_major(a.clone()), w, "{:?} {:?}", a.shape(), a.strides());
+        }
+        let row = base.slice(s![.., 1..2, ..]);
+        let broadcast = row.broadcast(IxDyn(&[2, 5, 4])).unwrap(); // stride 0 along dimension 1
+        assert_eq!(row_major(broadcast.view()), want(broadcast.view()));
     }
 
     /// A layout reaching outside the storage is an error, never a panic.

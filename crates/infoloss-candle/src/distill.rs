@@ -357,21 +357,13 @@ pub fn uda_consistency(ori: &Tensor, aug: &Tensor, opts: &UdaOptions) -> candle_
     let loss = ori.detach().apply_op2(aug, Pair(Uda { opts: *opts, stats: Arc::clone(&stats) }))?;
     let st = std::mem::take(&mut *stats.lock().map_err(|_| msg(format!("{OP}: statistics lock poisoned")))?);
     let to_tensor = |h: Option<Host>, what: &str| -> candle_core::Result<Tensor> {
-        match h {
-            Some(Host::F32(a)) => {
-                Tensor::from_vec(a.into_iter().collect::<Vec<_>>(), ori.dim(0)?, ori.device())
-            }
-            Some(Host::F64(a)) => {
-                Tensor::from_vec(a.into_iter().collect::<Vec<_>>(), ori.dim(0)?, ori.device())
-            }
-            Some(Host::F16(a)) => {
-                Tensor::from_vec(a.into_iter().collect::<Vec<_>>(), ori.dim(0)?, ori.device())
-            }
-            Some(Host::BF16(a)) => {
-                Tensor::from_vec(a.into_iter().collect::<Vec<_>>(), ori.dim(0)?, ori.device())
-            }
-            None => Err(msg(format!("{OP}: internal error: the forward left no {what}"))),
+        let t = h
+            .ok_or_else(|| msg(format!("{OP}: internal error: the forward left no {what}")))?
+            .into_tensor(ori.device())?;
+        if t.dims() != [ori.dim(0)?] {
+            return Err(msg(format!("{OP}: internal error: {what} has shape {:?}", t.dims())));
         }
+        Ok(t)
     };
     Ok(UdaOutput {
         loss,

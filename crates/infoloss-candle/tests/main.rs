@@ -5,6 +5,7 @@
 mod common;
 mod support;
 
+mod buffers;
 mod distill;
 mod errors;
 mod fixtures;
