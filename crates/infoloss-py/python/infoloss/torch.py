@@ -47,7 +47,6 @@ Example:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -306,7 +305,8 @@ def _register(op: _Op) -> None:
                 ctx.grads = None
                 result = grads
             else:
-                s = g if g.dim() == 0 else g.reshape(-1)[0]
+                # a uniform upstream gradient of an unreduced fused loss: one factor (none at all for no rows)
+                s = g if g.dim() == 0 else (g.reshape(-1)[0] if g.numel() else g.new_ones(()))
                 result = [gr * s.to(gr.dtype) if w else None for gr, w in zip(grads, want)]
         else:
             out = saved[n_t] if op.save_output else tensors[0].new_empty(0)
