@@ -1,5 +1,5 @@
 """Against torch itself (skipped when torch is not installed): signatures, randomized comparisons of the NumPy API
-with ``torch.nn.functional`` (forward and autograd gradients), and the ``infoloss.torch`` autograd Functions
+with ``torch.nn.functional`` (forward and autograd gradients), and the ``infoloss.torch`` drop-ins
 (``loss.backward()``, ``gradcheck``, a training step, dtypes, warnings, errors)."""
 
 from __future__ import annotations
@@ -380,7 +380,7 @@ def test_double_backward_is_refused():
     x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
     loss = itorch.cross_entropy(x, torch.tensor([0, 1, 2]))
     (g,) = torch.autograd.grad(loss, x, create_graph=True)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="infoloss.cross_entropy: double backward is not supported"):
         g.sum().backward()
 
 

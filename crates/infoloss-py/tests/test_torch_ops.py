@@ -476,3 +476,19 @@ def test_errors_name_the_op_and_argument_inside_the_operator():
         itorch.logsumexp([1.0], 0)
     with pytest.raises(IndexError, match="logsumexp: invalid dim = 2"):
         itorch.logsumexp(torch.randn(2, 3), 2)
+
+
+def test_reduced_losses_hand_the_forwards_gradient_to_autograd_without_a_copy():
+    # the speed design: the gradient is computed with the loss and becomes input.grad itself (no zero-filled
+    # upstream gradients for the operator's gradient outputs, no scaling pass for a unit upstream gradient)
+    for f in (lambda a: itorch.cross_entropy(a, torch.tensor([0, 3, 1]), label_smoothing=0.1),
+              lambda a: itorch.distill(a, torch.zeros(3, 4), temperature=2.0),
+              lambda a: itorch.linear_cross_entropy(a, torch.eye(4), torch.tensor([0, 3, 1]))):
+        x = torch.randn(3, 4, requires_grad=True)
+        loss = f(x)
+        ptr = loss.grad_fn.grads[0].data_ptr()
+        loss.backward(retain_graph=True)
+        assert x.grad.data_ptr() == ptr
+        first = x.grad.clone()
+        loss.backward()  # a second pass recomputes (the first one's buffer is now x.grad)
+        torch.testing.assert_close(x.grad, 2 * first, rtol=1e-6, atol=0)
