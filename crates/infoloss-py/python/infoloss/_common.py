@@ -43,7 +43,10 @@ def is_float(dt: np.dtype) -> bool:
 
     ``ml_dtypes.bfloat16`` has NumPy kind ``'V'``, so ``dtype.kind == 'f'`` does not see it.
     """
-    return native(dt) in FLOAT_DTYPES or (dt.kind == "V" and dt == bf16())
+    if native(dt) in FLOAT_DTYPES:
+        return True
+    bf = bf16()
+    return bf is not None and dt == bf  # never `dt == None`: NumPy reads None as float64
 
 
 def _is_bf16_array(a: Any, bf: np.dtype) -> bool:
@@ -367,7 +370,7 @@ def in_place_logits(x: Any, op: str, name: str) -> np.ndarray:
         raise TypeError(
             f"{op}: {name} must be a NumPy array (the gradient is written over it), got {type(x).__name__}"
         )
-    if x.dtype not in FLOAT_DTYPES and not (x.dtype.kind == "V" and x.dtype == bf16()):
+    if x.dtype not in FLOAT_DTYPES and not (x.dtype.isnative and is_float(x.dtype)):
         raise TypeError(_float_dtype_error(op, name, x.dtype) + " in native byte order")
     if not x.flags.writeable:
         raise ValueError(f"{op}: {name} is read-only; the in-place call writes the gradient over it")

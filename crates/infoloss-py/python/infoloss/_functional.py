@@ -28,7 +28,8 @@ def _cast_grad(g: Optional[np.ndarray], dtype: np.dtype) -> Optional[np.ndarray]
 
 def _scale(dtype: np.dtype, loss: Any, n: int) -> Any:
     """``loss / n`` rounded in ``dtype`` (torch's ``reduced / input.size(0)``)."""
-    if dtype == c.bf16():
+    bf = c.bf16()
+    if bf is not None and dtype == bf:  # (`dtype == None` would be true for float64: np.dtype(None) is float64)
         # torch divides a bfloat16 tensor in float32 and rounds once; bfloat16(n) itself may be inexact (n > 256)
         q = np.asarray(loss, dtype=np.float32) / np.float32(n)
         return float(dtype.type(q)) if isinstance(loss, float) else q.astype(dtype)
