@@ -499,10 +499,7 @@ def _uda_kernel(a, o, g, out, loss, want):
     if not loss:
         # the backward pass hands the upstream gradient to infoloss, which applies it rounding once
         return None, [_D._uda_backward(ori, aug, g, *o)], []
-    uda_loss = getattr(_D, "_uda_loss", None)
-    if uda_loss is not None:
-        return uda_loss(ori, aug, *o).loss, [None], []
-    return _D._uda(ori, aug, *o).loss, [None], []
+    return _D._uda_loss(ori, aug, *o).loss, [None], []  # the loss alone: no gradient computed or allocated
 
 
 _register(_Op("uda_consistency", ("ori_logits", "aug_logits"),
