@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 TESTDATA = REPO / "testdata"
@@ -51,3 +53,47 @@ def assert_close(got, expected, rtol=1e-12, atol=1e-12, what="value"):
         f"{what}: {len(bad)} of {exp_a.size} elements differ, first at {bad[0]}: "
         f"got {got_a.reshape(-1)[bad[0]]!r}, expected {exp_a.reshape(-1)[bad[0]]!r}"
     )
+
+
+# ---------------------------------------------------------------------------------------- required packages
+
+# scripts/test.sh (what CI runs) sets INFOLOSS_REQUIRE_TORCH=1: there torch 2.15, ml_dtypes and SciPy are installed,
+# and a test skipped for want of one of them would pass CI without testing anything. Locally, without the variable,
+# those tests skip as usual.
+REQUIRE_TORCH = os.environ.get("INFOLOSS_REQUIRE_TORCH") == "1"
+_OPTIONAL = ("torch", "ml_dtypes", "scipy")
+
+
+def pytest_configure(config):
+    if not REQUIRE_TORCH:
+        return
+    try:
+        import ml_dtypes  # noqa: F401
+        import scipy  # noqa: F401
+        import torch
+    except ImportError as e:
+        raise pytest.UsageError(f"INFOLOSS_REQUIRE_TORCH=1 but {e.name} cannot be imported: {e}") from e
+    if not torch.__version__.startswith("2.15."):
+        raise pytest.UsageError(f"INFOLOSS_REQUIRE_TORCH=1 needs torch 2.15, found {torch.__version__}")
+
+
+def _fail_if_missing_package(report):
+    """Turns a skip for a missing optional package into a failure under INFOLOSS_REQUIRE_TORCH=1 (belt and braces
+    with the import check above, e.g. for an ``importorskip`` with a minimum version)."""
+    if not (REQUIRE_TORCH and report.skipped):
+        return
+    reason = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    if any(f"'{m}'" in reason or f"{m} is not installed" in reason for m in _OPTIONAL):
+        report.outcome = "failed"
+        report.longrepr = f"skipped under INFOLOSS_REQUIRE_TORCH=1: {reason}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    _fail_if_missing_package((yield).get_result())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    # module-level importorskip
+    _fail_if_missing_package((yield).get_result())
