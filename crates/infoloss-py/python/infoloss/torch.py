@@ -405,7 +405,7 @@ def _ce_meta(t, o):
     if o[1] != "none":
         return (), dt
     if y.shape == x.shape:  # probabilities: the input's shape without the class dimension
-        return tuple(x.shape[:1]) + tuple(x.shape[2:]) if x.dim() > 1 else (), dt
+        return (tuple(x.shape[:1]) + tuple(x.shape[2:]) if x.dim() > 1 else ()), dt
     return tuple(y.shape), dt
 
 
