@@ -143,6 +143,18 @@ pub(crate) fn get_num_threads() -> usize {
     *lock().threads.get_or_insert_with(default_threads)
 }
 
+/// Holds the pool's lock for `seconds` (at most 10) without the GIL, for the fork tests: a process that forks
+/// meanwhile must give its child an unlocked state (the `pthread_atfork` handlers below).
+#[pyfunction]
+pub(crate) fn _hold_pool_lock_for_tests(py: Python<'_>, seconds: f64) {
+    let wait =
+        std::time::Duration::from_secs_f64(if seconds.is_finite() { seconds.clamp(0.0, 10.0) } else { 0.0 });
+    py.detach(|| {
+        let _held = lock();
+        std::thread::sleep(wait);
+    });
+}
+
 /// The `pthread_atfork` handlers that keep the state's mutex usable in a forked child.
 #[cfg(unix)]
 mod fork {

@@ -212,6 +212,27 @@ def test_fork_while_other_threads_use_the_pool():
     assert out == "ok\n"
 
 
+def test_fork_while_another_thread_holds_the_pool_lock():
+    # Deterministic: another thread holds the pool's lock (without the GIL) when the main thread forks. The
+    # pthread_atfork handler waits for it, so the child starts with an unlocked state; without the handler the
+    # child would inherit the lock held by a thread it does not have, and its first call would wait forever.
+    out = run(
+        """
+        import threading, time
+        small_x, small_y = X[:256].copy(), Y[:256].copy()
+        expected = np.float64(infoloss.cross_entropy(small_x, small_y)).tobytes()
+        holder = threading.Thread(target=infoloss._infoloss._hold_pool_lock_for_tests, args=(1.0,))
+        holder.start()
+        time.sleep(0.3)  # the lock is held now
+        got = in_child(lambda: np.float64(infoloss.cross_entropy(small_x, small_y)).tobytes(), timeout=20)
+        holder.join()
+        assert got == expected
+        print("ok")
+        """
+    )
+    assert out == "ok\n"
+
+
 def test_dataloader_workers():
     # torch's DataLoader with worker processes (forked on Linux) whose dataset calls infoloss.
     pytest.importorskip("torch")

@@ -226,6 +226,18 @@ def test_information_measures_and_rows():
     assert out.dtype == BF16
 
 
+def test_cross_entropy_extras_token_accuracy_is_not_rounded():
+    # Token accuracy is a fraction of counts, not a value in the compute dtype: never rounded to bfloat16.
+    x = X[:60]
+    y = np.argmax(np.asarray(x, np.float32), 1)
+    y[:19] = (y[:19] + 1) % 37  # 41 of 60 right
+    res = infoloss.cross_entropy_extras_with_grad(x, y, return_lse=True, return_token_accuracy=True)
+    assert res.token_accuracy == 41 / 60 and float(bf(41 / 60)) != 41 / 60
+    assert res.grad_input.dtype == BF16 and res.lse.dtype == BF16
+    ref = infoloss.cross_entropy_extras_with_grad(np.asarray(x, np.float32), y, return_lse=True)
+    assert res.loss == float(bf(ref.loss)) and bits(res.grad_input) == bits(bf(ref.grad_input))
+
+
 def test_linear_cross_entropy():
     h = bf(rng.standard_normal((16, 8)))
     w = bf(rng.standard_normal((37, 8)))
