@@ -35,6 +35,11 @@
 //! - **Errors**: infoloss's messages (shapes, out-of-range targets with index and value, invalid options)
 //!   come back as `candle_core::Error`, never a panic.
 //! - Second-order gradients are not supported (the backward is not itself differentiable).
+//! - **Cost**: the forward is infoloss's forward, the backward infoloss's `*_backward`; results and gradients
+//!   are handed to candle as the buffers infoloss allocated, without a copy. What `loss.backward()` adds on
+//!   top is candle's: its backprop accumulates every gradient it receives into a fresh `zeros_like` with a
+//!   single-threaded `add`, which at large sizes costs more than the loss itself, most in `bf16` (see
+//!   `BENCHMARKS.md`, `infoloss bench --ops candle-ce,candle-accum`).
 //!
 //! ## Example: one training step
 //!

@@ -3,9 +3,15 @@
 //! For every (op, size, dtype) the report gives the median wall time of `reps` runs, the bytes the operation must
 //! move at the least (its inputs read once and its outputs written once), the achieved GB/s, and the ratio of the
 //! time to a copy moving the same number of bytes, measured in the same process with the same thread count.
+//!
+//! The `candle-*` ops run the same losses through `infoloss-candle` (forward and `loss.backward()` on a `Var`).
+//! Each is timed alternately with its core `*_with_grad` counterpart and with `candle-accum` — what candle's
+//! backprop does with every gradient it receives (`zeros_like` + `add`), which no op can avoid — so the report
+//! gives the ratio to the core and, net of candle's accumulation, the adapter's own overhead.
 
 use std::time::{Duration, Instant};
 
+use candle_core::{Device, Tensor, Var, WithDType};
 use half::bf16;
 use infoloss::ndarray::{Array1, Array2, ArrayView1};
 use infoloss::{
@@ -145,7 +151,60 @@ pub const OPS: &[OpSpec] = &[
         reads: 0,
         writes: 0,
     },
+    OpSpec {
+        name: "candle-ce",
+        what: "infoloss_candle::cross_entropy + backward(), class targets (vs core ce)",
+        reads: 1,
+        writes: 1,
+    },
+    OpSpec {
+        name: "candle-ce-fwd",
+        what: "infoloss_candle::cross_entropy forward only, class targets",
+        reads: 1,
+        writes: 0,
+    },
+    OpSpec {
+        name: "candle-kl",
+        what: "infoloss_candle::kl_div(log p, p) batchmean + backward() (vs core kl)",
+        reads: 2,
+        writes: 1,
+    },
+    OpSpec {
+        name: "candle-bce-logits",
+        what: "infoloss_candle::binary_cross_entropy_with_logits, pos_weight, + backward() (vs core bce-logits)",
+        reads: 2,
+        writes: 1,
+    },
+    OpSpec {
+        name: "candle-kd",
+        what: "infoloss_candle::distill forward KL, T=2, T², + backward() (vs core kd)",
+        reads: 2,
+        writes: 1,
+    },
+    OpSpec {
+        name: "candle-nn-ce",
+        what: "candle_nn::loss::cross_entropy + backward(), no ignored rows (vs core ce)",
+        reads: 1,
+        writes: 1,
+    },
+    OpSpec {
+        name: "candle-accum",
+        what: "candle's backprop bookkeeping for one gradient: zeros_like + add (no infoloss)",
+        reads: 1,
+        writes: 1,
+    },
 ];
+
+/// The core op a `candle-*` op is compared with (timed alternately in the same run).
+fn core_counterpart(op: &str) -> Option<&'static str> {
+    match op {
+        "candle-ce" | "candle-nn-ce" => Some("ce"),
+        "candle-kl" => Some("kl"),
+        "candle-bce-logits" => Some("bce-logits"),
+        "candle-kd" => Some("kd"),
+        _ => None,
+    }
+}
 
 /// Hidden size of the fused linear ops (`rows × LINEAR_HIDDEN` hidden states, `classes × LINEAR_HIDDEN` weights).
 const LINEAR_HIDDEN: usize = 1024;
@@ -173,6 +232,19 @@ pub struct BenchRow {
     pub copy_s: f64,
     /// `median_s / copy_s`.
     pub ratio_to_copy: f64,
+    /// For a `candle-*` op: median seconds of the core op it wraps (`*_with_grad`), timed alternately with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub core_s: Option<f64>,
+    /// `median_s / core_s`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_to_core: Option<f64>,
+    /// For a `candle-*` op: median seconds of candle's accumulation of one gradient of the input's size
+    /// (`zeros_like` + `add`, as its backprop does), timed alternately with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candle_accum_s: Option<f64>,
+    /// `(median_s − candle_accum_s) / core_s`: the op net of candle's accumulation, relative to the core.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub net_ratio_to_core: Option<f64>,
 }
 
 /// Settings of one bench run.
@@ -247,6 +319,20 @@ fn time_reps_prepared(reps: usize, mut prepare: impl FnMut(), mut f: impl FnMut(
             })
             .collect(),
     )
+}
+
+/// Medians of each of `fs`, run `reps` times in turn, so that a noisy host slows them alike.
+fn time_alternating(reps: usize, fs: &mut [&mut dyn FnMut()]) -> Vec<f64> {
+    fs.iter_mut().for_each(|f| f()); // warm-up
+    let mut times = vec![Vec::new(); fs.len()];
+    for _ in 0..reps.max(1) {
+        for (f, t) in fs.iter_mut().zip(&mut times) {
+            let start = Instant::now();
+            f();
+            t.push(start.elapsed());
+        }
+    }
+    times.into_iter().map(median).collect()
 }
 
 /// Median time of copying `bytes` bytes (parallel over the current pool, like the ops).
@@ -340,6 +426,78 @@ fn make_inputs<T: Element>(rows: usize, cols: usize, seed: u64) -> Inputs<T> {
             .row(0)
             .to_owned(),
     }
+}
+
+/// The inputs of the `candle-*` ops: the same values as [`Inputs`], as contiguous CPU tensors; the
+/// differentiated side is a `Var`.
+struct CandleInputs {
+    logits: Var,
+    logits2: Tensor,
+    logp: Var,
+    probs2: Tensor,
+    binary: Tensor,
+    pos_weight: Tensor,
+    /// Class indices with the ignored rows of [`Inputs::targets`].
+    targets: Tensor,
+    /// The same as `u32`, ignored rows as class 0 (candle-nn has no `ignore_index`).
+    targets_u32: Tensor,
+    /// A gradient-sized tensor for `candle-accum`.
+    grad: Tensor,
+}
+
+fn candle_inputs<T: Element + WithDType>(x: &Inputs<T>) -> candle_core::Result<CandleInputs> {
+    let t2 = |a: &Array2<T>| {
+        Tensor::from_slice(a.as_standard_layout().as_slice().unwrap_or(&[]), a.dim(), &Device::Cpu)
+    };
+    let idx = x.targets.to_vec();
+    let n = idx.len();
+    Ok(CandleInputs {
+        logits: Var::from_tensor(&t2(&x.logits)?)?,
+        logits2: t2(&x.logits2)?,
+        logp: Var::from_tensor(&t2(&x.logp)?)?,
+        probs2: t2(&x.probs2)?,
+        binary: t2(&x.binary)?,
+        pos_weight: Tensor::from_slice(&x.pos_weight.to_vec(), x.pos_weight.len(), &Device::Cpu)?,
+        targets: Tensor::from_vec(idx.clone(), n, &Device::Cpu)?,
+        targets_u32: Tensor::from_vec(
+            idx.iter().map(|&t| t.max(0) as u32).collect::<Vec<_>>(),
+            n,
+            &Device::Cpu,
+        )?,
+        grad: t2(&x.logits2)?,
+    })
+}
+
+/// One forward (and, except for `candle-ce-fwd`, `backward()`) of a `candle-*` op; the gradients are dropped.
+fn run_candle(op: &str, c: &CandleInputs) -> candle_core::Result<()> {
+    use infoloss_candle as ic;
+    let loss = match op {
+        "candle-ce" | "candle-ce-fwd" => {
+            ic::cross_entropy(c.logits.as_tensor(), &c.targets, &ic::CrossEntropyOptions::default())?
+        }
+        "candle-kl" => {
+            let o = ic::KlDivOptions { reduction: Reduction::BatchMean, log_target: false };
+            ic::kl_div(c.logp.as_tensor(), &c.probs2, &o)?
+        }
+        "candle-bce-logits" => {
+            let o = ic::BceWithLogitsOptions { pos_weight: Some(c.pos_weight.clone()), ..Default::default() };
+            ic::binary_cross_entropy_with_logits(c.logits.as_tensor(), &c.binary, &o)?
+        }
+        "candle-kd" => {
+            let o = ic::DistillOptions { temperature: 2.0, ..Default::default() };
+            ic::distill(c.logits.as_tensor(), &c.logits2, None, &o)?
+        }
+        "candle-nn-ce" => candle_nn::loss::cross_entropy(c.logits.as_tensor(), &c.targets_u32)?,
+        "candle-accum" => {
+            drop(std::hint::black_box(c.logits.zeros_like()?.add(&c.grad)?));
+            return Ok(());
+        }
+        other => unreachable!("op {other} validated by parse_ops"),
+    };
+    if op != "candle-ce-fwd" {
+        drop(std::hint::black_box(loss.backward()?));
+    }
+    Ok(())
 }
 
 fn run_op<T: Element>(op: &str, x: &Inputs<T>) -> Result<(), infoloss::Error> {
@@ -562,7 +720,7 @@ pub fn run(cfg: &BenchConfig, mut report: impl FnMut(&BenchRow) + Send) -> Resul
     Ok(rows)
 }
 
-fn bench_dtype<T: Element>(
+fn bench_dtype<T: Element + WithDType>(
     cfg: &BenchConfig,
     n: usize,
     v: usize,
@@ -571,10 +729,51 @@ fn bench_dtype<T: Element>(
     // the N×V inputs of the row-wise losses (not needed by the fused linear op)
     let linear = |name: &str| name == "linear-distill" || name == "linear-ce";
     let inputs = cfg.ops.iter().any(|o| !linear(o.name)).then(|| make_inputs::<T>(n, v, 0x1f0_1055));
+    let candle = match (&inputs, cfg.ops.iter().any(|o| o.name.starts_with("candle-"))) {
+        (Some(x), true) => Some(candle_inputs(x).map_err(|e| format!("candle inputs: {e}"))?),
+        _ => None,
+    };
     let es = elem_bytes(dtype);
     let mut out = Vec::new();
     for op in &cfg.ops {
-        let (t, bytes) = if op.name == "linear-ce" {
+        let (mut core_s, mut accum_s) = (None, None);
+        let (t, bytes) = if let (Some(c), Some(x)) =
+            (candle.as_ref().filter(|_| op.name.starts_with("candle-")), &inputs)
+        {
+            let (mut err, mut core_err, mut accum_err) = (None, None, None);
+            let mut run = || {
+                if let Err(e) = run_candle(op.name, c) {
+                    err = Some(e.to_string());
+                }
+            };
+            let t = match core_counterpart(op.name) {
+                Some(core) => {
+                    let times = time_alternating(
+                        cfg.reps,
+                        &mut [
+                            &mut run,
+                            &mut || {
+                                if let Err(e) = run_op(core, x) {
+                                    core_err = Some(e.to_string());
+                                }
+                            },
+                            &mut || {
+                                if let Err(e) = run_candle("candle-accum", c) {
+                                    accum_err = Some(e.to_string());
+                                }
+                            },
+                        ],
+                    );
+                    (core_s, accum_s) = (Some(times[1]), Some(times[2]));
+                    times[0]
+                }
+                None => time_reps(cfg.reps, run),
+            };
+            if let Some(e) = err.or(core_err).or(accum_err) {
+                return Err(format!("{} failed: {e}", op.name));
+            }
+            (t, ((op.reads + op.writes) * n * v * es + n * 8) as u64)
+        } else if op.name == "linear-ce" {
             let t = match dtype {
                 "f32" => time_linear_ce::<f32>(n, v, cfg.reps),
                 "f64" => time_linear_ce::<f64>(n, v, cfg.reps),
@@ -629,15 +828,26 @@ fn bench_dtype<T: Element>(
             gb_per_s: bytes as f64 / t / 1e9,
             copy_s,
             ratio_to_copy: t / copy_s,
+            core_s,
+            ratio_to_core: core_s.map(|c| t / c),
+            candle_accum_s: accum_s,
+            net_ratio_to_core: core_s.zip(accum_s).map(|(c, a)| (t - a) / c),
         });
     }
     Ok(out)
 }
 
-/// Formats a row for humans.
+/// Formats a row for humans (a `candle-*` row adds the core's time, the ratio to it, candle's accumulation
+/// and the ratio net of it).
 pub fn format_row(r: &BenchRow) -> String {
+    let core = match (r.core_s, r.ratio_to_core, r.candle_accum_s, r.net_ratio_to_core) {
+        (Some(c), Some(q), Some(a), Some(net)) => {
+            format!("  core {:>8.2} ms  x{q:.2}  candle accum {:>8.2} ms  net x{net:.2}", c * 1e3, a * 1e3)
+        }
+        _ => String::new(),
+    };
     format!(
-        "{:<12} {:<5} {:>6}x{:<7} {:>2}T {:>10.2} ms {:>9.1} MB {:>7.2} GB/s  copy {:>8.2} ms  ratio {:>6.2}",
+        "{:<12} {:<5} {:>6}x{:<7} {:>2}T {:>10.2} ms {:>9.1} MB {:>7.2} GB/s  copy {:>8.2} ms  ratio {:>6.2}{core}",
         r.op,
         r.dtype,
         r.rows,
