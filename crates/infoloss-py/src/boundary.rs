@@ -192,7 +192,7 @@ where
     // The pool is fetched (and built, on first use or after a fork) without the GIL, so other Python threads
     // run meanwhile.
     let res = py.detach(move || {
-        crate::threads::pool().map(|p| p.install(move || catch_unwind(AssertUnwindSafe(f))))
+        crate::threads::pool().map(|p| crate::threads::run(&p, move || catch_unwind(AssertUnwindSafe(f))))
     })?;
     match res {
         Ok(Ok(v)) => Ok(v),
