@@ -357,7 +357,10 @@ pub(crate) fn uda_consistency(
 ) -> PyResult<Py<PyAny>> {
     const OP: &str = "uda_consistency";
     let opts = uda_options(OP, temperature, sharpen, confidence_threshold, normalize)?;
-    dispatch!(kind(aug_logits, OP, "aug_logits")?, uda_impl(py, ori_logits, aug_logits, None, opts, want_grad))
+    dispatch!(
+        kind(aug_logits, OP, "aug_logits")?,
+        uda_impl(py, ori_logits, aug_logits, None, opts, want_grad)
+    )
 }
 
 /// `uda_consistency_backward(ori, aug, grad_output)`: the gradient wrt `aug` for the upstream gradient.

@@ -16,11 +16,7 @@
 //! `set_num_threads` is called. `_set_default_num_threads` (called by `infoloss.torch` with torch's count) moves
 //! the default but never overrides an explicit `set_num_threads`.
 
-use std::cell::UnsafeCell;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -106,65 +102,16 @@ pub(crate) fn pool() -> PyResult<Arc<rayon::ThreadPool>> {
     lock().pool()
 }
 
-/// How long the caller keeps yielding its CPU while it waits for the result before it sleeps: longer than a
-/// small call's compute time, so that small calls return without putting the caller to sleep and waking it.
-const WAIT_AWAKE: Duration = Duration::from_micros(50);
-
-/// Where a job leaves its result: on the caller's stack, which the caller leaves only once `done` is set.
-struct Slot<R> {
-    result: UnsafeCell<Option<std::thread::Result<R>>>,
-    done: AtomicBool,
-}
-
 /// Runs `f` on one of the pool's threads (so the core's parallel loops run in this pool) and returns its
 /// result; a panic in `f` is resumed on the calling thread.
 ///
-/// What `ThreadPool::install` does, except for the wait. `install` puts a caller that is not one of the pool's
-/// threads to sleep on a condition variable at once, so every call, however small, paid for waking the caller up
-/// again: on this project's loaded 2-core VM a 4 × 10 `cross_entropy` took 16–27 µs instead of the 3.5 µs of
-/// the old inline call. Here the caller yields its CPU (so the pool's threads can run on it) for up to
-/// [`WAIT_AWAKE`] and only then sleeps: 6 µs for that call, and no change for large ones.
+/// `ThreadPool::install` puts a caller that is not one of the pool's threads to sleep on a condition variable
+/// and wakes it when the job is done: a few microseconds per call (a 4 × 10 `cross_entropy` from Python takes
+/// about 10 µs instead of the 3.5 µs of an inline call), the price of never touching rayon's fork-unsafe global
+/// pool. A spinning wait on a `'static`-transmuted job would save part of it, at the cost of `unsafe` outside the
+/// kernels; not worth it next to Python's own per-call cost.
 pub(crate) fn run<R: Send, F: FnOnce() -> R + Send>(pool: &rayon::ThreadPool, f: F) -> R {
-    let slot = Slot { result: UnsafeCell::new(None), done: AtomicBool::new(false) };
-    let caller = std::thread::current();
-    let slot_addr = &slot as *const Slot<R> as usize;
-    let job: Box<dyn FnOnce() + Send + '_> = Box::new(move || {
-        // Caught here and resumed by the caller: a panic escaping a spawned job aborts the process.
-        let r = catch_unwind(AssertUnwindSafe(f));
-        let slot = slot_addr as *const Slot<R>;
-        // SAFETY: `slot` is alive: the caller leaves `run` (and frees it) only after it sees `done`, set below;
-        // and nobody else touches `result` before then. After the store of `done` this job touches only its own
-        // `caller`.
-        unsafe {
-            *(*slot).result.get() = Some(r);
-            (*slot).done.store(true, Ordering::Release);
-        }
-        caller.unpark();
-    });
-    // SAFETY: `ThreadPool::spawn` wants a `'static` job, but this one borrows from the caller (`f`'s captures and
-    // `slot`). The caller does not return before the job has stored its result (it waits below; the job cannot
-    // fail to get there, since it catches panics), and the pool outlives the job (the caller holds an `Arc` to
-    // it), so nothing the job borrows is freed while the job can still use it.
-    let job: Box<dyn FnOnce() + Send + 'static> = unsafe { std::mem::transmute(job) };
-    pool.spawn(job);
-    let start = Instant::now();
-    while !slot.done.load(Ordering::Acquire) {
-        if start.elapsed() < WAIT_AWAKE {
-            std::thread::yield_now();
-        } else {
-            // An `unpark` that came before this `park` makes it return at once, so the wake-up cannot be lost;
-            // spurious returns go round the loop.
-            std::thread::park();
-        }
-    }
-    // SAFETY: `done` is set (this Acquire pairs with the job's Release), so the job has written `result` and no
-    // longer touches `slot`.
-    let result = unsafe { (*slot.result.get()).take() };
-    match result {
-        Some(Ok(r)) => r,
-        Some(Err(payload)) => std::panic::resume_unwind(payload),
-        None => unreachable!("the job stores its result before it sets `done`"),
-    }
+    pool.install(f)
 }
 
 /// Checks a thread count given from Python.
