@@ -242,7 +242,8 @@ pub struct BenchRow {
     /// (`zeros_like` + `add`, as its backprop does), timed alternately with it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub candle_accum_s: Option<f64>,
-    /// `(median_s − candle_accum_s) / core_s`: the op net of candle's accumulation, relative to the core.
+    /// The op net of candle's accumulation relative to the core: the median over the rounds of
+    /// `(op − candle accumulation) / core`, the three timed one after the other.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub net_ratio_to_core: Option<f64>,
 }
@@ -321,18 +322,27 @@ fn time_reps_prepared(reps: usize, mut prepare: impl FnMut(), mut f: impl FnMut(
     )
 }
 
-/// Medians of each of `fs`, run `reps` times in turn, so that a noisy host slows them alike.
-fn time_alternating(reps: usize, fs: &mut [&mut dyn FnMut()]) -> Vec<f64> {
+/// The seconds of each of `fs` in each of `reps` rounds (`[round][f]`), run in turn so that a noisy host
+/// slows them alike.
+fn time_alternating(reps: usize, fs: &mut [&mut dyn FnMut()]) -> Vec<Vec<f64>> {
     fs.iter_mut().for_each(|f| f()); // warm-up
-    let mut times = vec![Vec::new(); fs.len()];
-    for _ in 0..reps.max(1) {
-        for (f, t) in fs.iter_mut().zip(&mut times) {
-            let start = Instant::now();
-            f();
-            t.push(start.elapsed());
-        }
-    }
-    times.into_iter().map(median).collect()
+    (0..reps.max(1))
+        .map(|_| {
+            fs.iter_mut()
+                .map(|f| {
+                    let start = Instant::now();
+                    f();
+                    start.elapsed().as_secs_f64()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The median of `v` (not empty).
+fn median_f64(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// Median time of copying `bytes` bytes (parallel over the current pool, like the ops).
@@ -736,7 +746,7 @@ fn bench_dtype<T: Element + WithDType>(
     let es = elem_bytes(dtype);
     let mut out = Vec::new();
     for op in &cfg.ops {
-        let (mut core_s, mut accum_s) = (None, None);
+        let (mut core_s, mut accum_s, mut net) = (None, None, None);
         let (t, bytes) = if let (Some(c), Some(x)) =
             (candle.as_ref().filter(|_| op.name.starts_with("candle-")), &inputs)
         {
@@ -764,8 +774,11 @@ fn bench_dtype<T: Element + WithDType>(
                             },
                         ],
                     );
-                    (core_s, accum_s) = (Some(times[1]), Some(times[2]));
-                    times[0]
+                    let column = |i: usize| median_f64(times.iter().map(|r| r[i]).collect());
+                    (core_s, accum_s) = (Some(column(1)), Some(column(2)));
+                    // per round, so that the three times of one ratio share the host's state
+                    net = Some(median_f64(times.iter().map(|r| (r[0] - r[2]) / r[1]).collect()));
+                    column(0)
                 }
                 None => time_reps(cfg.reps, run),
             };
@@ -831,7 +844,7 @@ fn bench_dtype<T: Element + WithDType>(
             core_s,
             ratio_to_core: core_s.map(|c| t / c),
             candle_accum_s: accum_s,
-            net_ratio_to_core: core_s.zip(accum_s).map(|(c, a)| (t - a) / c),
+            net_ratio_to_core: net,
         });
     }
     Ok(out)
