@@ -175,6 +175,19 @@ fn broadcast_tensors() {
     };
     same("bce broadcast weight", &bce(&wb), &bce(&wb.contiguous().unwrap()));
     same("bce weight broadcast by infoloss", &bce(&w), &bce(&wb.contiguous().unwrap()));
+    // weights that are copied into the op from other layouts: transposed, and narrowed with gaps
+    let wt = tensor(&rand::<f64>(12, &[4, 3], 0.5, 2.0)).t().unwrap();
+    same("bce transposed weight", &bce(&wt), &bce(&wt.contiguous().unwrap()));
+    let wn = tensor(&rand::<f64>(13, &[3, 7], 0.5, 2.0)).narrow(1, 2, 4).unwrap();
+    assert!(!wn.is_contiguous());
+    same("bce narrowed weight", &bce(&wn), &bce(&wn.contiguous().unwrap()));
+    let pw = tensor(&rand::<f64>(14, &[2, 4], 1.0, 3.0)).narrow(0, 1, 1).unwrap().squeeze(0).unwrap();
+    let bcel = |pw: &Tensor| {
+        let o =
+            BceWithLogitsOptions { pos_weight: Some(pw.clone()), reduction: Reduction::None, weight: None };
+        nd::<f64>(&infoloss_candle::binary_cross_entropy_with_logits(&tensor(&x), &tensor(&tb), &o).unwrap())
+    };
+    same("bce_with_logits offset pos_weight", &bcel(&pw), &bcel(&pw.contiguous().unwrap()));
 }
 
 /// Integer targets given as views (a column of a matrix, and a transposed index matrix).
