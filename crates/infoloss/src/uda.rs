@@ -297,7 +297,7 @@ pub fn uda_consistency_backward<T: Element, D1: Dimension, D2: Dimension>(
 }
 
 /// The loss and, for `Some(upstream)`, the gradient for the upstream gradient `upstream`.
-type LossAndGrad<T> = (UdaLoss<T>, Option<Array2<T>>);
+type UdaParts<T> = (UdaLoss<T>, Option<Array2<T>>);
 
 /// [`uda_consistency`] with the gradient for the upstream gradient `upstream`, if any.
 fn uda_impl<T: Element, D1: Dimension, D2: Dimension>(
@@ -305,7 +305,7 @@ fn uda_impl<T: Element, D1: Dimension, D2: Dimension>(
     aug_logits: ArrayView<'_, T, D2>,
     opts: &UdaOptions,
     upstream: Option<f64>,
-) -> Result<LossAndGrad<T>> {
+) -> Result<UdaParts<T>> {
     uda_core(as_2d(OP, "ori_logits", ori_logits)?, as_2d(OP, "aug_logits", aug_logits)?, opts, upstream)
 }
 
@@ -316,7 +316,7 @@ fn uda_core<T: Element>(
     aug: ArrayView2<'_, T>,
     opts: &UdaOptions,
     upstream: Option<f64>,
-) -> Result<LossAndGrad<T>> {
+) -> Result<UdaParts<T>> {
     if ori.shape() != aug.shape() {
         return Err(Error::shape_mismatch(
             OP,
@@ -432,7 +432,7 @@ fn uda_fast<T: Element>(
     opts: &UdaOptions,
     upstream: Option<f64>,
     temps: (f64, f64),
-) -> Result<LossAndGrad<T>> {
+) -> Result<UdaParts<T>> {
     let (t_ori, t_aug) = temps;
     let (rows, classes) = ori.dim();
     let min_len = min_rows_per_task(classes);
@@ -536,5 +536,5 @@ pub fn uda_total<F: num_traits::Float>(sup_loss: F, unsup_loss: F, uda_coeff: F)
     sup_loss + uda_coeff * unsup_loss
 }
 compiled_here! {
-    uda_core: fn(ArrayView2<'_, T>, ArrayView2<'_, T>, &UdaOptions, Option<f64>) -> Result<LossAndGrad<T>>;
+    uda_core: fn(ArrayView2<'_, T>, ArrayView2<'_, T>, &UdaOptions, Option<f64>) -> Result<UdaParts<T>>;
 }
