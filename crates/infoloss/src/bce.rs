@@ -50,44 +50,22 @@
 use ndarray::{ArrayD, ArrayView, ArrayViewD, ArrayViewMut, ArrayViewMutD, Dimension};
 use num_traits::Zero;
 
+use crate::base::outputs::{Outputs, Want, internal, to_array};
+use crate::base::shape::unravel;
+use crate::base::upstream::{ElementUpstream as Upstream, fill, upstream_of};
 use crate::kernels::elementwise::{
-    BceOp, BinarySetup, Job, Outputs, Scaling, Upstream, Want, all_in_unit, binary_setup, fast_path_for,
-    fill, internal, row_scale, to_array, upstream_of,
+    BceOp, BinarySetup, Job, Scaling, all_in_unit, binary_setup, fast_path_for,
 };
-use crate::shape::unravel;
+use crate::rows::elementwise_rows::row_scale;
 use crate::{Element, Error, GradOutput, Loss, Real, Reduction, Result};
 
-pub use crate::kernels::{
-    with_elementwise_fast_path as with_fast_path, with_elementwise_reference_path as with_reference_path,
-};
+crate::base::path::deprecated_switches!("bce");
 
 const OP: &str = "binary_cross_entropy";
 /// Elements processed per row call.
 const CHUNK: usize = 1024;
 
-/// Options of [`binary_cross_entropy`]; `Default` equals PyTorch's defaults.
-///
-/// ```
-/// use infoloss::{BceOptions, Reduction};
-/// use ndarray::array;
-/// let w = array![1.0f32, 2.0].into_dyn();
-/// let o = BceOptions { weight: Some(w.view()), reduction: Reduction::Sum };
-/// assert_eq!(o.weight.unwrap()[1], 2.0);
-/// assert_eq!(BceOptions::<f32>::default().reduction, Reduction::Mean);
-/// ```
-#[derive(Debug, Clone)]
-pub struct BceOptions<'a, T> {
-    /// Per-element weight, broadcast into the input shape.
-    pub weight: Option<ArrayViewD<'a, T>>,
-    /// Reduction (default mean).
-    pub reduction: Reduction,
-}
-
-impl<T> Default for BceOptions<'_, T> {
-    fn default() -> Self {
-        BceOptions { weight: None, reduction: Reduction::Mean }
-    }
-}
+pub use crate::options::BceOptions;
 
 /// The loss.
 ///

@@ -46,46 +46,20 @@
 use ndarray::{ArrayD, ArrayView, ArrayViewD, ArrayViewMut, ArrayViewMutD, Dimension};
 use num_traits::Zero;
 
-use crate::kernels::elementwise::{
-    BceLogitsOp, BinarySetup, Job, Outputs, Scaling, Upstream, Want, binary_setup, fast_path_for, fill,
-    internal, row_scale, to_array, upstream_of,
-};
-use crate::shape::broadcast_into;
+use crate::base::outputs::{Outputs, Want, internal, to_array};
+use crate::base::shape::broadcast_into;
+use crate::base::upstream::{ElementUpstream as Upstream, fill, upstream_of};
+use crate::kernels::elementwise::{BceLogitsOp, BinarySetup, Job, Scaling, binary_setup, fast_path_for};
+use crate::rows::elementwise_rows::row_scale;
 use crate::{Element, GradOutput, Loss, Real, Reduction, Result};
 
-pub use crate::kernels::{
-    with_elementwise_fast_path as with_fast_path, with_elementwise_reference_path as with_reference_path,
-};
+crate::base::path::deprecated_switches!("bce_logits");
 
 const OP: &str = "binary_cross_entropy_with_logits";
 /// Elements processed per row call.
 const CHUNK: usize = 1024;
 
-/// Options of [`binary_cross_entropy_with_logits`]; `Default` equals PyTorch's defaults.
-///
-/// ```
-/// use infoloss::{BceWithLogitsOptions, Reduction};
-/// use ndarray::array;
-/// let pw = array![3.0f32, 1.0].into_dyn(); // acts on the last dimension
-/// let o = BceWithLogitsOptions { pos_weight: Some(pw.view()), ..Default::default() };
-/// assert_eq!(o.pos_weight.unwrap().shape(), &[2]);
-/// assert_eq!(o.reduction, Reduction::Mean);
-/// ```
-#[derive(Debug, Clone)]
-pub struct BceWithLogitsOptions<'a, T> {
-    /// Per-element weight, broadcast into the input shape.
-    pub weight: Option<ArrayViewD<'a, T>>,
-    /// Weight of positive examples, broadcast into the input shape (a `(C,)` array acts on the last dimension).
-    pub pos_weight: Option<ArrayViewD<'a, T>>,
-    /// Reduction (default mean).
-    pub reduction: Reduction,
-}
-
-impl<T> Default for BceWithLogitsOptions<'_, T> {
-    fn default() -> Self {
-        BceWithLogitsOptions { weight: None, pos_weight: None, reduction: Reduction::Mean }
-    }
-}
+pub use crate::options::BceWithLogitsOptions;
 
 /// The loss.
 ///

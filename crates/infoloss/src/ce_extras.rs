@@ -62,60 +62,17 @@
 //! The row function here (one row, in place: logits in, gradient out) is the same one the fused
 //! [`linear_cross_entropy`](crate::linear::linear_cross_entropy) runs on each chunk of logits.
 
-use ndarray::{Array1, Array2, ArrayView, ArrayView1, ArrayView2, ArrayViewD, Dimension, Ix2};
+use ndarray::{Array1, Array2, ArrayView, ArrayView2, ArrayViewD, Dimension, Ix2};
 use num_traits::Zero;
 
-use crate::nll::{IndexTargets, Upstream, index_targets, mean_of};
-use crate::softmax::{array_from_vec, row_logsumexp, row_max};
+use crate::base::array::array_from_vec;
+use crate::base::class_targets::{IndexTargets, index_targets};
+use crate::base::outputs::mean_of;
+use crate::base::upstream::RowUpstream as Upstream;
+use crate::rows::softmax_rows::{row_logsumexp, row_max};
 use crate::{Element, Error, GradOutput, Loss, Real, Reduction, Result};
 
-/// Options of [`cross_entropy_extras`]; `Default` equals PyTorch's cross-entropy defaults with every
-/// extra off (`weight=None, ignore_index=-100, reduction='mean', label_smoothing=0`, no z-loss, no
-/// softcap, no lse, no accuracy).
-///
-/// ```
-/// use infoloss::ce_extras::{CrossEntropyExtrasOptions, cross_entropy_extras};
-/// use infoloss::ndarray::array;
-/// // PaLM's z-loss 1e-4·lse² and Gemma-2's final-logit softcap 30
-/// let opts = CrossEntropyExtrasOptions { lse_square_scale: 1e-4, softcap: Some(30.0), ..Default::default() };
-/// let out = cross_entropy_extras(array![[0.0f64, 0.0]].view(), array![1i64].view(), &opts).unwrap();
-/// // ln 2 + 1e-4·(ln 2)²
-/// assert!((out.loss.scalar().unwrap() - (2f64.ln() + 1e-4 * 2f64.ln().powi(2))).abs() < 1e-15);
-/// ```
-#[derive(Debug, Clone)]
-pub struct CrossEntropyExtrasOptions<'a, T> {
-    /// Per-class weight `(C,)` of the cross-entropy (not of the z-loss).
-    pub weight: Option<ArrayView1<'a, T>>,
-    /// Target value to ignore (default −100).
-    pub ignore_index: i64,
-    /// `Mean` (default), `Sum` or `None`.
-    pub reduction: Reduction,
-    /// Label smoothing ε in `[0, 1]` (default 0); does not affect the z-loss.
-    pub label_smoothing: f64,
-    /// z-loss scale `s` of `s·lse²` (default 0 = off); must be finite.
-    pub lse_square_scale: f64,
-    /// Logit softcap `c` of `c·tanh(x/c)` (default `None`); must be finite and > 0.
-    pub softcap: Option<f64>,
-    /// Return the per-row log-sum-exp of the (capped) logits.
-    pub return_lse: bool,
-    /// Return the token accuracy (argmax of the capped logits == target).
-    pub return_token_accuracy: bool,
-}
-
-impl<T> Default for CrossEntropyExtrasOptions<'_, T> {
-    fn default() -> Self {
-        CrossEntropyExtrasOptions {
-            weight: None,
-            ignore_index: -100,
-            reduction: Reduction::Mean,
-            label_smoothing: 0.0,
-            lse_square_scale: 0.0,
-            softcap: None,
-            return_lse: false,
-            return_token_accuracy: false,
-        }
-    }
-}
+pub use crate::options::CrossEntropyExtrasOptions;
 
 /// What [`cross_entropy_extras`] returns.
 ///

@@ -7,50 +7,20 @@
 //! Every function makes one pass over the rows (positions `(n, d1, …, dk)`): it gathers the row's
 //! logits, computes one `log_softmax`, and from it the loss and/or the gradient.
 
-use ndarray::{ArrayD, ArrayView, ArrayView1, ArrayViewD, ArrayViewMut, ArrayViewMutD, Dimension};
+use ndarray::{ArrayD, ArrayView, ArrayViewD, ArrayViewMut, ArrayViewMutD, Dimension};
 use num_traits::{One, Zero};
 
-use crate::nll::{
-    IndexTargets, LossAndGrad, Upstream, check_class_weight, index_targets, mean_of, pack_loss,
-};
-use crate::shape::{ClassLayout, check_same_shape, checked_numel};
-use crate::softmax::{array_from_vec, row_log_softmax, row_log_softmax_backward, row_major, try_vec};
+use crate::base::array::{array_from_vec, row_major, try_vec};
+use crate::base::class_targets::{IndexTargets, check_class_weight, index_targets};
+use crate::base::outputs::{LossAndGrad, mean_of, pack_loss};
+use crate::base::shape::{ClassLayout, check_same_shape, checked_numel};
+use crate::base::upstream::RowUpstream as Upstream;
+use crate::rows::softmax_rows::{row_log_softmax, row_log_softmax_backward};
 use crate::{Element, Error, GradOutput, Loss, Real, Reduction, Result};
 
-pub use fast::{with_fast_path, with_reference_path};
+crate::base::path::deprecated_switches!("cross_entropy");
 
-/// Options of the cross-entropy functions; `Default` equals PyTorch's defaults
-/// (`weight=None, ignore_index=-100, reduction='mean', label_smoothing=0.0`).
-///
-/// ```
-/// use infoloss::{CrossEntropyOptions, Reduction, cross_entropy, ndarray::array};
-/// // ε = 1 ignores the target: the loss is the mean of −log_softmax over the classes
-/// let opts = CrossEntropyOptions { label_smoothing: 1.0, reduction: Reduction::Sum, ..Default::default() };
-/// let loss = cross_entropy(array![[0.0f64, 0.0]].view(), array![1i64].view(), &opts).unwrap();
-/// assert!((loss.scalar().unwrap() - 2f64.ln()).abs() < 1e-15);
-/// ```
-#[derive(Debug, Clone)]
-pub struct CrossEntropyOptions<'a, T> {
-    /// Per-class weight `(C,)`.
-    pub weight: Option<ArrayView1<'a, T>>,
-    /// Target value to ignore (default −100). Probability targets accept only negative values.
-    pub ignore_index: i64,
-    /// Reduction (default mean).
-    pub reduction: Reduction,
-    /// Label smoothing ε in [0, 1] (default 0).
-    pub label_smoothing: f64,
-}
-
-impl<T> Default for CrossEntropyOptions<'_, T> {
-    fn default() -> Self {
-        CrossEntropyOptions {
-            weight: None,
-            ignore_index: -100,
-            reduction: Reduction::Mean,
-            label_smoothing: 0.0,
-        }
-    }
-}
+pub use crate::options::CrossEntropyOptions;
 
 /// Validates the label smoothing exactly as PyTorch does: a value above 1 is an error
 /// (`label_smoothing must be between 0.0 and 1.0. Got: 1.5`); a negative value or NaN disables smoothing

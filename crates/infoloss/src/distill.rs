@@ -98,7 +98,6 @@
 //! (or the sign of `p − q`), so they take one more pass, also from the kept exponentials (JSD adds the
 //! `exp` and `log1p` of its mixture).
 
-use std::cell::Cell;
 use std::f64::consts::LN_2;
 
 use ndarray::{
@@ -106,111 +105,19 @@ use ndarray::{
 };
 use rayon::prelude::*;
 
+use crate::base::shape::checked_numel;
 use crate::kernels::Kernels;
 use crate::kernels::distill::{KdDiv, KdGrad, KdRow, KdRowCfg};
 use crate::kernels::topk::{TopkRowCfg, TopkScale, TopkSums};
-use crate::shape::checked_numel;
 use crate::{Element, Error, GradOutput, Loss, Real, Reduction, Result};
 
 const OP: &str = "distill";
 const OP_TOPK: &str = "distill_topk";
 const NEG_INF: f64 = f64::NEG_INFINITY;
 
-/// Which divergence between the teacher `q` and the student `p` (both softmaxes at temperature `T`)
-/// the soft loss uses. Sums run over the classes of one row; `0·log 0 = 0`.
-///
-/// | variant | row loss | PyTorch expression |
-/// |---|---|---|
-/// | `ForwardKl` | `KL(q‖p) = Σ q·(log q − log p)` | `F.kl_div(lp, lq, reduction='none', log_target=True).sum(1)` |
-/// | `ReverseKl` | `KL(p‖q) = Σ p·(log p − log q)` | `F.kl_div(lq, lp, reduction='none', log_target=True).sum(1)` |
-/// | `GeneralizedJsd { beta }` | `β·KL(q‖m) + (1−β)·KL(p‖m)`, `m = β·q + (1−β)·p` | TRL `generalized_jsd_loss` |
-/// | `TotalVariation` | `½·Σ abs(p − q)` | `0.5 * (lp.exp() - lq.exp()).abs().sum(1)` |
-///
-/// (`lp = F.log_softmax(s / T, 1)`, `lq = F.log_softmax(t / T, 1)`.)
-///
-/// `GeneralizedJsd` follows TRL's `GKDTrainer.generalized_jsd_loss`: `β = 0` **is** forward KL and
-/// `β = 1` **is** reverse KL (special-cased, as TRL does: the mixture formula itself would give 0 at
-/// both ends), and `0 < β < 1` uses the mixture, with `log m = logaddexp(log q + log β, log p +
-/// log1p(−β))`. `β = 0.5` is the ordinary Jensen–Shannon divergence (in nats, ≤ ln 2). `β` must lie
-/// in `[0, 1]`. Total variation lies in `[0, 1]`. All four are ≥ 0 and 0 when `p = q`.
-/// Their gradients with respect to the student logits are listed in the [module docs](self).
-///
-/// ```
-/// use infoloss::distill::{distill, DistillOptions, Divergence};
-/// use infoloss::ndarray::array;
-/// let s = array![[1.0f64, 2.0, 0.5]];
-/// let t = array![[0.5f64, 1.5, 2.0]];
-/// let jsd = |beta| {
-///     let o = DistillOptions { divergence: Divergence::GeneralizedJsd { beta }, ..Default::default() };
-///     distill(s.view(), t.view(), None, &o).unwrap().scalar().unwrap()
-/// };
-/// let fkl = distill(s.view(), t.view(), None, &DistillOptions::default()).unwrap().scalar().unwrap();
-/// assert_eq!(jsd(0.0), fkl);
-/// assert!((fkl - 0.453336953303576).abs() < 1e-12); // F.kl_div(lp, lq, 'batchmean', log_target=True)
-/// assert!((jsd(0.5) - 0.09615590747987376).abs() < 1e-12);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub enum Divergence {
-    /// `KL(q‖p)`, teacher first: mode-covering, the classic knowledge-distillation loss (default).
-    #[default]
-    ForwardKl,
-    /// `KL(p‖q)`, student first: mode-seeking.
-    ReverseKl,
-    /// TRL's generalized Jensen–Shannon divergence with interpolation `beta ∈ [0, 1]`.
-    GeneralizedJsd {
-        /// Weight of the teacher in the mixture `m = β·q + (1−β)·p`; 0 = forward KL, 1 = reverse KL.
-        beta: f64,
-    },
-    /// Total variation distance `½·Σ |p − q|`.
-    TotalVariation,
-}
+pub use crate::options::Divergence;
 
-/// Options of [`distill`] and [`distill_topk`].
-///
-/// `Default`: `temperature = 1`, `t2_scaling = true`, forward KL, `alpha = 1` (soft loss only),
-/// `ignore_index = −100`, `reduction = BatchMean`, no normalizer.
-///
-/// ```
-/// use infoloss::distill::{DistillOptions, Divergence};
-/// use infoloss::Reduction;
-/// let o = DistillOptions::default();
-/// assert_eq!((o.temperature, o.t2_scaling, o.alpha), (1.0, true, 1.0));
-/// assert_eq!((o.divergence, o.reduction, o.ignore_index), (Divergence::ForwardKl, Reduction::BatchMean, -100));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct DistillOptions {
-    /// Softmax temperature `T` applied to both student and teacher logits; finite and > 0.
-    pub temperature: f64,
-    /// Multiply the soft loss (and its gradient) by `T²` (Hinton et al. 2015), so gradient magnitudes
-    /// do not shrink as `1/T²`. DistillKit and axolotl do this; TRL and Liger do not.
-    pub t2_scaling: bool,
-    /// The divergence of the soft loss.
-    pub divergence: Divergence,
-    /// Weight of the soft loss in `alpha·soft + (1 − alpha)·cross_entropy(s, labels)`; in `[0, 1]`.
-    /// Values below 1 need labels. At exactly 1 the cross-entropy is not computed, at exactly 0 the
-    /// divergence is not computed (so a non-finite skipped term does not turn the result into NaN).
-    pub alpha: f64,
-    /// Label value whose rows are dropped from both terms (default −100, as PyTorch).
-    pub ignore_index: i64,
-    /// `BatchMean` (default), `Mean`, `Sum` or `None` (per row); see the [module docs](self).
-    pub reduction: Reduction,
-    /// Replaces the number of kept rows as the divisor of `BatchMean`/`Mean` (e.g. a global token count).
-    pub normalizer: Option<f64>,
-}
-
-impl Default for DistillOptions {
-    fn default() -> Self {
-        DistillOptions {
-            temperature: 1.0,
-            t2_scaling: true,
-            divergence: Divergence::ForwardKl,
-            alpha: 1.0,
-            ignore_index: -100,
-            reduction: Reduction::BatchMean,
-            normalizer: None,
-        }
-    }
-}
+pub use crate::options::DistillOptions;
 
 /// A sparse teacher: per row the indices of its top-k classes and their log-probabilities, as stored
 /// offline (e.g. from vLLM `logprobs`), optionally completed by a **tail bucket**.
@@ -619,7 +526,7 @@ fn make_plan(
 ) -> Result<Plan> {
     check_options(op, opts, labels.is_some())?;
     // One entry per row, allocated fallibly: a `[2^40, 0]` student holds nothing but has that many rows.
-    let mut kinds = crate::softmax::try_vec(op, "rows", rows)?;
+    let mut kinds = crate::base::array::try_vec(op, "rows", rows)?;
     match labels {
         None => kinds.resize(rows, RowKind::Keep(None)),
         Some(y) => {
@@ -758,13 +665,13 @@ where
                         .map_err(|e| Error::too_large(op, "gradient", e.to_string()))?,
                 );
             }
-            let mut z = crate::softmax::try_vec(op, "rows", rows)?;
+            let mut z = crate::base::array::try_vec(op, "rows", rows)?;
             z.resize(rows, (0.0, 0.0));
             z
         }
         Some(up) => {
             let numel = checked_numel(op, "student", &[rows, v])?;
-            let mut buf = crate::softmax::try_zeroed::<T>(op, "gradient", numel)?;
+            let mut buf = crate::kernels::alloc::try_zeroed::<T>(op, "gradient", numel)?;
             let soft_base = plan.soft_w / plan.soft_div / plan.cfg.temp;
             let ce_base = plan.hard_w / plan.hard_div;
             let res = buf
@@ -1047,57 +954,11 @@ fn topk_plan<T>(
 // The SIMD fast path (f32, f16, bf16)
 // =============================================================================================
 
-thread_local! {
-    // On by default; `with_reference_path` switches it off for tests and benchmarks.
-    static FAST: Cell<bool> = const { Cell::new(true) };
-}
-
-/// Runs `f` with the SIMD fast path of the distillation and UDA losses switched off on the current
-/// thread: every [`distill`], [`distill_with_grad`], [`distill_backward`],
-/// [`uda_consistency`](crate::uda::uda_consistency), [`uda_consistency_backward`](crate::uda::uda_consistency_backward)
-/// and [`linear_distill`](crate::linear::linear_distill) call made inside `f` on this thread takes the
-/// `f64` reference implementation. Meant for tests and benchmarks.
-///
-/// The fast path (on by default) takes `f32`, `f16` and `bf16` inputs with forward KL, reverse KL,
-/// generalized JSD (any `β`) or total variation, `alpha > 0` and a finite upstream gradient: each
-/// row goes through one fused `f32` SIMD kernel (see the [module docs](self)); rows with a NaN or infinite
-/// logit are handed to the reference row by row, so special values are exactly the reference's. `f64`
-/// inputs and `alpha = 0` always use the reference. [`distill_topk`] takes the fast path under the same
-/// conditions (any divergence), its `k` buckets in `f64`.
-///
-/// ```
-/// use infoloss::distill::{distill, with_reference_path, DistillOptions};
-/// use infoloss::ndarray::array;
-/// let s = array![[1.0f32, 2.0, 0.5]];
-/// let t = array![[0.5f32, 1.5, 2.0]];
-/// let o = DistillOptions::default();
-/// let slow = with_reference_path(|| distill(s.view(), t.view(), None, &o)).unwrap().scalar().unwrap();
-/// let fast = distill(s.view(), t.view(), None, &o).unwrap().scalar().unwrap();
-/// assert!((slow - 0.453_336_95).abs() < 1e-6 && (fast - slow).abs() < 1e-6);
-/// ```
-pub fn with_reference_path<R>(f: impl FnOnce() -> R) -> R {
-    crate::kernels::with_switch(&FAST, false, f)
-}
-
-/// Runs `f` with the SIMD fast path of the distillation and UDA losses switched on on the current thread
-/// (the default; useful inside [`with_reference_path`]). See [`with_reference_path`] for what it covers.
-///
-/// ```
-/// use infoloss::distill::{distill, with_fast_path, with_reference_path, DistillOptions};
-/// use infoloss::ndarray::array;
-/// let s = array![[1.0f32, 2.0, 0.5]];
-/// let t = array![[0.5f32, 1.5, 2.0]];
-/// let o = DistillOptions::default();
-/// let l = with_reference_path(|| with_fast_path(|| distill(s.view(), t.view(), None, &o)));
-/// assert!((l.unwrap().scalar().unwrap() - 0.453_336_95).abs() < 1e-6);
-/// ```
-pub fn with_fast_path<R>(f: impl FnOnce() -> R) -> R {
-    crate::kernels::with_switch(&FAST, true, f)
-}
+crate::base::path::deprecated_switches!("distill");
 
 /// Whether the fast path is on for this element type on this thread.
 pub(crate) fn fast_path_for<T: Element>() -> bool {
-    T::F32_COMPUTE && FAST.with(Cell::get)
+    T::F32_COMPUTE && crate::base::path::fast_path()
 }
 
 /// Per-worker buffers of the fast path.
@@ -1119,7 +980,7 @@ pub(crate) fn row_f32<'a, T: Element>(row: ArrayView1<'a, T>, buf: &'a mut Vec<f
             Some(f) => f,
             None => {
                 buf.resize(sl.len(), 0.0);
-                T::load_f32(sl, buf);
+                crate::kernels::convert::widen(sl, buf);
                 buf
             }
         },
@@ -1160,7 +1021,7 @@ pub(crate) fn fast_row<T: Element>(
             } else {
                 g.resize(sr.len(), 0.0);
                 let r = k.kd_row_f32(sr, tr, cfg, Some(KdGrad { out: g.as_mut_slice(), eb, soft, ce }))?;
-                T::store_f32(g, o);
+                crate::kernels::convert::narrow(g, o);
                 Some(r)
             }
         }
@@ -1309,7 +1170,7 @@ fn fast_drive<T: Element>(
     let (rows, v) = (plan.rows, plan.classes);
     let min_len = min_rows_per_task(v);
     let cfg = plan.cfg;
-    let mut per_row = crate::softmax::try_vec(op, "rows", rows)?;
+    let mut per_row = crate::base::array::try_vec(op, "rows", rows)?;
     per_row.resize(rows, (0.0f64, 0.0f64));
     let one =
         |r: usize, s_row: ArrayView1<'_, T>, out: Option<&mut [T]>, sc: &mut FastScratch| -> (f64, f64) {
@@ -1346,7 +1207,7 @@ fn fast_drive<T: Element>(
         }
         (Student::View(s), true) => {
             let numel = checked_numel(op, "student", &[rows, v])?;
-            let mut buf = crate::softmax::try_zeroed::<T>(op, "gradient", numel)?;
+            let mut buf = crate::kernels::alloc::try_zeroed::<T>(op, "gradient", numel)?;
             buf.par_chunks_mut(v)
                 .zip(per_row.par_iter_mut())
                 .enumerate()
@@ -1491,7 +1352,7 @@ fn topk_fast_row<T: Element>(
             *buf.get_mut(y)? = (soft_part + ce_c * ((a - sums.lse1).exp() - 1.0)) as f32;
         }
         if let Some(o) = rest {
-            T::store_f32(buf, o);
+            crate::kernels::convert::narrow(buf, o);
         }
     }
     Some((soft, ce))

@@ -41,44 +41,16 @@
 use ndarray::{ArrayD, ArrayView, ArrayViewD, Axis, Dimension, IxDyn};
 
 mod fast;
-pub use fast::{with_fast_path, with_reference_path};
+crate::base::path::deprecated_switches!("info");
 use num_traits::{Float, One};
 
-use crate::shape::checked_numel;
-use crate::softmax::{try_full, try_vec};
+use crate::base::array::{try_full, try_vec};
+use crate::base::shape::checked_numel;
 use crate::{Element, Error, Real, Result};
 
-/// Options of [`entropy`] and [`shannon_cross_entropy`]: `scipy.stats.entropy(pk, qk, base, axis)`.
-///
-/// ```
-/// use infoloss::EntropyOptions;
-/// let o = EntropyOptions { base: Some(2.0), ..Default::default() };
-/// assert_eq!(o.axis, 0);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct EntropyOptions {
-    /// Logarithm base; `None` = natural log (nats). Must be positive and not 1 (NaN is rejected too).
-    pub base: Option<f64>,
-    /// Axis along which the distributions lie (default 0, as SciPy); negative counts from the end.
-    pub axis: isize,
-}
+pub use crate::options::EntropyOptions;
 
-/// Options of [`jensenshannon`]: `scipy.spatial.distance.jensenshannon(p, q, base, axis, keepdims)`.
-///
-/// ```
-/// use infoloss::JensenShannonOptions;
-/// let o = JensenShannonOptions { keepdims: true, ..Default::default() };
-/// assert_eq!((o.base, o.axis), (None, 0));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct JensenShannonOptions {
-    /// Logarithm base; `None` = natural log. Must be greater than 1 (see the module docs).
-    pub base: Option<f64>,
-    /// Axis along which the distributions lie (default 0); negative counts from the end.
-    pub axis: isize,
-    /// Keep the reduced axis with size 1.
-    pub keepdims: bool,
-}
+pub use crate::options::JensenShannonOptions;
 
 // ---------------------------------------------------------------------------------------------------------
 // Elementwise functions

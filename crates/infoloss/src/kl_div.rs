@@ -57,36 +57,20 @@
 use ndarray::{ArrayD, ArrayView, ArrayViewD, ArrayViewMut, ArrayViewMutD, Dimension, IxDyn};
 use num_traits::Zero;
 
-use crate::kernels::elementwise::{
-    Job, KlOp, Outputs, Upstream, Want, fast_path_for, fill, internal, to_array, upstream_of,
-};
-use crate::shape::checked_numel;
-use crate::softmax::try_vec;
+use crate::base::array::try_vec;
+use crate::base::outputs::{Outputs, Want, internal, to_array};
+use crate::base::shape::checked_numel;
+use crate::base::upstream::{ElementUpstream as Upstream, fill, upstream_of};
+use crate::kernels::elementwise::{Job, KlOp, fast_path_for};
 use crate::{Element, Error, GradOutput, Loss, Real, Reduction, Result};
 
-pub use crate::kernels::{
-    with_elementwise_fast_path as with_fast_path, with_elementwise_reference_path as with_reference_path,
-};
+crate::base::path::deprecated_switches!("kl_div");
 
 const OP: &str = "kl_div";
 /// Elements processed per row call.
 const CHUNK: usize = 1024;
 
-/// Options of [`kl_div`]; `Default` equals PyTorch's defaults (`reduction='mean'`, `log_target=False`).
-///
-/// ```
-/// use infoloss::{KlDivOptions, Reduction};
-/// let o = KlDivOptions { reduction: Reduction::BatchMean, ..Default::default() };
-/// assert!(!o.log_target);
-/// assert_eq!(KlDivOptions::default().reduction, Reduction::Mean);
-/// ```
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct KlDivOptions {
-    /// Reduction; `BatchMean` is the mathematically correct KL.
-    pub reduction: Reduction,
-    /// Whether `target` holds log-probabilities.
-    pub log_target: bool,
-}
+pub use crate::options::KlDivOptions;
 
 /// KL(target ‖ exp(input)), elementwise terms then reduced.
 ///

@@ -78,24 +78,27 @@ macro_rules! compiled_here {
     };
 }
 
+mod base;
 pub mod bce;
 pub mod bce_logits;
 pub mod ce_extras;
 pub mod cross_entropy;
 pub mod distill;
-mod error;
-mod float;
 pub mod info;
 pub mod kernels;
 pub mod kl_div;
 pub mod linear;
 pub mod nan_policy;
 pub mod nll;
-mod reduction;
-pub mod shape;
+pub mod options;
+mod rows;
 pub mod softmax;
 pub mod uda;
 
+pub use base::{
+    DType, Element, Error, GradOutput, Loss, Real, Reduction, Result, Shape, with_fast_path,
+    with_reference_path,
+};
 pub use bce::{
     BceOptions, binary_cross_entropy, binary_cross_entropy_backward, binary_cross_entropy_backward_target,
     binary_cross_entropy_with_grad, binary_cross_entropy_with_grad_in_place,
@@ -118,8 +121,6 @@ pub use distill::{
     distill_topk_backward, distill_topk_with_grad, distill_topk_with_grad_in_place, distill_with_grad,
     distill_with_grad_in_place,
 };
-pub use error::{Error, Result, Shape};
-pub use float::{DType, Element, Real};
 pub use info::{
     EntropyOptions, JensenShannonOptions, entr, entr_backward, entropy, entropy_backward, jensenshannon,
     jensenshannon_backward, rel_entr, rel_entr_backward, self_information, self_information_backward,
@@ -136,7 +137,6 @@ pub use linear::{
     linear_distill_workspace, linear_distill_workspace_with,
 };
 pub use nll::{NllOptions, nll_loss, nll_loss_backward, nll_loss_with_grad};
-pub use reduction::{GradOutput, Loss, Reduction};
 pub use softmax::{
     log_softmax, log_softmax_backward, logsumexp, logsumexp_backward, softmax, softmax_backward,
 };

@@ -42,15 +42,16 @@ use std::borrow::Cow;
 use ndarray::{Array1, Array2, ArrayView, ArrayView1, ArrayView2, ArrayViewMut2, Dimension, Ix2};
 use rayon::prelude::*;
 
+use crate::base::class_targets::index_targets;
+use crate::base::shape::checked_numel;
+use crate::base::upstream::RowUpstream as Upstream;
 use crate::ce_extras::{
-    CeRowConfig, CeRowOut, CrossEntropyExtrasOptions, fill_ignored_grad, grad_coefs, ignored_grad_is_nan,
-    reduce_rows, row_argmax, row_config,
+    CeRowConfig, CeRowOut, fill_ignored_grad, grad_coefs, ignored_grad_is_nan, reduce_rows, row_argmax,
+    row_config,
 };
 use crate::distill::{DistillOptions, OnlineLse, SparseTeacher, distill_with_grad};
 use crate::kernels::linear_gemm::{self, Accum, GemmError, MatMut, MatRef};
-use crate::nll::{Upstream, index_targets};
-use crate::shape::checked_numel;
-use crate::softmax::row_logsumexp;
+use crate::rows::softmax_rows::row_logsumexp;
 use crate::{Element, Error, GradOutput, Loss, Real, Reduction, Result};
 
 const OP_CE: &str = "linear_cross_entropy";
@@ -105,7 +106,7 @@ mod sealed {
 
     impl Sealed for f64 {
         fn row_max_fast(x: &[f64]) -> f64 {
-            crate::softmax::row_max(x)
+            crate::rows::softmax_rows::row_max(x)
         }
         fn exp_shift_sum(x: &mut [f64], m: f64) -> f64 {
             for v in x.iter_mut() {
@@ -127,24 +128,7 @@ pub trait LinearFloat: Element<Acc = Self> + Real + sealed::Sealed {}
 impl LinearFloat for f32 {}
 impl LinearFloat for f64 {}
 
-/// Options of [`linear_cross_entropy`]: every cross-entropy option of
-/// [`CrossEntropyExtrasOptions`] (class weight, `ignore_index`, label smoothing, reduction, z-loss,
-/// softcap, lse, token accuracy) and the chunk size. `Default`: PyTorch's cross-entropy defaults and an
-/// automatic chunk size.
-///
-/// ```
-/// use infoloss::linear::LinearCrossEntropyOptions;
-/// let o = LinearCrossEntropyOptions::<f32>::default();
-/// assert_eq!((o.chunk_size, o.ce.ignore_index), (None, -100));
-/// ```
-#[derive(Debug, Clone, Default)]
-pub struct LinearCrossEntropyOptions<'a, T> {
-    /// The cross-entropy options. `ce.weight` is the per-class weight `(V,)` of the loss, not the
-    /// linear layer's weight.
-    pub ce: CrossEntropyExtrasOptions<'a, T>,
-    /// Rows per chunk (≥ 1); `None` = automatic (see [`linear_cross_entropy_workspace`]).
-    pub chunk_size: Option<usize>,
-}
+pub use crate::options::LinearCrossEntropyOptions;
 
 /// What [`linear_cross_entropy`] returns: the loss and its parts, and the gradients of the loss with
 /// respect to the hidden states, the linear weight and the bias.
@@ -854,21 +838,7 @@ pub fn linear_cross_entropy_backward<T: LinearFloat, D1: Dimension, D2: Dimensio
 // linear_distill
 // ---------------------------------------------------------------------------------------------
 
-/// Options of [`linear_distill`]: the [`DistillOptions`] and the chunk size.
-///
-/// ```
-/// use infoloss::linear::LinearDistillOptions;
-/// use infoloss::distill::DistillOptions;
-/// let o = LinearDistillOptions { chunk_size: Some(128), ..Default::default() };
-/// assert_eq!(o.distill, DistillOptions::default());
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct LinearDistillOptions {
-    /// Temperature, divergence, T² scaling, hard-label mix, `ignore_index`, reduction, normalizer.
-    pub distill: DistillOptions,
-    /// Rows per chunk (≥ 1); `None` = automatic (see [`linear_distill_workspace`]).
-    pub chunk_size: Option<usize>,
-}
+pub use crate::options::LinearDistillOptions;
 
 /// One side of [`linear_distill_backward`]: a linear head `logits = hidden·weightᵀ + bias` given by its
 /// input `hidden (N, H)`, `weight (V, H)` and optional `bias (V,)` (as `F.linear(hidden, weight, bias)`).

@@ -7,227 +7,20 @@
 //! This module also holds the target validation and reduction bookkeeping that
 //! [`cross_entropy`](crate::cross_entropy()) shares.
 
-use ndarray::{ArrayD, ArrayView, ArrayView1, ArrayViewD, Dimension};
+use crate::base::class_targets::index_targets;
+use crate::base::outputs::{LossAndGrad, mean_of, pack_loss};
+use crate::base::upstream::RowUpstream as Upstream;
+use ndarray::{ArrayD, ArrayView, ArrayViewD, Dimension};
 use num_traits::Zero;
 
-use crate::shape::{ClassLayout, unravel};
-use crate::softmax::{array_from_vec, row_major, try_vec};
-use crate::{Element, Error, GradOutput, Loss, Real, Reduction, Result, Shape};
+use crate::base::array::{array_from_vec, row_major, try_vec};
+use crate::{Element, Error, GradOutput, Loss, Real, Reduction, Result};
 
-/// Options of [`nll_loss`]; `Default` equals PyTorch's defaults
-/// (`weight=None, ignore_index=-100, reduction='mean'`).
-///
-/// ```
-/// use infoloss::{NllOptions, Reduction, nll_loss, ndarray::array};
-/// let w = array![1.0f64, 3.0];
-/// // F.nll_loss(x, y, weight=w, ignore_index=0, reduction='sum')
-/// let opts = NllOptions { weight: Some(w.view()), ignore_index: 0, reduction: Reduction::Sum };
-/// let loss = nll_loss(array![[-1.0f64, -2.0], [-0.5, -0.25]].view(), array![1i64, 0].view(), &opts).unwrap();
-/// assert_eq!(loss.scalar(), Some(6.0));
-/// assert_eq!(NllOptions::<f32>::default().ignore_index, -100);
-/// ```
-#[derive(Debug, Clone)]
-pub struct NllOptions<'a, T> {
-    /// Per-class weight `(C,)`.
-    pub weight: Option<ArrayView1<'a, T>>,
-    /// Target value to ignore (default −100; may lie outside `[0, C)`).
-    pub ignore_index: i64,
-    /// Reduction (default mean).
-    pub reduction: Reduction,
-}
-
-impl<T> Default for NllOptions<'_, T> {
-    fn default() -> Self {
-        NllOptions { weight: None, ignore_index: -100, reduction: Reduction::Mean }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Shared with cross_entropy
-// ---------------------------------------------------------------------------------------------
-
-/// Validated class-index targets of a class-dimension-1 input.
-#[derive(Debug, Clone)]
-pub(crate) struct IndexTargets<A> {
-    /// Layout of the input.
-    pub(crate) layout: ClassLayout,
-    /// Shape of the `reduction = none` output (the input shape without dimension 1; `[]` for 1-D input).
-    pub(crate) out_shape: Vec<usize>,
-    /// The class of every row (row-major over `out_shape`); `None` where the target is `ignore_index`.
-    pub(crate) class: Vec<Option<usize>>,
-    /// The per-class weight in the compute type.
-    pub(crate) weight: Option<Vec<A>>,
-    /// `W` = Σ over non-ignored rows of `weight[target]` (the count of non-ignored rows without weight).
-    pub(crate) total_weight: f64,
-}
-
-impl<A: Real> IndexTargets<A> {
-    /// The weight of class `c` (1 without a weight).
-    #[inline]
-    pub(crate) fn w(&self, c: usize) -> A {
-        match &self.weight {
-            Some(w) => w.get(c).copied().unwrap_or_else(A::one),
-            None => A::one(),
-        }
-    }
-}
-
-/// Checks a per-class weight against the number of classes and converts it to the compute type.
-pub(crate) fn check_class_weight<T: Element>(
-    op: &'static str,
-    input_shape: &[usize],
-    weight: Option<&ArrayView1<'_, T>>,
-    classes: usize,
-) -> Result<Option<Vec<T::Acc>>> {
-    match weight {
-        None => Ok(None),
-        Some(w) if w.len() == classes => Ok(Some(w.iter().map(|v| v.to_acc()).collect())),
-        Some(w) => Err(Error::shape_mismatch(
-            op,
-            "weight",
-            w.shape(),
-            "input",
-            input_shape,
-            format!(
-                "are not compatible: weight must have one entry per class ({classes} classes), but has {}",
-                w.len()
-            ),
-        )),
-    }
-}
-
-/// Validates the target shape against the input shape, the weight, and every target value
-/// (after the `ignore_index` test, so `ignore_index` may lie outside `[0, C)`), and computes `W`.
-pub(crate) fn index_targets<T: Element>(
-    op: &'static str,
-    input_shape: &[usize],
-    target: &ArrayViewD<'_, i64>,
-    weight: Option<&ArrayView1<'_, T>>,
-    ignore_index: i64,
-) -> Result<IndexTargets<T::Acc>> {
-    let layout = ClassLayout::of(op, input_shape)?;
-    let tshape = target.shape();
-    let out_shape = layout.row_shape(input_shape);
-    if layout.batched {
-        if tshape != out_shape.as_slice() {
-            return Err(Error::shape_mismatch(
-                op,
-                "input",
-                input_shape,
-                "target",
-                tshape,
-                format!(
-                    "are not compatible: the target must have shape {} (the input shape without the class dimension 1)",
-                    Shape(out_shape)
-                ),
-            ));
-        }
-    } else if !(tshape.is_empty() || tshape == [1]) {
-        return Err(Error::shape_mismatch(
-            op,
-            "input",
-            input_shape,
-            "target",
-            tshape,
-            "are not compatible: a 1-D input (one row of classes, no batch) takes a 0-d target (or one of shape [1])",
-        ));
-    }
-    let weight = check_class_weight(op, input_shape, weight, layout.classes)?;
-    // One entry per target, allocated fallibly: an empty input may come with a huge (broadcast) target.
-    // Read in logical order, without copying the target first.
-    let mut class = try_vec(op, "target", target.len())?;
-    let mut total_weight = 0f64;
-    for (r, &v) in target.iter().enumerate() {
-        if v == ignore_index {
-            class.push(None);
-            continue;
-        }
-        let c = usize::try_from(v)
-            .ok()
-            .filter(|&c| c < layout.classes)
-            .ok_or_else(|| Error::target_out_of_range(op, &unravel(r, tshape), v, layout.classes))?;
-        total_weight += match &weight {
-            Some(w) => w.get(c).map_or(1.0, |x| x.f64()),
-            None => 1.0,
-        };
-        class.push(Some(c));
-    }
-    Ok(IndexTargets { layout, out_shape, class, weight, total_weight })
-}
-
-/// The upstream gradient seen per output row.
-#[derive(Debug, Clone)]
-pub(crate) enum Upstream<A> {
-    /// The same value for every row (a reduced loss, or `GradOutput::Scalar` with `none`).
-    Same(A),
-    /// One value per row, row-major over the `none` output shape.
-    PerRow(Vec<A>),
-}
-
-impl<A: Real> Upstream<A> {
-    /// The upstream gradient of row `r`.
-    #[inline]
-    pub(crate) fn at(&self, r: usize) -> A {
-        match self {
-            Upstream::Same(g) => *g,
-            Upstream::PerRow(v) => v.get(r).copied().unwrap_or_else(A::zero),
-        }
-    }
-
-    /// Reads `grad_output` for a loss with `reduction` whose `none` output has shape `out_shape`.
-    pub(crate) fn read<T: Element<Acc = A>>(
-        op: &'static str,
-        reduction: Reduction,
-        out_shape: &[usize],
-        grad_output: &GradOutput<'_, T>,
-    ) -> Result<Self> {
-        if reduction != Reduction::None {
-            return Ok(Upstream::Same(grad_output.expect_scalar(op)?.to_acc()));
-        }
-        match grad_output {
-            GradOutput::Scalar(g) => Ok(Upstream::Same(g.to_acc())),
-            GradOutput::Array(_) => match grad_output.check(op, out_shape)? {
-                Some(a) => {
-                    let mut v = try_vec(op, "grad_output", a.len())?;
-                    v.extend(a.iter().map(|v| v.to_acc()));
-                    Ok(Upstream::PerRow(v))
-                }
-                None => {
-                    Err(Error::shape_mismatch(op, "grad_output", &[], "output", out_shape, "must be equal"))
-                }
-            },
-        }
-    }
-}
-
-/// The mean PyTorch's class-index losses use: `sum / denom`, NaN for an empty input.
-#[inline]
-pub(crate) fn mean_of(sum: f64, denom: f64, rows: usize) -> f64 {
-    if rows == 0 { f64::NAN } else { sum / denom }
-}
-
-/// Packs per-row losses (for `none`) or a reduced value into a [`Loss`].
-pub(crate) fn pack_loss<T: Element>(
-    op: &'static str,
-    reduction: Reduction,
-    out_shape: &[usize],
-    per_row: Vec<T::Acc>,
-    reduced: T::Acc,
-) -> Result<Loss<T>> {
-    if reduction == Reduction::None {
-        let v = per_row.into_iter().map(T::from_acc).collect();
-        Ok(Loss::Elementwise(array_from_vec(op, out_shape, v)?))
-    } else {
-        Ok(Loss::Scalar(T::from_acc(reduced)))
-    }
-}
+pub use crate::options::NllOptions;
 
 // ---------------------------------------------------------------------------------------------
 // nll_loss
 // ---------------------------------------------------------------------------------------------
-
-/// What a one-pass class-index loss computes: the loss and/or the input gradient.
-pub(crate) type LossAndGrad<T> = (Option<Loss<T>>, Option<ArrayD<T>>);
 
 /// Forward and/or backward of nll_loss in one pass over the rows.
 #[inline(never)]
@@ -255,7 +48,7 @@ fn nll_core<T: Element>(
     let mut sum = 0f64;
     // zero-initialized without a pass over the memory: only the target entries are written
     let mut grad = match up {
-        Some(_) => Some(crate::softmax::try_zeroed::<T>(op, "gradient", x.len())?),
+        Some(_) => Some(crate::kernels::alloc::try_zeroed::<T>(op, "gradient", x.len())?),
         None => None,
     };
     // For mean/sum the scatter value −g/W (or −g) is the same for every row.

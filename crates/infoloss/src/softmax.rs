@@ -16,205 +16,17 @@
 //! The crate-visible row functions (`row_log_softmax`, `row_logsumexp`, …) are the reference
 //! implementations the losses (`nll_loss`, `cross_entropy`) are built from.
 
-use std::borrow::Cow;
+use crate::base::array::try_full;
+use crate::rows::softmax_rows::*;
 
 mod fast;
-pub use fast::{with_fast_path, with_reference_path};
+crate::base::path::deprecated_switches!("softmax");
 
 use ndarray::{ArrayD, ArrayView, ArrayViewD, Axis, Dimension, IxDyn, Zip};
 use num_traits::Zero;
 
-use crate::shape::{checked_numel, normalize_axis};
-use crate::{Element, Error, Real, Result};
-
-// ---------------------------------------------------------------------------------------------
-// Row functions: contiguous slices in the compute type. Sums accumulate in f64.
-// ---------------------------------------------------------------------------------------------
-
-/// Maximum of a row, propagating NaN (as `at::vec::maximum`); `−inf` for an empty row.
-#[inline]
-pub(crate) fn row_max<A: Real>(x: &[A]) -> A {
-    let mut m = A::neg_infinity();
-    for &v in x {
-        if v.is_nan() {
-            return v;
-        }
-        if v > m {
-            m = v;
-        }
-    }
-    m
-}
-
-/// `out = log_softmax(x)` = `(x − max) − ln Σ exp(x − max)` (PyTorch's CPU order of operations).
-///
-/// A row that is all `−inf`, or contains `+inf` or NaN, gives NaN everywhere.
-#[inline]
-pub(crate) fn row_log_softmax<A: Real>(x: &[A], out: &mut [A]) {
-    let m = row_max(x);
-    let mut s = 0f64;
-    for &v in x {
-        s += (v - m).exp().f64();
-    }
-    let log_sum = A::c(s.ln());
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = (v - m) - log_sum;
-    }
-}
-
-/// `out = softmax(x)` = `exp(x − max) · (1 / Σ exp(x − max))` (PyTorch's CPU order of operations).
-#[inline]
-pub(crate) fn row_softmax<A: Real>(x: &[A], out: &mut [A]) {
-    let m = row_max(x);
-    let mut s = 0f64;
-    for (o, &v) in out.iter_mut().zip(x) {
-        let e = (v - m).exp();
-        *o = e;
-        s += e.f64();
-    }
-    let inv = A::one() / A::c(s);
-    for o in out.iter_mut() {
-        *o *= inv;
-    }
-}
-
-/// `torch.logsumexp` of a row: `ln Σ exp(x − m) + m` where `m = max(x)`, replaced by 0 when it is
-/// infinite (so an all-`−inf` row gives `−inf` and a row with `+inf` gives `+inf`, not NaN).
-#[inline]
-pub(crate) fn row_logsumexp<A: Real>(x: &[A]) -> A {
-    let m = row_max(x);
-    let shift = if m.is_infinite() { A::zero() } else { m };
-    let mut s = 0f64;
-    for &v in x {
-        s += (v - shift).exp().f64();
-    }
-    A::c(s.ln()) + shift
-}
-
-/// Backward of `logsumexp` for one row: `out = g · exp(x − lse)`.
-#[inline]
-pub(crate) fn row_logsumexp_backward<A: Real>(x: &[A], lse: A, g: A, out: &mut [A]) {
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = g * (v - lse).exp();
-    }
-}
-
-/// Backward of `log_softmax` for one row, from its output `y`: `out = g − exp(y) · Σ g`.
-#[inline]
-pub(crate) fn row_log_softmax_backward<A: Real>(y: &[A], g: &[A], out: &mut [A]) {
-    let mut s = 0f64;
-    for &v in g {
-        s += v.f64();
-    }
-    let sum = A::c(s);
-    for ((o, &yv), &gv) in out.iter_mut().zip(y).zip(g) {
-        *o = gv - yv.exp() * sum;
-    }
-}
-
-/// Backward of `softmax` for one row, from its output `s`: `out = (g − Σ g·s) · s`.
-#[inline]
-pub(crate) fn row_softmax_backward<A: Real>(s: &[A], g: &[A], out: &mut [A]) {
-    let mut acc = 0f64;
-    for (&sv, &gv) in s.iter().zip(g) {
-        acc += (gv * sv).f64();
-    }
-    let sum = A::c(acc);
-    for ((o, &sv), &gv) in out.iter_mut().zip(s).zip(g) {
-        *o = (gv - sum) * sv;
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Small array helpers shared by the loss modules.
-// ---------------------------------------------------------------------------------------------
-
-/// The elements of `a` in row-major (logical) order, borrowed when `a` is already standard-layout.
-pub(crate) fn row_major<'a, T: Clone>(a: &'a ArrayViewD<'_, T>) -> Cow<'a, [T]> {
-    match a.as_slice() {
-        Some(s) => Cow::Borrowed(s),
-        None => Cow::Owned(a.iter().cloned().collect()),
-    }
-}
-
-/// `dst[c] = src[base + c·inner]` for every `c`, as `f32`: one lane of a row-major array (`inner` the
-/// product of the dimensions after the lane's) gathered into a contiguous scratch row. The fast
-/// paths use it for lanes that are not contiguous `f32`.
-pub(crate) fn gather_lane<T: Element>(src: &[T], base: usize, inner: usize, dst: &mut [f32]) {
-    if inner == 1 {
-        T::load_f32(src.get(base..).unwrap_or_default(), dst);
-    } else {
-        for (c, d) in dst.iter_mut().enumerate() {
-            *d = src.get(base + c * inner).map_or(0.0, |v| v.to_acc().f64() as f32);
-        }
-    }
-}
-
-/// `dst[base + c·inner] = src[c]` for every `c`: the inverse of [`gather_lane`].
-pub(crate) fn scatter_lane<T: Element>(src: &[f32], dst: &mut [T], base: usize, inner: usize) {
-    if inner == 1 {
-        T::store_f32(src, dst.get_mut(base..).unwrap_or_default());
-    } else {
-        for (c, &v) in src.iter().enumerate() {
-            if let Some(d) = dst.get_mut(base + c * inner) {
-                *d = T::from_acc(T::Acc::c(v as f64));
-            }
-        }
-    }
-}
-
-/// Builds an owned array of `shape` from row-major `data` (`data.len()` must be the product of `shape`).
-pub(crate) fn array_from_vec<T>(op: &'static str, shape: &[usize], data: Vec<T>) -> Result<ArrayD<T>> {
-    let len = data.len();
-    ArrayD::from_shape_vec(IxDyn(shape), data).map_err(|e| {
-        Error::too_large(op, "output", format!("cannot build shape {shape:?} from {len} elements: {e}"))
-    })
-}
-
-/// A vector with room for `n` elements, allocated fallibly: [`Error::TooLarge`] naming `what` when the
-/// memory cannot be had (instead of aborting, as `Vec::with_capacity` would).
-pub(crate) fn try_vec<T>(op: &'static str, what: &'static str, n: usize) -> Result<Vec<T>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| {
-        Error::too_large(
-            op,
-            what,
-            format!("cannot allocate {n} elements of {} bytes", std::mem::size_of::<T>()),
-        )
-    })?;
-    Ok(v)
-}
-
-/// `n` elements of `T::default()` (zero for the float types), allocated zeroed without a pass over the
-/// memory and on huge pages where the system offers them ([`crate::kernels::alloc::zeroed_default`]):
-/// the buffer a fast kernel then writes once. [`Error::TooLarge`] naming `what` when it cannot be had.
-pub(crate) fn try_zeroed<T: Default + Clone + 'static>(
-    op: &'static str,
-    what: &'static str,
-    n: usize,
-) -> Result<Vec<T>> {
-    crate::kernels::alloc::zeroed_default(n).ok_or_else(|| {
-        Error::too_large(
-            op,
-            what,
-            format!("cannot allocate {n} elements of {} bytes", std::mem::size_of::<T>()),
-        )
-    })
-}
-
-/// An owned array of `shape` with every element `value`, its size checked
-/// ([`checked_numel`](crate::shape::checked_numel)) and allocated fallibly ([`try_vec`]).
-pub(crate) fn try_full<T: Clone>(
-    op: &'static str,
-    what: &'static str,
-    shape: &[usize],
-    value: T,
-) -> Result<ArrayD<T>> {
-    let n = checked_numel(op, what, shape)?;
-    let mut v = try_vec(op, what, n)?;
-    v.resize(n, value);
-    array_from_vec(op, shape, v)
-}
+use crate::base::shape::normalize_axis;
+use crate::{Element, Error, Result};
 
 /// Resolves `dim` and returns the input seen with at least one dimension (a 0-d input becomes `[1]`).
 fn lift<'a, T>(op: &'static str, x: ArrayViewD<'a, T>, dim: isize) -> Result<(ArrayViewD<'a, T>, usize)> {
@@ -616,7 +428,7 @@ fn backward_same_shape<T: Element>(
 ) -> Result<ArrayD<T>> {
     let was_scalar = output.ndim() == 0;
     let axis = normalize_axis(op, dim, output.ndim())?;
-    crate::shape::check_same_shape(op, "grad_output", grad_output.shape(), "output", output.shape())?;
+    crate::base::shape::check_same_shape(op, "grad_output", grad_output.shape(), "output", output.shape())?;
     let (y, g) = if was_scalar {
         (output.insert_axis(Axis(0)), grad_output.insert_axis(Axis(0)))
     } else {

@@ -32,101 +32,22 @@
 use ndarray::{Array1, Array2, ArrayView, ArrayView2, Dimension};
 use rayon::prelude::*;
 
+use crate::base::shape::checked_numel;
 use crate::distill::{
     FastScratch, PairStats, Scratch, as_2d, check_temperature, fast_path_for, fast_row, fkl_grad, gather,
     min_rows_per_task, online_sum_exp, pair_stats, row_f32, store_f64_row, to_t,
 };
 use crate::kernels::Kernels;
 use crate::kernels::distill::{KdDiv, KdRowCfg};
-use crate::shape::checked_numel;
 use crate::{Element, Error, GradOutput, Real, Result};
 
 const OP: &str = "uda_consistency";
 
-/// Which side of the UDA KL the softmax temperature divides.
-///
-/// ```
-/// use infoloss::uda::{uda_consistency, Sharpen, UdaOptions};
-/// use infoloss::ndarray::array;
-/// let ori = array![[2.0f64, 0.0, -1.0]];
-/// let aug = array![[1.0f64, 0.5, 0.0]];
-/// let kl = |sharpen| {
-///     let o = UdaOptions { temperature: 0.5, sharpen, ..Default::default() };
-///     uda_consistency(ori.view(), aug.view(), &o).unwrap().loss
-/// };
-/// // KL(softmax(ori/0.5) ‖ softmax(aug)) and KL(softmax(ori) ‖ softmax(aug/0.5))
-/// assert!((kl(Sharpen::Target) - 0.5847483697347966).abs() < 1e-12);
-/// assert!((kl(Sharpen::Augmented) - 0.0815546793694342).abs() < 1e-12);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Sharpen {
-    /// `target = softmax(ori / T)` (no gradient), augmented side at temperature 1 — Google's original
-    /// UDA (`uda_softmax_temp`); with `T < 1` this sharpens the target. The default.
-    #[default]
-    Target,
-    /// `log_softmax(aug / T)` against `softmax(ori)` — the articles' PyTorch port
-    /// (`aug_log_prob = F.log_softmax(aug_logits / uda_softmax_temp, dim=-1)`).
-    Augmented,
-}
+pub use crate::options::Sharpen;
 
-/// How the masked sum of per-row KLs is normalized.
-///
-/// ```
-/// use infoloss::uda::{uda_consistency, UdaNormalize, UdaOptions};
-/// use infoloss::ndarray::array;
-/// let ori = array![[4.0f64, 0.0], [0.1, 0.0]]; // max softmax: 0.982 and 0.525
-/// let aug = array![[1.0f64, 0.0], [0.0, 1.0]];
-/// let run = |normalize| {
-///     let o = UdaOptions { confidence_threshold: Some(0.9), normalize, ..Default::default() };
-///     uda_consistency(ori.view(), aug.view(), &o).unwrap()
-/// };
-/// let (kept, all) = (run(UdaNormalize::KeptRows), run(UdaNormalize::AllRows));
-/// assert_eq!(kept.kept, 1);
-/// assert_eq!(kept.loss, kept.row_kl[0]); // ÷ 1 kept row
-/// assert_eq!(all.loss, kept.row_kl[0] / 2.0); // ÷ 2 rows
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum UdaNormalize {
-    /// Divide by the number of kept rows, at least 1: `Σ kl·mask / max(Σ mask, 1)` (the articles' port;
-    /// the default). An empty or fully masked batch gives 0.
-    #[default]
-    KeptRows,
-    /// Divide by the number of rows, kept or not: `mean(kl·mask)` (Google's `tf.reduce_mean`). An empty
-    /// batch gives NaN.
-    AllRows,
-}
+pub use crate::options::UdaNormalize;
 
-/// Options of [`uda_consistency`]. `Default`: `temperature = 1` (no sharpening), `Sharpen::Target`,
-/// no confidence threshold, `UdaNormalize::KeptRows`.
-///
-/// ```
-/// use infoloss::uda::{Sharpen, UdaNormalize, UdaOptions};
-/// let o = UdaOptions { temperature: 0.4, confidence_threshold: Some(0.5), ..Default::default() };
-/// assert_eq!((o.sharpen, o.normalize), (Sharpen::Target, UdaNormalize::KeptRows));
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct UdaOptions {
-    /// Softmax temperature `T` (`uda_softmax_temp`), finite and > 0; 1 disables it (the articles' "−1").
-    pub temperature: f64,
-    /// Which side `T` applies to.
-    pub sharpen: Sharpen,
-    /// Keep only rows with `max(softmax(ori)) > threshold` (strictly); `None` keeps every row
-    /// (`uda_confidence_thresh = −1`). Must not be NaN.
-    pub confidence_threshold: Option<f64>,
-    /// Denominator of the masked sum.
-    pub normalize: UdaNormalize,
-}
-
-impl Default for UdaOptions {
-    fn default() -> Self {
-        UdaOptions {
-            temperature: 1.0,
-            sharpen: Sharpen::Target,
-            confidence_threshold: None,
-            normalize: UdaNormalize::KeptRows,
-        }
-    }
-}
+pub use crate::options::UdaOptions;
 
 /// The result of [`uda_consistency`]: the loss, its gradient, and what callers log.
 ///
@@ -345,7 +266,7 @@ fn uda_core<T: Element>(
 
     // Pass 1: per-row statistics, KL and mask. Allocated fallibly: `[2^40, 0]` inputs hold nothing but
     // would need a statistic per row.
-    let mut stats: Vec<(PairStats, f64)> = crate::softmax::try_vec(OP, "row statistics", rows)?;
+    let mut stats: Vec<(PairStats, f64)> = crate::base::array::try_vec(OP, "row statistics", rows)?;
     stats.par_extend((0..rows).into_par_iter().with_min_len(min_len).map_init(Scratch::default, |sc, r| {
         gather(aug.row(r), &mut sc.s);
         gather(ori.row(r), &mut sc.t);
@@ -379,7 +300,7 @@ fn uda_core<T: Element>(
 
     // Pass 2: the gradient, `g · mask/denom · (softmax(aug/T_x) − target)/T_x`.
     let numel = checked_numel(OP, "aug_logits", &[rows, classes])?;
-    let mut buf = crate::softmax::try_zeroed::<T>(OP, "gradient", numel)?;
+    let mut buf = crate::kernels::alloc::try_zeroed::<T>(OP, "gradient", numel)?;
     if classes > 0 {
         buf.par_chunks_mut(classes).enumerate().with_min_len(min_len).for_each_init(
             || (Scratch::default(), Vec::<f64>::new()),
@@ -436,7 +357,7 @@ fn uda_fast<T: Element>(
     let (t_ori, t_aug) = temps;
     let (rows, classes) = ori.dim();
     let min_len = min_rows_per_task(classes);
-    let mut mask: Vec<f64> = crate::softmax::try_vec(OP, "mask", rows)?;
+    let mut mask: Vec<f64> = crate::base::array::try_vec(OP, "mask", rows)?;
     mask.resize(rows, 1.0);
     if let Some(th) = opts.confidence_threshold {
         mask.par_iter_mut().enumerate().with_min_len(min_len).for_each_init(
@@ -462,10 +383,10 @@ fn uda_fast<T: Element>(
     let numel = checked_numel(OP, "aug_logits", &[rows, classes])?;
     // Without a gradient the rows are still visited in chunks of `classes`: an empty buffer has none.
     let mut buf = match upstream {
-        Some(_) => crate::softmax::try_zeroed::<T>(OP, "gradient", numel)?,
+        Some(_) => crate::kernels::alloc::try_zeroed::<T>(OP, "gradient", numel)?,
         None => Vec::new(),
     };
-    let mut row_kl: Vec<f64> = crate::softmax::try_vec(OP, "row statistics", rows)?;
+    let mut row_kl: Vec<f64> = crate::base::array::try_vec(OP, "row statistics", rows)?;
     row_kl.resize(rows, 0.0);
     let row = |sc: &mut FastScratch, r: usize, out: Option<&mut [T]>, kl: &mut f64| {
         let m = mask.get(r).copied().unwrap_or(0.0);

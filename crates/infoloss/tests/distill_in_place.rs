@@ -9,10 +9,11 @@ use support::Rng;
 
 use infoloss::distill::{
     DistillOptions, Divergence, SparseTeacher, distill_topk_with_grad, distill_topk_with_grad_in_place,
-    distill_with_grad, distill_with_grad_in_place, with_reference_path,
+    distill_with_grad, distill_with_grad_in_place,
 };
 use infoloss::half::{bf16, f16};
 use infoloss::ndarray::{Array1, Array2, ArrayView1, s};
+use infoloss::with_reference_path;
 use infoloss::{Element, Error, Loss, Real, Reduction};
 
 fn cv<T: Element>(x: f64) -> T {

@@ -1,5 +1,5 @@
 //! The `f32` SIMD fast path of the distillation and UDA losses against the `f64` reference
-//! (`infoloss::distill::with_reference_path`), and bit-identical results for 1, 2 and 3 threads.
+//! (`infoloss::with_reference_path`), and bit-identical results for 1, 2 and 3 threads.
 //!
 //! # Tolerance
 //!
@@ -23,14 +23,12 @@
 use crate::support;
 use support::Rng;
 
-use infoloss::distill::{
-    DistillOptions, Divergence, distill, distill_backward, distill_with_grad, with_fast_path,
-    with_reference_path,
-};
+use infoloss::distill::{DistillOptions, Divergence, distill, distill_backward, distill_with_grad};
 use infoloss::half::{bf16, f16};
 use infoloss::ndarray::{Array1, Array2, ArrayView1};
 use infoloss::uda::{Sharpen, UdaNormalize, UdaOptions, uda_consistency, uda_consistency_backward};
 use infoloss::{Element, GradOutput, Loss, Real, Reduction};
+use infoloss::{with_fast_path, with_reference_path};
 
 const EPS32: f64 = 1.0 / 16_777_216.0;
 

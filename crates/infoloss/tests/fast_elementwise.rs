@@ -1,6 +1,6 @@
 //! The SIMD fast path of the elementwise losses (`kl_div`, `binary_cross_entropy`,
 //! `binary_cross_entropy_with_logits`) against the reference implementation
-//! (`infoloss::kernels::with_elementwise_reference_path`), and bit-identical results for any number
+//! (`infoloss::with_reference_path`), and bit-identical results for any number
 //! of threads.
 //!
 //! # Tolerance
@@ -19,7 +19,6 @@
 use crate::support;
 use support::Rng;
 
-use infoloss::kernels::{with_elementwise_fast_path, with_elementwise_reference_path};
 use infoloss::ndarray::{Array1, Array2, ArrayD, ArrayViewD, IxDyn};
 use infoloss::{
     BceOptions, BceWithLogitsOptions, Element, GradOutput, KlDivOptions, Loss, Real, Reduction,
@@ -28,6 +27,9 @@ use infoloss::{
     binary_cross_entropy_with_logits_backward, binary_cross_entropy_with_logits_backward_target,
     binary_cross_entropy_with_logits_with_grad, kl_div, kl_div_backward, kl_div_backward_target,
     kl_div_with_grad,
+};
+use infoloss::{
+    with_fast_path as with_elementwise_fast_path, with_reference_path as with_elementwise_reference_path,
 };
 
 const RTOL: f64 = 1e-6;

@@ -1,13 +1,13 @@
 //! The SIMD fast path of `entropy` (with and without `qk`), `shannon_cross_entropy` and
-//! `jensenshannon` against the reference implementation (`infoloss::info::with_reference_path`):
+//! `jensenshannon` against the reference implementation (`infoloss::with_reference_path`):
 //! row lengths crossing lane and chunk boundaries, magnitudes from 1e-30 to 1e30, zeros, negative,
 //! infinite and NaN entries, both axes, half types, and bit-identical results for 1, 2 and 3 threads.
 
 use crate::support;
 
-use infoloss::info::{with_fast_path, with_reference_path};
 use infoloss::ndarray::{Array2, Array3, ArrayD};
 use infoloss::{EntropyOptions, JensenShannonOptions, entropy, jensenshannon, shannon_cross_entropy};
+use infoloss::{with_fast_path, with_reference_path};
 use support::{EPS32, LENGTHS, SCALES, bits, compare_bounded, on_threads};
 
 const RTOL: f64 = 1e-6;

@@ -1,5 +1,5 @@
 //! The SIMD fast path of the backwards of `entropy` (with and without `qk`), `shannon_cross_entropy` and
-//! `jensenshannon` against the reference implementation (`infoloss::info::with_reference_path`): row lengths
+//! `jensenshannon` against the reference implementation (`infoloss::with_reference_path`): row lengths
 //! crossing lane and chunk boundaries, magnitudes from 1e-30 to 1e30, zeros, negative, infinite and NaN
 //! entries, per-row upstream gradients (including 0 and negative), both axes and a middle axis, half types,
 //! and bit-identical results for 1, 2 and 3 threads.
@@ -12,12 +12,12 @@
 
 use crate::support;
 
-use infoloss::info::{with_fast_path, with_reference_path};
 use infoloss::ndarray::{Array1, Array2, Array3, ArrayD, Axis};
 use infoloss::{
     EntropyOptions, JensenShannonOptions, entropy_backward, info::shannon_cross_entropy_backward,
     jensenshannon_backward,
 };
+use infoloss::{with_fast_path, with_reference_path};
 use support::{EPS32, LENGTHS, Rng, SCALES, bits, compare_bounded, on_threads};
 
 const RTOL: f64 = 1e-6;

@@ -1,10 +1,9 @@
 //! The `f32` SIMD fast path of the cross-entropy functions against the reference implementation
-//! (`infoloss::cross_entropy::with_reference_path`), and bit-identical results for any number of threads.
+//! (`infoloss::with_reference_path`), and bit-identical results for any number of threads.
 
 use crate::support;
 use support::Rng;
 
-use infoloss::cross_entropy::{with_fast_path, with_reference_path};
 use infoloss::ndarray::Array3;
 use infoloss::ndarray::{Array1, Array2, ArrayD, IxDyn};
 use infoloss::{
@@ -12,6 +11,7 @@ use infoloss::{
     cross_entropy_probs, cross_entropy_probs_backward, cross_entropy_probs_with_grad,
     cross_entropy_probs_with_grad_in_place, cross_entropy_with_grad, cross_entropy_with_grad_in_place,
 };
+use infoloss::{with_fast_path, with_reference_path};
 
 const RTOL: f64 = 1e-6;
 const ATOL: f64 = 1e-7;

@@ -232,7 +232,7 @@ fn uda_backward_rounds_once_in_f32() {
         &GradOutput::Scalar(f64::from(up as f32)),
     )
     .expect("f64 on f32 inputs");
-    let (once, twice) = infoloss::distill::with_reference_path(|| {
+    let (once, twice) = infoloss::with_reference_path(|| {
         let once = uda_consistency_backward(o32.view(), a32.view(), &opts, &GradOutput::Scalar(up as f32))
             .expect("f32");
         let twice =

@@ -10,70 +10,19 @@
 //! chunks of a fixed number of elements; the per-row loss terms land in one slot per row and are
 //! summed sequentially in `f64`, in row order, so results do not depend on the thread count.
 
-use std::cell::Cell;
-
 use ndarray::{ArrayViewD, ArrayViewMutD};
 use rayon::prelude::*;
 
+use crate::base::array::{array_from_vec, row_major};
+use crate::base::class_targets::IndexTargets;
+use crate::base::outputs::{LossAndGrad, mean_of, pack_loss};
+use crate::base::shape::ClassLayout;
+use crate::base::upstream::RowUpstream as Upstream;
 use crate::kernels::alloc::Scratch;
+use crate::kernels::alloc::try_zeroed;
+use crate::kernels::convert::{gather_lane as load_row, scatter_lane as store_row};
 use crate::kernels::{CeRow, Kernels};
-use crate::nll::{IndexTargets, LossAndGrad, Upstream, mean_of, pack_loss};
-use crate::shape::ClassLayout;
-use crate::softmax::{
-    array_from_vec, gather_lane as load_row, row_major, scatter_lane as store_row, try_zeroed,
-};
 use crate::{DType, Element, Loss, Real, Reduction, Result};
-
-thread_local! {
-    // On by default; `with_reference_path` switches it off for tests and benchmarks.
-    static FAST: Cell<bool> = const { Cell::new(true) };
-}
-
-fn with_path<R>(fast: bool, f: impl FnOnce() -> R) -> R {
-    crate::kernels::with_switch(&FAST, fast, f)
-}
-
-/// Runs `f` with the SIMD fast path of the cross-entropy functions switched off on the
-/// current thread, so every call inside `f` (on this thread) takes the straightforward
-/// reference implementation. Meant for tests and benchmarks.
-///
-/// ```
-/// use infoloss::{CrossEntropyOptions, cross_entropy, ndarray::array};
-/// use infoloss::cross_entropy::with_reference_path;
-/// let x = array![[1.0f32, 2.0, 3.0]];
-/// let y = array![0i64];
-/// let opts = CrossEntropyOptions::default();
-/// let slow = with_reference_path(|| cross_entropy(x.view(), y.view(), &opts)).unwrap().scalar().unwrap();
-/// assert!((slow - 2.407_606).abs() < 1e-6);
-/// ```
-pub fn with_reference_path<R>(f: impl FnOnce() -> R) -> R {
-    with_path(false, f)
-}
-
-/// Runs `f` with the SIMD fast path of the cross-entropy functions switched on on the current
-/// thread (the default; useful inside [`with_reference_path`]).
-///
-/// The fast path covers `f32`, `f16` and `bf16` inputs (class weights and upstream gradients
-/// finite) of `cross_entropy`, `cross_entropy_with_grad`, `cross_entropy_backward`,
-/// `cross_entropy_with_grad_in_place`, `cross_entropy_probs`, `cross_entropy_probs_with_grad`,
-/// `cross_entropy_probs_backward` and `cross_entropy_probs_with_grad_in_place`.
-///
-/// ```
-/// use infoloss::{CrossEntropyOptions, cross_entropy, ndarray::array};
-/// use infoloss::cross_entropy::with_fast_path;
-/// let x = array![[1.0f32, 2.0, 3.0]];
-/// let y = array![0i64];
-/// let opts = CrossEntropyOptions::default();
-/// let fast = with_fast_path(|| cross_entropy(x.view(), y.view(), &opts)).unwrap().scalar().unwrap();
-/// assert!((fast - 2.407_606).abs() < 1e-6);
-/// ```
-pub fn with_fast_path<R>(f: impl FnOnce() -> R) -> R {
-    with_path(true, f)
-}
-
-fn enabled() -> bool {
-    FAST.with(Cell::get)
-}
 
 /// Elements per parallel task (at least one outer block): a constant, so the split never depends
 /// on the number of threads (the results would not either, as each row is computed on its own).
@@ -332,7 +281,7 @@ fn drive<T: Element, S: Send>(
 
 /// Whether the fast path can take an input of this type and layout.
 fn applies<T: Element>(layout: &ClassLayout) -> bool {
-    enabled() && T::F32_COMPUTE && layout.classes > 0 && layout.rows() > 0
+    crate::base::path::fast_path() && T::F32_COMPUTE && layout.classes > 0 && layout.rows() > 0
 }
 
 // ---------------------------------------------------------------------------------------------

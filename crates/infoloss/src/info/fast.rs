@@ -13,8 +13,6 @@
 //! backward agrees with the reference to a few roundings of its terms (its `ln` is within 0.885 ulp, the
 //! dot is summed in another order; `tests/fast_info_backward.rs`).
 
-use std::cell::Cell;
-
 use ndarray::{ArrayD, ArrayViewD};
 use rayon::prelude::*;
 
@@ -22,53 +20,20 @@ use super::{
     JensenShannonOptions, Kind, Layout, broadcast_shape, js_value, log_base, resolve_axis, row_grads,
     to_array,
 };
+use crate::base::array::{row_major, try_vec};
 use crate::kernels::Kernels;
 use crate::kernels::alloc::Scratch;
+use crate::kernels::alloc::try_zeroed;
+use crate::kernels::convert::gather_lane;
 use crate::kernels::info::InfoKind;
-use crate::softmax::{gather_lane, row_major, try_vec, try_zeroed};
 use crate::{Element, EntropyOptions, Real, Result};
-
-thread_local! {
-    // On by default; `with_reference_path` switches it off for tests and benchmarks.
-    static FAST: Cell<bool> = const { Cell::new(true) };
-}
-
-/// Runs `f` with the SIMD fast path of `entropy`, `shannon_cross_entropy` and `jensenshannon`
-/// switched off on the current thread (every call inside `f` on this thread takes the reference
-/// implementation). Meant for tests and benchmarks.
-///
-/// ```
-/// use infoloss::{entropy, ndarray::array};
-/// use infoloss::info::with_reference_path;
-/// let p = array![[1.0f32, 3.0]];
-/// let o = infoloss::EntropyOptions { axis: 1, ..Default::default() };
-/// let slow = with_reference_path(|| entropy(p.view(), None, &o)).unwrap();
-/// assert!((slow[0] - 0.562_335_1).abs() < 1e-6);
-/// ```
-pub fn with_reference_path<R>(f: impl FnOnce() -> R) -> R {
-    crate::kernels::with_switch(&FAST, false, f)
-}
-
-/// Runs `f` with the fast path switched on on the current thread (the default).
-///
-/// ```
-/// use infoloss::{entropy, ndarray::array};
-/// use infoloss::info::{with_fast_path, with_reference_path};
-/// let p = array![0.5f32, 0.5];
-/// let bits = infoloss::EntropyOptions { base: Some(2.0), ..Default::default() };
-/// let h = with_reference_path(|| with_fast_path(|| entropy(p.view(), None, &bits))).unwrap();
-/// assert_eq!(h[[]], 1.0);
-/// ```
-pub fn with_fast_path<R>(f: impl FnOnce() -> R) -> R {
-    crate::kernels::with_switch(&FAST, true, f)
-}
 
 /// Elements per parallel task (whole rows' worth): a constant, independent of the thread count.
 const CHUNK_ELEMS: usize = 1 << 15;
 
 fn applies<T: Element>(shapes: &[&[usize]], numel: usize) -> bool {
     T::F32_COMPUTE
-        && FAST.with(Cell::get)
+        && crate::base::path::fast_path()
         && numel > 0
         && shapes.iter().all(|s| !s.is_empty() && *s == shapes[0])
 }
@@ -351,7 +316,7 @@ fn finish_side(k: &Kernels, how: Finish, dot: f64, s: f32, d: &mut [f32]) {
 /// Writes the row `src` into lane `i` (stride `inner`) of the output block `dst`.
 fn put_lane<T: Element>(src: &[f32], dst: &mut [T], i: usize, inner: usize) {
     if inner == 1 {
-        T::store_f32(src, dst);
+        crate::kernels::convert::narrow(src, dst);
     } else {
         for (d, &s) in dst.iter_mut().skip(i).step_by(inner).zip(src) {
             *d = T::from_acc(T::Acc::c(s as f64));

@@ -14,6 +14,8 @@
 
 use std::alloc::Layout;
 
+use crate::base::{Error, Result};
+
 /// Element types whose all-zero bit pattern is the value `+0.0`: `f32`, `f64`, `half::f16`,
 /// `half::bf16` (crate-private, so no other type can claim it: the zeroed allocation relies on it).
 pub(crate) trait ZeroBits: Copy {}
@@ -168,6 +170,23 @@ impl Drop for Scratch {
             }
         });
     }
+}
+
+/// `n` elements of `T::default()` (zero for the float types), allocated zeroed without a pass over the
+/// memory and on huge pages where the system offers them ([`zeroed_default`]):
+/// the buffer a fast kernel then writes once. [`Error::TooLarge`] naming `what` when it cannot be had.
+pub(crate) fn try_zeroed<T: Default + Clone + 'static>(
+    op: &'static str,
+    what: &'static str,
+    n: usize,
+) -> Result<Vec<T>> {
+    crate::kernels::alloc::zeroed_default(n).ok_or_else(|| {
+        Error::too_large(
+            op,
+            what,
+            format!("cannot allocate {n} elements of {} bytes", std::mem::size_of::<T>()),
+        )
+    })
 }
 
 #[cfg(test)]

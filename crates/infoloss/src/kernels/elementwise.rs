@@ -55,10 +55,11 @@
 //! paths may differ by a few roundings of those terms; everywhere else by a few ulp.
 
 use super::simd::{abs, neg, select};
+use crate::base::outputs::{Outputs, internal, to_array};
 use std::any::Any;
 use std::cell::Cell;
 
-use ndarray::{ArrayD, ArrayViewD, Axis, IxDyn};
+use ndarray::{ArrayViewD, Axis};
 use pulp::{Simd, WithSimd};
 use rayon::prelude::*;
 
@@ -66,72 +67,24 @@ use super::Kernels;
 use super::exp::{exp_f32s, exp_nonpos_f32s};
 use super::ln::ln_f32s;
 use super::simd::{hsum_f64, narrow_bf16_pairs, round_bf16_bits, widen_bf16_pairs};
-use crate::float::DType;
-use crate::{Element, Error, GradOutput, Loss, Real, Reduction, Result};
+use crate::base::DType;
+use crate::base::outputs::Want;
+use crate::{Element, Loss, Real, Reduction, Result};
 
 // ----------------------------------------------------------------------------------------------
 // The fast / reference switch.
 // ----------------------------------------------------------------------------------------------
 
 thread_local! {
-    // On by default; `with_elementwise_reference_path` switches it off for tests and benchmarks.
-    static FAST: Cell<bool> = const { Cell::new(true) };
     // On by default; the unit tests switch it off to compare the two bf16 paths.
     static PAIR_PATH: Cell<bool> = const { Cell::new(true) };
     // On by default; the unit tests switch it off to compare the two f16 paths.
     static F16C_PATH: Cell<bool> = const { Cell::new(true) };
 }
 
-fn with_path<R>(fast: bool, f: impl FnOnce() -> R) -> R {
-    crate::kernels::with_switch(&FAST, fast, f)
-}
-
-/// Runs `f` with the SIMD fast path of the elementwise losses — [`kl_div`](crate::kl_div()),
-/// [`binary_cross_entropy`](crate::binary_cross_entropy) and
-/// [`binary_cross_entropy_with_logits`](crate::binary_cross_entropy_with_logits), with their
-/// `_with_grad`, `_backward` and `_backward_target` variants — switched off on the current thread, so
-/// every such call inside `f` (on this thread) takes the straightforward reference implementation.
-/// Meant for tests and benchmarks. Also available as `infoloss::kl_div::with_reference_path`,
-/// `infoloss::bce::with_reference_path` and `infoloss::bce_logits::with_reference_path`.
-///
-/// ```
-/// use infoloss::kernels::with_elementwise_reference_path;
-/// use infoloss::{kl_div, KlDivOptions, Reduction, ndarray::array};
-/// let p = array![0.5f32, 0.5];
-/// let log_q = array![0.25f32.ln(), 0.75f32.ln()];
-/// let opts = KlDivOptions { reduction: Reduction::Sum, ..Default::default() };
-/// let kl = with_elementwise_reference_path(|| kl_div(log_q.view(), p.view(), &opts)).unwrap();
-/// assert!((kl.scalar().unwrap() - 0.143_841_04).abs() < 1e-6);
-/// ```
-pub fn with_elementwise_reference_path<R>(f: impl FnOnce() -> R) -> R {
-    with_path(false, f)
-}
-
-/// Runs `f` with the SIMD fast path of the elementwise losses switched on on the current thread (the
-/// default; useful inside [`with_elementwise_reference_path`]).
-///
-/// The fast path covers `f32`, `f16` and `bf16` inputs of any layout (half types are converted tile
-/// by tile into `f32`, as the reference computes them), with weights, `pos_weight` and upstream
-/// gradients of any broadcast shape; `f64` and empty inputs take the reference implementation, and so
-/// does `kl_div` when the argument whose gradient is requested was broadcast. Results agree with the
-/// reference to a few `f32` roundings and are bit-identical for any number of threads.
-///
-/// ```
-/// use infoloss::kernels::with_elementwise_fast_path;
-/// use infoloss::{binary_cross_entropy, BceOptions, ndarray::array};
-/// let x = array![0.5f32, 0.8];
-/// let t = array![1.0f32, 0.0];
-/// let l = with_elementwise_fast_path(|| binary_cross_entropy(x.view(), t.view(), &BceOptions::default()));
-/// // (ln 2 + ln 5) / 2
-/// assert!((l.unwrap().scalar().unwrap() - 1.151_292_5).abs() < 1e-6);
-/// ```
-pub fn with_elementwise_fast_path<R>(f: impl FnOnce() -> R) -> R {
-    with_path(true, f)
-}
-
 /// Whether the fast path is on for this thread and `T` is a type it handles.
 pub(crate) fn fast_path_for<T: Element>() -> bool {
-    T::DTYPE != DType::F64 && FAST.with(Cell::get)
+    T::DTYPE != DType::F64 && crate::base::path::fast_path()
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -156,14 +109,14 @@ pub(crate) trait FastElem: Element<Acc = f32> + super::alloc::ZeroBits {
     /// `dst = src` widened to `f32` (inlined into the SIMD context of the caller for `bf16`).
     #[inline(always)]
     fn load_tile(src: &[Self], dst: &mut [f32]) {
-        Self::load_f32(src, dst);
+        super::convert::widen(src, dst);
     }
 
     /// `dst = src` rounded to the element type (inlined into the SIMD context of the caller for
     /// `bf16`).
     #[inline(always)]
     fn store_tile(src: &[f32], dst: &mut [Self]) {
-        Self::store_f32(src, dst);
+        super::convert::narrow(src, dst);
     }
 
     /// Runs one task of the parallel driver at `k`'s instruction set.
@@ -177,8 +130,8 @@ pub(crate) trait FastElem: Element<Acc = f32> + super::alloc::ZeroBits {
     #[inline(always)]
     fn round_tile(v: &mut [f32], scratch: &mut [Self]) {
         let r = &mut scratch[..v.len()];
-        Self::store_f32(v, r);
-        Self::load_f32(r, v);
+        super::convert::narrow(v, r);
+        super::convert::widen(r, v);
     }
 }
 
@@ -308,24 +261,6 @@ fn fill_periodic(block: &[f32], inner: usize, start: usize, out: &mut [f32]) {
 // ----------------------------------------------------------------------------------------------
 // The elementwise formula, one vector at a time.
 // ----------------------------------------------------------------------------------------------
-
-/// Which results a call computes (also what the losses' reference implementations compute).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Want {
-    /// The loss.
-    pub(crate) loss: bool,
-    /// The gradient with respect to the input.
-    pub(crate) grad_input: bool,
-    /// The gradient with respect to the target.
-    pub(crate) grad_target: bool,
-}
-
-impl Want {
-    /// Nothing (for `Want { loss: true, ..Want::NOTHING }`).
-    pub(crate) const NOTHING: Want = Want { loss: false, grad_input: false, grad_target: false };
-    /// The loss and the input gradient (the `_with_grad` and `_in_place` variants).
-    pub(crate) const LOSS_AND_INPUT_GRAD: Want = Want { loss: true, grad_input: true, grad_target: false };
-}
 
 /// One vector of each operand (absent operands hold 1, the upstream gradient its constant).
 #[derive(Clone, Copy)]
@@ -846,10 +781,10 @@ pub(crate) fn binary_setup<'w, T: Element>(
 ) -> Result<BinarySetup<'w, T>> {
     let reduction = reduction.reject_batchmean(op)?;
     let shape = input.to_vec();
-    crate::shape::check_same_shape(op, "input", &shape, "target", target)?;
-    let n = crate::shape::checked_numel(op, "input", &shape)?;
+    crate::base::shape::check_same_shape(op, "input", &shape, "target", target)?;
+    let n = crate::base::shape::checked_numel(op, "input", &shape)?;
     let weight = match weight {
-        Some(w) => Some(crate::shape::broadcast_into(op, "weight", w, "input", &shape)?),
+        Some(w) => Some(crate::base::shape::broadcast_into(op, "weight", w, "input", &shape)?),
         None => None,
     };
     let grad_div = (reduction == Reduction::Mean).then(|| T::Acc::c(n as f64));
@@ -1999,117 +1934,12 @@ mod f16c {
     }
 }
 
-// ----------------------------------------------------------------------------------------------
-// Shared with the losses' reference implementations.
-// ----------------------------------------------------------------------------------------------
-
-/// What a loss computation returns.
-pub(crate) struct Outputs<T> {
-    /// The loss, when wanted.
-    pub(crate) loss: Option<Loss<T>>,
-    /// The input gradient, when wanted.
-    pub(crate) grad_input: Option<ArrayD<T>>,
-    /// The target gradient, when wanted.
-    pub(crate) grad_target: Option<ArrayD<T>>,
-}
-
-/// The error for a result that was requested but not produced (a bug, never user input).
-#[cold]
-pub(crate) fn internal(op: &'static str) -> Error {
-    Error::too_large(op, "output", "internal error: a requested result was not produced")
-}
-
-/// `data` as an array of `shape`.
-pub(crate) fn to_array<T>(op: &'static str, data: Vec<T>, shape: &[usize]) -> Result<ArrayD<T>> {
-    ArrayD::from_shape_vec(IxDyn(shape), data).map_err(|_| internal(op))
-}
-
-/// The per-element upstream gradient of a loss: an array of the output's shape (for
-/// `Reduction::None`), else one value for every element — `grad_output` divided by `divisor` (for
-/// `kl_div`'s mean and batchmean, whose autograd divides first), or 1 when no gradient is wanted.
-///
-/// # Errors
-///
-/// A `grad_output` of the wrong shape (named in the message).
-pub(crate) fn upstream_of<'g, T: Element>(
-    op: &'static str,
-    grad_output: Option<&'g GradOutput<'_, T>>,
-    want: Want,
-    reduction: Reduction,
-    out_shape: &[usize],
-    divisor: Option<usize>,
-) -> Result<(Option<&'g ArrayViewD<'g, T>>, T::Acc)> {
-    let one = T::Acc::c(1.0);
-    match grad_output {
-        Some(go) if want.grad_input || want.grad_target => {
-            if reduction == Reduction::None {
-                match go.check(op, out_shape)? {
-                    Some(view) => Ok((Some(view), one)),
-                    None => Ok((None, go.scalar_value().ok_or_else(|| internal(op))?.to_acc())),
-                }
-            } else {
-                let g = go.expect_scalar(op)?.to_acc();
-                Ok((None, divisor.map_or(g, |d| g / T::Acc::c(d as f64))))
-            }
-        }
-        _ => Ok((None, one)),
-    }
-}
-
-/// The per-element upstream gradient for the reference loops: one value for every element, or an
-/// array's elements in order.
-pub(crate) enum Upstream<'v, T: Element> {
-    /// The same value everywhere.
-    Const(T::Acc),
-    /// An array's elements in row-major order.
-    Each(ndarray::iter::Iter<'v, T, IxDyn>),
-}
-
-impl<'v, T: Element> Upstream<'v, T> {
-    /// From [`upstream_of`]'s result.
-    pub(crate) fn new(view: Option<&'v ArrayViewD<'v, T>>, g_const: T::Acc) -> Self {
-        match view {
-            Some(v) => Upstream::Each(v.iter()),
-            None => Upstream::Const(g_const),
-        }
-    }
-
-    /// The next `len` values into `buf`.
-    pub(crate) fn fill(&mut self, buf: &mut Vec<T::Acc>, len: usize) {
-        match self {
-            Upstream::Const(g) => {
-                buf.clear();
-                buf.resize(len, *g);
-            }
-            Upstream::Each(it) => fill(buf, it, len),
-        }
-    }
-}
-
-/// The next `len` elements of `it` into `buf`, in the compute type.
-pub(crate) fn fill<'v, T: Element>(buf: &mut Vec<T::Acc>, it: &mut impl Iterator<Item = &'v T>, len: usize) {
-    buf.clear();
-    buf.extend(it.by_ref().take(len).map(|v| v.to_acc()));
-}
-
-/// `out *= w` (when weighted), then `out /= n` (for `Mean`), in that order as PyTorch's BCE gradients.
-pub(crate) fn row_scale<A: Real>(out: &mut [A], w: Option<&[A]>, div: Option<A>) {
-    if let Some(w) = w {
-        for (o, &w) in out.iter_mut().zip(w) {
-            *o *= w;
-        }
-    }
-    if let Some(n) = div {
-        for o in out.iter_mut() {
-            *o /= n;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::GradOutput;
     use half::bf16;
+    use ndarray::{ArrayD, IxDyn};
 
     /// Elements computed by [`pair_tile`] (so the test below knows the pair path ran).
     pub(super) static PAIR_ELEMENTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -2136,7 +1966,7 @@ mod tests {
         let before = counter.load(std::sync::atomic::Ordering::Relaxed);
         let on = f();
         let ran = counter.load(std::sync::atomic::Ordering::Relaxed) > before;
-        let off = crate::kernels::with_switch(flag, false, &f);
+        let off = crate::base::path::with_switch(flag, false, &f);
         (on, off, ran)
     }
 

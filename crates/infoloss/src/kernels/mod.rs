@@ -61,6 +61,8 @@
 /// Zeroed, fallible, huge-page-backed output buffers.
 pub(crate) mod alloc;
 mod ce;
+/// Rows converted between the element types and the `f32` the kernels compute in.
+pub(crate) mod convert;
 pub(crate) mod distill;
 /// Fused elementwise loss kernels (`kl_div`, BCE, BCE with logits) and their parallel driver.
 pub(crate) mod elementwise;
@@ -76,74 +78,22 @@ pub(crate) mod simd;
 pub(crate) mod topk;
 mod vmap;
 
-/// Runs `f` with the thread-local fast-path switch `flag` set to `on`, restoring it afterwards (also
-/// on unwind). Backs the `with_reference_path` / `with_fast_path` functions of the losses.
-pub(crate) fn with_switch<R>(
-    flag: &'static std::thread::LocalKey<std::cell::Cell<bool>>,
-    on: bool,
-    f: impl FnOnce() -> R,
-) -> R {
-    struct Restore(&'static std::thread::LocalKey<std::cell::Cell<bool>>, bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            self.0.with(|c| c.set(self.1));
-        }
-    }
-    let _restore = Restore(flag, flag.with(|c| c.replace(on)));
-    f()
-}
-
-/// Runs `f` with **every** SIMD fast path of the crate switched off on the current thread — cross-entropy
-/// ([`crate::cross_entropy::with_reference_path`]), the elementwise losses `kl_div` / BCE / BCE with
-/// logits ([`with_elementwise_reference_path`]), softmax / log-softmax / logsumexp
-/// ([`crate::softmax::with_reference_path`]), the SciPy-style measures ([`crate::info::with_reference_path`])
-/// and distillation / UDA ([`crate::distill::with_reference_path`]) — so every call inside `f` on this
-/// thread takes the straightforward reference implementation the fast kernels are tested against.
-///
-/// ```
-/// use infoloss::{CrossEntropyOptions, cross_entropy, softmax, ndarray::array};
-/// use infoloss::kernels::with_reference_path;
-/// let x = array![[1.0f32, 2.0, 3.0]];
-/// let (ce, sm) = with_reference_path(|| {
-///     (cross_entropy(x.view(), array![2i64].view(), &CrossEntropyOptions::default()), softmax(x.view(), 1))
-/// });
-/// assert!((ce.unwrap().scalar().unwrap() - 0.407_606).abs() < 1e-6);
-/// assert!((sm.unwrap()[[0, 2]] - 0.665_240_9).abs() < 1e-6);
-/// ```
-pub fn with_reference_path<R>(f: impl FnOnce() -> R) -> R {
-    crate::cross_entropy::with_reference_path(|| {
-        with_elementwise_reference_path(|| {
-            crate::softmax::with_reference_path(|| {
-                crate::info::with_reference_path(|| crate::distill::with_reference_path(f))
-            })
-        })
-    })
-}
-
-/// Runs `f` with every SIMD fast path switched on on the current thread (the default; undoes
-/// [`with_reference_path`] inside it).
-///
-/// ```
-/// use infoloss::{softmax, ndarray::array};
-/// use infoloss::kernels::{with_fast_path, with_reference_path};
-/// let x = array![0.0f32, 3.0f32.ln()];
-/// let s = with_reference_path(|| with_fast_path(|| softmax(x.view(), 0))).unwrap();
-/// assert!((s[1] - 0.75).abs() < 1e-7);
-/// ```
-pub fn with_fast_path<R>(f: impl FnOnce() -> R) -> R {
-    crate::cross_entropy::with_fast_path(|| {
-        with_elementwise_fast_path(|| {
-            crate::softmax::with_fast_path(|| {
-                crate::info::with_fast_path(|| crate::distill::with_fast_path(f))
-            })
-        })
-    })
-}
-
+pub use crate::base::{with_fast_path, with_reference_path};
 pub use ce::{
     CeProbsRow, CeRow, cross_entropy_probs_row_f32, cross_entropy_row_f32, cross_entropy_row_in_place_f32,
 };
-pub use elementwise::{with_elementwise_fast_path, with_elementwise_reference_path};
+
+/// Deprecated: switches **every** fast path off, as [`with_reference_path`] does.
+#[deprecated(since = "0.2.0", note = "one switch serves every loss now: use infoloss::with_reference_path")]
+pub fn with_elementwise_reference_path<R>(f: impl FnOnce() -> R) -> R {
+    with_reference_path(f)
+}
+
+/// Deprecated: switches **every** fast path on, as [`with_fast_path`] does.
+#[deprecated(since = "0.2.0", note = "one switch serves every loss now: use infoloss::with_fast_path")]
+pub fn with_elementwise_fast_path<R>(f: impl FnOnce() -> R) -> R {
+    with_fast_path(f)
+}
 pub use exp::{exp_f32, exp_f32_in_place, exp_f64, exp_f64_in_place};
 pub use ln::{ln_f32, ln_f32_in_place, ln_f64, ln_f64_in_place};
 pub use row::{

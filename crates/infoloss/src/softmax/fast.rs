@@ -8,50 +8,15 @@
 //! result scattered back. Work is split across rayon in chunks of a fixed number of elements, and
 //! every lane is computed on its own, so results do not depend on the thread count.
 
-use std::cell::Cell;
-
 use ndarray::{ArrayD, ArrayViewD};
 use rayon::prelude::*;
 
-use super::{gather_lane as gather, row_major, scatter_lane as scatter, try_zeroed};
+use crate::base::array::row_major;
 use crate::kernels::Kernels;
 use crate::kernels::alloc::Scratch;
+use crate::kernels::alloc::try_zeroed;
+use crate::kernels::convert::{gather_lane as gather, scatter_lane as scatter};
 use crate::{Element, Real, Result};
-
-thread_local! {
-    // On by default; `with_reference_path` switches it off for tests and benchmarks.
-    static FAST: Cell<bool> = const { Cell::new(true) };
-}
-
-/// Runs `f` with the SIMD fast path of `softmax`, `log_softmax`, `logsumexp` and their backwards
-/// switched off on the current thread, so every call inside `f` (on this thread) takes the
-/// straightforward reference implementation. Meant for tests and benchmarks.
-///
-/// ```
-/// use infoloss::{log_softmax, ndarray::array};
-/// use infoloss::softmax::with_reference_path;
-/// let x = array![[1.0f32, 2.0, 3.0]];
-/// let slow = with_reference_path(|| log_softmax(x.view(), 1)).unwrap();
-/// let fast = log_softmax(x.view(), 1).unwrap();
-/// assert!((slow[[0, 2]] - fast[[0, 2]]).abs() < 1e-7);
-/// ```
-pub fn with_reference_path<R>(f: impl FnOnce() -> R) -> R {
-    crate::kernels::with_switch(&FAST, false, f)
-}
-
-/// Runs `f` with the fast path switched on on the current thread (the default; useful inside
-/// [`with_reference_path`]).
-///
-/// ```
-/// use infoloss::{softmax, ndarray::array};
-/// use infoloss::softmax::{with_fast_path, with_reference_path};
-/// let x = array![0.0f32, 3.0f32.ln()];
-/// let s = with_reference_path(|| with_fast_path(|| softmax(x.view(), 0))).unwrap();
-/// assert!((s[1] - 0.75).abs() < 1e-7);
-/// ```
-pub fn with_fast_path<R>(f: impl FnOnce() -> R) -> R {
-    crate::kernels::with_switch(&FAST, true, f)
-}
 
 /// Elements per parallel task (whole outer blocks, at least one): a constant, so the split never
 /// depends on the number of threads.
@@ -79,7 +44,7 @@ impl Lanes {
 
 /// Whether the fast path takes inputs of type `T`.
 fn applies<T: Element>() -> bool {
-    T::F32_COMPUTE && FAST.with(Cell::get)
+    T::F32_COMPUTE && crate::base::path::fast_path()
 }
 
 /// The lane `[at, at + n)` of `a` as `f32` without a copy, when there is one.
@@ -144,7 +109,7 @@ fn map_lanes<T: Element>(
         }
         Ok(())
     })?;
-    super::array_from_vec(op, shape, out)
+    crate::base::array::array_from_vec(op, shape, out)
 }
 
 /// The standard-layout elements of `x` (borrowed when possible).
@@ -222,7 +187,7 @@ pub(super) fn logsumexp<T: Element>(
             *o = T::from_acc(T::Acc::c(k.logsumexp_f32(ar) as f64));
         }
     });
-    super::array_from_vec(op, out_shape, out).map(Some)
+    crate::base::array::array_from_vec(op, out_shape, out).map(Some)
 }
 
 /// Fast `logsumexp_backward` given the per-lane upstream gradient `g` (of the reduced shape), or
