@@ -79,21 +79,12 @@ macro_rules! compiled_here {
 }
 
 mod base;
-pub mod bce;
-pub mod bce_logits;
-pub mod ce_extras;
-pub mod cross_entropy;
-pub mod distill;
-pub mod info;
 pub mod kernels;
-pub mod kl_div;
-pub mod linear;
+mod losses;
 pub mod nan_policy;
-pub mod nll;
 pub mod options;
 mod rows;
-pub mod softmax;
-pub mod uda;
+pub use losses::{bce, bce_logits, ce_extras, cross_entropy, distill, info, kl_div, linear, nll, softmax, uda};
 
 pub use base::{
     DType, Element, Error, GradOutput, Loss, Real, Reduction, Result, Shape, with_fast_path,

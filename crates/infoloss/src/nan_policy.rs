@@ -1,7 +1,7 @@
 //! # NaN and infinity policy
 //!
 //! What infoloss does with non-finite values, rule by rule. The rules are PyTorch 2.15's (and SciPy
-//! 1.17.1's for the SciPy-style measures in [`info`](crate::info)): infoloss never "fixes" a non-finite
+//! 1.17.1's for the SciPy-style measures in [`info`](crate::losses::info)): infoloss never "fixes" a non-finite
 //! value that torch propagates, and never propagates one that torch rejects. Each rule has a test in
 //! `tests/nan_policy.rs` that checks the exact values (which torch and SciPy give for the same inputs).
 //!

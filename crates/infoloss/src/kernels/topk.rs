@@ -1,4 +1,4 @@
-//! The dense part of a sparse-teacher distillation row ([`distill_topk`](crate::distill::distill_topk)):
+//! The dense part of a sparse-teacher distillation row ([`distill_topk`](crate::losses::distill::distill_topk)):
 //! the student's softmax at temperature `T` over the whole row, the log-sum-exp of its tail (the
 //! classes outside the teacher's top-k) and the gradient's dense pass. The per-bucket math over the
 //! `k` teacher entries stays with the caller, in `f64`.

@@ -60,7 +60,7 @@
 //! ```
 //!
 //! The row function here (one row, in place: logits in, gradient out) is the same one the fused
-//! [`linear_cross_entropy`](crate::linear::linear_cross_entropy) runs on each chunk of logits.
+//! [`linear_cross_entropy`](crate::losses::linear::linear_cross_entropy) runs on each chunk of logits.
 
 use ndarray::{Array1, Array2, ArrayView, ArrayView2, ArrayViewD, Dimension, Ix2};
 use num_traits::Zero;

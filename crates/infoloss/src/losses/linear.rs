@@ -31,7 +31,7 @@
 //! # Precision
 //!
 //! `f32` and `f64` ([`LinearFloat`]); every GEMM runs in the element type (as `torch.mm` does). The
-//! cross-entropy row is [`cross_entropy_extras`](crate::ce_extras::cross_entropy_extras)'s with one `exp`
+//! cross-entropy row is [`cross_entropy_extras`](crate::losses::ce_extras::cross_entropy_extras)'s with one `exp`
 //! per element (`p = exp(x̃ − m)/Σ` instead of `exp(log_softmax)`, element math in the element type, row
 //! sums in f64), tested against that reference row to a few ulps. The result therefore equals
 //! `cross_entropy_extras` applied to the logits `X·Wᵀ + b` up to rounding, mostly the GEMMs', whose
@@ -45,11 +45,11 @@ use rayon::prelude::*;
 use crate::base::class_targets::index_targets;
 use crate::base::shape::checked_numel;
 use crate::base::upstream::RowUpstream as Upstream;
-use crate::ce_extras::{
+use crate::losses::ce_extras::{
     CeRowConfig, CeRowOut, fill_ignored_grad, grad_coefs, ignored_grad_is_nan, reduce_rows, row_argmax,
     row_config,
 };
-use crate::distill::{DistillOptions, OnlineLse, SparseTeacher, distill_with_grad};
+use crate::losses::distill::{DistillOptions, OnlineLse, SparseTeacher, distill_with_grad};
 use crate::kernels::linear_gemm::{self, Accum, GemmError, MatMut, MatRef};
 use crate::rows::softmax_rows::row_logsumexp;
 use crate::{Element, Error, GradOutput, Loss, Real, Reduction, Result};
@@ -521,7 +521,7 @@ pub fn matmul<T: LinearFloat>(
 // The fast cross-entropy row (one exp per element), tested against ce_extras' reference row
 // ---------------------------------------------------------------------------------------------
 
-/// [`ce_row_in_place`](crate::ce_extras) with one `exp` per element (SIMD for f32): pass 1 the max (and
+/// [`ce_row_in_place`](crate::losses::ce_extras) with one `exp` per element (SIMD for f32): pass 1 the max (and
 /// argmax, `Σ w·x` for smoothing), pass 2 `e = exp(x̃ − m)` in place with its f64 sum `s`, pass 3 the
 /// gradient `e·(a_z − ΣG)/s + G` from cache, then the softcap chain. `ΣG = w_y·a − b·Σw` in closed form.
 /// Agrees with the reference row to a few ulps (`p = e/s` instead of `exp(lsm)`).
@@ -721,14 +721,14 @@ fn linear_ce_core<T: LinearFloat>(
 }
 
 /// Fused linear layer + cross-entropy: `loss = CE(hidden·weightᵀ + bias, targets)` with every option of
-/// [`cross_entropy_extras`](crate::ce_extras::cross_entropy_extras), and its gradients with respect to
+/// [`cross_entropy_extras`](crate::losses::ce_extras::cross_entropy_extras), and its gradients with respect to
 /// `hidden (N, H)`, `weight (V, H)` and `bias (V,)` for an upstream gradient of 1 — computed chunk by
 /// chunk so that at most one `chunk_rows × V` block of logits exists (see the [module docs](self)).
 ///
 /// # Formula
 ///
 /// `L = X·Wᵀ + b` (never stored whole); `loss = CE(L̃, y) + Z` as in
-/// [`cross_entropy_extras`](crate::ce_extras::cross_entropy_extras) (`L̃` = softcapped `L`), reduced over
+/// [`cross_entropy_extras`](crate::losses::ce_extras::cross_entropy_extras) (`L̃` = softcapped `L`), reduced over
 /// all `N` rows (`Mean` divides the CE by the summed target weight `W` of all rows and the z-loss by the
 /// number `n` of non-ignored rows).
 ///
@@ -746,14 +746,14 @@ fn linear_ce_core<T: LinearFloat>(
 /// ```
 ///
 /// — also `F.linear_cross_entropy(hidden, weight, targets, linear_bias=bias, weight=w, ...)` in torch
-/// 2.15 — plus the z-loss/softcap terms of [`cross_entropy_extras`](crate::ce_extras::cross_entropy_extras).
+/// 2.15 — plus the z-loss/softcap terms of [`cross_entropy_extras`](crate::losses::ce_extras::cross_entropy_extras).
 ///
 /// # Errors
 ///
 /// [`Error::BadRank`] unless `hidden`, `weight` are 2-D and `targets` 1-D; [`Error::ShapeMismatch`]
 /// naming both shapes (different `H`, a bias or class weight without `V` entries, targets not `(N,)`);
 /// [`Error::TargetOutOfRange`]; [`Error::InvalidOption`] for `chunk_size = Some(0)` and the
-/// cross-entropy options [`cross_entropy_extras`](crate::ce_extras::cross_entropy_extras) rejects.
+/// cross-entropy options [`cross_entropy_extras`](crate::losses::ce_extras::cross_entropy_extras) rejects.
 ///
 /// # Example
 ///
@@ -861,12 +861,12 @@ pub struct LinearHead<'a, T> {
 }
 
 /// A sparse top-k teacher for [`linear_distill_backward`]: per row, only the teacher's `k` largest
-/// logits are kept, as [`distill_topk`](crate::distill::distill_topk) takes them.
+/// logits are kept, as [`distill_topk`](crate::losses::distill::distill_topk) takes them.
 ///
 /// Per row `r` of the teacher logits `t = Xt·Wtᵀ + bt`: `indices_r` = the `k` classes with the largest
 /// `t_r` (sorted descending; a NaN counts as the largest, as in `torch.topk`; exact ties go to the lower
 /// class index, where `torch.topk` may pick another of the tied classes), `logprobs_r = log_softmax(t_r / T)[indices_r]` (computed in f64 and rounded to the element
-/// type), then the row loss is [`distill_topk`](crate::distill::distill_topk)'s with `add_tail` (the tail
+/// type), then the row loss is [`distill_topk`](crate::losses::distill::distill_topk)'s with `add_tail` (the tail
 /// bucket `log(1 − Σ_j q_j)` for the mass outside the top-k). `k` must be at most `V`; with `k = V` and no
 /// tail the loss equals the dense one.
 ///
@@ -1430,8 +1430,8 @@ fn chunk_distill<T: LinearFloat>(
     go: &GradOutput<'_, T>,
 ) -> Result<Loss<T>> {
     match teacher {
-        ChunkTeacher::Dense(t) => crate::distill::dense_in_place(s, t, y, opts, go),
-        ChunkTeacher::Sparse(t) => crate::distill::topk_in_place(s, &t, y, opts, go),
+        ChunkTeacher::Dense(t) => crate::losses::distill::dense_in_place(s, t, y, opts, go),
+        ChunkTeacher::Sparse(t) => crate::losses::distill::topk_in_place(s, &t, y, opts, go),
     }
 }
 
@@ -1561,7 +1561,7 @@ compiled_here! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ce_extras::ce_row_in_place;
+    use crate::losses::ce_extras::ce_row_in_place;
 
     fn cfg<T: LinearFloat>(
         classes: usize,

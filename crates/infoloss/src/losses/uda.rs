@@ -23,17 +23,17 @@
 //! ```
 //!
 //! A masked row is multiplied by 0 rather than skipped, as in PyTorch: a NaN in a masked row still makes
-//! the loss NaN. `f32`, `f16` and `bf16` inputs take the SIMD fast path of [the `distill` module](mod@crate::distill)
+//! the loss NaN. `f32`, `f16` and `bf16` inputs take the SIMD fast path of [the `distill` module](mod@crate::losses::distill)
 //! (its forward-KL row kernel with the temperatures `T_x` on `x` and `T_o` on `o`: one read of both rows, the
 //! gradient written from cache; the mask from one more read of `o`), with the precision described there;
-//! [`with_reference_path`](crate::distill::with_reference_path) switches it off. `f64` inputs, and rows with a
+//! [`with_reference_path`](crate::losses::distill::with_reference_path) switches it off. `f64` inputs, and rows with a
 //! NaN or infinite logit, use the `f64` reference row functions.
 
 use ndarray::{Array1, Array2, ArrayView, ArrayView2, Dimension};
 use rayon::prelude::*;
 
 use crate::base::shape::checked_numel;
-use crate::distill::{
+use crate::losses::distill::{
     FastScratch, PairStats, Scratch, as_2d, check_temperature, fast_path_for, fast_row, fkl_grad, gather,
     min_rows_per_task, online_sum_exp, pair_stats, row_f32, store_f64_row, to_t,
 };
@@ -341,7 +341,7 @@ fn reference_mask<T: Element>(
 }
 
 /// [`uda_impl`] on the SIMD fast path (`f32`, `f16`, `bf16`; see
-/// [`with_reference_path`](crate::distill::with_reference_path)). The mask comes first, from one read of
+/// [`with_reference_path`](crate::losses::distill::with_reference_path)). The mask comes first, from one read of
 /// `ori` per row (`max softmax(ori) = 1/Σ exp(o − max)` in `f32`; a row within a relative `1e-5` of the
 /// threshold, or with a non-finite logit, is decided by the reference's own `f64` computation, so the masks
 /// are the reference's). The count of kept rows then gives every row's gradient factor, and each row takes
