@@ -5,7 +5,6 @@
 //! (`scripts/test.sh`, CI). `linear_memory.rs` stays its own binary: it installs a counting global
 //! allocator.
 
-mod common;
 mod support;
 
 mod ce_extras_linear;
@@ -24,6 +23,7 @@ mod fd_softmax_ce;
 mod fixtures;
 mod fuzz_corpus;
 mod kernels;
+mod layers;
 mod linear_distill_extras;
 mod nan_policy;
 mod properties;

@@ -238,6 +238,16 @@ impl Element for half::bf16 {
     }
 }
 
+#[inline]
+pub(crate) fn zero_t<T: Element>() -> T {
+    T::from_acc(<T::Acc as Real>::c(0.0))
+}
+
+#[inline]
+pub(crate) fn to_t<T: Element>(x: f64) -> T {
+    T::from_acc(<T::Acc as Real>::c(x))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

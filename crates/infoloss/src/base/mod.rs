@@ -3,8 +3,9 @@
 //! crate; everything else imports from it (`tests/layers.rs` keeps it that way).
 
 pub(crate) mod array;
+pub(crate) mod checks;
 pub(crate) mod class_targets;
-mod element;
+pub(crate) mod element;
 mod error;
 pub(crate) mod outputs;
 pub(crate) mod path;

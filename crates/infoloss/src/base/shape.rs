@@ -1,6 +1,6 @@
 //! Shape helpers shared by the losses: axis normalization, the class-dimension layout, broadcasting.
 
-use ndarray::{ArrayViewD, IxDyn};
+use ndarray::{ArrayView, ArrayView2, ArrayViewD, Dimension, Ix2, IxDyn};
 
 use super::{Error, Result};
 
@@ -154,6 +154,17 @@ pub fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
         }
     }
     idx
+}
+
+/// Views an input as 2-D `(rows, classes)` or names its shape in the error.
+pub(crate) fn as_2d<'a, T, D: Dimension>(
+    op: &'static str,
+    name: &'static str,
+    a: ArrayView<'a, T, D>,
+) -> Result<ArrayView2<'a, T>> {
+    let shape = a.shape().to_vec();
+    a.into_dimensionality::<Ix2>()
+        .map_err(|_| Error::bad_rank(op, name, &shape, "2 dimensions (rows × classes)"))
 }
 
 #[cfg(test)]

@@ -45,12 +45,13 @@ use rayon::prelude::*;
 use crate::base::class_targets::index_targets;
 use crate::base::shape::checked_numel;
 use crate::base::upstream::RowUpstream as Upstream;
-use crate::losses::ce_extras::{
+use crate::kernels::linear_gemm::{self, Accum, GemmError, MatMut, MatRef};
+use crate::losses::distill::{DistillOptions, SparseTeacher, distill_with_grad};
+use crate::rows::ce_rows::{
     CeRowConfig, CeRowOut, fill_ignored_grad, grad_coefs, ignored_grad_is_nan, reduce_rows, row_argmax,
     row_config,
 };
-use crate::losses::distill::{DistillOptions, OnlineLse, SparseTeacher, distill_with_grad};
-use crate::kernels::linear_gemm::{self, Accum, GemmError, MatMut, MatRef};
+use crate::rows::distill_rows::OnlineLse;
 use crate::rows::softmax_rows::row_logsumexp;
 use crate::{Element, Error, GradOutput, Loss, Real, Reduction, Result};
 
@@ -1561,7 +1562,7 @@ compiled_here! {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::losses::ce_extras::ce_row_in_place;
+    use crate::rows::ce_rows::ce_row_in_place;
 
     fn cfg<T: LinearFloat>(
         classes: usize,

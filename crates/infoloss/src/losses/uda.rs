@@ -32,13 +32,16 @@
 use ndarray::{Array1, Array2, ArrayView, ArrayView2, Dimension};
 use rayon::prelude::*;
 
+use crate::base::checks::check_temperature;
+use crate::base::element::to_t;
+use crate::base::shape::as_2d;
 use crate::base::shape::checked_numel;
-use crate::losses::distill::{
-    FastScratch, PairStats, Scratch, as_2d, check_temperature, fast_path_for, fast_row, fkl_grad, gather,
-    min_rows_per_task, online_sum_exp, pair_stats, row_f32, store_f64_row, to_t,
-};
 use crate::kernels::Kernels;
 use crate::kernels::distill::{KdDiv, KdRowCfg};
+use crate::rows::distill_fast::{FastScratch, fast_path_for, fast_row, row_f32, store_f64_row};
+use crate::rows::distill_rows::{
+    PairStats, Scratch, fkl_grad, gather, min_rows_per_task, online_sum_exp, pair_stats,
+};
 use crate::{Element, Error, GradOutput, Real, Result};
 
 const OP: &str = "uda_consistency";

@@ -3,5 +3,8 @@
 //! Rows import the ground floor, the options and the kernels; losses import rows, never each other's
 //! internals.
 
+pub(crate) mod ce_rows;
+pub(crate) mod distill_fast;
+pub(crate) mod distill_rows;
 pub(crate) mod elementwise_rows;
 pub(crate) mod softmax_rows;
