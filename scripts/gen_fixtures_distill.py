@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Fixtures for infoloss's distillation and UDA losses, computed by PyTorch (forward and autograd gradient).
 
-Writes testdata/distill.json (dense and top-k distillation) and testdata/uda.json (UDA consistency). Every case
-holds its inputs (float32 cases store float32-exact values), the result PyTorch computes in the case's dtype
-(`loss_torch`, `grad_torch`, ...) and the "exact" result: the same PyTorch code run in float64 on the same
-(upcast) inputs (`loss`, `grad`, ...). For float64 cases the two coincide. Non-finite numbers are stored as the
-strings "nan", "inf", "-inf".
+Writes testdata/distill.json (dense and top-k distillation) and testdata/uda.json (UDA consistency) in the common
+fixture schema (testdata/README.md; `to_schema` below maps the values onto it). Every case holds its inputs
+(float32 cases store float32-exact values), the "exact" result as `expected` (the same PyTorch code run in float64
+on the same upcast inputs) and, for float32 cases, the result PyTorch computes in float32 as an `also_expected`
+entry with its own, wider tolerance (PyTorch rounds every intermediate). For float64 cases the two coincide.
 
-    /work/fixvenv/bin/python scripts/gen_fixtures_distill.py
+    python scripts/gen_fixtures_distill.py            # with torch 2.15
 
 Each loss is written as the PyTorch expression users write:
 
@@ -30,6 +30,8 @@ import warnings
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+import fixture_schema
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT_DIR = os.path.join(ROOT, "testdata")
@@ -478,19 +480,82 @@ def uda_cases():
     return cases
 
 
+# float64 results are compared with the exact value at atol 1e-13 (one order tighter than the other files)
+TOLERANCES = {"float32": {"rtol": 1e-6, "atol": 1e-7}, "float64": {"rtol": 1e-12, "atol": 1e-13}}
+
+
+def torch_f32_tolerance(name):
+    """PyTorch's own float32 result is further from the exact value than infoloss's: within 1.05x (rtol 1e-6,
+    atol 1e-7) of it for ordinary logits, 21x for the logits of scale 60 (`large_logits`), where each float32
+    log-probability of size ~45 carries an absolute rounding error of ~4e-6."""
+    return {"rtol": 5e-5, "atol": 5e-6} if "large_logits" in name else {"rtol": 2e-6, "atol": 2e-7}
+
+
+def to_schema(c):
+    """One case of this generator in the common layout (scripts/fixture_schema.py)."""
+    rec = fixture_schema.record
+    dtype = {"f32": "float32", "f64": "float64"}[c["dtype"]]
+    rows, cols = c["shape"]
+    out = {"name": c["name"], "dtype": dtype}
+    torch_f32 = {}
+    if "ori" in c:  # UDA consistency
+        out["function"] = "uda_consistency"
+        out["inputs"] = {"ori": rec(c["shape"], c["ori"]), "aug": rec(c["shape"], c["aug"])}
+        out["options"] = c["options"]
+        out["grad_output"] = rec([], enc(c["upstream"]))
+        out["expected"] = {
+            "output": rec([], c["loss"]),
+            "grad_input": rec(c["shape"], c["grad_upstream"]),
+            "grad_input_unit": rec(c["shape"], c["grad"]),
+            "row_kl": rec([rows], c["row_kl"]),
+            "mask": rec([rows], c["mask"]),
+            "kept": rec([], [c["kept"]], integer=True),
+        }
+        torch_f32 = {
+            "output": rec([], c["loss_torch"]),
+            "grad_input": rec(c["shape"], c["grad_upstream_torch"]),
+            "grad_input_unit": rec(c["shape"], c["grad_torch"]),
+            "row_kl": rec([rows], c["row_kl_torch"]),
+        }
+    else:
+        inputs = {"student": rec(c["shape"], c["student"])}
+        tk = c.get("topk")
+        if tk is None:
+            out["function"] = "distill"
+            inputs["teacher"] = rec(c["shape"], c["teacher"])
+            options = dict(c["options"])
+        else:
+            out["function"] = "distill_topk"
+            inputs["topk_indices"] = rec([rows, tk["k"]], tk["indices"], integer=True)
+            inputs["topk_logprobs"] = rec([rows, tk["k"]], tk["logprobs"])
+            if "dense_teacher" in c:
+                inputs["dense_teacher"] = rec(c["shape"], c["dense_teacher"])
+            options = dict(c["options"], add_tail=tk["add_tail"])
+        if c["labels"] is not None:
+            inputs["labels"] = rec([rows], c["labels"], integer=True)
+        out["inputs"] = inputs
+        out["options"] = options
+        loss_shape = [rows] if options["reduction"] == "none" else []
+        out["grad_output"] = None if c["upstream"] is None else rec(loss_shape, c["upstream"])
+        out["expected"] = {"output": rec(loss_shape, c["loss"]), "grad_input": rec(c["shape"], c["grad"])}
+        torch_f32 = {"output": rec(loss_shape, c["loss_torch"]), "grad_input": rec(c["shape"], c["grad_torch"])}
+    if dtype == "float32":
+        out["also_expected"] = [dict(source="torch float32", **torch_f32_tolerance(c["name"]), expected=torch_f32)]
+    return out
+
+
 def main():
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", message="reduction: 'mean' divides")
     os.makedirs(OUT_DIR, exist_ok=True)
-    meta = {"generator": "scripts/gen_fixtures_distill.py", "torch": torch.__version__}
+    versions = {"torch": torch.__version__}
     d = distill_cases()
     u = uda_cases()
-    for fname, cases in [("distill.json", d), ("uda.json", u)]:
-        with open(os.path.join(OUT_DIR, fname), "w") as f:
-            # one case per line
-            f.write('{"meta": ' + json.dumps(meta) + ',\n"cases": [\n')
-            f.write(",\n".join(json.dumps(c) for c in cases))
-            f.write("\n]}\n")
+    for family, cases in [("distill", d), ("uda", u)]:
+        head = fixture_schema.header(family, "scripts/gen_fixtures_distill.py", versions, len(cases),
+                                     tolerances=TOLERANCES)
+        with open(os.path.join(OUT_DIR, family + ".json"), "w") as f:
+            f.write(fixture_schema.dumps(head, [to_schema(c) for c in cases]))
     print(f"wrote {len(d)} distillation cases and {len(u)} UDA cases (torch {torch.__version__})")
 
 

@@ -6,16 +6,14 @@ Writes exactly two files::
     testdata/ce_extras.json   cross_entropy_extras: z-loss, softcap, lse, token accuracy
     testdata/linear.json      linear_cross_entropy and linear_distill
 
-Run with the fixture venv (deterministic: fixed seeds, one torch thread)::
+Run with the torch 2.15 environment (deterministic: fixed seeds, one torch thread)::
 
-    /work/fixvenv/bin/python scripts/gen_fixtures_linear.py            # write
-    /work/fixvenv/bin/python scripts/gen_fixtures_linear.py --check    # fail if the files on disk differ
+    python scripts/gen_fixtures_linear.py            # write
+    python scripts/gen_fixtures_linear.py --check    # fail if the files on disk differ
 
-The runner is ``crates/infoloss/tests/ce_extras_linear.rs``.
+Both files are in the common fixture schema (testdata/README.md; written through ``fixture_schema.py``). The
+values are computed here as::
 
-Schema (both files)::
-
-    {"schema_version": 1, "family": ..., "generator": ..., "versions": {...}, "count": n, "cases": [case, ...]}
     case = {"name", "function", "dtype": "float32" | "float64",
             "inputs": {name: array}, "options": {...}, "grad_output": array | null,
             "expected": {name: array},          # torch evaluated in `dtype`
@@ -23,8 +21,8 @@ Schema (both files)::
             "spread": {name: array},            # float32 only: see below
             "chunk_sizes": [...]}               # linear functions: run once per chunk size
     error case = {"name", "function", "dtype", "inputs", "options", "error": true, "message": torch's or ours}
-    array = {"shape": [...], "data": [...]} ; floats are exact decimals of the dtype's value, non-finite as
-            "nan" / "inf" / "-inf" strings; integer arrays carry "dtype": "int64".
+
+and ``to_schema`` writes ``exact``/``spread`` as ``f32_reference`` rows ``[index, exact, 2·spread]``.
 
 Tolerances: float64 |got − expected| ≤ 1e-12 + 1e-12·|expected|. float32: within 1e-7 + 1e-6·|expected| of torch's
 float32 value, or within 1e-7 + 1e-6·|exact| + 2·spread of the exact (float64) value, where ``spread`` is the largest
@@ -69,6 +67,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import fixture_schema  # noqa: E402  (the common layout of every file in testdata/)
 from gen_fixtures_distill import sparse_buckets  # noqa: E402  (the top-k bucket reference of distill_topk)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -762,16 +761,37 @@ def gen_linear_issue24(cases):
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def to_schema(case):
+    """The common layout (scripts/fixture_schema.py): the loss is ``output``, the class weight of
+    ``cross_entropy_extras`` an option as in ``cross_entropy`` (and ``teacher_topk`` an option of
+    ``linear_distill``), the float32 ``exact``/``spread`` pairs become
+    ``f32_reference`` rows, and torch's own ``F.linear_cross_entropy`` result (compared in float64 only; the
+    generator asserts the float32 agreement) becomes an ``also_expected`` entry."""
+    c = dict(case)
+    ren = lambda d: {("output" if k == "loss" else k): v for k, v in d.items()}
+    if c["function"] == "cross_entropy_extras":
+        inputs = dict(c["inputs"])
+        c["options"] = dict(c["options"], weight=inputs.pop("weight"))
+        c["inputs"] = inputs
+    if "teacher_topk" in c:
+        c["options"] = dict(c["options"], teacher_topk=c.pop("teacher_topk"))
+    if "expected" in c:
+        c["expected"] = ren(c["expected"])
+    exact, spread = c.pop("exact", None), c.pop("spread", None)
+    if exact is not None:
+        rows = fixture_schema.f32_reference_rows(c["expected"], ren(exact), ren(spread))
+        if rows:
+            c["f32_reference"] = rows
+    torch_lce = c.pop("torch_linear_cross_entropy", None)
+    if torch_lce is not None and c["dtype"] == "float64":
+        c["also_expected"] = [dict(source="torch F.linear_cross_entropy", **fixture_schema.TOLERANCES["float64"],
+                                   expected=ren(torch_lce))]
+    return c
+
+
 def document(family, cases):
-    head = {"schema_version": 1, "family": family, "generator": "scripts/gen_fixtures_linear.py",
-            "versions": versions(),
-            "tolerances": {"float32": {"rtol": 1e-6, "atol": 1e-7}, "float64": {"rtol": 1e-12, "atol": 1e-12}},
-            "count": len(cases)}
-    lines = [json.dumps(head, allow_nan=False)[:-1] + ', "cases": [']
-    for i, c in enumerate(cases):
-        lines.append(json.dumps(c, allow_nan=False, separators=(",", ":")) + ("," if i + 1 < len(cases) else ""))
-    lines.append("]}")
-    return "\n".join(lines) + "\n"
+    head = fixture_schema.header(family, "scripts/gen_fixtures_linear.py", versions(), len(cases))
+    return fixture_schema.dumps(head, [to_schema(c) for c in cases])
 
 
 def main():

@@ -64,4 +64,6 @@ EOF
   # (tests/test_install.py).
   INFOLOSS_REQUIRE_TORCH=1 INFOLOSS_TEST_INSTALL=1 "$VENV/bin/python" -m pytest -q crates/infoloss-py/tests
 fi
+echo "== conformance: fixture cases per front end (passed / not supported / failed) =="
+"${PYTHON:-python3}" scripts/conformance_table.py
 echo "== all tests passed =="

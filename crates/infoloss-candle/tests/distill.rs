@@ -1,175 +1,17 @@
-//! Distillation and UDA through candle: the PyTorch fixtures (`testdata/distill.json`, `testdata/uda.json`)
-//! through `Tensor::backward()`, exact agreement with infoloss's `distill_backward` / `distill_topk_backward`
+//! Distillation and UDA through candle (their PyTorch fixtures run in `fixtures.rs`): exact agreement with infoloss's `distill_backward` / `distill_topk_backward`
 //! for the upstream gradient candle sends, finite differences (f64) for every divergence, half precision,
 //! and what does not get a gradient (teacher, labels, UDA's original logits).
 
-use crate::common;
 use crate::support;
 
 use candle_core::{DType, Tensor, Var};
-use common::{Arr, Checker, int, load, num, string};
 use infoloss::GradOutput;
 use infoloss::ndarray::{Array1, Array2, ArrayD, IxDyn};
 use infoloss_candle::{
     DistillOptions, Divergence, Reduction, Sharpen, SparseTeacher, UdaNormalize, UdaOptions, distill,
     distill_topk, uda_consistency,
 };
-use serde_json::Value;
 use support::*;
-
-// ---------------------------------------------------------------------------------------------------------------
-// Fixtures
-// ---------------------------------------------------------------------------------------------------------------
-
-fn flat(v: &Value, shape: &[usize]) -> Arr {
-    let data: Vec<f64> = v.as_array().expect("array").iter().map(num).collect();
-    Arr { shape: shape.to_vec(), data, alt: Default::default() }
-}
-
-fn dims(c: &Value) -> (usize, usize) {
-    let s = c["shape"].as_array().expect("shape");
-    (usize::try_from(int(&s[0])).expect("rows"), usize::try_from(int(&s[1])).expect("cols"))
-}
-
-fn distill_options(o: &Value) -> DistillOptions {
-    let beta = num(&o["beta"]);
-    DistillOptions {
-        temperature: num(&o["temperature"]),
-        t2_scaling: o["t2_scaling"].as_bool().expect("t2_scaling"),
-        divergence: match string(&o["divergence"], "divergence") {
-            "forward_kl" => Divergence::ForwardKl,
-            "reverse_kl" => Divergence::ReverseKl,
-            "jsd" => Divergence::GeneralizedJsd { beta },
-            "tvd" => Divergence::TotalVariation,
-            d => panic!("divergence {d}"),
-        },
-        alpha: num(&o["alpha"]),
-        ignore_index: int(&o["ignore_index"]),
-        reduction: string(&o["reduction"], "reduction").parse().expect("reduction"),
-        normalizer: (!o["normalizer"].is_null()).then(|| num(&o["normalizer"])),
-    }
-}
-
-fn run_distill_case<T: F + common::Fx>(ck: &mut Checker, c: &Value) {
-    let (rows, cols) = dims(c);
-    let s: ArrayD<T> = flat(&c["student"], &[rows, cols]).to_nd();
-    let sv = Var::from_tensor(&tensor(&s)).expect("student");
-    let labels = (!c["labels"].is_null()).then(|| {
-        let v: Vec<i64> = c["labels"].as_array().expect("labels").iter().map(int).collect();
-        index_tensor(&ArrayD::from_shape_vec(IxDyn(&[rows]), v).expect("labels shape"))
-    });
-    let opts = distill_options(&c["options"]);
-    let result = match c.get("topk").filter(|t| !t.is_null()) {
-        Some(tk) => {
-            let k = usize::try_from(int(&tk["k"])).expect("k");
-            let idx: Vec<i64> = tk["indices"].as_array().expect("indices").iter().map(int).collect();
-            let teacher = SparseTeacher {
-                indices: index_tensor(
-                    &ArrayD::from_shape_vec(IxDyn(&[rows, k]), idx).expect("indices shape"),
-                ),
-                logprobs: tensor(&flat(&tk["logprobs"], &[rows, k]).to_nd::<T>()),
-                add_tail: tk["add_tail"].as_bool().expect("add_tail"),
-            };
-            distill_topk(sv.as_tensor(), &teacher, labels.as_ref(), &opts)
-        }
-        None => {
-            let t = tensor(&flat(&c["teacher"], &[rows, cols]).to_nd::<T>());
-            distill(sv.as_tensor(), &t, labels.as_ref(), &opts)
-        }
-    };
-    let Some(loss) = ck.result("forward", result) else { return };
-    let exp_loss = flat(&c["loss"], loss.dims());
-    ck.array("loss", &nd::<T>(&loss), &exp_loss);
-    let up: ArrayD<T> = if c["upstream"].is_null() {
-        ArrayD::from_elem(IxDyn(loss.dims()), <T as common::Fx>::from_f64(1.0))
-    } else {
-        flat(&c["upstream"], loss.dims()).to_nd()
-    };
-    let Some(grads) = ck.result("backward", objective(&loss, &up).backward()) else { return };
-    match grads.get(sv.as_tensor()) {
-        Some(g) => ck.array("grad", &nd::<T>(g), &flat(&c["grad"], &[rows, cols])),
-        None => ck.fail("backward() did not reach the student"),
-    }
-}
-
-#[test]
-fn distill_fixtures_through_candle() {
-    let doc = load("distill.json");
-    let cases = doc["cases"].as_array().expect("cases");
-    assert!(cases.len() >= 100, "{} cases", cases.len());
-    let mut ck = Checker::new();
-    for c in cases {
-        let dtype = string(&c["dtype"], "dtype");
-        ck.begin(string(&c["name"], "name"), if dtype == "f32" { "float32" } else { "float64" });
-        match dtype {
-            "f32" => run_distill_case::<f32>(&mut ck, c),
-            _ => run_distill_case::<f64>(&mut ck, c),
-        }
-        ck.end();
-    }
-    ck.finish("distill.json");
-}
-
-fn run_uda_case<T: F + common::Fx>(ck: &mut Checker, c: &Value) {
-    let (rows, cols) = dims(c);
-    let ori = tensor(&flat(&c["ori"], &[rows, cols]).to_nd::<T>());
-    let aug = Var::from_tensor(&tensor(&flat(&c["aug"], &[rows, cols]).to_nd::<T>())).expect("aug");
-    let o = &c["options"];
-    let opts = UdaOptions {
-        temperature: num(&o["temperature"]),
-        sharpen: if string(&o["sharpen"], "sharpen") == "target" {
-            Sharpen::Target
-        } else {
-            Sharpen::Augmented
-        },
-        confidence_threshold: (!o["confidence_threshold"].is_null()).then(|| num(&o["confidence_threshold"])),
-        normalize: if string(&o["normalize"], "normalize") == "kept_rows" {
-            UdaNormalize::KeptRows
-        } else {
-            UdaNormalize::AllRows
-        },
-    };
-    let Some(out) = ck.result("forward", uda_consistency(&ori, aug.as_tensor(), &opts)) else { return };
-    ck.array("loss", &nd::<T>(&out.loss), &flat(&c["loss"], &[]));
-    ck.array("row_kl", &nd::<T>(&out.row_kl), &flat(&c["row_kl"], &[rows]));
-    ck.array("mask", &nd::<T>(&out.mask), &flat(&c["mask"], &[rows]));
-    if out.kept as i64 != int(&c["kept"]) {
-        ck.fail(format!("kept {} != {}", out.kept, int(&c["kept"])));
-    }
-    let Some(grads) = ck.result("backward", out.loss.backward()) else { return };
-    match grads.get(aug.as_tensor()) {
-        Some(g) => ck.array("grad", &nd::<T>(g), &flat(&c["grad"], &[rows, cols])),
-        None => ck.fail("backward() did not reach the augmented logits"),
-    }
-    if grads.get(&ori).is_some() {
-        ck.fail("the original logits got a gradient");
-    }
-    // torch's loss.backward(upstream) for a non-unit upstream gradient
-    let up = ArrayD::from_elem(IxDyn(&[]), <T as common::Fx>::from_f64(num(&c["upstream"])));
-    let Some(grads) = ck.result("backward(upstream)", objective(&out.loss, &up).backward()) else { return };
-    match grads.get(aug.as_tensor()) {
-        Some(g) => ck.array("grad_upstream", &nd::<T>(g), &flat(&c["grad_upstream"], &[rows, cols])),
-        None => ck.fail("backward(upstream) did not reach the augmented logits"),
-    }
-}
-
-#[test]
-fn uda_fixtures_through_candle() {
-    let doc = load("uda.json");
-    let cases = doc["cases"].as_array().expect("cases");
-    assert!(cases.len() >= 30, "{} cases", cases.len());
-    let mut ck = Checker::new();
-    for c in cases {
-        let dtype = string(&c["dtype"], "dtype");
-        ck.begin(string(&c["name"], "name"), if dtype == "f32" { "float32" } else { "float64" });
-        match dtype {
-            "f32" => run_uda_case::<f32>(&mut ck, c),
-            _ => run_uda_case::<f64>(&mut ck, c),
-        }
-        ck.end();
-    }
-    ck.finish("uda.json");
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Exactly the core's backward, for every divergence and reduction; finite differences in f64

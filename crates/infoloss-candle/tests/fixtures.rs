@@ -1,60 +1,35 @@
-//! The committed PyTorch fixture suite (`testdata/*.json`, written by `scripts/gen_fixtures.py`) run through the
-//! candle front end: for every case of a function the candle API covers, the candle forward must match torch's
-//! output, and the gradients `Tensor::backward()` leaves on the input (and on a float target) must match
-//! torch's `grad_input` (`grad_target`) for the fixture's upstream gradient — at rtol 1e-6 / atol 1e-7 (f32),
-//! 1e-12 (f64), NaN and ±inf exactly where torch has them. Inputs torch rejects must give `Err`.
-//!
-//! The JSON plumbing (exact number parsing, tolerant comparison) is the core crate's fixture helper module,
-//! shared rather than copied.
+//! The candle front end's conformance adapter: every case of every fixture file in `testdata/` (read and
+//! compared by `infoloss-conformance`; schema in `testdata/README.md`) whose function has a candle op runs
+//! through it; the others count as not supported. The candle forward must match torch's output, and the
+//! gradients `Tensor::backward()` leaves on the input (and on a float target) must match torch's for the
+//! fixture's upstream gradient, at the file's tolerances, NaN and ±inf exactly where torch has them. Inputs torch
+//! rejects must give `Err`.
 
-use crate::common;
 use crate::support;
 
 use candle_core::{Tensor, Var};
-use common::{Arr, Checker, Fx, int, int_array, load, num, string};
-use infoloss::ndarray::ArrayD;
+use infoloss::ndarray::{ArrayD, IxDyn};
 use infoloss_candle::{
-    BceOptions, BceWithLogitsOptions, CrossEntropyOptions, KlDivOptions, NllOptions, Reduction,
+    BceOptions, BceWithLogitsOptions, CrossEntropyOptions, DistillOptions, Divergence, KlDivOptions,
+    NllOptions, Reduction, Sharpen, SparseTeacher, UdaNormalize, UdaOptions,
 };
-use serde_json::Value;
+use infoloss_conformance::{Arr, Case, Checker, Fx, Support};
 
 /// Element types of the fixtures, usable as candle tensors.
 trait Fc: Fx + support::F {}
 impl Fc for f32 {}
 impl Fc for f64 {}
 
-fn arr(v: &Value) -> Arr {
-    Arr::parse(v)
-}
-
-fn opt<'a>(case: &'a Value, name: &str) -> &'a Value {
-    &case["options"][name]
-}
-
-fn reduction(case: &Value) -> Reduction {
-    string(opt(case, "reduction"), "reduction").parse().expect("reduction name")
-}
-
-fn expected(case: &Value, what: &str) -> Option<Arr> {
-    match &case["expected"][what] {
-        Value::Null => None,
-        v => Some(Arr::parse(v).with_f32_reference(&case["f32_reference"][what])),
-    }
-}
-
-fn is_error(case: &Value) -> bool {
-    case["error"].as_bool().unwrap_or(false)
+fn reduction(case: &Case) -> Reduction {
+    case.opt_str("reduction").parse().expect("reduction name")
 }
 
 fn float_tensor<T: Fc>(a: &Arr) -> Tensor {
     support::tensor(&a.to_nd::<T>())
 }
 
-fn opt_tensor<T: Fc>(case: &Value, name: &str) -> Option<Tensor> {
-    match opt(case, name) {
-        Value::Null => None,
-        v => Some(float_tensor::<T>(&arr(v))),
-    }
+fn opt_tensor<T: Fc>(case: &Case, name: &str) -> Option<Tensor> {
+    case.opt_arr(name).map(|a| float_tensor::<T>(&a))
 }
 
 /// The target: an i64 tensor for class indices, a float variable otherwise.
@@ -75,56 +50,52 @@ impl Target {
 /// Runs one loss case: forward, then `backward()` of `Σ loss·grad_output`, compared with torch.
 fn check_loss<T: Fc>(
     ck: &mut Checker,
-    case: &Value,
+    case: &Case,
     target: Option<Target>,
     f: &dyn Fn(&Tensor, Option<&Tensor>) -> candle_core::Result<Tensor>,
 ) {
-    let x = Var::from_tensor(&float_tensor::<T>(&arr(&case["inputs"]["input"]))).expect("input tensor");
+    let x = Var::from_tensor(&float_tensor::<T>(&case.arg("input"))).expect("input tensor");
     let t = target.as_ref().map(Target::tensor);
     let result = f(x.as_tensor(), t);
-    if is_error(case) {
-        ck.expect_err("forward", result, case["message"].as_str().unwrap_or(""));
+    if case.is_error() {
+        ck.expect_err("forward", result, case.message());
         return;
     }
     let Some(loss) = ck.result("forward", result) else { return };
-    if let Some(exp) = expected(case, "output") {
-        ck.array("output", &support::nd::<T>(&loss), &exp);
-    }
-    let go: ArrayD<T> = arr(&case["grad_output"]).to_nd();
+    ck.field("output", &support::nd::<T>(&loss));
+    let go: ArrayD<T> = case.grad_output().expect("grad_output").to_nd();
     if go.shape() != loss.dims() {
         ck.fail(format!("output shape {:?} but grad_output shape {:?}", loss.dims(), go.shape()));
         return;
     }
     let Some(grads) = ck.result("backward", support::objective(&loss, &go).backward()) else { return };
-    match (grads.get(x.as_tensor()), expected(case, "grad_input")) {
-        (Some(g), Some(exp)) => ck.array("grad_input", &support::nd::<T>(g), &exp),
-        (None, Some(_)) => ck.fail("backward() did not reach the input"),
+    match (grads.get(x.as_tensor()), case.expects("grad_input")) {
+        (Some(g), true) => ck.field("grad_input", &support::nd::<T>(g)),
+        (None, true) => ck.fail("backward() did not reach the input"),
         _ => {}
     }
-    if let (Some(Target::Float(tv)), Some(exp)) = (&target, expected(case, "grad_target")) {
+    if let (Some(Target::Float(tv)), true) = (&target, case.expects("grad_target")) {
         match grads.get(tv.as_tensor()) {
-            Some(g) => ck.array("grad_target", &support::nd::<T>(g), &exp),
+            Some(g) => ck.field("grad_target", &support::nd::<T>(g)),
             None => ck.fail("backward() did not reach the target"),
         }
     }
 }
 
-fn float_target<T: Fc>(case: &Value) -> Option<Target> {
-    Some(Target::Float(
-        Var::from_tensor(&float_tensor::<T>(&arr(&case["inputs"]["target"]))).expect("target"),
-    ))
+fn float_target<T: Fc>(case: &Case) -> Option<Target> {
+    Some(Target::Float(Var::from_tensor(&float_tensor::<T>(&case.arg("target"))).expect("target")))
 }
 
-fn index_target(case: &Value) -> Option<Target> {
-    Some(Target::Index(support::index_tensor(&int_array(&case["inputs"]["target"]))))
+fn index_target(case: &Case) -> Option<Target> {
+    Some(Target::Index(support::index_tensor(&case.ints("target").expect("class-index target"))))
 }
 
-fn run_case<T: Fc>(ck: &mut Checker, case: &Value) -> bool {
-    let function = string(&case["function"], "function");
+fn run_case<T: Fc>(ck: &mut Checker, case: &Case) -> Support {
+    let function = case.function();
     let red = || reduction(case);
     match function {
         "log_softmax" | "softmax" | "logsumexp" => {
-            let dim = isize::try_from(int(opt(case, "dim"))).expect("dim fits isize");
+            let dim = isize::try_from(case.opt_i64("dim")).expect("dim fits isize");
             let f = match function {
                 "log_softmax" => infoloss_candle::log_softmax,
                 "softmax" => infoloss_candle::softmax,
@@ -135,7 +106,7 @@ fn run_case<T: Fc>(ck: &mut Checker, case: &Value) -> bool {
         "nll_loss" => {
             let o = NllOptions {
                 weight: opt_tensor::<T>(case, "weight"),
-                ignore_index: int(opt(case, "ignore_index")),
+                ignore_index: case.opt_i64("ignore_index"),
                 reduction: red(),
             };
             check_loss::<T>(ck, case, index_target(case), &|x, t| {
@@ -145,9 +116,9 @@ fn run_case<T: Fc>(ck: &mut Checker, case: &Value) -> bool {
         "cross_entropy" | "cross_entropy_probs" => {
             let o = CrossEntropyOptions {
                 weight: opt_tensor::<T>(case, "weight"),
-                ignore_index: int(opt(case, "ignore_index")),
+                ignore_index: case.opt_i64("ignore_index"),
                 reduction: red(),
-                label_smoothing: num(opt(case, "label_smoothing")),
+                label_smoothing: case.opt_f64("label_smoothing"),
             };
             // F.cross_entropy itself: the target's dtype selects class indices or probabilities
             let target =
@@ -157,10 +128,7 @@ fn run_case<T: Fc>(ck: &mut Checker, case: &Value) -> bool {
             });
         }
         "kl_div" => {
-            let o = KlDivOptions {
-                reduction: red(),
-                log_target: opt(case, "log_target").as_bool().expect("log_target"),
-            };
+            let o = KlDivOptions { reduction: red(), log_target: case.opt_bool("log_target") };
             check_loss::<T>(ck, case, float_target::<T>(case), &|x, t| {
                 infoloss_candle::kl_div(x, t.expect("target"), &o)
             });
@@ -181,67 +149,126 @@ fn run_case<T: Fc>(ck: &mut Checker, case: &Value) -> bool {
                 infoloss_candle::binary_cross_entropy_with_logits(x, t.expect("target"), &o)
             });
         }
-        _ => return false,
+        "distill" | "distill_topk" => run_distill::<T>(ck, case),
+        "uda_consistency" => run_uda::<T>(ck, case),
+        _ => return Support::NotSupported,
     }
-    true
+    Support::Ran
 }
 
-/// Runs every case of `file` whose function the candle API covers; returns how many ran.
-fn run_file(file: &str) -> usize {
-    let doc = load(file);
-    let cases = doc["cases"].as_array().unwrap_or_else(|| panic!("{file}: no cases array"));
-    assert_eq!(cases.len() as i64, int(&doc["count"]), "{file}: count field");
-    let mut ck = Checker::new();
-    let mut ran = 0;
-    for case in cases {
-        let name = string(&case["name"], "name");
-        let dtype = string(&case["dtype"], "dtype");
-        ck.begin(name, dtype);
-        let covered = match dtype {
-            "float32" => run_case::<f32>(&mut ck, case),
-            "float64" => run_case::<f64>(&mut ck, case),
-            d => panic!("{name}: unknown dtype {d}"),
+fn distill_options(case: &Case) -> DistillOptions {
+    DistillOptions {
+        temperature: case.opt_f64("temperature"),
+        t2_scaling: case.opt_bool("t2_scaling"),
+        divergence: match case.opt_str("divergence") {
+            "forward_kl" => Divergence::ForwardKl,
+            "reverse_kl" => Divergence::ReverseKl,
+            "jsd" => Divergence::GeneralizedJsd { beta: case.opt_f64("beta") },
+            "tvd" => Divergence::TotalVariation,
+            d => panic!("divergence {d}"),
+        },
+        alpha: case.opt_f64("alpha"),
+        ignore_index: case.opt_i64("ignore_index"),
+        reduction: reduction(case),
+        normalizer: case.opt_f64_or_none("normalizer"),
+    }
+}
+
+/// Distillation through `Tensor::backward()` of `Σ loss·upstream` (upstream 1 when the case has none).
+fn run_distill<T: Fc>(ck: &mut Checker, case: &Case) {
+    let s: ArrayD<T> = case.arg("student").to_nd();
+    let sv = Var::from_tensor(&support::tensor(&s)).expect("student");
+    let labels = case.ints("labels").map(|l| support::index_tensor(&l));
+    let opts = distill_options(case);
+    let result = if case.function() == "distill_topk" {
+        let teacher = SparseTeacher {
+            indices: support::index_tensor(&case.ints("topk_indices").expect("topk_indices")),
+            logprobs: float_tensor::<T>(&case.arg("topk_logprobs")),
+            add_tail: case.opt_bool("add_tail"),
         };
-        ran += usize::from(covered);
-        ck.end();
+        infoloss_candle::distill_topk(sv.as_tensor(), &teacher, labels.as_ref(), &opts)
+    } else {
+        let t = float_tensor::<T>(&case.arg("teacher"));
+        infoloss_candle::distill(sv.as_tensor(), &t, labels.as_ref(), &opts)
+    };
+    let Some(loss) = ck.result("forward", result) else { return };
+    ck.field("output", &support::nd::<T>(&loss));
+    let up: ArrayD<T> = match case.grad_output() {
+        Some(u) => u.to_nd(),
+        None => ArrayD::from_elem(IxDyn(loss.dims()), <T as Fx>::from_f64(1.0)),
+    };
+    let Some(grads) = ck.result("backward", support::objective(&loss, &up).backward()) else { return };
+    match grads.get(sv.as_tensor()) {
+        Some(g) => ck.field("grad_input", &support::nd::<T>(g)),
+        None => ck.fail("backward() did not reach the student"),
     }
-    // `Checker::finish` counts every case begun; uncovered ones compared nothing and cannot fail.
-    ck.finish(file);
-    ran
 }
 
-/// Every case of the file is one the candle API covers.
-fn run_all(file: &str) {
-    let total = usize::try_from(int(&load(file)["count"])).expect("count");
-    assert_eq!(run_file(file), total, "{file}: cases not run through candle");
+/// UDA consistency: the forward's outputs, `backward()` (upstream 1) and `backward()` of `loss·upstream`.
+fn run_uda<T: Fc>(ck: &mut Checker, case: &Case) {
+    let ori = float_tensor::<T>(&case.arg("ori"));
+    let aug = Var::from_tensor(&float_tensor::<T>(&case.arg("aug"))).expect("aug");
+    let opts = UdaOptions {
+        temperature: case.opt_f64("temperature"),
+        sharpen: if case.opt_str("sharpen") == "target" { Sharpen::Target } else { Sharpen::Augmented },
+        confidence_threshold: case.opt_f64_or_none("confidence_threshold"),
+        normalize: if case.opt_str("normalize") == "kept_rows" {
+            UdaNormalize::KeptRows
+        } else {
+            UdaNormalize::AllRows
+        },
+    };
+    let result = infoloss_candle::uda_consistency(&ori, aug.as_tensor(), &opts);
+    let Some(out) = ck.result("forward", result) else { return };
+    ck.field("output", &support::nd::<T>(&out.loss));
+    ck.field("row_kl", &support::nd::<T>(&out.row_kl));
+    ck.field("mask", &support::nd::<T>(&out.mask));
+    ck.field_values(
+        "kept",
+        "kept",
+        &Arr { shape: vec![], data: vec![out.kept as f64], alt: Default::default() },
+    );
+    let Some(grads) = ck.result("backward", out.loss.backward()) else { return };
+    match grads.get(aug.as_tensor()) {
+        Some(g) => ck.field("grad_input_unit", &support::nd::<T>(g)),
+        None => ck.fail("backward() did not reach the augmented logits"),
+    }
+    if grads.get(&ori).is_some() {
+        ck.fail("the original logits got a gradient");
+    }
+    // torch's loss.backward(upstream) for a non-unit upstream gradient
+    let up: ArrayD<T> = case.grad_output().expect("grad_output").to_nd();
+    let Some(grads) = ck.result("backward(upstream)", support::objective(&out.loss, &up).backward()) else {
+        return;
+    };
+    match grads.get(aug.as_tensor()) {
+        Some(g) => ck.field("grad_input", &support::nd::<T>(g)),
+        None => ck.fail("backward(upstream) did not reach the augmented logits"),
+    }
 }
 
-#[test]
-fn fixtures_softmax() {
-    run_all("softmax.json");
+fn adapter(ck: &mut Checker, case: &Case) -> Support {
+    match case.dtype() {
+        "float32" => run_case::<f32>(ck, case),
+        _ => run_case::<f64>(ck, case),
+    }
 }
 
-#[test]
-fn fixtures_nll_loss() {
-    run_all("nll_loss.json");
+/// The candle ops: the softmax family, the class-index and probability losses, KL, both BCEs, distillation
+/// and UDA. The information measures, the cross-entropy extras and the fused linear losses have no candle op.
+fn supports(function: &str) -> bool {
+    !matches!(
+        function,
+        "entr"
+            | "rel_entr"
+            | "entropy"
+            | "shannon_cross_entropy"
+            | "jensenshannon"
+            | "self_information"
+            | "cross_entropy_extras"
+            | "linear_cross_entropy"
+            | "linear_distill"
+    )
 }
 
-#[test]
-fn fixtures_cross_entropy() {
-    run_all("cross_entropy.json");
-}
-
-#[test]
-fn fixtures_kl_div() {
-    run_all("kl_div.json");
-}
-
-#[test]
-fn fixtures_binary_cross_entropy() {
-    run_all("binary_cross_entropy.json");
-}
-
-#[test]
-fn fixtures_binary_cross_entropy_with_logits() {
-    run_all("binary_cross_entropy_with_logits.json");
-}
+infoloss_conformance::fixture_tests!("candle", supports, adapter);

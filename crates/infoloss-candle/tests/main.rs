@@ -1,8 +1,6 @@
 //! The integration tests of `infoloss-candle`, one test binary (each file a module): every test
 //! binary instantiates the generic losses and kernels it calls anew, so one binary compiles them once.
 
-#[path = "../../infoloss/tests/common/mod.rs"]
-mod common;
 mod support;
 
 mod buffers;

@@ -1,11 +1,9 @@
-//! Distillation and UDA consistency: PyTorch fixtures (`testdata/distill.json`, `testdata/uda.json`, written by
-//! `scripts/gen_fixtures_distill.py`), central finite differences in f64 for every option, property tests, errors.
+//! Distillation and UDA consistency: central finite differences in f64 for every option, property tests, errors.
+//! (Their PyTorch fixtures, `testdata/distill.json` and `testdata/uda.json`, run in `fixtures.rs`.)
 //!
 //! Fixture tolerances: every result is compared with the exact value (the fixture's PyTorch code run in float64
 //! on the same inputs) at rtol 1e-12 / atol 1e-13 (f64) and rtol 1e-6 / atol 1e-7 (f32); float32 results are also
 //! compared with PyTorch's own float32 result, whose rounding error is larger than ours (see `TORCH_F32`).
-
-use std::path::PathBuf;
 
 use infoloss::distill::{
     DistillOptions, Divergence, SparseTeacher, distill, distill_backward, distill_topk,
@@ -15,28 +13,10 @@ use infoloss::ndarray::{Array1, Array2, ArrayView1, array};
 use infoloss::uda::{Sharpen, UdaNormalize, UdaOptions, uda_consistency, uda_total};
 use infoloss::{Element, GradOutput, Loss, Real, Reduction};
 use proptest::prelude::*;
-use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-fn num(v: &Value) -> f64 {
-    match v {
-        Value::Number(n) => n.as_f64().expect("number"),
-        Value::String(s) => match s.as_str() {
-            "nan" => f64::NAN,
-            "inf" => f64::INFINITY,
-            "-inf" => f64::NEG_INFINITY,
-            other => panic!("bad number {other}"),
-        },
-        other => panic!("bad number {other:?}"),
-    }
-}
-
-fn nums(v: &Value) -> Vec<f64> {
-    v.as_array().expect("array").iter().map(num).collect()
-}
 
 fn cv<T: Element>(x: f64) -> T {
     T::from_acc(<T::Acc as Real>::c(x))
@@ -44,10 +24,6 @@ fn cv<T: Element>(x: f64) -> T {
 
 fn fv<T: Element>(x: T) -> f64 {
     x.to_acc().f64()
-}
-
-fn arr2<T: Element>(v: &[f64], rows: usize, cols: usize) -> Array2<T> {
-    Array2::from_shape_vec((rows, cols), v.iter().map(|&x| cv::<T>(x)).collect()).unwrap()
 }
 
 /// Max over elements of `|got − exp| / (atol + rtol·|exp|)`; NaN/inf must match exactly. Returns the ratio
@@ -85,193 +61,6 @@ fn loss_vec<T: Element>(l: &Loss<T>) -> Vec<f64> {
 
 fn loss_scalar(l: &Loss<f64>) -> f64 {
     l.scalar().expect("scalar loss")
-}
-
-fn fixtures(name: &str) -> Vec<Value> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata").join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let v: Value = serde_json::from_str(&text).unwrap();
-    v["cases"].as_array().unwrap().clone()
-}
-
-/// Tolerances against the exact value, per dtype.
-fn tol(dtype: &str) -> (f64, f64) {
-    match dtype {
-        "f64" => (1e-12, 1e-13),
-        _ => (1e-6, 1e-7),
-    }
-}
-
-/// Tolerance against PyTorch's own float32 result. PyTorch rounds every intermediate (log_softmax, the
-/// elementwise terms, float32 sums), so its result is further from the exact value than ours: within 1.05×
-/// (rtol 1e-6, atol 1e-7) of it for ordinary logits, 21× for the logits of scale 60 (`large_logits` cases), where
-/// each float32 log-probability of size ~45 carries an absolute rounding error of ~4e-6.
-fn torch_f32_tol(name: &str) -> (f64, f64) {
-    if name.contains("large_logits") { (5e-5, 5e-6) } else { (2e-6, 2e-7) }
-}
-
-fn parse_options(o: &Value) -> DistillOptions {
-    let beta = o["beta"].as_f64().unwrap();
-    let divergence = match o["divergence"].as_str().unwrap() {
-        "forward_kl" => Divergence::ForwardKl,
-        "reverse_kl" => Divergence::ReverseKl,
-        "jsd" => Divergence::GeneralizedJsd { beta },
-        "tvd" => Divergence::TotalVariation,
-        d => panic!("divergence {d}"),
-    };
-    DistillOptions {
-        temperature: o["temperature"].as_f64().unwrap(),
-        t2_scaling: o["t2_scaling"].as_bool().unwrap(),
-        divergence,
-        alpha: o["alpha"].as_f64().unwrap(),
-        ignore_index: o["ignore_index"].as_i64().unwrap(),
-        reduction: o["reduction"].as_str().unwrap().parse().unwrap(),
-        normalizer: o["normalizer"].as_f64(),
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Fixture runner
-// ---------------------------------------------------------------------------------------------
-
-/// Runs one distillation case in element type `T`; returns (loss, grad) as f64.
-fn run_distill_case<T: Element>(c: &Value) -> (Vec<f64>, Vec<f64>) {
-    let shape = c["shape"].as_array().unwrap();
-    let (rows, cols) = (shape[0].as_u64().unwrap() as usize, shape[1].as_u64().unwrap() as usize);
-    let s = arr2::<T>(&nums(&c["student"]), rows, cols);
-    let labels: Option<Array1<i64>> =
-        c["labels"].as_array().map(|a| a.iter().map(|v| v.as_i64().unwrap()).collect());
-    let opts = parse_options(&c["options"]);
-    let upstream: Option<Array1<T>> =
-        c["upstream"].as_array().map(|_| nums(&c["upstream"]).into_iter().map(cv::<T>).collect());
-    let lab = labels.as_ref().map(|l| l.view());
-    if c.get("topk").is_some_and(|t| !t.is_null()) {
-        let tk = &c["topk"];
-        let k = tk["k"].as_u64().unwrap() as usize;
-        let idx = Array2::from_shape_vec(
-            (rows, k),
-            tk["indices"].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect(),
-        )
-        .unwrap();
-        let lq = arr2::<T>(&nums(&tk["logprobs"]), rows, k);
-        let teacher = SparseTeacher {
-            indices: idx.view(),
-            logprobs: lq.view(),
-            add_tail: tk["add_tail"].as_bool().unwrap(),
-        };
-        let loss = distill_topk(s.view(), &teacher, lab, &opts).unwrap();
-        let grad = match &upstream {
-            None => {
-                let (l2, g) = distill_topk_with_grad(s.view(), &teacher, lab, &opts).unwrap();
-                check("with_grad vs forward", &loss_vec(&l2), &loss_vec(&loss), 0.0, 0.0);
-                g
-            }
-            Some(u) => {
-                distill_topk_backward(s.view(), &teacher, lab, &opts, &GradOutput::Array(u.view().into_dyn()))
-                    .unwrap()
-            }
-        };
-        // k = V without tail: the dense loss on the same teacher gives the same values
-        if let Some(t) = c.get("dense_teacher") {
-            let t = arr2::<T>(&nums(t), rows, cols);
-            let (dl, dg) = distill_with_grad(s.view(), t.view(), lab, &opts).unwrap();
-            let (rt, at) = tol(c["dtype"].as_str().unwrap());
-            check("k=V vs dense loss", &loss_vec(&dl), &loss_vec(&loss), rt * 4.0, at * 4.0);
-            let g1: Vec<f64> = grad.iter().map(|&x| fv(x)).collect();
-            let g2: Vec<f64> = dg.iter().map(|&x| fv(x)).collect();
-            check("k=V vs dense grad", &g2, &g1, rt * 4.0, at * 4.0);
-        }
-        return (loss_vec(&loss), grad.iter().map(|&x| fv(x)).collect());
-    }
-    let t = arr2::<T>(&nums(&c["teacher"]), rows, cols);
-    let loss = distill(s.view(), t.view(), lab, &opts).unwrap();
-    let grad = match &upstream {
-        None => {
-            let (l2, g) = distill_with_grad(s.view(), t.view(), lab, &opts).unwrap();
-            check("with_grad vs forward", &loss_vec(&l2), &loss_vec(&loss), 0.0, 0.0);
-            g
-        }
-        Some(u) => {
-            distill_backward(s.view(), t.view(), lab, &opts, &GradOutput::Array(u.view().into_dyn())).unwrap()
-        }
-    };
-    (loss_vec(&loss), grad.iter().map(|&x| fv(x)).collect())
-}
-
-#[test]
-fn distill_fixtures_from_torch() {
-    let cases = fixtures("distill.json");
-    assert!(cases.len() >= 100, "{} cases", cases.len());
-    let mut worst_torch = 0.0f64;
-    for c in &cases {
-        let name = c["name"].as_str().unwrap();
-        let dtype = c["dtype"].as_str().unwrap();
-        let (loss, grad) = match dtype {
-            "f32" => run_distill_case::<f32>(c),
-            "f64" => run_distill_case::<f64>(c),
-            d => panic!("dtype {d}"),
-        };
-        let (rt, at) = tol(dtype);
-        check(&format!("{name}: loss"), &loss, &nums(&c["loss"]), rt, at);
-        check(&format!("{name}: grad"), &grad, &nums(&c["grad"]), rt, at);
-        if dtype == "f32" {
-            let (r, a) = torch_f32_tol(name);
-            worst_torch = worst_torch.max(ratio(name, &loss, &nums(&c["loss_torch"]), r, a));
-            worst_torch = worst_torch.max(ratio(name, &grad, &nums(&c["grad_torch"]), r, a));
-            assert!(worst_torch <= 1.0, "{name}: too far from torch's float32 result ({worst_torch})");
-            worst_torch = 0.0;
-        }
-    }
-}
-
-fn run_uda_case<T: Element>(c: &Value) {
-    let name = c["name"].as_str().unwrap();
-    let dtype = c["dtype"].as_str().unwrap();
-    let shape = c["shape"].as_array().unwrap();
-    let (rows, cols) = (shape[0].as_u64().unwrap() as usize, shape[1].as_u64().unwrap() as usize);
-    let ori = arr2::<T>(&nums(&c["ori"]), rows, cols);
-    let aug = arr2::<T>(&nums(&c["aug"]), rows, cols);
-    let o = &c["options"];
-    let opts = UdaOptions {
-        temperature: o["temperature"].as_f64().unwrap(),
-        sharpen: match o["sharpen"].as_str().unwrap() {
-            "target" => Sharpen::Target,
-            _ => Sharpen::Augmented,
-        },
-        confidence_threshold: o["confidence_threshold"].as_f64(),
-        normalize: match o["normalize"].as_str().unwrap() {
-            "kept_rows" => UdaNormalize::KeptRows,
-            _ => UdaNormalize::AllRows,
-        },
-    };
-    let out = uda_consistency(ori.view(), aug.view(), &opts).unwrap();
-    let (rt, at) = tol(dtype);
-    let loss = vec![fv(out.loss)];
-    let grad: Vec<f64> = out.grad.iter().map(|&x| fv(x)).collect();
-    let row_kl: Vec<f64> = out.row_kl.iter().map(|&x| fv(x)).collect();
-    check(&format!("{name}: loss"), &loss, &nums(&c["loss"]), rt, at);
-    check(&format!("{name}: grad"), &grad, &nums(&c["grad"]), rt, at);
-    check(&format!("{name}: row_kl"), &row_kl, &nums(&c["row_kl"]), rt, at);
-    let mask: Vec<f64> = out.mask.iter().map(|&x| fv(x)).collect();
-    assert_eq!(mask, nums(&c["mask"]), "{name}: mask");
-    assert_eq!(out.kept as u64, c["kept"].as_u64().unwrap(), "{name}: kept");
-    if dtype == "f32" {
-        let (r, a) = torch_f32_tol(name);
-        check(&format!("{name}: loss vs torch f32"), &loss, &nums(&c["loss_torch"]), r, a);
-        check(&format!("{name}: grad vs torch f32"), &grad, &nums(&c["grad_torch"]), r, a);
-    }
-}
-
-#[test]
-fn uda_fixtures_from_torch() {
-    let cases = fixtures("uda.json");
-    assert!(cases.len() >= 30, "{} cases", cases.len());
-    for c in &cases {
-        match c["dtype"].as_str().unwrap() {
-            "f32" => run_uda_case::<f32>(c),
-            _ => run_uda_case::<f64>(c),
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

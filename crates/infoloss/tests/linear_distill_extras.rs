@@ -1,17 +1,13 @@
 //! The upstream-gradient, bias and top-k paths of the distillation losses:
 //!
-//! - `uda_consistency_backward` against PyTorch's `loss.backward(upstream)` (`testdata/uda.json`, fields
-//!   `upstream`, `grad_upstream`, `grad_upstream_torch`, written by `scripts/gen_fixtures_distill.py`), and by
-//!   central finite differences in f64;
+//! - `uda_consistency_backward` by central finite differences in f64 (its PyTorch fixture, the gradient for a
+//!   non-unit upstream in `testdata/uda.json`, runs in `fixtures.rs`);
 //! - `linear_distill_backward` (student and teacher biases, a sparse top-k teacher, scalar and per-row upstream
-//!   gradients) by central finite differences in f64 (its PyTorch fixtures run in `ce_extras_linear.rs`);
+//!   gradients) by central finite differences in f64 (its PyTorch fixtures run in `fixtures.rs`);
 //! - properties: top-k with `k = V` and no tail equals the dense loss, the fused top-k equals `distill_topk` on
 //!   materialized logits with a naively selected teacher, chunk-size invariance, the upstream gradient is
 //!   exactly linear, and the error messages.
 
-use crate::common;
-
-use common::{close, int, load, num};
 use infoloss::distill::{DistillOptions, Divergence, SparseTeacher, distill_topk_with_grad};
 use infoloss::linear::{
     LinearDistillOptions, LinearDistillOutput, LinearHead, TeacherTopK, linear_distill,
@@ -20,7 +16,7 @@ use infoloss::linear::{
 use infoloss::ndarray::{Array1, Array2, ArrayView2, array};
 use infoloss::uda::{Sharpen, UdaNormalize, UdaOptions, uda_consistency, uda_consistency_backward};
 use infoloss::{Element, GradOutput, LinearFloat, Loss, Real, Reduction};
-use serde_json::Value;
+use infoloss_conformance::close;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -41,10 +37,6 @@ fn rand_matrix(rows: usize, cols: usize, seed: u64, scale: f64) -> Array2<f64> {
 
 fn rand_vector(n: usize, seed: u64, scale: f64) -> Array1<f64> {
     rand_matrix(1, n, seed, scale).row(0).to_owned()
-}
-
-fn nums(v: &Value) -> Vec<f64> {
-    v.as_array().expect("array").iter().map(num).collect()
 }
 
 fn to_t<T: Element>(x: f64) -> T {
@@ -136,80 +128,6 @@ fn fd_check<D: infoloss::ndarray::Dimension>(
 // ---------------------------------------------------------------------------------------------
 // UDA: the upstream gradient
 // ---------------------------------------------------------------------------------------------
-
-fn uda_options(o: &Value) -> UdaOptions {
-    UdaOptions {
-        temperature: num(&o["temperature"]),
-        sharpen: match o["sharpen"].as_str().expect("sharpen") {
-            "target" => Sharpen::Target,
-            _ => Sharpen::Augmented,
-        },
-        confidence_threshold: (!o["confidence_threshold"].is_null()).then(|| num(&o["confidence_threshold"])),
-        normalize: match o["normalize"].as_str().expect("normalize") {
-            "kept_rows" => UdaNormalize::KeptRows,
-            _ => UdaNormalize::AllRows,
-        },
-    }
-}
-
-/// Returns whether the case's gradient for a non-unit upstream was compared.
-fn run_uda_upstream_case<T: Element>(c: &Value) -> bool {
-    let name = c["name"].as_str().expect("name");
-    let f32 = c["dtype"] == "f32";
-    let shape: Vec<usize> = c["shape"].as_array().expect("shape").iter().map(|d| int(d) as usize).collect();
-    let (rows, cols) = (shape[0], shape[1]);
-    let arr = |v: &Value| {
-        Array2::from_shape_vec((rows, cols), nums(v).into_iter().map(to_t::<T>).collect()).expect("shape")
-    };
-    let (ori, aug) = (arr(&c["ori"]), arr(&c["aug"]));
-    let opts = uda_options(&c["options"]);
-    let up = num(&c["upstream"]);
-    assert_ne!(up, 1.0, "{name}: the fixture's upstream gradient must not be 1");
-    let g = uda_consistency_backward(ori.view(), aug.view(), &opts, &GradOutput::Scalar(to_t::<T>(up)))
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
-    let got = flat2(&g);
-    let (rtol, atol) = if f32 { (1e-6, 1e-7) } else { (1e-12, 1e-13) };
-    assert_close(&format!("{name}: grad_upstream"), &got, &nums(&c["grad_upstream"]), rtol, atol);
-    if f32 {
-        // PyTorch's own float32 result rounds every intermediate: compare with a slightly wider tolerance
-        assert_close(
-            &format!("{name}: grad vs torch f32"),
-            &got,
-            &nums(&c["grad_upstream_torch"]),
-            2e-6,
-            2e-7,
-        );
-    }
-    // an upstream gradient of 1 (as a scalar or a 0-d array) is uda_consistency's own gradient, bit for bit
-    let one = uda_consistency(ori.view(), aug.view(), &opts).expect("forward").grad;
-    let g1 = uda_consistency_backward(ori.view(), aug.view(), &opts, &GradOutput::one()).expect("backward");
-    let zero_d = infoloss::ndarray::arr0(to_t::<T>(1.0));
-    let g0 =
-        uda_consistency_backward(ori.view(), aug.view(), &opts, &GradOutput::Array(zero_d.view().into_dyn()))
-            .expect("0-d upstream");
-    for (a, b) in [(&one, &g1), (&one, &g0)] {
-        assert!(
-            a.iter().zip(b.iter()).all(|(x, y)| x == y || (to_f64(*x).is_nan() && to_f64(*y).is_nan())),
-            "{name}: backward(1) differs from uda_consistency's gradient"
-        );
-    }
-    !got.is_empty()
-}
-
-#[test]
-fn uda_backward_matches_torch_upstream_fixtures() {
-    let doc = load("uda.json");
-    let cases = doc["cases"].as_array().expect("cases");
-    let mut compared = 0;
-    for c in cases {
-        let done = match c["dtype"].as_str().expect("dtype") {
-            "f32" => run_uda_upstream_case::<f32>(c),
-            _ => run_uda_upstream_case::<f64>(c),
-        };
-        compared += usize::from(done);
-    }
-    assert!(cases.len() >= 34 && compared >= 30, "{} cases, {compared} with gradients", cases.len());
-}
 
 #[test]
 fn uda_backward_rounds_once_in_f32() {
