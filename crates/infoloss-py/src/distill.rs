@@ -10,15 +10,17 @@ use ndarray::{ArrayView, ArrayView1, ArrayView2, Dimension, Ix1, Ix2};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use infoloss::distill::{DistillOptions, Divergence, SparseTeacher};
-use infoloss::uda::{Sharpen, UdaNormalize, UdaOptions};
+use infoloss::distill::{DistillOptions, SparseTeacher};
+use infoloss::options::Value;
+use infoloss::uda::UdaOptions;
 use infoloss::{Error, GradOutput};
 use numpy::prelude::*;
 
 use crate::boundary::{
     Float, Plan, array_to_py, compute, dispatch, drive, float_arr, grad_output, index_arr, kind,
-    opt_float_arr, probe, reduction, scalar_to_py, to_py_err,
+    opt_float_arr, probe, scalar_to_py, to_py_err,
 };
+use crate::catalog::options;
 
 /// A backward pass given the upstream gradient (for the unused target-gradient slot of `drive`).
 type Backward<'g, T> = fn(&GradOutput<'g, T>) -> infoloss::Result<ndarray::ArrayD<T>>;
@@ -47,7 +49,7 @@ pub(crate) fn labels_1d<'a, D: Dimension>(
         .map_err(|_| to_py_err(Error::bad_rank(op, "labels", &shape, "1 dimension (rows,)")))
 }
 
-/// The core's options from the Python arguments (names as in `DistillOptions`).
+/// The core's options from the Python arguments (names as in the catalog's `DistillOptions`).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn distill_options(
     op: &'static str,
@@ -60,29 +62,19 @@ pub(crate) fn distill_options(
     red: &str,
     normalizer: Option<f64>,
 ) -> PyResult<DistillOptions> {
-    let divergence = match divergence {
-        "forward_kl" => Divergence::ForwardKl,
-        "reverse_kl" => Divergence::ReverseKl,
-        "jsd" => Divergence::GeneralizedJsd { beta },
-        "tvd" => Divergence::TotalVariation,
-        other => {
-            return Err(to_py_err(Error::invalid_option(
-                op,
-                "divergence",
-                format!("'{other}'"),
-                "expected 'forward_kl', 'reverse_kl', 'jsd' or 'tvd'",
-            )));
-        }
-    };
-    Ok(DistillOptions {
-        temperature,
-        t2_scaling,
-        divergence,
-        alpha,
-        ignore_index,
-        reduction: reduction(red)?,
-        normalizer,
-    })
+    options(
+        op,
+        &[
+            ("temperature", Value::Float(temperature)),
+            ("t2_scaling", Value::Bool(t2_scaling)),
+            ("divergence", Value::Str(divergence)),
+            ("beta", Value::Float(beta)),
+            ("alpha", Value::Float(alpha)),
+            ("ignore_index", Value::Int(ignore_index)),
+            ("reduction", Value::Str(red)),
+            ("normalizer", normalizer.map_or(Value::None, Value::Float)),
+        ],
+    )
 }
 
 // ----------------------------------------------------------------------------------------------------- distill
@@ -305,7 +297,7 @@ fn uda_impl<T: Float>(
     Ok(PyTuple::new(py, items)?.into_any().unbind())
 }
 
-/// The core's UDA options from the Python arguments.
+/// The core's UDA options from the Python arguments (names as in the catalog's `UdaOptions`).
 fn uda_options(
     op: &'static str,
     temperature: f64,
@@ -313,31 +305,15 @@ fn uda_options(
     confidence_threshold: Option<f64>,
     normalize: &str,
 ) -> PyResult<UdaOptions> {
-    let sharpen = match sharpen {
-        "target" => Sharpen::Target,
-        "augmented" => Sharpen::Augmented,
-        other => {
-            return Err(to_py_err(Error::invalid_option(
-                op,
-                "sharpen",
-                format!("'{other}'"),
-                "expected 'target' or 'augmented'",
-            )));
-        }
-    };
-    let normalize = match normalize {
-        "kept_rows" => UdaNormalize::KeptRows,
-        "all_rows" => UdaNormalize::AllRows,
-        other => {
-            return Err(to_py_err(Error::invalid_option(
-                op,
-                "normalize",
-                format!("'{other}'"),
-                "expected 'kept_rows' or 'all_rows'",
-            )));
-        }
-    };
-    Ok(UdaOptions { temperature, sharpen, confidence_threshold, normalize })
+    options(
+        op,
+        &[
+            ("temperature", Value::Float(temperature)),
+            ("sharpen", Value::Str(sharpen)),
+            ("confidence_threshold", confidence_threshold.map_or(Value::None, Value::Float)),
+            ("normalize", Value::Str(normalize)),
+        ],
+    )
 }
 
 /// `uda_consistency(ori, aug)`: `(loss, grad_aug, mask, kept, row_kl)`; with `want_grad=False`,

@@ -12,6 +12,7 @@
 use pyo3::prelude::*;
 
 mod boundary;
+mod catalog;
 mod distill;
 mod in_place;
 mod info;
@@ -65,6 +66,7 @@ fn _infoloss(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(threads::_set_default_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(threads::_hold_pool_lock_for_tests, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
+    m.add_function(wrap_pyfunction!(catalog::_catalog, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

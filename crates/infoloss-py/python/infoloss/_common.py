@@ -122,6 +122,19 @@ class _Kernels:
 kernels: Any = _Kernels()
 
 
+# ---------------------------------------------------------------------------------------------------- catalog
+
+#: The core's option catalog (``infoloss::options::catalog()``): loss name -> {option name -> its spec dict}.
+CATALOG: Dict[str, Dict[str, Dict[str, Any]]] = {
+    loss["name"]: {o["name"]: o for o in loss["options"]} for loss in _infoloss._catalog()
+}
+
+
+def choices(loss: str, option: str) -> Tuple[str, ...]:
+    """The spellings a choice option of the catalog accepts, in the core's order."""
+    return tuple(CATALOG[loss][option]["choices"])
+
+
 # ---------------------------------------------------------------------------------------------------- arrays
 
 

@@ -16,7 +16,7 @@ from ._common import kernels as _C  # bfloat16-aware (see _common._Kernels)
 
 ArrayLike = Any
 
-DIVERGENCES = ("forward_kl", "reverse_kl", "jsd", "tvd")
+DIVERGENCES = c.choices("distill", "divergence")
 DISTILL_REDUCTIONS = ("batchmean", "mean", "sum", "none")
 
 
@@ -387,8 +387,8 @@ class UdaLossResult(NamedTuple):
     row_kl: np.ndarray
 
 
-SHARPEN = ("target", "augmented")
-UDA_NORMALIZE = ("kept_rows", "all_rows")
+SHARPEN = c.choices("uda_consistency", "sharpen")
+UDA_NORMALIZE = c.choices("uda_consistency", "normalize")
 
 
 def _uda_inputs(ori_logits: ArrayLike, aug_logits: ArrayLike, temperature, sharpen, confidence_threshold,

@@ -114,4 +114,7 @@ def _set_default_num_threads(n: int) -> None:
     reaches infoloss; a no-op (one uncontended lock) when ``n`` is already the size. The pool is rebuilt lazily,
     on the next computation, when the size changed. ``ValueError`` for ``n`` out of range."""
 def _panic_for_tests() -> None: ...
+def _catalog() -> list[dict[str, Any]]:
+    """The core's option catalog: one dict per loss (``name``, ``options_type``, ``grads``, ``in_place``,
+    ``pytorch``, ``options``: dicts ``name``, ``type``, ``default``, ``choices``, ``doc``)."""
 def _hold_pool_lock_for_tests(seconds: float) -> None: ...

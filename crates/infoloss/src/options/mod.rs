@@ -191,7 +191,16 @@ pub trait Options: Default {
     ///
     /// [`Error::InvalidOption`] naming the option when it does not exist (the message lists the options),
     /// when the value has the wrong type or is not one of the choices, or when it is an array option.
-    fn set(&mut self, name: &str, value: Value<'_>) -> Result<()>;
+    fn set(&mut self, name: &str, value: Value<'_>) -> Result<()> {
+        self.set_in(Self::NAME, name, value)
+    }
+
+    /// [`set`](Self::set), with errors naming the function `op` (`"distill"`) instead of the struct.
+    ///
+    /// # Errors
+    ///
+    /// As [`set`](Self::set).
+    fn set_in(&mut self, op: &'static str, name: &str, value: Value<'_>) -> Result<()>;
 
     /// Every option's current value (array options: `None`, or `Str("array")` when set).
     fn values(&self) -> Vec<(&'static str, Value<'static>)>;
@@ -205,7 +214,8 @@ pub trait OptionField: Sized {
     /// Appends the specs of a field `name` of this type whose default is `default`.
     fn describe(name: &'static str, doc: &'static str, default: &Self, out: &mut Vec<OptionSpec>);
 
-    /// Sets the option `option` if this field (named `name`, in struct `owner`) holds it; `None` if not.
+    /// Sets the option `option` if this field (named `name`) holds it, errors naming the function
+    /// `owner`; `None` if the field does not hold it.
     fn set_option(
         &mut self,
         owner: &'static str,
@@ -412,11 +422,16 @@ macro_rules! options {
                 &SPECS
             }
 
-            fn set(&mut self, name: &str, value: crate::options::Value<'_>) -> crate::Result<()> {
+            fn set_in(
+                &mut self,
+                op: &'static str,
+                name: &str,
+                value: crate::options::Value<'_>,
+            ) -> crate::Result<()> {
                 $(
                     if let Some(r) = crate::options::OptionField::set_option(
                         &mut self.$field,
-                        stringify!($name),
+                        op,
                         stringify!($field),
                         name,
                         value,
@@ -424,7 +439,7 @@ macro_rules! options {
                         return r;
                     }
                 )+
-                Err(crate::options::unknown::<Self>(name))
+                Err(crate::options::unknown::<Self>(op, name))
             }
 
             fn values(&self) -> Vec<(&'static str, crate::options::Value<'static>)> {
@@ -445,7 +460,7 @@ macro_rules! options {
             }
             fn set_option(
                 &mut self,
-                _: &'static str,
+                op: &'static str,
                 _: &'static str,
                 option: &str,
                 value: crate::options::Value<'_>,
@@ -453,7 +468,7 @@ macro_rules! options {
                 <Self as crate::options::Options>::specs()
                     .iter()
                     .any(|s| s.name == option)
-                    .then(|| crate::options::Options::set(self, option, value))
+                    .then(|| crate::options::Options::set_in(self, op, option, value))
             }
             fn read(&self, _: &'static str, out: &mut Vec<(&'static str, crate::options::Value<'static>)>) {
                 out.extend(crate::options::Options::values(self));
@@ -475,7 +490,7 @@ macro_rules! concrete {
 pub(crate) use concrete;
 
 /// The error of an option name a struct does not have, listing the ones it has.
-pub(crate) fn unknown<O: Options>(name: &str) -> Error {
+pub(crate) fn unknown<O: Options>(op: &'static str, name: &str) -> Error {
     let known = O::specs().iter().map(|s| s.name).collect::<Vec<_>>().join(", ");
-    Error::invalid_option(O::NAME, "option", name, format!("no such option; {} has: {known}", O::NAME))
+    Error::invalid_option(op, "option", name, format!("no such option; {} has: {known}", O::NAME))
 }
