@@ -36,6 +36,10 @@ pub struct OpSpec {
     pub writes: usize,
 }
 
+/// The divergence each `kd-*` op times, by its catalog spelling (`jsd` at the catalog's default beta, 0.5).
+const KD_DIVERGENCES: &[(&str, &str)] =
+    &[("kd", "forward_kl"), ("kd-reverse", "reverse_kl"), ("kd-jsd", "jsd"), ("kd-tvd", "tvd")];
+
 /// Every operation `infoloss bench` knows.
 pub const OPS: &[OpSpec] = &[
     OpSpec { name: "ce", what: "cross_entropy_with_grad, class targets", reads: 1, writes: 1 },
@@ -604,15 +608,13 @@ fn run_op<T: Element>(op: &str, x: &Inputs<T>) -> Result<(), infoloss::Error> {
             x.row_ones.view(),
         )?),
         "kd" | "kd-reverse" | "kd-jsd" | "kd-tvd" | "kd-mix" => {
-            use infoloss::distill::{DistillOptions, Divergence, distill_with_grad};
-            let divergence = match op {
-                "kd-reverse" => Divergence::ReverseKl,
-                "kd-jsd" => Divergence::GeneralizedJsd { beta: 0.5 },
-                "kd-tvd" => Divergence::TotalVariation,
-                _ => Divergence::ForwardKl,
-            };
+            use infoloss::distill::{DistillOptions, distill_with_grad};
+            use infoloss::options::{Options, Value};
+            let spelling =
+                KD_DIVERGENCES.iter().find(|(name, _)| *name == op).map_or("forward_kl", |(_, d)| d);
             let (labels, alpha) = if op == "kd-mix" { (Some(x.targets.view()), 0.5) } else { (None, 1.0) };
-            let o = DistillOptions { temperature: 2.0, divergence, alpha, ..Default::default() };
+            let mut o = DistillOptions { temperature: 2.0, alpha, ..Default::default() };
+            o.set("divergence", Value::Str(spelling))?;
             drop(distill_with_grad(x.logits.view(), x.logits2.view(), labels, &o)?)
         }
         "kd-inplace" => {
@@ -872,4 +874,58 @@ pub fn format_row(r: &BenchRow) -> String {
         r.copy_s * 1e3,
         r.ratio_to_copy
     )
+}
+
+/// `infoloss bench` follows the core's catalog: every loss is timed (or excused), every in-place variant too, and
+/// every divergence has its `kd-*` op.
+#[cfg(test)]
+mod catalog_check {
+    use infoloss::Divergence;
+    use infoloss::options::catalog;
+
+    use super::{KD_DIVERGENCES, OPS};
+
+    /// Losses and in-place variants without an op, and why.
+    const NOT_TIMED: &[(&str, &str)] = &[
+        ("shannon_cross_entropy", "entropy(p) + entropy(p, q): both are timed"),
+        ("cross_entropy_extras", "the row kernel linear_cross_entropy times"),
+        ("distill_topk_with_grad_in_place", "the same row kernel as kd-topk"),
+    ];
+
+    /// Whether an op's description names `function` (`name`, `name_with_grad`, `name_backward`, …).
+    fn timed(function: &str) -> bool {
+        OPS.iter().any(|o| {
+            o.what
+                .strip_prefix(function)
+                .is_some_and(|rest| rest.is_empty() || !rest.starts_with(char::is_alphanumeric))
+                || o.what.starts_with(&format!("{function}_with_grad"))
+                || o.what.starts_with(&format!("{function}_backward"))
+        })
+    }
+
+    #[test]
+    fn every_loss_and_in_place_variant_is_timed() {
+        let excused = |f: &str| NOT_TIMED.iter().any(|(n, _)| *n == f);
+        let mut missing = Vec::new();
+        for loss in catalog() {
+            if !timed(loss.name) && !excused(loss.name) {
+                missing.push(loss.name.to_string());
+            }
+            let in_place = format!("{}_with_grad_in_place", loss.name);
+            if loss.in_place && !OPS.iter().any(|o| o.what.starts_with(&in_place)) && !excused(&in_place) {
+                missing.push(in_place);
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "no bench op (add one to OPS, or to NOT_TIMED with the reason): {missing:?}"
+        );
+    }
+
+    #[test]
+    fn every_divergence_has_a_kd_op() {
+        let timed: Vec<&str> = KD_DIVERGENCES.iter().map(|(_, d)| *d).collect();
+        assert_eq!(timed, Divergence::CHOICES, "one kd-* op per divergence of the catalog");
+        assert!(KD_DIVERGENCES.iter().all(|(op, _)| OPS.iter().any(|o| o.name == *op)));
+    }
 }

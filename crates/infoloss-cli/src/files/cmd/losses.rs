@@ -1,0 +1,367 @@
+//! Each subcommand's files, options and library calls.
+
+use super::*;
+
+/// `--weight` of the class-index losses: one value per class.
+pub(super) fn weight1<T: Elem>(cx: &Cx<'_>) -> Result<Option<infoloss::ndarray::Array1<T>>, String> {
+    let Some(a) = cx.opt_floats::<T>("weight", false)? else { return Ok(None) };
+    let shape = a.shape().to_vec();
+    a.into_dimensionality::<Ix1>().map(Some).map_err(|_| {
+        format!(
+            "{}: weight must be 1-D (one value per class), got shape {shape:?}",
+            cx.files.label("weight").unwrap_or("--weight")
+        )
+    })
+}
+
+/// INPUT TARGET and the optional files given by `extra` (role, option).
+pub(super) fn two_files(
+    tf: &TwoFiles,
+    extra: &[(&'static str, &Option<String>)],
+) -> Result<Vec<(&'static str, String)>, String> {
+    let (i, t) = tf.resolve()?;
+    let mut v = vec![("input", i), ("target", t)];
+    v.extend(extra.iter().filter_map(|(role, f)| f.as_ref().map(|f| (*role, f.clone()))));
+    Ok(v)
+}
+
+/// P and, if given, Q, as the roles `input` and `target`.
+pub(super) fn pq(p: &str, q: Option<&String>) -> Vec<(&'static str, String)> {
+    let mut v = vec![("input", p.to_string())];
+    v.extend(q.map(|q| ("target", q.clone())));
+    v
+}
+
+/// The `cross-entropy` options for the library.
+pub(super) fn ce_options<'w, T: Elem>(
+    a: &CrossEntropyArgs,
+    w: &'w Option<infoloss::ndarray::Array1<T>>,
+) -> CrossEntropyOptions<'w, T> {
+    CrossEntropyOptions {
+        weight: w.as_ref().map(|w| w.view()),
+        ignore_index: a.class.ignore_index,
+        reduction: a.class.reduction.into(),
+        label_smoothing: a.label_smoothing,
+    }
+}
+
+impl Cmd for CrossEntropyArgs {
+    fn spec(&self) -> Io<'_> {
+        Io::loss(&self.common, &self.files, &[("weight", &self.class.weight)], Some(&self.grad_target_out))
+    }
+    fn compute<T: Elem>(&self, cx: &Cx<'_>) -> Result<Report<T>, String> {
+        let x = cx.floats::<T>("input", false)?;
+        let tin = cx.files.req("target")?;
+        let ttensor = tin.tensor(Want::Floats)?;
+        // PyTorch's rule: a target of the input's shape holds class probabilities, anything else indices.
+        let probs = ttensor.shape == x.shape();
+        if tin.typed() && probs != ttensor.dtype.is_float() {
+            return Err(if probs {
+                format!(
+                    "{}: wrong dtype {}: a target of the input's shape {:?} holds class probabilities and must be \
+                     floating point (PyTorch: \"Expected floating point type for target with class probabilities\")",
+                    tin.label,
+                    ttensor.dtype,
+                    x.shape()
+                )
+            } else {
+                format!(
+                    "{}: wrong dtype {}: class indices must be integers (int64 or int32); a floating-point target \
+                     must have the input's shape {:?} to hold class probabilities, but has shape {:?}",
+                    tin.label,
+                    ttensor.dtype,
+                    x.shape(),
+                    ttensor.shape
+                )
+            });
+        }
+        if !probs && self.grad_target_out.is_some() {
+            return Err(format!(
+                "{}: --grad-target-out: class-index targets have no gradient (only probability targets do)",
+                tin.label
+            ));
+        }
+        let w = weight1::<T>(cx)?;
+        let opts = ce_options(self, &w);
+        let u = cx.upstream::<T>()?;
+        let options = json!({
+            "reduction": opts.reduction.as_str(), "ignore_index": self.class.ignore_index,
+            "label_smoothing": self.label_smoothing,
+            "target": if probs { "probabilities" } else { "class indices" },
+        });
+        if !probs {
+            let t = indices(tin)?;
+            let mut r = cx.report::<T>("cross_entropy", options, &["target"]);
+            loss_and_grad(
+                cx,
+                &mut r,
+                &u,
+                || infoloss::cross_entropy(x.view(), t.view(), &opts),
+                || infoloss::cross_entropy_with_grad(x.view(), t.view(), &opts),
+                |g| infoloss::cross_entropy_backward(x.view(), t.view(), &opts, g),
+            )?;
+            return Ok(r);
+        }
+        let t = cx.floats::<T>("target", false)?;
+        let mut r = cx.report::<T>("cross_entropy", options, &[]);
+        if !cx.grad {
+            push(
+                &mut r,
+                "loss",
+                infoloss::cross_entropy_probs(x.view(), t.view(), &opts).map_err(|e| cx.le(e))?.into_array(),
+            );
+            return Ok(r);
+        }
+        let (loss, gi, gt) = match &u {
+            None => infoloss::cross_entropy::cross_entropy_probs_with_grads(x.view(), t.view(), &opts)
+                .map_err(|e| cx.le(e))?,
+            Some(_) => {
+                let g = grad_output(&u);
+                (
+                    infoloss::cross_entropy_probs(x.view(), t.view(), &opts).map_err(|e| cx.le(e))?,
+                    infoloss::cross_entropy_probs_backward(x.view(), t.view(), &opts, &g)
+                        .map_err(|e| cx.le(e))?,
+                    infoloss::cross_entropy_probs_backward_target(x.view(), t.view(), &opts, &g)
+                        .map_err(|e| cx.le(e))?,
+                )
+            }
+        };
+        push(&mut r, "loss", loss.into_array());
+        push(&mut r, "grad", gi);
+        push(&mut r, "grad_target", gt);
+        Ok(r)
+    }
+}
+
+impl Cmd for NllArgs {
+    fn spec(&self) -> Io<'_> {
+        Io::loss(&self.common, &self.files, &[("weight", &self.class.weight)], None).dtype_of_input()
+    }
+    fn compute<T: Elem>(&self, cx: &Cx<'_>) -> Result<Report<T>, String> {
+        let x = cx.floats::<T>("input", false)?;
+        let t = indices(cx.files.req("target")?)?;
+        let w = weight1::<T>(cx)?;
+        let reduction: Reduction = self.class.reduction.into();
+        let opts = NllOptions {
+            weight: w.as_ref().map(|w| w.view()),
+            ignore_index: self.class.ignore_index,
+            reduction,
+        };
+        let u = cx.upstream::<T>()?;
+        let options = json!({"reduction": reduction.as_str(), "ignore_index": self.class.ignore_index});
+        let mut r = cx.report::<T>("nll_loss", options, &["target"]);
+        loss_and_grad(
+            cx,
+            &mut r,
+            &u,
+            || infoloss::nll_loss(x.view(), t.view(), &opts),
+            || infoloss::nll_loss_with_grad(x.view(), t.view(), &opts),
+            |g| infoloss::nll_loss_backward(x.view(), t.view(), &opts, g),
+        )?;
+        Ok(r)
+    }
+}
+
+impl Cmd for KlArgs {
+    fn spec(&self) -> Io<'_> {
+        Io::loss(&self.common, &self.files, &[], Some(&self.grad_target_out))
+    }
+    fn compute<T: Elem>(&self, cx: &Cx<'_>) -> Result<Report<T>, String> {
+        let opts = KlDivOptions { reduction: self.reduction.into(), log_target: self.log_target };
+        let options = json!({"reduction": opts.reduction.as_str(), "log_target": self.log_target});
+        let f = PairFns {
+            loss: infoloss::kl_div::<T, IxDyn, IxDyn>,
+            grad: infoloss::kl_div_backward::<T, IxDyn, IxDyn>,
+            grad_target: infoloss::kl_div_backward_target::<T, IxDyn, IxDyn>,
+        };
+        pair_loss(cx, "kl_div", &opts, options, f)
+    }
+}
+
+impl Cmd for BceArgs {
+    fn spec(&self) -> Io<'_> {
+        Io::loss(&self.common, &self.files, &[("weight", &self.weight)], Some(&self.grad_target_out))
+    }
+    fn compute<T: Elem>(&self, cx: &Cx<'_>) -> Result<Report<T>, String> {
+        let w = cx.opt_floats::<T>("weight", false)?;
+        let opts = BceOptions { weight: w.as_ref().map(|w| w.view()), reduction: self.reduction.into() };
+        let options = json!({"reduction": opts.reduction.as_str()});
+        let f = PairFns {
+            loss: infoloss::binary_cross_entropy::<T, IxDyn, IxDyn>,
+            grad: infoloss::binary_cross_entropy_backward::<T, IxDyn, IxDyn>,
+            grad_target: infoloss::binary_cross_entropy_backward_target::<T, IxDyn, IxDyn>,
+        };
+        pair_loss(cx, "binary_cross_entropy", &opts, options, f)
+    }
+}
+
+impl Cmd for BceLogitsArgs {
+    fn spec(&self) -> Io<'_> {
+        Io::loss(
+            &self.common,
+            &self.files,
+            &[("weight", &self.weight), ("pos_weight", &self.pos_weight)],
+            Some(&self.grad_target_out),
+        )
+    }
+    fn compute<T: Elem>(&self, cx: &Cx<'_>) -> Result<Report<T>, String> {
+        let (w, pw) = (cx.opt_floats::<T>("weight", false)?, cx.opt_floats::<T>("pos_weight", false)?);
+        let opts = BceWithLogitsOptions {
+            weight: w.as_ref().map(|w| w.view()),
+            pos_weight: pw.as_ref().map(|w| w.view()),
+            reduction: self.reduction.into(),
+        };
+        let options = json!({"reduction": opts.reduction.as_str()});
+        let f = PairFns {
+            loss: infoloss::binary_cross_entropy_with_logits::<T, IxDyn, IxDyn>,
+            grad: infoloss::binary_cross_entropy_with_logits_backward::<T, IxDyn, IxDyn>,
+            grad_target: infoloss::binary_cross_entropy_with_logits_backward_target::<T, IxDyn, IxDyn>,
+        };
+        pair_loss(cx, "binary_cross_entropy_with_logits", &opts, options, f)
+    }
+}
+
+/// `softmax`, `log-softmax` and `logsumexp`: one [`DimArgs`] each.
+#[derive(Clone, Copy)]
+pub(super) enum DimOp {
+    LogSoftmax,
+    Softmax,
+    Logsumexp,
+}
+
+/// A [`DimOp`] with its arguments.
+pub(super) struct DimCmd<'a>(pub(super) DimOp, pub(super) &'a DimArgs);
+
+impl Cmd for DimCmd<'_> {
+    fn spec(&self) -> Io<'_> {
+        Io::measure(&self.1.common, &self.1.input, None, None).dtype_of_input()
+    }
+    fn compute<T: Elem>(&self, cx: &Cx<'_>) -> Result<Report<T>, String> {
+        let (op, dim) = (self.0, self.1.dim);
+        let x = cx.floats::<T>("input", false)?;
+        let name = match op {
+            DimOp::LogSoftmax => "log_softmax",
+            DimOp::Softmax => "softmax",
+            DimOp::Logsumexp => "logsumexp",
+        };
+        let mut r = cx.report::<T>(name, json!({ "dim": dim }), &[]);
+        let y = match op {
+            DimOp::LogSoftmax => infoloss::log_softmax(x.view(), dim),
+            DimOp::Softmax => infoloss::softmax(x.view(), dim),
+            DimOp::Logsumexp => infoloss::logsumexp(x.view(), dim),
+        }
+        .map_err(|e| cx.le(e))?;
+        if cx.grad {
+            // The backward of (log_)softmax takes the output, that of logsumexp the input; the upstream
+            // gradient has the output's shape (ones by default).
+            let g = cx.upstream::<T>()?.unwrap_or_else(|| ArrayD::from_elem(y.raw_dim(), one::<T>()));
+            let gi = match op {
+                DimOp::LogSoftmax => infoloss::log_softmax_backward(y.view(), g.view(), dim),
+                DimOp::Softmax => infoloss::softmax_backward(y.view(), g.view(), dim),
+                DimOp::Logsumexp => infoloss::logsumexp_backward(x.view(), g.view(), dim),
+            }
+            .map_err(|e| cx.le(e))?;
+            push(&mut r, "output", y);
+            push(&mut r, "grad", gi);
+        } else {
+            push(&mut r, "output", y);
+        }
+        Ok(r)
+    }
+}
+
+impl Cmd for OneArgs {
+    fn spec(&self) -> Io<'_> {
+        Io::measure(&self.common, &self.x, None, None).dtype_of_input()
+    }
+    fn compute<T: Elem>(&self, cx: &Cx<'_>) -> Result<Report<T>, String> {
+        let x = cx.floats::<T>("input", true)?;
+        let mut r = cx.report::<T>("entr", json!({}), &[]);
+        output_and_grads(cx, &mut r, Ok(infoloss::entr(x.view())), |g| {
+            infoloss::entr_backward(x.view(), g).map(|d| (d, None))
+        })?;
+        Ok(r)
+    }
+}
+
+impl Cmd for SelfInfoArgs {
+    fn spec(&self) -> Io<'_> {
+        Io::measure(&self.common, &self.p, None, None).dtype_of_input()
+    }
+    fn compute<T: Elem>(&self, cx: &Cx<'_>) -> Result<Report<T>, String> {
+        let x = cx.floats::<T>("input", true)?;
+        let mut r = cx.report::<T>("self_information", json!({ "base": self.base }), &[]);
+        output_and_grads(cx, &mut r, infoloss::self_information(x.view(), self.base), |g| {
+            infoloss::self_information_backward(x.view(), self.base, g).map(|d| (d, None))
+        })?;
+        Ok(r)
+    }
+}
+
+impl Cmd for RelEntrArgs {
+    fn spec(&self) -> Io<'_> {
+        Io::measure(&self.common, &self.p, Some(&self.q), Some(&self.grad_q_out)).names("p", "q")
+    }
+    fn compute<T: Elem>(&self, cx: &Cx<'_>) -> Result<Report<T>, String> {
+        let (p, q) = (cx.floats::<T>("input", true)?, cx.floats::<T>("target", true)?);
+        let mut r = cx.report::<T>("rel_entr", json!({}), &[]);
+        output_and_grads(cx, &mut r, infoloss::rel_entr(p.view(), q.view()), |g| {
+            infoloss::rel_entr_backward(p.view(), q.view(), g).map(|(dp, dq)| (dp, Some(dq)))
+        })?;
+        Ok(r)
+    }
+}
+
+impl Cmd for EntropyArgs {
+    fn spec(&self) -> Io<'_> {
+        Io::measure(&self.common, &self.pk, self.qk.as_ref(), Some(&self.m.grad_q_out)).names("pk", "qk")
+    }
+    fn compute<T: Elem>(&self, cx: &Cx<'_>) -> Result<Report<T>, String> {
+        let pk = cx.floats::<T>("input", true)?;
+        let qk = cx.opt_floats::<T>("target", true)?;
+        let opts = EntropyOptions { base: self.m.base, axis: self.m.axis };
+        let mut r = cx.report::<T>("entropy", json!({"base": self.m.base, "axis": self.m.axis}), &[]);
+        output_and_grads(
+            cx,
+            &mut r,
+            infoloss::entropy(pk.view(), qk.as_ref().map(|q| q.view()), &opts),
+            |g| infoloss::entropy_backward(pk.view(), qk.as_ref().map(|q| q.view()), &opts, g),
+        )?;
+        Ok(r)
+    }
+}
+
+impl Cmd for PqArgs {
+    fn spec(&self) -> Io<'_> {
+        Io::measure(&self.common, &self.p, Some(&self.q), Some(&self.m.grad_q_out)).names("pk", "qk")
+    }
+    fn compute<T: Elem>(&self, cx: &Cx<'_>) -> Result<Report<T>, String> {
+        let (pk, qk) = (cx.floats::<T>("input", true)?, cx.floats::<T>("target", true)?);
+        let opts = EntropyOptions { base: self.m.base, axis: self.m.axis };
+        let options = json!({"base": self.m.base, "axis": self.m.axis});
+        let mut r = cx.report::<T>("shannon_cross_entropy", options, &[]);
+        output_and_grads(cx, &mut r, infoloss::shannon_cross_entropy(pk.view(), qk.view(), &opts), |g| {
+            infoloss::shannon_cross_entropy_backward(pk.view(), qk.view(), &opts, g)
+                .map(|(dp, dq)| (dp, Some(dq)))
+        })?;
+        Ok(r)
+    }
+}
+
+impl Cmd for JsArgs {
+    fn spec(&self) -> Io<'_> {
+        Io::measure(&self.pq.common, &self.pq.p, Some(&self.pq.q), Some(&self.pq.m.grad_q_out))
+            .names("p", "q")
+    }
+    fn compute<T: Elem>(&self, cx: &Cx<'_>) -> Result<Report<T>, String> {
+        let (p, q) = (cx.floats::<T>("input", true)?, cx.floats::<T>("target", true)?);
+        let opts =
+            JensenShannonOptions { base: self.pq.m.base, axis: self.pq.m.axis, keepdims: self.keepdims };
+        let options = json!({"base": self.pq.m.base, "axis": self.pq.m.axis, "keepdims": self.keepdims});
+        let mut r = cx.report::<T>("jensenshannon", options, &[]);
+        output_and_grads(cx, &mut r, infoloss::jensenshannon(p.view(), q.view(), &opts), |g| {
+            infoloss::jensenshannon_backward(p.view(), q.view(), &opts, g).map(|(dp, dq)| (dp, Some(dq)))
+        })?;
+        Ok(r)
+    }
+}
