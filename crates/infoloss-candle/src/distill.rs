@@ -285,7 +285,7 @@ impl PairLoss for Uda {
         ori: ArrayViewD<'_, T>,
         aug: ArrayViewD<'_, T>,
     ) -> candle_core::Result<Loss<T>> {
-        let out = infoloss::uda_consistency(ori, aug, &self.opts).map_err(core_err)?;
+        let out = infoloss::uda_consistency_with_grad(ori, aug, &self.opts).map_err(core_err)?;
         if let Ok(mut st) = self.stats.lock() {
             *st = UdaStats {
                 mask: Some(T::into_host(out.mask.into_dyn())),

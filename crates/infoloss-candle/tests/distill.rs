@@ -185,7 +185,7 @@ fn uda_exact<T: F>(fd: bool) {
         let ori = rand::<T>(seed, &[6, 4], -2.5, 2.5);
         let aug = rand::<T>(seed + 1, &[6, 4], -2.5, 2.5);
         let name = format!("uda {opts:?}");
-        let core = infoloss::uda_consistency(ori.view(), aug.view(), &opts).expect("core");
+        let core = infoloss::uda_consistency_with_grad(ori.view(), aug.view(), &opts).expect("core");
         let ov = Var::from_tensor(&tensor(&ori)).expect("ori");
         let av = Var::from_tensor(&tensor(&aug)).expect("aug");
         let out =

@@ -629,9 +629,9 @@ fn run_op<T: Element>(op: &str, x: &Inputs<T>) -> Result<(), infoloss::Error> {
             drop(distill_topk_with_grad(x.logits.view(), &t, None, &o)?)
         }
         "uda" => {
-            use infoloss::uda::{UdaOptions, uda_consistency};
+            use infoloss::uda::{UdaOptions, uda_consistency_with_grad};
             let o = UdaOptions { temperature: 0.4, confidence_threshold: Some(0.5), ..Default::default() };
-            drop(uda_consistency(x.logits2.view(), x.logits.view(), &o)?)
+            drop(uda_consistency_with_grad(x.logits2.view(), x.logits.view(), &o)?)
         }
         other => unreachable!("op {other} validated by parse_ops"),
     }

@@ -286,7 +286,7 @@ fn uda_impl<T: Float>(
         ];
         return Ok(PyTuple::new(py, items)?.into_any().unbind());
     }
-    let out = compute(py, OP, move || infoloss::uda_consistency(ov, av, &opts))?;
+    let out = compute(py, OP, move || infoloss::uda_consistency_with_grad(ov, av, &opts))?;
     let items: [Py<PyAny>; 5] = [
         scalar_to_py(py, out.loss),
         array_to_py(py, out.grad.into_dyn()),

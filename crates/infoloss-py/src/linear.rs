@@ -109,7 +109,7 @@ fn ce_extras_impl<T: Float>(
     let opts = ex.with_weight(wv);
     let gv = g.as_ref().map(|g| grad_output(g.as_array()));
     let (out, grad) = compute(py, OP, move || {
-        let out = infoloss::cross_entropy_extras(xv.view(), tv.view(), &opts)?;
+        let out = infoloss::cross_entropy_extras_with_grad(xv.view(), tv.view(), &opts)?;
         let grad = match (&gv, want_grad) {
             (_, false) => None,
             (None, true) => Some(out.grad.clone().into_dyn()),

@@ -34,7 +34,7 @@ use infoloss::linear::{
     linear_cross_entropy_workspace, linear_distill_backward, linear_distill_workspace, matmul,
 };
 use infoloss::ndarray::{Array1, Array2};
-use infoloss::{CrossEntropyExtrasOptions, cross_entropy_extras};
+use infoloss::{CrossEntropyExtrasOptions, cross_entropy_extras_with_grad};
 
 const N: usize = 2048;
 const H: usize = 1024;
@@ -142,8 +142,12 @@ fn child(mode: &str) {
             // materialized logits + cross-entropy with gradient + the two backward GEMMs
             let mut logits = Array2::<f32>::zeros((N, V));
             matmul(logits.view_mut(), x.view(), w.t(), false).expect("X·Wᵀ");
-            let out = cross_entropy_extras(logits.view(), y.view(), &CrossEntropyExtrasOptions::default())
-                .expect("ce");
+            let out = cross_entropy_extras_with_grad(
+                logits.view(),
+                y.view(),
+                &CrossEntropyExtrasOptions::default(),
+            )
+            .expect("ce");
             drop(logits);
             let mut gx = Array2::<f32>::zeros((N, H));
             let mut gw = Array2::<f32>::zeros((V, H));

@@ -15,7 +15,7 @@ use std::hint::black_box;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use infoloss::distill::{DistillOptions, distill_with_grad};
 use infoloss::ndarray::{Array1, Array2};
-use infoloss::uda::{UdaOptions, uda_consistency};
+use infoloss::uda::{UdaOptions, uda_consistency_with_grad};
 use infoloss::{
     BceOptions, BceWithLogitsOptions, CrossEntropyOptions, EntropyOptions, JensenShannonOptions,
     KlDivOptions, NllOptions, Reduction,
@@ -147,7 +147,7 @@ fn losses(c: &mut Criterion) {
     });
     let uo = UdaOptions { temperature: 0.4, confidence_threshold: Some(0.5), ..Default::default() };
     g.bench_function("uda_consistency T=0.4 threshold=0.5", |b| {
-        b.iter(|| uda_consistency(black_box(logits2.view()), logits.view(), &uo))
+        b.iter(|| uda_consistency_with_grad(black_box(logits2.view()), logits.view(), &uo))
     });
     g.bench_function("jensenshannon axis=1 (forward)", |b| {
         let o = JensenShannonOptions { axis: 1, ..Default::default() };

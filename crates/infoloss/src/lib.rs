@@ -100,7 +100,7 @@ pub use bce_logits::{
     binary_cross_entropy_with_logits_with_grad_in_place,
 };
 pub use ce_extras::{
-    CrossEntropyExtrasOptions, CrossEntropyExtrasOutput, cross_entropy_extras, cross_entropy_extras_backward,
+    CrossEntropyExtrasOptions, CrossEntropyExtrasOutput, cross_entropy_extras_backward, cross_entropy_extras_with_grad,
 };
 pub use cross_entropy::{
     CrossEntropyOptions, cross_entropy, cross_entropy_backward, cross_entropy_probs,
@@ -113,9 +113,10 @@ pub use distill::{
     distill_with_grad_in_place,
 };
 pub use info::{
-    EntropyOptions, JensenShannonOptions, entr, entr_backward, entropy, entropy_backward, jensenshannon,
-    jensenshannon_backward, rel_entr, rel_entr_backward, self_information, self_information_backward,
-    shannon_cross_entropy, shannon_cross_entropy_backward,
+    EntropyOptions, JensenShannonOptions, entr, entr_backward, entr_with_grad, entropy, entropy_backward,
+    entropy_with_grad, jensenshannon, jensenshannon_backward, jensenshannon_with_grad, rel_entr,
+    rel_entr_backward, rel_entr_with_grad, self_information, self_information_backward, self_information_with_grad,
+    shannon_cross_entropy, shannon_cross_entropy_backward, shannon_cross_entropy_with_grad,
 };
 pub use kl_div::{
     KlDivOptions, kl_div, kl_div_backward, kl_div_backward_target, kl_div_with_grad,
@@ -131,9 +132,13 @@ pub use nll::{NllOptions, nll_loss, nll_loss_backward, nll_loss_with_grad};
 pub use softmax::{
     log_softmax, log_softmax_backward, logsumexp, logsumexp_backward, softmax, softmax_backward,
 };
+#[allow(deprecated)]
+pub use ce_extras::cross_entropy_extras;
+#[allow(deprecated)]
+pub use uda::uda_consistency;
 pub use uda::{
-    Sharpen, UdaLoss, UdaNormalize, UdaOptions, UdaOutput, uda_consistency, uda_consistency_backward,
-    uda_consistency_loss, uda_total,
+    Sharpen, UdaLoss, UdaNormalize, UdaOptions, UdaOutput, uda_consistency_backward, uda_consistency_loss,
+    uda_consistency_with_grad, uda_total,
 };
 
 /// Re-export of the half-precision crate (`f16`, `bf16`).

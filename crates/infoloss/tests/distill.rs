@@ -10,7 +10,7 @@ use infoloss::distill::{
     distill_topk_backward, distill_topk_with_grad, distill_with_grad,
 };
 use infoloss::ndarray::{Array1, Array2, ArrayView1, array};
-use infoloss::uda::{Sharpen, UdaNormalize, UdaOptions, uda_consistency, uda_total};
+use infoloss::uda::{Sharpen, UdaNormalize, UdaOptions, uda_consistency_with_grad, uda_total};
 use infoloss::{Element, GradOutput, Loss, Real, Reduction};
 use proptest::prelude::*;
 
@@ -233,7 +233,7 @@ fn finite_differences_uda_every_option() {
             for confidence_threshold in [None, Some(0.5)] {
                 for normalize in [UdaNormalize::KeptRows, UdaNormalize::AllRows] {
                     let o = UdaOptions { temperature, sharpen, confidence_threshold, normalize };
-                    let out = uda_consistency(ori.view(), aug.view(), &o).unwrap();
+                    let out = uda_consistency_with_grad(ori.view(), aug.view(), &o).unwrap();
                     if confidence_threshold.is_some() {
                         assert!(
                             out.kept > 0 && out.kept < 6,
@@ -243,7 +243,7 @@ fn finite_differences_uda_every_option() {
                     }
                     let what = format!("uda {o:?}");
                     fd_check(&what, &aug, &out.grad, |x| {
-                        uda_consistency(ori.view(), x.view(), &o).unwrap().loss
+                        uda_consistency_with_grad(ori.view(), x.view(), &o).unwrap().loss
                     });
                 }
             }
@@ -515,18 +515,18 @@ fn uda_sides_masks_and_normalization() {
     let ori = array![[3.0f64, 0.0, -1.0], [0.2, 0.1, 0.0], [-1.0, 2.5, 0.5]];
     let aug = array![[2.0f64, 0.5, -0.5], [0.0, 0.3, 0.1], [0.0, 1.0, 1.0]];
     let base = UdaOptions { temperature: 0.5, confidence_threshold: Some(0.6), ..Default::default() };
-    let tgt = uda_consistency(ori.view(), aug.view(), &base).unwrap();
+    let tgt = uda_consistency_with_grad(ori.view(), aug.view(), &base).unwrap();
     assert_eq!(tgt.mask.to_vec(), vec![1.0, 0.0, 1.0]);
     assert_eq!(tgt.kept, 2);
     let sum_kept = tgt.row_kl[0] + tgt.row_kl[2];
     assert!((tgt.loss - sum_kept / 2.0).abs() < 1e-15);
     let all =
-        uda_consistency(ori.view(), aug.view(), &UdaOptions { normalize: UdaNormalize::AllRows, ..base })
+        uda_consistency_with_grad(ori.view(), aug.view(), &UdaOptions { normalize: UdaNormalize::AllRows, ..base })
             .unwrap();
     assert!((all.loss - sum_kept / 3.0).abs() < 1e-15);
     // the temperature goes to the named side
     let aug_side =
-        uda_consistency(ori.view(), aug.view(), &UdaOptions { sharpen: Sharpen::Augmented, ..base }).unwrap();
+        uda_consistency_with_grad(ori.view(), aug.view(), &UdaOptions { sharpen: Sharpen::Augmented, ..base }).unwrap();
     assert_eq!(aug_side.mask, tgt.mask, "the mask uses the untempered softmax(ori) on both sides");
     assert!((aug_side.loss - tgt.loss).abs() > 1e-3);
     let manual = |o: &[f64], a: &[f64], to: f64, ta: f64| {
@@ -540,14 +540,14 @@ fn uda_sides_masks_and_normalization() {
     // masked rows: zero gradient; nothing kept: loss 0 with KeptRows
     assert!(tgt.grad.row(1).iter().all(|&v| v == 0.0));
     let none =
-        uda_consistency(ori.view(), aug.view(), &UdaOptions { confidence_threshold: Some(0.99), ..base })
+        uda_consistency_with_grad(ori.view(), aug.view(), &UdaOptions { confidence_threshold: Some(0.99), ..base })
             .unwrap();
     assert_eq!((none.loss, none.kept), (0.0, 0));
     assert!(none.grad.iter().all(|&v| v == 0.0));
     // NaN in a masked row still poisons the loss (mask multiplies, as in PyTorch)
     let mut aug_nan = aug.clone();
     aug_nan[[1, 0]] = f64::NAN;
-    assert!(uda_consistency(ori.view(), aug_nan.view(), &base).unwrap().loss.is_nan());
+    assert!(uda_consistency_with_grad(ori.view(), aug_nan.view(), &base).unwrap().loss.is_nan());
     assert_eq!(uda_total(0.5, tgt.loss, 2.0), 0.5 + 2.0 * tgt.loss);
 }
 
@@ -571,10 +571,10 @@ fn half_precision_follows_f64() {
             let g64: Vec<f64> = g64.iter().copied().collect();
             check("half grad", &g, &g64, tol, tol * 1e-2);
         }
-        let u = uda_consistency(sh.view(), th.view(), &UdaOptions { temperature: 0.5, ..Default::default() })
+        let u = uda_consistency_with_grad(sh.view(), th.view(), &UdaOptions { temperature: 0.5, ..Default::default() })
             .unwrap();
         let u64 =
-            uda_consistency(s64.view(), t64.view(), &UdaOptions { temperature: 0.5, ..Default::default() })
+            uda_consistency_with_grad(s64.view(), t64.view(), &UdaOptions { temperature: 0.5, ..Default::default() })
                 .unwrap();
         check("half uda", &[fv(u.loss)], &[u64.loss], tol, tol * 1e-2);
     }
@@ -683,17 +683,17 @@ fn errors_name_what_is_wrong() {
     assert!(run(array![[0, 1], [1, 2], [0, 2]], &lq3).contains("must have the same number of rows"));
 
     // UDA
-    let e = uda_consistency(s.view(), t.view(), &UdaOptions { temperature: -1.0, ..Default::default() })
+    let e = uda_consistency_with_grad(s.view(), t.view(), &UdaOptions { temperature: -1.0, ..Default::default() })
         .unwrap_err();
     assert_eq!(e.to_string(), "uda_consistency: invalid temperature = -1: must be a finite number > 0");
-    let e = uda_consistency(
+    let e = uda_consistency_with_grad(
         s.view(),
         t.view(),
         &UdaOptions { confidence_threshold: Some(f64::NAN), ..Default::default() },
     )
     .unwrap_err();
     assert!(e.to_string().contains("confidence_threshold"), "{e}");
-    let e = uda_consistency(s.view(), t4.view(), &UdaOptions::default()).unwrap_err();
+    let e = uda_consistency_with_grad(s.view(), t4.view(), &UdaOptions::default()).unwrap_err();
     assert_eq!(
         e.to_string(),
         "uda_consistency: ori_logits shape [2, 3] and aug_logits shape [2, 4] must be equal"

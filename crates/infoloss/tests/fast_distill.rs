@@ -26,7 +26,7 @@ use support::Rng;
 use infoloss::distill::{DistillOptions, Divergence, distill, distill_backward, distill_with_grad};
 use infoloss::half::{bf16, f16};
 use infoloss::ndarray::{Array1, Array2, ArrayView1};
-use infoloss::uda::{Sharpen, UdaNormalize, UdaOptions, uda_consistency, uda_consistency_backward};
+use infoloss::uda::{Sharpen, UdaNormalize, UdaOptions, uda_consistency_with_grad, uda_consistency_backward};
 use infoloss::{Element, GradOutput, Loss, Real, Reduction};
 use infoloss::{with_fast_path, with_reference_path};
 
@@ -453,7 +453,7 @@ fn bits_of_distill<T: Element>(s: &Array2<T>, t: &Array2<T>, y: ArrayView1<'_, i
     for sharpen in [Sharpen::Target, Sharpen::Augmented] {
         let o =
             UdaOptions { temperature: 0.6, sharpen, confidence_threshold: Some(0.05), ..Default::default() };
-        let u = uda_consistency(t.view(), s.view(), &o).unwrap();
+        let u = uda_consistency_with_grad(t.view(), s.view(), &o).unwrap();
         out.push(fv(u.loss).to_bits());
         out.extend(u.grad.iter().map(|&v| fv(v).to_bits()));
         out.extend(u.row_kl.iter().map(|&v| fv(v).to_bits()));
@@ -486,8 +486,8 @@ fn bit_identical_for_1_2_3_threads() {
 fn compare_uda<T: Element>(what: &str, ori64: &Array2<f64>, aug64: &Array2<f64>, o: &UdaOptions) {
     let ori = ori64.mapv(cv::<T>);
     let aug = aug64.mapv(cv::<T>);
-    let fast = uda_consistency(ori.view(), aug.view(), o).unwrap();
-    let slow = with_reference_path(|| uda_consistency(ori.view(), aug.view(), o)).unwrap();
+    let fast = uda_consistency_with_grad(ori.view(), aug.view(), o).unwrap();
+    let slow = with_reference_path(|| uda_consistency_with_grad(ori.view(), aug.view(), o)).unwrap();
     assert_eq!(fast.mask, slow.mask, "{what}: mask");
     assert_eq!(fast.kept, slow.kept, "{what}: kept");
     let (to, ta) = match o.sharpen {
@@ -631,7 +631,7 @@ fn timing_fast_vs_reference() {
             );
         }
         let o = UdaOptions { temperature: 0.4, confidence_threshold: Some(0.5), ..Default::default() };
-        let f = || drop(uda_consistency(t.view(), s.view(), &o).unwrap());
+        let f = || drop(uda_consistency_with_grad(t.view(), s.view(), &o).unwrap());
         let fast = time(&f);
         let slow = if fast_only { f64::NAN } else { time(&|| with_reference_path(f)) };
         eprintln!("{name} uda: fast {fast:.0} ms, reference {slow:.0} ms");
@@ -656,7 +656,7 @@ fn equal_rows_give_exactly_zero() {
             assert!(g.iter().all(|&v| v == 0.0), "{div:?} T={temp}");
         }
     }
-    let u = uda_consistency(s.view(), s.view(), &UdaOptions::default()).unwrap();
+    let u = uda_consistency_with_grad(s.view(), s.view(), &UdaOptions::default()).unwrap();
     assert_eq!(u.loss, 0.0);
     assert!(u.grad.iter().all(|&v| v == 0.0));
 }

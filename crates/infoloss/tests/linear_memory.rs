@@ -378,7 +378,7 @@ fn peak_bytes<R>(f: impl FnMut() -> R) -> usize {
 /// copy of a half-type input, log-probabilities kept for the backward, a temporary softmax).
 fn allocating_calls_need_only_their_outputs<T: infoloss::Element>(dtype: &str) {
     use infoloss::distill::{DistillOptions, Divergence, distill, distill_with_grad};
-    use infoloss::uda::{UdaOptions, uda_consistency, uda_consistency_backward};
+    use infoloss::uda::{UdaOptions, uda_consistency_with_grad, uda_consistency_backward};
     use infoloss::{
         BceOptions, BceWithLogitsOptions, CrossEntropyOptions, EntropyOptions, JensenShannonOptions,
         KlDivOptions, NllOptions, Reduction,
@@ -502,7 +502,7 @@ fn allocating_calls_need_only_their_outputs<T: infoloss::Element>(dtype: &str) {
             distill_with_grad(logits.view(), logits2.view(), Some(y.view()), &kd(Divergence::ForwardKl, 0.5))
                 .unwrap()
         ),
-        peak!("uda_consistency", 1, uda_consistency(logits2.view(), logits.view(), &uda).unwrap()),
+        peak!("uda_consistency", 1, uda_consistency_with_grad(logits2.view(), logits.view(), &uda).unwrap()),
         peak!(
             "uda_consistency_backward",
             1,

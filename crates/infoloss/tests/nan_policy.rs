@@ -291,7 +291,7 @@ fn rule_16_ignored_rows_get_nan_gradients_where_torch_does() {
     // torch: keep = y != -100; lse = logsumexp(x, 1)
     //        loss = F.cross_entropy(x, y) + where(keep, 0.01·lse², 0).sum() / keep.sum(); loss.backward()
     let opts = CrossEntropyExtrasOptions::<f64> { lse_square_scale: 0.01, ..Default::default() };
-    let out = infoloss::cross_entropy_extras(x.view(), y.view(), &opts).unwrap();
+    let out = infoloss::cross_entropy_extras_with_grad(x.view(), y.view(), &opts).unwrap();
     assert_close(&arr0(out.loss.scalar().unwrap()).into_dyn(), &[0.3177321343798956]);
     #[rustfmt::skip]
     let want = [NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN, NAN,
@@ -303,7 +303,7 @@ fn rule_16_ignored_rows_get_nan_gradients_where_torch_does() {
     assert!(g.rows().into_iter().take(3).all(|r| r.iter().all(|v| v.is_nan())));
     // under a softcap ±inf are capped to ±c: only the NaN row stays NaN
     let capped = CrossEntropyExtrasOptions::<f64> { softcap: Some(3.0), ..Default::default() };
-    let g = infoloss::cross_entropy_extras(x.view(), y.view(), &capped).unwrap().grad;
+    let g = infoloss::cross_entropy_extras_with_grad(x.view(), y.view(), &capped).unwrap().grad;
     assert!(g.row(0).iter().all(|v| v.is_nan()));
     assert!(g.rows().into_iter().skip(1).take(2).all(|r| r.iter().all(|&v| v == 0.0)));
     // linear: an ignored row of NaN hidden state. torch: F.linear_cross_entropy(h, W, [-100, 0, 2]).backward()

@@ -72,13 +72,13 @@ use crate::{Element, Error, GradOutput, Loss, Result};
 
 pub use crate::options::CrossEntropyExtrasOptions;
 
-/// What [`cross_entropy_extras`] returns.
+/// What [`cross_entropy_extras_with_grad`] returns.
 ///
 /// ```
-/// use infoloss::ce_extras::{CrossEntropyExtrasOptions, cross_entropy_extras};
+/// use infoloss::ce_extras::{CrossEntropyExtrasOptions, cross_entropy_extras_with_grad};
 /// use infoloss::ndarray::array;
 /// let opts = CrossEntropyExtrasOptions::<f64> { return_lse: true, return_token_accuracy: true, ..Default::default() };
-/// let out = cross_entropy_extras(array![[2.0f64, 0.0], [0.0, 1.0]].view(), array![0i64, 0].view(), &opts).unwrap();
+/// let out = cross_entropy_extras_with_grad(array![[2.0f64, 0.0], [0.0, 1.0]].view(), array![0i64, 0].view(), &opts).unwrap();
 /// assert_eq!(out.token_accuracy.unwrap().scalar(), Some(0.5)); // row 0 right, row 1 wrong
 /// assert!((out.lse.unwrap()[0] - (1.0 + 2f64.exp()).ln()).abs() < 1e-15);
 /// assert_eq!(out.grad.shape(), &[2, 2]);
@@ -194,12 +194,12 @@ fn extras_2d<T: Element>(
 /// # Example
 ///
 /// ```
-/// use infoloss::ce_extras::{CrossEntropyExtrasOptions, cross_entropy_extras};
+/// use infoloss::ce_extras::{CrossEntropyExtrasOptions, cross_entropy_extras_with_grad};
 /// use infoloss::{Reduction, ndarray::array};
 /// let x = array![[1.0f64, 2.0, 3.0], [0.5, -1.0, 2.0]];
 /// let y = array![2i64, 0];
 /// let opts = CrossEntropyExtrasOptions { lse_square_scale: 0.01, softcap: Some(2.0), ..Default::default() };
-/// let out = cross_entropy_extras(x.view(), y.view(), &opts)?;
+/// let out = cross_entropy_extras_with_grad(x.view(), y.view(), &opts)?;
 /// // torch (float64): xc = 2*torch.tanh(x/2); lse = torch.logsumexp(xc, 1)
 /// //   F.cross_entropy(xc, y) + (0.01 * lse.pow(2)).mean(), then .backward()
 /// assert!((out.loss.scalar().unwrap() - 1.1366601080888337).abs() < 1e-12);
@@ -207,7 +207,7 @@ fn extras_2d<T: Element>(
 /// assert!((out.grad[[0, 2]] - (-0.04641830443011503)).abs() < 1e-12);
 /// # Ok::<(), infoloss::Error>(())
 /// ```
-pub fn cross_entropy_extras<T: Element, D: Dimension, D2: Dimension>(
+pub fn cross_entropy_extras_with_grad<T: Element, D: Dimension, D2: Dimension>(
     input: ArrayView<'_, T, D>,
     target: ArrayView<'_, i64, D2>,
     opts: &CrossEntropyExtrasOptions<'_, T>,
@@ -215,17 +215,38 @@ pub fn cross_entropy_extras<T: Element, D: Dimension, D2: Dimension>(
     extras_core("cross_entropy_extras", input, target, opts, &GradOutput::one())
 }
 
-/// Gradient of [`cross_entropy_extras`]'s total loss with respect to the logits for an upstream
+/// The earlier name of [`cross_entropy_extras_with_grad`] (it returns the gradient too), kept for one
+/// release.
+///
+/// ```
+/// # #![allow(deprecated)]
+/// use infoloss::ce_extras::{CrossEntropyExtrasOptions, cross_entropy_extras, cross_entropy_extras_with_grad};
+/// use infoloss::ndarray::array;
+/// let (x, y) = (array![[1.0f64, 2.0, 3.0]], array![2i64]);
+/// let o = CrossEntropyExtrasOptions::default();
+/// assert_eq!(cross_entropy_extras(x.view(), y.view(), &o)?.grad, cross_entropy_extras_with_grad(x.view(), y.view(), &o)?.grad);
+/// # Ok::<(), infoloss::Error>(())
+/// ```
+#[deprecated(since = "0.2.0", note = "renamed cross_entropy_extras_with_grad (it returns the gradient)")]
+pub fn cross_entropy_extras<T: Element, D: Dimension, D2: Dimension>(
+    input: ArrayView<'_, T, D>,
+    target: ArrayView<'_, i64, D2>,
+    opts: &CrossEntropyExtrasOptions<'_, T>,
+) -> Result<CrossEntropyExtrasOutput<T>> {
+    cross_entropy_extras_with_grad(input, target, opts)
+}
+
+/// Gradient of [`cross_entropy_extras_with_grad`]'s total loss with respect to the logits for an upstream
 /// gradient `grad_output`: a scalar (or 0-d array) for `Mean`/`Sum`, an `(N,)` array (or a scalar for
 /// every row) for `None`.
 ///
 /// # Formula
 ///
-/// `grad_output ×` the gradient of [`cross_entropy_extras`] (per row for `None`); see there.
+/// `grad_output ×` the gradient of [`cross_entropy_extras_with_grad`] (per row for `None`); see there.
 ///
 /// # PyTorch
 ///
-/// `x.grad` after `loss.backward(g)` with the expression of [`cross_entropy_extras`].
+/// `x.grad` after `loss.backward(g)` with the expression of [`cross_entropy_extras_with_grad`].
 ///
 /// # Errors
 ///
@@ -296,7 +317,7 @@ mod tests {
                 reduction: red,
                 ..Default::default()
             };
-            let out = cross_entropy_extras(x.view(), y.view(), &o).unwrap();
+            let out = cross_entropy_extras_with_grad(x.view(), y.view(), &o).unwrap();
             let (l, g) = crate::cross_entropy_with_grad(x.view(), y.view(), &ce).unwrap();
             assert_eq!(out.loss.into_array(), l.into_array());
             assert_eq!(out.grad.into_dyn(), g);
@@ -315,20 +336,25 @@ mod tests {
             CrossEntropyExtrasOptions { reduction: Reduction::BatchMean, ..Default::default() },
         ];
         for o in bad {
-            let e = cross_entropy_extras(x.view(), y.view(), &o).unwrap_err();
+            let e = cross_entropy_extras_with_grad(x.view(), y.view(), &o).unwrap_err();
             assert!(matches!(e, Error::InvalidOption { .. }), "{e}");
         }
-        let e = cross_entropy_extras(
+        let e = cross_entropy_extras_with_grad(
             array![[1.0f64, 2.0], [0.0, 1.0]].view(),
             array![0i64].view(),
             &CrossEntropyExtrasOptions::default(),
         )
         .unwrap_err();
         assert!(e.to_string().contains("[2, 2]") && e.to_string().contains("[1]"), "{e}");
-        let e = cross_entropy_extras(array![1.0f64, 2.0].view(), array![0i64].view(), &Default::default())
-            .unwrap_err();
+        let e = cross_entropy_extras_with_grad(
+            array![1.0f64, 2.0].view(),
+            array![0i64].view(),
+            &Default::default(),
+        )
+        .unwrap_err();
         assert!(matches!(e, Error::BadRank { .. }), "{e}");
-        let e = cross_entropy_extras(x.view(), array![2i64].view(), &Default::default()).unwrap_err();
+        let e =
+            cross_entropy_extras_with_grad(x.view(), array![2i64].view(), &Default::default()).unwrap_err();
         assert_eq!(e.to_string(), "cross_entropy_extras: target 2 at [0] is out of range for 2 classes");
     }
 }

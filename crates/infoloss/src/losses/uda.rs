@@ -52,7 +52,7 @@ pub use crate::options::UdaNormalize;
 
 pub use crate::options::UdaOptions;
 
-/// The result of [`uda_consistency`]: the loss, its gradient, and what callers log.
+/// The result of [`uda_consistency_with_grad`]: the loss, its gradient, and what callers log.
 ///
 /// ```
 /// use infoloss::uda::{uda_consistency, UdaOptions};
@@ -126,12 +126,12 @@ impl<T> UdaLoss<T> {
 /// `confidence_threshold`.
 ///
 /// ```
-/// use infoloss::uda::{uda_consistency, Sharpen, UdaOptions};
+/// use infoloss::uda::{uda_consistency_with_grad, Sharpen, UdaOptions};
 /// use infoloss::ndarray::array;
 /// let ori = array![[2.0f32, 0.5, -1.0], [0.1, 0.2, 0.0]];
 /// let aug = array![[1.0f32, 1.0, -0.5], [0.3, -0.2, 0.4]];
 /// let o = UdaOptions { temperature: 0.4, sharpen: Sharpen::Target, confidence_threshold: Some(0.5), ..Default::default() };
-/// let out = uda_consistency(ori.view(), aug.view(), &o)?;
+/// let out = uda_consistency_with_grad(ori.view(), aug.view(), &o)?;
 /// assert_eq!(out.mask.to_vec(), vec![1.0, 0.0]); // max softmax(ori) = 0.786 and 0.367
 /// assert_eq!(out.kept, 1);
 /// assert!((out.loss - 0.6857713851463987).abs() < 1e-6); // torch float32: 0.6857712864875793
@@ -139,7 +139,7 @@ impl<T> UdaLoss<T> {
 /// assert_eq!(out.grad[[1, 0]], 0.0);
 /// # Ok::<(), infoloss::Error>(())
 /// ```
-pub fn uda_consistency<T: Element, D1: Dimension, D2: Dimension>(
+pub fn uda_consistency_with_grad<T: Element, D1: Dimension, D2: Dimension>(
     ori_logits: ArrayView<'_, T, D1>,
     aug_logits: ArrayView<'_, T, D2>,
     opts: &UdaOptions,
@@ -148,22 +148,45 @@ pub fn uda_consistency<T: Element, D1: Dimension, D2: Dimension>(
     Ok(out.with_grad(grad.unwrap_or_default()))
 }
 
-/// [`uda_consistency`]'s loss, mask, kept-row count and per-row KL **without** the gradient (evaluation,
+/// The earlier name of [`uda_consistency_with_grad`] (it returns the gradient too), kept for one release.
+///
+/// ```
+/// # #![allow(deprecated)]
+/// use infoloss::uda::{uda_consistency, uda_consistency_with_grad, UdaOptions};
+/// use infoloss::ndarray::array;
+/// let (ori, aug) = (array![[2.0f64, 0.5]], array![[1.0f64, 1.0]]);
+/// let o = UdaOptions::default();
+/// assert_eq!(uda_consistency(ori.view(), aug.view(), &o)?.loss, uda_consistency_with_grad(ori.view(), aug.view(), &o)?.loss);
+/// # Ok::<(), infoloss::Error>(())
+/// ```
+#[deprecated(
+    since = "0.2.0",
+    note = "renamed uda_consistency_with_grad (it returns the gradient); the loss alone is uda_consistency_loss"
+)]
+pub fn uda_consistency<T: Element, D1: Dimension, D2: Dimension>(
+    ori_logits: ArrayView<'_, T, D1>,
+    aug_logits: ArrayView<'_, T, D2>,
+    opts: &UdaOptions,
+) -> Result<UdaOutput<T>> {
+    uda_consistency_with_grad(ori_logits, aug_logits, opts)
+}
+
+/// [`uda_consistency_with_grad`]'s loss, mask, kept-row count and per-row KL **without** the gradient (evaluation,
 /// logging, or a forward pass whose backward comes later through [`uda_consistency_backward`]): one read
 /// of both inputs and no `(rows, classes)` allocation.
 ///
-/// PyTorch equivalent: the expression of [`uda_consistency`] under `torch.no_grad()`.
+/// PyTorch equivalent: the expression of [`uda_consistency_with_grad`] under `torch.no_grad()`.
 ///
-/// Errors: those of [`uda_consistency`].
+/// Errors: those of [`uda_consistency_with_grad`].
 ///
 /// ```
-/// use infoloss::uda::{uda_consistency, uda_consistency_loss, Sharpen, UdaOptions};
+/// use infoloss::uda::{uda_consistency_with_grad, uda_consistency_loss, Sharpen, UdaOptions};
 /// use infoloss::ndarray::array;
 /// let ori = array![[2.0f64, 0.5, -1.0], [0.1, 0.2, 0.0]];
 /// let aug = array![[1.0f64, 1.0, -0.5], [0.3, -0.2, 0.4]];
 /// let o = UdaOptions { temperature: 0.4, sharpen: Sharpen::Target, ..Default::default() };
 /// let l = uda_consistency_loss(ori.view(), aug.view(), &o)?;
-/// assert_eq!(l.loss, uda_consistency(ori.view(), aug.view(), &o)?.loss);
+/// assert_eq!(l.loss, uda_consistency_with_grad(ori.view(), aug.view(), &o)?.loss);
 /// # Ok::<(), infoloss::Error>(())
 /// ```
 pub fn uda_consistency_loss<T: Element, D1: Dimension, D2: Dimension>(
@@ -174,7 +197,7 @@ pub fn uda_consistency_loss<T: Element, D1: Dimension, D2: Dimension>(
     Ok(uda_impl(ori_logits, aug_logits, opts, None)?.0)
 }
 
-/// Gradient of [`uda_consistency`]'s loss with respect to `aug_logits` for an upstream gradient
+/// Gradient of [`uda_consistency_with_grad`]'s loss with respect to `aug_logits` for an upstream gradient
 /// `grad_output` (the loss is a scalar, so `grad_output` is a scalar or a 0-d array), shape
 /// `(rows, classes)`.
 ///
@@ -182,17 +205,17 @@ pub fn uda_consistency_loss<T: Element, D1: Dimension, D2: Dimension>(
 ///
 /// `∂(g·loss)/∂x_r = g · mask_r / denom · (softmax(x_r / T_x) − target_r) / T_x` (see the
 /// [module docs](self)); the factor `g` enters the row coefficient, which is computed in `f64`, so the
-/// result is rounded once (unlike multiplying [`uda_consistency`]'s gradient by `g` afterwards). Masked
+/// result is rounded once (unlike multiplying [`uda_consistency_with_grad`]'s gradient by `g` afterwards). Masked
 /// rows get 0 (NaN if `g` is not finite, as `0 · g` in PyTorch).
 ///
 /// # PyTorch
 ///
-/// `(g * loss).backward()` (or `loss.backward(g)`) on the expression of [`uda_consistency`];
+/// `(g * loss).backward()` (or `loss.backward(g)`) on the expression of [`uda_consistency_with_grad`];
 /// `aug_logits.grad` is the result.
 ///
 /// # Errors
 ///
-/// Those of [`uda_consistency`], and [`Error::ShapeMismatch`] for a `grad_output` array that is not 0-d.
+/// Those of [`uda_consistency_with_grad`], and [`Error::ShapeMismatch`] for a `grad_output` array that is not 0-d.
 ///
 /// # Example
 ///
@@ -223,7 +246,7 @@ pub fn uda_consistency_backward<T: Element, D1: Dimension, D2: Dimension>(
 /// The loss and, for `Some(upstream)`, the gradient for the upstream gradient `upstream`.
 type UdaParts<T> = (UdaLoss<T>, Option<Array2<T>>);
 
-/// [`uda_consistency`] with the gradient for the upstream gradient `upstream`, if any.
+/// [`uda_consistency_with_grad`] with the gradient for the upstream gradient `upstream`, if any.
 fn uda_impl<T: Element, D1: Dimension, D2: Dimension>(
     ori_logits: ArrayView<'_, T, D1>,
     aug_logits: ArrayView<'_, T, D2>,
@@ -450,7 +473,7 @@ fn sum_exp_rel_max(x: &[f64]) -> f64 {
 }
 
 /// The total UDA objective `sup_loss + uda_coeff · unsup_loss` (SEEDS.md step 6): `sup_loss` is the
-/// ordinary cross-entropy on the labeled batch, `unsup_loss` the [`uda_consistency`] loss. Its gradient
+/// ordinary cross-entropy on the labeled batch, `unsup_loss` the [`uda_consistency_with_grad`] loss. Its gradient
 /// is `uda_coeff` times the consistency gradient on the augmented logits (plus the supervised one).
 ///
 /// ```

@@ -44,10 +44,12 @@ mod drivers;
 mod fast;
 mod measures;
 mod reference_rows;
+mod with_grad;
 
 use drivers::*;
 pub use measures::*;
 use reference_rows::*;
+pub use with_grad::*;
 crate::base::path::deprecated_switches!("info");
 use num_traits::{Float, One};
 
