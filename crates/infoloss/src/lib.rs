@@ -17,14 +17,18 @@
 //!   is NaN and the sum of nothing is 0, as in PyTorch.
 //! - **Argument order** follows PyTorch: `kl_div(input, target)` computes KL(target ‖ exp(input)) with `input`
 //!   holding log-probabilities.
-//! - **Gradients**: every loss has `*_backward` (gradient wrt the input given the upstream gradient
-//!   [`GradOutput`]), `*_backward_target` where PyTorch differentiates the target, and `*_with_grad` returning the
-//!   loss and the input gradient for an upstream gradient of 1 in one call. The training path has
-//!   `*_with_grad_in_place`, which writes that gradient over the input (dead after the loss) and returns the
-//!   loss, bit for bit the `*_with_grad` results with no gradient array allocated: [`cross_entropy_with_grad_in_place`],
-//!   [`cross_entropy_probs_with_grad_in_place`], [`kl_div_with_grad_in_place`],
-//!   [`binary_cross_entropy_with_grad_in_place`], [`binary_cross_entropy_with_logits_with_grad_in_place`],
-//!   [`distill_with_grad_in_place`] and [`distill_topk_with_grad_in_place`].
+//! - **Names** follow one scheme: `f` computes the value; `f_backward` the gradient with respect to the
+//!   input for an upstream gradient ([`GradOutput`]); `f_backward_target` the gradient with respect to the
+//!   target, where PyTorch differentiates it; `f_with_grad` the value and the gradient(s) for an upstream
+//!   gradient of 1 in one call; `f_with_grad_in_place` the same with the input gradient written over the
+//!   input (dead after the loss), bit for bit `f_with_grad` with no gradient array allocated. Every loss
+//!   and measure has `f`, `f_backward` and `f_with_grad`; the training-path losses also have
+//!   `f_with_grad_in_place` ([`cross_entropy_with_grad_in_place`], [`cross_entropy_probs_with_grad_in_place`],
+//!   [`kl_div_with_grad_in_place`], [`binary_cross_entropy_with_grad_in_place`],
+//!   [`binary_cross_entropy_with_logits_with_grad_in_place`], [`distill_with_grad_in_place`],
+//!   [`distill_topk_with_grad_in_place`]). The fused linear losses compute their gradients in the forward
+//!   pass by design ([`linear_cross_entropy`], [`linear_distill`]); `softmax`, `log_softmax` and
+//!   `logsumexp` are functions with `f_backward`.
 //! - **Options** are structs whose `Default` equals PyTorch's defaults (`ignore_index = -100`, `reduction =
 //!   Mean`, `label_smoothing = 0`, `log_target = false`).
 //! - **dtypes**: `f32` and `f64` compute in their own precision; `half::f16` and `half::bf16` are computed in

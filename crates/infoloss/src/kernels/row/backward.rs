@@ -271,7 +271,7 @@ pub fn logsumexp_f32(x: &[f32]) -> f32 {
 /// assert_eq!(s, 3.0);
 /// ```
 ///
-/// [`exp_f32`]: super::exp_f32
+/// [`exp_f32`]: crate::kernels::exp_f32
 pub fn exp_sub_sum_f32(x: &[f32], m: f32, out: &mut [f32]) -> Result<f64> {
     Kernels::new().exp_sub_sum_f32(x, m, out)
 }

@@ -26,7 +26,7 @@
 //! `n` = the number of kept rows (all rows without labels), or the explicit `normalizer`, and `V` =
 //! `classes`:
 //!
-//! | [`Reduction`] | result | PyTorch expression it equals (kept rows only) |
+//! | [`Reduction`](crate::Reduction) | result | PyTorch expression it equals (kept rows only) |
 //! |---|---|---|
 //! | `BatchMean` (default) | `Σ_r row_loss_r / n` | `alpha·F.kl_div(lp, lq, 'batchmean', log_target=True)·T² + (1−alpha)·F.cross_entropy(s, y)` |
 //! | `Mean` | `alpha·c_T·Σ_r D_r / (n·V) + (1−alpha)·Σ_r CE_r / n` | `alpha·F.kl_div(lp, lq, 'mean', log_target=True)·T² + (1−alpha)·F.cross_entropy(s, y, 'mean')` |

@@ -201,7 +201,7 @@ pub(crate) fn linear_ce_core<T: LinearFloat>(
 /// Fused linear layer + cross-entropy: `loss = CE(hidden·weightᵀ + bias, targets)` with every option of
 /// [`cross_entropy_extras`](crate::losses::ce_extras::cross_entropy_extras), and its gradients with respect to
 /// `hidden (N, H)`, `weight (V, H)` and `bias (V,)` for an upstream gradient of 1 — computed chunk by
-/// chunk so that at most one `chunk_rows × V` block of logits exists (see the [module docs](self)).
+/// chunk so that at most one `chunk_rows × V` block of logits exists (see the [module docs](crate::linear)).
 ///
 /// # Formula
 ///
