@@ -547,8 +547,8 @@ impl<E: FastElem, K: PointOp> WithSimd for TaskRun<'_, '_, '_, E, K> {
                 grad_target: out_tile(gto.as_deref_mut(), &mut bgt[..m]),
             };
             // f32 terms of a reduced loss are summed in the loop; half-type terms are rounded to
-            // the element type first, a tile at a time (below): rounding in the loop was slower
-            // (f16 `kl_div` in place 52 -> 64 ms at 1 thread, the bits emulated without F16C)
+            // the element type first, a tile at a time (below): rounding inside the loop is slower, as
+            // its bits are emulated without F16C (docs/benchmarks-history.md has the measurements)
             let in_loop = E::DTYPE == DType::F32 && job.loss == LossOut::Sum;
             let tile = Tile { xg, ins, outs };
             let r = match in_loop {

@@ -2,9 +2,9 @@
 //! the formula reads the `f16` data and writes the `f16` results directly, without the `f32` scratch
 //! tiles and the separate widening, narrowing and term-rounding passes of the other path.
 //!
-//! (`bf16` through the same loop — a zero extension and a shift to widen, the bit rounding and a pack to
-//! narrow — was slower than its scratch tiles at 1 thread: BCE in place 83 → 90–94 ms, BCE with logits
-//! 114 → 120 ms; the conversions are several instructions each there, and the loop runs short of registers.)
+//! (`bf16` does not go through this loop — a zero extension and a shift to widen, the bit rounding and a
+//! pack to narrow: it was slower than its scratch tiles, as the conversions are several instructions each
+//! there and the loop runs short of registers; docs/benchmarks-history.md has the measurements.)
 //!
 //! It runs only inside [`crate::kernels::run_avx2_f16c`] (AVX2 + FMA + F16C, 8 lanes). Every element's results
 //! are the scratch-tile path's bits: the same exact widening, the same formula on the same `f32`

@@ -39,10 +39,10 @@ pub(crate) trait PointOp: Copy + Send + Sync + 'static {
     /// Whether `Outs::bad` is computed (inputs outside `[0, 1]` for `binary_cross_entropy`).
     const CHECKS: bool;
     /// Whether `bf16` jobs convert in registers ([`pair_tile`]). Two formula calls per loop
-    /// iteration need twice the registers: a win for a light formula (`kl_div`: 54 → 46 ms in place
-    /// at 1 thread), level for unweighted BCE (and unmeasured with weights, so off), a loss for BCE
-    /// with logits and a broadcast `pos_weight` (117 → 129–137 ms: an `exp`, a `ln` and a division
-    /// per vector, and the split layout's reordering).
+    /// iteration need twice the registers: a win for a light formula (`kl_div`), level for unweighted
+    /// BCE (and unmeasured with weights, so off), a loss for BCE with logits and a broadcast
+    /// `pos_weight` (an `exp`, a `ln` and a division per vector, and the split layout's reordering);
+    /// docs/benchmarks-history.md has the measurements.
     const PAIRS: bool;
     /// The requested results for one vector.
     fn call<S: Simd>(self, simd: S, want: Want, v: Lanes<S::f32s>) -> Outs<S::f32s>;
