@@ -11,7 +11,7 @@ use infoloss::distill::{DistillOptions, Divergence};
 use infoloss::ndarray::{Array1, Array2, ShapeBuilder, array};
 use infoloss::{
     CrossEntropyExtrasOptions, Error, GradOutput, LinearCrossEntropyOptions, LinearDistillOptions, Loss,
-    Reduction, cross_entropy_extras, linear_cross_entropy, linear_cross_entropy_backward,
+    Reduction, cross_entropy_extras_with_grad, linear_cross_entropy, linear_cross_entropy_backward,
     linear_cross_entropy_workspace, linear_distill, linear_distill_workspace,
 };
 
@@ -83,13 +83,13 @@ fn fd_cross_entropy_extras() {
     let mut checked = 0;
     for red in [Reduction::Mean, Reduction::Sum, Reduction::None] {
         let o = full_options(Some(&w), red);
-        let g = cross_entropy_extras(x.view(), y.view(), &o).unwrap().grad;
+        let g = cross_entropy_extras_with_grad(x.view(), y.view(), &o).unwrap().grad;
         for i in 0..x.nrows() {
             for j in 0..x.ncols() {
                 let f = |d: f64| {
                     let mut xp = x.clone();
                     xp[[i, j]] += d;
-                    scalar(&cross_entropy_extras(xp.view(), y.view(), &o).unwrap().loss)
+                    scalar(&cross_entropy_extras_with_grad(xp.view(), y.view(), &o).unwrap().loss)
                 };
                 let num = (f(FD_H) - f(-FD_H)) / (2.0 * FD_H);
                 assert!(fd_close(g[[i, j]], num), "{red} [{i},{j}]: analytic {} numeric {num}", g[[i, j]]);
@@ -214,7 +214,7 @@ fn linear_ce_equals_extras_on_materialized_logits() {
     let logits = h.dot(&w.t()) + &b;
     for red in [Reduction::Mean, Reduction::Sum, Reduction::None] {
         let ce = full_options(Some(&cw), red);
-        let r = cross_entropy_extras(logits.view(), y.view(), &ce).unwrap();
+        let r = cross_entropy_extras_with_grad(logits.view(), y.view(), &ce).unwrap();
         let gh = r.grad.dot(&w);
         let gw = r.grad.t().dot(&h);
         let gb = r.grad.sum_axis(infoloss::ndarray::Axis(0));
@@ -352,7 +352,7 @@ fn z_loss_is_count_normalized_and_unweighted() {
         label_smoothing: 0.3,
         ..Default::default()
     };
-    let out = cross_entropy_extras(x.view(), y.view(), &o).unwrap();
+    let out = cross_entropy_extras_with_grad(x.view(), y.view(), &o).unwrap();
     let lse0 = (1f64.exp() + 2f64.exp() + 1.0).ln();
     assert!((out.z_loss.scalar().unwrap() - s * lse0 * lse0).abs() < 1e-15);
     let ce = infoloss::cross_entropy(
@@ -366,7 +366,7 @@ fn z_loss_is_count_normalized_and_unweighted() {
     assert!((out.loss.scalar().unwrap() - (ce + s * lse0 * lse0)).abs() < 1e-15);
     // its gradient is 2·s·lse·softmax (count-normalized), added to the CE gradient
     let o0 = CrossEntropyExtrasOptions { lse_square_scale: 0.0, ..o.clone() };
-    let g0 = cross_entropy_extras(x.view(), y.view(), &o0).unwrap().grad;
+    let g0 = cross_entropy_extras_with_grad(x.view(), y.view(), &o0).unwrap().grad;
     let z = lse0 + lse0;
     for (k, xv) in [1.0f64, 2.0, 0.0].iter().enumerate() {
         let p = (xv - lse0).exp();
@@ -388,8 +388,8 @@ fn softcap_applies_before_everything() {
         ..Default::default()
     };
     let capo = CrossEntropyExtrasOptions { softcap: Some(c), ..plain.clone() };
-    let a = cross_entropy_extras(x.view(), y.view(), &capo).unwrap();
-    let b = cross_entropy_extras(capped.view(), y.view(), &plain).unwrap();
+    let a = cross_entropy_extras_with_grad(x.view(), y.view(), &capo).unwrap();
+    let b = cross_entropy_extras_with_grad(capped.view(), y.view(), &plain).unwrap();
     assert_eq!(a.loss, b.loss);
     assert_eq!(a.lse, b.lse);
     // row 1 saturates: 2·tanh(50) == 2·tanh(49.5) == 2 exactly, so the argmax is the first index (0) ≠ 1
@@ -411,7 +411,7 @@ fn accuracy_and_lse_per_row_with_reduction_none() {
         return_token_accuracy: true,
         ..Default::default()
     };
-    let out = cross_entropy_extras(x.view(), y.view(), &o).unwrap();
+    let out = cross_entropy_extras_with_grad(x.view(), y.view(), &o).unwrap();
     let acc = out.token_accuracy.unwrap().into_array();
     assert_eq!(acc.iter().copied().collect::<Vec<_>>(), vec![1.0, 0.0, 0.0]);
     let lse = out.lse.unwrap();

@@ -13,12 +13,12 @@ use infoloss::distill::{
 };
 use infoloss::linear::{LinearHead, TeacherTopK, linear_distill_backward};
 use infoloss::ndarray::{Array, Array1, Array2, ArrayD, Dimension, Ix1, Ix2, IxDyn, arr0};
-use infoloss::uda::{Sharpen, UdaNormalize, UdaOptions, uda_consistency, uda_consistency_backward};
+use infoloss::uda::{Sharpen, UdaNormalize, UdaOptions, uda_consistency_backward, uda_consistency_with_grad};
 use infoloss::{
     BceOptions, BceWithLogitsOptions, CrossEntropyExtrasOptions, CrossEntropyOptions, EntropyOptions,
     GradOutput, JensenShannonOptions, KlDivOptions, LinearCrossEntropyOptions, LinearDistillOptions,
-    LinearFloat, Loss, NllOptions, Reduction, Result, cross_entropy_extras, cross_entropy_extras_backward,
-    linear_cross_entropy_backward, linear_distill,
+    LinearFloat, Loss, NllOptions, Reduction, Result, cross_entropy_extras_backward,
+    cross_entropy_extras_with_grad, linear_cross_entropy_backward, linear_distill,
 };
 use infoloss_conformance::{Arr, Case, Checker, Fx, Support, int};
 
@@ -437,12 +437,14 @@ fn run_ce_extras<T: Fx>(ck: &mut Checker, case: &Case) {
     let w = weight1::<T>(case, "weight");
     let o = ce_extras_options(case, w.as_ref());
     if case.is_error() {
-        ck.expect_err("forward", cross_entropy_extras(x.view(), y.view(), &o), case.message());
+        ck.expect_err("forward", cross_entropy_extras_with_grad(x.view(), y.view(), &o), case.message());
         let r = cross_entropy_extras_backward(x.view(), y.view(), &o, &GradOutput::one());
         ck.expect_err("backward", r, case.message());
         return;
     }
-    let Some(out) = ck.result("forward", cross_entropy_extras(x.view(), y.view(), &o)) else { return };
+    let Some(out) = ck.result("forward", cross_entropy_extras_with_grad(x.view(), y.view(), &o)) else {
+        return;
+    };
     ck.field("output", &out.loss.clone().into_array());
     ck.field("z_loss", &out.z_loss.clone().into_array());
     ck.field("lse", &dynamic(out.lse.as_ref().expect("lse")));
@@ -660,7 +662,9 @@ fn run_uda<T: Fx>(ck: &mut Checker, case: &Case) {
     let ori = matrix::<T>(case, "ori");
     let aug = matrix::<T>(case, "aug");
     let o = uda_options(case);
-    let Some(out) = ck.result("forward", uda_consistency(ori.view(), aug.view(), &o)) else { return };
+    let Some(out) = ck.result("forward", uda_consistency_with_grad(ori.view(), aug.view(), &o)) else {
+        return;
+    };
     ck.field("output", &arr0(out.loss).into_dyn());
     ck.field("grad_input_unit", &dynamic(&out.grad));
     ck.field("row_kl", &dynamic(&out.row_kl));

@@ -14,7 +14,7 @@ use infoloss::linear::{
     linear_distill_backward, linear_distill_workspace, linear_distill_workspace_with,
 };
 use infoloss::ndarray::{Array1, Array2, ArrayView2, array};
-use infoloss::uda::{Sharpen, UdaNormalize, UdaOptions, uda_consistency, uda_consistency_backward};
+use infoloss::uda::{Sharpen, UdaNormalize, UdaOptions, uda_consistency_backward, uda_consistency_with_grad};
 use infoloss::{Element, GradOutput, LinearFloat, Loss, Real, Reduction};
 use infoloss_conformance::close;
 
@@ -153,8 +153,10 @@ fn uda_backward_rounds_once_in_f32() {
     let (once, twice) = infoloss::with_reference_path(|| {
         let once = uda_consistency_backward(o32.view(), a32.view(), &opts, &GradOutput::Scalar(up as f32))
             .expect("f32");
-        let twice =
-            uda_consistency(o32.view(), a32.view(), &opts).expect("f32").grad.mapv(|v| v * (up as f32));
+        let twice = uda_consistency_with_grad(o32.view(), a32.view(), &opts)
+            .expect("f32")
+            .grad
+            .mapv(|v| v * (up as f32));
         (once, twice)
     });
     let (mut once_err, mut twice_err) = (0.0f64, 0.0f64);
@@ -180,7 +182,7 @@ fn fd_uda_backward_every_option() {
                     let g = uda_consistency_backward(ori.view(), aug.view(), &o, &GradOutput::Scalar(up))
                         .unwrap();
                     checked += fd_check(&format!("uda {o:?} × {up}"), &aug, &g, |x| {
-                        up * uda_consistency(ori.view(), x.view(), &o).unwrap().loss
+                        up * uda_consistency_with_grad(ori.view(), x.view(), &o).unwrap().loss
                     });
                 }
             }
