@@ -19,6 +19,12 @@ pub(crate) struct Want {
 impl Want {
     /// Nothing (for `Want { loss: true, ..Want::NOTHING }`).
     pub(crate) const NOTHING: Want = Want { loss: false, grad_input: false, grad_target: false };
+    /// The loss alone (`f`).
+    pub(crate) const LOSS: Want = Want { loss: true, ..Want::NOTHING };
+    /// The input gradient alone (`f_backward`).
+    pub(crate) const GRAD_INPUT: Want = Want { grad_input: true, ..Want::NOTHING };
+    /// The target gradient alone (`f_backward_target`).
+    pub(crate) const GRAD_TARGET: Want = Want { grad_target: true, ..Want::NOTHING };
     /// The loss and the input gradient (the `_with_grad` and `_in_place` variants).
     pub(crate) const LOSS_AND_INPUT_GRAD: Want = Want { loss: true, grad_input: true, grad_target: false };
 }
@@ -31,6 +37,31 @@ pub(crate) struct Outputs<T> {
     pub(crate) grad_input: Option<ArrayD<T>>,
     /// The target gradient, when wanted.
     pub(crate) grad_target: Option<ArrayD<T>>,
+}
+
+impl<T> Outputs<T> {
+    /// The loss, which was wanted.
+    pub(crate) fn into_loss(self, op: &'static str) -> Result<Loss<T>> {
+        self.loss.ok_or_else(|| internal(op))
+    }
+
+    /// The input gradient, which was wanted.
+    pub(crate) fn into_grad_input(self, op: &'static str) -> Result<ArrayD<T>> {
+        self.grad_input.ok_or_else(|| internal(op))
+    }
+
+    /// The target gradient, which was wanted.
+    pub(crate) fn into_grad_target(self, op: &'static str) -> Result<ArrayD<T>> {
+        self.grad_target.ok_or_else(|| internal(op))
+    }
+
+    /// The loss and the input gradient, which were wanted.
+    pub(crate) fn into_loss_and_grad(self, op: &'static str) -> Result<(Loss<T>, ArrayD<T>)> {
+        match (self.loss, self.grad_input) {
+            (Some(l), Some(g)) => Ok((l, g)),
+            _ => Err(internal(op)),
+        }
+    }
 }
 
 /// The error for a result that was requested but not produced (a bug, never user input).

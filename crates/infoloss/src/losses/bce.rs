@@ -50,7 +50,7 @@
 use ndarray::{ArrayD, ArrayView, ArrayViewD, ArrayViewMut, ArrayViewMutD, Dimension};
 use num_traits::Zero;
 
-use crate::base::outputs::{Outputs, Want, internal, to_array};
+use crate::base::outputs::{Outputs, Want, to_array};
 use crate::base::shape::unravel;
 use crate::base::upstream::{ElementUpstream as Upstream, fill, upstream_of};
 use crate::kernels::elementwise::{
@@ -94,8 +94,7 @@ pub fn binary_cross_entropy<T: Element, D: Dimension, D2: Dimension>(
     target: ArrayView<'_, T, D2>,
     opts: &BceOptions<'_, T>,
 ) -> Result<Loss<T>> {
-    let out = run(input.into_dyn(), target.into_dyn(), opts, None, Want { loss: true, ..Want::NOTHING })?;
-    out.loss.ok_or_else(|| internal(OP))
+    run(input.into_dyn(), target.into_dyn(), opts, None, Want::LOSS)?.into_loss(OP)
 }
 
 /// Gradient with respect to `input`.
@@ -127,9 +126,7 @@ pub fn binary_cross_entropy_backward<T: Element, D: Dimension, D2: Dimension>(
     opts: &BceOptions<'_, T>,
     grad_output: &GradOutput<'_, T>,
 ) -> Result<ArrayD<T>> {
-    let want = Want { grad_input: true, ..Want::NOTHING };
-    let out = run(input.into_dyn(), target.into_dyn(), opts, Some(grad_output), want)?;
-    out.grad_input.ok_or_else(|| internal(OP))
+    run(input.into_dyn(), target.into_dyn(), opts, Some(grad_output), Want::GRAD_INPUT)?.into_grad_input(OP)
 }
 
 /// Gradient with respect to `target`.
@@ -160,9 +157,7 @@ pub fn binary_cross_entropy_backward_target<T: Element, D: Dimension, D2: Dimens
     opts: &BceOptions<'_, T>,
     grad_output: &GradOutput<'_, T>,
 ) -> Result<ArrayD<T>> {
-    let want = Want { grad_target: true, ..Want::NOTHING };
-    let out = run(input.into_dyn(), target.into_dyn(), opts, Some(grad_output), want)?;
-    out.grad_target.ok_or_else(|| internal(OP))
+    run(input.into_dyn(), target.into_dyn(), opts, Some(grad_output), Want::GRAD_TARGET)?.into_grad_target(OP)
 }
 
 /// Loss and input gradient in one call.
@@ -192,12 +187,8 @@ pub fn binary_cross_entropy_with_grad<T: Element, D: Dimension, D2: Dimension>(
     target: ArrayView<'_, T, D2>,
     opts: &BceOptions<'_, T>,
 ) -> Result<(Loss<T>, ArrayD<T>)> {
-    let want = Want { loss: true, grad_input: true, grad_target: false };
-    let out = run(input.into_dyn(), target.into_dyn(), opts, Some(&GradOutput::one()), want)?;
-    match (out.loss, out.grad_input) {
-        (Some(l), Some(g)) => Ok((l, g)),
-        _ => Err(internal(OP)),
-    }
+    run(input.into_dyn(), target.into_dyn(), opts, Some(&GradOutput::one()), Want::LOSS_AND_INPUT_GRAD)?
+        .into_loss_and_grad(OP)
 }
 
 /// [`binary_cross_entropy_with_grad`] with the gradient written into `input` (the training path:

@@ -58,7 +58,7 @@ use ndarray::{ArrayD, ArrayView, ArrayViewD, ArrayViewMut, ArrayViewMutD, Dimens
 use num_traits::Zero;
 
 use crate::base::array::try_vec;
-use crate::base::outputs::{Outputs, Want, internal, to_array};
+use crate::base::outputs::{Outputs, Want, to_array};
 use crate::base::shape::checked_numel;
 use crate::base::upstream::{ElementUpstream as Upstream, fill, upstream_of};
 use crate::kernels::elementwise::{Job, KlOp, fast_path_for};
@@ -101,8 +101,7 @@ pub fn kl_div<T: Element, D: Dimension, D2: Dimension>(
     target: ArrayView<'_, T, D2>,
     opts: &KlDivOptions,
 ) -> Result<Loss<T>> {
-    let out = run(input.into_dyn(), target.into_dyn(), opts, None, Want { loss: true, ..Want::NOTHING })?;
-    out.loss.ok_or_else(|| internal(OP))
+    run(input.into_dyn(), target.into_dyn(), opts, None, Want::LOSS)?.into_loss(OP)
 }
 
 /// Gradient of [`kl_div`] with respect to `input` (shape of `input`).
@@ -133,9 +132,7 @@ pub fn kl_div_backward<T: Element, D: Dimension, D2: Dimension>(
     opts: &KlDivOptions,
     grad_output: &GradOutput<'_, T>,
 ) -> Result<ArrayD<T>> {
-    let want = Want { grad_input: true, ..Want::NOTHING };
-    let out = run(input.into_dyn(), target.into_dyn(), opts, Some(grad_output), want)?;
-    out.grad_input.ok_or_else(|| internal(OP))
+    run(input.into_dyn(), target.into_dyn(), opts, Some(grad_output), Want::GRAD_INPUT)?.into_grad_input(OP)
 }
 
 /// Gradient of [`kl_div`] with respect to `target` (shape of `target`).
@@ -167,9 +164,7 @@ pub fn kl_div_backward_target<T: Element, D: Dimension, D2: Dimension>(
     opts: &KlDivOptions,
     grad_output: &GradOutput<'_, T>,
 ) -> Result<ArrayD<T>> {
-    let want = Want { grad_target: true, ..Want::NOTHING };
-    let out = run(input.into_dyn(), target.into_dyn(), opts, Some(grad_output), want)?;
-    out.grad_target.ok_or_else(|| internal(OP))
+    run(input.into_dyn(), target.into_dyn(), opts, Some(grad_output), Want::GRAD_TARGET)?.into_grad_target(OP)
 }
 
 /// Loss and input gradient in one call.
@@ -199,12 +194,8 @@ pub fn kl_div_with_grad<T: Element, D: Dimension, D2: Dimension>(
     target: ArrayView<'_, T, D2>,
     opts: &KlDivOptions,
 ) -> Result<(Loss<T>, ArrayD<T>)> {
-    let want = Want { loss: true, grad_input: true, grad_target: false };
-    let out = run(input.into_dyn(), target.into_dyn(), opts, Some(&GradOutput::one()), want)?;
-    match (out.loss, out.grad_input) {
-        (Some(l), Some(g)) => Ok((l, g)),
-        _ => Err(internal(OP)),
-    }
+    run(input.into_dyn(), target.into_dyn(), opts, Some(&GradOutput::one()), Want::LOSS_AND_INPUT_GRAD)?
+        .into_loss_and_grad(OP)
 }
 
 /// [`kl_div_with_grad`] with the gradient written into `input` (the training path: the
