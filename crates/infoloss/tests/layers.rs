@@ -214,16 +214,19 @@ fn resolve(me: &ModPath, path: &str, root_exports: &BTreeMap<String, ModPath>) -
         segs.remove(0);
         base.pop();
     }
-    if base.is_empty() {
-        if let Some(first) = segs.first() {
-            if let Some(target) = root_exports.get(*first) {
+    base.extend(segs.iter().map(|s| s.to_string()));
+    // a name the crate root re-exports (`crate::Element`, `crate::info::…` through `pub use losses::info`)
+    // stands for its definition; follow re-exports of re-exports a few times
+    for _ in 0..4 {
+        match base.first().and_then(|first| root_exports.get(first)) {
+            Some(target) if target.first() != base.first() => {
                 let mut t = target.clone();
-                t.extend(segs[1..].iter().map(|s| s.to_string()));
-                return t;
+                t.extend(base.drain(1..));
+                base = t;
             }
+            _ => break,
         }
     }
-    base.extend(segs.iter().map(|s| s.to_string()));
     base
 }
 
@@ -259,6 +262,11 @@ fn no_module_imports_from_a_layer_above_it_or_another_losss_internals() {
     let mut problems = Vec::new();
     let mut checked = 0;
     for file in &files {
+        // unit-test modules kept in files of their own (`#[cfg(test)] mod tests;`) may drive a kernel
+        // through the public API, as inline `#[cfg(test)]` modules may
+        if file.file_stem().is_some_and(|s| s == "tests") {
+            continue;
+        }
         let me = module_of(&src, file);
         let my_layer = layer(&me);
         let code = code_only(&fs::read_to_string(file).unwrap());
