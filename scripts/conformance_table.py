@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-ORDER = ("core", "candle", "cli", "python")
+ORDER = ("core", "candle", "cli", "python", "python-torch")
 
 
 def main() -> int:
