@@ -1592,14 +1592,6 @@ With the implementations as of this writing, {via_count} float32 elements pass o
   `4·JS` and inherit the error (up to 4 %). Gradients that are exactly 0 by symmetry (an input broadcast along
   the axis) come out as ±1e-7…4e-7 in float32. These elements are within `slack` of `exact`; they are
   rounding, not semantics (the float64 twins match SciPy to 1e-12).
-
-## Known failures (implementation deviates from torch)
-
-- `cross_entropy/*/negative_label_smoothing/*` and `cross_entropy_probs/*/negative_label_smoothing/*` (12
-  cases): torch 2.15 only checks `label_smoothing <= 1.0`; a negative value is accepted and behaves as 0
-  (verified: −0.1 and −5.0 give exactly the ε = 0 loss, for class and probability targets). infoloss rejects
-  it with `InvalidOption` (a deliberate choice documented in `cross_entropy.rs`). The fixtures keep torch's
-  behaviour; either the implementation follows torch or these cases must be turned into documented deviations.
 """
 
 
