@@ -4,6 +4,7 @@
 mod support;
 
 mod buffers;
+mod catalog;
 mod distill;
 mod errors;
 mod fixtures;

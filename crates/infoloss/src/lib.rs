@@ -31,6 +31,10 @@
 //!   `logsumexp` are functions with `f_backward`.
 //! - **Options** are structs whose `Default` equals PyTorch's defaults (`ignore_index = -100`, `reduction =
 //!   Mean`, `label_smoothing = 0`, `log_target = false`).
+//!   They are declared once, in [`options`]: [`options::catalog()`] lists every loss with its options (name,
+//!   type, default, doc), the arguments it has gradients for, its in-place variant and its PyTorch or SciPy
+//!   equivalent, and [`options::Options::set`] sets an option by name; the Python package, the CLI, the candle
+//!   crate, `infoloss bench` and the fuzz targets are tested against the catalog.
 //! - **dtypes**: `f32` and `f64` compute in their own precision; `half::f16` and `half::bf16` are computed in
 //!   `f32` and rounded once (see [`Element`] for where that differs from torch CPU's half accumulation).
 //! - **Errors, never panics**: every function returns [`Result`]; messages name both shapes on a mismatch, the
