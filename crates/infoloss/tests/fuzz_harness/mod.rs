@@ -19,6 +19,26 @@ use infoloss::half::{bf16, f16};
 use infoloss::ndarray::{Array1, Array2, ArrayD, ArrayViewD, Axis, IxDyn, ShapeBuilder};
 use infoloss::{Element, GradOutput, Loss, Real, Reduction};
 
+/// The target that fuzzes each loss of the core's option catalog (`tests/fuzz_corpus.rs` checks every catalog
+/// loss is listed).
+pub const CATALOG_TARGETS: &[(&str, &str)] = &[
+    ("cross_entropy", "cross_entropy"),
+    ("cross_entropy_probs", "cross_entropy_probs"),
+    ("nll_loss", "nll_loss"),
+    ("kl_div", "kl_div"),
+    ("binary_cross_entropy", "bce"),
+    ("binary_cross_entropy_with_logits", "bce_with_logits"),
+    ("entropy", "entropy"),
+    ("shannon_cross_entropy", "entropy"),
+    ("jensenshannon", "jensenshannon"),
+    ("distill", "distill"),
+    ("distill_topk", "distill"),
+    ("uda_consistency", "uda"),
+    ("cross_entropy_extras", "ce_extras"),
+    ("linear_cross_entropy", "linear"),
+    ("linear_distill", "linear"),
+];
+
 /// Every fuzz target, by name (the directory names under `fuzz/corpus/`).
 pub const TARGETS: &[&str] = &[
     "softmax",
@@ -1057,30 +1077,38 @@ fn ce_extras_t<T: Element>(u: &mut Unstructured<'_>) -> Result<()> {
     Ok(())
 }
 
+/// Options of type `O` with every scalar option drawn from its catalog spec: a value of its kind from a pool of
+/// typical, boundary and invalid ones (the default most often), or any of its choices. A new catalog option of
+/// a loss fuzzed this way is fuzzed without a change here. Array options stay unset.
+fn catalog_options<O: infoloss::options::Options>(u: &mut Unstructured<'_>) -> Result<O> {
+    use infoloss::options::{Kind, Value};
+    const FLOATS: &[f64] = &[0.0, 0.5, 1.0, 2.0, 4.0, 1.5, -0.5, -1.0, 1e-30, 1e300, f64::NAN, f64::INFINITY];
+    let mut o = O::default();
+    for spec in O::specs() {
+        let keep = u.int_in_range(0u8..=2)? == 0;
+        let value = match spec.kind {
+            _ if keep => spec.default,
+            Kind::Array => continue,
+            Kind::Bool => Value::Bool(u.arbitrary()?),
+            Kind::Int => Value::Int(*u.choose(&[-100, -1, 0, 1, 3, i64::MIN, i64::MAX])?),
+            Kind::Float => Value::Float(*u.choose(FLOATS)?),
+            Kind::OptionalFloat => {
+                if u.arbitrary()? {
+                    Value::None
+                } else {
+                    Value::Float(*u.choose(FLOATS)?)
+                }
+            }
+            Kind::OptionalCount => *u.choose(&[Value::None, Value::Int(1), Value::Int(2), Value::Int(7)])?,
+            Kind::Choice(choices) => Value::Str(u.choose(choices)?),
+        };
+        o.set(spec.name, value).expect("a value of the option's kind");
+    }
+    Ok(o)
+}
+
 fn distill_opts(u: &mut Unstructured<'_>) -> Result<infoloss::DistillOptions> {
-    use infoloss::Divergence;
-    Ok(infoloss::DistillOptions {
-        temperature: *u.choose(&[1.0, 2.0, 0.5, 4.0, 0.0, -1.0, f64::NAN, f64::INFINITY, 1e-30])?,
-        t2_scaling: u.arbitrary()?,
-        divergence: match u.int_in_range(0u8..=3)? {
-            0 => Divergence::ForwardKl,
-            1 => Divergence::ReverseKl,
-            2 => Divergence::GeneralizedJsd { beta: *u.choose(&[0.0, 0.5, 1.0, 0.1, 1.5, -0.5, f64::NAN])? },
-            _ => Divergence::TotalVariation,
-        },
-        alpha: *u.choose(&[1.0, 1.0, 0.5, 0.0, 1.5, -0.5, f64::NAN])?,
-        ignore_index: ignore_index(u)?,
-        reduction: reduction(u)?,
-        normalizer: *u.choose(&[
-            None,
-            None,
-            Some(2.0),
-            Some(0.0),
-            Some(-1.0),
-            Some(f64::NAN),
-            Some(1e300),
-        ])?,
-    })
+    catalog_options(u)
 }
 
 fn distill_t<T: Element>(u: &mut Unstructured<'_>) -> Result<()> {
@@ -1194,22 +1222,10 @@ fn check_in_place<T: Element, D: infoloss::ndarray::Dimension>(
 }
 
 fn uda_t<T: Element>(u: &mut Unstructured<'_>) -> Result<()> {
-    use infoloss::uda::{Sharpen, UdaNormalize, UdaOptions};
+    use infoloss::uda::UdaOptions;
     let pair = Pair::<T>::new(u, (1, 3), value, value)?;
     let (ov, av) = pair.views();
-    let opts = UdaOptions {
-        temperature: *u.choose(&[1.0, 0.4, 2.0, 0.0, -1.0, f64::NAN, 1e-30])?,
-        sharpen: if u.arbitrary()? { Sharpen::Target } else { Sharpen::Augmented },
-        confidence_threshold: *u.choose(&[
-            None,
-            Some(0.5),
-            Some(0.0),
-            Some(1.0),
-            Some(f64::NAN),
-            Some(-1.0),
-        ])?,
-        normalize: if u.arbitrary()? { UdaNormalize::KeptRows } else { UdaNormalize::AllRows },
-    };
+    let opts: UdaOptions = catalog_options(u)?;
     if let Ok(out) = infoloss::uda_consistency(ov.clone(), av.clone(), &opts) {
         assert_eq!(out.grad.shape(), av.shape());
         assert!(out.kept <= out.mask.len());
@@ -1365,4 +1381,15 @@ fn kernels_t(u: &mut Unstructured<'_>) -> Result<()> {
         let _ = k.cross_entropy_probs_row_f32(&x, &t, weight.as_deref(), eps, Some(&mut short), scale);
     }
     Ok(())
+}
+
+/// Every catalog loss has its target (run by `tests/fuzz_corpus.rs`, which includes this file).
+#[test]
+fn every_catalog_loss_is_fuzzed() {
+    let losses: Vec<&str> = infoloss::options::catalog().iter().map(|l| l.name).collect();
+    let listed: Vec<&str> = CATALOG_TARGETS.iter().map(|(l, _)| *l).collect();
+    assert_eq!(listed, losses, "CATALOG_TARGETS must list the catalog's losses, in its order");
+    for (loss, target) in CATALOG_TARGETS {
+        assert!(TARGETS.contains(target), "{loss}: no fuzz target {target}");
+    }
 }
