@@ -1,21 +1,51 @@
 //! The core's option catalog seen from Python: `_catalog()` describes every loss's options (so the Python
-//! signatures and stubs are tested against it, `tests/test_catalog.py`), and [`options`] builds an options
-//! struct from `(name, value)` pairs through the catalog's by-name setter, so the extension holds no table of
-//! option spellings of its own.
+//! signatures and stubs are tested against it, `tests/test_catalog.py`), and [`from_tuple`] builds an options
+//! struct from the Python layer's options tuple through the catalog's by-name setter, so the extension holds no
+//! table of option names or spellings of its own.
 
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use infoloss::options::{Kind, Options, Value, catalog};
 
 use crate::boundary::to_py_err;
 
-/// The options struct `O` with the given options set (in the order given; a divergence before its `beta`),
-/// each error naming `op` and the option.
-pub(crate) fn options<O: Options>(op: &'static str, values: &[(&str, Value<'_>)]) -> PyResult<O> {
+/// The options struct `O` from a tuple of its scalar options in catalog order (the array options, class weights,
+/// are passed as arrays): each item is `None`, a `bool`, an `int`, a `float` or a `str`, set by name through the
+/// catalog, so the extension's functions take one `options` argument whatever options a loss has.
+pub(crate) fn from_tuple<O: Options>(op: &'static str, values: &Bound<'_, PyTuple>) -> PyResult<O> {
+    let specs: Vec<_> = O::specs().iter().filter(|s| s.kind != Kind::Array).collect();
+    if values.len() != specs.len() {
+        let names: Vec<&str> = specs.iter().map(|s| s.name).collect();
+        return Err(PyValueError::new_err(format!(
+            "{op}: expected {} options ({}), got {}",
+            specs.len(),
+            names.join(", "),
+            values.len()
+        )));
+    }
     let mut o = O::default();
-    for (name, value) in values {
-        o.set_in(op, name, *value).map_err(to_py_err)?;
+    for (spec, item) in specs.iter().zip(values.iter()) {
+        let text;
+        let value = if item.is_none() {
+            Value::None
+        } else if let Ok(b) = item.cast::<PyBool>() {
+            Value::Bool(b.is_true())
+        } else if item.is_instance_of::<PyInt>() {
+            Value::Int(item.extract()?)
+        } else if item.is_instance_of::<PyFloat>() {
+            Value::Float(item.extract()?)
+        } else if let Ok(st) = item.cast::<PyString>() {
+            text = st.to_cow()?;
+            Value::Str(&text)
+        } else {
+            return Err(PyTypeError::new_err(format!(
+                "{op}: option {} must be None, bool, int, float or str",
+                spec.name
+            )));
+        };
+        o.set_in(op, spec.name, value).map_err(to_py_err)?;
     }
     Ok(o)
 }

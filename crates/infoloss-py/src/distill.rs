@@ -11,7 +11,6 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
 use infoloss::distill::{DistillOptions, SparseTeacher};
-use infoloss::options::Value;
 use infoloss::uda::UdaOptions;
 use infoloss::{Error, GradOutput};
 use numpy::prelude::*;
@@ -20,7 +19,7 @@ use crate::boundary::{
     Float, Plan, array_to_py, compute, dispatch, drive, float_arr, grad_output, index_arr, kind,
     opt_float_arr, probe, scalar_to_py, to_py_err,
 };
-use crate::catalog::options;
+use crate::catalog::from_tuple;
 
 /// A backward pass given the upstream gradient (for the unused target-gradient slot of `drive`).
 type Backward<'g, T> = fn(&GradOutput<'g, T>) -> infoloss::Result<ndarray::ArrayD<T>>;
@@ -47,34 +46,6 @@ pub(crate) fn labels_1d<'a, D: Dimension>(
     let shape = a.shape().to_vec();
     a.into_dimensionality::<Ix1>()
         .map_err(|_| to_py_err(Error::bad_rank(op, "labels", &shape, "1 dimension (rows,)")))
-}
-
-/// The core's options from the Python arguments (names as in the catalog's `DistillOptions`).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn distill_options(
-    op: &'static str,
-    temperature: f64,
-    t2_scaling: bool,
-    divergence: &str,
-    beta: f64,
-    alpha: f64,
-    ignore_index: i64,
-    red: &str,
-    normalizer: Option<f64>,
-) -> PyResult<DistillOptions> {
-    options(
-        op,
-        &[
-            ("temperature", Value::Float(temperature)),
-            ("t2_scaling", Value::Bool(t2_scaling)),
-            ("divergence", Value::Str(divergence)),
-            ("beta", Value::Float(beta)),
-            ("alpha", Value::Float(alpha)),
-            ("ignore_index", Value::Int(ignore_index)),
-            ("reduction", Value::Str(red)),
-            ("normalizer", normalizer.map_or(Value::None, Value::Float)),
-        ],
-    )
 }
 
 // ----------------------------------------------------------------------------------------------------- distill
@@ -114,8 +85,7 @@ fn distill_impl<T: Float>(
 /// `distill(student, teacher, labels)`: `(loss, grad_student, None)`.
 #[pyfunction]
 #[pyo3(signature = (
-    student_logits, teacher_logits, labels, temperature, t2_scaling, divergence, beta, alpha, ignore_index,
-    reduction, normalizer, grad_output, loss, grad
+    student_logits, teacher_logits, labels, options, grad_output, loss, grad
 ))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn distill(
@@ -123,30 +93,13 @@ pub(crate) fn distill(
     student_logits: &Bound<'_, PyAny>,
     teacher_logits: &Bound<'_, PyAny>,
     labels: Option<&Bound<'_, PyAny>>,
-    temperature: f64,
-    t2_scaling: bool,
-    divergence: &str,
-    beta: f64,
-    alpha: f64,
-    ignore_index: i64,
-    reduction: &str,
-    normalizer: Option<f64>,
+    options: &Bound<'_, PyTuple>,
     grad_output: Option<&Bound<'_, PyAny>>,
     loss: bool,
     grad: bool,
 ) -> PyResult<Py<PyAny>> {
     const OP: &str = "distill";
-    let opts = distill_options(
-        OP,
-        temperature,
-        t2_scaling,
-        divergence,
-        beta,
-        alpha,
-        ignore_index,
-        reduction,
-        normalizer,
-    )?;
+    let opts = from_tuple::<DistillOptions>(OP, options)?;
     let plan = Plan { loss, grad, target_grad: false };
     dispatch!(
         kind(student_logits, OP, "student_logits")?,
@@ -198,8 +151,7 @@ fn distill_topk_impl<T: Float>(
 /// `distill_topk(student, topk_indices, topk_logprobs, labels)`: `(loss, grad_student, None)`.
 #[pyfunction]
 #[pyo3(signature = (
-    student_logits, topk_indices, topk_logprobs, labels, add_tail, temperature, t2_scaling, divergence, beta,
-    alpha, ignore_index, reduction, normalizer, grad_output, loss, grad
+    student_logits, topk_indices, topk_logprobs, labels, add_tail, options, grad_output, loss, grad
 ))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn distill_topk(
@@ -209,30 +161,13 @@ pub(crate) fn distill_topk(
     topk_logprobs: &Bound<'_, PyAny>,
     labels: Option<&Bound<'_, PyAny>>,
     add_tail: bool,
-    temperature: f64,
-    t2_scaling: bool,
-    divergence: &str,
-    beta: f64,
-    alpha: f64,
-    ignore_index: i64,
-    reduction: &str,
-    normalizer: Option<f64>,
+    options: &Bound<'_, PyTuple>,
     grad_output: Option<&Bound<'_, PyAny>>,
     loss: bool,
     grad: bool,
 ) -> PyResult<Py<PyAny>> {
     const OP: &str = "distill_topk";
-    let opts = distill_options(
-        OP,
-        temperature,
-        t2_scaling,
-        divergence,
-        beta,
-        alpha,
-        ignore_index,
-        reduction,
-        normalizer,
-    )?;
+    let opts = from_tuple::<DistillOptions>(OP, options)?;
     let plan = Plan { loss, grad, target_grad: false };
     dispatch!(
         kind(student_logits, OP, "student_logits")?,
@@ -297,42 +232,20 @@ fn uda_impl<T: Float>(
     Ok(PyTuple::new(py, items)?.into_any().unbind())
 }
 
-/// The core's UDA options from the Python arguments (names as in the catalog's `UdaOptions`).
-fn uda_options(
-    op: &'static str,
-    temperature: f64,
-    sharpen: &str,
-    confidence_threshold: Option<f64>,
-    normalize: &str,
-) -> PyResult<UdaOptions> {
-    options(
-        op,
-        &[
-            ("temperature", Value::Float(temperature)),
-            ("sharpen", Value::Str(sharpen)),
-            ("confidence_threshold", confidence_threshold.map_or(Value::None, Value::Float)),
-            ("normalize", Value::Str(normalize)),
-        ],
-    )
-}
-
 /// `uda_consistency(ori, aug)`: `(loss, grad_aug, mask, kept, row_kl)`; with `want_grad=False`,
 /// `(loss, mask, kept, row_kl)` without computing the gradient.
 #[pyfunction]
-#[pyo3(signature = (ori_logits, aug_logits, temperature, sharpen, confidence_threshold, normalize, want_grad=true))]
+#[pyo3(signature = (ori_logits, aug_logits, options, want_grad=true))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn uda_consistency(
     py: Python<'_>,
     ori_logits: &Bound<'_, PyAny>,
     aug_logits: &Bound<'_, PyAny>,
-    temperature: f64,
-    sharpen: &str,
-    confidence_threshold: Option<f64>,
-    normalize: &str,
+    options: &Bound<'_, PyTuple>,
     want_grad: bool,
 ) -> PyResult<Py<PyAny>> {
     const OP: &str = "uda_consistency";
-    let opts = uda_options(OP, temperature, sharpen, confidence_threshold, normalize)?;
+    let opts = from_tuple::<UdaOptions>(OP, options)?;
     dispatch!(
         kind(aug_logits, OP, "aug_logits")?,
         uda_impl(py, ori_logits, aug_logits, None, opts, want_grad)
@@ -341,20 +254,17 @@ pub(crate) fn uda_consistency(
 
 /// `uda_consistency_backward(ori, aug, grad_output)`: the gradient wrt `aug` for the upstream gradient.
 #[pyfunction]
-#[pyo3(signature = (ori_logits, aug_logits, grad_output, temperature, sharpen, confidence_threshold, normalize))]
+#[pyo3(signature = (ori_logits, aug_logits, grad_output, options))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn uda_consistency_backward(
     py: Python<'_>,
     ori_logits: &Bound<'_, PyAny>,
     aug_logits: &Bound<'_, PyAny>,
     grad_output: &Bound<'_, PyAny>,
-    temperature: f64,
-    sharpen: &str,
-    confidence_threshold: Option<f64>,
-    normalize: &str,
+    options: &Bound<'_, PyTuple>,
 ) -> PyResult<Py<PyAny>> {
     const OP: &str = "uda_consistency";
-    let opts = uda_options(OP, temperature, sharpen, confidence_threshold, normalize)?;
+    let opts = from_tuple::<UdaOptions>(OP, options)?;
     if grad_output.is_none() {
         return Err(pyo3::exceptions::PyTypeError::new_err(format!(
             "{OP}: grad_output must be a scalar (a 0-d array), got None"

@@ -10,14 +10,16 @@ use numpy::prelude::*;
 use numpy::{PyArrayDyn, PyReadwriteArrayDyn};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyTuple;
 
 use infoloss::CrossEntropyOptions;
-use infoloss::distill::SparseTeacher;
+use infoloss::distill::{DistillOptions, SparseTeacher};
 
 use crate::boundary::{
     Float, compute, dispatch, float_arr, index_arr, kind, loss_to_py, opt_float_arr, reduction,
 };
-use crate::distill::{distill_options, labels_1d, view_2d};
+use crate::catalog::from_tuple;
+use crate::distill::{labels_1d, view_2d};
 use crate::losses::weight_1d;
 
 /// Borrows the logits writeable: a NumPy array of element type `T`, writeable, aligned, not borrowed elsewhere.
@@ -186,8 +188,7 @@ fn distill_ip_impl<T: Float>(
 /// `distill_with_grad_in_place(student, teacher, labels, …)`: the loss; the gradient overwrites `student`.
 #[pyfunction]
 #[pyo3(signature = (
-    student_logits, teacher_logits, labels, temperature, t2_scaling, divergence, beta, alpha, ignore_index,
-    reduction, normalizer
+    student_logits, teacher_logits, labels, options
 ))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn distill_in_place(
@@ -195,27 +196,10 @@ pub(crate) fn distill_in_place(
     student_logits: &Bound<'_, PyAny>,
     teacher_logits: &Bound<'_, PyAny>,
     labels: Option<&Bound<'_, PyAny>>,
-    temperature: f64,
-    t2_scaling: bool,
-    divergence: &str,
-    beta: f64,
-    alpha: f64,
-    ignore_index: i64,
-    reduction: &str,
-    normalizer: Option<f64>,
+    options: &Bound<'_, PyTuple>,
 ) -> PyResult<Py<PyAny>> {
     const OP: &str = "distill_with_grad_in_place";
-    let opts = distill_options(
-        OP,
-        temperature,
-        t2_scaling,
-        divergence,
-        beta,
-        alpha,
-        ignore_index,
-        reduction,
-        normalizer,
-    )?;
+    let opts = from_tuple::<DistillOptions>(OP, options)?;
     dispatch!(
         kind(student_logits, OP, "student_logits")?,
         distill_ip_impl(py, student_logits, teacher_logits, labels, opts)
@@ -252,8 +236,7 @@ fn distill_topk_ip_impl<T: Float>(
 /// gradient overwrites `student`.
 #[pyfunction]
 #[pyo3(signature = (
-    student_logits, topk_indices, topk_logprobs, labels, add_tail, temperature, t2_scaling, divergence, beta,
-    alpha, ignore_index, reduction, normalizer
+    student_logits, topk_indices, topk_logprobs, labels, add_tail, options
 ))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn distill_topk_in_place(
@@ -263,27 +246,10 @@ pub(crate) fn distill_topk_in_place(
     topk_logprobs: &Bound<'_, PyAny>,
     labels: Option<&Bound<'_, PyAny>>,
     add_tail: bool,
-    temperature: f64,
-    t2_scaling: bool,
-    divergence: &str,
-    beta: f64,
-    alpha: f64,
-    ignore_index: i64,
-    reduction: &str,
-    normalizer: Option<f64>,
+    options: &Bound<'_, PyTuple>,
 ) -> PyResult<Py<PyAny>> {
     const OP: &str = "distill_topk_with_grad_in_place";
-    let opts = distill_options(
-        OP,
-        temperature,
-        t2_scaling,
-        divergence,
-        beta,
-        alpha,
-        ignore_index,
-        reduction,
-        normalizer,
-    )?;
+    let opts = from_tuple::<DistillOptions>(OP, options)?;
     dispatch!(
         kind(student_logits, OP, "student_logits")?,
         distill_topk_ip_impl(py, student_logits, topk_indices, topk_logprobs, labels, add_tail, opts)

@@ -17,8 +17,8 @@ use pyo3::types::PyTuple;
 
 use infoloss::linear::{LinearHead, TeacherTopK, linear_distill_workspace_with};
 use infoloss::{
-    CrossEntropyExtrasOptions, Error, GradOutput, LinearCrossEntropyOptions, LinearDistillOptions,
-    LinearFloat, Loss, linear_cross_entropy_workspace,
+    CrossEntropyExtrasOptions, DistillOptions, Error, GradOutput, LinearCrossEntropyOptions,
+    LinearDistillOptions, LinearFloat, Loss, linear_cross_entropy_workspace,
 };
 use numpy::prelude::*;
 
@@ -26,7 +26,8 @@ use crate::boundary::{
     Float, Kind, array_to_py, compute, dispatch, float_arr, grad_output, index_arr, kind, loss_to_py,
     opt_float_arr, probe, to_py_err,
 };
-use crate::distill::{distill_options, labels_1d, view_2d};
+use crate::catalog::from_tuple;
+use crate::distill::{labels_1d, view_2d};
 use crate::losses::weight_1d;
 
 /// A 1-D float view (bias, class weight), or a `ValueError` naming the argument and its shape.
@@ -334,8 +335,7 @@ fn linear_distill_impl<T: Float + LinearFloat>(
 /// gradient `grad_output` (1 when `None`), with optional biases and a top-k teacher (`teacher_topk = k`).
 #[pyfunction]
 #[pyo3(signature = (
-    student_hidden, student_weight, teacher_hidden, teacher_weight, labels, temperature, t2_scaling, divergence,
-    beta, alpha, ignore_index, reduction, normalizer, chunk_size, student_bias=None, teacher_bias=None,
+    student_hidden, student_weight, teacher_hidden, teacher_weight, labels, options, chunk_size, student_bias=None, teacher_bias=None,
     teacher_topk=None, add_tail=false, grad_output=None
 ))]
 #[allow(clippy::too_many_arguments)]
@@ -346,14 +346,7 @@ pub(crate) fn linear_distill(
     teacher_hidden: &Bound<'_, PyAny>,
     teacher_weight: &Bound<'_, PyAny>,
     labels: Option<&Bound<'_, PyAny>>,
-    temperature: f64,
-    t2_scaling: bool,
-    divergence: &str,
-    beta: f64,
-    alpha: f64,
-    ignore_index: i64,
-    reduction: &str,
-    normalizer: Option<f64>,
+    options: &Bound<'_, PyTuple>,
     chunk_size: Option<i64>,
     student_bias: Option<&Bound<'_, PyAny>>,
     teacher_bias: Option<&Bound<'_, PyAny>>,
@@ -362,17 +355,7 @@ pub(crate) fn linear_distill(
     grad_output: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Py<PyAny>> {
     const OP: &str = "linear_distill";
-    let distill = distill_options(
-        OP,
-        temperature,
-        t2_scaling,
-        divergence,
-        beta,
-        alpha,
-        ignore_index,
-        reduction,
-        normalizer,
-    )?;
+    let distill = from_tuple::<DistillOptions>(OP, options)?;
     let opts = LinearDistillOptions { distill, chunk_size: chunk(OP, chunk_size)? };
     let topk = match teacher_topk {
         None => None,

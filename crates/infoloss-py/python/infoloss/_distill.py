@@ -34,7 +34,8 @@ def _opt_float(v: Any, op: str, name: str) -> Optional[float]:
 
 
 def _distill_options(op: str, temperature, t2_scaling, divergence, beta, alpha, ignore_index, reduction, normalizer):
-    """The options as the extension takes them (validated types; the core checks the values)."""
+    """The options as the extension takes them: one tuple in the catalog's order of ``DistillOptions`` (validated
+    types; the core checks the values)."""
     return (
         c.as_float(temperature, op, "temperature"),
         bool(t2_scaling),
@@ -71,7 +72,7 @@ def _distill(
     dt = c.promote(op, s, (teacher_logits, t))
     sc, tc = c.cast(s, dt, op, "student_logits"), c.cast(t, dt, op, "teacher_logits")
     go = c.grad_output_array(grad_output, dt, op)
-    lo, gi, _ = _C.distill(sc, tc, _labels(labels, op), *options, go, loss, grad)
+    lo, gi, _ = _C.distill(sc, tc, _labels(labels, op), options, go, loss, grad)
     return lo, (None if gi is None else gi.astype(s.dtype, copy=False)), None
 
 
@@ -187,7 +188,7 @@ def _distill_topk(
     sc, lqc = c.cast(s, dt, op, "student_logits"), c.cast(lq, dt, op, "topk_logprobs")
     idx = c.index_target(topk_indices, op, "topk_indices")
     go = c.grad_output_array(grad_output, dt, op)
-    lo, gi, _ = _C.distill_topk(sc, idx, lqc, _labels(labels, op), bool(add_tail), *options, go, loss, grad)
+    lo, gi, _ = _C.distill_topk(sc, idx, lqc, _labels(labels, op), bool(add_tail), options, go, loss, grad)
     return lo, (None if gi is None else gi.astype(s.dtype, copy=False)), None
 
 
@@ -303,7 +304,7 @@ def distill_with_grad_in_place(
     t = c.cast(c.float_input(teacher_logits, op, "teacher_logits"), s.dtype, op, "teacher_logits")
     y = _labels(labels, op)
     c.not_sharing(s, op, "student_logits", teacher_logits=t, labels=y)
-    return _C.distill_in_place(s, t, y, *opts)
+    return _C.distill_in_place(s, t, y, opts)
 
 
 def distill_topk_with_grad_in_place(
@@ -344,7 +345,7 @@ def distill_topk_with_grad_in_place(
     idx = c.index_target(topk_indices, op, "topk_indices")
     y = _labels(labels, op)
     c.not_sharing(s, op, "student_logits", topk_indices=idx, topk_logprobs=lq, labels=y)
-    return _C.distill_topk_in_place(s, idx, lq, y, bool(add_tail), *opts)
+    return _C.distill_topk_in_place(s, idx, lq, y, bool(add_tail), opts)
 
 
 # -------------------------------------------------------------------------------------------- uda_consistency
@@ -406,14 +407,14 @@ def _uda_inputs(ori_logits: ArrayLike, aug_logits: ArrayLike, temperature, sharp
 
 def _uda(ori_logits: ArrayLike, aug_logits: ArrayLike, temperature, sharpen, confidence_threshold, normalize):
     a, _, oc, ac, opts = _uda_inputs(ori_logits, aug_logits, temperature, sharpen, confidence_threshold, normalize)
-    loss, grad, mask, kept, row_kl = _C.uda_consistency(oc, ac, *opts)
+    loss, grad, mask, kept, row_kl = _C.uda_consistency(oc, ac, opts)
     return UdaResult(loss, grad.astype(a.dtype, copy=False), mask, int(kept), row_kl)
 
 
 def _uda_loss(ori_logits: ArrayLike, aug_logits: ArrayLike, temperature, sharpen, confidence_threshold,
               normalize) -> UdaLossResult:
     _, _, oc, ac, opts = _uda_inputs(ori_logits, aug_logits, temperature, sharpen, confidence_threshold, normalize)
-    loss, mask, kept, row_kl = _C.uda_consistency(oc, ac, *opts, want_grad=False)
+    loss, mask, kept, row_kl = _C.uda_consistency(oc, ac, opts, want_grad=False)
     return UdaLossResult(loss, mask, int(kept), row_kl)
 
 
@@ -422,7 +423,7 @@ def _uda_backward(ori_logits: ArrayLike, aug_logits: ArrayLike, grad_output, tem
     a, dt, oc, ac, opts = _uda_inputs(ori_logits, aug_logits, temperature, sharpen, confidence_threshold,
                                       normalize)
     go = c.grad_output_array(grad_output, dt, "uda_consistency")
-    return _C.uda_consistency_backward(oc, ac, go, *opts).astype(a.dtype, copy=False)
+    return _C.uda_consistency_backward(oc, ac, go, opts).astype(a.dtype, copy=False)
 
 
 def uda_consistency(

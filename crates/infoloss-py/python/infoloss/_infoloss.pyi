@@ -9,6 +9,11 @@ __version__: str
 
 _A = NDArray[Any]
 _Out = Tuple[Any, Optional[_A], Optional[_A]]
+#: The scalar options of ``infoloss::DistillOptions`` in catalog order: temperature, t2_scaling, divergence, beta,
+#: alpha, ignore_index, reduction, normalizer (read by name through the core's catalog).
+_DistillOptions = Tuple[float, bool, str, float, float, int, str, Optional[float]]
+#: The options of ``infoloss::UdaOptions`` in catalog order: temperature, sharpen, confidence_threshold, normalize.
+_UdaOptions = Tuple[float, str, Optional[float], str]
 
 def cross_entropy(
     input: _A, target: _A, weight: Optional[_A], ignore_index: int, reduction: str, label_smoothing: float,
@@ -35,14 +40,12 @@ def binary_cross_entropy_with_logits(
     grad_output: Optional[_A], loss: bool, grad: bool, target_grad: bool,
 ) -> _Out: ...
 def distill(
-    student_logits: _A, teacher_logits: _A, labels: Optional[_A], temperature: float, t2_scaling: bool,
-    divergence: str, beta: float, alpha: float, ignore_index: int, reduction: str, normalizer: Optional[float],
+    student_logits: _A, teacher_logits: _A, labels: Optional[_A], options: _DistillOptions,
     grad_output: Optional[_A], loss: bool, grad: bool,
 ) -> _Out: ...
 def distill_topk(
     student_logits: _A, topk_indices: _A, topk_logprobs: _A, labels: Optional[_A], add_tail: bool,
-    temperature: float, t2_scaling: bool, divergence: str, beta: float, alpha: float, ignore_index: int,
-    reduction: str, normalizer: Optional[float], grad_output: Optional[_A], loss: bool, grad: bool,
+    options: _DistillOptions, grad_output: Optional[_A], loss: bool, grad: bool,
 ) -> _Out: ...
 def cross_entropy_in_place(
     input: _A, target: _A, weight: Optional[_A], ignore_index: int, reduction: str, label_smoothing: float,
@@ -52,23 +55,15 @@ def elementwise_in_place(
     loss: str, input: _A, target: _A, weight: Optional[_A], pos_weight: Optional[_A], reduction: str,
     log_target: bool,
 ) -> Any: ...
-def distill_in_place(
-    student_logits: _A, teacher_logits: _A, labels: Optional[_A], temperature: float, t2_scaling: bool,
-    divergence: str, beta: float, alpha: float, ignore_index: int, reduction: str, normalizer: Optional[float],
-) -> Any: ...
+def distill_in_place(student_logits: _A, teacher_logits: _A, labels: Optional[_A], options: _DistillOptions) -> Any: ...
 def distill_topk_in_place(
     student_logits: _A, topk_indices: _A, topk_logprobs: _A, labels: Optional[_A], add_tail: bool,
-    temperature: float, t2_scaling: bool, divergence: str, beta: float, alpha: float, ignore_index: int,
-    reduction: str, normalizer: Optional[float],
+    options: _DistillOptions,
 ) -> Any: ...
 def uda_consistency(
-    ori_logits: _A, aug_logits: _A, temperature: float, sharpen: str, confidence_threshold: Optional[float],
-    normalize: str, want_grad: bool = True,
+    ori_logits: _A, aug_logits: _A, options: _UdaOptions, want_grad: bool = True,
 ) -> Union[Tuple[float, _A, _A, int, _A], Tuple[float, _A, int, _A]]: ...
-def uda_consistency_backward(
-    ori_logits: _A, aug_logits: _A, grad_output: _A, temperature: float, sharpen: str,
-    confidence_threshold: Optional[float], normalize: str,
-) -> _A: ...
+def uda_consistency_backward(ori_logits: _A, aug_logits: _A, grad_output: _A, options: _UdaOptions) -> _A: ...
 def cross_entropy_extras(
     input: _A, target: _A, weight: Optional[_A], ignore_index: int, reduction: str, label_smoothing: float,
     lse_square_scale: float, softcap: Optional[float], return_lse: bool, return_token_accuracy: bool,
@@ -81,8 +76,7 @@ def linear_cross_entropy(
 ) -> Tuple[Any, Any, Optional[_A], Any, _A, _A, Optional[_A]]: ...
 def linear_distill(
     student_hidden: _A, student_weight: _A, teacher_hidden: _A, teacher_weight: _A, labels: Optional[_A],
-    temperature: float, t2_scaling: bool, divergence: str, beta: float, alpha: float, ignore_index: int,
-    reduction: str, normalizer: Optional[float], chunk_size: Optional[int], student_bias: Optional[_A] = None,
+    options: _DistillOptions, chunk_size: Optional[int], student_bias: Optional[_A] = None,
     teacher_bias: Optional[_A] = None, teacher_topk: Optional[int] = None, add_tail: bool = False,
     grad_output: Optional[_A] = None,
 ) -> Tuple[Any, _A, _A, Optional[_A]]: ...

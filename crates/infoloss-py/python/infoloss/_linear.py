@@ -345,7 +345,7 @@ def _linear_distill(student_hidden, student_weight, teacher_hidden, teacher_weig
     btc = None if bt is None else c.cast(bt, kdt, op, "teacher_bias")
     go = c.grad_output_array(grad_output, kdt, op)
     k = None if teacher_topk is None else c.as_int(teacher_topk, op, "teacher_topk")
-    loss, gx, gw, gb = _C.linear_distill(*conv, _labels(labels, op), *options, _chunk(chunk_size, op), bsc, btc, k,
+    loss, gx, gw, gb = _C.linear_distill(*conv, _labels(labels, op), options, _chunk(chunk_size, op), bsc, btc, k,
                                          bool(add_tail), go)
     if isinstance(loss, np.ndarray):
         loss = loss.astype(dt, copy=False)
