@@ -67,128 +67,101 @@ const CHUNK: usize = 1024;
 
 pub use crate::options::BceOptions;
 
-/// The loss.
-///
-/// `((t − 1)·max(log1p(−x), −100) − t·max(ln x, −100))·w`, reduced (see the
-/// [module documentation](self)).
-///
-/// PyTorch: `torch.nn.functional.binary_cross_entropy(input, target, weight=..., reduction=...)`.
-///
-/// # Errors
-///
-/// `target` not of the input's shape; `weight` not broadcastable into it; an input or target element
-/// outside `[0, 1]` or NaN (index and value named); `Reduction::BatchMean`.
-///
-/// ```
-/// use infoloss::{binary_cross_entropy, BceOptions};
-/// use ndarray::array;
-/// let x = array![[0.5f64, 1.0, 0.8], [0.2, 0.4, 0.6]];
-/// let t = array![[0.0f64, 1.0, 0.0], [0.0, 0.0, 1.0]];
-/// let w = array![[0.1f64, 0.9, 0.1], [0.1, 0.1, 0.9]].into_dyn();
-/// let opts = BceOptions { weight: Some(w.view()), ..Default::default() };
-/// let l = binary_cross_entropy(x.view(), t.view(), &opts).unwrap().scalar().unwrap();
-/// assert!((l - 0.12723308136613606).abs() < 1e-15);
-/// ```
-pub fn binary_cross_entropy<T: Element, D: Dimension, D2: Dimension>(
-    input: ArrayView<'_, T, D>,
-    target: ArrayView<'_, T, D2>,
-    opts: &BceOptions<'_, T>,
-) -> Result<Loss<T>> {
-    run(input.into_dyn(), target.into_dyn(), opts, None, Want::LOSS)?.into_loss(OP)
-}
-
-/// Gradient with respect to `input`.
-///
-/// `g·(x − t) / max(x·(1 − x), ε)·w` (÷ numel for `Mean`), ε = [`Real::bce_eps`] (the float `1e-12f`,
-/// rounded to the element type as PyTorch's `scalar_t(EPSILON)`: 0 in `f16`),
-/// with `g` = `grad_output` (an array of the input's shape, or one value for every element, for
-/// `Reduction::None`; a scalar otherwise).
-///
-/// PyTorch: `torch.ops.aten.binary_cross_entropy_backward(grad_output, input, target, weight, reduction)`,
-/// i.e. `input.grad` after `F.binary_cross_entropy(...).backward(grad_output)`.
-///
-/// # Errors
-///
-/// As [`binary_cross_entropy`], and a `grad_output` of the wrong shape.
-///
-/// ```
-/// use infoloss::{binary_cross_entropy_backward, BceOptions, GradOutput, Reduction};
-/// use ndarray::array;
-/// let opts = BceOptions { reduction: Reduction::Sum, ..Default::default() };
-/// let g = binary_cross_entropy_backward(array![0.0f64, 0.25].view(), array![1.0f64, 1.0].view(), &opts,
-///     &GradOutput::one()).unwrap();
-/// assert_eq!(g[0], -1000000003995.8029); // −1 / (1e-12f32 as f64)
-/// assert_eq!(g[1], -4.0); // (0.25 − 1) / 0.1875
-/// ```
-pub fn binary_cross_entropy_backward<T: Element, D: Dimension, D2: Dimension>(
-    input: ArrayView<'_, T, D>,
-    target: ArrayView<'_, T, D2>,
-    opts: &BceOptions<'_, T>,
-    grad_output: &GradOutput<'_, T>,
-) -> Result<ArrayD<T>> {
-    run(input.into_dyn(), target.into_dyn(), opts, Some(grad_output), Want::GRAD_INPUT)?.into_grad_input(OP)
-}
-
-/// Gradient with respect to `target`.
-///
-/// `−logit(x)·g·w` (÷ numel for `Mean`) = `(ln(1 − x) − ln x)·g·w`, unclamped: +∞ at x = 0, −∞ at
-/// x = 1, and 115.13 at x = 1e-50 even though the forward is clamped at 100. Computed as PyTorch's
-/// `logit`: `ln(x / (1 − x))`.
-///
-/// PyTorch: `target.grad` after `F.binary_cross_entropy(input, target.requires_grad_(), ...)
-/// .backward(grad_output)` (`binary_cross_entropy_target_backward`).
-///
-/// # Errors
-///
-/// As [`binary_cross_entropy_backward`].
-///
-/// ```
-/// use infoloss::{binary_cross_entropy_backward_target, BceOptions, GradOutput, Reduction};
-/// use ndarray::array;
-/// let opts = BceOptions { reduction: Reduction::Sum, ..Default::default() };
-/// let g = binary_cross_entropy_backward_target(array![0.2f64, 0.0].view(), array![1.0f64, 0.5].view(),
-///     &opts, &GradOutput::one()).unwrap();
-/// assert!((g[0] - 4.0f64.ln()).abs() < 1e-15); // −ln(0.2 / 0.8)
-/// assert_eq!(g[1], f64::INFINITY);
-/// ```
-pub fn binary_cross_entropy_backward_target<T: Element, D: Dimension, D2: Dimension>(
-    input: ArrayView<'_, T, D>,
-    target: ArrayView<'_, T, D2>,
-    opts: &BceOptions<'_, T>,
-    grad_output: &GradOutput<'_, T>,
-) -> Result<ArrayD<T>> {
-    run(input.into_dyn(), target.into_dyn(), opts, Some(grad_output), Want::GRAD_TARGET)?.into_grad_target(OP)
-}
-
-/// Loss and input gradient in one call.
-///
-/// The same as [`binary_cross_entropy`] and [`binary_cross_entropy_backward`] with an upstream
-/// gradient of 1 (all ones for `Reduction::None`), computed in one pass.
-///
-/// PyTorch: `loss = F.binary_cross_entropy(x, t, ...); loss.backward(torch.ones_like(loss)); x.grad`.
-///
-/// # Errors
-///
-/// As [`binary_cross_entropy`].
-///
-/// ```
-/// use infoloss::{binary_cross_entropy_with_grad, BceOptions};
-/// use ndarray::array;
-/// let x = array![0.5f64, 0.8];
-/// let t = array![1.0f64, 0.0];
-/// let (loss, grad) = binary_cross_entropy_with_grad(x.view(), t.view(), &BceOptions::default()).unwrap();
-/// // (ln 2 + ln 5) / 2
-/// assert!((loss.scalar().unwrap() - 1.151292546497023).abs() < 1e-15);
-/// // (x − t) / (x(1 − x)) / 2
-/// assert!((grad[0] + 1.0).abs() < 1e-15 && (grad[1] - 2.5).abs() < 1e-14);
-/// ```
-pub fn binary_cross_entropy_with_grad<T: Element, D: Dimension, D2: Dimension>(
-    input: ArrayView<'_, T, D>,
-    target: ArrayView<'_, T, D2>,
-    opts: &BceOptions<'_, T>,
-) -> Result<(Loss<T>, ArrayD<T>)> {
-    run(input.into_dyn(), target.into_dyn(), opts, Some(&GradOutput::one()), Want::LOSS_AND_INPUT_GRAD)?
-        .into_loss_and_grad(OP)
+super::elementwise_api! {
+    op = OP, run = run, options = BceOptions<'_, T>;
+    /// The loss.
+    ///
+    /// `((t − 1)·max(log1p(−x), −100) − t·max(ln x, −100))·w`, reduced (see the
+    /// [module documentation](self)).
+    ///
+    /// PyTorch: `torch.nn.functional.binary_cross_entropy(input, target, weight=..., reduction=...)`.
+    ///
+    /// # Errors
+    ///
+    /// `target` not of the input's shape; `weight` not broadcastable into it; an input or target element
+    /// outside `[0, 1]` or NaN (index and value named); `Reduction::BatchMean`.
+    ///
+    /// ```
+    /// use infoloss::{binary_cross_entropy, BceOptions};
+    /// use ndarray::array;
+    /// let x = array![[0.5f64, 1.0, 0.8], [0.2, 0.4, 0.6]];
+    /// let t = array![[0.0f64, 1.0, 0.0], [0.0, 0.0, 1.0]];
+    /// let w = array![[0.1f64, 0.9, 0.1], [0.1, 0.1, 0.9]].into_dyn();
+    /// let opts = BceOptions { weight: Some(w.view()), ..Default::default() };
+    /// let l = binary_cross_entropy(x.view(), t.view(), &opts).unwrap().scalar().unwrap();
+    /// assert!((l - 0.12723308136613606).abs() < 1e-15);
+    /// ```
+    fn binary_cross_entropy;
+    /// Gradient with respect to `input`.
+    ///
+    /// `g·(x − t) / max(x·(1 − x), ε)·w` (÷ numel for `Mean`), ε = [`Real::bce_eps`] (the float `1e-12f`,
+    /// rounded to the element type as PyTorch's `scalar_t(EPSILON)`: 0 in `f16`),
+    /// with `g` = `grad_output` (an array of the input's shape, or one value for every element, for
+    /// `Reduction::None`; a scalar otherwise).
+    ///
+    /// PyTorch: `torch.ops.aten.binary_cross_entropy_backward(grad_output, input, target, weight, reduction)`,
+    /// i.e. `input.grad` after `F.binary_cross_entropy(...).backward(grad_output)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`binary_cross_entropy`], and a `grad_output` of the wrong shape.
+    ///
+    /// ```
+    /// use infoloss::{binary_cross_entropy_backward, BceOptions, GradOutput, Reduction};
+    /// use ndarray::array;
+    /// let opts = BceOptions { reduction: Reduction::Sum, ..Default::default() };
+    /// let g = binary_cross_entropy_backward(array![0.0f64, 0.25].view(), array![1.0f64, 1.0].view(), &opts,
+    ///     &GradOutput::one()).unwrap();
+    /// assert_eq!(g[0], -1000000003995.8029); // −1 / (1e-12f32 as f64)
+    /// assert_eq!(g[1], -4.0); // (0.25 − 1) / 0.1875
+    /// ```
+    fn binary_cross_entropy_backward;
+    /// Gradient with respect to `target`.
+    ///
+    /// `−logit(x)·g·w` (÷ numel for `Mean`) = `(ln(1 − x) − ln x)·g·w`, unclamped: +∞ at x = 0, −∞ at
+    /// x = 1, and 115.13 at x = 1e-50 even though the forward is clamped at 100. Computed as PyTorch's
+    /// `logit`: `ln(x / (1 − x))`.
+    ///
+    /// PyTorch: `target.grad` after `F.binary_cross_entropy(input, target.requires_grad_(), ...)
+    /// .backward(grad_output)` (`binary_cross_entropy_target_backward`).
+    ///
+    /// # Errors
+    ///
+    /// As [`binary_cross_entropy_backward`].
+    ///
+    /// ```
+    /// use infoloss::{binary_cross_entropy_backward_target, BceOptions, GradOutput, Reduction};
+    /// use ndarray::array;
+    /// let opts = BceOptions { reduction: Reduction::Sum, ..Default::default() };
+    /// let g = binary_cross_entropy_backward_target(array![0.2f64, 0.0].view(), array![1.0f64, 0.5].view(),
+    ///     &opts, &GradOutput::one()).unwrap();
+    /// assert!((g[0] - 4.0f64.ln()).abs() < 1e-15); // −ln(0.2 / 0.8)
+    /// assert_eq!(g[1], f64::INFINITY);
+    /// ```
+    fn binary_cross_entropy_backward_target;
+    /// Loss and input gradient in one call.
+    ///
+    /// The same as [`binary_cross_entropy`] and [`binary_cross_entropy_backward`] with an upstream
+    /// gradient of 1 (all ones for `Reduction::None`), computed in one pass.
+    ///
+    /// PyTorch: `loss = F.binary_cross_entropy(x, t, ...); loss.backward(torch.ones_like(loss)); x.grad`.
+    ///
+    /// # Errors
+    ///
+    /// As [`binary_cross_entropy`].
+    ///
+    /// ```
+    /// use infoloss::{binary_cross_entropy_with_grad, BceOptions};
+    /// use ndarray::array;
+    /// let x = array![0.5f64, 0.8];
+    /// let t = array![1.0f64, 0.0];
+    /// let (loss, grad) = binary_cross_entropy_with_grad(x.view(), t.view(), &BceOptions::default()).unwrap();
+    /// // (ln 2 + ln 5) / 2
+    /// assert!((loss.scalar().unwrap() - 1.151292546497023).abs() < 1e-15);
+    /// // (x − t) / (x(1 − x)) / 2
+    /// assert!((grad[0] + 1.0).abs() < 1e-15 && (grad[1] - 2.5).abs() < 1e-14);
+    /// ```
+    fn binary_cross_entropy_with_grad;
 }
 
 /// [`binary_cross_entropy_with_grad`] with the gradient written into `input` (the training path:

@@ -61,126 +61,99 @@ const CHUNK: usize = 1024;
 
 pub use crate::options::BceWithLogitsOptions;
 
-/// The loss.
-///
-/// `((1 − t)·x − lw·logσ(x))·w` with `lw = (p − 1)·t + 1` when `pos_weight` is given, reduced (see the
-/// [module documentation](self)).
-///
-/// PyTorch: `torch.nn.functional.binary_cross_entropy_with_logits(input, target, weight=...,
-/// pos_weight=..., reduction=...)`.
-///
-/// # Errors
-///
-/// `target` not of the input's shape; `weight` or `pos_weight` not broadcastable into it;
-/// `Reduction::BatchMean`.
-///
-/// ```
-/// use infoloss::{binary_cross_entropy_with_logits, BceWithLogitsOptions};
-/// use ndarray::array;
-/// let x = array![[5.0f64, 1.0, 8.0], [2.0, 4.0, 6.0]];
-/// let t = array![[0.0f64, 1.0, 0.0], [0.0, 0.0, 1.0]];
-/// let l = binary_cross_entropy_with_logits(x.view(), t.view(), &BceWithLogitsOptions::default()).unwrap();
-/// assert!((l.scalar().unwrap() - 3.244644344413125).abs() < 1e-15);
-/// ```
-pub fn binary_cross_entropy_with_logits<T: Element, D: Dimension, D2: Dimension>(
-    input: ArrayView<'_, T, D>,
-    target: ArrayView<'_, T, D2>,
-    opts: &BceWithLogitsOptions<'_, T>,
-) -> Result<Loss<T>> {
-    run(input.into_dyn(), target.into_dyn(), opts, None, Want::LOSS)?.into_loss(OP)
-}
-
-/// Gradient with respect to `input`.
-///
-/// `[(p·t + 1 − t)·σ(x) − p·t]·g·w` with `pos_weight`, `(σ(x) − t)·g·w` without (÷ numel for `Mean`),
-/// with `g` = `grad_output` (an array of the input's shape, or one value for every element, for
-/// `Reduction::None`; a scalar otherwise).
-///
-/// PyTorch: `input.grad` after `F.binary_cross_entropy_with_logits(...).backward(grad_output)`
-/// (`binary_cross_entropy_with_logits_backward`).
-///
-/// # Errors
-///
-/// As [`binary_cross_entropy_with_logits`], and a `grad_output` of the wrong shape.
-///
-/// ```
-/// use infoloss::{binary_cross_entropy_with_logits_backward, BceWithLogitsOptions, GradOutput, Reduction};
-/// use ndarray::array;
-/// let z = array![-200.0f64, -3.0, 0.0, 2.5, 200.0];
-/// let y = array![1.0f64, 0.3, 1.0, 0.0, 0.0];
-/// let pw = array![3.0f64].into_dyn();
-/// let opts = BceWithLogitsOptions { pos_weight: Some(pw.view()), reduction: Reduction::Sum, ..Default::default() };
-/// let g = binary_cross_entropy_with_logits_backward(z.view(), y.view(), &opts, &GradOutput::one()).unwrap();
-/// assert_eq!(g[0], -3.0);
-/// assert!((g[1] + 0.8241186029158931).abs() < 1e-15);
-/// assert_eq!(g[2], -1.5);
-/// ```
-pub fn binary_cross_entropy_with_logits_backward<T: Element, D: Dimension, D2: Dimension>(
-    input: ArrayView<'_, T, D>,
-    target: ArrayView<'_, T, D2>,
-    opts: &BceWithLogitsOptions<'_, T>,
-    grad_output: &GradOutput<'_, T>,
-) -> Result<ArrayD<T>> {
-    run(input.into_dyn(), target.into_dyn(), opts, Some(grad_output), Want::GRAD_INPUT)?.into_grad_input(OP)
-}
-
-/// Gradient with respect to `target`.
-///
-/// `(logσ(−x) − p·logσ(x))·g·w` with `pos_weight`, `−x·g·w` without (÷ numel for `Mean`).
-///
-/// PyTorch: `target.grad` after `F.binary_cross_entropy_with_logits(input, target.requires_grad_(), ...)
-/// .backward(grad_output)` (`binary_cross_entropy_with_logits_target_backward`).
-///
-/// # Errors
-///
-/// As [`binary_cross_entropy_with_logits_backward`].
-///
-/// ```
-/// use infoloss::{binary_cross_entropy_with_logits_backward_target, BceWithLogitsOptions, GradOutput, Reduction};
-/// use ndarray::array;
-/// let z = array![-3.0f64, 2.5];
-/// let y = array![0.3f64, 0.0];
-/// let opts = BceWithLogitsOptions { reduction: Reduction::Sum, ..Default::default() };
-/// let g = binary_cross_entropy_with_logits_backward_target(z.view(), y.view(), &opts, &GradOutput::one()).unwrap();
-/// assert_eq!(g, array![3.0, -2.5].into_dyn());
-/// ```
-pub fn binary_cross_entropy_with_logits_backward_target<T: Element, D: Dimension, D2: Dimension>(
-    input: ArrayView<'_, T, D>,
-    target: ArrayView<'_, T, D2>,
-    opts: &BceWithLogitsOptions<'_, T>,
-    grad_output: &GradOutput<'_, T>,
-) -> Result<ArrayD<T>> {
-    run(input.into_dyn(), target.into_dyn(), opts, Some(grad_output), Want::GRAD_TARGET)?.into_grad_target(OP)
-}
-
-/// Loss and input gradient in one call.
-///
-/// The same as [`binary_cross_entropy_with_logits`] and [`binary_cross_entropy_with_logits_backward`]
-/// with an upstream gradient of 1 (all ones for `Reduction::None`), computed in one pass.
-///
-/// PyTorch: `loss = F.binary_cross_entropy_with_logits(x, t, ...); loss.backward(torch.ones_like(loss)); x.grad`.
-///
-/// # Errors
-///
-/// As [`binary_cross_entropy_with_logits`].
-///
-/// ```
-/// use infoloss::{binary_cross_entropy_with_logits_with_grad, BceWithLogitsOptions};
-/// use ndarray::array;
-/// let x = array![0.0f64, 0.0];
-/// let t = array![1.0f64, 0.0];
-/// let (loss, grad) = binary_cross_entropy_with_logits_with_grad(x.view(), t.view(),
-///     &BceWithLogitsOptions::default()).unwrap();
-/// assert!((loss.scalar().unwrap() - std::f64::consts::LN_2).abs() < 1e-16);
-/// assert_eq!(grad, array![-0.25, 0.25].into_dyn()); // (σ(0) − t) / 2
-/// ```
-pub fn binary_cross_entropy_with_logits_with_grad<T: Element, D: Dimension, D2: Dimension>(
-    input: ArrayView<'_, T, D>,
-    target: ArrayView<'_, T, D2>,
-    opts: &BceWithLogitsOptions<'_, T>,
-) -> Result<(Loss<T>, ArrayD<T>)> {
-    run(input.into_dyn(), target.into_dyn(), opts, Some(&GradOutput::one()), Want::LOSS_AND_INPUT_GRAD)?
-        .into_loss_and_grad(OP)
+super::elementwise_api! {
+    op = OP, run = run, options = BceWithLogitsOptions<'_, T>;
+    /// The loss.
+    ///
+    /// `((1 − t)·x − lw·logσ(x))·w` with `lw = (p − 1)·t + 1` when `pos_weight` is given, reduced (see the
+    /// [module documentation](self)).
+    ///
+    /// PyTorch: `torch.nn.functional.binary_cross_entropy_with_logits(input, target, weight=...,
+    /// pos_weight=..., reduction=...)`.
+    ///
+    /// # Errors
+    ///
+    /// `target` not of the input's shape; `weight` or `pos_weight` not broadcastable into it;
+    /// `Reduction::BatchMean`.
+    ///
+    /// ```
+    /// use infoloss::{binary_cross_entropy_with_logits, BceWithLogitsOptions};
+    /// use ndarray::array;
+    /// let x = array![[5.0f64, 1.0, 8.0], [2.0, 4.0, 6.0]];
+    /// let t = array![[0.0f64, 1.0, 0.0], [0.0, 0.0, 1.0]];
+    /// let l = binary_cross_entropy_with_logits(x.view(), t.view(), &BceWithLogitsOptions::default()).unwrap();
+    /// assert!((l.scalar().unwrap() - 3.244644344413125).abs() < 1e-15);
+    /// ```
+    fn binary_cross_entropy_with_logits;
+    /// Gradient with respect to `input`.
+    ///
+    /// `[(p·t + 1 − t)·σ(x) − p·t]·g·w` with `pos_weight`, `(σ(x) − t)·g·w` without (÷ numel for `Mean`),
+    /// with `g` = `grad_output` (an array of the input's shape, or one value for every element, for
+    /// `Reduction::None`; a scalar otherwise).
+    ///
+    /// PyTorch: `input.grad` after `F.binary_cross_entropy_with_logits(...).backward(grad_output)`
+    /// (`binary_cross_entropy_with_logits_backward`).
+    ///
+    /// # Errors
+    ///
+    /// As [`binary_cross_entropy_with_logits`], and a `grad_output` of the wrong shape.
+    ///
+    /// ```
+    /// use infoloss::{binary_cross_entropy_with_logits_backward, BceWithLogitsOptions, GradOutput, Reduction};
+    /// use ndarray::array;
+    /// let z = array![-200.0f64, -3.0, 0.0, 2.5, 200.0];
+    /// let y = array![1.0f64, 0.3, 1.0, 0.0, 0.0];
+    /// let pw = array![3.0f64].into_dyn();
+    /// let opts = BceWithLogitsOptions { pos_weight: Some(pw.view()), reduction: Reduction::Sum, ..Default::default() };
+    /// let g = binary_cross_entropy_with_logits_backward(z.view(), y.view(), &opts, &GradOutput::one()).unwrap();
+    /// assert_eq!(g[0], -3.0);
+    /// assert!((g[1] + 0.8241186029158931).abs() < 1e-15);
+    /// assert_eq!(g[2], -1.5);
+    /// ```
+    fn binary_cross_entropy_with_logits_backward;
+    /// Gradient with respect to `target`.
+    ///
+    /// `(logσ(−x) − p·logσ(x))·g·w` with `pos_weight`, `−x·g·w` without (÷ numel for `Mean`).
+    ///
+    /// PyTorch: `target.grad` after `F.binary_cross_entropy_with_logits(input, target.requires_grad_(), ...)
+    /// .backward(grad_output)` (`binary_cross_entropy_with_logits_target_backward`).
+    ///
+    /// # Errors
+    ///
+    /// As [`binary_cross_entropy_with_logits_backward`].
+    ///
+    /// ```
+    /// use infoloss::{binary_cross_entropy_with_logits_backward_target, BceWithLogitsOptions, GradOutput, Reduction};
+    /// use ndarray::array;
+    /// let z = array![-3.0f64, 2.5];
+    /// let y = array![0.3f64, 0.0];
+    /// let opts = BceWithLogitsOptions { reduction: Reduction::Sum, ..Default::default() };
+    /// let g = binary_cross_entropy_with_logits_backward_target(z.view(), y.view(), &opts, &GradOutput::one()).unwrap();
+    /// assert_eq!(g, array![3.0, -2.5].into_dyn());
+    /// ```
+    fn binary_cross_entropy_with_logits_backward_target;
+    /// Loss and input gradient in one call.
+    ///
+    /// The same as [`binary_cross_entropy_with_logits`] and [`binary_cross_entropy_with_logits_backward`]
+    /// with an upstream gradient of 1 (all ones for `Reduction::None`), computed in one pass.
+    ///
+    /// PyTorch: `loss = F.binary_cross_entropy_with_logits(x, t, ...); loss.backward(torch.ones_like(loss)); x.grad`.
+    ///
+    /// # Errors
+    ///
+    /// As [`binary_cross_entropy_with_logits`].
+    ///
+    /// ```
+    /// use infoloss::{binary_cross_entropy_with_logits_with_grad, BceWithLogitsOptions};
+    /// use ndarray::array;
+    /// let x = array![0.0f64, 0.0];
+    /// let t = array![1.0f64, 0.0];
+    /// let (loss, grad) = binary_cross_entropy_with_logits_with_grad(x.view(), t.view(),
+    ///     &BceWithLogitsOptions::default()).unwrap();
+    /// assert!((loss.scalar().unwrap() - std::f64::consts::LN_2).abs() < 1e-16);
+    /// assert_eq!(grad, array![-0.25, 0.25].into_dyn()); // (σ(0) − t) / 2
+    /// ```
+    fn binary_cross_entropy_with_logits_with_grad;
 }
 
 /// [`binary_cross_entropy_with_logits_with_grad`] with the gradient written into `input` (the

@@ -72,130 +72,103 @@ const CHUNK: usize = 1024;
 
 pub use crate::options::KlDivOptions;
 
-/// KL(target ‖ exp(input)), elementwise terms then reduced.
-///
-/// `input` holds log-probabilities, `target` probabilities (log-probabilities with
-/// `opts.log_target`). Terms: `xlogy(t, t) − t·x`, or `exp(t)·(t − x)` with `log_target`; reduced by
-/// `opts.reduction` (see the [module documentation](self)). `input` and `target` broadcast against each
-/// other; `Reduction::None` returns the broadcast shape.
-///
-/// PyTorch: `torch.nn.functional.kl_div(input, target, reduction=..., log_target=...)`.
-/// SciPy: `scipy.special.rel_entr(target, exp(input)).sum()` for `Sum`.
-///
-/// # Errors
-///
-/// When the shapes cannot be broadcast (the message names both), or are too large.
-///
-/// ```
-/// use infoloss::{kl_div, KlDivOptions, Reduction};
-/// use ndarray::array;
-/// // D_KL(P ‖ Q) with P = [0.5, 0.5], Q = [0.25, 0.75]
-/// let p = array![0.5f64, 0.5];
-/// let log_q = array![0.25f64.ln(), 0.75f64.ln()];
-/// let opts = KlDivOptions { reduction: Reduction::Sum, ..Default::default() };
-/// let kl = kl_div(log_q.view(), p.view(), &opts).unwrap().scalar().unwrap();
-/// assert!((kl - 0.14384103622589045).abs() < 1e-15);
-/// ```
-pub fn kl_div<T: Element, D: Dimension, D2: Dimension>(
-    input: ArrayView<'_, T, D>,
-    target: ArrayView<'_, T, D2>,
-    opts: &KlDivOptions,
-) -> Result<Loss<T>> {
-    run(input.into_dyn(), target.into_dyn(), opts, None, Want::LOSS)?.into_loss(OP)
-}
-
-/// Gradient of [`kl_div`] with respect to `input` (shape of `input`).
-///
-/// `−t·g` (or `−exp(t)·g` with `log_target`), where `g` is the upstream gradient of each element:
-/// `grad_output` itself for `Reduction::None` (an array of the broadcast output shape, or a scalar for
-/// every element), `grad_output / numel` for `Mean`, `grad_output / input.shape()[0]` for `BatchMean`.
-/// When `input` was broadcast, the gradient is summed over the broadcast dimensions.
-///
-/// PyTorch: `input.grad` after `F.kl_div(input, target, ...).backward(grad_output)`.
-///
-/// # Errors
-///
-/// Shapes that cannot be broadcast; a `grad_output` of the wrong shape (named in the message).
-///
-/// ```
-/// use infoloss::{kl_div_backward, GradOutput, KlDivOptions, Reduction};
-/// use ndarray::array;
-/// let x = array![-1.2f64, -0.3, -2.0];
-/// let t = array![0.2f64, 0.8, 0.0];
-/// let opts = KlDivOptions { reduction: Reduction::Sum, ..Default::default() };
-/// let gx = kl_div_backward(x.view(), t.view(), &opts, &GradOutput::one()).unwrap();
-/// assert_eq!(gx, array![-0.2, -0.8, -0.0].into_dyn());
-/// ```
-pub fn kl_div_backward<T: Element, D: Dimension, D2: Dimension>(
-    input: ArrayView<'_, T, D>,
-    target: ArrayView<'_, T, D2>,
-    opts: &KlDivOptions,
-    grad_output: &GradOutput<'_, T>,
-) -> Result<ArrayD<T>> {
-    run(input.into_dyn(), target.into_dyn(), opts, Some(grad_output), Want::GRAD_INPUT)?.into_grad_input(OP)
-}
-
-/// Gradient of [`kl_div`] with respect to `target` (shape of `target`).
-///
-/// `g·(ln t + 1 − x)` — **NaN where t = 0**, as in PyTorch, whose autograd differentiates
-/// `xlogy(t, t)` into `xlogy(g, t)` (masked to 0 at t = 0) plus `g·t/t` — or `g·exp(t)·(t − x + 1)`
-/// with `log_target`. `g` as in [`kl_div_backward`]; summed over dimensions along which `target` was
-/// broadcast.
-///
-/// PyTorch: `target.grad` after `F.kl_div(input, target.requires_grad_(), ...).backward(grad_output)`.
-///
-/// # Errors
-///
-/// As [`kl_div_backward`].
-///
-/// ```
-/// use infoloss::{kl_div_backward_target, GradOutput, KlDivOptions, Reduction};
-/// use ndarray::array;
-/// let x = array![-1.2f64, -0.3, -2.0];
-/// let t = array![0.2f64, 0.8, 0.0];
-/// let opts = KlDivOptions { reduction: Reduction::Sum, ..Default::default() };
-/// let gt = kl_div_backward_target(x.view(), t.view(), &opts, &GradOutput::one()).unwrap();
-/// assert!((gt[0] - 0.5905620875658997).abs() < 1e-15); // ln 0.2 + 1 + 1.2
-/// assert!(gt[2].is_nan()); // t = 0
-/// ```
-pub fn kl_div_backward_target<T: Element, D: Dimension, D2: Dimension>(
-    input: ArrayView<'_, T, D>,
-    target: ArrayView<'_, T, D2>,
-    opts: &KlDivOptions,
-    grad_output: &GradOutput<'_, T>,
-) -> Result<ArrayD<T>> {
-    run(input.into_dyn(), target.into_dyn(), opts, Some(grad_output), Want::GRAD_TARGET)?.into_grad_target(OP)
-}
-
-/// Loss and input gradient in one call.
-///
-/// The same as [`kl_div`] and [`kl_div_backward`] with an upstream gradient of 1 (all ones for
-/// `Reduction::None`), computed in one pass.
-///
-/// PyTorch: `loss = F.kl_div(input, target, ...); loss.backward(torch.ones_like(loss)); input.grad`.
-///
-/// # Errors
-///
-/// As [`kl_div`].
-///
-/// ```
-/// use infoloss::{kl_div_with_grad, KlDivOptions, Reduction};
-/// use ndarray::array;
-/// let x = array![[-1.0f64, -0.5], [-0.7, -0.7]];
-/// let t = array![[0.25f64, 0.75], [0.5, 0.5]];
-/// let opts = KlDivOptions { reduction: Reduction::BatchMean, ..Default::default() };
-/// let (loss, grad) = kl_div_with_grad(x.view(), t.view(), &opts).unwrap();
-/// // (0.25 ln 0.25 + 0.75 ln 0.75 + 0.25 + 0.375 + 2·(0.5 ln 0.5 + 0.35)) / 2
-/// assert!((loss.scalar().unwrap() - 0.034758837410623175).abs() < 1e-15);
-/// assert_eq!(grad, array![[-0.125, -0.375], [-0.25, -0.25]].into_dyn());
-/// ```
-pub fn kl_div_with_grad<T: Element, D: Dimension, D2: Dimension>(
-    input: ArrayView<'_, T, D>,
-    target: ArrayView<'_, T, D2>,
-    opts: &KlDivOptions,
-) -> Result<(Loss<T>, ArrayD<T>)> {
-    run(input.into_dyn(), target.into_dyn(), opts, Some(&GradOutput::one()), Want::LOSS_AND_INPUT_GRAD)?
-        .into_loss_and_grad(OP)
+super::elementwise_api! {
+    op = OP, run = run, options = KlDivOptions;
+    /// KL(target ‖ exp(input)), elementwise terms then reduced.
+    ///
+    /// `input` holds log-probabilities, `target` probabilities (log-probabilities with
+    /// `opts.log_target`). Terms: `xlogy(t, t) − t·x`, or `exp(t)·(t − x)` with `log_target`; reduced by
+    /// `opts.reduction` (see the [module documentation](self)). `input` and `target` broadcast against each
+    /// other; `Reduction::None` returns the broadcast shape.
+    ///
+    /// PyTorch: `torch.nn.functional.kl_div(input, target, reduction=..., log_target=...)`.
+    /// SciPy: `scipy.special.rel_entr(target, exp(input)).sum()` for `Sum`.
+    ///
+    /// # Errors
+    ///
+    /// When the shapes cannot be broadcast (the message names both), or are too large.
+    ///
+    /// ```
+    /// use infoloss::{kl_div, KlDivOptions, Reduction};
+    /// use ndarray::array;
+    /// // D_KL(P ‖ Q) with P = [0.5, 0.5], Q = [0.25, 0.75]
+    /// let p = array![0.5f64, 0.5];
+    /// let log_q = array![0.25f64.ln(), 0.75f64.ln()];
+    /// let opts = KlDivOptions { reduction: Reduction::Sum, ..Default::default() };
+    /// let kl = kl_div(log_q.view(), p.view(), &opts).unwrap().scalar().unwrap();
+    /// assert!((kl - 0.14384103622589045).abs() < 1e-15);
+    /// ```
+    fn kl_div;
+    /// Gradient of [`kl_div`] with respect to `input` (shape of `input`).
+    ///
+    /// `−t·g` (or `−exp(t)·g` with `log_target`), where `g` is the upstream gradient of each element:
+    /// `grad_output` itself for `Reduction::None` (an array of the broadcast output shape, or a scalar for
+    /// every element), `grad_output / numel` for `Mean`, `grad_output / input.shape()[0]` for `BatchMean`.
+    /// When `input` was broadcast, the gradient is summed over the broadcast dimensions.
+    ///
+    /// PyTorch: `input.grad` after `F.kl_div(input, target, ...).backward(grad_output)`.
+    ///
+    /// # Errors
+    ///
+    /// Shapes that cannot be broadcast; a `grad_output` of the wrong shape (named in the message).
+    ///
+    /// ```
+    /// use infoloss::{kl_div_backward, GradOutput, KlDivOptions, Reduction};
+    /// use ndarray::array;
+    /// let x = array![-1.2f64, -0.3, -2.0];
+    /// let t = array![0.2f64, 0.8, 0.0];
+    /// let opts = KlDivOptions { reduction: Reduction::Sum, ..Default::default() };
+    /// let gx = kl_div_backward(x.view(), t.view(), &opts, &GradOutput::one()).unwrap();
+    /// assert_eq!(gx, array![-0.2, -0.8, -0.0].into_dyn());
+    /// ```
+    fn kl_div_backward;
+    /// Gradient of [`kl_div`] with respect to `target` (shape of `target`).
+    ///
+    /// `g·(ln t + 1 − x)` — **NaN where t = 0**, as in PyTorch, whose autograd differentiates
+    /// `xlogy(t, t)` into `xlogy(g, t)` (masked to 0 at t = 0) plus `g·t/t` — or `g·exp(t)·(t − x + 1)`
+    /// with `log_target`. `g` as in [`kl_div_backward`]; summed over dimensions along which `target` was
+    /// broadcast.
+    ///
+    /// PyTorch: `target.grad` after `F.kl_div(input, target.requires_grad_(), ...).backward(grad_output)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`kl_div_backward`].
+    ///
+    /// ```
+    /// use infoloss::{kl_div_backward_target, GradOutput, KlDivOptions, Reduction};
+    /// use ndarray::array;
+    /// let x = array![-1.2f64, -0.3, -2.0];
+    /// let t = array![0.2f64, 0.8, 0.0];
+    /// let opts = KlDivOptions { reduction: Reduction::Sum, ..Default::default() };
+    /// let gt = kl_div_backward_target(x.view(), t.view(), &opts, &GradOutput::one()).unwrap();
+    /// assert!((gt[0] - 0.5905620875658997).abs() < 1e-15); // ln 0.2 + 1 + 1.2
+    /// assert!(gt[2].is_nan()); // t = 0
+    /// ```
+    fn kl_div_backward_target;
+    /// Loss and input gradient in one call.
+    ///
+    /// The same as [`kl_div`] and [`kl_div_backward`] with an upstream gradient of 1 (all ones for
+    /// `Reduction::None`), computed in one pass.
+    ///
+    /// PyTorch: `loss = F.kl_div(input, target, ...); loss.backward(torch.ones_like(loss)); input.grad`.
+    ///
+    /// # Errors
+    ///
+    /// As [`kl_div`].
+    ///
+    /// ```
+    /// use infoloss::{kl_div_with_grad, KlDivOptions, Reduction};
+    /// use ndarray::array;
+    /// let x = array![[-1.0f64, -0.5], [-0.7, -0.7]];
+    /// let t = array![[0.25f64, 0.75], [0.5, 0.5]];
+    /// let opts = KlDivOptions { reduction: Reduction::BatchMean, ..Default::default() };
+    /// let (loss, grad) = kl_div_with_grad(x.view(), t.view(), &opts).unwrap();
+    /// // (0.25 ln 0.25 + 0.75 ln 0.75 + 0.25 + 0.375 + 2·(0.5 ln 0.5 + 0.35)) / 2
+    /// assert!((loss.scalar().unwrap() - 0.034758837410623175).abs() < 1e-15);
+    /// assert_eq!(grad, array![[-0.125, -0.375], [-0.25, -0.25]].into_dyn());
+    /// ```
+    fn kl_div_with_grad;
 }
 
 /// [`kl_div_with_grad`] with the gradient written into `input` (the training path: the

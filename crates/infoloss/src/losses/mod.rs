@@ -2,6 +2,61 @@
 //! loss builds on the ground floor, the kernels and the shared rows; it uses another loss only through
 //! what that loss's module offers at its top level, never its submodules (`tests/layers.rs`).
 
+/// The four wrappers every elementwise loss (`kl_div`, both BCEs) has around its `run(input, target,
+/// opts, grad_output, want)`: `f` (the loss), `f_backward` (the input gradient), `f_backward_target` (the
+/// target gradient) and `f_with_grad` (loss and input gradient for an upstream gradient of 1). Each
+/// keeps its own documentation; the bodies are the same but for which result they ask `run` for.
+macro_rules! elementwise_api {
+    (
+        op = $op:ident, run = $run:ident, options = $opts:ty;
+        $(#[$fm:meta])* fn $f:ident;
+        $(#[$bm:meta])* fn $backward:ident;
+        $(#[$tm:meta])* fn $backward_target:ident;
+        $(#[$gm:meta])* fn $with_grad:ident;
+    ) => {
+        $(#[$fm])*
+        pub fn $f<T: Element, D: Dimension, D2: Dimension>(
+            input: ArrayView<'_, T, D>,
+            target: ArrayView<'_, T, D2>,
+            opts: &$opts,
+        ) -> Result<Loss<T>> {
+            $run(input.into_dyn(), target.into_dyn(), opts, None, Want::LOSS)?.into_loss($op)
+        }
+
+        $(#[$bm])*
+        pub fn $backward<T: Element, D: Dimension, D2: Dimension>(
+            input: ArrayView<'_, T, D>,
+            target: ArrayView<'_, T, D2>,
+            opts: &$opts,
+            grad_output: &GradOutput<'_, T>,
+        ) -> Result<ArrayD<T>> {
+            $run(input.into_dyn(), target.into_dyn(), opts, Some(grad_output), Want::GRAD_INPUT)?.into_grad_input($op)
+        }
+
+        $(#[$tm])*
+        pub fn $backward_target<T: Element, D: Dimension, D2: Dimension>(
+            input: ArrayView<'_, T, D>,
+            target: ArrayView<'_, T, D2>,
+            opts: &$opts,
+            grad_output: &GradOutput<'_, T>,
+        ) -> Result<ArrayD<T>> {
+            $run(input.into_dyn(), target.into_dyn(), opts, Some(grad_output), Want::GRAD_TARGET)?
+                .into_grad_target($op)
+        }
+
+        $(#[$gm])*
+        pub fn $with_grad<T: Element, D: Dimension, D2: Dimension>(
+            input: ArrayView<'_, T, D>,
+            target: ArrayView<'_, T, D2>,
+            opts: &$opts,
+        ) -> Result<(Loss<T>, ArrayD<T>)> {
+            let one = GradOutput::one();
+            $run(input.into_dyn(), target.into_dyn(), opts, Some(&one), Want::LOSS_AND_INPUT_GRAD)?.into_loss_and_grad($op)
+        }
+    };
+}
+pub(crate) use elementwise_api;
+
 pub mod bce;
 pub mod bce_logits;
 pub mod ce_extras;
