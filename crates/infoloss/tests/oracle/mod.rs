@@ -368,3 +368,24 @@ pub fn vals(x: &(impl Values + ?Sized)) -> Vec<f64> {
 pub fn bits(x: &(impl Values + ?Sized)) -> Vec<u64> {
     vals(x).iter().map(|v| v.to_bits()).collect()
 }
+
+#[test]
+#[should_panic(expected = "case, element 1: fast 1.5e0, reference 1e0, difference 5e-1, allowed 2.5e-1")]
+fn a_value_past_its_allowance_fails_naming_the_case_and_element() {
+    compare(&[1.0, 1.5], &[1.0, 1.0], &Tol::close(0.0, 0.25), || "case".to_string());
+}
+
+#[test]
+#[should_panic(expected = "fast NaN, reference 1e0")]
+fn nan_and_infinities_only_where_the_reference_has_them() {
+    let s =
+        compare(&[f64::NAN, f64::INFINITY], &[f64::NAN, f64::INFINITY], &Tol::close(0.0, 0.0), String::new);
+    assert_eq!((s.values, s.differ), (2, 0));
+    compare(&[f64::NAN], &[1.0], &Tol::by(|_, _, _| f64::INFINITY), String::new);
+}
+
+#[test]
+#[should_panic(expected = "allowed 0e0")]
+fn a_nan_allowance_asks_for_equality() {
+    compare(&[1.0 + 1e-15], &[1.0], &Tol::by(|_, _, _| f64::NAN), String::new);
+}
