@@ -1,11 +1,14 @@
-//! The `f32` SIMD fast path of the cross-entropy functions against the reference implementation
-//! (`infoloss::with_reference_path`), and bit-identical results for any number of threads.
+//! The cross-entropy functions, class indices and probability targets, allocating and in place: the fast
+//! rows against the reference, over weights, label smoothing, `ignore_index`, every reduction, NaN/±inf
+//! rows, every layout, half types and the fuzzer's finds.
+//!
+//! Tolerance: `|fast − reference| ≤ 1e-7 + 1e-6·|reference| + 4·ε_f32·bound` (ε_f32 = 2⁻²³). `bound` (for
+//! gradients) is the magnitude of the two terms PyTorch's `log_softmax` backward subtracts,
+//! `|gl_c| + p_c·|Σ gl|`: where they cancel both paths are only exact to a few roundings of those terms
+//! (and so is PyTorch, which sums in yet another order); for losses it is zero.
 
-use crate::support;
-use support::Rng;
-
-use infoloss::ndarray::Array3;
-use infoloss::ndarray::{Array1, Array2, ArrayD, IxDyn};
+use super::{LENGTHS, Oracle, Rng, SCALES, Tol, Values, narrow, on_threads, vals, wide};
+use infoloss::ndarray::{Array1, Array2, Array3, ArrayD, IxDyn};
 use infoloss::{
     CrossEntropyOptions, Element, GradOutput, Loss, Reduction, cross_entropy, cross_entropy_backward,
     cross_entropy_probs, cross_entropy_probs_backward, cross_entropy_probs_with_grad,
@@ -15,10 +18,6 @@ use infoloss::{with_fast_path, with_reference_path};
 
 const RTOL: f64 = 1e-6;
 const ATOL: f64 = 1e-7;
-
-const LENGTHS: &[usize] =
-    &[1, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 31, 32, 33, 127, 128, 129, 1023, 1024, 1025, 32000];
-const SCALES: &[f64] = &[1e-30, 1e-3, 1.0, 30.0, 1e4, 1e30];
 
 struct Case {
     x: Array2<f32>,
@@ -84,37 +83,14 @@ fn case(c: usize, n: usize, scale: f64, special: bool, seed: u64) -> Case {
     Case { x, y, t }
 }
 
-/// Compares fast (`a`) and reference (`b`) values; returns how many differ in their bits.
-///
-/// Elementwise: `|a − b| ≤ atol + rtol·|b| + 4·ε_f32·bound`. `bound` (for gradients) is the magnitude of
-/// the two terms PyTorch's `log_softmax` backward subtracts, `|gl_c| + p_c·|Σ gl|`: where they cancel
-/// both paths are only exact to a few roundings of those terms (and so is PyTorch, which sums in yet
-/// another order); for losses it is zero.
-fn compare_with(a: &[f32], b: &[f32], bound: &[f64], what: &str) -> usize {
-    assert_eq!(a.len(), b.len(), "{what}: lengths");
-    let mut differ = 0;
-    for (i, (&u, &v)) in a.iter().zip(b).enumerate() {
-        if u.to_bits() != v.to_bits() {
-            differ += 1;
-        }
-        if u.is_nan() || v.is_nan() {
-            assert!(u.is_nan() && v.is_nan(), "{what}[{i}]: fast {u} vs reference {v}");
-        } else if u.is_infinite() || v.is_infinite() {
-            assert_eq!(u, v, "{what}[{i}]: fast {u} vs reference {v}");
-        } else {
-            let d = (u as f64 - v as f64).abs();
-            let cond = 4.0 * f32::EPSILON as f64 * bound.get(i).copied().unwrap_or(0.0);
-            assert!(
-                d <= ATOL + RTOL * (v as f64).abs() + cond,
-                "{what}[{i}]: fast {u} vs reference {v} (diff {d:e}, term bound {cond:e})"
-            );
-        }
-    }
-    differ
+/// `ATOL + RTOL·|reference| + 4·ε_f32·bound[i]`.
+fn tol(bound: Vec<f64>) -> Tol<'static> {
+    Tol::terms(ATOL, RTOL, 4.0 * f32::EPSILON as f64, bound)
 }
 
-fn compare(a: &[f32], b: &[f32], what: &str) -> usize {
-    compare_with(a, b, &[], what)
+/// Fast `a` and reference `b` agree to `ATOL + RTOL·|b|`.
+fn close(a: &impl Values, b: &impl Values, what: &str) {
+    super::compare(&vals(a), &vals(b), &tol(Vec::new()), || what.to_string());
 }
 
 fn loss_vec(l: &Loss<f32>) -> Vec<f32> {
@@ -122,10 +98,6 @@ fn loss_vec(l: &Loss<f32>) -> Vec<f32> {
         Loss::Scalar(v) => vec![*v],
         Loss::Elementwise(a) => a.iter().copied().collect(),
     }
-}
-
-fn flat(a: &ArrayD<f32>) -> Vec<f32> {
-    a.iter().copied().collect()
 }
 
 /// Per element of an `(N, C)` gradient: `|gl_c| + p_c·|S|` with `gl` the upstream gradient of
@@ -148,13 +120,17 @@ fn term_bound(x: &Array2<f32>, coef: impl Fn(usize, usize) -> f64) -> Vec<f64> {
 }
 
 /// Runs every class-index and probability-target entry point on the fast and the reference path.
-fn check(cs: &Case, opts: &CrossEntropyOptions<'_, f32>, tag: &str, upstream: &ArrayD<f32>) -> usize {
+fn check(
+    run: &mut super::Run<'_>,
+    cs: &Case,
+    opts: &CrossEntropyOptions<'_, f32>,
+    tag: &str,
+    upstream: &ArrayD<f32>,
+) {
     // rows targeted at −100 take the other ignore_index instead
     let y = cs.y.mapv(|v| if v == -100 { opts.ignore_index } else { v });
     let (x, y, t) = (cs.x.view(), y.view(), cs.t.view());
     let (n, c) = cs.x.dim();
-    let mut differ = 0;
-    let both = |f: &dyn Fn() -> Vec<f32>| (with_fast_path(f), with_reference_path(f));
     let w = |k: usize| opts.weight.as_ref().map_or(1.0, |w| w[k] as f64);
     let eps = opts.label_smoothing.max(0.0);
     let kept = |r: usize| y[r] != opts.ignore_index;
@@ -173,93 +149,75 @@ fn check(cs: &Case, opts: &CrossEntropyOptions<'_, f32>, tag: &str, upstream: &A
         }
     };
     let index_bound = |backward: bool| {
-        term_bound(&cs.x, |r, k| {
+        tol(term_bound(&cs.x, |r, k| {
             if !kept(r) {
                 return 0.0;
             }
             let yr = y[r] as usize;
             let d = if k == yr { (1.0 - eps) * w(yr) } else { 0.0 };
             g_row(r, backward, big_w) * (d + eps / c as f64 * w(k))
-        })
+        }))
     };
     let probs_bound = |backward: bool| {
-        term_bound(&cs.x, |r, k| {
+        tol(term_bound(&cs.x, |r, k| {
             let tt = cs.t[[r, k]] as f64 * (1.0 - eps) + eps / c as f64;
             g_row(r, backward, n as f64) * w(k) * tt
-        })
+        }))
     };
-    let loss_and_grad = |(l, g): (Loss<f32>, ArrayD<f32>)| (loss_vec(&l), flat(&g));
-    let both2 = |f: &dyn Fn() -> (Vec<f32>, Vec<f32>)| (with_fast_path(f), with_reference_path(f));
-
-    let (a, b) = both(&|| loss_vec(&cross_entropy(x, y, opts).unwrap()));
-    differ += compare(&a, &b, &format!("{tag} cross_entropy"));
-    let ((la, ga), (lb, gb)) = both2(&|| loss_and_grad(cross_entropy_with_grad(x, y, opts).unwrap()));
-    differ += compare(&la, &lb, &format!("{tag} cross_entropy_with_grad loss"));
-    differ += compare_with(&ga, &gb, &index_bound(false), &format!("{tag} cross_entropy_with_grad grad"));
     let up = if opts.reduction == Reduction::None {
         GradOutput::Array(upstream.view())
     } else {
         GradOutput::Scalar(0.7f32)
     };
-    let (a, b) = both(&|| flat(&cross_entropy_backward(x, y, opts, &up).unwrap()));
-    differ += compare_with(&a, &b, &index_bound(true), &format!("{tag} cross_entropy_backward"));
-
+    let name = |f: &str| format!("{f} {tag}");
+    run.compare(&name("cross_entropy"), || cross_entropy(x, y, opts).unwrap(), [tol(vec![])]);
+    let f = || cross_entropy_with_grad(x, y, opts).unwrap();
+    run.compare(&name("cross_entropy_with_grad"), f, [tol(vec![]).on("loss"), index_bound(false).on("grad")]);
+    let f = || cross_entropy_backward(x, y, opts, &up).unwrap();
+    run.compare(&name("cross_entropy_backward"), f, [index_bound(true)]);
     // probability targets take no non-negative ignore_index
     let popts = CrossEntropyOptions { ignore_index: -100, ..opts.clone() };
-    let (a, b) = both(&|| loss_vec(&cross_entropy_probs(x, t, &popts).unwrap()));
-    differ += compare(&a, &b, &format!("{tag} cross_entropy_probs"));
-    let ((la, ga), (lb, gb)) = both2(&|| loss_and_grad(cross_entropy_probs_with_grad(x, t, &popts).unwrap()));
-    differ += compare(&la, &lb, &format!("{tag} cross_entropy_probs_with_grad loss"));
-    differ +=
-        compare_with(&ga, &gb, &probs_bound(false), &format!("{tag} cross_entropy_probs_with_grad grad"));
-    let (a, b) = both(&|| flat(&cross_entropy_probs_backward(x, t, &popts, &up).unwrap()));
-    differ += compare_with(&a, &b, &probs_bound(true), &format!("{tag} cross_entropy_probs_backward"));
-    differ
+    run.compare(&name("cross_entropy_probs"), || cross_entropy_probs(x, t, &popts).unwrap(), [tol(vec![])]);
+    let f = || cross_entropy_probs_with_grad(x, t, &popts).unwrap();
+    run.compare(
+        &name("cross_entropy_probs_with_grad"),
+        f,
+        [tol(vec![]).on("loss"), probs_bound(false).on("grad")],
+    );
+    let f = || cross_entropy_probs_backward(x, t, &popts, &up).unwrap();
+    run.compare(&name("cross_entropy_probs_backward"), f, [probs_bound(true)]);
 }
 
 #[test]
 fn fast_path_matches_reference() {
-    let mut seed = 1u64;
-    let mut differ = 0;
-    for &c in LENGTHS {
-        let n = if c >= 32000 { 3 } else { 7 };
+    let rows = |c| if c >= 32000 { 3 } else { 7 };
+    let summary = Oracle::new("cross_entropy").sizes(LENGTHS, rows).magnitudes(SCALES).check(|run| {
+        let (n, c) = (run.rows, run.size);
         let mut rng = Rng(c as u64);
         let weight: Array1<f32> = (0..c).map(|_| (0.1 + 2.0 * rng.unit()) as f32).collect();
-        let upstream =
-            ArrayD::from_shape_vec(IxDyn(&[n]), (0..n).map(|i| 0.25 + i as f32 * 0.5).collect()).unwrap();
-        for &scale in SCALES {
-            for special in [false, true] {
-                seed += 1;
-                let cs = case(c, n, scale, special, seed);
-                for weighted in [false, true] {
-                    for ls in [0.0, 0.1, 1.0] {
-                        for reduction in [Reduction::None, Reduction::Mean, Reduction::Sum] {
-                            // a second ignore_index that is a real class of some rows
-                            for ignore_index in [-100, 0] {
-                                if ignore_index == 0 && (ls != 0.1 || !special) {
-                                    continue;
-                                }
-                                let opts = CrossEntropyOptions {
-                                    weight: weighted.then(|| weight.view()),
-                                    ignore_index,
-                                    reduction,
-                                    label_smoothing: ls,
-                                };
-                                let tag = format!(
-                                    "C={c} scale={scale:e} special={special} weight={weighted} ls={ls} \
-                                     {reduction:?} ignore={ignore_index}"
-                                );
-                                differ += check(&cs, &opts, &tag, &upstream);
+        let upstream = ArrayD::from_shape_vec(IxDyn(&[n]), (0..n).map(|i| 0.25 + i as f32 * 0.5).collect()).unwrap();
+        for special in [false, true] {
+            let cs = case(c, n, run.magnitude, special, 2 + 2 * run.index + special as u64);
+            for weighted in [false, true] {
+                for ls in [0.0, 0.1, 1.0] {
+                    for reduction in [Reduction::None, Reduction::Mean, Reduction::Sum] {
+                        // a second ignore_index that is a real class of some rows
+                        for ignore_index in [-100, 0] {
+                            if ignore_index == 0 && (ls != 0.1 || !special) {
+                                continue;
                             }
+                            let weight = weighted.then(|| weight.view());
+                            let opts = CrossEntropyOptions { weight, ignore_index, reduction, label_smoothing: ls };
+                            let tag = format!("special={special} weight={weighted} ls={ls} {reduction:?} ignore={ignore_index}");
+                            check(run, &cs, &opts, &tag, &upstream);
                         }
                     }
                 }
             }
         }
-    }
-    // the two paths compute differently (one exp per element, blocked sums): some bits must differ,
-    // otherwise the fast path is not in use
-    assert!(differ > 0, "fast path never differed from the reference");
+    });
+    // one exp per element and blocked sums: some bits must differ
+    summary.assert_fast_path_taken("cross_entropy");
 }
 
 #[test]
@@ -270,8 +228,8 @@ fn one_d_input_and_all_ignored() {
     let opts = CrossEntropyOptions::default();
     let (l, g) = with_fast_path(|| cross_entropy_with_grad(x.view(), y.view(), &opts)).unwrap();
     let (lr, gr) = with_reference_path(|| cross_entropy_with_grad(x.view(), y.view(), &opts)).unwrap();
-    compare(&loss_vec(&l), &loss_vec(&lr), "1-D loss");
-    compare(&flat(&g), &flat(&gr), "1-D grad");
+    close(&l, &lr, "1-D loss");
+    close(&g, &gr, "1-D grad");
     // ln(e^0.5 + e^-1 + e^2 + e^7) − 2 = 5.008540276619498
     assert!((l.scalar().unwrap() - 5.008_54).abs() < 1e-5);
 
@@ -287,49 +245,37 @@ fn one_d_input_and_all_ignored() {
     let (l, g) = with_fast_path(|| cross_entropy_with_grad(x.view(), y.view(), &opts)).unwrap();
     let (lr, gr) = with_reference_path(|| cross_entropy_with_grad(x.view(), y.view(), &opts)).unwrap();
     assert!(l.scalar().unwrap().is_nan() && lr.scalar().unwrap().is_nan());
-    compare(&flat(&g), &flat(&gr), "W = 0 grad");
-}
-
-/// Every result of the fast path for the given thread count, as bits.
-fn run_all(cs: &Case, weight: &Array1<f32>) -> Vec<u32> {
-    let mut bits = Vec::new();
-    let (x, y, t) = (cs.x.view(), cs.y.view(), cs.t.view());
-    for reduction in [Reduction::None, Reduction::Mean, Reduction::Sum] {
-        for (weighted, ls) in [(false, 0.0), (true, 0.1), (false, 0.2)] {
-            let opts = CrossEntropyOptions {
-                weight: weighted.then(|| weight.view()),
-                reduction,
-                label_smoothing: ls,
-                ..Default::default()
-            };
-            let (l, g) = cross_entropy_with_grad(x, y, &opts).unwrap();
-            bits.extend(loss_vec(&l).iter().chain(g.iter()).map(|v| v.to_bits()));
-            bits.extend(loss_vec(&cross_entropy(x, y, &opts).unwrap()).iter().map(|v| v.to_bits()));
-            let (l, g) = cross_entropy_probs_with_grad(x, t, &opts).unwrap();
-            bits.extend(loss_vec(&l).iter().chain(g.iter()).map(|v| v.to_bits()));
-            let mut xi = cs.x.clone();
-            let l = cross_entropy_with_grad_in_place(xi.view_mut(), y, &opts).unwrap();
-            bits.extend(loss_vec(&l).iter().chain(xi.iter()).map(|v| v.to_bits()));
-        }
-    }
-    bits
+    close(&g, &gr, "W = 0 grad");
 }
 
 #[test]
 fn bit_identical_for_any_thread_count() {
-    for (c, n) in [(1025usize, 67usize), (32000, 9), (7, 5000)] {
+    let shapes = [(67, 1025), (9, 32000), (5000, 7)];
+    Oracle::new("cross_entropy").shapes(&shapes).threads(&[1, 2, 3]).check(|run| {
+        let (n, c) = (run.rows, run.size);
         let cs = case(c, n, 8.0, false, 99 + c as u64);
         let weight: Array1<f32> = (0..c).map(|i| 0.5 + (i % 7) as f32 * 0.25).collect();
-        let mut first: Option<Vec<u32>> = None;
-        for threads in [1, 2, 3] {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            let bits = pool.install(|| with_fast_path(|| run_all(&cs, &weight)));
-            match &first {
-                None => first = Some(bits),
-                Some(f) => assert!(f == &bits, "C={c} N={n}: {threads} threads differ from 1 thread"),
+        let (x, y, t) = (cs.x.view(), cs.y.view(), cs.t.view());
+        for reduction in [Reduction::None, Reduction::Mean, Reduction::Sum] {
+            for (weighted, ls) in [(false, 0.0), (true, 0.1), (false, 0.2)] {
+                let weight = weighted.then(|| weight.view());
+                let opts =
+                    CrossEntropyOptions { weight, reduction, label_smoothing: ls, ..Default::default() };
+                let tag = format!("{reduction:?} weighted={weighted} ls={ls}");
+                run.identical(&format!("cross_entropy_with_grad {tag}"), || {
+                    cross_entropy_with_grad(x, y, &opts).unwrap()
+                });
+                run.identical(&format!("cross_entropy {tag}"), || cross_entropy(x, y, &opts).unwrap());
+                run.identical(&format!("cross_entropy_probs_with_grad {tag}"), || {
+                    cross_entropy_probs_with_grad(x, t, &opts).unwrap()
+                });
+                run.identical(&format!("cross_entropy_with_grad_in_place {tag}"), || {
+                    let mut xi = cs.x.clone();
+                    (cross_entropy_with_grad_in_place(xi.view_mut(), y, &opts).unwrap(), xi)
+                });
             }
         }
-    }
+    });
 }
 
 /// All options the in-place and layout tests sweep.
@@ -435,7 +381,7 @@ fn every_layout_gives_the_same_bits() {
         with_fast_path(|| cross_entropy_with_grad(x3.view(), y3.view(), &opts)).unwrap(),
         with_reference_path(|| cross_entropy_with_grad(x3.view(), y3.view(), &opts)).unwrap(),
     );
-    compare(&loss_vec(&a.0), &loss_vec(&b.0), "(N, C, D) loss vs reference");
+    close(&a.0, &b.0, "(N, C, D) loss vs reference");
 }
 
 /// Half types run through the same `f32` kernels (converted per row): their results are the `f32`
@@ -443,78 +389,51 @@ fn every_layout_gives_the_same_bits() {
 #[test]
 fn half_types_take_the_fast_path() {
     fn run<H: Element>(cs: &Case, weight: &Array1<f32>) {
-        let xh = cs.x.mapv(|v| H::from_acc(<H::Acc as infoloss::Real>::c(v as f64)));
-        let th = cs.t.mapv(|v| H::from_acc(<H::Acc as infoloss::Real>::c(v as f64)));
-        let wh = weight.mapv(|v| H::from_acc(<H::Acc as infoloss::Real>::c(v as f64)));
+        let (xh, th, wh) = (cs.x.mapv(half::<H>), cs.t.mapv(half::<H>), weight.mapv(half::<H>));
         // the widened f32 values
-        let xw = xh.mapv(|v| infoloss::Real::f64(v.to_acc()) as f32);
-        let tw = th.mapv(|v| infoloss::Real::f64(v.to_acc()) as f32);
-        let ww = wh.mapv(|v| infoloss::Real::f64(v.to_acc()) as f32);
+        let widen = |h: H| wide(h) as f32;
+        let (xw, tw, ww) = (xh.mapv(widen), th.mapv(widen), wh.mapv(widen));
+        // bit patterns, NaN canonical; `rounded` takes f32 values to H first
+        let canon = |v: Vec<f64>| {
+            v.iter().map(|w| if w.is_nan() { u64::MAX } else { w.to_bits() }).collect::<Vec<_>>()
+        };
+        let rounded = |v: &dyn Values| canon(vals(v).iter().map(|&f| wide(narrow::<H>(f))).collect());
+        let same = |h: &dyn Values, f: &dyn Values, what: &str| {
+            assert_eq!(canon(vals(h)), rounded(f), "{:?} {what}", H::DTYPE)
+        };
         for ls in [0.0, 0.1] {
             for weighted in [false, true] {
+                let (reduction, label_smoothing) = (Reduction::None, ls);
                 let oh = CrossEntropyOptions {
                     weight: weighted.then(|| wh.view()),
-                    label_smoothing: ls,
-                    reduction: Reduction::None,
+                    label_smoothing,
+                    reduction,
                     ..Default::default()
                 };
                 let of = CrossEntropyOptions {
                     weight: weighted.then(|| ww.view()),
-                    label_smoothing: ls,
-                    reduction: Reduction::None,
+                    label_smoothing,
+                    reduction,
                     ..Default::default()
-                };
-                // f32 values rounded to H and back, NaN-canonical bits
-                let round = |v: &[f32]| -> Vec<u64> {
-                    v.iter()
-                        .map(|&f| {
-                            let w = infoloss::Real::f64(
-                                H::from_acc(<H::Acc as infoloss::Real>::c(f as f64)).to_acc(),
-                            );
-                            if w.is_nan() { u64::MAX } else { w.to_bits() }
-                        })
-                        .collect()
-                };
-                let widen = |v: Vec<H>| -> Vec<f32> {
-                    v.iter().map(|h| infoloss::Real::f64(h.to_acc()) as f32).collect()
-                };
-                let hv = |l: &Loss<H>| -> Vec<H> {
-                    match l {
-                        Loss::Scalar(v) => vec![*v],
-                        Loss::Elementwise(a) => a.iter().copied().collect(),
-                    }
                 };
                 let (lh, gh) = cross_entropy_with_grad(xh.view(), cs.y.view(), &oh).unwrap();
                 let (lf, gf) = cross_entropy_with_grad(xw.view(), cs.y.view(), &of).unwrap();
-                assert_eq!(round(&widen(hv(&lh))), round(&loss_vec(&lf)), "{:?} loss ls={ls}", H::DTYPE);
-                assert_eq!(
-                    round(&widen(gh.iter().copied().collect())),
-                    round(&flat(&gf)),
-                    "{:?} grad",
-                    H::DTYPE
-                );
+                same(&lh, &lf, &format!("loss ls={ls}"));
+                same(&gh, &gf, "grad");
                 let (lh, gh) = cross_entropy_probs_with_grad(xh.view(), th.view(), &oh).unwrap();
                 let (lf, gf) = cross_entropy_probs_with_grad(xw.view(), tw.view(), &of).unwrap();
-                assert_eq!(round(&widen(hv(&lh))), round(&loss_vec(&lf)), "{:?} probs loss", H::DTYPE);
-                assert_eq!(
-                    round(&widen(gh.iter().copied().collect())),
-                    round(&flat(&gf)),
-                    "{:?} probs grad",
-                    H::DTYPE
-                );
+                same(&lh, &lf, "probs loss");
+                same(&gh, &gf, "probs grad");
                 // the half reference path agrees within half precision
                 let (_, gr) =
                     with_reference_path(|| cross_entropy_probs_with_grad(xh.view(), th.view(), &oh)).unwrap();
-                let (a, b) = (widen(gh.iter().copied().collect()), widen(gr.iter().copied().collect()));
-                for (u, v) in a.iter().zip(&b) {
-                    assert!(
-                        (u.is_nan() && v.is_nan()) || (u - v).abs() <= 1e-2 * v.abs().max(1e-3),
-                        "{:?}: fast {u} vs reference {v}",
-                        H::DTYPE
-                    );
-                }
+                let tol = Tol::by(|_, _, r| 1e-2 * r.abs().max(1e-3));
+                super::compare(&vals(&gh), &vals(&gr), &tol, || format!("{:?}: fast vs reference", H::DTYPE));
             }
         }
+    }
+    fn half<H: Element>(v: f32) -> H {
+        narrow::<H>(v as f64)
     }
     let cs = case(1031, 9, 4.0, true, 77);
     let weight: Array1<f32> = (0..1031).map(|i| 0.5 + (i % 4) as f32 * 0.5).collect();
@@ -522,35 +441,26 @@ fn half_types_take_the_fast_path() {
     run::<infoloss::half::f16>(&cs, &weight);
 }
 
-/// `a` and `b` agree: both NaN, the same infinity, or finite and within `rtol` (relative) plus `atol`.
-fn same_class(a: &[f32], b: &[f32], (rtol, atol): (f64, f64), what: &str) {
-    assert_eq!(a.len(), b.len(), "{what}: lengths");
-    for (i, (&p, &q)) in a.iter().zip(b).enumerate() {
-        let ok = (p.is_nan() && q.is_nan())
-            || p == q
-            || (p.is_finite()
-                && q.is_finite()
-                && (p - q).abs() as f64 <= rtol * p.abs().max(q.abs()) as f64 + atol);
-        assert!(ok, "{what}[{i}]: fast {p}, reference {q}");
-    }
-}
-
-/// Loss and input gradient of `cross_entropy_probs_with_grad` on both paths, NaN/inf in the same places.
+/// Loss and input gradient of `cross_entropy_probs_with_grad` on both paths, NaN/inf in the same places,
+/// finite values within `rtol·max(|fast|, |reference|) + atol`.
 fn probs_same_class(
     x: &ArrayD<f32>,
     t: &ArrayD<f32>,
     opts: &CrossEntropyOptions<'_, f32>,
     what: &str,
 ) -> Vec<f32> {
-    let l = with_fast_path(|| cross_entropy_probs(x.view(), t.view(), opts)).unwrap();
-    let lr = with_reference_path(|| cross_entropy_probs(x.view(), t.view(), opts)).unwrap();
-    same_class(&loss_vec(&l), &loss_vec(&lr), (RTOL, 0.0), &format!("{what}: loss"));
-    let (l2, g) = with_fast_path(|| cross_entropy_probs_with_grad(x.view(), t.view(), opts)).unwrap();
-    let (l2r, gr) = with_reference_path(|| cross_entropy_probs_with_grad(x.view(), t.view(), opts)).unwrap();
-    same_class(&loss_vec(&l2), &loss_vec(&l2r), (RTOL, 0.0), &format!("{what}: loss of _with_grad"));
-    // the gradient's finite entries differ by the cancellation of p·Σt' against t' (see `check`)
-    same_class(&flat(&g), &flat(&gr), (1e-3, 1e-6), &format!("{what}: gradient"));
-    loss_vec(&l)
+    let class = |(rtol, atol): (f64, f64)| Tol::by(move |_, f, r| rtol * f.abs().max(r.abs()) + atol);
+    Oracle::new("cross_entropy_probs, non-finite values").check(|run| {
+        run.compare(what, || cross_entropy_probs(x.view(), t.view(), opts).unwrap(), [class((RTOL, 0.0))]);
+        // the gradient's finite entries differ by the cancellation of p·Σt' against t' (see `check`)
+        let f = || cross_entropy_probs_with_grad(x.view(), t.view(), opts).unwrap();
+        run.compare(
+            what,
+            f,
+            [class((RTOL, 0.0)).on("loss of _with_grad"), class((1e-3, 1e-6)).on("gradient")],
+        );
+    });
+    loss_vec(&cross_entropy_probs(x.view(), t.view(), opts).unwrap())
 }
 
 fn arr(shape: &[usize], v: &[f32]) -> ArrayD<f32> {
@@ -712,7 +622,7 @@ fn bf16_rows_are_the_rounded_f32_results_in_place_and_allocating() {
                         ..Default::default()
                     };
                     let threads = 1 + (i + j) % 3;
-                    let ((lh, gh), (lf, gf), li, xi) = support::on_threads(threads, || {
+                    let ((lh, gh), (lf, gf), li, xi) = on_threads(threads, || {
                         let (lh, gh) = cross_entropy_with_grad(xh.view(), cs.y.view(), &oh).unwrap();
                         let (lf, gf) = cross_entropy_with_grad(xw.view(), cs.y.view(), &of).unwrap();
                         let mut xi = xh.clone();
