@@ -582,7 +582,7 @@ fn half_precision_follows_f64() {
     run::<infoloss::half::f16>(&s, &t, y.view(), 4.9e-4);
     run::<infoloss::half::bf16>(&s, &t, y.view(), 3.9e-3);
     // f32 to half an ulp: the reference (the fast path's f32 results are compared with it, to a few f32
-    // roundings of the cancelling terms, in tests/fast_distill.rs)
+    // roundings of the cancelling terms, in tests/oracle/distill.rs)
     infoloss::with_reference_path(|| run::<f32>(&s, &t, y.view(), 6e-8));
 }
 

@@ -134,7 +134,7 @@ fn uda_backward_rounds_once_in_f32() {
     // On the reference path, the f64 gradient times g, rounded once, is what uda_consistency_backward returns
     // in f32; multiplying the f32 gradient of upstream 1 by g rounds twice and is further away for some
     // elements. (The f32 SIMD fast path computes in f32 and is checked against the reference in
-    // tests/fast_distill.rs.)
+    // tests/oracle/distill.rs.)
     let ori = rand_matrix(16, 33, 1, 3.0);
     let aug = &ori + &rand_matrix(16, 33, 2, 1.0);
     let opts = UdaOptions { temperature: 0.7, ..Default::default() };

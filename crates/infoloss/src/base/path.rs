@@ -2,7 +2,7 @@
 //!
 //! Every function takes its SIMD fast path where one applies, unless the calling thread is inside
 //! [`with_reference_path`]: then it takes the straightforward reference implementation, the oracle the fast
-//! kernels are tested against (`tests/oracle.rs` and the `fast_*` tests compare the two over sizes crossing
+//! kernels are tested against (`tests/oracle/`, one helper and a file per family, compares the two over sizes crossing
 //! the lane and chunk boundaries, magnitudes from 1e-30 to 1e30 and 1 to 3 threads). One thread-local flag
 //! serves every loss: tests and benchmarks switch all fast paths at once.
 

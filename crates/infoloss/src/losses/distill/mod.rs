@@ -70,7 +70,7 @@
 //! (`Σ q·(|log q| + |log p|)` for the loss, `|c|·(p + q)` for the gradient `c·(p − q)`; for total
 //! variation, where `p ≈ q` to `f32` rounding the sign of `p − q` may differ from the reference's; for
 //! JSD, whose `ln(p/m)`, `ln(q/m)` are taken of `f32` ratios, a few roundings of `p·(|log p| + |log q|)`), which
-//! is what `tests/fast_distill.rs` holds it to; the torch fixtures pass at rtol 1e-6 / atol 1e-7 on both paths.
+//! is what `tests/oracle/distill.rs` holds it to; the torch fixtures pass at rtol 1e-6 / atol 1e-7 on both paths.
 //! Rows with a NaN or infinite logit are handed to the reference row by row, so special values are
 //! exactly the reference's; a non-finite upstream gradient sends the whole call there. `alpha = 0`
 //! uses the reference. The sparse top-k teacher ([`distill_topk`]) runs its dense row work — the

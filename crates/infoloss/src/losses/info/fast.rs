@@ -11,7 +11,7 @@
 //! normalization's dot in one pass, then `c·(d_j − dot)/s` from cache) on its own; rows are split across
 //! rayon in chunks of a fixed number of elements, so results do not depend on the thread count. The
 //! backward agrees with the reference to a few roundings of its terms (its `ln` is within 0.885 ulp, the
-//! dot is summed in another order; `tests/fast_info_backward.rs`).
+//! dot is summed in another order; `tests/oracle/info.rs`).
 
 use ndarray::{ArrayD, ArrayViewD};
 use rayon::prelude::*;
