@@ -172,7 +172,7 @@ mod huge_empty_inputs {
         too_large(infoloss::cross_entropy(x.view(), t, &CrossEntropyOptions::default()), "cross_entropy");
         too_large(infoloss::nll_loss(x.view(), t, &NllOptions::default()), "nll_loss");
         too_large(
-            infoloss::cross_entropy_extras(x.view(), t, &CrossEntropyExtrasOptions::default()),
+            infoloss::cross_entropy_extras_with_grad(x.view(), t, &CrossEntropyExtrasOptions::default()),
             "cross_entropy_extras",
         );
         // A small one gives torch's NaN (mean of nothing).
@@ -190,7 +190,7 @@ mod huge_empty_inputs {
         let none = DistillOptions { reduction: Reduction::None, ..Default::default() };
         too_large(infoloss::distill(s.view(), s.view(), None, &none), "distill");
         too_large(infoloss::distill_with_grad(s.view(), s.view(), None, &none), "distill");
-        too_large(infoloss::uda_consistency(s.view(), s.view(), &Default::default()), "uda_consistency");
+        too_large(infoloss::uda_consistency_with_grad(s.view(), s.view(), &Default::default()), "uda_consistency");
         // Three rows of no class: every row's divergence is 0, with or without the gradient.
         let s = Array2::<f32>::zeros((3, 0));
         let sum = DistillOptions { reduction: Reduction::Sum, ..Default::default() };

@@ -1063,7 +1063,7 @@ fn ce_extras_t<T: Element>(u: &mut Unstructured<'_>) -> Result<()> {
     };
     let mut up = None;
     upstream::<T>(u, &row_shape(&c.s), &mut up)?;
-    if let Ok(out) = infoloss::cross_entropy_extras(xv.clone(), t.clone(), &opts) {
+    if let Ok(out) = infoloss::cross_entropy_extras_with_grad(xv.clone(), t.clone(), &opts) {
         assert_eq!(out.grad.shape(), xv.shape());
     }
     check_grads(
@@ -1226,7 +1226,7 @@ fn uda_t<T: Element>(u: &mut Unstructured<'_>) -> Result<()> {
     let pair = Pair::<T>::new(u, (1, 3), value, value)?;
     let (ov, av) = pair.views();
     let opts: UdaOptions = catalog_options(u)?;
-    if let Ok(out) = infoloss::uda_consistency(ov.clone(), av.clone(), &opts) {
+    if let Ok(out) = infoloss::uda_consistency_with_grad(ov.clone(), av.clone(), &opts) {
         assert_eq!(out.grad.shape(), av.shape());
         assert!(out.kept <= out.mask.len());
     }
