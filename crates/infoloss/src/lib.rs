@@ -92,7 +92,9 @@ mod losses;
 pub mod nan_policy;
 pub mod options;
 mod rows;
-pub use losses::{bce, bce_logits, ce_extras, cross_entropy, distill, info, kl_div, linear, nll, softmax, uda};
+pub use losses::{
+    bce, bce_logits, ce_extras, cross_entropy, distill, info, kl_div, linear, nll, softmax, uda,
+};
 
 pub use base::{
     DType, Element, Error, GradOutput, Loss, Real, Reduction, Result, Shape, with_fast_path,
@@ -107,8 +109,11 @@ pub use bce_logits::{
     binary_cross_entropy_with_logits_backward_target, binary_cross_entropy_with_logits_with_grad,
     binary_cross_entropy_with_logits_with_grad_in_place,
 };
+#[allow(deprecated)]
+pub use ce_extras::cross_entropy_extras;
 pub use ce_extras::{
-    CrossEntropyExtrasOptions, CrossEntropyExtrasOutput, cross_entropy_extras_backward, cross_entropy_extras_with_grad,
+    CrossEntropyExtrasOptions, CrossEntropyExtrasOutput, cross_entropy_extras_backward,
+    cross_entropy_extras_with_grad,
 };
 pub use cross_entropy::{
     CrossEntropyOptions, cross_entropy, cross_entropy_backward, cross_entropy_probs,
@@ -123,8 +128,9 @@ pub use distill::{
 pub use info::{
     EntropyOptions, JensenShannonOptions, entr, entr_backward, entr_with_grad, entropy, entropy_backward,
     entropy_with_grad, jensenshannon, jensenshannon_backward, jensenshannon_with_grad, rel_entr,
-    rel_entr_backward, rel_entr_with_grad, self_information, self_information_backward, self_information_with_grad,
-    shannon_cross_entropy, shannon_cross_entropy_backward, shannon_cross_entropy_with_grad,
+    rel_entr_backward, rel_entr_with_grad, self_information, self_information_backward,
+    self_information_with_grad, shannon_cross_entropy, shannon_cross_entropy_backward,
+    shannon_cross_entropy_with_grad,
 };
 pub use kl_div::{
     KlDivOptions, kl_div, kl_div_backward, kl_div_backward_target, kl_div_with_grad,
@@ -140,8 +146,6 @@ pub use nll::{NllOptions, nll_loss, nll_loss_backward, nll_loss_with_grad};
 pub use softmax::{
     log_softmax, log_softmax_backward, logsumexp, logsumexp_backward, softmax, softmax_backward,
 };
-#[allow(deprecated)]
-pub use ce_extras::cross_entropy_extras;
 #[allow(deprecated)]
 pub use uda::uda_consistency;
 pub use uda::{

@@ -520,13 +520,20 @@ fn uda_sides_masks_and_normalization() {
     assert_eq!(tgt.kept, 2);
     let sum_kept = tgt.row_kl[0] + tgt.row_kl[2];
     assert!((tgt.loss - sum_kept / 2.0).abs() < 1e-15);
-    let all =
-        uda_consistency_with_grad(ori.view(), aug.view(), &UdaOptions { normalize: UdaNormalize::AllRows, ..base })
-            .unwrap();
+    let all = uda_consistency_with_grad(
+        ori.view(),
+        aug.view(),
+        &UdaOptions { normalize: UdaNormalize::AllRows, ..base },
+    )
+    .unwrap();
     assert!((all.loss - sum_kept / 3.0).abs() < 1e-15);
     // the temperature goes to the named side
-    let aug_side =
-        uda_consistency_with_grad(ori.view(), aug.view(), &UdaOptions { sharpen: Sharpen::Augmented, ..base }).unwrap();
+    let aug_side = uda_consistency_with_grad(
+        ori.view(),
+        aug.view(),
+        &UdaOptions { sharpen: Sharpen::Augmented, ..base },
+    )
+    .unwrap();
     assert_eq!(aug_side.mask, tgt.mask, "the mask uses the untempered softmax(ori) on both sides");
     assert!((aug_side.loss - tgt.loss).abs() > 1e-3);
     let manual = |o: &[f64], a: &[f64], to: f64, ta: f64| {
@@ -539,9 +546,12 @@ fn uda_sides_masks_and_normalization() {
     assert!((aug_side.row_kl[0] - manual(&r0(&ori), &r0(&aug), 1.0, 0.5)).abs() < 1e-14);
     // masked rows: zero gradient; nothing kept: loss 0 with KeptRows
     assert!(tgt.grad.row(1).iter().all(|&v| v == 0.0));
-    let none =
-        uda_consistency_with_grad(ori.view(), aug.view(), &UdaOptions { confidence_threshold: Some(0.99), ..base })
-            .unwrap();
+    let none = uda_consistency_with_grad(
+        ori.view(),
+        aug.view(),
+        &UdaOptions { confidence_threshold: Some(0.99), ..base },
+    )
+    .unwrap();
     assert_eq!((none.loss, none.kept), (0.0, 0));
     assert!(none.grad.iter().all(|&v| v == 0.0));
     // NaN in a masked row still poisons the loss (mask multiplies, as in PyTorch)
@@ -571,11 +581,18 @@ fn half_precision_follows_f64() {
             let g64: Vec<f64> = g64.iter().copied().collect();
             check("half grad", &g, &g64, tol, tol * 1e-2);
         }
-        let u = uda_consistency_with_grad(sh.view(), th.view(), &UdaOptions { temperature: 0.5, ..Default::default() })
-            .unwrap();
-        let u64 =
-            uda_consistency_with_grad(s64.view(), t64.view(), &UdaOptions { temperature: 0.5, ..Default::default() })
-                .unwrap();
+        let u = uda_consistency_with_grad(
+            sh.view(),
+            th.view(),
+            &UdaOptions { temperature: 0.5, ..Default::default() },
+        )
+        .unwrap();
+        let u64 = uda_consistency_with_grad(
+            s64.view(),
+            t64.view(),
+            &UdaOptions { temperature: 0.5, ..Default::default() },
+        )
+        .unwrap();
         check("half uda", &[fv(u.loss)], &[u64.loss], tol, tol * 1e-2);
     }
     // one rounding of the f64 result: half an ulp
@@ -683,8 +700,12 @@ fn errors_name_what_is_wrong() {
     assert!(run(array![[0, 1], [1, 2], [0, 2]], &lq3).contains("must have the same number of rows"));
 
     // UDA
-    let e = uda_consistency_with_grad(s.view(), t.view(), &UdaOptions { temperature: -1.0, ..Default::default() })
-        .unwrap_err();
+    let e = uda_consistency_with_grad(
+        s.view(),
+        t.view(),
+        &UdaOptions { temperature: -1.0, ..Default::default() },
+    )
+    .unwrap_err();
     assert_eq!(e.to_string(), "uda_consistency: invalid temperature = -1: must be a finite number > 0");
     let e = uda_consistency_with_grad(
         s.view(),

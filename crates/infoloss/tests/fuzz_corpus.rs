@@ -190,7 +190,10 @@ mod huge_empty_inputs {
         let none = DistillOptions { reduction: Reduction::None, ..Default::default() };
         too_large(infoloss::distill(s.view(), s.view(), None, &none), "distill");
         too_large(infoloss::distill_with_grad(s.view(), s.view(), None, &none), "distill");
-        too_large(infoloss::uda_consistency_with_grad(s.view(), s.view(), &Default::default()), "uda_consistency");
+        too_large(
+            infoloss::uda_consistency_with_grad(s.view(), s.view(), &Default::default()),
+            "uda_consistency",
+        );
         // Three rows of no class: every row's divergence is 0, with or without the gradient.
         let s = Array2::<f32>::zeros((3, 0));
         let sum = DistillOptions { reduction: Reduction::Sum, ..Default::default() };

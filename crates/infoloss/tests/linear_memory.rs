@@ -378,7 +378,7 @@ fn peak_bytes<R>(f: impl FnMut() -> R) -> usize {
 /// copy of a half-type input, log-probabilities kept for the backward, a temporary softmax).
 fn allocating_calls_need_only_their_outputs<T: infoloss::Element>(dtype: &str) {
     use infoloss::distill::{DistillOptions, Divergence, distill, distill_with_grad};
-    use infoloss::uda::{UdaOptions, uda_consistency_with_grad, uda_consistency_backward};
+    use infoloss::uda::{UdaOptions, uda_consistency_backward, uda_consistency_with_grad};
     use infoloss::{
         BceOptions, BceWithLogitsOptions, CrossEntropyOptions, EntropyOptions, JensenShannonOptions,
         KlDivOptions, NllOptions, Reduction,
