@@ -42,37 +42,6 @@ pub fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
     rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("thread pool").install(f)
 }
 
-/// Compares `got` with `want` element by element: NaN exactly where `want` is NaN, equal infinities
-/// where `want` is infinite, and `|got − want| ≤ bound[i]` elsewhere. Returns the number of
-/// mismatches (printing the first few, prefixed by `what`).
-pub fn compare_bounded(got: &[f32], want: &[f32], bound: impl Fn(usize) -> f64, what: &str) -> usize {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    let mut bad = 0;
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        let ok = if w.is_nan() || g.is_nan() {
-            w.is_nan() && g.is_nan()
-        } else if w.is_infinite() || g.is_infinite() {
-            g == w
-        } else {
-            // an undefined bound (NaN, from infinite terms) asks for equality
-            let b = bound(i);
-            ((g as f64) - (w as f64)).abs() <= if b.is_nan() { 0.0 } else { b }
-        };
-        if !ok {
-            if bad < 5 {
-                eprintln!("{what} [{i}]: fast {g:e}, reference {w:e}, allowed {:e}", bound(i));
-            }
-            bad += 1;
-        }
-    }
-    bad
-}
-
-/// The f32 bit patterns of a slice.
-pub fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|x| x.to_bits()).collect()
-}
-
 /// `rows × c` nonnegative `f32` values `scale·u` (u uniform in [0, 1)) with about one in five an exact zero;
 /// with `special` (and at least 4 rows), row 0 holds a NaN, row 1 an `inf`, row 2 a negative entry, and row 3
 /// is all zero. The distributions of the information-measure tests.
