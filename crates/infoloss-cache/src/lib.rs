@@ -41,10 +41,11 @@
 //! - **packed** (`packedB`, B = 2…16) shard tensors: `data` U8, `offsets` U32 `(n + 1,)`, `range` F16 `(n, 2)`,
 //!   `tail` F32 `(n,)`. Row `r` is the bit stream `data[offsets[r]..offsets[r+1]]` (least significant bit first):
 //!   a 5-bit Rice parameter `ρ`; the `k` indices sorted ascending as gaps `g_0 = i_0`, `g_j = i_j − i_{j−1} − 1`,
-//!   each as `g >> ρ` one bits, a zero bit and the low `ρ` bits of `g`; then the `k` log-probabilities in that
-//!   order as B-bit levels `q`: `lp = lo + q·(hi − lo)/(2^B − 1)` with `[lo, hi] = range[r]` (values more than 80
-//!   nats below the row's best are stored at `hi − 80`). The reader then adds `ln((1 − exp(tail))/Σ exp(lp))` to
-//!   every value, so the top-k mass is the stored one. About `k·(log2(V/k) + 2.5 + B)/8 + 12` bytes per row.
+//!   each as `g >> ρ` one bits, a zero bit and the low `ρ` bits of `g`; a 5-bit parameter `σ`; then the `k`
+//!   log-probabilities in that order as levels `q ∈ [0, 2^B − 1]`, Rice-coded with `σ` the same way:
+//!   `lp = lo + q·(hi − lo)/(2^B − 1)` with `[lo, hi] = range[r]` (values more than 80 nats below the row's best
+//!   are stored at `hi − 80`). The reader then adds `ln((1 − exp(tail))/Σ exp(lp))` to every value, so the top-k
+//!   mass is the stored one. About `k·(log2(V/k) + 1.5 + B)/8 + 13` bytes per row.
 //!
 //! # Crash safety
 //!
@@ -65,5 +66,5 @@ pub use error::{CacheError, Result};
 pub use index::{FORMAT, INDEX_FILE, Index, Mode, ShardEntry, VERSION};
 pub use reader::CacheReader;
 pub use rows::TopkRows;
-pub use select::{Logit, select_topk};
+pub use select::{LINEAR_CHUNK_BYTES, Logit, select_topk, select_topk_linear};
 pub use writer::CacheWriter;

@@ -5,8 +5,11 @@
 //! 1. `r`, 5 bits: the Rice parameter of the row (chosen to make the row shortest);
 //! 2. the `k` index gaps `g_0 = i_0`, `g_j = i_j − i_{j−1} − 1`, each as `g >> r` one bits, a zero bit, then
 //!    the low `r` bits of `g`;
-//! 3. the `k` log-probabilities in the same order, each a `b`-bit level `q` on the row's range `[lo, hi]`
-//!    (stored beside the stream as two `f16`, `lo` rounded down and `hi` up): `lp ≈ lo + q·(hi − lo)/(2^b − 1)`.
+//! 3. `σ`, 5 bits: the Rice parameter of the levels;
+//! 4. the `k` log-probabilities in the same order, each a level `q` in `0 ..= 2^b − 1` on the row's range
+//!    `[lo, hi]` (stored beside the stream as two `f16`, `lo` rounded down and `hi` up),
+//!    `lp ≈ lo + q·(hi − lo)/(2^b − 1)`, Rice-coded as the gaps are: a heavy-tailed row has most of its top-k
+//!    near `lo`, so this takes about one bit per value less than `b` bits.
 //!
 //! Log-probabilities more than [`SPAN`] nats below the row's best are stored as `hi − SPAN` (their mass,
 //! below `e^-SPAN` of the best's, does not show in a loss). On reading, the dequantized values are shifted by one
@@ -66,25 +69,37 @@ pub(crate) fn encode_row(
         let i = u64::from(ix[order[n]]);
         if n == 0 { i } else { i - u64::from(ix[order[n - 1]]) - 1 }
     };
-    let cost = |r: u32| -> u64 { (0..order.len()).map(|n| (gap(n) >> r) + 1 + u64::from(r)).sum() };
-    let r = (0..=31).min_by_key(|&r| cost(r)).expect("a parameter");
+    let gaps: Vec<u64> = (0..order.len()).map(gap).collect();
     let (lo, hi) = range(lp);
     let (lo_f, hi_f) = (lo.to_f32(), hi.to_f32());
     let levels = ((1u64 << bits) - 1) as f32;
     let scale = if hi_f > lo_f { levels / (hi_f - lo_f) } else { 0.0 };
+    let qs: Vec<u64> = order
+        .iter()
+        .map(|&j| ((lp[j].clamp(lo_f, hi_f) - lo_f) * scale).round().clamp(0.0, levels) as u64)
+        .collect();
     let mut w = BitWriter::new(out);
-    w.put(u64::from(r), 5);
-    for n in 0..order.len() {
-        let g = gap(n);
-        w.put_unary(g >> r);
-        w.put(g & ((1u64 << r) - 1), r);
-    }
-    for &j in order.iter() {
-        let q = ((lp[j].clamp(lo_f, hi_f) - lo_f) * scale).round().clamp(0.0, levels);
-        w.put(q as u64, bits);
-    }
+    put_rice(&mut w, &gaps, 31);
+    put_rice(&mut w, &qs, bits);
     w.finish();
     (lo, hi)
+}
+
+/// Writes the Rice parameter (5 bits, at most `max_param`) that makes `values` shortest, then the values.
+fn put_rice(w: &mut BitWriter<'_>, values: &[u64], max_param: u32) {
+    let cost = |r: u32| -> u64 { values.iter().map(|&v| (v >> r) + 1 + u64::from(r)).sum() };
+    let r = (0..=max_param).min_by_key(|&r| cost(r)).expect("a parameter");
+    w.put(u64::from(r), 5);
+    for &v in values {
+        w.put_unary(v >> r);
+        w.put(v & ((1u64 << r) - 1), r);
+    }
+}
+
+/// Reads one Rice-coded value with parameter `r`; its quotient is at most `max >> r`.
+fn get_rice(rd: &mut BitReader<'_>, r: u32, max: u64) -> Result<u64, crate::bits::Truncated> {
+    let q = rd.get_unary(max >> r)?;
+    Ok(q << r | rd.get(r)?)
 }
 
 /// Decodes one row of `k` entries from `data` (exactly the row's bytes) into `ix`/`lp`, renormalized to the
@@ -111,21 +126,27 @@ pub(crate) fn decode_row(
     let r = rd.get(5).map_err(short)? as u32;
     let mut next = 0u64;
     for o in ix.iter_mut() {
-        let q = rd.get_unary(vocab as u64).map_err(short)?;
-        let low = rd.get(r).map_err(short)?;
-        let i = next + (q << r | low);
+        let i = next + get_rice(&mut rd, r, vocab as u64).map_err(short)?;
         if i >= vocab as u64 {
             return Err(format!("a class index {i} is not below the vocabulary size {vocab}"));
         }
         *o = i as u32;
         next = i + 1;
     }
-    let step = (hi - lo) / ((1u64 << bits) - 1) as f64;
+    let top = (1u64 << bits) - 1;
+    let step = (hi - lo) / top as f64;
+    let sigma = rd.get(5).map_err(short)? as u32;
+    if sigma > bits {
+        return Err(format!("its level parameter {sigma} exceeds the {bits} value bits"));
+    }
     let mut mass = 0f64;
     let mut vals = Vec::with_capacity(k);
     for _ in 0..k {
-        let q = rd.get(bits).map_err(short)? as f64;
-        let v = lo + q * step;
+        let q = get_rice(&mut rd, sigma, top).map_err(short)?;
+        if q > top {
+            return Err(format!("a level {q} exceeds the {bits}-bit maximum {top}"));
+        }
+        let v = lo + q as f64 * step;
         mass += v.exp();
         vals.push(v);
     }

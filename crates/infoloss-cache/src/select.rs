@@ -11,7 +11,7 @@ use std::cmp::Ordering;
 
 use half::{bf16, f16};
 use infoloss::kernels::{exp_sub_sum_f32, max_f32};
-use ndarray::{Array1, Array2, ArrayView2};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, s};
 use rayon::prelude::*;
 
 use crate::error::{CacheError, Result};
@@ -114,6 +114,83 @@ pub fn select_topk<T: Logit>(logits: ArrayView2<'_, T>, k: usize, temperature: f
                 .map_err(|what| CacheError::Invalid(format!("select_topk: row {r}: {what}")))
         })?;
     Ok(TopkRows { indices, logprobs, tail })
+}
+
+/// Bytes of logits [`select_topk_linear`] materializes at a time.
+pub const LINEAR_CHUNK_BYTES: usize = 64 << 20;
+
+/// The top-`k` of `hidden · weightᵀ + bias` at temperature `temperature`, as [`select_topk`], from teacher
+/// hidden states `(rows, H)` and the teacher's output layer `weight` `(V, H)` (and `bias` `(V,)`): the logits
+/// are computed a chunk of rows at a time (at most [`LINEAR_CHUNK_BYTES`] of them), never whole.
+///
+/// PyTorch equivalent: `select_topk(F.linear(hidden, weight, bias), k, T)`.
+///
+/// ```
+/// use infoloss_cache::{select_topk, select_topk_linear};
+/// use infoloss::ndarray::array;
+/// let h = array![[1.0f32, 0.0], [0.5, 2.0]];
+/// let w = array![[1.0f32, 1.0], [0.0, 1.0], [2.0, -1.0]];
+/// let logits = h.dot(&w.t());
+/// let a = select_topk_linear(h.view(), w.view(), None, 2, 1.0).unwrap();
+/// assert_eq!(a, select_topk(logits.view(), 2, 1.0).unwrap());
+/// ```
+pub fn select_topk_linear(
+    hidden: ArrayView2<'_, f32>,
+    weight: ArrayView2<'_, f32>,
+    bias: Option<ArrayView1<'_, f32>>,
+    k: usize,
+    temperature: f64,
+) -> Result<TopkRows> {
+    linear_in_chunks(hidden, weight, bias, k, temperature, LINEAR_CHUNK_BYTES)
+}
+
+/// [`select_topk_linear`] with at most `chunk_bytes` of logits at a time.
+fn linear_in_chunks(
+    hidden: ArrayView2<'_, f32>,
+    weight: ArrayView2<'_, f32>,
+    bias: Option<ArrayView1<'_, f32>>,
+    k: usize,
+    temperature: f64,
+    chunk_bytes: usize,
+) -> Result<TopkRows> {
+    let (rows, h) = hidden.dim();
+    let v = weight.nrows();
+    if weight.ncols() != h || bias.is_some_and(|b| b.len() != v) {
+        return Err(CacheError::Invalid(format!(
+            "select_topk_linear: hidden {:?}, weight {:?} and bias {:?} must be (rows, H), (V, H) and (V,)",
+            hidden.shape(),
+            weight.shape(),
+            bias.map(|b| b.shape().to_vec())
+        )));
+    }
+    let chunk = (chunk_bytes / (4 * v.max(1))).max(1);
+    let mut out = TopkRows::empty(k);
+    let mut logits = Array2::<f32>::zeros((chunk.min(rows), v));
+    for start in (0..rows).step_by(chunk) {
+        let end = (start + chunk).min(rows);
+        let mut l = logits.slice_mut(s![..end - start, ..]);
+        infoloss::linear::matmul(l.view_mut(), hidden.slice(s![start..end, ..]), weight.t(), false)?;
+        if let Some(b) = bias {
+            l.axis_iter_mut(Axis(0)).for_each(|mut row| row += &b);
+        }
+        let part = select_topk(l.view(), k, temperature)
+            .map_err(|e| CacheError::Invalid(shift_row(&e.to_string(), start)))?;
+        out.append(&part)?;
+    }
+    if rows == 0 {
+        // the argument checks of a non-empty call
+        select_topk(Array2::<f32>::zeros((0, v)).view(), k, temperature)?;
+    }
+    Ok(out)
+}
+
+/// `select_topk: row R: …` with `R` counted from `start`.
+fn shift_row(msg: &str, start: usize) -> String {
+    let rest = msg.strip_prefix("select_topk: row ").and_then(|r| r.split_once(':'));
+    match rest.and_then(|(n, tail)| Some((n.parse::<usize>().ok()?, tail))) {
+        Some((n, tail)) => format!("select_topk_linear: row {}:{tail}", n + start),
+        None => msg.replacen("select_topk", "select_topk_linear", 1),
+    }
 }
 
 /// Per-thread buffers: the scaled row, its exponentials and the candidates.
@@ -224,4 +301,28 @@ fn row_topk(
     let t = sum_f64(&sc.e);
     *tail = if t > 0.0 { (t.ln() - ln_z) as f32 } else { f32::NEG_INFINITY };
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn linear_selection_in_chunks_is_the_selection_of_the_whole_logits() {
+        // small multiples of powers of two: every logit is exact whatever the GEMM's summation order
+        let h = Array2::from_shape_fn((23, 5), |(i, j)| ((i * 7 + j * 3) % 11) as f32 * 0.5 - 2.5);
+        let w = Array2::from_shape_fn((97, 5), |(i, j)| ((i * 5 + j * 13) % 17) as f32 * 0.25 - 2.0);
+        let b = Array1::from_shape_fn(97, |i| (i % 3) as f32 * 0.125);
+        let logits = h.dot(&w.t()) + &b;
+        let want = select_topk(logits.view(), 9, 2.0).unwrap();
+        for chunk_rows in [1, 4, 23, 100] {
+            let got =
+                linear_in_chunks(h.view(), w.view(), Some(b.view()), 9, 2.0, chunk_rows * 97 * 4).unwrap();
+            assert_eq!(got, want, "{chunk_rows} rows per chunk");
+        }
+        let mut bad = h.clone();
+        bad[[17, 0]] = f32::NAN;
+        let e = linear_in_chunks(bad.view(), w.view(), None, 9, 2.0, 4 * 97 * 4).unwrap_err();
+        assert_eq!(e.to_string(), "select_topk_linear: row 17: a logit is NaN");
+    }
 }

@@ -169,7 +169,7 @@ impl Shard {
         }
         let shard = Shard { path, map, mode: ix.mode, k, vocab: ix.vocab_size, rows: n, parts };
         if let Mode::Packed { .. } = ix.mode {
-            let off = shard.u32s("offsets");
+            let off = shard.words::<u32>("offsets");
             let data_len = shard.parts["data"].len();
             if off[0] != 0 || off.windows(2).any(|w| w[0] > w[1]) || off[n] as usize != data_len {
                 return Err(shard.corrupt(format!(
@@ -188,23 +188,13 @@ impl Shard {
         &self.map[self.parts[name].clone()]
     }
 
-    /// A `u32` tensor, copied only if the map's bytes are not aligned for it.
-    fn u32s(&self, name: &str) -> std::borrow::Cow<'_, [u32]> {
+    /// A tensor of 4-byte elements, borrowed from the map, or copied if its bytes are not aligned for `T`.
+    fn words<T: bytemuck::Pod>(&self, name: &str) -> std::borrow::Cow<'_, [T]> {
         let b = self.bytes(name);
         match bytemuck::try_cast_slice(b) {
             Ok(s) => std::borrow::Cow::Borrowed(s),
             Err(_) => std::borrow::Cow::Owned(
-                b.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect(),
-            ),
-        }
-    }
-
-    fn f32s(&self, name: &str) -> std::borrow::Cow<'_, [f32]> {
-        let b = self.bytes(name);
-        match bytemuck::try_cast_slice(b) {
-            Ok(s) => std::borrow::Cow::Borrowed(s),
-            Err(_) => std::borrow::Cow::Owned(
-                b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+                b.chunks_exact(size_of::<T>()).map(bytemuck::pod_read_unaligned).collect(),
             ),
         }
     }
@@ -235,12 +225,12 @@ impl Shard {
     /// Rows `range` (shard-relative) decoded, and checked: indices below the vocabulary and distinct.
     pub(crate) fn read(&self, range: Range<usize>) -> Result<TopkRows> {
         let (n, k) = (range.len(), self.k);
-        let tail_all = self.f32s("tail");
+        let tail_all = self.words::<f32>("tail");
         let tail = Array1::from(tail_all[range.clone()].to_vec());
         let rows = match self.mode {
             Mode::Lossless => {
-                let idx = self.u32s("indices");
-                let lp = self.f32s("logprobs");
+                let idx = self.words::<u32>("indices");
+                let lp = self.words::<f32>("logprobs");
                 let (a, b) = (range.start * k, range.end * k);
                 TopkRows {
                     indices: Array2::from_shape_vec((n, k), idx[a..b].to_vec()).expect("shape"),
@@ -249,7 +239,7 @@ impl Shard {
                 }
             }
             Mode::Packed { value_bits } => {
-                let off = self.u32s("offsets");
+                let off = self.words::<u32>("offsets");
                 let rng: &[u8] = self.bytes("range");
                 let data = self.bytes("data");
                 let mut indices = Array2::<u32>::zeros((n, k));

@@ -3,12 +3,12 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use ndarray::ArrayView2;
+use ndarray::{ArrayView1, ArrayView2};
 
 use crate::error::{CacheError, Result};
 use crate::index::{INDEX_FILE, Index, ShardEntry, sync_dir, write_atomically};
 use crate::rows::TopkRows;
-use crate::select::{Logit, select_topk};
+use crate::select::{Logit, select_topk, select_topk_linear};
 use crate::shard::{crc_hex, encode};
 
 /// Writes a teacher cache.
@@ -138,6 +138,26 @@ impl CacheWriter {
             )));
         }
         let rows = select_topk(logits, self.index.k, self.index.temperature)?;
+        self.push(&rows)
+    }
+
+    /// Selects the top-k of `hidden · weightᵀ + bias` ([`select_topk_linear`]: the logits a chunk at a time)
+    /// and appends them.
+    pub fn push_hidden(
+        &mut self,
+        hidden: ArrayView2<'_, f32>,
+        weight: ArrayView2<'_, f32>,
+        bias: Option<ArrayView1<'_, f32>>,
+    ) -> Result<()> {
+        if weight.nrows() != self.index.vocab_size {
+            return Err(CacheError::Invalid(format!(
+                "push_hidden: weight of shape {:?} has {} classes, the cache's vocabulary has {}",
+                weight.shape(),
+                weight.nrows(),
+                self.index.vocab_size
+            )));
+        }
+        let rows = select_topk_linear(hidden, weight, bias, self.index.k, self.index.temperature)?;
         self.push(&rows)
     }
 
