@@ -129,14 +129,7 @@ impl CacheWriter {
     /// Selects the top-k of teacher logits `(rows, V)` at the cache's temperature ([`select_topk`]) and appends
     /// them.
     pub fn push_logits<T: Logit>(&mut self, logits: ArrayView2<'_, T>) -> Result<()> {
-        if logits.ncols() != self.index.vocab_size {
-            return Err(CacheError::Invalid(format!(
-                "push_logits: logits of shape {:?} have {} classes, the cache's vocabulary has {}",
-                logits.shape(),
-                logits.ncols(),
-                self.index.vocab_size
-            )));
-        }
+        self.check_classes("push_logits: logits", logits.shape(), logits.ncols())?;
         let rows = select_topk(logits, self.index.k, self.index.temperature)?;
         self.push(&rows)
     }
@@ -149,16 +142,20 @@ impl CacheWriter {
         weight: ArrayView2<'_, f32>,
         bias: Option<ArrayView1<'_, f32>>,
     ) -> Result<()> {
-        if weight.nrows() != self.index.vocab_size {
-            return Err(CacheError::Invalid(format!(
-                "push_hidden: weight of shape {:?} has {} classes, the cache's vocabulary has {}",
-                weight.shape(),
-                weight.nrows(),
-                self.index.vocab_size
-            )));
-        }
+        self.check_classes("push_hidden: weight", weight.shape(), weight.nrows())?;
         let rows = select_topk_linear(hidden, weight, bias, self.index.k, self.index.temperature)?;
         self.push(&rows)
+    }
+
+    /// An input with `classes` classes fits the cache's vocabulary.
+    fn check_classes(&self, what: &str, shape: &[usize], classes: usize) -> Result<()> {
+        if classes == self.index.vocab_size {
+            return Ok(());
+        }
+        Err(CacheError::Invalid(format!(
+            "{what} of shape {shape:?} has {classes} classes, the cache's vocabulary has {}",
+            self.index.vocab_size
+        )))
     }
 
     /// Writes the buffered rows as the last shard and marks the cache complete.
