@@ -17,44 +17,52 @@ use rayon::prelude::*;
 use crate::error::{CacheError, Result};
 use crate::rows::TopkRows;
 
-/// A logit element type the selection reads: rows are converted to `f32` (and divided by `T`) first.
+/// A logit element type the selection reads: rows are taken as `f32` (divided by `T`).
 pub trait Logit: Copy + Send + Sync + 'static {
-    /// Writes `src[i] / temp` as `f32` into `dst` (the division in the input's own precision for `f32` and
-    /// `f64`, in `f32` for the half types, whose division torch also computes in `f32`).
-    fn to_scaled_f32(src: &[Self], temp: f64, dst: &mut [f32]);
+    /// The row `src / temp` as `f32`: `src` itself for `f32` at `T = 1`, otherwise written into `scratch` (the
+    /// division in the input's own precision for `f32` and `f64`, in `f32` for the half types, as torch computes
+    /// their division).
+    fn scaled_f32<'a>(src: &'a [Self], temp: f64, scratch: &'a mut [f32]) -> &'a [f32];
+}
+
+/// `x /= t` unless `t` is 1.
+fn divide(x: &mut [f32], t: f32) {
+    if t != 1.0 {
+        x.iter_mut().for_each(|v| *v /= t);
+    }
 }
 
 impl Logit for f32 {
-    fn to_scaled_f32(src: &[f32], temp: f64, dst: &mut [f32]) {
+    fn scaled_f32<'a>(src: &'a [f32], temp: f64, scratch: &'a mut [f32]) -> &'a [f32] {
         let t = temp as f32;
         if t == 1.0 {
-            dst.copy_from_slice(src);
-        } else {
-            dst.iter_mut().zip(src).for_each(|(d, &x)| *d = x / t);
+            return src;
         }
+        scratch.iter_mut().zip(src).for_each(|(d, &x)| *d = x / t);
+        scratch
     }
 }
 
 impl Logit for f64 {
-    fn to_scaled_f32(src: &[f64], temp: f64, dst: &mut [f32]) {
-        dst.iter_mut().zip(src).for_each(|(d, &x)| *d = (x / temp) as f32);
+    fn scaled_f32<'a>(src: &'a [f64], temp: f64, scratch: &'a mut [f32]) -> &'a [f32] {
+        scratch.iter_mut().zip(src).for_each(|(d, &x)| *d = (x / temp) as f32);
+        scratch
     }
 }
 
 impl Logit for f16 {
-    fn to_scaled_f32(src: &[f16], temp: f64, dst: &mut [f32]) {
-        half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, dst);
-        let t = temp as f32;
-        if t != 1.0 {
-            dst.iter_mut().for_each(|d| *d /= t);
-        }
+    fn scaled_f32<'a>(src: &'a [f16], temp: f64, scratch: &'a mut [f32]) -> &'a [f32] {
+        half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, scratch);
+        divide(scratch, temp as f32);
+        scratch
     }
 }
 
 impl Logit for bf16 {
-    fn to_scaled_f32(src: &[bf16], temp: f64, dst: &mut [f32]) {
-        let t = temp as f32;
-        dst.iter_mut().zip(src).for_each(|(d, &x)| *d = x.to_f32() / t);
+    fn scaled_f32<'a>(src: &'a [bf16], temp: f64, scratch: &'a mut [f32]) -> &'a [f32] {
+        half::slice::HalfFloatSliceExt::convert_to_f32_slice(src, scratch);
+        divide(scratch, temp as f32);
+        scratch
     }
 }
 
@@ -109,8 +117,8 @@ pub fn select_topk<T: Logit>(logits: ArrayView2<'_, T>, k: usize, temperature: f
         .enumerate()
         .try_for_each_init(Scratch::default, |sc, (r, (((ix, lp), tl), row))| {
             sc.resize(v);
-            T::to_scaled_f32(row, temperature, &mut sc.x);
-            row_topk(sc, k, ix, lp, tl)
+            let x = T::scaled_f32(row, temperature, &mut sc.x);
+            row_topk(x, &mut sc.e, &mut sc.cand, k, ix, lp, tl)
                 .map_err(|what| CacheError::Invalid(format!("select_topk: row {r}: {what}")))
         })?;
     Ok(TopkRows { indices, logprobs, tail })
@@ -249,15 +257,16 @@ fn sum_f64(x: &[f32]) -> f64 {
     acc.iter().sum::<f64>() + chunks.remainder().iter().map(|&v| f64::from(v)).sum::<f64>()
 }
 
-/// One row: `sc.x` holds `logits / T`.
+/// One row: `x = logits / T`; `e` and `cand` are scratch.
 fn row_topk(
-    sc: &mut Scratch,
+    x: &[f32],
+    e: &mut [f32],
+    cand: &mut Vec<(f32, u32)>,
     k: usize,
     ix: &mut [u32],
     lp: &mut [f32],
     tail: &mut f32,
 ) -> std::result::Result<(), String> {
-    let x = &sc.x;
     let m = max_f32(x);
     if m.is_nan() {
         return Err("a logit is NaN".into());
@@ -268,9 +277,8 @@ fn row_topk(
     if m == f32::NEG_INFINITY {
         return Err("every logit is -inf".into());
     }
-    let z = exp_sub_sum_f32(x, m, &mut sc.e).map_err(|e| e.to_string())?;
+    let z = exp_sub_sum_f32(x, m, e).map_err(|e| e.to_string())?;
     // the scan: the first k entries, then blocks whose maximum beats the k-th best so far
-    let cand = &mut sc.cand;
     cand.clear();
     cand.extend(x[..k].iter().enumerate().map(|(i, &v)| (v, i as u32)));
     let cap = (2 * k).max(64);
@@ -296,9 +304,9 @@ fn row_topk(
         *o = i;
         // PyTorch's order of operations: (x − m) − ln Z
         *l = ((f64::from(v) - f64::from(m)) - ln_z) as f32;
-        sc.e[i as usize] = 0.0;
+        e[i as usize] = 0.0;
     }
-    let t = sum_f64(&sc.e);
+    let t = sum_f64(e);
     *tail = if t > 0.0 { (t.ln() - ln_z) as f32 } else { f32::NEG_INFINITY };
     Ok(())
 }
