@@ -47,6 +47,16 @@ def _labels(labels: Any, op: str) -> Optional[np.ndarray]:
     return None if labels is None else c.index_target(labels, op, "labels")
 
 
+def _student_teacher(op: str, student_logits: ArrayLike, teacher: ArrayLike, name: str,
+                     grad_output: Optional[ArrayLike]) -> Tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
+    """``(student, student, teacher, grad_output)``: the student logits as given, then the student and the teacher
+    array ``name`` in their promoted dtype, and the upstream gradient in that dtype."""
+    s = c.float_input(student_logits, op, "student_logits")
+    t = c.float_input(teacher, op, name)
+    dt = c.promote(op, s, (teacher, t))
+    return s, c.cast(s, dt, op, "student_logits"), c.cast(t, dt, op, name), c.grad_output_array(grad_output, dt, op)
+
+
 # ---------------------------------------------------------------------------------------------------- distill
 
 
@@ -62,11 +72,7 @@ def _distill(
 ):
     """``(loss, grad_student, None)`` with the options already validated by :func:`_distill_options`."""
     op = "distill"
-    s = c.float_input(student_logits, op, "student_logits")
-    t = c.float_input(teacher_logits, op, "teacher_logits")
-    dt = c.promote(op, s, (teacher_logits, t))
-    sc, tc = c.cast(s, dt, op, "student_logits"), c.cast(t, dt, op, "teacher_logits")
-    go = c.grad_output_array(grad_output, dt, op)
+    s, sc, tc, go = _student_teacher(op, student_logits, teacher_logits, "teacher_logits", grad_output)
     lo, gi, _ = _C.distill(sc, tc, _labels(labels, op), options, go, loss, grad)
     return lo, (None if gi is None else gi.astype(s.dtype, copy=False)), None
 
@@ -162,12 +168,8 @@ def _distill_topk(
     grad: bool = False,
 ):
     op = "distill_topk"
-    s = c.float_input(student_logits, op, "student_logits")
-    lq = c.float_input(topk_logprobs, op, "topk_logprobs")
-    dt = c.promote(op, s, (topk_logprobs, lq))
-    sc, lqc = c.cast(s, dt, op, "student_logits"), c.cast(lq, dt, op, "topk_logprobs")
+    s, sc, lqc, go = _student_teacher(op, student_logits, topk_logprobs, "topk_logprobs", grad_output)
     idx = c.index_target(topk_indices, op, "topk_indices")
-    go = c.grad_output_array(grad_output, dt, op)
     lo, gi, _ = _C.distill_topk(sc, idx, lqc, _labels(labels, op), bool(add_tail), options, go, loss, grad)
     return lo, (None if gi is None else gi.astype(s.dtype, copy=False)), None
 
