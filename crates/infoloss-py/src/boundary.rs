@@ -10,7 +10,7 @@ use pyo3::exceptions::{PyIndexError, PyMemoryError, PyRuntimeError, PyTypeError,
 use pyo3::prelude::*;
 use pyo3::types::{PyFloat, PyTuple};
 
-use infoloss::{Element, GradOutput, Loss, Real, Reduction};
+use infoloss::{Element, GradOutput, Loss, Real};
 
 /// The element types the extension accepts: what NumPy and infoloss both know.
 pub(crate) trait Float: Element + numpy::Element {}
@@ -75,21 +75,27 @@ fn check_layout(arr: &Bound<'_, PyUntypedArray>, op: &str, name: &str) -> PyResu
     Ok(())
 }
 
+/// Borrows an array of element type `E` (any strides); `expected` says what it must be, for the `TypeError`.
+fn borrow_arr<'py, E: numpy::Element>(
+    obj: &Bound<'py, PyAny>,
+    op: &str,
+    name: &str,
+    expected: impl FnOnce() -> String,
+) -> PyResult<PyReadonlyArrayDyn<'py, E>> {
+    let arr = obj.cast::<PyArrayDyn<E>>().map_err(|_| {
+        PyTypeError::new_err(format!("{op}: {name} must be {}, got {}", expected(), describe(obj)))
+    })?;
+    check_layout(arr.as_untyped(), op, name)?;
+    arr.try_readonly().map_err(|e| PyRuntimeError::new_err(format!("{op}: {name} cannot be borrowed: {e}")))
+}
+
 /// Borrows a float array of element type `T` (any strides).
 pub(crate) fn float_arr<'py, T: Float>(
     obj: &Bound<'py, PyAny>,
     op: &str,
     name: &str,
 ) -> PyResult<PyReadonlyArrayDyn<'py, T>> {
-    let arr = obj.cast::<PyArrayDyn<T>>().map_err(|_| {
-        PyTypeError::new_err(format!(
-            "{op}: {name} must be a {} array (the dtype of input), got {}",
-            T::DTYPE,
-            describe(obj)
-        ))
-    })?;
-    check_layout(arr.as_untyped(), op, name)?;
-    arr.try_readonly().map_err(|e| PyRuntimeError::new_err(format!("{op}: {name} cannot be borrowed: {e}")))
+    borrow_arr(obj, op, name, || format!("a {} array (the dtype of input)", T::DTYPE))
 }
 
 /// Borrows an optional float array.
@@ -107,19 +113,7 @@ pub(crate) fn index_arr<'py>(
     op: &str,
     name: &str,
 ) -> PyResult<PyReadonlyArrayDyn<'py, i64>> {
-    let arr = obj.cast::<PyArrayDyn<i64>>().map_err(|_| {
-        PyTypeError::new_err(format!(
-            "{op}: {name} must be an int64 array of class indices, got {}",
-            describe(obj)
-        ))
-    })?;
-    check_layout(arr.as_untyped(), op, name)?;
-    arr.try_readonly().map_err(|e| PyRuntimeError::new_err(format!("{op}: {name} cannot be borrowed: {e}")))
-}
-
-/// Parses a reduction name (the Python layer has already validated it and emitted PyTorch's warnings).
-pub(crate) fn reduction(s: &str) -> PyResult<Reduction> {
-    s.parse::<Reduction>().map_err(to_py_err)
+    borrow_arr(obj, op, name, || "an int64 array of class indices".to_string())
 }
 
 /// An upstream gradient: a 0-d array means "every output element gets this value".

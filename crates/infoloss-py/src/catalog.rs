@@ -7,6 +7,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 
+use infoloss::Reduction;
 use infoloss::options::{Kind, Options, Value, catalog};
 
 use crate::boundary::to_py_err;
@@ -45,6 +46,11 @@ pub(crate) fn from_tuple<O: Options>(op: &'static str, values: &Bound<'_, PyTupl
                 spec.name
             )));
         };
+        if let (Value::Str(s), "reduction") = (value, spec.name) {
+            // the reduction's own parser names an unknown spelling as PyTorch does ("… is not a valid value for
+            // reduction"), where the catalog's setter would list the choices
+            s.parse::<Reduction>().map_err(to_py_err)?;
+        }
         o.set_in(op, spec.name, value).map_err(to_py_err)?;
     }
     Ok(o)

@@ -13,6 +13,7 @@ use pyo3::types::PyTuple;
 use infoloss::distill::{DistillOptions, SparseTeacher};
 use infoloss::uda::UdaOptions;
 use infoloss::{Error, GradOutput};
+use numpy::PyReadonlyArrayDyn;
 use numpy::prelude::*;
 
 use crate::boundary::{
@@ -39,13 +40,52 @@ pub(crate) fn view_2d<'a, A, D: Dimension>(
 }
 
 /// Labels as `(rows,)`, or the core's rank error.
-pub(crate) fn labels_1d<'a, D: Dimension>(
-    op: &'static str,
-    a: ArrayView<'a, i64, D>,
-) -> PyResult<ArrayView1<'a, i64>> {
+fn labels_1d<'a, D: Dimension>(op: &'static str, a: ArrayView<'a, i64, D>) -> PyResult<ArrayView1<'a, i64>> {
     let shape = a.shape().to_vec();
     a.into_dimensionality::<Ix1>()
         .map_err(|_| to_py_err(Error::bad_rank(op, "labels", &shape, "1 dimension (rows,)")))
+}
+
+/// Optional labels borrowed from Python (`None`: no labels).
+pub(crate) struct Labels<'py>(Option<PyReadonlyArrayDyn<'py, i64>>);
+
+impl<'py> Labels<'py> {
+    pub(crate) fn borrow(obj: Option<&Bound<'py, PyAny>>, op: &'static str) -> PyResult<Self> {
+        Ok(Labels(obj.filter(|o| !o.is_none()).map(|o| index_arr(o, op, "labels")).transpose()?))
+    }
+
+    /// The labels as `(rows,)`, or the core's rank error.
+    pub(crate) fn view(&self, op: &'static str) -> PyResult<Option<ArrayView1<'_, i64>>> {
+        self.0.as_ref().map(|y| labels_1d(op, y.as_array())).transpose()
+    }
+}
+
+/// A stored top-k teacher borrowed from Python: its classes and log-probabilities, `(rows, k)` each.
+pub(crate) struct TopK<'py, T: Float> {
+    indices: PyReadonlyArrayDyn<'py, i64>,
+    logprobs: PyReadonlyArrayDyn<'py, T>,
+}
+
+impl<'py, T: Float> TopK<'py, T> {
+    pub(crate) fn borrow(
+        indices: &Bound<'py, PyAny>,
+        logprobs: &Bound<'py, PyAny>,
+        op: &'static str,
+    ) -> PyResult<Self> {
+        Ok(TopK {
+            indices: index_arr(indices, op, "topk_indices")?,
+            logprobs: float_arr::<T>(logprobs, op, "topk_logprobs")?,
+        })
+    }
+
+    /// The core's sparse teacher, or its rank error naming the argument.
+    pub(crate) fn teacher(&self, op: &'static str, add_tail: bool) -> PyResult<SparseTeacher<'_, T>> {
+        Ok(SparseTeacher {
+            indices: view_2d(op, "topk_indices", self.indices.as_array())?,
+            logprobs: view_2d(op, "topk_logprobs", self.logprobs.as_array())?,
+            add_tail,
+        })
+    }
 }
 
 // ----------------------------------------------------------------------------------------------------- distill
@@ -62,12 +102,12 @@ fn distill_impl<T: Float>(
     const OP: &str = "distill";
     let s = float_arr::<T>(student, OP, "student_logits")?;
     let t = float_arr::<T>(teacher, OP, "teacher_logits")?;
-    let y = labels.filter(|o| !o.is_none()).map(|o| index_arr(o, OP, "labels")).transpose()?;
+    let y = Labels::borrow(labels, OP)?;
     let g = opt_float_arr::<T>(grad_out, OP, "grad_output")?;
     probe(OP, &[s.shape()], 1 + usize::from(plan.grad))?;
     let sv = s.as_array();
     let tv = t.as_array();
-    let yv = y.as_ref().map(|y| labels_1d(OP, y.as_array())).transpose()?;
+    let yv = y.view(OP)?;
     let gv = g.as_ref().map(|g| grad_output(g.as_array()));
     let out = compute(py, OP, move || {
         drive(
@@ -123,18 +163,15 @@ fn distill_topk_impl<T: Float>(
 ) -> PyResult<Py<PyAny>> {
     const OP: &str = "distill_topk";
     let s = float_arr::<T>(student, OP, "student_logits")?;
-    let idx = index_arr(indices, OP, "topk_indices")?;
-    let lq = float_arr::<T>(logprobs, OP, "topk_logprobs")?;
-    let y = labels.filter(|o| !o.is_none()).map(|o| index_arr(o, OP, "labels")).transpose()?;
+    let topk = TopK::<T>::borrow(indices, logprobs, OP)?;
+    let y = Labels::borrow(labels, OP)?;
     let g = opt_float_arr::<T>(grad_out, OP, "grad_output")?;
     probe(OP, &[s.shape()], 1 + usize::from(plan.grad))?;
     let sv = s.as_array();
-    let iv = view_2d(OP, "topk_indices", idx.as_array())?;
-    let lv = view_2d(OP, "topk_logprobs", lq.as_array())?;
-    let yv = y.as_ref().map(|y| labels_1d(OP, y.as_array())).transpose()?;
+    let teacher = topk.teacher(OP, add_tail)?;
+    let yv = y.view(OP)?;
     let gv = g.as_ref().map(|g| grad_output(g.as_array()));
     let out = compute(py, OP, move || {
-        let teacher = SparseTeacher { indices: iv, logprobs: lv, add_tail };
         let tref = &teacher;
         drive(
             plan,

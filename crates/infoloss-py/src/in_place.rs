@@ -13,13 +13,11 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
 use infoloss::CrossEntropyOptions;
-use infoloss::distill::{DistillOptions, SparseTeacher};
+use infoloss::distill::DistillOptions;
 
-use crate::boundary::{
-    Float, compute, dispatch, float_arr, index_arr, kind, loss_to_py, opt_float_arr, reduction,
-};
+use crate::boundary::{Float, compute, dispatch, float_arr, index_arr, kind, loss_to_py, opt_float_arr};
 use crate::catalog::from_tuple;
-use crate::distill::{labels_1d, view_2d};
+use crate::distill::{Labels, TopK};
 use crate::losses::weight_1d;
 
 /// Borrows the logits writeable: a NumPy array of element type `T`, writeable, aligned, not borrowed elsewhere.
@@ -46,23 +44,19 @@ fn logits_mut<'py, T: Float>(
 
 // ------------------------------------------------------------------------------------------------ cross_entropy
 
-#[allow(clippy::too_many_arguments)]
 fn cross_entropy_ip_impl<T: Float>(
     py: Python<'_>,
     input: &Bound<'_, PyAny>,
     target: &Bound<'_, PyAny>,
     weight: Option<&Bound<'_, PyAny>>,
-    ignore_index: i64,
-    red: &str,
-    label_smoothing: f64,
+    options: &Bound<'_, PyTuple>,
     probs: bool,
 ) -> PyResult<Py<PyAny>> {
     const OP: &str = "cross_entropy_with_grad_in_place";
     let mut x = logits_mut::<T>(input, OP, "input")?;
     let w = opt_float_arr::<T>(weight, OP, "weight")?;
-    let red = reduction(red)?;
-    let wv = w.as_ref().map(|w| weight_1d(w.as_array(), OP)).transpose()?;
-    let opts = CrossEntropyOptions { weight: wv, ignore_index, reduction: red, label_smoothing };
+    let mut opts = from_tuple::<CrossEntropyOptions<'_, T>>(OP, options)?;
+    opts.weight = w.as_ref().map(|w| weight_1d(w.as_array(), OP)).transpose()?;
     let xv: ArrayViewMutD<'_, T> = x.as_array_mut();
     let loss = if probs {
         let t = float_arr::<T>(target, OP, "target")?;
@@ -78,24 +72,21 @@ fn cross_entropy_ip_impl<T: Float>(
     Ok(loss_to_py(py, loss))
 }
 
-/// `cross_entropy_with_grad_in_place(input, target, …)`: the loss; the gradient overwrites `input`.
-/// `probs` selects probability targets (of `input`'s dtype) over class indices (int64).
+/// `cross_entropy_with_grad_in_place(input, target, weight, options, probs)`: the loss; the gradient overwrites
+/// `input`. `probs` selects probability targets (of `input`'s dtype) over class indices (int64).
 #[pyfunction]
-#[pyo3(signature = (input, target, weight, ignore_index, reduction, label_smoothing, probs))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (input, target, weight, options, probs))]
 pub(crate) fn cross_entropy_in_place(
     py: Python<'_>,
     input: &Bound<'_, PyAny>,
     target: &Bound<'_, PyAny>,
     weight: Option<&Bound<'_, PyAny>>,
-    ignore_index: i64,
-    reduction: &str,
-    label_smoothing: f64,
+    options: &Bound<'_, PyTuple>,
     probs: bool,
 ) -> PyResult<Py<PyAny>> {
     dispatch!(
         kind(input, "cross_entropy_with_grad_in_place", "input")?,
-        cross_entropy_ip_impl(py, input, target, weight, ignore_index, reduction, label_smoothing, probs)
+        cross_entropy_ip_impl(py, input, target, weight, options, probs)
     )
 }
 
@@ -109,8 +100,7 @@ fn elementwise_ip_impl<T: Float>(
     target: &Bound<'_, PyAny>,
     weight: Option<&Bound<'_, PyAny>>,
     pos_weight: Option<&Bound<'_, PyAny>>,
-    red: &str,
-    log_target: bool,
+    options: &Bound<'_, PyTuple>,
 ) -> PyResult<Py<PyAny>> {
     let op = match loss {
         "kl_div" => "kl_div_with_grad_in_place",
@@ -122,20 +112,20 @@ fn elementwise_ip_impl<T: Float>(
     let t = float_arr::<T>(target, op, "target")?;
     let w = opt_float_arr::<T>(weight, op, "weight")?;
     let pw = opt_float_arr::<T>(pos_weight, op, "pos_weight")?;
-    let reduction = reduction(red)?;
     let (tv, wv, pwv) = (t.as_array(), w.as_ref().map(|w| w.as_array()), pw.as_ref().map(|p| p.as_array()));
     let xv: ArrayViewMutD<'_, T> = x.as_array_mut();
     let out = match loss {
         "kl_div" => {
-            let opts = infoloss::KlDivOptions { reduction, log_target };
+            let opts = from_tuple::<infoloss::KlDivOptions>(op, options)?;
             compute(py, op, move || infoloss::kl_div_with_grad_in_place(xv, tv, &opts))?
         }
         "binary_cross_entropy" => {
-            let opts = infoloss::BceOptions { weight: wv, reduction };
+            let opts = infoloss::BceOptions { weight: wv, ..from_tuple(op, options)? };
             compute(py, op, move || infoloss::binary_cross_entropy_with_grad_in_place(xv, tv, &opts))?
         }
         _ => {
-            let opts = infoloss::BceWithLogitsOptions { weight: wv, pos_weight: pwv, reduction };
+            let opts =
+                infoloss::BceWithLogitsOptions { weight: wv, pos_weight: pwv, ..from_tuple(op, options)? };
             compute(py, op, move || {
                 infoloss::binary_cross_entropy_with_logits_with_grad_in_place(xv, tv, &opts)
             })?
@@ -144,11 +134,10 @@ fn elementwise_ip_impl<T: Float>(
     Ok(loss_to_py(py, out))
 }
 
-/// `elementwise_in_place(loss, input, target, weight, pos_weight, reduction, log_target)`: the loss of
-/// `kl_div`, `binary_cross_entropy` or `binary_cross_entropy_with_logits`; the gradient overwrites `input`.
+/// `elementwise_in_place(loss, input, target, weight, pos_weight, options)`: the loss of `kl_div`,
+/// `binary_cross_entropy` or `binary_cross_entropy_with_logits`; the gradient overwrites `input`.
 #[pyfunction]
-#[pyo3(signature = (loss, input, target, weight, pos_weight, reduction, log_target))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (loss, input, target, weight, pos_weight, options))]
 pub(crate) fn elementwise_in_place(
     py: Python<'_>,
     loss: &str,
@@ -156,12 +145,11 @@ pub(crate) fn elementwise_in_place(
     target: &Bound<'_, PyAny>,
     weight: Option<&Bound<'_, PyAny>>,
     pos_weight: Option<&Bound<'_, PyAny>>,
-    reduction: &str,
-    log_target: bool,
+    options: &Bound<'_, PyTuple>,
 ) -> PyResult<Py<PyAny>> {
     dispatch!(
         kind(input, "elementwise_in_place", "input")?,
-        elementwise_ip_impl(py, loss, input, target, weight, pos_weight, reduction, log_target)
+        elementwise_ip_impl(py, loss, input, target, weight, pos_weight, options)
     )
 }
 
@@ -177,8 +165,8 @@ fn distill_ip_impl<T: Float>(
     const OP: &str = "distill_with_grad_in_place";
     let mut s = logits_mut::<T>(student, OP, "student_logits")?;
     let t = float_arr::<T>(teacher, OP, "teacher_logits")?;
-    let y = labels.filter(|o| !o.is_none()).map(|o| index_arr(o, OP, "labels")).transpose()?;
-    let yv = y.as_ref().map(|y| labels_1d(OP, y.as_array())).transpose()?;
+    let y = Labels::borrow(labels, OP)?;
+    let yv = y.view(OP)?;
     let sv = s.as_array_mut();
     let tv = t.as_array();
     let loss = compute(py, OP, move || infoloss::distill_with_grad_in_place(sv, tv, yv, &opts))?;
@@ -218,17 +206,12 @@ fn distill_topk_ip_impl<T: Float>(
 ) -> PyResult<Py<PyAny>> {
     const OP: &str = "distill_topk_with_grad_in_place";
     let mut s = logits_mut::<T>(student, OP, "student_logits")?;
-    let idx = index_arr(indices, OP, "topk_indices")?;
-    let lq = float_arr::<T>(logprobs, OP, "topk_logprobs")?;
-    let y = labels.filter(|o| !o.is_none()).map(|o| index_arr(o, OP, "labels")).transpose()?;
-    let iv = view_2d(OP, "topk_indices", idx.as_array())?;
-    let lv = view_2d(OP, "topk_logprobs", lq.as_array())?;
-    let yv = y.as_ref().map(|y| labels_1d(OP, y.as_array())).transpose()?;
+    let topk = TopK::<T>::borrow(indices, logprobs, OP)?;
+    let y = Labels::borrow(labels, OP)?;
+    let teacher = topk.teacher(OP, add_tail)?;
+    let yv = y.view(OP)?;
     let sv = s.as_array_mut();
-    let loss = compute(py, OP, move || {
-        let teacher = SparseTeacher { indices: iv, logprobs: lv, add_tail };
-        infoloss::distill_topk_with_grad_in_place(sv, &teacher, yv, &opts)
-    })?;
+    let loss = compute(py, OP, move || infoloss::distill_topk_with_grad_in_place(sv, &teacher, yv, &opts))?;
     Ok(loss_to_py(py, loss))
 }
 

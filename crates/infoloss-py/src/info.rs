@@ -4,10 +4,14 @@
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
+use ndarray::{ArrayD, ArrayViewD};
+use numpy::PyReadonlyArrayDyn;
+
 use infoloss::{EntropyOptions, JensenShannonOptions};
 use numpy::prelude::*;
 
 use crate::boundary::{Float, array_to_py, compute, dispatch, float_arr, kind, opt_float_arr, probe};
+use crate::catalog::from_tuple;
 
 fn entr_impl<T: Float>(
     py: Python<'_>,
@@ -74,6 +78,26 @@ pub(crate) fn rel_entr(
     dispatch!(kind(x, "rel_entr", "x")?, rel_entr_impl(py, x, y, grad_output))
 }
 
+/// The shared tail of the two-distribution measures: `fwd()`, or `(grad_p, grad_q or None)` from `bwd(g)` for the
+/// upstream gradient `g`.
+fn measure<T: Float>(
+    py: Python<'_>,
+    op: &str,
+    g: Option<PyReadonlyArrayDyn<'_, T>>,
+    fwd: impl FnOnce() -> infoloss::Result<ArrayD<T>> + Send,
+    bwd: impl FnOnce(ArrayViewD<'_, T>) -> infoloss::Result<(ArrayD<T>, Option<ArrayD<T>>)> + Send,
+) -> PyResult<Py<PyAny>> {
+    match g {
+        None => Ok(array_to_py(py, compute(py, op, fwd)?)),
+        Some(g) => {
+            let gv = g.as_array();
+            let (gp, gq) = compute(py, op, move || bwd(gv))?;
+            let gq = gq.map(|a| array_to_py(py, a));
+            Ok(PyTuple::new(py, [Some(array_to_py(py, gp)), gq])?.into_any().unbind())
+        }
+    }
+}
+
 fn entropy_impl<T: Float>(
     py: Python<'_>,
     pk: &Bound<'_, PyAny>,
@@ -88,29 +112,27 @@ fn entropy_impl<T: Float>(
     probe(OP, &[p.shape()], 3)?;
     let pv = p.as_array();
     let qv = q.as_ref().map(|q| q.as_array());
-    match g {
-        None => Ok(array_to_py(py, compute(py, OP, move || infoloss::entropy(pv, qv, &opts))?)),
-        Some(g) => {
-            let gv = g.as_array();
-            let (gp, gq) = compute(py, OP, move || infoloss::entropy_backward(pv, qv, &opts, gv))?;
-            let gq = gq.map(|a| array_to_py(py, a));
-            Ok(PyTuple::new(py, [Some(array_to_py(py, gp)), gq])?.into_any().unbind())
-        }
-    }
+    measure(
+        py,
+        OP,
+        g,
+        || infoloss::entropy(pv.view(), qv.clone(), &opts),
+        |gv| infoloss::entropy_backward(pv.view(), qv.clone(), &opts, gv),
+    )
 }
 
-/// `entropy(pk, qk, base, axis)`, or `(grad_pk, grad_qk or None)` when `grad_output` is given.
+/// `entropy(pk, qk, options)` (`options`: `EntropyOptions` in catalog order), or `(grad_pk, grad_qk or None)`
+/// when `grad_output` is given.
 #[pyfunction]
-#[pyo3(signature = (pk, qk, base, axis, grad_output=None))]
+#[pyo3(signature = (pk, qk, options, grad_output=None))]
 pub(crate) fn entropy(
     py: Python<'_>,
     pk: &Bound<'_, PyAny>,
     qk: Option<&Bound<'_, PyAny>>,
-    base: Option<f64>,
-    axis: isize,
+    options: &Bound<'_, PyTuple>,
     grad_output: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Py<PyAny>> {
-    let opts = EntropyOptions { base, axis };
+    let opts = from_tuple::<EntropyOptions>("entropy", options)?;
     dispatch!(kind(pk, "entropy", "pk")?, entropy_impl(py, pk, qk, opts, grad_output))
 }
 
@@ -126,31 +148,30 @@ fn shannon_cross_entropy_impl<T: Float>(
     let q = float_arr::<T>(qk, OP, "qk")?;
     let g = opt_float_arr::<T>(go, OP, "grad_output")?;
     probe(OP, &[p.shape(), q.shape()], 3)?;
-    let pv = p.as_array();
-    let qv = q.as_array();
-    match g {
-        None => Ok(array_to_py(py, compute(py, OP, move || infoloss::shannon_cross_entropy(pv, qv, &opts))?)),
-        Some(g) => {
-            let gv = g.as_array();
-            let (gp, gq) =
-                compute(py, OP, move || infoloss::info::shannon_cross_entropy_backward(pv, qv, &opts, gv))?;
-            Ok(PyTuple::new(py, [array_to_py(py, gp), array_to_py(py, gq)])?.into_any().unbind())
-        }
-    }
+    let (pv, qv) = (p.as_array(), q.as_array());
+    measure(
+        py,
+        OP,
+        g,
+        || infoloss::shannon_cross_entropy(pv.view(), qv.view(), &opts),
+        |gv| {
+            infoloss::info::shannon_cross_entropy_backward(pv.view(), qv.view(), &opts, gv)
+                .map(|(gp, gq)| (gp, Some(gq)))
+        },
+    )
 }
 
-/// `shannon_cross_entropy(pk, qk, base, axis)`, or `(grad_pk, grad_qk)` when `grad_output` is given.
+/// `shannon_cross_entropy(pk, qk, options)`, or `(grad_pk, grad_qk)` when `grad_output` is given.
 #[pyfunction]
-#[pyo3(signature = (pk, qk, base, axis, grad_output=None))]
+#[pyo3(signature = (pk, qk, options, grad_output=None))]
 pub(crate) fn shannon_cross_entropy(
     py: Python<'_>,
     pk: &Bound<'_, PyAny>,
     qk: &Bound<'_, PyAny>,
-    base: Option<f64>,
-    axis: isize,
+    options: &Bound<'_, PyTuple>,
     grad_output: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Py<PyAny>> {
-    let opts = EntropyOptions { base, axis };
+    let opts = from_tuple::<EntropyOptions>("shannon_cross_entropy", options)?;
     dispatch!(
         kind(pk, "shannon_cross_entropy", "pk")?,
         shannon_cross_entropy_impl(py, pk, qk, opts, grad_output)
@@ -169,31 +190,27 @@ fn jensenshannon_impl<T: Float>(
     let q = float_arr::<T>(q, OP, "q")?;
     let g = opt_float_arr::<T>(go, OP, "grad_output")?;
     probe(OP, &[p.shape(), q.shape()], 4)?;
-    let pv = p.as_array();
-    let qv = q.as_array();
-    match g {
-        None => Ok(array_to_py(py, compute(py, OP, move || infoloss::jensenshannon(pv, qv, &opts))?)),
-        Some(g) => {
-            let gv = g.as_array();
-            let (gp, gq) = compute(py, OP, move || infoloss::jensenshannon_backward(pv, qv, &opts, gv))?;
-            Ok(PyTuple::new(py, [array_to_py(py, gp), array_to_py(py, gq)])?.into_any().unbind())
-        }
-    }
+    let (pv, qv) = (p.as_array(), q.as_array());
+    measure(
+        py,
+        OP,
+        g,
+        || infoloss::jensenshannon(pv.view(), qv.view(), &opts),
+        |gv| infoloss::jensenshannon_backward(pv.view(), qv.view(), &opts, gv).map(|(gp, gq)| (gp, Some(gq))),
+    )
 }
 
-/// `jensenshannon(p, q, base, axis, keepdims)`, or `(grad_p, grad_q)` when `grad_output` is given.
+/// `jensenshannon(p, q, options)`, or `(grad_p, grad_q)` when `grad_output` is given.
 #[pyfunction]
-#[pyo3(signature = (p, q, base, axis, keepdims, grad_output=None))]
+#[pyo3(signature = (p, q, options, grad_output=None))]
 pub(crate) fn jensenshannon(
     py: Python<'_>,
     p: &Bound<'_, PyAny>,
     q: &Bound<'_, PyAny>,
-    base: Option<f64>,
-    axis: isize,
-    keepdims: bool,
+    options: &Bound<'_, PyTuple>,
     grad_output: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Py<PyAny>> {
-    let opts = JensenShannonOptions { base, axis, keepdims };
+    let opts = from_tuple::<JensenShannonOptions>("jensenshannon", options)?;
     dispatch!(kind(p, "jensenshannon", "p")?, jensenshannon_impl(py, p, q, opts, grad_output))
 }
 

@@ -17,8 +17,8 @@ use pyo3::types::PyTuple;
 
 use infoloss::linear::{LinearHead, TeacherTopK, linear_distill_workspace_with};
 use infoloss::{
-    CrossEntropyExtrasOptions, DistillOptions, Error, GradOutput, LinearCrossEntropyOptions,
-    LinearDistillOptions, LinearFloat, Loss, linear_cross_entropy_workspace,
+    CrossEntropyExtrasOptions, Error, GradOutput, LinearCrossEntropyOptions, LinearDistillOptions,
+    LinearFloat, Loss, linear_cross_entropy_workspace,
 };
 use numpy::prelude::*;
 
@@ -27,7 +27,7 @@ use crate::boundary::{
     opt_float_arr, probe, to_py_err,
 };
 use crate::catalog::from_tuple;
-use crate::distill::{labels_1d, view_2d};
+use crate::distill::{Labels, view_2d};
 use crate::losses::weight_1d;
 
 /// A 1-D float view (bias, class weight), or a `ValueError` naming the argument and its shape.
@@ -37,46 +37,9 @@ fn vector<'a, T>(a: ArrayViewD<'a, T>, op: &str, name: &str) -> PyResult<ndarray
         .map_err(|_| PyValueError::new_err(format!("{op}: {name} must be 1-D, got shape {shape:?}")))
 }
 
-/// A chunk size from Python: `None`, or an integer ≥ 1 (0 is passed on for the core's error).
-fn chunk(op: &'static str, c: Option<i64>) -> PyResult<Option<usize>> {
-    match c {
-        None => Ok(None),
-        Some(v) => usize::try_from(v)
-            .map(Some)
-            .map_err(|_| to_py_err(Error::invalid_option(op, "chunk_size", v, "must be at least 1"))),
-    }
-}
-
 /// Checks a temporary of `bytes` bytes can be allocated (`MemoryError` otherwise).
 fn probe_bytes(op: &str, bytes: usize) -> PyResult<()> {
     probe(op, &[&[bytes.div_ceil(8)]], 1)
-}
-
-/// The options shared by `cross_entropy_extras` and `linear_cross_entropy` (without the class weight).
-#[derive(Debug, Clone, Copy)]
-struct CeExtras {
-    ignore_index: i64,
-    reduction: infoloss::Reduction,
-    label_smoothing: f64,
-    lse_square_scale: f64,
-    softcap: Option<f64>,
-    return_lse: bool,
-    return_token_accuracy: bool,
-}
-
-impl CeExtras {
-    fn with_weight<T>(self, weight: Option<ndarray::ArrayView1<'_, T>>) -> CrossEntropyExtrasOptions<'_, T> {
-        CrossEntropyExtrasOptions {
-            weight,
-            ignore_index: self.ignore_index,
-            reduction: self.reduction,
-            label_smoothing: self.label_smoothing,
-            lse_square_scale: self.lse_square_scale,
-            softcap: self.softcap,
-            return_lse: self.return_lse,
-            return_token_accuracy: self.return_token_accuracy,
-        }
-    }
 }
 
 fn opt_py<T: Float>(py: Python<'_>, a: Option<ArrayD<T>>) -> Option<Py<PyAny>> {
@@ -94,7 +57,7 @@ fn ce_extras_impl<T: Float>(
     input: &Bound<'_, PyAny>,
     target: &Bound<'_, PyAny>,
     weight: Option<&Bound<'_, PyAny>>,
-    ex: CeExtras,
+    options: &Bound<'_, PyTuple>,
     grad_out: Option<&Bound<'_, PyAny>>,
     want_grad: bool,
 ) -> PyResult<Py<PyAny>> {
@@ -106,8 +69,8 @@ fn ce_extras_impl<T: Float>(
     probe(OP, &[x.shape()], 2 + usize::from(g.is_some()))?;
     let xv = x.as_array();
     let tv = t.as_array();
-    let wv = w.as_ref().map(|w| weight_1d(w.as_array(), OP)).transpose()?;
-    let opts = ex.with_weight(wv);
+    let mut opts = from_tuple::<CrossEntropyExtrasOptions<'_, T>>(OP, options)?;
+    opts.weight = w.as_ref().map(|w| weight_1d(w.as_array(), OP)).transpose()?;
     let gv = g.as_ref().map(|g| grad_output(g.as_array()));
     let (out, grad) = compute(py, OP, move || {
         let out = infoloss::cross_entropy_extras_with_grad(xv.view(), tv.view(), &opts)?;
@@ -130,37 +93,21 @@ fn ce_extras_impl<T: Float>(
 
 /// `cross_entropy_extras`: `(loss, z_loss, lse, token_accuracy, grad_input)` (the optional ones may be `None`).
 #[pyfunction]
-#[pyo3(signature = (
-    input, target, weight, ignore_index, reduction, label_smoothing, lse_square_scale, softcap, return_lse,
-    return_token_accuracy, grad_output, grad
-))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (input, target, weight, options, grad_output, grad))]
 pub(crate) fn cross_entropy_extras(
     py: Python<'_>,
     input: &Bound<'_, PyAny>,
     target: &Bound<'_, PyAny>,
     weight: Option<&Bound<'_, PyAny>>,
-    ignore_index: i64,
-    reduction: &str,
-    label_smoothing: f64,
-    lse_square_scale: f64,
-    softcap: Option<f64>,
-    return_lse: bool,
-    return_token_accuracy: bool,
+    options: &Bound<'_, PyTuple>,
     grad_output: Option<&Bound<'_, PyAny>>,
     grad: bool,
 ) -> PyResult<Py<PyAny>> {
     const OP: &str = "cross_entropy_extras";
-    let ex = CeExtras {
-        ignore_index,
-        reduction: crate::boundary::reduction(reduction)?,
-        label_smoothing,
-        lse_square_scale,
-        softcap,
-        return_lse,
-        return_token_accuracy,
-    };
-    dispatch!(kind(input, OP, "input")?, ce_extras_impl(py, input, target, weight, ex, grad_output, grad))
+    dispatch!(
+        kind(input, OP, "input")?,
+        ce_extras_impl(py, input, target, weight, options, grad_output, grad)
+    )
 }
 
 // ------------------------------------------------------------------------------------------ linear_cross_entropy
@@ -193,8 +140,7 @@ fn linear_ce_impl<T: Float + LinearFloat>(
     target: &Bound<'_, PyAny>,
     linear_bias: Option<&Bound<'_, PyAny>>,
     weight: Option<&Bound<'_, PyAny>>,
-    ex: CeExtras,
-    chunk_size: Option<usize>,
+    options: &Bound<'_, PyTuple>,
     grad_out: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Py<PyAny>> {
     const OP: &str = "linear_cross_entropy";
@@ -210,8 +156,8 @@ fn linear_ce_impl<T: Float + LinearFloat>(
     let lwv = lw.as_array();
     let tv = t.as_array();
     let bv = b.as_ref().map(|b| vector(b.as_array(), OP, "linear_bias")).transpose()?;
-    let wv = w.as_ref().map(|w| weight_1d(w.as_array(), OP)).transpose()?;
-    let opts = LinearCrossEntropyOptions { ce: ex.with_weight(wv), chunk_size };
+    let mut opts = from_tuple::<LinearCrossEntropyOptions<'_, T>>(OP, options)?;
+    opts.ce.weight = w.as_ref().map(|w| weight_1d(w.as_array(), OP)).transpose()?;
     if let ([n, h], [v, _]) = (xv.shape(), lwv.shape()) {
         let ws = linear_cross_entropy_workspace(*n, *h, *v, bv.is_some(), &opts);
         probe_bytes(OP, ws.total_bytes)?;
@@ -234,12 +180,9 @@ fn linear_ce_impl<T: Float + LinearFloat>(
 }
 
 /// `linear_cross_entropy`: `(loss, z_loss, lse, token_accuracy, grad_input, grad_linear_weight,
-/// grad_linear_bias)`.
+/// grad_linear_bias)`; `options`: `LinearCrossEntropyOptions` in catalog order.
 #[pyfunction]
-#[pyo3(signature = (
-    input, linear_weight, target, linear_bias, weight, ignore_index, reduction, label_smoothing, lse_square_scale,
-    softcap, return_lse, return_token_accuracy, chunk_size, grad_output
-))]
+#[pyo3(signature = (input, linear_weight, target, linear_bias, weight, options, grad_output))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn linear_cross_entropy(
     py: Python<'_>,
@@ -248,30 +191,13 @@ pub(crate) fn linear_cross_entropy(
     target: &Bound<'_, PyAny>,
     linear_bias: Option<&Bound<'_, PyAny>>,
     weight: Option<&Bound<'_, PyAny>>,
-    ignore_index: i64,
-    reduction: &str,
-    label_smoothing: f64,
-    lse_square_scale: f64,
-    softcap: Option<f64>,
-    return_lse: bool,
-    return_token_accuracy: bool,
-    chunk_size: Option<i64>,
+    options: &Bound<'_, PyTuple>,
     grad_output: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Py<PyAny>> {
     const OP: &str = "linear_cross_entropy";
-    let ex = CeExtras {
-        ignore_index,
-        reduction: crate::boundary::reduction(reduction)?,
-        label_smoothing,
-        lse_square_scale,
-        softcap,
-        return_lse,
-        return_token_accuracy,
-    };
-    let chunk_size = chunk(OP, chunk_size)?;
     linear_dispatch!(
         linear_kind(input, OP, "input")?,
-        linear_ce_impl(py, input, linear_weight, target, linear_bias, weight, ex, chunk_size, grad_output)
+        linear_ce_impl(py, input, linear_weight, target, linear_bias, weight, options, grad_output)
     )
 }
 
@@ -301,7 +227,7 @@ fn linear_distill_impl<T: Float + LinearFloat>(
     let bs = opt_float_arr::<T>(extras.student_bias, OP, "student_bias")?;
     let bt = opt_float_arr::<T>(extras.teacher_bias, OP, "teacher_bias")?;
     let g = opt_float_arr::<T>(extras.grad_output, OP, "grad_output")?;
-    let y = labels.filter(|o| !o.is_none()).map(|o| index_arr(o, OP, "labels")).transpose()?;
+    let y = Labels::borrow(labels, OP)?;
     probe(OP, &[xs.shape()], 2)?;
     probe(OP, &[ws.shape()], 2)?;
     let xsv = view_2d(OP, "student_hidden", xs.as_array())?;
@@ -310,7 +236,7 @@ fn linear_distill_impl<T: Float + LinearFloat>(
     let wtv = view_2d(OP, "teacher_weight", wt.as_array())?;
     let bsv = bs.as_ref().map(|b| vector(b.as_array(), OP, "student_bias")).transpose()?;
     let btv = bt.as_ref().map(|b| vector(b.as_array(), OP, "teacher_bias")).transpose()?;
-    let yv = y.as_ref().map(|y| labels_1d(OP, y.as_array())).transpose()?;
+    let yv = y.view(OP)?;
     let (n, hs, ht, v) = (xsv.nrows(), xsv.ncols(), xtv.ncols(), wsv.nrows());
     let w = linear_distill_workspace_with::<T>(n, hs, ht, v, bsv.is_some(), extras.topk, &opts);
     probe_bytes(OP, w.total_bytes)?;
@@ -335,7 +261,8 @@ fn linear_distill_impl<T: Float + LinearFloat>(
 /// gradient `grad_output` (1 when `None`), with optional biases and a top-k teacher (`teacher_topk = k`).
 #[pyfunction]
 #[pyo3(signature = (
-    student_hidden, student_weight, teacher_hidden, teacher_weight, labels, options, chunk_size, student_bias=None, teacher_bias=None,
+    student_hidden, student_weight, teacher_hidden, teacher_weight, labels, options, student_bias=None,
+    teacher_bias=None,
     teacher_topk=None, add_tail=false, grad_output=None
 ))]
 #[allow(clippy::too_many_arguments)]
@@ -347,7 +274,6 @@ pub(crate) fn linear_distill(
     teacher_weight: &Bound<'_, PyAny>,
     labels: Option<&Bound<'_, PyAny>>,
     options: &Bound<'_, PyTuple>,
-    chunk_size: Option<i64>,
     student_bias: Option<&Bound<'_, PyAny>>,
     teacher_bias: Option<&Bound<'_, PyAny>>,
     teacher_topk: Option<i64>,
@@ -355,8 +281,7 @@ pub(crate) fn linear_distill(
     grad_output: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<Py<PyAny>> {
     const OP: &str = "linear_distill";
-    let distill = from_tuple::<DistillOptions>(OP, options)?;
-    let opts = LinearDistillOptions { distill, chunk_size: chunk(OP, chunk_size)? };
+    let opts = from_tuple::<LinearDistillOptions>(OP, options)?;
     let topk = match teacher_topk {
         None => None,
         Some(k) => Some(TeacherTopK {

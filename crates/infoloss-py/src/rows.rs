@@ -65,56 +65,34 @@ fn backward_impl<T: Float>(
     Ok(array_to_py(py, out))
 }
 
-/// `log_softmax(input, dim)`.
-#[pyfunction]
-pub(crate) fn log_softmax(py: Python<'_>, input: &Bound<'_, PyAny>, dim: isize) -> PyResult<Py<PyAny>> {
-    dispatch!(kind(input, "log_softmax", "input")?, forward_impl(py, Op::LogSoftmax, input, dim))
+/// Declares the Python functions of each row function: the forward `$fwd(input, dim)` and the backward
+/// `$bwd($first, grad_output, dim)`, where `$first` is what the core's backward reads (`output` or `input`).
+macro_rules! row_functions {
+    ($($op:ident: $fwd:ident, $bwd:ident($first:ident);)*) => {$(
+        #[doc = concat!("`", stringify!($fwd), "(input, dim)`.")]
+        #[pyfunction]
+        pub(crate) fn $fwd(py: Python<'_>, input: &Bound<'_, PyAny>, dim: isize) -> PyResult<Py<PyAny>> {
+            dispatch!(kind(input, stringify!($fwd), "input")?, forward_impl(py, Op::$op, input, dim))
+        }
+
+        #[doc = concat!("Gradient of `", stringify!($fwd), "` from its ", stringify!($first), ".")]
+        #[pyfunction]
+        pub(crate) fn $bwd(
+            py: Python<'_>,
+            $first: &Bound<'_, PyAny>,
+            grad_output: &Bound<'_, PyAny>,
+            dim: isize,
+        ) -> PyResult<Py<PyAny>> {
+            dispatch!(
+                kind($first, stringify!($fwd), stringify!($first))?,
+                backward_impl(py, Op::$op, $first, grad_output, dim)
+            )
+        }
+    )*};
 }
 
-/// `softmax(input, dim)`.
-#[pyfunction]
-pub(crate) fn softmax(py: Python<'_>, input: &Bound<'_, PyAny>, dim: isize) -> PyResult<Py<PyAny>> {
-    dispatch!(kind(input, "softmax", "input")?, forward_impl(py, Op::Softmax, input, dim))
-}
-
-/// `logsumexp(input, dim)` (the dimension is removed).
-#[pyfunction]
-pub(crate) fn logsumexp(py: Python<'_>, input: &Bound<'_, PyAny>, dim: isize) -> PyResult<Py<PyAny>> {
-    dispatch!(kind(input, "logsumexp", "input")?, forward_impl(py, Op::LogSumExp, input, dim))
-}
-
-/// Gradient of `log_softmax` from its output.
-#[pyfunction]
-pub(crate) fn log_softmax_backward(
-    py: Python<'_>,
-    output: &Bound<'_, PyAny>,
-    grad_output: &Bound<'_, PyAny>,
-    dim: isize,
-) -> PyResult<Py<PyAny>> {
-    dispatch!(
-        kind(output, "log_softmax", "output")?,
-        backward_impl(py, Op::LogSoftmax, output, grad_output, dim)
-    )
-}
-
-/// Gradient of `softmax` from its output.
-#[pyfunction]
-pub(crate) fn softmax_backward(
-    py: Python<'_>,
-    output: &Bound<'_, PyAny>,
-    grad_output: &Bound<'_, PyAny>,
-    dim: isize,
-) -> PyResult<Py<PyAny>> {
-    dispatch!(kind(output, "softmax", "output")?, backward_impl(py, Op::Softmax, output, grad_output, dim))
-}
-
-/// Gradient of `logsumexp` from its input.
-#[pyfunction]
-pub(crate) fn logsumexp_backward(
-    py: Python<'_>,
-    input: &Bound<'_, PyAny>,
-    grad_output: &Bound<'_, PyAny>,
-    dim: isize,
-) -> PyResult<Py<PyAny>> {
-    dispatch!(kind(input, "logsumexp", "input")?, backward_impl(py, Op::LogSumExp, input, grad_output, dim))
+row_functions! {
+    LogSoftmax: log_softmax, log_softmax_backward(output);
+    Softmax: softmax, softmax_backward(output);
+    LogSumExp: logsumexp, logsumexp_backward(input);
 }

@@ -44,6 +44,17 @@ def mismatches(got, expected, rtol, atol, alternatives=None):
     return bad
 
 
+def check_against_torch(got, want, tol, what):
+    """``got`` (a tensor, an array or a number) equals the torch tensor ``want`` within ``tol = (rtol, atol)``, shape
+    included."""
+    rtol, atol = tol
+    got = np.asarray(got.detach().numpy() if hasattr(got, "detach") else got, dtype=np.float64)
+    want = want.detach().double().numpy()
+    assert got.shape == want.shape, f"{what}: shape {got.shape} vs torch {want.shape}"
+    bad = mismatches(got, want, rtol, atol)
+    assert not bad, f"{what}: {len(bad)} elements differ, e.g. {got.reshape(-1)[bad[0]]!r} vs {want.reshape(-1)[bad[0]]!r}"
+
+
 def assert_close(got, expected, rtol=1e-12, atol=1e-12, what="value"):
     got_a = np.asarray(got)
     exp_a = np.asarray(expected)

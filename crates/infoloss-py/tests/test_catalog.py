@@ -1,10 +1,11 @@
 """The Python front ends follow the core's option catalog (``infoloss::options::catalog()``, seen here as
 ``infoloss._infoloss._catalog()``): every public function of a loss, in ``infoloss`` and ``infoloss.torch``, takes
 every option of the catalog under its name with the catalog's default, and takes nothing else but its arrays and the
-front-end arguments listed below. The stubs are compared with these functions by ``test_stubs.py``, so they follow too.
+front-end arguments listed below.
 
-Adding an option to a loss in the core makes this test fail, naming each function that lacks it, until the Python
-signatures (and their stubs) have it."""
+The functions spell PyTorch's parameters and take the other options of the catalog through
+``_common.catalog_options``, so an option added to a loss in the core reaches every signature with no Python edit;
+this test checks that it does."""
 
 from __future__ import annotations
 
@@ -95,13 +96,24 @@ def _ast_default(node):
 
 
 def torch_functions():
-    """The same for ``infoloss.torch``, read from its source (so this runs without torch)."""
+    """The same for ``infoloss.torch``: its runtime signatures, or without torch its source (ast), which holds the
+    parameters the functions spell but not the catalog options they take by name."""
+    try:
+        import infoloss.torch as itorch
+    except ImportError:  # pragma: no cover - the test suite runs with torch (INFOLOSS_REQUIRE_TORCH)
+        itorch = None
     tree = ast.parse((PKG / "torch.py").read_text())
     defs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
     for loss in CATALOG:
         base = PY_NAME.get(loss, loss)
         fn = defs.get(base)
         if fn is None:
+            continue
+        if itorch is not None:
+            params = inspect.signature(getattr(itorch, base)).parameters.values()
+            yield "torch." + base, loss, {
+                p.name: EMPTY if p.default is inspect.Parameter.empty else p.default for p in params
+            }
             continue
         a = fn.args
         positional = a.posonlyargs + a.args

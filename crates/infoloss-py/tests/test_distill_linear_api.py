@@ -546,7 +546,7 @@ def test_the_private_module_checks_dtypes_and_ranks():
     _C = infoloss._infoloss
     with pytest.raises(TypeError, match="no float16 kernels"):
         _C.linear_cross_entropy(np.zeros((2, 3), np.float16), np.zeros((4, 3), np.float16), np.array([0, 1]), None,
-                                None, -100, "mean", 0.0, 0.0, None, False, False, None, None)
+                                None, (-100, "mean", 0.0, 0.0, None, False, False, None), None)
     with pytest.raises(TypeError, match="must be a float64 array"):
         _C.distill(np.zeros((2, 3)), np.zeros((2, 3), np.float32), None,
                    (1.0, True, "forward_kl", 0.5, 1.0, -100, "batchmean", None), None, True, False)

@@ -257,13 +257,13 @@ def test_the_private_module_rejects_unconverted_arrays_cleanly():
     with pytest.raises(TypeError, match="must be a float16, float32 or float64 array"):
         _C.softmax([1.0, 2.0], 0)
     with pytest.raises(TypeError, match="must be a float32 array"):
-        _C.kl_div(np.zeros(3, np.float32), np.zeros(3), "sum", False, None, True, False, False)
+        _C.kl_div(np.zeros(3, np.float32), np.zeros(3), ("sum", False), None, None, None, True, False, False)
     with pytest.raises(TypeError, match="int64 array of class indices"):
-        _C.nll_loss(np.zeros((2, 3)), np.zeros(2, np.int32), None, -100, "mean", None, True, False)
+        _C.nll_loss(np.zeros((2, 3)), np.zeros(2, np.int32), (-100, "mean"), None, None, None, True, False)
     with pytest.raises(ValueError, match="not aligned"):
         raw = np.zeros(8 * 3 + 1, np.uint8)[1:].view(np.float64)
         _C.softmax(raw, 0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match="not a valid value for reduction"):
-            _C.kl_div(np.zeros(3), np.zeros(3), "bogus", False, None, True, False, False)
+            _C.kl_div(np.zeros(3), np.zeros(3), ("bogus", False), None, None, None, True, False, False)

@@ -83,7 +83,7 @@ def test_maturin_wheel(tmp_path):
     (wheel,) = wheels.glob("infoloss-*.whl")
     assert "abi3" in wheel.name, wheel.name
     names = zipfile.ZipFile(wheel).namelist()
-    for f in ("infoloss/__init__.py", "infoloss/py.typed", "infoloss/__init__.pyi", "infoloss/torch.py"):
+    for f in ("infoloss/__init__.py", "infoloss/py.typed", "infoloss/_infoloss.pyi", "infoloss/torch.py"):
         assert f in names, (f, names)
     assert any(n.startswith("infoloss/_infoloss") and n.endswith(".so") for n in names), names
     python = _fresh_venv(tmp_path / "venv")

@@ -15,18 +15,13 @@ F = torch.nn.functional
 
 import infoloss  # noqa: E402
 import infoloss.torch as itorch  # noqa: E402
-from conftest import mismatches  # noqa: E402
+from conftest import check_against_torch  # noqa: E402
 
 TOL = {torch.float32: (2e-5, 2e-6), torch.float64: (1e-11, 1e-13)}
 
 
 def check(got, want, dtype, what):
-    rtol, atol = TOL[dtype]
-    got = np.asarray(got.detach().numpy() if isinstance(got, torch.Tensor) else got, dtype=np.float64)
-    want = want.detach().to(torch.float64).numpy()
-    assert got.shape == want.shape, f"{what}: shape {got.shape} vs torch {want.shape}"
-    bad = mismatches(got, want, rtol, atol)
-    assert not bad, f"{what}: {len(bad)} elements differ, e.g. {got.reshape(-1)[bad[0]]!r} vs {want.reshape(-1)[bad[0]]!r}"
+    check_against_torch(got, want, TOL[dtype], what)
 
 
 # ---------------------------------------------------------------------------------------------- signatures

@@ -44,7 +44,8 @@ def rand(*shape, dtype=torch.float64, grad=False, scale=1.0, seed=None):
 
 
 def op_cases():
-    """(op name, args) for torch.library.opcheck: every operator, reduced and unreduced, with gradients wanted."""
+    """(op name, args) for torch.library.opcheck: every operator, reduced and unreduced, with gradients wanted.
+    An operator's options are the catalog's of its loss, in the catalog's order, then the front end's own."""
     x, p = rand(4, 5, grad=True), torch.softmax(rand(4, 5, seed=3), 1).requires_grad_(True)
     y = torch.tensor([0, 4, -100, 2])
     w = rand(5, seed=4).abs()
@@ -63,9 +64,10 @@ def op_cases():
             ("binary_cross_entropy", (torch.sigmoid(x.detach()).requires_grad_(True), p, None, red, [True, True])),
             ("binary_cross_entropy_with_logits", (x, p, w, w, red, [True, True])),
             ("distill", (s, t, y, *dopts, "batchmean" if red == "mean" else "none", None, [True])),
-            ("distill_topk", (s, idx, lq, y, True, *dopts, "batchmean" if red == "mean" else "none", None, [True])),
+            ("distill_topk", (s, idx, lq, y, *dopts, "batchmean" if red == "mean" else "none", None, True, [True])),
             ("cross_entropy_extras", (x, y, w, -100, red, 0.1, 0.01, 3.0, True, True, [True])),
-            ("linear_cross_entropy", (h, lw, y, lb, None, red, -100, 0.1, 0.0, None, 2, [True, True, True])),
+            ("linear_cross_entropy", (h, lw, y, lb, None, -100, red, 0.1, 0.0, None, False, False, 2,
+                                      [True, True, True])),
             ("linear_distill", (h, lw, ht, wt, y, lb, None, *dopts, "batchmean" if red == "mean" else "none", None,
                                 2, None, False, [True, True, True])),
         ]

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import operator
 import sys
 import warnings
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple, TypeVar
 
 import numpy as np
 
@@ -133,6 +134,106 @@ CATALOG: Dict[str, Dict[str, Dict[str, Any]]] = {
 def choices(loss: str, option: str) -> Tuple[str, ...]:
     """The spellings a choice option of the catalog accepts, in the core's order."""
     return tuple(CATALOG[loss][option]["choices"])
+
+
+#: The catalog type of the array options (class and element weights), which the extension takes as arrays.
+_ARRAY = "Optional[ArrayLike]"
+
+
+def _option_value(spec: Dict[str, Any], v: Any, op: str) -> Any:
+    """``v`` as the extension takes an option of ``spec``'s type: a Python ``bool``, ``int``, ``float``, ``str``
+    or ``None`` (a NumPy scalar becomes the Python one), with the errors of :func:`as_int` / :func:`as_float`;
+    a choice is passed on as given, for the core to check."""
+    name, kind = spec["name"], spec["type"]
+    if kind.startswith("Optional[") and v is None:
+        return None
+    if kind == "bool":
+        return bool(v)
+    if kind in ("int", "Optional[int]"):
+        return as_int(v, op, name)
+    if kind in ("float", "Optional[float]"):
+        return as_float(v, op, name)
+    return v
+
+
+def option_tuple(loss: str, extra: Dict[str, Any], /, *, op: Optional[str] = None, **given: Any) -> Tuple[Any, ...]:
+    """The scalar options of ``loss`` as the extension and the torch operators take them: one tuple in the
+    catalog's order.
+
+    ``given``: the options the Python function spells in its signature (resolved: the reduction after torch's
+    rules); ``extra``: the ``**options`` it takes by name through :func:`catalog_options`; every other option
+    gets the catalog's default. An ``extra`` name that is not an option of ``loss`` is a ``TypeError``, as an
+    unknown keyword argument is. ``op`` (default ``loss``) names the function in errors.
+    """
+    op = op or loss
+    specs = CATALOG[loss]
+    for name in extra:
+        if name not in specs or specs[name]["type"] == _ARRAY:
+            raise TypeError(f"{op}() got an unexpected keyword argument '{name}'")
+    out = []
+    for name, spec in specs.items():
+        if spec["type"] == _ARRAY:
+            continue
+        v = given[name] if name in given else extra.get(name, spec["default"])
+        out.append(_option_value(spec, v, op))
+    return tuple(out)
+
+
+def scalar_options(loss: str) -> Tuple[Dict[str, Any], ...]:
+    """The specs of the scalar options of ``loss`` (those of :func:`option_tuple`), in the catalog's order."""
+    return tuple(s for s in CATALOG[loss].values() if s["type"] != _ARRAY)
+
+
+def option(loss: str, options: Tuple[Any, ...], name: str) -> Any:
+    """The option ``name`` in a tuple of :func:`option_tuple`."""
+    return options[[s["name"] for s in scalar_options(loss)].index(name)]
+
+
+def replace_options(loss: str, options: Tuple[Any, ...], **changes: Any) -> Tuple[Any, ...]:
+    """A tuple of :func:`option_tuple` with the options ``changes`` names set to their values."""
+    return tuple(changes.get(s["name"], v) for s, v in zip(scalar_options(loss), options))
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+#: The keyword-only arguments of the ``*_with_grad`` twins, which stay last, after the catalog's options.
+_TWIN_ARGS = ("grad_output", "return_target_grad")
+
+
+def catalog_options(loss: str, *, left_out: Tuple[str, ...] = ()) -> Callable[[_F], _F]:
+    """Declares that a public function takes every option of the catalog's ``loss``.
+
+    The options the function spells (PyTorch's order, positional as in torch) stay as they are; every other
+    scalar option of the catalog except ``left_out`` becomes a keyword-only parameter of its ``__signature__``
+    with the catalog's type, default and doc line (in the catalog's order, before ``grad_output`` and
+    ``return_target_grad``), and reaches the function through its ``**options``, which it hands to
+    :func:`option_tuple`. So an option added to a loss in the core needs no edit here. The function itself is
+    returned (no wrapper), so warnings keep pointing at the caller.
+    """
+
+    def decorate(fn: _F) -> _F:
+        sig = inspect.signature(fn)
+        params = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        added = [
+            spec for name, spec in CATALOG[loss].items()
+            if name not in sig.parameters and name not in left_out and spec["type"] != _ARRAY
+        ]
+        at = next(
+            (i for i, p in enumerate(params) if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name in _TWIN_ARGS),
+            len(params),
+        )
+        params[at:at] = [
+            inspect.Parameter(s["name"], inspect.Parameter.KEYWORD_ONLY, default=s["default"], annotation=s["type"])
+            for s in added
+        ]
+        fn.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        if added and fn.__doc__:
+            lines = "\n".join(f"    ``{s['name']}``: {s['doc']}" for s in added)
+            fn.__doc__ += f"\n\n    Options (the core's catalog):\n\n{lines}\n"
+        return fn
+
+    return decorate
 
 
 # ---------------------------------------------------------------------------------------------------- arrays

@@ -7,7 +7,7 @@ The option names are those of the Rust core (``infoloss::distill::DistillOptions
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -29,27 +29,32 @@ def _choice(v: Any, allowed, op: str, name: str) -> str:
     return v
 
 
-def _opt_float(v: Any, op: str, name: str) -> Optional[float]:
-    return None if v is None else c.as_float(v, op, name)
+def _checked(op: str, extra: Dict[str, Any], choices: Dict[str, Tuple[str, ...]]) -> Dict[str, Any]:
+    """``extra`` with its choice options checked against ``choices`` (option -> the spellings, in the order the
+    error message lists them)."""
+    return {k: _choice(v, choices[k], op, k) if k in choices else v for k, v in extra.items()}
 
 
-def _distill_options(op: str, temperature, t2_scaling, divergence, beta, alpha, ignore_index, reduction, normalizer):
-    """The options as the extension takes them: one tuple in the catalog's order of ``DistillOptions`` (validated
-    types; the core checks the values)."""
-    return (
-        c.as_float(temperature, op, "temperature"),
-        bool(t2_scaling),
-        _choice(divergence, DIVERGENCES, op, "divergence"),
-        c.as_float(beta, op, "beta"),
-        c.as_float(alpha, op, "alpha"),
-        c.as_int(ignore_index, op, "ignore_index"),
-        _choice(reduction, DISTILL_REDUCTIONS, op, "reduction"),
-        _opt_float(normalizer, op, "normalizer"),
-    )
+def _distill_options(op: str, extra: Dict[str, Any], *, loss: str = "distill") -> tuple:
+    """The options as the extension takes them: one tuple in the catalog's order of ``loss``'s options
+    (``DistillOptions``, or ``LinearDistillOptions``), types and choices validated (the core checks the values).
+    ``extra``: the catalog options the function takes by name."""
+    extra = _checked(op, extra, {"divergence": DIVERGENCES, "reduction": DISTILL_REDUCTIONS})
+    return c.option_tuple(loss, extra, op=op)
 
 
 def _labels(labels: Any, op: str) -> Optional[np.ndarray]:
     return None if labels is None else c.index_target(labels, op, "labels")
+
+
+def _student_teacher(op: str, student_logits: ArrayLike, teacher: ArrayLike, name: str,
+                     grad_output: Optional[ArrayLike]) -> Tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
+    """``(student, student, teacher, grad_output)``: the student logits as given, then the student and the teacher
+    array ``name`` in their promoted dtype, and the upstream gradient in that dtype."""
+    s = c.float_input(student_logits, op, "student_logits")
+    t = c.float_input(teacher, op, name)
+    dt = c.promote(op, s, (teacher, t))
+    return s, c.cast(s, dt, op, "student_logits"), c.cast(t, dt, op, name), c.grad_output_array(grad_output, dt, op)
 
 
 # ---------------------------------------------------------------------------------------------------- distill
@@ -67,29 +72,18 @@ def _distill(
 ):
     """``(loss, grad_student, None)`` with the options already validated by :func:`_distill_options`."""
     op = "distill"
-    s = c.float_input(student_logits, op, "student_logits")
-    t = c.float_input(teacher_logits, op, "teacher_logits")
-    dt = c.promote(op, s, (teacher_logits, t))
-    sc, tc = c.cast(s, dt, op, "student_logits"), c.cast(t, dt, op, "teacher_logits")
-    go = c.grad_output_array(grad_output, dt, op)
+    s, sc, tc, go = _student_teacher(op, student_logits, teacher_logits, "teacher_logits", grad_output)
     lo, gi, _ = _C.distill(sc, tc, _labels(labels, op), options, go, loss, grad)
     return lo, (None if gi is None else gi.astype(s.dtype, copy=False)), None
 
 
+@c.catalog_options("distill")
 def distill(
     student_logits: ArrayLike,
     teacher_logits: ArrayLike,
     labels: Optional[ArrayLike] = None,
-    *,
-    temperature: float = 1.0,
-    t2_scaling: bool = True,
-    divergence: str = "forward_kl",
-    beta: float = 0.5,
-    alpha: float = 1.0,
-    ignore_index: int = -100,
-    reduction: str = "batchmean",
-    normalizer: Optional[float] = None,
-):
+    **options: Any,
+) -> Any:
     r"""Knowledge-distillation loss between student and teacher logits, both ``(rows, classes)``.
 
     With ``p = softmax(student / T)``, ``q = softmax(teacher / T)`` (``T = temperature``) the row loss is
@@ -127,26 +121,19 @@ def distill(
         >>> round(infoloss.distill(s, t, np.array([1, -100]), temperature=2.0, alpha=0.5), 9)
         0.461389689
     """
-    opts = _distill_options("distill", temperature, t2_scaling, divergence, beta, alpha, ignore_index, reduction,
-                            normalizer)
+    opts = _distill_options("distill", options)
     return _distill(student_logits, teacher_logits, labels, opts)[0]
 
 
+@c.catalog_options("distill")
 def distill_with_grad(
     student_logits: ArrayLike,
     teacher_logits: ArrayLike,
     labels: Optional[ArrayLike] = None,
     *,
-    temperature: float = 1.0,
-    t2_scaling: bool = True,
-    divergence: str = "forward_kl",
-    beta: float = 0.5,
-    alpha: float = 1.0,
-    ignore_index: int = -100,
-    reduction: str = "batchmean",
-    normalizer: Optional[float] = None,
     grad_output: Optional[ArrayLike] = None,
-):
+    **options: Any,
+) -> Tuple[Any, np.ndarray]:
     """:func:`distill` and its gradient wrt the student logits: ``(loss, grad_student)``, ``grad_student`` of
     shape ``(rows, classes)`` in the student's dtype (zero in ignored rows).
 
@@ -160,8 +147,7 @@ def distill_with_grad(
         >>> np.round(g, 6).tolist()  # softmax(s) − softmax(t)
         [[0.109272, 0.297033, -0.406305]]
     """
-    opts = _distill_options("distill", temperature, t2_scaling, divergence, beta, alpha, ignore_index, reduction,
-                            normalizer)
+    opts = _distill_options("distill", options)
     lo, gi, _ = _distill(student_logits, teacher_logits, labels, opts, grad_output, grad=True)
     return lo, gi
 
@@ -182,16 +168,13 @@ def _distill_topk(
     grad: bool = False,
 ):
     op = "distill_topk"
-    s = c.float_input(student_logits, op, "student_logits")
-    lq = c.float_input(topk_logprobs, op, "topk_logprobs")
-    dt = c.promote(op, s, (topk_logprobs, lq))
-    sc, lqc = c.cast(s, dt, op, "student_logits"), c.cast(lq, dt, op, "topk_logprobs")
+    s, sc, lqc, go = _student_teacher(op, student_logits, topk_logprobs, "topk_logprobs", grad_output)
     idx = c.index_target(topk_indices, op, "topk_indices")
-    go = c.grad_output_array(grad_output, dt, op)
     lo, gi, _ = _C.distill_topk(sc, idx, lqc, _labels(labels, op), bool(add_tail), options, go, loss, grad)
     return lo, (None if gi is None else gi.astype(s.dtype, copy=False)), None
 
 
+@c.catalog_options("distill")
 def distill_topk(
     student_logits: ArrayLike,
     topk_indices: ArrayLike,
@@ -199,15 +182,8 @@ def distill_topk(
     labels: Optional[ArrayLike] = None,
     *,
     add_tail: bool = False,
-    temperature: float = 1.0,
-    t2_scaling: bool = True,
-    divergence: str = "forward_kl",
-    beta: float = 0.5,
-    alpha: float = 1.0,
-    ignore_index: int = -100,
-    reduction: str = "batchmean",
-    normalizer: Optional[float] = None,
-):
+    **options: Any,
+) -> Any:
     r""":func:`distill` against a sparse top-k teacher stored offline (e.g. vLLM ``logprobs``).
 
     ``topk_indices`` ``(rows, k)``: the teacher's top-k classes per row (integers in ``[0, classes)``, no repeats
@@ -227,11 +203,11 @@ def distill_topk(
         >>> round(infoloss.distill_topk(s, np.array([[2, 1]]), np.array([[-0.4, -1.5]]), add_tail=True), 9)
         0.752284139
     """
-    opts = _distill_options("distill_topk", temperature, t2_scaling, divergence, beta, alpha, ignore_index,
-                            reduction, normalizer)
+    opts = _distill_options("distill_topk", options)
     return _distill_topk(student_logits, topk_indices, topk_logprobs, labels, add_tail, opts)[0]
 
 
+@c.catalog_options("distill")
 def distill_topk_with_grad(
     student_logits: ArrayLike,
     topk_indices: ArrayLike,
@@ -239,16 +215,9 @@ def distill_topk_with_grad(
     labels: Optional[ArrayLike] = None,
     *,
     add_tail: bool = False,
-    temperature: float = 1.0,
-    t2_scaling: bool = True,
-    divergence: str = "forward_kl",
-    beta: float = 0.5,
-    alpha: float = 1.0,
-    ignore_index: int = -100,
-    reduction: str = "batchmean",
-    normalizer: Optional[float] = None,
     grad_output: Optional[ArrayLike] = None,
-):
+    **options: Any,
+) -> Tuple[Any, np.ndarray]:
     """:func:`distill_topk` and its gradient wrt the (dense) student logits: ``(loss, grad_student)``.
 
     With the tail bucket the classes outside the top-k share the tail's gradient in proportion to their
@@ -261,27 +230,19 @@ def distill_topk_with_grad(
         >>> round(float(g[0, 2]), 9), abs(float(g.sum())) < 1e-15
         (-0.53433113, True)
     """
-    opts = _distill_options("distill_topk", temperature, t2_scaling, divergence, beta, alpha, ignore_index,
-                            reduction, normalizer)
+    opts = _distill_options("distill_topk", options)
     lo, gi, _ = _distill_topk(student_logits, topk_indices, topk_logprobs, labels, add_tail, opts, grad_output,
                               grad=True)
     return lo, gi
 
 
+@c.catalog_options("distill")
 def distill_with_grad_in_place(
     student_logits: np.ndarray,
     teacher_logits: ArrayLike,
     labels: Optional[ArrayLike] = None,
-    *,
-    temperature: float = 1.0,
-    t2_scaling: bool = True,
-    divergence: str = "forward_kl",
-    beta: float = 0.5,
-    alpha: float = 1.0,
-    ignore_index: int = -100,
-    reduction: str = "batchmean",
-    normalizer: Optional[float] = None,
-):
+    **options: Any,
+) -> Any:
     """:func:`distill_with_grad` for the training path: the gradient wrt the student logits is written **over**
     ``student_logits`` and only the loss is returned (a float, or ``(rows,)`` for ``'none'``).
 
@@ -299,7 +260,7 @@ def distill_with_grad_in_place(
         [[0.109272, 0.297033, -0.406305]]
     """
     op = "distill_with_grad_in_place"
-    opts = _distill_options(op, temperature, t2_scaling, divergence, beta, alpha, ignore_index, reduction, normalizer)
+    opts = _distill_options(op, options)
     s = c.in_place_logits(student_logits, op, "student_logits")
     t = c.cast(c.float_input(teacher_logits, op, "teacher_logits"), s.dtype, op, "teacher_logits")
     y = _labels(labels, op)
@@ -307,6 +268,7 @@ def distill_with_grad_in_place(
     return _C.distill_in_place(s, t, y, opts)
 
 
+@c.catalog_options("distill")
 def distill_topk_with_grad_in_place(
     student_logits: np.ndarray,
     topk_indices: ArrayLike,
@@ -314,15 +276,8 @@ def distill_topk_with_grad_in_place(
     labels: Optional[ArrayLike] = None,
     *,
     add_tail: bool = False,
-    temperature: float = 1.0,
-    t2_scaling: bool = True,
-    divergence: str = "forward_kl",
-    beta: float = 0.5,
-    alpha: float = 1.0,
-    ignore_index: int = -100,
-    reduction: str = "batchmean",
-    normalizer: Optional[float] = None,
-):
+    **options: Any,
+) -> Any:
     """:func:`distill_topk_with_grad` for the training path: the gradient wrt the dense student logits is written
     **over** ``student_logits`` and only the loss is returned.
 
@@ -339,7 +294,7 @@ def distill_topk_with_grad_in_place(
         (0.752284139, -0.53433113)
     """
     op = "distill_topk_with_grad_in_place"
-    opts = _distill_options(op, temperature, t2_scaling, divergence, beta, alpha, ignore_index, reduction, normalizer)
+    opts = _distill_options(op, options)
     s = c.in_place_logits(student_logits, op, "student_logits")
     lq = c.cast(c.float_input(topk_logprobs, op, "topk_logprobs"), s.dtype, op, "topk_logprobs")
     idx = c.index_target(topk_indices, op, "topk_indices")
@@ -392,48 +347,44 @@ SHARPEN = c.choices("uda_consistency", "sharpen")
 UDA_NORMALIZE = c.choices("uda_consistency", "normalize")
 
 
-def _uda_inputs(ori_logits: ArrayLike, aug_logits: ArrayLike, temperature, sharpen, confidence_threshold,
-                normalize):
-    """``(aug array, compute dtype, ori, aug in that dtype, options tuple)`` of the UDA functions."""
+def _uda_options(extra: Dict[str, Any]) -> tuple:
+    """``UdaOptions`` in the catalog's order, the choices validated (the core checks the values)."""
     op = "uda_consistency"
-    opts = (c.as_float(temperature, op, "temperature"), _choice(sharpen, SHARPEN, op, "sharpen"),
-            _opt_float(confidence_threshold, op, "confidence_threshold"),
-            _choice(normalize, UDA_NORMALIZE, op, "normalize"))
+    return c.option_tuple(op, _checked(op, extra, {"sharpen": SHARPEN, "normalize": UDA_NORMALIZE}))
+
+
+def _uda_inputs(ori_logits: ArrayLike, aug_logits: ArrayLike) -> tuple:
+    """``(aug array, compute dtype, ori, aug in that dtype)`` of the UDA functions."""
+    op = "uda_consistency"
     o = c.float_input(ori_logits, op, "ori_logits")
     a = c.float_input(aug_logits, op, "aug_logits")
     dt = c.promote(op, a, (ori_logits, o))
-    return a, dt, c.cast(o, dt, op, "ori_logits"), c.cast(a, dt, op, "aug_logits"), opts
+    return a, dt, c.cast(o, dt, op, "ori_logits"), c.cast(a, dt, op, "aug_logits")
 
 
-def _uda(ori_logits: ArrayLike, aug_logits: ArrayLike, temperature, sharpen, confidence_threshold, normalize):
-    a, _, oc, ac, opts = _uda_inputs(ori_logits, aug_logits, temperature, sharpen, confidence_threshold, normalize)
-    loss, grad, mask, kept, row_kl = _C.uda_consistency(oc, ac, opts)
+def _uda(ori_logits: ArrayLike, aug_logits: ArrayLike, options: tuple) -> UdaResult:
+    a, _, oc, ac = _uda_inputs(ori_logits, aug_logits)
+    loss, grad, mask, kept, row_kl = _C.uda_consistency(oc, ac, options)
     return UdaResult(loss, grad.astype(a.dtype, copy=False), mask, int(kept), row_kl)
 
 
-def _uda_loss(ori_logits: ArrayLike, aug_logits: ArrayLike, temperature, sharpen, confidence_threshold,
-              normalize) -> UdaLossResult:
-    _, _, oc, ac, opts = _uda_inputs(ori_logits, aug_logits, temperature, sharpen, confidence_threshold, normalize)
-    loss, mask, kept, row_kl = _C.uda_consistency(oc, ac, opts, want_grad=False)
+def _uda_loss(ori_logits: ArrayLike, aug_logits: ArrayLike, options: tuple) -> UdaLossResult:
+    _, _, oc, ac = _uda_inputs(ori_logits, aug_logits)
+    loss, mask, kept, row_kl = _C.uda_consistency(oc, ac, options, want_grad=False)
     return UdaLossResult(loss, mask, int(kept), row_kl)
 
 
-def _uda_backward(ori_logits: ArrayLike, aug_logits: ArrayLike, grad_output, temperature, sharpen,
-                  confidence_threshold, normalize) -> np.ndarray:
-    a, dt, oc, ac, opts = _uda_inputs(ori_logits, aug_logits, temperature, sharpen, confidence_threshold,
-                                      normalize)
+def _uda_backward(ori_logits: ArrayLike, aug_logits: ArrayLike, grad_output: Any, options: tuple) -> np.ndarray:
+    a, dt, oc, ac = _uda_inputs(ori_logits, aug_logits)
     go = c.grad_output_array(grad_output, dt, "uda_consistency")
-    return _C.uda_consistency_backward(oc, ac, go, opts).astype(a.dtype, copy=False)
+    return _C.uda_consistency_backward(oc, ac, go, options).astype(a.dtype, copy=False)
 
 
+@c.catalog_options("uda_consistency")
 def uda_consistency(
     ori_logits: ArrayLike,
     aug_logits: ArrayLike,
-    *,
-    temperature: float = 1.0,
-    sharpen: str = "target",
-    confidence_threshold: Optional[float] = None,
-    normalize: str = "kept_rows",
+    **options: Any,
 ) -> UdaResult:
     r"""The UDA consistency loss (Xie et al. 2019) between original and augmented logits, both ``(rows, classes)``,
     with its gradient wrt the augmented logits; returns a :class:`UdaResult` ``(loss, grad_aug, mask, kept,
@@ -474,17 +425,15 @@ def uda_consistency(
         >>> r.grad_aug[1].tolist()
         [0.0, 0.0, 0.0]
     """
-    return _uda(ori_logits, aug_logits, temperature, sharpen, confidence_threshold, normalize)
+    opts = _uda_options(options)
+    return _uda(ori_logits, aug_logits, opts)
 
 
+@c.catalog_options("uda_consistency")
 def uda_consistency_loss(
     ori_logits: ArrayLike,
     aug_logits: ArrayLike,
-    *,
-    temperature: float = 1.0,
-    sharpen: str = "target",
-    confidence_threshold: Optional[float] = None,
-    normalize: str = "kept_rows",
+    **options: Any,
 ) -> UdaLossResult:
     r"""The loss of :func:`uda_consistency` without its gradient (evaluation, logging, a forward pass whose
     backward comes later from :func:`uda_consistency_backward`): returns a :class:`UdaLossResult` ``(loss, mask,
@@ -499,18 +448,16 @@ def uda_consistency_loss(
         >>> round(r.loss, 9), r.mask.tolist(), r.kept
         (0.685771385, [1.0, 0.0], 1)
     """
-    return _uda_loss(ori_logits, aug_logits, temperature, sharpen, confidence_threshold, normalize)
+    opts = _uda_options(options)
+    return _uda_loss(ori_logits, aug_logits, opts)
 
 
+@c.catalog_options("uda_consistency")
 def uda_consistency_backward(
     ori_logits: ArrayLike,
     aug_logits: ArrayLike,
     grad_output: ArrayLike,
-    *,
-    temperature: float = 1.0,
-    sharpen: str = "target",
-    confidence_threshold: Optional[float] = None,
-    normalize: str = "kept_rows",
+    **options: Any,
 ) -> np.ndarray:
     r"""The gradient of ``grad_output · uda_consistency(ori_logits, aug_logits).loss`` wrt ``aug_logits``
     (``(rows, classes)``), for a scalar upstream gradient ``grad_output`` (a number or a 0-d array) — what
@@ -528,5 +475,5 @@ def uda_consistency_backward(
         >>> round(float(g[0, 0]), 9), g[1].tolist()
         (1.316696845, [0.0, 0.0, 0.0])
     """
-    return _uda_backward(ori_logits, aug_logits, grad_output, temperature, sharpen, confidence_threshold,
-                         normalize)
+    opts = _uda_options(options)
+    return _uda_backward(ori_logits, aug_logits, grad_output, opts)

@@ -8,7 +8,7 @@ Each public function resolves its arguments exactly as ``torch.nn.functional`` d
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -41,24 +41,28 @@ def _scale(dtype: np.dtype, loss: Any, n: int) -> Any:
 # ------------------------------------------------------------------------------------------- cross_entropy
 
 
+def _no_ignore_index(op: str, options: Tuple[Any, ...]) -> None:
+    """Probability targets take no class index to ignore (torch's error)."""
+    ignore_index = c.option("cross_entropy", options, "ignore_index")
+    if ignore_index >= 0:
+        raise ValueError(f"{op}: ignore_index is not supported for floating point target (got {ignore_index})")
+
+
 def _cross_entropy(
     input: ArrayLike,
     target: ArrayLike,
     weight: Optional[ArrayLike],
-    ignore_index: Any,
-    reduction: str,
-    label_smoothing: Any,
+    options: Tuple[Any, ...],
     grad_output: Optional[ArrayLike] = None,
     *,
     loss: bool = True,
     grad: bool = False,
     target_grad: bool = False,
-):
-    """(loss, grad_input, grad_target) with the reduction already resolved."""
+) -> Tuple[Any, Optional[np.ndarray], Optional[np.ndarray]]:
+    """(loss, grad_input, grad_target); ``options``: :func:`infoloss._common.option_tuple`'s, the reduction
+    resolved."""
     op = "cross_entropy"
     x = c.float_input(input, op)
-    ignore_index = c.as_int(ignore_index, op, "ignore_index")
-    label_smoothing = c.as_float(label_smoothing, op, "label_smoothing")
     t_arr = c.asarray(target, op, "target")
     w_arr = None if weight is None else c.numeric(weight, op, "weight", allow_bool=False)
     if t_arr.shape == x.shape:
@@ -68,23 +72,32 @@ def _cross_entropy(
                 f"{op}: a target with the input's shape {list(x.shape)} holds class probabilities and must be "
                 f"floating point, got dtype {t_arr.dtype} (class indices have the input's shape without dimension 1)"
             )
-        if ignore_index >= 0:
-            raise ValueError(f"{op}: ignore_index is not supported for floating point target (got {ignore_index})")
+        _no_ignore_index(op, options)
         dt = c.promote(op, x, (target, t_arr))
         xc = c.cast(x, dt, op, "input")
         tc = c.cast(t_arr, dt, op, "target")
         wc = None if w_arr is None else c.cast(w_arr, dt, op, "weight")
         go = c.grad_output_array(grad_output, dt, op)
-        lo, gi, gt = _C.cross_entropy_probs(xc, tc, wc, reduction, label_smoothing, go, loss, grad, target_grad)
+        lo, gi, gt = _C.cross_entropy_probs(xc, tc, options, wc, None, go, loss, grad, target_grad)
         return lo, _cast_grad(gi, x.dtype), _cast_grad(gt, c.native(t_arr.dtype) if c.is_strong(target) else dt)
-    t = c.index_target(t_arr, op)
+    return _class_indices(op, x, t_arr, w_arr, options, grad_output, loss, grad)
+
+
+def _class_indices(
+    name: str, x: np.ndarray, target: Any, weight: Optional[np.ndarray], options: Tuple[Any, ...],
+    grad_output: Optional[ArrayLike], loss: bool, grad: bool,
+) -> Tuple[Any, Optional[np.ndarray], None]:
+    """A class-index loss (``cross_entropy``, ``nll_loss``) of the float input ``x``: the targets become int64,
+    the weight and the upstream gradient take the input's dtype (no promotion, as torch)."""
+    t = c.index_target(target, name)
     dt = x.dtype
-    wc = None if w_arr is None else c.cast(w_arr, dt, op, "weight")
-    go = c.grad_output_array(grad_output, dt, op)
-    lo, gi, _ = _C.cross_entropy(x, t, wc, ignore_index, reduction, label_smoothing, go, loss, grad)
+    wc = None if weight is None else c.cast(weight, dt, name, "weight")
+    go = c.grad_output_array(grad_output, dt, name)
+    lo, gi, _ = getattr(_C, name)(x, t, options, wc, None, go, loss, grad)
     return lo, gi, None
 
 
+@c.catalog_options("cross_entropy")
 def cross_entropy(
     input: ArrayLike,
     target: ArrayLike,
@@ -94,7 +107,8 @@ def cross_entropy(
     reduce: Optional[bool] = None,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
-):
+    **options: Any,
+) -> Any:
     r"""Cross-entropy between logits and class indices or class probabilities, as ``torch.nn.functional.cross_entropy``.
 
     Args:
@@ -122,9 +136,12 @@ def cross_entropy(
         0.916291
     """
     red = c.resolve_reduction(size_average, reduce, reduction, 2)
-    return _cross_entropy(input, target, weight, ignore_index, red, label_smoothing)[0]
+    opts = c.option_tuple("cross_entropy", options, ignore_index=ignore_index, reduction=red,
+                          label_smoothing=label_smoothing)
+    return _cross_entropy(input, target, weight, opts)[0]
 
 
+@c.catalog_options("cross_entropy")
 def cross_entropy_with_grad(
     input: ArrayLike,
     target: ArrayLike,
@@ -137,7 +154,8 @@ def cross_entropy_with_grad(
     *,
     grad_output: Optional[ArrayLike] = None,
     return_target_grad: bool = False,
-):
+    **options: Any,
+) -> Tuple[Any, ...]:
     """:func:`cross_entropy` and its gradients: ``(loss, grad_input)`` or ``(loss, grad_input, grad_target)``.
 
     ``grad_output`` is the upstream gradient (``loss.backward(grad_output)``): a scalar for reduced losses, an
@@ -152,12 +170,13 @@ def cross_entropy_with_grad(
         [[-0.5, 0.5]]
     """
     red = c.resolve_reduction(size_average, reduce, reduction, 2)
-    lo, gi, gt = _cross_entropy(
-        input, target, weight, ignore_index, red, label_smoothing, grad_output, grad=True, target_grad=return_target_grad
-    )
+    opts = c.option_tuple("cross_entropy", options, ignore_index=ignore_index, reduction=red,
+                          label_smoothing=label_smoothing)
+    lo, gi, gt = _cross_entropy(input, target, weight, opts, grad_output, grad=True, target_grad=return_target_grad)
     return (lo, gi, gt) if return_target_grad else (lo, gi)
 
 
+@c.catalog_options("cross_entropy")
 def cross_entropy_with_grad_in_place(
     input: np.ndarray,
     target: ArrayLike,
@@ -165,7 +184,8 @@ def cross_entropy_with_grad_in_place(
     ignore_index: int = -100,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
-):
+    **options: Any,
+) -> Any:
     r""":func:`cross_entropy_with_grad` for the training path: the gradient wrt the logits is written **over**
     ``input`` and only the loss is returned (a float, or an array of the row shape for ``'none'``).
 
@@ -196,8 +216,8 @@ def cross_entropy_with_grad_in_place(
     op = "cross_entropy_with_grad_in_place"
     red = c.resolve_reduction(None, None, reduction, 2)
     x = c.in_place_logits(input, op, "input")
-    ignore_index = c.as_int(ignore_index, op, "ignore_index")
-    label_smoothing = c.as_float(label_smoothing, op, "label_smoothing")
+    opts = c.option_tuple("cross_entropy", options, op=op, ignore_index=ignore_index, reduction=red,
+                          label_smoothing=label_smoothing)
     t_arr = c.asarray(target, op, "target")
     w_arr = None if weight is None else c.numeric(weight, op, "weight", allow_bool=False)
     probs = t_arr.shape == x.shape
@@ -207,14 +227,13 @@ def cross_entropy_with_grad_in_place(
                 f"{op}: a target with the input's shape {list(x.shape)} holds class probabilities and must be "
                 f"floating point, got dtype {t_arr.dtype} (class indices have the input's shape without dimension 1)"
             )
-        if ignore_index >= 0:
-            raise ValueError(f"{op}: ignore_index is not supported for floating point target (got {ignore_index})")
+        _no_ignore_index(op, opts)
         t = c.cast(t_arr, x.dtype, op, "target")
     else:
         t = c.index_target(t_arr, op)
     wc = None if w_arr is None else c.cast(w_arr, x.dtype, op, "weight")
     c.not_sharing(x, op, "input", target=t, weight=wc)
-    return _C.cross_entropy_in_place(x, t, wc, ignore_index, red, label_smoothing, probs)
+    return _C.cross_entropy_in_place(x, t, wc, opts, probs)
 
 
 # ------------------------------------------------------------------------------------------------ nll_loss
@@ -224,24 +243,20 @@ def _nll_loss(
     input: ArrayLike,
     target: ArrayLike,
     weight: Optional[ArrayLike],
-    ignore_index: Any,
-    reduction: str,
+    options: Tuple[Any, ...],
     grad_output: Optional[ArrayLike] = None,
     *,
     loss: bool = True,
     grad: bool = False,
-):
+) -> Tuple[Any, Optional[np.ndarray], None]:
     op = "nll_loss"
     x = c.float_input(input, op)
-    ignore_index = c.as_int(ignore_index, op, "ignore_index")
     t = c.index_target(target, op)
-    dt = x.dtype
-    wc = None if weight is None else c.cast(c.numeric(weight, op, "weight", allow_bool=False), dt, op, "weight")
-    go = c.grad_output_array(grad_output, dt, op)
-    lo, gi, _ = _C.nll_loss(x, t, wc, ignore_index, reduction, go, loss, grad)
-    return lo, gi, None
+    w = None if weight is None else c.numeric(weight, op, "weight", allow_bool=False)
+    return _class_indices(op, x, t, w, options, grad_output, loss, grad)
 
 
+@c.catalog_options("nll_loss")
 def nll_loss(
     input: ArrayLike,
     target: ArrayLike,
@@ -250,7 +265,8 @@ def nll_loss(
     ignore_index: int = -100,
     reduce: Optional[bool] = None,
     reduction: str = "mean",
-):
+    **options: Any,
+) -> Any:
     r"""Negative log-likelihood of class indices, as ``torch.nn.functional.nll_loss``.
 
     ``input`` holds log-probabilities ``(C)``, ``(N, C)`` or ``(N, C, d1, ..., dK)``; ``target`` integer class
@@ -266,9 +282,11 @@ def nll_loss(
         0.75
     """
     red = c.resolve_reduction(size_average, reduce, reduction, 2)
-    return _nll_loss(input, target, weight, ignore_index, red)[0]
+    opts = c.option_tuple("nll_loss", options, ignore_index=ignore_index, reduction=red)
+    return _nll_loss(input, target, weight, opts)[0]
 
 
+@c.catalog_options("nll_loss")
 def nll_loss_with_grad(
     input: ArrayLike,
     target: ArrayLike,
@@ -279,7 +297,8 @@ def nll_loss_with_grad(
     reduction: str = "mean",
     *,
     grad_output: Optional[ArrayLike] = None,
-):
+    **options: Any,
+) -> Tuple[Any, np.ndarray]:
     """:func:`nll_loss` and its gradient wrt ``input``: ``(loss, grad_input)`` (targets are not differentiable).
 
     Example:
@@ -288,31 +307,37 @@ def nll_loss_with_grad(
         [[0.0, -1.0]]
     """
     red = c.resolve_reduction(size_average, reduce, reduction, 2)
-    lo, gi, _ = _nll_loss(input, target, weight, ignore_index, red, grad_output, grad=True)
+    opts = c.option_tuple("nll_loss", options, ignore_index=ignore_index, reduction=red)
+    lo, gi, _ = _nll_loss(input, target, weight, opts, grad_output, grad=True)
     return lo, gi
 
 
 # -------------------------------------------------------------------------------------------------- kl_div
 
 
-def _kl_div(
+def _elementwise(
+    name: str,
     input: ArrayLike,
     target: ArrayLike,
-    reduction: str,
-    log_target: Any,
+    weights: Dict[str, Optional[ArrayLike]],
+    options: Tuple[Any, ...],
     grad_output: Optional[ArrayLike] = None,
     *,
     divide: bool = False,
     loss: bool = True,
     grad: bool = False,
     target_grad: bool = False,
-):
-    op = "kl_div"
+) -> Tuple[Any, Optional[np.ndarray], Optional[np.ndarray]]:
+    """(loss, grad_input, grad_target) of ``kl_div`` or a binary cross-entropy (``name``): the target is promoted
+    with the input, the ``weights`` (argument name -> array or ``None``) are cast to that dtype. ``divide``:
+    torch's ``reduced / input.size(0)`` of ``kl_div``'s legacy arguments with ``'batchmean'``."""
+    op = name
     x = c.float_input(input, op)
     t_arr = c.numeric(target, op, "target")
     dt = c.promote(op, x, (target, t_arr))
     xc = c.cast(x, dt, op, "input")
     tc = c.cast(t_arr, dt, op, "target")
+    wc = {k: None if w is None else c.cast(c.numeric(w, op, k), dt, op, k) for k, w in weights.items()}
     n = x.shape[0] if (divide and x.ndim) else 1
     if divide and (grad or target_grad):
         # torch's `reduced / input.size(0)`: the upstream gradient is divided before the kernel's backward.
@@ -321,13 +346,15 @@ def _kl_div(
         go = np.asarray(go / dt.type(n), dtype=dt)
     else:
         go = c.grad_output_array(grad_output, dt, op)
-    lo, gi, gt = _C.kl_div(xc, tc, reduction, bool(log_target), go, loss, grad, target_grad)
+    kernel = getattr(_C, name)
+    lo, gi, gt = kernel(xc, tc, options, grad_output=go, loss=loss, grad=grad, target_grad=target_grad, **wc)
     if divide and lo is not None:
         lo = _scale(dt, lo, n)
     t_dt = c.native(t_arr.dtype) if (c.is_strong(target) and c.is_float(t_arr.dtype)) else dt
     return lo, _cast_grad(gi, x.dtype), _cast_grad(gt, t_dt)
 
 
+@c.catalog_options("kl_div")
 def kl_div(
     input: ArrayLike,
     target: ArrayLike,
@@ -335,7 +362,8 @@ def kl_div(
     reduce: Optional[bool] = None,
     reduction: str = "mean",
     log_target: bool = False,
-):
+    **options: Any,
+) -> Any:
     r"""KL divergence ``KL(target ‖ exp(input))``, as ``torch.nn.functional.kl_div``.
 
     ``input`` holds **log**-probabilities; ``target`` probabilities (or log-probabilities with
@@ -352,9 +380,11 @@ def kl_div(
     """
     x = c.float_input(input, "kl_div")
     red, divide = c.resolve_kl_reduction(size_average, reduce, reduction, x.ndim, 2)
-    return _kl_div(x, target, red, log_target, divide=divide)[0]
+    opts = c.option_tuple("kl_div", options, reduction=red, log_target=log_target)
+    return _elementwise("kl_div", x, target, {}, opts, divide=divide)[0]
 
 
+@c.catalog_options("kl_div")
 def kl_div_with_grad(
     input: ArrayLike,
     target: ArrayLike,
@@ -365,7 +395,8 @@ def kl_div_with_grad(
     *,
     grad_output: Optional[ArrayLike] = None,
     return_target_grad: bool = False,
-):
+    **options: Any,
+) -> Tuple[Any, ...]:
     """:func:`kl_div` and its gradients: ``(loss, grad_input)`` or ``(loss, grad_input, grad_target)``.
 
     ``grad_input = −t·g`` (``−exp(t)·g`` with ``log_target``), scaled by the reduction; ``grad_target =
@@ -379,37 +410,16 @@ def kl_div_with_grad(
     """
     x = c.float_input(input, "kl_div")
     red, divide = c.resolve_kl_reduction(size_average, reduce, reduction, x.ndim, 2)
-    lo, gi, gt = _kl_div(x, target, red, log_target, grad_output, divide=divide, grad=True, target_grad=return_target_grad)
+    opts = c.option_tuple("kl_div", options, reduction=red, log_target=log_target)
+    lo, gi, gt = _elementwise("kl_div", x, target, {}, opts, grad_output, divide=divide, grad=True,
+                              target_grad=return_target_grad)
     return (lo, gi, gt) if return_target_grad else (lo, gi)
 
 
 # ------------------------------------------------------------------------------------- binary_cross_entropy
 
 
-def _bce(
-    input: ArrayLike,
-    target: ArrayLike,
-    weight: Optional[ArrayLike],
-    reduction: str,
-    grad_output: Optional[ArrayLike] = None,
-    *,
-    loss: bool = True,
-    grad: bool = False,
-    target_grad: bool = False,
-):
-    op = "binary_cross_entropy"
-    x = c.float_input(input, op)
-    t_arr = c.numeric(target, op, "target")
-    dt = c.promote(op, x, (target, t_arr))
-    xc = c.cast(x, dt, op, "input")
-    tc = c.cast(t_arr, dt, op, "target")
-    wc = None if weight is None else c.cast(c.numeric(weight, op, "weight"), dt, op, "weight")
-    go = c.grad_output_array(grad_output, dt, op)
-    lo, gi, gt = _C.binary_cross_entropy(xc, tc, wc, reduction, go, loss, grad, target_grad)
-    t_dt = c.native(t_arr.dtype) if (c.is_strong(target) and c.is_float(t_arr.dtype)) else dt
-    return lo, _cast_grad(gi, x.dtype), _cast_grad(gt, t_dt)
-
-
+@c.catalog_options("binary_cross_entropy")
 def binary_cross_entropy(
     input: ArrayLike,
     target: ArrayLike,
@@ -417,7 +427,8 @@ def binary_cross_entropy(
     size_average: Optional[bool] = None,
     reduce: Optional[bool] = None,
     reduction: str = "mean",
-):
+    **options: Any,
+) -> Any:
     r"""Binary cross-entropy of probabilities, as ``torch.nn.functional.binary_cross_entropy``.
 
     ``input`` holds probabilities in ``[0, 1]`` (anything else, NaN included, raises ``ValueError`` as torch
@@ -432,9 +443,11 @@ def binary_cross_entropy(
         0.59123
     """
     red = c.resolve_reduction(size_average, reduce, reduction, 2)
-    return _bce(input, target, weight, red)[0]
+    opts = c.option_tuple("binary_cross_entropy", options, reduction=red)
+    return _elementwise("binary_cross_entropy", input, target, {"weight": weight}, opts)[0]
 
 
+@c.catalog_options("binary_cross_entropy")
 def binary_cross_entropy_with_grad(
     input: ArrayLike,
     target: ArrayLike,
@@ -445,7 +458,8 @@ def binary_cross_entropy_with_grad(
     *,
     grad_output: Optional[ArrayLike] = None,
     return_target_grad: bool = False,
-):
+    **options: Any,
+) -> Tuple[Any, ...]:
     """:func:`binary_cross_entropy` and its gradients: ``(loss, grad_input)`` or ``(loss, grad_input, grad_target)``.
 
     Example:
@@ -454,36 +468,13 @@ def binary_cross_entropy_with_grad(
         [-2.0]
     """
     red = c.resolve_reduction(size_average, reduce, reduction, 2)
-    lo, gi, gt = _bce(input, target, weight, red, grad_output, grad=True, target_grad=return_target_grad)
+    opts = c.option_tuple("binary_cross_entropy", options, reduction=red)
+    lo, gi, gt = _elementwise("binary_cross_entropy", input, target, {"weight": weight}, opts, grad_output,
+                              grad=True, target_grad=return_target_grad)
     return (lo, gi, gt) if return_target_grad else (lo, gi)
 
 
-def _bce_logits(
-    input: ArrayLike,
-    target: ArrayLike,
-    weight: Optional[ArrayLike],
-    reduction: str,
-    pos_weight: Optional[ArrayLike],
-    grad_output: Optional[ArrayLike] = None,
-    *,
-    loss: bool = True,
-    grad: bool = False,
-    target_grad: bool = False,
-):
-    op = "binary_cross_entropy_with_logits"
-    x = c.float_input(input, op)
-    t_arr = c.numeric(target, op, "target")
-    dt = c.promote(op, x, (target, t_arr))
-    xc = c.cast(x, dt, op, "input")
-    tc = c.cast(t_arr, dt, op, "target")
-    wc = None if weight is None else c.cast(c.numeric(weight, op, "weight"), dt, op, "weight")
-    pwc = None if pos_weight is None else c.cast(c.numeric(pos_weight, op, "pos_weight"), dt, op, "pos_weight")
-    go = c.grad_output_array(grad_output, dt, op)
-    lo, gi, gt = _C.binary_cross_entropy_with_logits(xc, tc, wc, pwc, reduction, go, loss, grad, target_grad)
-    t_dt = c.native(t_arr.dtype) if (c.is_strong(target) and c.is_float(t_arr.dtype)) else dt
-    return lo, _cast_grad(gi, x.dtype), _cast_grad(gt, t_dt)
-
-
+@c.catalog_options("binary_cross_entropy_with_logits")
 def binary_cross_entropy_with_logits(
     input: ArrayLike,
     target: ArrayLike,
@@ -492,7 +483,8 @@ def binary_cross_entropy_with_logits(
     reduce: Optional[bool] = None,
     reduction: str = "mean",
     pos_weight: Optional[ArrayLike] = None,
-):
+    **options: Any,
+) -> Any:
     r"""Binary cross-entropy on logits, as ``torch.nn.functional.binary_cross_entropy_with_logits``.
 
     Per element ``(1 − t)·x − (1 + (pw − 1)·t)·log σ(x)``, times ``weight``. ``weight`` and ``pos_weight``
@@ -507,9 +499,12 @@ def binary_cross_entropy_with_logits(
         0.767847
     """
     red = c.resolve_reduction(size_average, reduce, reduction, 2)
-    return _bce_logits(input, target, weight, red, pos_weight)[0]
+    opts = c.option_tuple("binary_cross_entropy_with_logits", options, reduction=red)
+    weights = {"weight": weight, "pos_weight": pos_weight}
+    return _elementwise("binary_cross_entropy_with_logits", input, target, weights, opts)[0]
 
 
+@c.catalog_options("binary_cross_entropy_with_logits")
 def binary_cross_entropy_with_logits_with_grad(
     input: ArrayLike,
     target: ArrayLike,
@@ -521,7 +516,8 @@ def binary_cross_entropy_with_logits_with_grad(
     *,
     grad_output: Optional[ArrayLike] = None,
     return_target_grad: bool = False,
-):
+    **options: Any,
+) -> Tuple[Any, ...]:
     """:func:`binary_cross_entropy_with_logits` and its gradients: ``(loss, grad_input[, grad_target])``.
 
     Example:
@@ -530,32 +526,38 @@ def binary_cross_entropy_with_logits_with_grad(
         [-0.5]
     """
     red = c.resolve_reduction(size_average, reduce, reduction, 2)
-    lo, gi, gt = _bce_logits(
-        input, target, weight, red, pos_weight, grad_output, grad=True, target_grad=return_target_grad
-    )
+    opts = c.option_tuple("binary_cross_entropy_with_logits", options, reduction=red)
+    weights = {"weight": weight, "pos_weight": pos_weight}
+    lo, gi, gt = _elementwise("binary_cross_entropy_with_logits", input, target, weights, opts, grad_output,
+                              grad=True, target_grad=return_target_grad)
     return (lo, gi, gt) if return_target_grad else (lo, gi)
 
 
 
-def _elementwise_in_place(loss, input, target, weight, pos_weight, reduction, log_target=False):
+def _elementwise_in_place(
+    loss: str, input: np.ndarray, target: ArrayLike, weights: Dict[str, Optional[ArrayLike]], options: Dict[str, Any],
+    **given: Any,
+) -> Any:
     """The shared body of the elementwise ``*_with_grad_in_place`` calls: ``input`` must be the caller's own
-    writeable float array; ``target``, ``weight`` and ``pos_weight`` are cast to its dtype (no promotion) and
-    must not share its memory."""
+    writeable float array; ``target`` and the ``weights`` are cast to its dtype (no promotion) and must not share
+    its memory."""
     op = f"{loss}_with_grad_in_place"
     x = c.in_place_logits(input, op, "input")
     t = c.cast(c.numeric(target, op, "target"), x.dtype, op, "target")
-    w = None if weight is None else c.cast(c.numeric(weight, op, "weight"), x.dtype, op, "weight")
-    pw = None if pos_weight is None else c.cast(c.numeric(pos_weight, op, "pos_weight"), x.dtype, op, "pos_weight")
-    c.not_sharing(x, op, "input", target=t, weight=w, pos_weight=pw)
-    return _C.elementwise_in_place(loss, x, t, w, pw, reduction, bool(log_target))
+    w = {k: None if v is None else c.cast(c.numeric(v, op, k), x.dtype, op, k) for k, v in weights.items()}
+    c.not_sharing(x, op, "input", target=t, **w)
+    opts = c.option_tuple(loss, options, op=op, **given)
+    return _C.elementwise_in_place(loss, x, t, w.get("weight"), w.get("pos_weight"), opts)
 
 
+@c.catalog_options("kl_div")
 def kl_div_with_grad_in_place(
     input: np.ndarray,
     target: ArrayLike,
     reduction: str = "mean",
     log_target: bool = False,
-):
+    **options: Any,
+) -> Any:
     r""":func:`kl_div_with_grad` for the training path: the gradient wrt ``input`` is written **over** ``input``
     (whose log-probabilities are dead after the loss) and only the loss is returned.
 
@@ -575,15 +577,17 @@ def kl_div_with_grad_in_place(
     """
     x = c.in_place_logits(input, "kl_div_with_grad_in_place", "input")
     red, _ = c.resolve_kl_reduction(None, None, reduction, x.ndim, 2)
-    return _elementwise_in_place("kl_div", x, target, None, None, red, log_target)
+    return _elementwise_in_place("kl_div", x, target, {}, options, reduction=red, log_target=log_target)
 
 
+@c.catalog_options("binary_cross_entropy")
 def binary_cross_entropy_with_grad_in_place(
     input: np.ndarray,
     target: ArrayLike,
     weight: Optional[ArrayLike] = None,
     reduction: str = "mean",
-):
+    **options: Any,
+) -> Any:
     r""":func:`binary_cross_entropy_with_grad` for the training path: the gradient wrt ``input`` is written
     **over** ``input`` and only the loss is returned.
 
@@ -601,16 +605,18 @@ def binary_cross_entropy_with_grad_in_place(
         [-2.0]
     """
     red = c.resolve_reduction(None, None, reduction, 2)
-    return _elementwise_in_place("binary_cross_entropy", input, target, weight, None, red)
+    return _elementwise_in_place("binary_cross_entropy", input, target, {"weight": weight}, options, reduction=red)
 
 
+@c.catalog_options("binary_cross_entropy_with_logits")
 def binary_cross_entropy_with_logits_with_grad_in_place(
     input: np.ndarray,
     target: ArrayLike,
     weight: Optional[ArrayLike] = None,
     reduction: str = "mean",
     pos_weight: Optional[ArrayLike] = None,
-):
+    **options: Any,
+) -> Any:
     r""":func:`binary_cross_entropy_with_logits_with_grad` for the training path: the gradient wrt the logits is
     written **over** ``input`` and only the loss is returned.
 
@@ -628,7 +634,8 @@ def binary_cross_entropy_with_logits_with_grad_in_place(
         [-0.25, 0.25]
     """
     red = c.resolve_reduction(None, None, reduction, 2)
-    return _elementwise_in_place("binary_cross_entropy_with_logits", input, target, weight, pos_weight, red)
+    weights = {"weight": weight, "pos_weight": pos_weight}
+    return _elementwise_in_place("binary_cross_entropy_with_logits", input, target, weights, options, reduction=red)
 
 
 # ---------------------------------------------------------------------------- softmax, log_softmax, logsumexp
@@ -684,7 +691,7 @@ def log_softmax_with_grad(
     dtype: Any = None,
     *,
     grad_output: Optional[ArrayLike] = None,
-):
+) -> Tuple[np.ndarray, np.ndarray]:
     """:func:`log_softmax` and the gradient of ``Σ grad_output·log_softmax(input)``: ``(output, grad_input)``.
 
     ``grad_output`` defaults to ones.
@@ -718,7 +725,7 @@ def softmax_with_grad(
     dtype: Any = None,
     *,
     grad_output: Optional[ArrayLike] = None,
-):
+) -> Tuple[np.ndarray, np.ndarray]:
     """:func:`softmax` and the gradient of ``Σ grad_output·softmax(input)``: ``(output, grad_input)``.
 
     Example:
@@ -804,7 +811,7 @@ def logsumexp_with_grad(
     keepdim: bool = False,
     *,
     grad_output: Optional[ArrayLike] = None,
-):
+) -> Tuple[Any, np.ndarray]:
     """:func:`logsumexp` and the gradient of ``Σ grad_output·logsumexp(input)``: ``(output, grad_input)``.
 
     Example:

@@ -8,7 +8,7 @@ rounded once to float16.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional
+from typing import Any, Dict, NamedTuple, Optional
 
 import numpy as np
 
@@ -19,14 +19,6 @@ from ._distill import _distill_options, _labels
 ArrayLike = Any
 _F32 = np.dtype(np.float32)
 _F16 = np.dtype(np.float16)
-
-
-def _chunk(v: Any, op: str) -> Optional[int]:
-    return None if v is None else c.as_int(v, op, "chunk_size")
-
-
-def _opt_float(v: Any, op: str, name: str) -> Optional[float]:
-    return None if v is None else c.as_float(v, op, name)
 
 
 # ---------------------------------------------------------------------------------------- cross_entropy_extras
@@ -56,22 +48,19 @@ class CrossEntropyExtrasResult(NamedTuple):
     token_accuracy: Any
 
 
-def _ce_extras(input, target, weight, ignore_index, reduction, label_smoothing, lse_square_scale, softcap,
-               return_lse, return_token_accuracy, grad_output=None, *, grad=False):
+def _ce_extras(input: ArrayLike, target: ArrayLike, weight: Optional[ArrayLike], options: tuple,
+               grad_output: Optional[ArrayLike] = None, *, grad: bool = False) -> CrossEntropyExtrasResult:
     op = "cross_entropy_extras"
     x = c.float_input(input, op)
     t = c.index_target(target, op)
     dt = x.dtype
     wc = None if weight is None else c.cast(c.numeric(weight, op, "weight", allow_bool=False), dt, op, "weight")
     go = c.grad_output_array(grad_output, dt, op)
-    loss, z, lse, acc, gi = _C.cross_entropy_extras(
-        x, t, wc, c.as_int(ignore_index, op, "ignore_index"), reduction,
-        c.as_float(label_smoothing, op, "label_smoothing"), c.as_float(lse_square_scale, op, "lse_square_scale"),
-        _opt_float(softcap, op, "softcap"), bool(return_lse), bool(return_token_accuracy), go, grad,
-    )
+    loss, z, lse, acc, gi = _C.cross_entropy_extras(x, t, wc, options, go, grad)
     return CrossEntropyExtrasResult(loss, gi, z, lse, acc)
 
 
+@c.catalog_options("cross_entropy_extras")
 def cross_entropy_extras(
     input: ArrayLike,
     target: ArrayLike,
@@ -79,11 +68,7 @@ def cross_entropy_extras(
     ignore_index: int = -100,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
-    *,
-    lse_square_scale: float = 0.0,
-    softcap: Optional[float] = None,
-    return_lse: bool = False,
-    return_token_accuracy: bool = False,
+    **options: Any,
 ) -> CrossEntropyExtrasResult:
     r"""Cross-entropy with the extras of large-vocabulary training (Liger-Kernel's ``LigerCrossEntropyLoss``):
     z-loss, logit softcapping, the per-row log-sum-exp and the token accuracy, on logits ``(N, C)`` with class
@@ -111,10 +96,12 @@ def cross_entropy_extras(
         (1.136660108, 0.051174822)
     """
     red = c.get_enum(reduction, 2)
-    return _ce_extras(input, target, weight, ignore_index, red, label_smoothing, lse_square_scale, softcap,
-                      return_lse, return_token_accuracy)
+    opts = c.option_tuple("cross_entropy_extras", options, ignore_index=ignore_index, reduction=red,
+                          label_smoothing=label_smoothing)
+    return _ce_extras(input, target, weight, opts)
 
 
+@c.catalog_options("cross_entropy_extras")
 def cross_entropy_extras_with_grad(
     input: ArrayLike,
     target: ArrayLike,
@@ -123,11 +110,8 @@ def cross_entropy_extras_with_grad(
     reduction: str = "mean",
     label_smoothing: float = 0.0,
     *,
-    lse_square_scale: float = 0.0,
-    softcap: Optional[float] = None,
-    return_lse: bool = False,
-    return_token_accuracy: bool = False,
     grad_output: Optional[ArrayLike] = None,
+    **options: Any,
 ) -> CrossEntropyExtrasResult:
     """:func:`cross_entropy_extras` with ``grad_input``, the gradient of the total loss (cross-entropy + z-loss)
     wrt the logits, in the input's dtype; ``loss, grad_input = result[:2]``.
@@ -142,8 +126,9 @@ def cross_entropy_extras_with_grad(
         [[0.193147, 1.193147]]
     """
     red = c.get_enum(reduction, 2)
-    return _ce_extras(input, target, weight, ignore_index, red, label_smoothing, lse_square_scale, softcap,
-                      return_lse, return_token_accuracy, grad_output, grad=True)
+    opts = c.option_tuple("cross_entropy_extras", options, ignore_index=ignore_index, reduction=red,
+                          label_smoothing=label_smoothing)
+    return _ce_extras(input, target, weight, opts, grad_output, grad=True)
 
 
 # ---------------------------------------------------------------------------------------- linear_cross_entropy
@@ -172,9 +157,15 @@ class LinearCrossEntropyResult(NamedTuple):
     token_accuracy: Any
 
 
-def _linear_ce(input, linear_weight, target, linear_bias, weight, reduction, ignore_index, label_smoothing,
-               lse_square_scale, softcap, chunk_size, return_lse=False, return_token_accuracy=False,
-               grad_output=None) -> LinearCrossEntropyResult:
+def _linear_ce_options(extra: Dict[str, Any], *, ignore_index: Any, **given: Any) -> tuple:
+    """``LinearCrossEntropyOptions`` in the catalog's order; ``ignore_index=None`` is -100 (torch spells it so)."""
+    ignore_index = -100 if ignore_index is None else ignore_index
+    return c.option_tuple("linear_cross_entropy", extra, ignore_index=ignore_index, **given)
+
+
+def _linear_ce(input: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, linear_bias: Optional[ArrayLike],
+               weight: Optional[ArrayLike], options: tuple,
+               grad_output: Optional[ArrayLike] = None) -> LinearCrossEntropyResult:
     """The fused loss with the reduction resolved; a 1-D input is one row."""
     op = "linear_cross_entropy"
     x = c.float_input(input, op, "input")
@@ -199,14 +190,10 @@ def _linear_ce(input, linear_weight, target, linear_bias, weight, reduction, ign
     bc = None if b is None else c.cast(b, kdt, op, "linear_bias")
     cwc = None if cw is None else c.cast(cw, kdt, op, "weight")
     go = c.grad_output_array(grad_output, kdt, op)
+    reduction = c.option("linear_cross_entropy", options, "reduction")
     if go is not None and go.ndim > 0 and reduction == "none" and go.shape == lead:
         go = c.ready(go.reshape(-1), op, "grad_output")
-    ignore_index = -100 if ignore_index is None else c.as_int(ignore_index, op, "ignore_index")
-    loss, z, lse, acc, gx, gw, gb = _C.linear_cross_entropy(
-        xc, wc, t.reshape(-1), bc, cwc, ignore_index, reduction, c.as_float(label_smoothing, op, "label_smoothing"),
-        c.as_float(lse_square_scale, op, "lse_square_scale"), _opt_float(softcap, op, "softcap"),
-        bool(return_lse), bool(return_token_accuracy), _chunk(chunk_size, op), go,
-    )
+    loss, z, lse, acc, gx, gw, gb = _C.linear_cross_entropy(xc, wc, t.reshape(-1), bc, cwc, options, go)
 
     def rows(a):  # a per-row result back in the target's shape and the computation's dtype
         return a if not isinstance(a, np.ndarray) else a.reshape(lead).astype(dt, copy=False)
@@ -223,6 +210,7 @@ def _linear_ce(input, linear_weight, target, linear_bias, weight, reduction, ign
     )
 
 
+@c.catalog_options("linear_cross_entropy", left_out=('return_lse', 'return_token_accuracy'))
 def linear_cross_entropy(
     input: ArrayLike,
     linear_weight: ArrayLike,
@@ -236,7 +224,8 @@ def linear_cross_entropy(
     lse_square_scale: float = 0.0,
     softcap: Optional[float] = None,
     chunk_size: Optional[int] = None,
-):
+    **options: Any,
+) -> Any:
     r"""A linear layer followed by cross-entropy, fused, as ``torch.nn.functional.linear_cross_entropy`` (torch
     2.15; same argument names, order and defaults): the ``(rows, C)`` logits are never held whole.
 
@@ -262,10 +251,12 @@ def linear_cross_entropy(
         0.80152802
     """
     red = c.get_enum(reduction, 2)
-    return _linear_ce(input, linear_weight, target, linear_bias, weight, red, ignore_index, label_smoothing,
-                      lse_square_scale, softcap, chunk_size).loss
+    opts = _linear_ce_options(options, ignore_index=ignore_index, reduction=red, label_smoothing=label_smoothing,
+                              lse_square_scale=lse_square_scale, softcap=softcap, chunk_size=chunk_size)
+    return _linear_ce(input, linear_weight, target, linear_bias, weight, opts).loss
 
 
+@c.catalog_options("linear_cross_entropy")
 def linear_cross_entropy_with_grad(
     input: ArrayLike,
     linear_weight: ArrayLike,
@@ -282,6 +273,7 @@ def linear_cross_entropy_with_grad(
     return_lse: bool = False,
     return_token_accuracy: bool = False,
     grad_output: Optional[ArrayLike] = None,
+    **options: Any,
 ) -> LinearCrossEntropyResult:
     """:func:`linear_cross_entropy` and its gradients wrt ``input``, ``linear_weight`` and ``linear_bias``: a
     :class:`LinearCrossEntropyResult` ``(loss, grad_input, grad_linear_weight, grad_linear_bias, z_loss, lse,
@@ -300,8 +292,10 @@ def linear_cross_entropy_with_grad(
         ((3, 2), (4, 2), (4,))
     """
     red = c.get_enum(reduction, 2)
-    return _linear_ce(input, linear_weight, target, linear_bias, weight, red, ignore_index, label_smoothing,
-                      lse_square_scale, softcap, chunk_size, return_lse, return_token_accuracy, grad_output)
+    opts = _linear_ce_options(options, ignore_index=ignore_index, reduction=red, label_smoothing=label_smoothing,
+                              lse_square_scale=lse_square_scale, softcap=softcap, chunk_size=chunk_size,
+                              return_lse=return_lse, return_token_accuracy=return_token_accuracy)
+    return _linear_ce(input, linear_weight, target, linear_bias, weight, opts, grad_output)
 
 
 # ---------------------------------------------------------------------------------------------- linear_distill
@@ -328,9 +322,11 @@ class LinearDistillResult(NamedTuple):
     grad_student_bias: Optional[np.ndarray]
 
 
-def _linear_distill(student_hidden, student_weight, teacher_hidden, teacher_weight, labels, options, chunk_size,
-                    grad_output=None, student_bias=None, teacher_bias=None, teacher_topk=None,
-                    add_tail=False) -> LinearDistillResult:
+def _linear_distill(student_hidden: ArrayLike, student_weight: ArrayLike, teacher_hidden: ArrayLike,
+                    teacher_weight: ArrayLike, labels: Optional[ArrayLike], options: tuple,
+                    grad_output: Optional[ArrayLike] = None, student_bias: Optional[ArrayLike] = None,
+                    teacher_bias: Optional[ArrayLike] = None, teacher_topk: Optional[int] = None,
+                    add_tail: bool = False) -> LinearDistillResult:
     """The fused loss and its gradients for the upstream gradient ``grad_output`` (``None`` = 1)."""
     op = "linear_distill"
     names = ("student_hidden", "student_weight", "teacher_hidden", "teacher_weight")
@@ -345,8 +341,7 @@ def _linear_distill(student_hidden, student_weight, teacher_hidden, teacher_weig
     btc = None if bt is None else c.cast(bt, kdt, op, "teacher_bias")
     go = c.grad_output_array(grad_output, kdt, op)
     k = None if teacher_topk is None else c.as_int(teacher_topk, op, "teacher_topk")
-    loss, gx, gw, gb = _C.linear_distill(*conv, _labels(labels, op), options, _chunk(chunk_size, op), bsc, btc, k,
-                                         bool(add_tail), go)
+    loss, gx, gw, gb = _C.linear_distill(*conv, _labels(labels, op), options, bsc, btc, k, bool(add_tail), go)
     if isinstance(loss, np.ndarray):
         loss = loss.astype(dt, copy=False)
     if gb is not None:
@@ -354,6 +349,7 @@ def _linear_distill(student_hidden, student_weight, teacher_hidden, teacher_weig
     return LinearDistillResult(loss, gx.astype(arrs[0].dtype, copy=False), gw.astype(arrs[1].dtype, copy=False), gb)
 
 
+@c.catalog_options("linear_distill")
 def linear_distill(
     student_hidden: ArrayLike,
     student_weight: ArrayLike,
@@ -365,16 +361,8 @@ def linear_distill(
     teacher_bias: Optional[ArrayLike] = None,
     teacher_topk: Optional[int] = None,
     add_tail: bool = False,
-    temperature: float = 1.0,
-    t2_scaling: bool = True,
-    divergence: str = "forward_kl",
-    beta: float = 0.5,
-    alpha: float = 1.0,
-    ignore_index: int = -100,
-    reduction: str = "batchmean",
-    normalizer: Optional[float] = None,
-    chunk_size: Optional[int] = None,
-):
+    **options: Any,
+) -> Any:
     r"""Fused linear heads + :func:`distill`: student logits ``student_hidden (N, Hs) · student_weightᵀ (V, Hs)
     (+ student_bias)``, teacher logits ``teacher_hidden (N, Ht) · teacher_weightᵀ (V, Ht) (+ teacher_bias)``,
     computed chunk by chunk and never held whole; the loss is :func:`distill` of those logits (every option of
@@ -401,12 +389,12 @@ def linear_distill(
         >>> round(infoloss.linear_distill(xs, ws, xt, wt, temperature=2.0), 9)
         0.429576663
     """
-    opts = _distill_options("linear_distill", temperature, t2_scaling, divergence, beta, alpha, ignore_index,
-                            reduction, normalizer)
-    return _linear_distill(student_hidden, student_weight, teacher_hidden, teacher_weight, labels, opts,
-                           chunk_size, None, student_bias, teacher_bias, teacher_topk, add_tail).loss
+    opts = _distill_options("linear_distill", options, loss="linear_distill")
+    return _linear_distill(student_hidden, student_weight, teacher_hidden, teacher_weight, labels, opts, None,
+                           student_bias, teacher_bias, teacher_topk, add_tail).loss
 
 
+@c.catalog_options("linear_distill")
 def linear_distill_with_grad(
     student_hidden: ArrayLike,
     student_weight: ArrayLike,
@@ -418,16 +406,8 @@ def linear_distill_with_grad(
     teacher_bias: Optional[ArrayLike] = None,
     teacher_topk: Optional[int] = None,
     add_tail: bool = False,
-    temperature: float = 1.0,
-    t2_scaling: bool = True,
-    divergence: str = "forward_kl",
-    beta: float = 0.5,
-    alpha: float = 1.0,
-    ignore_index: int = -100,
-    reduction: str = "batchmean",
-    normalizer: Optional[float] = None,
-    chunk_size: Optional[int] = None,
     grad_output: Optional[ArrayLike] = None,
+    **options: Any,
 ) -> LinearDistillResult:
     """:func:`linear_distill` and its gradients: a :class:`LinearDistillResult` ``(loss, grad_student_hidden,
     grad_student_weight, grad_student_bias)``.
@@ -454,7 +434,6 @@ def linear_distill_with_grad(
         >>> round(r.loss, 9), round(float(r.grad_student_bias[1]), 9)
         (0.69359238, -0.068379313)
     """
-    opts = _distill_options("linear_distill", temperature, t2_scaling, divergence, beta, alpha, ignore_index,
-                            reduction, normalizer)
+    opts = _distill_options("linear_distill", options, loss="linear_distill")
     return _linear_distill(student_hidden, student_weight, teacher_hidden, teacher_weight, labels, opts,
-                           chunk_size, grad_output, student_bias, teacher_bias, teacher_topk, add_tail)
+                           grad_output, student_bias, teacher_bias, teacher_topk, add_tail)

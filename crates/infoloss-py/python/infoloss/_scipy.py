@@ -6,7 +6,7 @@ precision (SciPy computes float16 in float32). Results of 0 dimensions are NumPy
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -72,7 +72,7 @@ def entr(x: ArrayLike) -> Any:
     return c.scalar_or_array(_C.entr(a))
 
 
-def entr_with_grad(x: ArrayLike, *, grad_output: Optional[ArrayLike] = None):
+def entr_with_grad(x: ArrayLike, *, grad_output: Optional[ArrayLike] = None) -> Tuple[Any, np.ndarray]:
     """:func:`entr` and its gradient ``g·(−ln x − 1)``: ``(output, grad_x)`` (``grad_output`` defaults to ones).
 
     Example:
@@ -116,7 +116,7 @@ def rel_entr_with_grad(
     *,
     grad_output: Optional[ArrayLike] = None,
     return_target_grad: bool = False,
-):
+) -> Tuple[Any, ...]:
     """:func:`rel_entr` and its gradients: ``(output, grad_x)`` or ``(output, grad_x, grad_y)``.
 
     ``grad_x = g·(ln(x/y) + 1)``, ``grad_y = −g·x/y``, each in its argument's shape.
@@ -151,7 +151,7 @@ def self_information(p: ArrayLike, base: Optional[float] = None) -> Any:
     return c.scalar_or_array(_C.self_information(a, c.as_base(base, op)))
 
 
-def self_information_with_grad(p: ArrayLike, base: Optional[float] = None, *, grad_output: Optional[ArrayLike] = None):
+def self_information_with_grad(p: ArrayLike, base: Optional[float] = None, *, grad_output: Optional[ArrayLike] = None) -> Tuple[Any, np.ndarray]:
     """:func:`self_information` and its gradient ``−g/(p·ln base)``: ``(output, grad_p)``.
 
     Example:
@@ -199,6 +199,44 @@ def _keep(out: np.ndarray, axis: Any, shape: Tuple[int, ...], keepdims: bool) ->
     return np.expand_dims(out, axis % n) if len(shape) else out
 
 
+def _measure(
+    op: str,
+    p: Any,
+    q: Any,
+    names: Tuple[str, str],
+    base: Any,
+    axis: Any,
+    keepdims: Any,
+    extra: Dict[str, Any],
+    *,
+    nan_policy: Optional[str] = None,
+    grad: bool = False,
+    grad_output: Any = None,
+) -> Tuple[Any, Optional[np.ndarray], Optional[np.ndarray]]:
+    """The shared body of :func:`entropy`, :func:`shannon_cross_entropy` and :func:`jensenshannon` (``op``):
+    ``(result, grad_p, grad_q)``, the gradients ``None`` without ``grad``. SciPy's ``keepdims`` and ``nan_policy``
+    are applied here, around the core's measure."""
+    if nan_policy is not None:
+        _nan_policy(nan_policy, op)
+    a, b, ax, shape = _dist_args(op, p, q, *names, axis)
+    if nan_policy is not None:
+        _nan_policy(nan_policy, op, a, b)
+    given = {"base": c.as_base(base, op), "axis": ax}
+    if op == "jensenshannon":
+        given["keepdims"] = False
+    opts = c.option_tuple(op, extra, **given)
+    kernel = getattr(_C, op)
+    out = kernel(a, b, opts)
+    res = c.scalar_or_array(_keep(out, axis, shape, bool(keepdims)))
+    if not grad:
+        return res, None, None
+    gp, gq = kernel(a, b, opts, _grad_for(out, grad_output, op))
+    gp = c.unbroadcast(gp.reshape(shape), np.shape(np.asarray(p)))
+    if gq is not None:
+        gq = c.unbroadcast(gq.reshape(shape), np.shape(np.asarray(q)))
+    return res, gp, gq
+
+
 def _grad_for(out: np.ndarray, grad_output: Any, op: str) -> np.ndarray:
     if grad_output is None:
         return np.ones(out.shape, out.dtype)
@@ -210,6 +248,7 @@ def _grad_for(out: np.ndarray, grad_output: Any, op: str) -> np.ndarray:
     return go
 
 
+@c.catalog_options("entropy")
 def entropy(
     pk: ArrayLike,
     qk: Optional[ArrayLike] = None,
@@ -218,6 +257,7 @@ def entropy(
     *,
     nan_policy: str = "propagate",
     keepdims: bool = False,
+    **options: Any,
 ) -> Any:
     r"""Shannon entropy, or relative entropy (KL) when ``qk`` is given, as ``scipy.stats.entropy``.
 
@@ -230,14 +270,10 @@ def entropy(
         >>> round(float(infoloss.entropy([0.5, 0.5], base=2)), 6)
         1.0
     """
-    op = "entropy"
-    _nan_policy(nan_policy, op)
-    a, b, ax, shape = _dist_args(op, pk, qk, "pk", "qk", axis)
-    _nan_policy(nan_policy, op, a, b)
-    out = _C.entropy(a, b, c.as_base(base, op), ax)
-    return c.scalar_or_array(_keep(out, axis, shape, keepdims))
+    return _measure("entropy", pk, qk, ("pk", "qk"), base, axis, keepdims, options, nan_policy=nan_policy)[0]
 
 
+@c.catalog_options("entropy")
 def entropy_with_grad(
     pk: ArrayLike,
     qk: Optional[ArrayLike] = None,
@@ -248,7 +284,8 @@ def entropy_with_grad(
     keepdims: bool = False,
     grad_output: Optional[ArrayLike] = None,
     return_target_grad: bool = False,
-):
+    **options: Any,
+) -> Tuple[Any, ...]:
     """:func:`entropy` and its gradients through the normalization: ``(H, grad_pk)`` or ``(H, grad_pk, grad_qk)``.
 
     ``grad_qk`` is ``None`` when ``qk`` is not given.
@@ -259,21 +296,12 @@ def entropy_with_grad(
         >>> g.tolist()
         [0.0, 0.0]
     """
-    op = "entropy"
-    _nan_policy(nan_policy, op)
-    a, b, ax, shape = _dist_args(op, pk, qk, "pk", "qk", axis)
-    _nan_policy(nan_policy, op, a, b)
-    bs = c.as_base(base, op)
-    out = _C.entropy(a, b, bs, ax)
-    gp, gq = _C.entropy(a, b, bs, ax, _grad_for(out, grad_output, op))
-    p_shape = np.shape(pk) if isinstance(pk, np.ndarray) else np.asarray(pk).shape
-    gp = c.unbroadcast(gp.reshape(shape), p_shape)
-    if gq is not None:
-        gq = c.unbroadcast(gq.reshape(shape), np.shape(np.asarray(qk)))
-    res = c.scalar_or_array(_keep(out, axis, shape, keepdims))
+    res, gp, gq = _measure("entropy", pk, qk, ("pk", "qk"), base, axis, keepdims, options, nan_policy=nan_policy,
+                           grad=True, grad_output=grad_output)
     return (res, gp, gq) if return_target_grad else (res, gp)
 
 
+@c.catalog_options("shannon_cross_entropy")
 def shannon_cross_entropy(
     pk: ArrayLike,
     qk: ArrayLike,
@@ -281,6 +309,7 @@ def shannon_cross_entropy(
     axis: Optional[int] = 0,
     *,
     keepdims: bool = False,
+    **options: Any,
 ) -> Any:
     r"""Cross-entropy of two distributions ``H(p, q) = −Σ p̂·log q̂`` along ``axis`` (normalized like :func:`entropy`).
 
@@ -291,12 +320,10 @@ def shannon_cross_entropy(
         >>> round(float(infoloss.shannon_cross_entropy([0.0, 0.0, 1.0], [0.3, 0.3, 0.4])), 6)
         0.916291
     """
-    op = "shannon_cross_entropy"
-    a, b, ax, shape = _dist_args(op, pk, qk, "pk", "qk", axis)
-    out = _C.shannon_cross_entropy(a, b, c.as_base(base, op), ax)
-    return c.scalar_or_array(_keep(out, axis, shape, keepdims))
+    return _measure("shannon_cross_entropy", pk, qk, ("pk", "qk"), base, axis, keepdims, options)[0]
 
 
+@c.catalog_options("shannon_cross_entropy")
 def shannon_cross_entropy_with_grad(
     pk: ArrayLike,
     qk: ArrayLike,
@@ -306,7 +333,8 @@ def shannon_cross_entropy_with_grad(
     keepdims: bool = False,
     grad_output: Optional[ArrayLike] = None,
     return_target_grad: bool = False,
-):
+    **options: Any,
+) -> Tuple[Any, ...]:
     """:func:`shannon_cross_entropy` and its gradients through the normalization: ``(H, grad_pk[, grad_qk])``.
 
     Example:
@@ -316,23 +344,19 @@ def shannon_cross_entropy_with_grad(
         >>> gq.tolist()
         [0.0, 0.0]
     """
-    op = "shannon_cross_entropy"
-    a, b, ax, shape = _dist_args(op, pk, qk, "pk", "qk", axis)
-    bs = c.as_base(base, op)
-    out = _C.shannon_cross_entropy(a, b, bs, ax)
-    gp, gq = _C.shannon_cross_entropy(a, b, bs, ax, _grad_for(out, grad_output, op))
-    gp = c.unbroadcast(gp.reshape(shape), np.shape(np.asarray(pk)))
-    gq = c.unbroadcast(gq.reshape(shape), np.shape(np.asarray(qk)))
-    res = c.scalar_or_array(_keep(out, axis, shape, keepdims))
+    res, gp, gq = _measure("shannon_cross_entropy", pk, qk, ("pk", "qk"), base, axis, keepdims, options, grad=True,
+                           grad_output=grad_output)
     return (res, gp, gq) if return_target_grad else (res, gp)
 
 
+@c.catalog_options("jensenshannon")
 def jensenshannon(
     p: ArrayLike,
     q: ArrayLike,
     base: Optional[float] = None,
     axis: Optional[int] = 0,
     keepdims: bool = False,
+    **options: Any,
 ) -> Any:
     r"""Jensen–Shannon **distance** (the square root of the divergence), as ``scipy.spatial.distance.jensenshannon``.
 
@@ -344,12 +368,10 @@ def jensenshannon(
         >>> round(float(infoloss.jensenshannon([1.0, 0.0], [0.0, 1.0], base=2)), 6)
         1.0
     """
-    op = "jensenshannon"
-    a, b, ax, shape = _dist_args(op, p, q, "p", "q", axis)
-    out = _C.jensenshannon(a, b, c.as_base(base, op), ax, False)
-    return c.scalar_or_array(_keep(out, axis, shape, bool(keepdims)))
+    return _measure("jensenshannon", p, q, ("p", "q"), base, axis, keepdims, options)[0]
 
 
+@c.catalog_options("jensenshannon")
 def jensenshannon_with_grad(
     p: ArrayLike,
     q: ArrayLike,
@@ -359,7 +381,8 @@ def jensenshannon_with_grad(
     *,
     grad_output: Optional[ArrayLike] = None,
     return_target_grad: bool = False,
-):
+    **options: Any,
+) -> Tuple[Any, ...]:
     """:func:`jensenshannon` and its gradients: ``(js, grad_p)`` or ``(js, grad_p, grad_q)``.
 
     Example:
@@ -368,12 +391,6 @@ def jensenshannon_with_grad(
         >>> gp.shape
         (2,)
     """
-    op = "jensenshannon"
-    a, b, ax, shape = _dist_args(op, p, q, "p", "q", axis)
-    bs = c.as_base(base, op)
-    out = _C.jensenshannon(a, b, bs, ax, False)
-    gp, gq = _C.jensenshannon(a, b, bs, ax, False, _grad_for(out, grad_output, op))
-    gp = c.unbroadcast(gp.reshape(shape), np.shape(np.asarray(p)))
-    gq = c.unbroadcast(gq.reshape(shape), np.shape(np.asarray(q)))
-    res = c.scalar_or_array(_keep(out, axis, shape, bool(keepdims)))
+    res, gp, gq = _measure("jensenshannon", p, q, ("p", "q"), base, axis, keepdims, options, grad=True,
+                           grad_output=grad_output)
     return (res, gp, gq) if return_target_grad else (res, gp)

@@ -141,6 +141,23 @@ _OPS: dict = {}
 _LIB = "infoloss"
 
 
+#: The schema type of a catalog option type.
+_SCHEMA_TYPES = {"bool": "bool", "int": "int", "float": "float", "str": "str", "Optional[float]": "float?",
+                 "Optional[int]": "int?"}
+
+
+def _catalog_schema(loss: str, *extra: str) -> str:
+    """The schema arguments of ``loss``'s scalar options in the catalog's order (the tuple of
+    :func:`infoloss._common.option_tuple`, which the operator passes on to the NumPy layer as it is), then the
+    front end's ``extra`` arguments."""
+    return ", ".join([f"{_SCHEMA_TYPES[o['type']]} {o['name']}" for o in c.scalar_options(loss)] + list(extra))
+
+
+def _reduction(loss: str) -> Callable[[tuple], str]:
+    """The reduction in an operator's options tuple."""
+    return lambda o: c.option(loss, o, "reduction")
+
+
 def _schema_args(op: _Op) -> str:
     tensors = ", ".join(f"Tensor? {n[:-1]}" if n.endswith("?") else f"Tensor {n}" for n in op.tensors)
     return tensors + (", " + op.options if op.options else "")
@@ -329,77 +346,72 @@ def _rows_shape(t: torch.Tensor) -> Tuple[int, ...]:
 
 
 def _ce_kernel(a, o, g, out, loss, want):
-    ii, red, ls = o
-    lo, gi, gt = _F._cross_entropy(a[0], a[1], a[2], ii, red, ls, g, loss=loss, grad=want[0], target_grad=want[1])
+    lo, gi, gt = _F._cross_entropy(a[0], a[1], a[2], o, g, loss=loss, grad=want[0], target_grad=want[1])
     return lo, [gi, gt], []
 
 
 def _ce_meta(t, o):
     x, y = t[0], t[1]
     dt = _float_dtype(x, y if y.dtype.is_floating_point else None)
-    if o[1] != "none":
+    if _reduction("cross_entropy")(o) != "none":
         return (), dt
     if y.shape == x.shape:  # probabilities: the input's shape without the class dimension
         return (tuple(x.shape[:1]) + tuple(x.shape[2:]) if x.dim() > 1 else ()), dt
     return tuple(y.shape), dt
 
 
-_register(_Op("cross_entropy", ("input", "target", "weight?"), "int ignore_index, str reduction, float label_smoothing",
-              (0, 1), _ce_kernel, _ce_meta, lambda o: o[1] != "none"))
+def _reduced(loss: str) -> Callable[[tuple], bool]:
+    """Whether the operator's loss is reduced (then its gradients are computed with the forward)."""
+    return lambda o: _reduction(loss)(o) != "none"
+
+
+_register(_Op("cross_entropy", ("input", "target", "weight?"), _catalog_schema("cross_entropy"), (0, 1), _ce_kernel,
+              _ce_meta, _reduced("cross_entropy")))
 
 
 def _nll_kernel(a, o, g, out, loss, want):
-    ii, red = o
-    lo, gi, _ = _F._nll_loss(a[0], a[1], a[2], ii, red, g, loss=loss, grad=want[0])
+    lo, gi, _ = _F._nll_loss(a[0], a[1], a[2], o, g, loss=loss, grad=want[0])
     return lo, [gi], []
 
 
-_register(_Op("nll_loss", ("input", "target", "weight?"), "int ignore_index, str reduction", (0,), _nll_kernel,
-              lambda t, o: (() if o[1] != "none" else tuple(t[1].shape), t[0].dtype), lambda o: o[1] != "none"))
+_register(_Op("nll_loss", ("input", "target", "weight?"), _catalog_schema("nll_loss"), (0,), _nll_kernel,
+              lambda t, o: (() if _reduced("nll_loss")(o) else tuple(t[1].shape), t[0].dtype),
+              _reduced("nll_loss")))
 
 
-def _kl_kernel(a, o, g, out, loss, want):
-    red, log_target, divide = o
-    lo, gi, gt = _F._kl_div(a[0], a[1], red, log_target, g, divide=divide, loss=loss, grad=want[0],
-                            target_grad=want[1])
-    return lo, [gi, gt], []
+def _elementwise_kernel(name, weights=()):
+    """The kernel of ``kl_div`` or a binary cross-entropy: ``weights`` name the optional tensors after the target;
+    ``kl_div``'s options end with torch's legacy ``divide`` flag."""
+
+    def kernel(a, o, g, out, loss, want):
+        divide = bool(o[-1]) if name == "kl_div" else False
+        opts = o[:-1] if name == "kl_div" else o
+        lo, gi, gt = _F._elementwise(name, a[0], a[1], dict(zip(weights, a[2:])), opts, g, divide=divide, loss=loss,
+                                     grad=want[0], target_grad=want[1])
+        return lo, [gi, gt], []
+
+    return kernel
 
 
-def _broadcast_meta(t, reduction):
-    shapes = [tuple(x.shape) for x in t if x is not None]
-    return (() if reduction != "none" else tuple(torch.broadcast_shapes(*shapes[:2]))), _float_dtype(t[0], t[1])
+def _broadcast_meta(loss):
+    def meta(t, o):
+        dt = _float_dtype(t[0], t[1])
+        if _reduced(loss)(o):
+            return (), dt
+        return tuple(torch.broadcast_shapes(*[tuple(x.shape) for x in t if x is not None])), dt
+
+    return meta
 
 
-_register(_Op("kl_div", ("input", "target"), "str reduction, bool log_target, bool divide", (0, 1), _kl_kernel,
-              lambda t, o: _broadcast_meta(t, o[0]), lambda o: o[0] != "none"))
-
-
-def _bce_kernel(a, o, g, out, loss, want):
-    lo, gi, gt = _F._bce(a[0], a[1], a[2], o[0], g, loss=loss, grad=want[0], target_grad=want[1])
-    return lo, [gi, gt], []
-
-
-def _bce_meta(t, o):
-    dt = _float_dtype(t[0], t[1])
-    if o[0] != "none":
-        return (), dt
-    return tuple(torch.broadcast_shapes(*[tuple(x.shape) for x in t if x is not None])), dt
-
-
-_register(_Op("binary_cross_entropy", ("input", "target", "weight?"), "str reduction", (0, 1), _bce_kernel,
-              _bce_meta, lambda o: o[0] != "none"))
-
-
-def _bce_logits_kernel(a, o, g, out, loss, want):
-    lo, gi, gt = _F._bce_logits(a[0], a[1], a[2], o[0], a[3], g, loss=loss, grad=want[0], target_grad=want[1])
-    return lo, [gi, gt], []
-
-
-_register(_Op("binary_cross_entropy_with_logits", ("input", "target", "weight?", "pos_weight?"), "str reduction",
-              (0, 1), _bce_logits_kernel, _bce_meta, lambda o: o[0] != "none"))
-
-_DISTILL_OPTS = ("float temperature, bool t2_scaling, str divergence, float beta, float alpha, int ignore_index, "
-                 "str reduction, float? normalizer")
+_register(_Op("kl_div", ("input", "target"), _catalog_schema("kl_div", "bool divide"), (0, 1),
+              _elementwise_kernel("kl_div"), _broadcast_meta("kl_div"), _reduced("kl_div")))
+_register(_Op("binary_cross_entropy", ("input", "target", "weight?"), _catalog_schema("binary_cross_entropy"),
+              (0, 1), _elementwise_kernel("binary_cross_entropy", ("weight",)),
+              _broadcast_meta("binary_cross_entropy"), _reduced("binary_cross_entropy")))
+_register(_Op("binary_cross_entropy_with_logits", ("input", "target", "weight?", "pos_weight?"),
+              _catalog_schema("binary_cross_entropy_with_logits"), (0, 1),
+              _elementwise_kernel("binary_cross_entropy_with_logits", ("weight", "pos_weight")),
+              _broadcast_meta("binary_cross_entropy_with_logits"), _reduced("binary_cross_entropy_with_logits")))
 
 
 def _distill_kernel(a, o, g, out, loss, want):
@@ -409,89 +421,87 @@ def _distill_kernel(a, o, g, out, loss, want):
 
 def _distill_meta(loss_dtype_of):
     def meta(t, o):
-        return (() if o[-2] != "none" else _rows_shape(t[0])), loss_dtype_of(t)
+        return (() if _reduced("distill")(o) else _rows_shape(t[0])), loss_dtype_of(t)
 
     return meta
 
 
-_register(_Op("distill", ("student_logits", "teacher_logits", "labels?"), _DISTILL_OPTS, (0,), _distill_kernel,
-              _distill_meta(lambda t: _float_dtype(t[0], t[1])), lambda o: o[6] != "none"))
+_register(_Op("distill", ("student_logits", "teacher_logits", "labels?"), _catalog_schema("distill"), (0,),
+              _distill_kernel, _distill_meta(lambda t: _float_dtype(t[0], t[1])), _reduced("distill")))
 
 
 def _topk_kernel(a, o, g, out, loss, want):
-    add_tail, opts = o[0], o[1:]
+    opts, add_tail = o[:-1], o[-1]
     lo, gi, _ = _D._distill_topk(a[0], a[1], a[2], a[3], add_tail, opts, g, loss=loss, grad=want[0])
     return lo, [gi], []
 
 
 _register(_Op("distill_topk", ("student_logits", "topk_indices", "topk_logprobs", "labels?"),
-              "bool add_tail, " + _DISTILL_OPTS, (0,), _topk_kernel,
-              _distill_meta(lambda t: _float_dtype(t[0], t[2])), lambda o: o[7] != "none"))
+              _catalog_schema("distill", "bool add_tail"), (0,), _topk_kernel,
+              _distill_meta(lambda t: _float_dtype(t[0], t[2])), _reduced("distill")))
 
 
 def _uda_kernel(a, o, g, out, loss, want):
     ori, aug = a
     if not loss:
         # the backward pass hands the upstream gradient to infoloss, which applies it rounding once
-        return None, [_D._uda_backward(ori, aug, g, *o)], []
-    return _D._uda_loss(ori, aug, *o).loss, [None], []  # the loss alone: no gradient computed or allocated
+        return None, [_D._uda_backward(ori, aug, g, o)], []
+    return _D._uda_loss(ori, aug, o).loss, [None], []  # the loss alone: no gradient computed or allocated
 
 
-_register(_Op("uda_consistency", ("ori_logits", "aug_logits"),
-              "float temperature, str sharpen, float? confidence_threshold, str normalize", (1,), _uda_kernel,
-              lambda t, o: ((), _float_dtype(t[1], t[0])), lambda o: False))
+_register(_Op("uda_consistency", ("ori_logits", "aug_logits"), _catalog_schema("uda_consistency"), (1,),
+              _uda_kernel, lambda t, o: ((), _float_dtype(t[1], t[0])), lambda o: False))
 
 
 def _ce_extras_kernel(a, o, g, out, loss, want):
-    ii, red, ls, z, cap, ret_lse, ret_acc = o
-    r = _L._ce_extras(a[0], a[1], a[2], ii, red, ls, z, cap, ret_lse and loss, ret_acc and loss, g,
-                      grad=want[0])
+    if not loss:  # the backward pass wants the gradient alone
+        o = c.replace_options("cross_entropy_extras", o, return_lse=False, return_token_accuracy=False)
+    r = _L._ce_extras(a[0], a[1], a[2], o, g, grad=want[0])
     return r.loss, [r.grad_input], [r.z_loss, r.lse, r.token_accuracy]
 
 
 def _ce_extras_meta(t, o):
-    return (() if o[1] != "none" else _rows_shape(t[0])), t[0].dtype
+    return (() if _reduced("cross_entropy_extras")(o) else _rows_shape(t[0])), t[0].dtype
 
 
 def _ce_extras_extras(t, o):
     rows, dt = _rows_shape(t[0]), t[0].dtype
-    red_shape = () if o[1] != "none" else rows
-    return [(red_shape, dt), (rows if o[5] else (0,), dt), (red_shape if o[6] else (0,), torch.float64)]
+    red_shape = () if _reduced("cross_entropy_extras")(o) else rows
+    lse, acc = (c.option("cross_entropy_extras", o, n) for n in ("return_lse", "return_token_accuracy"))
+    return [(red_shape, dt), (rows if lse else (0,), dt), (red_shape if acc else (0,), torch.float64)]
 
 
-_register(_Op("cross_entropy_extras", ("input", "target", "weight?"),
-              "int ignore_index, str reduction, float label_smoothing, float lse_square_scale, float? softcap, "
-              "bool return_lse, bool return_token_accuracy", (0,), _ce_extras_kernel, _ce_extras_meta,
-              lambda o: o[1] != "none", extras=_ce_extras_extras, n_extras=3))
+_register(_Op("cross_entropy_extras", ("input", "target", "weight?"), _catalog_schema("cross_entropy_extras"), (0,),
+              _ce_extras_kernel, _ce_extras_meta, _reduced("cross_entropy_extras"), extras=_ce_extras_extras,
+              n_extras=3))
 
 
 def _linear_ce_kernel(a, o, g, out, loss, want):
     x, w, y, b, cw = a
-    red, ii, ls, z, cap, chunk = o
-    r = _L._linear_ce(x, w, y, b, cw, red, ii, ls, z, cap, chunk, grad_output=g)
+    r = _L._linear_ce(x, w, y, b, cw, o, grad_output=g)
     return r.loss, [r.grad_input, r.grad_linear_weight, r.grad_linear_bias], []
 
 
 # the fused kernels compute the gradients with the loss in any case: the forward always keeps them
 _register(_Op("linear_cross_entropy", ("input", "linear_weight", "target", "linear_bias?", "weight?"),
-              "str reduction, int ignore_index, float label_smoothing, float lse_square_scale, float? softcap, "
-              "int? chunk_size", (0, 1, 3), _linear_ce_kernel,
-              lambda t, o: (() if o[0] != "none" else tuple(t[2].shape), _float_dtype(t[0], t[1], t[3], t[4])),
+              _catalog_schema("linear_cross_entropy"), (0, 1, 3), _linear_ce_kernel,
+              lambda t, o: (() if _reduced("linear_cross_entropy")(o) else tuple(t[2].shape),
+                            _float_dtype(t[0], t[1], t[3], t[4])),
               lambda o: True))
 
 
 def _linear_distill_kernel(a, o, g, out, loss, want):
     xs, ws, xt, wt, y, bs, bt = a
-    opts, chunk, k, tail = o[:8], o[8], o[9], o[10]
-    r = _L._linear_distill(xs, ws, xt, wt, y, opts, chunk, g, bs, bt, k, tail)
+    opts, k, tail = o[:-2], o[-2], o[-1]
+    r = _L._linear_distill(xs, ws, xt, wt, y, opts, g, bs, bt, k, tail)
     return r.loss, [r.grad_student_hidden, r.grad_student_weight, r.grad_student_bias], []
 
 
 _register(_Op("linear_distill", ("student_hidden", "student_weight", "teacher_hidden", "teacher_weight", "labels?",
                                  "student_bias?", "teacher_bias?"),
-              _DISTILL_OPTS + ", int? chunk_size, int? teacher_topk, bool add_tail", (0, 1, 5),
+              _catalog_schema("linear_distill", "int? teacher_topk", "bool add_tail"), (0, 1, 5),
               _linear_distill_kernel,
-              lambda t, o: (() if o[6] != "none" else _rows_shape(t[0]),
+              lambda t, o: (() if _reduced("linear_distill")(o) else _rows_shape(t[0]),
                             _float_dtype(t[0], t[1], t[2], t[3], t[5], t[6])),
               lambda o: True))
 

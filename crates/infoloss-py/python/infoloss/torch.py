@@ -86,6 +86,7 @@ from ._torch_ops import _call, _check, _no_weight_grad  # noqa: E402
 # ---------------------------------------------------------------------------------------------------- losses
 
 
+@c.catalog_options("cross_entropy")
 def cross_entropy(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -95,6 +96,7 @@ def cross_entropy(
     reduce: Optional[bool] = None,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
+    **extra: Any,
 ) -> torch.Tensor:
     """``torch.nn.functional.cross_entropy`` computed by infoloss (see :func:`infoloss.cross_entropy`).
 
@@ -114,10 +116,11 @@ def cross_entropy(
     _check(target, op, "target")
     _check(weight, op, "weight", optional=True)
     _no_weight_grad(op, ("weight", weight))
-    ii = c.as_int(ignore_index, op, "ignore_index")
-    return _call(op, (input, target, weight), (ii, red, c.as_float(label_smoothing, op, "label_smoothing")))[0]
+    opts = c.option_tuple(op, extra, ignore_index=ignore_index, reduction=red, label_smoothing=label_smoothing)
+    return _call(op, (input, target, weight), opts)[0]
 
 
+@c.catalog_options("nll_loss")
 def nll_loss(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -126,6 +129,7 @@ def nll_loss(
     ignore_index: int = -100,
     reduce: Optional[bool] = None,
     reduction: str = "mean",
+    **extra: Any,
 ) -> torch.Tensor:
     """``torch.nn.functional.nll_loss`` computed by infoloss (see :func:`infoloss.nll_loss`).
 
@@ -141,9 +145,11 @@ def nll_loss(
     _check(target, op, "target")
     _check(weight, op, "weight", optional=True)
     _no_weight_grad(op, ("weight", weight))
-    return _call(op, (input, target, weight), (c.as_int(ignore_index, op, "ignore_index"), red))[0]
+    opts = c.option_tuple(op, extra, ignore_index=ignore_index, reduction=red)
+    return _call(op, (input, target, weight), opts)[0]
 
 
+@c.catalog_options("kl_div")
 def kl_div(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -151,6 +157,7 @@ def kl_div(
     reduce: Optional[bool] = None,
     reduction: str = "mean",
     log_target: bool = False,
+    **extra: Any,
 ) -> torch.Tensor:
     """``torch.nn.functional.kl_div`` computed by infoloss (see :func:`infoloss.kl_div`), with torch's warnings;
     gradients flow to the input and the target.
@@ -165,9 +172,11 @@ def kl_div(
     _check(input, op, "input")
     _check(target, op, "target")
     red, divide = c.resolve_kl_reduction(size_average, reduce, reduction, input.dim(), 2)
-    return _call(op, (input, target), (red, bool(log_target), bool(divide)))[0]
+    opts = c.option_tuple(op, extra, reduction=red, log_target=log_target)
+    return _call(op, (input, target), opts + (bool(divide),))[0]
 
 
+@c.catalog_options("binary_cross_entropy")
 def binary_cross_entropy(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -175,6 +184,7 @@ def binary_cross_entropy(
     size_average: Optional[bool] = None,
     reduce: Optional[bool] = None,
     reduction: str = "mean",
+    **extra: Any,
 ) -> torch.Tensor:
     """``torch.nn.functional.binary_cross_entropy`` computed by infoloss (see
     :func:`infoloss.binary_cross_entropy`); gradients flow to the input and the target.
@@ -190,9 +200,10 @@ def binary_cross_entropy(
     _check(target, op, "target")
     _check(weight, op, "weight", optional=True)
     _no_weight_grad(op, ("weight", weight))
-    return _call(op, (input, target, weight), (red,))[0]
+    return _call(op, (input, target, weight), c.option_tuple(op, extra, reduction=red))[0]
 
 
+@c.catalog_options("binary_cross_entropy_with_logits")
 def binary_cross_entropy_with_logits(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -201,6 +212,7 @@ def binary_cross_entropy_with_logits(
     reduce: Optional[bool] = None,
     reduction: str = "mean",
     pos_weight: Optional[torch.Tensor] = None,
+    **extra: Any,
 ) -> torch.Tensor:
     """``torch.nn.functional.binary_cross_entropy_with_logits`` computed by infoloss (see
     :func:`infoloss.binary_cross_entropy_with_logits`); gradients flow to the input and the target.
@@ -217,7 +229,7 @@ def binary_cross_entropy_with_logits(
     _check(weight, op, "weight", optional=True)
     _check(pos_weight, op, "pos_weight", optional=True)
     _no_weight_grad(op, ("weight", weight), ("pos_weight", pos_weight))
-    return _call(op, (input, target, weight, pos_weight), (red,))[0]
+    return _call(op, (input, target, weight, pos_weight), c.option_tuple(op, extra, reduction=red))[0]
 
 
 # ----------------------------------------------------------------------------------------- row functions
@@ -281,19 +293,12 @@ def logsumexp(input: torch.Tensor, dim: Any, keepdim: bool = False) -> torch.Ten
 # ------------------------------------------------------------------------------------- distillation and UDA
 
 
+@c.catalog_options("distill")
 def distill(
     student_logits: torch.Tensor,
     teacher_logits: torch.Tensor,
     labels: Optional[torch.Tensor] = None,
-    *,
-    temperature: float = 1.0,
-    t2_scaling: bool = True,
-    divergence: str = "forward_kl",
-    beta: float = 0.5,
-    alpha: float = 1.0,
-    ignore_index: int = -100,
-    reduction: str = "batchmean",
-    normalizer: Optional[float] = None,
+    **extra: Any,
 ) -> torch.Tensor:
     """:func:`infoloss.distill` as a torch operator: the gradient flows to ``student_logits`` only. PyTorch
     equivalent (forward KL): ``F.kl_div(F.log_softmax(s / T, 1), F.log_softmax(t / T, 1), reduction="batchmean",
@@ -307,14 +312,14 @@ def distill(
         torch.Size([1, 3])
     """
     op = "distill"
-    opts = _D._distill_options(op, temperature, t2_scaling, divergence, beta, alpha, ignore_index, reduction,
-                               normalizer)
+    opts = _D._distill_options(op, extra)
     _check(student_logits, op, "student_logits")
     _check(teacher_logits, op, "teacher_logits")
     _check(labels, op, "labels", optional=True)
     return _call(op, (student_logits, teacher_logits, labels), opts)[0]
 
 
+@c.catalog_options("distill")
 def distill_topk(
     student_logits: torch.Tensor,
     topk_indices: torch.Tensor,
@@ -322,14 +327,7 @@ def distill_topk(
     labels: Optional[torch.Tensor] = None,
     *,
     add_tail: bool = False,
-    temperature: float = 1.0,
-    t2_scaling: bool = True,
-    divergence: str = "forward_kl",
-    beta: float = 0.5,
-    alpha: float = 1.0,
-    ignore_index: int = -100,
-    reduction: str = "batchmean",
-    normalizer: Optional[float] = None,
+    **extra: Any,
 ) -> torch.Tensor:
     """:func:`infoloss.distill_topk` as a torch operator: the gradient flows to ``student_logits`` only. PyTorch
     equivalent (forward KL, no tail): ``F.kl_div(F.log_softmax(s / T, 1).gather(1, topk_indices), topk_logprobs,
@@ -344,23 +342,19 @@ def distill_topk(
         torch.Size([1, 3])
     """
     op = "distill_topk"
-    opts = _D._distill_options(op, temperature, t2_scaling, divergence, beta, alpha, ignore_index, reduction,
-                               normalizer)
+    opts = _D._distill_options(op, extra)
     _check(student_logits, op, "student_logits")
     _check(topk_indices, op, "topk_indices")
     _check(topk_logprobs, op, "topk_logprobs")
     _check(labels, op, "labels", optional=True)
-    return _call(op, (student_logits, topk_indices, topk_logprobs, labels), (bool(add_tail),) + opts)[0]
+    return _call(op, (student_logits, topk_indices, topk_logprobs, labels), opts + (bool(add_tail),))[0]
 
 
+@c.catalog_options("uda_consistency")
 def uda_consistency(
     ori_logits: torch.Tensor,
     aug_logits: torch.Tensor,
-    *,
-    temperature: float = 1.0,
-    sharpen: str = "target",
-    confidence_threshold: Optional[float] = None,
-    normalize: str = "kept_rows",
+    **extra: Any,
 ) -> torch.Tensor:
     """The loss of :func:`infoloss.uda_consistency` as a torch operator (a 0-d tensor); the gradient flows to
     ``aug_logits`` only and is computed in the backward pass by :func:`infoloss.uda_consistency_backward` with the
@@ -377,9 +371,7 @@ def uda_consistency(
     op = "uda_consistency"
     _check(ori_logits, op, "ori_logits")
     _check(aug_logits, op, "aug_logits")
-    opts = (c.as_float(temperature, op, "temperature"), _D._choice(sharpen, _D.SHARPEN, op, "sharpen"),
-            _D._opt_float(confidence_threshold, op, "confidence_threshold"),
-            _D._choice(normalize, _D.UDA_NORMALIZE, op, "normalize"))
+    opts = _D._uda_options(extra)
     return _call(op, (ori_logits, aug_logits), opts)[0]
 
 
@@ -402,6 +394,7 @@ class CrossEntropyExtrasOutput(NamedTuple):
     token_accuracy: Any
 
 
+@c.catalog_options("cross_entropy_extras")
 def cross_entropy_extras(
     input: torch.Tensor,
     target: torch.Tensor,
@@ -409,11 +402,7 @@ def cross_entropy_extras(
     ignore_index: int = -100,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
-    *,
-    lse_square_scale: float = 0.0,
-    softcap: Optional[float] = None,
-    return_lse: bool = False,
-    return_token_accuracy: bool = False,
+    **extra: Any,
 ) -> CrossEntropyExtrasOutput:
     r""":func:`infoloss.cross_entropy_extras` as a torch operator: cross-entropy on logits ``(N, C)`` with class
     indices ``(N,)``, plus the z-loss ``lse_square_scale·lse²``, logit softcapping, the per-row log-sum-exp and the
@@ -439,20 +428,19 @@ def cross_entropy_extras(
     _check(target, op, "target")
     _check(weight, op, "weight", optional=True)
     _no_weight_grad(op, ("weight", weight))
-    opts = (c.as_int(ignore_index, op, "ignore_index"), red, c.as_float(label_smoothing, op, "label_smoothing"),
-            c.as_float(lse_square_scale, op, "lse_square_scale"), _L._opt_float(softcap, op, "softcap"),
-            bool(return_lse), bool(return_token_accuracy))
+    opts = c.option_tuple(op, extra, ignore_index=ignore_index, reduction=red, label_smoothing=label_smoothing)
     loss, z, lse, acc = _call(op, (input, target, weight), opts)
-    if not return_token_accuracy:
+    if not c.option(op, opts, "return_token_accuracy"):
         acc = None
     elif red != "none" and not torch.compiler.is_compiling():
         acc = acc.item()  # a fraction of counts, exact in float64: not rounded to the input's dtype
-    return CrossEntropyExtrasOutput(loss, z, lse if return_lse else None, acc)
+    return CrossEntropyExtrasOutput(loss, z, lse if c.option(op, opts, "return_lse") else None, acc)
 
 
 # ------------------------------------------------------------------------------------------ fused linear losses
 
 
+@c.catalog_options("linear_cross_entropy", left_out=("return_lse", "return_token_accuracy"))
 def linear_cross_entropy(
     input: torch.Tensor,
     linear_weight: torch.Tensor,
@@ -467,6 +455,7 @@ def linear_cross_entropy(
     lse_square_scale: float = 0.0,
     softcap: Optional[float] = None,
     chunk_size: Optional[int] = None,
+    **extra: Any,
 ) -> torch.Tensor:
     """``torch.nn.functional.linear_cross_entropy`` computed by infoloss's fused kernel (see
     :func:`infoloss.linear_cross_entropy`); gradients flow to ``input``, ``linear_weight`` and ``linear_bias``.
@@ -490,13 +479,12 @@ def linear_cross_entropy(
     _no_weight_grad(op, ("the class weight", weight))
     if chunk_size is None and options is not None:
         chunk_size = getattr(options, "batch_chunk_size", None)
-    ii = -100 if ignore_index is None else c.as_int(ignore_index, op, "ignore_index")
-    opts = (red, ii, c.as_float(label_smoothing, op, "label_smoothing"),
-            c.as_float(lse_square_scale, op, "lse_square_scale"), _L._opt_float(softcap, op, "softcap"),
-            _L._chunk(chunk_size, op))
+    opts = _L._linear_ce_options(extra, ignore_index=ignore_index, reduction=red, label_smoothing=label_smoothing,
+                                 lse_square_scale=lse_square_scale, softcap=softcap, chunk_size=chunk_size)
     return _call(op, (input, linear_weight, target, linear_bias, weight), opts)[0]
 
 
+@c.catalog_options("linear_distill")
 def linear_distill(
     student_hidden: torch.Tensor,
     student_weight: torch.Tensor,
@@ -508,15 +496,7 @@ def linear_distill(
     teacher_bias: Optional[torch.Tensor] = None,
     teacher_topk: Optional[int] = None,
     add_tail: bool = False,
-    temperature: float = 1.0,
-    t2_scaling: bool = True,
-    divergence: str = "forward_kl",
-    beta: float = 0.5,
-    alpha: float = 1.0,
-    ignore_index: int = -100,
-    reduction: str = "batchmean",
-    normalizer: Optional[float] = None,
-    chunk_size: Optional[int] = None,
+    **extra: Any,
 ) -> torch.Tensor:
     """:func:`infoloss.linear_distill` as a torch operator: gradients flow to ``student_hidden``,
     ``student_weight`` and ``student_bias`` (the teacher is a constant). Any upstream gradient works, also a
@@ -533,12 +513,11 @@ def linear_distill(
         (torch.Size([6]), 0.0)
     """
     op = "linear_distill"
-    opts = _D._distill_options(op, temperature, t2_scaling, divergence, beta, alpha, ignore_index, reduction,
-                               normalizer)
+    opts = _D._distill_options(op, extra, loss="linear_distill")
     names = ("student_hidden", "student_weight", "teacher_hidden", "teacher_weight", "labels", "student_bias",
              "teacher_bias")
     tensors = (student_hidden, student_weight, teacher_hidden, teacher_weight, labels, student_bias, teacher_bias)
     for t, n in zip(tensors, names):
         _check(t, op, n, optional=n in ("student_bias", "teacher_bias", "labels"))
     k = None if teacher_topk is None else c.as_int(teacher_topk, op, "teacher_topk")
-    return _call(op, tensors, opts + (_L._chunk(chunk_size, op), k, bool(add_tail)))[0]
+    return _call(op, tensors, opts + (k, bool(add_tail)))[0]
