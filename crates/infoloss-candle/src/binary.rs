@@ -2,11 +2,11 @@
 //! each.
 
 use candle_core::Tensor;
-use infoloss::{GradOutput, KlDivOptions, Loss, Reduction};
-use ndarray::{ArrayD, ArrayViewD};
+use infoloss::{KlDivOptions, Reduction};
+use ndarray::ArrayViewD;
 
-use crate::convert::{Float, Host, core_err, ensure_cpu};
-use crate::ops::{Pair, PairLoss};
+use crate::convert::{Float, Host, ensure_all_cpu};
+use crate::ops::{Pair, PairLoss, loss_op};
 
 fn host(
     op: &'static str,
@@ -31,31 +31,13 @@ fn get<'h, T: Float>(
 
 struct KlDiv(KlDivOptions);
 
-impl PairLoss for KlDiv {
-    const NAME: &'static str = "kl_div";
-
-    fn forward<T: Float>(&self, x: ArrayViewD<'_, T>, t: ArrayViewD<'_, T>) -> candle_core::Result<Loss<T>> {
-        infoloss::kl_div(x, t, &self.0).map_err(core_err)
-    }
-
-    fn grad_first<T: Float>(
-        &self,
-        x: ArrayViewD<'_, T>,
-        t: ArrayViewD<'_, T>,
-        g: &GradOutput<'_, T>,
-    ) -> Option<candle_core::Result<ArrayD<T>>> {
-        Some(infoloss::kl_div_backward(x, t, &self.0, g).map_err(core_err))
-    }
-
-    fn grad_second<T: Float>(
-        &self,
-        x: ArrayViewD<'_, T>,
-        t: ArrayViewD<'_, T>,
-        g: &GradOutput<'_, T>,
-    ) -> Option<candle_core::Result<ArrayD<T>>> {
-        Some(infoloss::kl_div_backward_target(x, t, &self.0, g).map_err(core_err))
+impl KlDiv {
+    fn opts<T: Float>(&self) -> candle_core::Result<KlDivOptions> {
+        Ok(self.0)
     }
 }
+
+loss_op!(pair KlDiv = "kl_div": infoloss::kl_div, infoloss::kl_div_backward, infoloss::kl_div_backward_target);
 
 /// KL divergence `KL(target ‖ exp(input))` as `torch.nn.functional.kl_div(input, target, reduction, log_target)`.
 ///
@@ -84,8 +66,7 @@ impl PairLoss for KlDiv {
 /// ```
 pub fn kl_div(input: &Tensor, target: &Tensor, opts: &KlDivOptions) -> candle_core::Result<Tensor> {
     const OP: &str = "kl_div";
-    ensure_cpu(OP, "input", input)?;
-    ensure_cpu(OP, "target", target)?;
+    ensure_all_cpu(OP, &[("input", input), ("target", target)])?;
     input.apply_op2(target, Pair(KlDiv(*opts)))
 }
 
@@ -121,37 +102,8 @@ impl Bce {
     }
 }
 
-impl PairLoss for Bce {
-    const NAME: &'static str = "binary_cross_entropy";
-
-    fn forward<T: Float>(&self, x: ArrayViewD<'_, T>, t: ArrayViewD<'_, T>) -> candle_core::Result<Loss<T>> {
-        infoloss::binary_cross_entropy(x, t, &self.opts::<T>()?).map_err(core_err)
-    }
-
-    fn grad_first<T: Float>(
-        &self,
-        x: ArrayViewD<'_, T>,
-        t: ArrayViewD<'_, T>,
-        g: &GradOutput<'_, T>,
-    ) -> Option<candle_core::Result<ArrayD<T>>> {
-        Some(
-            self.opts::<T>()
-                .and_then(|o| infoloss::binary_cross_entropy_backward(x, t, &o, g).map_err(core_err)),
-        )
-    }
-
-    fn grad_second<T: Float>(
-        &self,
-        x: ArrayViewD<'_, T>,
-        t: ArrayViewD<'_, T>,
-        g: &GradOutput<'_, T>,
-    ) -> Option<candle_core::Result<ArrayD<T>>> {
-        Some(
-            self.opts::<T>()
-                .and_then(|o| infoloss::binary_cross_entropy_backward_target(x, t, &o, g).map_err(core_err)),
-        )
-    }
-}
+loss_op!(pair Bce = "binary_cross_entropy": infoloss::binary_cross_entropy,
+    infoloss::binary_cross_entropy_backward, infoloss::binary_cross_entropy_backward_target);
 
 /// Binary cross-entropy of probabilities, as `torch.nn.functional.binary_cross_entropy(input, target, weight,
 /// reduction)`: `loss = −w·(t·max(ln x, −100) + (1 − t)·max(ln(1 − x), −100))`, reduced.
@@ -182,8 +134,7 @@ pub fn binary_cross_entropy(
     opts: &BceOptions,
 ) -> candle_core::Result<Tensor> {
     const OP: &str = "binary_cross_entropy";
-    ensure_cpu(OP, "input", input)?;
-    ensure_cpu(OP, "target", target)?;
+    ensure_all_cpu(OP, &[("input", input), ("target", target)])?;
     let op = Bce { weight: host(OP, "weight", opts.weight.as_ref(), input)?, reduction: opts.reduction };
     input.apply_op2(target, Pair(op))
 }
@@ -228,37 +179,9 @@ impl BceLogits {
     }
 }
 
-impl PairLoss for BceLogits {
-    const NAME: &'static str = "binary_cross_entropy_with_logits";
-
-    fn forward<T: Float>(&self, x: ArrayViewD<'_, T>, t: ArrayViewD<'_, T>) -> candle_core::Result<Loss<T>> {
-        infoloss::binary_cross_entropy_with_logits(x, t, &self.opts::<T>()?).map_err(core_err)
-    }
-
-    fn grad_first<T: Float>(
-        &self,
-        x: ArrayViewD<'_, T>,
-        t: ArrayViewD<'_, T>,
-        g: &GradOutput<'_, T>,
-    ) -> Option<candle_core::Result<ArrayD<T>>> {
-        Some(
-            self.opts::<T>().and_then(|o| {
-                infoloss::binary_cross_entropy_with_logits_backward(x, t, &o, g).map_err(core_err)
-            }),
-        )
-    }
-
-    fn grad_second<T: Float>(
-        &self,
-        x: ArrayViewD<'_, T>,
-        t: ArrayViewD<'_, T>,
-        g: &GradOutput<'_, T>,
-    ) -> Option<candle_core::Result<ArrayD<T>>> {
-        Some(self.opts::<T>().and_then(|o| {
-            infoloss::binary_cross_entropy_with_logits_backward_target(x, t, &o, g).map_err(core_err)
-        }))
-    }
-}
+loss_op!(pair BceLogits = "binary_cross_entropy_with_logits": infoloss::binary_cross_entropy_with_logits,
+    infoloss::binary_cross_entropy_with_logits_backward,
+    infoloss::binary_cross_entropy_with_logits_backward_target);
 
 /// Binary cross-entropy of logits, as `torch.nn.functional.binary_cross_entropy_with_logits(input, target,
 /// weight, pos_weight=..., reduction=...)`: `loss = w·((1 − t)·x − lw·logσ(x))`, `lw = (p − 1)·t + 1` with
@@ -291,8 +214,7 @@ pub fn binary_cross_entropy_with_logits(
     opts: &BceWithLogitsOptions,
 ) -> candle_core::Result<Tensor> {
     const OP: &str = "binary_cross_entropy_with_logits";
-    ensure_cpu(OP, "input", input)?;
-    ensure_cpu(OP, "target", target)?;
+    ensure_all_cpu(OP, &[("input", input), ("target", target)])?;
     let op = BceLogits {
         weight: host(OP, "weight", opts.weight.as_ref(), input)?,
         pos_weight: host(OP, "pos_weight", opts.pos_weight.as_ref(), input)?,

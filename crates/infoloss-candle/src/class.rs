@@ -1,11 +1,11 @@
 //! `nll_loss` and `cross_entropy` (class-index and probability targets).
 
 use candle_core::{DType, Tensor};
-use infoloss::{GradOutput, Loss, Reduction};
-use ndarray::{ArrayD, ArrayView1, ArrayViewD, Ix1};
+use infoloss::Reduction;
+use ndarray::{ArrayView1, Ix1};
 
-use crate::convert::{Float, Host, core_err, ensure_cpu, msg};
-use crate::ops::{IndexLoss, Indexed, Pair, PairLoss};
+use crate::convert::{Float, Host, core_err, ensure_all_cpu, msg};
+use crate::ops::{IndexLoss, Indexed, Pair, loss_op};
 
 /// Options of [`nll_loss`]; `Default` equals PyTorch's (`weight = None`, `ignore_index = -100`,
 /// `reduction = Mean`).
@@ -110,26 +110,7 @@ impl Nll {
     }
 }
 
-impl IndexLoss for Nll {
-    const NAME: &'static str = "nll_loss";
-
-    fn forward<T: Float>(
-        &self,
-        x: ArrayViewD<'_, T>,
-        t: ArrayViewD<'_, i64>,
-    ) -> candle_core::Result<Loss<T>> {
-        infoloss::nll_loss(x, t, &self.opts::<T>()?).map_err(core_err)
-    }
-
-    fn backward<T: Float>(
-        &self,
-        x: ArrayViewD<'_, T>,
-        t: ArrayViewD<'_, i64>,
-        g: &GradOutput<'_, T>,
-    ) -> candle_core::Result<ArrayD<T>> {
-        infoloss::nll_loss_backward(x, t, &self.opts::<T>()?, g).map_err(core_err)
-    }
-}
+loss_op!(index Nll = "nll_loss": infoloss::nll_loss, infoloss::nll_loss_backward);
 
 /// Negative log-likelihood of class indices: `loss_i = −w[t_i]·input[i, t_i]`, reduced.
 ///
@@ -156,8 +137,7 @@ impl IndexLoss for Nll {
 /// ```
 pub fn nll_loss(input: &Tensor, target: &Tensor, opts: &NllOptions) -> candle_core::Result<Tensor> {
     const OP: &str = "nll_loss";
-    ensure_cpu(OP, "input", input)?;
-    ensure_cpu(OP, "target", target)?;
+    ensure_all_cpu(OP, &[("input", input), ("target", target)])?;
     let op = Nll {
         weight: class_weight(OP, opts.weight.as_ref(), input)?,
         ignore_index: opts.ignore_index,
@@ -197,63 +177,11 @@ impl Ce {
     }
 }
 
-impl IndexLoss for Ce {
-    const NAME: &'static str = "cross_entropy";
+loss_op!(index Ce = "cross_entropy": infoloss::cross_entropy, infoloss::cross_entropy_backward);
 
-    fn forward<T: Float>(
-        &self,
-        x: ArrayViewD<'_, T>,
-        t: ArrayViewD<'_, i64>,
-    ) -> candle_core::Result<Loss<T>> {
-        infoloss::cross_entropy(x, t, &self.opts::<T>()?).map_err(core_err)
-    }
-
-    fn backward<T: Float>(
-        &self,
-        x: ArrayViewD<'_, T>,
-        t: ArrayViewD<'_, i64>,
-        g: &GradOutput<'_, T>,
-    ) -> candle_core::Result<ArrayD<T>> {
-        infoloss::cross_entropy_backward(x, t, &self.opts::<T>()?, g).map_err(core_err)
-    }
-}
-
-/// Cross-entropy with probability targets (the [`PairLoss`] of [`cross_entropy_probs`]).
-struct CeProbs(Ce);
-
-impl PairLoss for CeProbs {
-    const NAME: &'static str = "cross_entropy";
-
-    fn forward<T: Float>(&self, x: ArrayViewD<'_, T>, t: ArrayViewD<'_, T>) -> candle_core::Result<Loss<T>> {
-        infoloss::cross_entropy_probs(x, t, &self.0.opts::<T>()?).map_err(core_err)
-    }
-
-    fn grad_first<T: Float>(
-        &self,
-        x: ArrayViewD<'_, T>,
-        t: ArrayViewD<'_, T>,
-        g: &GradOutput<'_, T>,
-    ) -> Option<candle_core::Result<ArrayD<T>>> {
-        Some(
-            self.0
-                .opts::<T>()
-                .and_then(|o| infoloss::cross_entropy_probs_backward(x, t, &o, g).map_err(core_err)),
-        )
-    }
-
-    fn grad_second<T: Float>(
-        &self,
-        x: ArrayViewD<'_, T>,
-        t: ArrayViewD<'_, T>,
-        g: &GradOutput<'_, T>,
-    ) -> Option<candle_core::Result<ArrayD<T>>> {
-        Some(
-            self.0
-                .opts::<T>()
-                .and_then(|o| infoloss::cross_entropy_probs_backward_target(x, t, &o, g).map_err(core_err)),
-        )
-    }
-}
+// With probability targets (`cross_entropy_probs`), the same options.
+loss_op!(pair Ce = "cross_entropy": infoloss::cross_entropy_probs, infoloss::cross_entropy_probs_backward,
+    infoloss::cross_entropy_probs_backward_target);
 
 /// Cross-entropy of logits, as `torch.nn.functional.cross_entropy`: the target's dtype decides, as in
 /// PyTorch — an **integer** target holds class indices, a **float** target holds class probabilities (then
@@ -288,8 +216,7 @@ pub fn cross_entropy(
     opts: &CrossEntropyOptions,
 ) -> candle_core::Result<Tensor> {
     const OP: &str = "cross_entropy";
-    ensure_cpu(OP, "input", input)?;
-    ensure_cpu(OP, "target", target)?;
+    ensure_all_cpu(OP, &[("input", input), ("target", target)])?;
     if is_float(target.dtype()) {
         return cross_entropy_probs(input, target, opts);
     }
@@ -330,7 +257,6 @@ pub fn cross_entropy_probs(
     opts: &CrossEntropyOptions,
 ) -> candle_core::Result<Tensor> {
     const OP: &str = "cross_entropy";
-    ensure_cpu(OP, "input", input)?;
-    ensure_cpu(OP, "target", target)?;
-    input.apply_op2(target, Pair(CeProbs(Ce::new(OP, input, opts)?)))
+    ensure_all_cpu(OP, &[("input", input), ("target", target)])?;
+    input.apply_op2(target, Pair(Ce::new(OP, input, opts)?))
 }

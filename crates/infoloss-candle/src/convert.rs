@@ -163,6 +163,11 @@ pub(crate) fn ensure_cpu(op: &'static str, what: &str, t: &Tensor) -> candle_cor
     }
 }
 
+/// [`ensure_cpu`] for each (name, tensor) of an op's arguments, in order.
+pub(crate) fn ensure_all_cpu(op: &'static str, args: &[(&str, &Tensor)]) -> candle_core::Result<()> {
+    args.iter().try_for_each(|(what, t)| ensure_cpu(op, what, t))
+}
+
 /// The CPU storage behind a storage guard, or the CPU-only error.
 pub(crate) fn cpu<'g>(op: &'static str, what: &str, s: &'g Storage) -> candle_core::Result<&'g CpuStorage> {
     match s {

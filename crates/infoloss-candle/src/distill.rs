@@ -9,7 +9,7 @@ use infoloss::uda::UdaOptions;
 use infoloss::{GradOutput, Loss};
 use ndarray::{Array1, Array2, ArrayD, ArrayViewD, Ix1, Ix2};
 
-use crate::convert::{Float, Host, core_err, cpu, ensure_cpu, index_view, msg};
+use crate::convert::{Float, Host, core_err, cpu, ensure_all_cpu, ensure_cpu, index_view, msg};
 use crate::ops::{Pair, PairLoss};
 
 /// Class-index labels (any integer dtype) copied to the host as `(rows,)` `i64`.
@@ -38,6 +38,7 @@ fn two_d<'a, T>(
 // distill
 // ---------------------------------------------------------------------------------------------------------------
 
+/// The op of [`distill`]; the teacher is a constant (no `grad_second`).
 struct Distill {
     labels: Option<Array1<i64>>,
     opts: DistillOptions,
@@ -60,15 +61,6 @@ impl PairLoss for Distill {
     ) -> Option<candle_core::Result<ArrayD<T>>> {
         let labels = self.labels.as_ref().map(|l| l.view());
         Some(infoloss::distill_backward(s, t, labels, &self.opts, g).map(Array2::into_dyn).map_err(core_err))
-    }
-
-    fn grad_second<T: Float>(
-        &self,
-        _: ArrayViewD<'_, T>,
-        _: ArrayViewD<'_, T>,
-        _: &GradOutput<'_, T>,
-    ) -> Option<candle_core::Result<ArrayD<T>>> {
-        None // the teacher is a constant
     }
 }
 
@@ -108,8 +100,7 @@ pub fn distill(
     opts: &DistillOptions,
 ) -> candle_core::Result<Tensor> {
     const OP: &str = "distill";
-    ensure_cpu(OP, "student", student)?;
-    ensure_cpu(OP, "teacher", teacher)?;
+    ensure_all_cpu(OP, &[("student", student), ("teacher", teacher)])?;
     let op = Distill { labels: labels_host(OP, labels)?, opts: *opts };
     // the teacher is a constant: detached, so backward() does not walk into the graph that produced it
     student.apply_op2(&teacher.detach(), Pair(op))
@@ -143,6 +134,7 @@ pub struct SparseTeacher {
     pub add_tail: bool,
 }
 
+/// The op of [`distill_topk`]; the teacher is a constant (no `grad_second`).
 struct DistillTopk {
     indices: Array2<i64>,
     add_tail: bool,
@@ -187,15 +179,6 @@ impl PairLoss for DistillTopk {
                 .map_err(core_err)
         }))
     }
-
-    fn grad_second<T: Float>(
-        &self,
-        _: ArrayViewD<'_, T>,
-        _: ArrayViewD<'_, T>,
-        _: &GradOutput<'_, T>,
-    ) -> Option<candle_core::Result<ArrayD<T>>> {
-        None // the teacher is a constant
-    }
 }
 
 /// Distillation from a **sparse top-k teacher** (e.g. stored offline): the divergence is taken over the
@@ -229,9 +212,14 @@ pub fn distill_topk(
     opts: &DistillOptions,
 ) -> candle_core::Result<Tensor> {
     const OP: &str = "distill_topk";
-    ensure_cpu(OP, "student", student)?;
-    ensure_cpu(OP, "teacher logprobs", &teacher.logprobs)?;
-    ensure_cpu(OP, "teacher indices", &teacher.indices)?;
+    ensure_all_cpu(
+        OP,
+        &[
+            ("student", student),
+            ("teacher logprobs", &teacher.logprobs),
+            ("teacher indices", &teacher.indices),
+        ],
+    )?;
     let indices = {
         let (g, layout) = teacher.indices.storage_and_layout();
         let v = index_view(OP, "teacher indices", cpu(OP, "teacher indices", &g)?, layout)?;
@@ -270,6 +258,7 @@ struct UdaStats {
     kept: usize,
 }
 
+/// The op of [`uda_consistency`]; the original side is a constant target (no `grad_first`), as in UDA.
 struct Uda {
     opts: UdaOptions,
     stats: Arc<Mutex<UdaStats>>,
@@ -294,15 +283,6 @@ impl PairLoss for Uda {
             };
         }
         Ok(Loss::Scalar(out.loss))
-    }
-
-    fn grad_first<T: Float>(
-        &self,
-        _: ArrayViewD<'_, T>,
-        _: ArrayViewD<'_, T>,
-        _: &GradOutput<'_, T>,
-    ) -> Option<candle_core::Result<ArrayD<T>>> {
-        None // the original side is a constant target (no gradient), as in UDA
     }
 
     fn grad_second<T: Float>(
@@ -350,8 +330,7 @@ impl PairLoss for Uda {
 /// ```
 pub fn uda_consistency(ori: &Tensor, aug: &Tensor, opts: &UdaOptions) -> candle_core::Result<UdaOutput> {
     const OP: &str = "uda_consistency";
-    ensure_cpu(OP, "ori_logits", ori)?;
-    ensure_cpu(OP, "aug_logits", aug)?;
+    ensure_all_cpu(OP, &[("ori_logits", ori), ("aug_logits", aug)])?;
     let stats = Arc::new(Mutex::new(UdaStats::default()));
     // the original side is the fixed target: detached, as under torch.no_grad()
     let loss = ori.detach().apply_op2(aug, Pair(Uda { opts: *opts, stats: Arc::clone(&stats) }))?;

@@ -191,21 +191,80 @@ pub(crate) trait PairLoss: Send + Sync + 'static {
     const SECOND: &'static str = "target";
     /// The loss.
     fn forward<T: Float>(&self, a: ArrayViewD<'_, T>, b: ArrayViewD<'_, T>) -> candle_core::Result<Loss<T>>;
-    /// The gradient wrt the first argument, or `None` if it has none.
+    /// The gradient wrt the first argument, or `None` if it has none (a constant side, the default).
     fn grad_first<T: Float>(
         &self,
-        a: ArrayViewD<'_, T>,
-        b: ArrayViewD<'_, T>,
-        g: &GradOutput<'_, T>,
-    ) -> Option<candle_core::Result<ArrayD<T>>>;
-    /// The gradient wrt the second argument, or `None` if it has none.
+        _a: ArrayViewD<'_, T>,
+        _b: ArrayViewD<'_, T>,
+        _g: &GradOutput<'_, T>,
+    ) -> Option<candle_core::Result<ArrayD<T>>> {
+        None
+    }
+    /// The gradient wrt the second argument, or `None` if it has none (a constant side, the default).
     fn grad_second<T: Float>(
         &self,
-        a: ArrayViewD<'_, T>,
-        b: ArrayViewD<'_, T>,
-        g: &GradOutput<'_, T>,
-    ) -> Option<candle_core::Result<ArrayD<T>>>;
+        _a: ArrayViewD<'_, T>,
+        _b: ArrayViewD<'_, T>,
+        _g: &GradOutput<'_, T>,
+    ) -> Option<candle_core::Result<ArrayD<T>>> {
+        None
+    }
 }
+
+/// Implements [`PairLoss`] (`pair`) or [`IndexLoss`] (`index`) for a type whose `opts::<T>()` gives the
+/// infoloss options, by calling the infoloss loss and its backward(s) with them: `pair Op = "name": loss,
+/// loss_backward, loss_backward_target` or `index Op = "name": loss, loss_backward`.
+macro_rules! loss_op {
+    (pair $ty:ty = $name:literal: $forward:path, $first:path, $second:path) => {
+        impl $crate::ops::PairLoss for $ty {
+            const NAME: &'static str = $name;
+
+            fn forward<T: $crate::convert::Float>(
+                &self,
+                a: ndarray::ArrayViewD<'_, T>,
+                b: ndarray::ArrayViewD<'_, T>,
+            ) -> candle_core::Result<infoloss::Loss<T>> {
+                $forward(a, b, &self.opts::<T>()?).map_err($crate::convert::core_err)
+            }
+
+            $crate::ops::loss_op!(@grad grad_first $first);
+            $crate::ops::loss_op!(@grad grad_second $second);
+        }
+    };
+    (@grad $method:ident $backward:path) => {
+        fn $method<T: $crate::convert::Float>(
+            &self,
+            a: ndarray::ArrayViewD<'_, T>,
+            b: ndarray::ArrayViewD<'_, T>,
+            g: &infoloss::GradOutput<'_, T>,
+        ) -> Option<candle_core::Result<ndarray::ArrayD<T>>> {
+            Some(self.opts::<T>().and_then(|o| $backward(a, b, &o, g).map_err($crate::convert::core_err)))
+        }
+    };
+    (index $ty:ty = $name:literal: $forward:path, $backward:path) => {
+        impl $crate::ops::IndexLoss for $ty {
+            const NAME: &'static str = $name;
+
+            fn forward<T: $crate::convert::Float>(
+                &self,
+                x: ndarray::ArrayViewD<'_, T>,
+                t: ndarray::ArrayViewD<'_, i64>,
+            ) -> candle_core::Result<infoloss::Loss<T>> {
+                $forward(x, t, &self.opts::<T>()?).map_err($crate::convert::core_err)
+            }
+
+            fn backward<T: $crate::convert::Float>(
+                &self,
+                x: ndarray::ArrayViewD<'_, T>,
+                t: ndarray::ArrayViewD<'_, i64>,
+                g: &infoloss::GradOutput<'_, T>,
+            ) -> candle_core::Result<ndarray::ArrayD<T>> {
+                $backward(x, t, &self.opts::<T>()?, g).map_err($crate::convert::core_err)
+            }
+        }
+    };
+}
+pub(crate) use loss_op;
 
 /// A [`PairLoss`] as a `CustomOp2`.
 pub(crate) struct Pair<L>(pub L);

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use super::RunResult;
+use super::{EpochStat, RunResult};
 
 const COLORS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
@@ -14,6 +14,9 @@ const COLORS: [RGBColor; 6] = [
     RGBColor(148, 103, 189),
     RGBColor(140, 86, 75),
 ];
+
+/// The value a panel plots per epoch.
+type Plotted = fn(&EpochStat) -> f64;
 
 /// Draws test loss (left) and test accuracy (right) per epoch for every run into `path` (SVG).
 pub fn curves(path: &Path, runs: &[RunResult]) -> Result<(), String> {
@@ -29,51 +32,46 @@ pub fn curves(path: &Path, runs: &[RunResult]) -> Result<(), String> {
             .flat_map(|r| r.curve.iter().map(|c| c.test_loss))
             .filter(|v| v.is_finite())
             .fold(0.1f64, f64::max);
-        let mut lc = ChartBuilder::on(&left)
-            .caption("test loss (cross-entropy)", ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(50)
-            .build_cartesian_2d(1f64..epochs, 0f64..max_loss * 1.05)
-            .map_err(|x| e(&x))?;
-        lc.configure_mesh().x_desc("epoch").y_desc("loss").draw().map_err(|x| e(&x))?;
-        let mut ac = ChartBuilder::on(&right)
-            .caption("test accuracy", ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(50)
-            .build_cartesian_2d(1f64..epochs, 0f64..1f64)
-            .map_err(|x| e(&x))?;
-        ac.configure_mesh().x_desc("epoch").y_desc("accuracy").draw().map_err(|x| e(&x))?;
-        for (i, r) in runs.iter().enumerate() {
-            let color = COLORS[i % COLORS.len()];
-            lc.draw_series(LineSeries::new(
-                r.curve.iter().map(|c| (c.epoch as f64, c.test_loss)),
-                color.stroke_width(2),
-            ))
-            .map_err(|x| e(&x))?
-            .label(r.name.clone())
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2)));
-            ac.draw_series(LineSeries::new(
-                r.curve.iter().map(|c| (c.epoch as f64, c.test_acc)),
-                color.stroke_width(2),
-            ))
-            .map_err(|x| e(&x))?
-            .label(r.name.clone())
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2)));
+        // per panel: caption, top of the y axis, y label, the plotted value, where the legend goes
+        let panels: [(_, _, _, _, Plotted, _); 2] = [
+            (
+                &left,
+                "test loss (cross-entropy)",
+                max_loss * 1.05,
+                "loss",
+                |c| c.test_loss,
+                SeriesLabelPosition::UpperRight,
+            ),
+            (&right, "test accuracy", 1.0, "accuracy", |c| c.test_acc, SeriesLabelPosition::LowerRight),
+        ];
+        for (area, caption, top, y_desc, value, legend) in panels {
+            let mut chart = ChartBuilder::on(area)
+                .caption(caption, ("sans-serif", 20))
+                .margin(12)
+                .x_label_area_size(36)
+                .y_label_area_size(50)
+                .build_cartesian_2d(1f64..epochs, 0f64..top)
+                .map_err(|x| e(&x))?;
+            chart.configure_mesh().x_desc("epoch").y_desc(y_desc).draw().map_err(|x| e(&x))?;
+            for (i, r) in runs.iter().enumerate() {
+                let color = COLORS[i % COLORS.len()];
+                chart
+                    .draw_series(LineSeries::new(
+                        r.curve.iter().map(|c| (c.epoch as f64, value(c))),
+                        color.stroke_width(2),
+                    ))
+                    .map_err(|x| e(&x))?
+                    .label(r.name.clone())
+                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], color.stroke_width(2)));
+            }
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .position(legend)
+                .draw()
+                .map_err(|x| e(&x))?;
         }
-        lc.configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(|x| e(&x))?;
-        ac.configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()
-            .map_err(|x| e(&x))?;
         root.present().map_err(|x| e(&x))?;
     }
     std::fs::rename(&tmp, path).map_err(|e| format!("{}: cannot rename into place: {e}", path.display()))

@@ -4,6 +4,8 @@
 
 use std::io::{Cursor, Read};
 
+use super::tensor::choose_member;
+
 /// Whether `bytes` start like a zip archive.
 pub fn is_zip(bytes: &[u8]) -> bool {
     bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(b"PK\x05\x06")
@@ -17,25 +19,8 @@ pub fn read_member(bytes: &[u8], key: Option<&str>) -> Result<(String, Vec<u8>),
     let mut names: Vec<String> = archive.file_names().map(|s| s.to_string()).collect();
     names.sort();
     let key_of = |n: &str| n.strip_suffix(".npy").unwrap_or(n).to_string();
-    let list = || names.iter().map(|n| key_of(n)).collect::<Vec<_>>().join(", ");
-    let name = match key {
-        Some(k) => names
-            .iter()
-            .find(|n| key_of(n) == k)
-            .cloned()
-            .ok_or_else(|| format!("no array '{k}' in the archive (it holds: {})", list()))?,
-        None => match names.len() {
-            1 => names[0].clone(),
-            0 => return Err("the archive holds no arrays".into()),
-            _ => {
-                return Err(format!(
-                    "the archive holds {} arrays ({}): choose one with --key NAME or FILE#NAME",
-                    names.len(),
-                    list()
-                ));
-            }
-        },
-    };
+    let keys: Vec<String> = names.iter().map(|n| key_of(n)).collect();
+    let name = names[choose_member(&keys, key, ("array", "archive", "--key"))?].clone();
     let mut f = archive.by_name(&name).map_err(|e| format!("cannot read array '{}': {e}", key_of(&name)))?;
     // A member cannot inflate to more than ~1032 times its compressed size (deflate's limit) and a stored
     // member is as large as it is in the file: a larger declared size is a corrupt or hostile archive.

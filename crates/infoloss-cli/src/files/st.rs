@@ -6,31 +6,14 @@ use std::borrow::Cow;
 
 use safetensors::{Dtype, SafeTensors};
 
-use super::tensor::{StoredDType, Tensor, checked_size};
+use super::tensor::{StoredDType, Tensor, checked_size, choose_member};
 
 /// Chooses a tensor (by `name`, or the only one when `name` is `None`) and returns its name and contents.
 pub fn parse<'a>(bytes: &'a [u8], name: Option<&str>) -> Result<(String, Tensor<'a>), String> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not a valid .safetensors file: {e}"))?;
     let mut all: Vec<String> = st.names().into_iter().map(|s| s.to_string()).collect();
     all.sort();
-    let name = match name {
-        Some(n) => {
-            if !all.iter().any(|a| a == n) {
-                return Err(format!("no tensor '{n}' in the file (it holds: {})", all.join(", ")));
-            }
-            n.to_string()
-        }
-        None => match all.len() {
-            1 => all[0].clone(),
-            0 => return Err("the file holds no tensors".into()),
-            n => {
-                return Err(format!(
-                    "the file holds {n} tensors ({}): choose one with --tensor NAME or FILE#NAME",
-                    all.join(", ")
-                ));
-            }
-        },
-    };
+    let name = all[choose_member(&all, name, ("tensor", "file", "--tensor"))?].clone();
     let view = st.tensor(&name).map_err(|e| format!("cannot read tensor '{name}': {e}"))?;
     let dtype = match view.dtype() {
         Dtype::F16 => StoredDType::F16,

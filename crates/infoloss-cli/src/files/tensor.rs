@@ -183,43 +183,33 @@ impl FromStored for f64 {
     }
 }
 
-impl FromStored for f16 {
-    const STORED: StoredDType = StoredDType::F16;
-    fn from_f64(v: f64) -> Self {
-        f16::from_f64(v)
-    }
-    fn from_f32(v: f32) -> Self {
-        f16::from_f32(v)
-    }
-    fn from_f16(v: f16) -> Self {
-        v
-    }
-    fn from_bf16(v: bf16) -> Self {
-        f16::from_f32(v.to_f32())
-    }
-    fn to_f64(self) -> f64 {
-        self.to_f64()
-    }
+/// A half type `$t` (stored as `$stored`): converted from `f64` and `f32` by its own rounding, from itself
+/// as is (`$own`), and from the other half type `$o` (`$from_other`) through `f32`, which holds both exactly.
+macro_rules! half_from_stored {
+    ($t:ident = $stored:ident, $own:ident; $from_other:ident($o:ident)) => {
+        impl FromStored for $t {
+            const STORED: StoredDType = StoredDType::$stored;
+            fn from_f64(v: f64) -> Self {
+                $t::from_f64(v)
+            }
+            fn from_f32(v: f32) -> Self {
+                $t::from_f32(v)
+            }
+            fn $own(v: $t) -> Self {
+                v
+            }
+            fn $from_other(v: $o) -> Self {
+                $t::from_f32(v.to_f32())
+            }
+            fn to_f64(self) -> f64 {
+                self.to_f64()
+            }
+        }
+    };
 }
 
-impl FromStored for bf16 {
-    const STORED: StoredDType = StoredDType::BF16;
-    fn from_f64(v: f64) -> Self {
-        bf16::from_f64(v)
-    }
-    fn from_f32(v: f32) -> Self {
-        bf16::from_f32(v)
-    }
-    fn from_f16(v: f16) -> Self {
-        bf16::from_f32(v.to_f32())
-    }
-    fn from_bf16(v: bf16) -> Self {
-        v
-    }
-    fn to_f64(self) -> f64 {
-        self.to_f64()
-    }
-}
+half_from_stored!(f16 = F16, from_f16; from_bf16(bf16));
+half_from_stored!(bf16 = BF16, from_bf16; from_f16(f16));
 
 /// Reads `N` bytes at `i·N` in the given byte order.
 #[inline]
@@ -343,6 +333,31 @@ impl<'a> Tensor<'a> {
             out.push(v);
         }
         Ok(CowArray::from(self.wrap(out)?))
+    }
+}
+
+/// The index of the member of a container (an `.npz` archive, a `.safetensors` file) holding `names` to
+/// read: the one named `wanted`, or the only one. `(item, container, flag)` name them in the errors
+/// (`("array", "archive", "--key")`).
+pub fn choose_member(
+    names: &[String],
+    wanted: Option<&str>,
+    (item, container, flag): (&str, &str, &str),
+) -> Result<usize, String> {
+    let list = || names.join(", ");
+    match wanted {
+        Some(w) => names
+            .iter()
+            .position(|n| n == w)
+            .ok_or_else(|| format!("no {item} '{w}' in the {container} (it holds: {})", list())),
+        None => match names.len() {
+            1 => Ok(0),
+            0 => Err(format!("the {container} holds no {item}s")),
+            n => Err(format!(
+                "the {container} holds {n} {item}s ({}): choose one with {flag} NAME or FILE#NAME",
+                list()
+            )),
+        },
     }
 }
 

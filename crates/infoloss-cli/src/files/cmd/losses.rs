@@ -17,7 +17,7 @@ pub(super) fn weight1<T: Elem>(cx: &Cx<'_>) -> Result<Option<infoloss::ndarray::
 /// INPUT TARGET and the optional files given by `extra` (role, option).
 pub(super) fn two_files(
     tf: &TwoFiles,
-    extra: &[(&'static str, &Option<String>)],
+    extra: &[(&'static str, Option<String>)],
 ) -> Result<Vec<(&'static str, String)>, String> {
     let (i, t) = tf.resolve()?;
     let mut v = vec![("input", i), ("target", t)];
@@ -32,24 +32,34 @@ pub(super) fn pq(p: &str, q: Option<&String>) -> Vec<(&'static str, String)> {
     v
 }
 
-/// The `cross-entropy` options for the library.
-pub(super) fn ce_options<'w, T: Elem>(
-    a: &CrossEntropyArgs,
-    w: &'w Option<infoloss::ndarray::Array1<T>>,
-) -> CrossEntropyOptions<'w, T> {
-    CrossEntropyOptions {
-        weight: w.as_ref().map(|w| w.view()),
-        ignore_index: a.class.ignore_index,
-        reduction: a.class.reduction.into(),
-        label_smoothing: a.label_smoothing,
+/// The computation of a loss of INPUT and TARGET (a [`LossArgs`] subcommand), by its catalog loss.
+pub(super) trait LossCompute: CatalogLoss + Sized {
+    /// Runs the loss with the subcommand's arguments.
+    fn compute<T: Elem>(a: &LossArgs<Self>, cx: &Cx<'_>) -> Result<Report<T>, String>;
+}
+
+impl<L: LossCompute> Cmd for LossArgs<L> {
+    fn spec(&self) -> Io<'_> {
+        Io::loss(&self.common, &self.files, self.opts.files(), Some(&self.grad_target_out))
+    }
+    fn compute<T: Elem>(&self, cx: &Cx<'_>) -> Result<Report<T>, String> {
+        L::compute(self, cx)
     }
 }
 
-impl Cmd for CrossEntropyArgs {
-    fn spec(&self) -> Io<'_> {
-        Io::loss(&self.common, &self.files, &[("weight", &self.class.weight)], Some(&self.grad_target_out))
-    }
-    fn compute<T: Elem>(&self, cx: &Cx<'_>) -> Result<Report<T>, String> {
+/// The [`PairFns`] of the infoloss loss `$f` of two arrays: `$f`, `$f_backward` and `$f_backward_target`.
+macro_rules! pair_fns {
+    ($f:ident, $b:ident, $bt:ident) => {
+        PairFns {
+            loss: infoloss::$f::<T, IxDyn, IxDyn>,
+            grad: infoloss::$b::<T, IxDyn, IxDyn>,
+            grad_target: infoloss::$bt::<T, IxDyn, IxDyn>,
+        }
+    };
+}
+
+impl LossCompute for CrossEntropyLoss {
+    fn compute<T: Elem>(a: &LossArgs<Self>, cx: &Cx<'_>) -> Result<Report<T>, String> {
         let x = cx.floats::<T>("input", false)?;
         let tin = cx.files.req("target")?;
         let ttensor = tin.tensor(Want::Floats)?;
@@ -75,20 +85,17 @@ impl Cmd for CrossEntropyArgs {
                 )
             });
         }
-        if !probs && self.grad_target_out.is_some() {
+        if !probs && a.grad_target_out.is_some() {
             return Err(format!(
                 "{}: --grad-target-out: class-index targets have no gradient (only probability targets do)",
                 tin.label
             ));
         }
         let w = weight1::<T>(cx)?;
-        let opts = ce_options(self, &w);
+        let opts = CrossEntropyOptions { weight: w.as_ref().map(|w| w.view()), ..a.opts.build()? };
         let u = cx.upstream::<T>()?;
-        let options = json!({
-            "reduction": opts.reduction.as_str(), "ignore_index": self.class.ignore_index,
-            "label_smoothing": self.label_smoothing,
-            "target": if probs { "probabilities" } else { "class indices" },
-        });
+        let mut options = report_options(&opts);
+        options["target"] = json!(if probs { "probabilities" } else { "class indices" });
         if !probs {
             let t = indices(tin)?;
             let mut r = cx.report::<T>("cross_entropy", options, &["target"]);
@@ -135,21 +142,15 @@ impl Cmd for CrossEntropyArgs {
 
 impl Cmd for NllArgs {
     fn spec(&self) -> Io<'_> {
-        Io::loss(&self.common, &self.files, &[("weight", &self.class.weight)], None).dtype_of_input()
+        Io::loss(&self.common, &self.files, self.opts.files(), None).dtype_of_input()
     }
     fn compute<T: Elem>(&self, cx: &Cx<'_>) -> Result<Report<T>, String> {
         let x = cx.floats::<T>("input", false)?;
         let t = indices(cx.files.req("target")?)?;
         let w = weight1::<T>(cx)?;
-        let reduction: Reduction = self.class.reduction.into();
-        let opts = NllOptions {
-            weight: w.as_ref().map(|w| w.view()),
-            ignore_index: self.class.ignore_index,
-            reduction,
-        };
+        let opts = NllOptions { weight: w.as_ref().map(|w| w.view()), ..self.opts.build()? };
         let u = cx.upstream::<T>()?;
-        let options = json!({"reduction": reduction.as_str(), "ignore_index": self.class.ignore_index});
-        let mut r = cx.report::<T>("nll_loss", options, &["target"]);
+        let mut r = cx.report::<T>("nll_loss", report_options(&opts), &["target"]);
         loss_and_grad(
             cx,
             &mut r,
@@ -162,62 +163,40 @@ impl Cmd for NllArgs {
     }
 }
 
-impl Cmd for KlArgs {
-    fn spec(&self) -> Io<'_> {
-        Io::loss(&self.common, &self.files, &[], Some(&self.grad_target_out))
-    }
-    fn compute<T: Elem>(&self, cx: &Cx<'_>) -> Result<Report<T>, String> {
-        let opts = KlDivOptions { reduction: self.reduction.into(), log_target: self.log_target };
-        let options = json!({"reduction": opts.reduction.as_str(), "log_target": self.log_target});
-        let f = PairFns {
-            loss: infoloss::kl_div::<T, IxDyn, IxDyn>,
-            grad: infoloss::kl_div_backward::<T, IxDyn, IxDyn>,
-            grad_target: infoloss::kl_div_backward_target::<T, IxDyn, IxDyn>,
-        };
-        pair_loss(cx, "kl_div", &opts, options, f)
+impl LossCompute for KlDivLoss {
+    fn compute<T: Elem>(a: &LossArgs<Self>, cx: &Cx<'_>) -> Result<Report<T>, String> {
+        let opts: KlDivOptions = a.opts.build()?;
+        pair_loss(cx, Self::NAME, &opts, pair_fns!(kl_div, kl_div_backward, kl_div_backward_target))
     }
 }
 
-impl Cmd for BceArgs {
-    fn spec(&self) -> Io<'_> {
-        Io::loss(&self.common, &self.files, &[("weight", &self.weight)], Some(&self.grad_target_out))
-    }
-    fn compute<T: Elem>(&self, cx: &Cx<'_>) -> Result<Report<T>, String> {
+impl LossCompute for BceLoss {
+    fn compute<T: Elem>(a: &LossArgs<Self>, cx: &Cx<'_>) -> Result<Report<T>, String> {
         let w = cx.opt_floats::<T>("weight", false)?;
-        let opts = BceOptions { weight: w.as_ref().map(|w| w.view()), reduction: self.reduction.into() };
-        let options = json!({"reduction": opts.reduction.as_str()});
-        let f = PairFns {
-            loss: infoloss::binary_cross_entropy::<T, IxDyn, IxDyn>,
-            grad: infoloss::binary_cross_entropy_backward::<T, IxDyn, IxDyn>,
-            grad_target: infoloss::binary_cross_entropy_backward_target::<T, IxDyn, IxDyn>,
-        };
-        pair_loss(cx, "binary_cross_entropy", &opts, options, f)
+        let opts = BceOptions { weight: w.as_ref().map(|w| w.view()), ..a.opts.build()? };
+        let f = pair_fns!(
+            binary_cross_entropy,
+            binary_cross_entropy_backward,
+            binary_cross_entropy_backward_target
+        );
+        pair_loss(cx, Self::NAME, &opts, f)
     }
 }
 
-impl Cmd for BceLogitsArgs {
-    fn spec(&self) -> Io<'_> {
-        Io::loss(
-            &self.common,
-            &self.files,
-            &[("weight", &self.weight), ("pos_weight", &self.pos_weight)],
-            Some(&self.grad_target_out),
-        )
-    }
-    fn compute<T: Elem>(&self, cx: &Cx<'_>) -> Result<Report<T>, String> {
+impl LossCompute for BceWithLogitsLoss {
+    fn compute<T: Elem>(a: &LossArgs<Self>, cx: &Cx<'_>) -> Result<Report<T>, String> {
         let (w, pw) = (cx.opt_floats::<T>("weight", false)?, cx.opt_floats::<T>("pos_weight", false)?);
         let opts = BceWithLogitsOptions {
             weight: w.as_ref().map(|w| w.view()),
             pos_weight: pw.as_ref().map(|w| w.view()),
-            reduction: self.reduction.into(),
+            ..a.opts.build()?
         };
-        let options = json!({"reduction": opts.reduction.as_str()});
-        let f = PairFns {
-            loss: infoloss::binary_cross_entropy_with_logits::<T, IxDyn, IxDyn>,
-            grad: infoloss::binary_cross_entropy_with_logits_backward::<T, IxDyn, IxDyn>,
-            grad_target: infoloss::binary_cross_entropy_with_logits_backward_target::<T, IxDyn, IxDyn>,
-        };
-        pair_loss(cx, "binary_cross_entropy_with_logits", &opts, options, f)
+        let f = pair_fns!(
+            binary_cross_entropy_with_logits,
+            binary_cross_entropy_with_logits_backward,
+            binary_cross_entropy_with_logits_backward_target
+        );
+        pair_loss(cx, Self::NAME, &opts, f)
     }
 }
 
@@ -314,13 +293,13 @@ impl Cmd for RelEntrArgs {
 
 impl Cmd for EntropyArgs {
     fn spec(&self) -> Io<'_> {
-        Io::measure(&self.common, &self.pk, self.qk.as_ref(), Some(&self.m.grad_q_out)).names("pk", "qk")
+        Io::measure(&self.common, &self.pk, self.qk.as_ref(), Some(&self.grad_q_out)).names("pk", "qk")
     }
     fn compute<T: Elem>(&self, cx: &Cx<'_>) -> Result<Report<T>, String> {
         let pk = cx.floats::<T>("input", true)?;
         let qk = cx.opt_floats::<T>("target", true)?;
-        let opts = EntropyOptions { base: self.m.base, axis: self.m.axis };
-        let mut r = cx.report::<T>("entropy", json!({"base": self.m.base, "axis": self.m.axis}), &[]);
+        let opts: EntropyOptions = self.opts.build()?;
+        let mut r = cx.report::<T>("entropy", report_options(&opts), &[]);
         output_and_grads(
             cx,
             &mut r,
@@ -331,37 +310,55 @@ impl Cmd for EntropyArgs {
     }
 }
 
-impl Cmd for PqArgs {
+/// A measure of two distributions P and Q (a [`PqArgs`] subcommand): what the report calls them, its
+/// options and its library functions.
+pub(super) trait PqMeasure: CatalogLoss + Sized {
+    /// The report's names of P and Q.
+    const NAMES: (&'static str, &'static str);
+    /// The options struct.
+    type Opts: Options;
+    /// The measure and its backward (the gradients with respect to P and Q).
+    fn fns<T: Elem>() -> (PqLoss<T, Self::Opts>, PqGrad<T, Self::Opts>);
+}
+
+/// A measure of P and Q with options `O`.
+pub(super) type PqLoss<T, O> = fn(ArrayViewD<'_, T>, ArrayViewD<'_, T>, &O) -> Lib<ArrayD<T>>;
+/// The backward of a [`PqLoss`] for an upstream gradient: the gradients with respect to P and Q.
+pub(super) type PqGrad<T, O> =
+    fn(ArrayViewD<'_, T>, ArrayViewD<'_, T>, &O, ArrayViewD<'_, T>) -> Lib<(ArrayD<T>, ArrayD<T>)>;
+
+impl<L: PqMeasure> Cmd for PqArgs<L> {
     fn spec(&self) -> Io<'_> {
-        Io::measure(&self.common, &self.p, Some(&self.q), Some(&self.m.grad_q_out)).names("pk", "qk")
+        Io::measure(&self.common, &self.p, Some(&self.q), Some(&self.grad_q_out))
+            .names(L::NAMES.0, L::NAMES.1)
     }
     fn compute<T: Elem>(&self, cx: &Cx<'_>) -> Result<Report<T>, String> {
-        let (pk, qk) = (cx.floats::<T>("input", true)?, cx.floats::<T>("target", true)?);
-        let opts = EntropyOptions { base: self.m.base, axis: self.m.axis };
-        let options = json!({"base": self.m.base, "axis": self.m.axis});
-        let mut r = cx.report::<T>("shannon_cross_entropy", options, &[]);
-        output_and_grads(cx, &mut r, infoloss::shannon_cross_entropy(pk.view(), qk.view(), &opts), |g| {
-            infoloss::shannon_cross_entropy_backward(pk.view(), qk.view(), &opts, g)
-                .map(|(dp, dq)| (dp, Some(dq)))
+        let (p, q) = (cx.floats::<T>("input", true)?, cx.floats::<T>("target", true)?);
+        let opts: L::Opts = self.opts.build()?;
+        let (measure, backward) = L::fns::<T>();
+        let mut r = cx.report::<T>(L::NAME, report_options(&opts), &[]);
+        output_and_grads(cx, &mut r, measure(p.view(), q.view(), &opts), |g| {
+            backward(p.view(), q.view(), &opts, g).map(|(dp, dq)| (dp, Some(dq)))
         })?;
         Ok(r)
     }
 }
 
-impl Cmd for JsArgs {
-    fn spec(&self) -> Io<'_> {
-        Io::measure(&self.pq.common, &self.pq.p, Some(&self.pq.q), Some(&self.pq.m.grad_q_out))
-            .names("p", "q")
+impl PqMeasure for ShannonCrossEntropyLoss {
+    const NAMES: (&'static str, &'static str) = ("pk", "qk");
+    type Opts = EntropyOptions;
+    fn fns<T: Elem>() -> (PqLoss<T, EntropyOptions>, PqGrad<T, EntropyOptions>) {
+        (
+            infoloss::shannon_cross_entropy::<T, IxDyn>,
+            infoloss::shannon_cross_entropy_backward::<T, IxDyn, IxDyn>,
+        )
     }
-    fn compute<T: Elem>(&self, cx: &Cx<'_>) -> Result<Report<T>, String> {
-        let (p, q) = (cx.floats::<T>("input", true)?, cx.floats::<T>("target", true)?);
-        let opts =
-            JensenShannonOptions { base: self.pq.m.base, axis: self.pq.m.axis, keepdims: self.keepdims };
-        let options = json!({"base": self.pq.m.base, "axis": self.pq.m.axis, "keepdims": self.keepdims});
-        let mut r = cx.report::<T>("jensenshannon", options, &[]);
-        output_and_grads(cx, &mut r, infoloss::jensenshannon(p.view(), q.view(), &opts), |g| {
-            infoloss::jensenshannon_backward(p.view(), q.view(), &opts, g).map(|(dp, dq)| (dp, Some(dq)))
-        })?;
-        Ok(r)
+}
+
+impl PqMeasure for JensenShannonLoss {
+    const NAMES: (&'static str, &'static str) = ("p", "q");
+    type Opts = JensenShannonOptions;
+    fn fns<T: Elem>() -> (PqLoss<T, JensenShannonOptions>, PqGrad<T, JensenShannonOptions>) {
+        (infoloss::jensenshannon::<T, IxDyn>, infoloss::jensenshannon_backward::<T, IxDyn, IxDyn>)
     }
 }

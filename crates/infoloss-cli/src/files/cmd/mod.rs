@@ -1,16 +1,17 @@
-//! The loss subcommands. This file holds their arguments (clap) and the dispatch; `load.rs` opens the files,
-//! `run.rs` runs a subcommand (outputs, the library call, writing and reporting) and `losses.rs` holds each
-//! subcommand's files, options and library calls. Every loss option's flag and default follow the core's option
-//! catalog (checked by `catalog_check.rs`).
+//! The loss subcommands. This file holds their arguments (clap) and the dispatch; `opts.rs` builds each loss's
+//! option flags from the core's option catalog, `load.rs` opens the files, `run.rs` runs a subcommand (outputs,
+//! the library call, writing and reporting) and `losses.rs` holds each subcommand's files, options and library
+//! calls. `catalog_check.rs` checks the flags against the catalog.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 
 use half::{bf16, f16};
 use infoloss::ndarray::{ArrayD, ArrayViewD, CowArray, Dimension, Ix1, IxDyn, arr0};
+use infoloss::options::Options;
 use infoloss::{
     BceOptions, BceWithLogitsOptions, CrossEntropyOptions, Element, EntropyOptions, GradOutput,
-    JensenShannonOptions, KlDivOptions, Loss, NllOptions, Reduction,
+    JensenShannonOptions, KlDivOptions, Loss, NllOptions,
 };
 use serde_json::{Map, Value, json};
 
@@ -38,30 +39,6 @@ pub enum DTypeArg {
     F32,
     /// Double precision.
     F64,
-}
-
-/// `--reduction`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ReductionArg {
-    /// No reduction: one loss per element (per row for class-index losses).
-    None,
-    /// The mean (class-index losses: divided by the summed weight of the kept targets).
-    Mean,
-    /// The sum.
-    Sum,
-    /// The sum divided by the batch size (kl-div only).
-    Batchmean,
-}
-
-impl From<ReductionArg> for Reduction {
-    fn from(r: ReductionArg) -> Reduction {
-        match r {
-            ReductionArg::None => Reduction::None,
-            ReductionArg::Mean => Reduction::Mean,
-            ReductionArg::Sum => Reduction::Sum,
-            ReductionArg::Batchmean => Reduction::BatchMean,
-        }
-    }
 }
 
 /// Options every loss subcommand takes.
@@ -141,101 +118,28 @@ impl TwoFiles {
     }
 }
 
-/// The options of the class-index losses.
+/// A loss of INPUT and TARGET (`cross-entropy`, `kl-div`, `bce`, `bce-with-logits`): the options of the catalog
+/// loss `L` and a gradient with respect to the target.
 #[derive(Debug, Clone, clap::Args)]
-pub struct ClassOpts {
-    /// Per-class weights, shape (C).
-    #[arg(long, value_name = "FILE")]
-    weight: Option<String>,
-    /// Target value whose rows are skipped (class-index targets).
-    #[arg(long, default_value_t = -100, allow_negative_numbers = true)]
-    ignore_index: i64,
-    /// none, mean or sum.
-    #[arg(long, value_enum, default_value = "mean")]
-    reduction: ReductionArg,
-}
-
-/// `cross-entropy`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct CrossEntropyArgs {
+pub struct LossArgs<L: CatalogLoss> {
     #[command(flatten)]
     files: TwoFiles,
     #[command(flatten)]
-    class: ClassOpts,
-    /// Label smoothing ε in [0, 1].
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-    label_smoothing: f64,
-    /// Write the gradient with respect to probability targets to this file; implies --grad.
+    opts: CatalogOpts<L>,
+    /// Write the gradient with respect to the target to this file; implies --grad.
     #[arg(long, value_name = "FILE")]
     grad_target_out: Option<PathBuf>,
     #[command(flatten)]
     common: Common,
 }
 
-/// `nll-loss`.
+/// `nll-loss`: no gradient with respect to the class indices.
 #[derive(Debug, Clone, clap::Args)]
 pub struct NllArgs {
     #[command(flatten)]
     files: TwoFiles,
     #[command(flatten)]
-    class: ClassOpts,
-    #[command(flatten)]
-    common: Common,
-}
-
-/// `kl-div`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct KlArgs {
-    #[command(flatten)]
-    files: TwoFiles,
-    /// none, mean, sum or batchmean (what KL divergence means: the sum over classes, averaged over the batch).
-    #[arg(long, value_enum, default_value = "mean")]
-    reduction: ReductionArg,
-    /// The target holds log-probabilities.
-    #[arg(long)]
-    log_target: bool,
-    /// Write the gradient with respect to the target to this file; implies --grad.
-    #[arg(long, value_name = "FILE")]
-    grad_target_out: Option<PathBuf>,
-    #[command(flatten)]
-    common: Common,
-}
-
-/// `bce`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct BceArgs {
-    #[command(flatten)]
-    files: TwoFiles,
-    /// Weights broadcast into the input's shape.
-    #[arg(long, value_name = "FILE")]
-    weight: Option<String>,
-    /// none, mean or sum.
-    #[arg(long, value_enum, default_value = "mean")]
-    reduction: ReductionArg,
-    /// Write the gradient with respect to the target to this file; implies --grad.
-    #[arg(long, value_name = "FILE")]
-    grad_target_out: Option<PathBuf>,
-    #[command(flatten)]
-    common: Common,
-}
-
-/// `bce-with-logits`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct BceLogitsArgs {
-    #[command(flatten)]
-    files: TwoFiles,
-    /// Weights broadcast into the input's shape.
-    #[arg(long, value_name = "FILE")]
-    weight: Option<String>,
-    /// Weights of the positive term, broadcast into the input's shape (shape (C) acts on the last dimension).
-    #[arg(long, value_name = "FILE")]
-    pos_weight: Option<String>,
-    /// none, mean or sum.
-    #[arg(long, value_enum, default_value = "mean")]
-    reduction: ReductionArg,
-    /// Write the gradient with respect to the target to this file; implies --grad.
-    #[arg(long, value_name = "FILE")]
-    grad_target_out: Option<PathBuf>,
+    opts: CatalogOpts<NllLoss>,
     #[command(flatten)]
     common: Common,
 }
@@ -292,20 +196,6 @@ pub struct RelEntrArgs {
     common: Common,
 }
 
-/// `--base`, `--axis` and `--grad-q-out` of the SciPy-style measures of two distributions.
-#[derive(Debug, Clone, clap::Args)]
-pub struct Measure {
-    /// Logarithm base (default e: nats; 2: bits). `js` needs a base greater than 1.
-    #[arg(long, allow_negative_numbers = true)]
-    base: Option<f64>,
-    /// The axis along which the distributions lie (SciPy's default 0; negative counts from the end).
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
-    axis: isize,
-    /// Write the gradient with respect to the second distribution (QK, Q) to this file; implies --grad.
-    #[arg(long, value_name = "FILE")]
-    grad_q_out: Option<PathBuf>,
-}
-
 /// `entropy`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EntropyArgs {
@@ -316,14 +206,18 @@ pub struct EntropyArgs {
     #[arg(value_name = "QK")]
     qk: Option<String>,
     #[command(flatten)]
-    m: Measure,
+    opts: CatalogOpts<EntropyLoss>,
+    /// Write the gradient with respect to the second distribution (QK) to this file; implies --grad.
+    #[arg(long, value_name = "FILE")]
+    grad_q_out: Option<PathBuf>,
     #[command(flatten)]
     common: Common,
 }
 
-/// `shannon-cross-entropy` (and `js`): two distributions, P and Q (normalized along --axis).
+/// `shannon-cross-entropy` and `js`: two distributions, P and Q (normalized along --axis), with the options of
+/// the catalog loss `L`.
 #[derive(Debug, Clone, clap::Args)]
-pub struct PqArgs {
+pub struct PqArgs<L: CatalogLoss> {
     /// P (PK).
     #[arg(value_name = "P")]
     p: String,
@@ -331,19 +225,12 @@ pub struct PqArgs {
     #[arg(value_name = "Q")]
     q: String,
     #[command(flatten)]
-    m: Measure,
+    opts: CatalogOpts<L>,
+    /// Write the gradient with respect to the second distribution (Q) to this file; implies --grad.
+    #[arg(long, value_name = "FILE")]
+    grad_q_out: Option<PathBuf>,
     #[command(flatten)]
     common: Common,
-}
-
-/// `js`.
-#[derive(Debug, Clone, clap::Args)]
-pub struct JsArgs {
-    #[command(flatten)]
-    pq: PqArgs,
-    /// Keep the reduced axis with size 1.
-    #[arg(long)]
-    keepdims: bool,
 }
 
 /// The loss and information-measure subcommands.
@@ -352,18 +239,18 @@ pub enum LossCommand {
     /// Cross-entropy from logits (F.cross_entropy): class-index targets, or probability targets of the
     /// input's shape. Class dimension 1.
     #[command(visible_alias = "ce")]
-    CrossEntropy(CrossEntropyArgs),
+    CrossEntropy(LossArgs<CrossEntropyLoss>),
     /// Negative log-likelihood of log-probabilities (F.nll_loss). Class dimension 1.
     #[command(visible_alias = "nll")]
     NllLoss(NllArgs),
     /// KL divergence KL(target ‖ exp(input)) with INPUT holding log-probabilities (F.kl_div).
     #[command(visible_alias = "kl")]
-    KlDiv(KlArgs),
+    KlDiv(LossArgs<KlDivLoss>),
     /// Binary cross-entropy of probabilities in [0, 1] (F.binary_cross_entropy).
-    Bce(BceArgs),
+    Bce(LossArgs<BceLoss>),
     /// Binary cross-entropy from logits (F.binary_cross_entropy_with_logits).
     #[command(visible_alias = "bce-logits")]
-    BceWithLogits(BceLogitsArgs),
+    BceWithLogits(LossArgs<BceWithLogitsLoss>),
     /// log_softmax along --dim (F.log_softmax).
     LogSoftmax(DimArgs),
     /// softmax along --dim (F.softmax).
@@ -378,16 +265,17 @@ pub enum LossCommand {
     Entr(OneArgs),
     /// Jensen–Shannon distance along --axis (scipy.spatial.distance.jensenshannon).
     #[command(visible_alias = "jensenshannon")]
-    Js(JsArgs),
+    Js(PqArgs<JensenShannonLoss>),
     /// Elementwise self-information −log p.
     SelfInformation(SelfInfoArgs),
     /// Cross-entropy of two distributions H(PK, QK) = −Σ p̂·log q̂ along --axis.
     #[command(visible_alias = "cross-entropy-dist")]
-    ShannonCrossEntropy(PqArgs),
+    ShannonCrossEntropy(PqArgs<ShannonCrossEntropyLoss>),
 }
 
 mod load;
 mod losses;
+mod opts;
 mod run;
 
 #[cfg(test)]
@@ -395,6 +283,7 @@ mod catalog_check;
 
 use load::*;
 use losses::*;
+pub use opts::*;
 use run::*;
 
 /// Runs a loss subcommand; returns what to print on standard output.

@@ -154,18 +154,17 @@ pub(super) type PairLoss<T, O> = fn(ArrayViewD<'_, T>, ArrayViewD<'_, T>, &O) ->
 pub(super) type PairGrad<T, O> =
     fn(ArrayViewD<'_, T>, ArrayViewD<'_, T>, &O, &GradOutput<'_, T>) -> Lib<ArrayD<T>>;
 
-/// Runs a loss of INPUT and TARGET with the options `opts` (reported as `options`): the loss and, with
-/// gradients, `grad` and `grad_target` for the upstream gradient (1 without `--upstream`).
-pub(super) fn pair_loss<T: Elem, O>(
+/// Runs a loss of INPUT and TARGET with the options `opts`: the loss and, with gradients, `grad` and
+/// `grad_target` for the upstream gradient (1 without `--upstream`).
+pub(super) fn pair_loss<T: Elem, O: Options>(
     cx: &Cx<'_>,
     op: &'static str,
     opts: &O,
-    options: Value,
     f: PairFns<T, O>,
 ) -> Result<Report<T>, String> {
     let (x, t) = (cx.floats::<T>("input", false)?, cx.floats::<T>("target", false)?);
     let u = cx.upstream::<T>()?;
-    let mut r = cx.report::<T>(op, options, &[]);
+    let mut r = cx.report::<T>(op, report_options(opts), &[]);
     push(&mut r, "loss", (f.loss)(x.view(), t.view(), opts).map_err(|e| cx.le(e))?.into_array());
     if cx.grad {
         let g = grad_output(&u);
@@ -225,7 +224,7 @@ impl<'a> Io<'a> {
     pub(super) fn loss(
         common: &'a Common,
         files: &TwoFiles,
-        extra: &[(&'static str, &Option<String>)],
+        extra: &[(&'static str, Option<String>)],
         grad_target: Option<&'a Option<PathBuf>>,
     ) -> Self {
         Io::new(common, "loss", two_files(files, extra), grad_target.map(|g| ("grad_target", g)))

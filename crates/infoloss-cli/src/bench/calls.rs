@@ -1,0 +1,266 @@
+//! What each op calls: the core functions, the candle ops, and the fused linear losses (timed on their own
+//! inputs).
+
+use infoloss::ndarray::{Array1, Array2, ArrayView1};
+use infoloss::{
+    BceOptions, BceWithLogitsOptions, CrossEntropyOptions, Element, EntropyOptions, JensenShannonOptions,
+    KlDivOptions, NllOptions, Reduction,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::inputs::{CandleInputs, Inputs};
+use super::ops::KD_DIVERGENCES;
+use super::timing::time_reps;
+
+/// Hidden size of the fused linear ops (`rows × LINEAR_HIDDEN` hidden states, `classes × LINEAR_HIDDEN` weights).
+const LINEAR_HIDDEN: usize = 1024;
+
+/// One forward (and, except for `candle-ce-fwd`, `backward()`) of a `candle-*` op; the gradients are dropped.
+pub(super) fn run_candle(op: &str, c: &CandleInputs) -> candle_core::Result<()> {
+    use infoloss_candle as ic;
+    let loss = match op {
+        "candle-ce" | "candle-ce-fwd" => {
+            ic::cross_entropy(c.logits.as_tensor(), &c.targets, &ic::CrossEntropyOptions::default())?
+        }
+        "candle-kl" => {
+            let o = ic::KlDivOptions { reduction: Reduction::BatchMean, ..Default::default() };
+            ic::kl_div(c.logp.as_tensor(), &c.probs2, &o)?
+        }
+        "candle-bce-logits" => {
+            let o = ic::BceWithLogitsOptions { pos_weight: Some(c.pos_weight.clone()), ..Default::default() };
+            ic::binary_cross_entropy_with_logits(c.logits.as_tensor(), &c.binary, &o)?
+        }
+        "candle-kd" => {
+            let o = ic::DistillOptions { temperature: 2.0, ..Default::default() };
+            ic::distill(c.logits.as_tensor(), &c.logits2, None, &o)?
+        }
+        "candle-nn-ce" => candle_nn::loss::cross_entropy(c.logits.as_tensor(), &c.targets_u32)?,
+        "candle-accum" => {
+            drop(std::hint::black_box(c.logits.zeros_like()?.add(&c.grad)?));
+            return Ok(());
+        }
+        other => unreachable!("op {other} validated by parse_ops"),
+    };
+    if op != "candle-ce-fwd" {
+        drop(std::hint::black_box(loss.backward()?));
+    }
+    Ok(())
+}
+
+/// One call of the core op `op` on `x`; its results are dropped.
+pub(super) fn run_op<T: Element>(op: &str, x: &Inputs<T>) -> Result<(), infoloss::Error> {
+    let bm = KlDivOptions { reduction: Reduction::BatchMean, ..Default::default() };
+    let axis1 = EntropyOptions { axis: 1, ..Default::default() };
+    let w: ArrayView1<'_, T> = x.weight.view();
+    match op {
+        "ce" => {
+            drop(infoloss::cross_entropy_with_grad(x.logits.view(), x.targets.view(), &Default::default())?)
+        }
+        "ce-ls" => {
+            let o = CrossEntropyOptions { label_smoothing: 0.1, ..Default::default() };
+            drop(infoloss::cross_entropy_with_grad(x.logits.view(), x.targets.view(), &o)?)
+        }
+        "ce-weight" => {
+            let o = CrossEntropyOptions { weight: Some(w), ..Default::default() };
+            drop(infoloss::cross_entropy_with_grad(x.logits.view(), x.targets.view(), &o)?)
+        }
+        "ce-probs" => drop(infoloss::cross_entropy_probs_with_grad(
+            x.logits.view(),
+            x.probs.view(),
+            &Default::default(),
+        )?),
+        "ce-inplace" => drop(infoloss::cross_entropy_with_grad_in_place(
+            x.scratch.borrow_mut().view_mut(),
+            x.targets.view(),
+            &Default::default(),
+        )?),
+        "ce-probs-inplace" => drop(infoloss::cross_entropy_probs_with_grad_in_place(
+            x.scratch.borrow_mut().view_mut(),
+            x.probs.view(),
+            &Default::default(),
+        )?),
+        "nll" => drop(infoloss::nll_loss_with_grad(x.logp.view(), x.targets.view(), &NllOptions::default())?),
+        "log-softmax" => drop(infoloss::log_softmax(x.logits.view(), 1)?),
+        "softmax" => drop(infoloss::softmax(x.logits.view(), 1)?),
+        "log-softmax-bwd" => drop(infoloss::log_softmax_backward(x.logp.view(), x.logits2.view(), 1)?),
+        "logsumexp" => drop(infoloss::logsumexp(x.logits.view(), 1)?),
+        "kl" => drop(infoloss::kl_div_with_grad(x.logp.view(), x.probs2.view(), &bm)?),
+        "kl-log" => {
+            let o = KlDivOptions { log_target: true, ..bm };
+            drop(infoloss::kl_div_with_grad(x.logp.view(), x.logq.view(), &o)?)
+        }
+        "kl-inplace" => drop(infoloss::kl_div_with_grad_in_place(
+            x.scratch.borrow_mut().view_mut(),
+            x.probs2.view(),
+            &bm,
+        )?),
+        "bce" => drop(infoloss::binary_cross_entropy_with_grad(
+            x.unit.view(),
+            x.binary.view(),
+            &BceOptions::default(),
+        )?),
+        "bce-inplace" => drop(infoloss::binary_cross_entropy_with_grad_in_place(
+            x.unit_scratch.borrow_mut().view_mut(),
+            x.binary.view(),
+            &BceOptions::default(),
+        )?),
+        "bce-logits" => {
+            let pw = x.pos_weight.view().into_dyn();
+            let o = BceWithLogitsOptions { pos_weight: Some(pw), ..Default::default() };
+            drop(infoloss::binary_cross_entropy_with_logits_with_grad(x.logits.view(), x.binary.view(), &o)?)
+        }
+        "bce-logits-inplace" => {
+            let pw = x.pos_weight.view().into_dyn();
+            let o = BceWithLogitsOptions { pos_weight: Some(pw), ..Default::default() };
+            let mut s = x.scratch.borrow_mut();
+            drop(infoloss::binary_cross_entropy_with_logits_with_grad_in_place(
+                s.view_mut(),
+                x.binary.view(),
+                &o,
+            )?)
+        }
+        "entropy" => drop(infoloss::entropy(x.probs.view(), None, &axis1)?),
+        "rel-entropy" => drop(infoloss::entropy(x.probs.view(), Some(x.probs2.view()), &axis1)?),
+        "js" => drop(infoloss::jensenshannon(
+            x.probs.view(),
+            x.probs2.view(),
+            &JensenShannonOptions { axis: 1, ..Default::default() },
+        )?),
+        "entropy-bwd" => drop(infoloss::entropy_backward(x.probs.view(), None, &axis1, x.row_ones.view())?),
+        "js-bwd" => drop(infoloss::jensenshannon_backward(
+            x.probs.view(),
+            x.probs2.view(),
+            &JensenShannonOptions { axis: 1, ..Default::default() },
+            x.row_ones.view(),
+        )?),
+        "kd" | "kd-reverse" | "kd-jsd" | "kd-tvd" | "kd-mix" => {
+            use infoloss::distill::{DistillOptions, distill_with_grad};
+            use infoloss::options::{Options, Value};
+            let spelling =
+                KD_DIVERGENCES.iter().find(|(name, _)| *name == op).map_or("forward_kl", |(_, d)| d);
+            let (labels, alpha) = if op == "kd-mix" { (Some(x.targets.view()), 0.5) } else { (None, 1.0) };
+            let mut o = DistillOptions { temperature: 2.0, alpha, ..Default::default() };
+            o.set("divergence", Value::Str(spelling))?;
+            drop(distill_with_grad(x.logits.view(), x.logits2.view(), labels, &o)?)
+        }
+        "kd-inplace" => {
+            use infoloss::distill::{DistillOptions, distill_with_grad_in_place};
+            let o = DistillOptions { temperature: 2.0, ..Default::default() };
+            drop(distill_with_grad_in_place(x.scratch.borrow_mut().view_mut(), x.logits2.view(), None, &o)?)
+        }
+        "kd-topk" => {
+            use infoloss::distill::{DistillOptions, SparseTeacher, distill_topk_with_grad};
+            let t = SparseTeacher { indices: x.topk_idx.view(), logprobs: x.topk_lp.view(), add_tail: true };
+            let o = DistillOptions { temperature: 2.0, ..Default::default() };
+            drop(distill_topk_with_grad(x.logits.view(), &t, None, &o)?)
+        }
+        "uda" => {
+            use infoloss::uda::{UdaOptions, uda_consistency_with_grad};
+            let o = UdaOptions { temperature: 0.4, confidence_threshold: Some(0.5), ..Default::default() };
+            drop(uda_consistency_with_grad(x.logits2.view(), x.logits.view(), &o)?)
+        }
+        other => unreachable!("op {other} validated by parse_ops"),
+    }
+    Ok(())
+}
+
+/// The fused linear ops, timed on their own inputs (hidden states and weights, not N×V logits).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum LinearOp {
+    /// `linear-ce`.
+    CrossEntropy,
+    /// `linear-distill`.
+    Distill,
+}
+
+impl LinearOp {
+    /// The linear op named `name`, if it is one.
+    pub(super) fn of(name: &str) -> Option<LinearOp> {
+        match name {
+            "linear-ce" => Some(LinearOp::CrossEntropy),
+            "linear-distill" => Some(LinearOp::Distill),
+            _ => None,
+        }
+    }
+
+    /// Median time of the op for `n` rows and `v` classes.
+    pub(super) fn time<T: infoloss::LinearFloat>(
+        self,
+        n: usize,
+        v: usize,
+        reps: usize,
+    ) -> Result<f64, infoloss::Error> {
+        match self {
+            LinearOp::CrossEntropy => time_linear_ce::<T>(n, v, reps),
+            LinearOp::Distill => time_linear_distill::<T>(n, v, reps),
+        }
+    }
+
+    /// The elements it moves at the least for `n` rows and `v` classes.
+    pub(super) fn elements(self, n: usize, v: usize) -> usize {
+        let h = LINEAR_HIDDEN;
+        match self {
+            // hidden states and weight read, their gradients written
+            LinearOp::CrossEntropy => 2 * n * h + 2 * v * h,
+            // the hidden states, weights and biases of both heads read, the student's gradients written
+            LinearOp::Distill => 3 * n * h + 3 * v * h + 3 * v,
+        }
+    }
+}
+
+/// Median time of `linear_distill_backward` for `n` rows and `v` classes (hidden size [`LINEAR_HIDDEN`], both
+/// heads with a bias, forward KL at T = 2, automatic chunk).
+fn time_linear_distill<T: infoloss::LinearFloat>(
+    n: usize,
+    v: usize,
+    reps: usize,
+) -> Result<f64, infoloss::Error> {
+    use infoloss::distill::DistillOptions;
+    use infoloss::linear::{LinearDistillOptions, LinearHead, linear_distill_backward};
+    let h = LINEAR_HIDDEN;
+    let mut rng = StdRng::seed_from_u64(0x11ea_d157);
+    let mut m = |r: usize, c: usize, scale: f64| {
+        Array2::from_shape_fn((r, c), |_| {
+            T::from_acc(<T::Acc as infoloss::Real>::c(rng.random_range(-scale..scale)))
+        })
+    };
+    let (xs, ws, xt, wt) = (m(n, h, 1.0), m(v, h, 0.05), m(n, h, 1.0), m(v, h, 0.05));
+    let (bs, bt) = (m(1, v, 0.1).row(0).to_owned(), m(1, v, 0.1).row(0).to_owned());
+    let student = LinearHead { hidden: xs.view(), weight: ws.view(), bias: Some(bs.view()) };
+    let teacher = LinearHead { hidden: xt.view(), weight: wt.view(), bias: Some(bt.view()) };
+    let opts = LinearDistillOptions {
+        distill: DistillOptions { temperature: 2.0, ..Default::default() },
+        ..Default::default()
+    };
+    let mut err = None;
+    let t = time_reps(reps, || {
+        match linear_distill_backward(&student, &teacher, None, None, &opts, &infoloss::GradOutput::one()) {
+            Ok(out) => drop(out),
+            Err(e) => err = Some(e),
+        }
+    });
+    err.map_or(Ok(t), Err)
+}
+
+/// Median time of `linear_cross_entropy` (loss and the gradients of hidden and weight) for `n` rows and
+/// `v` classes, hidden size [`LINEAR_HIDDEN`], no bias, automatic chunk.
+fn time_linear_ce<T: infoloss::LinearFloat>(n: usize, v: usize, reps: usize) -> Result<f64, infoloss::Error> {
+    use infoloss::linear::{LinearCrossEntropyOptions, linear_cross_entropy};
+    let h = LINEAR_HIDDEN;
+    let mut rng = StdRng::seed_from_u64(0x11ea_dce0);
+    let mut m = |r: usize, c: usize, scale: f64| {
+        Array2::from_shape_fn((r, c), |_| {
+            T::from_acc(<T::Acc as infoloss::Real>::c(rng.random_range(-scale..scale)))
+        })
+    };
+    let (x, w) = (m(n, h, 1.0), m(v, h, 0.05));
+    let y = Array1::from_shape_fn(n, |i| if i % 16 == 5 { -100 } else { ((i * 7919) % v) as i64 });
+    let opts = LinearCrossEntropyOptions::default();
+    let mut err = None;
+    let t = time_reps(reps, || match linear_cross_entropy(x.view(), w.view(), None, y.view(), &opts) {
+        Ok(out) => drop(out),
+        Err(e) => err = Some(e),
+    });
+    err.map_or(Ok(t), Err)
+}
