@@ -12,14 +12,15 @@
 #   scripts/memcheck.sh [--full] [--no-asan] [--dry-run]
 #
 # By default memcheck runs the tests that exercise every unsafe kernel: the library's unit tests (kernels at
-# every instruction-set level) and, of the one integration-test binary (tests/main.rs), the modules kernels,
-# ce_extras_linear (gemm), fuzz_corpus (every public function on the fuzz corpora), nan_policy, oracle::info (the
-# information measures' fast forward and backward kernels) and distill_in_place (gradients written over the
-# logits), selected by test-name filters and skipping the dense accuracy sweeps of tests/kernels.rs (same code,
-# millions of values). --full runs every test of every test binary of the crate (slow: valgrind runs code 20-50
-# times slower). --dry-run builds the binaries and prints what would run under valgrind (each binary, its filters,
-# how many tests they select), and runs neither valgrind nor ASan. Known false positives are suppressed by
-# scripts/memcheck.supp (see the reasons there). Exit status: 0 when no errors were found.
+# every instruction-set level) and, of the one integration-test binary (`integration`, tests/main.rs), the
+# modules kernels, ce_extras_linear (gemm), fuzz_corpus (every public function on the fuzz corpora), nan_policy,
+# oracle::info (the information measures' fast forward and backward kernels) and distill_in_place (gradients
+# written over the logits), selected by test-name filters and skipping the dense accuracy sweeps of
+# tests/kernels.rs (same code, millions of values). --full runs every test of every test binary of the crate
+# (slow: valgrind runs code 20-50 times slower). --dry-run builds the binaries and prints what would run under
+# valgrind (each binary, its filters, how many tests they select), and runs neither valgrind nor ASan. Known
+# false positives are suppressed by scripts/memcheck.supp (see the reasons there). Exit status: 0 when no errors
+# were found.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,7 +32,7 @@ for a in "$@"; do
     --full) FULL=1 ;;
     --no-asan) ASAN=0 ;;
     --dry-run) DRY=1 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "unknown argument $a" >&2; exit 2 ;;
   esac
 done
@@ -47,8 +48,8 @@ valgrind --version
 list=$(cargo test -p infoloss --release --tests --no-run --message-format=json 2>/dev/null |
   grep -o '"executable":"[^"]*"' | sed 's/"executable":"//; s/"$//')
 # The default subset: the library's unit-test binary whole, and these modules of the integration-test binary
-# `main` (libtest runs the tests whose names contain any of the filters).
-MAIN_FILTERS=(kernels:: ce_extras_linear:: fuzz_corpus:: nan_policy:: oracle::info:: distill_in_place::)
+# `integration` (tests/main.rs; libtest runs the tests whose names contain any of the filters).
+MODULE_FILTERS=(kernels:: ce_extras_linear:: fuzz_corpus:: nan_policy:: oracle::info:: distill_in_place::)
 for exe in $list; do
   base=$(basename "$exe")
   extra=()
@@ -57,7 +58,7 @@ for exe in $list; do
       infoloss-*) ;;
       # The dense accuracy sweeps of tests/kernels.rs (the only tests named *sweep*) run the same kernel code on
       # millions of values: under valgrind they take most of an hour and add no memory-safety coverage.
-      main-*) extra=("${MAIN_FILTERS[@]}" --skip sweep) ;;
+      integration-*) extra=("${MODULE_FILTERS[@]}" --skip sweep) ;;
       *) continue ;;
     esac
   fi
