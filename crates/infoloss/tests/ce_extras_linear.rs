@@ -19,6 +19,9 @@ use infoloss::{
 // Deterministic pseudo-random data
 // ---------------------------------------------------------------------------------------------------------------
 
+/// Student hidden states and weight, teacher hidden states and weight, labels.
+type DistillHeads = (Array2<f64>, Array2<f64>, Array2<f64>, Array2<f64>, Array1<i64>);
+
 struct Lcg(u64);
 
 impl Lcg {
@@ -61,7 +64,7 @@ impl Lcg {
         (n, hs, ht, v): (usize, usize, usize, usize),
         wscale: f64,
         ignore_every: usize,
-    ) -> (Array2<f64>, Array2<f64>, Array2<f64>, Array2<f64>, Array1<i64>) {
+    ) -> DistillHeads {
         let (xs, ws) = (self.matrix(n, hs, 1.0), self.matrix(v, hs, wscale));
         let (xt, wt) = (self.matrix(n, ht, 1.0), self.matrix(v, ht, wscale));
         (xs, ws, xt, wt, self.labels(n, v, ignore_every))

@@ -241,6 +241,11 @@ fn softmax_family_non_finite_rows() {
 // nll_loss
 // ---------------------------------------------------------------------------------------------
 
+/// The backward of a class-index loss at an input, for an upstream gradient.
+type IndexBackward<'f> = &'f dyn Fn(&ArrayD<f64>, &GradOutput<'_, f64>) -> infoloss::Result<ArrayD<f64>>;
+/// The fused forward + backward(1) of a class-index loss at an input.
+type IndexWithGrad<'f> = &'f dyn Fn(&ArrayD<f64>) -> infoloss::Result<(Loss<f64>, ArrayD<f64>)>;
+
 /// Checks a class-index loss at `x`: its gradient against finite differences of `Σ up·loss`, and the fused call
 /// against forward + backward with upstream 1. A NaN objective is allowed only for the mean of a 1-D input
 /// whose only target is ignored, whose gradient must then be zero; returns whether the full check ran.
@@ -250,8 +255,8 @@ fn check_index_loss(
     red: Reduction,
     up: &Upstream,
     forward: &dyn Fn(&ArrayD<f64>) -> infoloss::Result<Loss<f64>>,
-    backward: &dyn Fn(&ArrayD<f64>, &GradOutput<'_, f64>) -> infoloss::Result<ArrayD<f64>>,
-    with_grad: &dyn Fn(&ArrayD<f64>) -> infoloss::Result<(Loss<f64>, ArrayD<f64>)>,
+    backward: IndexBackward<'_>,
+    with_grad: IndexWithGrad<'_>,
 ) -> bool {
     let f = |x: &ArrayD<f64>| objective(forward(x).unwrap(), up);
     let analytic = backward(x, &up.as_grad()).unwrap();
