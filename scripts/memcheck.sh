@@ -9,26 +9,30 @@
 #      otherwise the script says so and skips it. ASan runs natively, so it also covers the AVX-512 paths on
 #      CPUs that have them.
 #
-#   scripts/memcheck.sh [--full] [--no-asan]
+#   scripts/memcheck.sh [--full] [--no-asan] [--dry-run]
 #
-# By default memcheck runs the test binaries that exercise every unsafe kernel: the library's unit tests
-# (kernels at every instruction-set level), tests/kernels.rs, tests/ce_extras_linear.rs (gemm), tests/fuzz_corpus.rs
-# (every public function on the fuzz corpora), tests/nan_policy.rs, tests/fast_info_backward.rs (the
-# information measures' backward kernels) and tests/distill_in_place.rs (gradients written over the logits),
-# skipping the dense accuracy sweeps of tests/kernels.rs (same code, millions of values). --full runs every
-# test of every test binary of the crate
-# (slow: valgrind runs code 20-50 times slower). Known false positives are suppressed by scripts/memcheck.supp
-# (see the reasons there). Exit status: 0 when no errors were found.
+# By default memcheck runs the tests that exercise every unsafe kernel: the library's unit tests (kernels at
+# every instruction-set level) and, of the one integration-test binary (`integration`, tests/main.rs), the
+# modules kernels, ce_extras_linear (gemm), fuzz_corpus (every public function on the fuzz corpora), nan_policy,
+# oracle::info (the information measures' fast forward and backward kernels) and distill_in_place (gradients
+# written over the logits), selected by test-name filters and skipping the dense accuracy sweeps of
+# tests/kernels.rs (same code, millions of values). --full runs every test of every test binary of the crate
+# (slow: valgrind runs code 20-50 times slower). --dry-run builds the binaries and prints what would run under
+# valgrind (each binary, its filters, how many tests they select), and runs neither valgrind nor ASan. Known
+# false positives are suppressed by scripts/memcheck.supp (see the reasons there). Exit status: 0 when no errors
+# were found.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 FULL=0
 ASAN=1
+DRY=0
 for a in "$@"; do
   case "$a" in
     --full) FULL=1 ;;
     --no-asan) ASAN=0 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    --dry-run) DRY=1 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "unknown argument $a" >&2; exit 2 ;;
   esac
 done
@@ -43,23 +47,26 @@ fi
 valgrind --version
 list=$(cargo test -p infoloss --release --tests --no-run --message-format=json 2>/dev/null |
   grep -o '"executable":"[^"]*"' | sed 's/"executable":"//; s/"$//')
-SUBSET="infoloss- kernels- ce_extras_linear- fuzz_corpus- nan_policy- fast_info_backward- distill_in_place-"
+# The default subset: the library's unit-test binary whole, and these modules of the integration-test binary
+# `integration` (tests/main.rs; libtest runs the tests whose names contain any of the filters).
+MODULE_FILTERS=(kernels:: ce_extras_linear:: fuzz_corpus:: nan_policy:: oracle::info:: distill_in_place::)
 for exe in $list; do
   base=$(basename "$exe")
-  if [ $FULL -eq 0 ]; then
-    keep=0
-    for s in $SUBSET; do
-      case "$base" in "$s"*) keep=1 ;; esac
-    done
-    [ $keep -eq 1 ] || continue
-  fi
   extra=()
-  # The dense accuracy sweeps of tests/kernels.rs run the same kernel code on millions of values: under
-  # valgrind they take most of an hour and add no memory-safety coverage, so the default run skips them.
-  if [ $FULL -eq 0 ] && [[ "$base" == kernels-* ]]; then
-    extra=(--skip sweep)
+  if [ $FULL -eq 0 ]; then
+    case "$base" in
+      infoloss-*) ;;
+      # The dense accuracy sweeps of tests/kernels.rs (the only tests named *sweep*) run the same kernel code on
+      # millions of values: under valgrind they take most of an hour and add no memory-safety coverage.
+      integration-*) extra=("${MODULE_FILTERS[@]}" --skip sweep) ;;
+      *) continue ;;
+    esac
   fi
   echo "-- $base ${extra[*]}"
+  if [ $DRY -eq 1 ]; then
+    "$exe" --list "${extra[@]}" 2>/dev/null | grep -c ': test$' | sed 's/^/   tests selected: /'
+    continue
+  fi
   start=$(date +%s)
   set +e
   valgrind --tool=memcheck --error-exitcode=99 --leak-check=full --show-leak-kinds=definite \
@@ -79,8 +86,8 @@ for exe in $list; do
 done
 
 echo "== AddressSanitizer =="
-if [ $ASAN -eq 0 ]; then
-  echo "skipped (--no-asan)"
+if [ $ASAN -eq 0 ] || [ $DRY -eq 1 ]; then
+  echo "skipped (--no-asan or --dry-run)"
 elif cargo +nightly --version >/dev/null 2>&1; then
   echo "nightly: $(cargo +nightly --version)"
   host=$(rustc -vV | sed -n 's/^host: //p')

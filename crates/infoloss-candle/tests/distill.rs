@@ -4,6 +4,7 @@
 
 use crate::support;
 
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
 use infoloss::GradOutput;
 use infoloss::ndarray::{Array1, Array2, ArrayD, IxDyn};
@@ -37,6 +38,30 @@ fn option_grid() -> Vec<DistillOptions> {
     v
 }
 
+/// The candle loss of the student `s` (variable `sv`) equals the core's `want`, and the gradient `backward()`
+/// leaves for an upstream gradient (from `seed`) equals `want_grad` of it; with `fd`, also central finite
+/// differences of `candle_f64` (the loss as a function of the f64 student). Returns the gradients.
+#[allow(clippy::too_many_arguments)]
+fn check_student<T: F>(
+    name: &str,
+    seed: u64,
+    (s, sv): (&ArrayD<T>, &Var),
+    loss: &Tensor,
+    want: &ArrayD<T>,
+    want_grad: &dyn Fn(&GradOutput<'_, T>) -> Array2<T>,
+    fd: bool,
+    candle_f64: &dyn Fn(&Tensor) -> Tensor,
+) -> GradStore {
+    same(&format!("{name}: loss"), &nd::<T>(loss), want);
+    let up = upstream::<T>(seed, loss.dims());
+    let grads = objective(loss, &up).backward().expect("backward");
+    same(&format!("{name}: grad"), &grad_of::<T>(&grads, sv), &want_grad(&grad_output(&up)).into_dyn());
+    if fd {
+        fd_objective_agrees(name, &f64s(s), &f64s(&up), &grad_of::<f64>(&grads, sv), candle_f64);
+    }
+    grads
+}
+
 fn dense_exact<T: F>(fd: bool) {
     let (rows, cols) = (5, 6);
     for (n, opts) in option_grid().into_iter().enumerate() {
@@ -53,38 +78,26 @@ fn dense_exact<T: F>(fd: bool) {
         let loss = distill(sv.as_tensor(), tv.as_tensor(), Some(&lt), &opts)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let want = infoloss::distill(s.view(), t.view(), Some(l1.view()), &opts).expect("core").into_array();
-        same(&format!("{name}: loss"), &nd::<T>(&loss), &want);
-        let up = upstream::<T>(seed + 3, loss.dims());
-        let grads = objective(&loss, &up).backward().expect("backward");
-        let go =
-            if loss.rank() == 0 { GradOutput::Scalar(up[IxDyn(&[])]) } else { GradOutput::Array(up.view()) };
-        let want_g =
-            infoloss::distill_backward(s.view(), t.view(), Some(l1.view()), &opts, &go).expect("core");
-        same(&format!("{name}: grad"), &grad_of::<T>(&grads, &sv), &want_g.into_dyn());
+        let t64 = tensor(&f64s(&t));
+        let grads = check_student(
+            &name,
+            seed + 3,
+            (&s, &sv),
+            &loss,
+            &want,
+            &|go| infoloss::distill_backward(s.view(), t.view(), Some(l1.view()), &opts, go).expect("core"),
+            fd,
+            &|x| distill(x, &t64, Some(&lt), &opts).expect("forward"),
+        );
         assert!(grads.get(tv.as_tensor()).is_none(), "{name}: the teacher got a gradient");
-        if fd {
-            let s64 = s.mapv(|v| candle_core::WithDType::to_f64(v));
-            let t64 = tensor(&t.mapv(|v| candle_core::WithDType::to_f64(v)));
-            let up64 = up.mapv(|v| candle_core::WithDType::to_f64(v));
-            let g = grad_of::<f64>(&grads, &sv);
-            let fdg = finite_diff(&s64, 1e-6, |x| {
-                let l = distill(&tensor(x), &t64, Some(&lt), &opts).expect("forward");
-                objective(&l, &up64).to_scalar::<f64>().expect("scalar")
-            });
-            close(&format!("{name}: finite differences"), &g, &fdg, 1e-6, 1e-7);
-        }
     }
 }
 
-#[test]
-fn distill_gradients_are_the_cores_f32() {
-    dense_exact::<f32>(false);
-}
-
-#[test]
-fn distill_gradients_are_the_cores_f64_and_finite_differences() {
-    dense_exact::<f64>(true);
-}
+f32_and_f64_tests!(
+    dense_exact:
+    distill_gradients_are_the_cores_f32,
+    distill_gradients_are_the_cores_f64_and_finite_differences
+);
 
 #[test]
 fn distill_in_half_precision() {
@@ -124,40 +137,28 @@ fn topk_exact<T: F>(fd: bool) {
             let core_teacher = infoloss::SparseTeacher { indices: idx.view(), logprobs: lq.view(), add_tail };
             let want =
                 infoloss::distill_topk(s.view(), &core_teacher, Some(labels.view()), &opts).expect("core");
-            same(&format!("{name}: loss"), &nd::<T>(&loss), &want.into_array());
-            let up = upstream::<T>(seed + 3, loss.dims());
-            let grads = objective(&loss, &up).backward().expect("backward");
-            let go = if loss.rank() == 0 {
-                GradOutput::Scalar(up[IxDyn(&[])])
-            } else {
-                GradOutput::Array(up.view())
-            };
-            let want_g =
-                infoloss::distill_topk_backward(s.view(), &core_teacher, Some(labels.view()), &opts, &go)
-                    .expect("core");
-            same(&format!("{name}: grad"), &grad_of::<T>(&grads, &sv), &want_g.into_dyn());
-            if fd {
-                let s64 = s.mapv(|v| candle_core::WithDType::to_f64(v));
-                let up64 = up.mapv(|v| candle_core::WithDType::to_f64(v));
-                let fdg = finite_diff(&s64, 1e-6, |x| {
-                    let l = distill_topk(&tensor(x), &teacher, Some(&lt), &opts).expect("forward");
-                    objective(&l, &up64).to_scalar::<f64>().expect("scalar")
-                });
-                close(&format!("{name}: finite differences"), &grad_of::<f64>(&grads, &sv), &fdg, 1e-6, 1e-7);
-            }
+            check_student(
+                &name,
+                seed + 3,
+                (&s, &sv),
+                &loss,
+                &want.into_array(),
+                &|go| {
+                    infoloss::distill_topk_backward(s.view(), &core_teacher, Some(labels.view()), &opts, go)
+                        .expect("core")
+                },
+                fd,
+                &|x| distill_topk(x, &teacher, Some(&lt), &opts).expect("forward"),
+            );
         }
     }
 }
 
-#[test]
-fn distill_topk_gradients_are_the_cores_f32() {
-    topk_exact::<f32>(false);
-}
-
-#[test]
-fn distill_topk_gradients_are_the_cores_f64_and_finite_differences() {
-    topk_exact::<f64>(true);
-}
+f32_and_f64_tests!(
+    topk_exact:
+    distill_topk_gradients_are_the_cores_f32,
+    distill_topk_gradients_are_the_cores_f64_and_finite_differences
+);
 
 // ---------------------------------------------------------------------------------------------------------------
 // UDA
@@ -210,29 +211,19 @@ fn uda_exact<T: F>(fd: bool) {
         .into_dyn();
         same(&format!("{name}: grad ×1.75"), &g2, &want);
         if fd {
-            let a64 = aug.mapv(|v| candle_core::WithDType::to_f64(v));
-            let o64 = tensor(&ori.mapv(|v| candle_core::WithDType::to_f64(v)));
-            let fdg = finite_diff(&a64, 1e-6, |x| {
+            let o64 = tensor(&f64s(&ori));
+            fd_agrees(&name, &f64s(&aug), &grad_of::<f64>(&grads, &av), |x| {
                 uda_consistency(&o64, &tensor(x), &opts)
                     .expect("forward")
                     .loss
                     .to_scalar::<f64>()
                     .expect("scalar")
             });
-            close(&format!("{name}: finite differences"), &grad_of::<f64>(&grads, &av), &fdg, 1e-6, 1e-7);
         }
     }
 }
 
-#[test]
-fn uda_f32() {
-    uda_exact::<f32>(false);
-}
-
-#[test]
-fn uda_f64_and_finite_differences() {
-    uda_exact::<f64>(true);
-}
+f32_and_f64_tests!(uda_exact: uda_f32, uda_f64_and_finite_differences);
 
 #[test]
 fn uda_half_precision() {

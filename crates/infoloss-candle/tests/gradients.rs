@@ -26,11 +26,8 @@ type CandleUnary = fn(&Tensor, isize) -> candle_core::Result<Tensor>;
 
 const REDUCTIONS: [Reduction; 3] = [Reduction::None, Reduction::Mean, Reduction::Sum];
 
-fn go<'a, T: F>(up: &'a ArrayD<T>) -> GradOutput<'a, T> {
-    if up.ndim() == 0 { GradOutput::Scalar(up[IxDyn(&[])]) } else { GradOutput::Array(up.view()) }
-}
-
-/// Checks a loss of two float tensors; returns the gradient wrt the input (and target) for FD checks.
+/// Checks a loss of two float tensors; with `fd`, also the gradients wrt the input (and target) against finite
+/// differences of the candle forward.
 #[allow(clippy::too_many_arguments)]
 fn check_pair<T: F>(
     name: &str,
@@ -41,7 +38,8 @@ fn check_pair<T: F>(
     fwd: PairFwd<'_, T>,
     bwd: PairBwd<'_, T>,
     bwd_t: Option<PairBwd<'_, T>>,
-) -> (ArrayD<T>, Option<ArrayD<T>>) {
+    fd: bool,
+) {
     let xv = Var::from_tensor(&tensor(x)).unwrap();
     let tv = Var::from_tensor(&tensor(t)).unwrap();
     let loss = candle(xv.as_tensor(), tv.as_tensor()).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -50,11 +48,11 @@ fn check_pair<T: F>(
     let up = upstream::<T>(seed, loss.dims());
     let grads = objective(&loss, &up).backward().unwrap();
     let gx = grad_of::<T>(&grads, &xv);
-    same(&format!("{name}: grad_input"), &gx, &bwd(x.view(), t.view(), &go(&up)).unwrap());
+    same(&format!("{name}: grad_input"), &gx, &bwd(x.view(), t.view(), &grad_output(&up)).unwrap());
     let gt = match bwd_t {
         Some(bt) => {
             let gt = grad_of::<T>(&grads, &tv);
-            same(&format!("{name}: grad_target"), &gt, &bt(x.view(), t.view(), &go(&up)).unwrap());
+            same(&format!("{name}: grad_target"), &gt, &bt(x.view(), t.view(), &grad_output(&up)).unwrap());
             Some(gt)
         }
         None => {
@@ -62,10 +60,36 @@ fn check_pair<T: F>(
             None
         }
     };
-    (gx, gt)
+    if fd {
+        let (x64, t64) = (f64s(x), f64s(t));
+        check_fd(name, seed, &x64, &f64s(&gx), &|x| candle(x, &tensor(&t64)));
+        if let Some(gt) = gt {
+            check_fd(&format!("{name} target"), seed, &t64, &f64s(&gt), &|t| candle(&tensor(&x64), t));
+        }
+    }
 }
 
-/// Checks a loss of a float input and a class-index target.
+/// `check_pair` against the core loss `infoloss::$loss` and its backwards (named in full) with options `$o`.
+macro_rules! check_core_pair {
+    ($name:expr, $seed:expr, $x:expr, $t:expr, $candle:expr, $fd:expr;
+     $o:expr => $loss:ident, $bwd:ident, $bwd_target:ident) => {
+        check_pair::<T>(
+            $name,
+            $seed,
+            $x,
+            $t,
+            $candle,
+            &|x, t| infoloss::$loss(x, t, $o),
+            &|x, t, g| infoloss::$bwd(x, t, $o, g),
+            Some(&|x, t, g| infoloss::$bwd_target(x, t, $o, g)),
+            $fd,
+        )
+    };
+}
+
+/// Checks a loss of a float input and a class-index target; with `fd`, also the gradient against finite
+/// differences of the candle forward.
+#[allow(clippy::too_many_arguments)]
 fn check_index<T: F>(
     name: &str,
     seed: u64,
@@ -74,26 +98,19 @@ fn check_index<T: F>(
     candle: &dyn Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>,
     fwd: &dyn Fn(ArrayViewD<'_, T>) -> CoreResult<Loss<T>>,
     bwd: IndexBwd<'_, T>,
-) -> ArrayD<T> {
+    fd: bool,
+) {
     let xv = Var::from_tensor(&tensor(x)).unwrap();
     let loss = candle(xv.as_tensor(), t).unwrap_or_else(|e| panic!("{name}: {e}"));
     same(&format!("{name}: loss"), &nd::<T>(&loss), &fwd(x.view()).unwrap().into_array());
     let up = upstream::<T>(seed, loss.dims());
     let grads = objective(&loss, &up).backward().unwrap();
     let gx = grad_of::<T>(&grads, &xv);
-    same(&format!("{name}: grad_input"), &gx, &bwd(x.view(), &go(&up)).unwrap());
+    same(&format!("{name}: grad_input"), &gx, &bwd(x.view(), &grad_output(&up)).unwrap());
     assert!(grads.get(t).is_none(), "{name}: the integer target got a gradient");
-    gx
-}
-
-/// `Σ loss·upstream` evaluated through candle at `x` (for finite differences).
-fn objective_at(
-    x: &ArrayD<f64>,
-    up: &ArrayD<f64>,
-    f: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>,
-) -> f64 {
-    let loss = f(&tensor(x)).unwrap();
-    objective(&loss, up).to_scalar::<f64>().unwrap()
+    if fd {
+        check_fd(name, seed, &f64s(x), &f64s(&gx), &|x| candle(x, t));
+    }
 }
 
 /// Central differences of `Σ loss·upstream` wrt `x` agree with `grad` (f64).
@@ -106,9 +123,7 @@ fn check_fd(
     f: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>,
 ) {
     let out_shape = f(&tensor(x)).unwrap().dims().to_vec();
-    let up = upstream::<f64>(seed, &out_shape);
-    let fd = finite_diff(x, 1e-6, |xp| objective_at(xp, &up, f));
-    close(&format!("{name}: finite differences"), grad, &fd, 1e-6, 1e-7);
+    fd_objective_agrees(name, x, &upstream::<f64>(seed, &out_shape), grad, |x| f(x).unwrap());
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -157,7 +172,7 @@ fn ce_index<T: F>(fd: bool) {
                             );
                             let candle =
                                 |x: &Tensor, t: &Tensor| infoloss_candle::cross_entropy(x, t, &copts);
-                            let g = check_index::<T>(
+                            check_index::<T>(
                                 &name,
                                 seed,
                                 &x,
@@ -165,12 +180,8 @@ fn ce_index<T: F>(fd: bool) {
                                 &candle,
                                 &|x| infoloss::cross_entropy(x, t.view(), &core),
                                 &|x, g| infoloss::cross_entropy_backward(x, t.view(), &core, g),
+                                fd && si != 1,
                             );
-                            if fd && si != 1 {
-                                let x64 = x.mapv(|v| WithDType::to_f64(v));
-                                let g64 = g.mapv(|v| WithDType::to_f64(v));
-                                check_fd(&name, seed, &x64, &g64, &|x| candle(x, tt));
-                            }
                         }
                     }
                 }
@@ -179,17 +190,7 @@ fn ce_index<T: F>(fd: bool) {
     }
 }
 
-use candle_core::WithDType;
-
-#[test]
-fn cross_entropy_class_indices_f32() {
-    ce_index::<f32>(false);
-}
-
-#[test]
-fn cross_entropy_class_indices_f64_and_finite_differences() {
-    ce_index::<f64>(true);
-}
+f32_and_f64_tests!(ce_index: cross_entropy_class_indices_f32, cross_entropy_class_indices_f64_and_finite_differences);
 
 fn nll<T: F>(fd: bool) {
     let mut n = 0;
@@ -212,7 +213,7 @@ fn nll<T: F>(fd: bool) {
                 let name = format!("nll_loss {xs:?} w={weighted} {red}");
                 let tt = index_tensor(&t);
                 let candle = |x: &Tensor, t: &Tensor| infoloss_candle::nll_loss(x, t, &copts);
-                let g = check_index::<T>(
+                check_index::<T>(
                     &name,
                     seed,
                     &x,
@@ -220,25 +221,14 @@ fn nll<T: F>(fd: bool) {
                     &candle,
                     &|x| infoloss::nll_loss(x, t.view(), &core),
                     &|x, g| infoloss::nll_loss_backward(x, t.view(), &core, g),
+                    fd,
                 );
-                if fd {
-                    let (x64, g64) = (x.mapv(|v| WithDType::to_f64(v)), g.mapv(|v| WithDType::to_f64(v)));
-                    check_fd(&name, seed, &x64, &g64, &|x| candle(x, &tt));
-                }
             }
         }
     }
 }
 
-#[test]
-fn nll_loss_f32() {
-    nll::<f32>(false);
-}
-
-#[test]
-fn nll_loss_f64_and_finite_differences() {
-    nll::<f64>(true);
-}
+f32_and_f64_tests!(nll: nll_loss_f32, nll_loss_f64_and_finite_differences);
 
 // ---------------------------------------------------------------------------------------------------------------
 // cross_entropy with probabilities
@@ -278,25 +268,8 @@ fn ce_probs<T: F>(fd: bool) {
                         ("dispatch", &|x: &Tensor, t: &Tensor| infoloss_candle::cross_entropy(x, t, &copts)),
                     ] {
                         let name = format!("{name} ({which})");
-                        let (gx, gt) = check_pair::<T>(
-                            &name,
-                            seed,
-                            &x,
-                            &t,
-                            candle,
-                            &|x, t| infoloss::cross_entropy_probs(x, t, &core),
-                            &|x, t, g| infoloss::cross_entropy_probs_backward(x, t, &core, g),
-                            Some(&|x, t, g| infoloss::cross_entropy_probs_backward_target(x, t, &core, g)),
-                        );
-                        if fd {
-                            let f64s = |a: &ArrayD<T>| a.mapv(|v| WithDType::to_f64(v));
-                            let (x64, t64) = (f64s(&x), f64s(&t));
-                            check_fd(&name, seed, &x64, &f64s(&gx), &|x| candle(x, &tensor(&t64)));
-                            let gt = gt.unwrap();
-                            check_fd(&format!("{name} target"), seed, &t64, &f64s(&gt), &|t| {
-                                candle(&tensor(&x64), t)
-                            });
-                        }
+                        check_core_pair!(&name, seed, &x, &t, candle, fd; &core =>
+                            cross_entropy_probs, cross_entropy_probs_backward, cross_entropy_probs_backward_target);
                     }
                 }
             }
@@ -304,15 +277,7 @@ fn ce_probs<T: F>(fd: bool) {
     }
 }
 
-#[test]
-fn cross_entropy_probabilities_f32() {
-    ce_probs::<f32>(false);
-}
-
-#[test]
-fn cross_entropy_probabilities_f64_and_finite_differences() {
-    ce_probs::<f64>(true);
-}
+f32_and_f64_tests!(ce_probs: cross_entropy_probabilities_f32, cross_entropy_probabilities_f64_and_finite_differences);
 
 // ---------------------------------------------------------------------------------------------------------------
 // kl_div
@@ -334,38 +299,14 @@ fn kl<T: F>(fd: bool) {
                 let o = KlDivOptions { reduction: red, log_target };
                 let name = format!("kl_div {xs:?}/{ts:?} log_target={log_target} {red}");
                 let candle = |x: &Tensor, t: &Tensor| infoloss_candle::kl_div(x, t, &o);
-                let (gx, gt) = check_pair::<T>(
-                    &name,
-                    seed,
-                    &x,
-                    &t,
-                    &candle,
-                    &|x, t| infoloss::kl_div(x, t, &o),
-                    &|x, t, g| infoloss::kl_div_backward(x, t, &o, g),
-                    Some(&|x, t, g| infoloss::kl_div_backward_target(x, t, &o, g)),
-                );
-                if fd {
-                    let f64s = |a: &ArrayD<T>| a.mapv(|v| WithDType::to_f64(v));
-                    let (x64, t64) = (f64s(&x), f64s(&t));
-                    check_fd(&name, seed, &x64, &f64s(&gx), &|x| candle(x, &tensor(&t64)));
-                    check_fd(&format!("{name} target"), seed, &t64, &f64s(&gt.unwrap()), &|t| {
-                        candle(&tensor(&x64), t)
-                    });
-                }
+                check_core_pair!(&name, seed, &x, &t, &candle, fd; &o =>
+                    kl_div, kl_div_backward, kl_div_backward_target);
             }
         }
     }
 }
 
-#[test]
-fn kl_div_f32() {
-    kl::<f32>(false);
-}
-
-#[test]
-fn kl_div_f64_and_finite_differences() {
-    kl::<f64>(true);
-}
+f32_and_f64_tests!(kl: kl_div_f32, kl_div_f64_and_finite_differences);
 
 // ---------------------------------------------------------------------------------------------------------------
 // binary_cross_entropy and binary_cross_entropy_with_logits
@@ -384,37 +325,13 @@ fn bce<T: F>(fd: bool) {
             let core = infoloss::BceOptions { weight: w.as_ref().map(|w| w.view()), reduction: red };
             let name = format!("binary_cross_entropy weight={wshape:?} {red}");
             let candle = |x: &Tensor, t: &Tensor| infoloss_candle::binary_cross_entropy(x, t, &copts);
-            let (gx, gt) = check_pair::<T>(
-                &name,
-                seed,
-                &x,
-                &t,
-                &candle,
-                &|x, t| infoloss::binary_cross_entropy(x, t, &core),
-                &|x, t, g| infoloss::binary_cross_entropy_backward(x, t, &core, g),
-                Some(&|x, t, g| infoloss::binary_cross_entropy_backward_target(x, t, &core, g)),
-            );
-            if fd {
-                let f64s = |a: &ArrayD<T>| a.mapv(|v| WithDType::to_f64(v));
-                let (x64, t64) = (f64s(&x), f64s(&t));
-                check_fd(&name, seed, &x64, &f64s(&gx), &|x| candle(x, &tensor(&t64)));
-                check_fd(&format!("{name} target"), seed, &t64, &f64s(&gt.unwrap()), &|t| {
-                    candle(&tensor(&x64), t)
-                });
-            }
+            check_core_pair!(&name, seed, &x, &t, &candle, fd; &core =>
+                binary_cross_entropy, binary_cross_entropy_backward, binary_cross_entropy_backward_target);
         }
     }
 }
 
-#[test]
-fn binary_cross_entropy_f32() {
-    bce::<f32>(false);
-}
-
-#[test]
-fn binary_cross_entropy_f64_and_finite_differences() {
-    bce::<f64>(true);
-}
+f32_and_f64_tests!(bce: binary_cross_entropy_f32, binary_cross_entropy_f64_and_finite_differences);
 
 fn bce_logits<T: F>(fd: bool) {
     let mut n = 0;
@@ -442,40 +359,20 @@ fn bce_logits<T: F>(fd: bool) {
                 );
                 let candle =
                     |x: &Tensor, t: &Tensor| infoloss_candle::binary_cross_entropy_with_logits(x, t, &copts);
-                let (gx, gt) = check_pair::<T>(
-                    &name,
-                    seed,
-                    &x,
-                    &t,
-                    &candle,
-                    &|x, t| infoloss::binary_cross_entropy_with_logits(x, t, &core),
-                    &|x, t, g| infoloss::binary_cross_entropy_with_logits_backward(x, t, &core, g),
-                    Some(&|x, t, g| {
-                        infoloss::binary_cross_entropy_with_logits_backward_target(x, t, &core, g)
-                    }),
-                );
-                if fd {
-                    let f64s = |a: &ArrayD<T>| a.mapv(|v| WithDType::to_f64(v));
-                    let (x64, t64) = (f64s(&x), f64s(&t));
-                    check_fd(&name, seed, &x64, &f64s(&gx), &|x| candle(x, &tensor(&t64)));
-                    check_fd(&format!("{name} target"), seed, &t64, &f64s(&gt.unwrap()), &|t| {
-                        candle(&tensor(&x64), t)
-                    });
-                }
+                check_core_pair!(&name, seed, &x, &t, &candle, fd; &core =>
+                    binary_cross_entropy_with_logits,
+                    binary_cross_entropy_with_logits_backward,
+                    binary_cross_entropy_with_logits_backward_target);
             }
         }
     }
 }
 
-#[test]
-fn binary_cross_entropy_with_logits_f32() {
-    bce_logits::<f32>(false);
-}
-
-#[test]
-fn binary_cross_entropy_with_logits_f64_and_finite_differences() {
-    bce_logits::<f64>(true);
-}
+f32_and_f64_tests!(
+    bce_logits:
+    binary_cross_entropy_with_logits_f32,
+    binary_cross_entropy_with_logits_f64_and_finite_differences
+);
 
 // ---------------------------------------------------------------------------------------------------------------
 // log_softmax / softmax / logsumexp
@@ -510,27 +407,13 @@ fn softmax_family<T: F>(fd: bool) {
             .unwrap();
             same(&format!("{name}: grad_input"), &gx, &want_g);
             if fd {
-                let x64 = x.mapv(|v| WithDType::to_f64(v));
-                let up64 = up.mapv(|v| WithDType::to_f64(v));
-                let g64 = gx.mapv(|v| WithDType::to_f64(v));
-                let fd = finite_diff(&x64, 1e-6, |xp| {
-                    objective(&candle(&tensor(xp), dim).unwrap(), &up64).to_scalar::<f64>().unwrap()
-                });
-                close(&format!("{name}: finite differences"), &g64, &fd, 1e-6, 1e-7);
+                fd_objective_agrees(&name, &f64s(&x), &f64s(&up), &f64s(&gx), |x| candle(x, dim).unwrap());
             }
         }
     }
 }
 
-#[test]
-fn softmax_family_f32() {
-    softmax_family::<f32>(false);
-}
-
-#[test]
-fn softmax_family_f64_and_finite_differences() {
-    softmax_family::<f64>(true);
-}
+f32_and_f64_tests!(softmax_family: softmax_family_f32, softmax_family_f64_and_finite_differences);
 
 // ---------------------------------------------------------------------------------------------------------------
 // Graph behaviour

@@ -8,7 +8,7 @@
 //! Their PyTorch 2.15 fixtures (`testdata/ce_extras.json`, `testdata/linear.json`) run in `fixtures.rs`.
 
 use infoloss::distill::{DistillOptions, Divergence};
-use infoloss::ndarray::{Array1, Array2, ShapeBuilder, array};
+use infoloss::ndarray::{Array, Array1, Array2, Dimension, ShapeBuilder, array};
 use infoloss::{
     CrossEntropyExtrasOptions, Error, GradOutput, LinearCrossEntropyOptions, LinearDistillOptions, Loss,
     Reduction, cross_entropy_extras_with_grad, linear_cross_entropy, linear_cross_entropy_backward,
@@ -18,6 +18,9 @@ use infoloss::{
 // ---------------------------------------------------------------------------------------------------------------
 // Deterministic pseudo-random data
 // ---------------------------------------------------------------------------------------------------------------
+
+/// Student hidden states and weight, teacher hidden states and weight, labels.
+type DistillHeads = (Array2<f64>, Array2<f64>, Array2<f64>, Array2<f64>, Array1<i64>);
 
 struct Lcg(u64);
 
@@ -41,6 +44,30 @@ impl Lcg {
                 (self.next() * v as f64) as i64 % v as i64
             }
         })
+    }
+    /// Hidden states, weight and bias (of scales `wscale` and `bscale`) and labels of a `(rows, width, classes)`
+    /// linear cross-entropy, drawn in that order.
+    fn linear_head(
+        &mut self,
+        (n, hd, v): (usize, usize, usize),
+        (wscale, bscale): (f64, f64),
+        ignore_every: usize,
+    ) -> (Array2<f64>, Array2<f64>, Array1<f64>, Array1<i64>) {
+        let (h, w) = (self.matrix(n, hd, 1.0), self.matrix(v, hd, wscale));
+        let b = Array1::from_shape_fn(v, |_| self.normal() * bscale);
+        (h, w, b, self.labels(n, v, ignore_every))
+    }
+    /// Student hidden states and weight, teacher hidden states and weight (the weights of scale `wscale`) and
+    /// labels of a `(rows, student width, teacher width, classes)` distillation, drawn in that order.
+    fn distill_heads(
+        &mut self,
+        (n, hs, ht, v): (usize, usize, usize, usize),
+        wscale: f64,
+        ignore_every: usize,
+    ) -> DistillHeads {
+        let (xs, ws) = (self.matrix(n, hs, 1.0), self.matrix(v, hs, wscale));
+        let (xt, wt) = (self.matrix(n, ht, 1.0), self.matrix(v, ht, wscale));
+        (xs, ws, xt, wt, self.labels(n, v, ignore_every))
     }
 }
 
@@ -74,6 +101,24 @@ fn fd_close(analytic: f64, numeric: f64) -> bool {
     (analytic - numeric).abs() <= 2e-7 * (1.0 + analytic.abs())
 }
 
+/// Every element of `got` (a gradient wrt `at`) against the central difference of `loss` in that element.
+#[track_caller]
+fn assert_fd_wrt<D: Dimension>(
+    what: &str,
+    got: &Array<f64, D>,
+    at: &Array<f64, D>,
+    loss: impl Fn(&Array<f64, D>) -> f64,
+) {
+    assert_eq!(got.shape(), at.shape(), "{what}");
+    for (k, (idx, &g)) in got.indexed_iter().enumerate() {
+        let (mut p, mut m) = (at.clone(), at.clone());
+        p.as_slice_mut().unwrap()[k] += FD_H;
+        m.as_slice_mut().unwrap()[k] -= FD_H;
+        let num = (loss(&p) - loss(&m)) / (2.0 * FD_H);
+        assert!(fd_close(g, num), "{what} {idx:?} {g} vs {num}");
+    }
+}
+
 #[test]
 fn fd_cross_entropy_extras() {
     let mut rng = Lcg(7);
@@ -84,18 +129,10 @@ fn fd_cross_entropy_extras() {
     for red in [Reduction::Mean, Reduction::Sum, Reduction::None] {
         let o = full_options(Some(&w), red);
         let g = cross_entropy_extras_with_grad(x.view(), y.view(), &o).unwrap().grad;
-        for i in 0..x.nrows() {
-            for j in 0..x.ncols() {
-                let f = |d: f64| {
-                    let mut xp = x.clone();
-                    xp[[i, j]] += d;
-                    scalar(&cross_entropy_extras_with_grad(xp.view(), y.view(), &o).unwrap().loss)
-                };
-                let num = (f(FD_H) - f(-FD_H)) / (2.0 * FD_H);
-                assert!(fd_close(g[[i, j]], num), "{red} [{i},{j}]: analytic {} numeric {num}", g[[i, j]]);
-                checked += 1;
-            }
-        }
+        assert_fd_wrt(&red.to_string(), &g, &x, |xp| {
+            scalar(&cross_entropy_extras_with_grad(xp.view(), y.view(), &o).unwrap().loss)
+        });
+        checked += g.len();
     }
     assert_eq!(checked, 3 * 35);
 }
@@ -104,10 +141,7 @@ fn fd_cross_entropy_extras() {
 fn fd_linear_cross_entropy() {
     let mut rng = Lcg(11);
     let (n, hd, v) = (6, 4, 9);
-    let h = rng.matrix(n, hd, 1.0);
-    let wt = rng.matrix(v, hd, 0.7);
-    let b = Array1::from_shape_fn(v, |_| rng.normal() * 0.3);
-    let y = rng.labels(n, v, 4);
+    let (h, wt, b, y) = rng.linear_head((n, hd, v), (0.7, 0.3), 4);
     let cw = Array1::from_shape_fn(v, |i| 0.5 + 0.1 * i as f64);
     for red in [Reduction::Mean, Reduction::Sum] {
         let opts = LinearCrossEntropyOptions { ce: full_options(Some(&cw), red), chunk_size: Some(4) };
@@ -115,38 +149,9 @@ fn fd_linear_cross_entropy() {
         let loss = |h: &Array2<f64>, w: &Array2<f64>, b: &Array1<f64>| {
             scalar(&linear_cross_entropy(h.view(), w.view(), Some(b.view()), y.view(), &opts).unwrap().loss)
         };
-        for i in 0..n {
-            for j in 0..hd {
-                let (mut p, mut m) = (h.clone(), h.clone());
-                p[[i, j]] += FD_H;
-                m[[i, j]] -= FD_H;
-                let num = (loss(&p, &wt, &b) - loss(&m, &wt, &b)) / (2.0 * FD_H);
-                assert!(
-                    fd_close(out.grad_hidden[[i, j]], num),
-                    "hidden [{i},{j}] {} vs {num}",
-                    out.grad_hidden[[i, j]]
-                );
-            }
-        }
-        for i in 0..v {
-            for j in 0..hd {
-                let (mut p, mut m) = (wt.clone(), wt.clone());
-                p[[i, j]] += FD_H;
-                m[[i, j]] -= FD_H;
-                let num = (loss(&h, &p, &b) - loss(&h, &m, &b)) / (2.0 * FD_H);
-                assert!(
-                    fd_close(out.grad_weight[[i, j]], num),
-                    "weight [{i},{j}] {} vs {num}",
-                    out.grad_weight[[i, j]]
-                );
-            }
-            let (mut p, mut m) = (b.clone(), b.clone());
-            p[i] += FD_H;
-            m[i] -= FD_H;
-            let num = (loss(&h, &wt, &p) - loss(&h, &wt, &m)) / (2.0 * FD_H);
-            let gb = out.grad_bias.as_ref().unwrap()[i];
-            assert!(fd_close(gb, num), "bias [{i}] {gb} vs {num}");
-        }
+        assert_fd_wrt("hidden", &out.grad_hidden, &h, |p| loss(p, &wt, &b));
+        assert_fd_wrt("weight", &out.grad_weight, &wt, |p| loss(&h, p, &b));
+        assert_fd_wrt("bias", out.grad_bias.as_ref().unwrap(), &b, |p| loss(&h, &wt, p));
     }
 }
 
@@ -154,11 +159,7 @@ fn fd_linear_cross_entropy() {
 fn fd_linear_distill() {
     let mut rng = Lcg(13);
     let (n, hs, ht, v) = (5, 4, 3, 8);
-    let xs = rng.matrix(n, hs, 1.0);
-    let ws = rng.matrix(v, hs, 0.8);
-    let xt = rng.matrix(n, ht, 1.0);
-    let wt = rng.matrix(v, ht, 0.8);
-    let y = rng.labels(n, v, 3);
+    let (xs, ws, xt, wt, y) = rng.distill_heads((n, hs, ht, v), 0.8, 3);
     for div in [Divergence::ForwardKl, Divergence::ReverseKl, Divergence::GeneralizedJsd { beta: 0.3 }] {
         let opts = LinearDistillOptions {
             distill: DistillOptions { temperature: 1.7, divergence: div, alpha: 0.6, ..Default::default() },
@@ -172,24 +173,8 @@ fn fd_linear_distill() {
                     .loss,
             )
         };
-        for i in 0..n {
-            for j in 0..hs {
-                let (mut p, mut m) = (xs.clone(), xs.clone());
-                p[[i, j]] += FD_H;
-                m[[i, j]] -= FD_H;
-                let num = (loss(&p, &ws) - loss(&m, &ws)) / (2.0 * FD_H);
-                assert!(fd_close(out.grad_hidden[[i, j]], num), "{div:?} hidden [{i},{j}]");
-            }
-        }
-        for i in 0..v {
-            for j in 0..hs {
-                let (mut p, mut m) = (ws.clone(), ws.clone());
-                p[[i, j]] += FD_H;
-                m[[i, j]] -= FD_H;
-                let num = (loss(&xs, &p) - loss(&xs, &m)) / (2.0 * FD_H);
-                assert!(fd_close(out.grad_weight[[i, j]], num), "{div:?} weight [{i},{j}]");
-            }
-        }
+        assert_fd_wrt(&format!("{div:?} hidden"), &out.grad_hidden, &xs, |p| loss(p, &ws));
+        assert_fd_wrt(&format!("{div:?} weight"), &out.grad_weight, &ws, |p| loss(&xs, p));
     }
 }
 
@@ -206,10 +191,7 @@ fn max_abs_diff(a: &Array2<f64>, b: &Array2<f64>) -> f64 {
 fn linear_ce_equals_extras_on_materialized_logits() {
     let mut rng = Lcg(17);
     let (n, hd, v) = (23, 6, 37);
-    let h = rng.matrix(n, hd, 1.0);
-    let w = rng.matrix(v, hd, 0.5);
-    let b = Array1::from_shape_fn(v, |_| rng.normal() * 0.2);
-    let y = rng.labels(n, v, 5);
+    let (h, w, b, y) = rng.linear_head((n, hd, v), (0.5, 0.2), 5);
     let cw = Array1::from_shape_fn(v, |i| 1.0 + (i % 3) as f64);
     let logits = h.dot(&w.t()) + &b;
     for red in [Reduction::Mean, Reduction::Sum, Reduction::None] {
@@ -244,23 +226,13 @@ fn linear_ce_f32_chunking_is_invariant_and_layouts_agree() {
     let w = rng.matrix(v, hd, 0.3).mapv(|x| x as f32);
     let y = rng.labels(n, v, 6);
     let ce = CrossEntropyExtrasOptions { lse_square_scale: 1e-3, softcap: Some(5.0), ..Default::default() };
-    let base = linear_cross_entropy(
-        h.view(),
-        w.view(),
-        None,
-        y.view(),
-        &LinearCrossEntropyOptions { ce: ce.clone(), chunk_size: Some(40) },
-    )
-    .unwrap();
+    let run = |h: &Array2<f32>, w: &Array2<f32>, chunk: usize| {
+        let opts = LinearCrossEntropyOptions { ce: ce.clone(), chunk_size: Some(chunk) };
+        linear_cross_entropy(h.view(), w.view(), None, y.view(), &opts).unwrap()
+    };
+    let base = run(&h, &w, 40);
     for chunk in [1, 7, 13, 39] {
-        let out = linear_cross_entropy(
-            h.view(),
-            w.view(),
-            None,
-            y.view(),
-            &LinearCrossEntropyOptions { ce: ce.clone(), chunk_size: Some(chunk) },
-        )
-        .unwrap();
+        let out = run(&h, &w, chunk);
         // only the GEMMs' blocking (and the weight-gradient accumulation order) changes with the chunking
         let rel = |a: &Array2<f32>, b: &Array2<f32>| {
             let m = b.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -272,36 +244,19 @@ fn linear_ce_f32_chunking_is_invariant_and_layouts_agree() {
         assert!(rel(&out.grad_weight, &base.grad_weight) < 1e-5, "chunk {chunk}");
     }
     // Fortran-order copies (non-standard layout) give the same result
-    let hf = {
-        let mut a = Array2::<f32>::zeros(h.raw_dim().f());
-        a.assign(&h);
+    let fortran = |x: &Array2<f32>| {
+        let mut a = Array2::<f32>::zeros(x.raw_dim().f());
+        a.assign(x);
         a
     };
-    let wf = {
-        let mut a = Array2::<f32>::zeros(w.raw_dim().f());
-        a.assign(&w);
-        a
-    };
-    let out = linear_cross_entropy(
-        hf.view(),
-        wf.view(),
-        None,
-        y.view(),
-        &LinearCrossEntropyOptions { ce: ce.clone(), chunk_size: Some(40) },
-    )
-    .unwrap();
-    assert_eq!(out, base);
+    assert_eq!(run(&fortran(&h), &fortran(&w), 40), base);
 }
 
 #[test]
 fn linear_distill_equals_distill_on_materialized_logits() {
     let mut rng = Lcg(23);
     let (n, hs, ht, v) = (17, 5, 3, 29);
-    let xs = rng.matrix(n, hs, 1.0);
-    let ws = rng.matrix(v, hs, 0.6);
-    let xt = rng.matrix(n, ht, 1.0);
-    let wt = rng.matrix(v, ht, 0.6);
-    let y = rng.labels(n, v, 4);
+    let (xs, ws, xt, wt, y) = rng.distill_heads((n, hs, ht, v), 0.6, 4);
     let s = xs.dot(&ws.t());
     let t = xt.dot(&wt.t());
     for red in [Reduction::BatchMean, Reduction::Mean, Reduction::Sum, Reduction::None] {

@@ -515,25 +515,16 @@ fn uda_sides_masks_and_normalization() {
     let ori = array![[3.0f64, 0.0, -1.0], [0.2, 0.1, 0.0], [-1.0, 2.5, 0.5]];
     let aug = array![[2.0f64, 0.5, -0.5], [0.0, 0.3, 0.1], [0.0, 1.0, 1.0]];
     let base = UdaOptions { temperature: 0.5, confidence_threshold: Some(0.6), ..Default::default() };
-    let tgt = uda_consistency_with_grad(ori.view(), aug.view(), &base).unwrap();
+    let uda = |o: UdaOptions| uda_consistency_with_grad(ori.view(), aug.view(), &o).unwrap();
+    let tgt = uda(base);
     assert_eq!(tgt.mask.to_vec(), vec![1.0, 0.0, 1.0]);
     assert_eq!(tgt.kept, 2);
     let sum_kept = tgt.row_kl[0] + tgt.row_kl[2];
     assert!((tgt.loss - sum_kept / 2.0).abs() < 1e-15);
-    let all = uda_consistency_with_grad(
-        ori.view(),
-        aug.view(),
-        &UdaOptions { normalize: UdaNormalize::AllRows, ..base },
-    )
-    .unwrap();
+    let all = uda(UdaOptions { normalize: UdaNormalize::AllRows, ..base });
     assert!((all.loss - sum_kept / 3.0).abs() < 1e-15);
     // the temperature goes to the named side
-    let aug_side = uda_consistency_with_grad(
-        ori.view(),
-        aug.view(),
-        &UdaOptions { sharpen: Sharpen::Augmented, ..base },
-    )
-    .unwrap();
+    let aug_side = uda(UdaOptions { sharpen: Sharpen::Augmented, ..base });
     assert_eq!(aug_side.mask, tgt.mask, "the mask uses the untempered softmax(ori) on both sides");
     assert!((aug_side.loss - tgt.loss).abs() > 1e-3);
     let manual = |o: &[f64], a: &[f64], to: f64, ta: f64| {

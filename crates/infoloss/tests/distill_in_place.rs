@@ -85,13 +85,23 @@ fn dense_case<T: Element>(
     y: Option<ArrayView1<'_, i64>>,
     o: &DistillOptions,
 ) -> usize {
-    let (loss, grad) = distill_with_grad(s.view(), t.view(), y, o).unwrap();
+    let allocating = distill_with_grad(s.view(), t.view(), y, o).unwrap();
     let mut g = s.clone();
-    let loss2 = distill_with_grad_in_place(g.view_mut(), t.view(), y, o).unwrap();
-    assert_eq!(loss_bits(&loss), loss_bits(&loss2), "{:?} {o:?}: loss", T::DTYPE);
+    let in_place = distill_with_grad_in_place(g.view_mut(), t.view(), y, o).unwrap();
+    same_bits(&format!("{:?} {o:?}", T::DTYPE), allocating, (in_place, &g))
+}
+
+/// The allocating `(loss, grad)` and the in-place `(loss, gradient buffer)` are the same bits; returns how many
+/// gradient entries were compared.
+fn same_bits<T: Element>(
+    what: &str,
+    (loss, grad): (Loss<T>, Array2<T>),
+    (loss2, g): (Loss<T>, &Array2<T>),
+) -> usize {
+    assert_eq!(loss_bits(&loss), loss_bits(&loss2), "{what}: loss");
     assert_eq!(grad.shape(), g.shape());
     for (i, (a, b)) in grad.iter().zip(g.iter()).enumerate() {
-        assert_eq!(bits(*a), bits(*b), "{:?} {o:?}: gradient entry {i}: {a:?} vs {b:?}", T::DTYPE);
+        assert_eq!(bits(*a), bits(*b), "{what}: gradient entry {i}: {a:?} vs {b:?}");
     }
     grad.len()
 }
@@ -219,19 +229,12 @@ fn topk_sweep<T: Element>() -> usize {
                         let teacher = SparseTeacher { indices: idx.view(), logprobs: lq.view(), add_tail };
                         let unlabeled = if o.alpha == 1.0 { 2 } else { 1 };
                         for yy in [Some(y.view()), None].into_iter().take(unlabeled) {
-                            let (loss, grad) = distill_topk_with_grad(s.view(), &teacher, yy, &o).unwrap();
+                            let allocating = distill_topk_with_grad(s.view(), &teacher, yy, &o).unwrap();
                             let mut g = s.clone();
-                            let loss2 =
+                            let in_place =
                                 distill_topk_with_grad_in_place(g.view_mut(), &teacher, yy, &o).unwrap();
-                            assert_eq!(loss_bits(&loss), loss_bits(&loss2), "C={c} k={k} {o:?}");
-                            for (i, (a, b)) in grad.iter().zip(g.iter()).enumerate() {
-                                assert_eq!(
-                                    bits(*a),
-                                    bits(*b),
-                                    "C={c} k={k} tail={add_tail} {o:?}: entry {i}"
-                                );
-                            }
-                            n += grad.len();
+                            let what = format!("C={c} k={k} tail={add_tail} {o:?}");
+                            n += same_bits(&what, allocating, (in_place, &g));
                         }
                     }
                 }

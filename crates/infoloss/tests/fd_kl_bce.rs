@@ -18,27 +18,11 @@ use infoloss::{
 };
 use ndarray::{ArrayD, IxDyn, array};
 
+use crate::support::Rng;
+
 // ------------------------------------------------------------------------------------------------
 // Helpers
 // ------------------------------------------------------------------------------------------------
-
-/// splitmix64: a fixed-seed generator, so every run checks the same points.
-struct Rng(u64);
-
-impl Rng {
-    fn next_f64(&mut self) -> f64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn uniform(&mut self, shape: &[usize], lo: f64, hi: f64) -> ArrayD<f64> {
-        ArrayD::from_shape_simple_fn(IxDyn(shape), || lo + (hi - lo) * self.next_f64())
-    }
-}
 
 const REDUCTIONS: [Reduction; 3] = [Reduction::None, Reduction::Mean, Reduction::Sum];
 const KL_REDUCTIONS: [Reduction; 4] =
@@ -57,7 +41,7 @@ impl Up {
         if reduction == Reduction::None {
             Up::Array(rng.uniform(out_shape, -1.5, 1.5))
         } else {
-            Up::Scalar(0.3 + rng.next_f64())
+            Up::Scalar(0.3 + rng.unit())
         }
     }
 

@@ -7,10 +7,11 @@
 //! 3-D inputs. Values marked "torch" were computed with torch 2.15.0 (CPU); the snippet is in the
 //! comment next to them.
 
+use crate::support::Rng;
 use infoloss::cross_entropy::cross_entropy_probs_with_grads;
-use infoloss::ndarray::{ArrayD, Axis, IxDyn, arr0, array};
+use infoloss::ndarray::{Array1, Array2, ArrayD, Axis, IxDyn, arr0, array};
 use infoloss::{
-    CrossEntropyOptions, Error, GradOutput, Loss, NllOptions, Reduction, cross_entropy,
+    CrossEntropyOptions, Element, Error, GradOutput, Loss, NllOptions, Reduction, cross_entropy,
     cross_entropy_backward, cross_entropy_probs, cross_entropy_probs_backward,
     cross_entropy_probs_backward_target, cross_entropy_probs_with_grad, cross_entropy_with_grad, log_softmax,
     log_softmax_backward, logsumexp, logsumexp_backward, nll_loss, nll_loss_backward, nll_loss_with_grad,
@@ -21,40 +22,31 @@ use infoloss::{
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-/// SplitMix64: a tiny deterministic generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// Roughly standard normal (Box–Muller).
-    fn normal(&mut self) -> f64 {
-        let u = self.uniform().max(1e-300);
-        let v = self.uniform();
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.uniform() * n as f64) as usize
-    }
-    fn array(&mut self, shape: &[usize], scale: f64) -> ArrayD<f64> {
-        ArrayD::from_shape_simple_fn(IxDyn(shape), || self.normal() * scale)
-    }
-    fn positive(&mut self, shape: &[usize]) -> ArrayD<f64> {
-        ArrayD::from_shape_simple_fn(IxDyn(shape), || 0.1 + self.uniform())
-    }
-}
-
 const H: f64 = 1e-6;
 const RTOL: f64 = 1e-6;
+
+/// The (2, 3, 4) input `x` of the torch snippets below: `((7k) mod 11)/4 − 1.25` at flat index `k`.
+fn torch_x() -> ArrayD<f64> {
+    ArrayD::from_shape_fn(IxDyn(&[2, 3, 4]), |i| {
+        let k = (i[0] * 12 + i[1] * 4 + i[2]) as f64;
+        ((k * 7.0) % 11.0) * 0.25 - 1.25
+    })
+}
+
+/// The class targets `y = [[0, 2, -100, 1], [2, 1, 0, -100]]` and weight `w = [0.5, 2.0, 1.25]` of the torch
+/// snippets below.
+fn torch_y_w() -> (Array2<i64>, Array1<f64>) {
+    (array![[0i64, 2, -100, 1], [2, 1, 0, -100]], array![0.5, 2.0, 1.25])
+}
+
+/// `cross_entropy_with_grad` of the torch snippets (`torch_x`, `torch_y_w`, label smoothing 0.1), the input and
+/// weight converted to `T` by `conv`.
+fn torch_ce_with_grad<T: Element>(conv: impl Fn(f64) -> T) -> (Loss<T>, ArrayD<T>) {
+    let (y, w) = torch_y_w();
+    let (x, w) = (torch_x().mapv(&conv), w.mapv(&conv));
+    let opts = CrossEntropyOptions { weight: Some(w.view()), label_smoothing: 0.1, ..Default::default() };
+    cross_entropy_with_grad(x.view(), y.view(), &opts).unwrap()
+}
 
 /// Central finite difference of `f` at `x`.
 fn fd(f: &dyn Fn(&ArrayD<f64>) -> f64, x: &ArrayD<f64>) -> ArrayD<f64> {
@@ -102,7 +94,7 @@ enum Upstream {
 impl Upstream {
     fn for_reduction(rng: &mut Rng, red: Reduction, out_shape: &[usize]) -> Self {
         match red {
-            Reduction::None => Upstream::Array(rng.array(out_shape, 1.0)),
+            Reduction::None => Upstream::Array(rng.array(out_shape, |r| r.normal() * 1.0)),
             _ => Upstream::Scalar(0.7),
         }
     }
@@ -130,7 +122,7 @@ const INDEX_SHAPES: [(&[usize], &[usize]); 3] = [(&[4, 3], &[4]), (&[2, 3, 4], &
 /// Random class-index targets; when `ignore` is given, a few of them (at least one, never the first
 /// of several) are set to it.
 fn targets(rng: &mut Rng, shape: &[usize], classes: usize, ignore: Option<i64>) -> ArrayD<i64> {
-    let mut y = ArrayD::from_shape_simple_fn(IxDyn(shape), || rng.below(classes) as i64);
+    let mut y = ArrayD::from_shape_simple_fn(IxDyn(shape), || (rng.unit() * classes as f64) as i64);
     if let Some(ii) = ignore {
         let n = y.len();
         for (k, v) in y.iter_mut().enumerate() {
@@ -156,10 +148,10 @@ fn fd_logsumexp_every_dim() {
     let cases: [(&[usize], &[isize]); 3] =
         [(&[2, 3, 4], &[-3, -2, -1, 0, 1, 2]), (&[5], &[0, -1]), (&[], &[0, -1])];
     for (shape, dims) in cases {
-        let x = rng.array(shape, 2.0);
+        let x = rng.array(shape, |r| r.normal() * 2.0);
         for &dim in dims {
             let y = logsumexp(x.view(), dim).unwrap();
-            let g = rng.array(y.shape(), 1.0);
+            let g = rng.array(y.shape(), |r| r.normal() * 1.0);
             let f = |x: &ArrayD<f64>| {
                 objective(Loss::Elementwise(logsumexp(x.view(), dim).unwrap()), &Upstream::Array(g.clone()))
             };
@@ -183,9 +175,9 @@ fn fd_log_softmax_and_softmax_every_dim() {
     let cases: [(&[usize], &[isize]); 3] =
         [(&[2, 3, 4], &[-3, -2, -1, 0, 1, 2]), (&[5], &[0, -1]), (&[], &[0])];
     for (shape, dims) in cases {
-        let x = rng.array(shape, 2.0);
+        let x = rng.array(shape, |r| r.normal() * 2.0);
         for &dim in dims {
-            let g = rng.array(shape, 1.0);
+            let g = rng.array(shape, |r| r.normal() * 1.0);
             let up = Upstream::Array(g.clone());
             let f = |x: &ArrayD<f64>| objective(Loss::Elementwise(log_softmax(x.view(), dim).unwrap()), &up);
             let y = log_softmax(x.view(), dim).unwrap();
@@ -210,10 +202,7 @@ fn softmax_family_torch_values() {
     //   torch.logsumexp(x, 1)[1, 3]     f64 1.1941121864019142   f32 1.1941121816635132
     //   F.log_softmax(x, 1)[0, 2, 1]    f64 -0.6941121864019142  f32 -0.6941121816635132
     //   F.softmax(x, -1)[1, 1, 2]       f64 0.21936906803384734  f32 0.2193690687417984
-    let x64 = ArrayD::from_shape_fn(IxDyn(&[2, 3, 4]), |i| {
-        let k = (i[0] * 12 + i[1] * 4 + i[2]) as f64;
-        ((k * 7.0) % 11.0) * 0.25 - 1.25
-    });
+    let x64 = torch_x();
     let x32 = x64.mapv(|v| v as f32);
     assert!(close(logsumexp(x64.view(), 1).unwrap()[[1, 3]], 1.1941121864019142, 1e-12));
     assert!(close(log_softmax(x64.view(), 1).unwrap()[[0, 2, 1]], -0.6941121864019142, 1e-12));
@@ -252,6 +241,38 @@ fn softmax_family_non_finite_rows() {
 // nll_loss
 // ---------------------------------------------------------------------------------------------
 
+/// The backward of a class-index loss at an input, for an upstream gradient.
+type IndexBackward<'f> = &'f dyn Fn(&ArrayD<f64>, &GradOutput<'_, f64>) -> infoloss::Result<ArrayD<f64>>;
+/// The fused forward + backward(1) of a class-index loss at an input.
+type IndexWithGrad<'f> = &'f dyn Fn(&ArrayD<f64>) -> infoloss::Result<(Loss<f64>, ArrayD<f64>)>;
+
+/// Checks a class-index loss at `x`: its gradient against finite differences of `Σ up·loss`, and the fused call
+/// against forward + backward with upstream 1. A NaN objective is allowed only for the mean of a 1-D input
+/// whose only target is ignored, whose gradient must then be zero; returns whether the full check ran.
+fn check_index_loss(
+    label: &str,
+    x: &ArrayD<f64>,
+    red: Reduction,
+    up: &Upstream,
+    forward: &dyn Fn(&ArrayD<f64>) -> infoloss::Result<Loss<f64>>,
+    backward: IndexBackward<'_>,
+    with_grad: IndexWithGrad<'_>,
+) -> bool {
+    let f = |x: &ArrayD<f64>| objective(forward(x).unwrap(), up);
+    let analytic = backward(x, &up.as_grad()).unwrap();
+    let fx = f(x);
+    if fx.is_nan() {
+        assert_eq!((x.ndim(), red), (1, Reduction::Mean), "{label}");
+        assert!(analytic.iter().all(|&v| v == 0.0), "{label}");
+        return false;
+    }
+    assert_grad(label, &analytic, &fd(&f, x), fx.abs());
+    let (l, g) = with_grad(x).unwrap();
+    assert_eq!(l, forward(x).unwrap(), "{label}");
+    assert_eq!(g, backward(x, &GradOutput::one()).unwrap(), "{label}");
+    true
+}
+
 #[test]
 fn fd_nll_loss_all_options() {
     let mut rng = Rng(3);
@@ -260,9 +281,9 @@ fn fd_nll_loss_all_options() {
         for weighted in [false, true] {
             for ignore in [None, Some(-100), Some(1)] {
                 for red in REDUCTIONS {
-                    let x = rng.array(ishape, 1.0);
+                    let x = rng.array(ishape, |r| r.normal() * 1.0);
                     let y = targets(&mut rng, tshape, classes, ignore);
-                    let w = rng.positive(&[classes]).into_shape_with_order(classes).unwrap();
+                    let w = rng.array(&[classes], |r| 0.1 + r.unit()).into_shape_with_order(classes).unwrap();
                     let opts = NllOptions {
                         weight: weighted.then(|| w.view()),
                         ignore_index: ignore.unwrap_or(-100),
@@ -270,23 +291,14 @@ fn fd_nll_loss_all_options() {
                     };
                     let label = format!("nll {ishape:?} weight {weighted} ignore {ignore:?} {red}");
                     let up = Upstream::for_reduction(&mut rng, red, tshape);
-                    let f = |x: &ArrayD<f64>| objective(nll_loss(x.view(), y.view(), &opts).unwrap(), &up);
-                    let analytic = nll_loss_backward(x.view(), y.view(), &opts, &up.as_grad()).unwrap();
-                    let fx = f(&x);
-                    if fx.is_nan() {
-                        // 1-D input whose only target is ignored: mean is NaN, gradient zero
-                        assert_eq!((ishape.len(), red), (1, Reduction::Mean), "{label}");
-                        assert!(analytic.iter().all(|&v| v == 0.0), "{label}");
-                        continue;
-                    }
-                    assert_grad(&label, &analytic, &fd(&f, &x), fx.abs());
-                    // the fused call equals forward + backward with upstream 1
-                    let (l, g) = nll_loss_with_grad(x.view(), y.view(), &opts).unwrap();
-                    assert_eq!(l, nll_loss(x.view(), y.view(), &opts).unwrap(), "{label}");
-                    assert_eq!(
-                        g,
-                        nll_loss_backward(x.view(), y.view(), &opts, &GradOutput::one()).unwrap(),
-                        "{label}"
+                    check_index_loss(
+                        &label,
+                        &x,
+                        red,
+                        &up,
+                        &|x| nll_loss(x.view(), y.view(), &opts),
+                        &|x, g| nll_loss_backward(x.view(), y.view(), &opts, g),
+                        &|x| nll_loss_with_grad(x.view(), y.view(), &opts),
                     );
                 }
             }
@@ -315,12 +327,8 @@ fn nll_nd_torch_values() {
     // torch: x as in softmax_family_torch_values, y = [[0, 2, -100, 1], [2, 1, 0, -100]],
     //        w = [0.5, 2.0, 1.25]: F.nll_loss(x, y, weight=w, reduction='sum') = -3.875,
     //        'mean' = -0.5166666666666667 (f64), -0.5166666507720947 (f32)
-    let x = ArrayD::from_shape_fn(IxDyn(&[2, 3, 4]), |i| {
-        let k = (i[0] * 12 + i[1] * 4 + i[2]) as f64;
-        ((k * 7.0) % 11.0) * 0.25 - 1.25
-    });
-    let y = array![[0i64, 2, -100, 1], [2, 1, 0, -100]];
-    let w = array![0.5, 2.0, 1.25];
+    let x = torch_x();
+    let (y, w) = torch_y_w();
     let opts = NllOptions { weight: Some(w.view()), reduction: Reduction::Sum, ..Default::default() };
     assert_eq!(nll_loss(x.view(), y.view(), &opts).unwrap().scalar(), Some(-3.875));
     let opts = NllOptions { weight: Some(w.view()), ..Default::default() };
@@ -349,9 +357,10 @@ fn fd_cross_entropy_all_options() {
             for ignore in [None, Some(-100), Some(1)] {
                 for eps in [0.0, 0.1, 1.0] {
                     for red in REDUCTIONS {
-                        let x = rng.array(ishape, 1.5);
+                        let x = rng.array(ishape, |r| r.normal() * 1.5);
                         let y = targets(&mut rng, tshape, classes, ignore);
-                        let w = rng.positive(&[classes]).into_shape_with_order(classes).unwrap();
+                        let w =
+                            rng.array(&[classes], |r| 0.1 + r.unit()).into_shape_with_order(classes).unwrap();
                         let opts = CrossEntropyOptions {
                             weight: weighted.then(|| w.view()),
                             ignore_index: ignore.unwrap_or(-100),
@@ -361,25 +370,15 @@ fn fd_cross_entropy_all_options() {
                         let label =
                             format!("ce {ishape:?} weight {weighted} ignore {ignore:?} eps {eps} {red}");
                         let up = Upstream::for_reduction(&mut rng, red, tshape);
-                        let f = |x: &ArrayD<f64>| {
-                            objective(cross_entropy(x.view(), y.view(), &opts).unwrap(), &up)
-                        };
-                        let analytic =
-                            cross_entropy_backward(x.view(), y.view(), &opts, &up.as_grad()).unwrap();
-                        let fx = f(&x);
-                        if fx.is_nan() {
-                            // 1-D input whose only target is ignored: mean NaN, gradient zero
-                            assert_eq!((ishape.len(), red), (1, Reduction::Mean), "{label}");
-                            assert!(analytic.iter().all(|&v| v == 0.0), "{label}");
-                            continue;
-                        }
-                        assert_grad(&label, &analytic, &fd(&f, &x), fx.abs());
-                        let (l, g) = cross_entropy_with_grad(x.view(), y.view(), &opts).unwrap();
-                        assert_eq!(l, cross_entropy(x.view(), y.view(), &opts).unwrap(), "{label}");
-                        let gb =
-                            cross_entropy_backward(x.view(), y.view(), &opts, &GradOutput::one()).unwrap();
-                        assert_eq!(g, gb, "{label}");
-                        checked += 1;
+                        checked += usize::from(check_index_loss(
+                            &label,
+                            &x,
+                            red,
+                            &up,
+                            &|x| cross_entropy(x.view(), y.view(), &opts),
+                            &|x, g| cross_entropy_backward(x.view(), y.view(), &opts, g),
+                            &|x| cross_entropy_with_grad(x.view(), y.view(), &opts),
+                        ));
                     }
                 }
             }
@@ -391,7 +390,7 @@ fn fd_cross_entropy_all_options() {
 #[test]
 fn cross_entropy_eps0_is_nll_of_log_softmax() {
     let mut rng = Rng(5);
-    let x = rng.array(&[2, 4, 3], 2.0);
+    let x = rng.array(&[2, 4, 3], |r| r.normal() * 2.0);
     let y = targets(&mut rng, &[2, 3], 4, Some(-100));
     let w = array![0.3, 1.2, 0.8, 2.0];
     for red in REDUCTIONS {
@@ -428,28 +427,33 @@ fn cross_entropy_spec_label_smoothing_example() {
         ..Default::default()
     };
 
-    let (l, g) = cross_entropy_with_grad(x.view(), y.view(), &opts(Reduction::Mean)).unwrap();
-    assert!(close(l.scalar().unwrap(), 1.9815498399327023, 1e-14), "{l:?}");
-    let expect = array![
-        [0.019908638059203138, 0.0023410206478755944, -0.022249658707078717],
-        [0.5063089076153879, 0.08931723741861107, -0.5956261450339991],
-        [0.0, 0.0, 0.0],
-        [0.06681736353096629, -0.16584026566598742, 0.09902290213502117]
-    ];
-    for (a, b) in g.iter().zip(expect.iter()) {
-        assert!(close(*a, *b, 1e-12), "{a} vs {b}");
-    }
-
-    let (l, g) = cross_entropy_with_grad(x.view(), y.view(), &opts(Reduction::Sum)).unwrap();
-    assert!(close(l.scalar().unwrap(), 8.32250932771735, 1e-14));
-    let expect = array![
-        [0.08361627984865316, 0.009832286721077494, -0.09344856656973063],
-        [2.1264974119846296, 0.3751323971581666, -2.5016298091427966],
-        [0.0, 0.0, 0.0],
-        [0.28063292683005847, -0.6965291157971472, 0.41589618896708896]
-    ];
-    for (a, b) in g.iter().zip(expect.iter()) {
-        assert!(close(*a, *b, 1e-12), "{a} vs {b}");
+    for (red, want, expect) in [
+        (
+            Reduction::Mean,
+            1.9815498399327023,
+            array![
+                [0.019908638059203138, 0.0023410206478755944, -0.022249658707078717],
+                [0.5063089076153879, 0.08931723741861107, -0.5956261450339991],
+                [0.0, 0.0, 0.0],
+                [0.06681736353096629, -0.16584026566598742, 0.09902290213502117]
+            ],
+        ),
+        (
+            Reduction::Sum,
+            8.32250932771735,
+            array![
+                [0.08361627984865316, 0.009832286721077494, -0.09344856656973063],
+                [2.1264974119846296, 0.3751323971581666, -2.5016298091427966],
+                [0.0, 0.0, 0.0],
+                [0.28063292683005847, -0.6965291157971472, 0.41589618896708896]
+            ],
+        ),
+    ] {
+        let (l, g) = cross_entropy_with_grad(x.view(), y.view(), &opts(red)).unwrap();
+        assert!(close(l.scalar().unwrap(), want, 1e-14), "{red}: {l:?}");
+        for (a, b) in g.iter().zip(expect.iter()) {
+            assert!(close(*a, *b, 1e-12), "{red}: {a} vs {b}");
+        }
     }
 
     let l = cross_entropy(x.view(), y.view(), &opts(Reduction::None)).unwrap().into_array();
@@ -495,28 +499,19 @@ fn cross_entropy_nd_torch_values() {
     //        w = [0.5, 2.0, 1.25]; l = F.cross_entropy(x, y, weight=w, label_smoothing=0.1); l.backward()
     //   f64: l = 0.9615869736714225, grad[1,2,1] = 0.043155711266080164, grad[0,0,0] = -0.05089057841524728
     //   f32: l = 0.9615868926048279, grad[1,2,1] = 0.04315571114420891,  grad[0,0,0] = -0.05089057609438896
-    let x = ArrayD::from_shape_fn(IxDyn(&[2, 3, 4]), |i| {
-        let k = (i[0] * 12 + i[1] * 4 + i[2]) as f64;
-        ((k * 7.0) % 11.0) * 0.25 - 1.25
-    });
-    let y = array![[0i64, 2, -100, 1], [2, 1, 0, -100]];
-    let w = array![0.5, 2.0, 1.25];
-    let opts = CrossEntropyOptions { weight: Some(w.view()), label_smoothing: 0.1, ..Default::default() };
-    let (l, g) = cross_entropy_with_grad(x.view(), y.view(), &opts).unwrap();
+    let (l, g) = torch_ce_with_grad(|v| v);
     assert!(close(l.scalar().unwrap(), 0.9615869736714225, 1e-12));
     assert!(close(g[[1, 2, 1]], 0.043155711266080164, 1e-12));
     assert!(close(g[[0, 0, 0]], -0.05089057841524728, 1e-12));
     assert!(g.index_axis(Axis(2), 2).index_axis(Axis(0), 0).iter().all(|&v| v == 0.0), "ignored position");
 
-    let x32 = x.mapv(|v| v as f32);
-    let w32 = w.mapv(|v| v as f32);
-    let opts = CrossEntropyOptions { weight: Some(w32.view()), label_smoothing: 0.1, ..Default::default() };
-    let (l, g) = cross_entropy_with_grad(x32.view(), y.view(), &opts).unwrap();
+    let (l, g) = torch_ce_with_grad(|v| v as f32);
     assert!(close(l.scalar().unwrap() as f64, 0.9615868926048279, 1e-6));
     assert!(close(g[[1, 2, 1]] as f64, 0.04315571114420891, 1e-6));
     assert!(close(g[[0, 0, 0]] as f64, -0.05089057609438896, 1e-6));
 
     // K-dim input equals the same data flattened to (N·d, C)
+    let (x, (y, w)) = (torch_x(), torch_y_w());
     let flat = ArrayD::from_shape_fn(IxDyn(&[8, 3]), |i| x[[i[0] / 4, i[1], i[0] % 4]]);
     let yf = y.clone().into_shape_with_order(8).unwrap();
     let opts = CrossEntropyOptions { weight: Some(w.view()), label_smoothing: 0.1, ..Default::default() };
@@ -596,9 +591,9 @@ fn fd_cross_entropy_probs_all_options() {
         for weighted in [false, true] {
             for eps in [0.0, 0.1, 1.0] {
                 for red in REDUCTIONS {
-                    let x = rng.array(shape, 1.5);
-                    let t = rng.positive(shape);
-                    let w = rng.positive(&[classes]).into_shape_with_order(classes).unwrap();
+                    let x = rng.array(shape, |r| r.normal() * 1.5);
+                    let t = rng.array(shape, |r| 0.1 + r.unit());
+                    let w = rng.array(&[classes], |r| 0.1 + r.unit()).into_shape_with_order(classes).unwrap();
                     let opts = CrossEntropyOptions {
                         weight: weighted.then(|| w.view()),
                         reduction: red,
@@ -650,10 +645,7 @@ fn cross_entropy_probs_torch_values() {
     //        requires_grad; w = [0.5, 2.0, 1.25]; l = F.cross_entropy(x, t, weight=w, label_smoothing=0.2)
     //   f64: l = 2.154102225965553,  x.grad[1,2,1] = 0.0026309940891286183, t.grad[0,1,3] = 0.31275617266745165
     //   f32: l = 2.1541025638580322, x.grad[1,2,1] = 0.0026309939566999674, t.grad[0,1,3] = 0.31275615096092224
-    let x = ArrayD::from_shape_fn(IxDyn(&[2, 3, 4]), |i| {
-        let k = (i[0] * 12 + i[1] * 4 + i[2]) as f64;
-        ((k * 7.0) % 11.0) * 0.25 - 1.25
-    });
+    let x = torch_x();
     let t = ArrayD::from_shape_fn(IxDyn(&[2, 3, 4]), |i| {
         let k = (i[0] * 12 + i[1] * 4 + i[2]) as f64;
         ((k * 5.0) % 7.0) * 0.125
@@ -686,7 +678,7 @@ fn cross_entropy_probs_torch_values() {
 #[test]
 fn cross_entropy_probs_one_hot_equals_index_targets() {
     let mut rng = Rng(7);
-    let x = rng.array(&[5, 4], 2.0);
+    let x = rng.array(&[5, 4], |r| r.normal() * 2.0);
     let y = array![3i64, 0, 1, 1, 2];
     let onehot = ArrayD::from_shape_fn(IxDyn(&[5, 4]), |i| if y[i[0]] as usize == i[1] { 1.0 } else { 0.0 });
     for red in REDUCTIONS {
@@ -868,21 +860,13 @@ fn error_messages() {
 #[test]
 fn half_and_bfloat16_are_accepted() {
     use infoloss::half::{bf16, f16};
-    let x64 = ArrayD::from_shape_fn(IxDyn(&[2, 3, 4]), |i| {
-        let k = (i[0] * 12 + i[1] * 4 + i[2]) as f64;
-        ((k * 7.0) % 11.0) * 0.25 - 1.25
-    });
-    let y = array![[0i64, 2, -100, 1], [2, 1, 0, -100]];
-    let w64 = array![0.5, 2.0, 1.25];
+    let x64 = torch_x();
+    let (y, w64) = torch_y_w();
     // torch (f64): 0.9615869736714225; the inputs are exact in f16/bf16, so the only error is the
     // final rounding (f16 ulp 2^-11 near 1, bf16 2^-8).
-    let opts = CrossEntropyOptions { weight: Some(w64.view()), label_smoothing: 0.1, ..Default::default() };
-    let (_, g64) = cross_entropy_with_grad(x64.view(), y.view(), &opts).unwrap();
+    let (_, g64) = torch_ce_with_grad(|v| v);
 
-    let xh = x64.mapv(f16::from_f64);
-    let wh = w64.mapv(f16::from_f64);
-    let opts = CrossEntropyOptions { weight: Some(wh.view()), label_smoothing: 0.1, ..Default::default() };
-    let (l, g) = cross_entropy_with_grad(xh.view(), y.view(), &opts).unwrap();
+    let (l, g) = torch_ce_with_grad(f16::from_f64);
     assert_eq!(l.scalar(), Some(f16::from_f64(0.9615869736714225)));
     for (a, b) in g.iter().zip(g64.iter()) {
         assert!((a.to_f64() - b).abs() <= b.abs() * 2f64.powi(-10) + 1e-7, "{a} vs {b}");

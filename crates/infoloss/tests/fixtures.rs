@@ -58,6 +58,33 @@ struct LossApi<'a, T> {
     with_grad: WithGrad<'a, T>,
 }
 
+/// Runs `check_loss` on the loss `infoloss::$fwd` (with its `_backward`, `_with_grad` and, after `target`, its
+/// `_backward_target`, each named in full) at the inputs `$x`, `$t` and options `$o`.
+macro_rules! check_loss {
+    ($ck:expr, $case:expr, $x:expr, $t:expr, $o:expr;
+     $fwd:ident, $bwd:ident, $with_grad:ident $(, target: $bwd_target:ident)?) => {{
+        let (x, t, o) = (&$x, &$t, &$o);
+        let api = LossApi {
+            forward: Box::new(move || infoloss::$fwd(x.view(), t.view(), o)),
+            backward: Box::new(move |g| infoloss::$bwd(x.view(), t.view(), o, g)),
+            backward_target: check_loss!(@target x, t, o $(, $bwd_target)?),
+            with_grad: Box::new(move || infoloss::$with_grad(x.view(), t.view(), o)),
+        };
+        check_loss($ck, $case, api)
+    }};
+    (@target $x:ident, $t:ident, $o:ident) => {
+        None
+    };
+    (@target $x:ident, $t:ident, $o:ident, $bwd_target:ident) => {
+        Some(Box::new(move |g| infoloss::$bwd_target($x.view(), $t.view(), $o, g)))
+    };
+}
+
+/// The dense input and target of a case.
+fn input_and_target<T: Fx>(case: &Case) -> (ArrayD<T>, ArrayD<T>) {
+    (case.arg("input").to_nd(), case.arg("target").to_nd())
+}
+
 fn check_loss<T: Fx>(ck: &mut Checker, case: &Case, api: LossApi<'_, T>) {
     let red = reduction(case);
     if case.is_error() {
@@ -121,17 +148,7 @@ fn run_nll<T: Fx>(ck: &mut Checker, case: &Case) {
         ignore_index: case.opt_i64("ignore_index"),
         reduction: reduction(case),
     };
-    let (x, t, o) = (&x, &t, &o);
-    check_loss(
-        ck,
-        case,
-        LossApi {
-            forward: Box::new(move || infoloss::nll_loss(x.view(), t.view(), o)),
-            backward: Box::new(move |g| infoloss::nll_loss_backward(x.view(), t.view(), o, g)),
-            backward_target: None,
-            with_grad: Box::new(move || infoloss::nll_loss_with_grad(x.view(), t.view(), o)),
-        },
-    );
+    check_loss!(ck, case, x, t, o; nll_loss, nll_loss_backward, nll_loss_with_grad);
 }
 
 fn ce_options<'a, T: Fx>(
@@ -151,81 +168,39 @@ fn run_cross_entropy<T: Fx>(ck: &mut Checker, case: &Case) {
     let t = case.ints("target").expect("class-index target");
     let w = weight1::<T>(case, "weight");
     let o = ce_options(case, &w);
-    let (x, t, o) = (&x, &t, &o);
-    check_loss(
-        ck,
-        case,
-        LossApi {
-            forward: Box::new(move || infoloss::cross_entropy(x.view(), t.view(), o)),
-            backward: Box::new(move |g| infoloss::cross_entropy_backward(x.view(), t.view(), o, g)),
-            backward_target: None,
-            with_grad: Box::new(move || infoloss::cross_entropy_with_grad(x.view(), t.view(), o)),
-        },
-    );
+    check_loss!(ck, case, x, t, o; cross_entropy, cross_entropy_backward, cross_entropy_with_grad);
 }
 
 fn run_cross_entropy_probs<T: Fx>(ck: &mut Checker, case: &Case) {
-    let x: ArrayD<T> = case.arg("input").to_nd();
-    let t: ArrayD<T> = case.arg("target").to_nd();
+    let (x, t) = input_and_target::<T>(case);
     let w = weight1::<T>(case, "weight");
     let o = ce_options(case, &w);
-    let (x, t, o) = (&x, &t, &o);
-    check_loss(
-        ck,
-        case,
-        LossApi {
-            forward: Box::new(move || infoloss::cross_entropy_probs(x.view(), t.view(), o)),
-            backward: Box::new(move |g| infoloss::cross_entropy_probs_backward(x.view(), t.view(), o, g)),
-            backward_target: Some(Box::new(move |g| {
-                infoloss::cross_entropy_probs_backward_target(x.view(), t.view(), o, g)
-            })),
-            with_grad: Box::new(move || infoloss::cross_entropy_probs_with_grad(x.view(), t.view(), o)),
-        },
-    );
+    check_loss!(ck, case, x, t, o;
+        cross_entropy_probs,
+        cross_entropy_probs_backward,
+        cross_entropy_probs_with_grad,
+        target: cross_entropy_probs_backward_target);
 }
 
 fn run_kl_div<T: Fx>(ck: &mut Checker, case: &Case) {
-    let x: ArrayD<T> = case.arg("input").to_nd();
-    let t: ArrayD<T> = case.arg("target").to_nd();
+    let (x, t) = input_and_target::<T>(case);
     let o = KlDivOptions { reduction: reduction(case), log_target: case.opt_bool("log_target") };
-    let (x, t, o) = (&x, &t, &o);
-    check_loss(
-        ck,
-        case,
-        LossApi {
-            forward: Box::new(move || infoloss::kl_div(x.view(), t.view(), o)),
-            backward: Box::new(move |g| infoloss::kl_div_backward(x.view(), t.view(), o, g)),
-            backward_target: Some(Box::new(move |g| {
-                infoloss::kl_div_backward_target(x.view(), t.view(), o, g)
-            })),
-            with_grad: Box::new(move || infoloss::kl_div_with_grad(x.view(), t.view(), o)),
-        },
-    );
+    check_loss!(ck, case, x, t, o; kl_div, kl_div_backward, kl_div_with_grad, target: kl_div_backward_target);
 }
 
 fn run_bce<T: Fx>(ck: &mut Checker, case: &Case) {
-    let x: ArrayD<T> = case.arg("input").to_nd();
-    let t: ArrayD<T> = case.arg("target").to_nd();
+    let (x, t) = input_and_target::<T>(case);
     let w = case.opt_arr("weight").map(|a| a.to_nd::<T>());
     let o = BceOptions { weight: w.as_ref().map(|w| w.view()), reduction: reduction(case) };
-    let (x, t, o) = (&x, &t, &o);
-    check_loss(
-        ck,
-        case,
-        LossApi {
-            forward: Box::new(move || infoloss::binary_cross_entropy(x.view(), t.view(), o)),
-            backward: Box::new(move |g| infoloss::binary_cross_entropy_backward(x.view(), t.view(), o, g)),
-            backward_target: Some(Box::new(move |g| {
-                infoloss::binary_cross_entropy_backward_target(x.view(), t.view(), o, g)
-            })),
-            with_grad: Box::new(move || infoloss::binary_cross_entropy_with_grad(x.view(), t.view(), o)),
-        },
-    );
+    check_loss!(ck, case, x, t, o;
+        binary_cross_entropy,
+        binary_cross_entropy_backward,
+        binary_cross_entropy_with_grad,
+        target: binary_cross_entropy_backward_target);
 }
 
 fn run_bce_logits<T: Fx>(ck: &mut Checker, case: &Case) {
-    let x: ArrayD<T> = case.arg("input").to_nd();
-    let t: ArrayD<T> = case.arg("target").to_nd();
+    let (x, t) = input_and_target::<T>(case);
     let w = case.opt_arr("weight").map(|a| a.to_nd::<T>());
     let pw = case.opt_arr("pos_weight").map(|a| a.to_nd::<T>());
     let o = BceWithLogitsOptions {
@@ -233,23 +208,11 @@ fn run_bce_logits<T: Fx>(ck: &mut Checker, case: &Case) {
         pos_weight: pw.as_ref().map(|p| p.view()),
         reduction: reduction(case),
     };
-    let (x, t, o) = (&x, &t, &o);
-    check_loss(
-        ck,
-        case,
-        LossApi {
-            forward: Box::new(move || infoloss::binary_cross_entropy_with_logits(x.view(), t.view(), o)),
-            backward: Box::new(move |g| {
-                infoloss::binary_cross_entropy_with_logits_backward(x.view(), t.view(), o, g)
-            }),
-            backward_target: Some(Box::new(move |g| {
-                infoloss::binary_cross_entropy_with_logits_backward_target(x.view(), t.view(), o, g)
-            })),
-            with_grad: Box::new(move || {
-                infoloss::binary_cross_entropy_with_logits_with_grad(x.view(), t.view(), o)
-            }),
-        },
-    );
+    check_loss!(ck, case, x, t, o;
+        binary_cross_entropy_with_logits,
+        binary_cross_entropy_with_logits_backward,
+        binary_cross_entropy_with_logits_with_grad,
+        target: binary_cross_entropy_with_logits_backward_target);
 }
 
 // ---------------------------------------------------------------------------------------------------------------

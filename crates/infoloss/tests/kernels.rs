@@ -3,6 +3,7 @@
 //! (`-- --ignored` adds the exhaustive 2^32 sweeps).
 #![allow(clippy::needless_range_loop)]
 
+use crate::support::Rng;
 use infoloss::kernels::{self, Isa, Kernels};
 use rayon::prelude::*;
 
@@ -183,26 +184,6 @@ fn exp_ln_same_bits_at_every_isa() {
 // ---------------------------------------------------------------------------------------------
 // deterministic data
 
-/// splitmix64: a fixed-seed generator so failures are reproducible.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// uniform in [0, 1)
-    fn uniform(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n.max(1) as u64) as usize
-    }
-}
-
 fn lengths() -> Vec<usize> {
     let mut v = vec![1usize];
     v.extend(7..=17);
@@ -240,7 +221,7 @@ enum Order {
 }
 
 fn make_row(rng: &mut Rng, n: usize, scale: f64, order: Order, neg_inf: bool) -> Vec<f32> {
-    let mut x: Vec<f32> = (0..n).map(|_| ((rng.uniform() * 2.0 - 1.0) * scale) as f32).collect();
+    let mut x: Vec<f32> = (0..n).map(|_| ((rng.unit() * 2.0 - 1.0) * scale) as f32).collect();
     match order {
         Order::Random => {}
         Order::Increasing => x.sort_by(|a, b| a.total_cmp(b)),
@@ -535,39 +516,46 @@ fn check_ce(k: Kernels, x: &[f32], y: usize, w: Option<&[f32]>, eps: f64, g: f32
     assert!(worst <= 1.0);
 }
 
-#[test]
-fn cross_entropy_rows_against_f64() {
-    let mut rng = Rng(7);
+/// Calls `f(rng, kernels, isa, n, weights, scale)` for every available instruction set, row length and scale,
+/// with class weights in `[0, 3)` drawn once per length.
+fn each_isa_length_scale(rng: &mut Rng, mut f: impl FnMut(&mut Rng, Kernels, Isa, usize, &[f32], f64)) {
     for isa in Isa::available() {
         let k = Kernels::with_isa(isa).unwrap();
         for n in lengths() {
-            let weights: Vec<f32> = (0..n).map(|_| (rng.uniform() * 3.0) as f32).collect();
+            let weights: Vec<f32> = (0..n).map(|_| (rng.unit() * 3.0) as f32).collect();
             for &scale in SCALES {
-                for &order in ORDERS {
-                    for neg_inf in [false, true] {
-                        let x = make_row(&mut rng, n, scale, order, neg_inf);
-                        if x.iter().all(|v| *v == f32::NEG_INFINITY) {
-                            continue;
-                        }
-                        let y = rng.below(n);
-                        for (w, eps, g) in [
-                            (None, 0.0, 1.0f32),
-                            (None, 0.1, 0.25),
-                            (Some(&weights[..]), 0.0, 1.0 / 3.0),
-                            (Some(&weights[..]), 0.2, -2.0),
-                            (None, 1.0, 1.0),
-                        ] {
-                            let ctx = format!(
-                                "{isa:?} n={n} scale={scale:e} {order:?} -inf={neg_inf} w={} eps={eps}",
-                                w.is_some()
-                            );
-                            check_ce(k, &x, y, w, eps, g, &ctx);
-                        }
-                    }
-                }
+                f(rng, k, isa, n, &weights, scale);
             }
         }
     }
+}
+
+#[test]
+fn cross_entropy_rows_against_f64() {
+    each_isa_length_scale(&mut Rng(7), |rng, k, isa, n, weights, scale| {
+        for &order in ORDERS {
+            for neg_inf in [false, true] {
+                let x = make_row(rng, n, scale, order, neg_inf);
+                if x.iter().all(|v| *v == f32::NEG_INFINITY) {
+                    continue;
+                }
+                let y = rng.below(n);
+                for (w, eps, g) in [
+                    (None, 0.0, 1.0f32),
+                    (None, 0.1, 0.25),
+                    (Some(weights), 0.0, 1.0 / 3.0),
+                    (Some(weights), 0.2, -2.0),
+                    (None, 1.0, 1.0),
+                ] {
+                    let ctx = format!(
+                        "{isa:?} n={n} scale={scale:e} {order:?} -inf={neg_inf} w={} eps={eps}",
+                        w.is_some()
+                    );
+                    check_ce(k, &x, y, w, eps, g, &ctx);
+                }
+            }
+        }
+    });
 }
 
 /// Probability-target rows: loss and gradient against f64, `t' = t·(1−ε) + ε/C` in f32 as torch.
@@ -611,35 +599,24 @@ fn check_ce_probs(k: Kernels, x: &[f32], t: &[f32], w: Option<&[f32]>, eps: f64,
 
 #[test]
 fn cross_entropy_probs_rows_against_f64() {
-    let mut rng = Rng(11);
-    for isa in Isa::available() {
-        let k = Kernels::with_isa(isa).unwrap();
-        for n in lengths() {
-            let weights: Vec<f32> = (0..n).map(|_| (rng.uniform() * 3.0) as f32).collect();
-            for &scale in SCALES {
-                for order in [Order::Random, Order::Increasing] {
-                    let x = make_row(&mut rng, n, scale, order, false);
-                    // a random distribution, with some exact zeros
-                    let mut t: Vec<f32> =
-                        (0..n).map(|_| if rng.below(4) == 0 { 0.0 } else { rng.uniform() as f32 }).collect();
-                    let z: f32 = t.iter().sum();
-                    if z > 0.0 {
-                        t.iter_mut().for_each(|v| *v /= z);
-                    }
-                    for (w, eps, g) in [
-                        (None, 0.0, 1.0f32),
-                        (Some(&weights[..]), 0.0, 0.5),
-                        (None, 0.3, 1.0),
-                        (Some(&weights[..]), 0.1, -1.0),
-                    ] {
-                        let ctx =
-                            format!("{isa:?} n={n} scale={scale:e} {order:?} w={} eps={eps}", w.is_some());
-                        check_ce_probs(k, &x, &t, w, eps, g, &ctx);
-                    }
-                }
+    each_isa_length_scale(&mut Rng(11), |rng, k, isa, n, weights, scale| {
+        for order in [Order::Random, Order::Increasing] {
+            let x = make_row(rng, n, scale, order, false);
+            // a random distribution, with some exact zeros
+            let mut t: Vec<f32> =
+                (0..n).map(|_| if rng.below(4) == 0 { 0.0 } else { rng.unit() as f32 }).collect();
+            let z: f32 = t.iter().sum();
+            if z > 0.0 {
+                t.iter_mut().for_each(|v| *v /= z);
+            }
+            for (w, eps, g) in
+                [(None, 0.0, 1.0f32), (Some(weights), 0.0, 0.5), (None, 0.3, 1.0), (Some(weights), 0.1, -1.0)]
+            {
+                let ctx = format!("{isa:?} n={n} scale={scale:e} {order:?} w={} eps={eps}", w.is_some());
+                check_ce_probs(k, &x, &t, w, eps, g, &ctx);
             }
         }
-    }
+    });
 }
 
 #[test]
@@ -753,9 +730,9 @@ fn ordered64(x: f64) -> i128 {
 fn f64_inputs(exp: bool) -> Vec<f64> {
     let mut rng = Rng(99);
     let n = if cfg!(debug_assertions) { 20_000 } else { 2_000_000 };
-    let mut v: Vec<f64> = (0..n).map(|_| f64::from_bits(rng.next_u64())).collect();
+    let mut v: Vec<f64> = (0..n).map(|_| f64::from_bits(rng.next())).collect();
     for _ in 0..n {
-        let u = rng.uniform();
+        let u = rng.unit();
         v.push(if exp {
             (u * 2.0 - 1.0) * 750.0
         } else {

@@ -258,6 +258,27 @@ fn run(
         .expect("linear_distill")
 }
 
+/// `run` on the student's own hidden states, weight and bias, without labels.
+fn own(
+    h: &Heads,
+    topk: Option<TeacherTopK>,
+    opts: &LinearDistillOptions,
+    g: &GradOutput<'_, f64>,
+) -> infoloss::linear::LinearDistillOutput<f64> {
+    run(h, &h.xs, &h.ws, Some(&h.bs), None, topk, opts, g)
+}
+
+/// `linear_distill_backward` without labels, with the teacher's top 2 classes and the tail.
+fn top2_with_tail(
+    student: &LinearHead<'_, f64>,
+    teacher: &LinearHead<'_, f64>,
+    opts: &LinearDistillOptions,
+    g: &GradOutput<'_, f64>,
+) -> infoloss::linear::LinearDistillOutput<f64> {
+    linear_distill_backward(student, teacher, None, Some(TeacherTopK { k: 2, add_tail: true }), opts, g)
+        .unwrap()
+}
+
 #[test]
 fn fd_linear_distill_bias_topk_upstream() {
     let (n, hs, ht, v) = (5, 3, 4, 7);
@@ -478,23 +499,14 @@ fn upstream_gradient_is_linear_and_chunking_invariant() {
         chunk_size: chunk,
     };
     let per_row = GradOutput::Array(u.view().into_dyn());
-    let base = run(&h, &h.xs, &h.ws, Some(&h.bs), None, topk, &opts(Some(4)), &per_row);
+    let base = own(&h, topk, &opts(Some(4)), &per_row);
     // Σ_r u_r·(gradient of row r alone): one call per row with a one-hot upstream gradient
     let mut gw = Array2::<f64>::zeros((v, hs));
     let mut gb = Array1::<f64>::zeros(v);
     for r in 0..n {
         let mut e = Array1::<f64>::zeros(n);
         e[r] = 1.0;
-        let one_hot = run(
-            &h,
-            &h.xs,
-            &h.ws,
-            Some(&h.bs),
-            None,
-            topk,
-            &opts(None),
-            &GradOutput::Array(e.view().into_dyn()),
-        );
+        let one_hot = own(&h, topk, &opts(None), &GradOutput::Array(e.view().into_dyn()));
         gw = gw + one_hot.grad_weight * u[r];
         gb = gb + one_hot.grad_bias.unwrap() * u[r];
         // a row's hidden-state gradient depends on its own upstream gradient only
@@ -504,16 +516,16 @@ fn upstream_gradient_is_linear_and_chunking_invariant() {
     assert_close("grad_weight", &flat2(&base.grad_weight), &flat2(&gw), 1e-12, 1e-14);
     assert_close("grad_bias", &base.grad_bias.clone().unwrap().to_vec(), &gb.to_vec(), 1e-12, 1e-14);
     // the same per-row loss whatever the upstream gradient, and chunk sizes agree
-    let unit = run(&h, &h.xs, &h.ws, Some(&h.bs), None, topk, &opts(Some(4)), &GradOutput::one());
+    let unit = own(&h, topk, &opts(Some(4)), &GradOutput::one());
     assert_eq!(base.loss, unit.loss);
     for chunk in [Some(1), Some(3), Some(10), None] {
-        let other = run(&h, &h.xs, &h.ws, Some(&h.bs), None, topk, &opts(chunk), &per_row);
+        let other = own(&h, topk, &opts(chunk), &per_row);
         assert_same_output(&format!("chunk {chunk:?}"), &other, &base, 1e-13, 1e-16);
     }
     // a scalar upstream gradient for 'none' means every row gets it
-    let s = run(&h, &h.xs, &h.ws, Some(&h.bs), None, topk, &opts(Some(4)), &GradOutput::Scalar(2.5));
+    let s = own(&h, topk, &opts(Some(4)), &GradOutput::Scalar(2.5));
     let twice = GradOutput::Array(infoloss::ndarray::ArrayView1::from(&[2.5f64; 10][..]).into_dyn());
-    let a = run(&h, &h.xs, &h.ws, Some(&h.bs), None, topk, &opts(Some(4)), &twice);
+    let a = own(&h, topk, &opts(Some(4)), &twice);
     assert_eq!(s.grad_weight, a.grad_weight);
 }
 
@@ -527,9 +539,9 @@ fn teacher_bias_moves_the_loss_and_the_top_k() {
         chunk_size: None,
     };
     let topk = Some(TeacherTopK { k: 1, add_tail: true });
-    let before = run(&h, &h.xs, &h.ws, Some(&h.bs), None, topk, &opts, &GradOutput::one());
+    let before = own(&h, topk, &opts, &GradOutput::one());
     h.bt = array![50.0, 0.0, 0.0, 0.0, 0.0];
-    let after = run(&h, &h.xs, &h.ws, Some(&h.bs), None, topk, &opts, &GradOutput::one());
+    let after = own(&h, topk, &opts, &GradOutput::one());
     assert_ne!(before.loss, after.loss);
     // the teacher is (numerically) one-hot on class 0, its tail bucket ~0: the row loss is −log p_0
     let s = logits(&h.xs, &h.ws, &h.bs);
@@ -557,15 +569,7 @@ fn nan_teacher_logit_is_top_and_makes_its_row_nan() {
         distill: DistillOptions { reduction: Reduction::None, ..Default::default() },
         chunk_size: Some(1),
     };
-    let out = linear_distill_backward(
-        &student,
-        &teacher,
-        None,
-        Some(TeacherTopK { k: 2, add_tail: true }),
-        &opts,
-        &GradOutput::one(),
-    )
-    .unwrap();
+    let out = top2_with_tail(&student, &teacher, &opts, &GradOutput::one());
     let l = out.loss.elementwise().unwrap();
     assert!(l[[0]].is_nan() && l[[1]].is_finite(), "{l:?}");
     assert!(out.grad_hidden.row(0).iter().all(|v| v.is_nan()));
@@ -620,31 +624,14 @@ fn zero_k_and_empty_inputs() {
     // k = 0 with the tail: both tails hold all the mass, the soft loss is 0 and so is the gradient
     let h = heads(3, 2, 2, 4, 800);
     let opts = LinearDistillOptions::default();
-    let out = run(
-        &h,
-        &h.xs,
-        &h.ws,
-        Some(&h.bs),
-        None,
-        Some(TeacherTopK { k: 0, add_tail: true }),
-        &opts,
-        &GradOutput::one(),
-    );
+    let out = own(&h, Some(TeacherTopK { k: 0, add_tail: true }), &opts, &GradOutput::one());
     assert_eq!(out.loss.scalar(), Some(0.0));
     assert!(out.grad_weight.iter().all(|&g| g == 0.0));
     // no rows: BatchMean of nothing is NaN with zero gradients (a bias gradient of zeros)
     let e = Array2::<f64>::zeros((0, 2));
     let student = LinearHead { hidden: e.view(), weight: h.ws.view(), bias: Some(h.bs.view()) };
     let teacher = LinearHead { hidden: e.view(), weight: h.wt.view(), bias: Some(h.bt.view()) };
-    let out = linear_distill_backward(
-        &student,
-        &teacher,
-        None,
-        Some(TeacherTopK { k: 2, add_tail: true }),
-        &opts,
-        &GradOutput::Scalar(3.0),
-    )
-    .unwrap();
+    let out = top2_with_tail(&student, &teacher, &opts, &GradOutput::Scalar(3.0));
     assert!(out.loss.scalar().unwrap().is_nan());
     assert_eq!(out.grad_bias.unwrap().to_vec(), vec![0.0; 4]);
     assert_eq!(out.grad_hidden.shape(), &[0, 2]);

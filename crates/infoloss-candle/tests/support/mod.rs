@@ -4,8 +4,8 @@
 #![allow(dead_code)]
 
 use candle_core::{DType, Device, Tensor, Var, WithDType};
-use infoloss::Element;
 use infoloss::ndarray::{ArrayD, IxDyn};
+use infoloss::{Element, GradOutput};
 
 /// The element types of the tests (both crates know them).
 pub trait F: Element + WithDType + std::fmt::Debug {}
@@ -132,3 +132,50 @@ pub fn finite_diff(x: &ArrayD<f64>, h: f64, f: impl Fn(&ArrayD<f64>) -> f64) -> 
 pub fn dtype<T: F>() -> DType {
     <T as WithDType>::DTYPE
 }
+
+/// An array as f64 (for finite differences).
+pub fn f64s<T: F>(a: &ArrayD<T>) -> ArrayD<f64> {
+    a.mapv(|v| WithDType::to_f64(v))
+}
+
+/// The `GradOutput` that `backward()` of `Σ loss·up` sends into the loss: `up` (a scalar when 0-d).
+pub fn grad_output<T: F>(up: &ArrayD<T>) -> GradOutput<'_, T> {
+    if up.ndim() == 0 { GradOutput::Scalar(up[IxDyn(&[])]) } else { GradOutput::Array(up.view()) }
+}
+
+/// Central finite differences (step 1e-6) of the scalar `f(x)` agree with `grad`: rtol 1e-6, atol 1e-7.
+#[track_caller]
+pub fn fd_agrees(name: &str, x: &ArrayD<f64>, grad: &ArrayD<f64>, f: impl Fn(&ArrayD<f64>) -> f64) {
+    let fd = finite_diff(x, 1e-6, f);
+    close(&format!("{name}: finite differences"), grad, &fd, 1e-6, 1e-7);
+}
+
+/// Central finite differences of `Σ f(x)·up` (the objective whose `backward()` sends `up` into `f`) agree with
+/// `grad`, as [`fd_agrees`].
+#[track_caller]
+pub fn fd_objective_agrees(
+    name: &str,
+    x: &ArrayD<f64>,
+    up: &ArrayD<f64>,
+    grad: &ArrayD<f64>,
+    f: impl Fn(&Tensor) -> Tensor,
+) {
+    fd_agrees(name, x, grad, |xp| objective(&f(&tensor(xp)), up).to_scalar::<f64>().unwrap());
+}
+
+/// The two tests of one generic check: `$check::<f32>(false)` and `$check::<f64>(true)` (with finite
+/// differences).
+macro_rules! f32_and_f64_tests {
+    ($check:ident: $f32_test:ident, $f64_test:ident) => {
+        #[test]
+        fn $f32_test() {
+            $check::<f32>(false);
+        }
+
+        #[test]
+        fn $f64_test() {
+            $check::<f64>(true);
+        }
+    };
+}
+pub(crate) use f32_and_f64_tests;

@@ -504,16 +504,13 @@ fn loss_shape<T: Element>(l: &Loss<T>, reduction: Reduction, expected_none: &[us
     }
 }
 
-fn upstream<T: Element>(
-    u: &mut Unstructured<'_>,
-    out_shape: &[usize],
-    owned: &mut Option<ArrayD<T>>,
-) -> Result<()> {
+/// An upstream gradient of a shape near `out_shape` (odds 1 in 3), or None for the upstream gradient 1.
+fn upstream<T: Element>(u: &mut Unstructured<'_>, out_shape: &[usize]) -> Result<Option<ArrayD<T>>> {
     if u.ratio(1u8, 3)? {
         let s = near_shape(u, out_shape)?;
-        *owned = Some(array::<T>(u, &s)?);
+        return Ok(Some(array::<T>(u, &s)?));
     }
-    Ok(())
+    Ok(None)
 }
 
 fn grad_of<T: Element>(owned: &Option<ArrayD<T>>) -> GradOutput<'_, T> {
@@ -660,8 +657,7 @@ fn class_index<T: Element>(u: &mut Unstructured<'_>, ce: bool) -> Result<()> {
     let (xv, t, rows) = (c.xv(), c.t.view(), row_shape(&c.s));
     let reduction = reduction(u)?;
     let label_smoothing = if ce { smoothing(u)? } else { 0.0 };
-    let mut up = None;
-    upstream::<T>(u, &rows, &mut up)?;
+    let up = upstream::<T>(u, &rows)?;
     let g = grad_of(&up);
     let weight = c.w.as_ref().map(|w| w.view());
     let o =
@@ -718,6 +714,19 @@ impl<T: Element> Pair<T> {
     }
 }
 
+/// The `PairFns` of `infoloss::$loss` and its fused, backward and backward-target functions (named in full).
+macro_rules! pair_fns {
+    ($loss:ident, $fused:ident, $grad:ident, $grad_target:ident) => {
+        PairFns {
+            name: stringify!($loss),
+            loss: infoloss::$loss::<T, IxDyn, IxDyn>,
+            fused: infoloss::$fused::<T, IxDyn, IxDyn>,
+            grad: infoloss::$grad::<T, IxDyn, IxDyn>,
+            grad_target: infoloss::$grad_target::<T, IxDyn, IxDyn>,
+        }
+    };
+}
+
 /// The library functions of a loss of an input and a target of its shape: the forward, the fused
 /// `_with_grad`, and the backwards with respect to the input and to the target.
 struct PairFns<T, O> {
@@ -732,6 +741,21 @@ struct PairFns<T, O> {
 type PairFn<T, O, Out> = fn(ArrayViewD<'_, T>, ArrayViewD<'_, T>, &O) -> R<Out>;
 /// A backward of a [`PairFn`] for an upstream gradient.
 type PairGrad<T, O> = fn(ArrayViewD<'_, T>, ArrayViewD<'_, T>, &O, &GradOutput<'_, T>) -> R<ArrayD<T>>;
+
+/// [`check_pair`] with the term magnitudes of the loss's unreduced elements (`Mag::of_elements` of the forward
+/// at the options `none`, `batch` as there).
+fn check_pair_by_elements<T: Element, O>(
+    f: PairFns<T, O>,
+    (xv, tv): (&ArrayViewD<'_, T>, &ArrayViewD<'_, T>),
+    (opts, none): (&O, &O),
+    reduction: Reduction,
+    none_shape: Option<&[usize]>,
+    up: &Option<ArrayD<T>>,
+    batch: bool,
+) {
+    let mag = Mag::of_elements((f.loss)(xv.clone(), tv.clone(), none), reduction, batch);
+    check_pair(f, (xv, tv), opts, reduction, none_shape, up, mag.as_ref());
+}
 
 /// [`check_fused`] and [`check_grads`] of a [`PairFns`] loss (upstream gradient `up`, or 1).
 fn check_pair<T: Element, O>(
@@ -772,8 +796,7 @@ fn ce_probs<T: Element>(u: &mut Unstructured<'_>) -> Result<()> {
         reduction,
         label_smoothing: smoothing(u)?,
     };
-    let mut up = None;
-    upstream::<T>(u, &row_shape(s), &mut up)?;
+    let up = upstream::<T>(u, &row_shape(s))?;
     let mag = ce_probs_mag(&xv, &tv, w.as_ref(), opts.label_smoothing, reduction);
     if let Ok(l) = &infoloss::cross_entropy_probs(xv.clone(), tv.clone(), &opts) {
         let (l3, g, gt) =
@@ -782,13 +805,12 @@ fn ce_probs<T: Element>(u: &mut Unstructured<'_>) -> Result<()> {
         agree_loss(l, &l3, mag.as_ref(), "cross_entropy_probs vs _with_grads");
         assert_eq!((g.shape(), gt.shape()), (xv.shape(), tv.shape()));
     }
-    let f = PairFns {
-        name: "cross_entropy_probs",
-        loss: infoloss::cross_entropy_probs::<T, IxDyn, IxDyn>,
-        fused: infoloss::cross_entropy_probs_with_grad::<T, IxDyn, IxDyn>,
-        grad: infoloss::cross_entropy_probs_backward::<T, IxDyn, IxDyn>,
-        grad_target: infoloss::cross_entropy_probs_backward_target::<T, IxDyn, IxDyn>,
-    };
+    let f = pair_fns!(
+        cross_entropy_probs,
+        cross_entropy_probs_with_grad,
+        cross_entropy_probs_backward,
+        cross_entropy_probs_backward_target
+    );
     check_pair(f, (&xv, &tv), &opts, reduction, Some(&row_shape(s)), &up, mag.as_ref());
     Ok(())
 }
@@ -840,18 +862,10 @@ fn kl<T: Element>(u: &mut Unstructured<'_>) -> Result<()> {
     let s = &pair.s;
     let reduction = reduction(u)?;
     let opts = infoloss::KlDivOptions { reduction, log_target };
-    let mut up = None;
-    upstream::<T>(u, s, &mut up)?;
-    let f = PairFns {
-        name: "kl_div",
-        loss: infoloss::kl_div::<T, IxDyn, IxDyn>,
-        fused: infoloss::kl_div_with_grad::<T, IxDyn, IxDyn>,
-        grad: infoloss::kl_div_backward::<T, IxDyn, IxDyn>,
-        grad_target: infoloss::kl_div_backward_target::<T, IxDyn, IxDyn>,
-    };
+    let up = upstream::<T>(u, s)?;
+    let f = pair_fns!(kl_div, kl_div_with_grad, kl_div_backward, kl_div_backward_target);
     let none = infoloss::KlDivOptions { reduction: Reduction::None, log_target };
-    let mag = Mag::of_elements(infoloss::kl_div(xv.clone(), tv.clone(), &none), reduction, true);
-    check_pair(f, (&xv, &tv), &opts, reduction, None, &up, mag.as_ref());
+    check_pair_by_elements(f, (&xv, &tv), (&opts, &none), reduction, None, &up, true);
     Ok(())
 }
 
@@ -895,20 +909,16 @@ fn bce_t<T: Element>(u: &mut Unstructured<'_>) -> Result<()> {
     let w = binary_weight::<T>(u, &pair.s)?;
     let reduction = reduction(u)?;
     let opts = infoloss::BceOptions { weight: w.as_ref().map(|w| w.view()), reduction };
-    let mut up = None;
-    upstream::<T>(u, &pair.s, &mut up)?;
-    let f = PairFns {
-        name: "binary_cross_entropy",
-        loss: infoloss::binary_cross_entropy::<T, IxDyn, IxDyn>,
-        fused: infoloss::binary_cross_entropy_with_grad::<T, IxDyn, IxDyn>,
-        grad: infoloss::binary_cross_entropy_backward::<T, IxDyn, IxDyn>,
-        grad_target: infoloss::binary_cross_entropy_backward_target::<T, IxDyn, IxDyn>,
-    };
+    let up = upstream::<T>(u, &pair.s)?;
+    let f = pair_fns!(
+        binary_cross_entropy,
+        binary_cross_entropy_with_grad,
+        binary_cross_entropy_backward,
+        binary_cross_entropy_backward_target
+    );
     let (xv, tv) = pair.views();
     let none = infoloss::BceOptions { reduction: Reduction::None, weight: opts.weight.clone() };
-    let mag =
-        Mag::of_elements(infoloss::binary_cross_entropy(xv.clone(), tv.clone(), &none), reduction, false);
-    check_pair(f, (&xv, &tv), &opts, reduction, Some(&pair.s), &up, mag.as_ref());
+    check_pair_by_elements(f, (&xv, &tv), (&opts, &none), reduction, Some(&pair.s), &up, false);
     Ok(())
 }
 
@@ -932,24 +942,20 @@ fn bce_logits<T: Element>(u: &mut Unstructured<'_>) -> Result<()> {
         pos_weight: pw.as_ref().map(|w| w.view()),
         reduction,
     };
-    let mut up = None;
-    upstream::<T>(u, s, &mut up)?;
-    let f = PairFns {
-        name: "binary_cross_entropy_with_logits",
-        loss: infoloss::binary_cross_entropy_with_logits::<T, IxDyn, IxDyn>,
-        fused: infoloss::binary_cross_entropy_with_logits_with_grad::<T, IxDyn, IxDyn>,
-        grad: infoloss::binary_cross_entropy_with_logits_backward::<T, IxDyn, IxDyn>,
-        grad_target: infoloss::binary_cross_entropy_with_logits_backward_target::<T, IxDyn, IxDyn>,
-    };
+    let up = upstream::<T>(u, s)?;
+    let f = pair_fns!(
+        binary_cross_entropy_with_logits,
+        binary_cross_entropy_with_logits_with_grad,
+        binary_cross_entropy_with_logits_backward,
+        binary_cross_entropy_with_logits_backward_target
+    );
     let (xv, tv) = pair.views();
     let none = infoloss::BceWithLogitsOptions {
         reduction: Reduction::None,
         weight: opts.weight.clone(),
         pos_weight: opts.pos_weight.clone(),
     };
-    let l_none = infoloss::binary_cross_entropy_with_logits(xv.clone(), tv.clone(), &none);
-    let mag = Mag::of_elements(l_none, reduction, false);
-    check_pair(f, (&xv, &tv), &opts, reduction, Some(s), &up, mag.as_ref());
+    check_pair_by_elements(f, (&xv, &tv), (&opts, &none), reduction, Some(s), &up, false);
     Ok(())
 }
 
@@ -1061,8 +1067,7 @@ fn ce_extras_t<T: Element>(u: &mut Unstructured<'_>) -> Result<()> {
         return_lse: u.arbitrary()?,
         return_token_accuracy: u.arbitrary()?,
     };
-    let mut up = None;
-    upstream::<T>(u, &row_shape(&c.s), &mut up)?;
+    let up = upstream::<T>(u, &row_shape(&c.s))?;
     if let Ok(out) = infoloss::cross_entropy_extras_with_grad(xv.clone(), t.clone(), &opts) {
         assert_eq!(out.grad.shape(), xv.shape());
     }
@@ -1125,8 +1130,7 @@ fn distill_t<T: Element>(u: &mut Unstructured<'_>) -> Result<()> {
         None
     };
     let lv = labels.as_ref().and_then(|l| l.view().into_dimensionality::<infoloss::ndarray::Ix1>().ok());
-    let mut up = None;
-    upstream::<T>(u, &[rows], &mut up)?;
+    let up = upstream::<T>(u, &[rows])?;
     check_fused(
         "distill",
         infoloss::distill(xv.clone(), tv.clone(), lv, &opts),

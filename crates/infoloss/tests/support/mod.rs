@@ -1,6 +1,8 @@
-//! Helpers shared by the fast-path tests: a small deterministic RNG, thread pools, and comparisons
+//! Helpers shared by the integration tests: a small deterministic RNG, thread pools, and comparisons
 //! that treat NaN and infinities exactly.
 #![allow(dead_code)]
+
+use infoloss::ndarray::{ArrayD, IxDyn};
 
 /// splitmix64.
 pub struct Rng(pub u64);
@@ -22,9 +24,23 @@ impl Rng {
     pub fn sym(&mut self) -> f64 {
         2.0 * self.unit() - 1.0
     }
-    /// Uniform in `0..n`.
+    /// Uniform in `0..n` (0 for `n = 0`).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.next() % n.max(1) as u64) as usize
+    }
+    /// Roughly standard normal (Box–Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u = self.unit().max(1e-300);
+        let v = self.unit();
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+    /// An array of `shape` whose elements `draw` takes from this generator, in logical order.
+    pub fn array(&mut self, shape: &[usize], mut draw: impl FnMut(&mut Self) -> f64) -> ArrayD<f64> {
+        ArrayD::from_shape_simple_fn(IxDyn(shape), || draw(self))
+    }
+    /// An array of `shape`, uniform in `[lo, hi)`.
+    pub fn uniform(&mut self, shape: &[usize], lo: f64, hi: f64) -> ArrayD<f64> {
+        self.array(shape, |r| lo + (hi - lo) * r.unit())
     }
 }
 
