@@ -2,11 +2,12 @@
 //!
 //! `infoloss <loss> FILES…` computes a loss or information measure on arrays stored in `.npy`, `.npz`,
 //! `.safetensors` or CSV files (see [`files`]); `infoloss bench` times the losses; `infoloss distill` runs
-//! the distillation demo.
+//! the distillation demo; `infoloss teacher-cache` stores a teacher's top-k for offline distillation.
 
 mod bench;
 mod distill;
 mod files;
+mod teacher_cache;
 
 use std::process::ExitCode;
 
@@ -38,6 +39,9 @@ enum Command {
     Bench(BenchArgs),
     /// Train a teacher and distill students (KD and UDA) on the embedded digits, with infoloss's losses in candle.
     Distill(DistillArgs),
+    /// Store a teacher's top-k log-probabilities (from its logits, or hidden states and output layer) in a
+    /// compressed, crash-safe cache for offline distillation.
+    TeacherCache(teacher_cache::TeacherCacheArgs),
     #[command(flatten)]
     Loss(files::cmd::LossCommand),
 }
@@ -197,6 +201,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Bench(a) => bench_cmd(a),
         Command::Distill(a) => distill_cmd(a),
+        Command::TeacherCache(a) => teacher_cache::run(a),
         Command::Loss(cmd) => files::cmd::run(cmd).and_then(|out| {
             use std::io::Write;
             let mut so = std::io::stdout().lock();
