@@ -69,29 +69,21 @@ pub(crate) fn index_targets<T: Element>(
     let layout = ClassLayout::of(op, input_shape)?;
     let tshape = target.shape();
     let out_shape = layout.row_shape(input_shape);
-    if layout.batched {
-        if tshape != out_shape.as_slice() {
-            return Err(Error::shape_mismatch(
-                op,
-                "input",
-                input_shape,
-                "target",
-                tshape,
-                format!(
-                    "are not compatible: the target must have shape {} (the input shape without the class dimension 1)",
-                    Shape(out_shape)
-                ),
-            ));
-        }
-    } else if !(tshape.is_empty() || tshape == [1]) {
-        return Err(Error::shape_mismatch(
-            op,
-            "input",
-            input_shape,
-            "target",
-            tshape,
-            "are not compatible: a 1-D input (one row of classes, no batch) takes a 0-d target (or one of shape [1])",
-        ));
+    let wrong_target = if layout.batched {
+        (tshape != out_shape.as_slice()).then(|| {
+            format!(
+                "are not compatible: the target must have shape {} (the input shape without the class dimension 1)",
+                Shape(out_shape.clone())
+            )
+        })
+    } else {
+        (!(tshape.is_empty() || tshape == [1])).then(|| {
+            "are not compatible: a 1-D input (one row of classes, no batch) takes a 0-d target (or one of shape [1])"
+                .to_string()
+        })
+    };
+    if let Some(detail) = wrong_target {
+        return Err(Error::shape_mismatch(op, "input", input_shape, "target", tshape, detail));
     }
     let weight = check_class_weight(op, input_shape, weight, layout.classes)?;
     // One entry per target, allocated fallibly: an empty input may come with a huge (broadcast) target.

@@ -196,47 +196,34 @@ impl Element for f64 {
     }
 }
 
-impl Element for half::f16 {
-    type Acc = f32;
-    const DTYPE: DType = DType::F16;
-    #[inline(always)]
-    fn as_f16(s: &[half::f16]) -> Option<&[half::f16]> {
-        Some(s)
-    }
-    #[inline(always)]
-    fn as_f16_mut(s: &mut [half::f16]) -> Option<&mut [half::f16]> {
-        Some(s)
-    }
-    #[inline(always)]
-    fn to_acc(self) -> f32 {
-        self.to_f32()
-    }
-    #[inline(always)]
-    fn from_acc(x: f32) -> Self {
-        half::f16::from_f32(x)
-    }
+/// The two 16-bit types: computed in `f32`, each with its own slice view.
+macro_rules! half_element {
+    ($t:ty, $dtype:ident, $as:ident, $as_mut:ident) => {
+        impl Element for $t {
+            type Acc = f32;
+            const DTYPE: DType = DType::$dtype;
+            #[inline(always)]
+            fn $as(s: &[$t]) -> Option<&[$t]> {
+                Some(s)
+            }
+            #[inline(always)]
+            fn $as_mut(s: &mut [$t]) -> Option<&mut [$t]> {
+                Some(s)
+            }
+            #[inline(always)]
+            fn to_acc(self) -> f32 {
+                self.to_f32()
+            }
+            #[inline(always)]
+            fn from_acc(x: f32) -> Self {
+                <$t>::from_f32(x)
+            }
+        }
+    };
 }
 
-impl Element for half::bf16 {
-    type Acc = f32;
-    const DTYPE: DType = DType::BF16;
-    #[inline(always)]
-    fn as_bf16(s: &[half::bf16]) -> Option<&[half::bf16]> {
-        Some(s)
-    }
-    #[inline(always)]
-    fn as_bf16_mut(s: &mut [half::bf16]) -> Option<&mut [half::bf16]> {
-        Some(s)
-    }
-    #[inline(always)]
-    fn to_acc(self) -> f32 {
-        self.to_f32()
-    }
-    #[inline(always)]
-    fn from_acc(x: f32) -> Self {
-        half::bf16::from_f32(x)
-    }
-}
+half_element!(half::f16, F16, as_f16, as_f16_mut);
+half_element!(half::bf16, BF16, as_bf16, as_bf16_mut);
 
 #[inline]
 pub(crate) fn zero_t<T: Element>() -> T {

@@ -1,5 +1,6 @@
 //! Reductions, loss outputs and upstream gradients, shared by every loss.
 
+use crate::base::shape::ensure_shapes;
 use std::str::FromStr;
 
 use ndarray::{ArrayD, ArrayViewD};
@@ -153,16 +154,13 @@ impl<T: super::Element> GradOutput<'_, T> {
         match self {
             GradOutput::Scalar(_) => Ok(None),
             GradOutput::Array(a) => {
-                if a.shape() != output_shape {
-                    return Err(Error::shape_mismatch(
-                        op,
-                        "grad_output",
-                        a.shape(),
-                        "output",
-                        output_shape,
-                        "must be equal",
-                    ));
-                }
+                ensure_shapes(
+                    a.shape() == output_shape,
+                    op,
+                    ("grad_output", a.shape()),
+                    ("output", output_shape),
+                    "must be equal",
+                )?;
                 Ok(Some(a))
             }
         }

@@ -103,10 +103,19 @@ pub fn check_same_shape(
     b_name: &'static str,
     b: &[usize],
 ) -> Result<()> {
-    if a != b {
-        return Err(Error::shape_mismatch(op, a_name, a, b_name, b, "must be equal"));
-    }
-    Ok(())
+    ensure_shapes(a == b, op, (a_name, a), (b_name, b), "must be equal")
+}
+
+/// `Ok` when `ok`, else the [`Error::ShapeMismatch`] of the named shapes `a` and `b` with `detail`.
+#[inline]
+pub(crate) fn ensure_shapes(
+    ok: bool,
+    op: &'static str,
+    a: (&'static str, &[usize]),
+    b: (&'static str, &[usize]),
+    detail: &'static str,
+) -> Result<()> {
+    if ok { Ok(()) } else { Err(Error::shape_mismatch(op, a.0, a.1, b.0, b.1, detail)) }
 }
 
 /// Broadcasts `view` (named `name`) into `shape` by NumPy/PyTorch rules, without enlarging `shape`.
@@ -162,9 +171,18 @@ pub(crate) fn as_2d<'a, T, D: Dimension>(
     name: &'static str,
     a: ArrayView<'a, T, D>,
 ) -> Result<ArrayView2<'a, T>> {
+    view_2d(op, name, a, "2 dimensions (rows × classes)")
+}
+
+/// Views an input as 2-D or names its shape in the error, which says `expected`.
+pub(crate) fn view_2d<'a, T, D: Dimension>(
+    op: &'static str,
+    name: &'static str,
+    a: ArrayView<'a, T, D>,
+    expected: &'static str,
+) -> Result<ArrayView2<'a, T>> {
     let shape = a.shape().to_vec();
-    a.into_dimensionality::<Ix2>()
-        .map_err(|_| Error::bad_rank(op, name, &shape, "2 dimensions (rows × classes)"))
+    a.into_dimensionality::<Ix2>().map_err(|_| Error::bad_rank(op, name, &shape, expected))
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Fused cross-entropy row kernels: a row's loss terms and its gradient with one `exp` per element.
 
 use super::simd::abs;
+use crate::base::shape::ensure_shapes;
 use pulp::{Simd, WithSimd};
 
 use super::Kernels;
@@ -579,16 +580,13 @@ impl Kernels {
     ) -> Result<CeProbsRow> {
         const OP: &str = "cross_entropy_probs_row_f32";
         let n = x.len();
-        if target.len() != n {
-            return Err(Error::shape_mismatch(
-                OP,
-                "input row",
-                &[n],
-                "target row",
-                &[target.len()],
-                "must be equal",
-            ));
-        }
+        ensure_shapes(
+            target.len() == n,
+            OP,
+            ("input row", &[n]),
+            ("target row", &[target.len()]),
+            "must be equal",
+        )?;
         if let Some(w) = weight
             && w.len() != n
         {

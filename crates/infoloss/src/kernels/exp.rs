@@ -28,7 +28,7 @@ use super::simd::{select, select64};
 use pulp::{Simd, WithSimd};
 
 use super::Kernels;
-use super::vmap::{VecMap, map_f32, map_in_place_f32};
+use super::vmap::VecMap;
 use crate::{Error, Result};
 
 /// `log2(e)` rounded to `f32`.
@@ -132,81 +132,44 @@ pub(crate) fn len_mismatch(op: &'static str, a: usize, b: usize) -> Error {
     Error::shape_mismatch(op, "input", &[a], "out", &[b], "must be equal")
 }
 
-struct ExpF32<'a> {
-    x: &'a [f32],
-    out: &'a mut [f32],
-}
+f32_map_op!(ExpF32, ExpF32InPlace, ExpMap);
 
-impl WithSimd for ExpF32<'_> {
-    type Output = ();
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
-        map_f32(simd, self.x, self.out, ExpMap);
-    }
-}
-
-struct ExpF32InPlace<'a> {
-    x: &'a mut [f32],
-}
-
-impl WithSimd for ExpF32InPlace<'_> {
-    type Output = ();
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
-        map_in_place_f32(simd, self.x, ExpMap);
-    }
-}
-
-impl Kernels {
+slice_fn! {
+    f32: ExpF32, ExpF32InPlace;
     /// `out[i] = exp(x[i])` in `f32`; see [`exp_f32`].
-    pub fn exp_f32(self, x: &[f32], out: &mut [f32]) -> Result<()> {
-        if x.len() != out.len() {
-            return Err(len_mismatch("exp_f32", x.len(), out.len()));
-        }
-        self.run(ExpF32 { x, out });
-        Ok(())
-    }
-
+    fn exp_f32;
     /// `x[i] = exp(x[i])` in `f32`; see [`exp_f32`].
-    pub fn exp_f32_in_place(self, x: &mut [f32]) {
-        self.run(ExpF32InPlace { x });
-    }
-}
-
-/// `out[i] = exp(x[i])` for `f32` slices, vectorized (PyTorch `torch.exp`, which uses SLEEF
-/// `expf_u10`).
-///
-/// Maximum error 0.891 ulp of the exact value, so at most 1 ulp from the correctly rounded result
-/// (measured over every `f32` input). Special values: `exp(-inf) = 0`, `exp(+inf) = inf`, `exp(NaN) = NaN`;
-/// `x > 88.72283` overflows to `inf`, `x < -103.97208` underflows to `0`, and results in the
-/// subnormal range are rounded once from an exact scaling. The result does not depend on the
-/// instruction set.
-///
-/// # Errors
-/// [`Error::ShapeMismatch`] if `x` and `out` differ in length.
-///
-/// ```
-/// let x = [0.0f32, 1.0, -1.0, 100.0, f32::NEG_INFINITY];
-/// let mut y = [0.0f32; 5];
-/// infoloss::kernels::exp_f32(&x, &mut y).unwrap();
-/// assert_eq!(y[0], 1.0);
-/// assert!((y[1] - std::f32::consts::E).abs() <= f32::EPSILON * 3.0);
-/// assert_eq!(y[3], f32::INFINITY);
-/// assert_eq!(y[4], 0.0);
-/// ```
-pub fn exp_f32(x: &[f32], out: &mut [f32]) -> Result<()> {
-    Kernels::new().exp_f32(x, out)
-}
-
-/// `x[i] = exp(x[i])` in place; same accuracy and special values as [`exp_f32`].
-///
-/// ```
-/// let mut x = [0.0f32, 2.0f32.ln()];
-/// infoloss::kernels::exp_f32_in_place(&mut x);
-/// assert_eq!(x, [1.0, 2.0]);
-/// ```
-pub fn exp_f32_in_place(x: &mut [f32]) {
-    Kernels::new().exp_f32_in_place(x)
+    fn exp_f32_in_place;
+    /// `out[i] = exp(x[i])` for `f32` slices, vectorized (PyTorch `torch.exp`, which uses SLEEF
+    /// `expf_u10`).
+    ///
+    /// Maximum error 0.891 ulp of the exact value, so at most 1 ulp from the correctly rounded result
+    /// (measured over every `f32` input). Special values: `exp(-inf) = 0`, `exp(+inf) = inf`, `exp(NaN) = NaN`;
+    /// `x > 88.72283` overflows to `inf`, `x < -103.97208` underflows to `0`, and results in the
+    /// subnormal range are rounded once from an exact scaling. The result does not depend on the
+    /// instruction set.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] if `x` and `out` differ in length.
+    ///
+    /// ```
+    /// let x = [0.0f32, 1.0, -1.0, 100.0, f32::NEG_INFINITY];
+    /// let mut y = [0.0f32; 5];
+    /// infoloss::kernels::exp_f32(&x, &mut y).unwrap();
+    /// assert_eq!(y[0], 1.0);
+    /// assert!((y[1] - std::f32::consts::E).abs() <= f32::EPSILON * 3.0);
+    /// assert_eq!(y[3], f32::INFINITY);
+    /// assert_eq!(y[4], 0.0);
+    /// ```
+    pub fn exp_f32;
+    /// `x[i] = exp(x[i])` in place; same accuracy and special values as [`exp_f32`].
+    ///
+    /// ```
+    /// let mut x = [0.0f32, 2.0f32.ln()];
+    /// infoloss::kernels::exp_f32_in_place(&mut x);
+    /// assert_eq!(x, [1.0, 2.0]);
+    /// ```
+    pub fn exp_f32_in_place;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -298,6 +261,74 @@ pub(crate) fn exp_f64s<S: Simd>(simd: S, x: S::f64s) -> S::f64s {
     )
 }
 
+/// The `WithSimd` ops `$name` (`out[i] = f(x[i])`) and `$name_ip` (in place) of an `f32` map.
+macro_rules! f32_map_op {
+    ($name:ident, $name_ip:ident, $map:ident) => {
+        struct $name<'a> {
+            x: &'a [f32],
+            out: &'a mut [f32],
+        }
+        impl WithSimd for $name<'_> {
+            type Output = ();
+            #[inline(always)]
+            fn with_simd<S: Simd>(self, simd: S) {
+                $crate::kernels::vmap::map_f32(simd, self.x, self.out, $map);
+            }
+        }
+        struct $name_ip<'a> {
+            x: &'a mut [f32],
+        }
+        impl WithSimd for $name_ip<'_> {
+            type Output = ();
+            #[inline(always)]
+            fn with_simd<S: Simd>(self, simd: S) {
+                $crate::kernels::vmap::map_in_place_f32(simd, self.x, $map);
+            }
+        }
+    };
+}
+pub(crate) use f32_map_op;
+
+/// The public face of a slice function run by the ops `$name` (x → out) and `$name_ip` (in place):
+/// the [`Kernels`] methods `f` (lengths checked) and `f_in_place`, and the free functions of the same
+/// names on the best instruction set, each with its own documentation.
+macro_rules! slice_fn {
+    (
+        $t:ty: $name:ident, $name_ip:ident;
+        $(#[$km:meta])* fn $f:ident;
+        $(#[$kim:meta])* fn $f_ip:ident;
+        $(#[$fm:meta])* pub fn $f2:ident;
+        $(#[$fim:meta])* pub fn $f2_ip:ident;
+    ) => {
+        impl Kernels {
+            $(#[$km])*
+            pub fn $f(self, x: &[$t], out: &mut [$t]) -> Result<()> {
+                if x.len() != out.len() {
+                    return Err($crate::kernels::exp::len_mismatch(stringify!($f), x.len(), out.len()));
+                }
+                self.run($name { x, out });
+                Ok(())
+            }
+
+            $(#[$kim])*
+            pub fn $f_ip(self, x: &mut [$t]) {
+                self.run($name_ip { x });
+            }
+        }
+
+        $(#[$fm])*
+        pub fn $f2(x: &[$t], out: &mut [$t]) -> Result<()> {
+            Kernels::new().$f2(x, out)
+        }
+
+        $(#[$fim])*
+        pub fn $f2_ip(x: &mut [$t]) {
+            Kernels::new().$f2_ip(x)
+        }
+    };
+}
+pub(crate) use slice_fn;
+
 /// Runs an `f64` map at `S`, or on the 128-bit scalar emulation when `S` is not [`wide_f64`].
 macro_rules! f64_map_op {
     ($name:ident, $name_ip:ident, $map:ident, $f:ident) => {
@@ -346,58 +377,45 @@ pub(crate) use f64_map_op;
 
 f64_map_op!(ExpF64, ExpF64InPlace, Exp64Map, exp_f64s);
 
-impl Kernels {
+slice_fn! {
+    f64: ExpF64, ExpF64InPlace;
     /// `out[i] = exp(x[i])` in `f64`; see [`exp_f64`].
-    pub fn exp_f64(self, x: &[f64], out: &mut [f64]) -> Result<()> {
-        if x.len() != out.len() {
-            return Err(len_mismatch("exp_f64", x.len(), out.len()));
-        }
-        self.run(ExpF64 { x, out });
-        Ok(())
-    }
-
+    fn exp_f64;
     /// `x[i] = exp(x[i])` in `f64`; see [`exp_f64`].
-    pub fn exp_f64_in_place(self, x: &mut [f64]) {
-        self.run(ExpF64InPlace { x });
-    }
-}
-
-/// `out[i] = exp(x[i])` for `f64` slices, vectorized (PyTorch `torch.exp` on doubles).
-///
-/// Same algorithm as [`exp_f32`] with a degree-11 polynomial (relative error 2^-56.8) and the
-/// `f64` thresholds: `x > 709.78…` overflows to `inf`, `x < -745.13…` underflows to `0`, subnormal
-/// results are rounded once. Measured error: within 1 ulp of the C library's `exp` (see
-/// `tests/kernels.rs`). Identical results at every instruction set.
-///
-/// # Errors
-/// [`Error::ShapeMismatch`] if `x` and `out` differ in length.
-///
-/// ```
-/// let mut y = [0.0f64; 3];
-/// infoloss::kernels::exp_f64(&[0.0, 1.0, -1000.0], &mut y).unwrap();
-/// assert_eq!(y[0], 1.0);
-/// assert!((y[1] - std::f64::consts::E).abs() <= 2.0 * f64::EPSILON);
-/// assert_eq!(y[2], 0.0);
-/// ```
-pub fn exp_f64(x: &[f64], out: &mut [f64]) -> Result<()> {
-    Kernels::new().exp_f64(x, out)
-}
-
-/// `x[i] = exp(x[i])` in place; see [`exp_f64`].
-///
-/// ```
-/// let mut x = [0.0f64, f64::NEG_INFINITY];
-/// infoloss::kernels::exp_f64_in_place(&mut x);
-/// assert_eq!(x, [1.0, 0.0]);
-/// ```
-pub fn exp_f64_in_place(x: &mut [f64]) {
-    Kernels::new().exp_f64_in_place(x)
+    fn exp_f64_in_place;
+    /// `out[i] = exp(x[i])` for `f64` slices, vectorized (PyTorch `torch.exp` on doubles).
+    ///
+    /// Same algorithm as [`exp_f32`] with a degree-11 polynomial (relative error 2^-56.8) and the
+    /// `f64` thresholds: `x > 709.78…` overflows to `inf`, `x < -745.13…` underflows to `0`, subnormal
+    /// results are rounded once. Measured error: within 1 ulp of the C library's `exp` (see
+    /// `tests/kernels.rs`). Identical results at every instruction set.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] if `x` and `out` differ in length.
+    ///
+    /// ```
+    /// let mut y = [0.0f64; 3];
+    /// infoloss::kernels::exp_f64(&[0.0, 1.0, -1000.0], &mut y).unwrap();
+    /// assert_eq!(y[0], 1.0);
+    /// assert!((y[1] - std::f64::consts::E).abs() <= 2.0 * f64::EPSILON);
+    /// assert_eq!(y[2], 0.0);
+    /// ```
+    pub fn exp_f64;
+    /// `x[i] = exp(x[i])` in place; see [`exp_f64`].
+    ///
+    /// ```
+    /// let mut x = [0.0f64, f64::NEG_INFINITY];
+    /// infoloss::kernels::exp_f64_in_place(&mut x);
+    /// assert_eq!(x, [1.0, 0.0]);
+    /// ```
+    pub fn exp_f64_in_place;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::kernels::Isa;
+    use crate::kernels::vmap::map_f32;
 
     fn ulp_err(y: f32, x: f32) -> f64 {
         let e = (x as f64).exp();

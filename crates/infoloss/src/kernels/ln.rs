@@ -22,10 +22,10 @@ use pulp::{Simd, WithSimd};
 
 use super::Kernels;
 use super::exp::{
-    LN2_HI_F64, LN2_LO_F64, SHIFT20_F64, SHIFT20_HI, f64_as_u32, f64_map_op, hi_words, len_mismatch,
+    LN2_HI_F64, LN2_LO_F64, SHIFT20_F64, SHIFT20_HI, f32_map_op, f64_as_u32, f64_map_op, hi_words, slice_fn,
     u32_as_f64,
 };
-use super::vmap::{VecMap, map_f32, map_in_place_f32};
+use super::vmap::VecMap;
 use crate::Result;
 
 const LN2_HI_F32: f32 = 355.0 / 512.0;
@@ -159,82 +159,45 @@ impl VecMap for LnMap {
     }
 }
 
-struct LnF32<'a> {
-    x: &'a [f32],
-    out: &'a mut [f32],
-}
+f32_map_op!(LnF32, LnF32InPlace, LnMap);
 
-impl WithSimd for LnF32<'_> {
-    type Output = ();
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
-        map_f32(simd, self.x, self.out, LnMap);
-    }
-}
-
-struct LnF32InPlace<'a> {
-    x: &'a mut [f32],
-}
-
-impl WithSimd for LnF32InPlace<'_> {
-    type Output = ();
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
-        map_in_place_f32(simd, self.x, LnMap);
-    }
-}
-
-impl Kernels {
+slice_fn! {
+    f32: LnF32, LnF32InPlace;
     /// `out[i] = ln(x[i])` in `f32`; see [`ln_f32`].
-    pub fn ln_f32(self, x: &[f32], out: &mut [f32]) -> Result<()> {
-        if x.len() != out.len() {
-            return Err(len_mismatch("ln_f32", x.len(), out.len()));
-        }
-        self.run(LnF32 { x, out });
-        Ok(())
-    }
-
+    fn ln_f32;
     /// `x[i] = ln(x[i])` in `f32`; see [`ln_f32`].
-    pub fn ln_f32_in_place(self, x: &mut [f32]) {
-        self.run(LnF32InPlace { x });
-    }
-}
-
-/// `out[i] = ln(x[i])` (natural log) for `f32` slices, vectorized (PyTorch `torch.log`).
-///
-/// Maximum error 0.885 ulp of the exact value, so at most 1 ulp from the correctly rounded result
-/// (measured over every `f32` input).
-/// Special values: `ln(±0) = -inf`, `ln(x < 0) = NaN`, `ln(+inf) = +inf`, `ln(NaN) = NaN`;
-/// subnormal inputs are handled exactly (scaled by 2²³ first). The result does not depend on the
-/// instruction set.
-///
-/// # Errors
-/// [`Error::ShapeMismatch`](crate::Error::ShapeMismatch) if `x` and `out` differ in length.
-///
-/// ```
-/// let x = [1.0f32, std::f32::consts::E, 0.0, -1.0, f32::INFINITY];
-/// let mut y = [0.0f32; 5];
-/// infoloss::kernels::ln_f32(&x, &mut y).unwrap();
-/// assert_eq!(y[0], 0.0);
-/// assert!((y[1] - 1.0).abs() <= f32::EPSILON);
-/// assert_eq!(y[2], f32::NEG_INFINITY);
-/// assert!(y[3].is_nan());
-/// assert_eq!(y[4], f32::INFINITY);
-/// ```
-pub fn ln_f32(x: &[f32], out: &mut [f32]) -> Result<()> {
-    Kernels::new().ln_f32(x, out)
-}
-
-/// `x[i] = ln(x[i])` in place; same accuracy and special values as [`ln_f32`].
-///
-/// ```
-/// let mut x = [1.0f32, 4.0];
-/// infoloss::kernels::ln_f32_in_place(&mut x);
-/// assert_eq!(x[0], 0.0);
-/// assert!((x[1] - 4.0f32.ln()).abs() <= f32::EPSILON);
-/// ```
-pub fn ln_f32_in_place(x: &mut [f32]) {
-    Kernels::new().ln_f32_in_place(x)
+    fn ln_f32_in_place;
+    /// `out[i] = ln(x[i])` (natural log) for `f32` slices, vectorized (PyTorch `torch.log`).
+    ///
+    /// Maximum error 0.885 ulp of the exact value, so at most 1 ulp from the correctly rounded result
+    /// (measured over every `f32` input).
+    /// Special values: `ln(±0) = -inf`, `ln(x < 0) = NaN`, `ln(+inf) = +inf`, `ln(NaN) = NaN`;
+    /// subnormal inputs are handled exactly (scaled by 2²³ first). The result does not depend on the
+    /// instruction set.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`](crate::Error::ShapeMismatch) if `x` and `out` differ in length.
+    ///
+    /// ```
+    /// let x = [1.0f32, std::f32::consts::E, 0.0, -1.0, f32::INFINITY];
+    /// let mut y = [0.0f32; 5];
+    /// infoloss::kernels::ln_f32(&x, &mut y).unwrap();
+    /// assert_eq!(y[0], 0.0);
+    /// assert!((y[1] - 1.0).abs() <= f32::EPSILON);
+    /// assert_eq!(y[2], f32::NEG_INFINITY);
+    /// assert!(y[3].is_nan());
+    /// assert_eq!(y[4], f32::INFINITY);
+    /// ```
+    pub fn ln_f32;
+    /// `x[i] = ln(x[i])` in place; same accuracy and special values as [`ln_f32`].
+    ///
+    /// ```
+    /// let mut x = [1.0f32, 4.0];
+    /// infoloss::kernels::ln_f32_in_place(&mut x);
+    /// assert_eq!(x[0], 0.0);
+    /// assert!((x[1] - 4.0f32.ln()).abs() <= f32::EPSILON);
+    /// ```
+    pub fn ln_f32_in_place;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -300,51 +263,37 @@ pub(crate) fn ln_f64s<S: Simd>(simd: S, x: S::f64s) -> S::f64s {
 
 f64_map_op!(LnF64, LnF64InPlace, Ln64Map, ln_f64s);
 
-impl Kernels {
+slice_fn! {
+    f64: LnF64, LnF64InPlace;
     /// `out[i] = ln(x[i])` in `f64`; see [`ln_f64`].
-    pub fn ln_f64(self, x: &[f64], out: &mut [f64]) -> Result<()> {
-        if x.len() != out.len() {
-            return Err(len_mismatch("ln_f64", x.len(), out.len()));
-        }
-        self.run(LnF64 { x, out });
-        Ok(())
-    }
-
+    fn ln_f64;
     /// `x[i] = ln(x[i])` in `f64`; see [`ln_f64`].
-    pub fn ln_f64_in_place(self, x: &mut [f64]) {
-        self.run(LnF64InPlace { x });
-    }
-}
-
-/// `out[i] = ln(x[i])` for `f64` slices, vectorized (PyTorch `torch.log` on doubles).
-///
-/// Reduction to `m ∈ [√½, √2)` and `ln(1+f) = 2·atanh(f/(2+f))` with a degree-6 minimax
-/// polynomial in `s²` (relative error 2^-59.5). Measured error: within 1 ulp of the C library's
-/// `log` (see `tests/kernels.rs`). Special values as [`ln_f32`]; subnormal inputs exact.
-/// Identical results at every instruction set.
-///
-/// # Errors
-/// [`Error::ShapeMismatch`](crate::Error::ShapeMismatch) if `x` and `out` differ in length.
-///
-/// ```
-/// let mut y = [0.0f64; 3];
-/// infoloss::kernels::ln_f64(&[1.0, std::f64::consts::E, 0.0], &mut y).unwrap();
-/// assert_eq!(y[0], 0.0);
-/// assert!((y[1] - 1.0).abs() <= f64::EPSILON);
-/// assert_eq!(y[2], f64::NEG_INFINITY);
-/// ```
-pub fn ln_f64(x: &[f64], out: &mut [f64]) -> Result<()> {
-    Kernels::new().ln_f64(x, out)
-}
-
-/// `x[i] = ln(x[i])` in place; see [`ln_f64`].
-///
-/// ```
-/// let mut x = [1.0f64, -1.0];
-/// infoloss::kernels::ln_f64_in_place(&mut x);
-/// assert_eq!(x[0], 0.0);
-/// assert!(x[1].is_nan());
-/// ```
-pub fn ln_f64_in_place(x: &mut [f64]) {
-    Kernels::new().ln_f64_in_place(x)
+    fn ln_f64_in_place;
+    /// `out[i] = ln(x[i])` for `f64` slices, vectorized (PyTorch `torch.log` on doubles).
+    ///
+    /// Reduction to `m ∈ [√½, √2)` and `ln(1+f) = 2·atanh(f/(2+f))` with a degree-6 minimax
+    /// polynomial in `s²` (relative error 2^-59.5). Measured error: within 1 ulp of the C library's
+    /// `log` (see `tests/kernels.rs`). Special values as [`ln_f32`]; subnormal inputs exact.
+    /// Identical results at every instruction set.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`](crate::Error::ShapeMismatch) if `x` and `out` differ in length.
+    ///
+    /// ```
+    /// let mut y = [0.0f64; 3];
+    /// infoloss::kernels::ln_f64(&[1.0, std::f64::consts::E, 0.0], &mut y).unwrap();
+    /// assert_eq!(y[0], 0.0);
+    /// assert!((y[1] - 1.0).abs() <= f64::EPSILON);
+    /// assert_eq!(y[2], f64::NEG_INFINITY);
+    /// ```
+    pub fn ln_f64;
+    /// `x[i] = ln(x[i])` in place; see [`ln_f64`].
+    ///
+    /// ```
+    /// let mut x = [1.0f64, -1.0];
+    /// infoloss::kernels::ln_f64_in_place(&mut x);
+    /// assert_eq!(x[0], 0.0);
+    /// assert!(x[1].is_nan());
+    /// ```
+    pub fn ln_f64_in_place;
 }

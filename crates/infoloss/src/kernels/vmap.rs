@@ -28,49 +28,60 @@ pub(crate) trait VecMap64: Copy {
     fn call<S: Simd>(self, simd: S, v: S::f64s) -> S::f64s;
 }
 
-/// `out[i] = f(x[i])`; `x` and `out` have the same length.
-#[inline(always)]
-pub(crate) fn map_f32<S: Simd, F: VecMap>(simd: S, x: &[f32], out: &mut [f32], f: F) {
-    let (xh, xt) = S::as_simd_f32s(x);
-    let (oh, ot) = S::as_mut_simd_f32s(out);
-    let mut xi = xh.chunks_exact(4);
-    let mut oi = oh.chunks_exact_mut(4);
-    for (o, x) in (&mut oi).zip(&mut xi) {
-        // four independent vectors per iteration to hide the latency of long polynomials
-        let (a, b, c, d) = (f.call(simd, x[0]), f.call(simd, x[1]), f.call(simd, x[2]), f.call(simd, x[3]));
-        o[0] = a;
-        o[1] = b;
-        o[2] = c;
-        o[3] = d;
-    }
-    for (o, x) in oi.into_remainder().iter_mut().zip(xi.remainder()) {
-        *o = f.call(simd, *x);
-    }
-    if !xt.is_empty() {
-        simd.partial_store_f32s(ot, f.call(simd, simd.partial_load_f32s(xt)));
-    }
+/// `map_*` (`out[i] = f(x[i])`; `x` and `out` have the same length) and `map_in_place_*` (`x[i] =
+/// f(x[i])`) for one lane type: the same code for `f32` and `f64` but for the vector type's names.
+macro_rules! map_drivers {
+    ($map:ident, $in_place:ident: $Map:ident, $t:ty, $as_simd:ident, $as_mut_simd:ident, $load:ident, $store:ident) => {
+        /// `out[i] = f(x[i])`; `x` and `out` have the same length.
+        #[inline(always)]
+        pub(crate) fn $map<S: Simd, F: $Map>(simd: S, x: &[$t], out: &mut [$t], f: F) {
+            let (xh, xt) = S::$as_simd(x);
+            let (oh, ot) = S::$as_mut_simd(out);
+            let mut xi = xh.chunks_exact(4);
+            let mut oi = oh.chunks_exact_mut(4);
+            for (o, x) in (&mut oi).zip(&mut xi) {
+                // four independent vectors per iteration to hide the latency of long polynomials
+                let (a, b, c, d) =
+                    (f.call(simd, x[0]), f.call(simd, x[1]), f.call(simd, x[2]), f.call(simd, x[3]));
+                o[0] = a;
+                o[1] = b;
+                o[2] = c;
+                o[3] = d;
+            }
+            for (o, x) in oi.into_remainder().iter_mut().zip(xi.remainder()) {
+                *o = f.call(simd, *x);
+            }
+            if !xt.is_empty() {
+                simd.$store(ot, f.call(simd, simd.$load(xt)));
+            }
+        }
+
+        /// `x[i] = f(x[i])`.
+        #[inline(always)]
+        pub(crate) fn $in_place<S: Simd, F: $Map>(simd: S, x: &mut [$t], f: F) {
+            let (xh, xt) = S::$as_mut_simd(x);
+            let mut xi = xh.chunks_exact_mut(4);
+            for x in &mut xi {
+                let (a, b, c, d) =
+                    (f.call(simd, x[0]), f.call(simd, x[1]), f.call(simd, x[2]), f.call(simd, x[3]));
+                x[0] = a;
+                x[1] = b;
+                x[2] = c;
+                x[3] = d;
+            }
+            for x in xi.into_remainder() {
+                *x = f.call(simd, *x);
+            }
+            if !xt.is_empty() {
+                let v = f.call(simd, simd.$load(xt));
+                simd.$store(xt, v);
+            }
+        }
+    };
 }
 
-/// `x[i] = f(x[i])`.
-#[inline(always)]
-pub(crate) fn map_in_place_f32<S: Simd, F: VecMap>(simd: S, x: &mut [f32], f: F) {
-    let (xh, xt) = S::as_mut_simd_f32s(x);
-    let mut xi = xh.chunks_exact_mut(4);
-    for x in &mut xi {
-        let (a, b, c, d) = (f.call(simd, x[0]), f.call(simd, x[1]), f.call(simd, x[2]), f.call(simd, x[3]));
-        x[0] = a;
-        x[1] = b;
-        x[2] = c;
-        x[3] = d;
-    }
-    for x in xi.into_remainder() {
-        *x = f.call(simd, *x);
-    }
-    if !xt.is_empty() {
-        let v = f.call(simd, simd.partial_load_f32s(xt));
-        simd.partial_store_f32s(xt, v);
-    }
-}
+map_drivers!(map_f32, map_in_place_f32: VecMap, f32, as_simd_f32s, as_mut_simd_f32s, partial_load_f32s, partial_store_f32s);
+map_drivers!(map_f64, map_in_place_f64: VecMap64, f64, as_simd_f64s, as_mut_simd_f64s, partial_load_f64s, partial_store_f64s);
 
 /// `o[i] = f(o[i], a[i])`; `o` and `a` have the same length.
 #[inline(always)]
@@ -113,49 +124,6 @@ pub(crate) fn zip2_in_place<S: Simd, F: VecZip2>(simd: S, o: &mut [f32], a: &[f3
         let v =
             f.call(simd, simd.partial_load_f32s(ot), simd.partial_load_f32s(at), simd.partial_load_f32s(bt));
         simd.partial_store_f32s(ot, v);
-    }
-}
-
-/// `out[i] = f(x[i])` for `f64`.
-#[inline(always)]
-pub(crate) fn map_f64<S: Simd, F: VecMap64>(simd: S, x: &[f64], out: &mut [f64], f: F) {
-    let (xh, xt) = S::as_simd_f64s(x);
-    let (oh, ot) = S::as_mut_simd_f64s(out);
-    let mut xi = xh.chunks_exact(4);
-    let mut oi = oh.chunks_exact_mut(4);
-    for (o, x) in (&mut oi).zip(&mut xi) {
-        let (a, b, c, d) = (f.call(simd, x[0]), f.call(simd, x[1]), f.call(simd, x[2]), f.call(simd, x[3]));
-        o[0] = a;
-        o[1] = b;
-        o[2] = c;
-        o[3] = d;
-    }
-    for (o, x) in oi.into_remainder().iter_mut().zip(xi.remainder()) {
-        *o = f.call(simd, *x);
-    }
-    if !xt.is_empty() {
-        simd.partial_store_f64s(ot, f.call(simd, simd.partial_load_f64s(xt)));
-    }
-}
-
-/// `x[i] = f(x[i])` for `f64`.
-#[inline(always)]
-pub(crate) fn map_in_place_f64<S: Simd, F: VecMap64>(simd: S, x: &mut [f64], f: F) {
-    let (xh, xt) = S::as_mut_simd_f64s(x);
-    let mut xi = xh.chunks_exact_mut(4);
-    for x in &mut xi {
-        let (a, b, c, d) = (f.call(simd, x[0]), f.call(simd, x[1]), f.call(simd, x[2]), f.call(simd, x[3]));
-        x[0] = a;
-        x[1] = b;
-        x[2] = c;
-        x[3] = d;
-    }
-    for x in xi.into_remainder() {
-        *x = f.call(simd, *x);
-    }
-    if !xt.is_empty() {
-        let v = f.call(simd, simd.partial_load_f64s(xt));
-        simd.partial_store_f64s(xt, v);
     }
 }
 

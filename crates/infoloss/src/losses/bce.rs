@@ -47,23 +47,17 @@
 //! implementation kept below (`f64` always uses it) to a few `f32` roundings; [`with_reference_path`]
 //! switches the fast path off on the current thread for tests and benchmarks.
 
-use ndarray::{ArrayD, ArrayView, ArrayViewD, ArrayViewMut, ArrayViewMutD, Dimension};
-use num_traits::Zero;
+use ndarray::{ArrayView, ArrayViewD, ArrayViewMut, ArrayViewMutD, Dimension};
 
-use crate::base::outputs::{Outputs, Want, to_array};
+use crate::base::outputs::{Outputs, Want};
 use crate::base::shape::unravel;
-use crate::base::upstream::{ElementUpstream as Upstream, fill, upstream_of};
-use crate::kernels::elementwise::{
-    BceOp, BinarySetup, Job, Scaling, all_in_unit, binary_setup, fast_path_for,
-};
-use crate::rows::elementwise_rows::row_scale;
-use crate::{Element, Error, GradOutput, Loss, Real, Reduction, Result};
+use crate::kernels::elementwise::{BceOp, Plan, Scaling, binary_setup};
+use crate::rows::elementwise_rows::{ElementRows, run_elementwise};
+use crate::{Element, Error, GradOutput, Loss, Real, Result};
 
 crate::base::path::deprecated_switches!("bce");
 
 const OP: &str = "binary_cross_entropy";
-/// Elements processed per row call.
-const CHUNK: usize = 1024;
 
 pub use crate::options::BceOptions;
 
@@ -211,31 +205,9 @@ fn in_place_dyn<T: Element>(
     target: ArrayViewD<'_, T>,
     opts: &BceOptions<'_, T>,
 ) -> Result<Loss<T>> {
-    let (setup, eps) = setup(input.shape(), target.shape(), opts)?;
-    let divisor = setup.loss_divisor();
-    let BinarySetup { reduction, shape, n, weight, grad_div } = setup;
-    // (the upstream gradient is 1: the job's default)
-    if n > 0 && fast_path_for::<T>() {
-        let op = fast_op(grad_div, eps, &weight);
-        // the domain is checked before anything is written (a streaming pass over the bits; the
-        // fused kernel's own check for the other types)
-        let valid = match (input.as_slice(), target.as_slice()) {
-            (Some(x), Some(t)) => all_in_unit(x, t),
-            _ => None,
-        }
-        .or_else(|| {
-            let check = Job::new(op, &input.view(), &target, Want::NOTHING, reduction)
-                .weighted(weight.as_ref(), None);
-            check.any_invalid().map(|bad| !bad)
-        });
-        if valid == Some(true) {
-            if let Some(buf) = input.as_slice_mut() {
-                let job = Job::for_in_place(op, &target, reduction).weighted(weight.as_ref(), None);
-                if let Some(out) = job.in_place(OP, buf, &shape, divisor) {
-                    return out;
-                }
-            }
-        }
+    let (plan, rows) = setup(input.shape(), target.shape(), opts)?;
+    if let Some(out) = plan.fast_in_place(fast_op(&plan, rows.eps), &mut input, &target) {
+        return out;
     }
     let (loss, grad) = binary_cross_entropy_with_grad(input.view(), target, opts)?;
     input.assign(&grad);
@@ -260,26 +232,46 @@ fn first_invalid<A: Real>(x: &[A], t: &[A]) -> Option<(usize, bool)> {
     x.iter().zip(t).position(|(&x, &t)| !ok(x) || !ok(t)).map(|i| (i, x.get(i).is_some_and(|&v| !ok(v))))
 }
 
-/// Unweighted terms `(t − 1)·max(log1p(−x), −100) − t·max(ln x, −100)`.
-fn row_loss<A: Real>(x: &[A], t: &[A], out: &mut [A]) {
-    for ((o, &x), &t) in out.iter_mut().zip(x).zip(t) {
-        *o = (t - A::one()) * clamp_log((-x).ln_1p()) - t * clamp_log(x.ln());
-    }
+/// The formula, with PyTorch's epsilon.
+struct BceRows<A> {
+    eps: A,
 }
 
-/// Unweighted ∂/∂x: `g·(x − t) / max((1 − x)·x, eps)`.
-fn row_grad_input<A: Real>(x: &[A], t: &[A], g: &[A], eps: A, out: &mut [A]) {
-    for (((o, &x), &t), &g) in out.iter_mut().zip(x).zip(t).zip(g) {
-        let d = (A::one() - x) * x;
-        *o = g * (x - t) / if d < eps { eps } else { d };
+impl<A: Real> ElementRows<A> for BceRows<A> {
+    fn check(&self, x: &[A], t: &[A], offset: usize, shape: &[usize]) -> Result<()> {
+        let Some((i, is_input)) = first_invalid(x, t) else { return Ok(()) };
+        let (name, v) = if is_input { ("input", x.get(i)) } else { ("target", t.get(i)) };
+        Err(Error::invalid_value(
+            OP,
+            name,
+            &unravel(offset + i, shape),
+            v.map_or(f64::NAN, |v| v.f64()),
+            format!("is outside [0, 1] (all elements of {name} should be between 0 and 1)"),
+        ))
     }
-}
 
-/// Unweighted ∂/∂t: `(−logit(x))·g`, `logit(x) = ln(x / (1 − x))` (∞ at x = 1).
-fn row_grad_target<A: Real>(x: &[A], g: &[A], out: &mut [A]) {
-    for ((o, &x), &g) in out.iter_mut().zip(x).zip(g) {
-        let logit = if x == A::one() { A::infinity() } else { (x / (A::one() - x)).ln() };
-        *o = (-logit) * g;
+    /// Unweighted terms `(t − 1)·max(log1p(−x), −100) − t·max(ln x, −100)`.
+    fn loss(&self, x: &[A], t: &[A], _: Option<&[A]>, out: &mut [A]) {
+        for ((o, &x), &t) in out.iter_mut().zip(x).zip(t) {
+            *o = (t - A::one()) * clamp_log((-x).ln_1p()) - t * clamp_log(x.ln());
+        }
+    }
+
+    /// Unweighted ∂/∂x: `g·(x − t) / max((1 − x)·x, eps)`.
+    fn grad_input(&self, x: &[A], t: &[A], _: Option<&[A]>, g: &[A], out: &mut [A]) {
+        let eps = self.eps;
+        for (((o, &x), &t), &g) in out.iter_mut().zip(x).zip(t).zip(g) {
+            let d = (A::one() - x) * x;
+            *o = g * (x - t) / if d < eps { eps } else { d };
+        }
+    }
+
+    /// Unweighted ∂/∂t: `(−logit(x))·g`, `logit(x) = ln(x / (1 − x))` (∞ at x = 1).
+    fn grad_target(&self, x: &[A], _: &[A], _: Option<&[A]>, g: &[A], out: &mut [A]) {
+        for ((o, &x), &g) in out.iter_mut().zip(x).zip(g) {
+            let logit = if x == A::one() { A::infinity() } else { (x / (A::one() - x)).ln() };
+            *o = (-logit) * g;
+        }
     }
 }
 
@@ -294,17 +286,17 @@ fn setup<'w, T: Element>(
     input: &[usize],
     target: &[usize],
     opts: &'w BceOptions<'_, T>,
-) -> Result<(BinarySetup<'w, T>, T::Acc)> {
-    let s = binary_setup(OP, input, target, opts.reduction, opts.weight.as_ref())?;
-    Ok((s, T::from_acc(T::Acc::bce_eps()).to_acc()))
+) -> Result<(Plan<'w, T>, BceRows<T::Acc>)> {
+    let plan = binary_setup(OP, input, target, opts.reduction, opts.weight.as_ref())?;
+    Ok((plan, BceRows { eps: T::from_acc(T::Acc::bce_eps()).to_acc() }))
 }
 
-/// The fused kernel's formula for a setup.
-fn fast_op<T: Element>(grad_div: Option<T::Acc>, eps: T::Acc, weight: &Option<ArrayViewD<'_, T>>) -> BceOp {
-    let scaling = Scaling { weighted: weight.is_some(), div: grad_div.map(|d| d.f64() as f32) };
-    BceOp { eps: eps.f64() as f32, scaling }
+/// The fused kernel's formula for a call.
+fn fast_op<T: Element>(plan: &Plan<'_, T>, eps: T::Acc) -> BceOp {
+    BceOp { eps: eps.f64() as f32, scaling: Scaling::of(plan) }
 }
 
+/// The loss and the gradients `want` asks for.
 #[inline(never)]
 fn run<T: Element>(
     input: ArrayViewD<'_, T>,
@@ -313,99 +305,10 @@ fn run<T: Element>(
     grad_output: Option<&GradOutput<'_, T>>,
     want: Want,
 ) -> Result<Outputs<T>> {
-    let (setup, eps) = setup(input.shape(), target.shape(), opts)?;
-    let divisor = setup.loss_divisor();
-    let BinarySetup { reduction, shape, n, weight, grad_div } = setup;
-    let want_grad = want.grad_input || want.grad_target;
-    let (g_view, g_const) = upstream_of(OP, grad_output, want, reduction, &shape, None)?;
-
-    // the SIMD fast path (inputs outside [0, 1] are left to the reference, which reports the first)
-    if n > 0 && fast_path_for::<T>() {
-        let job = Job::new(fast_op(grad_div, eps, &weight), &input, &target, want, reduction)
-            .weighted(weight.as_ref(), None)
-            .upstream(g_view, g_const);
-        if let Some(out) = job.outputs(OP, &shape, divisor) {
-            return out;
-        }
-    }
-
-    let mut upstream = Upstream::new(g_view, g_const);
-
-    let mut loss_vals: Vec<T> = Vec::new();
-    if want.loss && reduction == Reduction::None {
-        loss_vals.reserve(n);
-    }
-    let mut loss_sum = 0.0f64;
-    let mut gx: Vec<T> = Vec::with_capacity(if want.grad_input { n } else { 0 });
-    let mut gt: Vec<T> = Vec::with_capacity(if want.grad_target { n } else { 0 });
-
-    let (mut xs, mut ts, mut ws, mut gs, mut os) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut xi = input.iter();
-    let mut ti = target.iter();
-    let mut wi = weight.as_ref().map(|w| w.iter());
-    let mut done = 0usize;
-    while done < n {
-        let len = CHUNK.min(n - done);
-        fill::<T>(&mut xs, &mut xi, len);
-        fill::<T>(&mut ts, &mut ti, len);
-        if let Some((i, is_input)) = first_invalid(&xs, &ts) {
-            let (name, v) = if is_input { ("input", xs.get(i)) } else { ("target", ts.get(i)) };
-            return Err(Error::invalid_value(
-                OP,
-                name,
-                &unravel(done + i, &shape),
-                v.map_or(f64::NAN, |v| v.f64()),
-                format!("is outside [0, 1] (all elements of {name} should be between 0 and 1)"),
-            ));
-        }
-        if let Some(wi) = wi.as_mut() {
-            fill::<T>(&mut ws, wi, len);
-        }
-        let w = weight.as_ref().map(|_| ws.as_slice());
-        os.clear();
-        os.resize(xs.len(), T::Acc::zero());
-        if want.loss {
-            row_loss(&xs, &ts, &mut os);
-            row_scale(&mut os, w, None);
-            for &v in &os {
-                let r = T::from_acc(v);
-                loss_sum += r.to_acc().f64();
-                if reduction == Reduction::None {
-                    loss_vals.push(r);
-                }
-            }
-        }
-        if want_grad {
-            upstream.fill(&mut gs, xs.len());
-        }
-        if want.grad_input {
-            row_grad_input(&xs, &ts, &gs, eps, &mut os);
-            row_scale(&mut os, w, grad_div);
-            gx.extend(os.iter().map(|&v| T::from_acc(v)));
-        }
-        if want.grad_target {
-            row_grad_target(&xs, &gs, &mut os);
-            row_scale(&mut os, w, grad_div);
-            gt.extend(os.iter().map(|&v| T::from_acc(v)));
-        }
-        done += len;
-    }
-
-    let loss = if !want.loss {
-        None
-    } else if reduction == Reduction::None {
-        Some(Loss::Elementwise(to_array(OP, loss_vals, &shape)?))
-    } else {
-        // mean of nothing = 0/0 = NaN
-        let v = if reduction == Reduction::Mean { loss_sum / n as f64 } else { loss_sum };
-        Some(Loss::Scalar(T::from_acc(T::Acc::c(v))))
-    };
-    Ok(Outputs {
-        loss,
-        grad_input: if want.grad_input { Some(to_array(OP, gx, &shape)?) } else { None },
-        grad_target: if want.grad_target { Some(to_array(OP, gt, &shape)?) } else { None },
-    })
+    let (plan, rows) = setup(input.shape(), target.shape(), opts)?;
+    // (inputs outside [0, 1] are left by the fast path to the reference, which reports the first)
+    let fast = Some(fast_op(&plan, rows.eps));
+    run_elementwise(&plan, fast, &rows, &input, &target, [&plan.shape; 2], grad_output, want)
 }
 
 compiled_here! {
@@ -416,6 +319,8 @@ compiled_here! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Reduction;
+    use crate::rows::elementwise_rows::CHUNK;
     use ndarray::array;
 
     #[test]

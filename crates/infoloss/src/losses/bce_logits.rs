@@ -43,21 +43,17 @@
 //! always uses it) to a few `f32` roundings; [`with_reference_path`] switches the fast path off on the
 //! current thread for tests and benchmarks.
 
-use ndarray::{ArrayD, ArrayView, ArrayViewD, ArrayViewMut, ArrayViewMutD, Dimension};
-use num_traits::Zero;
+use ndarray::{ArrayView, ArrayViewD, ArrayViewMut, ArrayViewMutD, Dimension};
 
-use crate::base::outputs::{Outputs, Want, to_array};
+use crate::base::outputs::{Outputs, Want};
 use crate::base::shape::broadcast_into;
-use crate::base::upstream::{ElementUpstream as Upstream, fill, upstream_of};
-use crate::kernels::elementwise::{BceLogitsOp, BinarySetup, Job, Scaling, binary_setup, fast_path_for};
-use crate::rows::elementwise_rows::row_scale;
-use crate::{Element, GradOutput, Loss, Real, Reduction, Result};
+use crate::kernels::elementwise::{BceLogitsOp, Plan, Scaling, binary_setup};
+use crate::rows::elementwise_rows::{ElementRows, run_elementwise};
+use crate::{Element, GradOutput, Loss, Real, Result};
 
 crate::base::path::deprecated_switches!("bce_logits");
 
 const OP: &str = "binary_cross_entropy_with_logits";
-/// Elements processed per row call.
-const CHUNK: usize = 1024;
 
 pub use crate::options::BceWithLogitsOptions;
 
@@ -197,18 +193,9 @@ fn in_place_dyn<T: Element>(
     target: ArrayViewD<'_, T>,
     opts: &BceWithLogitsOptions<'_, T>,
 ) -> Result<Loss<T>> {
-    let (setup, pos_weight) = setup(input.shape(), target.shape(), opts)?;
-    let divisor = setup.loss_divisor();
-    let BinarySetup { reduction, shape, n, weight, grad_div } = setup;
-    // (the upstream gradient is 1: the job's default)
-    if n > 0 && fast_path_for::<T>() {
-        if let Some(buf) = input.as_slice_mut() {
-            let job = Job::for_in_place(fast_op(grad_div, &weight, &pos_weight), &target, reduction)
-                .weighted(weight.as_ref(), pos_weight.as_ref());
-            if let Some(out) = job.in_place(OP, buf, &shape, divisor) {
-                return out;
-            }
-        }
+    let plan = setup(input.shape(), target.shape(), opts)?;
+    if let Some(out) = plan.fast_in_place(fast_op(&plan), &mut input, &target) {
+        return out;
     }
     let (loss, grad) = binary_cross_entropy_with_logits_with_grad(input.view(), target, opts)?;
     input.assign(&grad);
@@ -286,31 +273,43 @@ fn row_grad_target<A: Real>(x: &[A], pw: Option<&[A]>, g: &[A], out: &mut [A]) {
 // Driver.
 // ----------------------------------------------------------------------------------------------
 
-/// The validated options of one call, in PyTorch's order of checks, and the `pos_weight` broadcast
+/// The formula (`pos_weight`, where given, is the chunk `p`).
+struct LogitsRows;
+
+impl<A: Real> ElementRows<A> for LogitsRows {
+    fn loss(&self, x: &[A], t: &[A], p: Option<&[A]>, out: &mut [A]) {
+        row_loss(x, t, p, out);
+    }
+
+    fn grad_input(&self, x: &[A], t: &[A], p: Option<&[A]>, g: &[A], out: &mut [A]) {
+        row_grad_input(x, t, p, g, out);
+    }
+
+    fn grad_target(&self, x: &[A], _: &[A], p: Option<&[A]>, g: &[A], out: &mut [A]) {
+        row_grad_target(x, p, g, out);
+    }
+}
+
+/// The validated options of one call, in PyTorch's order of checks, with the `pos_weight` broadcast
 /// into the input's shape.
 fn setup<'w, T: Element>(
     input: &[usize],
     target: &[usize],
     opts: &'w BceWithLogitsOptions<'_, T>,
-) -> Result<(BinarySetup<'w, T>, Option<ArrayViewD<'w, T>>)> {
-    let s = binary_setup(OP, input, target, opts.reduction, opts.weight.as_ref())?;
-    let pos_weight = match &opts.pos_weight {
-        Some(p) => Some(broadcast_into(OP, "pos_weight", p, "input", &s.shape)?),
-        None => None,
-    };
-    Ok((s, pos_weight))
+) -> Result<Plan<'w, T>> {
+    let mut plan = binary_setup(OP, input, target, opts.reduction, opts.weight.as_ref())?;
+    if let Some(p) = &opts.pos_weight {
+        plan.pos_weight = Some(broadcast_into(OP, "pos_weight", p, "input", &plan.shape)?);
+    }
+    Ok(plan)
 }
 
-/// The fused kernel's formula for a setup.
-fn fast_op<T: Element>(
-    grad_div: Option<T::Acc>,
-    weight: &Option<ArrayViewD<'_, T>>,
-    pos_weight: &Option<ArrayViewD<'_, T>>,
-) -> BceLogitsOp {
-    let scaling = Scaling { weighted: weight.is_some(), div: grad_div.map(|d| d.f64() as f32) };
-    BceLogitsOp { pos_weighted: pos_weight.is_some(), scaling }
+/// The fused kernel's formula for a call.
+fn fast_op<T: Element>(plan: &Plan<'_, T>) -> BceLogitsOp {
+    BceLogitsOp { pos_weighted: plan.pos_weight.is_some(), scaling: Scaling::of(plan) }
 }
 
+/// The loss and the gradients `want` asks for.
 #[inline(never)]
 fn run<T: Element>(
     input: ArrayViewD<'_, T>,
@@ -319,95 +318,9 @@ fn run<T: Element>(
     grad_output: Option<&GradOutput<'_, T>>,
     want: Want,
 ) -> Result<Outputs<T>> {
-    let (setup, pos_weight) = setup(input.shape(), target.shape(), opts)?;
-    let divisor = setup.loss_divisor();
-    let BinarySetup { reduction, shape, n, weight, grad_div } = setup;
-    let want_grad = want.grad_input || want.grad_target;
-    let (g_view, g_const) = upstream_of(OP, grad_output, want, reduction, &shape, None)?;
-
-    // the SIMD fast path
-    if n > 0 && fast_path_for::<T>() {
-        let op = fast_op(grad_div, &weight, &pos_weight);
-        let job = Job::new(op, &input, &target, want, reduction)
-            .weighted(weight.as_ref(), pos_weight.as_ref())
-            .upstream(g_view, g_const);
-        if let Some(out) = job.outputs(OP, &shape, divisor) {
-            return out;
-        }
-    }
-
-    let mut upstream = Upstream::new(g_view, g_const);
-
-    let mut loss_vals: Vec<T> = Vec::new();
-    if want.loss && reduction == Reduction::None {
-        loss_vals.reserve(n);
-    }
-    let mut loss_sum = 0.0f64;
-    let mut gx: Vec<T> = Vec::with_capacity(if want.grad_input { n } else { 0 });
-    let mut gt: Vec<T> = Vec::with_capacity(if want.grad_target { n } else { 0 });
-
-    let (mut xs, mut ts, mut ws, mut ps, mut gs, mut os) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut xi = input.iter();
-    let mut ti = target.iter();
-    let mut wi = weight.as_ref().map(|w| w.iter());
-    let mut pi = pos_weight.as_ref().map(|p| p.iter());
-    let mut done = 0usize;
-    while done < n {
-        let len = CHUNK.min(n - done);
-        fill::<T>(&mut xs, &mut xi, len);
-        fill::<T>(&mut ts, &mut ti, len);
-        if let Some(wi) = wi.as_mut() {
-            fill::<T>(&mut ws, wi, len);
-        }
-        if let Some(pi) = pi.as_mut() {
-            fill::<T>(&mut ps, pi, len);
-        }
-        let w = weight.as_ref().map(|_| ws.as_slice());
-        let pw = pos_weight.as_ref().map(|_| ps.as_slice());
-        os.clear();
-        os.resize(xs.len(), T::Acc::zero());
-        if want.loss {
-            row_loss(&xs, &ts, pw, &mut os);
-            row_scale(&mut os, w, None);
-            for &v in &os {
-                let r = T::from_acc(v);
-                loss_sum += r.to_acc().f64();
-                if reduction == Reduction::None {
-                    loss_vals.push(r);
-                }
-            }
-        }
-        if want_grad {
-            upstream.fill(&mut gs, xs.len());
-        }
-        if want.grad_input {
-            row_grad_input(&xs, &ts, pw, &gs, &mut os);
-            row_scale(&mut os, w, grad_div);
-            gx.extend(os.iter().map(|&v| T::from_acc(v)));
-        }
-        if want.grad_target {
-            row_grad_target(&xs, pw, &gs, &mut os);
-            row_scale(&mut os, w, grad_div);
-            gt.extend(os.iter().map(|&v| T::from_acc(v)));
-        }
-        done += len;
-    }
-
-    let loss = if !want.loss {
-        None
-    } else if reduction == Reduction::None {
-        Some(Loss::Elementwise(to_array(OP, loss_vals, &shape)?))
-    } else {
-        // mean of nothing = 0/0 = NaN
-        let v = if reduction == Reduction::Mean { loss_sum / n as f64 } else { loss_sum };
-        Some(Loss::Scalar(T::from_acc(T::Acc::c(v))))
-    };
-    Ok(Outputs {
-        loss,
-        grad_input: if want.grad_input { Some(to_array(OP, gx, &shape)?) } else { None },
-        grad_target: if want.grad_target { Some(to_array(OP, gt, &shape)?) } else { None },
-    })
+    let plan = setup(input.shape(), target.shape(), opts)?;
+    let fast = Some(fast_op(&plan));
+    run_elementwise(&plan, fast, &LogitsRows, &input, &target, [&plan.shape; 2], grad_output, want)
 }
 
 compiled_here! {
@@ -418,6 +331,7 @@ compiled_here! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Reduction;
     use ndarray::array;
 
     #[test]

@@ -62,13 +62,14 @@
 //! The row function here (one row, in place: logits in, gradient out) is the same one the fused
 //! [`linear_cross_entropy`](crate::losses::linear::linear_cross_entropy) runs on each chunk of logits.
 
-use ndarray::{Array1, Array2, ArrayView, ArrayView2, ArrayViewD, Dimension, Ix2};
+use ndarray::{Array1, Array2, ArrayView, ArrayView2, ArrayViewD, Dimension};
 use num_traits::Zero;
 
 use crate::base::class_targets::index_targets;
+use crate::base::shape::as_2d;
 use crate::base::upstream::RowUpstream as Upstream;
 use crate::rows::ce_rows::*;
-use crate::{Element, Error, GradOutput, Loss, Result};
+use crate::{Element, GradOutput, Loss, Result};
 
 pub use crate::options::CrossEntropyExtrasOptions;
 
@@ -111,11 +112,7 @@ fn extras_core<T: Element, D: Dimension, D2: Dimension>(
     opts: &CrossEntropyExtrasOptions<'_, T>,
     grad_output: &GradOutput<'_, T>,
 ) -> Result<CrossEntropyExtrasOutput<T>> {
-    let shape = input.shape().to_vec();
-    let x = input
-        .into_dimensionality::<Ix2>()
-        .map_err(|_| Error::bad_rank(op, "input", &shape, "2 dimensions (rows × classes)"))?;
-    extras_2d(op, x, target.into_dyn(), opts, grad_output)
+    extras_2d(op, as_2d(op, "input", input)?, target.into_dyn(), opts, grad_output)
 }
 
 /// [`extras_core`] of a two-dimensional input.
@@ -288,6 +285,7 @@ compiled_here! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Error;
     use crate::Reduction;
     use ndarray::array;
 

@@ -54,21 +54,19 @@
 //! kept below (`f64` always uses it) to a few `f32` roundings; [`with_reference_path`] switches the fast path
 //! off on the current thread for tests and benchmarks.
 
-use ndarray::{ArrayD, ArrayView, ArrayViewD, ArrayViewMut, ArrayViewMutD, Dimension, IxDyn};
-use num_traits::Zero;
+use crate::base::shape::ensure_shapes;
+use ndarray::{ArrayView, ArrayViewD, ArrayViewMut, ArrayViewMutD, Dimension, IxDyn};
 
 use crate::base::array::try_vec;
-use crate::base::outputs::{Outputs, Want, to_array};
+use crate::base::outputs::{Outputs, Want};
 use crate::base::shape::checked_numel;
-use crate::base::upstream::{ElementUpstream as Upstream, fill, upstream_of};
-use crate::kernels::elementwise::{Job, KlOp, fast_path_for};
+use crate::kernels::elementwise::{KlOp, Plan};
+use crate::rows::elementwise_rows::{ElementRows, run_elementwise};
 use crate::{Element, Error, GradOutput, Loss, Real, Reduction, Result};
 
 crate::base::path::deprecated_switches!("kl_div");
 
 const OP: &str = "kl_div";
-/// Elements processed per row call.
-const CHUNK: usize = 1024;
 
 pub use crate::options::KlDivOptions;
 
@@ -214,27 +212,17 @@ fn in_place_dyn<T: Element>(
     target: ArrayViewD<'_, T>,
     opts: &KlDivOptions,
 ) -> Result<Loss<T>> {
-    let (out_shape, n, div) = plan(input.shape(), target.shape(), opts.reduction)?;
-    if out_shape != input.shape() {
-        return Err(Error::shape_mismatch(
-            OP,
-            "input",
-            input.shape(),
-            "target",
-            target.shape(),
-            "broadcast to a shape larger than input's, so the gradient cannot be written in place",
-        ));
-    }
-    let one = GradOutput::one();
-    let (g_view, g_const) =
-        upstream_of(OP, Some(&one), Want::LOSS_AND_INPUT_GRAD, opts.reduction, &out_shape, div)?;
-    if n > 0 && fast_path_for::<T>() {
-        if let (Some(tb), Some(buf)) = (target.broadcast(IxDyn(&out_shape)), input.as_slice_mut()) {
-            let job = Job::for_in_place(KlOp { log_target: opts.log_target }, &tb, opts.reduction)
-                .upstream(g_view, g_const);
-            if let Some(out) = job.in_place(OP, buf, &out_shape, div) {
-                return out;
-            }
+    let plan = plan::<T>(input.shape(), target.shape(), opts.reduction)?;
+    ensure_shapes(
+        plan.shape == input.shape(),
+        OP,
+        ("input", input.shape()),
+        ("target", target.shape()),
+        "broadcast to a shape larger than input's, so the gradient cannot be written in place",
+    )?;
+    if let Some(tb) = target.broadcast(IxDyn(&plan.shape)) {
+        if let Some(out) = plan.fast_in_place(KlOp { log_target: opts.log_target }, &mut input, &tb) {
+            return out;
         }
     }
     let (loss, grad) = kl_div_with_grad(input.view(), target, opts)?;
@@ -309,7 +297,6 @@ fn row_grad_target_log_target<A: Real>(x: &[A], t: &[A], g: &[A], out: &mut [A])
 // Driver: validation, broadcasting, the chunk loop, reductions.
 // ----------------------------------------------------------------------------------------------
 
-/// What to compute.
 /// The broadcast shape of `a` (`input`) and `b` (`target`), or an error naming both shapes.
 fn broadcast_shapes(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
     let nd = a.len().max(b.len());
@@ -350,100 +337,45 @@ fn divisor(reduction: Reduction, numel: usize, input_shape: &[usize]) -> Option<
     }
 }
 
-/// Walks the flat row-major positions of the broadcast output and yields the flat position in an
-/// argument that was broadcast to it (dimensions of size 1, or missing on the left, do not advance).
-struct BroadcastIndex {
-    dims: Vec<usize>,
-    steps: Vec<usize>,
-    idx: Vec<usize>,
-    pos: usize,
-}
-
-impl BroadcastIndex {
-    fn new(arg_shape: &[usize], out_shape: &[usize]) -> Self {
-        let off = out_shape.len() - arg_shape.len();
-        let mut steps = vec![0; out_shape.len()];
-        let mut stride = 1usize;
-        for (i, &d) in arg_shape.iter().enumerate().rev() {
-            if d != 1 {
-                steps[off + i] = stride;
-            }
-            // bounded by the number of elements of an existing array
-            stride = stride.saturating_mul(d);
-        }
-        BroadcastIndex { dims: out_shape.to_vec(), steps, idx: vec![0; out_shape.len()], pos: 0 }
-    }
-
-    fn next_pos(&mut self) -> usize {
-        let p = self.pos;
-        for d in (0..self.dims.len()).rev() {
-            self.idx[d] += 1;
-            self.pos += self.steps[d];
-            if self.idx[d] < self.dims[d] {
-                return p;
-            }
-            self.pos -= self.steps[d] * self.dims[d];
-            self.idx[d] = 0;
-        }
-        p
-    }
-}
-
-/// Collects a gradient computed over the broadcast output into its argument's shape. When the
-/// argument was broadcast, values (rounded to `T`, as PyTorch's `sum_to_size` sees them) are summed
-/// in f64 over the broadcast dimensions.
-enum GradSink<T> {
-    Same(Vec<T>),
-    Summed { sums: Vec<f64>, index: BroadcastIndex },
-}
-
-impl<T: Element> GradSink<T> {
-    fn new(arg_shape: &[usize], out_shape: &[usize], out_numel: usize) -> Result<Self> {
-        if arg_shape == out_shape {
-            Ok(GradSink::Same(try_vec(OP, "gradient", out_numel)?))
-        } else {
-            let n = checked_numel(OP, "gradient", arg_shape)?;
-            let mut sums = try_vec(OP, "gradient", n)?;
-            sums.resize(n, 0.0);
-            Ok(GradSink::Summed { sums, index: BroadcastIndex::new(arg_shape, out_shape) })
-        }
-    }
-
-    fn push(&mut self, vals: &[T::Acc]) {
-        match self {
-            GradSink::Same(v) => v.extend(vals.iter().map(|&g| T::from_acc(g))),
-            GradSink::Summed { sums, index } => {
-                for &g in vals {
-                    let p = index.next_pos();
-                    if let Some(s) = sums.get_mut(p) {
-                        *s += T::from_acc(g).to_acc().f64();
-                    }
-                }
-            }
-        }
-    }
-
-    fn finish(self, arg_shape: &[usize]) -> Result<ArrayD<T>> {
-        let data = match self {
-            GradSink::Same(v) => v,
-            GradSink::Summed { sums, .. } => sums.into_iter().map(|s| T::from_acc(T::Acc::c(s))).collect(),
-        };
-        to_array(OP, data, arg_shape)
-    }
-}
-
-/// The output shape, its element count and the loss divisor of `input` and `target` shapes.
-fn plan(
-    input: &[usize],
-    target: &[usize],
-    reduction: Reduction,
-) -> Result<(Vec<usize>, usize, Option<usize>)> {
-    let out_shape = broadcast_shapes(input, target)?;
-    let n = checked_numel(OP, "output", &out_shape)?;
+/// The validated call: the output shape, its element count and the loss divisor of `input` and
+/// `target` shapes (the per-element upstream gradient is divided by it first, as autograd does).
+fn plan<'w, T: Element>(input: &[usize], target: &[usize], reduction: Reduction) -> Result<Plan<'w, T>> {
+    let shape = broadcast_shapes(input, target)?;
+    let n = checked_numel(OP, "output", &shape)?;
     let div = divisor(reduction, n, input);
-    Ok((out_shape, n, div))
+    Ok(Plan {
+        op: OP,
+        reduction,
+        shape,
+        n,
+        weight: None,
+        pos_weight: None,
+        grad_div: None,
+        divisor: div,
+        upstream_div: div,
+    })
 }
 
+/// The formula, `log_target` or not.
+struct KlRows {
+    log_target: bool,
+}
+
+impl<A: Real> ElementRows<A> for KlRows {
+    fn loss(&self, x: &[A], t: &[A], _: Option<&[A]>, out: &mut [A]) {
+        if self.log_target { row_loss_log_target(x, t, out) } else { row_loss(x, t, out) }
+    }
+
+    fn grad_input(&self, _: &[A], t: &[A], _: Option<&[A]>, g: &[A], out: &mut [A]) {
+        if self.log_target { row_grad_input_log_target(t, g, out) } else { row_grad_input(t, g, out) }
+    }
+
+    fn grad_target(&self, x: &[A], t: &[A], _: Option<&[A]>, g: &[A], out: &mut [A]) {
+        if self.log_target { row_grad_target_log_target(x, t, g, out) } else { row_grad_target(x, t, g, out) }
+    }
+}
+
+/// The loss and the gradients `want` asks for, of `input` and `target` broadcast together.
 #[inline(never)]
 fn run<T: Element>(
     input: ArrayViewD<'_, T>,
@@ -452,7 +384,7 @@ fn run<T: Element>(
     grad_output: Option<&GradOutput<'_, T>>,
     want: Want,
 ) -> Result<Outputs<T>> {
-    let (out_shape, n, div) = plan(input.shape(), target.shape(), opts.reduction)?;
+    let plan = plan::<T>(input.shape(), target.shape(), opts.reduction)?;
     let mismatch = || {
         Error::shape_mismatch(
             OP,
@@ -463,105 +395,21 @@ fn run<T: Element>(
             "cannot be broadcast together",
         )
     };
-    let xb = input.broadcast(IxDyn(&out_shape)).ok_or_else(mismatch)?;
-    let tb = target.broadcast(IxDyn(&out_shape)).ok_or_else(mismatch)?;
-    let reduction = opts.reduction;
+    let xb = input.broadcast(IxDyn(&plan.shape)).ok_or_else(mismatch)?;
+    let tb = target.broadcast(IxDyn(&plan.shape)).ok_or_else(mismatch)?;
 
     // The broadcast can be far larger than either argument. PyTorch materializes its pointwise loss
     // (and the gradients have its size): one larger than memory is `Error::TooLarge`, not an abort
     // in an allocation (or, reduced, a loop over more elements than memory holds).
-    if n > input.len().max(target.len()) {
-        drop(try_vec::<T>(OP, "output", n)?);
+    if plan.n > input.len().max(target.len()) {
+        drop(try_vec::<T>(OP, "output", plan.n)?);
     }
-    let want_grad = want.grad_input || want.grad_target;
-    let (g_view, g_const) = upstream_of(OP, grad_output, want, reduction, &out_shape, div)?;
-
     // the SIMD fast path, unless a gradient must be summed over broadcast dimensions
-    if n > 0
-        && fast_path_for::<T>()
-        && (!want.grad_input || input.shape() == out_shape.as_slice())
-        && (!want.grad_target || target.shape() == out_shape.as_slice())
-    {
-        let job = Job::new(KlOp { log_target: opts.log_target }, &xb, &tb, want, reduction)
-            .upstream(g_view, g_const);
-        if let Some(out) = job.outputs(OP, &out_shape, div) {
-            return out;
-        }
-    }
-
-    let mut upstream = Upstream::new(g_view, g_const);
-
-    let mut loss_vals: Vec<T> =
-        try_vec(OP, "output", if want.loss && reduction == Reduction::None { n } else { 0 })?;
-    let mut loss_sum = 0.0f64;
-    let mut gx_sink =
-        if want.grad_input { Some(GradSink::<T>::new(input.shape(), &out_shape, n)?) } else { None };
-    let mut gt_sink =
-        if want.grad_target { Some(GradSink::<T>::new(target.shape(), &out_shape, n)?) } else { None };
-
-    let (mut xs, mut ts, mut gs, mut os) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut xi = xb.iter();
-    let mut ti = tb.iter();
-    let mut done = 0usize;
-    while done < n {
-        let len = CHUNK.min(n - done);
-        fill::<T>(&mut xs, &mut xi, len);
-        fill::<T>(&mut ts, &mut ti, len);
-        os.clear();
-        os.resize(xs.len(), T::Acc::zero());
-        if want.loss {
-            if opts.log_target {
-                row_loss_log_target(&xs, &ts, &mut os);
-            } else {
-                row_loss(&xs, &ts, &mut os);
-            }
-            for &v in &os {
-                let r = T::from_acc(v);
-                loss_sum += r.to_acc().f64();
-                if reduction == Reduction::None {
-                    loss_vals.push(r);
-                }
-            }
-        }
-        if want_grad {
-            upstream.fill(&mut gs, xs.len());
-        }
-        if let Some(sink) = gx_sink.as_mut() {
-            if opts.log_target {
-                row_grad_input_log_target(&ts, &gs, &mut os);
-            } else {
-                row_grad_input(&ts, &gs, &mut os);
-            }
-            sink.push(&os);
-        }
-        if let Some(sink) = gt_sink.as_mut() {
-            if opts.log_target {
-                row_grad_target_log_target(&xs, &ts, &gs, &mut os);
-            } else {
-                row_grad_target(&xs, &ts, &gs, &mut os);
-            }
-            sink.push(&os);
-        }
-        done += len;
-    }
-
-    let loss = if !want.loss {
-        None
-    } else if reduction == Reduction::None {
-        Some(Loss::Elementwise(to_array(OP, loss_vals, &out_shape)?))
-    } else {
-        // mean of nothing = 0/0 = NaN; batchmean of an empty batch likewise
-        let v = match div {
-            Some(d) => loss_sum / d as f64,
-            None => loss_sum,
-        };
-        Some(Loss::Scalar(T::from_acc(T::Acc::c(v))))
-    };
-    Ok(Outputs {
-        loss,
-        grad_input: gx_sink.map(|s| s.finish(input.shape())).transpose()?,
-        grad_target: gt_sink.map(|s| s.finish(target.shape())).transpose()?,
-    })
+    let fast = (!want.grad_input || input.shape() == plan.shape.as_slice())
+        && (!want.grad_target || target.shape() == plan.shape.as_slice());
+    let rows = KlRows { log_target: opts.log_target };
+    let fast = fast.then_some(KlOp { log_target: opts.log_target });
+    run_elementwise(&plan, fast, &rows, &xb, &tb, [input.shape(), target.shape()], grad_output, want)
 }
 
 compiled_here! {
@@ -572,6 +420,7 @@ compiled_here! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rows::elementwise_rows::CHUNK;
     use ndarray::{ArrayD, array};
 
     fn sum_opts(log_target: bool) -> KlDivOptions {
@@ -590,14 +439,6 @@ mod tests {
             "kl_div: input shape [2, 3] and target shape [4] cannot be broadcast together: the size of input (3) \
              must match the size of target (4) at non-singleton dimension 1"
         );
-    }
-
-    #[test]
-    fn broadcast_index_walks_the_argument() {
-        // arg (3,1) inside out (2,3,2): positions repeat over dim 0 and stay within a row along dim 2
-        let mut b = BroadcastIndex::new(&[3, 1], &[2, 3, 2]);
-        let got: Vec<usize> = (0..12).map(|_| b.next_pos()).collect();
-        assert_eq!(got, vec![0, 0, 1, 1, 2, 2, 0, 0, 1, 1, 2, 2]);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use crate::base::class_targets::index_targets;
 use crate::base::outputs::{LossAndGrad, mean_of, pack_loss};
 use crate::base::upstream::RowUpstream as Upstream;
-use ndarray::{ArrayD, ArrayView, ArrayViewD, Dimension};
+use ndarray::{ArrayView, ArrayViewD, Dimension};
 use num_traits::Zero;
 
 use crate::base::array::{array_from_vec, row_major, try_vec};
@@ -93,150 +93,120 @@ fn nll_core<T: Element>(
     } else {
         None
     };
-    let grad = match grad {
-        Some(g) => Some(array_from_vec(op, input.shape(), g)?),
-        None => None,
-    };
+    let grad = grad.map(|g| array_from_vec(op, input.shape(), g)).transpose()?;
     Ok((loss, grad))
 }
 
-/// Negative log-likelihood loss of class-index targets.
-///
-/// # Formula
-///
-/// Per row `i` (a position `(n, d1, …, dk)`): `l_i = −w[y_i] · x[i, y_i]`, and `l_i = 0` where
-/// `y_i == ignore_index`.
-///
-/// - `none`: the `l_i`, shaped like the target (a 0-d array for a 1-D input);
-/// - `sum`: `Σ l_i`;
-/// - `mean`: `Σ l_i / W` with `W = Σ_{i not ignored} w[y_i]` (the number of non-ignored targets
-///   without a weight). An empty input or one whose targets are all ignored gives NaN (`sum`: 0).
-///
-/// `ignore_index` is tested before the range check, so it may lie outside `[0, C)`.
-///
-/// # Gradient
-///
-/// Only `x[i, y_i]` receives a gradient: `−w[y_i]·g/W` (`mean`), `−w[y_i]·g` (`sum`),
-/// `−w[y_i]·g_i` (`none`); ignored rows get 0. See [`nll_loss_backward`].
-///
-/// # PyTorch
-///
-/// `torch.nn.functional.nll_loss(input, target, weight, ignore_index=-100, reduction='mean')`.
-///
-/// # Errors
-///
-/// - [`Error::ShapeMismatch`] naming both shapes when the target is not the input shape without
-///   dimension 1, or the weight does not have `C` entries;
-/// - [`Error::TargetOutOfRange`] naming the target's multi-index and value;
-/// - [`Error::InvalidOption`] for `Reduction::BatchMean`;
-/// - [`Error::BadRank`] for a 0-d input.
-///
-/// # Example
-///
-/// ```
-/// use infoloss::{NllOptions, Reduction, nll_loss, ndarray::array};
-/// let logp = array![[-0.5f64, -1.0, -2.0], [-3.0, -0.25, -1.5]];
-/// let target = array![0i64, 2];
-/// let loss = nll_loss(logp.view(), target.view(), &NllOptions::default()).unwrap();
-/// assert_eq!(loss.scalar(), Some((0.5 + 1.5) / 2.0));
-///
-/// // weighted mean divides by the target-class weights: (0.1·0.5 + 0.3·1.5) / (0.1 + 0.3)
-/// let w = array![0.1f64, 0.2, 0.3];
-/// let opts = NllOptions { weight: Some(w.view()), ..Default::default() };
-/// let loss = nll_loss(logp.view(), target.view(), &opts).unwrap().scalar().unwrap();
-/// assert!((loss - 1.25).abs() < 1e-15);
-///
-/// let opts = NllOptions { reduction: Reduction::None, ignore_index: 2, ..Default::default() };
-/// let l = nll_loss(logp.view(), target.view(), &opts).unwrap();
-/// assert_eq!(l.elementwise().unwrap(), &array![0.5, 0.0].into_dyn());
-/// ```
-pub fn nll_loss<T: Element, D: Dimension, D2: Dimension>(
-    input: ArrayView<'_, T, D>,
-    target: ArrayView<'_, i64, D2>,
-    opts: &NllOptions<'_, T>,
-) -> Result<Loss<T>> {
-    let (loss, _) = nll_core("nll_loss", input.into_dyn(), target.into_dyn(), opts, true, None)?;
-    loss.ok_or_else(|| Error::invalid_option("nll_loss", "reduction", opts.reduction, "no loss computed"))
-}
-
-/// Gradient of [`nll_loss`] with respect to `input`.
-///
-/// # Formula
-///
-/// `grad[i, y_i] = −w[y_i] · g / W` for `mean`, `−w[y_i] · g` for `sum`, `−w[y_i] · g_i` for
-/// `none`; every other element (and every ignored row) is 0. When all targets are ignored the
-/// gradient is all zeros (not NaN); when `W = 0` with a non-ignored target (its weight is 0) the
-/// gradient at that target is NaN, as in PyTorch.
-///
-/// `grad_output` is a scalar (or 0-d array) for `mean`/`sum`, and an array of the target's shape
-/// (or a scalar applied to every element) for `none`.
-///
-/// # PyTorch
-///
-/// `torch.ops.aten.nll_loss_backward` (the `input.grad` of `F.nll_loss(...).backward(g)`).
-///
-/// # Errors
-///
-/// As [`nll_loss`], plus [`Error::ShapeMismatch`] when `grad_output` has the wrong shape.
-///
-/// # Example
-///
-/// ```
-/// use infoloss::{GradOutput, NllOptions, nll_loss_backward, ndarray::array};
-/// // torch: w = [1, 2, 3, 4], y = [0, 3, -100] → W = 5, grad[0,0] = -0.2, grad[1,3] = -0.8
-/// let x = array![[0.1f64, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.8], [0.9, 1.0, 1.1, 1.2]];
-/// let w = array![1.0f64, 2.0, 3.0, 4.0];
-/// let opts = NllOptions { weight: Some(w.view()), ..Default::default() };
-/// let g = nll_loss_backward(x.view(), array![0i64, 3, -100].view(), &opts, &GradOutput::one()).unwrap();
-/// assert_eq!((g[[0, 0]], g[[1, 3]], g[[2, 0]]), (-0.2, -0.8, 0.0));
-/// ```
-pub fn nll_loss_backward<T: Element, D: Dimension, D2: Dimension>(
-    input: ArrayView<'_, T, D>,
-    target: ArrayView<'_, i64, D2>,
-    opts: &NllOptions<'_, T>,
-    grad_output: &GradOutput<'_, T>,
-) -> Result<ArrayD<T>> {
-    const OP: &str = "nll_loss_backward";
-    let (_, grad) = nll_core(OP, input.into_dyn(), target.into_dyn(), opts, false, Some(grad_output))?;
-    grad.ok_or_else(|| Error::invalid_option(OP, "reduction", opts.reduction, "no gradient computed"))
-}
-
-/// Loss and input gradient (upstream gradient 1, all ones for `none`) in one pass.
-///
-/// # Formula
-///
-/// `(nll_loss(input, target), nll_loss_backward(input, target, 1))`; see [`nll_loss`] and
-/// [`nll_loss_backward`].
-///
-/// # PyTorch
-///
-/// `loss = F.nll_loss(x, y, ...); loss.backward(torch.ones_like(loss)); (loss, x.grad)`.
-///
-/// # Errors
-///
-/// As [`nll_loss`].
-///
-/// # Example
-///
-/// ```
-/// use infoloss::{NllOptions, nll_loss_with_grad, ndarray::array};
-/// let x = array![[-1.0f32, -2.0], [-0.5, -3.0]];
-/// let (loss, grad) = nll_loss_with_grad(x.view(), array![1i64, 0].view(), &NllOptions::default()).unwrap();
-/// assert_eq!(loss.scalar(), Some(1.25));
-/// assert_eq!(grad, array![[0.0f32, -0.5], [-0.5, 0.0]].into_dyn());
-/// ```
-pub fn nll_loss_with_grad<T: Element, D: Dimension, D2: Dimension>(
-    input: ArrayView<'_, T, D>,
-    target: ArrayView<'_, i64, D2>,
-    opts: &NllOptions<'_, T>,
-) -> Result<(Loss<T>, ArrayD<T>)> {
-    const OP: &str = "nll_loss";
-    let (loss, grad) =
-        nll_core(OP, input.into_dyn(), target.into_dyn(), opts, true, Some(&GradOutput::one()))?;
-    match (loss, grad) {
-        (Some(l), Some(g)) => Ok((l, g)),
-        _ => Err(Error::invalid_option(OP, "reduction", opts.reduction, "no loss computed")),
-    }
+super::class_api! {
+    core = nll_core, target = i64, options = NllOptions<'_, T>, op = "nll_loss", backward_op = "nll_loss_backward";
+    /// Negative log-likelihood loss of class-index targets.
+    ///
+    /// # Formula
+    ///
+    /// Per row `i` (a position `(n, d1, …, dk)`): `l_i = −w[y_i] · x[i, y_i]`, and `l_i = 0` where
+    /// `y_i == ignore_index`.
+    ///
+    /// - `none`: the `l_i`, shaped like the target (a 0-d array for a 1-D input);
+    /// - `sum`: `Σ l_i`;
+    /// - `mean`: `Σ l_i / W` with `W = Σ_{i not ignored} w[y_i]` (the number of non-ignored targets
+    ///   without a weight). An empty input or one whose targets are all ignored gives NaN (`sum`: 0).
+    ///
+    /// `ignore_index` is tested before the range check, so it may lie outside `[0, C)`.
+    ///
+    /// # Gradient
+    ///
+    /// Only `x[i, y_i]` receives a gradient: `−w[y_i]·g/W` (`mean`), `−w[y_i]·g` (`sum`),
+    /// `−w[y_i]·g_i` (`none`); ignored rows get 0. See [`nll_loss_backward`].
+    ///
+    /// # PyTorch
+    ///
+    /// `torch.nn.functional.nll_loss(input, target, weight, ignore_index=-100, reduction='mean')`.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::ShapeMismatch`] naming both shapes when the target is not the input shape without
+    ///   dimension 1, or the weight does not have `C` entries;
+    /// - [`Error::TargetOutOfRange`] naming the target's multi-index and value;
+    /// - [`Error::InvalidOption`] for `Reduction::BatchMean`;
+    /// - [`Error::BadRank`] for a 0-d input.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use infoloss::{NllOptions, Reduction, nll_loss, ndarray::array};
+    /// let logp = array![[-0.5f64, -1.0, -2.0], [-3.0, -0.25, -1.5]];
+    /// let target = array![0i64, 2];
+    /// let loss = nll_loss(logp.view(), target.view(), &NllOptions::default()).unwrap();
+    /// assert_eq!(loss.scalar(), Some((0.5 + 1.5) / 2.0));
+    ///
+    /// // weighted mean divides by the target-class weights: (0.1·0.5 + 0.3·1.5) / (0.1 + 0.3)
+    /// let w = array![0.1f64, 0.2, 0.3];
+    /// let opts = NllOptions { weight: Some(w.view()), ..Default::default() };
+    /// let loss = nll_loss(logp.view(), target.view(), &opts).unwrap().scalar().unwrap();
+    /// assert!((loss - 1.25).abs() < 1e-15);
+    ///
+    /// let opts = NllOptions { reduction: Reduction::None, ignore_index: 2, ..Default::default() };
+    /// let l = nll_loss(logp.view(), target.view(), &opts).unwrap();
+    /// assert_eq!(l.elementwise().unwrap(), &array![0.5, 0.0].into_dyn());
+    /// ```
+    fn nll_loss;
+    /// Gradient of [`nll_loss`] with respect to `input`.
+    ///
+    /// # Formula
+    ///
+    /// `grad[i, y_i] = −w[y_i] · g / W` for `mean`, `−w[y_i] · g` for `sum`, `−w[y_i] · g_i` for
+    /// `none`; every other element (and every ignored row) is 0. When all targets are ignored the
+    /// gradient is all zeros (not NaN); when `W = 0` with a non-ignored target (its weight is 0) the
+    /// gradient at that target is NaN, as in PyTorch.
+    ///
+    /// `grad_output` is a scalar (or 0-d array) for `mean`/`sum`, and an array of the target's shape
+    /// (or a scalar applied to every element) for `none`.
+    ///
+    /// # PyTorch
+    ///
+    /// `torch.ops.aten.nll_loss_backward` (the `input.grad` of `F.nll_loss(...).backward(g)`).
+    ///
+    /// # Errors
+    ///
+    /// As [`nll_loss`], plus [`Error::ShapeMismatch`] when `grad_output` has the wrong shape.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use infoloss::{GradOutput, NllOptions, nll_loss_backward, ndarray::array};
+    /// // torch: w = [1, 2, 3, 4], y = [0, 3, -100] → W = 5, grad[0,0] = -0.2, grad[1,3] = -0.8
+    /// let x = array![[0.1f64, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.8], [0.9, 1.0, 1.1, 1.2]];
+    /// let w = array![1.0f64, 2.0, 3.0, 4.0];
+    /// let opts = NllOptions { weight: Some(w.view()), ..Default::default() };
+    /// let g = nll_loss_backward(x.view(), array![0i64, 3, -100].view(), &opts, &GradOutput::one()).unwrap();
+    /// assert_eq!((g[[0, 0]], g[[1, 3]], g[[2, 0]]), (-0.2, -0.8, 0.0));
+    /// ```
+    fn nll_loss_backward;
+    /// Loss and input gradient (upstream gradient 1, all ones for `none`) in one pass.
+    ///
+    /// # Formula
+    ///
+    /// `(nll_loss(input, target), nll_loss_backward(input, target, 1))`; see [`nll_loss`] and
+    /// [`nll_loss_backward`].
+    ///
+    /// # PyTorch
+    ///
+    /// `loss = F.nll_loss(x, y, ...); loss.backward(torch.ones_like(loss)); (loss, x.grad)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`nll_loss`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use infoloss::{NllOptions, nll_loss_with_grad, ndarray::array};
+    /// let x = array![[-1.0f32, -2.0], [-0.5, -3.0]];
+    /// let (loss, grad) = nll_loss_with_grad(x.view(), array![1i64, 0].view(), &NllOptions::default()).unwrap();
+    /// assert_eq!(loss.scalar(), Some(1.25));
+    /// assert_eq!(grad, array![[0.0f32, -0.5], [-0.5, 0.0]].into_dyn());
+    /// ```
+    fn nll_loss_with_grad;
 }
 
 compiled_here! {
@@ -246,6 +216,7 @@ compiled_here! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ndarray::ArrayD;
     use ndarray::{Array, IxDyn, array};
 
     const NAN: f64 = f64::NAN;

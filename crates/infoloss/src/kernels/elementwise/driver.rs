@@ -2,6 +2,7 @@
 //! count), each task run tile by tile through the fused loop at the CPU's best instruction set.
 
 use super::*;
+use ndarray::ArrayViewMutD;
 
 /// What becomes of the loss terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,24 +145,102 @@ impl<'a, T: Element, K: PointOp> Job<'a, T, K> {
     }
 }
 
-/// The validated options shared by the two binary cross-entropies, in PyTorch's order of checks.
-pub(crate) struct BinarySetup<'w, T: Element> {
-    /// The reduction (`'batchmean'` rejected).
+/// The validated options of one elementwise loss call, in PyTorch's order of checks: what the fused
+/// kernel and the reference loop (`rows::elementwise_rows`) both run from.
+pub(crate) struct Plan<'w, T: Element> {
+    /// The loss's name, for errors.
+    pub(crate) op: &'static str,
+    /// The reduction.
     pub(crate) reduction: Reduction,
-    /// The input's shape (also the target's).
+    /// The shape of the elementwise loss (the input's for the BCEs, the broadcast one for `kl_div`).
     pub(crate) shape: Vec<usize>,
     /// Its number of elements.
     pub(crate) n: usize,
     /// The weight broadcast into `shape`.
     pub(crate) weight: Option<ArrayViewD<'w, T>>,
-    /// PyTorch divides the gradient by numel after the weight: `grad_input.div_(input.numel())`.
+    /// `pos_weight` broadcast into `shape`.
+    pub(crate) pos_weight: Option<ArrayViewD<'w, T>>,
+    /// PyTorch divides the BCE gradients by numel after the weight: `grad_input.div_(input.numel())`.
     pub(crate) grad_div: Option<T::Acc>,
+    /// What the summed loss is divided by (the element count for `'mean'`).
+    pub(crate) divisor: Option<usize>,
+    /// What the upstream gradient is divided by first (`kl_div`'s autograd divides before the formula).
+    pub(crate) upstream_div: Option<usize>,
 }
 
-impl<T: Element> BinarySetup<'_, T> {
-    /// What the summed loss is divided by: the element count for `'mean'`.
-    pub(crate) fn loss_divisor(&self) -> Option<usize> {
-        (self.reduction == Reduction::Mean).then_some(self.n)
+impl<'w, T: Element> Plan<'w, T> {
+    /// Runs `op` over `x` and `t` (views of `shape`) through the fused kernel with the upstream
+    /// gradient `g` (per element, or one value), or `None` when it does not apply (the type, no
+    /// elements, or an input outside the loss's domain: the reference implementation then reports it).
+    pub(crate) fn fast_outputs<K: PointOp>(
+        &self,
+        op: K,
+        x: &ArrayViewD<'_, T>,
+        t: &ArrayViewD<'_, T>,
+        want: Want,
+        g: (Option<&ArrayViewD<'_, T>>, T::Acc),
+    ) -> Option<Result<Outputs<T>>> {
+        if self.n == 0 || !fast_path_for::<T>() {
+            return None;
+        }
+        let job = Job::new(op, x, t, want, self.reduction)
+            .weighted(self.weight.as_ref(), self.pos_weight.as_ref())
+            .upstream(g.0, g.1);
+        job.outputs(self.op, &self.shape, self.divisor)
+    }
+
+    /// The loss of `op` with the input gradient (upstream gradient 1) written over `input` (of
+    /// `shape`) by the fused kernel, or `None`, with `input` untouched, when it does not apply (the
+    /// type, the layout, or an input outside the loss's domain, which is checked before anything is
+    /// written).
+    pub(crate) fn fast_in_place<K: PointOp>(
+        &self,
+        op: K,
+        input: &mut ArrayViewMutD<'_, T>,
+        t: &ArrayViewD<'_, T>,
+    ) -> Option<Result<Loss<T>>> {
+        if self.n == 0 || !fast_path_for::<T>() {
+            return None;
+        }
+        let (weight, pos_weight) = (self.weight.as_ref(), self.pos_weight.as_ref());
+        if K::CHECKS {
+            // a streaming pass over the bits; the fused kernel's own check for the other types
+            let valid = match (input.as_slice(), t.as_slice()) {
+                (Some(x), Some(t)) => all_in_unit(x, t),
+                _ => None,
+            }
+            .or_else(|| {
+                let check = Job::new(op, &input.view(), t, Want::NOTHING, self.reduction)
+                    .weighted(weight, pos_weight);
+                check.any_invalid().map(|bad| !bad)
+            });
+            if valid != Some(true) {
+                return None;
+            }
+        }
+        let one = crate::GradOutput::one();
+        let g = crate::base::upstream::upstream_of(
+            self.op,
+            Some(&one),
+            Want::LOSS_AND_INPUT_GRAD,
+            self.reduction,
+            &self.shape,
+            self.upstream_div,
+        );
+        let (g_view, g_const) = match g {
+            Ok(g) => g,
+            Err(e) => return Some(Err(e)),
+        };
+        let job =
+            Job::for_in_place(op, t, self.reduction).weighted(weight, pos_weight).upstream(g_view, g_const);
+        job.in_place(self.op, input.as_slice_mut()?, &self.shape, self.divisor)
+    }
+}
+
+impl Scaling {
+    /// The BCEs' scaling of a call: by its weight, and by the element count for `'mean'`.
+    pub(crate) fn of<T: Element>(plan: &Plan<'_, T>) -> Scaling {
+        Scaling { weighted: plan.weight.is_some(), div: plan.grad_div.map(|d| d.f64() as f32) }
     }
 }
 
@@ -173,7 +252,7 @@ pub(crate) fn binary_setup<'w, T: Element>(
     target: &[usize],
     reduction: Reduction,
     weight: Option<&'w ArrayViewD<'_, T>>,
-) -> Result<BinarySetup<'w, T>> {
+) -> Result<Plan<'w, T>> {
     let reduction = reduction.reject_batchmean(op)?;
     let shape = input.to_vec();
     crate::base::shape::check_same_shape(op, "input", &shape, "target", target)?;
@@ -183,7 +262,8 @@ pub(crate) fn binary_setup<'w, T: Element>(
         None => None,
     };
     let grad_div = (reduction == Reduction::Mean).then(|| T::Acc::c(n as f64));
-    Ok(BinarySetup { reduction, shape, n, weight, grad_div })
+    let divisor = (reduction == Reduction::Mean).then_some(n);
+    Ok(Plan { op, reduction, shape, n, weight, pos_weight: None, grad_div, divisor, upstream_div: None })
 }
 
 /// Whether every element of `x` and `t` (of one length) lies in `[0, 1]` (NaN does not), checked on

@@ -206,152 +206,121 @@ fn ce_index_core<T: Element>(
     } else {
         None
     };
-    let grad = match grad {
-        Some(g) => Some(array_from_vec(op, input.shape(), g)?),
-        None => None,
-    };
+    let grad = grad.map(|g| array_from_vec(op, input.shape(), g)).transpose()?;
     Ok((loss, grad))
 }
 
-/// Cross-entropy from logits with class-index targets.
-///
-/// # Formula
-///
-/// With `lsm = log_softmax(x)` over dimension 1, per row `i` (a position `(n, d1, …, dk)`):
-///
-/// - ε = 0: `l_i = −w[y_i]·lsm[i, y_i]`, reduced exactly as [`nll_loss`](crate::nll_loss()):
-///   `mean` = `Σ l_i / W`, `W = Σ_{i not ignored} w[y_i]` (the count without weight).
-/// - 0 < ε ≤ 1: `loss = (1−ε)·nll + (ε/C)·ret`, where `smooth_i = −Σ_c w_c·lsm[i, c]` (0 for
-///   ignored rows) and `ret` is `Σ smooth_i / W` (`mean`), `Σ smooth_i` (`sum`) or `smooth_i`
-///   (`none`). The uniform part is weighted by `w_c` but normalized by the target weights `W`,
-///   exactly as PyTorch.
-///
-/// Rows whose target is `ignore_index` contribute 0. An empty input or all-ignored targets give NaN
-/// for `mean` and 0 for `sum`. A target class whose logit is `−inf` gives `+inf`.
-///
-/// # Gradient
-///
-/// For a non-ignored row: `[(1−ε)·w_y·(p − e_y) + (ε/C)·(p·Σ_c w_c − w)]·g / W` for `mean` (no `/W`
-/// for `sum`; `g_i` for `none`), with `p = softmax(x)`. Ignored rows get 0. See
-/// [`cross_entropy_backward`].
-///
-/// # PyTorch
-///
-/// `torch.nn.functional.cross_entropy(input, target, weight, ignore_index=-100, reduction='mean',
-/// label_smoothing=0.0)` with an integer target.
-///
-/// # Errors
-///
-/// - [`Error::ShapeMismatch`] naming both shapes (target not the input shape without dimension 1,
-///   weight without `C` entries);
-/// - [`Error::TargetOutOfRange`] naming the target's multi-index and value;
-/// - [`Error::InvalidOption`] for `label_smoothing` above 1 (negative or NaN values disable smoothing, as in PyTorch), and for
-///   `Reduction::BatchMean`.
-///
-/// # Example
-///
-/// ```
-/// use infoloss::{CrossEntropyOptions, cross_entropy, ndarray::array};
-/// // SEEDS #6: CrossEntropyLoss of logits ln([0.3, 0.3, 0.4]) with class 2 is −ln 0.4
-/// let x = array![[0.3f64.ln(), 0.3f64.ln(), 0.4f64.ln()]];
-/// let loss = cross_entropy(x.view(), array![2i64].view(), &CrossEntropyOptions::default()).unwrap();
-/// assert!((loss.scalar().unwrap() - 0.9162907318741551).abs() < 1e-15);
-///
-/// // torch: F.cross_entropy(tensor([[1., 2., 3.]]), tensor([0]), label_smoothing=0.1)
-/// let opts = CrossEntropyOptions { label_smoothing: 0.1, ..Default::default() };
-/// let loss = cross_entropy(array![[1.0f32, 2.0, 3.0]].view(), array![0i64].view(), &opts).unwrap();
-/// assert!((loss.scalar().unwrap() - 2.3076059818267822).abs() < 1e-6);
-/// ```
-pub fn cross_entropy<T: Element, D: Dimension, D2: Dimension>(
-    input: ArrayView<'_, T, D>,
-    target: ArrayView<'_, i64, D2>,
-    opts: &CrossEntropyOptions<'_, T>,
-) -> Result<Loss<T>> {
-    const OP: &str = "cross_entropy";
-    let (loss, _) = ce_index_core(OP, input.into_dyn(), target.into_dyn(), opts, true, None)?;
-    loss.ok_or_else(|| Error::invalid_option(OP, "reduction", opts.reduction, "no loss computed"))
-}
-
-/// Gradient of [`cross_entropy`] with respect to `input`.
-///
-/// # Formula
-///
-/// Autograd's gradient through the composite: an upstream `G` on `lsm = log_softmax(x)` with
-/// `G[i, y_i] = −(1−ε)·w_{y_i}·g/W` and, for ε > 0, `G[i, c] −= (ε/C)·w_c·g/W` on non-ignored rows,
-/// then `grad = G − exp(lsm)·Σ_c G`. For ε = 0 this is `w_y·(p − e_y)·g/W`. `/W` only for `mean`;
-/// `g_i` per row for `none`. All-ignored targets give a zero gradient (not NaN).
-///
-/// `grad_output` is a scalar (or 0-d array) for `mean`/`sum`, and an array of the target's shape
-/// (or a scalar applied to every element) for `none`.
-///
-/// # PyTorch
-///
-/// `x.grad` after `F.cross_entropy(x, y, ...).backward(g)`.
-///
-/// # Errors
-///
-/// As [`cross_entropy`], plus [`Error::ShapeMismatch`] when `grad_output` has the wrong shape.
-///
-/// # Example
-///
-/// ```
-/// use infoloss::{CrossEntropyOptions, GradOutput, cross_entropy_backward, ndarray::array};
-/// // torch: x = [[0, -inf, 1]], y = [1] → loss +inf, grad [[0.2689, -1, 0.7311]]
-/// let x = array![[0.0f64, f64::NEG_INFINITY, 1.0]];
-/// let opts = CrossEntropyOptions::default();
-/// let g = cross_entropy_backward(x.view(), array![1i64].view(), &opts, &GradOutput::one()).unwrap();
-/// assert!((g[[0, 0]] - 0.2689414213699951).abs() < 1e-15);
-/// assert_eq!(g[[0, 1]], -1.0);
-/// assert!((g[[0, 2]] - 0.7310585786300049).abs() < 1e-15);
-/// ```
-pub fn cross_entropy_backward<T: Element, D: Dimension, D2: Dimension>(
-    input: ArrayView<'_, T, D>,
-    target: ArrayView<'_, i64, D2>,
-    opts: &CrossEntropyOptions<'_, T>,
-    grad_output: &GradOutput<'_, T>,
-) -> Result<ArrayD<T>> {
-    const OP: &str = "cross_entropy_backward";
-    let (_, grad) = ce_index_core(OP, input.into_dyn(), target.into_dyn(), opts, false, Some(grad_output))?;
-    grad.ok_or_else(|| Error::invalid_option(OP, "reduction", opts.reduction, "no gradient computed"))
-}
-
-/// Loss and input gradient (upstream gradient 1, all ones for `none`) in one pass: one
-/// log-softmax per row feeds both.
-///
-/// # Formula
-///
-/// `(cross_entropy(x, y), cross_entropy_backward(x, y, 1))`; see [`cross_entropy`].
-///
-/// # PyTorch
-///
-/// `loss = F.cross_entropy(x, y, ...); loss.backward(torch.ones_like(loss)); (loss, x.grad)`.
-///
-/// # Errors
-///
-/// As [`cross_entropy`].
-///
-/// # Example
-///
-/// ```
-/// use infoloss::{CrossEntropyOptions, cross_entropy_with_grad, ndarray::array};
-/// let x = array![[0.0f64, 0.0], [0.0, 0.0]];
-/// let (loss, grad) = cross_entropy_with_grad(x.view(), array![0i64, 1].view(), &CrossEntropyOptions::default()).unwrap();
-/// assert!((loss.scalar().unwrap() - 2f64.ln()).abs() < 1e-15);
-/// // (softmax − onehot) / N
-/// assert_eq!(grad, array![[-0.25, 0.25], [0.25, -0.25]].into_dyn());
-/// ```
-pub fn cross_entropy_with_grad<T: Element, D: Dimension, D2: Dimension>(
-    input: ArrayView<'_, T, D>,
-    target: ArrayView<'_, i64, D2>,
-    opts: &CrossEntropyOptions<'_, T>,
-) -> Result<(Loss<T>, ArrayD<T>)> {
-    const OP: &str = "cross_entropy";
-    let (loss, grad) =
-        ce_index_core(OP, input.into_dyn(), target.into_dyn(), opts, true, Some(&GradOutput::one()))?;
-    match (loss, grad) {
-        (Some(l), Some(g)) => Ok((l, g)),
-        _ => Err(Error::invalid_option(OP, "reduction", opts.reduction, "no loss computed")),
-    }
+super::class_api! {
+    core = ce_index_core, target = i64, options = CrossEntropyOptions<'_, T>, op = "cross_entropy", backward_op = "cross_entropy_backward";
+    /// Cross-entropy from logits with class-index targets.
+    ///
+    /// # Formula
+    ///
+    /// With `lsm = log_softmax(x)` over dimension 1, per row `i` (a position `(n, d1, …, dk)`):
+    ///
+    /// - ε = 0: `l_i = −w[y_i]·lsm[i, y_i]`, reduced exactly as [`nll_loss`](crate::nll_loss()):
+    ///   `mean` = `Σ l_i / W`, `W = Σ_{i not ignored} w[y_i]` (the count without weight).
+    /// - 0 < ε ≤ 1: `loss = (1−ε)·nll + (ε/C)·ret`, where `smooth_i = −Σ_c w_c·lsm[i, c]` (0 for
+    ///   ignored rows) and `ret` is `Σ smooth_i / W` (`mean`), `Σ smooth_i` (`sum`) or `smooth_i`
+    ///   (`none`). The uniform part is weighted by `w_c` but normalized by the target weights `W`,
+    ///   exactly as PyTorch.
+    ///
+    /// Rows whose target is `ignore_index` contribute 0. An empty input or all-ignored targets give NaN
+    /// for `mean` and 0 for `sum`. A target class whose logit is `−inf` gives `+inf`.
+    ///
+    /// # Gradient
+    ///
+    /// For a non-ignored row: `[(1−ε)·w_y·(p − e_y) + (ε/C)·(p·Σ_c w_c − w)]·g / W` for `mean` (no `/W`
+    /// for `sum`; `g_i` for `none`), with `p = softmax(x)`. Ignored rows get 0. See
+    /// [`cross_entropy_backward`].
+    ///
+    /// # PyTorch
+    ///
+    /// `torch.nn.functional.cross_entropy(input, target, weight, ignore_index=-100, reduction='mean',
+    /// label_smoothing=0.0)` with an integer target.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::ShapeMismatch`] naming both shapes (target not the input shape without dimension 1,
+    ///   weight without `C` entries);
+    /// - [`Error::TargetOutOfRange`] naming the target's multi-index and value;
+    /// - [`Error::InvalidOption`] for `label_smoothing` above 1 (negative or NaN values disable smoothing, as in PyTorch), and for
+    ///   `Reduction::BatchMean`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use infoloss::{CrossEntropyOptions, cross_entropy, ndarray::array};
+    /// // SEEDS #6: CrossEntropyLoss of logits ln([0.3, 0.3, 0.4]) with class 2 is −ln 0.4
+    /// let x = array![[0.3f64.ln(), 0.3f64.ln(), 0.4f64.ln()]];
+    /// let loss = cross_entropy(x.view(), array![2i64].view(), &CrossEntropyOptions::default()).unwrap();
+    /// assert!((loss.scalar().unwrap() - 0.9162907318741551).abs() < 1e-15);
+    ///
+    /// // torch: F.cross_entropy(tensor([[1., 2., 3.]]), tensor([0]), label_smoothing=0.1)
+    /// let opts = CrossEntropyOptions { label_smoothing: 0.1, ..Default::default() };
+    /// let loss = cross_entropy(array![[1.0f32, 2.0, 3.0]].view(), array![0i64].view(), &opts).unwrap();
+    /// assert!((loss.scalar().unwrap() - 2.3076059818267822).abs() < 1e-6);
+    /// ```
+    fn cross_entropy;
+    /// Gradient of [`cross_entropy`] with respect to `input`.
+    ///
+    /// # Formula
+    ///
+    /// Autograd's gradient through the composite: an upstream `G` on `lsm = log_softmax(x)` with
+    /// `G[i, y_i] = −(1−ε)·w_{y_i}·g/W` and, for ε > 0, `G[i, c] −= (ε/C)·w_c·g/W` on non-ignored rows,
+    /// then `grad = G − exp(lsm)·Σ_c G`. For ε = 0 this is `w_y·(p − e_y)·g/W`. `/W` only for `mean`;
+    /// `g_i` per row for `none`. All-ignored targets give a zero gradient (not NaN).
+    ///
+    /// `grad_output` is a scalar (or 0-d array) for `mean`/`sum`, and an array of the target's shape
+    /// (or a scalar applied to every element) for `none`.
+    ///
+    /// # PyTorch
+    ///
+    /// `x.grad` after `F.cross_entropy(x, y, ...).backward(g)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`cross_entropy`], plus [`Error::ShapeMismatch`] when `grad_output` has the wrong shape.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use infoloss::{CrossEntropyOptions, GradOutput, cross_entropy_backward, ndarray::array};
+    /// // torch: x = [[0, -inf, 1]], y = [1] → loss +inf, grad [[0.2689, -1, 0.7311]]
+    /// let x = array![[0.0f64, f64::NEG_INFINITY, 1.0]];
+    /// let opts = CrossEntropyOptions::default();
+    /// let g = cross_entropy_backward(x.view(), array![1i64].view(), &opts, &GradOutput::one()).unwrap();
+    /// assert!((g[[0, 0]] - 0.2689414213699951).abs() < 1e-15);
+    /// assert_eq!(g[[0, 1]], -1.0);
+    /// assert!((g[[0, 2]] - 0.7310585786300049).abs() < 1e-15);
+    /// ```
+    fn cross_entropy_backward;
+    /// Loss and input gradient (upstream gradient 1, all ones for `none`) in one pass: one
+    /// log-softmax per row feeds both.
+    ///
+    /// # Formula
+    ///
+    /// `(cross_entropy(x, y), cross_entropy_backward(x, y, 1))`; see [`cross_entropy`].
+    ///
+    /// # PyTorch
+    ///
+    /// `loss = F.cross_entropy(x, y, ...); loss.backward(torch.ones_like(loss)); (loss, x.grad)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`cross_entropy`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use infoloss::{CrossEntropyOptions, cross_entropy_with_grad, ndarray::array};
+    /// let x = array![[0.0f64, 0.0], [0.0, 0.0]];
+    /// let (loss, grad) = cross_entropy_with_grad(x.view(), array![0i64, 1].view(), &CrossEntropyOptions::default()).unwrap();
+    /// assert!((loss.scalar().unwrap() - 2f64.ln()).abs() < 1e-15);
+    /// // (softmax − onehot) / N
+    /// assert_eq!(grad, array![[-0.25, 0.25], [0.25, -0.25]].into_dyn());
+    /// ```
+    fn cross_entropy_with_grad;
 }
 
 /// [`cross_entropy_with_grad`] that writes the gradient into the logits' own buffer: the training

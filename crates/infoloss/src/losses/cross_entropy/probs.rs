@@ -174,102 +174,121 @@ pub(crate) fn ce_probs_core<T: Element>(
     } else {
         None
     };
-    let grad_x = match grad_x {
-        Some(g) => Some(array_from_vec(op, input.shape(), g)?),
-        None => None,
-    };
-    let grad_t = match grad_t {
-        Some(g) => Some(array_from_vec(op, input.shape(), g)?),
-        None => None,
-    };
+    let grad_x = grad_x.map(|g| array_from_vec(op, input.shape(), g)).transpose()?;
+    let grad_t = grad_t.map(|g| array_from_vec(op, input.shape(), g)).transpose()?;
     Ok((loss, grad_x, grad_t))
 }
 
-/// Cross-entropy from logits with probability targets of the input's shape.
-///
-/// # Formula
-///
-/// With `lsm = log_softmax(x)` over dimension 1 and, when ε > 0, `t ← t·(1−ε) + ε/C`:
-/// `l_i = −Σ_c w_c·t[i, c]·lsm[i, c]` per row; `none` gives the `l_i` (the input shape without
-/// dimension 1), `sum` gives `Σ l_i`, and `mean` gives `Σ l_i / (numel/C)`: the number of rows,
-/// **not** the summed weights. An empty input gives NaN for `mean`.
-///
-/// # Gradient
-///
-/// `∂/∂x = (p·Σ_c w_c t_c − w⊙t)·g/M`, `∂/∂t = −w⊙lsm·(1−ε)·g/M` with `M = numel/C` for `mean`
-/// (1 otherwise); see [`cross_entropy_probs_backward`] and [`cross_entropy_probs_backward_target`].
-///
-/// # PyTorch
-///
-/// `torch.nn.functional.cross_entropy(input, target, weight, reduction=..., label_smoothing=...)`
-/// with a floating-point `target` of the input's shape.
-///
-/// # Errors
-///
-/// - [`Error::ShapeMismatch`] naming both shapes when target and input differ, or the weight does
-///   not have `C` entries;
-/// - [`Error::InvalidOption`] for `ignore_index >= 0` ("ignore_index is not supported for floating
-///   point target"), `label_smoothing` above 1 (negative or NaN values disable smoothing, as in PyTorch), and `Reduction::BatchMean`.
-///
-/// # Example
-///
-/// ```
-/// use infoloss::{CrossEntropyOptions, cross_entropy_probs, ndarray::array};
-/// // torch: F.cross_entropy(tensor([[1., 2., 3.]], dtype=torch.float64),
-/// //                        tensor([[0.2, 0.3, 0.5]], dtype=torch.float64))
-/// let x = array![[1.0f64, 2.0, 3.0]];
-/// let t = array![[0.2f64, 0.3, 0.5]];
-/// let loss = cross_entropy_probs(x.view(), t.view(), &CrossEntropyOptions::default()).unwrap();
-/// assert!((loss.scalar().unwrap() - 1.1076059644443805).abs() < 1e-14);
-/// ```
-pub fn cross_entropy_probs<T: Element, D: Dimension, D2: Dimension>(
-    input: ArrayView<'_, T, D>,
-    target: ArrayView<'_, T, D2>,
+/// [`ce_probs_core`] for the loss and the input gradient only.
+fn probs_core<T: Element>(
+    op: &'static str,
+    input: ArrayViewD<'_, T>,
+    target: ArrayViewD<'_, T>,
     opts: &CrossEntropyOptions<'_, T>,
-) -> Result<Loss<T>> {
-    const OP: &str = "cross_entropy";
-    let want = ProbsWant { loss: true, grad_input: None, grad_target: None };
-    let (loss, _, _) = ce_probs_core(OP, input.into_dyn(), target.into_dyn(), opts, want)?;
-    loss.ok_or_else(|| Error::invalid_option(OP, "reduction", opts.reduction, "no loss computed"))
+    loss: bool,
+    grad_input: Option<&GradOutput<'_, T>>,
+) -> Result<LossAndGrad<T>> {
+    let (loss, grad, _) =
+        ce_probs_core(op, input, target, opts, ProbsWant { loss, grad_input, grad_target: None })?;
+    Ok((loss, grad))
 }
 
-/// Gradient of [`cross_entropy_probs`] with respect to `input`.
-///
-/// # Formula
-///
-/// Autograd through `log_softmax`: `G[i, c] = (c_i·w_c)·t'[i, c]` with `c_i = −g/M` (`mean`,
-/// `M = numel/C`), `−g` (`sum`) or `−g_i` (`none`), then `grad = G − exp(lsm)·Σ_c G`, i.e.
-/// `(p·Σ_c w_c t'_c − w⊙t')·g/M`.
-///
-/// # PyTorch
-///
-/// `x.grad` after `F.cross_entropy(x, t, ...).backward(g)` with a probability target.
-///
-/// # Errors
-///
-/// As [`cross_entropy_probs`], plus [`Error::ShapeMismatch`] for a wrong `grad_output` shape.
-///
-/// # Example
-///
-/// ```
-/// use infoloss::{CrossEntropyOptions, GradOutput, cross_entropy_probs_backward, ndarray::array};
-/// let x = array![[0.0f64, 0.0]];
-/// let t = array![[1.0f64, 0.0]];
-/// let g = cross_entropy_probs_backward(x.view(), t.view(), &CrossEntropyOptions::default(), &GradOutput::one())
-///     .unwrap();
-/// // p − t
-/// assert_eq!(g, array![[-0.5, 0.5]].into_dyn());
-/// ```
-pub fn cross_entropy_probs_backward<T: Element, D: Dimension, D2: Dimension>(
-    input: ArrayView<'_, T, D>,
-    target: ArrayView<'_, T, D2>,
-    opts: &CrossEntropyOptions<'_, T>,
-    grad_output: &GradOutput<'_, T>,
-) -> Result<ArrayD<T>> {
-    const OP: &str = "cross_entropy_backward";
-    let want = ProbsWant { loss: false, grad_input: Some(grad_output), grad_target: None };
-    let (_, g, _) = ce_probs_core(OP, input.into_dyn(), target.into_dyn(), opts, want)?;
-    g.ok_or_else(|| Error::invalid_option(OP, "reduction", opts.reduction, "no gradient computed"))
+super::super::class_api! {
+    core = probs_core, target = T, options = CrossEntropyOptions<'_, T>, op = "cross_entropy", backward_op = "cross_entropy_backward";
+    /// Cross-entropy from logits with probability targets of the input's shape.
+    ///
+    /// # Formula
+    ///
+    /// With `lsm = log_softmax(x)` over dimension 1 and, when ε > 0, `t ← t·(1−ε) + ε/C`:
+    /// `l_i = −Σ_c w_c·t[i, c]·lsm[i, c]` per row; `none` gives the `l_i` (the input shape without
+    /// dimension 1), `sum` gives `Σ l_i`, and `mean` gives `Σ l_i / (numel/C)`: the number of rows,
+    /// **not** the summed weights. An empty input gives NaN for `mean`.
+    ///
+    /// # Gradient
+    ///
+    /// `∂/∂x = (p·Σ_c w_c t_c − w⊙t)·g/M`, `∂/∂t = −w⊙lsm·(1−ε)·g/M` with `M = numel/C` for `mean`
+    /// (1 otherwise); see [`cross_entropy_probs_backward`] and [`cross_entropy_probs_backward_target`].
+    ///
+    /// # PyTorch
+    ///
+    /// `torch.nn.functional.cross_entropy(input, target, weight, reduction=..., label_smoothing=...)`
+    /// with a floating-point `target` of the input's shape.
+    ///
+    /// # Errors
+    ///
+    /// - [`Error::ShapeMismatch`] naming both shapes when target and input differ, or the weight does
+    ///   not have `C` entries;
+    /// - [`Error::InvalidOption`] for `ignore_index >= 0` ("ignore_index is not supported for floating
+    ///   point target"), `label_smoothing` above 1 (negative or NaN values disable smoothing, as in PyTorch), and `Reduction::BatchMean`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use infoloss::{CrossEntropyOptions, cross_entropy_probs, ndarray::array};
+    /// // torch: F.cross_entropy(tensor([[1., 2., 3.]], dtype=torch.float64),
+    /// //                        tensor([[0.2, 0.3, 0.5]], dtype=torch.float64))
+    /// let x = array![[1.0f64, 2.0, 3.0]];
+    /// let t = array![[0.2f64, 0.3, 0.5]];
+    /// let loss = cross_entropy_probs(x.view(), t.view(), &CrossEntropyOptions::default()).unwrap();
+    /// assert!((loss.scalar().unwrap() - 1.1076059644443805).abs() < 1e-14);
+    /// ```
+    fn cross_entropy_probs;
+    /// Gradient of [`cross_entropy_probs`] with respect to `input`.
+    ///
+    /// # Formula
+    ///
+    /// Autograd through `log_softmax`: `G[i, c] = (c_i·w_c)·t'[i, c]` with `c_i = −g/M` (`mean`,
+    /// `M = numel/C`), `−g` (`sum`) or `−g_i` (`none`), then `grad = G − exp(lsm)·Σ_c G`, i.e.
+    /// `(p·Σ_c w_c t'_c − w⊙t')·g/M`.
+    ///
+    /// # PyTorch
+    ///
+    /// `x.grad` after `F.cross_entropy(x, t, ...).backward(g)` with a probability target.
+    ///
+    /// # Errors
+    ///
+    /// As [`cross_entropy_probs`], plus [`Error::ShapeMismatch`] for a wrong `grad_output` shape.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use infoloss::{CrossEntropyOptions, GradOutput, cross_entropy_probs_backward, ndarray::array};
+    /// let x = array![[0.0f64, 0.0]];
+    /// let t = array![[1.0f64, 0.0]];
+    /// let g = cross_entropy_probs_backward(x.view(), t.view(), &CrossEntropyOptions::default(), &GradOutput::one())
+    ///     .unwrap();
+    /// // p − t
+    /// assert_eq!(g, array![[-0.5, 0.5]].into_dyn());
+    /// ```
+    fn cross_entropy_probs_backward;
+    /// Loss and input gradient (upstream gradient 1, all ones for `none`) in one pass: one
+    /// log-softmax per row feeds both.
+    ///
+    /// # Formula
+    ///
+    /// `(cross_entropy_probs(x, t), cross_entropy_probs_backward(x, t, 1))`; see
+    /// [`cross_entropy_probs`].
+    ///
+    /// # PyTorch
+    ///
+    /// `loss = F.cross_entropy(x, t, ...); loss.backward(torch.ones_like(loss)); (loss, x.grad)`.
+    ///
+    /// # Errors
+    ///
+    /// As [`cross_entropy_probs`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use infoloss::{CrossEntropyOptions, Reduction, cross_entropy_probs_with_grad, ndarray::array};
+    /// let x = array![[0.0f64, 0.0], [0.0, 0.0]];
+    /// let t = array![[1.0f64, 0.0], [0.5, 0.5]];
+    /// let opts = CrossEntropyOptions { reduction: Reduction::Sum, ..Default::default() };
+    /// let (loss, grad) = cross_entropy_probs_with_grad(x.view(), t.view(), &opts).unwrap();
+    /// assert!((loss.scalar().unwrap() - 2.0 * 2f64.ln()).abs() < 1e-15);
+    /// assert_eq!(grad, array![[-0.5, 0.5], [0.0, 0.0]].into_dyn());
+    /// ```
+    fn cross_entropy_probs_with_grad;
 }
 
 /// Gradient of [`cross_entropy_probs`] with respect to `target`.
@@ -309,48 +328,6 @@ pub fn cross_entropy_probs_backward_target<T: Element, D: Dimension, D2: Dimensi
     let want = ProbsWant { loss: false, grad_input: None, grad_target: Some(grad_output) };
     let (_, _, g) = ce_probs_core(OP, input.into_dyn(), target.into_dyn(), opts, want)?;
     g.ok_or_else(|| Error::invalid_option(OP, "reduction", opts.reduction, "no gradient computed"))
-}
-
-/// Loss and input gradient (upstream gradient 1, all ones for `none`) in one pass: one
-/// log-softmax per row feeds both.
-///
-/// # Formula
-///
-/// `(cross_entropy_probs(x, t), cross_entropy_probs_backward(x, t, 1))`; see
-/// [`cross_entropy_probs`].
-///
-/// # PyTorch
-///
-/// `loss = F.cross_entropy(x, t, ...); loss.backward(torch.ones_like(loss)); (loss, x.grad)`.
-///
-/// # Errors
-///
-/// As [`cross_entropy_probs`].
-///
-/// # Example
-///
-/// ```
-/// use infoloss::{CrossEntropyOptions, Reduction, cross_entropy_probs_with_grad, ndarray::array};
-/// let x = array![[0.0f64, 0.0], [0.0, 0.0]];
-/// let t = array![[1.0f64, 0.0], [0.5, 0.5]];
-/// let opts = CrossEntropyOptions { reduction: Reduction::Sum, ..Default::default() };
-/// let (loss, grad) = cross_entropy_probs_with_grad(x.view(), t.view(), &opts).unwrap();
-/// assert!((loss.scalar().unwrap() - 2.0 * 2f64.ln()).abs() < 1e-15);
-/// assert_eq!(grad, array![[-0.5, 0.5], [0.0, 0.0]].into_dyn());
-/// ```
-pub fn cross_entropy_probs_with_grad<T: Element, D: Dimension, D2: Dimension>(
-    input: ArrayView<'_, T, D>,
-    target: ArrayView<'_, T, D2>,
-    opts: &CrossEntropyOptions<'_, T>,
-) -> Result<(Loss<T>, ArrayD<T>)> {
-    const OP: &str = "cross_entropy";
-    let one = GradOutput::one();
-    let want = ProbsWant { loss: true, grad_input: Some(&one), grad_target: None };
-    let (loss, g, _) = ce_probs_core(OP, input.into_dyn(), target.into_dyn(), opts, want)?;
-    match (loss, g) {
-        (Some(l), Some(g)) => Ok((l, g)),
-        _ => Err(Error::invalid_option(OP, "reduction", opts.reduction, "no loss computed")),
-    }
 }
 
 /// [`cross_entropy_probs_with_grad`] that writes the input gradient into the logits' own buffer

@@ -2,6 +2,7 @@
 //! once into a [`Plan`], then every row runs (in parallel, in fixed-size tasks so results do not depend on
 //! the thread count) through the fast row or the `f64` reference row, and the per-row terms are reduced.
 
+use crate::base::shape::ensure_shapes;
 use ndarray::{
     Array2, ArrayD, ArrayView, ArrayView1, ArrayView2, ArrayViewMut, ArrayViewMut2, Dimension, Ix2, IxDyn,
 };
@@ -92,16 +93,13 @@ pub(crate) fn make_plan(
     match labels {
         None => kinds.resize(rows, RowKind::Keep(None)),
         Some(y) => {
-            if y.len() != rows {
-                return Err(Error::shape_mismatch(
-                    op,
-                    "labels",
-                    y.shape(),
-                    "student",
-                    &[rows, classes],
-                    "do not match: labels must have one entry per row",
-                ));
-            }
+            ensure_shapes(
+                y.len() == rows,
+                op,
+                ("labels", y.shape()),
+                ("student", &[rows, classes]),
+                "do not match: labels must have one entry per row",
+            )?;
             for (r, &v) in y.iter().enumerate() {
                 if v == opts.ignore_index {
                     kinds.push(RowKind::Ignored);
@@ -429,26 +427,20 @@ pub(crate) fn topk_plan<T>(
 ) -> Result<Plan> {
     let (rows, classes) = (s.first().copied().unwrap_or(0), s.get(1).copied().unwrap_or(0));
     let (idx, lq) = (teacher.indices, teacher.logprobs);
-    if idx.shape() != lq.shape() {
-        return Err(Error::shape_mismatch(
-            OP_TOPK,
-            "teacher indices",
-            idx.shape(),
-            "teacher logprobs",
-            lq.shape(),
-            "must be equal",
-        ));
-    }
-    if idx.nrows() != rows {
-        return Err(Error::shape_mismatch(
-            OP_TOPK,
-            "teacher indices",
-            idx.shape(),
-            "student",
-            s,
-            "must have the same number of rows",
-        ));
-    }
+    ensure_shapes(
+        idx.shape() == lq.shape(),
+        OP_TOPK,
+        ("teacher indices", idx.shape()),
+        ("teacher logprobs", lq.shape()),
+        "must be equal",
+    )?;
+    ensure_shapes(
+        idx.nrows() == rows,
+        OP_TOPK,
+        ("teacher indices", idx.shape()),
+        ("student", s),
+        "must have the same number of rows",
+    )?;
     let plan = make_plan(OP_TOPK, rows, classes, labels, opts, teacher.add_tail)?;
     // Every index in range and unique within its row.
     let mut seen = vec![false; if idx.is_empty() { 0 } else { classes }];

@@ -2,6 +2,7 @@
 //! every lane and sum gradients back to the inputs' shapes.
 
 use super::*;
+use crate::base::shape::ensure_shapes;
 
 /// A row-major array seen as `outer × n × inner`, rows running along the middle axis.
 #[derive(Debug, Clone, Copy)]
@@ -181,16 +182,7 @@ pub(crate) fn row_grads<T: Element>(
     let v = grad_into(op, g, out_shape)?;
     let mut out = try_vec(op, "grad_output", v.len())?;
     out.extend(v.iter().map(|x| x.to_acc()));
-    if out.len() != rows {
-        return Err(Error::shape_mismatch(
-            op,
-            "grad_output",
-            g.shape(),
-            "output",
-            out_shape,
-            "must be equal",
-        ));
-    }
+    ensure_shapes(out.len() == rows, op, ("grad_output", g.shape()), ("output", out_shape), "must be equal")?;
     Ok(out)
 }
 
@@ -321,9 +313,6 @@ pub(crate) fn entropy_family_backward<T: Element>(
     opts: &EntropyOptions,
     grad_output: ArrayViewD<'_, T>,
 ) -> Result<(ArrayD<T>, Option<ArrayD<T>>)> {
-    if let Some(out) = fast::family_backward(op, kind, &pk, qk.as_ref(), opts, &grad_output)? {
-        return Ok(out);
-    }
     if let Some(out) = fast::family_backward(op, kind, &pk, qk.as_ref(), opts, &grad_output)? {
         return Ok(out);
     }

@@ -2,6 +2,7 @@
 //! (dense or against the teacher's top-k), then the gradient products of the student head.
 
 use super::*;
+use crate::base::shape::ensure_shapes;
 
 pub use crate::options::LinearDistillOptions;
 
@@ -330,42 +331,33 @@ pub fn linear_distill_backward<T: LinearFloat>(
     let (xs, wsm, xt, wtm) = (student.hidden, student.weight, teacher.hidden, teacher.weight);
     check_linear(OP, xs.shape(), "student_hidden", wsm.shape(), "student_weight")?;
     check_linear(OP, xt.shape(), "teacher_hidden", wtm.shape(), "teacher_weight")?;
-    if xs.nrows() != xt.nrows() {
-        return Err(Error::shape_mismatch(
-            OP,
-            "student_hidden",
-            xs.shape(),
-            "teacher_hidden",
-            xt.shape(),
-            "must have the same number of rows",
-        ));
-    }
-    if wsm.nrows() != wtm.nrows() {
-        return Err(Error::shape_mismatch(
-            OP,
-            "student_weight",
-            wsm.shape(),
-            "teacher_weight",
-            wtm.shape(),
-            "must have the same number of rows (classes V)",
-        ));
-    }
+    ensure_shapes(
+        xs.nrows() == xt.nrows(),
+        OP,
+        ("student_hidden", xs.shape()),
+        ("teacher_hidden", xt.shape()),
+        "must have the same number of rows",
+    )?;
+    ensure_shapes(
+        wsm.nrows() == wtm.nrows(),
+        OP,
+        ("student_weight", wsm.shape()),
+        ("teacher_weight", wtm.shape()),
+        "must have the same number of rows (classes V)",
+    )?;
     check_bias(OP, student.bias.as_ref(), "student_bias", wsm.shape(), "student_weight")?;
     check_bias(OP, teacher.bias.as_ref(), "teacher_bias", wtm.shape(), "teacher_weight")?;
     let (n, hs) = xs.dim();
     let ht = xt.ncols();
     let v = wsm.nrows();
     if let Some(y) = &labels {
-        if y.len() != n {
-            return Err(Error::shape_mismatch(
-                OP,
-                "labels",
-                y.shape(),
-                "student_hidden",
-                xs.shape(),
-                "are not compatible: labels must have one entry per row",
-            ));
-        }
+        ensure_shapes(
+            y.len() == n,
+            OP,
+            ("labels", y.shape()),
+            ("student_hidden", xs.shape()),
+            "are not compatible: labels must have one entry per row",
+        )?;
         for (r, &c) in y.iter().enumerate() {
             if c != opts.distill.ignore_index && !(c >= 0 && (c as u64) < v as u64) {
                 return Err(Error::target_out_of_range(OP, &[r], c, v));

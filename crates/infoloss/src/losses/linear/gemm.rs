@@ -2,6 +2,7 @@
 //! weight/hidden gradient products through `gemm`, and the matrix product behind them.
 
 use super::*;
+use crate::base::shape::ensure_shapes;
 
 pub(crate) fn gemm_err(op: &'static str, e: GemmError) -> Error {
     Error::too_large(op, "matrix product", format!("gemm refused the operands ({e:?})"))
@@ -13,8 +14,7 @@ pub(crate) fn as_2d<'a, T, D: Dimension>(
     name: &'static str,
     a: ArrayView<'a, T, D>,
 ) -> Result<ArrayView2<'a, T>> {
-    let shape = a.shape().to_vec();
-    a.into_dimensionality::<Ix2>().map_err(|_| Error::bad_rank(op, name, &shape, "2 dimensions"))
+    crate::base::shape::view_2d(op, name, a, "2 dimensions")
 }
 
 /// The elements in row-major order, borrowed when already standard layout.
@@ -33,16 +33,13 @@ pub(crate) fn check_linear(
     weight: &[usize],
     wname: &'static str,
 ) -> Result<()> {
-    if hidden.get(1) != weight.get(1) {
-        return Err(Error::shape_mismatch(
-            op,
-            hname,
-            hidden,
-            wname,
-            weight,
-            "are not compatible: hidden (N, H) and weight (V, H) must have the same H",
-        ));
-    }
+    ensure_shapes(
+        hidden.get(1) == weight.get(1),
+        op,
+        (hname, hidden),
+        (wname, weight),
+        "are not compatible: hidden (N, H) and weight (V, H) must have the same H",
+    )?;
     Ok(())
 }
 
@@ -184,16 +181,13 @@ pub fn matmul<T: LinearFloat>(
     accumulate: bool,
 ) -> Result<()> {
     const OP: &str = "matmul";
-    if lhs.ncols() != rhs.nrows() {
-        return Err(Error::shape_mismatch(
-            OP,
-            "lhs",
-            lhs.shape(),
-            "rhs",
-            rhs.shape(),
-            "cannot be multiplied",
-        ));
-    }
+    ensure_shapes(
+        lhs.ncols() == rhs.nrows(),
+        OP,
+        ("lhs", lhs.shape()),
+        ("rhs", rhs.shape()),
+        "cannot be multiplied",
+    )?;
     if dst.dim() != (lhs.nrows(), rhs.ncols()) {
         return Err(Error::shape_mismatch(
             OP,

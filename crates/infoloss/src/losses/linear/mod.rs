@@ -39,7 +39,7 @@
 
 use std::borrow::Cow;
 
-use ndarray::{Array1, Array2, ArrayView, ArrayView1, ArrayView2, ArrayViewMut2, Dimension, Ix2};
+use ndarray::{Array1, Array2, ArrayView, ArrayView1, ArrayView2, ArrayViewMut2, Dimension};
 use rayon::prelude::*;
 
 use crate::base::class_targets::index_targets;
