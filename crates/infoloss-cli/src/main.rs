@@ -94,6 +94,15 @@ struct DistillArgs {
     /// Repeat each student run this many times (new initialization and batch order) and report the mean.
     #[arg(long, default_value_t = 3)]
     repeats: usize,
+    /// The teacher cache of the top-k run (default: OUT/teacher-cache); reused when it holds this teacher.
+    #[arg(long)]
+    teacher_cache: Option<std::path::PathBuf>,
+    /// Teacher classes kept per image in the cache (the rest is one tail bucket).
+    #[arg(long, default_value_t = 3)]
+    topk: usize,
+    /// The cache's storage mode: lossless or packedB (B = 2..16 bits per log-probability).
+    #[arg(long, default_value = "lossless")]
+    cache_mode: String,
 }
 
 fn distill_cmd(a: DistillArgs) -> Result<(), String> {
@@ -118,6 +127,9 @@ fn distill_cmd(a: DistillArgs) -> Result<(), String> {
         uda_threshold: (a.uda_threshold >= 0.0).then_some(a.uda_threshold),
         progress: !a.quiet && !a.json,
         repeats: a.repeats,
+        teacher_cache: a.teacher_cache,
+        topk: a.topk,
+        cache_mode: a.cache_mode.parse().map_err(|e| format!("invalid --cache-mode: {e}"))?,
         ..Default::default()
     };
     let report = distill::run(&cfg)?;

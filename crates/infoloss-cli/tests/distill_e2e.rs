@@ -15,7 +15,14 @@ fn shortened_distill_runs_end_to_end() {
         .expect("run infoloss distill");
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert!(run.status.success(), "distill failed: {}\n{stdout}", String::from_utf8_lossy(&run.stderr));
-    for name in ["teacher", "student, all labels", "student, labeled only", "student + KD", "student + UDA"] {
+    for name in [
+        "teacher",
+        "student, all labels",
+        "student, labeled only",
+        "student + KD",
+        "student + KD, top-k cache",
+        "student + UDA",
+    ] {
         assert!(stdout.contains(name), "table lacks {name:?}:\n{stdout}");
     }
     assert!(
@@ -30,12 +37,18 @@ fn shortened_distill_runs_end_to_end() {
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).expect("results written"))
             .expect("valid JSON");
     let runs = json["runs"].as_array().expect("runs");
-    assert_eq!(runs.len(), 5);
+    assert_eq!(runs.len(), 6);
     let acc = |name: &str| {
         runs.iter().find(|r| r["name"] == name).and_then(|r| r["test_acc"].as_f64()).expect("run present")
     };
     assert!(acc("teacher") > 0.9, "teacher accuracy {}", acc("teacher"));
     assert!(acc("student + KD") > 0.6, "distilled student accuracy {}", acc("student + KD"));
+    let topk = acc("student + KD, top-k cache");
+    assert!(topk > 0.6, "student distilled from the top-3 cache: accuracy {topk}");
+    // the cache is there, whole, with the teacher's top-3
+    let cache = infoloss_cache::CacheReader::open(&out.join("teacher-cache")).expect("teacher cache written");
+    cache.verify().expect("a sound cache");
+    assert_eq!((cache.index().k, cache.index().vocab_size, cache.index().complete), (3, 10, true));
     for r in runs {
         assert_eq!(r["curve"].as_array().map(Vec::len), Some(6), "one curve point per epoch");
     }

@@ -8,10 +8,14 @@
 //! 3. **student, labeled only** — the student with cross-entropy on the small labeled subset alone;
 //! 4. **student + KD** — the same labeled cross-entropy mixed with distillation from the teacher on *all*
 //!    training images (their labels unused): `alpha·T²·KL(softmax(t/T) ‖ softmax(s/T)) + (1 − alpha)·CE`;
-//! 5. **student + UDA** — the same labeled cross-entropy plus `uda_coeff ·` UDA consistency on the
+//! 5. **student + KD, top-k cache** — run 4 with the teacher stored offline: its top-`topk` log-probabilities
+//!    at T over the training images are written to a teacher cache ([`infoloss_cache`], `--teacher-cache`),
+//!    read back, and distilled with `distill_topk` (the mass outside the top-k as one tail bucket), so the table
+//!    shows what sparse offline distillation costs against the dense teacher;
+//! 6. **student + UDA** — the same labeled cross-entropy plus `uda_coeff ·` UDA consistency on the
 //!    unlabeled images (pixel shifts + noise, target sharpened by `softmax(ori/T)`, confidence mask).
 //!
-//! Runs 4 and 5 are compared with run 3 (same labels, same student, same steps).
+//! Runs 4–6 are compared with run 3 (same labels, same student, same steps).
 
 pub mod data;
 mod plot;
@@ -22,9 +26,10 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use indicatif::{ProgressBar, ProgressStyle};
+use infoloss_cache::{CacheReader, CacheWriter, Index, Mode};
 use infoloss_candle::{
-    CrossEntropyOptions, DistillOptions, Divergence, Reduction, Sharpen, UdaOptions, cross_entropy, distill,
-    uda_consistency,
+    CrossEntropyOptions, DistillOptions, Divergence, Reduction, Sharpen, SparseTeacher, UdaOptions,
+    cross_entropy, distill, distill_topk, uda_consistency,
 };
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -76,6 +81,13 @@ pub struct DistillConfig {
     pub progress: bool,
     /// Repeats of the student runs (different initialization and batch order); the table reports the mean.
     pub repeats: usize,
+    /// Where the teacher's top-k is cached (`None`: `out/teacher-cache`); an existing cache of the same
+    /// teacher is reused.
+    pub teacher_cache: Option<PathBuf>,
+    /// Teacher entries kept per image in the cache.
+    pub topk: usize,
+    /// The cache's storage mode.
+    pub cache_mode: Mode,
 }
 
 impl Default for DistillConfig {
@@ -101,6 +113,9 @@ impl Default for DistillConfig {
             batch: 64,
             progress: true,
             repeats: 3,
+            teacher_cache: None,
+            topk: 3,
+            cache_mode: Mode::Lossless,
         }
     }
 }
@@ -261,6 +276,9 @@ enum Recipe<'a> {
     Supervised { pool: &'a [usize], label_smoothing: f64 },
     /// Labeled cross-entropy mixed with distillation on `transfer` from precomputed teacher logits.
     Distill { labeled: &'a [usize], transfer: &'a [usize], teacher_logits: &'a Tensor },
+    /// Labeled cross-entropy mixed with distillation on `transfer` from the cached top-k of the teacher
+    /// (`indices`, `logprobs`: one row per dataset row).
+    DistillTopk { labeled: &'a [usize], transfer: &'a [usize], indices: &'a Tensor, logprobs: &'a Tensor },
     /// Labeled cross-entropy plus UDA consistency on `unlabeled`.
     Uda { labeled: &'a [usize], unlabeled: &'a [usize] },
 }
@@ -288,7 +306,9 @@ fn train(ctx: &Ctx<'_>, name: &str, model: &Mlp, recipe: Recipe<'_>, seed: u64) 
     bar.set_prefix(name.to_string());
     let (mut b1, mut b2) = match &recipe {
         Recipe::Supervised { pool, .. } => (Batcher::new(pool), Batcher::new(&[])),
-        Recipe::Distill { labeled, transfer, .. } => (Batcher::new(labeled), Batcher::new(transfer)),
+        Recipe::Distill { labeled, transfer, .. } | Recipe::DistillTopk { labeled, transfer, .. } => {
+            (Batcher::new(labeled), Batcher::new(transfer))
+        }
         Recipe::Uda { labeled, unlabeled } => (Batcher::new(labeled), Batcher::new(unlabeled)),
     };
     let recipe_text = match &recipe {
@@ -299,6 +319,14 @@ fn train(ctx: &Ctx<'_>, name: &str, model: &Mlp, recipe: Recipe<'_>, seed: u64) 
             "{:.2}·T²·KL(teacher‖student) at T={} on {} images + {:.2}·CE on {} labels",
             cfg.alpha,
             cfg.temperature,
+            transfer.len(),
+            1.0 - cfg.alpha,
+            labeled.len()
+        ),
+        Recipe::DistillTopk { labeled, transfer, indices, .. } => format!(
+            "as KD, against the teacher's cached top-{} + tail ({}) on {} images + {:.2}·CE on {} labels",
+            indices.dim(1).unwrap_or(0),
+            cfg.cache_mode,
             transfer.len(),
             1.0 - cfg.alpha,
             labeled.len()
@@ -324,22 +352,19 @@ fn train(ctx: &Ctx<'_>, name: &str, model: &Mlp, recipe: Recipe<'_>, seed: u64) 
                     cross_entropy(&model.forward(&x)?, &y, &o)?
                 }
                 Recipe::Distill { teacher_logits, .. } => {
-                    let (x, y) = tensor_of(ctx.data, &b1.next(cfg.batch, &mut rng), &ctx.dev)?;
-                    let ce = cross_entropy(&model.forward(&x)?, &y, &CrossEntropyOptions::default())?;
-                    let tidx = b2.next(cfg.batch, &mut rng);
-                    let (xt, _) = tensor_of(ctx.data, &tidx, &ctx.dev)?;
-                    let pos: Vec<u32> = tidx.iter().map(|&i| i as u32).collect();
-                    let t = teacher_logits.index_select(&Tensor::new(pos.as_slice(), &ctx.dev)?, 0)?;
-                    let o = DistillOptions {
-                        temperature: cfg.temperature,
-                        t2_scaling: true,
-                        divergence: Divergence::ForwardKl,
-                        alpha: 1.0,
-                        reduction: Reduction::BatchMean,
-                        ..Default::default()
-                    };
-                    let kd = distill(&model.forward(&xt)?, &t, None, &o)?;
-                    ((kd * cfg.alpha)? + (ce * (1.0 - cfg.alpha))?)?
+                    kd_step(ctx, model, &mut b1, &mut b2, &mut rng, |s, pos| {
+                        distill(s, &teacher_logits.index_select(pos, 0)?, None, &kd_options(cfg))
+                    })?
+                }
+                Recipe::DistillTopk { indices, logprobs, .. } => {
+                    kd_step(ctx, model, &mut b1, &mut b2, &mut rng, |s, pos| {
+                        let teacher = SparseTeacher {
+                            indices: indices.index_select(pos, 0)?,
+                            logprobs: logprobs.index_select(pos, 0)?,
+                            add_tail: true,
+                        };
+                        distill_topk(s, &teacher, None, &kd_options(cfg))
+                    })?
                 }
                 Recipe::Uda { .. } => {
                     let (x, y) = tensor_of(ctx.data, &b1.next(cfg.batch, &mut rng), &ctx.dev)?;
@@ -386,6 +411,38 @@ fn train(ctx: &Ctx<'_>, name: &str, model: &Mlp, recipe: Recipe<'_>, seed: u64) 
         train_seconds: start.elapsed().as_secs_f64(),
         curve,
     })
+}
+
+/// The distillation term of runs 4 and 5: `T²·KL` at T, batch mean.
+fn kd_options(cfg: &DistillConfig) -> DistillOptions {
+    DistillOptions {
+        temperature: cfg.temperature,
+        t2_scaling: true,
+        divergence: Divergence::ForwardKl,
+        alpha: 1.0,
+        reduction: Reduction::BatchMean,
+        ..Default::default()
+    }
+}
+
+/// One step's loss of a KD run: `alpha·kd(student logits, batch rows) + (1 − alpha)·CE` on a labeled batch, the
+/// distillation term on a batch of the transfer set.
+fn kd_step(
+    ctx: &Ctx<'_>,
+    model: &Mlp,
+    labeled: &mut Batcher,
+    transfer: &mut Batcher,
+    rng: &mut StdRng,
+    kd: impl Fn(&Tensor, &Tensor) -> CResult<Tensor>,
+) -> CResult<Tensor> {
+    let cfg = ctx.cfg;
+    let (x, y) = tensor_of(ctx.data, &labeled.next(cfg.batch, rng), &ctx.dev)?;
+    let ce = cross_entropy(&model.forward(&x)?, &y, &CrossEntropyOptions::default())?;
+    let tidx = transfer.next(cfg.batch, rng);
+    let (xt, _) = tensor_of(ctx.data, &tidx, &ctx.dev)?;
+    let pos: Vec<u32> = tidx.iter().map(|&i| i as u32).collect();
+    let kd = kd(&model.forward(&xt)?, &Tensor::new(pos.as_slice(), &ctx.dev)?)?;
+    (kd * cfg.alpha)? + (ce * (1.0 - cfg.alpha))?
 }
 
 /// Everything `infoloss distill` produced.
@@ -456,9 +513,18 @@ pub fn run(cfg: &DistillConfig) -> Result<DistillReport, String> {
     runs.push(t);
     let (train_x, _) = tensor_of(&data, &split.train, &dev).map_err(err)?;
     let teacher_logits = teacher.forward(&train_x).map_err(err)?.detach();
-    // The four student runs, repeated `repeats` times; within a repeat every student starts from the same
+    let cache_dir = cfg.teacher_cache.clone().unwrap_or_else(|| cfg.out.join("teacher-cache"));
+    let about = format!(
+        "infoloss distill teacher: {}, seed {}, {} training images, {} epochs",
+        data.name,
+        cfg.seed,
+        split.train.len(),
+        cfg.epochs
+    );
+    let cached = cache_teacher(&cache_dir, &about, &teacher_logits, cfg)?;
+    // The five student runs, repeated `repeats` times; within a repeat every student starts from the same
     // weights, and each repeat has its own initialization and batch order.
-    let mut per_run: Vec<Vec<RunResult>> = vec![Vec::new(); 4];
+    let mut per_run: Vec<Vec<RunResult>> = vec![Vec::new(); 5];
     for r in 0..cfg.repeats.max(1) as u64 {
         let init = Mlp::new(&[d, cfg.student_hidden, c], &mut init_rng, &dev).map_err(err)?;
         let student = || init.clone_fresh();
@@ -474,8 +540,11 @@ pub fn run(cfg: &DistillConfig) -> Result<DistillReport, String> {
         per_run[2]
             .push(train_kd(&ctx, &tag("student + KD"), &m, &split, &teacher_logits, b + 4).map_err(err)?);
         let m = student().map_err(err)?;
+        let (name, seed) = (tag("student + KD, top-k cache"), b + 6);
+        per_run[3].push(train_kd_topk(&ctx, &name, &m, &split, &cached, seed).map_err(err)?);
+        let m = student().map_err(err)?;
         let uda = Recipe::Uda { labeled: &split.labeled, unlabeled: &split.unlabeled };
-        per_run[3].push(train(&ctx, &tag("student + UDA"), &m, uda, b + 5).map_err(err)?);
+        per_run[4].push(train(&ctx, &tag("student + UDA"), &m, uda, b + 5).map_err(err)?);
     }
     for group in per_run {
         runs.push(aggregate(group));
@@ -502,6 +571,79 @@ pub fn run(cfg: &DistillConfig) -> Result<DistillReport, String> {
     Ok(report)
 }
 
+/// The teacher's top-k over the training images (in `split.train` order), written to the teacher cache in
+/// `dir` unless it already holds this teacher's, and read back: `(indices u32, logprobs f32)`, `(n, k)`.
+fn cache_teacher(
+    dir: &Path,
+    about: &str,
+    logits: &Tensor,
+    cfg: &DistillConfig,
+) -> Result<(Tensor, Tensor), String> {
+    let t = logits.to_dtype(DType::F32).map_err(err)?;
+    let (n, v) = t.dims2().map_err(err)?;
+    let reuse = CacheReader::open(dir).ok().filter(|r| {
+        let ix = r.index();
+        ix.complete
+            && ix.source == about
+            && ix.k == cfg.topk
+            && ix.temperature == cfg.temperature
+            && ix.mode == cfg.cache_mode
+            && ix.rows == n as u64
+    });
+    let reader = match reuse {
+        Some(r) => r,
+        None => {
+            if dir.exists() {
+                std::fs::remove_dir_all(dir)
+                    .map_err(|e| format!("{}: cannot replace the cache: {e}", dir.display()))?;
+            }
+            let flat: Vec<f32> = t.flatten_all().and_then(|f| f.to_vec1()).map_err(err)?;
+            let x = infoloss::ndarray::ArrayView2::from_shape((n, v), &flat).map_err(err)?;
+            let index =
+                Index::new(v, cfg.topk.min(v), cfg.temperature, cfg.cache_mode, 4096, about.to_string())
+                    .map_err(|e| format!("invalid --topk or --cache-mode: {e}"))?;
+            let mut w = CacheWriter::create(dir, index).map_err(err)?;
+            w.push_logits(x).map_err(err)?;
+            w.finish().map_err(err)?;
+            CacheReader::open(dir).map_err(err)?
+        }
+    };
+    let rows = reader.read(0..n as u64).map_err(err)?;
+    let k = rows.k();
+    let dev = logits.device();
+    let idx = Tensor::from_vec(rows.indices.into_raw_vec_and_offset().0, (n, k), dev).map_err(err)?;
+    let lp = Tensor::from_vec(rows.logprobs.into_raw_vec_and_offset().0, (n, k), dev).map_err(err)?;
+    Ok((idx, lp))
+}
+
+/// Rows of `per_train` (one per `split.train` image) reordered into dataset-row order, for batches drawn as
+/// dataset rows.
+fn by_dataset_row(ctx: &Ctx<'_>, split: &Split, per_train: &Tensor) -> CResult<Tensor> {
+    let mut row_of = vec![0u32; ctx.data.len()];
+    for (p, &i) in split.train.iter().enumerate() {
+        row_of[i] = p as u32;
+    }
+    per_train.index_select(&Tensor::new(row_of.as_slice(), &ctx.dev)?, 0)
+}
+
+fn train_kd_topk(
+    ctx: &Ctx<'_>,
+    name: &str,
+    m: &Mlp,
+    split: &Split,
+    (indices, logprobs): &(Tensor, Tensor),
+    seed: u64,
+) -> CResult<RunResult> {
+    let (indices, logprobs) = (by_dataset_row(ctx, split, indices)?, by_dataset_row(ctx, split, logprobs)?);
+    let recipe = Recipe::DistillTopk {
+        labeled: &split.labeled,
+        transfer: &split.train,
+        indices: &indices,
+        logprobs: &logprobs,
+    };
+    train(ctx, name, m, recipe, seed)
+}
+
 fn train_kd(
     ctx: &Ctx<'_>,
     name: &str,
@@ -512,12 +654,7 @@ fn train_kd(
 ) -> CResult<RunResult> {
     // Batches of the transfer set are drawn as dataset rows; the teacher logits rows follow `split.train`'s
     // order, so reorder them into dataset-row order once.
-    let n = ctx.data.len();
-    let mut row_of = vec![0u32; n];
-    for (p, &i) in split.train.iter().enumerate() {
-        row_of[i] = p as u32;
-    }
-    let full = teacher_logits.index_select(&Tensor::new(row_of.as_slice(), &ctx.dev)?, 0)?;
+    let full = by_dataset_row(ctx, split, teacher_logits)?;
     train(
         ctx,
         name,
@@ -551,7 +688,7 @@ pub fn table(r: &DistillReport) -> String {
         r.data, r.train, r.labeled, r.test, r.seed
     );
     s.push_str(&format!(
-        "{:<24} {:>15} {:>10} {:>9}   {}\n",
+        "{:<26} {:>15} {:>10} {:>9}   {}\n",
         "run", "test acc", "test loss", "train s", "recipe"
     ));
     for run in &r.runs {
@@ -561,7 +698,7 @@ pub fn table(r: &DistillReport) -> String {
             format!("{:.1}%", 100.0 * run.test_acc)
         };
         s.push_str(&format!(
-            "{:<24} {:>15} {:>10.4} {:>9.2}   {}\n",
+            "{:<26} {:>15} {:>10.4} {:>9.2}   {}\n",
             run.name, acc, run.test_loss, run.train_seconds, run.recipe
         ));
     }
@@ -572,7 +709,7 @@ pub fn table(r: &DistillReport) -> String {
             s.push_str(&format!(" (means over {} repeats; ± is the standard deviation)", r.repeats));
         }
         s.push_str(":\n");
-        for name in ["student + KD", "student + UDA"] {
+        for name in ["student + KD", "student + KD, top-k cache", "student + UDA"] {
             let Some(run) = find(name) else { continue };
             let d = run.test_acc - base.test_acc;
             let noise = (run.test_acc_std.powi(2) + base.test_acc_std.powi(2)).sqrt().max(0.005);
@@ -583,7 +720,7 @@ pub fn table(r: &DistillReport) -> String {
             } else {
                 "within noise: no clear effect"
             };
-            s.push_str(&format!("  {name:<14} {:+.1} points — {verdict}\n", 100.0 * d));
+            s.push_str(&format!("  {name:<25} {:+.1} points — {verdict}\n", 100.0 * d));
         }
     }
     s.push_str(&format!("plot: {}\n", r.plot.display()));
