@@ -102,3 +102,19 @@ def test_a_distill_training_step_on_a_batch(tmp_path):
     before = model.weight.detach().clone()
     opt.step()
     assert not torch.equal(before, model.weight)
+
+
+def test_docstring_examples_and_annotations():
+    import doctest
+    import inspect
+
+    from infoloss import _cache_torch
+
+    result = doctest.testmod(_cache_torch, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
+    assert itorch.TeacherCacheDataset is _cache_torch.TeacherCacheDataset
+    cls = itorch.TeacherCacheDataset
+    for f in (itorch.distill_topk_args, cls.__init__, cls.__len__, cls.__getitem__, cls.collate):
+        sig = inspect.signature(f)
+        assert sig.return_annotation is not inspect.Signature.empty, f
+        assert all(p.annotation is not p.empty for p in sig.parameters.values() if p.name != "self"), f
