@@ -45,7 +45,7 @@ for spec in sys.argv[1:]:
         print(spec)
 EOF
   }
-  need=$(missing "maturin>=1.16,<2" "numpy>=2" "pytest>=8" "ml_dtypes>=0.2" "scipy>=1.11")
+  need=$(missing "maturin>=1.16,<2" "numpy>=2" "pytest>=8" "ml_dtypes>=0.2" "scipy>=1.11" "safetensors>=0.4")
   if [ -n "$need" ]; then
     # shellcheck disable=SC2086 # one requirement per word
     "$VENV/bin/python" -m pip install --quiet $need

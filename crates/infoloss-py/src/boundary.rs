@@ -76,7 +76,7 @@ fn check_layout(arr: &Bound<'_, PyUntypedArray>, op: &str, name: &str) -> PyResu
 }
 
 /// Borrows an array of element type `E` (any strides); `expected` says what it must be, for the `TypeError`.
-fn borrow_arr<'py, E: numpy::Element>(
+pub(crate) fn borrow_arr<'py, E: numpy::Element>(
     obj: &Bound<'py, PyAny>,
     op: &str,
     name: &str,
@@ -183,6 +183,17 @@ where
     R: Send,
     F: FnOnce() -> infoloss::Result<R> + Send,
 {
+    guarded(py, op, f, to_py_err)
+}
+
+/// [`compute`] for work with another error type (the teacher cache's), which `to_err` maps to a Python
+/// exception.
+pub(crate) fn guarded<R, E, F>(py: Python<'_>, op: &str, f: F, to_err: impl FnOnce(E) -> PyErr) -> PyResult<R>
+where
+    R: Send,
+    E: Send,
+    F: FnOnce() -> Result<R, E> + Send,
+{
     // The pool is fetched (and built, on first use or after a fork) without the GIL, so other Python threads
     // run meanwhile.
     let res = py.detach(move || {
@@ -190,7 +201,7 @@ where
     })?;
     match res {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(to_py_err(e)),
+        Ok(Err(e)) => Err(to_err(e)),
         Err(payload) => {
             let msg = if let Some(s) = payload.downcast_ref::<&str>() {
                 (*s).to_string()

@@ -12,6 +12,7 @@
 use pyo3::prelude::*;
 
 mod boundary;
+mod cache;
 mod catalog;
 mod distill;
 mod in_place;
@@ -67,6 +68,10 @@ fn _infoloss(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(threads::_hold_pool_lock_for_tests, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     m.add_function(wrap_pyfunction!(catalog::_catalog, m)?)?;
+    m.add_function(wrap_pyfunction!(cache::cache_writer_create, m)?)?;
+    m.add_function(wrap_pyfunction!(cache::cache_writer_resume, m)?)?;
+    m.add_function(wrap_pyfunction!(cache::cache_reader_open, m)?)?;
+    m.add_function(wrap_pyfunction!(cache::cache_select_topk, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -140,11 +140,10 @@ def _extension_stubs():
     stands for that class's ``__call__`` without ``self``."""
     tree = ast.parse((PKG / "_infoloss.pyi").read_text())
     defs = stub_functions(PKG / "_infoloss.pyi")
-    protocols = {
-        n.name: next(f for f in n.body if isinstance(f, ast.FunctionDef) and f.name == "__call__")
-        for n in tree.body
-        if isinstance(n, ast.ClassDef)
-    }
+    # classes without `__call__` are the handles the extension's functions return (`_CacheWriter`, ...)
+    calls = {n.name: [f for f in n.body if isinstance(f, ast.FunctionDef) and f.name == "__call__"] for n in tree.body
+             if isinstance(n, ast.ClassDef)}
+    protocols = {name: fs[0] for name, fs in calls.items() if fs}
     for node in tree.body:
         if isinstance(node, ast.AnnAssign) and isinstance(node.annotation, ast.Name) and node.annotation.id in protocols:
             call = protocols[node.annotation.id]

@@ -19,6 +19,9 @@ of any integer dtype) and return NumPy arrays, or Python floats for reduced loss
 - Gradients: ``<name>_with_grad(..., grad_output=None, return_target_grad=False)`` returns
   ``(loss, grad_input)`` or ``(loss, grad_input, grad_target)``.
 - ``infoloss.torch``: ``torch.autograd.Function`` drop-ins for CPU tensors (imported on first use; needs torch).
+- ``infoloss.cache`` (``import infoloss.cache``): the teacher cache for offline distillation, a teacher's top-k
+  log-probabilities stored on disk (``TeacherCacheWriter``, ``TeacherCache`` with zero-copy reads,
+  ``select_topk``); ``infoloss.torch.TeacherCacheDataset`` reads it in a ``DataLoader``.
 - The GIL is released while computing (threads may call infoloss concurrently); :func:`set_num_threads` sets
   the number of threads. Forked children (``multiprocessing``, ``DataLoader`` workers) compute normally.
 - ``ml_dtypes.bfloat16`` arrays (optional ``ml_dtypes`` package) are accepted wherever float arrays are, and

@@ -82,6 +82,9 @@ __all__ = [
 # importing it registers the custom ops under torch.ops.infoloss
 from ._torch_ops import _call, _check, _no_weight_grad  # noqa: E402
 
+# the teacher cache as a torch Dataset (not operators: left out of __all__, which lists the custom ops)
+from ._cache_torch import TeacherCacheDataset, distill_topk_args  # noqa: E402,F401
+
 
 # ---------------------------------------------------------------------------------------------------- losses
 
