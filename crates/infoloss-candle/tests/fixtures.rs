@@ -171,6 +171,8 @@ fn distill_options(case: &Case) -> DistillOptions {
         ignore_index: case.opt_i64("ignore_index"),
         reduction: reduction(case),
         normalizer: case.opt_f64_or_none("normalizer"),
+        logit_scale: case.opt_f64_or_none("logit_scale").unwrap_or(1.0),
+        softcap: case.opt_f64_or_none("softcap"),
     }
 }
 
@@ -268,6 +270,7 @@ fn supports(function: &str) -> bool {
             | "cross_entropy_extras"
             | "linear_cross_entropy"
             | "linear_distill"
+            | "linear_distill_topk"
     )
 }
 
