@@ -24,16 +24,13 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fixture_schema  # noqa: E402
 from fixtures.common import deterministic_torch, versions, write_or_check  # noqa: E402
 from fixtures.distill_softcap import gen_linear_distill_topk, gen_softcap  # noqa: E402
-from gen_fixtures_linear import to_schema  # noqa: E402
+from gen_fixtures_linear import document as linear_document  # noqa: E402
 
 
 def document(family, cases):
-    head = fixture_schema.header(family, "scripts/gen_fixtures_distill_softcap.py", versions(with_scipy=False),
-                                 len(cases))
-    return fixture_schema.dumps(head, [to_schema(c) for c in cases])
+    return linear_document(family, cases, "scripts/gen_fixtures_distill_softcap.py")
 
 
 def main():
