@@ -739,7 +739,9 @@ fn fd_linear_distill_topk() {
     let y = array![2i64, -100, 0, 6, 3];
     let per_row = array![0.5f64, -1.25, 2.0, 0.75, -0.3];
     let t = logits(&h.xt, &h.wt, &h.bt);
-    let cases: Vec<(Divergence, Reduction, f64, usize, bool, (Option<f64>, f64))> = vec![
+    // (divergence, reduction, alpha, k, tail, (softcap, logit_scale))
+    type Case = (Divergence, Reduction, f64, usize, bool, (Option<f64>, f64));
+    let cases: Vec<Case> = vec![
         (Divergence::ForwardKl, Reduction::BatchMean, 1.0, 3, true, (None, 1.0)),
         (Divergence::ReverseKl, Reduction::None, 0.5, 2, false, (Some(2.0), 1.0)),
         (Divergence::GeneralizedJsd { beta: 0.3 }, Reduction::Sum, 0.6, 3, true, (None, 1.6)),
