@@ -193,6 +193,10 @@ fn run_distill<T: Fc>(ck: &mut Checker, case: &Case) {
         let t = float_tensor::<T>(&case.arg("teacher"));
         infoloss_candle::distill(sv.as_tensor(), &t, labels.as_ref(), &opts)
     };
+    if case.is_error() {
+        ck.expect_err("forward", result, case.message());
+        return;
+    }
     let Some(loss) = ck.result("forward", result) else { return };
     ck.field("output", &support::nd::<T>(&loss));
     let up: ArrayD<T> = match case.grad_output() {
