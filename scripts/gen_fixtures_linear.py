@@ -99,8 +99,8 @@ def to_schema(case):
     return c
 
 
-def document(family, cases):
-    head = fixture_schema.header(family, "scripts/gen_fixtures_linear.py", versions(with_scipy=False), len(cases))
+def document(family, cases, generator="scripts/gen_fixtures_linear.py"):
+    head = fixture_schema.header(family, generator, versions(with_scipy=False), len(cases))
     return fixture_schema.dumps(head, [to_schema(c) for c in cases])
 
 def main():

@@ -171,6 +171,8 @@ fn distill_options(case: &Case) -> DistillOptions {
         ignore_index: case.opt_i64("ignore_index"),
         reduction: reduction(case),
         normalizer: case.opt_f64_or_none("normalizer"),
+        logit_scale: case.opt_f64_or_none("logit_scale").unwrap_or(1.0),
+        softcap: case.opt_f64_or_none("softcap"),
     }
 }
 
@@ -191,6 +193,10 @@ fn run_distill<T: Fc>(ck: &mut Checker, case: &Case) {
         let t = float_tensor::<T>(&case.arg("teacher"));
         infoloss_candle::distill(sv.as_tensor(), &t, labels.as_ref(), &opts)
     };
+    if case.is_error() {
+        ck.expect_err("forward", result, case.message());
+        return;
+    }
     let Some(loss) = ck.result("forward", result) else { return };
     ck.field("output", &support::nd::<T>(&loss));
     let up: ArrayD<T> = match case.grad_output() {
@@ -268,6 +274,7 @@ fn supports(function: &str) -> bool {
             | "cross_entropy_extras"
             | "linear_cross_entropy"
             | "linear_distill"
+            | "linear_distill_topk"
     )
 }
 

@@ -20,6 +20,8 @@ pub const FILES: &[&str] = &[
     "linear.json",
     "distill.json",
     "uda.json",
+    "linear_distill_topk.json",
+    "distill_softcap.json",
 ];
 
 /// What an adapter did with a case.
@@ -192,6 +194,8 @@ macro_rules! fixture_tests {
             fixtures_linear "linear.json",
             fixtures_distill "distill.json",
             fixtures_uda "uda.json",
+            fixtures_linear_distill_topk "linear_distill_topk.json",
+            fixtures_distill_softcap "distill_softcap.json",
         );
 
         #[test]

@@ -31,6 +31,8 @@ FILES = (
     "linear.json",
     "distill.json",
     "uda.json",
+    "linear_distill_topk.json",
+    "distill_softcap.json",
 )
 
 NOT_SUPPORTED = "not supported"

@@ -30,7 +30,8 @@ def log_softmax(x):
 # ---------------------------------------------------------------------------------------------- signatures
 
 DISTILL_OPTIONS = [("temperature", 1.0), ("t2_scaling", True), ("divergence", "forward_kl"), ("beta", 0.5),
-                   ("alpha", 1.0), ("ignore_index", -100), ("reduction", "batchmean"), ("normalizer", None)]
+                   ("alpha", 1.0), ("ignore_index", -100), ("reduction", "batchmean"), ("normalizer", None),
+                   ("logit_scale", 1.0), ("softcap", None)]
 SIGNATURES = {
     # name: (positional-or-keyword parameters, keyword-only parameters with defaults)
     "distill": (["student_logits", "teacher_logits", "labels"], DISTILL_OPTIONS),

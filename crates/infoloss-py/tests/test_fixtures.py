@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import infoloss
-from conformance import Tally, array, dtype_of, params
+from conformance import NOT_SUPPORTED, Tally, array, dtype_of, params
 
 TALLY = Tally("python")
 
@@ -149,7 +149,8 @@ def _run_basic(ck, case):
 def _distill_kwargs(o):
     return dict(temperature=float(o["temperature"]), t2_scaling=o["t2_scaling"], divergence=o["divergence"],
                 beta=float(o["beta"]), alpha=float(o["alpha"]), ignore_index=o["ignore_index"],
-                reduction=o["reduction"], normalizer=o["normalizer"])
+                reduction=o["reduction"], normalizer=o["normalizer"],
+                logit_scale=float(o.get("logit_scale", 1.0)), softcap=o.get("softcap"))
 
 
 def _run_distill(ck, case):
@@ -159,6 +160,10 @@ def _run_distill(ck, case):
     rows, cols = s.shape
     labels = array(inp.get("labels"))
     kw = _distill_kwargs(o)
+    if case.get("error"):  # an invalid option (distill_softcap.json)
+        with pytest.raises(ValueError):
+            infoloss.distill(s, array(inp["teacher"], dt), labels, **kw)
+        return None
     up = array(case.get("grad_output"), dt)
     if case["function"] == "distill_topk":
         idx, lq = array(inp["topk_indices"]), array(inp["topk_logprobs"], dt)
@@ -321,6 +326,8 @@ def _adapter(ck, case):
         return _run_ce_extras(ck, case)
     if fn in ("linear_cross_entropy", "linear_distill"):
         return _run_linear(ck, case)
+    if fn == "linear_distill_topk":  # no Python function yet (test_catalog.PENDING)
+        return NOT_SUPPORTED
     raise AssertionError(f"fixture function the NumPy adapter does not know: {fn}")
 
 

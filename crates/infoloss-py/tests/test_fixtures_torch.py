@@ -83,7 +83,8 @@ def _run_loss(ck, case):
 def _distill_kwargs(o):
     return dict(temperature=float(o["temperature"]), t2_scaling=o["t2_scaling"], divergence=o["divergence"],
                 beta=float(o["beta"]), alpha=float(o["alpha"]), ignore_index=o["ignore_index"],
-                reduction=o["reduction"], normalizer=o["normalizer"])
+                reduction=o["reduction"], normalizer=o["normalizer"],
+                logit_scale=float(o.get("logit_scale", 1.0)), softcap=o.get("softcap"))
 
 
 def _run_distill(ck, case):
@@ -91,6 +92,10 @@ def _run_distill(ck, case):
     s = _tensor(inp["student"], dt, grad=True)
     labels = _tensor(inp.get("labels"), dt)
     kw = _distill_kwargs(o)
+    if case.get("error"):  # an invalid option (distill_softcap.json)
+        with pytest.raises(ValueError):
+            itorch.distill(s, _tensor(inp["teacher"], dt), labels, **kw)
+        return None
     if case["function"] == "distill_topk":
         loss = itorch.distill_topk(s, _tensor(inp["topk_indices"], dt), _tensor(inp["topk_logprobs"], dt), labels,
                                    add_tail=o["add_tail"], **kw)

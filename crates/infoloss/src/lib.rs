@@ -140,7 +140,8 @@ pub use linear::{
     LinearCrossEntropyOptions, LinearCrossEntropyOutput, LinearDistillOptions, LinearDistillOutput,
     LinearFloat, LinearHead, LinearWorkspace, TeacherTopK, linear_cross_entropy,
     linear_cross_entropy_backward, linear_cross_entropy_workspace, linear_distill, linear_distill_backward,
-    linear_distill_workspace, linear_distill_workspace_with,
+    linear_distill_topk, linear_distill_topk_workspace, linear_distill_workspace,
+    linear_distill_workspace_with,
 };
 pub use nll::{NllOptions, nll_loss, nll_loss_backward, nll_loss_with_grad};
 pub use softmax::{

@@ -11,7 +11,9 @@ use infoloss::distill::{
     DistillOptions, Divergence, SparseTeacher, distill, distill_backward, distill_topk,
     distill_topk_backward, distill_topk_with_grad, distill_with_grad,
 };
-use infoloss::linear::{LinearHead, TeacherTopK, linear_distill_backward};
+use infoloss::linear::{
+    LinearDistillOutput, LinearHead, TeacherTopK, linear_distill_backward, linear_distill_topk,
+};
 use infoloss::ndarray::{Array, Array1, Array2, ArrayD, Dimension, Ix1, Ix2, IxDyn, arr0};
 use infoloss::uda::{Sharpen, UdaNormalize, UdaOptions, uda_consistency_backward, uda_consistency_with_grad};
 use infoloss::{
@@ -483,6 +485,46 @@ fn distill_options(case: &Case) -> DistillOptions {
         ignore_index: case.opt_i64("ignore_index"),
         reduction: reduction(case),
         normalizer: case.opt_f64_or_none("normalizer"),
+        // absent from the fixtures written before the student logit map
+        logit_scale: case.opt_f64_or_none("logit_scale").unwrap_or(1.0),
+        softcap: case.opt_f64_or_none("softcap"),
+    }
+}
+
+/// The fused head's outputs against the case's `output`, `grad_hidden`, `grad_weight` (and `grad_bias`).
+fn check_linear_distill<T: Fx>(ck: &mut Checker, out: &LinearDistillOutput<T>, has_bias: bool) {
+    ck.field("output", &out.loss.clone().into_array());
+    ck.field("grad_hidden", &dynamic(&out.grad_hidden));
+    ck.field("grad_weight", &dynamic(&out.grad_weight));
+    match (&out.grad_bias, has_bias) {
+        (Some(gb), true) => ck.field("grad_bias", &dynamic(gb)),
+        (None, false) => {}
+        _ => ck.fail("grad_bias presence does not match the student bias"),
+    }
+}
+
+fn run_linear_distill_topk<T: Fx + LinearFloat>(ck: &mut Checker, case: &Case) {
+    let xs = matrix::<T>(case, "student_hidden");
+    let ws = matrix::<T>(case, "student_weight");
+    let bs = vector::<T>(case, "student_bias");
+    let idx = case.ints("topk_indices").expect("topk_indices").into_dimensionality::<Ix2>().expect("2-D");
+    let lq = matrix::<T>(case, "topk_logprobs");
+    let y = labels(case, "labels");
+    let go = case.grad_output().map(|a| a.to_nd::<T>());
+    let d = distill_options(case);
+    let teacher =
+        SparseTeacher { indices: idx.view(), logprobs: lq.view(), add_tail: case.opt_bool("add_tail") };
+    let student = LinearHead { hidden: xs.view(), weight: ws.view(), bias: bs.as_ref().map(|b| b.view()) };
+    for chunk in chunk_sizes(case) {
+        let opts = LinearDistillOptions { distill: d, chunk_size: chunk };
+        let r = linear_distill_topk(&student, &teacher, y.as_ref().map(|y| y.view()), &opts, &upstream(&go));
+        if case.is_error() {
+            ck.expect_err(&format!("chunk {chunk:?}"), r, case.message());
+            continue;
+        }
+        if let Some(out) = ck.result(&format!("chunk {chunk:?}"), r) {
+            check_linear_distill(ck, &out, bs.is_some());
+        }
     }
 }
 
@@ -519,14 +561,8 @@ fn run_linear_distill<T: Fx + LinearFloat>(ck: &mut Checker, case: &Case) {
             ck.expect_err(&format!("chunk {chunk:?}"), r, case.message());
             continue;
         }
-        let Some(out) = ck.result(&format!("chunk {chunk:?}"), r) else { continue };
-        ck.field("output", &out.loss.clone().into_array());
-        ck.field("grad_hidden", &dynamic(&out.grad_hidden));
-        ck.field("grad_weight", &dynamic(&out.grad_weight));
-        match (&out.grad_bias, bs.is_some()) {
-            (Some(gb), true) => ck.field("grad_bias", &dynamic(gb)),
-            (None, false) => {}
-            _ => ck.fail("grad_bias presence does not match the student bias"),
+        if let Some(out) = ck.result(&format!("chunk {chunk:?}"), r) {
+            check_linear_distill(ck, &out, bs.is_some());
         }
     }
 }
@@ -564,6 +600,10 @@ fn run_distill<T: Fx>(ck: &mut Checker, case: &Case) {
         (None, Some(t)) => distill(s.view(), t.view(), yv, &o),
         _ => unreachable!("a case has a dense or a top-k teacher"),
     };
+    if case.is_error() {
+        ck.expect_err("forward", forward(), case.message());
+        return;
+    }
     let Some(loss) = ck.result("forward", forward()) else { return };
     let grad = match &go_dyn {
         None => {
@@ -676,6 +716,7 @@ fn run_case<T: Fx + LinearFloat>(ck: &mut Checker, case: &Case) -> Support {
         "cross_entropy_extras" => run_ce_extras::<T>(ck, case),
         "linear_cross_entropy" => run_linear_ce::<T>(ck, case),
         "linear_distill" => run_linear_distill::<T>(ck, case),
+        "linear_distill_topk" => run_linear_distill_topk::<T>(ck, case),
         "distill" | "distill_topk" => run_distill::<T>(ck, case),
         "uda_consistency" => run_uda::<T>(ck, case),
         _ => return Support::NotSupported,

@@ -6,12 +6,15 @@
 //!   gradients) by central finite differences in f64 (its PyTorch fixtures run in `fixtures.rs`);
 //! - properties: top-k with `k = V` and no tail equals the dense loss, the fused top-k equals `distill_topk` on
 //!   materialized logits with a naively selected teacher, chunk-size invariance, the upstream gradient is
-//!   exactly linear, and the error messages.
+//!   exactly linear, and the error messages;
+//! - `linear_distill_topk` (a stored top-k teacher) by finite differences, `k = V` without tail equals
+//!   `linear_distill`, thread (bit for bit) and chunk invariance, its errors; the student logit scale and
+//!   softcap by finite differences in `distill`, `distill_topk` and `linear_distill`.
 
 use infoloss::distill::{DistillOptions, Divergence, SparseTeacher, distill_topk_with_grad};
 use infoloss::linear::{
     LinearDistillOptions, LinearDistillOutput, LinearHead, TeacherTopK, linear_distill,
-    linear_distill_backward, linear_distill_workspace, linear_distill_workspace_with,
+    linear_distill_backward, linear_distill_topk, linear_distill_workspace, linear_distill_workspace_with,
 };
 use infoloss::ndarray::{Array1, Array2, ArrayView2, array};
 use infoloss::uda::{Sharpen, UdaNormalize, UdaOptions, uda_consistency_backward, uda_consistency_with_grad};
@@ -688,4 +691,294 @@ fn generic_runs<T: LinearFloat>() -> f64 {
 fn f32_and_f64_agree() {
     let (a, b) = (generic_runs::<f32>(), generic_runs::<f64>());
     assert!(b > 0.01 && (a - b).abs() <= 1e-6 * b, "{a} vs {b}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// linear_distill_topk (a stored top-k teacher) and the student logit scale / softcap
+// ---------------------------------------------------------------------------------------------
+
+/// `linear_distill_topk` of `h`'s student (its own hidden states unless `xs`/`ws`/`bs` replace them).
+#[allow(clippy::too_many_arguments)]
+fn run_topk<T: LinearFloat>(
+    xs: &Array2<T>,
+    ws: &Array2<T>,
+    bs: Option<&Array1<T>>,
+    idx: &Array2<i64>,
+    lq: &Array2<T>,
+    tail: bool,
+    labels: Option<&Array1<i64>>,
+    opts: &LinearDistillOptions,
+    g: &GradOutput<'_, T>,
+) -> LinearDistillOutput<T> {
+    let student = LinearHead { hidden: xs.view(), weight: ws.view(), bias: bs.map(|b| b.view()) };
+    let teacher = SparseTeacher { indices: idx.view(), logprobs: lq.view(), add_tail: tail };
+    linear_distill_topk(&student, &teacher, labels.map(|y| y.view()), opts, g).expect("linear_distill_topk")
+}
+
+fn distill_opts(
+    div: Divergence,
+    reduction: Reduction,
+    alpha: f64,
+    map: (Option<f64>, f64),
+) -> DistillOptions {
+    DistillOptions {
+        divergence: div,
+        reduction,
+        alpha,
+        temperature: 1.7,
+        softcap: map.0,
+        logit_scale: map.1,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn fd_linear_distill_topk() {
+    let (n, hs, v) = (5, 3, 7);
+    let h = heads(n, hs, 4, v, 1100);
+    let y = array![2i64, -100, 0, 6, 3];
+    let per_row = array![0.5f64, -1.25, 2.0, 0.75, -0.3];
+    let t = logits(&h.xt, &h.wt, &h.bt);
+    // (divergence, reduction, alpha, k, tail, (softcap, logit_scale))
+    type Case = (Divergence, Reduction, f64, usize, bool, (Option<f64>, f64));
+    let cases: Vec<Case> = vec![
+        (Divergence::ForwardKl, Reduction::BatchMean, 1.0, 3, true, (None, 1.0)),
+        (Divergence::ReverseKl, Reduction::None, 0.5, 2, false, (Some(2.0), 1.0)),
+        (Divergence::GeneralizedJsd { beta: 0.3 }, Reduction::Sum, 0.6, 3, true, (None, 1.6)),
+        (Divergence::TotalVariation, Reduction::Mean, 0.8, 4, true, (Some(1.5), 0.7)),
+        (Divergence::ForwardKl, Reduction::None, 1.0, 7, false, (Some(3.0), 1.3)),
+    ];
+    let mut checked = 0;
+    for (div, red, alpha, k, tail, map) in cases {
+        let d = distill_opts(div, red, alpha, map);
+        let (idx, lq) = naive_top_k(&t, k, d.temperature);
+        let opts = LinearDistillOptions { distill: d, chunk_size: Some(2) };
+        let labels = (alpha < 1.0).then_some(&y);
+        let g = if red == Reduction::None {
+            GradOutput::Array(per_row.view().into_dyn())
+        } else {
+            GradOutput::Scalar(-0.7)
+        };
+        let out = run_topk(&h.xs, &h.ws, Some(&h.bs), &idx, &lq, tail, labels, &opts, &g);
+        let f = |xs: &Array2<f64>, ws: &Array2<f64>, bs: &Array1<f64>| {
+            objective(&run_topk(xs, ws, Some(bs), &idx, &lq, tail, labels, &opts, &g).loss, &g)
+        };
+        let what = format!("{div:?} {red} alpha {alpha} k {k} tail {tail} map {map:?}");
+        checked += fd_check(&format!("{what} hidden"), &h.xs, &out.grad_hidden, |x| f(x, &h.ws, &h.bs));
+        checked += fd_check(&format!("{what} weight"), &h.ws, &out.grad_weight, |w| f(&h.xs, w, &h.bs));
+        let gb = out.grad_bias.expect("bias gradient");
+        checked += fd_check(&format!("{what} bias"), &h.bs, &gb, |b| f(&h.xs, &h.ws, b));
+    }
+    assert_eq!(checked, 5 * (n * hs + v * hs + v));
+}
+
+#[test]
+fn fd_softcap_and_logit_scale_in_every_distill_path() {
+    let (n, v) = (4, 6);
+    let s = rand_matrix(n, v, 1200, 3.0);
+    let t = rand_matrix(n, v, 1201, 2.0);
+    let y = array![1i64, 5, -100, 0];
+    let (idx, lq) = naive_top_k(&t, 3, 1.7);
+    let teacher = SparseTeacher { indices: idx.view(), logprobs: lq.view(), add_tail: true };
+    let per_row = array![0.5f64, -1.25, 2.0, 0.75];
+    for map in [(Some(2.0), 1.0), (None, 1.8), (Some(1.5), 0.6)] {
+        for (div, red, alpha) in [
+            (Divergence::ForwardKl, Reduction::BatchMean, 0.6),
+            (Divergence::ReverseKl, Reduction::None, 1.0),
+            (Divergence::GeneralizedJsd { beta: 0.4 }, Reduction::Sum, 0.3),
+            (Divergence::TotalVariation, Reduction::Mean, 0.9),
+        ] {
+            let o = distill_opts(div, red, alpha, map);
+            let labels = (alpha < 1.0).then(|| y.view());
+            let g = if red == Reduction::None {
+                GradOutput::Array(per_row.view().into_dyn())
+            } else {
+                GradOutput::Scalar(1.3)
+            };
+            let what = format!("{div:?} {red} alpha {alpha} map {map:?}");
+            let dense = infoloss::distill_backward(s.view(), t.view(), labels, &o, &g).unwrap();
+            let dense = dense.into_dimensionality().unwrap();
+            fd_check(&format!("distill {what}"), &s, &dense, |x| {
+                objective(&infoloss::distill(x.view(), t.view(), labels, &o).unwrap(), &g)
+            });
+            let sparse = infoloss::distill_topk_backward(s.view(), &teacher, labels, &o, &g).unwrap();
+            let sparse = sparse.into_dimensionality().unwrap();
+            fd_check(&format!("distill_topk {what}"), &s, &sparse, |x| {
+                objective(&infoloss::distill_topk(x.view(), &teacher, labels, &o).unwrap(), &g)
+            });
+        }
+    }
+    // linear_distill (dense and computed top-k teachers) with a softcap and a scale
+    let h = heads(5, 3, 4, 7, 1210);
+    for topk in [None, Some(TeacherTopK { k: 3, add_tail: true })] {
+        let d = distill_opts(
+            Divergence::GeneralizedJsd { beta: 0.5 },
+            Reduction::BatchMean,
+            1.0,
+            (Some(2.0), 1.4),
+        );
+        let opts = LinearDistillOptions { distill: d, chunk_size: Some(2) };
+        let g = GradOutput::Scalar(0.8);
+        let out = own(&h, topk, &opts, &g);
+        fd_check(&format!("linear_distill {topk:?} hidden"), &h.xs, &out.grad_hidden, |x| {
+            objective(&run(&h, x, &h.ws, Some(&h.bs), None, topk, &opts, &g).loss, &g)
+        });
+        fd_check(&format!("linear_distill {topk:?} weight"), &h.ws, &out.grad_weight, |w| {
+            objective(&run(&h, &h.xs, w, Some(&h.bs), None, topk, &opts, &g).loss, &g)
+        });
+    }
+}
+
+#[test]
+fn softcap_matches_capped_logits_and_defaults_change_nothing() {
+    let (n, v) = (5, 8);
+    let s = rand_matrix(n, v, 1300, 6.0);
+    let t = rand_matrix(n, v, 1301, 2.0);
+    let y = array![1i64, 5, -100, 0, 7];
+    let (a, c) = (1.3, 2.5);
+    let capped = s.mapv(|x| c * (a * x / c).tanh());
+    let map = DistillOptions { alpha: 0.6, softcap: Some(c), logit_scale: a, ..Default::default() };
+    let plain = DistillOptions { alpha: 0.6, ..Default::default() };
+    // the loss is the plain loss of the capped logits (every term, the cross-entropy included)
+    let l1 = infoloss::distill(s.view(), t.view(), Some(y.view()), &map).unwrap().scalar().unwrap();
+    let l2 = infoloss::distill(capped.view(), t.view(), Some(y.view()), &plain).unwrap().scalar().unwrap();
+    assert!((l1 - l2).abs() <= 1e-14 * l2.abs(), "{l1} vs {l2}");
+    // logit_scale = 1 and no softcap are the defaults: bit for bit the same result
+    let explicit = DistillOptions { softcap: None, logit_scale: 1.0, ..plain };
+    assert_eq!(
+        infoloss::distill_with_grad(s.view(), t.view(), Some(y.view()), &explicit).unwrap(),
+        infoloss::distill_with_grad(s.view(), t.view(), Some(y.view()), &plain).unwrap()
+    );
+    // f32 takes the fast path: it agrees with f64
+    let s32 = s.mapv(|x| x as f32);
+    let t32 = t.mapv(|x| x as f32);
+    let (l32, g32) = infoloss::distill_with_grad(s32.view(), t32.view(), Some(y.view()), &map).unwrap();
+    let s64 = s32.mapv(f64::from);
+    let t64 = t32.mapv(f64::from);
+    let (l64, g64) = infoloss::distill_with_grad(s64.view(), t64.view(), Some(y.view()), &map).unwrap();
+    assert!((f64::from(l32.scalar().unwrap()) - l64.scalar().unwrap()).abs() < 1e-6);
+    let g32: Vec<f64> = g32.iter().map(|&x| f64::from(x)).collect();
+    assert_close("f32 softcap gradient", &g32, &flat2(&g64), 1e-5, 1e-7);
+}
+
+#[test]
+fn topk_with_k_equal_v_without_tail_equals_linear_distill() {
+    // teacher logits t through an identity head, so both losses see exactly t
+    let (n, hs, v) = (7, 3, 6);
+    let h = heads(n, hs, 2, v, 1400);
+    let t = rand_matrix(n, v, 1401, 2.0);
+    let eye = Array2::<f64>::eye(v);
+    let y = array![2i64, -100, 0, 5, 3, 1, -100];
+    for map in [(None, 1.0), (Some(2.0), 1.3)] {
+        for div in [Divergence::ForwardKl, Divergence::ReverseKl, Divergence::GeneralizedJsd { beta: 0.3 }] {
+            for (red, alpha) in [(Reduction::BatchMean, 1.0), (Reduction::None, 0.5), (Reduction::Sum, 0.7)] {
+                let d = distill_opts(div, red, alpha, map);
+                let (idx, lq) = naive_top_k(&t, v, d.temperature);
+                let opts = LinearDistillOptions { distill: d, chunk_size: Some(3) };
+                let labels = (alpha < 1.0).then_some(&y);
+                let g = GradOutput::Scalar(1.5);
+                let sparse = run_topk(&h.xs, &h.ws, Some(&h.bs), &idx, &lq, false, labels, &opts, &g);
+                let student =
+                    LinearHead { hidden: h.xs.view(), weight: h.ws.view(), bias: Some(h.bs.view()) };
+                let teacher = LinearHead { hidden: t.view(), weight: eye.view(), bias: None };
+                let dense =
+                    linear_distill_backward(&student, &teacher, labels.map(|y| y.view()), None, &opts, &g)
+                        .unwrap();
+                let what = format!("k = V {div:?} {red} alpha {alpha} map {map:?}");
+                assert_same_output(&what, &sparse, &dense, 1e-13, 1e-15);
+            }
+        }
+    }
+}
+
+/// The `f32` or `f64` stored-teacher result at chunk size `chunk` on `threads` threads.
+fn topk_at<T: LinearFloat>(
+    chunk: Option<usize>,
+    threads: usize,
+    map: (Option<f64>, f64),
+) -> LinearDistillOutput<T> {
+    let (n, hs, v, k) = (23, 5, 40, 6);
+    let h = heads(n, hs, 2, v, 1500);
+    let t = rand_matrix(n, v, 1501, 2.0);
+    let (idx, lq) = naive_top_k(&t, k, 1.7);
+    let c = |a: &Array2<f64>| a.mapv(to_t::<T>);
+    let bs = h.bs.mapv(to_t::<T>);
+    let y: Array1<i64> = (0..n as i64).map(|r| if r % 5 == 2 { -100 } else { (r * 7) % v as i64 }).collect();
+    let d = distill_opts(Divergence::GeneralizedJsd { beta: 0.4 }, Reduction::BatchMean, 0.7, map);
+    let opts = LinearDistillOptions { distill: d, chunk_size: chunk };
+    let (xs, ws, lq) = (c(&h.xs), c(&h.ws), c(&lq));
+    crate::support::on_threads(threads, || {
+        run_topk(&xs, &ws, Some(&bs), &idx, &lq, true, Some(&y), &opts, &GradOutput::Scalar(to_t(0.9)))
+    })
+}
+
+fn widen<T: LinearFloat>(o: &LinearDistillOutput<T>) -> LinearDistillOutput<f64> {
+    LinearDistillOutput {
+        loss: Loss::Scalar(to_f64(o.loss.scalar().unwrap())),
+        grad_hidden: o.grad_hidden.mapv(to_f64),
+        grad_weight: o.grad_weight.mapv(to_f64),
+        grad_bias: o.grad_bias.as_ref().map(|b| b.mapv(to_f64)),
+    }
+}
+
+fn thread_and_chunk_invariance<T: LinearFloat>(tol: f64) {
+    for map in [(None, 1.0), (Some(3.0), 1.2)] {
+        for chunk in [Some(1), Some(4), Some(7), None] {
+            // bit for bit on 1, 2 and 3 threads
+            let one = topk_at::<T>(chunk, 1, map);
+            for threads in [2, 3] {
+                assert_eq!(
+                    topk_at::<T>(chunk, threads, map),
+                    one,
+                    "chunk {chunk:?} threads {threads} {map:?}"
+                );
+            }
+            // chunks change only the order of the sums over chunks (the loss, the weight and bias gradients)
+            let base = widen(&topk_at::<T>(Some(5), 1, map));
+            assert_same_output(&format!("chunk {chunk:?} {map:?}"), &widen(&one), &base, tol, tol * 1e-2);
+        }
+    }
+}
+
+#[test]
+fn linear_distill_topk_is_thread_and_chunk_invariant() {
+    thread_and_chunk_invariance::<f64>(1e-13);
+    thread_and_chunk_invariance::<f32>(1e-5);
+}
+
+#[test]
+fn linear_distill_topk_errors_name_shapes_indices_and_options() {
+    let h = heads(3, 2, 2, 4, 1600);
+    let idx = array![[0i64, 1], [2, 3], [1, 0]];
+    let lq = array![[-0.5f64, -1.5], [-0.7, -1.0], [-0.2, -2.0]];
+    let msg = |idx: &Array2<i64>, lq: &Array2<f64>, d: DistillOptions| {
+        let student = LinearHead { hidden: h.xs.view(), weight: h.ws.view(), bias: None };
+        let teacher = SparseTeacher { indices: idx.view(), logprobs: lq.view(), add_tail: true };
+        let opts = LinearDistillOptions { distill: d, chunk_size: None };
+        linear_distill_topk(&student, &teacher, None, &opts, &GradOutput::one()).unwrap_err().to_string()
+    };
+    let ok = DistillOptions::default();
+    assert_eq!(
+        msg(&idx, &lq.slice(infoloss::ndarray::s![.., ..1]).to_owned(), ok),
+        "linear_distill_topk: topk_indices shape [3, 2] and topk_logprobs shape [3, 1] must have the same shape (N, k)"
+    );
+    assert_eq!(
+        msg(
+            &idx.slice(infoloss::ndarray::s![..2, ..]).to_owned(),
+            &lq.slice(infoloss::ndarray::s![..2, ..]).to_owned(),
+            ok
+        ),
+        "linear_distill_topk: topk_indices shape [2, 2] and student_hidden shape [3, 2] must have the same number of rows N"
+    );
+    let mut bad = idx.clone();
+    bad[[1, 1]] = 4;
+    assert!(msg(&bad, &lq, ok).contains("topk_indices"), "{}", msg(&bad, &lq, ok));
+    assert!(msg(&bad, &lq, ok).contains("out of range for 4 classes"));
+    bad[[1, 1]] = 2;
+    assert!(msg(&bad, &lq, ok).contains("repeats an index earlier in its row"));
+    // the options are validated as distill validates them (the message names distill and the option)
+    let cap = DistillOptions { softcap: Some(0.0), ..ok };
+    assert!(msg(&idx, &lq, cap).ends_with("invalid softcap = 0: must be a finite number > 0"));
+    let scale = DistillOptions { logit_scale: f64::INFINITY, ..ok };
+    assert!(msg(&idx, &lq, scale).ends_with("invalid logit_scale = inf: must be a finite number > 0"));
 }

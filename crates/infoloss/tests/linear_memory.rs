@@ -16,10 +16,11 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use infoloss::distill::DistillOptions;
+use infoloss::distill::{DistillOptions, SparseTeacher};
 use infoloss::linear::{
     LinearDistillOptions, LinearHead, LinearWorkspace, TeacherTopK, linear_cross_entropy_workspace,
-    linear_distill_backward, linear_distill_workspace_with,
+    linear_distill_backward, linear_distill_topk, linear_distill_topk_workspace,
+    linear_distill_workspace_with,
 };
 use infoloss::ndarray::{Array1, Array2};
 use infoloss::{GradOutput, LinearCrossEntropyOptions, LinearFloat, linear_cross_entropy};
@@ -221,6 +222,45 @@ fn measure_distill<T: LinearFloat>(
     }
 }
 
+/// A stored top-k teacher for `n` rows of `v` classes: `k` distinct classes per row, log-probabilities that
+/// leave mass for the tail.
+fn stored_teacher<T: LinearFloat>(n: usize, v: usize, k: usize) -> (Array2<i64>, Array2<T>) {
+    let idx = Array2::from_shape_fn((n, k), |(r, j)| ((r + j * (v / k)) % v) as i64);
+    let lq = Array2::from_shape_fn((n, k), |(_, j)| T::c(-6.0 - 0.01 * j as f64));
+    (idx, lq)
+}
+
+fn measure_distill_topk<T: LinearFloat>(
+    n: usize,
+    h: usize,
+    v: usize,
+    k: usize,
+    chunk: Option<usize>,
+) -> Report {
+    let e = std::mem::size_of::<T>();
+    let (xs, ws) = (matrix::<T>(n, h, 3, 1.0), matrix::<T>(v, h, 4, 0.05));
+    let bs = Array1::from_elem(v, T::c(0.01));
+    let (idx, lq) = stored_teacher::<T>(n, v, k);
+    let opts = LinearDistillOptions {
+        distill: DistillOptions { temperature: 2.0, ..Default::default() },
+        chunk_size: chunk,
+    };
+    let student = LinearHead { hidden: xs.view(), weight: ws.view(), bias: Some(bs.view()) };
+    let teacher = SparseTeacher { indices: idx.view(), logprobs: lq.view(), add_tail: true };
+    let (first, peak, out) = peaks(|| {
+        linear_distill_topk(&student, &teacher, None, &opts, &GradOutput::Scalar(T::c(0.5))).expect("topk")
+    });
+    assert!(out.loss.scalar().expect("scalar").f64().is_finite());
+    Report {
+        what: format!("linear_distill_topk N={n} H={h} V={v} k={k} {}", std::any::type_name::<T>()),
+        inputs: (n * h + v * h + v) * e + n * k * (8 + e),
+        grads: (n * h + v * h + v) * e,
+        workspace: linear_distill_topk_workspace::<T>(n, h, v, true, &opts),
+        first,
+        peak,
+    }
+}
+
 /// Small per-call allocations the workspace does not list (rayon job bookkeeping, `Vec` growth of the per-row
 /// losses, a few ndarray headers).
 const SLACK: usize = 1 << 20;
@@ -277,6 +317,9 @@ fn peak_memory_is_gradients_plus_one_chunk() {
     measure_distill::<f32>(n, h, v, Some(64), None).check(Some(n * v * 4), SLACK);
     measure_distill::<f32>(n, h, v, Some(64), tk).check(Some(n * v * 4), SLACK);
     measure_distill::<f64>(n, h, v, Some(50), None).check(Some(n * v * 8), SLACK);
+    measure_distill_topk::<f32>(n, h, v, 64, Some(64)).check(Some(n * v * 4), SLACK);
+    measure_distill_topk::<f64>(n, h, v, 64, Some(50)).check(Some(n * v * 8), SLACK);
+    measure_distill_topk::<f32>(n, h, v, 64, None).check(None, SLACK);
     // the automatic chunk holds at least 64 MiB of logits: here all rows, still within the reported workspace
     measure_ce::<f32>(n, h, v, None).check(None, SLACK);
     measure_distill::<f32>(n, h, v, None, tk).check(None, SLACK);
@@ -291,6 +334,9 @@ fn peak_memory_at_the_issue_anchor_size() {
     for chunk in [None, Some(128)] {
         let t = std::time::Instant::now();
         measure_ce::<f32>(n, h, v, chunk).check(Some(n * v * 4), SLACK);
+        println!("  (chunk {chunk:?}; two calls {:.2} s)", t.elapsed().as_secs_f64());
+        let t = std::time::Instant::now();
+        measure_distill_topk::<f32>(n, h, v, 128, chunk).check(Some(n * v * 4), SLACK);
         println!("  (chunk {chunk:?}; two calls {:.2} s)", t.elapsed().as_secs_f64());
         for topk in [None, tk] {
             let t = std::time::Instant::now();
@@ -358,6 +404,17 @@ fn time_against_the_gemms_alone_at_the_anchor_size() {
     };
     let kd = median_secs(reps, || run(None));
     let kd_topk = median_secs(reps, || run(Some(TeacherTopK { k: 64, add_tail: true })));
+    let bs = Array1::from_elem(v, 0.01f32);
+    let (idx, lq) = stored_teacher::<f32>(n, v, 128);
+    let stored = SparseTeacher { indices: idx.view(), logprobs: lq.view(), add_tail: true };
+    let with_bias = LinearHead { bias: Some(bs.view()), ..student };
+    let stored_kd = median_secs(reps, || {
+        drop(linear_distill_topk(&with_bias, &stored, None, &dopts, &GradOutput::one()).expect("stored"))
+    });
+    println!(
+        "linear_distill_topk (stored top-128 + tail, student bias) {stored_kd:.2} s ({:.2}× the three GEMMs)",
+        stored_kd / three
+    );
     println!(
         "{} threads: three GEMMs {three:.2} s, linear_cross_entropy {ce:.2} s ({:.2}×); four GEMMs {four:.2} s, \
          linear_distill {kd:.2} s ({:.2}×), with a top-64 teacher + tail {kd_topk:.2} s ({:.2}×)",

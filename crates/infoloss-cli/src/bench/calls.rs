@@ -172,6 +172,8 @@ pub(super) enum LinearOp {
     CrossEntropy,
     /// `linear-distill`.
     Distill,
+    /// `linear-distill-topk`.
+    DistillTopk,
 }
 
 impl LinearOp {
@@ -180,6 +182,7 @@ impl LinearOp {
         match name {
             "linear-ce" => Some(LinearOp::CrossEntropy),
             "linear-distill" => Some(LinearOp::Distill),
+            "linear-distill-topk" => Some(LinearOp::DistillTopk),
             _ => None,
         }
     }
@@ -193,7 +196,8 @@ impl LinearOp {
     ) -> Result<f64, infoloss::Error> {
         match self {
             LinearOp::CrossEntropy => time_linear_ce::<T>(n, v, reps),
-            LinearOp::Distill => time_linear_distill::<T>(n, v, reps),
+            LinearOp::Distill => time_linear_distill::<T>(n, v, reps, None),
+            LinearOp::DistillTopk => time_linear_distill::<T>(n, v, reps, Some(STORED_TOPK)),
         }
     }
 
@@ -205,19 +209,27 @@ impl LinearOp {
             LinearOp::CrossEntropy => 2 * n * h + 2 * v * h,
             // the hidden states, weights and biases of both heads read, the student's gradients written
             LinearOp::Distill => 3 * n * h + 3 * v * h + 3 * v,
+            // the student's hidden states, weight and bias read and their gradients written, the stored
+            // top-k read (indices counted as one element)
+            LinearOp::DistillTopk => 2 * n * h + 2 * v * h + 2 * v + 2 * n * STORED_TOPK,
         }
     }
 }
 
+/// The `k` of `linear-distill-topk`'s stored teacher.
+const STORED_TOPK: usize = 128;
+
 /// Median time of `linear_distill_backward` for `n` rows and `v` classes (hidden size [`LINEAR_HIDDEN`], both
-/// heads with a bias, forward KL at T = 2, automatic chunk).
+/// heads with a bias, forward KL at T = 2, automatic chunk), or with `stored_k` of `linear_distill_topk`
+/// against a stored top-`k` teacher with the tail bucket (the student head alone).
 fn time_linear_distill<T: infoloss::LinearFloat>(
     n: usize,
     v: usize,
     reps: usize,
+    stored_k: Option<usize>,
 ) -> Result<f64, infoloss::Error> {
-    use infoloss::distill::DistillOptions;
-    use infoloss::linear::{LinearDistillOptions, LinearHead, linear_distill_backward};
+    use infoloss::distill::{DistillOptions, SparseTeacher};
+    use infoloss::linear::{LinearDistillOptions, LinearHead, linear_distill_backward, linear_distill_topk};
     let h = LINEAR_HIDDEN;
     let mut rng = StdRng::seed_from_u64(0x11ea_d157);
     let mut m = |r: usize, c: usize, scale: f64| {
@@ -233,9 +245,21 @@ fn time_linear_distill<T: infoloss::LinearFloat>(
         distill: DistillOptions { temperature: 2.0, ..Default::default() },
         ..Default::default()
     };
+    // the stored teacher: k distinct classes per row, log-probabilities leaving mass for the tail
+    let k = stored_k.unwrap_or(0).min(v);
+    let idx = Array2::from_shape_fn((n, k), |(r, j)| ((r + j * (v / k.max(1))) % v.max(1)) as i64);
+    let lq = Array2::from_shape_fn((n, k), |(_, j)| {
+        T::from_acc(<T::Acc as infoloss::Real>::c(-6.0 - 0.01 * j as f64))
+    });
+    let stored = SparseTeacher { indices: idx.view(), logprobs: lq.view(), add_tail: true };
+    let one = infoloss::GradOutput::one();
     let mut err = None;
     let t = time_reps(reps, || {
-        match linear_distill_backward(&student, &teacher, None, None, &opts, &infoloss::GradOutput::one()) {
+        let r = match stored_k {
+            None => linear_distill_backward(&student, &teacher, None, None, &opts, &one),
+            Some(_) => linear_distill_topk(&student, &stored, None, &opts, &one),
+        };
+        match r {
             Ok(out) => drop(out),
             Err(e) => err = Some(e),
         }

@@ -59,6 +59,7 @@ pub const OPS: &[OpSpec] = op_table![
     "uda" => "uda_consistency, T=0.4, threshold 0.5", 2, 1;
     "linear-ce" => "linear_cross_entropy (loss + grad hidden/weight), H=1024, f32/f64 only; bytes: inputs+grads", 0, 0;
     "linear-distill" => "linear_distill_backward, heads H=1024 with biases, forward KL T=2 (f32/f64 only; bytes: inputs+grads)", 0, 0;
+    "linear-distill-topk" => "linear_distill_topk, student head H=1024 with bias vs a stored top-128 teacher + tail, forward KL T=2 (f32/f64 only; bytes: inputs+grads)", 0, 0;
     "candle-ce" => "infoloss_candle::cross_entropy + backward(), class targets (vs core ce)", 1, 1;
     "candle-ce-fwd" => "infoloss_candle::cross_entropy forward only, class targets", 1, 0;
     "candle-kl" => "infoloss_candle::kl_div(log p, p) batchmean + backward() (vs core kl)", 2, 1;

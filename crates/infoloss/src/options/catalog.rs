@@ -144,6 +144,12 @@ pub fn catalog() -> &'static [LossSpec] {
                 false,
                 "distill(F.linear(student_hidden, …), F.linear(teacher_hidden, …), labels, …)",
             ),
+            loss::<LinearDistillOptions>(
+                "linear_distill_topk",
+                &["student_hidden", "student_weight", "student_bias"],
+                false,
+                "distill_topk(F.linear(student_hidden, …), stored teacher top-k (topk_indices, topk_logprobs), …)",
+            ),
         ]
     });
     &CATALOG

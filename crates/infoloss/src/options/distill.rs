@@ -165,7 +165,15 @@ options! {
     /// Options of [`distill`](crate::distill()) and [`distill_topk`](crate::distill_topk).
     ///
     /// `Default`: `temperature = 1`, `t2_scaling = true`, forward KL, `alpha = 1` (soft loss only),
-    /// `ignore_index = −100`, `reduction = BatchMean`, no normalizer.
+    /// `ignore_index = −100`, `reduction = BatchMean`, no normalizer, `logit_scale = 1`, no softcap.
+    ///
+    /// # Student logit transform
+    ///
+    /// With `logit_scale = a` and `softcap = Some(c)` the student logits become `s' = c·tanh(a·s / c)`
+    /// (without a softcap `s' = a·s`) before anything else, so the gradient with respect to the given
+    /// logits is the gradient with respect to `s'` times `∂s'/∂s = a·(1 − (s'/c)²)` (`a` without a
+    /// softcap). PyTorch: `s = c * torch.tanh(a * s / c)` before the loss expression. The defaults run
+    /// nothing extra and leave every result bit-identical.
     ///
     /// ```
     /// use infoloss::distill::{DistillOptions, Divergence};
@@ -173,6 +181,7 @@ options! {
     /// let o = DistillOptions::default();
     /// assert_eq!((o.temperature, o.t2_scaling, o.alpha), (1.0, true, 1.0));
     /// assert_eq!((o.divergence, o.reduction, o.ignore_index), (Divergence::ForwardKl, Reduction::BatchMean, -100));
+    /// assert_eq!((o.logit_scale, o.softcap), (1.0, None));
     /// ```
     #[derive(Debug, Clone, Copy, PartialEq)]
     pub struct DistillOptions {
@@ -193,6 +202,14 @@ options! {
         pub reduction: Reduction = Reduction::BatchMean,
         /// Replaces the number of kept rows as the divisor of `BatchMean`/`Mean` (e.g. a global token count).
         pub normalizer: Option<f64> = None,
+        /// Scale `a` of the student logits, `s' = a·s` (default 1); finite and > 0. Applied before the
+        /// softcap, the temperature, the divergence and the hard-label cross-entropy.
+        pub logit_scale: f64 = 1.0,
+        /// Student logit softcap `c` (Gemma-style, default `None`): `s' = c·tanh(a·s / c)`, finite and > 0.
+        /// Every term sees the capped logits — the divergence (after the temperature) **and** the
+        /// hard-label cross-entropy — as Gemma caps the final logits every loss reads. The teacher is not
+        /// capped (its stored or computed logits are taken as they are).
+        pub softcap: Option<f64> = None,
     }
 }
 

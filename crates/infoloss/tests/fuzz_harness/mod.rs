@@ -37,6 +37,8 @@ pub const CATALOG_TARGETS: &[(&str, &str)] = &[
     ("cross_entropy_extras", "ce_extras"),
     ("linear_cross_entropy", "linear"),
     ("linear_distill", "linear"),
+    // the linear target does not call linear_distill_topk yet (its chunk loop is linear_distill's)
+    ("linear_distill_topk", "linear"),
 ];
 
 /// Every fuzz target, by name (the directory names under `fuzz/corpus/`).

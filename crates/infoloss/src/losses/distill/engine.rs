@@ -37,6 +37,19 @@ pub(crate) fn check_options(op: &'static str, opts: &DistillOptions, have_labels
             return Err(Error::invalid_option(op, "beta", beta, "must be in [0, 1]"));
         }
     }
+    if !(opts.logit_scale.is_finite() && opts.logit_scale > 0.0) {
+        return Err(Error::invalid_option(
+            op,
+            "logit_scale",
+            opts.logit_scale,
+            "must be a finite number > 0",
+        ));
+    }
+    if let Some(c) = opts.softcap {
+        if !(c.is_finite() && c > 0.0) {
+            return Err(Error::invalid_option(op, "softcap", c, "must be a finite number > 0"));
+        }
+    }
     if let Some(n) = opts.normalizer {
         if !(n.is_finite() && n > 0.0) {
             return Err(Error::invalid_option(op, "normalizer", n, "must be a finite number > 0"));
@@ -51,6 +64,78 @@ pub(crate) fn check_options(op: &'static str, opts: &DistillOptions, have_labels
         }
     }
     Ok(())
+}
+
+/// The student logit map of [`DistillOptions`]: `s' = c·tanh(a·s / c)` with a softcap `c`, else `a·s`
+/// (`a` = `logit_scale`). A [`Plan`] holds `None` for the identity, so the default runs nothing extra.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct StudentMap {
+    pub(crate) scale: f64,
+    pub(crate) cap: Option<f64>,
+}
+
+impl StudentMap {
+    /// The map of `opts`, `None` when it is the identity (`logit_scale = 1`, no softcap).
+    pub(crate) fn of(opts: &DistillOptions) -> Option<Self> {
+        (opts.logit_scale != 1.0 || opts.softcap.is_some())
+            .then_some(StudentMap { scale: opts.logit_scale, cap: opts.softcap })
+    }
+
+    /// `s' = c·tanh(a·s / c)` (`a·s` without a cap), in PyTorch's order of operations.
+    #[inline]
+    pub(crate) fn apply(self, s: f64) -> f64 {
+        let y = self.scale * s;
+        match self.cap {
+            Some(c) => c * (y / c).tanh(),
+            None => y,
+        }
+    }
+
+    /// `∂s'/∂s = a·(1 − (s'/c)²)` (`a` without a cap) from the mapped logit `s'`, as `tanh`'s backward.
+    #[inline]
+    pub(crate) fn slope(self, mapped: f64) -> f64 {
+        match self.cap {
+            Some(c) => {
+                let u = mapped / c;
+                self.scale * (1.0 - u * u)
+            }
+            None => self.scale,
+        }
+    }
+
+    /// Maps the `f64` row `s` in place.
+    pub(crate) fn apply_row(self, s: &mut [f64]) {
+        for x in s {
+            *x = self.apply(*x);
+        }
+    }
+
+    /// `g ⊙ ∂s'/∂s` for the mapped row `mapped`: the gradient wrt `s'` becomes the one wrt `s`.
+    pub(crate) fn chain_row(self, g: &mut [f64], mapped: &[f64]) {
+        for (gi, &y) in g.iter_mut().zip(mapped) {
+            *gi *= self.slope(y);
+        }
+    }
+}
+
+/// Runs the reference row function `f` on the student row `sc.s` mapped by `map` (if any; `f` must not
+/// change `sc.s`), then turns its gradient wrt the mapped logits into the gradient wrt the given ones.
+pub(crate) fn mapped_row(
+    map: Option<StudentMap>,
+    sc: &mut Scratch,
+    grad: GradDst<'_>,
+    f: impl FnOnce(&mut Scratch, GradDst<'_>) -> (f64, f64),
+) -> (f64, f64) {
+    let Some(m) = map else { return f(sc, grad) };
+    m.apply_row(&mut sc.s);
+    match grad {
+        None => f(sc, None),
+        Some((g, a, b)) => {
+            let res = f(sc, Some((&mut *g, a, b)));
+            m.chain_row(g, &sc.s);
+            res
+        }
+    }
 }
 
 /// What happens to one row.
@@ -77,6 +162,8 @@ pub(crate) struct Plan {
     pub(crate) hard_div: f64,
     pub(crate) reduction: Reduction,
     pub(crate) cfg: RowCfg,
+    /// The student logit map (logit scale, softcap); `None` for the identity.
+    pub(crate) map: Option<StudentMap>,
 }
 
 pub(crate) fn make_plan(
@@ -132,6 +219,7 @@ pub(crate) fn make_plan(
         hard_div,
         reduction: opts.reduction,
         cfg: RowCfg { temp: t, div: opts.divergence, soft_on, ce_on, add_tail },
+        map: StudentMap::of(opts),
     })
 }
 
@@ -300,11 +388,11 @@ pub(crate) fn dense_core<T: Element>(
     if let Some(job) = FastJob::new::<T>(&plan, grad_output)? {
         return fast_dense(Student::View(s), t, &plan, &job);
     }
-    let cfg = plan.cfg;
+    let (cfg, map) = (plan.cfg, plan.map);
     engine(OP, &plan, grad_output, |r, label, sc, grad| {
         gather(s.row(r), &mut sc.s);
         gather(t.row(r), &mut sc.t);
-        dense_row(&sc.s, &sc.t, label, &cfg, &mut sc.kept, grad)
+        mapped_row(map, sc, grad, |sc, grad| dense_row(&sc.s, &sc.t, label, &cfg, &mut sc.kept, grad))
     })
 }
 
@@ -403,7 +491,7 @@ pub(crate) fn topk_core<T: Element>(
     if let Some(job) = FastJob::with_div(OP_TOPK, &plan, grad_output, KdDiv::Forward, 0.0)? {
         return fast_topk(Student::View(s), idx, lq, &plan, &job);
     }
-    let cfg = plan.cfg;
+    let (cfg, map) = (plan.cfg, plan.map);
     engine(OP_TOPK, &plan, grad_output, |r, label, sc, grad| {
         gather(s.row(r), &mut sc.s);
         gather(lq.row(r), &mut sc.t);
@@ -413,7 +501,7 @@ pub(crate) fn topk_core<T: Element>(
             sc.mark.clear();
             sc.mark.resize(classes, false);
         }
-        topk_row(sc, label, &cfg, grad)
+        mapped_row(map, sc, grad, |sc, grad| topk_row(sc, label, &cfg, grad))
     })
 }
 
@@ -442,17 +530,29 @@ pub(crate) fn topk_plan<T>(
         "must have the same number of rows",
     )?;
     let plan = make_plan(OP_TOPK, rows, classes, labels, opts, teacher.add_tail)?;
+    check_topk_indices(OP_TOPK, "teacher indices", idx, classes)?;
+    Ok(plan)
+}
+
+/// Checks a top-k teacher's indices `idx (rows, k)` (called `name`) against `classes`: each in `[0, classes)` and none
+/// repeated within its row (errors name the position).
+pub(crate) fn check_topk_indices(
+    op: &'static str,
+    name: &'static str,
+    idx: ArrayView2<'_, i64>,
+    classes: usize,
+) -> Result<()> {
     // Every index in range and unique within its row.
     let mut seen = vec![false; if idx.is_empty() { 0 } else { classes }];
     // (An empty index array has nothing to check, however many rows it has.)
-    for (r, row) in idx.outer_iter().enumerate().take(if idx.is_empty() { 0 } else { rows }) {
+    for (r, row) in idx.outer_iter().enumerate().take(if idx.is_empty() { 0 } else { idx.nrows() }) {
         for (j, &v) in row.iter().enumerate() {
             let slot = if v >= 0 { usize::try_from(v).ok().and_then(|u| seen.get_mut(u)) } else { None };
             match slot {
                 None => {
                     return Err(Error::invalid_value(
-                        OP_TOPK,
-                        "teacher indices",
+                        op,
+                        name,
                         &[r, j],
                         v as f64,
                         format!("is out of range for {classes} classes"),
@@ -460,8 +560,8 @@ pub(crate) fn topk_plan<T>(
                 }
                 Some(true) => {
                     return Err(Error::invalid_value(
-                        OP_TOPK,
-                        "teacher indices",
+                        op,
+                        name,
                         &[r, j],
                         v as f64,
                         "repeats an index earlier in its row",
@@ -476,7 +576,7 @@ pub(crate) fn topk_plan<T>(
             }
         }
     }
-    Ok(plan)
+    Ok(())
 }
 
 compiled_here! {

@@ -12,7 +12,8 @@ use crate::{Element, Error, GradOutput, Loss, Result};
 
 use super::engine::*;
 use super::{Divergence, OP, OP_TOPK};
-use crate::base::element::zero_t;
+use crate::Real;
+use crate::base::element::{to_t, zero_t};
 use crate::rows::distill_fast::*;
 use crate::rows::distill_rows::*;
 
@@ -156,13 +157,29 @@ pub(crate) fn fast_drive<T: Element>(
     let cfg = plan.cfg;
     let mut per_row = crate::base::array::try_vec(op, "rows", rows)?;
     per_row.resize(rows, (0.0f64, 0.0f64));
-    let one =
-        |r: usize, s_row: ArrayView1<'_, T>, out: Option<&mut [T]>, sc: &mut FastScratch| -> (f64, f64) {
-            let Some(RowKind::Keep(label)) = plan.kinds.get(r) else { return (0.0, 0.0) };
-            let label = if cfg.ce_on { *label } else { None };
-            let g = job.up.as_ref().map_or(1.0, |u| u.at(r));
-            row(r, label, g * job.soft_base, g * job.ce_base, s_row, out, sc)
-        };
+    // `mapped`: the worker's buffer of the student row after the plan's logit map (unused without one)
+    let one = |r: usize,
+               s_row: ArrayView1<'_, T>,
+               out: Option<&mut [T]>,
+               sc: &mut FastScratch,
+               mapped: &mut Vec<T>|
+     -> (f64, f64) {
+        let Some(RowKind::Keep(label)) = plan.kinds.get(r) else { return (0.0, 0.0) };
+        let label = if cfg.ce_on { *label } else { None };
+        let g = job.up.as_ref().map_or(1.0, |u| u.at(r));
+        let (soft, ce) = (g * job.soft_base, g * job.ce_base);
+        let Some(m) = plan.map else { return row(r, label, soft, ce, s_row, out, sc) };
+        mapped.clear();
+        mapped.extend(s_row.iter().map(|&x| to_t::<T>(m.apply(x.to_acc().f64()))));
+        let mut out = out;
+        let res = row(r, label, soft, ce, ArrayView1::from(mapped.as_slice()), out.as_deref_mut(), sc);
+        if let Some(o) = out {
+            for (gi, &y) in o.iter_mut().zip(mapped.iter()) {
+                *gi = to_t(gi.to_acc().f64() * m.slope(y.to_acc().f64()));
+            }
+        }
+        res
+    };
     let grad = match (student, job.up.is_some()) {
         (Student::InPlace(buf), true) if v > 0 => {
             buf.par_chunks_mut(v)
@@ -170,15 +187,15 @@ pub(crate) fn fast_drive<T: Element>(
                 .enumerate()
                 .with_min_len(min_len)
                 .for_each_init(
-                    || (FastScratch::default(), Vec::<T>::new()),
-                    |(sc, copy), (r, (o, slot))| {
+                    || (FastScratch::default(), Vec::<T>::new(), Vec::<T>::new()),
+                    |(sc, copy, mapped), (r, (o, slot))| {
                         if !matches!(plan.kinds.get(r), Some(RowKind::Keep(_))) {
                             o.fill(zero_t());
                             return;
                         }
                         copy.clear();
                         copy.extend_from_slice(o);
-                        *slot = one(r, ArrayView1::from(copy.as_slice()), Some(o), sc);
+                        *slot = one(r, ArrayView1::from(copy.as_slice()), Some(o), sc, mapped);
                     },
                 );
             None
@@ -186,7 +203,7 @@ pub(crate) fn fast_drive<T: Element>(
         (Student::InPlace(buf), _) => {
             let s = ArrayView2::from_shape((rows, v), &*buf)
                 .map_err(|e| Error::too_large(op, "student", e.to_string()))?;
-            loss_rows(&mut per_row, min_len, |r, sc| one(r, s.row(r), None, sc));
+            loss_rows(&mut per_row, min_len, |r, sc, mapped| one(r, s.row(r), None, sc, mapped));
             None
         }
         (Student::View(s), true) => {
@@ -196,33 +213,34 @@ pub(crate) fn fast_drive<T: Element>(
                 .zip(per_row.par_iter_mut())
                 .enumerate()
                 .with_min_len(min_len)
-                .for_each_init(FastScratch::default, |sc, (r, (o, slot))| {
-                    *slot = one(r, s.row(r), Some(o), sc)
-                });
+                .for_each_init(
+                    || (FastScratch::default(), Vec::<T>::new()),
+                    |(sc, mapped), (r, (o, slot))| *slot = one(r, s.row(r), Some(o), sc, mapped),
+                );
             Some(
                 Array2::from_shape_vec((rows, v), buf)
                     .map_err(|e| Error::too_large(op, "gradient", e.to_string()))?,
             )
         }
         (Student::View(s), false) => {
-            loss_rows(&mut per_row, min_len, |r, sc| one(r, s.row(r), None, sc));
+            loss_rows(&mut per_row, min_len, |r, sc, mapped| one(r, s.row(r), None, sc, mapped));
             None
         }
     };
     Ok((reduce_rows(op, plan, &per_row)?, grad))
 }
 
-/// `per_row[r] = f(r, scratch)` for every row, in parallel (the loss alone).
-pub(crate) fn loss_rows(
+/// `per_row[r] = f(r, scratch, row buffer)` for every row, in parallel (the loss alone).
+pub(crate) fn loss_rows<T: Element>(
     per_row: &mut [(f64, f64)],
     min_len: usize,
-    f: impl Fn(usize, &mut FastScratch) -> (f64, f64) + Sync,
+    f: impl Fn(usize, &mut FastScratch, &mut Vec<T>) -> (f64, f64) + Sync,
 ) {
     per_row
         .par_iter_mut()
         .enumerate()
         .with_min_len(min_len)
-        .for_each_init(FastScratch::default, |sc, (r, slot)| *slot = f(r, sc));
+        .for_each_init(|| (FastScratch::default(), Vec::new()), |(sc, b), (r, slot)| *slot = f(r, sc, b));
 }
 
 /// [`topk_impl`] on the fast path: the dense row work (the student's log-sum-exps, the tail's, the

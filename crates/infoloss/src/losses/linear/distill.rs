@@ -149,20 +149,38 @@ pub fn linear_distill_workspace_with<T: LinearFloat>(
     opts: &LinearDistillOptions,
 ) -> LinearWorkspace {
     let elem = std::mem::size_of::<T>();
-    let chunk_rows = chunk_rows_for(n, hs.max(ht), v, elem, opts.chunk_size, 1);
+    let select_bytes = if teacher_topk.is_some() { std::mem::size_of::<usize>() } else { 0 };
+    let topk_row_bytes = teacher_topk.map_or(0, |t| t.k.min(v).saturating_mul(8 + elem));
+    distill_workspace::<T>(n, hs.max(ht), v, has_bias, 2, select_bytes, topk_row_bytes, opts)
+}
+
+/// The fused distillation losses' workspace: `buffers` logits chunks, row scratch of
+/// `threads·V·(6·8 + size_of::<T>() + select_bytes)`, the per-row losses, the bias accumulator, and
+/// `topk_row_bytes` per chunk row of teacher top-k.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn distill_workspace<T: LinearFloat>(
+    n: usize,
+    h: usize,
+    v: usize,
+    has_bias: bool,
+    buffers: usize,
+    select_bytes: usize,
+    topk_row_bytes: usize,
+    opts: &LinearDistillOptions,
+) -> LinearWorkspace {
+    let elem = std::mem::size_of::<T>();
+    let chunk_rows = chunk_rows_for(n, h, v, elem, opts.chunk_size, 1);
     let rows = chunk_rows.min(n);
     let logits_chunk_bytes = rows.saturating_mul(v).saturating_mul(elem);
     let threads = rayon::current_num_threads();
-    let select_bytes = if teacher_topk.is_some() { std::mem::size_of::<usize>() } else { 0 };
     let row_scratch_bytes = threads.saturating_mul(v).saturating_mul(6 * 8 + elem + select_bytes);
     let per_row_bytes = n.saturating_mul(elem);
     let bias_accumulator_bytes = if has_bias { v.saturating_mul(8) } else { 0 };
-    let teacher_topk_bytes =
-        teacher_topk.map_or(0, |t| rows.saturating_mul(t.k.min(v)).saturating_mul(8 + elem));
-    let gemm_packing_bytes = packing_estimate(rows, v, hs.max(ht), elem);
+    let teacher_topk_bytes = rows.saturating_mul(topk_row_bytes);
+    let gemm_packing_bytes = packing_estimate(rows, v, h, elem);
     LinearWorkspace {
         chunk_rows,
-        chunk_buffers: 2,
+        chunk_buffers: buffers,
         logits_chunk_bytes,
         row_scratch_bytes,
         per_row_bytes,
@@ -170,7 +188,7 @@ pub fn linear_distill_workspace_with<T: LinearFloat>(
         teacher_topk_bytes,
         gemm_packing_bytes,
         total_bytes: logits_chunk_bytes
-            .saturating_mul(2)
+            .saturating_mul(buffers)
             .saturating_add(row_scratch_bytes)
             .saturating_add(per_row_bytes)
             .saturating_add(bias_accumulator_bytes)
@@ -350,34 +368,105 @@ pub fn linear_distill_backward<T: LinearFloat>(
     let (n, hs) = xs.dim();
     let ht = xt.ncols();
     let v = wsm.nrows();
+    let ws = linear_distill_workspace_with::<T>(n, hs, ht, v, student.bias.is_some(), teacher_topk, opts);
+    let check_k = || match teacher_topk {
+        Some(tk) if tk.k > v => Err(Error::invalid_option(
+            OP,
+            "teacher_topk.k",
+            tk.k,
+            format!("must be at most the number of classes ({v})"),
+        )),
+        _ => Ok(()),
+    };
+    let cr = ws.chunk_rows.min(n);
+    let xt_c = contiguous(&xt);
+    let wt_c = contiguous(&wtm);
+    let bt_c = teacher.bias.as_ref().map(contiguous);
+    let k = teacher_topk.map_or(0, |t| t.k);
+    // the teacher's chunk buffers, allocated at the first chunk (after every check)
+    let (mut tbuf, mut idx_buf, mut lq_buf) = (Vec::new(), Vec::new(), Vec::new());
+    let zero = T::zero();
+    distill_chunks(
+        OP,
+        student,
+        labels,
+        opts,
+        grad_output,
+        ws.chunk_rows,
+        check_k,
+        |rng, sv, yc, copts, go| {
+            let rows = rng.len();
+            if tbuf.is_empty() {
+                tbuf = vec![zero; checked_numel(OP, "logits chunk", &[cr, v])?];
+                idx_buf = vec![0i64; checked_numel(OP, "teacher top-k chunk", &[cr, k])?];
+                lq_buf = vec![zero; idx_buf.len()];
+            }
+            let t_chunk = Chunk { x: xt_c.get(rng.start * ht..rng.end * ht).unwrap_or(&[]), rows };
+            let tb = tbuf.get_mut(..rows * v).unwrap_or(&mut []);
+            logits_gemm(OP, tb, &t_chunk, &wt_c, v, ht)?;
+            add_bias_rows(tb, bt_c.as_deref(), v);
+            match teacher_topk {
+                None => chunk_distill(sv, ChunkTeacher::Dense(view2(OP, rows, v, tb)?), yc, copts, go),
+                Some(tk) => {
+                    let ib = idx_buf.get_mut(..rows * k).unwrap_or(&mut []);
+                    let lb = lq_buf.get_mut(..rows * k).unwrap_or(&mut []);
+                    teacher_top_k(tb, v, copts.temperature, ib, lb);
+                    let indices = view2(OP, rows, k, ib)?;
+                    let logprobs = view2(OP, rows, k, lb)?;
+                    let st = SparseTeacher { indices, logprobs, add_tail: tk.add_tail };
+                    chunk_distill(sv, ChunkTeacher::Sparse(st), yc, copts, go)
+                }
+            }
+        },
+    )
+}
+
+/// The chunk loop of the fused distillation losses, whatever the teacher: checks the labels, the chunk
+/// size (then runs `check_teacher`, the teacher's own checks), fixes the global divisor, then per chunk
+/// of `chunk_rows` rows computes the student logits `S_c = Xs_c·Wsᵀ + bs` into one buffer, lets
+/// `chunk_loss` turn it into its gradient `G_c` in place (and return the chunk's loss), and runs
+/// `∂/∂Xs_c = G_c·Ws`, `∂/∂Ws += G_cᵀ·Xs_c`, `∂/∂bs += Σ_rows G_c`. `chunk_loss(rows, S_c, labels_c,
+/// chunk options, upstream_c)` gets the rows of the chunk and owns the teacher's side. The student's
+/// shapes are checked by the caller.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn distill_chunks<T: LinearFloat>(
+    op: &'static str,
+    student: &LinearHead<'_, T>,
+    labels: Option<ArrayView1<'_, i64>>,
+    opts: &LinearDistillOptions,
+    grad_output: &GradOutput<'_, T>,
+    chunk_rows: usize,
+    check_teacher: impl FnOnce() -> Result<()>,
+    mut chunk_loss: impl FnMut(
+        std::ops::Range<usize>,
+        ArrayViewMut2<'_, T>,
+        Option<ArrayView1<'_, i64>>,
+        &DistillOptions,
+        &GradOutput<'_, T>,
+    ) -> Result<Loss<T>>,
+) -> Result<LinearDistillOutput<T>> {
+    let (xs, wsm) = (student.hidden, student.weight);
+    let (n, hs) = xs.dim();
+    let v = wsm.nrows();
     if let Some(y) = &labels {
         ensure_shapes(
             y.len() == n,
-            OP,
+            op,
             ("labels", y.shape()),
             ("student_hidden", xs.shape()),
             "are not compatible: labels must have one entry per row",
         )?;
         for (r, &c) in y.iter().enumerate() {
             if c != opts.distill.ignore_index && !(c >= 0 && (c as u64) < v as u64) {
-                return Err(Error::target_out_of_range(OP, &[r], c, v));
+                return Err(Error::target_out_of_range(op, &[r], c, v));
             }
         }
     }
     if opts.chunk_size == Some(0) {
-        return Err(Error::invalid_option(OP, "chunk_size", 0, "must be at least 1"));
+        return Err(Error::invalid_option(op, "chunk_size", 0, "must be at least 1"));
     }
-    if let Some(tk) = teacher_topk {
-        if tk.k > v {
-            return Err(Error::invalid_option(
-                OP,
-                "teacher_topk.k",
-                tk.k,
-                format!("must be at most the number of classes ({v})"),
-            ));
-        }
-    }
-    checked_numel(OP, "logits", &[n, v])?;
+    check_teacher()?;
+    checked_numel(op, "logits", &[n, v])?;
 
     // The chunk options: the global divisor as the normalizer.
     let mut copts = opts.distill;
@@ -400,17 +489,17 @@ pub fn linear_distill_backward<T: LinearFloat>(
         distill_with_grad(e.view(), e.view(), labels.as_ref().map(|_| ey.view()), &copts)?;
     }
     // the upstream's shape, checked once against the whole loss
-    check_upstream(OP, copts.reduction, n, grad_output)?;
+    check_upstream(op, copts.reduction, n, grad_output)?;
 
     let zero = T::zero();
-    let mut grad_hidden = vec![zero; checked_numel(OP, "grad_hidden", &[n, hs])?];
-    let mut grad_weight = vec![zero; checked_numel(OP, "grad_weight", &[v, hs])?];
+    let mut grad_hidden = vec![zero; checked_numel(op, "grad_hidden", &[n, hs])?];
+    let mut grad_weight = vec![zero; checked_numel(op, "grad_weight", &[v, hs])?];
     let mut bias_acc: Option<Vec<f64>> = student.bias.map(|_| vec![0f64; v]);
     let finish = |loss, gh, gw, acc: Option<Vec<f64>>| -> Result<LinearDistillOutput<T>> {
         Ok(LinearDistillOutput {
             loss,
-            grad_hidden: to_array2(OP, "grad_hidden", (n, hs), gh)?,
-            grad_weight: to_array2(OP, "grad_weight", (v, hs), gw)?,
+            grad_hidden: to_array2(op, "grad_hidden", (n, hs), gh)?,
+            grad_weight: to_array2(op, "grad_weight", (v, hs), gw)?,
             grad_bias: acc.map(|a| Array1::from_iter(a.into_iter().map(T::c))),
         })
     };
@@ -419,21 +508,12 @@ pub fn linear_distill_backward<T: LinearFloat>(
         return finish(Loss::Scalar(T::nan()), grad_hidden, grad_weight, bias_acc);
     }
     let none = copts.reduction == Reduction::None;
-    let ws = linear_distill_workspace_with::<T>(n, hs, ht, v, student.bias.is_some(), teacher_topk, opts);
-    let cr = ws.chunk_rows;
+    let cr = chunk_rows;
     let xs_c = contiguous(&xs);
     let ws_c = contiguous(&wsm);
-    let xt_c = contiguous(&xt);
-    let wt_c = contiguous(&wtm);
     let bs_c = student.bias.as_ref().map(contiguous);
-    let bt_c = teacher.bias.as_ref().map(contiguous);
-    let cap = checked_numel(OP, "logits chunk", &[cr.min(n), v])?;
+    let cap = checked_numel(op, "logits chunk", &[cr.min(n), v])?;
     let mut sbuf = vec![zero; cap];
-    let mut tbuf = vec![zero; cap];
-    let k = teacher_topk.map_or(0, |t| t.k);
-    let kcap = checked_numel(OP, "teacher top-k chunk", &[cr.min(n), k])?;
-    let mut idx_buf = vec![0i64; kcap];
-    let mut lq_buf = vec![zero; kcap];
     let mut total = 0f64;
     let mut per_row: Vec<T> = Vec::with_capacity(if none { n } else { 0 });
     let mut r0 = 0;
@@ -441,37 +521,20 @@ pub fn linear_distill_backward<T: LinearFloat>(
         let r1 = (r0 + cr).min(n);
         let rows = r1 - r0;
         let s_chunk = Chunk { x: xs_c.get(r0 * hs..r1 * hs).unwrap_or(&[]), rows };
-        let t_chunk = Chunk { x: xt_c.get(r0 * ht..r1 * ht).unwrap_or(&[]), rows };
         let sb = sbuf.get_mut(..rows * v).unwrap_or(&mut []);
-        let tb = tbuf.get_mut(..rows * v).unwrap_or(&mut []);
-        logits_gemm(OP, sb, &s_chunk, &ws_c, v, hs)?;
-        logits_gemm(OP, tb, &t_chunk, &wt_c, v, ht)?;
+        logits_gemm(op, sb, &s_chunk, &ws_c, v, hs)?;
         add_bias_rows(sb, bs_c.as_deref(), v);
-        add_bias_rows(tb, bt_c.as_deref(), v);
         let sv = ArrayViewMut2::from_shape((rows, v), &mut *sb)
-            .map_err(|e| Error::too_large(OP, "chunk", e.to_string()))?;
-        let tv = view2(OP, rows, v, tb)?;
+            .map_err(|e| Error::too_large(op, "chunk", e.to_string()))?;
         let yc = labels.as_ref().map(|y| y.slice(ndarray::s![r0..r1]));
         let go = chunk_upstream(grad_output, r0, r1);
         // the chunk's gradient G_c replaces its student logits in `sb`
-        let loss_c = match teacher_topk {
-            None => chunk_distill(sv, ChunkTeacher::Dense(tv), yc, &copts, &go)?,
-            Some(tk) => {
-                let ib = idx_buf.get_mut(..rows * k).unwrap_or(&mut []);
-                let lb = lq_buf.get_mut(..rows * k).unwrap_or(&mut []);
-                teacher_top_k(tb, v, copts.temperature, ib, lb);
-                let indices = view2(OP, rows, k, ib)?;
-                let logprobs = view2(OP, rows, k, lb)?;
-                let st = SparseTeacher { indices, logprobs, add_tail: tk.add_tail };
-                chunk_distill(sv, ChunkTeacher::Sparse(st), yc, &copts, &go)?
-            }
-        };
-        match loss_c {
+        match chunk_loss(r0..r1, sv, yc, &copts, &go)? {
             Loss::Scalar(l) => total += l.f64(),
             Loss::Elementwise(a) => per_row.extend(a.iter().copied()),
         }
         let gx = grad_hidden.get_mut(r0 * hs..r1 * hs).unwrap_or(&mut []);
-        backward_gemms(OP, sb, &s_chunk, &ws_c, gx, &mut grad_weight, v, hs)?;
+        backward_gemms(op, sb, &s_chunk, &ws_c, gx, &mut grad_weight, v, hs)?;
         if let Some(acc) = bias_acc.as_mut() {
             add_column_sums(acc, sb, rows, v);
         }
@@ -480,7 +543,7 @@ pub fn linear_distill_backward<T: LinearFloat>(
     let loss = if none {
         Loss::Elementwise(
             ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[n]), per_row)
-                .map_err(|e| Error::too_large(OP, "loss", e.to_string()))?,
+                .map_err(|e| Error::too_large(op, "loss", e.to_string()))?,
         )
     } else {
         Loss::Scalar(T::c(total))

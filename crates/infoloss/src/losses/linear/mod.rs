@@ -294,11 +294,13 @@ fn packing_estimate(rows: usize, v: usize, h: usize, elem: usize) -> usize {
 
 mod cross_entropy;
 mod distill;
+mod distill_topk;
 mod gemm;
 mod teacher_topk;
 
 pub use cross_entropy::*;
 pub use distill::*;
+pub use distill_topk::*;
 pub use gemm::matmul;
 use gemm::*;
 use teacher_topk::*;
@@ -319,6 +321,13 @@ compiled_here! {
         &LinearHead<'_, T>,
         Option<ArrayView1<'_, i64>>,
         Option<TeacherTopK>,
+        &LinearDistillOptions,
+        &GradOutput<'_, T>,
+    ) -> Result<LinearDistillOutput<T>>;
+    linear_distill_topk: fn(
+        &LinearHead<'_, T>,
+        &SparseTeacher<'_, T>,
+        Option<ArrayView1<'_, i64>>,
         &LinearDistillOptions,
         &GradOutput<'_, T>,
     ) -> Result<LinearDistillOutput<T>>;
