@@ -147,7 +147,7 @@ struct BenchArgs {
     /// ce-weight, ce-probs, ce-inplace, ce-probs-inplace, nll, log-softmax, softmax, log-softmax-bwd,
     /// logsumexp, kl, kl-log, kl-inplace, bce, bce-inplace, bce-logits, bce-logits-inplace, entropy,
     /// rel-entropy, js, entropy-bwd, js-bwd; distillation: kd, kd-inplace, kd-reverse, kd-jsd, kd-tvd,
-    /// kd-mix, kd-topk, uda; fused linear heads (H = 1024): linear-ce, linear-distill; candle (forward +
+    /// kd-mix, kd-topk, uda; fused linear heads (H = 1024): linear-ce, linear-distill, linear-distill-topk; candle (forward +
     /// `backward()` through infoloss-candle): candle-ce, candle-ce-fwd, candle-kl, candle-bce-logits, candle-kd,
     /// and for comparison candle-nn-ce (candle-nn's cross-entropy) and candle-accum (candle's own gradient
     /// accumulation).

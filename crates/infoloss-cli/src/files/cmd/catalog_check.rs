@@ -25,6 +25,7 @@ const SERVED: &[(&str, Result<&str, &str>)] = &[
     ("cross_entropy_extras", Err("training loss (z-loss, softcap), not a file computation yet")),
     ("linear_cross_entropy", Err("fused training loss over a linear head")),
     ("linear_distill", Err("fused training loss over two linear heads")),
+    ("linear_distill_topk", Err("fused training loss over a linear head and a stored top-k teacher")),
 ];
 
 /// Flags of a loss subcommand that are not loss options: its files and what every subcommand takes.
