@@ -550,16 +550,16 @@ def test_the_private_module_checks_dtypes_and_ranks():
                                 None, (-100, "mean", 0.0, 0.0, None, False, False, None), None)
     with pytest.raises(TypeError, match="must be a float64 array"):
         _C.distill(np.zeros((2, 3)), np.zeros((2, 3), np.float32), None,
-                   (1.0, True, "forward_kl", 0.5, 1.0, -100, "batchmean", None), None, True, False)
+                   (1.0, True, "forward_kl", 0.5, 1.0, -100, "batchmean", None, 1.0, None), None, True, False)
     with pytest.raises(ValueError, match="invalid divergence"):
-        _C.distill(S, T, None, (1.0, True, "kl", 0.5, 1.0, -100, "batchmean", None), None, True, False)
+        _C.distill(S, T, None, (1.0, True, "kl", 0.5, 1.0, -100, "batchmean", None, 1.0, None), None, True, False)
     with pytest.raises(ValueError, match="invalid sharpen"):
         _C.uda_consistency(S, T, (1.0, "x", None, "kept_rows"))
     with pytest.raises(ValueError, match="invalid normalize"):
         _C.uda_consistency(S, T, (1.0, "target", None, "x"))
     with pytest.raises(TypeError, match="int64 array of class indices"):
-        _C.distill(S, T, np.zeros(2, np.int32), (1.0, True, "forward_kl", 0.5, 0.5, -100, "batchmean", None), None,
-                   True, False)
+        _C.distill(S, T, np.zeros(2, np.int32), (1.0, True, "forward_kl", 0.5, 0.5, -100, "batchmean", None, 1.0,
+                                                     None), None, True, False)
 
 
 def test_huge_broadcast_shapes_raise_memory_error_instead_of_aborting():

@@ -63,13 +63,14 @@ def op_cases():
             ("kl_div", (torch.log_softmax(x.detach(), 1).requires_grad_(True), p, red, False, False, [True, True])),
             ("binary_cross_entropy", (torch.sigmoid(x.detach()).requires_grad_(True), p, None, red, [True, True])),
             ("binary_cross_entropy_with_logits", (x, p, w, w, red, [True, True])),
-            ("distill", (s, t, y, *dopts, "batchmean" if red == "mean" else "none", None, [True])),
-            ("distill_topk", (s, idx, lq, y, *dopts, "batchmean" if red == "mean" else "none", None, True, [True])),
+            ("distill", (s, t, y, *dopts, "batchmean" if red == "mean" else "none", None, 1.0, None, [True])),
+            ("distill_topk", (s, idx, lq, y, *dopts, "batchmean" if red == "mean" else "none", None, 1.0, None, True,
+                              [True])),
             ("cross_entropy_extras", (x, y, w, -100, red, 0.1, 0.01, 3.0, True, True, [True])),
             ("linear_cross_entropy", (h, lw, y, lb, None, -100, red, 0.1, 0.0, None, False, False, 2,
                                       [True, True, True])),
             ("linear_distill", (h, lw, ht, wt, y, lb, None, *dopts, "batchmean" if red == "mean" else "none", None,
-                                2, None, False, [True, True, True])),
+                                1.0, None, 2, None, False, [True, True, True])),
         ]
     cases += [
         ("uda_consistency", (t, s, 0.5, "target", 0.3, "kept_rows", [True])),
