@@ -236,6 +236,73 @@ def catalog_options(loss: str, *, left_out: Tuple[str, ...] = ()) -> Callable[[_
     return decorate
 
 
+# ------------------------------------------------------------------------------------- a function and its twin
+
+#: What the declaration of a public function returns: its kernel call with the public arguments resolved,
+#: ``call(grad_output=None, *, grad=False[, target_grad=False]) -> (value, grad_input, grad_target)``.
+Call = Callable[..., Tuple[Any, Any, Any]]
+
+
+def _named(fn: _F, spec: Callable[..., Any], name: str, doc: Optional[str], sig: inspect.Signature) -> _F:
+    """``fn`` presented as the public function ``name`` of ``spec``'s module (doctest finds its examples there)."""
+    fn.__name__ = name
+    fn.__qualname__ = name
+    fn.__module__ = spec.__module__
+    fn.__doc__ = doc
+    fn.__signature__ = sig  # type: ignore[attr-defined]
+    return fn
+
+
+def public(loss: Optional[str] = None, *, returns: str = "Any") -> Callable[[Callable[..., Call]], Callable[..., Any]]:
+    """Makes a public function from its declaration ``spec``, which carries the public name, parameters and
+    docstring, resolves the arguments and returns the kernel's :data:`Call`; the function returns the call's
+    value, and :func:`with_grad` makes its ``*_with_grad`` twin from the same declaration, so the parameters and
+    their resolution are written once. ``loss`` names the catalog entry whose options the function takes (see
+    :func:`catalog_options`); ``returns`` is its return annotation.
+
+    The declaration runs one frame below the public function: warnings it raises while resolving pass
+    ``stacklevel=3`` to point at the caller.
+    """
+
+    def decorate(spec: Callable[..., Call]) -> Callable[..., Any]:
+        def fn(*args: Any, **kwargs: Any) -> Any:
+            return spec(*args, **kwargs)()[0]
+
+        sig = inspect.signature(spec).replace(return_annotation=returns)
+        fn = _named(fn, spec, spec.__name__, spec.__doc__, sig)
+        fn._declaration = (spec, loss)  # type: ignore[attr-defined]
+        return fn if loss is None else catalog_options(loss)(fn)
+
+    return decorate
+
+
+def with_grad(fn: Callable[..., Any], doc: str, *, target_grad: bool = False) -> Callable[..., Any]:
+    """The ``*_with_grad`` twin of a :func:`public` function ``fn``: the same parameters, then the keyword-only
+    ``grad_output`` (the upstream gradient) and, with ``target_grad``, ``return_target_grad``; it returns
+    ``(value, grad_input)``, or ``(value, grad_input, grad_target)`` when the target gradient is asked for.
+    ``doc`` is its docstring."""
+    spec, loss = fn._declaration  # type: ignore[attr-defined]
+    sig = inspect.signature(spec)
+    params = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    rest = [p for p in sig.parameters.values() if p.kind is inspect.Parameter.VAR_KEYWORD]
+    extra = [("grad_output", None, "Optional[ArrayLike]")] + ([("return_target_grad", False, "bool")] if target_grad else [])
+    params += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a) for n, d, a in extra]
+    value = inspect.signature(fn).return_annotation
+    returns = "Tuple[Any, ...]" if target_grad else f"Tuple[{value}, np.ndarray]"
+
+    def twin(*args: Any, grad_output: Any = None, **kwargs: Any) -> Tuple[Any, ...]:
+        if not target_grad:
+            out, gi, _ = spec(*args, **kwargs)(grad_output, grad=True)
+            return out, gi
+        want = kwargs.pop("return_target_grad", False)
+        out, gi, gt = spec(*args, **kwargs)(grad_output, grad=True, target_grad=want)
+        return (out, gi, gt) if want else (out, gi)
+
+    twin = _named(twin, spec, f"{spec.__name__}_with_grad", doc, sig.replace(parameters=params + rest,
+                                                                              return_annotation=returns))
+    return twin if loss is None else catalog_options(loss)(twin)
+
+
 # ---------------------------------------------------------------------------------------------------- arrays
 
 
@@ -352,6 +419,15 @@ def grad_output_array(g: Any, dtype: np.dtype, op: str) -> Optional[np.ndarray]:
     if g is None:
         return None
     return cast(numeric(g, op, "grad_output", allow_bool=False), dtype, op, "grad_output")
+
+
+def upstream(g: Any, out: np.ndarray, op: str) -> np.ndarray:
+    """The upstream gradient of ``out`` for a backward kernel: ones by default, a scalar broadcast to ``out``'s
+    shape, else the array as given (in ``out``'s dtype)."""
+    if g is None:
+        return np.ones(out.shape, out.dtype)
+    go = grad_output_array(g, out.dtype, op)
+    return np.broadcast_to(go, out.shape) if go.ndim == 0 and out.ndim else go
 
 
 def as_int(v: Any, op: str, name: str) -> int:

@@ -7,6 +7,7 @@ The option names are those of the Rust core (``infoloss::distill::DistillOptions
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
@@ -77,13 +78,13 @@ def _distill(
     return lo, (None if gi is None else gi.astype(s.dtype, copy=False)), None
 
 
-@c.catalog_options("distill")
+@c.public("distill")
 def distill(
     student_logits: ArrayLike,
     teacher_logits: ArrayLike,
     labels: Optional[ArrayLike] = None,
     **options: Any,
-) -> Any:
+) -> c.Call:
     r"""Knowledge-distillation loss between student and teacher logits, both ``(rows, classes)``.
 
     With ``p = softmax(student / T)``, ``q = softmax(teacher / T)`` (``T = temperature``) the row loss is
@@ -122,18 +123,11 @@ def distill(
         0.461389689
     """
     opts = _distill_options("distill", options)
-    return _distill(student_logits, teacher_logits, labels, opts)[0]
+    return functools.partial(_distill, student_logits, teacher_logits, labels, opts)
 
 
-@c.catalog_options("distill")
-def distill_with_grad(
-    student_logits: ArrayLike,
-    teacher_logits: ArrayLike,
-    labels: Optional[ArrayLike] = None,
-    *,
-    grad_output: Optional[ArrayLike] = None,
-    **options: Any,
-) -> Tuple[Any, np.ndarray]:
+distill_with_grad = c.with_grad(
+    distill,
     """:func:`distill` and its gradient wrt the student logits: ``(loss, grad_student)``, ``grad_student`` of
     shape ``(rows, classes)`` in the student's dtype (zero in ignored rows).
 
@@ -146,10 +140,8 @@ def distill_with_grad(
         >>> loss, g = infoloss.distill_with_grad(s, t)
         >>> np.round(g, 6).tolist()  # softmax(s) − softmax(t)
         [[0.109272, 0.297033, -0.406305]]
-    """
-    opts = _distill_options("distill", options)
-    lo, gi, _ = _distill(student_logits, teacher_logits, labels, opts, grad_output, grad=True)
-    return lo, gi
+    """,
+)
 
 
 # ----------------------------------------------------------------------------------------------- distill_topk
@@ -174,7 +166,7 @@ def _distill_topk(
     return lo, (None if gi is None else gi.astype(s.dtype, copy=False)), None
 
 
-@c.catalog_options("distill")
+@c.public("distill")
 def distill_topk(
     student_logits: ArrayLike,
     topk_indices: ArrayLike,
@@ -183,7 +175,7 @@ def distill_topk(
     *,
     add_tail: bool = False,
     **options: Any,
-) -> Any:
+) -> c.Call:
     r""":func:`distill` against a sparse top-k teacher stored offline (e.g. vLLM ``logprobs``).
 
     ``topk_indices`` ``(rows, k)``: the teacher's top-k classes per row (integers in ``[0, classes)``, no repeats
@@ -204,20 +196,11 @@ def distill_topk(
         0.752284139
     """
     opts = _distill_options("distill_topk", options)
-    return _distill_topk(student_logits, topk_indices, topk_logprobs, labels, add_tail, opts)[0]
+    return functools.partial(_distill_topk, student_logits, topk_indices, topk_logprobs, labels, add_tail, opts)
 
 
-@c.catalog_options("distill")
-def distill_topk_with_grad(
-    student_logits: ArrayLike,
-    topk_indices: ArrayLike,
-    topk_logprobs: ArrayLike,
-    labels: Optional[ArrayLike] = None,
-    *,
-    add_tail: bool = False,
-    grad_output: Optional[ArrayLike] = None,
-    **options: Any,
-) -> Tuple[Any, np.ndarray]:
+distill_topk_with_grad = c.with_grad(
+    distill_topk,
     """:func:`distill_topk` and its gradient wrt the (dense) student logits: ``(loss, grad_student)``.
 
     With the tail bucket the classes outside the top-k share the tail's gradient in proportion to their
@@ -229,11 +212,8 @@ def distill_topk_with_grad(
         >>> _, g = infoloss.distill_topk_with_grad(s, np.array([[2, 1]]), np.array([[-0.4, -1.5]]), add_tail=True)
         >>> round(float(g[0, 2]), 9), abs(float(g.sum())) < 1e-15
         (-0.53433113, True)
-    """
-    opts = _distill_options("distill_topk", options)
-    lo, gi, _ = _distill_topk(student_logits, topk_indices, topk_logprobs, labels, add_tail, opts, grad_output,
-                              grad=True)
-    return lo, gi
+    """,
+)
 
 
 @c.catalog_options("distill")

@@ -7,6 +7,7 @@ Each public function resolves its arguments exactly as ``torch.nn.functional`` d
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
@@ -41,8 +42,14 @@ def _scale(dtype: np.dtype, loss: Any, n: int) -> Any:
 # ------------------------------------------------------------------------------------------- cross_entropy
 
 
-def _no_ignore_index(op: str, options: Tuple[Any, ...]) -> None:
-    """Probability targets take no class index to ignore (torch's error)."""
+def _check_probabilities(op: str, x: np.ndarray, t: np.ndarray, options: Tuple[Any, ...]) -> None:
+    """A target of the input's shape holds class probabilities: it must be floating point, and there is no class
+    index to ignore (torch's errors)."""
+    if not c.is_float(t.dtype):
+        raise TypeError(
+            f"{op}: a target with the input's shape {list(x.shape)} holds class probabilities and must be "
+            f"floating point, got dtype {t.dtype} (class indices have the input's shape without dimension 1)"
+        )
     ignore_index = c.option("cross_entropy", options, "ignore_index")
     if ignore_index >= 0:
         raise ValueError(f"{op}: ignore_index is not supported for floating point target (got {ignore_index})")
@@ -67,12 +74,7 @@ def _cross_entropy(
     w_arr = None if weight is None else c.numeric(weight, op, "weight", allow_bool=False)
     if t_arr.shape == x.shape:
         # Class probabilities, as torch dispatches: whenever the target has the input's shape.
-        if not c.is_float(t_arr.dtype):
-            raise TypeError(
-                f"{op}: a target with the input's shape {list(x.shape)} holds class probabilities and must be "
-                f"floating point, got dtype {t_arr.dtype} (class indices have the input's shape without dimension 1)"
-            )
-        _no_ignore_index(op, options)
+        _check_probabilities(op, x, t_arr, options)
         dt = c.promote(op, x, (target, t_arr))
         xc = c.cast(x, dt, op, "input")
         tc = c.cast(t_arr, dt, op, "target")
@@ -97,7 +99,7 @@ def _class_indices(
     return lo, gi, None
 
 
-@c.catalog_options("cross_entropy")
+@c.public("cross_entropy")
 def cross_entropy(
     input: ArrayLike,
     target: ArrayLike,
@@ -108,7 +110,7 @@ def cross_entropy(
     reduction: str = "mean",
     label_smoothing: float = 0.0,
     **options: Any,
-) -> Any:
+) -> c.Call:
     r"""Cross-entropy between logits and class indices or class probabilities, as ``torch.nn.functional.cross_entropy``.
 
     Args:
@@ -135,27 +137,14 @@ def cross_entropy(
         >>> round(infoloss.cross_entropy(np.log(np.array([[0.3, 0.3, 0.4]])), np.array([2])), 6)
         0.916291
     """
-    red = c.resolve_reduction(size_average, reduce, reduction, 2)
+    red = c.resolve_reduction(size_average, reduce, reduction, 3)
     opts = c.option_tuple("cross_entropy", options, ignore_index=ignore_index, reduction=red,
                           label_smoothing=label_smoothing)
-    return _cross_entropy(input, target, weight, opts)[0]
+    return functools.partial(_cross_entropy, input, target, weight, opts)
 
 
-@c.catalog_options("cross_entropy")
-def cross_entropy_with_grad(
-    input: ArrayLike,
-    target: ArrayLike,
-    weight: Optional[ArrayLike] = None,
-    size_average: Optional[bool] = None,
-    ignore_index: int = -100,
-    reduce: Optional[bool] = None,
-    reduction: str = "mean",
-    label_smoothing: float = 0.0,
-    *,
-    grad_output: Optional[ArrayLike] = None,
-    return_target_grad: bool = False,
-    **options: Any,
-) -> Tuple[Any, ...]:
+cross_entropy_with_grad = c.with_grad(
+    cross_entropy,
     """:func:`cross_entropy` and its gradients: ``(loss, grad_input)`` or ``(loss, grad_input, grad_target)``.
 
     ``grad_output`` is the upstream gradient (``loss.backward(grad_output)``): a scalar for reduced losses, an
@@ -168,12 +157,9 @@ def cross_entropy_with_grad(
         >>> loss, g = infoloss.cross_entropy_with_grad(np.zeros((1, 2)), np.array([0]))
         >>> g.tolist()
         [[-0.5, 0.5]]
-    """
-    red = c.resolve_reduction(size_average, reduce, reduction, 2)
-    opts = c.option_tuple("cross_entropy", options, ignore_index=ignore_index, reduction=red,
-                          label_smoothing=label_smoothing)
-    lo, gi, gt = _cross_entropy(input, target, weight, opts, grad_output, grad=True, target_grad=return_target_grad)
-    return (lo, gi, gt) if return_target_grad else (lo, gi)
+    """,
+    target_grad=True,
+)
 
 
 @c.catalog_options("cross_entropy")
@@ -222,12 +208,7 @@ def cross_entropy_with_grad_in_place(
     w_arr = None if weight is None else c.numeric(weight, op, "weight", allow_bool=False)
     probs = t_arr.shape == x.shape
     if probs:
-        if not c.is_float(t_arr.dtype):
-            raise TypeError(
-                f"{op}: a target with the input's shape {list(x.shape)} holds class probabilities and must be "
-                f"floating point, got dtype {t_arr.dtype} (class indices have the input's shape without dimension 1)"
-            )
-        _no_ignore_index(op, opts)
+        _check_probabilities(op, x, t_arr, opts)
         t = c.cast(t_arr, x.dtype, op, "target")
     else:
         t = c.index_target(t_arr, op)
@@ -256,7 +237,7 @@ def _nll_loss(
     return _class_indices(op, x, t, w, options, grad_output, loss, grad)
 
 
-@c.catalog_options("nll_loss")
+@c.public("nll_loss")
 def nll_loss(
     input: ArrayLike,
     target: ArrayLike,
@@ -266,7 +247,7 @@ def nll_loss(
     reduce: Optional[bool] = None,
     reduction: str = "mean",
     **options: Any,
-) -> Any:
+) -> c.Call:
     r"""Negative log-likelihood of class indices, as ``torch.nn.functional.nll_loss``.
 
     ``input`` holds log-probabilities ``(C)``, ``(N, C)`` or ``(N, C, d1, ..., dK)``; ``target`` integer class
@@ -281,35 +262,21 @@ def nll_loss(
         >>> infoloss.nll_loss(np.array([[-1.0, -2.0], [-3.0, -0.5]]), np.array([0, 1]))
         0.75
     """
-    red = c.resolve_reduction(size_average, reduce, reduction, 2)
+    red = c.resolve_reduction(size_average, reduce, reduction, 3)
     opts = c.option_tuple("nll_loss", options, ignore_index=ignore_index, reduction=red)
-    return _nll_loss(input, target, weight, opts)[0]
+    return functools.partial(_nll_loss, input, target, weight, opts)
 
 
-@c.catalog_options("nll_loss")
-def nll_loss_with_grad(
-    input: ArrayLike,
-    target: ArrayLike,
-    weight: Optional[ArrayLike] = None,
-    size_average: Optional[bool] = None,
-    ignore_index: int = -100,
-    reduce: Optional[bool] = None,
-    reduction: str = "mean",
-    *,
-    grad_output: Optional[ArrayLike] = None,
-    **options: Any,
-) -> Tuple[Any, np.ndarray]:
+nll_loss_with_grad = c.with_grad(
+    nll_loss,
     """:func:`nll_loss` and its gradient wrt ``input``: ``(loss, grad_input)`` (targets are not differentiable).
 
     Example:
         >>> import numpy as np, infoloss
         >>> infoloss.nll_loss_with_grad(np.array([[-1.0, -2.0]]), np.array([1]))[1].tolist()
         [[0.0, -1.0]]
-    """
-    red = c.resolve_reduction(size_average, reduce, reduction, 2)
-    opts = c.option_tuple("nll_loss", options, ignore_index=ignore_index, reduction=red)
-    lo, gi, _ = _nll_loss(input, target, weight, opts, grad_output, grad=True)
-    return lo, gi
+    """,
+)
 
 
 # -------------------------------------------------------------------------------------------------- kl_div
@@ -354,7 +321,7 @@ def _elementwise(
     return lo, _cast_grad(gi, x.dtype), _cast_grad(gt, t_dt)
 
 
-@c.catalog_options("kl_div")
+@c.public("kl_div")
 def kl_div(
     input: ArrayLike,
     target: ArrayLike,
@@ -363,7 +330,7 @@ def kl_div(
     reduction: str = "mean",
     log_target: bool = False,
     **options: Any,
-) -> Any:
+) -> c.Call:
     r"""KL divergence ``KL(target ‖ exp(input))``, as ``torch.nn.functional.kl_div``.
 
     ``input`` holds **log**-probabilities; ``target`` probabilities (or log-probabilities with
@@ -379,24 +346,13 @@ def kl_div(
         0.130812
     """
     x = c.float_input(input, "kl_div")
-    red, divide = c.resolve_kl_reduction(size_average, reduce, reduction, x.ndim, 2)
+    red, divide = c.resolve_kl_reduction(size_average, reduce, reduction, x.ndim, 3)
     opts = c.option_tuple("kl_div", options, reduction=red, log_target=log_target)
-    return _elementwise("kl_div", x, target, {}, opts, divide=divide)[0]
+    return functools.partial(_elementwise, "kl_div", x, target, {}, opts, divide=divide)
 
 
-@c.catalog_options("kl_div")
-def kl_div_with_grad(
-    input: ArrayLike,
-    target: ArrayLike,
-    size_average: Optional[bool] = None,
-    reduce: Optional[bool] = None,
-    reduction: str = "mean",
-    log_target: bool = False,
-    *,
-    grad_output: Optional[ArrayLike] = None,
-    return_target_grad: bool = False,
-    **options: Any,
-) -> Tuple[Any, ...]:
+kl_div_with_grad = c.with_grad(
+    kl_div,
     """:func:`kl_div` and its gradients: ``(loss, grad_input)`` or ``(loss, grad_input, grad_target)``.
 
     ``grad_input = −t·g`` (``−exp(t)·g`` with ``log_target``), scaled by the reduction; ``grad_target =
@@ -407,19 +363,15 @@ def kl_div_with_grad(
         >>> _, gi = infoloss.kl_div_with_grad(np.log([0.5, 0.5]), np.array([0.25, 0.75]), reduction='sum')
         >>> gi.tolist()
         [-0.25, -0.75]
-    """
-    x = c.float_input(input, "kl_div")
-    red, divide = c.resolve_kl_reduction(size_average, reduce, reduction, x.ndim, 2)
-    opts = c.option_tuple("kl_div", options, reduction=red, log_target=log_target)
-    lo, gi, gt = _elementwise("kl_div", x, target, {}, opts, grad_output, divide=divide, grad=True,
-                              target_grad=return_target_grad)
-    return (lo, gi, gt) if return_target_grad else (lo, gi)
+    """,
+    target_grad=True,
+)
 
 
 # ------------------------------------------------------------------------------------- binary_cross_entropy
 
 
-@c.catalog_options("binary_cross_entropy")
+@c.public("binary_cross_entropy")
 def binary_cross_entropy(
     input: ArrayLike,
     target: ArrayLike,
@@ -428,7 +380,7 @@ def binary_cross_entropy(
     reduce: Optional[bool] = None,
     reduction: str = "mean",
     **options: Any,
-) -> Any:
+) -> c.Call:
     r"""Binary cross-entropy of probabilities, as ``torch.nn.functional.binary_cross_entropy``.
 
     ``input`` holds probabilities in ``[0, 1]`` (anything else, NaN included, raises ``ValueError`` as torch
@@ -442,39 +394,25 @@ def binary_cross_entropy(
         >>> round(infoloss.binary_cross_entropy(x, t), 6)
         0.59123
     """
-    red = c.resolve_reduction(size_average, reduce, reduction, 2)
+    red = c.resolve_reduction(size_average, reduce, reduction, 3)
     opts = c.option_tuple("binary_cross_entropy", options, reduction=red)
-    return _elementwise("binary_cross_entropy", input, target, {"weight": weight}, opts)[0]
+    return functools.partial(_elementwise, "binary_cross_entropy", input, target, {"weight": weight}, opts)
 
 
-@c.catalog_options("binary_cross_entropy")
-def binary_cross_entropy_with_grad(
-    input: ArrayLike,
-    target: ArrayLike,
-    weight: Optional[ArrayLike] = None,
-    size_average: Optional[bool] = None,
-    reduce: Optional[bool] = None,
-    reduction: str = "mean",
-    *,
-    grad_output: Optional[ArrayLike] = None,
-    return_target_grad: bool = False,
-    **options: Any,
-) -> Tuple[Any, ...]:
+binary_cross_entropy_with_grad = c.with_grad(
+    binary_cross_entropy,
     """:func:`binary_cross_entropy` and its gradients: ``(loss, grad_input)`` or ``(loss, grad_input, grad_target)``.
 
     Example:
         >>> import numpy as np, infoloss
         >>> infoloss.binary_cross_entropy_with_grad(np.array([0.5]), np.array([1.0]))[1].tolist()
         [-2.0]
-    """
-    red = c.resolve_reduction(size_average, reduce, reduction, 2)
-    opts = c.option_tuple("binary_cross_entropy", options, reduction=red)
-    lo, gi, gt = _elementwise("binary_cross_entropy", input, target, {"weight": weight}, opts, grad_output,
-                              grad=True, target_grad=return_target_grad)
-    return (lo, gi, gt) if return_target_grad else (lo, gi)
+    """,
+    target_grad=True,
+)
 
 
-@c.catalog_options("binary_cross_entropy_with_logits")
+@c.public("binary_cross_entropy_with_logits")
 def binary_cross_entropy_with_logits(
     input: ArrayLike,
     target: ArrayLike,
@@ -484,7 +422,7 @@ def binary_cross_entropy_with_logits(
     reduction: str = "mean",
     pos_weight: Optional[ArrayLike] = None,
     **options: Any,
-) -> Any:
+) -> c.Call:
     r"""Binary cross-entropy on logits, as ``torch.nn.functional.binary_cross_entropy_with_logits``.
 
     Per element ``(1 − t)·x − (1 + (pw − 1)·t)·log σ(x)``, times ``weight``. ``weight`` and ``pos_weight``
@@ -498,39 +436,23 @@ def binary_cross_entropy_with_logits(
         >>> round(infoloss.binary_cross_entropy_with_logits(x, t), 6)
         0.767847
     """
-    red = c.resolve_reduction(size_average, reduce, reduction, 2)
+    red = c.resolve_reduction(size_average, reduce, reduction, 3)
     opts = c.option_tuple("binary_cross_entropy_with_logits", options, reduction=red)
     weights = {"weight": weight, "pos_weight": pos_weight}
-    return _elementwise("binary_cross_entropy_with_logits", input, target, weights, opts)[0]
+    return functools.partial(_elementwise, "binary_cross_entropy_with_logits", input, target, weights, opts)
 
 
-@c.catalog_options("binary_cross_entropy_with_logits")
-def binary_cross_entropy_with_logits_with_grad(
-    input: ArrayLike,
-    target: ArrayLike,
-    weight: Optional[ArrayLike] = None,
-    size_average: Optional[bool] = None,
-    reduce: Optional[bool] = None,
-    reduction: str = "mean",
-    pos_weight: Optional[ArrayLike] = None,
-    *,
-    grad_output: Optional[ArrayLike] = None,
-    return_target_grad: bool = False,
-    **options: Any,
-) -> Tuple[Any, ...]:
+binary_cross_entropy_with_logits_with_grad = c.with_grad(
+    binary_cross_entropy_with_logits,
     """:func:`binary_cross_entropy_with_logits` and its gradients: ``(loss, grad_input[, grad_target])``.
 
     Example:
         >>> import numpy as np, infoloss
         >>> infoloss.binary_cross_entropy_with_logits_with_grad(np.array([0.0]), np.array([1.0]))[1].tolist()
         [-0.5]
-    """
-    red = c.resolve_reduction(size_average, reduce, reduction, 2)
-    opts = c.option_tuple("binary_cross_entropy_with_logits", options, reduction=red)
-    weights = {"weight": weight, "pos_weight": pos_weight}
-    lo, gi, gt = _elementwise("binary_cross_entropy_with_logits", input, target, weights, opts, grad_output,
-                              grad=True, target_grad=return_target_grad)
-    return (lo, gi, gt) if return_target_grad else (lo, gi)
+    """,
+    target_grad=True,
+)
 
 
 
@@ -653,23 +575,25 @@ def _softmax_input(input: ArrayLike, dtype: Any, op: str) -> np.ndarray:
     return c.float_input(input, op)
 
 
-def _row_fn(name: str, input: ArrayLike, dim: Any, stacklevel: int, dtype: Any, grad_output: Any, want_grad: bool):
+def _row_fn(
+    name: str, input: ArrayLike, dim: Any, stacklevel: int, dtype: Any, grad_output: Any = None, *, grad: bool = False
+) -> Tuple[np.ndarray, Optional[np.ndarray], None]:
+    """``(output, grad_input, None)`` of ``softmax`` or ``log_softmax`` (``name``), ``grad_input`` ``None``
+    without ``grad``."""
     x = _softmax_input(input, dtype, name)
     if dim is None:
         dim = c.get_softmax_dim(name, x.ndim, stacklevel + 1)
     dim = c.as_int(dim, name, "dim")
     fwd = _C.log_softmax if name == "log_softmax" else _C.softmax
     out = fwd(x, dim)
-    if not want_grad:
-        return out
-    go = np.ones_like(out) if grad_output is None else c.grad_output_array(grad_output, out.dtype, name)
-    if go.ndim == 0 and out.ndim:
-        go = np.broadcast_to(go, out.shape)
+    if not grad:
+        return out, None, None
     bwd = _C.log_softmax_backward if name == "log_softmax" else _C.softmax_backward
-    return out, bwd(out, go, dim)
+    return out, bwd(out, c.upstream(grad_output, out, name), dim), None
 
 
-def log_softmax(input: ArrayLike, dim: Optional[int] = None, _stacklevel: int = 3, dtype: Any = None) -> np.ndarray:
+@c.public(returns="np.ndarray")
+def log_softmax(input: ArrayLike, dim: Optional[int] = None, _stacklevel: int = 3, dtype: Any = None) -> c.Call:
     r"""Log-softmax along ``dim``, as ``torch.nn.functional.log_softmax``: ``(x − m) − log Σ exp(x − m)``.
 
     ``dim=None`` picks torch's implicit dimension (0 for 0-, 1- and 3-D input, else 1) with its deprecation
@@ -681,17 +605,11 @@ def log_softmax(input: ArrayLike, dim: Optional[int] = None, _stacklevel: int = 
         >>> np.round(infoloss.log_softmax(np.array([0.0, 0.0]), 0), 6).tolist()
         [-0.693147, -0.693147]
     """
-    return _row_fn("log_softmax", input, dim, _stacklevel, dtype, None, False)
+    return functools.partial(_row_fn, "log_softmax", input, dim, _stacklevel, dtype)
 
 
-def log_softmax_with_grad(
-    input: ArrayLike,
-    dim: Optional[int] = None,
-    _stacklevel: int = 3,
-    dtype: Any = None,
-    *,
-    grad_output: Optional[ArrayLike] = None,
-) -> Tuple[np.ndarray, np.ndarray]:
+log_softmax_with_grad = c.with_grad(
+    log_softmax,
     """:func:`log_softmax` and the gradient of ``Σ grad_output·log_softmax(input)``: ``(output, grad_input)``.
 
     ``grad_output`` defaults to ones.
@@ -700,11 +618,12 @@ def log_softmax_with_grad(
         >>> import numpy as np, infoloss
         >>> infoloss.log_softmax_with_grad(np.array([0.0, 0.0]), 0)[1].tolist()
         [0.0, 0.0]
-    """
-    return _row_fn("log_softmax", input, dim, _stacklevel, dtype, grad_output, True)
+    """,
+)
 
 
-def softmax(input: ArrayLike, dim: Optional[int] = None, _stacklevel: int = 3, dtype: Any = None) -> np.ndarray:
+@c.public(returns="np.ndarray")
+def softmax(input: ArrayLike, dim: Optional[int] = None, _stacklevel: int = 3, dtype: Any = None) -> c.Call:
     r"""Softmax along ``dim``, as ``torch.nn.functional.softmax``: ``exp(x − m) / Σ exp(x − m)``.
 
     ``dim=None`` picks torch's implicit dimension with its deprecation warning; ``dtype`` casts the input
@@ -715,17 +634,11 @@ def softmax(input: ArrayLike, dim: Optional[int] = None, _stacklevel: int = 3, d
         >>> infoloss.softmax(np.array([[1.0, 1.0]]), dim=1).tolist()
         [[0.5, 0.5]]
     """
-    return _row_fn("softmax", input, dim, _stacklevel, dtype, None, False)
+    return functools.partial(_row_fn, "softmax", input, dim, _stacklevel, dtype)
 
 
-def softmax_with_grad(
-    input: ArrayLike,
-    dim: Optional[int] = None,
-    _stacklevel: int = 3,
-    dtype: Any = None,
-    *,
-    grad_output: Optional[ArrayLike] = None,
-) -> Tuple[np.ndarray, np.ndarray]:
+softmax_with_grad = c.with_grad(
+    softmax,
     """:func:`softmax` and the gradient of ``Σ grad_output·softmax(input)``: ``(output, grad_input)``.
 
     Example:
@@ -733,8 +646,8 @@ def softmax_with_grad(
         >>> s, g = infoloss.softmax_with_grad(np.array([0.0, 0.0]), 0, grad_output=np.array([1.0, 0.0]))
         >>> g.tolist()
         [0.25, -0.25]
-    """
-    return _row_fn("softmax", input, dim, _stacklevel, dtype, grad_output, True)
+    """,
+)
 
 
 def _dims(dim: Sequence[Any], ndim: int, op: str) -> Tuple[int, ...]:
@@ -755,7 +668,10 @@ def _dims(dim: Sequence[Any], ndim: int, op: str) -> Tuple[int, ...]:
     return tuple(out)
 
 
-def _logsumexp(input: ArrayLike, dim: Any, keepdim: Any, grad_output: Any, want_grad: bool):
+def _logsumexp(
+    input: ArrayLike, dim: Any, keepdim: Any, grad_output: Any = None, *, grad: bool = False
+) -> Tuple[Any, Optional[np.ndarray], None]:
+    """``(output, grad_input, None)`` of ``logsumexp``, ``grad_input`` ``None`` without ``grad``."""
     op = "logsumexp"
     x = c.float_input(input, op)
     if isinstance(dim, (list, tuple)):
@@ -775,23 +691,19 @@ def _logsumexp(input: ArrayLike, dim: Any, keepdim: Any, grad_output: Any, want_
     out = _C.logsumexp(y, d_core)
     result = np.expand_dims(out, axes) if (keepdim and axes) else out
     result = c.scalar_or_array(result)
-    if not want_grad:
-        return result
-    if grad_output is None:
-        go = np.ones(out.shape, dtype=out.dtype)
-    else:
-        go = c.grad_output_array(grad_output, out.dtype, op)
-        if go.ndim == 0 and out.ndim:
-            go = np.broadcast_to(go, out.shape)
-        elif keepdim and axes and go.shape == np.shape(result):
-            go = go.reshape(out.shape)
+    if not grad:
+        return result, None, None
+    go = c.upstream(grad_output, out, op)
+    if keepdim and axes and go.shape == np.shape(result):
+        go = go.reshape(out.shape)  # a keepdim-shaped upstream gradient
     g = _C.logsumexp_backward(y, go, d_core)
     if moved is not None:
         g = np.transpose(g.reshape([x.shape[i] for i in moved]), np.argsort(moved))
-    return result, g
+    return result, g, None
 
 
-def logsumexp(input: ArrayLike, dim: Union[int, Sequence[int]], keepdim: bool = False) -> Any:
+@c.public(returns="Any")
+def logsumexp(input: ArrayLike, dim: Union[int, Sequence[int]], keepdim: bool = False) -> c.Call:
     r"""``log Σ exp(input)`` over ``dim`` (an int or a sequence of ints), as ``torch.logsumexp``.
 
     Computed stably as ``m + log Σ exp(x − m)``; ``keepdim`` keeps the reduced dimensions with size 1. A 0-d
@@ -802,21 +714,16 @@ def logsumexp(input: ArrayLike, dim: Union[int, Sequence[int]], keepdim: bool = 
         >>> round(float(infoloss.logsumexp(np.log(np.array([1.0, 3.0])), 0)), 6)
         1.386294
     """
-    return _logsumexp(input, dim, keepdim, None, False)
+    return functools.partial(_logsumexp, input, dim, keepdim)
 
 
-def logsumexp_with_grad(
-    input: ArrayLike,
-    dim: Union[int, Sequence[int]],
-    keepdim: bool = False,
-    *,
-    grad_output: Optional[ArrayLike] = None,
-) -> Tuple[Any, np.ndarray]:
+logsumexp_with_grad = c.with_grad(
+    logsumexp,
     """:func:`logsumexp` and the gradient of ``Σ grad_output·logsumexp(input)``: ``(output, grad_input)``.
 
     Example:
         >>> import numpy as np, infoloss
         >>> infoloss.logsumexp_with_grad(np.array([0.0, 0.0]), 0)[1].tolist()
         [0.5, 0.5]
-    """
-    return _logsumexp(input, dim, keepdim, grad_output, True)
+    """,
+)

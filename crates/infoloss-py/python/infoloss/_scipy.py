@@ -6,6 +6,7 @@ precision (SciPy computes float16 in float32). Results of 0 dimensions are NumPy
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
@@ -60,7 +61,23 @@ def _nan_policy(nan_policy: Any, op: str, *arrays: Optional[np.ndarray]) -> None
 # ---------------------------------------------------------------------------------------------- elementwise
 
 
-def entr(x: ArrayLike) -> Any:
+def _pointwise(
+    op: str, args: Tuple[Any, ...], grad_output: Any = None, *, grad: bool = False, target_grad: bool = False
+) -> Tuple[Any, Optional[np.ndarray], Optional[np.ndarray]]:
+    """``(output, grad_x, grad_y)`` of the elementwise measure ``op`` of ``args`` (its kernel's arguments): the
+    kernel given an upstream gradient returns the gradient wrt ``x`` (and ``y``, for ``rel_entr``). The gradients
+    are ``None`` without ``grad``."""
+    kernel = getattr(_C, op)
+    out = kernel(*args)
+    if not grad:
+        return c.scalar_or_array(out), None, None
+    g = kernel(*args, c.upstream(grad_output, out, op))
+    gx, gy = g if isinstance(g, tuple) else (g, None)
+    return c.scalar_or_array(out), gx, gy
+
+
+@c.public()
+def entr(x: ArrayLike) -> c.Call:
     r"""``−x·ln x`` elementwise, as ``scipy.special.entr``: 0 at ``x = 0``, ``-inf`` for ``x < 0``.
 
     Example:
@@ -69,24 +86,19 @@ def entr(x: ArrayLike) -> Any:
         0.346574
     """
     a = c.ready(_arr(x, "entr", "x"), "entr", "x")
-    return c.scalar_or_array(_C.entr(a))
+    return functools.partial(_pointwise, "entr", (a,))
 
 
-def entr_with_grad(x: ArrayLike, *, grad_output: Optional[ArrayLike] = None) -> Tuple[Any, np.ndarray]:
+entr_with_grad = c.with_grad(
+    entr,
     """:func:`entr` and its gradient ``g·(−ln x − 1)``: ``(output, grad_x)`` (``grad_output`` defaults to ones).
 
     Example:
         >>> import numpy as np, infoloss
         >>> infoloss.entr_with_grad(np.array([1.0]))[1].tolist()
         [-1.0]
-    """
-    op = "entr"
-    a = c.ready(_arr(x, op, "x"), op, "x")
-    out = _C.entr(a)
-    go = np.ones(out.shape, out.dtype) if grad_output is None else c.grad_output_array(grad_output, out.dtype, op)
-    if go.ndim == 0 and out.ndim:
-        go = np.broadcast_to(go, out.shape)
-    return c.scalar_or_array(out), _C.entr(a, go)
+    """,
+)
 
 
 def _rel_entr_args(x: Any, y: Any) -> Tuple[np.ndarray, np.ndarray]:
@@ -96,7 +108,8 @@ def _rel_entr_args(x: Any, y: Any) -> Tuple[np.ndarray, np.ndarray]:
     return c.cast(a, dt, op, "x"), c.cast(b, dt, op, "y")
 
 
-def rel_entr(x: ArrayLike, y: ArrayLike) -> Any:
+@c.public()
+def rel_entr(x: ArrayLike, y: ArrayLike) -> c.Call:
     r"""``x·ln(x/y)`` elementwise with SciPy's cases, as ``scipy.special.rel_entr`` (``x`` and ``y`` broadcast).
 
     ``0`` where ``x = 0, y ≥ 0``; ``+inf`` where ``x > 0, y = 0`` or either is negative.
@@ -106,17 +119,11 @@ def rel_entr(x: ArrayLike, y: ArrayLike) -> Any:
         >>> round(float(infoloss.rel_entr(1.0, 2.0)), 6)
         -0.693147
     """
-    a, b = _rel_entr_args(x, y)
-    return c.scalar_or_array(_C.rel_entr(a, b))
+    return functools.partial(_pointwise, "rel_entr", _rel_entr_args(x, y))
 
 
-def rel_entr_with_grad(
-    x: ArrayLike,
-    y: ArrayLike,
-    *,
-    grad_output: Optional[ArrayLike] = None,
-    return_target_grad: bool = False,
-) -> Tuple[Any, ...]:
+rel_entr_with_grad = c.with_grad(
+    rel_entr,
     """:func:`rel_entr` and its gradients: ``(output, grad_x)`` or ``(output, grad_x, grad_y)``.
 
     ``grad_x = g·(ln(x/y) + 1)``, ``grad_y = −g·x/y``, each in its argument's shape.
@@ -126,19 +133,13 @@ def rel_entr_with_grad(
         >>> out, gx, gy = infoloss.rel_entr_with_grad(np.array([1.0]), np.array([2.0]), return_target_grad=True)
         >>> gy.tolist()
         [-0.5]
-    """
-    op = "rel_entr"
-    a, b = _rel_entr_args(x, y)
-    out = _C.rel_entr(a, b)
-    go = np.ones(out.shape, out.dtype) if grad_output is None else c.grad_output_array(grad_output, out.dtype, op)
-    if go.ndim == 0 and out.ndim:
-        go = np.broadcast_to(go, out.shape)
-    gx, gy = _C.rel_entr(a, b, go)
-    out = c.scalar_or_array(out)
-    return (out, gx, gy) if return_target_grad else (out, gx)
+    """,
+    target_grad=True,
+)
 
 
-def self_information(p: ArrayLike, base: Optional[float] = None) -> Any:
+@c.public()
+def self_information(p: ArrayLike, base: Optional[float] = None) -> c.Call:
     r"""Self-information ``I(p) = −log_base p`` elementwise (nats by default, bits with ``base=2``).
 
     Example:
@@ -148,25 +149,19 @@ def self_information(p: ArrayLike, base: Optional[float] = None) -> Any:
     """
     op = "self_information"
     a = c.ready(_arr(p, op, "p"), op, "p")
-    return c.scalar_or_array(_C.self_information(a, c.as_base(base, op)))
+    return functools.partial(_pointwise, op, (a, c.as_base(base, op)))
 
 
-def self_information_with_grad(p: ArrayLike, base: Optional[float] = None, *, grad_output: Optional[ArrayLike] = None) -> Tuple[Any, np.ndarray]:
+self_information_with_grad = c.with_grad(
+    self_information,
     """:func:`self_information` and its gradient ``−g/(p·ln base)``: ``(output, grad_p)``.
 
     Example:
         >>> import numpy as np, infoloss
         >>> infoloss.self_information_with_grad(np.array([0.5]))[1].tolist()
         [-2.0]
-    """
-    op = "self_information"
-    a = c.ready(_arr(p, op, "p"), op, "p")
-    bs = c.as_base(base, op)
-    out = _C.self_information(a, bs)
-    go = np.ones(out.shape, out.dtype) if grad_output is None else c.grad_output_array(grad_output, out.dtype, op)
-    if go.ndim == 0 and out.ndim:
-        go = np.broadcast_to(go, out.shape)
-    return c.scalar_or_array(out), _C.self_information(a, bs, go)
+    """,
+)
 
 
 # ----------------------------------------------------------------------------------------------- reductions
@@ -208,14 +203,15 @@ def _measure(
     axis: Any,
     keepdims: Any,
     extra: Dict[str, Any],
+    grad_output: Any = None,
     *,
     nan_policy: Optional[str] = None,
     grad: bool = False,
-    grad_output: Any = None,
+    target_grad: bool = False,
 ) -> Tuple[Any, Optional[np.ndarray], Optional[np.ndarray]]:
     """The shared body of :func:`entropy`, :func:`shannon_cross_entropy` and :func:`jensenshannon` (``op``):
-    ``(result, grad_p, grad_q)``, the gradients ``None`` without ``grad``. SciPy's ``keepdims`` and ``nan_policy``
-    are applied here, around the core's measure."""
+    ``(result, grad_p, grad_q)``, ``grad_p`` ``None`` without ``grad``, ``grad_q`` without ``target_grad`` (or
+    ``q``). SciPy's ``keepdims`` and ``nan_policy`` are applied here, around the core's measure."""
     if nan_policy is not None:
         _nan_policy(nan_policy, op)
     a, b, ax, shape = _dist_args(op, p, q, *names, axis)
@@ -230,25 +226,17 @@ def _measure(
     res = c.scalar_or_array(_keep(out, axis, shape, bool(keepdims)))
     if not grad:
         return res, None, None
-    gp, gq = kernel(a, b, opts, _grad_for(out, grad_output, op))
-    gp = c.unbroadcast(gp.reshape(shape), np.shape(np.asarray(p)))
-    if gq is not None:
-        gq = c.unbroadcast(gq.reshape(shape), np.shape(np.asarray(q)))
-    return res, gp, gq
-
-
-def _grad_for(out: np.ndarray, grad_output: Any, op: str) -> np.ndarray:
-    if grad_output is None:
-        return np.ones(out.shape, out.dtype)
-    go = c.grad_output_array(grad_output, out.dtype, op)
-    if go.ndim == 0 and out.ndim:
-        return np.broadcast_to(go, out.shape)
+    go = c.upstream(grad_output, out, op)
     if go.shape != out.shape and go.size == out.size:  # keepdims-shaped upstream gradient
-        return go.reshape(out.shape)
-    return go
+        go = go.reshape(out.shape)
+    gp, gq = kernel(a, b, opts, go)
+    gp = c.unbroadcast(gp.reshape(shape), np.shape(np.asarray(p)))
+    if gq is None or not target_grad:
+        return res, gp, None
+    return res, gp, c.unbroadcast(gq.reshape(shape), np.shape(np.asarray(q)))
 
 
-@c.catalog_options("entropy")
+@c.public("entropy")
 def entropy(
     pk: ArrayLike,
     qk: Optional[ArrayLike] = None,
@@ -258,7 +246,7 @@ def entropy(
     nan_policy: str = "propagate",
     keepdims: bool = False,
     **options: Any,
-) -> Any:
+) -> c.Call:
     r"""Shannon entropy, or relative entropy (KL) when ``qk`` is given, as ``scipy.stats.entropy``.
 
     ``H = −Σ p̂·log p̂`` or ``D = Σ p̂·log(p̂/q̂)`` along ``axis``, after normalizing ``p̂ = pk/Σpk`` (and
@@ -270,22 +258,12 @@ def entropy(
         >>> round(float(infoloss.entropy([0.5, 0.5], base=2)), 6)
         1.0
     """
-    return _measure("entropy", pk, qk, ("pk", "qk"), base, axis, keepdims, options, nan_policy=nan_policy)[0]
+    return functools.partial(_measure, "entropy", pk, qk, ("pk", "qk"), base, axis, keepdims, options,
+                             nan_policy=nan_policy)
 
 
-@c.catalog_options("entropy")
-def entropy_with_grad(
-    pk: ArrayLike,
-    qk: Optional[ArrayLike] = None,
-    base: Optional[float] = None,
-    axis: Optional[int] = 0,
-    *,
-    nan_policy: str = "propagate",
-    keepdims: bool = False,
-    grad_output: Optional[ArrayLike] = None,
-    return_target_grad: bool = False,
-    **options: Any,
-) -> Tuple[Any, ...]:
+entropy_with_grad = c.with_grad(
+    entropy,
     """:func:`entropy` and its gradients through the normalization: ``(H, grad_pk)`` or ``(H, grad_pk, grad_qk)``.
 
     ``grad_qk`` is ``None`` when ``qk`` is not given.
@@ -295,13 +273,12 @@ def entropy_with_grad(
         >>> h, g = infoloss.entropy_with_grad(np.array([0.5, 0.5]))
         >>> g.tolist()
         [0.0, 0.0]
-    """
-    res, gp, gq = _measure("entropy", pk, qk, ("pk", "qk"), base, axis, keepdims, options, nan_policy=nan_policy,
-                           grad=True, grad_output=grad_output)
-    return (res, gp, gq) if return_target_grad else (res, gp)
+    """,
+    target_grad=True,
+)
 
 
-@c.catalog_options("shannon_cross_entropy")
+@c.public("shannon_cross_entropy")
 def shannon_cross_entropy(
     pk: ArrayLike,
     qk: ArrayLike,
@@ -310,7 +287,7 @@ def shannon_cross_entropy(
     *,
     keepdims: bool = False,
     **options: Any,
-) -> Any:
+) -> c.Call:
     r"""Cross-entropy of two distributions ``H(p, q) = −Σ p̂·log q̂`` along ``axis`` (normalized like :func:`entropy`).
 
     Equals ``entropy(pk) + entropy(pk, qk)``.
@@ -320,21 +297,11 @@ def shannon_cross_entropy(
         >>> round(float(infoloss.shannon_cross_entropy([0.0, 0.0, 1.0], [0.3, 0.3, 0.4])), 6)
         0.916291
     """
-    return _measure("shannon_cross_entropy", pk, qk, ("pk", "qk"), base, axis, keepdims, options)[0]
+    return functools.partial(_measure, "shannon_cross_entropy", pk, qk, ("pk", "qk"), base, axis, keepdims, options)
 
 
-@c.catalog_options("shannon_cross_entropy")
-def shannon_cross_entropy_with_grad(
-    pk: ArrayLike,
-    qk: ArrayLike,
-    base: Optional[float] = None,
-    axis: Optional[int] = 0,
-    *,
-    keepdims: bool = False,
-    grad_output: Optional[ArrayLike] = None,
-    return_target_grad: bool = False,
-    **options: Any,
-) -> Tuple[Any, ...]:
+shannon_cross_entropy_with_grad = c.with_grad(
+    shannon_cross_entropy,
     """:func:`shannon_cross_entropy` and its gradients through the normalization: ``(H, grad_pk[, grad_qk])``.
 
     Example:
@@ -343,13 +310,12 @@ def shannon_cross_entropy_with_grad(
         ...                                                      return_target_grad=True)
         >>> gq.tolist()
         [0.0, 0.0]
-    """
-    res, gp, gq = _measure("shannon_cross_entropy", pk, qk, ("pk", "qk"), base, axis, keepdims, options, grad=True,
-                           grad_output=grad_output)
-    return (res, gp, gq) if return_target_grad else (res, gp)
+    """,
+    target_grad=True,
+)
 
 
-@c.catalog_options("jensenshannon")
+@c.public("jensenshannon")
 def jensenshannon(
     p: ArrayLike,
     q: ArrayLike,
@@ -357,7 +323,7 @@ def jensenshannon(
     axis: Optional[int] = 0,
     keepdims: bool = False,
     **options: Any,
-) -> Any:
+) -> c.Call:
     r"""Jensen–Shannon **distance** (the square root of the divergence), as ``scipy.spatial.distance.jensenshannon``.
 
     ``sqrt((KL(p̂‖m) + KL(q̂‖m))/2)`` with ``m = (p̂ + q̂)/2``, after normalizing along ``axis``;
@@ -368,21 +334,11 @@ def jensenshannon(
         >>> round(float(infoloss.jensenshannon([1.0, 0.0], [0.0, 1.0], base=2)), 6)
         1.0
     """
-    return _measure("jensenshannon", p, q, ("p", "q"), base, axis, keepdims, options)[0]
+    return functools.partial(_measure, "jensenshannon", p, q, ("p", "q"), base, axis, keepdims, options)
 
 
-@c.catalog_options("jensenshannon")
-def jensenshannon_with_grad(
-    p: ArrayLike,
-    q: ArrayLike,
-    base: Optional[float] = None,
-    axis: Optional[int] = 0,
-    keepdims: bool = False,
-    *,
-    grad_output: Optional[ArrayLike] = None,
-    return_target_grad: bool = False,
-    **options: Any,
-) -> Tuple[Any, ...]:
+jensenshannon_with_grad = c.with_grad(
+    jensenshannon,
     """:func:`jensenshannon` and its gradients: ``(js, grad_p)`` or ``(js, grad_p, grad_q)``.
 
     Example:
@@ -390,7 +346,6 @@ def jensenshannon_with_grad(
         >>> js, gp = infoloss.jensenshannon_with_grad(np.array([0.25, 0.75]), np.array([0.75, 0.25]))
         >>> gp.shape
         (2,)
-    """
-    res, gp, gq = _measure("jensenshannon", p, q, ("p", "q"), base, axis, keepdims, options, grad=True,
-                           grad_output=grad_output)
-    return (res, gp, gq) if return_target_grad else (res, gp)
+    """,
+    target_grad=True,
+)
