@@ -312,3 +312,36 @@ macro_rules! dispatch {
     };
 }
 pub(crate) use dispatch;
+
+/// Declares a `#[pyfunction]` whose body is generic over the float type `T` of one operand, with its parameter
+/// list written once: the body is instantiated for float16, float32 and float64 and picked by the dtype of the
+/// operand named after `dtype of` (a `TypeError` naming the function `$op` otherwise). The `let` lines run
+/// before the dtype is looked at and hand their values to the body as parameters of the same names (the
+/// options read from their tuple, which do not depend on the dtype).
+macro_rules! float_fn {
+    (
+        $(#[$doc:meta])*
+        fn $name:ident($($arg:ident: $ty:ty),* $(,)?) signature $sig:tt, dtype of $on:ident in $op:expr;
+        $(let $pre:ident: $pre_ty:ty = $pre_e:expr;)*
+        |$py:ident, $T:ident| $body:block
+    ) => {
+        $(#[$doc])*
+        #[pyfunction]
+        #[pyo3(signature = $sig)]
+        #[allow(clippy::too_many_arguments)]
+        pub(crate) fn $name(py: Python<'_>, $($arg: $ty),*) -> PyResult<Py<PyAny>> {
+            $(let $pre: $pre_ty = $pre_e;)*
+            #[allow(clippy::too_many_arguments, unused_variables)]
+            fn body<$T: $crate::boundary::Float>(
+                $py: Python<'_>,
+                $($arg: $ty,)*
+                $($pre: $pre_ty,)*
+            ) -> PyResult<Py<PyAny>> $body
+            $crate::boundary::dispatch!(
+                $crate::boundary::kind($on, $op, stringify!($on))?,
+                body(py, $($arg,)* $($pre,)*)
+            )
+        }
+    };
+}
+pub(crate) use float_fn;

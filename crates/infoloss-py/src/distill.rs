@@ -17,7 +17,7 @@ use numpy::PyReadonlyArrayDyn;
 use numpy::prelude::*;
 
 use crate::boundary::{
-    Float, Plan, array_to_py, compute, dispatch, drive, float_arr, grad_output, index_arr, kind,
+    Float, Plan, array_to_py, compute, dispatch, drive, float_arr, float_fn, grad_output, index_arr, kind,
     opt_float_arr, probe, scalar_to_py, to_py_err,
 };
 use crate::catalog::from_tuple;
@@ -90,136 +90,87 @@ impl<'py, T: Float> TopK<'py, T> {
 
 // ----------------------------------------------------------------------------------------------------- distill
 
-fn distill_impl<T: Float>(
-    py: Python<'_>,
-    student: &Bound<'_, PyAny>,
-    teacher: &Bound<'_, PyAny>,
-    labels: Option<&Bound<'_, PyAny>>,
-    opts: DistillOptions,
-    grad_out: Option<&Bound<'_, PyAny>>,
-    plan: Plan,
-) -> PyResult<Py<PyAny>> {
-    const OP: &str = "distill";
-    let s = float_arr::<T>(student, OP, "student_logits")?;
-    let t = float_arr::<T>(teacher, OP, "teacher_logits")?;
-    let y = Labels::borrow(labels, OP)?;
-    let g = opt_float_arr::<T>(grad_out, OP, "grad_output")?;
-    probe(OP, &[s.shape()], 1 + usize::from(plan.grad))?;
-    let sv = s.as_array();
-    let tv = t.as_array();
-    let yv = y.view(OP)?;
-    let gv = g.as_ref().map(|g| grad_output(g.as_array()));
-    let out = compute(py, OP, move || {
-        drive(
-            plan,
-            gv,
-            || infoloss::distill(sv.view(), tv.view(), yv, &opts),
-            || infoloss::distill_with_grad(sv.view(), tv.view(), yv, &opts).map(|(l, g)| (l, g.into_dyn())),
-            |g| infoloss::distill_backward(sv.view(), tv.view(), yv, &opts, g).map(|a| a.into_dyn()),
-            no_target(),
-        )
-    })?;
-    out.into_py(py)
-}
-
-/// `distill(student, teacher, labels)`: `(loss, grad_student, None)`.
-#[pyfunction]
-#[pyo3(signature = (
-    student_logits, teacher_logits, labels, options, grad_output, loss, grad
-))]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn distill(
-    py: Python<'_>,
-    student_logits: &Bound<'_, PyAny>,
-    teacher_logits: &Bound<'_, PyAny>,
-    labels: Option<&Bound<'_, PyAny>>,
-    options: &Bound<'_, PyTuple>,
-    grad_output: Option<&Bound<'_, PyAny>>,
-    loss: bool,
-    grad: bool,
-) -> PyResult<Py<PyAny>> {
-    const OP: &str = "distill";
-    let opts = from_tuple::<DistillOptions>(OP, options)?;
-    let plan = Plan { loss, grad, target_grad: false };
-    dispatch!(
-        kind(student_logits, OP, "student_logits")?,
-        distill_impl(py, student_logits, teacher_logits, labels, opts, grad_output, plan)
-    )
+float_fn! {
+    /// `distill(student, teacher, labels)`: `(loss, grad_student, None)`.
+    fn distill(
+        student_logits: &Bound<'_, PyAny>,
+        teacher_logits: &Bound<'_, PyAny>,
+        labels: Option<&Bound<'_, PyAny>>,
+        options: &Bound<'_, PyTuple>,
+        grad_output: Option<&Bound<'_, PyAny>>,
+        loss: bool,
+        grad: bool,
+    ) signature (student_logits, teacher_logits, labels, options, grad_output, loss, grad),
+        dtype of student_logits in "distill";
+    let opts: DistillOptions = from_tuple("distill", options)?;
+    |py, T| {
+        const OP: &str = "distill";
+        let plan = Plan { loss, grad, target_grad: false };
+        let s = float_arr::<T>(student_logits, OP, "student_logits")?;
+        let t = float_arr::<T>(teacher_logits, OP, "teacher_logits")?;
+        let y = Labels::borrow(labels, OP)?;
+        let g = opt_float_arr::<T>(grad_output, OP, "grad_output")?;
+        probe(OP, &[s.shape()], 1 + usize::from(plan.grad))?;
+        let sv = s.as_array();
+        let tv = t.as_array();
+        let yv = y.view(OP)?;
+        let gv = g.as_ref().map(|g| crate::boundary::grad_output(g.as_array()));
+        let out = compute(py, OP, move || {
+            drive(
+                plan,
+                gv,
+                || infoloss::distill(sv.view(), tv.view(), yv, &opts),
+                || infoloss::distill_with_grad(sv.view(), tv.view(), yv, &opts).map(|(l, g)| (l, g.into_dyn())),
+                |g| infoloss::distill_backward(sv.view(), tv.view(), yv, &opts, g).map(|a| a.into_dyn()),
+                no_target(),
+            )
+        })?;
+        out.into_py(py)
+    }
 }
 
 // ------------------------------------------------------------------------------------------------ distill_topk
 
-#[allow(clippy::too_many_arguments)]
-fn distill_topk_impl<T: Float>(
-    py: Python<'_>,
-    student: &Bound<'_, PyAny>,
-    indices: &Bound<'_, PyAny>,
-    logprobs: &Bound<'_, PyAny>,
-    labels: Option<&Bound<'_, PyAny>>,
-    add_tail: bool,
-    opts: DistillOptions,
-    grad_out: Option<&Bound<'_, PyAny>>,
-    plan: Plan,
-) -> PyResult<Py<PyAny>> {
-    const OP: &str = "distill_topk";
-    let s = float_arr::<T>(student, OP, "student_logits")?;
-    let topk = TopK::<T>::borrow(indices, logprobs, OP)?;
-    let y = Labels::borrow(labels, OP)?;
-    let g = opt_float_arr::<T>(grad_out, OP, "grad_output")?;
-    probe(OP, &[s.shape()], 1 + usize::from(plan.grad))?;
-    let sv = s.as_array();
-    let teacher = topk.teacher(OP, add_tail)?;
-    let yv = y.view(OP)?;
-    let gv = g.as_ref().map(|g| grad_output(g.as_array()));
-    let out = compute(py, OP, move || {
-        let tref = &teacher;
-        drive(
-            plan,
-            gv,
-            || infoloss::distill_topk(sv.view(), tref, yv, &opts),
-            || infoloss::distill_topk_with_grad(sv.view(), tref, yv, &opts).map(|(l, g)| (l, g.into_dyn())),
-            |g| infoloss::distill_topk_backward(sv.view(), tref, yv, &opts, g).map(|a| a.into_dyn()),
-            no_target(),
-        )
-    })?;
-    out.into_py(py)
-}
-
-/// `distill_topk(student, topk_indices, topk_logprobs, labels)`: `(loss, grad_student, None)`.
-#[pyfunction]
-#[pyo3(signature = (
-    student_logits, topk_indices, topk_logprobs, labels, add_tail, options, grad_output, loss, grad
-))]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn distill_topk(
-    py: Python<'_>,
-    student_logits: &Bound<'_, PyAny>,
-    topk_indices: &Bound<'_, PyAny>,
-    topk_logprobs: &Bound<'_, PyAny>,
-    labels: Option<&Bound<'_, PyAny>>,
-    add_tail: bool,
-    options: &Bound<'_, PyTuple>,
-    grad_output: Option<&Bound<'_, PyAny>>,
-    loss: bool,
-    grad: bool,
-) -> PyResult<Py<PyAny>> {
-    const OP: &str = "distill_topk";
-    let opts = from_tuple::<DistillOptions>(OP, options)?;
-    let plan = Plan { loss, grad, target_grad: false };
-    dispatch!(
-        kind(student_logits, OP, "student_logits")?,
-        distill_topk_impl(
-            py,
-            student_logits,
-            topk_indices,
-            topk_logprobs,
-            labels,
-            add_tail,
-            opts,
-            grad_output,
-            plan
-        )
-    )
+float_fn! {
+    /// `distill_topk(student, topk_indices, topk_logprobs, labels)`: `(loss, grad_student, None)`.
+    fn distill_topk(
+        student_logits: &Bound<'_, PyAny>,
+        topk_indices: &Bound<'_, PyAny>,
+        topk_logprobs: &Bound<'_, PyAny>,
+        labels: Option<&Bound<'_, PyAny>>,
+        add_tail: bool,
+        options: &Bound<'_, PyTuple>,
+        grad_output: Option<&Bound<'_, PyAny>>,
+        loss: bool,
+        grad: bool,
+    ) signature (student_logits, topk_indices, topk_logprobs, labels, add_tail, options, grad_output, loss, grad),
+        dtype of student_logits in "distill_topk";
+    let opts: DistillOptions = from_tuple("distill_topk", options)?;
+    |py, T| {
+        const OP: &str = "distill_topk";
+        let plan = Plan { loss, grad, target_grad: false };
+        let s = float_arr::<T>(student_logits, OP, "student_logits")?;
+        let topk = TopK::<T>::borrow(topk_indices, topk_logprobs, OP)?;
+        let y = Labels::borrow(labels, OP)?;
+        let g = opt_float_arr::<T>(grad_output, OP, "grad_output")?;
+        probe(OP, &[s.shape()], 1 + usize::from(plan.grad))?;
+        let sv = s.as_array();
+        let teacher = topk.teacher(OP, add_tail)?;
+        let yv = y.view(OP)?;
+        let gv = g.as_ref().map(|g| crate::boundary::grad_output(g.as_array()));
+        let out = compute(py, OP, move || {
+            let tref = &teacher;
+            drive(
+                plan,
+                gv,
+                || infoloss::distill_topk(sv.view(), tref, yv, &opts),
+                || infoloss::distill_topk_with_grad(sv.view(), tref, yv, &opts).map(|(l, g)| (l, g.into_dyn())),
+                |g| infoloss::distill_topk_backward(sv.view(), tref, yv, &opts, g).map(|a| a.into_dyn()),
+                no_target(),
+            )
+        })?;
+        out.into_py(py)
+    }
 }
 
 // --------------------------------------------------------------------------------------------- uda_consistency

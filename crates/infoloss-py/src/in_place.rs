@@ -15,7 +15,7 @@ use pyo3::types::PyTuple;
 use infoloss::CrossEntropyOptions;
 use infoloss::distill::DistillOptions;
 
-use crate::boundary::{Float, compute, dispatch, float_arr, index_arr, kind, loss_to_py, opt_float_arr};
+use crate::boundary::{Float, compute, float_arr, float_fn, index_arr, loss_to_py, opt_float_arr};
 use crate::catalog::from_tuple;
 use crate::distill::{Labels, TopK};
 use crate::losses::weight_1d;
@@ -44,197 +44,132 @@ fn logits_mut<'py, T: Float>(
 
 // ------------------------------------------------------------------------------------------------ cross_entropy
 
-fn cross_entropy_ip_impl<T: Float>(
-    py: Python<'_>,
-    input: &Bound<'_, PyAny>,
-    target: &Bound<'_, PyAny>,
-    weight: Option<&Bound<'_, PyAny>>,
-    options: &Bound<'_, PyTuple>,
-    probs: bool,
-) -> PyResult<Py<PyAny>> {
-    const OP: &str = "cross_entropy_with_grad_in_place";
-    let mut x = logits_mut::<T>(input, OP, "input")?;
-    let w = opt_float_arr::<T>(weight, OP, "weight")?;
-    let mut opts = from_tuple::<CrossEntropyOptions<'_, T>>(OP, options)?;
-    opts.weight = w.as_ref().map(|w| weight_1d(w.as_array(), OP)).transpose()?;
-    let xv: ArrayViewMutD<'_, T> = x.as_array_mut();
-    let loss = if probs {
-        let t = float_arr::<T>(target, OP, "target")?;
-        let tv = t.as_array();
-        compute(py, OP, move || {
-            infoloss::cross_entropy::cross_entropy_probs_with_grad_in_place(xv, tv, &opts)
-        })?
-    } else {
-        let t = index_arr(target, OP, "target")?;
-        let tv = t.as_array();
-        compute(py, OP, move || infoloss::cross_entropy_with_grad_in_place(xv, tv, &opts))?
-    };
-    Ok(loss_to_py(py, loss))
-}
-
-/// `cross_entropy_with_grad_in_place(input, target, weight, options, probs)`: the loss; the gradient overwrites
-/// `input`. `probs` selects probability targets (of `input`'s dtype) over class indices (int64).
-#[pyfunction]
-#[pyo3(signature = (input, target, weight, options, probs))]
-pub(crate) fn cross_entropy_in_place(
-    py: Python<'_>,
-    input: &Bound<'_, PyAny>,
-    target: &Bound<'_, PyAny>,
-    weight: Option<&Bound<'_, PyAny>>,
-    options: &Bound<'_, PyTuple>,
-    probs: bool,
-) -> PyResult<Py<PyAny>> {
-    dispatch!(
-        kind(input, "cross_entropy_with_grad_in_place", "input")?,
-        cross_entropy_ip_impl(py, input, target, weight, options, probs)
-    )
+float_fn! {
+    /// `cross_entropy_with_grad_in_place(input, target, weight, options, probs)`: the loss; the gradient overwrites
+    /// `input`. `probs` selects probability targets (of `input`'s dtype) over class indices (int64).
+    fn cross_entropy_in_place(
+        input: &Bound<'_, PyAny>,
+        target: &Bound<'_, PyAny>,
+        weight: Option<&Bound<'_, PyAny>>,
+        options: &Bound<'_, PyTuple>,
+        probs: bool,
+    ) signature (input, target, weight, options, probs), dtype of input in "cross_entropy_with_grad_in_place";
+    |py, T| {
+        const OP: &str = "cross_entropy_with_grad_in_place";
+        let mut x = logits_mut::<T>(input, OP, "input")?;
+        let w = opt_float_arr::<T>(weight, OP, "weight")?;
+        let mut opts = from_tuple::<CrossEntropyOptions<'_, T>>(OP, options)?;
+        opts.weight = w.as_ref().map(|w| weight_1d(w.as_array(), OP)).transpose()?;
+        let xv: ArrayViewMutD<'_, T> = x.as_array_mut();
+        let loss = if probs {
+            let t = float_arr::<T>(target, OP, "target")?;
+            let tv = t.as_array();
+            compute(py, OP, move || {
+                infoloss::cross_entropy::cross_entropy_probs_with_grad_in_place(xv, tv, &opts)
+            })?
+        } else {
+            let t = index_arr(target, OP, "target")?;
+            let tv = t.as_array();
+            compute(py, OP, move || infoloss::cross_entropy_with_grad_in_place(xv, tv, &opts))?
+        };
+        Ok(loss_to_py(py, loss))
+    }
 }
 
 // ------------------------------------------------------------------------------------------- elementwise losses
 
-#[allow(clippy::too_many_arguments)]
-fn elementwise_ip_impl<T: Float>(
-    py: Python<'_>,
-    loss: &str,
-    input: &Bound<'_, PyAny>,
-    target: &Bound<'_, PyAny>,
-    weight: Option<&Bound<'_, PyAny>>,
-    pos_weight: Option<&Bound<'_, PyAny>>,
-    options: &Bound<'_, PyTuple>,
-) -> PyResult<Py<PyAny>> {
-    let op = match loss {
-        "kl_div" => "kl_div_with_grad_in_place",
-        "binary_cross_entropy" => "binary_cross_entropy_with_grad_in_place",
-        "binary_cross_entropy_with_logits" => "binary_cross_entropy_with_logits_with_grad_in_place",
-        other => return Err(PyValueError::new_err(format!("unknown elementwise loss {other:?}"))),
-    };
-    let mut x = logits_mut::<T>(input, op, "input")?;
-    let t = float_arr::<T>(target, op, "target")?;
-    let w = opt_float_arr::<T>(weight, op, "weight")?;
-    let pw = opt_float_arr::<T>(pos_weight, op, "pos_weight")?;
-    let (tv, wv, pwv) = (t.as_array(), w.as_ref().map(|w| w.as_array()), pw.as_ref().map(|p| p.as_array()));
-    let xv: ArrayViewMutD<'_, T> = x.as_array_mut();
-    let out = match loss {
-        "kl_div" => {
-            let opts = from_tuple::<infoloss::KlDivOptions>(op, options)?;
-            compute(py, op, move || infoloss::kl_div_with_grad_in_place(xv, tv, &opts))?
-        }
-        "binary_cross_entropy" => {
-            let opts = infoloss::BceOptions { weight: wv, ..from_tuple(op, options)? };
-            compute(py, op, move || infoloss::binary_cross_entropy_with_grad_in_place(xv, tv, &opts))?
-        }
-        _ => {
-            let opts =
-                infoloss::BceWithLogitsOptions { weight: wv, pos_weight: pwv, ..from_tuple(op, options)? };
-            compute(py, op, move || {
-                infoloss::binary_cross_entropy_with_logits_with_grad_in_place(xv, tv, &opts)
-            })?
-        }
-    };
-    Ok(loss_to_py(py, out))
-}
-
-/// `elementwise_in_place(loss, input, target, weight, pos_weight, options)`: the loss of `kl_div`,
-/// `binary_cross_entropy` or `binary_cross_entropy_with_logits`; the gradient overwrites `input`.
-#[pyfunction]
-#[pyo3(signature = (loss, input, target, weight, pos_weight, options))]
-pub(crate) fn elementwise_in_place(
-    py: Python<'_>,
-    loss: &str,
-    input: &Bound<'_, PyAny>,
-    target: &Bound<'_, PyAny>,
-    weight: Option<&Bound<'_, PyAny>>,
-    pos_weight: Option<&Bound<'_, PyAny>>,
-    options: &Bound<'_, PyTuple>,
-) -> PyResult<Py<PyAny>> {
-    dispatch!(
-        kind(input, "elementwise_in_place", "input")?,
-        elementwise_ip_impl(py, loss, input, target, weight, pos_weight, options)
-    )
+float_fn! {
+    /// `elementwise_in_place(loss, input, target, weight, pos_weight, options)`: the loss of `kl_div`,
+    /// `binary_cross_entropy` or `binary_cross_entropy_with_logits`; the gradient overwrites `input`.
+    fn elementwise_in_place(
+        loss: &str,
+        input: &Bound<'_, PyAny>,
+        target: &Bound<'_, PyAny>,
+        weight: Option<&Bound<'_, PyAny>>,
+        pos_weight: Option<&Bound<'_, PyAny>>,
+        options: &Bound<'_, PyTuple>,
+    ) signature (loss, input, target, weight, pos_weight, options), dtype of input in "elementwise_in_place";
+    |py, T| {
+        let op = match loss {
+            "kl_div" => "kl_div_with_grad_in_place",
+            "binary_cross_entropy" => "binary_cross_entropy_with_grad_in_place",
+            "binary_cross_entropy_with_logits" => "binary_cross_entropy_with_logits_with_grad_in_place",
+            other => return Err(PyValueError::new_err(format!("unknown elementwise loss {other:?}"))),
+        };
+        let mut x = logits_mut::<T>(input, op, "input")?;
+        let t = float_arr::<T>(target, op, "target")?;
+        let w = opt_float_arr::<T>(weight, op, "weight")?;
+        let pw = opt_float_arr::<T>(pos_weight, op, "pos_weight")?;
+        let (tv, wv, pwv) = (t.as_array(), w.as_ref().map(|w| w.as_array()), pw.as_ref().map(|p| p.as_array()));
+        let xv: ArrayViewMutD<'_, T> = x.as_array_mut();
+        let out = match loss {
+            "kl_div" => {
+                let opts = from_tuple::<infoloss::KlDivOptions>(op, options)?;
+                compute(py, op, move || infoloss::kl_div_with_grad_in_place(xv, tv, &opts))?
+            }
+            "binary_cross_entropy" => {
+                let opts = infoloss::BceOptions { weight: wv, ..from_tuple(op, options)? };
+                compute(py, op, move || infoloss::binary_cross_entropy_with_grad_in_place(xv, tv, &opts))?
+            }
+            _ => {
+                let opts =
+                    infoloss::BceWithLogitsOptions { weight: wv, pos_weight: pwv, ..from_tuple(op, options)? };
+                compute(py, op, move || {
+                    infoloss::binary_cross_entropy_with_logits_with_grad_in_place(xv, tv, &opts)
+                })?
+            }
+        };
+        Ok(loss_to_py(py, out))
+    }
 }
 
 // ----------------------------------------------------------------------------------------------------- distill
 
-fn distill_ip_impl<T: Float>(
-    py: Python<'_>,
-    student: &Bound<'_, PyAny>,
-    teacher: &Bound<'_, PyAny>,
-    labels: Option<&Bound<'_, PyAny>>,
-    opts: infoloss::distill::DistillOptions,
-) -> PyResult<Py<PyAny>> {
-    const OP: &str = "distill_with_grad_in_place";
-    let mut s = logits_mut::<T>(student, OP, "student_logits")?;
-    let t = float_arr::<T>(teacher, OP, "teacher_logits")?;
-    let y = Labels::borrow(labels, OP)?;
-    let yv = y.view(OP)?;
-    let sv = s.as_array_mut();
-    let tv = t.as_array();
-    let loss = compute(py, OP, move || infoloss::distill_with_grad_in_place(sv, tv, yv, &opts))?;
-    Ok(loss_to_py(py, loss))
+float_fn! {
+    /// `distill_with_grad_in_place(student, teacher, labels, …)`: the loss; the gradient overwrites `student`.
+    fn distill_in_place(
+        student_logits: &Bound<'_, PyAny>,
+        teacher_logits: &Bound<'_, PyAny>,
+        labels: Option<&Bound<'_, PyAny>>,
+        options: &Bound<'_, PyTuple>,
+    ) signature (student_logits, teacher_logits, labels, options),
+        dtype of student_logits in "distill_with_grad_in_place";
+    let opts: DistillOptions = from_tuple("distill_with_grad_in_place", options)?;
+    |py, T| {
+        const OP: &str = "distill_with_grad_in_place";
+        let mut s = logits_mut::<T>(student_logits, OP, "student_logits")?;
+        let t = float_arr::<T>(teacher_logits, OP, "teacher_logits")?;
+        let y = Labels::borrow(labels, OP)?;
+        let yv = y.view(OP)?;
+        let sv = s.as_array_mut();
+        let tv = t.as_array();
+        let loss = compute(py, OP, move || infoloss::distill_with_grad_in_place(sv, tv, yv, &opts))?;
+        Ok(loss_to_py(py, loss))
+    }
 }
 
-/// `distill_with_grad_in_place(student, teacher, labels, …)`: the loss; the gradient overwrites `student`.
-#[pyfunction]
-#[pyo3(signature = (
-    student_logits, teacher_logits, labels, options
-))]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn distill_in_place(
-    py: Python<'_>,
-    student_logits: &Bound<'_, PyAny>,
-    teacher_logits: &Bound<'_, PyAny>,
-    labels: Option<&Bound<'_, PyAny>>,
-    options: &Bound<'_, PyTuple>,
-) -> PyResult<Py<PyAny>> {
-    const OP: &str = "distill_with_grad_in_place";
-    let opts = from_tuple::<DistillOptions>(OP, options)?;
-    dispatch!(
-        kind(student_logits, OP, "student_logits")?,
-        distill_ip_impl(py, student_logits, teacher_logits, labels, opts)
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-fn distill_topk_ip_impl<T: Float>(
-    py: Python<'_>,
-    student: &Bound<'_, PyAny>,
-    indices: &Bound<'_, PyAny>,
-    logprobs: &Bound<'_, PyAny>,
-    labels: Option<&Bound<'_, PyAny>>,
-    add_tail: bool,
-    opts: infoloss::distill::DistillOptions,
-) -> PyResult<Py<PyAny>> {
-    const OP: &str = "distill_topk_with_grad_in_place";
-    let mut s = logits_mut::<T>(student, OP, "student_logits")?;
-    let topk = TopK::<T>::borrow(indices, logprobs, OP)?;
-    let y = Labels::borrow(labels, OP)?;
-    let teacher = topk.teacher(OP, add_tail)?;
-    let yv = y.view(OP)?;
-    let sv = s.as_array_mut();
-    let loss = compute(py, OP, move || infoloss::distill_topk_with_grad_in_place(sv, &teacher, yv, &opts))?;
-    Ok(loss_to_py(py, loss))
-}
-
-/// `distill_topk_with_grad_in_place(student, topk_indices, topk_logprobs, labels, …)`: the loss; the
-/// gradient overwrites `student`.
-#[pyfunction]
-#[pyo3(signature = (
-    student_logits, topk_indices, topk_logprobs, labels, add_tail, options
-))]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn distill_topk_in_place(
-    py: Python<'_>,
-    student_logits: &Bound<'_, PyAny>,
-    topk_indices: &Bound<'_, PyAny>,
-    topk_logprobs: &Bound<'_, PyAny>,
-    labels: Option<&Bound<'_, PyAny>>,
-    add_tail: bool,
-    options: &Bound<'_, PyTuple>,
-) -> PyResult<Py<PyAny>> {
-    const OP: &str = "distill_topk_with_grad_in_place";
-    let opts = from_tuple::<DistillOptions>(OP, options)?;
-    dispatch!(
-        kind(student_logits, OP, "student_logits")?,
-        distill_topk_ip_impl(py, student_logits, topk_indices, topk_logprobs, labels, add_tail, opts)
-    )
+float_fn! {
+    /// `distill_topk_with_grad_in_place(student, topk_indices, topk_logprobs, labels, …)`: the loss; the
+    /// gradient overwrites `student`.
+    fn distill_topk_in_place(
+        student_logits: &Bound<'_, PyAny>,
+        topk_indices: &Bound<'_, PyAny>,
+        topk_logprobs: &Bound<'_, PyAny>,
+        labels: Option<&Bound<'_, PyAny>>,
+        add_tail: bool,
+        options: &Bound<'_, PyTuple>,
+    ) signature (student_logits, topk_indices, topk_logprobs, labels, add_tail, options),
+        dtype of student_logits in "distill_topk_with_grad_in_place";
+    let opts: DistillOptions = from_tuple("distill_topk_with_grad_in_place", options)?;
+    |py, T| {
+        const OP: &str = "distill_topk_with_grad_in_place";
+        let mut s = logits_mut::<T>(student_logits, OP, "student_logits")?;
+        let topk = TopK::<T>::borrow(topk_indices, topk_logprobs, OP)?;
+        let y = Labels::borrow(labels, OP)?;
+        let teacher = topk.teacher(OP, add_tail)?;
+        let yv = y.view(OP)?;
+        let sv = s.as_array_mut();
+        let loss = compute(py, OP, move || infoloss::distill_topk_with_grad_in_place(sv, &teacher, yv, &opts))?;
+        Ok(loss_to_py(py, loss))
+    }
 }

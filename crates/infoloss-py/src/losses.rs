@@ -13,9 +13,7 @@ use pyo3::types::PyTuple;
 use infoloss::{BceOptions, BceWithLogitsOptions, CrossEntropyOptions, GradOutput, KlDivOptions, NllOptions};
 use numpy::prelude::*;
 
-use crate::boundary::{
-    Float, Plan, compute, dispatch, drive, float_arr, index_arr, kind, opt_float_arr, probe,
-};
+use crate::boundary::{Float, Plan, compute, drive, float_arr, float_fn, index_arr, opt_float_arr, probe};
 use crate::catalog::from_tuple;
 
 /// The per-class weight of the class-index losses: one dimension.
@@ -56,41 +54,31 @@ macro_rules! loss {
         $name:ident: $opts:ty, $target:ident, probe_target: $pt:literal, [$($field:ident: $conv:ident),*],
         $fwd:path, $with_grad:path, $bwd:path $(, $bwd_target:path)?
     ) => {
-        $(#[$doc])*
-        #[pyfunction]
-        #[pyo3(signature = (
-            input, target, options, weight=None, pos_weight=None, grad_output=None, loss=true, grad=false,
-            target_grad=false
-        ))]
-        #[allow(clippy::too_many_arguments)]
-        pub(crate) fn $name(
-            py: Python<'_>,
-            input: &Bound<'_, PyAny>,
-            target: &Bound<'_, PyAny>,
-            options: &Bound<'_, PyTuple>,
-            weight: Option<&Bound<'_, PyAny>>,
-            pos_weight: Option<&Bound<'_, PyAny>>,
-            grad_output: Option<&Bound<'_, PyAny>>,
-            loss: bool,
-            grad: bool,
-            target_grad: bool,
-        ) -> PyResult<Py<PyAny>> {
-            #[allow(unused_variables, unused_mut)]
-            fn imp<T: Float>(
-                py: Python<'_>,
+        float_fn! {
+            $(#[$doc])*
+            fn $name(
                 input: &Bound<'_, PyAny>,
                 target: &Bound<'_, PyAny>,
                 options: &Bound<'_, PyTuple>,
-                [weight, pos_weight]: [Option<&Bound<'_, PyAny>>; 2],
-                grad_out: Option<&Bound<'_, PyAny>>,
-                plan: Plan,
-            ) -> PyResult<Py<PyAny>> {
+                weight: Option<&Bound<'_, PyAny>>,
+                pos_weight: Option<&Bound<'_, PyAny>>,
+                grad_output: Option<&Bound<'_, PyAny>>,
+                loss: bool,
+                grad: bool,
+                target_grad: bool,
+            ) signature (
+                input, target, options, weight=None, pos_weight=None, grad_output=None, loss=true, grad=false,
+                target_grad=false
+            ), dtype of input in stringify!($name);
+            |py, T| {
                 const OP: &str = stringify!($name);
+                let plan = Plan { loss, grad, target_grad };
                 let x = float_arr::<T>(input, OP, "input")?;
                 let t = loss!(@target $target, T, target, OP)?;
                 let weight = opt_float_arr::<T>(weight, OP, "weight")?;
                 let pos_weight = opt_float_arr::<T>(pos_weight, OP, "pos_weight")?;
-                let g = opt_float_arr::<T>(grad_out, OP, "grad_output")?;
+                let g = opt_float_arr::<T>(grad_output, OP, "grad_output")?;
+                #[allow(unused_mut)]
                 let mut opts = from_tuple::<$opts>(OP, options)?;
                 if $pt {
                     probe(OP, &[x.shape(), t.shape()], arrays(plan))?;
@@ -115,11 +103,6 @@ macro_rules! loss {
                 })?;
                 out.into_py(py)
             }
-            let plan = Plan { loss, grad, target_grad };
-            dispatch!(
-                kind(input, stringify!($name), "input")?,
-                imp(py, input, target, options, [weight, pos_weight], grad_output, plan)
-            )
         }
     };
     (@array weight, $w:ident, $pw:ident) => { $w };
