@@ -54,6 +54,12 @@ PRELUDE = textwrap.dedent(
         out += [np.asarray(infoloss.jensenshannon(P, P[::-1], axis=1)).tobytes()]
         return [hashlib.sha256(b).hexdigest() for b in out]
 
+    SMALL_X, SMALL_Y = X[:256].copy(), Y[:256].copy()
+
+    def small_loss():
+        '''The bytes of a small call's loss: quick enough to repeat while other threads or children compute.'''
+        return np.float64(infoloss.cross_entropy(SMALL_X, SMALL_Y)).tobytes()
+
     def in_child(fn, timeout=60):
         '''Runs ``fn`` in a forked child and returns its result; fails if the child hangs or dies.'''
         ctx = mp.get_context("fork")
@@ -186,13 +192,12 @@ def test_fork_while_other_threads_use_the_pool():
     out = run(
         """
         import threading
-        small_x, small_y = X[:256].copy(), Y[:256].copy()
-        expected = np.float64(infoloss.cross_entropy(small_x, small_y)).tobytes()
+        expected = small_loss()
         stop = threading.Event()
         def busy(k):
             i = 0
             while not stop.is_set():
-                infoloss.cross_entropy(small_x, small_y)
+                small_loss()
                 infoloss._infoloss._set_default_num_threads(1 + (i + k) % 3)
                 i += 1
         workers = [threading.Thread(target=busy, args=(k,)) for k in range(2)]
@@ -200,7 +205,7 @@ def test_fork_while_other_threads_use_the_pool():
             w.start()
         try:
             for _ in range(20):
-                got = in_child(lambda: np.float64(infoloss.cross_entropy(small_x, small_y)).tobytes(), timeout=30)
+                got = in_child(small_loss, timeout=30)
                 assert got == expected
         finally:
             stop.set()
@@ -219,12 +224,11 @@ def test_fork_while_another_thread_holds_the_pool_lock():
     out = run(
         """
         import threading, time
-        small_x, small_y = X[:256].copy(), Y[:256].copy()
-        expected = np.float64(infoloss.cross_entropy(small_x, small_y)).tobytes()
+        expected = small_loss()
         holder = threading.Thread(target=infoloss._infoloss._hold_pool_lock_for_tests, args=(1.0,))
         holder.start()
         time.sleep(0.3)  # the lock is held now
-        got = in_child(lambda: np.float64(infoloss.cross_entropy(small_x, small_y)).tobytes(), timeout=20)
+        got = in_child(small_loss, timeout=20)
         holder.join()
         assert got == expected
         print("ok")

@@ -29,6 +29,17 @@ def same_loss(got, expected):
         same(got, expected)
 
 
+def equals_allocating(name, x, *args, allocating=None, **kw):
+    """``name``'s in-place call on ``x`` returns the loss of its ``_with_grad`` twin and writes the twin's gradient
+    over ``x``, bit for bit (the in-place loss is returned). The twin gets the same arguments, or the positional
+    ``allocating`` ones when given."""
+    loss, grad = getattr(infoloss, f"{name}_with_grad")(*(allocating or (x, *args)), **kw)
+    got = getattr(infoloss, f"{name}_with_grad_in_place")(x, *args, **kw)
+    same_loss(got, loss)
+    same(x, grad)
+    return got
+
+
 def logits(rng, shape, dtype, scale=4.0):
     return (rng.standard_normal(shape) * scale).astype(dtype)
 
@@ -49,10 +60,7 @@ def test_ce_index_equals_allocating(dtype, reduction, shape, opts):
     kw = dict(opts)
     if kw.pop("weight", False):
         kw["weight"] = rng.random(c).astype(dtype) + 0.5
-    loss, grad = infoloss.cross_entropy_with_grad(x, t, reduction=reduction, **kw)
-    got = infoloss.cross_entropy_with_grad_in_place(x, t, reduction=reduction, **kw)
-    same_loss(got, loss)
-    same(x, grad)
+    equals_allocating("cross_entropy", x, t, reduction=reduction, **kw)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -63,10 +71,7 @@ def test_ce_probs_equals_allocating(dtype, reduction):
     t = rng.random((9, 130))
     t = (t / t.sum(1, keepdims=True)).astype(dtype)
     w = (rng.random(130) + 0.5).astype(dtype)
-    loss, grad = infoloss.cross_entropy_with_grad(x, t, weight=w, reduction=reduction, label_smoothing=0.05)
-    got = infoloss.cross_entropy_with_grad_in_place(x, t, weight=w, reduction=reduction, label_smoothing=0.05)
-    same_loss(got, loss)
-    same(x, grad)
+    equals_allocating("cross_entropy", x, t, weight=w, reduction=reduction, label_smoothing=0.05)
 
 
 def test_ce_probs_target_cast_to_input_dtype():
@@ -75,11 +80,8 @@ def test_ce_probs_target_cast_to_input_dtype():
     x = logits(rng, (4, 10), np.float32)
     t = rng.random((4, 10))
     t /= t.sum(1, keepdims=True)
-    loss, grad = infoloss.cross_entropy_with_grad(x, t.astype(np.float32))
-    got = infoloss.cross_entropy_with_grad_in_place(x, t)
+    equals_allocating("cross_entropy", x, t, allocating=(x, t.astype(np.float32)))
     assert x.dtype == np.float32
-    same_loss(got, loss)
-    same(x, grad)
 
 
 def test_ce_known_value():
@@ -93,10 +95,7 @@ def test_ce_known_value():
 def test_ce_non_finite_rows():
     x = np.array([[np.nan, 1.0, 2.0], [np.inf, 0.0, 0.0], [1.0, 2.0, 3.0]], dtype=np.float32)
     t = np.array([1, 0, 2])
-    loss, grad = infoloss.cross_entropy_with_grad(x, t, reduction="none")
-    got = infoloss.cross_entropy_with_grad_in_place(x, t, reduction="none")
-    same_loss(got, loss)
-    same(x, grad)
+    got = equals_allocating("cross_entropy", x, t, reduction="none")
     assert np.isnan(got[0]) and np.isfinite(got[2])
 
 
@@ -112,10 +111,7 @@ def test_ce_views_write_through_and_nothing_else(layout):
         view = base[::-1]
     before = base.copy()
     t = rng.integers(0, view.shape[1], size=view.shape[0])
-    loss, grad = infoloss.cross_entropy_with_grad(view.copy(), t)
-    got = infoloss.cross_entropy_with_grad_in_place(view, t)
-    same_loss(got, loss)
-    same(view, grad)
+    equals_allocating("cross_entropy", view, t, allocating=(view.copy(), t))
     mask = np.ones(base.shape, dtype=bool)
     if layout == "strided":
         mask[::2, ::3] = False
@@ -137,10 +133,7 @@ def test_distill_equals_allocating(dtype, divergence, reduction, alpha):
     y[4] = -100
     kw = dict(temperature=2.0, divergence=divergence, beta=0.3, alpha=alpha, reduction=reduction)
     labels = y if alpha < 1 else None
-    loss, grad = infoloss.distill_with_grad(s, t, labels, **kw)
-    got = infoloss.distill_with_grad_in_place(s, t, labels, **kw)
-    same_loss(got, loss)
-    same(s, grad)
+    equals_allocating("distill", s, t, labels, **kw)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -152,20 +145,14 @@ def test_distill_topk_equals_allocating(dtype, add_tail, k):
     idx = np.stack([rng.permutation(40)[:k] for _ in range(6)])
     lq = np.log(rng.dirichlet(np.ones(k + 1), size=6)[:, :k]).astype(dtype)
     kw = dict(add_tail=add_tail, temperature=1.5, reduction="batchmean")
-    loss, grad = infoloss.distill_topk_with_grad(s, idx, lq, **kw)
-    got = infoloss.distill_topk_with_grad_in_place(s, idx, lq, **kw)
-    same_loss(got, loss)
-    same(s, grad)
+    equals_allocating("distill_topk", s, idx, lq, **kw)
 
 
 def test_distill_teacher_cast_to_student_dtype():
     rng = np.random.default_rng(5)
     s = logits(rng, (3, 20), np.float32)
     t = rng.standard_normal((3, 20))
-    loss, grad = infoloss.distill_with_grad(s, t.astype(np.float32))
-    got = infoloss.distill_with_grad_in_place(s, t)
-    same_loss(got, loss)
-    same(s, grad)
+    equals_allocating("distill", s, t, allocating=(s, t.astype(np.float32)))
 
 
 # ------------------------------------------------------------------------------------------------------ errors
