@@ -1,6 +1,6 @@
 //! The one comparison of computed results against a case's expectations.
 
-use infoloss::ndarray::ArrayD;
+use infoloss::ndarray::{ArrayD, Dimension, IxDyn, indices};
 
 use crate::reader::{Arr, Case, Fx};
 
@@ -160,13 +160,19 @@ impl Checker {
     }
 }
 
-fn unravel(mut flat: usize, shape: &[usize]) -> Vec<usize> {
-    let mut idx = vec![0; shape.len()];
-    for (i, &d) in shape.iter().enumerate().rev() {
-        if d > 0 {
-            idx[i] = flat % d;
-            flat /= d;
-        }
+/// The multi-index of the `flat`-th element of `shape`, in row-major order (for messages).
+fn unravel(flat: usize, shape: &[usize]) -> Vec<usize> {
+    indices(IxDyn(shape)).into_iter().nth(flat).map(|i| i.slice().to_vec()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unravel;
+
+    #[test]
+    fn unravel_is_row_major() {
+        assert_eq!(unravel(5, &[2, 3]), vec![1, 2]);
+        assert_eq!(unravel(7, &[2, 2, 2]), vec![1, 1, 1]);
+        assert_eq!(unravel(0, &[]), Vec::<usize>::new());
     }
-    idx
 }
