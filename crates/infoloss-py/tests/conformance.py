@@ -52,6 +52,14 @@ def dtype_of(case):
     return np.dtype(case["dtype"])
 
 
+def distill_kwargs(o):
+    """A distill case's ``options`` as the keyword arguments of ``distill`` (NumPy and torch)."""
+    return dict(temperature=float(o["temperature"]), t2_scaling=o["t2_scaling"], divergence=o["divergence"],
+                beta=float(o["beta"]), alpha=float(o["alpha"]), ignore_index=o["ignore_index"],
+                reduction=o["reduction"], normalizer=o["normalizer"],
+                logit_scale=float(o.get("logit_scale", 1.0)), softcap=o.get("softcap"))
+
+
 class Checker:
     """Compares one case's results; collects the failures (field, flat index, got, expected)."""
 

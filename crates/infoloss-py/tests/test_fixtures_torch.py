@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import pytest
 
-from conformance import NOT_SUPPORTED, Tally, array, dtype_of, params
+from conformance import NOT_SUPPORTED, Tally, array, distill_kwargs, dtype_of, params
 
 torch = pytest.importorskip("torch")
 itorch = pytest.importorskip("infoloss.torch")
@@ -80,18 +80,11 @@ def _run_loss(ck, case):
         ck.field("grad_target", _grad(t))
 
 
-def _distill_kwargs(o):
-    return dict(temperature=float(o["temperature"]), t2_scaling=o["t2_scaling"], divergence=o["divergence"],
-                beta=float(o["beta"]), alpha=float(o["alpha"]), ignore_index=o["ignore_index"],
-                reduction=o["reduction"], normalizer=o["normalizer"],
-                logit_scale=float(o.get("logit_scale", 1.0)), softcap=o.get("softcap"))
-
-
 def _run_distill(ck, case):
     dt, inp, o = dtype_of(case), case["inputs"], case["options"]
     s = _tensor(inp["student"], dt, grad=True)
     labels = _tensor(inp.get("labels"), dt)
-    kw = _distill_kwargs(o)
+    kw = distill_kwargs(o)
     if case.get("error"):  # an invalid option (distill_softcap.json)
         with pytest.raises(ValueError):
             itorch.distill(s, _tensor(inp["teacher"], dt), labels, **kw)
