@@ -199,24 +199,18 @@ fn uda_impl<T: Float>(
         })?;
         return Ok(array_to_py(py, grad.into_dyn()));
     }
-    if !want_grad {
+    let (loss, grad, mask, kept, row_kl) = if want_grad {
+        let out = compute(py, OP, move || infoloss::uda_consistency_with_grad(ov, av, &opts))?;
+        (out.loss, Some(out.grad), out.mask, out.kept, out.row_kl)
+    } else {
         let out = compute(py, OP, move || infoloss::uda_consistency_loss(ov, av, &opts))?;
-        let items: [Py<PyAny>; 4] = [
-            scalar_to_py(py, out.loss),
-            array_to_py(py, out.mask.into_dyn()),
-            out.kept.into_pyobject(py)?.into_any().unbind(),
-            array_to_py(py, out.row_kl.into_dyn()),
-        ];
-        return Ok(PyTuple::new(py, items)?.into_any().unbind());
-    }
-    let out = compute(py, OP, move || infoloss::uda_consistency_with_grad(ov, av, &opts))?;
-    let items: [Py<PyAny>; 5] = [
-        scalar_to_py(py, out.loss),
-        array_to_py(py, out.grad.into_dyn()),
-        array_to_py(py, out.mask.into_dyn()),
-        out.kept.into_pyobject(py)?.into_any().unbind(),
-        array_to_py(py, out.row_kl.into_dyn()),
-    ];
+        (out.loss, None, out.mask, out.kept, out.row_kl)
+    };
+    let mut items = vec![scalar_to_py(py, loss)];
+    items.extend(grad.map(|g| array_to_py(py, g.into_dyn())));
+    items.push(array_to_py(py, mask.into_dyn()));
+    items.push(kept.into_pyobject(py)?.into_any().unbind());
+    items.push(array_to_py(py, row_kl.into_dyn()));
     Ok(PyTuple::new(py, items)?.into_any().unbind())
 }
 
