@@ -285,7 +285,9 @@ def with_grad(fn: Callable[..., Any], doc: str, *, target_grad: bool = False) ->
     sig = inspect.signature(spec)
     params = [p for p in sig.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
     rest = [p for p in sig.parameters.values() if p.kind is inspect.Parameter.VAR_KEYWORD]
-    extra = [("grad_output", None, "Optional[ArrayLike]")] + ([("return_target_grad", False, "bool")] if target_grad else [])
+    extra = [("grad_output", None, "Optional[ArrayLike]")]
+    if target_grad:
+        extra.append(("return_target_grad", False, "bool"))
     params += [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a) for n, d, a in extra]
     value = inspect.signature(fn).return_annotation
     returns = "Tuple[Any, ...]" if target_grad else f"Tuple[{value}, np.ndarray]"
@@ -419,6 +421,11 @@ def grad_output_array(g: Any, dtype: np.dtype, op: str) -> Optional[np.ndarray]:
     if g is None:
         return None
     return cast(numeric(g, op, "grad_output", allow_bool=False), dtype, op, "grad_output")
+
+
+def cast_grad(g: Optional[np.ndarray], dtype: np.dtype) -> Optional[np.ndarray]:
+    """A gradient computed in the compute dtype, in the dtype of the argument it belongs to (``None`` stays)."""
+    return None if g is None else g.astype(dtype, copy=False)
 
 
 def upstream(g: Any, out: np.ndarray, op: str) -> np.ndarray:

@@ -75,7 +75,7 @@ def _distill(
     op = "distill"
     s, sc, tc, go = _student_teacher(op, student_logits, teacher_logits, "teacher_logits", grad_output)
     lo, gi, _ = _C.distill(sc, tc, _labels(labels, op), options, go, loss, grad)
-    return lo, (None if gi is None else gi.astype(s.dtype, copy=False)), None
+    return lo, c.cast_grad(gi, s.dtype), None
 
 
 @c.public("distill")
@@ -163,7 +163,7 @@ def _distill_topk(
     s, sc, lqc, go = _student_teacher(op, student_logits, topk_logprobs, "topk_logprobs", grad_output)
     idx = c.index_target(topk_indices, op, "topk_indices")
     lo, gi, _ = _C.distill_topk(sc, idx, lqc, _labels(labels, op), bool(add_tail), options, go, loss, grad)
-    return lo, (None if gi is None else gi.astype(s.dtype, copy=False)), None
+    return lo, c.cast_grad(gi, s.dtype), None
 
 
 @c.public("distill")

@@ -21,12 +21,6 @@ ArrayLike = Any
 # ------------------------------------------------------------------------------------------------- helpers
 
 
-def _cast_grad(g: Optional[np.ndarray], dtype: np.dtype) -> Optional[np.ndarray]:
-    if g is None:
-        return None
-    return g.astype(dtype, copy=False)
-
-
 def _scale(dtype: np.dtype, loss: Any, n: int) -> Any:
     """``loss / n`` rounded in ``dtype`` (torch's ``reduced / input.size(0)``)."""
     bf = c.bf16()
@@ -81,7 +75,7 @@ def _cross_entropy(
         wc = None if w_arr is None else c.cast(w_arr, dt, op, "weight")
         go = c.grad_output_array(grad_output, dt, op)
         lo, gi, gt = _C.cross_entropy_probs(xc, tc, options, wc, None, go, loss, grad, target_grad)
-        return lo, _cast_grad(gi, x.dtype), _cast_grad(gt, c.native(t_arr.dtype) if c.is_strong(target) else dt)
+        return lo, c.cast_grad(gi, x.dtype), c.cast_grad(gt, c.native(t_arr.dtype) if c.is_strong(target) else dt)
     return _class_indices(op, x, t_arr, w_arr, options, grad_output, loss, grad)
 
 
@@ -318,7 +312,7 @@ def _elementwise(
     if divide and lo is not None:
         lo = _scale(dt, lo, n)
     t_dt = c.native(t_arr.dtype) if (c.is_strong(target) and c.is_float(t_arr.dtype)) else dt
-    return lo, _cast_grad(gi, x.dtype), _cast_grad(gt, t_dt)
+    return lo, c.cast_grad(gi, x.dtype), c.cast_grad(gt, t_dt)
 
 
 @c.public("kl_div")
