@@ -272,7 +272,7 @@ fn run_linear_distill<T: Fc>(ck: &mut Checker, case: &Case) {
         for (field, v) in named {
             match v.map(|v| grads.get(v.as_tensor())) {
                 Some(Some(g)) => ck.field(field, &support::nd::<T>(g)),
-                Some(None) => ck.fail(&format!("{what}: backward() did not reach {field}")),
+                Some(None) => ck.fail(format!("{what}: backward() did not reach {field}")),
                 None => {}
             }
         }
