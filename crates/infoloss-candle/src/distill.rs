@@ -13,7 +13,10 @@ use crate::convert::{Float, Host, core_err, cpu, ensure_all_cpu, ensure_cpu, ind
 use crate::ops::{Pair, PairLoss};
 
 /// Class-index labels (any integer dtype) copied to the host as `(rows,)` `i64`.
-fn labels_host(op: &'static str, labels: Option<&Tensor>) -> candle_core::Result<Option<Array1<i64>>> {
+pub(crate) fn labels_host(
+    op: &'static str,
+    labels: Option<&Tensor>,
+) -> candle_core::Result<Option<Array1<i64>>> {
     let Some(l) = labels else { return Ok(None) };
     ensure_cpu(op, "labels", l)?;
     if l.rank() != 1 {
@@ -24,14 +27,30 @@ fn labels_host(op: &'static str, labels: Option<&Tensor>) -> candle_core::Result
     v.into_owned().into_dimensionality::<Ix1>().map(Some).map_err(|e| msg(format!("{op}: labels: {e}")))
 }
 
-fn two_d<'a, T>(
+/// A view as a matrix, or the core's rank error naming the argument and the `expected` dimensions.
+pub(crate) fn two_d<'a, T>(
     op: &'static str,
     what: &'static str,
     a: ArrayViewD<'a, T>,
+    expected: &str,
 ) -> candle_core::Result<ndarray::ArrayView2<'a, T>> {
     let shape = a.shape().to_vec();
     a.into_dimensionality::<Ix2>()
-        .map_err(|_| core_err(infoloss::Error::bad_rank(op, what, &shape, "2 dimensions (rows × classes)")))
+        .map_err(|_| core_err(infoloss::Error::bad_rank(op, what, &shape, expected)))
+}
+
+/// A top-k teacher's class indices (any integer dtype) copied to the host as `(rows, k)` `i64`.
+pub(crate) fn indices_host(
+    op: &'static str,
+    what: &'static str,
+    t: &Tensor,
+) -> candle_core::Result<Array2<i64>> {
+    let (g, layout) = t.storage_and_layout();
+    let v = index_view(op, what, cpu(op, what, &g)?, layout)?;
+    let shape = v.shape().to_vec();
+    v.into_owned()
+        .into_dimensionality::<Ix2>()
+        .map_err(|_| core_err(infoloss::Error::bad_rank(op, what, &shape, "2 dimensions (rows × k)")))
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -149,7 +168,7 @@ impl DistillTopk {
     ) -> candle_core::Result<infoloss::SparseTeacher<'a, T>> {
         Ok(infoloss::SparseTeacher {
             indices: self.indices.view(),
-            logprobs: two_d(Self::NAME, "teacher logprobs", logprobs)?,
+            logprobs: two_d(Self::NAME, "teacher logprobs", logprobs, "2 dimensions (rows × classes)")?,
             add_tail: self.add_tail,
         })
     }
@@ -220,14 +239,7 @@ pub fn distill_topk(
             ("teacher indices", &teacher.indices),
         ],
     )?;
-    let indices = {
-        let (g, layout) = teacher.indices.storage_and_layout();
-        let v = index_view(OP, "teacher indices", cpu(OP, "teacher indices", &g)?, layout)?;
-        let shape = v.shape().to_vec();
-        v.into_owned().into_dimensionality::<Ix2>().map_err(|_| {
-            core_err(infoloss::Error::bad_rank(OP, "teacher indices", &shape, "2 dimensions (rows × k)"))
-        })?
-    };
+    let indices = indices_host(OP, "teacher indices", &teacher.indices)?;
     let op =
         DistillTopk { indices, add_tail: teacher.add_tail, labels: labels_host(OP, labels)?, opts: *opts };
     student.apply_op2(&teacher.logprobs.detach(), Pair(op))

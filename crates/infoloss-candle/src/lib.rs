@@ -17,6 +17,7 @@
 //! | [`log_softmax`], [`softmax`], [`logsumexp`] | `torch.log_softmax` … along `dim` | input |
 //! | [`distill`], [`distill_topk`] | knowledge distillation (KL / reverse KL / JSD / TV, T², alpha) | student |
 //! | [`uda_consistency`] | UDA consistency (sharpening, confidence mask) | augmented logits |
+//! | [`linear_distill`], [`linear_distill_topk`] | fused student head + distillation (teacher head or stored top-k; `f32`/`f64`) | student hidden, weight, bias |
 //!
 //! ## Conventions
 //!
@@ -66,6 +67,7 @@ mod binary;
 mod class;
 mod convert;
 mod distill;
+mod linear;
 mod ops;
 mod softmax;
 
@@ -74,11 +76,13 @@ pub use binary::{
 };
 pub use class::{CrossEntropyOptions, NllOptions, cross_entropy, cross_entropy_probs, nll_loss};
 pub use distill::{SparseTeacher, UdaOutput, distill, distill_topk, uda_consistency};
+pub use linear::{LinearHead, linear_distill, linear_distill_topk};
 pub use softmax::{log_softmax, logsumexp, softmax};
 
 pub use infoloss::distill::{DistillOptions, Divergence};
+pub use infoloss::linear::TeacherTopK;
 pub use infoloss::uda::{Sharpen, UdaNormalize, UdaOptions};
-pub use infoloss::{KlDivOptions, Reduction};
+pub use infoloss::{KlDivOptions, LinearDistillOptions, Reduction};
 
 /// Re-export of the candle version this crate is built against.
 pub use candle_core;

@@ -46,8 +46,39 @@ fn candle_options_follow_the_catalog() {
 
 #[test]
 fn the_reexported_options_are_the_catalogs() {
-    // kl_div, distill and UDA take the core's structs themselves
+    // kl_div, distill, UDA and the fused distillations take the core's structs themselves
     let _: ic::KlDivOptions = infoloss::KlDivOptions::default();
     let _: ic::DistillOptions = infoloss::DistillOptions::default();
     let _: ic::UdaOptions = infoloss::UdaOptions::default();
+    let _: ic::LinearDistillOptions = infoloss::LinearDistillOptions::default();
+}
+
+/// Each catalog loss and the candle function serving it, or why candle has none.
+const SERVED: &[(&str, Result<&str, &str>)] = &[
+    ("cross_entropy", Ok("cross_entropy")),
+    ("cross_entropy_probs", Ok("cross_entropy_probs")),
+    ("nll_loss", Ok("nll_loss")),
+    ("kl_div", Ok("kl_div")),
+    ("binary_cross_entropy", Ok("binary_cross_entropy")),
+    ("binary_cross_entropy_with_logits", Ok("binary_cross_entropy_with_logits")),
+    ("entropy", Err("an information measure, not a training loss")),
+    ("shannon_cross_entropy", Err("an information measure, not a training loss")),
+    ("jensenshannon", Err("an information measure, not a training loss")),
+    ("distill", Ok("distill")),
+    ("distill_topk", Ok("distill_topk")),
+    ("uda_consistency", Ok("uda_consistency")),
+    ("cross_entropy_extras", Err("no candle op yet")),
+    ("linear_cross_entropy", Err("no candle op yet")),
+    ("linear_distill", Ok("linear_distill")),
+    ("linear_distill_topk", Ok("linear_distill_topk")),
+];
+
+#[test]
+fn every_catalog_loss_is_served_or_excused() {
+    let catalog: Vec<&str> = infoloss::options::catalog().iter().map(|l| l.name).collect();
+    let listed: Vec<&str> = SERVED.iter().map(|(name, _)| *name).collect();
+    assert_eq!(
+        catalog, listed,
+        "the catalog's losses (left) and this list (right) differ: serve or excuse them"
+    );
 }

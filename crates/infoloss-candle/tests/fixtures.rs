@@ -11,7 +11,8 @@ use candle_core::{Tensor, Var};
 use infoloss::ndarray::{ArrayD, IxDyn};
 use infoloss_candle::{
     BceOptions, BceWithLogitsOptions, CrossEntropyOptions, DistillOptions, Divergence, KlDivOptions,
-    NllOptions, Reduction, Sharpen, SparseTeacher, UdaNormalize, UdaOptions,
+    LinearDistillOptions, LinearHead, NllOptions, Reduction, Sharpen, SparseTeacher, TeacherTopK,
+    UdaNormalize, UdaOptions,
 };
 use infoloss_conformance::{Arr, Case, Checker, Fx, Support};
 
@@ -151,6 +152,7 @@ fn run_case<T: Fc>(ck: &mut Checker, case: &Case) -> Support {
         }
         "distill" | "distill_topk" => run_distill::<T>(ck, case),
         "uda_consistency" => run_uda::<T>(ck, case),
+        "linear_distill" | "linear_distill_topk" => run_linear_distill::<T>(ck, case),
         _ => return Support::NotSupported,
     }
     Support::Ran
@@ -210,6 +212,73 @@ fn run_distill<T: Fc>(ck: &mut Checker, case: &Case) {
     }
 }
 
+/// The fused linear distillations through `Tensor::backward()` of `Σ loss·upstream` at each of the case's chunk
+/// sizes and the automatic one: the gradients of the student's hidden states, weight and bias.
+fn run_linear_distill<T: Fc>(ck: &mut Checker, case: &Case) {
+    let var = |name: &str| Var::from_tensor(&float_tensor::<T>(&case.arg(name))).expect(name);
+    let (xs, ws) = (var("student_hidden"), var("student_weight"));
+    let bs =
+        case.input("student_bias").map(|b| Var::from_tensor(&float_tensor::<T>(&b)).expect("student_bias"));
+    let student =
+        LinearHead { hidden: xs.as_tensor(), weight: ws.as_tensor(), bias: bs.as_ref().map(Var::as_tensor) };
+    let labels = case.ints("labels").map(|l| support::index_tensor(&l));
+    let mut chunks: Vec<Option<usize>> = case.chunk_sizes().into_iter().map(Some).collect();
+    if !case.is_error() || chunks.is_empty() {
+        chunks.push(None);
+    }
+    for chunk in chunks {
+        let what = format!("chunk {chunk:?}");
+        let opts = LinearDistillOptions { distill: distill_options(case), chunk_size: chunk };
+        let result = if case.function() == "linear_distill_topk" {
+            let teacher = SparseTeacher {
+                indices: support::index_tensor(&case.ints("topk_indices").expect("topk_indices")),
+                logprobs: float_tensor::<T>(&case.arg("topk_logprobs")),
+                add_tail: case.opt_bool("add_tail"),
+            };
+            infoloss_candle::linear_distill_topk(&student, &teacher, labels.as_ref(), &opts)
+        } else {
+            let (xt, wt) = (
+                float_tensor::<T>(&case.arg("teacher_hidden")),
+                float_tensor::<T>(&case.arg("teacher_weight")),
+            );
+            let bt = case.input("teacher_bias").map(|b| float_tensor::<T>(&b));
+            let teacher = LinearHead { hidden: &xt, weight: &wt, bias: bt.as_ref() };
+            let tk = case.opt("teacher_topk");
+            let topk = (!tk.is_null()).then(|| TeacherTopK {
+                k: usize::try_from(infoloss_conformance::int(&tk["k"])).expect("k"),
+                add_tail: tk["add_tail"].as_bool().expect("add_tail"),
+            });
+            infoloss_candle::linear_distill(&student, &teacher, labels.as_ref(), topk, &opts)
+        };
+        let up = |loss: &Tensor| -> ArrayD<T> {
+            match case.grad_output() {
+                Some(u) => u.to_nd(),
+                None => ArrayD::from_elem(IxDyn(loss.dims()), <T as Fx>::from_f64(1.0)),
+            }
+        };
+        if case.is_error() {
+            // an error of the forward, or an upstream gradient of the wrong shape, which candle's product with
+            // the loss rejects before the op's backward sees it
+            let r = result.and_then(|loss| (&loss * support::tensor(&up(&loss)))?.sum_all()?.backward());
+            ck.expect_err(&what, r, case.message());
+            continue;
+        }
+        let Some(loss) = ck.result(&what, result) else { continue };
+        ck.field("output", &support::nd::<T>(&loss));
+        let Some(grads) = ck.result(&what, support::objective(&loss, &up(&loss)).backward()) else {
+            continue;
+        };
+        let named = [("grad_hidden", Some(&xs)), ("grad_weight", Some(&ws)), ("grad_bias", bs.as_ref())];
+        for (field, v) in named {
+            match v.map(|v| grads.get(v.as_tensor())) {
+                Some(Some(g)) => ck.field(field, &support::nd::<T>(g)),
+                Some(None) => ck.fail(format!("{what}: backward() did not reach {field}")),
+                None => {}
+            }
+        }
+    }
+}
+
 /// UDA consistency: the forward's outputs, `backward()` (upstream 1) and `backward()` of `loss·upstream`.
 fn run_uda<T: Fc>(ck: &mut Checker, case: &Case) {
     let ori = float_tensor::<T>(&case.arg("ori"));
@@ -260,8 +329,9 @@ fn adapter(ck: &mut Checker, case: &Case) -> Support {
     }
 }
 
-/// The candle ops: the softmax family, the class-index and probability losses, KL, both BCEs, distillation
-/// and UDA. The information measures, the cross-entropy extras and the fused linear losses have no candle op.
+/// The candle ops: the softmax family, the class-index and probability losses, KL, both BCEs, distillation,
+/// UDA and the fused linear distillations. The information measures, the cross-entropy extras and
+/// `linear_cross_entropy` have no candle op.
 fn supports(function: &str) -> bool {
     !matches!(
         function,
@@ -273,8 +343,6 @@ fn supports(function: &str) -> bool {
             | "self_information"
             | "cross_entropy_extras"
             | "linear_cross_entropy"
-            | "linear_distill"
-            | "linear_distill_topk"
     )
 }
 

@@ -10,3 +10,4 @@ mod errors;
 mod fixtures;
 mod gradients;
 mod layouts;
+mod linear;

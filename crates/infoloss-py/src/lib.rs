@@ -50,6 +50,7 @@ fn _infoloss(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(linear::cross_entropy_extras, m)?)?;
     m.add_function(wrap_pyfunction!(linear::linear_cross_entropy, m)?)?;
     m.add_function(wrap_pyfunction!(linear::linear_distill, m)?)?;
+    m.add_function(wrap_pyfunction!(linear::linear_distill_topk, m)?)?;
     m.add_function(wrap_pyfunction!(rows::log_softmax, m)?)?;
     m.add_function(wrap_pyfunction!(rows::softmax, m)?)?;
     m.add_function(wrap_pyfunction!(rows::logsumexp, m)?)?;

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import infoloss
-from conformance import NOT_SUPPORTED, Tally, array, dtype_of, params
+from conformance import Tally, array, dtype_of, params
 
 TALLY = Tally("python")
 
@@ -261,18 +261,25 @@ def _linear_ce(case, dt, chunk, go):
 
 
 def _linear_distill(case, dt, chunk, forward_only=False):
-    inp, o = case["inputs"], case["options"]
-    args = [array(inp[k], dt) for k in ("student_hidden", "student_weight", "teacher_hidden", "teacher_weight")]
-    kw = dict(_distill_kwargs(o), chunk_size=chunk)
-    # the "ldx_" cases: biases, a top-k teacher, a non-unit upstream gradient
-    kw.update(student_bias=array(inp.get("student_bias"), dt), teacher_bias=array(inp.get("teacher_bias"), dt))
-    topk = o.get("teacher_topk")
-    if topk is not None:
-        kw.update(teacher_topk=topk["k"], add_tail=topk["add_tail"])
+    """``linear_distill`` or ``linear_distill_topk`` (a stored teacher) of the case, with its gradients unless
+    ``forward_only``."""
+    inp, o, fn = case["inputs"], case["options"], case["function"]
+    kw = dict(_distill_kwargs(o), chunk_size=chunk, student_bias=array(inp.get("student_bias"), dt))
+    args = [array(inp["student_hidden"], dt), array(inp["student_weight"], dt)]
+    if fn == "linear_distill_topk":
+        args += [array(inp["topk_indices"]), array(inp["topk_logprobs"], dt)]
+        kw.update(add_tail=o["add_tail"])
+    else:
+        args += [array(inp[k], dt) for k in ("teacher_hidden", "teacher_weight")]
+        # the "ldx_" cases: biases, a top-k teacher, a non-unit upstream gradient
+        kw.update(teacher_bias=array(inp.get("teacher_bias"), dt))
+        topk = o.get("teacher_topk")
+        if topk is not None:
+            kw.update(teacher_topk=topk["k"], add_tail=topk["add_tail"])
     if forward_only:
-        return infoloss.linear_distill(*args, array(inp.get("labels")), **kw)
-    return infoloss.linear_distill_with_grad(*args, array(inp.get("labels")),
-                                             grad_output=array(case.get("grad_output"), dt), **kw)
+        return getattr(infoloss, fn)(*args, array(inp.get("labels")), **kw)
+    return getattr(infoloss, fn + "_with_grad")(*args, array(inp.get("labels")),
+                                                grad_output=array(case.get("grad_output"), dt), **kw)
 
 
 def _run_linear(ck, case):
@@ -324,10 +331,8 @@ def _adapter(ck, case):
         return _run_uda(ck, case)
     if fn == "cross_entropy_extras":
         return _run_ce_extras(ck, case)
-    if fn in ("linear_cross_entropy", "linear_distill"):
+    if fn in ("linear_cross_entropy", "linear_distill", "linear_distill_topk"):
         return _run_linear(ck, case)
-    if fn == "linear_distill_topk":  # no Python function yet (test_catalog.PENDING)
-        return NOT_SUPPORTED
     raise AssertionError(f"fixture function the NumPy adapter does not know: {fn}")
 
 

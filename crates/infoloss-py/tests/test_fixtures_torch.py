@@ -2,9 +2,9 @@
 tests/conformance.py; schema in testdata/README.md) whose function has a drop-in in ``infoloss.torch`` runs through
 it with autograd: the forward on torch tensors, then ``backward(grad_output)``; the output and the gradients
 autograd leaves on the input (and on a float target) must match the fixture at the file's tolerances. Inputs torch
-rejects must raise. The information measures, the cross-entropy extras and the fused linear losses (multi-output
-functions with their own result types) count as not supported; the tally goes to
-target/conformance/python-torch/.
+rejects must raise. The fused distillations run at each of the case's chunk sizes; the information measures, the
+cross-entropy extras and ``linear_cross_entropy`` (multi-output functions with their own result types) count as not
+supported; the tally goes to target/conformance/python-torch/.
 """
 
 from __future__ import annotations
@@ -112,6 +112,43 @@ def _run_uda(ck, case):
         ck.field(field, _grad(aug))
 
 
+def _run_linear_distill(ck, case):
+    """The fused distillations (a teacher head or a stored top-k) at each of the case's chunk sizes and the
+    automatic one: ``backward(grad_output)`` reaches the student's hidden states, weight and bias."""
+    dt, inp, o, fn = dtype_of(case), case["inputs"], case["options"], case["function"]
+    chunks = list(case.get("chunk_sizes") or []) + ([None] if not case.get("error") or not case.get("chunk_sizes")
+                                                    else [])
+    for chunk in chunks:
+        xs, ws = (_tensor(inp[k], dt, grad=True) for k in ("student_hidden", "student_weight"))
+        bs = _tensor(inp.get("student_bias"), dt, grad=True)
+        kw = dict(_distill_kwargs(o), chunk_size=chunk, student_bias=bs)
+        if fn == "linear_distill_topk":
+            args = (_tensor(inp["topk_indices"], dt), _tensor(inp["topk_logprobs"], dt))
+            kw.update(add_tail=o["add_tail"])
+        else:
+            args = (_tensor(inp["teacher_hidden"], dt), _tensor(inp["teacher_weight"], dt))
+            topk = o.get("teacher_topk")
+            kw.update(teacher_bias=_tensor(inp.get("teacher_bias"), dt), teacher_topk=topk and topk["k"],
+                      add_tail=bool(topk and topk["add_tail"]))
+        up = _tensor(case.get("grad_output"), dt)
+
+        def run():
+            loss = getattr(itorch, fn)(xs, ws, *args, _tensor(inp.get("labels"), dt), **kw)
+            loss.backward(up if up is not None else torch.ones_like(loss))
+            return loss
+
+        if case.get("error"):  # torch's autograd rejects an upstream gradient of the wrong shape itself
+            with pytest.raises((ValueError, IndexError, RuntimeError)):
+                run()
+            continue
+        loss = run()
+        ck.field("output", loss.detach().numpy())
+        ck.field("grad_hidden", _grad(xs))
+        ck.field("grad_weight", _grad(ws))
+        if bs is not None:
+            ck.field("grad_bias", _grad(bs))
+
+
 def _adapter(ck, case):
     fn = case["function"]
     if fn in LOSSES or fn in ROWS:
@@ -120,6 +157,8 @@ def _adapter(ck, case):
         return _run_distill(ck, case)
     if fn == "uda_consistency":
         return _run_uda(ck, case)
+    if fn in ("linear_distill", "linear_distill_topk"):
+        return _run_linear_distill(ck, case)
     return NOT_SUPPORTED
 
 

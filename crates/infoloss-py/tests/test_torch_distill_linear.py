@@ -339,9 +339,18 @@ def topk_rows(s, t, T, k, add_tail, div, beta):
     return 0.5 * (lp.exp() - lq.exp()).abs().sum(1)
 
 
+def stored_topk(t_logits, T, k):
+    """A teacher cache's row: the top-k classes of the teacher logits and their log-probabilities at T."""
+    lq, idx = torch.topk(F.log_softmax(t_logits / T, 1), k, 1)
+    return idx, lq
+
+
 @pytest.mark.parametrize("seed", range(8))
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-def test_linear_distill_bias_topk_upstream_matches_torch(seed, dtype):
+@pytest.mark.parametrize("stored", [False, True], ids=["teacher_head", "stored_topk"])
+def test_linear_distill_bias_topk_upstream_matches_torch(seed, dtype, stored):
+    """``linear_distill`` (the teacher's head, optionally cut to its top-k) and ``linear_distill_topk`` (the
+    teacher's top-k as a cache stores it; the dense teacher as k = V) against the same torch expression."""
     rng = np.random.default_rng([seed, 47])
     N, Hs, Ht, V = 6, 4, 3, 9
 
@@ -352,6 +361,8 @@ def test_linear_distill_bias_topk_upstream_matches_torch(seed, dtype):
     T = float(rng.choice([0.7, 1.0, 2.0]))
     div = str(rng.choice(["forward_kl", "reverse_kl", "tvd"]))
     k = [None, 1, 3, V][seed % 4]
+    if stored and k is None:
+        k = V
     tail = bool(seed % 2) and k not in (None, V)
     red = ["batchmean", "none", "sum", "none"][seed % 4]
     g = t(N) if red == "none" else torch.tensor(float(rng.uniform(-2, 2)), dtype=dtype)
@@ -360,16 +371,26 @@ def test_linear_distill_bias_topk_upstream_matches_torch(seed, dtype):
     rows = (divergence_rows(s_l, t_l, T, div, 0.0) if k is None else topk_rows(s_l, t_l, T, k, tail, div, 0.0)) * T * T
     want = {"batchmean": rows.sum() / N, "sum": rows.sum(), "none": rows}[red]
     grads = torch.autograd.grad(want, [xr, wr, br], g)
-    opts = dict(temperature=T, divergence=div, reduction=red, teacher_topk=k, add_tail=tail)
-    r = infoloss.linear_distill_with_grad(xs.numpy(), ws.numpy(), xt.numpy(), wt.numpy(), student_bias=bs.numpy(),
-                                          teacher_bias=bt.numpy(), chunk_size=4, grad_output=g.numpy(), **opts)
-    what = f"linear distill {opts}"
+    opts = dict(temperature=T, divergence=div, reduction=red, add_tail=tail)
+    if stored:
+        idx, lq = stored_topk(t_l.detach(), T, k)
+        r = infoloss.linear_distill_topk_with_grad(xs.numpy(), ws.numpy(), idx.numpy(), lq.numpy(),
+                                                   student_bias=bs.numpy(), chunk_size=4, grad_output=g.numpy(),
+                                                   **opts)
+    else:
+        opts["teacher_topk"] = k
+        r = infoloss.linear_distill_with_grad(xs.numpy(), ws.numpy(), xt.numpy(), wt.numpy(), student_bias=bs.numpy(),
+                                              teacher_bias=bt.numpy(), chunk_size=4, grad_output=g.numpy(), **opts)
+    what = f"linear distill {opts} stored={stored}"
     check(r.loss, want, dtype, f"{what}: loss")
     for got, want_g, name in zip(r[1:], grads, ("hidden", "weight", "bias")):
         check(got, want_g, dtype, f"{what}: grad_{name}")
     # the autograd drop-in, with the same per-row or scalar upstream gradient
     xr2, wr2, br2 = (a.clone().requires_grad_(True) for a in (xs, ws, bs))
-    out = itorch.linear_distill(xr2, wr2, xt, wt, student_bias=br2, teacher_bias=bt, chunk_size=4, **opts)
+    if stored:
+        out = itorch.linear_distill_topk(xr2, wr2, idx, lq, student_bias=br2, chunk_size=4, **opts)
+    else:
+        out = itorch.linear_distill(xr2, wr2, xt, wt, student_bias=br2, teacher_bias=bt, chunk_size=4, **opts)
     out.backward(g)
     check(out, want, dtype, f"itorch {what}: loss")
     for got, want_g, name in zip((xr2.grad, wr2.grad, br2.grad), grads, ("hidden", "weight", "bias")):
@@ -427,6 +448,13 @@ def test_gradcheck():
         lambda a, c, d: itorch.linear_distill(a, c, xt, wt, student_bias=d, teacher_bias=bt, teacher_topk=2,
                                               add_tail=True, divergence="reverse_kl", reduction="none",
                                               chunk_size=2), (x, w, b))
+    idx, lq = stored_topk(F.linear(xt, wt, bt), 1.5, 2)
+    yy[0] = -100
+    for div in ("forward_kl", "jsd", "tvd"):
+        assert torch.autograd.gradcheck(
+            lambda a, c, d: itorch.linear_distill_topk(a, c, idx, lq, yy, student_bias=d, add_tail=True,
+                                                       divergence=div, beta=0.3, alpha=0.6, temperature=1.5,
+                                                       softcap=3.0, reduction="none", chunk_size=2), (x, w, b))
 
 
 def test_dtypes_no_grad_options_and_errors():
@@ -522,3 +550,67 @@ def test_repeated_backward_passes_through_a_retained_graph():
                 (loss * scale).backward(retain_graph=True)
             grads.append(a.grad)
         torch.testing.assert_close(grads[0], grads[1], rtol=1e-12, atol=1e-14)
+
+
+def test_linear_distill_topk_trains_with_accumulation_and_compiles():
+    """A short distillation from a teacher's stored top-k: a student (body + head) trained with two micro-batches
+    per step gets the gradients of the torch expression (logits materialized), eager and under
+    ``torch.compile(fullgraph=True)``."""
+    torch.manual_seed(3)
+    V, k, T = 11, 3, 2.0
+    teacher = torch.nn.Linear(6, V)
+    xb, yb = torch.randn(24, 6), torch.randint(0, V, (24,))
+    yb[::5] = -100
+    with torch.no_grad():
+        idx, lq = stored_topk(teacher(xb), T, k)  # the cache: written once, read every step
+
+    def ours(h, head, sl):
+        return itorch.linear_distill_topk(h, head.weight, idx[sl], lq[sl], yb[sl], student_bias=head.bias,
+                                          add_tail=True, temperature=T, alpha=0.7, normalizer=24.0, chunk_size=5)
+
+    def ref(h, head, sl):
+        s = F.linear(h, head.weight, head.bias) / T
+        lse = torch.logsumexp(s, 1)
+        lp = s.gather(1, idx[sl]) - lse[:, None]
+        inside = torch.zeros(s.shape, dtype=torch.bool).scatter(1, idx[sl], True)
+        lp = torch.cat([lp, (torch.logsumexp(s.masked_fill(inside, -np.inf), 1) - lse)[:, None]], 1)
+        lqs = lq[sl]
+        lqt = torch.cat([lqs, torch.log1p(-torch.exp(torch.logsumexp(lqs, 1)))[:, None]], 1)
+        keep = yb[sl] != -100
+        soft = torch.where(keep, F.kl_div(lp, lqt, reduction="none", log_target=True).sum(1), 0.0) * T * T
+        hard = F.cross_entropy(F.linear(h, head.weight, head.bias), yb[sl], reduction="sum")
+        return (0.7 * soft.sum() + 0.3 * hard) / 24.0
+
+    compiled = torch.compile(ours, fullgraph=True, backend="aot_eager")
+    models = {}
+    for name, loss_fn in (("torch", ref), ("eager", ours), ("compiled", compiled)):
+        torch.manual_seed(5)
+        body, head = torch.nn.Linear(6, 8), torch.nn.Linear(8, V)
+        opt = torch.optim.SGD([*body.parameters(), *head.parameters()], lr=0.5)
+        for _ in range(3):
+            opt.zero_grad()
+            for sl in (slice(0, 12), slice(12, 24)):  # gradient accumulation over two micro-batches
+                loss_fn(torch.tanh(body(xb[sl])), head, sl).backward()
+            opt.step()
+        models[name] = [p.detach().clone() for p in (*body.parameters(), *head.parameters())]
+    for name in ("eager", "compiled"):
+        for got, want in zip(models[name], models["torch"]):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("red", ["batchmean", "none"])
+def test_linear_distill_topk_operator_passes_opcheck(red):
+    """The operator's schema (the catalog's options, then ``add_tail``), fake implementation and autograd."""
+    from infoloss import _common as c
+
+    rng = np.random.default_rng(49)
+
+    def t(*shape):
+        return torch.tensor(rng.normal(size=shape), dtype=torch.float64)
+
+    h, w, b = (a.requires_grad_(True) for a in (t(4, 3), t(5, 3), t(5)))
+    idx, lq = stored_topk(t(4, 5), 2.0, 2)
+    opts = c.option_tuple("linear_distill_topk", {"reduction": red, "temperature": 2.0, "chunk_size": 2})
+    args = (h, w, idx, lq, torch.tensor([0, 4, -100, 2]), b, *opts, True, [True, True, True])
+    result = torch.library.opcheck(torch.ops.infoloss.linear_distill_topk.default, args)
+    assert all(v == "SUCCESS" for v in result.values()), result

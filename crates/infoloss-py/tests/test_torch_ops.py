@@ -131,6 +131,7 @@ class Model(torch.nn.Module):
             itorch.linear_cross_entropy(h, self.head.weight, y, linear_bias=self.head.bias, label_smoothing=0.1),
             itorch.linear_distill(h, self.head.weight, ot[:, :3], teacher.new_ones(z.shape[1], 3), y,
                                   student_bias=self.head.bias, temperature=2.0),
+            itorch.linear_distill_topk(h, self.head.weight, idx, lq, y, student_bias=self.head.bias, add_tail=True),
             extras.loss,
         ]
         return sum(terms), extras.lse, extras.token_accuracy

@@ -14,8 +14,9 @@ of any integer dtype) and return NumPy arrays, or Python floats for reduced loss
   upstream gradient); the option names are the
   Rust core's.
 - Large-vocabulary losses: :func:`cross_entropy_extras` (z-loss, softcap, log-sum-exp, token accuracy) and the
-  fused linear losses :func:`linear_cross_entropy` (``torch.nn.functional.linear_cross_entropy``'s signature) and
-  :func:`linear_distill`, which never hold the ``(rows, classes)`` logits.
+  fused linear losses :func:`linear_cross_entropy` (``torch.nn.functional.linear_cross_entropy``'s signature),
+  :func:`linear_distill` and :func:`linear_distill_topk` (against a stored top-k teacher), which never hold the
+  ``(rows, classes)`` logits.
 - Gradients: ``<name>_with_grad(..., grad_output=None, return_target_grad=False)`` returns
   ``(loss, grad_input)`` or ``(loss, grad_input, grad_target)``.
 - ``infoloss.torch``: ``torch.autograd.Function`` drop-ins for CPU tensors (imported on first use; needs torch).
@@ -87,6 +88,8 @@ from ._linear import (
     linear_cross_entropy,
     linear_cross_entropy_with_grad,
     linear_distill,
+    linear_distill_topk,
+    linear_distill_topk_with_grad,
     linear_distill_with_grad,
 )
 from ._scipy import (
@@ -182,6 +185,8 @@ __all__ = [
     "linear_cross_entropy",
     "linear_cross_entropy_with_grad",
     "linear_distill",
+    "linear_distill_topk",
+    "linear_distill_topk_with_grad",
     "linear_distill_with_grad",
     "log_softmax",
     "log_softmax_with_grad",

@@ -1,5 +1,5 @@
 """Cross-entropy with extras (z-loss, softcap, log-sum-exp, token accuracy) and the fused linear losses
-(``linear_cross_entropy``, ``linear_distill``) for NumPy arrays.
+(``linear_cross_entropy``, ``linear_distill``, ``linear_distill_topk``) for NumPy arrays.
 
 The fused losses compute ``hidden·weightᵀ (+ bias)`` chunk by chunk and never hold the ``(rows, classes)`` logits.
 Their kernels exist in float32 and float64; float16 arrays are computed in float32 (GEMMs included) and the results
@@ -8,7 +8,7 @@ rounded once to float16.
 
 from __future__ import annotations
 
-from typing import Any, Dict, NamedTuple, Optional
+from typing import Any, Callable, Dict, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -322,6 +322,27 @@ class LinearDistillResult(NamedTuple):
     grad_student_bias: Optional[np.ndarray]
 
 
+def _fused_distill(op: str, floats: Tuple[Tuple[str, ArrayLike], ...], biases: Tuple[Tuple[str, Any], ...],
+                   labels: Optional[ArrayLike], grad_output: Optional[ArrayLike], call: Callable) -> LinearDistillResult:
+    """The NumPy side of a fused distillation: the float arrays ``floats`` (``(name, value)``, the student's hidden
+    states and weight first) and the optional ``biases`` (the student's first) in one computation dtype (float16
+    computed in float32), then ``call(*floats, *biases, labels, grad_output)`` → ``(loss, gx, gw, gb)``, whose
+    results come back in the dtypes of the student's arrays."""
+    arrs = [c.float_input(v, op, n) for n, v in floats]
+    bias = [None if v is None else c.numeric(v, op, n, allow_bool=False) for n, v in biases]
+    dt = c.promote(op, arrs[0], *zip([v for _, v in floats[1:]], arrs[1:]), *zip([v for _, v in biases], bias))
+    kdt = _F32 if dt == _F16 else dt
+    conv = [c.cast(a, kdt, op, n) for a, (n, _) in zip(arrs, floats)]
+    conv += [None if b is None else c.cast(b, kdt, op, n) for b, (n, _) in zip(bias, biases)]
+    loss, gx, gw, gb = call(*conv, _labels(labels, op), c.grad_output_array(grad_output, kdt, op))
+    if isinstance(loss, np.ndarray):
+        loss = loss.astype(dt, copy=False)
+    if gb is not None:
+        bs, orig = bias[0], biases[0][1]
+        gb = gb.astype(c.native(bs.dtype) if (c.is_strong(orig) and c.is_float(bs.dtype)) else dt, copy=False)
+    return LinearDistillResult(loss, gx.astype(arrs[0].dtype, copy=False), gw.astype(arrs[1].dtype, copy=False), gb)
+
+
 def _linear_distill(student_hidden: ArrayLike, student_weight: ArrayLike, teacher_hidden: ArrayLike,
                     teacher_weight: ArrayLike, labels: Optional[ArrayLike], options: tuple,
                     grad_output: Optional[ArrayLike] = None, student_bias: Optional[ArrayLike] = None,
@@ -329,24 +350,27 @@ def _linear_distill(student_hidden: ArrayLike, student_weight: ArrayLike, teache
                     add_tail: bool = False) -> LinearDistillResult:
     """The fused loss and its gradients for the upstream gradient ``grad_output`` (``None`` = 1)."""
     op = "linear_distill"
-    names = ("student_hidden", "student_weight", "teacher_hidden", "teacher_weight")
-    origs = (student_hidden, student_weight, teacher_hidden, teacher_weight)
-    arrs = [c.float_input(a, op, n) for a, n in zip(origs, names)]
-    bs = None if student_bias is None else c.numeric(student_bias, op, "student_bias", allow_bool=False)
-    bt = None if teacher_bias is None else c.numeric(teacher_bias, op, "teacher_bias", allow_bool=False)
-    dt = c.promote(op, arrs[0], *zip(origs[1:], arrs[1:]), (student_bias, bs), (teacher_bias, bt))
-    kdt = _F32 if dt == _F16 else dt
-    conv = [c.cast(a, kdt, op, n) for a, n in zip(arrs, names)]
-    bsc = None if bs is None else c.cast(bs, kdt, op, "student_bias")
-    btc = None if bt is None else c.cast(bt, kdt, op, "teacher_bias")
-    go = c.grad_output_array(grad_output, kdt, op)
     k = None if teacher_topk is None else c.as_int(teacher_topk, op, "teacher_topk")
-    loss, gx, gw, gb = _C.linear_distill(*conv, _labels(labels, op), options, bsc, btc, k, bool(add_tail), go)
-    if isinstance(loss, np.ndarray):
-        loss = loss.astype(dt, copy=False)
-    if gb is not None:
-        gb = gb.astype(c.native(bs.dtype) if (c.is_strong(student_bias) and c.is_float(bs.dtype)) else dt, copy=False)
-    return LinearDistillResult(loss, gx.astype(arrs[0].dtype, copy=False), gw.astype(arrs[1].dtype, copy=False), gb)
+    floats = (("student_hidden", student_hidden), ("student_weight", student_weight),
+              ("teacher_hidden", teacher_hidden), ("teacher_weight", teacher_weight))
+    biases = (("student_bias", student_bias), ("teacher_bias", teacher_bias))
+    return _fused_distill(op, floats, biases, labels, grad_output,
+                          lambda xs, ws, xt, wt, bs, bt, y, go:
+                          _C.linear_distill(xs, ws, xt, wt, y, options, bs, bt, k, bool(add_tail), go))
+
+
+def _linear_distill_topk(student_hidden: ArrayLike, student_weight: ArrayLike, topk_indices: ArrayLike,
+                         topk_logprobs: ArrayLike, labels: Optional[ArrayLike], options: tuple,
+                         grad_output: Optional[ArrayLike] = None, student_bias: Optional[ArrayLike] = None,
+                         add_tail: bool = False) -> LinearDistillResult:
+    """The fused loss against a stored top-k teacher and its gradients (``grad_output=None`` = 1)."""
+    op = "linear_distill_topk"
+    floats = (("student_hidden", student_hidden), ("student_weight", student_weight),
+              ("topk_logprobs", topk_logprobs))
+    idx = c.index_target(topk_indices, op, "topk_indices")
+    return _fused_distill(op, floats, (("student_bias", student_bias),), labels, grad_output,
+                          lambda xs, ws, lq, bs, y, go:
+                          _C.linear_distill_topk(xs, ws, idx, lq, y, options, bs, bool(add_tail), go))
 
 
 @c.catalog_options("linear_distill")
@@ -437,3 +461,80 @@ def linear_distill_with_grad(
     opts = _distill_options("linear_distill", options, loss="linear_distill")
     return _linear_distill(student_hidden, student_weight, teacher_hidden, teacher_weight, labels, opts,
                            grad_output, student_bias, teacher_bias, teacher_topk, add_tail)
+
+
+# ----------------------------------------------------------------------------------------- linear_distill_topk
+
+
+@c.catalog_options("linear_distill_topk")
+def linear_distill_topk(
+    student_hidden: ArrayLike,
+    student_weight: ArrayLike,
+    topk_indices: ArrayLike,
+    topk_logprobs: ArrayLike,
+    labels: Optional[ArrayLike] = None,
+    *,
+    student_bias: Optional[ArrayLike] = None,
+    add_tail: bool = False,
+    **options: Any,
+) -> Any:
+    r"""Fused linear head + :func:`distill_topk`: the student logits ``student_hidden (N, H) · student_weightᵀ
+    (V, H) (+ student_bias)``, computed chunk by chunk and never held whole, distilled against a teacher's
+    **stored** top-k (what a teacher cache holds): ``topk_indices (N, k)``, its classes per row, and
+    ``topk_logprobs (N, k)``, its log-probabilities there at the distillation temperature (``log_softmax(t / T)``
+    at the indices). Every option of :func:`distill_topk`, same meaning; ``add_tail`` adds the bucket of the
+    remaining mass.
+
+    PyTorch (forward KL, no tail)::
+
+        s = F.linear(xs, ws, bs)
+        loss = F.kl_div(F.log_softmax(s / T, 1).gather(1, topk_indices), topk_logprobs, reduction='batchmean',
+                        log_target=True) * T**2
+
+    Gradients (wrt the student's hidden states, weight and bias): :func:`linear_distill_topk_with_grad`.
+    Float16 is computed in float32.
+
+    Example:
+        >>> import numpy as np, infoloss
+        >>> xs = np.array([[1.0, 0.5], [-0.5, 2.0], [0.0, 1.0]])
+        >>> ws = np.array([[0.2, -0.1], [0.4, 0.3], [-0.3, 0.8], [0.1, 0.1]])
+        >>> idx = np.array([[1, 3], [0, 2], [3, 1]]); lq = np.array([[-0.5, -1.5], [-0.3, -2.0], [-0.9, -1.1]])
+        >>> round(infoloss.linear_distill_topk(xs, ws, idx, lq, student_bias=np.array([0.1, -0.2, 0.0, 0.3]),
+        ...                                    add_tail=True, temperature=2.0), 9)
+        1.703408892
+    """
+    opts = _distill_options("linear_distill_topk", options, loss="linear_distill_topk")
+    return _linear_distill_topk(student_hidden, student_weight, topk_indices, topk_logprobs, labels, opts, None,
+                                student_bias, add_tail).loss
+
+
+@c.catalog_options("linear_distill_topk")
+def linear_distill_topk_with_grad(
+    student_hidden: ArrayLike,
+    student_weight: ArrayLike,
+    topk_indices: ArrayLike,
+    topk_logprobs: ArrayLike,
+    labels: Optional[ArrayLike] = None,
+    *,
+    student_bias: Optional[ArrayLike] = None,
+    add_tail: bool = False,
+    grad_output: Optional[ArrayLike] = None,
+    **options: Any,
+) -> LinearDistillResult:
+    """:func:`linear_distill_topk` and its gradients: a :class:`LinearDistillResult` ``(loss,
+    grad_student_hidden, grad_student_weight, grad_student_bias)``, as :func:`linear_distill_with_grad`'s (``G``:
+    :func:`distill_topk_with_grad`'s gradient on the student logits). The stored teacher gets none.
+
+    Example:
+        >>> import numpy as np, infoloss
+        >>> xs = np.array([[1.0, 0.5], [-0.5, 2.0], [0.0, 1.0]])
+        >>> ws = np.array([[0.2, -0.1], [0.4, 0.3], [-0.3, 0.8], [0.1, 0.1]])
+        >>> idx = np.array([[1, 3], [0, 2], [3, 1]]); lq = np.array([[-0.5, -1.5], [-0.3, -2.0], [-0.9, -1.1]])
+        >>> r = infoloss.linear_distill_topk_with_grad(xs, ws, idx, lq, student_bias=np.array([0.1, -0.2, 0.0, 0.3]),
+        ...     add_tail=True, temperature=2.0, chunk_size=2, grad_output=0.5)
+        >>> round(r.loss, 9), round(float(r.grad_student_bias[1]), 9)
+        (1.703408892, -0.108064792)
+    """
+    opts = _distill_options("linear_distill_topk", options, loss="linear_distill_topk")
+    return _linear_distill_topk(student_hidden, student_weight, topk_indices, topk_logprobs, labels, opts,
+                                grad_output, student_bias, add_tail)

@@ -332,6 +332,13 @@ def _check(t: Any, op: str, name: str, optional: bool = False) -> None:
         raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(t).__name__}")
 
 
+def _check_tensors(op: str, tensors: Sequence[Any]) -> None:
+    """``TypeError`` unless the operator's tensor arguments, in its schema's order, are tensors (``None`` for the
+    optional ones, ``?`` in the schema)."""
+    for t, n in zip(tensors, _OPS[op].tensors):
+        _check(t, op, n.rstrip("?"), optional=n.endswith("?"))
+
+
 def _no_weight_grad(op: str, *named: Tuple[str, Optional[torch.Tensor]]) -> None:
     for name, t in named:
         if t is not None and t.requires_grad and torch.is_grad_enabled():
@@ -490,20 +497,37 @@ _register(_Op("linear_cross_entropy", ("input", "linear_weight", "target", "line
               lambda o: True))
 
 
+def _student_grads(r) -> tuple:
+    """A fused distillation's kernel result: the loss and the student head's gradients."""
+    return r.loss, [r.grad_student_hidden, r.grad_student_weight, r.grad_student_bias], []
+
+
+def _fused_distill_meta(loss: str, *floats: int) -> Callable:
+    """The loss's shape (one per row for ``'none'``) and dtype (of the float tensors at ``floats``)."""
+    return lambda t, o: (() if _reduced(loss)(o) else _rows_shape(t[0]), _float_dtype(*(t[i] for i in floats)))
+
+
 def _linear_distill_kernel(a, o, g, out, loss, want):
     xs, ws, xt, wt, y, bs, bt = a
     opts, k, tail = o[:-2], o[-2], o[-1]
-    r = _L._linear_distill(xs, ws, xt, wt, y, opts, g, bs, bt, k, tail)
-    return r.loss, [r.grad_student_hidden, r.grad_student_weight, r.grad_student_bias], []
+    return _student_grads(_L._linear_distill(xs, ws, xt, wt, y, opts, g, bs, bt, k, tail))
 
 
 _register(_Op("linear_distill", ("student_hidden", "student_weight", "teacher_hidden", "teacher_weight", "labels?",
                                  "student_bias?", "teacher_bias?"),
               _catalog_schema("linear_distill", "int? teacher_topk", "bool add_tail"), (0, 1, 5),
-              _linear_distill_kernel,
-              lambda t, o: (() if _reduced("linear_distill")(o) else _rows_shape(t[0]),
-                            _float_dtype(t[0], t[1], t[2], t[3], t[5], t[6])),
-              lambda o: True))
+              _linear_distill_kernel, _fused_distill_meta("linear_distill", 0, 1, 2, 3, 5, 6), lambda o: True))
+
+
+def _linear_distill_topk_kernel(a, o, g, out, loss, want):
+    xs, ws, idx, lq, y, bs = a
+    return _student_grads(_L._linear_distill_topk(xs, ws, idx, lq, y, o[:-1], g, bs, o[-1]))
+
+
+_register(_Op("linear_distill_topk", ("student_hidden", "student_weight", "topk_indices", "topk_logprobs",
+                                      "labels?", "student_bias?"),
+              _catalog_schema("linear_distill_topk", "bool add_tail"), (0, 1, 5), _linear_distill_topk_kernel,
+              _fused_distill_meta("linear_distill_topk", 0, 1, 3, 5), lambda o: True))
 
 
 def _rows_kernel(name):

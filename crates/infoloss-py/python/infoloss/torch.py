@@ -3,8 +3,8 @@
 
 Every ``torch.nn.functional`` name has its signature, defaults and warnings; :func:`linear_cross_entropy` has
 ``F.linear_cross_entropy``'s (plus the z-loss, softcap and chunk size). The distillation and UDA losses
-(:func:`distill`, :func:`distill_topk`, :func:`uda_consistency`, :func:`linear_distill`) and
-:func:`cross_entropy_extras` take the NumPy API's arguments; their gradient flows to the student (the augmented
+(:func:`distill`, :func:`distill_topk`, :func:`uda_consistency`, :func:`linear_distill`,
+:func:`linear_distill_topk`) and :func:`cross_entropy_extras` take the NumPy API's arguments; their gradient flows to the student (the augmented
 logits for UDA) only: the teacher (the original logits) is a constant, as if detached. Gradients flow to the input
 and, where torch defines one, to the target (probability targets of ``cross_entropy``, ``kl_div``, both BCEs).
 Supported dtypes: float16, bfloat16 (computed in float32 and rounded once, as infoloss does for bfloat16), float32,
@@ -29,9 +29,9 @@ policy: ``cross_entropy``, ``nll_loss``, ``kl_div``, ``binary_cross_entropy`` an
 gradients flow back in the inputs' dtypes), as torch's do; ``log_softmax``, ``softmax`` and ``logsumexp`` are not
 autocast on CPU by torch, so they run in their input's dtype. The infoloss-only losses follow their torch building
 blocks, which are float32 ops (``kl_div``, ``cross_entropy``): ``distill``, ``distill_topk``, ``uda_consistency``,
-``cross_entropy_extras``, ``linear_cross_entropy`` and ``linear_distill`` run in float32. (``F.linear_cross_entropy``
-computes its logits in the autocast dtype and the loss in float32; the fused kernel computes both in float32, so it
-is the more precise of the two.)
+``cross_entropy_extras``, ``linear_cross_entropy``, ``linear_distill`` and ``linear_distill_topk`` run in float32.
+(``F.linear_cross_entropy`` computes its logits in the autocast dtype and the loss in float32; the fused kernel
+computes both in float32, so it is the more precise of the two.)
 
 **Threads.** Called through ``infoloss.torch``, infoloss computes with torch's thread count
 (``torch.get_num_threads()``, read on every call, so ``torch.set_num_threads(n)`` reaches infoloss, and DataLoader
@@ -71,6 +71,7 @@ __all__ = [
     "kl_div",
     "linear_cross_entropy",
     "linear_distill",
+    "linear_distill_topk",
     "log_softmax",
     "logsumexp",
     "nll_loss",
@@ -80,7 +81,7 @@ __all__ = [
 
 
 # importing it registers the custom ops under torch.ops.infoloss
-from ._torch_ops import _call, _check, _no_weight_grad  # noqa: E402
+from ._torch_ops import _call, _check, _check_tensors, _no_weight_grad  # noqa: E402
 
 # the teacher cache as a torch Dataset (not operators: left out of __all__, which lists the custom ops)
 from ._cache_torch import TeacherCacheDataset, distill_topk_args  # noqa: E402,F401
@@ -115,9 +116,7 @@ def cross_entropy(
     """
     op = "cross_entropy"
     red = c.resolve_reduction(size_average, reduce, reduction, 2)
-    _check(input, op, "input")
-    _check(target, op, "target")
-    _check(weight, op, "weight", optional=True)
+    _check_tensors(op, (input, target, weight))
     _no_weight_grad(op, ("weight", weight))
     opts = c.option_tuple(op, extra, ignore_index=ignore_index, reduction=red, label_smoothing=label_smoothing)
     return _call(op, (input, target, weight), opts)[0]
@@ -144,9 +143,7 @@ def nll_loss(
     """
     op = "nll_loss"
     red = c.resolve_reduction(size_average, reduce, reduction, 2)
-    _check(input, op, "input")
-    _check(target, op, "target")
-    _check(weight, op, "weight", optional=True)
+    _check_tensors(op, (input, target, weight))
     _no_weight_grad(op, ("weight", weight))
     opts = c.option_tuple(op, extra, ignore_index=ignore_index, reduction=red)
     return _call(op, (input, target, weight), opts)[0]
@@ -172,8 +169,7 @@ def kl_div(
         0.130812
     """
     op = "kl_div"
-    _check(input, op, "input")
-    _check(target, op, "target")
+    _check_tensors(op, (input, target))
     red, divide = c.resolve_kl_reduction(size_average, reduce, reduction, input.dim(), 2)
     opts = c.option_tuple(op, extra, reduction=red, log_target=log_target)
     return _call(op, (input, target), opts + (bool(divide),))[0]
@@ -199,9 +195,7 @@ def binary_cross_entropy(
     """
     op = "binary_cross_entropy"
     red = c.resolve_reduction(size_average, reduce, reduction, 2)
-    _check(input, op, "input")
-    _check(target, op, "target")
-    _check(weight, op, "weight", optional=True)
+    _check_tensors(op, (input, target, weight))
     _no_weight_grad(op, ("weight", weight))
     return _call(op, (input, target, weight), c.option_tuple(op, extra, reduction=red))[0]
 
@@ -227,10 +221,7 @@ def binary_cross_entropy_with_logits(
     """
     op = "binary_cross_entropy_with_logits"
     red = c.resolve_reduction(size_average, reduce, reduction, 2)
-    _check(input, op, "input")
-    _check(target, op, "target")
-    _check(weight, op, "weight", optional=True)
-    _check(pos_weight, op, "pos_weight", optional=True)
+    _check_tensors(op, (input, target, weight, pos_weight))
     _no_weight_grad(op, ("weight", weight), ("pos_weight", pos_weight))
     return _call(op, (input, target, weight, pos_weight), c.option_tuple(op, extra, reduction=red))[0]
 
@@ -316,9 +307,7 @@ def distill(
     """
     op = "distill"
     opts = _D._distill_options(op, extra)
-    _check(student_logits, op, "student_logits")
-    _check(teacher_logits, op, "teacher_logits")
-    _check(labels, op, "labels", optional=True)
+    _check_tensors(op, (student_logits, teacher_logits, labels))
     return _call(op, (student_logits, teacher_logits, labels), opts)[0]
 
 
@@ -346,10 +335,7 @@ def distill_topk(
     """
     op = "distill_topk"
     opts = _D._distill_options(op, extra)
-    _check(student_logits, op, "student_logits")
-    _check(topk_indices, op, "topk_indices")
-    _check(topk_logprobs, op, "topk_logprobs")
-    _check(labels, op, "labels", optional=True)
+    _check_tensors(op, (student_logits, topk_indices, topk_logprobs, labels))
     return _call(op, (student_logits, topk_indices, topk_logprobs, labels), opts + (bool(add_tail),))[0]
 
 
@@ -372,8 +358,7 @@ def uda_consistency(
         (0.21652, [0.0, 0.0, 0.0])
     """
     op = "uda_consistency"
-    _check(ori_logits, op, "ori_logits")
-    _check(aug_logits, op, "aug_logits")
+    _check_tensors(op, (ori_logits, aug_logits))
     opts = _D._uda_options(extra)
     return _call(op, (ori_logits, aug_logits), opts)[0]
 
@@ -427,9 +412,7 @@ def cross_entropy_extras(
     """
     op = "cross_entropy_extras"
     red = c.get_enum(reduction, 2)
-    _check(input, op, "input")
-    _check(target, op, "target")
-    _check(weight, op, "weight", optional=True)
+    _check_tensors(op, (input, target, weight))
     _no_weight_grad(op, ("weight", weight))
     opts = c.option_tuple(op, extra, ignore_index=ignore_index, reduction=red, label_smoothing=label_smoothing)
     loss, z, lse, acc = _call(op, (input, target, weight), opts)
@@ -476,9 +459,7 @@ def linear_cross_entropy(
     """
     op = "linear_cross_entropy"
     red = c.get_enum(reduction, 2)
-    for t, n, opt in ((input, "input", False), (linear_weight, "linear_weight", False), (target, "target", False),
-                      (linear_bias, "linear_bias", True), (weight, "weight", True)):
-        _check(t, op, n, opt)
+    _check_tensors(op, (input, linear_weight, target, linear_bias, weight))
     _no_weight_grad(op, ("the class weight", weight))
     if chunk_size is None and options is not None:
         chunk_size = getattr(options, "batch_chunk_size", None)
@@ -517,10 +498,41 @@ def linear_distill(
     """
     op = "linear_distill"
     opts = _D._distill_options(op, extra, loss="linear_distill")
-    names = ("student_hidden", "student_weight", "teacher_hidden", "teacher_weight", "labels", "student_bias",
-             "teacher_bias")
     tensors = (student_hidden, student_weight, teacher_hidden, teacher_weight, labels, student_bias, teacher_bias)
-    for t, n in zip(tensors, names):
-        _check(t, op, n, optional=n in ("student_bias", "teacher_bias", "labels"))
+    _check_tensors(op, tensors)
     k = None if teacher_topk is None else c.as_int(teacher_topk, op, "teacher_topk")
     return _call(op, tensors, opts + (k, bool(add_tail)))[0]
+
+
+@c.catalog_options("linear_distill_topk")
+def linear_distill_topk(
+    student_hidden: torch.Tensor,
+    student_weight: torch.Tensor,
+    topk_indices: torch.Tensor,
+    topk_logprobs: torch.Tensor,
+    labels: Optional[torch.Tensor] = None,
+    *,
+    student_bias: Optional[torch.Tensor] = None,
+    add_tail: bool = False,
+    **extra: Any,
+) -> torch.Tensor:
+    """:func:`infoloss.linear_distill_topk` as a torch operator: the student head ``F.linear(student_hidden,
+    student_weight, student_bias)`` distilled against a stored top-k teacher (``topk_indices``, ``topk_logprobs``,
+    e.g. from :class:`TeacherCacheDataset`), fused; gradients flow to ``student_hidden``, ``student_weight`` and
+    ``student_bias`` (the teacher is a constant), for any upstream gradient. PyTorch equivalent:
+    :func:`distill_topk` of ``F.linear(student_hidden, student_weight, student_bias)``.
+
+    Example:
+        >>> import torch, infoloss.torch as itorch
+        >>> xs = torch.randn(4, 3, requires_grad=True); ws = torch.randn(6, 3, requires_grad=True)
+        >>> lq, idx = torch.topk(torch.log_softmax(torch.randn(4, 6), 1), 2, 1)
+        >>> loss = itorch.linear_distill_topk(xs, ws, idx, lq, add_tail=True, temperature=2.0)
+        >>> loss.backward(); xs.grad.shape, ws.grad.shape
+        (torch.Size([4, 3]), torch.Size([6, 3]))
+    """
+    op = "linear_distill_topk"
+    opts = _D._distill_options(op, extra, loss="linear_distill_topk")
+    tensors = (student_hidden, student_weight, topk_indices, topk_logprobs, labels, student_bias)
+    _check_tensors(op, tensors)
+    return _call(op, tensors, opts + (bool(add_tail),))[0]
+
