@@ -4,9 +4,10 @@
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 
 use super::collective::{Collective, nan_max};
-use super::layout::{VocabShard, check_layout, fingerprint};
+use super::layout::{VocabShard, check_layout, check_len, check_slice, fingerprint};
 use super::rows::{cap_slope, capped, for_each_row};
 use crate::base::element::Real;
+use crate::base::shape::ensure_shapes;
 use crate::{CrossEntropyExtrasOptions, Element, Error, Loss, Reduction, Result};
 
 const OP: &str = "vocab_parallel_cross_entropy";
@@ -74,49 +75,30 @@ impl<T: Element> CrossEntropyShard<T> {
         shard: VocabShard,
         opts: &CrossEntropyExtrasOptions<'_, T>,
     ) -> Result<Self> {
-        let (rows, cols) = logits.dim();
-        if cols != shard.len {
-            return Err(Error::shape_mismatch(
-                OP,
-                "logits",
-                logits.shape(),
-                "vocab slice",
-                &[shard.len],
-                "must have as many columns as the slice has classes",
-            ));
-        }
-        if target.len() != rows {
-            return Err(Error::shape_mismatch(
-                OP,
-                "logits",
-                logits.shape(),
-                "target",
-                target.shape(),
-                "must have one target per row",
-            ));
-        }
+        let target = target.to_vec();
+        check_slice(
+            OP,
+            ("logits", logits.shape()),
+            None,
+            &shard,
+            Some(("target", &target)),
+            opts.ignore_index,
+        )?;
         if let Some(w) = &opts.weight {
-            if w.len() != cols {
-                return Err(Error::shape_mismatch(
-                    OP,
-                    "weight",
-                    w.shape(),
-                    "logits",
-                    logits.shape(),
-                    "must be this rank's slice of the class weights (len,)",
-                ));
-            }
+            let want = [shard.len];
+            ensure_shapes(
+                w.len() == shard.len,
+                OP,
+                ("weight", w.shape()),
+                ("vocab slice (len,)", &want),
+                "must be equal",
+            )?;
         }
         check_options(opts)?;
-        for (i, &y) in target.iter().enumerate() {
-            if y != opts.ignore_index && (y < 0 || y as u64 >= shard.total as u64) {
-                return Err(Error::target_out_of_range(OP, &[i], y, shard.total));
-            }
-        }
         let buf = capped(logits, 1.0, opts.softcap);
         let weight = opts.weight.map(|w| w.iter().map(|v| v.to_acc().f64()).collect());
         let opts = CrossEntropyExtrasOptions { weight: None, ..opts.clone() };
-        Ok(CrossEntropyShard { target: target.to_vec(), shard, opts, weight, buf, max: Vec::new() })
+        Ok(CrossEntropyShard { target, shard, opts, weight, buf, max: Vec::new() })
     }
 
     /// Step 1: the maximum of each row of this rank's capped logits (`-inf` for an empty slice).
@@ -129,14 +111,7 @@ impl<T: Element> CrossEntropyShard<T> {
     /// in this slice), `Σ w·x̃` (0 without label smoothing), then `Σ w` over the slice.
     pub fn local_sums(&mut self, global_max: &[f64]) -> Result<Vec<f64>> {
         let rows = self.buf.nrows();
-        if global_max.len() != rows {
-            return Err(Error::invalid_option(
-                OP,
-                "global_max",
-                global_max.len(),
-                format!("must hold {rows} row maxima"),
-            ));
-        }
+        check_len(OP, "global_max", global_max.len(), rows, "local_max")?;
         self.max = global_max.to_vec();
         let smoothing = self.opts.label_smoothing > 0.0;
         let mut out = vec![0.0; SUMS_PER_ROW * rows + 1];
@@ -169,14 +144,8 @@ impl<T: Element> CrossEntropyShard<T> {
         want_grad: bool,
     ) -> Result<VocabParallelCrossEntropyOutput<T>> {
         let rows = self.buf.nrows();
-        if global_sums.len() != SUMS_PER_ROW * rows + 1 || self.max.len() != rows {
-            return Err(Error::invalid_option(
-                OP,
-                "global_sums",
-                global_sums.len(),
-                format!("must hold the {} sums of local_sums, after it", SUMS_PER_ROW * rows + 1),
-            ));
-        }
+        check_len(OP, "global_max", self.max.len(), rows, "local_max (local_sums must run first)")?;
+        check_len(OP, "global_sums", global_sums.len(), SUMS_PER_ROW * rows + 1, "local_sums")?;
         let o = &self.opts;
         let (eps, s, c_all) = (o.label_smoothing, o.lse_square_scale, self.shard.total as f64);
         let (z, rest) = global_sums.split_at(rows);

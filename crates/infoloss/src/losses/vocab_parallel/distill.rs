@@ -4,12 +4,12 @@
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 
 use super::collective::{Collective, nan_max};
-use super::layout::{VocabShard, check_layout, fingerprint};
+use super::layout::{VocabShard, check_layout, check_len, check_slice, fingerprint};
 use super::rows::{cap_slope, capped, for_each_row};
 use crate::base::element::Real;
 use crate::losses::distill::check_options;
 use crate::options::{DistillOptions, Divergence};
-use crate::{Element, Error, Loss, Reduction, Result};
+use crate::{Element, Loss, Reduction, Result};
 
 const OP: &str = "vocab_parallel_distill";
 
@@ -100,50 +100,16 @@ impl<T: Element> DistillShard<T> {
         shard: VocabShard,
         opts: &DistillOptions,
     ) -> Result<Self> {
-        if student.dim() != teacher.dim() {
-            return Err(Error::shape_mismatch(
-                OP,
-                "student",
-                student.shape(),
-                "teacher",
-                teacher.shape(),
-                "must be equal",
-            ));
-        }
-        let (rows, cols) = student.dim();
-        if cols != shard.len {
-            return Err(Error::shape_mismatch(
-                OP,
-                "student",
-                student.shape(),
-                "vocab slice",
-                &[shard.len],
-                "must have as many columns as the slice has classes",
-            ));
-        }
-        if let Some(l) = labels {
-            if l.len() != rows {
-                return Err(Error::shape_mismatch(
-                    OP,
-                    "student",
-                    student.shape(),
-                    "labels",
-                    l.shape(),
-                    "must have one label per row",
-                ));
-            }
-            for (i, &y) in l.iter().enumerate() {
-                if y != opts.ignore_index && (y < 0 || y as u64 >= shard.total as u64) {
-                    return Err(Error::target_out_of_range(OP, &[i], y, shard.total));
-                }
-            }
-        }
+        let labels = labels.map(|l| l.to_vec());
+        let targets = labels.as_deref().map(|l| ("labels", l));
+        let same = Some(("teacher", teacher.shape()));
+        check_slice(OP, ("student", student.shape()), same, &shard, targets, opts.ignore_index)?;
         check_options(OP, opts, labels.is_some())?;
         let t = opts.temperature;
         let buf = capped(student, opts.logit_scale, opts.softcap);
         let v = teacher.mapv(|x| x.to_acc().f64() / t);
         Ok(DistillShard {
-            labels: labels.map(|l| l.to_vec()),
+            labels,
             shard,
             opts: *opts,
             div: Div::of(opts.divergence),
@@ -190,14 +156,7 @@ impl<T: Element> DistillShard<T> {
     /// `Σ e_p·(s' − t)/T` (terms of zero weight skipped) — `6·N` sums.
     pub fn local_sums(&mut self, global_max: &[f64]) -> Result<Vec<f64>> {
         let n = self.rows();
-        if global_max.len() != 3 * n {
-            return Err(Error::invalid_option(
-                OP,
-                "global_max",
-                global_max.len(),
-                format!("must hold the {} maxima of local_max", 3 * n),
-            ));
-        }
+        check_len(OP, "global_max", global_max.len(), 3 * n, "local_max")?;
         self.max = global_max.to_vec();
         let t = self.opts.temperature;
         let mut out = vec![0.0; 6 * n];
@@ -274,22 +233,8 @@ impl<T: Element> DistillShard<T> {
 
     fn take_sums(&mut self, global_sums: &[f64]) -> Result<()> {
         let n = self.rows();
-        if self.max.len() != 3 * n {
-            return Err(Error::invalid_option(
-                OP,
-                "global_sums",
-                global_sums.len(),
-                "local_sums must run first",
-            ));
-        }
-        if global_sums.len() != 6 * n {
-            return Err(Error::invalid_option(
-                OP,
-                "global_sums",
-                global_sums.len(),
-                format!("must hold the {} sums of local_sums", 6 * n),
-            ));
-        }
+        check_len(OP, "global_max", self.max.len(), 3 * n, "local_max (local_sums must run first)")?;
+        check_len(OP, "global_sums", global_sums.len(), 6 * n, "local_sums")?;
         self.sums = global_sums.to_vec();
         Ok(())
     }
@@ -306,13 +251,8 @@ impl<T: Element> DistillShard<T> {
             self.take_sums(global_sums)?;
         }
         let n = self.rows();
-        if self.needs_round_three() && global_terms.len() != 2 * n {
-            return Err(Error::invalid_option(
-                OP,
-                "global_terms",
-                global_terms.len(),
-                format!("must hold the {} sums of local_terms", 2 * n),
-            ));
+        if self.needs_round_three() {
+            check_len(OP, "global_terms", global_terms.len(), 2 * n, "local_terms")?;
         }
         let o = self.opts;
         let (t, alpha) = (o.temperature, o.alpha);

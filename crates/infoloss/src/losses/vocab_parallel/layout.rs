@@ -1,6 +1,7 @@
 //! Where each rank's slice of the vocabulary lies, and the check that the ranks agree on it.
 
 use super::collective::Collective;
+use crate::base::shape::ensure_shapes;
 use crate::{Error, Result};
 
 /// This rank's slice `[start, start + len)` of a vocabulary of `total` classes.
@@ -126,4 +127,49 @@ pub(crate) fn fingerprint(values: impl Iterator<Item = i64>, options: &[f64]) ->
         mix(o.to_bits());
     }
     h as f64
+}
+
+/// The checks every shard step starts with: `x` `(N, shard.len)`; `same` (if any, e.g. the teacher)
+/// of `x`'s shape; `targets` (if any) `(N,)`, each a class of the whole vocabulary or `ignore_index`.
+pub(crate) fn check_slice(
+    op: &'static str,
+    (name, x): (&'static str, &[usize]),
+    same: Option<(&'static str, &[usize])>,
+    shard: &VocabShard,
+    targets: Option<(&'static str, &[i64])>,
+    ignore_index: i64,
+) -> Result<()> {
+    if let Some(other) = same {
+        ensure_shapes(other.1 == x, op, (name, x), other, "must be equal")?;
+    }
+    let slice = [x[0], shard.len];
+    ensure_shapes(x[1] == shard.len, op, (name, x), ("vocab slice (rows, len)", &slice), "must be equal")?;
+    if let Some((tname, t)) = targets {
+        ensure_shapes(t.len() == x[0], op, (name, x), (tname, &[t.len()]), "must have one target per row")?;
+        for (i, &y) in t.iter().enumerate() {
+            if y != ignore_index && (y < 0 || y as u64 >= shard.total as u64) {
+                return Err(Error::target_out_of_range(op, &[i], y, shard.total));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// An error unless a buffer handed back by the engine has the length the step produced.
+pub(crate) fn check_len(
+    op: &'static str,
+    name: &'static str,
+    got: usize,
+    want: usize,
+    from: &str,
+) -> Result<()> {
+    if got == want {
+        return Ok(());
+    }
+    Err(Error::invalid_option(
+        op,
+        name,
+        format!("{got} values"),
+        format!("must hold the {want} values of {from}"),
+    ))
 }

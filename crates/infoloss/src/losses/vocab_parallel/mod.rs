@@ -60,134 +60,136 @@ pub use layout::VocabShard;
 use crate::options::DistillOptions;
 use crate::{CrossEntropyExtrasOptions, Element, Result};
 
-/// The loss of [`vocab_parallel_cross_entropy_with_grad`] without the gradient (its `grad` is empty).
-pub fn vocab_parallel_cross_entropy<T: Element, C: Collective + ?Sized>(
-    logits: ArrayView2<'_, T>,
-    target: ArrayView1<'_, i64>,
-    shard: VocabShard,
-    opts: &CrossEntropyExtrasOptions<'_, T>,
-    comm: &C,
-) -> Result<VocabParallelCrossEntropyOutput<T>> {
-    CrossEntropyShard::new(logits, target, shard, opts)?.run(comm, false)
+/// Declares a vocab-parallel loss as the naming scheme has it: `f` (the loss; the output's `grad` is
+/// empty) and `f_with_grad` (the loss and this rank's gradient for an upstream gradient of 1), both
+/// running the loss's shard steps over `comm`.
+macro_rules! vocab_parallel_api {
+    (
+        $shard:ident -> $out:ident ($($arg:ident: $ty:ty),*);
+        $(#[$fm:meta])* fn $f:ident;
+        $(#[$gm:meta])* fn $with_grad:ident;
+    ) => {
+        $(#[$fm])*
+        pub fn $f<T: Element, C: Collective + ?Sized>($($arg: $ty,)* comm: &C) -> Result<$out<T>> {
+            $shard::new($($arg),*)?.run(comm, false)
+        }
+
+        $(#[$gm])*
+        pub fn $with_grad<T: Element, C: Collective + ?Sized>($($arg: $ty,)* comm: &C) -> Result<$out<T>> {
+            $shard::new($($arg),*)?.run(comm, true)
+        }
+    };
 }
 
-/// Cross-entropy of logits whose vocabulary is split across the ranks of `comm`: this rank holds
-/// `logits` `(N, shard.len)`, the columns `[shard.start, shard.start + shard.len)` of the `(N, total)`
-/// logits; every rank passes the same `target` `(N,)` (classes of the whole vocabulary).
-///
-/// # Formula
-///
-/// That of [`cross_entropy_extras`](crate::cross_entropy_extras) on the gathered logits: with `x̃ =
-/// c·tanh(x/c)` (softcap) and `lse = log Σ_{all ranks} exp(x̃)`, row loss `(1−ε)·w_y·(lse − x̃_y) +
-/// (ε/V)·Σ_k w_k·(lse − x̃_k) + s·lse²`, reduced as `F.cross_entropy` (÷ `Σ w_y` for `Mean`; the z-loss
-/// ÷ the number of kept rows).
-///
-/// # Gradient
-///
-/// This rank's slice of `{[(1−ε)·w_y·(p − e_y) + (ε/V)·(p·Σw − w)]/W + 2·s·lse·p/n}·(1 − tanh²(x/c))`,
-/// `p = softmax(x̃)` over the whole vocabulary; 0 at ignored rows.
-///
-/// # PyTorch
-///
-/// `F.cross_entropy(torch.cat(all_ranks_logits, 1), target, ...)` and its gradient's columns; Megatron's
-/// `vocab_parallel_cross_entropy` (which smooths over the local slice only).
-///
-/// # Errors
-///
-/// Shapes and targets as [`cross_entropy_extras`](crate::cross_entropy_extras) (targets against the
-/// whole vocabulary); [`Error::Collective`](crate::Error::Collective) when a rank fails or times out,
-/// or when the ranks disagree on rows, targets, options or slices (naming the rank).
-///
-/// # Example
-///
-/// ```
-/// use infoloss::vocab_parallel::{LocalGroup, VocabShard, vocab_parallel_cross_entropy_with_grad};
-/// use infoloss::{CrossEntropyExtrasOptions, cross_entropy_extras_with_grad, ndarray::{array, s}};
-/// use std::time::Duration;
-/// let x = array![[1.0f64, 2.0, 3.0, 0.5, -1.0], [0.5, -1.0, 2.0, 0.0, 1.0]];
-/// let y = array![4i64, 0];
-/// let opts = CrossEntropyExtrasOptions { label_smoothing: 0.1, ..Default::default() };
-/// let whole = cross_entropy_extras_with_grad(x.view(), y.view(), &opts).unwrap();
-/// // Two "ranks" (threads): classes [0, 3) and [3, 5).
-/// let members = LocalGroup::members(2, Duration::from_secs(10));
-/// let outs: Vec<_> = std::thread::scope(|sc| {
-///     let hs: Vec<_> = members.into_iter().map(|m| {
-///         let (x, y, opts) = (&x, &y, &opts);
-///         sc.spawn(move || {
-///             let shard = VocabShard::even_split(5, infoloss::vocab_parallel::Collective::rank(&m), 2).unwrap();
-///             let part = x.slice(s![.., shard.start..shard.start + shard.len]);
-///             vocab_parallel_cross_entropy_with_grad(part, y.view(), shard, opts, &m).unwrap()
-///         })
-///     }).collect();
-///     hs.into_iter().map(|h| h.join().unwrap()).collect()
-/// });
-/// let loss = outs[0].loss.scalar().unwrap();
-/// assert!((loss - whole.loss.scalar().unwrap()).abs() < 1e-14);
-/// assert!((outs[1].grad[[0, 1]] - whole.grad[[0, 4]]).abs() < 1e-15);
-/// ```
-pub fn vocab_parallel_cross_entropy_with_grad<T: Element, C: Collective + ?Sized>(
-    logits: ArrayView2<'_, T>,
-    target: ArrayView1<'_, i64>,
-    shard: VocabShard,
-    opts: &CrossEntropyExtrasOptions<'_, T>,
-    comm: &C,
-) -> Result<VocabParallelCrossEntropyOutput<T>> {
-    CrossEntropyShard::new(logits, target, shard, opts)?.run(comm, true)
+vocab_parallel_api! {
+    CrossEntropyShard -> VocabParallelCrossEntropyOutput (
+        logits: ArrayView2<'_, T>,
+        target: ArrayView1<'_, i64>,
+        shard: VocabShard,
+        opts: &CrossEntropyExtrasOptions<'_, T>
+    );
+    /// The loss of [`vocab_parallel_cross_entropy_with_grad`] without the gradient (its `grad` is empty).
+    fn vocab_parallel_cross_entropy;
+    /// Cross-entropy of logits whose vocabulary is split across the ranks of `comm`: this rank holds
+    /// `logits` `(N, shard.len)`, the columns `[shard.start, shard.start + shard.len)` of the `(N, total)`
+    /// logits; every rank passes the same `target` `(N,)` (classes of the whole vocabulary).
+    ///
+    /// # Formula
+    ///
+    /// That of [`cross_entropy_extras`](crate::cross_entropy_extras) on the gathered logits: with `x̃ =
+    /// c·tanh(x/c)` (softcap) and `lse = log Σ_{all ranks} exp(x̃)`, row loss `(1−ε)·w_y·(lse − x̃_y) +
+    /// (ε/V)·Σ_k w_k·(lse − x̃_k) + s·lse²`, reduced as `F.cross_entropy` (÷ `Σ w_y` for `Mean`; the z-loss
+    /// ÷ the number of kept rows).
+    ///
+    /// # Gradient
+    ///
+    /// This rank's slice of `{[(1−ε)·w_y·(p − e_y) + (ε/V)·(p·Σw − w)]/W + 2·s·lse·p/n}·(1 − tanh²(x/c))`,
+    /// `p = softmax(x̃)` over the whole vocabulary; 0 at ignored rows.
+    ///
+    /// # PyTorch
+    ///
+    /// `F.cross_entropy(torch.cat(all_ranks_logits, 1), target, ...)` and its gradient's columns; Megatron's
+    /// `vocab_parallel_cross_entropy` (which smooths over the local slice only).
+    ///
+    /// # Errors
+    ///
+    /// Shapes and targets as [`cross_entropy_extras`](crate::cross_entropy_extras) (targets against the
+    /// whole vocabulary); [`Error::Collective`](crate::Error::Collective) when a rank fails or times out,
+    /// or when the ranks disagree on rows, targets, options or slices (naming the rank).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use infoloss::vocab_parallel::{LocalGroup, VocabShard, vocab_parallel_cross_entropy_with_grad};
+    /// use infoloss::{CrossEntropyExtrasOptions, cross_entropy_extras_with_grad, ndarray::{array, s}};
+    /// use std::time::Duration;
+    /// let x = array![[1.0f64, 2.0, 3.0, 0.5, -1.0], [0.5, -1.0, 2.0, 0.0, 1.0]];
+    /// let y = array![4i64, 0];
+    /// let opts = CrossEntropyExtrasOptions { label_smoothing: 0.1, ..Default::default() };
+    /// let whole = cross_entropy_extras_with_grad(x.view(), y.view(), &opts).unwrap();
+    /// // Two "ranks" (threads): classes [0, 3) and [3, 5).
+    /// let members = LocalGroup::members(2, Duration::from_secs(10));
+    /// let outs: Vec<_> = std::thread::scope(|sc| {
+    ///     let hs: Vec<_> = members.into_iter().map(|m| {
+    ///         let (x, y, opts) = (&x, &y, &opts);
+    ///         sc.spawn(move || {
+    ///             let shard = VocabShard::even_split(5, infoloss::vocab_parallel::Collective::rank(&m), 2).unwrap();
+    ///             let part = x.slice(s![.., shard.start..shard.start + shard.len]);
+    ///             vocab_parallel_cross_entropy_with_grad(part, y.view(), shard, opts, &m).unwrap()
+    ///         })
+    ///     }).collect();
+    ///     hs.into_iter().map(|h| h.join().unwrap()).collect()
+    /// });
+    /// let loss = outs[0].loss.scalar().unwrap();
+    /// assert!((loss - whole.loss.scalar().unwrap()).abs() < 1e-14);
+    /// assert!((outs[1].grad[[0, 1]] - whole.grad[[0, 4]]).abs() < 1e-15);
+    /// ```
+    fn vocab_parallel_cross_entropy_with_grad;
 }
 
-/// The loss of [`vocab_parallel_distill_with_grad`] without the gradient (its `grad` is empty).
-pub fn vocab_parallel_distill<T: Element, C: Collective + ?Sized>(
-    student: ArrayView2<'_, T>,
-    teacher: ArrayView2<'_, T>,
-    labels: Option<ArrayView1<'_, i64>>,
-    shard: VocabShard,
-    opts: &DistillOptions,
-    comm: &C,
-) -> Result<VocabParallelDistillOutput<T>> {
-    DistillShard::new(student, teacher, labels, shard, opts)?.run(comm, false)
-}
-
-/// Knowledge distillation of student and teacher logits whose vocabulary is split across the ranks of
-/// `comm`: this rank holds the columns `[shard.start, shard.start + shard.len)` of both; every rank
-/// passes the same `labels` (if any).
-///
-/// # Formula and gradient
-///
-/// Those of [`distill`](crate::distill()) on the gathered logits (see its module docs): `row_loss =
-/// alpha·c_T·D(q, p) + (1 − alpha)·CE`, `p = softmax(s'/T)`, `q = softmax(t/T)`, `s' = c·tanh(a·s/c)`,
-/// reductions `BatchMean`/`Mean`/`Sum`/`None` with `V` = the whole vocabulary; this rank gets its
-/// slice of the gradient wrt `s`.
-///
-/// # PyTorch
-///
-/// The `distill` expression on `torch.cat(all_ranks_student, 1)`, `torch.cat(all_ranks_teacher, 1)`.
-///
-/// # Errors
-///
-/// Those of [`distill`](crate::distill()) (labels against the whole vocabulary), and
-/// [`Error::Collective`](crate::Error::Collective) as [`vocab_parallel_cross_entropy_with_grad`].
-///
-/// # Example
-///
-/// ```
-/// use infoloss::vocab_parallel::{SingleProcess, VocabShard, vocab_parallel_distill_with_grad};
-/// use infoloss::distill::{DistillOptions, Divergence, distill_with_grad};
-/// use infoloss::ndarray::array;
-/// let s = array![[1.0f64, 2.0, 0.5]];
-/// let t = array![[0.5f64, 1.5, 2.0]];
-/// let o = DistillOptions { divergence: Divergence::GeneralizedJsd { beta: 0.5 }, temperature: 2.0, ..Default::default() };
-/// let one = vocab_parallel_distill_with_grad(s.view(), t.view(), None, VocabShard::new(0, 3, 3).unwrap(), &o, &SingleProcess).unwrap();
-/// let (loss, grad) = distill_with_grad(s.view(), t.view(), None, &o).unwrap();
-/// assert!((one.loss.scalar().unwrap() - loss.scalar().unwrap()).abs() < 1e-15);
-/// assert!((one.grad[[0, 2]] - grad[[0, 2]]).abs() < 1e-15);
-/// ```
-pub fn vocab_parallel_distill_with_grad<T: Element, C: Collective + ?Sized>(
-    student: ArrayView2<'_, T>,
-    teacher: ArrayView2<'_, T>,
-    labels: Option<ArrayView1<'_, i64>>,
-    shard: VocabShard,
-    opts: &DistillOptions,
-    comm: &C,
-) -> Result<VocabParallelDistillOutput<T>> {
-    DistillShard::new(student, teacher, labels, shard, opts)?.run(comm, true)
+vocab_parallel_api! {
+    DistillShard -> VocabParallelDistillOutput (
+        student: ArrayView2<'_, T>,
+        teacher: ArrayView2<'_, T>,
+        labels: Option<ArrayView1<'_, i64>>,
+        shard: VocabShard,
+        opts: &DistillOptions
+    );
+    /// The loss of [`vocab_parallel_distill_with_grad`] without the gradient (its `grad` is empty).
+    fn vocab_parallel_distill;
+    /// Knowledge distillation of student and teacher logits whose vocabulary is split across the ranks of
+    /// `comm`: this rank holds the columns `[shard.start, shard.start + shard.len)` of both; every rank
+    /// passes the same `labels` (if any).
+    ///
+    /// # Formula and gradient
+    ///
+    /// Those of [`distill`](crate::distill()) on the gathered logits (see its module docs): `row_loss =
+    /// alpha·c_T·D(q, p) + (1 − alpha)·CE`, `p = softmax(s'/T)`, `q = softmax(t/T)`, `s' = c·tanh(a·s/c)`,
+    /// reductions `BatchMean`/`Mean`/`Sum`/`None` with `V` = the whole vocabulary; this rank gets its
+    /// slice of the gradient wrt `s`.
+    ///
+    /// # PyTorch
+    ///
+    /// The `distill` expression on `torch.cat(all_ranks_student, 1)`, `torch.cat(all_ranks_teacher, 1)`.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`distill`](crate::distill()) (labels against the whole vocabulary), and
+    /// [`Error::Collective`](crate::Error::Collective) as [`vocab_parallel_cross_entropy_with_grad`].
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use infoloss::vocab_parallel::{SingleProcess, VocabShard, vocab_parallel_distill_with_grad};
+    /// use infoloss::distill::{DistillOptions, Divergence, distill_with_grad};
+    /// use infoloss::ndarray::array;
+    /// let s = array![[1.0f64, 2.0, 0.5]];
+    /// let t = array![[0.5f64, 1.5, 2.0]];
+    /// let o = DistillOptions { divergence: Divergence::GeneralizedJsd { beta: 0.5 }, temperature: 2.0, ..Default::default() };
+    /// let one = vocab_parallel_distill_with_grad(s.view(), t.view(), None, VocabShard::new(0, 3, 3).unwrap(), &o, &SingleProcess).unwrap();
+    /// let (loss, grad) = distill_with_grad(s.view(), t.view(), None, &o).unwrap();
+    /// assert!((one.loss.scalar().unwrap() - loss.scalar().unwrap()).abs() < 1e-15);
+    /// assert!((one.grad[[0, 2]] - grad[[0, 2]]).abs() < 1e-15);
+    /// ```
+    fn vocab_parallel_distill_with_grad;
 }
