@@ -21,6 +21,7 @@ mod linear;
 mod losses;
 mod rows;
 mod threads;
+mod vocab_parallel;
 
 /// Panics inside the guarded computation: the tests check that this raises `RuntimeError` (and does not abort).
 #[pyfunction]
@@ -69,6 +70,8 @@ fn _infoloss(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(threads::_hold_pool_lock_for_tests, m)?)?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     m.add_function(wrap_pyfunction!(catalog::_catalog, m)?)?;
+    m.add_function(wrap_pyfunction!(vocab_parallel::vocab_parallel_cross_entropy, m)?)?;
+    m.add_function(wrap_pyfunction!(vocab_parallel::vocab_parallel_distill, m)?)?;
     m.add_function(wrap_pyfunction!(cache::cache_writer_create, m)?)?;
     m.add_function(wrap_pyfunction!(cache::cache_writer_resume, m)?)?;
     m.add_function(wrap_pyfunction!(cache::cache_reader_open, m)?)?;

@@ -94,6 +94,7 @@ pub mod options;
 mod rows;
 pub use losses::{
     bce, bce_logits, ce_extras, cross_entropy, distill, info, kl_div, linear, nll, softmax, uda,
+    vocab_parallel,
 };
 
 pub use base::{

@@ -23,3 +23,4 @@ mod nan_policy;
 mod oracle;
 mod properties;
 mod seeds;
+mod vocab_parallel;

@@ -85,6 +85,14 @@ from ._torch_ops import _call, _check, _check_tensors, _no_weight_grad  # noqa: 
 
 # the teacher cache as a torch Dataset (not operators: left out of __all__, which lists the custom ops)
 from ._cache_torch import TeacherCacheDataset, distill_topk_args  # noqa: E402,F401
+# the vocab-parallel losses run torch.distributed collectives between infoloss steps: autograd Functions, not
+# custom operators (a process group is not an operator argument); left out of __all__ with the cache helpers
+from ._vocab_parallel import (  # noqa: E402,F401
+    global_token_count,
+    vocab_parallel_cross_entropy,
+    vocab_parallel_distill,
+    vocab_parallel_linear_cross_entropy,
+)
 
 
 # ---------------------------------------------------------------------------------------------------- losses

@@ -80,6 +80,17 @@ pub enum Error {
         /// Why it is rejected, e.g. `"is outside [0, 1]"`.
         reason: String,
     },
+    /// A multi-process loss could not complete its communication: a peer left or timed out, or the
+    /// ranks' inputs disagree (row counts, vocabulary ranges, targets).
+    #[error("{op}: rank {rank}: {detail}")]
+    Collective {
+        /// The function that failed.
+        op: &'static str,
+        /// The rank that reports the failure.
+        rank: usize,
+        /// What failed, naming the other rank(s) involved.
+        detail: String,
+    },
     /// An array would be too large to index or allocate.
     #[error("{op}: {what} is too large ({detail})")]
     TooLarge {
@@ -155,6 +166,12 @@ impl Error {
         Error::BadRank { op, name, shape: shape.into(), ndim: shape.len(), expected: expected.into() }
     }
 
+    /// Builds a [`Error::Collective`].
+    #[cold]
+    #[inline(never)]
+    pub fn collective(op: &'static str, rank: usize, detail: impl Into<String>) -> Self {
+        Error::Collective { op, rank, detail: detail.into() }
+    }
     /// Builds a [`Error::TargetOutOfRange`].
     #[cold]
     #[inline(never)]

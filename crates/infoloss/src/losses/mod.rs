@@ -117,3 +117,4 @@ pub mod linear;
 pub mod nll;
 pub mod softmax;
 pub mod uda;
+pub mod vocab_parallel;

@@ -1,0 +1,36 @@
+//! What the shard losses do to every element of a slice: the student transform (scale, softcap) and
+//! its slope, and the row loop.
+
+use ndarray::{Array2, ArrayView2, Zip};
+use rayon::prelude::*;
+
+use crate::Element;
+use crate::base::element::Real;
+
+/// `c·tanh(a·x / c)` (softcap `c`) or `a·x` of every element in `f64`, in a standard-layout array.
+/// (Not rounded to the element type: the transformed logits stay exact until the result is rounded.)
+pub(super) fn capped<T: Element>(x: ArrayView2<'_, T>, scale: f64, softcap: Option<f64>) -> Array2<f64> {
+    let mut out = Array2::zeros(x.dim());
+    Zip::from(&mut out).and(&x).for_each(|o, &v| {
+        let v = scale * v.to_acc().f64();
+        *o = softcap.map_or(v, |c| c * (v / c).tanh());
+    });
+    out
+}
+
+/// The slope `∂x̃/∂x = a·(1 − tanh²(a·x/c)) = a·(1 − (x̃/c)²)` of the transform, from its result `x̃`.
+pub(super) fn cap_slope(capped: f64, scale: f64, c: f64) -> f64 {
+    let t = capped / c;
+    scale * (1.0 - t * t)
+}
+
+/// Runs `f(row index, row)` over the rows of a standard-layout array, in parallel (each row on its
+/// own, so the result does not depend on the thread count).
+pub(super) fn for_each_row(a: &mut Array2<f64>, f: impl Fn(usize, &mut [f64]) + Sync) {
+    let cols = a.ncols();
+    if cols == 0 {
+        return;
+    }
+    let data = a.as_slice_mut().expect("built in standard layout");
+    data.par_chunks_mut(cols).enumerate().for_each(|(r, row)| f(r, row));
+}
