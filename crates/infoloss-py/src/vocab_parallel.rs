@@ -5,23 +5,26 @@
 //! - `vocab_parallel_cross_entropy` returns `(loss, z_loss, lse, grad or None)`;
 //! - `vocab_parallel_distill` returns `(loss, grad or None)`.
 //!
-//! float32 and float64 only; the Python layer computes float16/bfloat16 in float32.
+//! float16, float32 and float64 (the torch layer computes bfloat16 in float32).
 
 use ndarray::{ArrayViewD, Ix1, Ix2};
 use numpy::{PyArray1, PyArrayMethods};
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
 use infoloss::vocab_parallel::{
     Collective, VocabShard, vocab_parallel_cross_entropy_with_grad, vocab_parallel_distill_with_grad,
 };
-use infoloss::{CrossEntropyExtrasOptions, DistillOptions, Error, Loss};
+use infoloss::{CrossEntropyExtrasOptions, DistillOptions, Error};
 
 use crate::boundary::{
-    Float, Kind, array_to_py, float_arr, guarded, index_arr, kind, loss_to_py, opt_float_arr, to_py_err,
+    Float, array_to_py, float_arr, float_fn, guarded, index_arr, loss_to_py, opt_float_arr, to_py_err,
 };
 use crate::catalog::from_tuple;
+
+const CE: &str = "vocab_parallel_cross_entropy";
+const KD: &str = "vocab_parallel_distill";
 
 /// A Python object with `rank`, `size` and `all_reduce(buf: numpy.ndarray[float64], op: "max" | "sum")`,
 /// which reduces `buf` in place over the group.
@@ -96,123 +99,74 @@ fn vector<'a, T>(a: ArrayViewD<'a, T>, op: &str, name: &str) -> PyResult<ndarray
         .map_err(|_| PyValueError::new_err(format!("{op}: {name} must be 1-D, got shape {shape:?}")))
 }
 
-/// The float kind of a vocab-parallel input: float32 or float64.
-fn vp_kind(obj: &Bound<'_, PyAny>, op: &str, name: &str) -> PyResult<Kind> {
-    match kind(obj, op, name)? {
-        Kind::F16 => Err(PyTypeError::new_err(format!(
-            "{op}: {name} must be float32 or float64 (float16 is computed in float32 by the Python layer)"
-        ))),
-        k => Ok(k),
-    }
-}
-
 fn opt_grad<T: Float>(py: Python<'_>, want: bool, g: ndarray::Array2<T>) -> Option<Py<PyAny>> {
     want.then(|| array_to_py(py, g.into_dyn()))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn ce_impl<T: Float>(
-    py: Python<'_>,
-    logits: &Bound<'_, PyAny>,
-    target: &Bound<'_, PyAny>,
-    weight: Option<&Bound<'_, PyAny>>,
-    shard: VocabShard,
-    options: &Bound<'_, PyTuple>,
-    group: &Bound<'_, PyAny>,
-    want_grad: bool,
-) -> PyResult<Py<PyAny>> {
-    const OP: &str = "vocab_parallel_cross_entropy";
-    let x = float_arr::<T>(logits, OP, "logits")?;
-    let t = index_arr(target, OP, "target")?;
-    let w = opt_float_arr::<T>(weight, OP, "weight")?;
-    let xv = matrix(x.as_array(), OP, "logits")?;
-    let tv = vector(t.as_array(), OP, "target")?;
-    let mut opts = from_tuple::<CrossEntropyExtrasOptions<'_, T>>(OP, options)?;
-    opts.weight = w.as_ref().map(|w| vector(w.as_array(), OP, "weight")).transpose()?;
-    let comm = PyGroup::new(group, OP)?;
-    let out =
-        guarded(py, OP, || vocab_parallel_cross_entropy_with_grad(xv, tv, shard, &opts, &comm), vp_err)?;
-    let items: [Option<Py<PyAny>>; 4] = [
-        Some(loss_to_py(py, out.loss)),
-        Some(loss_to_py(py, out.z_loss)),
-        Some(array_to_py(py, out.lse.into_dyn())),
-        opt_grad(py, want_grad, out.grad),
-    ];
-    Ok(PyTuple::new(py, items)?.into_any().unbind())
+/// This rank's slice: `width` classes from `vocab_start` of `vocab_size`.
+fn slice(vocab_start: usize, width: usize, vocab_size: usize) -> PyResult<VocabShard> {
+    VocabShard::new(vocab_start, width, vocab_size).map_err(to_py_err)
 }
 
-/// `vocab_parallel_cross_entropy(logits, target, weight, vocab_start, vocab_size, options, group, grad)`:
-/// `(loss, z_loss, lse, grad or None)`; `options` in the catalog order of `cross_entropy_extras`.
-#[pyfunction]
-#[pyo3(signature = (logits, target, weight, vocab_start, vocab_size, options, group, grad))]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn vocab_parallel_cross_entropy(
-    py: Python<'_>,
-    logits: &Bound<'_, PyAny>,
-    target: &Bound<'_, PyAny>,
-    weight: Option<&Bound<'_, PyAny>>,
-    vocab_start: usize,
-    vocab_size: usize,
-    options: &Bound<'_, PyTuple>,
-    group: &Bound<'_, PyAny>,
-    grad: bool,
-) -> PyResult<Py<PyAny>> {
-    const OP: &str = "vocab_parallel_cross_entropy";
-    let cols = logits.getattr("shape")?.get_item(-1)?.extract::<usize>()?;
-    let shard = VocabShard::new(vocab_start, cols, vocab_size).map_err(to_py_err)?;
-    match vp_kind(logits, OP, "logits")? {
-        Kind::F32 => ce_impl::<f32>(py, logits, target, weight, shard, options, group, grad),
-        _ => ce_impl::<f64>(py, logits, target, weight, shard, options, group, grad),
+float_fn! {
+    /// `vocab_parallel_cross_entropy(logits, target, weight, vocab_start, vocab_size, options, group, grad)`:
+    /// `(loss, z_loss, lse, grad or None)`; `options` in the catalog order of `cross_entropy_extras`.
+    fn vocab_parallel_cross_entropy(
+        logits: &Bound<'_, PyAny>,
+        target: &Bound<'_, PyAny>,
+        weight: Option<&Bound<'_, PyAny>>,
+        vocab_start: usize,
+        vocab_size: usize,
+        options: &Bound<'_, PyTuple>,
+        group: &Bound<'_, PyAny>,
+        grad: bool,
+    ) signature (logits, target, weight, vocab_start, vocab_size, options, group, grad), dtype of logits in CE;
+    |py, T| {
+        let x = float_arr::<T>(logits, CE, "logits")?;
+        let t = index_arr(target, CE, "target")?;
+        let w = opt_float_arr::<T>(weight, CE, "weight")?;
+        let xv = matrix(x.as_array(), CE, "logits")?;
+        let tv = vector(t.as_array(), CE, "target")?;
+        let mut opts = from_tuple::<CrossEntropyExtrasOptions<'_, T>>(CE, options)?;
+        opts.weight = w.as_ref().map(|w| vector(w.as_array(), CE, "weight")).transpose()?;
+        let shard = slice(vocab_start, xv.ncols(), vocab_size)?;
+        let comm = PyGroup::new(group, CE)?;
+        let out = guarded(py, CE, || vocab_parallel_cross_entropy_with_grad(xv, tv, shard, &opts, &comm), vp_err)?;
+        let items: [Option<Py<PyAny>>; 4] = [
+            Some(loss_to_py(py, out.loss)),
+            Some(loss_to_py(py, out.z_loss)),
+            Some(array_to_py(py, out.lse.into_dyn())),
+            opt_grad(py, grad, out.grad),
+        ];
+        Ok(PyTuple::new(py, items)?.into_any().unbind())
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn distill_impl<T: Float>(
-    py: Python<'_>,
-    student: &Bound<'_, PyAny>,
-    teacher: &Bound<'_, PyAny>,
-    labels: Option<&Bound<'_, PyAny>>,
-    shard: VocabShard,
-    options: &Bound<'_, PyTuple>,
-    group: &Bound<'_, PyAny>,
-    want_grad: bool,
-) -> PyResult<Py<PyAny>> {
-    const OP: &str = "vocab_parallel_distill";
-    let s = float_arr::<T>(student, OP, "student")?;
-    let t = float_arr::<T>(teacher, OP, "teacher")?;
-    let l = labels.map(|l| index_arr(l, OP, "labels")).transpose()?;
-    let sv = matrix(s.as_array(), OP, "student")?;
-    let tv = matrix(t.as_array(), OP, "teacher")?;
-    let lv = l.as_ref().map(|l| vector(l.as_array(), OP, "labels")).transpose()?;
-    let opts = from_tuple::<DistillOptions>(OP, options)?;
-    let comm = PyGroup::new(group, OP)?;
-    let out = guarded(py, OP, || vocab_parallel_distill_with_grad(sv, tv, lv, shard, &opts, &comm), vp_err)?;
-    let loss: Loss<T> = out.loss;
-    let items: [Option<Py<PyAny>>; 2] = [Some(loss_to_py(py, loss)), opt_grad(py, want_grad, out.grad)];
-    Ok(PyTuple::new(py, items)?.into_any().unbind())
-}
-
-/// `vocab_parallel_distill(student, teacher, labels, vocab_start, vocab_size, options, group, grad)`:
-/// `(loss, grad or None)`; `options` in the catalog order of `distill`.
-#[pyfunction]
-#[pyo3(signature = (student, teacher, labels, vocab_start, vocab_size, options, group, grad))]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn vocab_parallel_distill(
-    py: Python<'_>,
-    student: &Bound<'_, PyAny>,
-    teacher: &Bound<'_, PyAny>,
-    labels: Option<&Bound<'_, PyAny>>,
-    vocab_start: usize,
-    vocab_size: usize,
-    options: &Bound<'_, PyTuple>,
-    group: &Bound<'_, PyAny>,
-    grad: bool,
-) -> PyResult<Py<PyAny>> {
-    const OP: &str = "vocab_parallel_distill";
-    let cols = student.getattr("shape")?.get_item(-1)?.extract::<usize>()?;
-    let shard = VocabShard::new(vocab_start, cols, vocab_size).map_err(to_py_err)?;
-    match vp_kind(student, OP, "student")? {
-        Kind::F32 => distill_impl::<f32>(py, student, teacher, labels, shard, options, group, grad),
-        _ => distill_impl::<f64>(py, student, teacher, labels, shard, options, group, grad),
+float_fn! {
+    /// `vocab_parallel_distill(student, teacher, labels, vocab_start, vocab_size, options, group, grad)`:
+    /// `(loss, grad or None)`; `options` in the catalog order of `distill`.
+    fn vocab_parallel_distill(
+        student: &Bound<'_, PyAny>,
+        teacher: &Bound<'_, PyAny>,
+        labels: Option<&Bound<'_, PyAny>>,
+        vocab_start: usize,
+        vocab_size: usize,
+        options: &Bound<'_, PyTuple>,
+        group: &Bound<'_, PyAny>,
+        grad: bool,
+    ) signature (student, teacher, labels, vocab_start, vocab_size, options, group, grad), dtype of student in KD;
+    |py, T| {
+        let s = float_arr::<T>(student, KD, "student")?;
+        let t = float_arr::<T>(teacher, KD, "teacher")?;
+        let l = labels.map(|l| index_arr(l, KD, "labels")).transpose()?;
+        let sv = matrix(s.as_array(), KD, "student")?;
+        let tv = matrix(t.as_array(), KD, "teacher")?;
+        let lv = l.as_ref().map(|l| vector(l.as_array(), KD, "labels")).transpose()?;
+        let opts = from_tuple::<DistillOptions>(KD, options)?;
+        let shard = slice(vocab_start, sv.ncols(), vocab_size)?;
+        let comm = PyGroup::new(group, KD)?;
+        let out = guarded(py, KD, || vocab_parallel_distill_with_grad(sv, tv, lv, shard, &opts, &comm), vp_err)?;
+        let items: [Option<Py<PyAny>>; 2] = [Some(loss_to_py(py, out.loss)), opt_grad(py, grad, out.grad)];
+        Ok(PyTuple::new(py, items)?.into_any().unbind())
     }
 }

@@ -27,7 +27,8 @@
 //!   [`kl_div_with_grad_in_place`], [`binary_cross_entropy_with_grad_in_place`],
 //!   [`binary_cross_entropy_with_logits_with_grad_in_place`], [`distill_with_grad_in_place`],
 //!   [`distill_topk_with_grad_in_place`]). The fused linear losses compute their gradients in the forward
-//!   pass by design ([`linear_cross_entropy`], [`linear_distill`]); `softmax`, `log_softmax` and
+//!   pass by design ([`linear_cross_entropy`], [`linear_distill`]), as do the losses over a vocabulary split
+//!   across processes ([`vocab_parallel`]: `f` and `f_with_grad`); `softmax`, `log_softmax` and
 //!   `logsumexp` are functions with `f_backward`.
 //! - **Options** are structs whose `Default` equals PyTorch's defaults (`ignore_index = -100`, `reduction =
 //!   Mean`, `label_smoothing = 0`, `log_target = false`).

@@ -79,6 +79,21 @@ def _tensor(v: Any, dtype: torch.dtype) -> torch.Tensor:
     return torch.from_numpy(np.asarray(v, dtype=np.float64)).to(dtype)
 
 
+_CE = "cross_entropy_extras"
+#: The cross-entropy options the vocab-parallel losses do not offer (the argmax would need one more collective).
+_NOT_SHARDED = ("return_token_accuracy",)
+
+
+def _ce_options(op: str, options: dict, reduction: str, lse_square_scale: float) -> tuple:
+    """The options tuple of ``cross_entropy_extras`` for a vocab-parallel cross-entropy: the reduction resolved
+    as torch does, the z-loss scale as given (the linear loss rescales it), no token accuracy."""
+    for name in _NOT_SHARDED:
+        if name in options:
+            raise TypeError(f"{op}() got an unexpected keyword argument '{name}'")
+    given = dict(options, reduction=c.resolve_reduction(None, None, reduction, 4), lse_square_scale=lse_square_scale)
+    return c.option_tuple(_CE, given, op=op)
+
+
 def _scale(grad: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """The saved gradient (for an upstream gradient of 1) times the upstream gradient: a scalar, or one per row."""
     return grad * (g if g.dim() == 0 else g.reshape(-1, 1))
@@ -122,6 +137,7 @@ class _Distill(torch.autograd.Function):
         return _scale(grad, g), None, None, None, None, None, None
 
 
+@c.catalog_options("cross_entropy_extras", left_out=_NOT_SHARDED)
 def vocab_parallel_cross_entropy(
     logits_shard: torch.Tensor,
     target: torch.Tensor,
@@ -130,12 +146,7 @@ def vocab_parallel_cross_entropy(
     vocab_size: Optional[int] = None,
     group: Any = None,
     weight: Optional[torch.Tensor] = None,
-    ignore_index: int = -100,
-    label_smoothing: float = 0.0,
-    reduction: str = "mean",
-    lse_square_scale: float = 0.0,
-    softcap: Optional[float] = None,
-    return_lse: bool = False,
+    **options: Any,
 ) -> Any:
     r"""Cross-entropy of logits whose vocabulary is split across the ranks of ``group``.
 
@@ -157,13 +168,10 @@ def vocab_parallel_cross_entropy(
         >>> # loss = itorch.vocab_parallel_cross_entropy(x[:, 5 * rank:5 * rank + 5], y, vocab_start=5 * rank)
     """
     op = "vocab_parallel_cross_entropy"
-    red = c.resolve_reduction(None, None, reduction, 3)
-    options = c.option_tuple("cross_entropy_extras", {}, op=op, ignore_index=ignore_index,
-                             label_smoothing=label_smoothing, reduction=red, lse_square_scale=lse_square_scale,
-                             softcap=softcap)
+    opts = _ce_options(op, options, options.get("reduction", "mean"), options.get("lse_square_scale", 0.0))
     total = _vocab_size(logits_shard.shape[-1], vocab_size, group)
-    loss, _, lse = _CrossEntropy.apply(logits_shard, target, weight, int(vocab_start), total, options, group)
-    return (loss, lse) if return_lse else loss
+    loss, _, lse = _CrossEntropy.apply(logits_shard, target, weight, int(vocab_start), total, opts, group)
+    return (loss, lse) if c.option(_CE, opts, "return_lse") else loss
 
 
 def vocab_parallel_distill(
@@ -237,16 +245,17 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor],
                 target: torch.Tensor, class_weight: Optional[torch.Tensor], vocab_start: int, vocab_size: int,
-                cfg: dict, group: Any) -> Any:
+                cfg: tuple, group: Any) -> Any:
+        op, opts, chunk = cfg
         grp = _Group(group)
         dtype = hidden.dtype
         h, w = hidden.detach(), weight.detach()
         b = None if bias is None else bias.detach()
         if dtype in _LOW:
             h, w, b = h.float(), w.float(), None if b is None else b.float()
-        cw = None if class_weight is None else _np(class_weight.to(h.dtype), "class_weight", cfg["op"])
-        red = cfg["reduction"]
-        keep = target != cfg["ignore_index"]
+        cw = None if class_weight is None else _np(class_weight.to(h.dtype), "class_weight", op)
+        red = c.option(_CE, opts, "reduction")
+        keep = target != c.option(_CE, opts, "ignore_index")
         count = int(keep.sum())
         # The mean divides the cross-entropy by the kept rows' class weight W and the z-loss by their count n; the
         # chunks run as 'sum' with the z-loss scale s·W/n, so dividing everything by W gives both at once.
@@ -257,14 +266,13 @@ class _LinearCrossEntropy(torch.autograd.Function):
             t = torch.tensor([float(class_weight.double()[y[mine]].sum())], dtype=torch.float64)
             dist.all_reduce(t, group=group)
             total_w = float(t.item())
-        s = cfg["lse_square_scale"]
+        s = c.option(_CE, opts, "lse_square_scale")
         scale_z = s * total_w / count if red == "mean" and count else s
-        options = c.option_tuple("cross_entropy_extras", {}, op=cfg["op"], ignore_index=cfg["ignore_index"],
-                                 label_smoothing=cfg["label_smoothing"], reduction="none" if red == "none" else "sum",
-                                 lse_square_scale=scale_z, softcap=cfg["softcap"])
+        options = _ce_options(op, {n: c.option(_CE, opts, n) for n in ("ignore_index", "label_smoothing", "softcap")},
+                              "none" if red == "none" else "sum", scale_z)
         want = red != "none" and any(ctx.needs_input_grad[:3])
         losses, zs, lses, grads = _linear_pass(h, w, b, target, cw, vocab_start, vocab_size, options, grp,
-                                               cfg["chunk_size"], None, want)
+                                               chunk, None, want)
         div = (total_w if count else float("nan")) if red == "mean" else 1.0
         if red == "none":
             loss = torch.from_numpy(np.concatenate(losses)[:hidden.shape[0]])
@@ -277,7 +285,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 inv = 0.0 if not count else 1.0 / div
                 gh, gw = gh * inv, gw * inv
                 gb = None if gb is None else gb * inv
-        ctx.cfg = (h, w, b, target, cw, vocab_start, vocab_size, options, group, cfg["chunk_size"], red, dtype)
+        ctx.cfg = (h, w, b, target, cw, vocab_start, vocab_size, options, group, chunk, red, dtype)
         ctx.grads = (gh, gw, gb) if want else None
         lse = (torch.from_numpy(np.concatenate(lses)) if lses else torch.zeros(0)).to(dtype)
         ctx.mark_non_differentiable(lse)
@@ -297,6 +305,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return cast(gh), cast(gw), cast(gb), None, None, None, None, None, None
 
 
+@c.catalog_options("cross_entropy_extras", left_out=_NOT_SHARDED)
 def vocab_parallel_linear_cross_entropy(
     hidden: torch.Tensor,
     weight_shard: torch.Tensor,
@@ -307,13 +316,8 @@ def vocab_parallel_linear_cross_entropy(
     group: Any = None,
     bias_shard: Optional[torch.Tensor] = None,
     class_weight: Optional[torch.Tensor] = None,
-    ignore_index: int = -100,
-    label_smoothing: float = 0.0,
-    reduction: str = "mean",
-    lse_square_scale: float = 0.0,
-    softcap: Optional[float] = None,
     chunk_size: int = 1024,
-    return_lse: bool = False,
+    **options: Any,
 ) -> Any:
     r"""Cross-entropy of a tensor-parallel ``lm_head``: ``hidden`` ``(N, H)`` is the same on every rank, this rank
     holds the rows ``[vocab_start, vocab_start + V_local)`` of the output layer, ``weight_shard`` ``(V_local, H)``
@@ -329,10 +333,8 @@ def vocab_parallel_linear_cross_entropy(
     op = "vocab_parallel_linear_cross_entropy"
     if chunk_size < 1:
         raise ValueError(f"{op}: invalid chunk_size = {chunk_size}: must be >= 1")
-    red = c.resolve_reduction(None, None, reduction, 3)
-    cfg = dict(op=op, reduction=red, ignore_index=ignore_index, label_smoothing=label_smoothing,
-               lse_square_scale=lse_square_scale, softcap=softcap, chunk_size=int(chunk_size))
+    opts = _ce_options(op, options, options.get("reduction", "mean"), options.get("lse_square_scale", 0.0))
     total = _vocab_size(weight_shard.shape[0], vocab_size, group)
     loss, lse = _LinearCrossEntropy.apply(hidden, weight_shard, bias_shard, target, class_weight,
-                                          int(vocab_start), total, cfg, group)
-    return (loss, lse) if return_lse else loss
+                                          int(vocab_start), total, (op, opts, int(chunk_size)), group)
+    return (loss, lse) if c.option(_CE, opts, "return_lse") else loss
