@@ -154,6 +154,8 @@ fn progress(len: u64, pos: u64, quiet: bool) -> ProgressBar {
         bar.set_style(style);
     }
     bar.set_position(pos);
+    // rows/s and bytes/s count this run's rows only, not the ones a resumed cache already held
+    bar.reset_eta();
     bar.reset_elapsed();
     bar
 }
@@ -204,7 +206,7 @@ fn report(
 
 /// Where the rows come from.
 enum Source {
-    Logits(Logits),
+    Logits(Box<Logits>),
     Hidden(Box<Hidden>),
 }
 
@@ -247,7 +249,7 @@ impl Source {
                 return Err(format!("{}: logits must be floating point, got {}", input.label, t.dtype));
             }
             let (rows, v) = rows_of(&t.shape, &input.label, "logits")?;
-            return Ok(Source::Logits(Logits { input, rows, v }));
+            return Ok(Source::Logits(Box::new(Logits { input, rows, v })));
         }
         let (Some(h), Some(w)) = (&a.hidden, &a.weight) else {
             return Err(
