@@ -1,16 +1,15 @@
 //! Selecting a teacher's top-k from its logits: `log_softmax(logits / T)` at the `k` largest logits of each
 //! row, and the log of the mass outside them, without writing the log-softmax of the whole row.
 //!
-//! Per row, four reads of the row (which stays in cache): its maximum `m` ([`infoloss::kernels::max_f32`]);
-//! `e_i = exp(x_i − m)` and `Z = Σ e_i` ([`infoloss::kernels::exp_sub_sum_f32`], SIMD); the top-k scan, which
-//! compares a block of 64 logits' maximum with the running k-th best and looks inside only when it is larger;
-//! and the tail `Σ e_i` over the classes outside the top-k, summed directly (not `Z − Σ_top`, which would lose the
-//! digits of a small tail). Rows run in parallel (rayon); the result does not depend on the thread count.
-
-use std::cmp::Ordering;
+//! Per row, two reads of the row: the top-k scan, which compares a block of 64 logits' maximum with the running
+//! k-th best and looks inside only when it is larger, and finds the row's maximum `m` on the way; then, a segment
+//! at a time, `e_i = exp(x_i − m)` and `Z = Σ e_i` ([`infoloss::kernels::exp_sub_sum_f32`], SIMD) and the tail
+//! `Σ e_i` over the classes outside the top-k, summed directly while the segment is in L1 (not `Z − Σ_top`,
+//! which would lose the digits of a small tail). Rows run in parallel (rayon); the result does not depend on the
+//! thread count.
 
 use half::{bf16, f16};
-use infoloss::kernels::{exp_sub_sum_f32, max_f32};
+use infoloss::kernels::exp_sub_sum_f32;
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2, Axis, s};
 use rayon::prelude::*;
 
@@ -117,9 +116,11 @@ pub fn select_topk<T: Logit>(logits: ArrayView2<'_, T>, k: usize, temperature: f
         .enumerate()
         .try_for_each_init(Scratch::default, |sc, (r, (((ix, lp), tl), row))| {
             sc.resize(v);
-            let x = T::scaled_f32(row, temperature, &mut sc.x);
-            row_topk(x, &mut sc.e, &mut sc.cand, k, ix, lp, tl)
-                .map_err(|what| CacheError::Invalid(format!("select_topk: row {r}: {what}")))
+            let mut x = std::mem::take(&mut sc.x);
+            let op = RowOp { x: T::scaled_f32(row, temperature, &mut x), sc, k, ix, lp, tail: tl };
+            let got = pulp::Arch::new().dispatch(op);
+            sc.x = x;
+            got.map_err(|what| CacheError::Invalid(format!("select_topk: row {r}: {what}")))
         })?;
     Ok(TopkRows { indices, logprobs, tail })
 }
@@ -201,74 +202,136 @@ fn shift_row(msg: &str, start: usize) -> String {
     }
 }
 
-/// Per-thread buffers: the scaled row, its exponentials and the candidates.
+/// Per-thread buffers: the scaled row, one segment's exponentials, the candidates and the top-k's classes in
+/// increasing order.
 #[derive(Default)]
 struct Scratch {
     x: Vec<f32>,
     e: Vec<f32>,
-    cand: Vec<(f32, u32)>,
+    cand: Vec<u64>,
+    by_class: Vec<u32>,
 }
 
 impl Scratch {
     fn resize(&mut self, v: usize) {
         self.x.resize(v, 0.0);
-        self.e.resize(v, 0.0);
+        self.e.resize(SEGMENT.min(v), 0.0);
     }
 }
 
-/// `a` ranks before `b`: larger value, then lower index.
-fn rank(a: &(f32, u32), b: &(f32, u32)) -> Ordering {
-    b.0.partial_cmp(&a.0).unwrap_or(Ordering::Equal).then(a.1.cmp(&b.1))
+/// Elements per call of [`exp_sub_sum_f32`]: the kernel sums each 512-element chunk of a row into one `f64`
+/// and adds those in order, so summing the calls' results in order is the sum of one call over the whole row,
+/// bit for bit (a test checks it), while the exponentials stay in L1 between the two uses of a segment.
+const SEGMENT: usize = 512;
+
+/// A candidate (a non-NaN logit `v` of class `i`) as one integer that orders as the ranking does (larger value
+/// first, then lower class, as `torch.topk`): the value's order-preserving bits (`-0` as `+0`) above the
+/// complement of the class.
+#[inline(always)]
+fn key(v: f32, i: u32) -> u64 {
+    let b = (v + 0.0).to_bits();
+    let ord = if b >> 31 == 1 { !b } else { b | 0x8000_0000 };
+    u64::from(ord) << 32 | u64::from(!i)
+}
+
+/// The value of a [`key`].
+fn key_value(key: u64) -> f32 {
+    let ord = (key >> 32) as u32;
+    f32::from_bits(if ord >> 31 == 1 { ord & 0x7fff_ffff } else { !ord })
+}
+
+/// The class of a [`key`].
+fn key_class(key: u64) -> u32 {
+    !(key as u32)
 }
 
 /// Keeps the `k` best candidates and returns the k-th best value (the threshold a newcomer must exceed).
-fn prune(cand: &mut Vec<(f32, u32)>, k: usize) -> f32 {
+fn prune(cand: &mut Vec<u64>, k: usize) -> f32 {
     if cand.len() > k {
-        cand.select_nth_unstable_by(k - 1, rank);
+        cand.select_nth_unstable_by(k - 1, |a, b| b.cmp(a));
         cand.truncate(k);
     }
-    cand.iter().map(|c| c.0).fold(f32::INFINITY, f32::min)
+    cand.iter().copied().min().map_or(f32::INFINITY, key_value)
 }
 
-/// The maximum of a block (no NaN: the row was checked), in eight independent lanes the compiler vectorizes.
-fn block_max(b: &[f32]) -> f32 {
+/// The maximum of a block ignoring NaN, and whether it holds a NaN, in eight independent lanes the compiler
+/// vectorizes.
+#[inline(always)]
+fn block_max(b: &[f32]) -> (f32, bool) {
     let mut acc = [f32::NEG_INFINITY; 8];
+    let mut nan = [false; 8];
     let mut chunks = b.chunks_exact(8);
     for c in &mut chunks {
-        for (a, &x) in acc.iter_mut().zip(c) {
+        for ((a, n), &x) in acc.iter_mut().zip(&mut nan).zip(c) {
             *a = if x > *a { x } else { *a };
+            *n |= x.is_nan();
         }
     }
     for &x in chunks.remainder() {
         acc[0] = if x > acc[0] { x } else { acc[0] };
+        nan[0] |= x.is_nan();
     }
-    acc.into_iter().fold(f32::NEG_INFINITY, |a, x| if x > a { x } else { a })
+    (acc.into_iter().fold(f32::NEG_INFINITY, |a, x| if x > a { x } else { a }), nan.contains(&true))
 }
 
-/// `Σ x` in `f64`, in eight lanes.
-fn sum_f64(x: &[f32]) -> f64 {
-    let mut acc = [0f64; 8];
-    let mut chunks = x.chunks_exact(8);
-    for c in &mut chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a += f64::from(v);
+/// `Σ x` in `f64` in eight lanes (element `i` in lane `i mod 8`), fed a segment at a time: every segment but
+/// the last a multiple of 8 long.
+#[derive(Default)]
+struct LaneSum {
+    acc: [f64; 8],
+    rest: f64,
+}
+
+impl LaneSum {
+    #[inline(always)]
+    fn add(&mut self, x: &[f32]) {
+        // the lanes as a local array, indexed: kept in vector registers
+        let mut acc = self.acc;
+        let mut chunks = x.chunks_exact(8);
+        for c in &mut chunks {
+            let c: &[f32; 8] = c.try_into().expect("8 elements");
+            for j in 0..8 {
+                acc[j] += f64::from(c[j]);
+            }
+        }
+        self.acc = acc;
+        self.rest = chunks.remainder().iter().map(|&v| f64::from(v)).sum::<f64>();
+    }
+
+    fn total(&self) -> f64 {
+        self.acc.iter().sum::<f64>() + self.rest
+    }
+}
+
+/// The top-k scan of a row, with the row's maximum: the first `k` entries, then blocks of 64 whose maximum
+/// beats the k-th best so far. Leaves the top-k in `cand`, best first; `Err` names a NaN, `+inf` or all `-inf`.
+#[inline(always)]
+fn scan(x: &[f32], cand: &mut Vec<u64>, k: usize) -> std::result::Result<f32, String> {
+    const BLOCK: usize = 64;
+    cand.clear();
+    cand.extend(x[..k].iter().enumerate().map(|(i, &v)| key(v, i as u32)));
+    let (mut m, mut nan) = block_max(&x[..k]);
+    let cap = (2 * k).max(64);
+    let mut thr = prune(cand, k);
+    for (b, blk) in x[k..].chunks(BLOCK).enumerate() {
+        let (bm, bn) = block_max(blk);
+        nan |= bn;
+        if bm > m {
+            m = bm;
+        }
+        if bm > thr {
+            let base = k + b * BLOCK;
+            for (j, &v) in blk.iter().enumerate() {
+                if v > thr {
+                    cand.push(key(v, (base + j) as u32));
+                }
+            }
+            if cand.len() >= cap {
+                thr = prune(cand, k);
+            }
         }
     }
-    acc.iter().sum::<f64>() + chunks.remainder().iter().map(|&v| f64::from(v)).sum::<f64>()
-}
-
-/// One row: `x = logits / T`; `e` and `cand` are scratch.
-fn row_topk(
-    x: &[f32],
-    e: &mut [f32],
-    cand: &mut Vec<(f32, u32)>,
-    k: usize,
-    ix: &mut [u32],
-    lp: &mut [f32],
-    tail: &mut f32,
-) -> std::result::Result<(), String> {
-    let m = max_f32(x);
-    if m.is_nan() {
+    if nan {
         return Err("a logit is NaN".into());
     }
     if m == f32::INFINITY {
@@ -277,43 +340,94 @@ fn row_topk(
     if m == f32::NEG_INFINITY {
         return Err("every logit is -inf".into());
     }
-    let z = exp_sub_sum_f32(x, m, e).map_err(|e| e.to_string())?;
-    // the scan: the first k entries, then blocks whose maximum beats the k-th best so far
-    cand.clear();
-    cand.extend(x[..k].iter().enumerate().map(|(i, &v)| (v, i as u32)));
-    let cap = (2 * k).max(64);
-    let mut thr = prune(cand, k);
-    const BLOCK: usize = 64;
-    for (b, blk) in x[k..].chunks(BLOCK).enumerate() {
-        if block_max(blk) > thr {
-            let base = k + b * BLOCK;
-            for (j, &v) in blk.iter().enumerate() {
-                if v > thr {
-                    cand.push((v, (base + j) as u32));
-                }
-            }
-            if cand.len() >= cap {
-                thr = prune(cand, k);
-            }
-        }
-    }
     prune(cand, k);
-    cand.sort_unstable_by(rank);
-    let ln_z = z.ln();
-    for ((o, l), &(v, i)) in ix.iter_mut().zip(lp.iter_mut()).zip(cand.iter()) {
-        *o = i;
-        // PyTorch's order of operations: (x − m) − ln Z
-        *l = ((f64::from(v) - f64::from(m)) - ln_z) as f32;
-        e[i as usize] = 0.0;
+    cand.sort_unstable_by(|a, b| b.cmp(a));
+    Ok(m)
+}
+
+/// One row: `x = logits / T`; `sc` is scratch. Two reads of the row: the scan ([`scan`], which finds the
+/// maximum `m` too), then segment by segment `e = exp(x − m)` ([`exp_sub_sum_f32`], SIMD) summed into `Z` and,
+/// with the top-k's entries zeroed, into the tail (summed directly, not `Z − Σ_top`, which would lose the digits
+/// of a small tail).
+///
+/// The row runs as one [`pulp::WithSimd`] operation so that the loops of the scan and the tail sum, inlined into
+/// it, are compiled for the machine's vector instructions (their lanes are spelled out, so the sums do not
+/// depend on the instruction set).
+struct RowOp<'a> {
+    x: &'a [f32],
+    sc: &'a mut Scratch,
+    k: usize,
+    ix: &'a mut [u32],
+    lp: &'a mut [f32],
+    tail: &'a mut f32,
+}
+
+impl pulp::WithSimd for RowOp<'_> {
+    type Output = std::result::Result<(), String>;
+
+    #[inline(always)]
+    fn with_simd<S: pulp::Simd>(self, _: S) -> Self::Output {
+        let RowOp { x, sc, k, ix, lp, tail } = self;
+        let Scratch { e, cand, by_class, .. } = sc;
+        let m = scan(x, cand, k)?;
+        by_class.clear();
+        by_class.extend(cand.iter().map(|&c| key_class(c)));
+        by_class.sort_unstable();
+        let mut top = by_class.iter().map(|&i| i as usize).peekable();
+        let (mut z, mut t) = (0f64, LaneSum::default());
+        for (s, xs) in x.chunks(SEGMENT).enumerate() {
+            let es = &mut e[..xs.len()];
+            z += exp_sub_sum_f32(xs, m, es).map_err(|e| e.to_string())?;
+            let base = s * SEGMENT;
+            while let Some(i) = top.next_if(|&i| i < base + xs.len()) {
+                es[i - base] = 0.0;
+            }
+            t.add(es);
+        }
+        let ln_z = z.ln();
+        for ((o, l), &c) in ix.iter_mut().zip(lp.iter_mut()).zip(cand.iter()) {
+            let i = key_class(c);
+            let v = x[i as usize];
+            *o = i;
+            // PyTorch's order of operations: (x − m) − ln Z
+            *l = ((f64::from(v) - f64::from(m)) - ln_z) as f32;
+        }
+        let t = t.total();
+        *tail = if t > 0.0 { (t.ln() - ln_z) as f32 } else { f32::NEG_INFINITY };
+        Ok(())
     }
-    let t = sum_f64(e);
-    *tail = if t > 0.0 { (t.ln() - ln_z) as f32 } else { f32::NEG_INFINITY };
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_segments_sum_to_the_whole_rows_sums_bit_for_bit() {
+        for v in [1usize, 7, 8, 511, 512, 513, 1031, 4099, 128_256] {
+            let x: Vec<f32> = (0..v).map(|i| ((i * 7919 % 1000) as f32 * 0.013).sin() * 9.0).collect();
+            let m = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut e_whole = vec![0f32; v];
+            let z_whole = exp_sub_sum_f32(&x, m, &mut e_whole).unwrap();
+            let (mut z, mut lanes, mut e) = (0f64, LaneSum::default(), vec![0f32; SEGMENT]);
+            for (s, xs) in x.chunks(SEGMENT).enumerate() {
+                let es = &mut e[..xs.len()];
+                z += exp_sub_sum_f32(xs, m, es).unwrap();
+                assert_eq!(es, &e_whole[s * SEGMENT..s * SEGMENT + xs.len()], "V = {v}");
+                lanes.add(es);
+            }
+            assert_eq!(z.to_bits(), z_whole.to_bits(), "Z, V = {v}");
+            // the tail sum of one pass over the whole row, in eight lanes and the remainder
+            let mut acc = [0f64; 8];
+            let mut chunks = e_whole.chunks_exact(8);
+            for c in &mut chunks {
+                acc.iter_mut().zip(c).for_each(|(a, &v)| *a += f64::from(v));
+            }
+            let whole =
+                acc.iter().sum::<f64>() + chunks.remainder().iter().map(|&v| f64::from(v)).sum::<f64>();
+            assert_eq!(lanes.total().to_bits(), whole.to_bits(), "tail, V = {v}");
+        }
+    }
 
     #[test]
     fn linear_selection_in_chunks_is_the_selection_of_the_whole_logits() {

@@ -20,6 +20,20 @@ fn read_all(dir: &Path) -> Result<(), String> {
     r.read(0..r.rows()).map(|_| ()).map_err(|e| e.to_string())
 }
 
+/// Writes `bytes` as `file` of the cache in `dir`; the error reading the cache then gives.
+fn refused(dir: &Path, file: &str, bytes: impl AsRef<[u8]>) -> String {
+    std::fs::write(dir.join(file), bytes).unwrap();
+    read_all(dir).unwrap_err()
+}
+
+/// Writes `bytes` as shard 0 and reseals the index to them (the checksum passes, the parsing behind it is
+/// reached); the error reading the cache then gives.
+fn refused_sealed(dir: &Path, bytes: impl AsRef<[u8]>) -> String {
+    std::fs::write(dir.join("shard-000000.safetensors"), bytes).unwrap();
+    reseal(dir, 0);
+    read_all(dir).unwrap_err()
+}
+
 /// Rewrites the index so that shard `i`'s size and checksum match its (changed) bytes.
 fn reseal(dir: &Path, i: usize) {
     let mut ix: Index =
@@ -34,12 +48,10 @@ fn reseal(dir: &Path, i: usize) {
 fn a_flipped_byte_is_a_checksum_error_naming_the_shard() {
     for mode in [Mode::Lossless, Mode::Packed { value_bits: 8 }] {
         let dir = cache(mode);
-        let p = dir.path().join("shard-000001.safetensors");
-        let mut b = std::fs::read(&p).unwrap();
+        let mut b = std::fs::read(dir.path().join("shard-000001.safetensors")).unwrap();
         let n = b.len();
         b[n - 5] ^= 0x10;
-        std::fs::write(&p, &b).unwrap();
-        let e = read_all(dir.path()).unwrap_err();
+        let e = refused(dir.path(), "shard-000001.safetensors", b);
         assert!(e.contains("shard-000001.safetensors: checksum mismatch: CRC-32"), "{e}");
         // the shards before it still read
         let r = CacheReader::open(dir.path()).unwrap();
@@ -52,8 +64,7 @@ fn a_truncated_or_missing_shard_is_named() {
     let dir = cache(Mode::Lossless);
     let p = dir.path().join("shard-000002.safetensors");
     let b = std::fs::read(&p).unwrap();
-    std::fs::write(&p, &b[..b.len() / 2]).unwrap();
-    let e = read_all(dir.path()).unwrap_err();
+    let e = refused(dir.path(), "shard-000002.safetensors", &b[..b.len() / 2]);
     assert!(e.contains("shard-000002.safetensors: truncated or overwritten"), "{e}");
     std::fs::remove_file(&p).unwrap();
     let e = read_all(dir.path()).unwrap_err();
@@ -63,16 +74,13 @@ fn a_truncated_or_missing_shard_is_named() {
 #[test]
 fn a_bad_index_is_named() {
     let dir = cache(Mode::Lossless);
-    let ix = dir.path().join("index.json");
-    let text = std::fs::read_to_string(&ix).unwrap();
-    std::fs::write(&ix, &text[..text.len() / 2]).unwrap();
-    let e = read_all(dir.path()).unwrap_err();
+    let text = std::fs::read_to_string(dir.path().join("index.json")).unwrap();
+    let e = refused(dir.path(), "index.json", &text[..text.len() / 2]);
     assert!(e.contains("index.json: not a cache index"), "{e}");
-    std::fs::write(&ix, text.replace("\"rows\": 20", "\"rows\": 21")).unwrap();
-    let e = read_all(dir.path()).unwrap_err();
+    let e = refused(dir.path(), "index.json", text.replace("\"rows\": 20", "\"rows\": 21"));
     assert!(e.contains("index.json: rows = 21 but the shards hold 20"), "{e}");
-    std::fs::write(&ix, text.replace("\"version\": 1", "\"version\": 9")).unwrap();
-    assert!(read_all(dir.path()).unwrap_err().contains("format version 9"));
+    let e = refused(dir.path(), "index.json", text.replace("\"version\": 1", "\"version\": 9"));
+    assert!(e.contains("format version 9"), "{e}");
 }
 
 #[test]
@@ -89,9 +97,7 @@ fn a_shard_with_the_wrong_tensors_is_named_even_with_a_valid_checksum() {
         ("logprobs", TensorView::new(Dtype::F32, vec![8, 12], &lp).unwrap()),
         ("tail", TensorView::new(Dtype::F32, vec![8], &tail).unwrap()),
     ];
-    std::fs::write(&p, safetensors::serialize(t, None).unwrap()).unwrap();
-    reseal(dir.path(), 0);
-    let e = read_all(dir.path()).unwrap_err();
+    let e = refused_sealed(dir.path(), safetensors::serialize(t, None).unwrap());
     assert!(
         e.contains("shard-000000.safetensors: tensor `indices` is U32 [8, 11], expected U32 [8, 12]"),
         "{e}"
@@ -99,9 +105,7 @@ fn a_shard_with_the_wrong_tensors_is_named_even_with_a_valid_checksum() {
     // a header that is not JSON
     let mut b = std::fs::read(&p).unwrap();
     b[10] = b'\xff';
-    std::fs::write(&p, &b).unwrap();
-    reseal(dir.path(), 0);
-    let e = read_all(dir.path()).unwrap_err();
+    let e = refused_sealed(dir.path(), b);
     assert!(e.contains("shard-000000.safetensors: header:"), "{e}");
 }
 
@@ -116,9 +120,7 @@ fn packed_rows_that_decode_to_nonsense_are_named() {
     let at = data.as_ptr() as usize - b.as_ptr() as usize;
     b[at] |= 0b1110_0000; // ρ's high bits: a huge Rice parameter
     b[at + 1] = 0xff;
-    std::fs::write(&p, &b).unwrap();
-    reseal(dir.path(), 0);
-    let e = read_all(dir.path()).unwrap_err();
+    let e = refused_sealed(dir.path(), b);
     assert!(e.contains("shard-000000.safetensors: row 0: "), "{e}");
 }
 

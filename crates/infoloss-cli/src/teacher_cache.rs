@@ -11,7 +11,7 @@ use infoloss::ndarray::{ArrayView1, ArrayView2, Ix1, Ix2, s};
 use infoloss_cache::{CacheReader, CacheWriter, Index, Logit, Mode};
 use serde_json::json;
 
-use crate::files::source::{Input, Spec, Want};
+use crate::files::source::{Blocks, Input, Spec, Want};
 use crate::files::tensor::StoredDType;
 
 const ABOUT: &str = "Store a teacher's top-k log-probabilities for offline distillation: \
@@ -129,10 +129,11 @@ pub fn run(a: TeacherCacheArgs) -> Result<(), String> {
     }
     let bar = progress(rows as u64, first, a.quiet || a.json);
     let row_bytes = source.row_bytes();
+    let mut blocks = source.blocks()?;
     let mut at = first as usize;
     while at < rows {
         let end = (at + a.block_rows).min(rows);
-        source.push(&mut w, at..end)?;
+        source.push(&mut w, blocks.as_mut(), at..end)?;
         at = end;
         bar.set_position(at as u64);
         let secs = bar.elapsed().as_secs_f64().max(1e-9);
@@ -153,6 +154,8 @@ fn progress(len: u64, pos: u64, quiet: bool) -> ProgressBar {
         bar.set_style(style);
     }
     bar.set_position(pos);
+    // rows/s and bytes/s count this run's rows only, not the ones a resumed cache already held
+    bar.reset_eta();
     bar.reset_elapsed();
     bar
 }
@@ -203,7 +206,7 @@ fn report(
 
 /// Where the rows come from.
 enum Source {
-    Logits(Logits),
+    Logits(Box<Logits>),
     Hidden(Box<Hidden>),
 }
 
@@ -241,12 +244,12 @@ impl Source {
     fn open(a: &TeacherCacheArgs) -> Result<Source, String> {
         if let Some(l) = &a.logits {
             let input = open(l)?;
-            let t = input.tensor(Want::Floats)?;
+            let t = input.head(Want::Floats)?;
             if !t.dtype.is_float() {
                 return Err(format!("{}: logits must be floating point, got {}", input.label, t.dtype));
             }
             let (rows, v) = rows_of(&t.shape, &input.label, "logits")?;
-            return Ok(Source::Logits(Logits { input, rows, v }));
+            return Ok(Source::Logits(Box::new(Logits { input, rows, v })));
         }
         let (Some(h), Some(w)) = (&a.hidden, &a.weight) else {
             return Err(
@@ -255,8 +258,8 @@ impl Source {
         };
         let (hidden, weight) = (open(h)?, open(w)?);
         let bias = a.bias.as_deref().map(open).transpose()?;
-        let hs = hidden.tensor(Want::Floats)?.shape;
-        let ws = weight.tensor(Want::Floats)?.shape;
+        let hs = hidden.head(Want::Floats)?.shape;
+        let ws = weight.head(Want::Floats)?.shape;
         let (rows, hd) = rows_of(&hs, &hidden.label, "hidden")?;
         if ws.len() != 2 || ws[1] != hd {
             return Err(format!(
@@ -265,7 +268,7 @@ impl Source {
             ));
         }
         if let Some(b) = &bias {
-            let bs = b.tensor(Want::Floats)?.shape;
+            let bs = b.head(Want::Floats)?.shape;
             if bs != [ws[0]] {
                 return Err(format!(
                     "{}: bias of shape {bs:?} must be ({},), as weight {ws:?}",
@@ -299,7 +302,7 @@ impl Source {
     /// Bytes read per row (for the GB/s shown).
     fn row_bytes(&self) -> usize {
         match self {
-            Source::Logits(l) => l.v * l.input.tensor(Want::Floats).map_or(4, |t| t.dtype.size()),
+            Source::Logits(l) => l.v * l.input.head(Want::Floats).map_or(4, |t| t.dtype.size()),
             Source::Hidden(h) => h.h * 4,
         }
     }
@@ -315,22 +318,43 @@ impl Source {
         }
     }
 
-    /// Selects rows `range` and appends them to the cache.
-    fn push(&self, w: &mut CacheWriter, range: std::ops::Range<usize>) -> Result<(), String> {
+    /// The logits' bytes a block at a time (none for hidden states).
+    fn blocks(&self) -> Result<Option<Blocks<'_>>, String> {
+        match self {
+            Source::Logits(l) => l.input.blocks(Want::Floats).map(Some),
+            Source::Hidden(_) => Ok(None),
+        }
+    }
+
+    /// Selects rows `range` and appends them to the cache (`blocks`: from [`Source::blocks`]).
+    fn push(
+        &self,
+        w: &mut CacheWriter,
+        blocks: Option<&mut Blocks<'_>>,
+        range: std::ops::Range<usize>,
+    ) -> Result<(), String> {
         let shift = |e: infoloss_cache::CacheError| shift_rows(&e.to_string(), range.start);
         match self {
             Source::Logits(l) => {
-                let t = l.input.tensor(Want::Floats)?;
-                let native = !t.fortran && !t.big_endian;
-                let bytes: &[u8] = &t.data;
-                match t.dtype {
-                    StoredDType::F32 if native => block::<f32>(w, bytes, l.v, range.clone()),
-                    StoredDType::F64 if native => block::<f64>(w, bytes, l.v, range.clone()),
-                    StoredDType::F16 if native => block::<f16>(w, bytes, l.v, range.clone()),
-                    StoredDType::BF16 if native => block::<bf16>(w, bytes, l.v, range.clone()),
+                let h = l.input.head(Want::Floats)?;
+                let rb = l.v * h.dtype.size();
+                let native = !h.fortran && !h.big_endian;
+                let floats = [StoredDType::F32, StoredDType::F64, StoredDType::F16, StoredDType::BF16];
+                let (n, v) = (range.len(), l.v);
+                let bytes = match blocks {
+                    Some(b) if native && floats.contains(&h.dtype) => {
+                        Some(b.get(range.start * rb..range.end * rb)?)
+                    }
+                    _ => None,
+                };
+                match (h.dtype, bytes) {
+                    (StoredDType::F32, Some(b)) => block::<f32>(w, b, n, v),
+                    (StoredDType::F64, Some(b)) => block::<f64>(w, b, n, v),
+                    (StoredDType::F16, Some(b)) => block::<f16>(w, b, n, v),
+                    (StoredDType::BF16, Some(b)) => block::<bf16>(w, b, n, v),
                     _ => {
                         // column-major or big-endian: converted (whole, once per block's call)
-                        let all = t.into_floats::<f32>()?;
+                        let all = l.input.tensor(Want::Floats)?.into_floats::<f32>()?;
                         let all = all.to_shape((l.rows, l.v)).map_err(|e| e.to_string())?;
                         w.push_logits(all.slice(s![range.clone(), ..]))
                     }
@@ -359,24 +383,23 @@ impl Source {
     }
 }
 
-/// Rows `range` of a row-major native array of `T` in `bytes`, pushed (viewed in place when aligned).
+/// `rows` rows of `v` elements of a row-major native array of `T` in `bytes`, pushed (viewed in place when
+/// aligned).
 fn block<T: Logit + bytemuck::Pod>(
     w: &mut CacheWriter,
     bytes: &[u8],
+    rows: usize,
     v: usize,
-    range: std::ops::Range<usize>,
 ) -> infoloss_cache::Result<()> {
-    let size = size_of::<T>();
-    let part = &bytes[range.start * v * size..range.end * v * size];
     let owned: Vec<T>;
-    let elems: &[T] = match bytemuck::try_cast_slice(part) {
+    let elems: &[T] = match bytemuck::try_cast_slice(bytes) {
         Ok(s) => s,
         Err(_) => {
-            owned = part.chunks_exact(size).map(bytemuck::pod_read_unaligned).collect();
+            owned = bytes.chunks_exact(size_of::<T>()).map(bytemuck::pod_read_unaligned).collect();
             &owned
         }
     };
-    let view = ArrayView2::from_shape((range.len(), v), elems).expect("the block's shape");
+    let view = ArrayView2::from_shape((rows, v), elems).expect("the block's shape");
     w.push_logits(view)
 }
 

@@ -11,6 +11,10 @@ use infoloss::ndarray::Array2;
 use infoloss_cache::{CacheReader, select_topk};
 use safetensors::tensor::{Dtype, TensorView};
 
+#[path = "support/npy.rs"]
+mod npy;
+use npy::{npy_bytes, zip_npz};
+
 /// Runs `infoloss` with the words of `line` (the temporary paths hold no spaces).
 fn infoloss(line: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_infoloss")).args(line.split_whitespace()).output().unwrap()
@@ -223,4 +227,32 @@ fn resume_after_kill_minus_nine_finishes_the_same_cache() {
         assert_eq!(std::fs::read(c.join(name)).unwrap(), std::fs::read(clean.join(name)).unwrap(), "{name}");
     }
     assert_eq!(read(&c), read(&clean));
+}
+
+#[test]
+fn npz_logits_stored_or_deflated_are_read_a_block_at_a_time() {
+    let d = tempfile::tempdir().unwrap();
+    let x = logits(50, 300);
+    let want = select_topk(x.view(), 20, 1.0).unwrap();
+    for (name, deflate) in [("s.npz", false), ("c.npz", true)] {
+        let f = d.path().join(name);
+        let npy = |a: &Array2<f32>| npy_bytes("<f4", false, a.shape(), &f32_bytes(a));
+        zip_npz(&f, &[("logits", npy(&x)), ("other", npy(&logits(2, 3)))], deflate);
+        let c = d.path().join(format!("cache-{name}"));
+        let line = format!(
+            "teacher-cache {} --logits {}#logits --k 20 --rows-per-shard 16 --block-rows 7 --quiet",
+            c.display(),
+            f.display()
+        );
+        let out = ok(&line);
+        assert!(out.contains("50 rows in 4 shards"), "{name}: {out}");
+        assert_eq!(read(&c), want, "{name}");
+        // damage in the member's data: a one-line error naming the array (its checksum, or its stream)
+        let mut b = std::fs::read(&f).unwrap();
+        let at = b.len() / 2;
+        b[at] ^= 0x5a;
+        std::fs::write(&f, &b).unwrap();
+        std::fs::remove_dir_all(&c).unwrap();
+        fails(&line, "array 'logits'");
+    }
 }

@@ -17,8 +17,38 @@ pub fn is_npy(bytes: &[u8]) -> bool {
     bytes.starts_with(MAGIC)
 }
 
-/// Parses an `.npy` file held in `bytes` (the elements are borrowed, not copied).
-pub fn parse(bytes: &[u8]) -> Result<Tensor<'_>, String> {
+/// An `.npy` file's header: the array's layout, and where its data lies in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    /// Element type.
+    pub dtype: StoredDType,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Column-major (Fortran) element order.
+    pub fortran: bool,
+    /// Big-endian elements.
+    pub big_endian: bool,
+    /// The offset of the data in the file.
+    pub start: usize,
+    /// The size of the data in bytes.
+    pub nbytes: usize,
+}
+
+impl Head {
+    /// The tensor of this layout over `data` (exactly [`Head::nbytes`] bytes).
+    pub fn tensor(self, data: Cow<'_, [u8]>) -> Tensor<'_> {
+        Tensor {
+            dtype: self.dtype,
+            shape: self.shape,
+            fortran: self.fortran,
+            big_endian: self.big_endian,
+            data,
+        }
+    }
+}
+
+/// Parses the header of an `.npy` file from its first bytes (`bytes` may end anywhere after the header).
+pub fn head(bytes: &[u8]) -> Result<Head, String> {
     if !is_npy(bytes) {
         return Err("not an .npy file (the magic string \\x93NUMPY is missing)".into());
     }
@@ -48,7 +78,14 @@ pub fn parse(bytes: &[u8]) -> Result<Tensor<'_>, String> {
     let h = parse_header(header)?;
     let (dtype, big_endian) = parse_descr(&h.descr)?;
     let (_, nbytes) = checked_size(&h.shape, dtype.size()).map_err(|e| format!("the .npy header's {e}"))?;
-    let data = &bytes[end..];
+    Ok(Head { dtype, shape: h.shape, fortran: h.fortran, big_endian, start: end, nbytes })
+}
+
+/// Parses an `.npy` file held in `bytes` (the elements are borrowed, not copied).
+pub fn parse(bytes: &[u8]) -> Result<Tensor<'_>, String> {
+    let h = head(bytes)?;
+    let (dtype, nbytes) = (h.dtype, h.nbytes);
+    let data = &bytes[h.start..];
     if data.len() < nbytes {
         return Err(format!(
             "truncated .npy file: shape {:?} of {} needs {nbytes} bytes of data but {} follow the header",
@@ -65,7 +102,7 @@ pub fn parse(bytes: &[u8]) -> Result<Tensor<'_>, String> {
             dtype
         ));
     }
-    Ok(Tensor { dtype, shape: h.shape, fortran: h.fortran, big_endian, data: Cow::Borrowed(data) })
+    Ok(h.tensor(Cow::Borrowed(data)))
 }
 
 struct Header {

@@ -2,8 +2,10 @@
 
 use std::borrow::Cow;
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use super::csv::{self, Csv};
 use super::tensor::{StoredDType, Tensor, checked_size};
@@ -134,8 +136,11 @@ impl Spec {
 }
 
 enum Content {
-    /// An `.npy` file (or an `.npz` member, decompressed).
-    Npy,
+    /// An `.npy` file at these bytes of the buffer: the whole file, or a stored `.npz` member (read in place).
+    Npy(Range<usize>),
+    /// A deflated `.npz` member: inflated whole when first asked for whole, or a block at a time by
+    /// [`Input::blocks`].
+    Deflated { member: npz::Member, head: npy::Head, whole: OnceLock<Vec<u8>> },
     /// A `.safetensors` tensor of this name.
     Safetensors(String),
     /// Parsed text, with its values also as little-endian bytes.
@@ -146,6 +151,7 @@ enum Content {
 pub struct Input {
     /// How the input is named in messages (`path` or `path#name`).
     pub label: String,
+    path: PathBuf,
     buf: Buffer,
     content: Content,
 }
@@ -178,14 +184,35 @@ impl Input {
                     ));
                 }
                 npy::parse(&buf).map_err(err)?;
-                (buf, Content::Npy, label)
+                let all = 0..buf.len();
+                (buf, Content::Npy(all), label)
             }
             Format::Npz => {
-                let (key, member) =
-                    npz::read_member(&buf, spec.name.as_deref()).map_err(|m| format!("{shown}: {m}"))?;
-                let label = format!("{shown}#{key}");
-                npy::parse(&member).map_err(|m| format!("{label}: {m}"))?;
-                (Buffer::Heap(member), Content::Npy, label)
+                let member =
+                    npz::find_member(&buf, spec.name.as_deref()).map_err(|m| format!("{shown}: {m}"))?;
+                let label = format!("{shown}#{}", member.key);
+                let content = if member.deflated {
+                    // the header from the stream's first bytes; the data is inflated when it is read
+                    let mut first = vec![0u8; member.size.min(1 << 20) as usize];
+                    npz::Inflate::new(&buf, &member).read(&mut first).map_err(|m| format!("{shown}: {m}"))?;
+                    let head = npy::head(&first).map_err(|m| format!("{label}: {m}"))?;
+                    if (head.start + head.nbytes) as u64 != member.size {
+                        return Err(format!(
+                            "{label}: the .npy header's shape {:?} of {} needs {} bytes of data but the member holds {}",
+                            head.shape,
+                            head.dtype,
+                            head.nbytes,
+                            member.size.saturating_sub(head.start as u64)
+                        ));
+                    }
+                    Content::Deflated { member, head, whole: OnceLock::new() }
+                } else {
+                    let (_, npy_bytes) =
+                        npz::read_member(&buf, Some(&member.key)).map_err(|m| format!("{shown}: {m}"))?;
+                    npy::parse(&npy_bytes).map_err(|m| format!("{label}: {m}"))?;
+                    Content::Npy(member.at)
+                };
+                (buf, content, label)
             }
             Format::Safetensors => {
                 let (name, _) = st::parse(&buf, spec.name.as_deref()).map_err(|m| format!("{shown}: {m}"))?;
@@ -202,7 +229,7 @@ impl Input {
                 (Buffer::Heap(Vec::new()), Content::Csv(c), label)
             }
         };
-        Ok(Input { label, buf, content })
+        Ok(Input { label, path: spec.path.clone(), buf, content })
     }
 
     /// Whether the input carries its own element type (CSV text does not).
@@ -213,7 +240,15 @@ impl Input {
     /// The stored tensor. CSV values are float64 (or int64 for class indices when every field is an integer).
     pub fn tensor(&self, want: Want) -> Result<Tensor<'_>, String> {
         let t = match &self.content {
-            Content::Npy => npy::parse(&self.buf),
+            Content::Npy(at) => npy::parse(&self.buf[at.clone()]),
+            Content::Deflated { member, whole, .. } => {
+                if whole.get().is_none() {
+                    let (_, all) = npz::read_member(&self.buf, Some(&member.key))
+                        .map_err(|m| format!("{}: {m}", self.label))?;
+                    let _ = whole.set(all.into_owned());
+                }
+                npy::parse(whole.get().map_or(&[], |w| w.as_slice()))
+            }
             Content::Safetensors(name) => st::parse(&self.buf, Some(name)).map(|(_, t)| t),
             Content::Csv(c) => match want {
                 Want::Floats => Ok(Tensor {
@@ -246,9 +281,42 @@ impl Input {
         Ok(t)
     }
 
+    /// The stored array's layout, without reading its data (a deflated `.npz` member is not inflated).
+    pub fn head(&self, want: Want) -> Result<npy::Head, String> {
+        if let Content::Deflated { head, .. } = &self.content {
+            return Ok(head.clone());
+        }
+        let t = self.tensor(want)?;
+        let nbytes = t.data.len();
+        Ok(npy::Head {
+            dtype: t.dtype,
+            shape: t.shape,
+            fortran: t.fortran,
+            big_endian: t.big_endian,
+            start: 0,
+            nbytes,
+        })
+    }
+
+    /// The stored array's bytes a block at a time, in order: in place, or inflated a block at a time for a
+    /// deflated `.npz` member (never whole).
+    pub fn blocks(&self, want: Want) -> Result<Blocks<'_>, String> {
+        Ok(match &self.content {
+            Content::Deflated { member, head, .. } => {
+                let msg = |e: std::io::Error| format!("{}: {}", self.label, io_problem(&e));
+                let mut file = File::open(&self.path).map_err(msg)?;
+                file.seek(std::io::SeekFrom::Start(member.at.start as u64)).map_err(msg)?;
+                let packed = file.take(member.at.len() as u64);
+                let stream = npz::Inflate::from_reader(Box::new(std::io::BufReader::new(packed)), member);
+                Blocks::Inflate { stream, start: head.start as u64, label: &self.label, buf: Vec::new() }
+            }
+            _ => Blocks::InPlace(self.tensor(want)?.data),
+        })
+    }
+
     /// The shape and stored dtype, for reports.
     pub fn describe(&self, want: Want) -> (Vec<usize>, String) {
-        match self.tensor(want) {
+        match self.head(want) {
             Ok(t) => {
                 let d = if self.typed() { t.dtype.name().to_string() } else { "text".to_string() };
                 (t.shape, d)
@@ -260,5 +328,45 @@ impl Input {
     /// Whether the file was memory-mapped.
     pub fn mapped(&self) -> bool {
         matches!(self.buf, Buffer::Map(_))
+    }
+}
+
+/// An array's bytes read a block at a time ([`Input::blocks`]).
+pub enum Blocks<'a> {
+    /// All of them, in memory or mapped.
+    InPlace(Cow<'a, [u8]>),
+    /// A deflated `.npz` member's, inflated in order into `buf`.
+    Inflate {
+        /// The member's stream.
+        stream: npz::Inflate<'a>,
+        /// Where the array's data starts in the member.
+        start: u64,
+        /// The input's name for messages.
+        label: &'a str,
+        /// The block last read.
+        buf: Vec<u8>,
+    },
+}
+
+impl Blocks<'_> {
+    /// The array's bytes `range`; a deflated member's ranges must come in increasing order (a gap is skipped).
+    pub fn get(&mut self, range: Range<usize>) -> Result<&[u8], String> {
+        match self {
+            Blocks::InPlace(all) => {
+                let n = all.len();
+                all.get(range.clone()).ok_or_else(|| format!("bytes {range:?} of an array of {n}"))
+            }
+            Blocks::Inflate { stream, start, label, buf } => {
+                let (from, to) = (*start + range.start as u64, *start + range.end as u64);
+                if from < stream.at || to < from {
+                    return Err(format!("{label}: bytes {range:?} are behind the stream"));
+                }
+                let msg = |m: String| format!("{label}: {m}");
+                stream.skip(from - stream.at).map_err(msg)?;
+                buf.resize(range.len(), 0);
+                stream.read(buf).map_err(msg)?;
+                Ok(buf)
+            }
+        }
     }
 }
