@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import infoloss
-from conformance import Tally, array, dtype_of, params
+from conformance import Tally, array, distill_kwargs, dtype_of, params
 
 TALLY = Tally("python")
 
@@ -146,20 +146,13 @@ def _run_basic(ck, case):
     ck.compare("forward-only result vs the _with_grad loss", forward, out, 0.0, 0.0)
 
 
-def _distill_kwargs(o):
-    return dict(temperature=float(o["temperature"]), t2_scaling=o["t2_scaling"], divergence=o["divergence"],
-                beta=float(o["beta"]), alpha=float(o["alpha"]), ignore_index=o["ignore_index"],
-                reduction=o["reduction"], normalizer=o["normalizer"],
-                logit_scale=float(o.get("logit_scale", 1.0)), softcap=o.get("softcap"))
-
-
 def _run_distill(ck, case):
     dt = dtype_of(case)
     inp, o = case["inputs"], case["options"]
     s = array(inp["student"], dt)
     rows, cols = s.shape
     labels = array(inp.get("labels"))
-    kw = _distill_kwargs(o)
+    kw = distill_kwargs(o)
     if case.get("error"):  # an invalid option (distill_softcap.json)
         with pytest.raises(ValueError):
             infoloss.distill(s, array(inp["teacher"], dt), labels, **kw)
@@ -264,7 +257,7 @@ def _linear_distill(case, dt, chunk, forward_only=False):
     """``linear_distill`` or ``linear_distill_topk`` (a stored teacher) of the case, with its gradients unless
     ``forward_only``."""
     inp, o, fn = case["inputs"], case["options"], case["function"]
-    kw = dict(_distill_kwargs(o), chunk_size=chunk, student_bias=array(inp.get("student_bias"), dt))
+    kw = dict(distill_kwargs(o), chunk_size=chunk, student_bias=array(inp.get("student_bias"), dt))
     args = [array(inp["student_hidden"], dt), array(inp["student_weight"], dt)]
     if fn == "linear_distill_topk":
         args += [array(inp["topk_indices"]), array(inp["topk_logprobs"], dt)]

@@ -121,7 +121,7 @@ def _run_linear_distill(ck, case):
     for chunk in chunks:
         xs, ws = (_tensor(inp[k], dt, grad=True) for k in ("student_hidden", "student_weight"))
         bs = _tensor(inp.get("student_bias"), dt, grad=True)
-        kw = dict(_distill_kwargs(o), chunk_size=chunk, student_bias=bs)
+        kw = dict(distill_kwargs(o), chunk_size=chunk, student_bias=bs)
         if fn == "linear_distill_topk":
             args = (_tensor(inp["topk_indices"], dt), _tensor(inp["topk_logprobs"], dt))
             kw.update(add_tail=o["add_tail"])

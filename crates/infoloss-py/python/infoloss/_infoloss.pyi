@@ -52,6 +52,14 @@ def uda_consistency_backward(ori_logits: _A, aug_logits: _A, grad_output: _A, op
 def cross_entropy_extras(
     input: _A, target: _A, weight: Optional[_A], options: _Options, grad_output: Optional[_A], grad: bool,
 ) -> Any: ...
+def vocab_parallel_cross_entropy(
+    logits: _A, target: _A, weight: Optional[_A], vocab_start: int, vocab_size: int, options: _Options, group: Any,
+    grad: bool,
+) -> Any: ...
+def vocab_parallel_distill(
+    student: _A, teacher: _A, labels: Optional[_A], vocab_start: int, vocab_size: int, options: _Options, group: Any,
+    grad: bool,
+) -> Any: ...
 def linear_cross_entropy(
     input: _A, linear_weight: _A, target: _A, linear_bias: Optional[_A], weight: Optional[_A], options: _Options,
     grad_output: Optional[_A],
