@@ -97,5 +97,20 @@ pub(crate) fn pack_loss<T: Element>(
     }
 }
 
+/// A class-row loss's results: the loss, when wanted (`(per_row, reduced)`, packed by [`pack_loss`]), and
+/// the input gradient (row-major, of `in_shape`), when computed.
+pub(crate) fn class_results<T: Element>(
+    op: &'static str,
+    reduction: Reduction,
+    out_shape: &[usize],
+    loss: Option<(Vec<T::Acc>, T::Acc)>,
+    grad: Option<Vec<T>>,
+    in_shape: &[usize],
+) -> Result<LossAndGrad<T>> {
+    let loss = loss.map(|(per_row, reduced)| pack_loss::<T>(op, reduction, out_shape, per_row, reduced));
+    let grad = grad.map(|g| array_from_vec(op, in_shape, g));
+    Ok((loss.transpose()?, grad.transpose()?))
+}
+
 /// What a one-pass class-index loss computes: the loss and/or the input gradient.
 pub(crate) type LossAndGrad<T> = (Option<Loss<T>>, Option<ArrayD<T>>);

@@ -47,12 +47,12 @@
 //! implementation kept below (`f64` always uses it) to a few `f32` roundings; [`with_reference_path`]
 //! switches the fast path off on the current thread for tests and benchmarks.
 
-use ndarray::{ArrayView, ArrayViewD, ArrayViewMut, ArrayViewMutD, Dimension};
+use ndarray::{ArrayView, ArrayViewD, Dimension};
 
 use crate::base::outputs::{Outputs, Want};
 use crate::base::shape::unravel;
 use crate::kernels::elementwise::{BceOp, Plan, Scaling, binary_setup};
-use crate::rows::elementwise_rows::{ElementRows, run_elementwise};
+use crate::rows::elementwise_rows::ElementRows;
 use crate::{Element, Error, GradOutput, Loss, Real, Result};
 
 crate::base::path::deprecated_switches!("bce");
@@ -62,7 +62,7 @@ const OP: &str = "binary_cross_entropy";
 pub use crate::options::BceOptions;
 
 super::elementwise_api! {
-    op = OP, run = run, options = BceOptions<'_, T>;
+    op = OP, setup = setup, options = BceOptions<'_, T>;
     /// The loss.
     ///
     /// `((t − 1)·max(log1p(−x), −100) − t·max(ln x, −100))·w`, reduced (see the
@@ -156,62 +156,39 @@ super::elementwise_api! {
     /// assert!((grad[0] + 1.0).abs() < 1e-15 && (grad[1] - 2.5).abs() < 1e-14);
     /// ```
     fn binary_cross_entropy_with_grad;
-}
-
-/// [`binary_cross_entropy_with_grad`] with the gradient written into `input` (the training path:
-/// the probabilities are dead after the loss); returns the loss.
-///
-/// Same formula, gradient, reductions and errors as [`binary_cross_entropy_with_grad`]; on an error
-/// (an input or target outside `[0, 1]` included) `input` is left untouched. For `f32`, `f16` and
-/// `bf16` inputs in standard layout the fused kernel first checks the domain (a pass computing
-/// nothing else), then reads each tile of `input` into L1 and writes its gradient over it, so no
-/// gradient array is allocated; other inputs are computed by [`binary_cross_entropy_with_grad`] and
-/// copied back.
-///
-/// PyTorch: `loss = F.binary_cross_entropy(input, target, ...); loss.backward();
-/// input.copy_(input.grad)` (with the allocation avoided).
-///
-/// # Errors
-///
-/// As [`binary_cross_entropy`].
-///
-/// ```
-/// use infoloss::{binary_cross_entropy_with_grad_in_place, BceOptions};
-/// use ndarray::array;
-/// let mut x = array![0.5f32, 0.8];
-/// let t = array![1.0f32, 0.0];
-/// let loss = binary_cross_entropy_with_grad_in_place(x.view_mut(), t.view(), &BceOptions::default());
-/// // (ln 2 + ln 5) / 2
-/// assert!((loss.unwrap().scalar().unwrap() - 1.151_292_5).abs() < 1e-6);
-/// // (x − t) / (x(1 − x)) / 2
-/// assert!((x[0] + 1.0).abs() < 1e-6 && (x[1] - 2.5).abs() < 1e-5);
-/// // an input outside [0, 1] is an error, and the input stays as it was
-/// let mut bad = array![0.5f32, 1.5];
-/// assert!(binary_cross_entropy_with_grad_in_place(bad.view_mut(), t.view(), &BceOptions::default()).is_err());
-/// assert_eq!(bad, array![0.5f32, 1.5]);
-/// ```
-pub fn binary_cross_entropy_with_grad_in_place<T: Element, D: Dimension, D2: Dimension>(
-    input: ArrayViewMut<'_, T, D>,
-    target: ArrayView<'_, T, D2>,
-    opts: &BceOptions<'_, T>,
-) -> Result<Loss<T>> {
-    in_place_dyn(input.into_dyn(), target.into_dyn(), opts)
-}
-
-/// [`binary_cross_entropy_with_grad_in_place`] of dynamic-rank views.
-#[inline(never)]
-fn in_place_dyn<T: Element>(
-    mut input: ArrayViewMutD<'_, T>,
-    target: ArrayViewD<'_, T>,
-    opts: &BceOptions<'_, T>,
-) -> Result<Loss<T>> {
-    let (plan, rows) = setup(input.shape(), target.shape(), opts)?;
-    if let Some(out) = plan.fast_in_place(fast_op(&plan, rows.eps), &mut input, &target) {
-        return out;
-    }
-    let (loss, grad) = binary_cross_entropy_with_grad(input.view(), target, opts)?;
-    input.assign(&grad);
-    Ok(loss)
+    /// [`binary_cross_entropy_with_grad`] with the gradient written into `input` (the training path:
+    /// the probabilities are dead after the loss); returns the loss.
+    ///
+    /// Same formula, gradient, reductions and errors as [`binary_cross_entropy_with_grad`]; on an error
+    /// (an input or target outside `[0, 1]` included) `input` is left untouched. For `f32`, `f16` and
+    /// `bf16` inputs in standard layout the fused kernel first checks the domain (a pass computing
+    /// nothing else), then reads each tile of `input` into L1 and writes its gradient over it, so no
+    /// gradient array is allocated; other inputs are computed by [`binary_cross_entropy_with_grad`] and
+    /// copied back.
+    ///
+    /// PyTorch: `loss = F.binary_cross_entropy(input, target, ...); loss.backward();
+    /// input.copy_(input.grad)` (with the allocation avoided).
+    ///
+    /// # Errors
+    ///
+    /// As [`binary_cross_entropy`].
+    ///
+    /// ```
+    /// use infoloss::{binary_cross_entropy_with_grad_in_place, BceOptions};
+    /// use ndarray::array;
+    /// let mut x = array![0.5f32, 0.8];
+    /// let t = array![1.0f32, 0.0];
+    /// let loss = binary_cross_entropy_with_grad_in_place(x.view_mut(), t.view(), &BceOptions::default());
+    /// // (ln 2 + ln 5) / 2
+    /// assert!((loss.unwrap().scalar().unwrap() - 1.151_292_5).abs() < 1e-6);
+    /// // (x − t) / (x(1 − x)) / 2
+    /// assert!((x[0] + 1.0).abs() < 1e-6 && (x[1] - 2.5).abs() < 1e-5);
+    /// // an input outside [0, 1] is an error, and the input stays as it was
+    /// let mut bad = array![0.5f32, 1.5];
+    /// assert!(binary_cross_entropy_with_grad_in_place(bad.view_mut(), t.view(), &BceOptions::default()).is_err());
+    /// assert_eq!(bad, array![0.5f32, 1.5]);
+    /// ```
+    fn binary_cross_entropy_with_grad_in_place;
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -279,41 +256,19 @@ impl<A: Real> ElementRows<A> for BceRows<A> {
 // Driver.
 // ----------------------------------------------------------------------------------------------
 
-/// The validated options of one call, in PyTorch's order of checks, and PyTorch's epsilon:
-/// `scalar_t(EPSILON)`, the float 1e-12f rounded to the element type (0 in f16, so there x ∈ {0, 1}
-/// gives ±∞, or NaN where x = t, as in PyTorch).
+/// The validated options of one call, in PyTorch's order of checks, the fused kernel and the reference
+/// rows, with PyTorch's epsilon: `scalar_t(EPSILON)`, the float 1e-12f rounded to the element type (0 in
+/// f16, so there x ∈ {0, 1} gives ±∞, or NaN where x = t, as in PyTorch). Inputs outside [0, 1] are
+/// left by the fused kernel to the reference, which reports the first.
 fn setup<'w, T: Element>(
     input: &[usize],
     target: &[usize],
     opts: &'w BceOptions<'_, T>,
-) -> Result<(Plan<'w, T>, BceRows<T::Acc>)> {
+) -> Result<(Plan<'w, T>, BceOp, BceRows<T::Acc>)> {
     let plan = binary_setup(OP, input, target, opts.reduction, opts.weight.as_ref())?;
-    Ok((plan, BceRows { eps: T::from_acc(T::Acc::bce_eps()).to_acc() }))
-}
-
-/// The fused kernel's formula for a call.
-fn fast_op<T: Element>(plan: &Plan<'_, T>, eps: T::Acc) -> BceOp {
-    BceOp { eps: eps.f64() as f32, scaling: Scaling::of(plan) }
-}
-
-/// The loss and the gradients `want` asks for.
-#[inline(never)]
-fn run<T: Element>(
-    input: ArrayViewD<'_, T>,
-    target: ArrayViewD<'_, T>,
-    opts: &BceOptions<'_, T>,
-    grad_output: Option<&GradOutput<'_, T>>,
-    want: Want,
-) -> Result<Outputs<T>> {
-    let (plan, rows) = setup(input.shape(), target.shape(), opts)?;
-    // (inputs outside [0, 1] are left by the fast path to the reference, which reports the first)
-    let fast = Some(fast_op(&plan, rows.eps));
-    run_elementwise(&plan, fast, &rows, &input, &target, [&plan.shape; 2], grad_output, want)
-}
-
-compiled_here! {
-    in_place_dyn: fn(ArrayViewMutD<'_, T>, ArrayViewD<'_, T>, &BceOptions<'_, T>) -> Result<Loss<T>>;
-    run: fn(ArrayViewD<'_, T>, ArrayViewD<'_, T>, &BceOptions<'_, T>, Option<&GradOutput<'_, T>>, Want) -> Result<Outputs<T>>;
+    let eps = T::from_acc(T::Acc::bce_eps()).to_acc();
+    let fast = BceOp { eps: eps.f64() as f32, scaling: Scaling::of(&plan) };
+    Ok((plan, fast, BceRows { eps }))
 }
 
 #[cfg(test)]

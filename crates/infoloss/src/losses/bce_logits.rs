@@ -43,12 +43,12 @@
 //! always uses it) to a few `f32` roundings; [`with_reference_path`] switches the fast path off on the
 //! current thread for tests and benchmarks.
 
-use ndarray::{ArrayView, ArrayViewD, ArrayViewMut, ArrayViewMutD, Dimension};
+use ndarray::{ArrayView, ArrayViewD, Dimension};
 
 use crate::base::outputs::{Outputs, Want};
 use crate::base::shape::broadcast_into;
 use crate::kernels::elementwise::{BceLogitsOp, Plan, Scaling, binary_setup};
-use crate::rows::elementwise_rows::{ElementRows, run_elementwise};
+use crate::rows::elementwise_rows::ElementRows;
 use crate::{Element, GradOutput, Loss, Real, Result};
 
 crate::base::path::deprecated_switches!("bce_logits");
@@ -58,7 +58,7 @@ const OP: &str = "binary_cross_entropy_with_logits";
 pub use crate::options::BceWithLogitsOptions;
 
 super::elementwise_api! {
-    op = OP, run = run, options = BceWithLogitsOptions<'_, T>;
+    op = OP, setup = setup, options = BceWithLogitsOptions<'_, T>;
     /// The loss.
     ///
     /// `((1 − t)·x − lw·logσ(x))·w` with `lw = (p − 1)·t + 1` when `pos_weight` is given, reduced (see the
@@ -150,56 +150,33 @@ super::elementwise_api! {
     /// assert_eq!(grad, array![-0.25, 0.25].into_dyn()); // (σ(0) − t) / 2
     /// ```
     fn binary_cross_entropy_with_logits_with_grad;
-}
-
-/// [`binary_cross_entropy_with_logits_with_grad`] with the gradient written into `input` (the
-/// training path: the logits are dead after the loss); returns the loss.
-///
-/// Same formula, gradient, reductions and errors as [`binary_cross_entropy_with_logits_with_grad`]; on
-/// an error `input` is left untouched. For `f32`, `f16` and `bf16` inputs in standard layout the
-/// fused kernel reads each tile of `input` into L1 and writes its gradient over it, so no gradient
-/// array is allocated; other inputs are computed by [`binary_cross_entropy_with_logits_with_grad`]
-/// and copied back.
-///
-/// PyTorch: `loss = F.binary_cross_entropy_with_logits(input, target, ...); loss.backward();
-/// input.copy_(input.grad)` (with the allocation avoided).
-///
-/// # Errors
-///
-/// As [`binary_cross_entropy_with_logits`].
-///
-/// ```
-/// use infoloss::{binary_cross_entropy_with_logits_with_grad_in_place, BceWithLogitsOptions};
-/// use ndarray::array;
-/// let mut x = array![0.0f32, 0.0];
-/// let t = array![1.0f32, 0.0];
-/// let opts = BceWithLogitsOptions::default();
-/// let loss = binary_cross_entropy_with_logits_with_grad_in_place(x.view_mut(), t.view(), &opts).unwrap();
-/// assert!((loss.scalar().unwrap() - std::f32::consts::LN_2).abs() < 1e-7);
-/// assert_eq!(x, array![-0.25f32, 0.25]); // (σ(0) − t) / 2
-/// ```
-pub fn binary_cross_entropy_with_logits_with_grad_in_place<T: Element, D: Dimension, D2: Dimension>(
-    input: ArrayViewMut<'_, T, D>,
-    target: ArrayView<'_, T, D2>,
-    opts: &BceWithLogitsOptions<'_, T>,
-) -> Result<Loss<T>> {
-    in_place_dyn(input.into_dyn(), target.into_dyn(), opts)
-}
-
-/// [`binary_cross_entropy_with_logits_with_grad_in_place`] of dynamic-rank views.
-#[inline(never)]
-fn in_place_dyn<T: Element>(
-    mut input: ArrayViewMutD<'_, T>,
-    target: ArrayViewD<'_, T>,
-    opts: &BceWithLogitsOptions<'_, T>,
-) -> Result<Loss<T>> {
-    let plan = setup(input.shape(), target.shape(), opts)?;
-    if let Some(out) = plan.fast_in_place(fast_op(&plan), &mut input, &target) {
-        return out;
-    }
-    let (loss, grad) = binary_cross_entropy_with_logits_with_grad(input.view(), target, opts)?;
-    input.assign(&grad);
-    Ok(loss)
+    /// [`binary_cross_entropy_with_logits_with_grad`] with the gradient written into `input` (the
+    /// training path: the logits are dead after the loss); returns the loss.
+    ///
+    /// Same formula, gradient, reductions and errors as [`binary_cross_entropy_with_logits_with_grad`]; on
+    /// an error `input` is left untouched. For `f32`, `f16` and `bf16` inputs in standard layout the
+    /// fused kernel reads each tile of `input` into L1 and writes its gradient over it, so no gradient
+    /// array is allocated; other inputs are computed by [`binary_cross_entropy_with_logits_with_grad`]
+    /// and copied back.
+    ///
+    /// PyTorch: `loss = F.binary_cross_entropy_with_logits(input, target, ...); loss.backward();
+    /// input.copy_(input.grad)` (with the allocation avoided).
+    ///
+    /// # Errors
+    ///
+    /// As [`binary_cross_entropy_with_logits`].
+    ///
+    /// ```
+    /// use infoloss::{binary_cross_entropy_with_logits_with_grad_in_place, BceWithLogitsOptions};
+    /// use ndarray::array;
+    /// let mut x = array![0.0f32, 0.0];
+    /// let t = array![1.0f32, 0.0];
+    /// let opts = BceWithLogitsOptions::default();
+    /// let loss = binary_cross_entropy_with_logits_with_grad_in_place(x.view_mut(), t.view(), &opts).unwrap();
+    /// assert!((loss.scalar().unwrap() - std::f32::consts::LN_2).abs() < 1e-7);
+    /// assert_eq!(x, array![-0.25f32, 0.25]); // (σ(0) − t) / 2
+    /// ```
+    fn binary_cross_entropy_with_logits_with_grad_in_place;
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -291,41 +268,18 @@ impl<A: Real> ElementRows<A> for LogitsRows {
 }
 
 /// The validated options of one call, in PyTorch's order of checks, with the `pos_weight` broadcast
-/// into the input's shape.
+/// into the input's shape; the fused kernel and the reference rows.
 fn setup<'w, T: Element>(
     input: &[usize],
     target: &[usize],
     opts: &'w BceWithLogitsOptions<'_, T>,
-) -> Result<Plan<'w, T>> {
+) -> Result<(Plan<'w, T>, BceLogitsOp, LogitsRows)> {
     let mut plan = binary_setup(OP, input, target, opts.reduction, opts.weight.as_ref())?;
     if let Some(p) = &opts.pos_weight {
         plan.pos_weight = Some(broadcast_into(OP, "pos_weight", p, "input", &plan.shape)?);
     }
-    Ok(plan)
-}
-
-/// The fused kernel's formula for a call.
-fn fast_op<T: Element>(plan: &Plan<'_, T>) -> BceLogitsOp {
-    BceLogitsOp { pos_weighted: plan.pos_weight.is_some(), scaling: Scaling::of(plan) }
-}
-
-/// The loss and the gradients `want` asks for.
-#[inline(never)]
-fn run<T: Element>(
-    input: ArrayViewD<'_, T>,
-    target: ArrayViewD<'_, T>,
-    opts: &BceWithLogitsOptions<'_, T>,
-    grad_output: Option<&GradOutput<'_, T>>,
-    want: Want,
-) -> Result<Outputs<T>> {
-    let plan = setup(input.shape(), target.shape(), opts)?;
-    let fast = Some(fast_op(&plan));
-    run_elementwise(&plan, fast, &LogitsRows, &input, &target, [&plan.shape; 2], grad_output, want)
-}
-
-compiled_here! {
-    in_place_dyn: fn(ArrayViewMutD<'_, T>, ArrayViewD<'_, T>, &BceWithLogitsOptions<'_, T>) -> Result<Loss<T>>;
-    run: fn(ArrayViewD<'_, T>, ArrayViewD<'_, T>, &BceWithLogitsOptions<'_, T>, Option<&GradOutput<'_, T>>, Want) -> Result<Outputs<T>>;
+    let fast = BceLogitsOp { pos_weighted: plan.pos_weight.is_some(), scaling: Scaling::of(&plan) };
+    Ok((plan, fast, LogitsRows))
 }
 
 #[cfg(test)]

@@ -55,7 +55,7 @@
 //! off on the current thread for tests and benchmarks.
 
 use crate::base::shape::ensure_shapes;
-use ndarray::{ArrayView, ArrayViewD, ArrayViewMut, ArrayViewMutD, Dimension, IxDyn};
+use ndarray::{ArrayView, ArrayViewD, Dimension, IxDyn};
 
 use crate::base::array::try_vec;
 use crate::base::outputs::{Outputs, Want};
@@ -167,67 +167,46 @@ super::elementwise_api! {
     /// assert_eq!(grad, array![[-0.125, -0.375], [-0.25, -0.25]].into_dyn());
     /// ```
     fn kl_div_with_grad;
-}
-
-/// [`kl_div_with_grad`] with the gradient written into `input` (the training path: the
-/// log-probabilities are dead after the loss); returns the loss.
-///
-/// Same formula, gradient, reductions and errors as [`kl_div_with_grad`]; on an error `input` is
-/// left untouched. `input` must have the broadcast shape of the two arguments (a `target` that would
-/// broadcast `input` to a larger shape is an error naming both shapes, since the gradient could not
-/// be written in place). For `f32`, `f16` and `bf16` inputs in standard layout the fused kernel
-/// reads each tile of `input` into L1 and writes its gradient over it, so no gradient array is
-/// allocated; other inputs are computed by [`kl_div_with_grad`] and copied back.
-///
-/// PyTorch: `loss = F.kl_div(input, target, ...); loss.backward(); input.copy_(input.grad)` (with the
-/// allocation avoided).
-///
-/// # Errors
-///
-/// As [`kl_div`], plus [`Error::ShapeMismatch`] when the broadcast shape is not `input`'s.
-///
-/// ```
-/// use infoloss::{kl_div_with_grad_in_place, KlDivOptions, Reduction};
-/// use ndarray::array;
-/// let mut x = array![[-1.0f32, -0.5], [-0.7, -0.7]];
-/// let t = array![[0.25f32, 0.75], [0.5, 0.5]];
-/// let opts = KlDivOptions { reduction: Reduction::BatchMean, ..Default::default() };
-/// let loss = kl_div_with_grad_in_place(x.view_mut(), t.view(), &opts).unwrap();
-/// assert!((loss.scalar().unwrap() - 0.034_758_84).abs() < 1e-6);
-/// // ∂/∂x = −t / 2
-/// assert_eq!(x, array![[-0.125f32, -0.375], [-0.25, -0.25]]);
-/// ```
-pub fn kl_div_with_grad_in_place<T: Element, D: Dimension, D2: Dimension>(
-    input: ArrayViewMut<'_, T, D>,
-    target: ArrayView<'_, T, D2>,
-    opts: &KlDivOptions,
-) -> Result<Loss<T>> {
-    in_place_dyn(input.into_dyn(), target.into_dyn(), opts)
-}
-
-/// [`kl_div_with_grad_in_place`] of dynamic-rank views.
-#[inline(never)]
-fn in_place_dyn<T: Element>(
-    mut input: ArrayViewMutD<'_, T>,
-    target: ArrayViewD<'_, T>,
-    opts: &KlDivOptions,
-) -> Result<Loss<T>> {
-    let plan = plan::<T>(input.shape(), target.shape(), opts.reduction)?;
-    ensure_shapes(
-        plan.shape == input.shape(),
-        OP,
-        ("input", input.shape()),
-        ("target", target.shape()),
-        "broadcast to a shape larger than input's, so the gradient cannot be written in place",
-    )?;
-    if let Some(tb) = target.broadcast(IxDyn(&plan.shape)) {
-        if let Some(out) = plan.fast_in_place(KlOp { log_target: opts.log_target }, &mut input, &tb) {
-            return out;
-        }
+    /// [`kl_div_with_grad`] with the gradient written into `input` (the training path: the
+    /// log-probabilities are dead after the loss); returns the loss.
+    ///
+    /// Same formula, gradient, reductions and errors as [`kl_div_with_grad`]; on an error `input` is
+    /// left untouched. `input` must have the broadcast shape of the two arguments (a `target` that would
+    /// broadcast `input` to a larger shape is an error naming both shapes, since the gradient could not
+    /// be written in place). For `f32`, `f16` and `bf16` inputs in standard layout the fused kernel
+    /// reads each tile of `input` into L1 and writes its gradient over it, so no gradient array is
+    /// allocated; other inputs are computed by [`kl_div_with_grad`] and copied back.
+    ///
+    /// PyTorch: `loss = F.kl_div(input, target, ...); loss.backward(); input.copy_(input.grad)` (with the
+    /// allocation avoided).
+    ///
+    /// # Errors
+    ///
+    /// As [`kl_div`], plus [`Error::ShapeMismatch`] when the broadcast shape is not `input`'s.
+    ///
+    /// ```
+    /// use infoloss::{kl_div_with_grad_in_place, KlDivOptions, Reduction};
+    /// use ndarray::array;
+    /// let mut x = array![[-1.0f32, -0.5], [-0.7, -0.7]];
+    /// let t = array![[0.25f32, 0.75], [0.5, 0.5]];
+    /// let opts = KlDivOptions { reduction: Reduction::BatchMean, ..Default::default() };
+    /// let loss = kl_div_with_grad_in_place(x.view_mut(), t.view(), &opts).unwrap();
+    /// assert!((loss.scalar().unwrap() - 0.034_758_84).abs() < 1e-6);
+    /// // ∂/∂x = −t / 2
+    /// assert_eq!(x, array![[-0.125f32, -0.375], [-0.25, -0.25]]);
+    /// ```
+    fn kl_div_with_grad_in_place via |input, target, opts| {
+        let plan = plan::<T>(input.shape(), target.shape(), opts.reduction)?;
+        ensure_shapes(
+            plan.shape == input.shape(),
+            OP,
+            ("input", input.shape()),
+            ("target", target.shape()),
+            "broadcast to a shape larger than input's, so the gradient cannot be written in place",
+        )?;
+        let Some(tb) = target.broadcast(IxDyn(&plan.shape)) else { return Ok(None) };
+        plan.fast_in_place(KlOp { log_target: opts.log_target }, input, &tb).transpose()
     }
-    let (loss, grad) = kl_div_with_grad(input.view(), target, opts)?;
-    input.assign(&grad);
-    Ok(loss)
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -410,11 +389,6 @@ fn run<T: Element>(
     let rows = KlRows { log_target: opts.log_target };
     let fast = fast.then_some(KlOp { log_target: opts.log_target });
     run_elementwise(&plan, fast, &rows, &xb, &tb, [input.shape(), target.shape()], grad_output, want)
-}
-
-compiled_here! {
-    in_place_dyn: fn(ArrayViewMutD<'_, T>, ArrayViewD<'_, T>, &KlDivOptions) -> Result<Loss<T>>;
-    run: fn(ArrayViewD<'_, T>, ArrayViewD<'_, T>, &KlDivOptions, Option<&GradOutput<'_, T>>, Want) -> Result<Outputs<T>>;
 }
 
 #[cfg(test)]

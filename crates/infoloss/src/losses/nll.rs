@@ -7,13 +7,14 @@
 //! This module also holds the target validation and reduction bookkeeping that
 //! [`cross_entropy`](crate::cross_entropy()) shares.
 
+use super::ClassCall;
 use crate::base::class_targets::index_targets;
-use crate::base::outputs::{LossAndGrad, mean_of, pack_loss};
+use crate::base::outputs::{LossAndGrad, class_results, mean_of};
 use crate::base::upstream::RowUpstream as Upstream;
-use ndarray::{ArrayView, ArrayViewD, Dimension};
+use ndarray::{ArrayView, Dimension};
 use num_traits::Zero;
 
-use crate::base::array::{array_from_vec, row_major, try_vec};
+use crate::base::array::{row_major, try_vec};
 use crate::{Element, Error, GradOutput, Loss, Real, Reduction, Result};
 
 pub use crate::options::NllOptions;
@@ -24,14 +25,8 @@ pub use crate::options::NllOptions;
 
 /// Forward and/or backward of nll_loss in one pass over the rows.
 #[inline(never)]
-fn nll_core<T: Element>(
-    op: &'static str,
-    input: ArrayViewD<'_, T>,
-    target: ArrayViewD<'_, i64>,
-    opts: &NllOptions<'_, T>,
-    want_loss: bool,
-    grad_output: Option<&GradOutput<'_, T>>,
-) -> Result<LossAndGrad<T>> {
+fn nll_core<T: Element>(call: ClassCall<'_, '_, T, i64, NllOptions<'_, T>>) -> Result<LossAndGrad<T>> {
+    let ClassCall { op, input, target, opts, want_loss, grad_output } = call;
     let reduction = opts.reduction.reject_batchmean(op)?;
     let tg = index_targets::<T>(op, input.shape(), &target, opts.weight.as_ref(), opts.ignore_index)?;
     let up = match grad_output {
@@ -84,17 +79,12 @@ fn nll_core<T: Element>(
         }
     }
 
-    let loss = if want_loss {
-        let reduced = match reduction {
-            Reduction::Mean => mean_of(sum, tg.total_weight, rows),
-            _ => sum,
-        };
-        Some(pack_loss::<T>(op, reduction, &tg.out_shape, per_row, T::Acc::c(reduced))?)
-    } else {
-        None
+    let reduced = match reduction {
+        Reduction::Mean => mean_of(sum, tg.total_weight, rows),
+        _ => sum,
     };
-    let grad = grad.map(|g| array_from_vec(op, input.shape(), g)).transpose()?;
-    Ok((loss, grad))
+    let loss = want_loss.then(|| (per_row, T::Acc::c(reduced)));
+    class_results(op, reduction, &tg.out_shape, loss, grad, input.shape())
 }
 
 super::class_api! {
@@ -209,33 +199,13 @@ super::class_api! {
     fn nll_loss_with_grad;
 }
 
-compiled_here! {
-    nll_core: fn(&'static str, ArrayViewD<'_, T>, ArrayViewD<'_, i64>, &NllOptions<'_, T>, bool, Option<&GradOutput<'_, T>>) -> Result<LossAndGrad<T>>;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use ndarray::ArrayD;
-    use ndarray::{Array, IxDyn, array};
+    use ndarray::{IxDyn, array};
 
     const NAN: f64 = f64::NAN;
-
-    #[test]
-    fn spec_weight_example() {
-        // spec §2 (torch 2.15): w = [1, 2, 3, 4], y = [0, 3, ignored], W = 5 → grad -0.2 and -0.8
-        let x = Array::from_shape_fn((3, 4), |(i, j)| (i * 4 + j) as f64 / 10.0);
-        let w = array![1.0, 2.0, 3.0, 4.0];
-        let opts = NllOptions { weight: Some(w.view()), ..Default::default() };
-        let y = array![0i64, 3, -100];
-        let (loss, g) = nll_loss_with_grad(x.view(), y.view(), &opts).unwrap();
-        // (-(1·0.0) - 4·0.7) / 5
-        assert!((loss.scalar().unwrap() - -0.56).abs() < 1e-15);
-        let mut expect = ArrayD::<f64>::zeros(IxDyn(&[3, 4]));
-        expect[[0, 0]] = -0.2;
-        expect[[1, 3]] = -0.8;
-        assert_eq!(g, expect);
-    }
 
     #[test]
     fn empty_and_all_ignored() {

@@ -34,61 +34,34 @@ fn lift<'a, T>(op: &'static str, x: ArrayViewD<'a, T>, dim: isize) -> Result<(Ar
     if x.ndim() == 0 { Ok((x.insert_axis(Axis(0)), 0)) } else { Ok((x, axis)) }
 }
 
-/// Applies `f` to every lane of `x` along `axis`, in the compute type, into a new array of `x`'s shape.
-fn map_lanes<T: Element>(
-    x: &ArrayViewD<'_, T>,
+/// Applies `f` to the lanes along `axis` of `K` arrays of one shape (an input; or an output and its
+/// upstream gradient), in the compute type, into a new array of that shape.
+fn map_lanes<T: Element, const K: usize>(
+    args: [&ArrayViewD<'_, T>; K],
     axis: usize,
-    mut f: impl FnMut(&[T::Acc], &mut [T::Acc]),
+    mut f: impl FnMut([&[T::Acc]; K], &mut [T::Acc]),
 ) -> ArrayD<T> {
-    if x.is_empty() {
+    let shape = args.first().map_or(IxDyn(&[0]), |a| a.raw_dim());
+    if shape.size() == 0 {
         // No element to compute, however many (empty) lanes there are: do not visit them.
-        return ArrayD::default(x.raw_dim());
+        return ArrayD::default(shape);
     }
-    let n = x.len_of(Axis(axis));
-    let mut xs = vec![T::Acc::zero(); n];
+    let n = shape[axis];
+    let mut bufs: [Vec<T::Acc>; K] = std::array::from_fn(|_| vec![T::Acc::zero(); n]);
     let mut ys = vec![T::Acc::zero(); n];
-    let mut out = ArrayD::<T>::default(x.raw_dim());
-    Zip::from(out.lanes_mut(Axis(axis))).and(x.lanes(Axis(axis))).for_each(|mut o, i| {
-        for (s, v) in xs.iter_mut().zip(i.iter()) {
-            *s = v.to_acc();
+    let mut out = ArrayD::<T>::default(shape);
+    let mut lanes = args.map(|a| a.lanes(Axis(axis)).into_iter());
+    for mut o in out.lanes_mut(Axis(axis)) {
+        for (buf, lane) in bufs.iter_mut().zip(lanes.iter_mut()) {
+            for (s, v) in buf.iter_mut().zip(lane.next().into_iter().flatten()) {
+                *s = v.to_acc();
+            }
         }
-        f(&xs, &mut ys);
+        f(std::array::from_fn(|k| bufs[k].as_slice()), &mut ys);
         for (o, &y) in o.iter_mut().zip(&ys) {
             *o = T::from_acc(y);
         }
-    });
-    out
-}
-
-/// Like [`map_lanes`] for two arrays of the same shape (an output and its upstream gradient).
-fn map_lanes2<T: Element>(
-    a: &ArrayViewD<'_, T>,
-    b: &ArrayViewD<'_, T>,
-    axis: usize,
-    mut f: impl FnMut(&[T::Acc], &[T::Acc], &mut [T::Acc]),
-) -> ArrayD<T> {
-    if a.is_empty() {
-        return ArrayD::default(a.raw_dim());
     }
-    let n = a.len_of(Axis(axis));
-    let mut xs = vec![T::Acc::zero(); n];
-    let mut gs = vec![T::Acc::zero(); n];
-    let mut ys = vec![T::Acc::zero(); n];
-    let mut out = ArrayD::<T>::default(a.raw_dim());
-    Zip::from(out.lanes_mut(Axis(axis))).and(a.lanes(Axis(axis))).and(b.lanes(Axis(axis))).for_each(
-        |mut o, ra, rb| {
-            for (s, v) in xs.iter_mut().zip(ra.iter()) {
-                *s = v.to_acc();
-            }
-            for (s, v) in gs.iter_mut().zip(rb.iter()) {
-                *s = v.to_acc();
-            }
-            f(&xs, &gs, &mut ys);
-            for (o, &y) in o.iter_mut().zip(&ys) {
-                *o = T::from_acc(y);
-            }
-        },
-    );
     out
 }
 
@@ -255,100 +228,140 @@ fn logsumexp_backward_dyn<T: Element>(
     Ok(unlift(out, was_scalar))
 }
 
-/// Log-softmax along `dim`.
-///
-/// # Formula
-///
-/// `y = (x − m) − ln Σ_dim exp(x − m)`, `m = max_dim x` (PyTorch's CPU order of operations, computed
-/// in `f32` for `f16`/`bf16`). A row that is all `−inf` or contains `+inf` or NaN gives NaN.
-///
-/// # Gradient
-///
-/// `∂/∂x (g·y) = g − softmax(x)·Σ_dim g`; see [`log_softmax_backward`].
-///
-/// # PyTorch
-///
-/// `torch.nn.functional.log_softmax(input, dim)`.
-///
-/// # Errors
-///
-/// [`Error::InvalidOption`] naming `dim` when it is out of range.
-///
-/// # Example
-///
-/// ```
-/// use infoloss::{log_softmax, ndarray::array};
-/// // F.log_softmax(torch.tensor([1., 2., 3.], dtype=torch.float64), 0)
-/// let y = log_softmax(array![1.0f64, 2.0, 3.0].view(), 0).unwrap();
-/// assert!((y[2] - (-0.4076059644443806)).abs() < 1e-15);
-/// assert!((y[0] - (-2.4076059644443806)).abs() < 1e-15);
-/// ```
-pub fn log_softmax<T: Element, D: Dimension>(input: ArrayView<'_, T, D>, dim: isize) -> Result<ArrayD<T>> {
-    softmax_dyn("log_softmax", input.into_dyn(), dim, true)
+/// A softmax and its gradient: the public functions of `softmax` and `log_softmax` (`log`), the op named
+/// in errors being the function's name.
+macro_rules! softmax_api {
+    (log = $log:literal; $(#[$fm:meta])* fn $f:ident; $(#[$bm:meta])* fn $backward:ident;) => {
+        $(#[$fm])*
+        pub fn $f<T: Element, D: Dimension>(input: ArrayView<'_, T, D>, dim: isize) -> Result<ArrayD<T>> {
+            softmax_dyn(stringify!($f), input.into_dyn(), dim, $log)
+        }
+
+        $(#[$bm])*
+        pub fn $backward<T: Element, D: Dimension, D2: Dimension>(
+            output: ArrayView<'_, T, D>,
+            grad_output: ArrayView<'_, T, D2>,
+            dim: isize,
+        ) -> Result<ArrayD<T>> {
+            backward_dyn(stringify!($backward), output.into_dyn(), grad_output.into_dyn(), dim, $log)
+        }
+    };
 }
 
-/// Gradient of [`log_softmax`], computed from its output `y`.
-///
-/// # Formula
-///
-/// `grad = g − exp(y) · Σ_dim g`.
-///
-/// # PyTorch
-///
-/// `torch.ops.aten._log_softmax_backward_data(grad_output, output, dim, dtype)`.
-///
-/// # Errors
-///
-/// [`Error::InvalidOption`] for a bad `dim`; [`Error::ShapeMismatch`] naming both shapes when
-/// `grad_output` and `output` differ.
-///
-/// # Example
-///
-/// ```
-/// use infoloss::{log_softmax, log_softmax_backward, ndarray::array};
-/// let y = log_softmax(array![0.0f64, 0.0].view(), 0).unwrap();
-/// let grad = log_softmax_backward(y.view(), array![1.0f64, 0.0].view(), 0).unwrap();
-/// // [1 − 0.5, 0 − 0.5]
-/// assert!((grad[0] - 0.5).abs() < 1e-15 && (grad[1] + 0.5).abs() < 1e-15);
-/// ```
-pub fn log_softmax_backward<T: Element, D: Dimension, D2: Dimension>(
-    output: ArrayView<'_, T, D>,
-    grad_output: ArrayView<'_, T, D2>,
-    dim: isize,
-) -> Result<ArrayD<T>> {
-    backward_dyn("log_softmax_backward", output.into_dyn(), grad_output.into_dyn(), dim, true)
+softmax_api! {
+    log = true;
+    /// Log-softmax along `dim`.
+    ///
+    /// # Formula
+    ///
+    /// `y = (x − m) − ln Σ_dim exp(x − m)`, `m = max_dim x` (PyTorch's CPU order of operations, computed
+    /// in `f32` for `f16`/`bf16`). A row that is all `−inf` or contains `+inf` or NaN gives NaN.
+    ///
+    /// # Gradient
+    ///
+    /// `∂/∂x (g·y) = g − softmax(x)·Σ_dim g`; see [`log_softmax_backward`].
+    ///
+    /// # PyTorch
+    ///
+    /// `torch.nn.functional.log_softmax(input, dim)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOption`] naming `dim` when it is out of range.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use infoloss::{log_softmax, ndarray::array};
+    /// // F.log_softmax(torch.tensor([1., 2., 3.], dtype=torch.float64), 0)
+    /// let y = log_softmax(array![1.0f64, 2.0, 3.0].view(), 0).unwrap();
+    /// assert!((y[2] - (-0.4076059644443806)).abs() < 1e-15);
+    /// assert!((y[0] - (-2.4076059644443806)).abs() < 1e-15);
+    /// ```
+    fn log_softmax;
+    /// Gradient of [`log_softmax`], computed from its output `y`.
+    ///
+    /// # Formula
+    ///
+    /// `grad = g − exp(y) · Σ_dim g`.
+    ///
+    /// # PyTorch
+    ///
+    /// `torch.ops.aten._log_softmax_backward_data(grad_output, output, dim, dtype)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOption`] for a bad `dim`; [`Error::ShapeMismatch`] naming both shapes when
+    /// `grad_output` and `output` differ.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use infoloss::{log_softmax, log_softmax_backward, ndarray::array};
+    /// let y = log_softmax(array![0.0f64, 0.0].view(), 0).unwrap();
+    /// let grad = log_softmax_backward(y.view(), array![1.0f64, 0.0].view(), 0).unwrap();
+    /// // [1 − 0.5, 0 − 0.5]
+    /// assert!((grad[0] - 0.5).abs() < 1e-15 && (grad[1] + 0.5).abs() < 1e-15);
+    /// ```
+    fn log_softmax_backward;
 }
 
-/// Softmax along `dim`.
-///
-/// # Formula
-///
-/// `s = exp(x − m) · (1 / Σ_dim exp(x − m))`, `m = max_dim x`. A row that is all `−inf` or
-/// contains `+inf` or NaN gives NaN.
-///
-/// # Gradient
-///
-/// `∂/∂x (g·s) = s·(g − Σ_dim g·s)`; see [`softmax_backward`].
-///
-/// # PyTorch
-///
-/// `torch.nn.functional.softmax(input, dim)`.
-///
-/// # Errors
-///
-/// [`Error::InvalidOption`] naming `dim` when it is out of range.
-///
-/// # Example
-///
-/// ```
-/// use infoloss::{softmax, ndarray::array};
-/// // F.softmax(torch.tensor([[1., 2., 3.]], dtype=torch.float64), 1)
-/// let s = softmax(array![[1.0f64, 2.0, 3.0]].view(), 1).unwrap();
-/// assert!((s[[0, 2]] - 0.6652409557748218).abs() < 1e-15);
-/// assert!((s.sum() - 1.0).abs() < 1e-15);
-/// ```
-pub fn softmax<T: Element, D: Dimension>(input: ArrayView<'_, T, D>, dim: isize) -> Result<ArrayD<T>> {
-    softmax_dyn("softmax", input.into_dyn(), dim, false)
+softmax_api! {
+    log = false;
+    /// Softmax along `dim`.
+    ///
+    /// # Formula
+    ///
+    /// `s = exp(x − m) · (1 / Σ_dim exp(x − m))`, `m = max_dim x`. A row that is all `−inf` or
+    /// contains `+inf` or NaN gives NaN.
+    ///
+    /// # Gradient
+    ///
+    /// `∂/∂x (g·s) = s·(g − Σ_dim g·s)`; see [`softmax_backward`].
+    ///
+    /// # PyTorch
+    ///
+    /// `torch.nn.functional.softmax(input, dim)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOption`] naming `dim` when it is out of range.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use infoloss::{softmax, ndarray::array};
+    /// // F.softmax(torch.tensor([[1., 2., 3.]], dtype=torch.float64), 1)
+    /// let s = softmax(array![[1.0f64, 2.0, 3.0]].view(), 1).unwrap();
+    /// assert!((s[[0, 2]] - 0.6652409557748218).abs() < 1e-15);
+    /// assert!((s.sum() - 1.0).abs() < 1e-15);
+    /// ```
+    fn softmax;
+    /// Gradient of [`softmax`], computed from its output `s`.
+    ///
+    /// # Formula
+    ///
+    /// `grad = (g − Σ_dim g·s) · s`.
+    ///
+    /// # PyTorch
+    ///
+    /// `torch.ops.aten._softmax_backward_data(grad_output, output, dim, dtype)`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidOption`] for a bad `dim`; [`Error::ShapeMismatch`] naming both shapes when
+    /// `grad_output` and `output` differ.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use infoloss::{softmax_backward, ndarray::array};
+    /// let s = array![0.25f64, 0.75];
+    /// let grad = softmax_backward(s.view(), array![1.0f64, 0.0].view(), 0).unwrap();
+    /// // Σ g·s = 0.25 → [(1 − 0.25)·0.25, (0 − 0.25)·0.75]
+    /// assert_eq!(grad, array![0.1875, -0.1875].into_dyn());
+    /// ```
+    fn softmax_backward;
 }
 
 /// [`softmax`] (or, with `log`, [`log_softmax`]) of a dynamic-rank view.
@@ -365,42 +378,10 @@ fn softmax_dyn<T: Element>(
         return Ok(unlift(out, was_scalar));
     }
     let out = match log {
-        true => map_lanes(&x, axis, row_log_softmax),
-        false => map_lanes(&x, axis, row_softmax),
+        true => map_lanes([&x], axis, |[x], out| row_log_softmax(x, out)),
+        false => map_lanes([&x], axis, |[x], out| row_softmax(x, out)),
     };
     Ok(unlift(out, was_scalar))
-}
-
-/// Gradient of [`softmax`], computed from its output `s`.
-///
-/// # Formula
-///
-/// `grad = (g − Σ_dim g·s) · s`.
-///
-/// # PyTorch
-///
-/// `torch.ops.aten._softmax_backward_data(grad_output, output, dim, dtype)`.
-///
-/// # Errors
-///
-/// [`Error::InvalidOption`] for a bad `dim`; [`Error::ShapeMismatch`] naming both shapes when
-/// `grad_output` and `output` differ.
-///
-/// # Example
-///
-/// ```
-/// use infoloss::{softmax_backward, ndarray::array};
-/// let s = array![0.25f64, 0.75];
-/// let grad = softmax_backward(s.view(), array![1.0f64, 0.0].view(), 0).unwrap();
-/// // Σ g·s = 0.25 → [(1 − 0.25)·0.25, (0 − 0.25)·0.75]
-/// assert_eq!(grad, array![0.1875, -0.1875].into_dyn());
-/// ```
-pub fn softmax_backward<T: Element, D: Dimension, D2: Dimension>(
-    output: ArrayView<'_, T, D>,
-    grad_output: ArrayView<'_, T, D2>,
-    dim: isize,
-) -> Result<ArrayD<T>> {
-    backward_dyn("softmax_backward", output.into_dyn(), grad_output.into_dyn(), dim, false)
 }
 
 /// [`softmax_backward`] (or, with `log`, [`log_softmax_backward`]) of dynamic-rank views.
@@ -411,20 +392,6 @@ fn backward_dyn<T: Element>(
     grad_output: ArrayViewD<'_, T>,
     dim: isize,
     log: bool,
-) -> Result<ArrayD<T>> {
-    match log {
-        true => backward_same_shape(op, output, grad_output, dim, true, row_log_softmax_backward),
-        false => backward_same_shape(op, output, grad_output, dim, false, row_softmax_backward),
-    }
-}
-
-fn backward_same_shape<T: Element>(
-    op: &'static str,
-    output: ArrayViewD<'_, T>,
-    grad_output: ArrayViewD<'_, T>,
-    dim: isize,
-    log: bool,
-    f: impl FnMut(&[T::Acc], &[T::Acc], &mut [T::Acc]),
 ) -> Result<ArrayD<T>> {
     let was_scalar = output.ndim() == 0;
     let axis = normalize_axis(op, dim, output.ndim())?;
@@ -437,7 +404,11 @@ fn backward_same_shape<T: Element>(
     if let Some(out) = fast::row_backward(op, &y, &g, axis, log)? {
         return Ok(unlift(out, was_scalar));
     }
-    Ok(unlift(map_lanes2(&y, &g, axis, f), was_scalar))
+    let out = match log {
+        true => map_lanes([&y, &g], axis, |[y, g], out| row_log_softmax_backward(y, g, out)),
+        false => map_lanes([&y, &g], axis, |[y, g], out| row_softmax_backward(y, g, out)),
+    };
+    Ok(unlift(out, was_scalar))
 }
 
 compiled_here! {

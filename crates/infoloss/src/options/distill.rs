@@ -2,7 +2,7 @@
 //! [`Sharpen`], [`UdaNormalize`] and [`UdaOptions`].
 
 use crate::Reduction;
-use crate::options::{Kind, OptionField, OptionSpec, Value, choice, one_of, options, parse_str};
+use crate::options::{Kind, OptionField, OptionSpec, Setting, Value, choice, one_of, options, parse_str};
 
 /// Which divergence between the teacher `q` and the student `p` (both softmaxes at temperature `T`)
 /// the soft loss uses. Sums run over the classes of one row; `0·log 0 = 0`.
@@ -118,26 +118,20 @@ impl OptionField for Divergence {
         });
     }
 
-    fn set_option(
-        &mut self,
-        owner: &'static str,
-        name: &'static str,
-        option: &str,
-        value: Value<'_>,
-    ) -> Option<crate::Result<()>> {
-        if option == name {
-            let d = parse_str::<DivergenceName>(value).and_then(|d| Divergence::parse(d.0, self.beta()));
+    fn set_option(&mut self, name: &'static str, s: Setting<'_>) -> Option<crate::Result<()>> {
+        if s.option == name {
+            let d = parse_str::<DivergenceName>(s.value).and_then(|d| Divergence::parse(d.0, self.beta()));
             return Some(match d {
                 Some(d) => {
                     *self = d;
                     Ok(())
                 }
-                None => Err(crate::Error::invalid_option(owner, name, value, one_of(Self::CHOICES))),
+                None => Err(crate::Error::invalid_option(s.owner, name, s.value, one_of(Self::CHOICES))),
             });
         }
-        (option == "beta").then(|| {
+        (s.option == "beta").then(|| {
             let mut beta = self.beta();
-            beta.set_option(owner, "beta", option, value).unwrap_or(Ok(()))?;
+            beta.set_option("beta", s).unwrap_or(Ok(()))?;
             if let Divergence::GeneralizedJsd { beta: b } = self {
                 *b = beta;
             }

@@ -206,6 +206,17 @@ pub trait Options: Default {
     fn values(&self) -> Vec<(&'static str, Value<'static>)>;
 }
 
+/// One option to set by name, as [`OptionField::set_option`] receives it.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting<'v> {
+    /// What errors name: the function (`"distill"`) or the options struct.
+    pub owner: &'static str,
+    /// The option's name.
+    pub option: &'v str,
+    /// Its new value.
+    pub value: Value<'v>,
+}
+
 /// A field type of an options struct: how it is described, set and read.
 ///
 /// Implemented by the scalar and choice types and by the option structs themselves (a nested struct, as
@@ -214,15 +225,8 @@ pub trait OptionField: Sized {
     /// Appends the specs of a field `name` of this type whose default is `default`.
     fn describe(name: &'static str, doc: &'static str, default: &Self, out: &mut Vec<OptionSpec>);
 
-    /// Sets the option `option` if this field (named `name`) holds it, errors naming the function
-    /// `owner`; `None` if the field does not hold it.
-    fn set_option(
-        &mut self,
-        owner: &'static str,
-        name: &'static str,
-        option: &str,
-        value: Value<'_>,
-    ) -> Option<Result<()>>;
+    /// Makes the setting `s` if this field (named `name`) holds its option; `None` if it does not.
+    fn set_option(&mut self, name: &'static str, s: Setting<'_>) -> Option<Result<()>>;
 
     /// Appends the values of the options this field (named `name`) holds.
     fn read(&self, name: &'static str, out: &mut Vec<(&'static str, Value<'static>)>);
@@ -243,15 +247,13 @@ macro_rules! leaf {
             }
             fn set_option(
                 &mut self,
-                owner: &'static str,
                 name: &'static str,
-                option: &str,
-                value: crate::options::Value<'_>,
+                s: crate::options::Setting<'_>,
             ) -> Option<crate::Result<()>> {
-                (option == name).then(|| {
-                    let parsed: Option<$ty> = ($from)(value);
-                    *self =
-                        parsed.ok_or_else(|| crate::Error::invalid_option(owner, name, value, $expected))?;
+                (s.option == name).then(|| {
+                    let parsed: Option<$ty> = ($from)(s.value);
+                    *self = parsed
+                        .ok_or_else(|| crate::Error::invalid_option(s.owner, name, s.value, $expected))?;
                     Ok(())
                 })
             }
@@ -330,15 +332,9 @@ macro_rules! array_leaf {
             fn describe(name: &'static str, doc: &'static str, _: &Self, out: &mut Vec<OptionSpec>) {
                 out.push(OptionSpec { name, kind: Kind::Array, default: Value::None, doc });
             }
-            fn set_option(
-                &mut self,
-                owner: &'static str,
-                name: &'static str,
-                option: &str,
-                value: Value<'_>,
-            ) -> Option<Result<()>> {
-                let err = || Error::invalid_option(owner, name, value, "an array option: set the field");
-                (option == name).then(|| Err(err()))
+            fn set_option(&mut self, name: &'static str, s: Setting<'_>) -> Option<Result<()>> {
+                let err = || Error::invalid_option(s.owner, name, s.value, "an array option: set the field");
+                (s.option == name).then(|| Err(err()))
             }
             fn read(&self, name: &'static str, out: &mut Vec<(&'static str, Value<'static>)>) {
                 out.push((name, if self.is_some() { Value::Str("array") } else { Value::None }));
@@ -428,14 +424,9 @@ macro_rules! options {
                 name: &str,
                 value: crate::options::Value<'_>,
             ) -> crate::Result<()> {
+                let s = crate::options::Setting { owner: op, option: name, value };
                 $(
-                    if let Some(r) = crate::options::OptionField::set_option(
-                        &mut self.$field,
-                        op,
-                        stringify!($field),
-                        name,
-                        value,
-                    ) {
+                    if let Some(r) = crate::options::OptionField::set_option(&mut self.$field, stringify!($field), s) {
                         return r;
                     }
                 )+
@@ -458,17 +449,11 @@ macro_rules! options {
             ) {
                 out.extend_from_slice(<Self as crate::options::Options>::specs());
             }
-            fn set_option(
-                &mut self,
-                op: &'static str,
-                _: &'static str,
-                option: &str,
-                value: crate::options::Value<'_>,
-            ) -> Option<crate::Result<()>> {
+            fn set_option(&mut self, _: &'static str, s: crate::options::Setting<'_>) -> Option<crate::Result<()>> {
                 <Self as crate::options::Options>::specs()
                     .iter()
-                    .any(|s| s.name == option)
-                    .then(|| crate::options::Options::set_in(self, op, option, value))
+                    .any(|spec| spec.name == s.option)
+                    .then(|| crate::options::Options::set_in(self, s.owner, s.option, s.value))
             }
             fn read(&self, _: &'static str, out: &mut Vec<(&'static str, crate::options::Value<'static>)>) {
                 out.extend(crate::options::Options::values(self));

@@ -321,6 +321,38 @@ impl<'a> IndexJob<'a> {
     }
 }
 
+/// Runs a row loop `rows` reading `input` (into a gradient array, `with_grad`), and packs the loss for
+/// `loss` (reduction and `none` shape) where it is wanted.
+fn read<T: Element>(
+    input: &ArrayViewD<'_, T>,
+    with_grad: bool,
+    loss: Option<(Reduction, &[usize])>,
+    rows: impl FnOnce(Io<'_, T>) -> Result<FastLoss>,
+) -> Result<LossAndGrad<T>> {
+    const OP: &str = "cross_entropy";
+    let x = row_major(input);
+    let mut grad = if with_grad { Some(try_zeroed::<T>(OP, "gradient", x.len())?) } else { None };
+    let out = rows(Io::Read(&x, grad.as_deref_mut()))?;
+    let loss = loss.map(|(reduction, out_shape)| out.pack::<T>(reduction, out_shape)).transpose()?;
+    let grad = grad.map(|g| array_from_vec(OP, input.shape(), g)).transpose()?;
+    Ok((loss, grad))
+}
+
+/// Runs a row loop `rows` writing the gradient over `input`, and packs the loss; `None` (the input
+/// untouched) when `input` is not contiguous.
+fn in_place<T: Element>(
+    input: &mut ArrayViewMutD<'_, T>,
+    reduction: Reduction,
+    out_shape: &[usize],
+    rows: impl FnOnce(Io<'_, T>) -> Result<FastLoss>,
+) -> Result<Option<Loss<T>>> {
+    let Some(buf) = input.as_slice_mut() else {
+        return Ok(None);
+    };
+    let out = rows(Io::InPlace(buf))?;
+    Ok(Some(out.pack::<T>(reduction, out_shape)?))
+}
+
 /// The fast path of `ce_index_core`, or `None` when it does not apply.
 pub(super) fn index<T: Element>(
     input: &ArrayViewD<'_, T>,
@@ -330,25 +362,14 @@ pub(super) fn index<T: Element>(
     want_loss: bool,
     up: Option<&Upstream<T::Acc>>,
 ) -> Result<Option<LossAndGrad<T>>> {
-    const OP: &str = "cross_entropy";
     if !applies::<T>(&tg.layout) || tg.class.is_empty() {
         return Ok(None);
     }
     let Some(job) = IndexJob::new(tg, reduction, eps, want_loss, up) else {
         return Ok(None);
     };
-    let x = row_major(input);
-    let mut grad = match job.scale {
-        Some(_) => Some(try_zeroed::<T>(OP, "gradient", x.len())?),
-        None => None,
-    };
-    let out = index_rows(Io::Read(&x, grad.as_deref_mut()), &job)?;
-    let loss = if want_loss { Some(out.pack::<T>(reduction, &tg.out_shape)?) } else { None };
-    let grad = match grad {
-        Some(g) => Some(array_from_vec(OP, input.shape(), g)?),
-        None => None,
-    };
-    Ok(Some((loss, grad)))
+    let loss = want_loss.then_some((reduction, tg.out_shape.as_slice()));
+    read(input, job.scale.is_some(), loss, |io| index_rows(io, &job)).map(Some)
 }
 
 /// The fast path of `cross_entropy_with_grad_in_place`, or `None` when it does not apply (then the
@@ -366,11 +387,7 @@ pub(super) fn index_in_place<T: Element>(
     let Some(job) = IndexJob::new(tg, reduction, eps, true, Some(&up)) else {
         return Ok(None);
     };
-    let Some(buf) = input.as_slice_mut() else {
-        return Ok(None);
-    };
-    let out = index_rows(Io::InPlace(buf), &job)?;
-    Ok(Some(out.pack::<T>(reduction, &tg.out_shape)?))
+    in_place(input, reduction, &tg.out_shape, |io| index_rows(io, &job))
 }
 
 fn index_rows<T: Element>(io: Io<'_, T>, job: &IndexJob<'_>) -> Result<FastLoss> {
@@ -501,25 +518,15 @@ pub(super) fn probs<T: Element>(
     want_loss: bool,
     up: Option<&Upstream<T::Acc>>,
 ) -> Result<Option<LossAndGrad<T>>> {
-    const OP: &str = "cross_entropy";
     if !applies::<T>(layout) {
         return Ok(None);
     }
     let Some(job) = ProbsJob::new(layout, weight, reduction, eps, want_loss, up) else {
         return Ok(None);
     };
-    let (x, t) = (row_major(input), row_major(target));
-    let mut grad = match job.scale {
-        Some(_) => Some(try_zeroed::<T>(OP, "gradient", x.len())?),
-        None => None,
-    };
-    let out = probs_rows(Io::Read(&x, grad.as_deref_mut()), &t, &job)?;
-    let loss = if want_loss { Some(out.pack::<T>(reduction, out_shape)?) } else { None };
-    let grad = match grad {
-        Some(g) => Some(array_from_vec(OP, input.shape(), g)?),
-        None => None,
-    };
-    Ok(Some((loss, grad)))
+    let t = row_major(target);
+    let loss = want_loss.then_some((reduction, out_shape));
+    read(input, job.scale.is_some(), loss, |io| probs_rows(io, &t, &job)).map(Some)
 }
 
 /// The fast path of `cross_entropy_probs_with_grad_in_place`, or `None` when it does not apply
@@ -540,12 +547,7 @@ pub(super) fn probs_in_place<T: Element>(
     let Some(job) = ProbsJob::new(layout, weight, reduction, eps, true, Some(&up)) else {
         return Ok(None);
     };
-    let Some(buf) = input.as_slice_mut() else {
-        return Ok(None);
-    };
-    let t = row_major(target);
-    let out = probs_rows(Io::InPlace(buf), &t, &job)?;
-    Ok(Some(out.pack::<T>(reduction, out_shape)?))
+    in_place(input, reduction, out_shape, |io| probs_rows(io, &row_major(target), &job))
 }
 
 fn probs_rows<T: Element>(io: Io<'_, T>, t: &[T], job: &ProbsJob) -> Result<FastLoss> {

@@ -7,12 +7,14 @@
 //! Every function makes one pass over the rows (positions `(n, d1, …, dk)`): it gathers the row's
 //! logits, computes one `log_softmax`, and from it the loss and/or the gradient.
 
-use ndarray::{ArrayD, ArrayView, ArrayViewD, ArrayViewMut, ArrayViewMutD, Dimension};
+use ndarray::{ArrayD, ArrayView, ArrayViewD, Dimension};
 use num_traits::{One, Zero};
 
+use super::ClassCall;
 use crate::base::array::{array_from_vec, row_major, try_vec};
+use crate::base::checks::label_smoothing as check_label_smoothing;
 use crate::base::class_targets::{IndexTargets, check_class_weight, index_targets};
-use crate::base::outputs::{LossAndGrad, mean_of, pack_loss};
+use crate::base::outputs::{LossAndGrad, class_results, mean_of, pack_loss};
 use crate::base::shape::{ClassLayout, check_same_shape, checked_numel};
 use crate::base::upstream::RowUpstream as Upstream;
 use crate::rows::softmax_rows::{row_log_softmax, row_log_softmax_backward};
@@ -21,19 +23,6 @@ use crate::{Element, Error, GradOutput, Loss, Real, Reduction, Result};
 crate::base::path::deprecated_switches!("cross_entropy");
 
 pub use crate::options::CrossEntropyOptions;
-
-/// Validates the label smoothing exactly as PyTorch does: a value above 1 is an error
-/// (`label_smoothing must be between 0.0 and 1.0. Got: 1.5`); a negative value or NaN disables smoothing
-/// (PyTorch only smooths when `label_smoothing > 0`), so it computes the ε = 0 loss.
-fn check_label_smoothing(op: &'static str, eps: f64) -> Result<f64> {
-    if eps > 1.0 {
-        Err(Error::invalid_option(op, "label_smoothing", eps, "label_smoothing must be between 0.0 and 1.0"))
-    } else if eps > 0.0 {
-        Ok(eps)
-    } else {
-        Ok(0.0)
-    }
-}
 
 /// Gathers row `r` (classes strided by `inner`) of a row-major class-dimension-1 array.
 #[inline]
@@ -95,13 +84,9 @@ fn prepare_index<T: Element>(
 /// `lsm` followed by `log_softmax`'s backward `G − exp(lsm)·ΣG`.
 #[inline(never)]
 fn ce_index_core<T: Element>(
-    op: &'static str,
-    input: ArrayViewD<'_, T>,
-    target: ArrayViewD<'_, i64>,
-    opts: &CrossEntropyOptions<'_, T>,
-    want_loss: bool,
-    grad_output: Option<&GradOutput<'_, T>>,
+    call: ClassCall<'_, '_, T, i64, CrossEntropyOptions<'_, T>>,
 ) -> Result<LossAndGrad<T>> {
+    let ClassCall { op, input, target, opts, want_loss, grad_output } = call;
     let (reduction, eps, tg) = prepare_index(op, input.shape(), &target, opts)?;
     let smoothing = eps > 0.0;
     let up = match grad_output {
@@ -186,28 +171,23 @@ fn ce_index_core<T: Element>(
         }
     }
 
-    let loss = if want_loss {
-        let reduced = match reduction {
-            Reduction::Mean => {
-                let nll = T::Acc::c(mean_of(nll_sum, tg.total_weight, rows));
-                if smoothing {
-                    let ret = T::Acc::c(mean_of(smooth_sum, tg.total_weight, rows));
-                    keep * nll + ret * eps_c
-                } else {
-                    nll
-                }
+    let reduced = match reduction {
+        Reduction::Mean => {
+            let nll = T::Acc::c(mean_of(nll_sum, tg.total_weight, rows));
+            if smoothing {
+                let ret = T::Acc::c(mean_of(smooth_sum, tg.total_weight, rows));
+                keep * nll + ret * eps_c
+            } else {
+                nll
             }
-            _ => {
-                let nll = T::Acc::c(nll_sum);
-                if smoothing { keep * nll + T::Acc::c(smooth_sum) * eps_c } else { nll }
-            }
-        };
-        Some(pack_loss::<T>(op, reduction, &tg.out_shape, per_row, reduced)?)
-    } else {
-        None
+        }
+        _ => {
+            let nll = T::Acc::c(nll_sum);
+            if smoothing { keep * nll + T::Acc::c(smooth_sum) * eps_c } else { nll }
+        }
     };
-    let grad = grad.map(|g| array_from_vec(op, input.shape(), g)).transpose()?;
-    Ok((loss, grad))
+    let loss = want_loss.then_some((per_row, reduced));
+    class_results(op, reduction, &tg.out_shape, loss, grad, input.shape())
 }
 
 super::class_api! {
@@ -321,63 +301,42 @@ super::class_api! {
     /// assert_eq!(grad, array![[-0.25, 0.25], [0.25, -0.25]].into_dyn());
     /// ```
     fn cross_entropy_with_grad;
-}
-
-/// [`cross_entropy_with_grad`] that writes the gradient into the logits' own buffer: the training
-/// path, where the logits are dead once the loss is taken. No array of the input's size is
-/// allocated.
-///
-/// # Formula
-///
-/// Returns `cross_entropy(x, y)` and leaves `∂loss/∂x` (upstream gradient 1, all ones for `none`)
-/// in `input`, bit for bit what [`cross_entropy_with_grad`] returns. Any layout is accepted;
-/// standard-layout (C-contiguous) `f32`, `f16` and `bf16` inputs take the fused kernel, which
-/// reads every logit once and writes its gradient once; other layouts and `f64` compute the
-/// gradient aside and copy it in.
-///
-/// # PyTorch
-///
-/// `loss = F.cross_entropy(x, y, ...); loss.backward(); x.data.copy_(x.grad)`; the in-place idea of
-/// Liger-Kernel's and Unsloth's fused cross-entropy.
-///
-/// # Errors
-///
-/// As [`cross_entropy`]; every check happens before anything is written, so on error `input`
-/// is unchanged.
-///
-/// # Example
-///
-/// ```
-/// use infoloss::{CrossEntropyOptions, cross_entropy_with_grad_in_place, ndarray::array};
-/// let mut x = array![[0.0f32, 0.0], [0.0, 0.0]];
-/// let loss = cross_entropy_with_grad_in_place(x.view_mut(), array![0i64, 1].view(), &Default::default()).unwrap();
-/// assert!((loss.scalar().unwrap() - 2f32.ln()).abs() < 1e-7);
-/// // the logits now hold (softmax − onehot) / N
-/// assert_eq!(x, array![[-0.25, 0.25], [0.25, -0.25]]);
-/// ```
-pub fn cross_entropy_with_grad_in_place<T: Element, D: Dimension, D2: Dimension>(
-    input: ArrayViewMut<'_, T, D>,
-    target: ArrayView<'_, i64, D2>,
-    opts: &CrossEntropyOptions<'_, T>,
-) -> Result<Loss<T>> {
-    index_in_place_dyn(input.into_dyn(), target.into_dyn(), opts)
-}
-
-/// [`cross_entropy_with_grad_in_place`] of dynamic-rank views.
-#[inline(never)]
-fn index_in_place_dyn<T: Element>(
-    mut input: ArrayViewMutD<'_, T>,
-    target: ArrayViewD<'_, i64>,
-    opts: &CrossEntropyOptions<'_, T>,
-) -> Result<Loss<T>> {
-    const OP: &str = "cross_entropy";
-    let (reduction, eps, tg) = prepare_index(OP, input.shape(), &target, opts)?;
-    if let Some(loss) = fast::index_in_place(&mut input, &tg, reduction, eps)? {
-        return Ok(loss);
+    /// [`cross_entropy_with_grad`] that writes the gradient into the logits' own buffer: the training
+    /// path, where the logits are dead once the loss is taken. No array of the input's size is
+    /// allocated.
+    ///
+    /// # Formula
+    ///
+    /// Returns `cross_entropy(x, y)` and leaves `∂loss/∂x` (upstream gradient 1, all ones for `none`)
+    /// in `input`, bit for bit what [`cross_entropy_with_grad`] returns. Any layout is accepted;
+    /// standard-layout (C-contiguous) `f32`, `f16` and `bf16` inputs take the fused kernel, which
+    /// reads every logit once and writes its gradient once; other layouts and `f64` compute the
+    /// gradient aside and copy it in.
+    ///
+    /// # PyTorch
+    ///
+    /// `loss = F.cross_entropy(x, y, ...); loss.backward(); x.data.copy_(x.grad)`; the in-place idea of
+    /// Liger-Kernel's and Unsloth's fused cross-entropy.
+    ///
+    /// # Errors
+    ///
+    /// As [`cross_entropy`]; every check happens before anything is written, so on error `input`
+    /// is unchanged.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use infoloss::{CrossEntropyOptions, cross_entropy_with_grad_in_place, ndarray::array};
+    /// let mut x = array![[0.0f32, 0.0], [0.0, 0.0]];
+    /// let loss = cross_entropy_with_grad_in_place(x.view_mut(), array![0i64, 1].view(), &Default::default()).unwrap();
+    /// assert!((loss.scalar().unwrap() - 2f32.ln()).abs() < 1e-7);
+    /// // the logits now hold (softmax − onehot) / N
+    /// assert_eq!(x, array![[-0.25, 0.25], [0.25, -0.25]]);
+    /// ```
+    fn cross_entropy_with_grad_in_place via |input, target, opts| {
+        let (reduction, eps, tg) = prepare_index("cross_entropy", input.shape(), target, opts)?;
+        fast::index_in_place(input, &tg, reduction, eps)
     }
-    let (loss, grad) = cross_entropy_with_grad(input.view(), target, opts)?;
-    input.assign(&grad);
-    Ok(loss)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -390,12 +349,6 @@ mod probs;
 pub use probs::*;
 
 compiled_here! {
-    ce_index_core: fn(&'static str, ArrayViewD<'_, T>, ArrayViewD<'_, i64>, &CrossEntropyOptions<'_, T>, bool, Option<&GradOutput<'_, T>>) -> Result<LossAndGrad<T>>;
-}
-
-compiled_here! {
-    index_in_place_dyn: fn(ArrayViewMutD<'_, T>, ArrayViewD<'_, i64>, &CrossEntropyOptions<'_, T>) -> Result<Loss<T>>;
-    probs_in_place_dyn: fn(ArrayViewMutD<'_, T>, ArrayViewD<'_, T>, &CrossEntropyOptions<'_, T>) -> Result<Loss<T>>;
     ce_probs_core: fn(&'static str, ArrayViewD<'_, T>, ArrayViewD<'_, T>, &CrossEntropyOptions<'_, T>, ProbsWant<'_, '_, T>) -> Result<ProbsOut<T>>;
 }
 

@@ -181,13 +181,9 @@ pub(crate) fn ce_probs_core<T: Element>(
 
 /// [`ce_probs_core`] for the loss and the input gradient only.
 fn probs_core<T: Element>(
-    op: &'static str,
-    input: ArrayViewD<'_, T>,
-    target: ArrayViewD<'_, T>,
-    opts: &CrossEntropyOptions<'_, T>,
-    loss: bool,
-    grad_input: Option<&GradOutput<'_, T>>,
+    call: ClassCall<'_, '_, T, T, CrossEntropyOptions<'_, T>>,
 ) -> Result<LossAndGrad<T>> {
+    let ClassCall { op, input, target, opts, want_loss: loss, grad_output: grad_input } = call;
     let (loss, grad, _) =
         ce_probs_core(op, input, target, opts, ProbsWant { loss, grad_input, grad_target: None })?;
     Ok((loss, grad))
@@ -289,6 +285,41 @@ super::super::class_api! {
     /// assert_eq!(grad, array![[-0.5, 0.5], [0.0, 0.0]].into_dyn());
     /// ```
     fn cross_entropy_probs_with_grad;
+    /// [`cross_entropy_probs_with_grad`] that writes the input gradient into the logits' own buffer
+    /// (see [`cross_entropy_with_grad_in_place`]).
+    ///
+    /// # Formula
+    ///
+    /// Returns `cross_entropy_probs(x, t)` and leaves `∂loss/∂x = (p·Σ_c w_c t_c − w⊙t)·g/M` in `input`,
+    /// bit for bit what [`cross_entropy_probs_with_grad`] returns.
+    ///
+    /// # PyTorch
+    ///
+    /// `loss = F.cross_entropy(x, t, ...); loss.backward(); x.data.copy_(x.grad)` with a probability
+    /// target `t`.
+    ///
+    /// # Errors
+    ///
+    /// As [`cross_entropy_probs`]; every check happens before anything is written.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use infoloss::{CrossEntropyOptions, cross_entropy_probs_with_grad_in_place, ndarray::array};
+    /// let mut x = array![[1.0f32, 2.0, 3.0]];
+    /// let t = array![[0.5f32, 0.0, 0.5]];
+    /// let loss = cross_entropy_probs_with_grad_in_place(x.view_mut(), t.view(), &Default::default()).unwrap();
+    /// // torch: F.cross_entropy(tensor([[1., 2., 3.]]), tensor([[.5, 0., .5]])) = 1.4076
+    /// assert!((loss.scalar().unwrap() - 1.407_606).abs() < 1e-6);
+    /// assert!((x[[0, 0]] - (0.090_030_57 - 0.5)).abs() < 1e-6);
+    /// ```
+    fn cross_entropy_probs_with_grad_in_place via |input, target, opts| {
+        const OP: &str = "cross_entropy";
+        let ProbsSetup { reduction, eps, layout, weight, out_shape } =
+            prepare_probs(OP, input.shape(), target.shape(), opts)?;
+        checked_numel(OP, "output", &out_shape)?;
+        fast::probs_in_place(input, target, &layout, weight.as_deref(), &out_shape, reduction, eps)
+    }
 }
 
 /// Gradient of [`cross_entropy_probs`] with respect to `target`.
@@ -328,63 +359,6 @@ pub fn cross_entropy_probs_backward_target<T: Element, D: Dimension, D2: Dimensi
     let want = ProbsWant { loss: false, grad_input: None, grad_target: Some(grad_output) };
     let (_, _, g) = ce_probs_core(OP, input.into_dyn(), target.into_dyn(), opts, want)?;
     g.ok_or_else(|| Error::invalid_option(OP, "reduction", opts.reduction, "no gradient computed"))
-}
-
-/// [`cross_entropy_probs_with_grad`] that writes the input gradient into the logits' own buffer
-/// (see [`cross_entropy_with_grad_in_place`]).
-///
-/// # Formula
-///
-/// Returns `cross_entropy_probs(x, t)` and leaves `∂loss/∂x = (p·Σ_c w_c t_c − w⊙t)·g/M` in `input`,
-/// bit for bit what [`cross_entropy_probs_with_grad`] returns.
-///
-/// # PyTorch
-///
-/// `loss = F.cross_entropy(x, t, ...); loss.backward(); x.data.copy_(x.grad)` with a probability
-/// target `t`.
-///
-/// # Errors
-///
-/// As [`cross_entropy_probs`]; every check happens before anything is written.
-///
-/// # Example
-///
-/// ```
-/// use infoloss::{CrossEntropyOptions, cross_entropy_probs_with_grad_in_place, ndarray::array};
-/// let mut x = array![[1.0f32, 2.0, 3.0]];
-/// let t = array![[0.5f32, 0.0, 0.5]];
-/// let loss = cross_entropy_probs_with_grad_in_place(x.view_mut(), t.view(), &Default::default()).unwrap();
-/// // torch: F.cross_entropy(tensor([[1., 2., 3.]]), tensor([[.5, 0., .5]])) = 1.4076
-/// assert!((loss.scalar().unwrap() - 1.407_606).abs() < 1e-6);
-/// assert!((x[[0, 0]] - (0.090_030_57 - 0.5)).abs() < 1e-6);
-/// ```
-pub fn cross_entropy_probs_with_grad_in_place<T: Element, D: Dimension, D2: Dimension>(
-    input: ArrayViewMut<'_, T, D>,
-    target: ArrayView<'_, T, D2>,
-    opts: &CrossEntropyOptions<'_, T>,
-) -> Result<Loss<T>> {
-    probs_in_place_dyn(input.into_dyn(), target.into_dyn(), opts)
-}
-
-/// [`cross_entropy_probs_with_grad_in_place`] of dynamic-rank views.
-#[inline(never)]
-pub(crate) fn probs_in_place_dyn<T: Element>(
-    mut input: ArrayViewMutD<'_, T>,
-    target: ArrayViewD<'_, T>,
-    opts: &CrossEntropyOptions<'_, T>,
-) -> Result<Loss<T>> {
-    const OP: &str = "cross_entropy";
-    let ProbsSetup { reduction, eps, layout, weight, out_shape } =
-        prepare_probs(OP, input.shape(), target.shape(), opts)?;
-    checked_numel(OP, "output", &out_shape)?;
-    if let Some(loss) =
-        fast::probs_in_place(&mut input, &target, &layout, weight.as_deref(), &out_shape, reduction, eps)?
-    {
-        return Ok(loss);
-    }
-    let (loss, grad) = cross_entropy_probs_with_grad(input.view(), target, opts)?;
-    input.assign(&grad);
-    Ok(loss)
 }
 
 /// Loss, input gradient and target gradient (upstream gradient 1, all ones for `none`) in one

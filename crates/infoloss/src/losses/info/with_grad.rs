@@ -91,48 +91,53 @@ pub fn entropy_with_grad<T: Element, D: Dimension>(
     Ok((value, dp, dq))
 }
 
-/// [`shannon_cross_entropy`] and its gradients `(value, ∂/∂pk, ∂/∂qk)` for an upstream gradient of 1.
-///
-/// PyTorch: the same formula on tensors, then `.sum().backward()`.
-///
-/// ```
-/// use infoloss::{EntropyOptions, shannon_cross_entropy_with_grad, ndarray::array};
-/// let p = array![0.0f64, 0.0, 1.0];
-/// let q = array![0.3f64, 0.3, 0.4];
-/// let (h, dp, dq) = shannon_cross_entropy_with_grad(p.view(), q.view(), &EntropyOptions::default()).unwrap();
-/// assert!((h[[]] + 0.4f64.ln()).abs() < 1e-15);
-/// assert_eq!((dp.len(), dq.len()), (3, 3));
-/// ```
-pub fn shannon_cross_entropy_with_grad<T: Element, D: Dimension>(
-    pk: ArrayView<'_, T, D>,
-    qk: ArrayView<'_, T, D>,
-    opts: &EntropyOptions,
-) -> Result<WithGrads<T>> {
-    let value = shannon_cross_entropy(pk.view(), qk.view(), opts)?;
-    let (dp, dq) = shannon_cross_entropy_backward(pk, qk, opts, one::<T>().view())?;
-    Ok((value, dp, dq))
+/// `f_with_grad` of a measure of two distributions `p` and `q` with options: the value of `f` and the
+/// gradients of `f_backward` for an upstream gradient of 1.
+macro_rules! with_grads {
+    ($(#[$m:meta])* fn $with_grad:ident($p:ident, $q:ident, opts: &$opts:ty) = $f:ident, $backward:ident;) => {
+        $(#[$m])*
+        pub fn $with_grad<T: Element, D: Dimension>(
+            $p: ArrayView<'_, T, D>,
+            $q: ArrayView<'_, T, D>,
+            opts: &$opts,
+        ) -> Result<WithGrads<T>> {
+            let value = $f($p.view(), $q.view(), opts)?;
+            let (dp, dq) = $backward($p, $q, opts, one::<T>().view())?;
+            Ok((value, dp, dq))
+        }
+    };
 }
 
-/// [`jensenshannon`] and its gradients `(distance, ∂/∂p, ∂/∂q)` for an upstream gradient of 1.
-///
-/// SciPy: `scipy.spatial.distance.jensenshannon` (no gradient); PyTorch: the same formula, then
-/// `.sum().backward()`.
-///
-/// ```
-/// use infoloss::{JensenShannonOptions, jensenshannon_with_grad, ndarray::array};
-/// let p = array![1.0f64, 0.0];
-/// let q = array![0.5f64, 0.5];
-/// let (d, dp, dq) = jensenshannon_with_grad(p.view(), q.view(), &JensenShannonOptions::default()).unwrap();
-/// let (d2, _, _) = jensenshannon_with_grad(q.view(), p.view(), &JensenShannonOptions::default()).unwrap();
-/// assert!((d[[]] - d2[[]]).abs() < 1e-15);
-/// assert_eq!((dp.len(), dq.len()), (2, 2));
-/// ```
-pub fn jensenshannon_with_grad<T: Element, D: Dimension>(
-    p: ArrayView<'_, T, D>,
-    q: ArrayView<'_, T, D>,
-    opts: &JensenShannonOptions,
-) -> Result<WithGrads<T>> {
-    let value = jensenshannon(p.view(), q.view(), opts)?;
-    let (dp, dq) = jensenshannon_backward(p, q, opts, one::<T>().view())?;
-    Ok((value, dp, dq))
+with_grads! {
+    /// [`shannon_cross_entropy`] and its gradients `(value, ∂/∂pk, ∂/∂qk)` for an upstream gradient of 1.
+    ///
+    /// PyTorch: the same formula on tensors, then `.sum().backward()`.
+    ///
+    /// ```
+    /// use infoloss::{EntropyOptions, shannon_cross_entropy_with_grad, ndarray::array};
+    /// let p = array![0.0f64, 0.0, 1.0];
+    /// let q = array![0.3f64, 0.3, 0.4];
+    /// let (h, dp, dq) = shannon_cross_entropy_with_grad(p.view(), q.view(), &EntropyOptions::default()).unwrap();
+    /// assert!((h[[]] + 0.4f64.ln()).abs() < 1e-15);
+    /// assert_eq!((dp.len(), dq.len()), (3, 3));
+    /// ```
+    fn shannon_cross_entropy_with_grad(pk, qk, opts: &EntropyOptions) = shannon_cross_entropy, shannon_cross_entropy_backward;
+}
+
+with_grads! {
+    /// [`jensenshannon`] and its gradients `(distance, ∂/∂p, ∂/∂q)` for an upstream gradient of 1.
+    ///
+    /// SciPy: `scipy.spatial.distance.jensenshannon` (no gradient); PyTorch: the same formula, then
+    /// `.sum().backward()`.
+    ///
+    /// ```
+    /// use infoloss::{JensenShannonOptions, jensenshannon_with_grad, ndarray::array};
+    /// let p = array![1.0f64, 0.0];
+    /// let q = array![0.5f64, 0.5];
+    /// let (d, dp, dq) = jensenshannon_with_grad(p.view(), q.view(), &JensenShannonOptions::default()).unwrap();
+    /// let (d2, _, _) = jensenshannon_with_grad(q.view(), p.view(), &JensenShannonOptions::default()).unwrap();
+    /// assert!((d[[]] - d2[[]]).abs() < 1e-15);
+    /// assert_eq!((dp.len(), dq.len()), (2, 2));
+    /// ```
+    fn jensenshannon_with_grad(p, q, opts: &JensenShannonOptions) = jensenshannon, jensenshannon_backward;
 }
