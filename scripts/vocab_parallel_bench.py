@@ -19,6 +19,24 @@ import tempfile
 import time
 
 
+def steps(x, losses, reps, before, sent):
+    """name -> median seconds of forward + backward of ``losses[name](leaf copy of x)`` over ``reps`` steps (after
+    one warm-up step), and the
+    bytes ``sent()`` reports after the last one; ``before()`` runs before each timed step."""
+    out = {}
+    for name, loss_of in losses.items():
+        times = []
+        for _ in range(reps + 1):  # the first step warms up (thread pools, page faults) and is not counted
+            xs = x.clone().requires_grad_(True)
+            before()
+            t0 = time.perf_counter()
+            loss_of(xs).backward()
+            times.append(time.perf_counter() - t0)
+        times = times[1:]
+        out[name] = {"median_s": sorted(times)[len(times) // 2], "bytes_sent": sent()}
+    return out
+
+
 def worker(args):
     import numpy as np
     import torch
@@ -47,21 +65,15 @@ def worker(args):
     x = torch.randn(args.rows, hi - lo, generator=g)
     t = torch.randn(args.rows, hi - lo, generator=g)
     y = torch.randint(0, args.vocab, (args.rows,), generator=torch.Generator().manual_seed(7))
-    out = {}
-    for name in ("cross_entropy", "distill"):
-        times = []
-        for _ in range(args.reps):
-            xs = x.clone().requires_grad_(True)
-            sent[0] = 0
-            dist.barrier()
-            t0 = time.perf_counter()
-            if name == "cross_entropy":
-                loss = itorch.vocab_parallel_cross_entropy(xs, y, vocab_start=lo, vocab_size=args.vocab)
-            else:
-                loss = itorch.vocab_parallel_distill(xs, t, vocab_start=lo, vocab_size=args.vocab)
-            loss.backward()
-            times.append(time.perf_counter() - t0)
-        out[name] = {"median_s": sorted(times)[len(times) // 2], "bytes_sent": sent[0]}
+    def before():
+        sent[0] = 0
+        dist.barrier()
+
+    losses = {
+        "cross_entropy": lambda xs: itorch.vocab_parallel_cross_entropy(xs, y, vocab_start=lo, vocab_size=args.vocab),
+        "distill": lambda xs: itorch.vocab_parallel_distill(xs, t, vocab_start=lo, vocab_size=args.vocab),
+    }
+    out = steps(x, losses, args.reps, before, lambda: sent[0])
     if rank == 0:
         with open(args.out, "w") as f:
             json.dump(out, f)
@@ -77,16 +89,8 @@ def single(args):
     x = torch.randn(args.rows, args.vocab, generator=g)
     t = torch.randn(args.rows, args.vocab, generator=g)
     y = torch.randint(0, args.vocab, (args.rows,), generator=torch.Generator().manual_seed(7))
-    out = {}
-    for name in ("cross_entropy", "distill"):
-        times = []
-        for _ in range(args.reps):
-            xs = x.clone().requires_grad_(True)
-            t0 = time.perf_counter()
-            loss = itorch.cross_entropy(xs, y) if name == "cross_entropy" else itorch.distill(xs, t)
-            loss.backward()
-            times.append(time.perf_counter() - t0)
-        out[name] = {"median_s": sorted(times)[len(times) // 2], "bytes_sent": 0}
+    losses = {"cross_entropy": lambda xs: itorch.cross_entropy(xs, y), "distill": lambda xs: itorch.distill(xs, t)}
+    out = steps(x, losses, args.reps, lambda: None, lambda: 0)
     return out
 
 
