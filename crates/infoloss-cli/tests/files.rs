@@ -183,6 +183,12 @@ fn x_arr() -> ArrayD<f32> {
 fn y_arr() -> ArrayD<i64> {
     ArrayD::from_shape_vec(IxDyn(&[4]), Y.to_vec()).unwrap()
 }
+/// A directory holding the logits [`X`] as `x.npy` and the class indices [`Y`] as `y.npy`, and their paths.
+fn x_y_files() -> (Dir, String, String) {
+    let d = Dir::new();
+    let (x, y) = (d.f32("x.npy", &[4, 3], &X), d.i64("y.npy", &[4], &Y));
+    (d, x, y)
+}
 
 // ---------------------------------------------------------------------------------------------------------
 // Every subcommand against the library
@@ -190,9 +196,7 @@ fn y_arr() -> ArrayD<i64> {
 
 #[test]
 fn cross_entropy_class_targets_match_the_library() {
-    let d = Dir::new();
-    let x = d.f32("x.npy", &[4, 3], &X);
-    let y = d.i64("y.npy", &[4], &Y);
+    let (d, x, y) = x_y_files();
     let w = d.f32("w.npy", &[3], &[0.2, 1.0, 3.0]);
     let doc = json(&["cross-entropy", &x, &y, "--weight", &w, "--label-smoothing", "0.1", "--grad"]);
     let wv = array![0.2f32, 1.0, 3.0];
@@ -432,9 +436,7 @@ fn zip_npz(path: &Path, members: &[(&str, Vec<u8>)], deflate: bool) {
 
 #[test]
 fn readers_give_the_same_loss_for_every_format() {
-    let d = Dir::new();
-    let x = d.f32("x.npy", &[4, 3], &X);
-    let y = d.i64("y.npy", &[4], &Y);
+    let (d, x, y) = x_y_files();
     let want = json(&["ce", &x, &y])["loss"].clone();
     let xb = npy_bytes("<f4", false, &[4, 3], &f32_bytes(&X));
     let yb = npy_bytes("<i8", false, &[4], &i64_bytes(&Y));
@@ -577,9 +579,7 @@ fn missing_unreadable_and_malformed_files() {
 
 #[test]
 fn wrong_dtypes_shapes_and_values_name_the_files() {
-    let d = Dir::new();
-    let x = d.f32("x.npy", &[4, 3], &X);
-    let y = d.i64("y.npy", &[4], &Y);
+    let (d, x, y) = x_y_files();
     let yf = d.f32("yf.npy", &[4], &[0.0, 1.0, 2.0, 0.0]);
     fails(&["ce", &x, &yf], &["yf.npy: wrong dtype float32: class indices must be integers"]);
     fails(&["ce", &y, &y], &["y.npy: wrong dtype int64: expected floating-point values"]);
@@ -621,9 +621,7 @@ fn wrong_dtypes_shapes_and_values_name_the_files() {
 
 #[test]
 fn no_partial_output_is_left_on_failure() {
-    let d = Dir::new();
-    let x = d.f32("x.npy", &[4, 3], &X);
-    let y = d.i64("y.npy", &[4], &Y);
+    let (d, x, y) = x_y_files();
     // A computation error: no output file at all.
     let bad = d.i64("bad.npy", &[4], &[0, 9, 0, 0]);
     fails(&["ce", &x, &bad, "--out", &d.s("o.npy"), "--grad-out", &d.s("g.npy")], &["bad.npy"]);
@@ -663,9 +661,7 @@ fn no_partial_output_is_left_on_failure() {
 
 #[test]
 fn human_output_and_usage_errors() {
-    let d = Dir::new();
-    let x = d.f32("x.npy", &[4, 3], &X);
-    let y = d.i64("y.npy", &[4], &Y);
+    let (_d, x, y) = x_y_files();
     let o = run(&["ce", &x, &y]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert!(o.stdout.starts_with("cross_entropy [float32]"), "{}", o.stdout);

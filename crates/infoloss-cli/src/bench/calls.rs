@@ -1,7 +1,8 @@
 //! What each op calls: the core functions, the candle ops, and the fused linear losses (timed on their own
 //! inputs).
 
-use infoloss::ndarray::{Array1, Array2, ArrayView1};
+use candle_core::{Tensor, Var, WithDType};
+use infoloss::ndarray::{Array1, Array2};
 use infoloss::{
     BceOptions, BceWithLogitsOptions, CrossEntropyOptions, Element, EntropyOptions, JensenShannonOptions,
     KlDivOptions, NllOptions, Reduction,
@@ -9,156 +10,156 @@ use infoloss::{
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::inputs::{CandleInputs, Inputs};
+use super::inputs::{Inputs, tensor};
 use super::ops::KD_DIVERGENCES;
 use super::timing::time_reps;
 
 /// Hidden size of the fused linear ops (`rows × LINEAR_HIDDEN` hidden states, `classes × LINEAR_HIDDEN` weights).
 const LINEAR_HIDDEN: usize = 1024;
 
-/// One forward (and, except for `candle-ce-fwd`, `backward()`) of a `candle-*` op; the gradients are dropped.
-pub(super) fn run_candle(op: &str, c: &CandleInputs) -> candle_core::Result<()> {
+/// A `candle-*` op ready to time: each call runs one forward (and, except for `candle-ce-fwd` and
+/// `candle-accum`, `backward()`); the gradients are dropped.
+pub(super) type CandleCall = Box<dyn FnMut() -> candle_core::Result<()>>;
+
+/// The `candle-*` op `op` on the values of `x`, its tensors made before the first call (the differentiated
+/// side a `Var`).
+pub(super) fn candle_call<T: Element + WithDType>(
+    op: &str,
+    x: &Inputs<T>,
+) -> candle_core::Result<CandleCall> {
     use infoloss_candle as ic;
-    let loss = match op {
+    type Forward = Box<dyn Fn(&Tensor) -> candle_core::Result<Tensor>>;
+    let (input, forward): (_, Forward) = match op {
         "candle-ce" | "candle-ce-fwd" => {
-            ic::cross_entropy(c.logits.as_tensor(), &c.targets, &ic::CrossEntropyOptions::default())?
+            let t = tensor(&x.targets)?;
+            (&x.logits, Box::new(move |s| ic::cross_entropy(s, &t, &ic::CrossEntropyOptions::default())))
         }
         "candle-kl" => {
+            let q = tensor(&x.probs2)?;
             let o = ic::KlDivOptions { reduction: Reduction::BatchMean, ..Default::default() };
-            ic::kl_div(c.logp.as_tensor(), &c.probs2, &o)?
+            (&x.logp, Box::new(move |s| ic::kl_div(s, &q, &o)))
         }
         "candle-bce-logits" => {
-            let o = ic::BceWithLogitsOptions { pos_weight: Some(c.pos_weight.clone()), ..Default::default() };
-            ic::binary_cross_entropy_with_logits(c.logits.as_tensor(), &c.binary, &o)?
+            let y = tensor(&x.binary)?;
+            let o =
+                ic::BceWithLogitsOptions { pos_weight: Some(tensor(&x.pos_weight)?), ..Default::default() };
+            (&x.logits, Box::new(move |s| ic::binary_cross_entropy_with_logits(s, &y, &o)))
         }
         "candle-kd" => {
+            let t = tensor(&x.logits2)?;
             let o = ic::DistillOptions { temperature: 2.0, ..Default::default() };
-            ic::distill(c.logits.as_tensor(), &c.logits2, None, &o)?
+            (&x.logits, Box::new(move |s| ic::distill(s, &t, None, &o)))
         }
-        "candle-nn-ce" => candle_nn::loss::cross_entropy(c.logits.as_tensor(), &c.targets_u32)?,
+        "candle-nn-ce" => {
+            // candle-nn has no `ignore_index`: the ignored rows become class 0
+            let t = tensor(&x.targets.mapv(|t| t.max(0) as u32))?;
+            (&x.logits, Box::new(move |s| candle_nn::loss::cross_entropy(s, &t)))
+        }
         "candle-accum" => {
-            drop(std::hint::black_box(c.logits.zeros_like()?.add(&c.grad)?));
-            return Ok(());
+            // what candle's backprop does with every gradient it receives
+            let grad = tensor(&x.logits2)?;
+            (&x.logits, Box::new(move |s| s.zeros_like()?.add(&grad)))
         }
         other => unreachable!("op {other} validated by parse_ops"),
     };
-    if op != "candle-ce-fwd" {
-        drop(std::hint::black_box(loss.backward()?));
-    }
-    Ok(())
+    let input = Var::from_tensor(&tensor(input)?)?;
+    let backward = !matches!(op, "candle-ce-fwd" | "candle-accum");
+    Ok(Box::new(move || {
+        let out = std::hint::black_box(forward(input.as_tensor())?);
+        if backward {
+            drop(std::hint::black_box(out.backward()?));
+        }
+        Ok(())
+    }))
 }
 
 /// One call of the core op `op` on `x`; its results are dropped.
 pub(super) fn run_op<T: Element>(op: &str, x: &Inputs<T>) -> Result<(), infoloss::Error> {
+    let (logits, logits2, targets, binary) =
+        (x.logits.view(), x.logits2.view(), x.targets.view(), x.binary.view());
+    let (logp, probs, probs2) = (x.logp.view(), x.probs.view(), x.probs2.view());
+    // the in-place ops' gradients overwrite it (nothing else borrows it while an op runs)
+    let mut scratch = x.scratch.borrow_mut();
     let bm = KlDivOptions { reduction: Reduction::BatchMean, ..Default::default() };
     let axis1 = EntropyOptions { axis: 1, ..Default::default() };
-    let w: ArrayView1<'_, T> = x.weight.view();
+    let js1 = JensenShannonOptions { axis: 1, ..Default::default() };
+    let pos_weight =
+        BceWithLogitsOptions { pos_weight: Some(x.pos_weight.view().into_dyn()), ..Default::default() };
+    let ce = |o: &CrossEntropyOptions<'_, T>| infoloss::cross_entropy_with_grad(logits, targets, o).map(drop);
     match op {
-        "ce" => {
-            drop(infoloss::cross_entropy_with_grad(x.logits.view(), x.targets.view(), &Default::default())?)
-        }
-        "ce-ls" => {
-            let o = CrossEntropyOptions { label_smoothing: 0.1, ..Default::default() };
-            drop(infoloss::cross_entropy_with_grad(x.logits.view(), x.targets.view(), &o)?)
-        }
-        "ce-weight" => {
-            let o = CrossEntropyOptions { weight: Some(w), ..Default::default() };
-            drop(infoloss::cross_entropy_with_grad(x.logits.view(), x.targets.view(), &o)?)
-        }
-        "ce-probs" => drop(infoloss::cross_entropy_probs_with_grad(
-            x.logits.view(),
-            x.probs.view(),
-            &Default::default(),
-        )?),
+        "ce" => ce(&Default::default())?,
+        "ce-ls" => ce(&CrossEntropyOptions { label_smoothing: 0.1, ..Default::default() })?,
+        "ce-weight" => ce(&CrossEntropyOptions { weight: Some(x.weight.view()), ..Default::default() })?,
+        "ce-probs" => drop(infoloss::cross_entropy_probs_with_grad(logits, probs, &Default::default())?),
         "ce-inplace" => drop(infoloss::cross_entropy_with_grad_in_place(
-            x.scratch.borrow_mut().view_mut(),
-            x.targets.view(),
+            scratch.view_mut(),
+            targets,
             &Default::default(),
         )?),
         "ce-probs-inplace" => drop(infoloss::cross_entropy_probs_with_grad_in_place(
-            x.scratch.borrow_mut().view_mut(),
-            x.probs.view(),
+            scratch.view_mut(),
+            probs,
             &Default::default(),
         )?),
-        "nll" => drop(infoloss::nll_loss_with_grad(x.logp.view(), x.targets.view(), &NllOptions::default())?),
-        "log-softmax" => drop(infoloss::log_softmax(x.logits.view(), 1)?),
-        "softmax" => drop(infoloss::softmax(x.logits.view(), 1)?),
-        "log-softmax-bwd" => drop(infoloss::log_softmax_backward(x.logp.view(), x.logits2.view(), 1)?),
-        "logsumexp" => drop(infoloss::logsumexp(x.logits.view(), 1)?),
-        "kl" => drop(infoloss::kl_div_with_grad(x.logp.view(), x.probs2.view(), &bm)?),
+        "nll" => drop(infoloss::nll_loss_with_grad(logp, targets, &NllOptions::default())?),
+        "log-softmax" => drop(infoloss::log_softmax(logits, 1)?),
+        "softmax" => drop(infoloss::softmax(logits, 1)?),
+        "log-softmax-bwd" => drop(infoloss::log_softmax_backward(logp, logits2, 1)?),
+        "logsumexp" => drop(infoloss::logsumexp(logits, 1)?),
+        "kl" => drop(infoloss::kl_div_with_grad(logp, probs2, &bm)?),
         "kl-log" => {
-            let o = KlDivOptions { log_target: true, ..bm };
-            drop(infoloss::kl_div_with_grad(x.logp.view(), x.logq.view(), &o)?)
+            drop(infoloss::kl_div_with_grad(logp, x.logq.view(), &KlDivOptions { log_target: true, ..bm })?)
         }
-        "kl-inplace" => drop(infoloss::kl_div_with_grad_in_place(
-            x.scratch.borrow_mut().view_mut(),
-            x.probs2.view(),
-            &bm,
-        )?),
-        "bce" => drop(infoloss::binary_cross_entropy_with_grad(
-            x.unit.view(),
-            x.binary.view(),
-            &BceOptions::default(),
-        )?),
-        "bce-inplace" => drop(infoloss::binary_cross_entropy_with_grad_in_place(
-            x.unit_scratch.borrow_mut().view_mut(),
-            x.binary.view(),
-            &BceOptions::default(),
-        )?),
-        "bce-logits" => {
-            let pw = x.pos_weight.view().into_dyn();
-            let o = BceWithLogitsOptions { pos_weight: Some(pw), ..Default::default() };
-            drop(infoloss::binary_cross_entropy_with_logits_with_grad(x.logits.view(), x.binary.view(), &o)?)
+        "kl-inplace" => drop(infoloss::kl_div_with_grad_in_place(scratch.view_mut(), probs2, &bm)?),
+        "bce" => {
+            drop(infoloss::binary_cross_entropy_with_grad(x.unit.view(), binary, &BceOptions::default())?)
         }
-        "bce-logits-inplace" => {
-            let pw = x.pos_weight.view().into_dyn();
-            let o = BceWithLogitsOptions { pos_weight: Some(pw), ..Default::default() };
-            let mut s = x.scratch.borrow_mut();
-            drop(infoloss::binary_cross_entropy_with_logits_with_grad_in_place(
-                s.view_mut(),
-                x.binary.view(),
-                &o,
+        "bce-inplace" => {
+            let mut unit = x.unit_scratch.borrow_mut();
+            drop(infoloss::binary_cross_entropy_with_grad_in_place(
+                unit.view_mut(),
+                binary,
+                &BceOptions::default(),
             )?)
         }
-        "entropy" => drop(infoloss::entropy(x.probs.view(), None, &axis1)?),
-        "rel-entropy" => drop(infoloss::entropy(x.probs.view(), Some(x.probs2.view()), &axis1)?),
-        "js" => drop(infoloss::jensenshannon(
-            x.probs.view(),
-            x.probs2.view(),
-            &JensenShannonOptions { axis: 1, ..Default::default() },
+        "bce-logits" => {
+            drop(infoloss::binary_cross_entropy_with_logits_with_grad(logits, binary, &pos_weight)?)
+        }
+        "bce-logits-inplace" => drop(infoloss::binary_cross_entropy_with_logits_with_grad_in_place(
+            scratch.view_mut(),
+            binary,
+            &pos_weight,
         )?),
-        "entropy-bwd" => drop(infoloss::entropy_backward(x.probs.view(), None, &axis1, x.row_ones.view())?),
-        "js-bwd" => drop(infoloss::jensenshannon_backward(
-            x.probs.view(),
-            x.probs2.view(),
-            &JensenShannonOptions { axis: 1, ..Default::default() },
-            x.row_ones.view(),
-        )?),
+        "entropy" => drop(infoloss::entropy(probs, None, &axis1)?),
+        "rel-entropy" => drop(infoloss::entropy(probs, Some(probs2), &axis1)?),
+        "js" => drop(infoloss::jensenshannon(probs, probs2, &js1)?),
+        "entropy-bwd" => drop(infoloss::entropy_backward(probs, None, &axis1, x.row_ones.view())?),
+        "js-bwd" => drop(infoloss::jensenshannon_backward(probs, probs2, &js1, x.row_ones.view())?),
         "kd" | "kd-reverse" | "kd-jsd" | "kd-tvd" | "kd-mix" => {
             use infoloss::distill::{DistillOptions, distill_with_grad};
             use infoloss::options::{Options, Value};
             let spelling =
                 KD_DIVERGENCES.iter().find(|(name, _)| *name == op).map_or("forward_kl", |(_, d)| d);
-            let (labels, alpha) = if op == "kd-mix" { (Some(x.targets.view()), 0.5) } else { (None, 1.0) };
+            let (labels, alpha) = if op == "kd-mix" { (Some(targets), 0.5) } else { (None, 1.0) };
             let mut o = DistillOptions { temperature: 2.0, alpha, ..Default::default() };
             o.set("divergence", Value::Str(spelling))?;
-            drop(distill_with_grad(x.logits.view(), x.logits2.view(), labels, &o)?)
+            drop(distill_with_grad(logits, logits2, labels, &o)?)
         }
         "kd-inplace" => {
             use infoloss::distill::{DistillOptions, distill_with_grad_in_place};
             let o = DistillOptions { temperature: 2.0, ..Default::default() };
-            drop(distill_with_grad_in_place(x.scratch.borrow_mut().view_mut(), x.logits2.view(), None, &o)?)
+            drop(distill_with_grad_in_place(scratch.view_mut(), logits2, None, &o)?)
         }
         "kd-topk" => {
             use infoloss::distill::{DistillOptions, SparseTeacher, distill_topk_with_grad};
             let t = SparseTeacher { indices: x.topk_idx.view(), logprobs: x.topk_lp.view(), add_tail: true };
             let o = DistillOptions { temperature: 2.0, ..Default::default() };
-            drop(distill_topk_with_grad(x.logits.view(), &t, None, &o)?)
+            drop(distill_topk_with_grad(logits, &t, None, &o)?)
         }
         "uda" => {
             use infoloss::uda::{UdaOptions, uda_consistency_with_grad};
             let o = UdaOptions { temperature: 0.4, confidence_threshold: Some(0.5), ..Default::default() };
-            drop(uda_consistency_with_grad(x.logits2.view(), x.logits.view(), &o)?)
+            drop(uda_consistency_with_grad(logits2, logits, &o)?)
         }
         other => unreachable!("op {other} validated by parse_ops"),
     }

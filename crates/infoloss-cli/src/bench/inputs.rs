@@ -1,9 +1,9 @@
 //! The inputs of the ops: random logits, probabilities, targets and weights of one size, and their candle
 //! tensors.
 
-use candle_core::{Device, Tensor, Var, WithDType};
+use candle_core::{Device, Tensor, WithDType};
 use infoloss::Element;
-use infoloss::ndarray::{Array1, Array2};
+use infoloss::ndarray::{Array, Array1, Array2, Dimension};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -90,43 +90,7 @@ pub(super) fn make_inputs<T: Element>(rows: usize, cols: usize, seed: u64) -> In
     }
 }
 
-/// The inputs of the `candle-*` ops: the same values as [`Inputs`], as contiguous CPU tensors; the
-/// differentiated side is a `Var`.
-pub(super) struct CandleInputs {
-    pub(super) logits: Var,
-    pub(super) logits2: Tensor,
-    pub(super) logp: Var,
-    pub(super) probs2: Tensor,
-    pub(super) binary: Tensor,
-    pub(super) pos_weight: Tensor,
-    /// Class indices with the ignored rows of [`Inputs::targets`].
-    pub(super) targets: Tensor,
-    /// The same as `u32`, ignored rows as class 0 (candle-nn has no `ignore_index`).
-    pub(super) targets_u32: Tensor,
-    /// A gradient-sized tensor for `candle-accum`.
-    pub(super) grad: Tensor,
-}
-
-/// [`Inputs`] as candle tensors.
-pub(super) fn candle_inputs<T: Element + WithDType>(x: &Inputs<T>) -> candle_core::Result<CandleInputs> {
-    let t2 = |a: &Array2<T>| {
-        Tensor::from_slice(a.as_standard_layout().as_slice().unwrap_or(&[]), a.dim(), &Device::Cpu)
-    };
-    let idx = x.targets.to_vec();
-    let n = idx.len();
-    Ok(CandleInputs {
-        logits: Var::from_tensor(&t2(&x.logits)?)?,
-        logits2: t2(&x.logits2)?,
-        logp: Var::from_tensor(&t2(&x.logp)?)?,
-        probs2: t2(&x.probs2)?,
-        binary: t2(&x.binary)?,
-        pos_weight: Tensor::from_slice(&x.pos_weight.to_vec(), x.pos_weight.len(), &Device::Cpu)?,
-        targets: Tensor::from_vec(idx.clone(), n, &Device::Cpu)?,
-        targets_u32: Tensor::from_vec(
-            idx.iter().map(|&t| t.max(0) as u32).collect::<Vec<_>>(),
-            n,
-            &Device::Cpu,
-        )?,
-        grad: t2(&x.logits2)?,
-    })
+/// `a` as a contiguous CPU tensor (the inputs of the `candle-*` ops: the same values as [`Inputs`]).
+pub(super) fn tensor<T: WithDType, D: Dimension>(a: &Array<T, D>) -> candle_core::Result<Tensor> {
+    Tensor::from_slice(a.as_standard_layout().as_slice().unwrap_or(&[]), a.shape(), &Device::Cpu)
 }

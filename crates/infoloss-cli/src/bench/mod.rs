@@ -19,8 +19,8 @@ use half::bf16;
 use infoloss::Element;
 use serde::Serialize;
 
-use calls::{LinearOp, run_candle, run_op};
-use inputs::{candle_inputs, make_inputs};
+use calls::{LinearOp, candle_call, run_op};
+use inputs::make_inputs;
 use ops::core_counterpart;
 pub use ops::{OPS, OpSpec};
 use timing::{copy_time, median_f64, time_alternating, time_reps, time_reps_prepared};
@@ -160,25 +160,22 @@ fn bench_dtype<T: Element + WithDType>(
     // the N×V inputs of the row-wise losses (not needed by the fused linear ops)
     let inputs =
         cfg.ops.iter().any(|o| LinearOp::of(o.name).is_none()).then(|| make_inputs::<T>(n, v, 0x1f0_1055));
-    let candle = match (&inputs, cfg.ops.iter().any(|o| o.name.starts_with("candle-"))) {
-        (Some(x), true) => Some(candle_inputs(x).map_err(|e| format!("candle inputs: {e}"))?),
-        _ => None,
-    };
     let es = elem_bytes(dtype);
     let mut out = Vec::new();
     for op in &cfg.ops {
         let (mut core_s, mut accum_s, mut net) = (None, None, None);
-        let (t, bytes) = if let (Some(c), Some(x)) =
-            (candle.as_ref().filter(|_| op.name.starts_with("candle-")), &inputs)
-        {
+        let (t, bytes) = if let (true, Some(x)) = (op.name.starts_with("candle-"), &inputs) {
+            let candle = |name| candle_call(name, x).map_err(|e| format!("candle inputs: {e}"));
             let (mut err, mut core_err, mut accum_err) = (None, None, None);
+            let mut call = candle(op.name)?;
             let mut run = || {
-                if let Err(e) = run_candle(op.name, c) {
+                if let Err(e) = call() {
                     err = Some(e.to_string());
                 }
             };
             let t = match core_counterpart(op.name) {
                 Some(core) => {
+                    let mut accum = candle("candle-accum")?;
                     let times = time_alternating(
                         cfg.reps,
                         &mut [
@@ -189,7 +186,7 @@ fn bench_dtype<T: Element + WithDType>(
                                 }
                             },
                             &mut || {
-                                if let Err(e) = run_candle("candle-accum", c) {
+                                if let Err(e) = accum() {
                                     accum_err = Some(e.to_string());
                                 }
                             },

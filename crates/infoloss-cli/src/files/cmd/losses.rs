@@ -99,14 +99,12 @@ impl LossCompute for CrossEntropyLoss {
         if !probs {
             let t = indices(tin)?;
             let mut r = cx.report::<T>("cross_entropy", options, &["target"]);
-            loss_and_grad(
-                cx,
-                &mut r,
-                &u,
-                || infoloss::cross_entropy(x.view(), t.view(), &opts),
-                || infoloss::cross_entropy_with_grad(x.view(), t.view(), &opts),
-                |g| infoloss::cross_entropy_backward(x.view(), t.view(), &opts, g),
-            )?;
+            let f = ClassFns {
+                loss: infoloss::cross_entropy,
+                fused: infoloss::cross_entropy_with_grad,
+                backward: infoloss::cross_entropy_backward,
+            };
+            loss_and_grad(cx, &mut r, &u, (x.view(), t.view()), &opts, f)?;
             return Ok(r);
         }
         let t = cx.floats::<T>("target", false)?;
@@ -151,14 +149,12 @@ impl Cmd for NllArgs {
         let opts = NllOptions { weight: w.as_ref().map(|w| w.view()), ..self.opts.build()? };
         let u = cx.upstream::<T>()?;
         let mut r = cx.report::<T>("nll_loss", report_options(&opts), &["target"]);
-        loss_and_grad(
-            cx,
-            &mut r,
-            &u,
-            || infoloss::nll_loss(x.view(), t.view(), &opts),
-            || infoloss::nll_loss_with_grad(x.view(), t.view(), &opts),
-            |g| infoloss::nll_loss_backward(x.view(), t.view(), &opts, g),
-        )?;
+        let f = ClassFns {
+            loss: infoloss::nll_loss,
+            fused: infoloss::nll_loss_with_grad,
+            backward: infoloss::nll_loss_backward,
+        };
+        loss_and_grad(cx, &mut r, &u, (x.view(), t.view()), &opts, f)?;
         Ok(r)
     }
 }
@@ -249,29 +245,40 @@ impl Cmd for DimCmd<'_> {
     }
 }
 
-impl Cmd for OneArgs {
-    fn spec(&self) -> Io<'_> {
-        Io::measure(&self.common, &self.x, None, None).dtype_of_input()
-    }
-    fn compute<T: Elem>(&self, cx: &Cx<'_>) -> Result<Report<T>, String> {
-        let x = cx.floats::<T>("input", true)?;
-        let mut r = cx.report::<T>("entr", json!({}), &[]);
-        output_and_grads(cx, &mut r, Ok(infoloss::entr(x.view())), |g| {
-            infoloss::entr_backward(x.view(), g).map(|d| (d, None))
-        })?;
-        Ok(r)
-    }
+/// `entr` and `self-information`: elementwise measures of one input.
+#[derive(Clone, Copy)]
+pub(super) enum Elementwise<'a> {
+    /// `−x·ln x`.
+    Entr(&'a OneArgs),
+    /// `−log p` in `--base`.
+    SelfInformation(&'a SelfInfoArgs),
 }
 
-impl Cmd for SelfInfoArgs {
+impl Cmd for Elementwise<'_> {
     fn spec(&self) -> Io<'_> {
-        Io::measure(&self.common, &self.p, None, None).dtype_of_input()
+        let (common, x) = match *self {
+            Elementwise::Entr(a) => (&a.common, &a.x),
+            Elementwise::SelfInformation(a) => (&a.common, &a.p),
+        };
+        Io::measure(common, x, None, None).dtype_of_input()
     }
     fn compute<T: Elem>(&self, cx: &Cx<'_>) -> Result<Report<T>, String> {
         let x = cx.floats::<T>("input", true)?;
-        let mut r = cx.report::<T>("self_information", json!({ "base": self.base }), &[]);
-        output_and_grads(cx, &mut r, infoloss::self_information(x.view(), self.base), |g| {
-            infoloss::self_information_backward(x.view(), self.base, g).map(|d| (d, None))
+        let (name, options) = match *self {
+            Elementwise::Entr(_) => ("entr", json!({})),
+            Elementwise::SelfInformation(a) => ("self_information", json!({ "base": a.base })),
+        };
+        let mut r = cx.report::<T>(name, options, &[]);
+        let output = match *self {
+            Elementwise::Entr(_) => Ok(infoloss::entr(x.view())),
+            Elementwise::SelfInformation(a) => infoloss::self_information(x.view(), a.base),
+        };
+        output_and_grads(cx, &mut r, output, |g| {
+            match *self {
+                Elementwise::Entr(_) => infoloss::entr_backward(x.view(), g),
+                Elementwise::SelfInformation(a) => infoloss::self_information_backward(x.view(), a.base, g),
+            }
+            .map(|d| (d, None))
         })?;
         Ok(r)
     }

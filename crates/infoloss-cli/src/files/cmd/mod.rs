@@ -311,9 +311,15 @@ pub fn run(cmd: LossCommand) -> Result<String, String> {
                 }
                 Entropy($a) => $e,
                 RelEntr($a) => $e,
-                Entr($a) => $e,
+                Entr(a) => {
+                    let $a = &Elementwise::Entr(a);
+                    $e
+                }
                 Js($a) => $e,
-                SelfInformation($a) => $e,
+                SelfInformation(a) => {
+                    let $a = &Elementwise::SelfInformation(a);
+                    $e
+                }
                 ShannonCrossEntropy($a) => $e,
             }
         };

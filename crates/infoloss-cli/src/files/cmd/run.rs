@@ -114,24 +114,40 @@ pub(super) fn push<T>(r: &mut Report<T>, name: &'static str, array: ArrayD<T>) {
     r.results.push(Named { name, array });
 }
 
-/// The loss and, with gradients, the input's: fused (upstream 1) or forward then backward (`--upstream`).
-pub(super) fn loss_and_grad<T: Elem>(
+/// The library functions of a loss of class indices (`cross_entropy`, `nll_loss`): the loss, the loss and the
+/// input's gradient in one pass, and the backward.
+pub(super) struct ClassFns<T: Elem, O> {
+    pub(super) loss: ClassLoss<T, O, Loss<T>>,
+    pub(super) fused: ClassLoss<T, O, (Loss<T>, ArrayD<T>)>,
+    pub(super) backward: ClassGrad<T, O>,
+}
+
+/// A function of an input and class indices with options `O`, returning `R`.
+pub(super) type ClassLoss<T, O, R> = fn(ArrayViewD<'_, T>, ArrayViewD<'_, i64>, &O) -> Lib<R>;
+/// The backward of a [`ClassLoss`] for an upstream gradient.
+pub(super) type ClassGrad<T, O> =
+    fn(ArrayViewD<'_, T>, ArrayViewD<'_, i64>, &O, &GradOutput<'_, T>) -> Lib<ArrayD<T>>;
+
+/// The loss of the input `x` and the class indices `t` and, with gradients, the input's: fused (upstream 1)
+/// or forward then backward (`--upstream`).
+pub(super) fn loss_and_grad<T: Elem, O>(
     cx: &Cx<'_>,
     r: &mut Report<T>,
     u: &Option<ArrayD<T>>,
-    forward: impl FnOnce() -> Lib<Loss<T>>,
-    fused: impl FnOnce() -> Lib<(Loss<T>, ArrayD<T>)>,
-    backward: impl FnOnce(&GradOutput<'_, T>) -> Lib<ArrayD<T>>,
+    (x, t): (ArrayViewD<'_, T>, ArrayViewD<'_, i64>),
+    opts: &O,
+    f: ClassFns<T, O>,
 ) -> Result<(), String> {
     let (loss, grad) = match (cx.grad, u) {
-        (false, _) => (forward().map_err(|e| cx.le(e))?, None),
+        (false, _) => ((f.loss)(x.view(), t.view(), opts).map_err(|e| cx.le(e))?, None),
         (true, None) => {
-            let (l, g) = fused().map_err(|e| cx.le(e))?;
+            let (l, g) = (f.fused)(x.view(), t.view(), opts).map_err(|e| cx.le(e))?;
             (l, Some(g))
         }
-        (true, Some(_)) => {
-            (forward().map_err(|e| cx.le(e))?, Some(backward(&grad_output(u)).map_err(|e| cx.le(e))?))
-        }
+        (true, Some(_)) => (
+            (f.loss)(x.view(), t.view(), opts).map_err(|e| cx.le(e))?,
+            Some((f.backward)(x.view(), t.view(), opts, &grad_output(u)).map_err(|e| cx.le(e))?),
+        ),
     };
     push(r, "loss", loss.into_array());
     if let Some(g) = grad {
