@@ -1,7 +1,7 @@
 //! Fused cross-entropy row kernels: a row's loss terms and its gradient with one `exp` per element.
 
 use super::simd::abs;
-use crate::base::shape::ensure_shapes;
+use crate::base::shape::check_same_shape;
 use pulp::{Simd, WithSimd};
 
 use super::Kernels;
@@ -580,13 +580,7 @@ impl Kernels {
     ) -> Result<CeProbsRow> {
         const OP: &str = "cross_entropy_probs_row_f32";
         let n = x.len();
-        ensure_shapes(
-            target.len() == n,
-            OP,
-            ("input row", &[n]),
-            ("target row", &[target.len()]),
-            "must be equal",
-        )?;
+        check_same_shape(OP, "input row", &[n], "target row", &[target.len()])?;
         if let Some(w) = weight
             && w.len() != n
         {
