@@ -245,11 +245,19 @@ fn normalizers<S: Simd>(simd: S, p: &[f32], q: &[f32], two: bool) -> (f32, f32) 
     (sp, if two { RowSumOp { a: q, b: &[] }.with_simd(simd) as f32 } else { 1.0 })
 }
 
-/// The elements `range` of `p` and of `q`, or of `p` twice for the entropy (one row).
+/// The elements `range` of `p` and of `q` (of `p` twice for the entropy, one row), each as whole
+/// vectors and a tail.
 #[inline(always)]
-fn chunk_pair<'a>(p: &'a [f32], q: &'a [f32], two: bool, range: Range<usize>) -> (&'a [f32], &'a [f32]) {
+#[allow(clippy::type_complexity)]
+fn chunk_pair<'a, S: Simd>(
+    p: &'a [f32],
+    q: &'a [f32],
+    two: bool,
+    range: Range<usize>,
+) -> ((&'a [S::f32s], &'a [f32]), (&'a [S::f32s], &'a [f32])) {
     let pc = p.get(range.clone()).unwrap_or_default();
-    (pc, if two { q.get(range).unwrap_or_default() } else { pc })
+    let qc = if two { q.get(range).unwrap_or_default() } else { pc };
+    (S::as_simd_f32s(pc), S::as_simd_f32s(qc))
 }
 
 /// `v / s`, except for the unused `q` operand of [`InfoKind::Entropy`] (returned as is).
@@ -271,9 +279,7 @@ impl<const K: u8> WithSimd for InfoRowOp<'_, K> {
         let mut start = 0;
         while start < p.len() {
             let end = (start + CHUNK).min(p.len());
-            let (pc, qc) = chunk_pair(p, q, two, start..end);
-            let (ph, pt) = S::as_simd_f32s(pc);
-            let (qh, qt) = S::as_simd_f32s(qc);
+            let ((ph, pt), (qh, qt)) = chunk_pair::<S>(p, q, two, start..end);
             let z = simd.splat_f32s(0.0);
             let (mut aa, mut ab) = ([z; 4], [z; 4]);
             let mut pi = ph.chunks_exact(4);
@@ -435,9 +441,7 @@ impl<const K: u8> WithSimd for InfoGradOp<'_, K> {
         let mut start = 0;
         while start < p.len() {
             let end = (start + CHUNK).min(p.len());
-            let (pc, qc) = chunk_pair(p, q, two, start..end);
-            let (ph, pt) = S::as_simd_f32s(pc);
-            let (qh, qt) = S::as_simd_f32s(qc);
+            let ((ph, pt), (qh, qt)) = chunk_pair::<S>(p, q, two, start..end);
             let (dph, dpt) = S::as_mut_simd_f32s(dp.get_mut(start..end).unwrap_or_default());
             let (dqh, dqt) =
                 S::as_mut_simd_f32s(if two { dq.get_mut(start..end).unwrap_or_default() } else { &mut [] });
