@@ -232,6 +232,20 @@ struct Heads {
     bt: Array1<f64>,
 }
 
+/// [`fd_check`] of the student head's three gradients in `out` against `f(hidden, weight, bias)`, the
+/// loss at those student operands (the teacher's and the rest held); the number of entries checked.
+fn fd_check_student(
+    what: &str,
+    h: &Heads,
+    out: &LinearDistillOutput<f64>,
+    f: impl Fn(&Array2<f64>, &Array2<f64>, &Array1<f64>) -> f64,
+) -> usize {
+    let gb = out.grad_bias.as_ref().expect("grad_bias");
+    fd_check(&format!("{what}: hidden"), &h.xs, &out.grad_hidden, |x| f(x, &h.ws, &h.bs))
+        + fd_check(&format!("{what}: weight"), &h.ws, &out.grad_weight, |w| f(&h.xs, w, &h.bs))
+        + fd_check(&format!("{what}: bias"), &h.bs, gb, |b| f(&h.xs, &h.ws, b))
+}
+
 fn heads(n: usize, hs: usize, ht: usize, v: usize, seed: u64) -> Heads {
     Heads {
         xs: rand_matrix(n, hs, seed, 1.5),
@@ -328,10 +342,7 @@ fn fd_linear_distill_bias_topk_upstream() {
                 .expect("loss");
             objective(&out.loss, &g)
         };
-        checked += fd_check(&format!("{what}: hidden"), &h.xs, &out.grad_hidden, |x| f(x, &h.ws, &h.bs));
-        checked += fd_check(&format!("{what}: weight"), &h.ws, &out.grad_weight, |w| f(&h.xs, w, &h.bs));
-        let gb = out.grad_bias.expect("grad_bias");
-        checked += fd_check(&format!("{what}: bias"), &h.bs, &gb, |b| f(&h.xs, &h.ws, b));
+        checked += fd_check_student(&what, &h, &out, f);
     }
     assert_eq!(checked, 6 * (n * hs + v * hs + v));
 }
@@ -764,10 +775,7 @@ fn fd_linear_distill_topk() {
             objective(&run_topk(xs, ws, Some(bs), &idx, &lq, tail, labels, &opts, &g).loss, &g)
         };
         let what = format!("{div:?} {red} alpha {alpha} k {k} tail {tail} map {map:?}");
-        checked += fd_check(&format!("{what} hidden"), &h.xs, &out.grad_hidden, |x| f(x, &h.ws, &h.bs));
-        checked += fd_check(&format!("{what} weight"), &h.ws, &out.grad_weight, |w| f(&h.xs, w, &h.bs));
-        let gb = out.grad_bias.expect("bias gradient");
-        checked += fd_check(&format!("{what} bias"), &h.bs, &gb, |b| f(&h.xs, &h.ws, b));
+        checked += fd_check_student(&what, &h, &out, f);
     }
     assert_eq!(checked, 5 * (n * hs + v * hs + v));
 }

@@ -1,7 +1,7 @@
 //! Fused cross-entropy row kernels: a row's loss terms and its gradient with one `exp` per element.
 
 use super::simd::abs;
-use crate::base::shape::ensure_shapes;
+use crate::base::shape::check_same_shape;
 use pulp::{Simd, WithSimd};
 
 use super::Kernels;
@@ -98,8 +98,18 @@ fn check_index_row(op: &'static str, n: usize, target: usize, weight: Option<&[f
     if target >= n {
         return Err(Error::target_out_of_range(op, &[], target as i64, n));
     }
-    match weight {
-        Some(w) if w.len() != n => Err(weight_mismatch(op, n, w.len())),
+    check_lengths(op, n, weight, None)
+}
+
+/// The length checks of a row of `n` logits: one weight per class, a gradient row of `n`.
+fn check_lengths(op: &'static str, n: usize, weight: Option<&[f32]>, grad: Option<&[f32]>) -> Result<()> {
+    if let Some(w) = weight
+        && w.len() != n
+    {
+        return Err(weight_mismatch(op, n, w.len()));
+    }
+    match grad {
+        Some(g) if g.len() != n => Err(grad_mismatch(op, n, g.len())),
         _ => Ok(()),
     }
 }
@@ -520,11 +530,7 @@ impl Kernels {
         const OP: &str = "cross_entropy_row_f32";
         let n = x.len();
         check_index_row(OP, n, target, weight)?;
-        if let Some(g) = &grad
-            && g.len() != n
-        {
-            return Err(grad_mismatch(OP, n, g.len()));
-        }
+        check_lengths(OP, n, None, grad.as_deref())?;
         let eps = smoothing(OP, label_smoothing)?;
         Ok(self.run(CeOp { io: CeIo::Split { x, grad }, target, weight, eps, scale: grad_scale }))
     }
@@ -580,23 +586,8 @@ impl Kernels {
     ) -> Result<CeProbsRow> {
         const OP: &str = "cross_entropy_probs_row_f32";
         let n = x.len();
-        ensure_shapes(
-            target.len() == n,
-            OP,
-            ("input row", &[n]),
-            ("target row", &[target.len()]),
-            "must be equal",
-        )?;
-        if let Some(w) = weight
-            && w.len() != n
-        {
-            return Err(weight_mismatch(OP, n, w.len()));
-        }
-        if let Some(g) = &grad
-            && g.len() != n
-        {
-            return Err(grad_mismatch(OP, n, g.len()));
-        }
+        check_same_shape(OP, "input row", &[n], "target row", &[target.len()])?;
+        check_lengths(OP, n, weight, grad.as_deref())?;
         let eps = smoothing(OP, label_smoothing)?;
         Ok(self.run(CeProbsOp { x, t: target, weight, eps, grad, scale: grad_scale }))
     }

@@ -28,7 +28,7 @@ use super::simd::{select, select64};
 use pulp::{Simd, WithSimd};
 
 use super::Kernels;
-use super::vmap::VecMap;
+use super::vmap::{VecMap, VecMap64, map_f32, map_f64, map_in_place_f32, map_in_place_f64};
 use crate::{Error, Result};
 
 /// `log2(e)` rounded to `f32`.
@@ -132,7 +132,7 @@ pub(crate) fn len_mismatch(op: &'static str, a: usize, b: usize) -> Error {
     Error::shape_mismatch(op, "input", &[a], "out", &[b], "must be equal")
 }
 
-f32_map_op!(ExpF32, ExpF32InPlace, ExpMap);
+map_op!(f32, ExpF32, ExpF32InPlace, ExpMap);
 
 slice_fn! {
     f32: ExpF32, ExpF32InPlace;
@@ -261,33 +261,73 @@ pub(crate) fn exp_f64s<S: Simd>(simd: S, x: S::f64s) -> S::f64s {
     )
 }
 
-/// The `WithSimd` ops `$name` (`out[i] = f(x[i])`) and `$name_ip` (in place) of an `f32` map.
-macro_rules! f32_map_op {
-    ($name:ident, $name_ip:ident, $map:ident) => {
+/// The `WithSimd` ops `$name` (`out[i] = f(x[i])`) and `$name_ip` (in place) of the map `$map` on `$t`
+/// slices, run by the [`SliceMap`] drivers of `$t`.
+macro_rules! map_op {
+    ($t:ty, $name:ident, $name_ip:ident, $map:expr) => {
         struct $name<'a> {
-            x: &'a [f32],
-            out: &'a mut [f32],
+            x: &'a [$t],
+            out: &'a mut [$t],
         }
         impl WithSimd for $name<'_> {
             type Output = ();
             #[inline(always)]
             fn with_simd<S: Simd>(self, simd: S) {
-                $crate::kernels::vmap::map_f32(simd, self.x, self.out, $map);
+                <$t as $crate::kernels::exp::SliceMap<_>>::map(simd, self.x, self.out, $map);
             }
         }
         struct $name_ip<'a> {
-            x: &'a mut [f32],
+            x: &'a mut [$t],
         }
         impl WithSimd for $name_ip<'_> {
             type Output = ();
             #[inline(always)]
             fn with_simd<S: Simd>(self, simd: S) {
-                $crate::kernels::vmap::map_in_place_f32(simd, self.x, $map);
+                <$t as $crate::kernels::exp::SliceMap<_>>::map_in_place(simd, self.x, $map);
             }
         }
     };
 }
-pub(crate) use f32_map_op;
+pub(crate) use map_op;
+
+/// The slice drivers of the maps `F` on one lane type.
+pub(crate) trait SliceMap<F>: Sized {
+    /// `out[i] = f(x[i])`; `x` and `out` have the same length.
+    fn map<S: Simd>(simd: S, x: &[Self], out: &mut [Self], f: F);
+    /// `x[i] = f(x[i])`.
+    fn map_in_place<S: Simd>(simd: S, x: &mut [Self], f: F);
+}
+
+impl<F: VecMap> SliceMap<F> for f32 {
+    #[inline(always)]
+    fn map<S: Simd>(simd: S, x: &[f32], out: &mut [f32], f: F) {
+        map_f32(simd, x, out, f);
+    }
+    #[inline(always)]
+    fn map_in_place<S: Simd>(simd: S, x: &mut [f32], f: F) {
+        map_in_place_f32(simd, x, f);
+    }
+}
+
+/// At `S`, or on the 128-bit scalar emulation when `S` is not [`wide_f64`].
+impl<F: VecMap64> SliceMap<F> for f64 {
+    #[inline(always)]
+    fn map<S: Simd>(simd: S, x: &[f64], out: &mut [f64], f: F) {
+        if wide_f64::<S>() {
+            map_f64(simd, x, out, f);
+        } else {
+            map_f64(pulp::Scalar128b, x, out, f);
+        }
+    }
+    #[inline(always)]
+    fn map_in_place<S: Simd>(simd: S, x: &mut [f64], f: F) {
+        if wide_f64::<S>() {
+            map_in_place_f64(simd, x, f);
+        } else {
+            map_in_place_f64(pulp::Scalar128b, x, f);
+        }
+    }
+}
 
 /// The public face of a slice function run by the ops `$name` (x → out) and `$name_ip` (in place):
 /// the [`Kernels`] methods `f` (lengths checked) and `f_in_place`, and the free functions of the same
@@ -329,7 +369,8 @@ macro_rules! slice_fn {
 }
 pub(crate) use slice_fn;
 
-/// Runs an `f64` map at `S`, or on the 128-bit scalar emulation when `S` is not [`wide_f64`].
+/// [`map_op`] of the `f64` map `$map` (a [`VecMap64`] calling `$f`), run at `S` or on the 128-bit
+/// scalar emulation when `S` is not [`wide_f64`].
 macro_rules! f64_map_op {
     ($name:ident, $name_ip:ident, $map:ident, $f:ident) => {
         #[derive(Clone, Copy)]
@@ -340,37 +381,7 @@ macro_rules! f64_map_op {
                 $f(simd, v)
             }
         }
-        struct $name<'a> {
-            x: &'a [f64],
-            out: &'a mut [f64],
-        }
-        impl WithSimd for $name<'_> {
-            type Output = ();
-            #[inline(always)]
-            fn with_simd<S: Simd>(self, simd: S) {
-                if $crate::kernels::exp::wide_f64::<S>() {
-                    $crate::kernels::vmap::map_f64(simd, self.x, self.out, $map);
-                } else {
-                    let s = pulp::Scalar128b;
-                    $crate::kernels::vmap::map_f64(s, self.x, self.out, $map);
-                }
-            }
-        }
-        struct $name_ip<'a> {
-            x: &'a mut [f64],
-        }
-        impl WithSimd for $name_ip<'_> {
-            type Output = ();
-            #[inline(always)]
-            fn with_simd<S: Simd>(self, simd: S) {
-                if $crate::kernels::exp::wide_f64::<S>() {
-                    $crate::kernels::vmap::map_in_place_f64(simd, self.x, $map);
-                } else {
-                    let s = pulp::Scalar128b;
-                    $crate::kernels::vmap::map_in_place_f64(s, self.x, $map);
-                }
-            }
-        }
+        $crate::kernels::exp::map_op!(f64, $name, $name_ip, $map);
     };
 }
 pub(crate) use f64_map_op;
@@ -415,7 +426,6 @@ slice_fn! {
 mod tests {
     use super::*;
     use crate::kernels::Isa;
-    use crate::kernels::vmap::map_f32;
 
     fn ulp_err(y: f32, x: f32) -> f64 {
         let e = (x as f64).exp();

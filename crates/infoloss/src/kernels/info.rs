@@ -12,13 +12,15 @@
 //! SciPy's cases. Both paths give the same bits.
 
 use super::simd::{neg, select};
+use std::ops::Range;
+
 use pulp::{Simd, WithSimd};
 
 use super::Kernels;
 use super::ln::{all_lanes, ln_f32s, ln_normal_f32s, normal_m32s};
 use super::row::{CHUNK, RowSumOp};
 use super::simd::hsum_f64;
-use super::vmap::{VecMap, map_in_place_f32};
+use super::vmap::{MapInPlace, VecMap};
 
 /// What a row of [`Kernels::info_row_f32`] sums.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,6 +237,29 @@ struct InfoRowOp<'a, const K: u8> {
     q: &'a [f32],
 }
 
+/// The sums of `p` and (for the two-row measures) `q` that normalize them, rounded to `f32` as the
+/// reference's `normalize_row` does (`q`'s is 1 for the entropy).
+#[inline(always)]
+fn normalizers<S: Simd>(simd: S, p: &[f32], q: &[f32], two: bool) -> (f32, f32) {
+    let sp = RowSumOp { a: p, b: &[] }.with_simd(simd) as f32;
+    (sp, if two { RowSumOp { a: q, b: &[] }.with_simd(simd) as f32 } else { 1.0 })
+}
+
+/// The elements `range` of `p` and of `q` (of `p` twice for the entropy, one row), each as whole
+/// vectors and a tail.
+#[inline(always)]
+#[allow(clippy::type_complexity)]
+fn chunk_pair<'a, S: Simd>(
+    p: &'a [f32],
+    q: &'a [f32],
+    two: bool,
+    range: Range<usize>,
+) -> ((&'a [S::f32s], &'a [f32]), (&'a [S::f32s], &'a [f32])) {
+    let pc = p.get(range.clone()).unwrap_or_default();
+    let qc = if two { q.get(range).unwrap_or_default() } else { pc };
+    (S::as_simd_f32s(pc), S::as_simd_f32s(qc))
+}
+
 /// `v / s`, except for the unused `q` operand of [`InfoKind::Entropy`] (returned as is).
 #[inline(always)]
 fn normalized<S: Simd>(simd: S, used: bool, v: S::f32s, s: S::f32s) -> S::f32s {
@@ -248,17 +273,13 @@ impl<const K: u8> WithSimd for InfoRowOp<'_, K> {
         let InfoRowOp { p, q } = self;
         let kind = InfoKind::of_code(K);
         let two = kind != InfoKind::Entropy;
-        // the normalizers, rounded to f32 as the reference's `normalize_row` does
-        let sp = simd.splat_f32s(RowSumOp { a: p, b: &[] }.with_simd(simd) as f32);
-        let sq = simd.splat_f32s(if two { RowSumOp { a: q, b: &[] }.with_simd(simd) as f32 } else { 1.0 });
+        let (sp, sq) = normalizers(simd, p, q, two);
+        let (sp, sq) = (simd.splat_f32s(sp), simd.splat_f32s(sq));
         let (mut ta, mut tb) = (0.0f64, 0.0f64);
         let mut start = 0;
         while start < p.len() {
             let end = (start + CHUNK).min(p.len());
-            let pc = p.get(start..end).unwrap_or_default();
-            let qc = if two { q.get(start..end).unwrap_or_default() } else { pc };
-            let (ph, pt) = S::as_simd_f32s(pc);
-            let (qh, qt) = S::as_simd_f32s(qc);
+            let ((ph, pt), (qh, qt)) = chunk_pair::<S>(p, q, two, start..end);
             let z = simd.splat_f32s(0.0);
             let (mut aa, mut ab) = ([z; 4], [z; 4]);
             let mut pi = ph.chunks_exact(4);
@@ -412,8 +433,7 @@ impl<const K: u8> WithSimd for InfoGradOp<'_, K> {
         let InfoGradOp { p, q, dp, dq } = self;
         let kind = InfoKind::of_code(K);
         let two = kind != InfoKind::Entropy;
-        let sp = RowSumOp { a: p, b: &[] }.with_simd(simd) as f32;
-        let sq = if two { RowSumOp { a: q, b: &[] }.with_simd(simd) as f32 } else { 1.0 };
+        let (sp, sq) = normalizers(simd, p, q, two);
         let (vsp, vsq) = (simd.splat_f32s(sp), simd.splat_f32s(sq));
         let all = simd.mask_between_m32s(0, u32::MAX).mask();
         let z = simd.splat_f32s(0.0);
@@ -421,10 +441,7 @@ impl<const K: u8> WithSimd for InfoGradOp<'_, K> {
         let mut start = 0;
         while start < p.len() {
             let end = (start + CHUNK).min(p.len());
-            let pc = p.get(start..end).unwrap_or_default();
-            let qc = if two { q.get(start..end).unwrap_or_default() } else { pc };
-            let (ph, pt) = S::as_simd_f32s(pc);
-            let (qh, qt) = S::as_simd_f32s(qc);
+            let ((ph, pt), (qh, qt)) = chunk_pair::<S>(p, q, two, start..end);
             let (dph, dpt) = S::as_mut_simd_f32s(dp.get_mut(start..end).unwrap_or_default());
             let (dqh, dqt) =
                 S::as_mut_simd_f32s(if two { dq.get_mut(start..end).unwrap_or_default() } else { &mut [] });
@@ -498,25 +515,12 @@ impl VecMap for FinishMap {
     }
 }
 
-struct FinishOp<'a> {
-    d: &'a mut [f32],
-    f: FinishMap,
-}
-
-impl WithSimd for FinishOp<'_> {
-    type Output = ();
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
-        map_in_place_f32(simd, self.d, self.f);
-    }
-}
-
 impl Kernels {
     /// Finishes a row of raw partials from [`Kernels::info_row_grad_f32`] through the
     /// normalization's adjoint: `d_j ← c·(d_j − dot)/s` in `f32`, rounded after each operation
     /// (the bits of the scalar expression `c * (d - dot) / s`).
     pub(crate) fn info_finish_f32(self, d: &mut [f32], c: f32, dot: f32, s: f32) {
-        self.run(FinishOp { d, f: FinishMap { c, dot, s } });
+        self.run(MapInPlace { x: d, f: FinishMap { c, dot, s } });
     }
 
     /// The natural-log value(s) of one row of an information measure: `p` and `q` are normalized

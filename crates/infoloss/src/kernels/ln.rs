@@ -22,7 +22,7 @@ use pulp::{Simd, WithSimd};
 
 use super::Kernels;
 use super::exp::{
-    LN2_HI_F64, LN2_LO_F64, SHIFT20_F64, SHIFT20_HI, f32_map_op, f64_as_u32, f64_map_op, hi_words, slice_fn,
+    LN2_HI_F64, LN2_LO_F64, SHIFT20_F64, SHIFT20_HI, f64_as_u32, f64_map_op, hi_words, map_op, slice_fn,
     u32_as_f64,
 };
 use super::vmap::VecMap;
@@ -159,7 +159,7 @@ impl VecMap for LnMap {
     }
 }
 
-f32_map_op!(LnF32, LnF32InPlace, LnMap);
+map_op!(f32, LnF32, LnF32InPlace, LnMap);
 
 slice_fn! {
     f32: LnF32, LnF32InPlace;

@@ -83,6 +83,20 @@ macro_rules! map_drivers {
 map_drivers!(map_f32, map_in_place_f32: VecMap, f32, as_simd_f32s, as_mut_simd_f32s, partial_load_f32s, partial_store_f32s);
 map_drivers!(map_f64, map_in_place_f64: VecMap64, f64, as_simd_f64s, as_mut_simd_f64s, partial_load_f64s, partial_store_f64s);
 
+/// The op `x[i] = f(x[i])` of an `f32` map `f`, to run at an instruction set.
+pub(crate) struct MapInPlace<'a, F> {
+    pub(crate) x: &'a mut [f32],
+    pub(crate) f: F,
+}
+
+impl<F: VecMap> pulp::WithSimd for MapInPlace<'_, F> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        map_in_place_f32(simd, self.x, self.f);
+    }
+}
+
 /// `o[i] = f(o[i], a[i])`; `o` and `a` have the same length.
 #[inline(always)]
 pub(crate) fn zip_in_place<S: Simd, F: VecZip>(simd: S, o: &mut [f32], a: &[f32], f: F) {

@@ -29,7 +29,7 @@
 //! [`with_reference_path`](crate::losses::distill::with_reference_path) switches it off. `f64` inputs, and rows with a
 //! NaN or infinite logit, use the `f64` reference row functions.
 
-use crate::base::shape::ensure_shapes;
+use crate::base::shape::check_same_shape;
 use ndarray::{Array1, Array2, ArrayView, ArrayView2, Dimension};
 use rayon::prelude::*;
 
@@ -265,13 +265,7 @@ fn uda_core<T: Element>(
     opts: &UdaOptions,
     upstream: Option<f64>,
 ) -> Result<UdaParts<T>> {
-    ensure_shapes(
-        ori.shape() == aug.shape(),
-        OP,
-        ("ori_logits", ori.shape()),
-        ("aug_logits", aug.shape()),
-        "must be equal",
-    )?;
+    check_same_shape(OP, "ori_logits", ori.shape(), "aug_logits", aug.shape())?;
     let temp = check_temperature(OP, opts.temperature)?;
     if let Some(th) = opts.confidence_threshold {
         if th.is_nan() {

@@ -120,6 +120,19 @@ pub(crate) fn ignored_grad_is_nan<A: Real>(x: &[A], capped: bool) -> bool {
     }
 }
 
+/// The logit softcap over the row, `x ← c·tanh(x/c)`, keeping each `tanh(x/c)` in `tanh_buf` (cleared
+/// first) for the gradient's `1 − t²`.
+#[inline]
+pub(crate) fn softcap_row<A: Real>(x: &mut [A], c: A, tanh_buf: &mut Vec<A>) {
+    tanh_buf.clear();
+    tanh_buf.reserve(x.len());
+    for v in x.iter_mut() {
+        let t = (*v / c).tanh();
+        tanh_buf.push(t);
+        *v = c * t;
+    }
+}
+
 /// One row of cross-entropy with the extras, **in place**: `x` holds the row's logits on entry; with an
 /// upstream gradient `g` (the row's, before any `Mean` division) it holds the gradient wrt the
 /// (uncapped) logits on return, otherwise the capped logits. `tanh_buf` is scratch (resized as needed).
@@ -144,13 +157,7 @@ pub(crate) fn ce_row_in_place<A: Real>(
     }
     // 1. softcap
     if let Some(c) = cfg.softcap {
-        tanh_buf.clear();
-        tanh_buf.reserve(x.len());
-        for v in x.iter_mut() {
-            let t = (*v / c).tanh();
-            tanh_buf.push(t);
-            *v = c * t;
-        }
+        softcap_row(x, c, tanh_buf);
     }
     // 2. max (NaN-propagating) and Σ exp(x̃ − max) in f64
     let m = row_max(x);

@@ -151,7 +151,7 @@ impl Kernels {
 
     /// `x *= a`; see [`scale_f32`].
     pub fn scale_f32(self, x: &mut [f32], a: f32) {
-        self.run(ScaleOp { x, a })
+        self.run(MapInPlace { x, f: Scale(a) })
     }
 
     /// Softmax of a row; see [`softmax_f32`].

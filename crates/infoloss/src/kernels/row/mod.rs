@@ -8,7 +8,7 @@ use pulp::{Simd, WithSimd};
 use super::Kernels;
 use super::exp::{exp_f32s, exp_nonpos_f32s, len_mismatch};
 use super::simd::{hmax_ignore_nan, hsum_f64, load_tail_fill, max_ignore_nan, widen_bf16};
-use super::vmap::{Affine, Scale, VecMap, VecZip, map_f32, map_in_place_f32, zip_in_place};
+use super::vmap::{Affine, MapInPlace, Scale, VecMap, VecZip, map_f32, map_in_place_f32, zip_in_place};
 use crate::Result;
 
 mod backward;
@@ -536,18 +536,6 @@ impl WithSimd for ExpSubSumOp<'_> {
             start = end;
         }
         total
-    }
-}
-
-struct ScaleOp<'a> {
-    x: &'a mut [f32],
-    a: f32,
-}
-impl WithSimd for ScaleOp<'_> {
-    type Output = ();
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
-        map_in_place_f32(simd, self.x, Scale(self.a));
     }
 }
 

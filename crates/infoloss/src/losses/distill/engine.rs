@@ -514,24 +514,53 @@ pub(crate) fn topk_plan<T>(
     opts: &DistillOptions,
 ) -> Result<Plan> {
     let (rows, classes) = (s.first().copied().unwrap_or(0), s.get(1).copied().unwrap_or(0));
-    let (idx, lq) = (teacher.indices, teacher.logprobs);
-    ensure_shapes(
-        idx.shape() == lq.shape(),
-        OP_TOPK,
-        ("teacher indices", idx.shape()),
-        ("teacher logprobs", lq.shape()),
-        "must be equal",
-    )?;
-    ensure_shapes(
-        idx.nrows() == rows,
-        OP_TOPK,
-        ("teacher indices", idx.shape()),
-        ("student", s),
-        "must have the same number of rows",
-    )?;
+    teacher.check_shapes(OP_TOPK, &TopkNames::DISTILL, ("student", s))?;
     let plan = make_plan(OP_TOPK, rows, classes, labels, opts, teacher.add_tail)?;
-    check_topk_indices(OP_TOPK, "teacher indices", idx, classes)?;
+    check_topk_indices(OP_TOPK, "teacher indices", teacher.indices, classes)?;
     Ok(plan)
+}
+
+/// What a top-k loss calls a sparse teacher's parts, and how it words their mismatches, in its errors.
+pub(crate) struct TopkNames {
+    /// The `(rows, k)` indices.
+    pub(crate) indices: &'static str,
+    /// The `(rows, k)` log-probabilities.
+    pub(crate) logprobs: &'static str,
+    /// The detail when the two differ in shape.
+    pub(crate) same_shape: &'static str,
+    /// The detail when the teacher's rows are not the student's.
+    pub(crate) same_rows: &'static str,
+}
+
+impl TopkNames {
+    /// The names of [`distill_topk`](super::distill_topk).
+    pub(crate) const DISTILL: Self = Self {
+        indices: "teacher indices",
+        logprobs: "teacher logprobs",
+        same_shape: "must be equal",
+        same_rows: "must have the same number of rows",
+    };
+}
+
+impl<T> SparseTeacher<'_, T> {
+    /// Checks that the indices and log-probabilities have one shape and the rows of `student` (a name and
+    /// a shape, rows first).
+    pub(crate) fn check_shapes(
+        &self,
+        op: &'static str,
+        names: &TopkNames,
+        student: (&'static str, &[usize]),
+    ) -> Result<()> {
+        let (idx, lq) = (self.indices.shape(), self.logprobs.shape());
+        ensure_shapes(idx == lq, op, (names.indices, idx), (names.logprobs, lq), names.same_shape)?;
+        ensure_shapes(
+            self.indices.nrows() == student.1.first().copied().unwrap_or(0),
+            op,
+            (names.indices, idx),
+            student,
+            names.same_rows,
+        )
+    }
 }
 
 /// Checks a top-k teacher's indices `idx (rows, k)` (called `name`) against `classes`: each in `[0, classes)` and none

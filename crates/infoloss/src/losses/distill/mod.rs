@@ -114,7 +114,7 @@ pub use crate::options::DistillOptions;
 use crate::base::element::zero_t;
 use crate::base::shape::as_2d;
 use engine::*;
-pub(crate) use engine::{check_options, check_topk_indices, dense_in_place, topk_in_place};
+pub(crate) use engine::{TopkNames, check_options, check_topk_indices, dense_in_place, topk_in_place};
 
 crate::base::path::deprecated_switches!("distill");
 

@@ -22,13 +22,7 @@ pub(crate) fn ce_row_fast<T: LinearFloat>(
         return out;
     }
     if let Some(c) = cfg.softcap {
-        tanh_buf.clear();
-        tanh_buf.reserve(x.len());
-        for v in x.iter_mut() {
-            let t = (*v / c).tanh();
-            tanh_buf.push(t);
-            *v = c * t;
-        }
+        softcap_row(x, c, tanh_buf);
     }
     let m = T::row_max_fast(x);
     if cfg.want_acc && cls.is_some() {
@@ -95,8 +89,7 @@ pub(crate) fn linear_ce_core<T: LinearFloat>(
 ) -> Result<LinearCrossEntropyOutput<T>> {
     let (n, h) = hidden.dim();
     let v = weight.nrows();
-    check_linear(op, hidden.shape(), "hidden", weight.shape(), "weight")?;
-    check_bias(op, bias.as_ref(), "bias", weight.shape(), "weight")?;
+    LinearHead { hidden, weight, bias }.check(op, ["hidden", "weight", "bias"])?;
     if targets.shape() != [n] {
         return Err(Error::shape_mismatch(
             op,

@@ -347,8 +347,8 @@ pub fn linear_distill_backward<T: LinearFloat>(
 ) -> Result<LinearDistillOutput<T>> {
     const OP: &str = OP_DISTILL;
     let (xs, wsm, xt, wtm) = (student.hidden, student.weight, teacher.hidden, teacher.weight);
-    check_linear(OP, xs.shape(), "student_hidden", wsm.shape(), "student_weight")?;
-    check_linear(OP, xt.shape(), "teacher_hidden", wtm.shape(), "teacher_weight")?;
+    student.check(OP, ["student_hidden", "student_weight", "student_bias"])?;
+    teacher.check(OP, ["teacher_hidden", "teacher_weight", "teacher_bias"])?;
     ensure_shapes(
         xs.nrows() == xt.nrows(),
         OP,
@@ -363,8 +363,6 @@ pub fn linear_distill_backward<T: LinearFloat>(
         ("teacher_weight", wtm.shape()),
         "must have the same number of rows (classes V)",
     )?;
-    check_bias(OP, student.bias.as_ref(), "student_bias", wsm.shape(), "student_weight")?;
-    check_bias(OP, teacher.bias.as_ref(), "teacher_bias", wtm.shape(), "teacher_weight")?;
     let (n, hs) = xs.dim();
     let ht = xt.ncols();
     let v = wsm.nrows();
@@ -590,27 +588,6 @@ pub(crate) fn add_column_sums<T: LinearFloat>(acc: &mut [f64], g: &[T], rows: us
             }
         }
     });
-}
-
-/// Checks that an optional bias has one entry per row of its weight `(V, H)`.
-pub(crate) fn check_bias<T>(
-    op: &'static str,
-    bias: Option<&ArrayView1<'_, T>>,
-    bname: &'static str,
-    weight: &[usize],
-    wname: &'static str,
-) -> Result<()> {
-    match bias {
-        Some(b) if Some(&b.len()) != weight.first() => Err(Error::shape_mismatch(
-            op,
-            bname,
-            b.shape(),
-            wname,
-            weight,
-            format!("are not compatible: {bname} must have one entry per output row of {wname} (V)"),
-        )),
-        _ => Ok(()),
-    }
 }
 
 /// Validates the upstream gradient against the loss: `(n,)` (or a scalar) for `None`, a scalar otherwise.

@@ -2,10 +2,16 @@
 //! and log-probabilities a teacher cache holds), chunk by chunk through [`distill_chunks`].
 
 use super::*;
-use crate::base::shape::ensure_shapes;
-use crate::losses::distill::check_topk_indices;
+use crate::losses::distill::{TopkNames, check_topk_indices};
 
 const OP: &str = "linear_distill_topk";
+
+const TOPK_NAMES: TopkNames = TopkNames {
+    indices: "topk_indices",
+    logprobs: "topk_logprobs",
+    same_shape: "must have the same shape (N, k)",
+    same_rows: "must have the same number of rows N",
+};
 
 /// The temporary memory [`linear_distill_topk`] needs for `n` rows, hidden size `h`, `v` classes (with
 /// or without a student bias), on the current rayon pool.
@@ -115,23 +121,9 @@ pub fn linear_distill_topk<T: LinearFloat>(
     grad_output: &GradOutput<'_, T>,
 ) -> Result<LinearDistillOutput<T>> {
     let (xs, wsm) = (student.hidden, student.weight);
-    check_linear(OP, xs.shape(), "student_hidden", wsm.shape(), "student_weight")?;
-    check_bias(OP, student.bias.as_ref(), "student_bias", wsm.shape(), "student_weight")?;
+    student.check(OP, ["student_hidden", "student_weight", "student_bias"])?;
+    teacher.check_shapes(OP, &TOPK_NAMES, ("student_hidden", xs.shape()))?;
     let (idx, lq) = (teacher.indices, teacher.logprobs);
-    ensure_shapes(
-        idx.shape() == lq.shape(),
-        OP,
-        ("topk_indices", idx.shape()),
-        ("topk_logprobs", lq.shape()),
-        "must have the same shape (N, k)",
-    )?;
-    ensure_shapes(
-        idx.nrows() == xs.nrows(),
-        OP,
-        ("topk_indices", idx.shape()),
-        ("student_hidden", xs.shape()),
-        "must have the same number of rows N",
-    )?;
     let (n, h) = xs.dim();
     let v = wsm.nrows();
     let ws = linear_distill_topk_workspace::<T>(n, h, v, student.bias.is_some(), opts);

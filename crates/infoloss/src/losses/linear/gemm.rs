@@ -25,22 +25,30 @@ pub(crate) fn contiguous<'a, T: Clone, D: Dimension>(a: &'a ArrayView<'_, T, D>)
     }
 }
 
-/// Checks `hidden (N, H)` against `weight (V, H)`.
-pub(crate) fn check_linear(
-    op: &'static str,
-    hidden: &[usize],
-    hname: &'static str,
-    weight: &[usize],
-    wname: &'static str,
-) -> Result<()> {
-    ensure_shapes(
-        hidden.get(1) == weight.get(1),
-        op,
-        (hname, hidden),
-        (wname, weight),
-        "are not compatible: hidden (N, H) and weight (V, H) must have the same H",
-    )?;
-    Ok(())
+impl<T> LinearHead<'_, T> {
+    /// Checks the head's `hidden (N, H)` against its `weight (V, H)` and its optional `bias (V,)` (one
+    /// entry per output row), each called by its name in `[hidden, weight, bias]` in the errors.
+    pub(crate) fn check(&self, op: &'static str, [hname, wname, bname]: [&'static str; 3]) -> Result<()> {
+        let (hidden, weight) = (self.hidden.shape(), self.weight.shape());
+        ensure_shapes(
+            hidden.get(1) == weight.get(1),
+            op,
+            (hname, hidden),
+            (wname, weight),
+            "are not compatible: hidden (N, H) and weight (V, H) must have the same H",
+        )?;
+        match &self.bias {
+            Some(b) if Some(&b.len()) != weight.first() => Err(Error::shape_mismatch(
+                op,
+                bname,
+                b.shape(),
+                wname,
+                weight,
+                format!("are not compatible: {bname} must have one entry per output row of {wname} (V)"),
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The row-major matrices of one chunk's three products.

@@ -49,7 +49,7 @@ use crate::kernels::linear_gemm::{self, Accum, GemmError, MatMut, MatRef};
 use crate::losses::distill::{DistillOptions, SparseTeacher, distill_with_grad};
 use crate::rows::ce_rows::{
     CeRowConfig, CeRowOut, fill_ignored_grad, grad_coefs, ignored_grad_is_nan, reduce_rows, row_argmax,
-    row_config,
+    row_config, softcap_row,
 };
 use crate::rows::distill_rows::OnlineLse;
 use crate::rows::softmax_rows::row_logsumexp;
