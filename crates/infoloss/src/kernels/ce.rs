@@ -1,6 +1,7 @@
 //! Fused cross-entropy row kernels: a row's loss terms and its gradient with one `exp` per element.
 
 use super::simd::abs;
+use crate::base::checks;
 use crate::base::shape::check_same_shape;
 use pulp::{Simd, WithSimd};
 
@@ -74,17 +75,6 @@ pub struct CeProbsRow {
     pub loss: f64,
     /// `Σ_c w_c·t'_c` in `f64` (the factor of `p` in the gradient).
     pub target_mass: f64,
-}
-
-/// PyTorch's rule: ε > 1 is an error, a negative or NaN ε disables smoothing.
-fn smoothing(op: &'static str, eps: f64) -> Result<f64> {
-    if eps > 1.0 {
-        Err(Error::invalid_option(op, "label_smoothing", eps, "label_smoothing must be between 0.0 and 1.0"))
-    } else if eps > 0.0 {
-        Ok(eps)
-    } else {
-        Ok(0.0)
-    }
 }
 
 #[cold]
@@ -531,7 +521,7 @@ impl Kernels {
         let n = x.len();
         check_index_row(OP, n, target, weight)?;
         check_lengths(OP, n, None, grad.as_deref())?;
-        let eps = smoothing(OP, label_smoothing)?;
+        let eps = checks::label_smoothing(OP, label_smoothing)?;
         Ok(self.run(CeOp { io: CeIo::Split { x, grad }, target, weight, eps, scale: grad_scale }))
     }
 
@@ -555,7 +545,7 @@ impl Kernels {
             return Err(grad_mismatch(OP, x.len(), out.len()));
         }
         check_index_row(OP, out.len(), target, weight)?;
-        let eps = smoothing(OP, label_smoothing)?;
+        let eps = checks::label_smoothing(OP, label_smoothing)?;
         Ok(self.run(CeOp { io: CeIo::Bf16 { x, out }, target, weight, eps, scale: grad_scale }))
     }
 
@@ -570,7 +560,7 @@ impl Kernels {
     ) -> Result<CeRow> {
         const OP: &str = "cross_entropy_row_in_place_f32";
         check_index_row(OP, row.len(), target, weight)?;
-        let eps = smoothing(OP, label_smoothing)?;
+        let eps = checks::label_smoothing(OP, label_smoothing)?;
         Ok(self.run(CeOp { io: CeIo::InPlace(row), target, weight, eps, scale: grad_scale }))
     }
 
@@ -588,7 +578,7 @@ impl Kernels {
         let n = x.len();
         check_same_shape(OP, "input row", &[n], "target row", &[target.len()])?;
         check_lengths(OP, n, weight, grad.as_deref())?;
-        let eps = smoothing(OP, label_smoothing)?;
+        let eps = checks::label_smoothing(OP, label_smoothing)?;
         Ok(self.run(CeProbsOp { x, t: target, weight, eps, grad, scale: grad_scale }))
     }
 }
