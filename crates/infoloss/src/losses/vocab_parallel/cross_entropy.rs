@@ -5,7 +5,7 @@ use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 
 use super::collective::{Collective, nan_max};
 use super::layout::{VocabShard, check_layout, check_len, check_slice, fingerprint};
-use super::rows::{cap_slope, capped, for_each_row};
+use super::rows::{cap_slope, capped, exps, for_each_row};
 use crate::base::element::Real;
 use crate::base::shape::ensure_shapes;
 use crate::{CrossEntropyExtrasOptions, Element, Error, Loss, Reduction, Result};
@@ -120,9 +120,10 @@ impl<T: Element> CrossEntropyShard<T> {
         let (wt, rest) = rest.split_at_mut(rows);
         let (wx, wsum) = rest.split_at_mut(rows);
         let w = |k: usize| self.weight.as_ref().map_or(1.0, |w| w[k]);
+        let mut scratch = Vec::new();
         for (r, row) in self.buf.outer_iter().enumerate() {
             let m = global_max[r];
-            z[r] = row.iter().map(|&v| (v - m).exp()).sum();
+            z[r] = exps(&mut scratch, row.iter().map(|&v| v - m)).iter().sum();
             let y = self.target[r];
             if y != self.opts.ignore_index && self.shard.contains(y as usize) {
                 let k = y as usize - self.shard.start;
@@ -203,9 +204,10 @@ impl<T: Element> CrossEntropyShard<T> {
                 }
                 let y = target[r];
                 let local_y = shard.contains(y as usize).then(|| y as usize - shard.start);
-                for (k, g) in row.iter_mut().enumerate() {
+                let mut scratch = Vec::new();
+                let probs = exps(&mut scratch, row.iter().map(|&x| x - lse[r]));
+                for ((k, g), &p) in row.iter_mut().enumerate().zip(probs) {
                     let xc = *g;
-                    let p = (xc - lse[r]).exp();
                     let wk = weight.as_ref().map_or(1.0, |w| w[k]);
                     let onehot = if local_y == Some(k) { 1.0 } else { 0.0 };
                     let mut d = (1.0 - eps) * wt[r] * (p - onehot) * g_ce + 2.0 * s * lse[r] * p * g_z;

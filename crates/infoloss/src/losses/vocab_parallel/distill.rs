@@ -5,7 +5,7 @@ use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 
 use super::collective::{Collective, nan_max};
 use super::layout::{VocabShard, check_layout, check_len, check_slice, fingerprint};
-use super::rows::{cap_slope, capped, for_each_row};
+use super::rows::{cap_slope, capped, exps, for_each_row};
 use crate::base::element::Real;
 use crate::losses::distill::check_options;
 use crate::options::{DistillOptions, Divergence};
@@ -160,15 +160,18 @@ impl<T: Element> DistillShard<T> {
         self.max = global_max.to_vec();
         let t = self.opts.temperature;
         let mut out = vec![0.0; 6 * n];
+        let (mut scratch_u, mut scratch_v, mut scratch_1) = (Vec::new(), Vec::new(), Vec::new());
         for r in 0..n {
             let (mu, mv, m1) = (global_max[r], global_max[n + r], global_max[2 * n + r]);
-            let (mut zu, mut zv, mut z1, mut af, mut ar) = (0.0, 0.0, 0.0, 0.0, 0.0);
-            for (&sp, &v) in self.buf.row(r).iter().zip(self.v.row(r)) {
+            let (srow, vrow) = (self.buf.row(r), self.v.row(r));
+            let eus = exps(&mut scratch_u, srow.iter().map(|&sp| sp / t - mu));
+            let evs = exps(&mut scratch_v, vrow.iter().map(|&v| v - mv));
+            let z1 = exps(&mut scratch_1, srow.iter().map(|&sp| sp - m1)).iter().sum::<f64>();
+            let (mut zu, mut zv, mut af, mut ar) = (0.0, 0.0, 0.0, 0.0);
+            for (((&sp, &v), &eu), &ev) in srow.iter().zip(vrow).zip(eus).zip(evs) {
                 let u = sp / t;
-                let (eu, ev) = ((u - mu).exp(), (v - mv).exp());
                 zu += eu;
                 zv += ev;
-                z1 += (sp - m1).exp();
                 if ev != 0.0 {
                     af += ev * (v - u);
                 }
@@ -203,12 +206,15 @@ impl<T: Element> DistillShard<T> {
         let n = self.rows();
         let t = self.opts.temperature;
         let mut out = vec![0.0; 2 * n];
+        let (mut scratch_p, mut scratch_q) = (Vec::new(), Vec::new());
         for r in 0..n {
             let l = self.lse(r);
+            let (srow, vrow) = (self.buf.row(r), self.v.row(r));
+            let ps = exps(&mut scratch_p, srow.iter().map(|&sp| sp / t - l.u));
+            let qs = exps(&mut scratch_q, vrow.iter().map(|&v| v - l.v));
             let (mut a, mut b) = (0.0, 0.0);
-            for (&sp, &v) in self.buf.row(r).iter().zip(self.v.row(r)) {
+            for (((&sp, &v), &p), &q) in srow.iter().zip(vrow).zip(ps).zip(qs) {
                 let (lp, lq) = (sp / t - l.u, v - l.v);
-                let (p, q) = (lp.exp(), lq.exp());
                 match self.div {
                     Div::Jsd(beta) => {
                         let lm = log_mix(lq, lp, beta);
@@ -327,13 +333,18 @@ impl<T: Element> DistillShard<T> {
                 return;
             }
             let l = lses[r];
+            let (mut scratch_p, mut scratch_q, mut scratch_1) = (Vec::new(), Vec::new(), Vec::new());
+            let soft = alpha > 0.0;
+            let ps = exps(&mut scratch_p, row.iter().filter(|_| soft).map(|&sp| sp / t - l.u));
+            let qs = exps(&mut scratch_q, v.row(r).iter().filter(|_| soft).map(|&x| x - l.v));
+            let p1s = exps(&mut scratch_1, row.iter().filter(|_| alpha < 1.0).map(|&sp| sp - l.one));
             for (k, g) in row.iter_mut().enumerate() {
                 let sp = *g;
                 let mut grad = 0.0;
-                if alpha > 0.0 {
+                if soft {
                     let lp = sp / t - l.u;
                     let lq = v[[r, k]] - l.v;
-                    let (p, q) = (lp.exp(), lq.exp());
+                    let (p, q) = (ps[k], qs[k]);
                     let du = match d {
                         Div::Forward => p - q,
                         Div::Reverse => {
@@ -355,8 +366,7 @@ impl<T: Element> DistillShard<T> {
                     grad += soft_c * du;
                 }
                 if alpha < 1.0 {
-                    let p1 = (sp - l.one).exp();
-                    grad += hard_c * (p1 - if labels[r] == Some(k) { 1.0 } else { 0.0 });
+                    grad += hard_c * (p1s[k] - if labels[r] == Some(k) { 1.0 } else { 0.0 });
                 }
                 *g = grad * slope(sp);
             }

@@ -6,6 +6,7 @@ use rayon::prelude::*;
 
 use crate::Element;
 use crate::base::element::Real;
+use crate::kernels::exp_f64_in_place;
 
 /// `c·tanh(a·x / c)` (softcap `c`) or `a·x` of every element in `f64`, in a standard-layout array.
 /// (Not rounded to the element type: the transformed logits stay exact until the result is rounded.)
@@ -33,4 +34,13 @@ pub(super) fn for_each_row(a: &mut Array2<f64>, f: impl Fn(usize, &mut [f64]) + 
     }
     let data = a.as_slice_mut().expect("built in standard layout");
     data.par_chunks_mut(cols).enumerate().for_each(|(r, row)| f(r, row));
+}
+
+/// `exp` of each of `values`, written into `out` (reused between rows), through the SIMD `f64` exponential
+/// of the kernels (within 1 ulp of `f64::exp`, several times faster than calling it per element).
+pub(super) fn exps(out: &mut Vec<f64>, values: impl Iterator<Item = f64>) -> &[f64] {
+    out.clear();
+    out.extend(values);
+    exp_f64_in_place(out);
+    out
 }
