@@ -5,7 +5,7 @@ use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 
 use super::collective::{Collective, nan_max};
 use super::layout::{VocabShard, check_layout, check_len, check_slice, fingerprint};
-use super::rows::{cap_slope, capped, exps, for_each_row};
+use super::rows::{cap_slope, capped, exps, for_each_row, with_scratch};
 use crate::base::element::Real;
 use crate::base::shape::ensure_shapes;
 use crate::{CrossEntropyExtrasOptions, Element, Error, Loss, Reduction, Result};
@@ -204,18 +204,19 @@ impl<T: Element> CrossEntropyShard<T> {
                 }
                 let y = target[r];
                 let local_y = shard.contains(y as usize).then(|| y as usize - shard.start);
-                let mut scratch = Vec::new();
-                let probs = exps(&mut scratch, row.iter().map(|&x| x - lse[r]));
-                for ((k, g), &p) in row.iter_mut().enumerate().zip(probs) {
-                    let xc = *g;
-                    let wk = weight.as_ref().map_or(1.0, |w| w[k]);
-                    let onehot = if local_y == Some(k) { 1.0 } else { 0.0 };
-                    let mut d = (1.0 - eps) * wt[r] * (p - onehot) * g_ce + 2.0 * s * lse[r] * p * g_z;
-                    if eps > 0.0 {
-                        d += eps / c_all * (p * wsum - wk) * g_ce;
+                with_scratch(|[scratch, ..]| {
+                    let probs = exps(scratch, row.iter().map(|&x| x - lse[r]));
+                    for ((k, g), &p) in row.iter_mut().enumerate().zip(probs) {
+                        let xc = *g;
+                        let wk = weight.as_ref().map_or(1.0, |w| w[k]);
+                        let onehot = if local_y == Some(k) { 1.0 } else { 0.0 };
+                        let mut d = (1.0 - eps) * wt[r] * (p - onehot) * g_ce + 2.0 * s * lse[r] * p * g_z;
+                        if eps > 0.0 {
+                            d += eps / c_all * (p * wsum - wk) * g_ce;
+                        }
+                        *g = d * cap.map_or(1.0, |c| cap_slope(xc, 1.0, c));
                     }
-                    *g = d * cap.map_or(1.0, |c| cap_slope(xc, 1.0, c));
-                }
+                });
             });
             self.buf.mapv(as_t)
         } else {

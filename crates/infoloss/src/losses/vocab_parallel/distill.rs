@@ -5,7 +5,7 @@ use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 
 use super::collective::{Collective, nan_max};
 use super::layout::{VocabShard, check_layout, check_len, check_slice, fingerprint};
-use super::rows::{cap_slope, capped, exps, for_each_row};
+use super::rows::{cap_slope, capped, exps, for_each_row, with_scratch};
 use crate::base::element::Real;
 use crate::losses::distill::check_options;
 use crate::options::{DistillOptions, Divergence};
@@ -333,43 +333,44 @@ impl<T: Element> DistillShard<T> {
                 return;
             }
             let l = lses[r];
-            let (mut scratch_p, mut scratch_q, mut scratch_1) = (Vec::new(), Vec::new(), Vec::new());
             let soft = alpha > 0.0;
-            let ps = exps(&mut scratch_p, row.iter().filter(|_| soft).map(|&sp| sp / t - l.u));
-            let qs = exps(&mut scratch_q, v.row(r).iter().filter(|_| soft).map(|&x| x - l.v));
-            let p1s = exps(&mut scratch_1, row.iter().filter(|_| alpha < 1.0).map(|&sp| sp - l.one));
-            for (k, g) in row.iter_mut().enumerate() {
-                let sp = *g;
-                let mut grad = 0.0;
-                if soft {
-                    let lp = sp / t - l.u;
-                    let lq = v[[r, k]] - l.v;
-                    let (p, q) = (ps[k], qs[k]);
-                    let du = match d {
-                        Div::Forward => p - q,
-                        Div::Reverse => {
-                            if p == 0.0 {
-                                0.0
-                            } else {
-                                p * (lp - lq - gscalar[r])
+            with_scratch(|[scratch_p, scratch_q, scratch_1]| {
+                let ps = exps(scratch_p, row.iter().filter(|_| soft).map(|&sp| sp / t - l.u));
+                let qs = exps(scratch_q, v.row(r).iter().filter(|_| soft).map(|&x| x - l.v));
+                let p1s = exps(scratch_1, row.iter().filter(|_| alpha < 1.0).map(|&sp| sp - l.one));
+                for (k, g) in row.iter_mut().enumerate() {
+                    let sp = *g;
+                    let mut grad = 0.0;
+                    if soft {
+                        let lp = sp / t - l.u;
+                        let lq = v[[r, k]] - l.v;
+                        let (p, q) = (ps[k], qs[k]);
+                        let du = match d {
+                            Div::Forward => p - q,
+                            Div::Reverse => {
+                                if p == 0.0 {
+                                    0.0
+                                } else {
+                                    p * (lp - lq - gscalar[r])
+                                }
                             }
-                        }
-                        Div::Jsd(beta) => {
-                            if p == 0.0 {
-                                0.0
-                            } else {
-                                (1.0 - beta) * p * (lp - log_mix(lq, lp, beta) - gscalar[r])
+                            Div::Jsd(beta) => {
+                                if p == 0.0 {
+                                    0.0
+                                } else {
+                                    (1.0 - beta) * p * (lp - log_mix(lq, lp, beta) - gscalar[r])
+                                }
                             }
-                        }
-                        Div::Tvd => p * (sigma(p, q) - gscalar[r]),
-                    };
-                    grad += soft_c * du;
+                            Div::Tvd => p * (sigma(p, q) - gscalar[r]),
+                        };
+                        grad += soft_c * du;
+                    }
+                    if alpha < 1.0 {
+                        grad += hard_c * (p1s[k] - if labels[r] == Some(k) { 1.0 } else { 0.0 });
+                    }
+                    *g = grad * slope(sp);
                 }
-                if alpha < 1.0 {
-                    grad += hard_c * (p1s[k] - if labels[r] == Some(k) { 1.0 } else { 0.0 });
-                }
-                *g = grad * slope(sp);
-            }
+            });
         });
         Ok(VocabParallelDistillOutput { loss, grad: self.buf.mapv(as_t) })
     }

@@ -44,3 +44,14 @@ pub(super) fn exps(out: &mut Vec<f64>, values: impl Iterator<Item = f64>) -> &[f
     exp_f64_in_place(out);
     out
 }
+
+thread_local! {
+    /// Per-thread rows of exponentials, reused from row to row: a fresh `Vec` per row of a 64k-class slice
+    /// would be a fresh mapping, and its page faults cost more than the row's arithmetic.
+    static SCRATCH: std::cell::RefCell<[Vec<f64>; 3]> = const { std::cell::RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
+}
+
+/// Runs `f` with this thread's three scratch rows.
+pub(super) fn with_scratch<R>(f: impl FnOnce(&mut [Vec<f64>; 3]) -> R) -> R {
+    SCRATCH.with(|s| f(&mut s.borrow_mut()))
+}
