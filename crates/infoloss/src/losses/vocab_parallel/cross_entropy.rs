@@ -3,9 +3,9 @@
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 
-use super::collective::{Collective, nan_max};
+use super::collective::Collective;
 use super::layout::{VocabShard, check_layout, check_len, check_slice, fingerprint};
-use super::rows::{cap_slope, capped, exps, for_each_row, with_scratch};
+use super::rows::{cap_slope, capped, exps, for_each_row, per_row, row_max, with_scratch};
 use crate::base::element::Real;
 use crate::base::shape::ensure_shapes;
 use crate::{CrossEntropyExtrasOptions, Element, Error, Loss, Reduction, Result};
@@ -103,7 +103,7 @@ impl<T: Element> CrossEntropyShard<T> {
 
     /// Step 1: the maximum of each row of this rank's capped logits (`-inf` for an empty slice).
     pub fn local_max(&self) -> Vec<f64> {
-        self.buf.outer_iter().map(|r| r.iter().fold(f64::NEG_INFINITY, |m, &v| nan_max(m, v))).collect()
+        per_row::<1>(self.buf.nrows(), |r, _| [row_max(self.buf.row(r))])
     }
 
     /// Step 2: given the global row maxima `M` (`N`), this rank's `4·N + 1` sums, to be summed over
@@ -114,27 +114,22 @@ impl<T: Element> CrossEntropyShard<T> {
         check_len(OP, "global_max", global_max.len(), rows, "local_max")?;
         self.max = global_max.to_vec();
         let smoothing = self.opts.label_smoothing > 0.0;
-        let mut out = vec![0.0; SUMS_PER_ROW * rows + 1];
-        let (z, rest) = out.split_at_mut(rows);
-        let (xt, rest) = rest.split_at_mut(rows);
-        let (wt, rest) = rest.split_at_mut(rows);
-        let (wx, wsum) = rest.split_at_mut(rows);
         let w = |k: usize| self.weight.as_ref().map_or(1.0, |w| w[k]);
-        let mut scratch = Vec::new();
-        for (r, row) in self.buf.outer_iter().enumerate() {
+        let mut out = per_row::<SUMS_PER_ROW>(rows, |r, [scratch, ..]| {
+            let row = self.buf.row(r);
             let m = global_max[r];
-            z[r] = exps(&mut scratch, row.iter().map(|&v| v - m)).iter().sum();
+            let z = exps(scratch, row.iter().map(|&v| v - m)).iter().sum();
             let y = self.target[r];
-            if y != self.opts.ignore_index && self.shard.contains(y as usize) {
+            let (xt, wt) = if y != self.opts.ignore_index && self.shard.contains(y as usize) {
                 let k = y as usize - self.shard.start;
-                xt[r] = row[k];
-                wt[r] = w(k);
-            }
-            if smoothing {
-                wx[r] = row.iter().enumerate().map(|(k, &v)| w(k) * v).sum();
-            }
-        }
-        wsum[0] = (0..self.shard.len).map(w).sum();
+                (row[k], w(k))
+            } else {
+                (0.0, 0.0)
+            };
+            let wx = if smoothing { row.iter().enumerate().map(|(k, &v)| w(k) * v).sum() } else { 0.0 };
+            [z, xt, wt, wx]
+        });
+        out.push((0..self.shard.len).map(w).sum());
         Ok(out)
     }
 

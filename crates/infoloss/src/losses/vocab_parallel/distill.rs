@@ -3,9 +3,9 @@
 
 use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 
-use super::collective::{Collective, nan_max};
+use super::collective::Collective;
 use super::layout::{VocabShard, check_layout, check_len, check_slice, fingerprint};
-use super::rows::{cap_slope, capped, exps, for_each_row, with_scratch};
+use super::rows::{cap_slope, capped, exps, for_each_row, per_row, row_max, with_scratch};
 use crate::base::element::Real;
 use crate::losses::distill::check_options;
 use crate::options::{DistillOptions, Divergence};
@@ -141,14 +141,10 @@ impl<T: Element> DistillShard<T> {
     pub fn local_max(&self) -> Vec<f64> {
         let n = self.rows();
         let t = self.opts.temperature;
-        let mut out = vec![f64::NEG_INFINITY; 3 * n];
-        for r in 0..n {
-            let m1 = self.buf.row(r).iter().fold(f64::NEG_INFINITY, |m, &x| nan_max(m, x));
-            out[r] = m1 / t;
-            out[n + r] = self.v.row(r).iter().fold(f64::NEG_INFINITY, |m, &x| nan_max(m, x));
-            out[2 * n + r] = m1;
-        }
-        out
+        per_row::<3>(n, |r, _| {
+            let m1 = row_max(self.buf.row(r));
+            [m1 / t, row_max(self.v.row(r)), m1]
+        })
     }
 
     /// Step 2: given the reduced maxima (`3·N`), per row `Σ exp(s'/T − M_p)`, `Σ exp(t/T − M_q)`,
@@ -159,14 +155,12 @@ impl<T: Element> DistillShard<T> {
         check_len(OP, "global_max", global_max.len(), 3 * n, "local_max")?;
         self.max = global_max.to_vec();
         let t = self.opts.temperature;
-        let mut out = vec![0.0; 6 * n];
-        let (mut scratch_u, mut scratch_v, mut scratch_1) = (Vec::new(), Vec::new(), Vec::new());
-        for r in 0..n {
+        Ok(per_row::<6>(n, |r, [scratch_u, scratch_v, scratch_1]| {
             let (mu, mv, m1) = (global_max[r], global_max[n + r], global_max[2 * n + r]);
             let (srow, vrow) = (self.buf.row(r), self.v.row(r));
-            let eus = exps(&mut scratch_u, srow.iter().map(|&sp| sp / t - mu));
-            let evs = exps(&mut scratch_v, vrow.iter().map(|&v| v - mv));
-            let z1 = exps(&mut scratch_1, srow.iter().map(|&sp| sp - m1)).iter().sum::<f64>();
+            let eus = exps(scratch_u, srow.iter().map(|&sp| sp / t - mu));
+            let evs = exps(scratch_v, vrow.iter().map(|&v| v - mv));
+            let z1 = exps(scratch_1, srow.iter().map(|&sp| sp - m1)).iter().sum::<f64>();
             let (mut zu, mut zv, mut af, mut ar) = (0.0, 0.0, 0.0, 0.0);
             for (((&sp, &v), &eu), &ev) in srow.iter().zip(vrow).zip(eus).zip(evs) {
                 let u = sp / t;
@@ -180,11 +174,8 @@ impl<T: Element> DistillShard<T> {
                 }
             }
             let label = self.local_label(r).map_or(0.0, |k| self.buf[[r, k]]);
-            for (i, x) in [zu, zv, z1, label, af, ar].into_iter().enumerate() {
-                out[i * n + r] = x;
-            }
-        }
-        Ok(out)
+            [zu, zv, z1, label, af, ar]
+        }))
     }
 
     /// Whether this divergence needs step 3 (generalized JSD with `0 < β < 1`, total variation).
@@ -205,17 +196,16 @@ impl<T: Element> DistillShard<T> {
         self.take_sums(global_sums)?;
         let n = self.rows();
         let t = self.opts.temperature;
-        let mut out = vec![0.0; 2 * n];
-        let (mut scratch_p, mut scratch_q) = (Vec::new(), Vec::new());
-        for r in 0..n {
+        let div = self.div;
+        Ok(per_row::<2>(n, |r, [scratch_p, scratch_q, _]| {
             let l = self.lse(r);
             let (srow, vrow) = (self.buf.row(r), self.v.row(r));
-            let ps = exps(&mut scratch_p, srow.iter().map(|&sp| sp / t - l.u));
-            let qs = exps(&mut scratch_q, vrow.iter().map(|&v| v - l.v));
+            let ps = exps(scratch_p, srow.iter().map(|&sp| sp / t - l.u));
+            let qs = exps(scratch_q, vrow.iter().map(|&v| v - l.v));
             let (mut a, mut b) = (0.0, 0.0);
             for (((&sp, &v), &p), &q) in srow.iter().zip(vrow).zip(ps).zip(qs) {
                 let (lp, lq) = (sp / t - l.u, v - l.v);
-                match self.div {
+                match div {
                     Div::Jsd(beta) => {
                         let lm = log_mix(lq, lp, beta);
                         if q != 0.0 {
@@ -231,10 +221,8 @@ impl<T: Element> DistillShard<T> {
                     }
                 }
             }
-            out[r] = a;
-            out[n + r] = b;
-        }
-        Ok(out)
+            [a, b]
+        }))
     }
 
     fn take_sums(&mut self, global_sums: &[f64]) -> Result<()> {

@@ -36,6 +36,28 @@ pub(super) fn for_each_row(a: &mut Array2<f64>, f: impl Fn(usize, &mut [f64]) + 
     data.par_chunks_mut(cols).enumerate().for_each(|(r, row)| f(r, row));
 }
 
+/// `K` numbers per row for rows `0..n`, computed in parallel (each row on its own, with this thread's scratch rows,
+/// so the result does not depend on the thread count), laid out as `K` blocks of `n`: value `i` of row `r` at
+/// `i·n + r`, the layout the all-reductions carry.
+pub(super) fn per_row<const K: usize>(
+    n: usize,
+    f: impl Fn(usize, &mut [Vec<f64>; 3]) -> [f64; K] + Sync,
+) -> Vec<f64> {
+    let rows: Vec<[f64; K]> = (0..n).into_par_iter().map(|r| with_scratch(|s| f(r, s))).collect();
+    let mut out = vec![0.0; K * n];
+    for (r, vals) in rows.iter().enumerate() {
+        for (i, &v) in vals.iter().enumerate() {
+            out[i * n + r] = v;
+        }
+    }
+    out
+}
+
+/// The maximum of a row, NaN if it holds one (`-inf` for an empty row).
+pub(super) fn row_max(row: ndarray::ArrayView1<'_, f64>) -> f64 {
+    row.iter().fold(f64::NEG_INFINITY, |m, &v| super::collective::nan_max(m, v))
+}
+
 /// `exp` of each of `values`, written into `out` (reused between rows), through the SIMD `f64` exponential
 /// of the kernels (within 1 ulp of `f64::exp`, several times faster than calling it per element).
 pub(super) fn exps(out: &mut Vec<f64>, values: impl Iterator<Item = f64>) -> &[f64] {
